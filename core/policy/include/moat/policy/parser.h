@@ -1,0 +1,24 @@
+#pragma once
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "moat/policy/diagnostic.h"
+#include "moat/policy/policy.h"
+
+namespace moat::policy {
+
+struct ParseResult {
+    std::optional<Policy> policy;          // set only when there is no error diagnostic
+    std::vector<Diagnostic> diagnostics;   // errors and warnings, in file order
+};
+
+// Parses and validates. Bounded: texts above kMaxPolicyBytes are rejected.
+// Unknown keys and misspelt syscall names are errors with a "did you mean".
+inline constexpr size_t kMaxPolicyBytes = 1 << 20;
+ParseResult parse_policy(std::string_view text, std::string_view source_name);
+
+// The effective policy as TOML with every default written out and commented.
+std::string explain(const Policy& p);
+
+}  // namespace moat::policy

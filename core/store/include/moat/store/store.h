@@ -1,0 +1,132 @@
+#pragma once
+// The event store: SQLite in WAL mode in the state dir (docs/store.md).
+// One writer connection owned by a writer thread that drains a bounded queue
+// in batched transactions; synchronous job/policy writes go through the same
+// connection under a mutex. Reads use their own connections.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "moat/common/error.h"
+
+namespace moat::store {
+
+struct PolicyRecord {
+    int64_t id = 0;
+    std::string name;
+    int version = 0;        // 1, 2, ... per name, in order of first store
+    std::string sha256;
+    std::string toml;
+    int64_t created_ns = 0;
+};
+
+struct Resources {
+    uint64_t cpu_time_ns = 0;
+    uint64_t peak_memory_bytes = 0;
+    uint64_t peak_pids = 0;
+};
+
+struct JobRecord {
+    int64_t id = 0;                 // assigned by create_job
+    std::string tier;               // "seccomp" | "container" | "vm"
+    std::vector<std::string> argv;
+    std::vector<std::string> env;   // "K=V" as given to the job
+    std::string cwd;
+    int64_t policy_id = 0;
+    std::string policy_name;        // filled by reads
+    int policy_version = 0;         // filled by reads
+    std::string policy_sha256;      // filled by reads
+    int64_t started_ns = 0;
+    std::optional<int64_t> ended_ns;
+    std::string state = "running";  // "running" | "finished"
+    std::optional<int> exit_code;
+    std::optional<int> signal;
+    std::string cause;              // termination cause (contract table), "" while running
+    std::string detail;
+    Resources resources;
+    uint64_t denial_count = 0;
+    int uid = -1;                   // host uid the job ran as
+    int pid = -1;                   // host pid of the job's first process
+    std::string cgroup;             // description of the job's cgroup(s), for recovery
+    std::string accelerator;        // vm tier: "kvm" | "tcg"; else ""
+    nlohmann::json info = nlohmann::json::object();  // landlock ABI, cgroup version, warnings...
+};
+
+enum class EventKind { Lifecycle, Resource, Denial, Limit };
+const char* kind_name(EventKind k);  // "lifecycle" | "resource" | "denial" | "limit"
+
+struct Event {
+    int64_t id = 0;         // assigned when stored
+    int64_t job = 0;
+    int64_t time_ns = 0;    // CLOCK_REALTIME
+    EventKind kind = EventKind::Lifecycle;
+    uint64_t count = 1;     // >1 for a coalesced row
+    // Kind-specific fields as in the contract (denial: pid, syscall, nr, arch, args,
+    // action, ip, module, decoded; resource: cpu_time_ns, memory_bytes, pids, ...).
+    nlohmann::json fields = nlohmann::json::object();
+    // The contract's JSON line: {"time","job","kind","count",...fields, "id"}
+    nlohmann::json to_json() const;
+};
+
+struct EventQuery {
+    std::optional<int64_t> job;
+    std::optional<EventKind> kind;
+    std::optional<std::string> syscall;
+    std::optional<int64_t> since_ns, until_ns;
+    int64_t after_id = 0;   // keyset paging: events with id > after_id, oldest first
+    int limit = 1000;       // capped at 10000
+};
+
+struct StoreStats {
+    uint64_t queued = 0, written = 0, dropped = 0, batches = 0;
+};
+
+class Store {
+public:
+    // Opens (creating when missing) DIR/moat.db, applies migrations, WAL mode.
+    static Result<std::unique_ptr<Store>> open(const std::string& db_path, size_t queue_capacity = 1 << 16);
+    // Read-only open of a copied database (no migrations, no writer thread).
+    static Result<std::unique_ptr<Store>> open_read_only(const std::string& db_path);
+    ~Store();
+    Store(const Store&) = delete;
+    Store& operator=(const Store&) = delete;
+
+    int schema_version() const;
+
+    // Policies: stores a version when the sha256 is new for that name, else returns the existing one.
+    Result<PolicyRecord> put_policy(const std::string& name, const std::string& toml, const std::string& sha256);
+    Result<PolicyRecord> get_policy(int64_t id);
+    Result<std::vector<PolicyRecord>> list_policies();
+
+    // Jobs.
+    Result<int64_t> create_job(JobRecord& job);          // sets job.id
+    Result<void> update_job_runtime(int64_t id, int pid, int uid, const std::string& cgroup, const nlohmann::json& info);
+    Result<void> finish_job(const JobRecord& job);        // state, ended, exit, signal, cause, detail, resources, denial_count
+    Result<JobRecord> get_job(int64_t id);
+    Result<std::vector<JobRecord>> list_jobs(int limit = 100, int64_t before_id = 0);  // newest first
+    Result<std::vector<JobRecord>> running_jobs();
+
+    // Events. append() never blocks: when the queue is full the event is counted
+    // as dropped for its job, and the writer records one `limit` event per job with
+    // the exact number lost as soon as space returns.
+    void append(Event ev);
+    // Blocks until everything appended before the call is committed.
+    void flush();
+    Result<std::vector<Event>> query_events(const EventQuery& q);
+    Result<uint64_t> count_denials(int64_t job);  // sum of counts
+    StoreStats stats() const;
+
+    Result<std::string> integrity_check();  // "ok" when healthy
+
+private:
+    Store();
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace moat::store
