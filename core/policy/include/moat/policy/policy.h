@@ -89,7 +89,9 @@ struct Environment {
 struct Seccomp {
     Action default_action;                   // for syscalls the policy does not allow
     std::vector<std::string> allow_entries;  // as written: names and @groups
-    std::set<std::string> allowed;           // expanded, canonical syscall names
+    // Expanded, canonical syscall names allowed without conditions. A syscall
+    // that has any [[seccomp.rule]] is NOT in this set: its rules decide.
+    std::set<std::string> allowed;
     std::vector<SeccompRule> rules;          // [[seccomp.rule]]
 };
 

@@ -82,6 +82,15 @@ struct EventQuery {
     int limit = 1000;       // capped at 10000
 };
 
+// One row of top_syscalls(): denials of one syscall, summed over their counts.
+struct SyscallCount {
+    std::string syscall;
+    uint64_t count = 0;
+};
+
+// queued: events waiting in the queue now; written: appended events committed;
+// dropped: appended events lost (queue full, failed write, unknown job), each
+// also reported by a `limit` event of its job; batches: committed write transactions.
 struct StoreStats {
     uint64_t queued = 0, written = 0, dropped = 0, batches = 0;
 };
@@ -119,11 +128,14 @@ public:
     void flush();
     Result<std::vector<Event>> query_events(const EventQuery& q);
     Result<uint64_t> count_denials(int64_t job);  // sum of counts
+    // Syscalls by denial count (sum of counts), most denied first; all jobs when job is empty.
+    Result<std::vector<SyscallCount>> top_syscalls(std::optional<int64_t> job = std::nullopt, int limit = 10);
     StoreStats stats() const;
 
     Result<std::string> integrity_check();  // "ok" when healthy
 
 private:
+    friend struct StoreTestAccess;  // test seam (core/store/src/test_access.h)
     Store();
     struct Impl;
     std::unique_ptr<Impl> m_impl;

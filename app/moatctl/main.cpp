@@ -1,0 +1,365 @@
+// moatctl: the operator's and scripts' client (contract sections 2, 3, 5).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "moat/common/timeutil.h"
+#include "moat/common/units.h"
+#include "moat/ipc/client.h"
+#include "moat/policy/lint.h"
+#include "moat/policy/parser.h"
+
+extern char** environ;
+
+namespace {
+
+using nlohmann::json;
+constexpr int kExitSetup = 125;
+
+volatile sig_atomic_t g_signal = 0;
+int g_sigpipe[2] = {-1, -1};
+void on_signal(int sig) {
+    g_signal = sig;
+    char b = 1;
+    (void)!write(g_sigpipe[1], &b, 1);
+}
+
+int die(const std::string& msg, int code = 1) {
+    fprintf(stderr, "moatctl: %s\n", msg.c_str());
+    return code;
+}
+
+std::optional<std::string> read_file(const std::string& path, std::string* err) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        *err = path + ": " + strerror(errno);
+        return std::nullopt;
+    }
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    std::string s = ss.str();
+    if (s.size() > moat::policy::kMaxPolicyBytes) {
+        *err = path + ": larger than 1 MiB";
+        return std::nullopt;
+    }
+    return s;
+}
+
+std::string str_or(const json& j, const char* key, const char* dflt = "-") {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return dflt;
+    if (it->is_string()) return it->get<std::string>();
+    return it->dump();
+}
+
+std::string human_size(uint64_t b) {
+    char buf[32];
+    if (b >= (1ULL << 30)) snprintf(buf, sizeof buf, "%.1fGiB", double(b) / double(1ULL << 30));
+    else if (b >= (1ULL << 20)) snprintf(buf, sizeof buf, "%.1fMiB", double(b) / double(1ULL << 20));
+    else if (b >= 1024) snprintf(buf, sizeof buf, "%.1fKiB", double(b) / 1024.0);
+    else snprintf(buf, sizeof buf, "%lluB", (unsigned long long)b);
+    return buf;
+}
+
+std::string duration_of(const json& job) {
+    return str_or(job, "ended_at") == "-" ? "running" : "";
+}
+
+void print_job(const json& j) {
+    printf("job %s  %s  tier %s\n", str_or(j, "id").c_str(), str_or(j, "state").c_str(), str_or(j, "tier").c_str());
+    std::string argv;
+    for (const auto& a : j.value("argv", json::array())) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
+    printf("  argv:        %s\n", argv.c_str());
+    const json& p = j["policy"];
+    printf("  policy:      %s v%s (sha256 %s)\n", str_or(p, "name").c_str(), str_or(p, "version").c_str(),
+           str_or(p, "sha256").substr(0, 12).c_str());
+    printf("  started:     %s\n", str_or(j, "started_at").c_str());
+    printf("  ended:       %s\n", str_or(j, "ended_at").c_str());
+    const json& t = j["termination"];
+    printf("  termination: %s%s%s\n", str_or(t, "cause").c_str(), t["detail"].is_string() ? ": " : "",
+           t["detail"].is_string() ? t["detail"].get<std::string>().c_str() : "");
+    printf("  exit code:   %s   signal: %s\n", str_or(j, "exit_code").c_str(), str_or(j, "signal").c_str());
+    const json& r = j["resources"];
+    printf("  resources:   cpu %s, peak memory %s, peak pids %s\n",
+           moat::format_duration_ns(r.value("cpu_time_ns", 0ULL)).c_str(),
+           human_size(r.value("peak_memory_bytes", 0ULL)).c_str(), str_or(r, "peak_pids").c_str());
+    printf("  denials:     %s\n", str_or(j, "denial_count").c_str());
+    const json& s = j.value("sandbox", json::object());
+    printf("  sandbox:     uid %s, cgroup %s, landlock %s (ABI %s)\n", str_or(j, "uid").c_str(),
+           str_or(s, "cgroup_version").c_str(), str_or(s, "landlock").c_str(), str_or(s, "landlock_abi").c_str());
+    for (const auto& n : s.value("notes", json::array())) printf("  note:        %s\n", n.get<std::string>().c_str());
+    (void)duration_of;
+}
+
+std::string event_summary(const json& e) {
+    std::string kind = str_or(e, "kind");
+    if (kind == "denial") {
+        std::string s = str_or(e, "syscall") + "(";
+        if (e.contains("decoded") && e["decoded"].is_string()) s += e["decoded"].get<std::string>();
+        s += ") -> " + str_or(e, "action") + "  pid " + str_or(e, "pid") + "  at " + str_or(e, "module", "?") +
+             " [" + str_or(e, "arch") + "]";
+        return s;
+    }
+    if (kind == "lifecycle") {
+        std::string s = str_or(e, "event");
+        for (const char* k : {"path", "cause", "detail", "exit_code", "signal"})
+            if (e.contains(k) && !e[k].is_null()) s += std::string(" ") + k + "=" + str_or(e, k);
+        return s;
+    }
+    if (kind == "resource")
+        return "cpu " + str_or(e, "cpu_percent") + "%  mem " + human_size(e.value("memory_bytes", 0ULL)) + "  pids " +
+               str_or(e, "pids");
+    json copy = e;
+    for (const char* k : {"id", "time", "job", "kind", "count"}) copy.erase(k);
+    return copy.dump();
+}
+
+struct Global {
+    std::string socket;
+};
+
+moat::Result<moat::ipc::Client> connect(const Global& g) { return moat::ipc::Client::connect(moat::ipc::socket_path(g.socket)); }
+
+int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
+            const std::vector<std::string>& inputs, const std::string& id_file, const std::vector<std::string>& argv) {
+    std::string err;
+    auto toml = read_file(policy_file, &err);
+    if (!toml) return die(err, kExitSetup);
+    if (argv.empty()) return die("run: no program given (use: moatctl run --policy FILE -- PROGRAM [ARG...])", kExitSetup);
+    json req = {{"op", "run"}, {"policy_toml", *toml}, {"policy_source", policy_file}, {"argv", argv}};
+    if (!tier.empty()) req["tier"] = tier;
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    req["env"] = env;
+    char cwd[PATH_MAX];
+    req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";
+    json ins = json::array();
+    for (const auto& spec : inputs) {
+        auto colon = spec.find(':');
+        std::string host = spec.substr(0, colon);
+        std::string sandbox = colon == std::string::npos ? "" : spec.substr(colon + 1);
+        // Opened here, with the operator's own rights: moatd never reads a
+        // path for a client that the client could not read itself.
+        int fd = ::open(host.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return die("--input " + host + ": " + strerror(errno), kExitSetup);
+        ::close(fd);
+        char real[PATH_MAX];
+        if (!realpath(host.c_str(), real)) return die("--input " + host + ": " + strerror(errno), kExitSetup);
+        ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? std::string(real) : sandbox}});
+    }
+    req["inputs"] = ins;
+
+    auto c = connect(g);
+    if (!c) return die(c.error().message, kExitSetup);
+    if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) < 0) return die("pipe2", kExitSetup);
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (auto r = c->send(req, {0, 1, 2}); !r) return die(r.error().message, kExitSetup);
+    int64_t job = 0;
+    bool stop_sent = false;
+    for (;;) {
+        pollfd p[2] = {{c->fd(), POLLIN, 0}, {g_sigpipe[0], POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0 && errno != EINTR) return die("poll", kExitSetup);
+        if (g_signal && job && !stop_sent) {
+            stop_sent = true;
+            (void)c->send({{"op", "stop"}, {"job", job}});
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP))) continue;
+        auto m = c->receive();
+        if (!m) return die(m.error().message, kExitSetup);
+        if (!m->value("ok", false)) {
+            std::string code = str_or(*m, "code");
+            if (stop_sent && code == "not-found") continue;  // it ended before our stop arrived
+            fprintf(stderr, "moatctl: %s\n", str_or(*m, "error").c_str());
+            return kExitSetup;
+        }
+        if (m->contains("job") && (*m)["job"].is_number_integer()) {
+            job = (*m)["job"].get<int64_t>();
+            if (!id_file.empty()) {
+                std::ofstream out(id_file);
+                out << job << "\n";
+            }
+            if (g_signal && !stop_sent) {
+                stop_sent = true;
+                (void)c->send({{"op", "stop"}, {"job", job}});
+            }
+            continue;
+        }
+        if (m->contains("finished")) {
+            const json& j = (*m)["finished"];
+            std::string cause = str_or(j["termination"], "cause");
+            if (cause == "setup-failed") {
+                fprintf(stderr, "moatctl: job %lld could not be set up: %s\n", (long long)job,
+                        str_or(j["termination"], "detail").c_str());
+                return kExitSetup;
+            }
+            if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
+            if (j["signal"].is_number_integer()) {
+                if (cause != "exited" && cause != "signaled")
+                    fprintf(stderr, "moatctl: job %lld ended: %s: %s\n", (long long)job, cause.c_str(),
+                            str_or(j["termination"], "detail").c_str());
+                return 128 + j["signal"].get<int>();
+            }
+            return kExitSetup;
+        }
+    }
+}
+
+int cmd_show(const Global& g, int64_t job, bool as_json) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    auto r = c->call({{"op", "show"}, {"job", job}});
+    if (!r) return die(r.error().message);
+    if (as_json) printf("%s\n", (*r)["job"].dump().c_str());
+    else print_job((*r)["job"]);
+    return 0;
+}
+
+int cmd_events(const Global& g, int64_t job, bool as_json, const std::string& kind, const std::string& syscall) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    int64_t after = 0;
+    if (!as_json) printf("%-30s %-9s %5s  %s\n", "TIME", "KIND", "COUNT", "WHAT");
+    for (;;) {
+        json req = {{"op", "events"}, {"job", job}, {"after", after}, {"limit", 5000}};
+        if (!kind.empty()) req["kind"] = kind;
+        if (!syscall.empty()) req["syscall"] = syscall;
+        auto r = c->call(req);
+        if (!r) return die(r.error().message);
+        for (const auto& e : (*r)["events"]) {
+            if (as_json) printf("%s\n", e.dump().c_str());
+            else
+                printf("%-30s %-9s %5s  %s\n", str_or(e, "time").c_str(), str_or(e, "kind").c_str(),
+                       str_or(e, "count").c_str(), event_summary(e).c_str());
+        }
+        if ((*r)["next"].is_null()) break;
+        after = (*r)["next"].get<int64_t>();
+    }
+    return 0;
+}
+
+int cmd_jobs(const Global& g, bool as_json, int limit) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    auto r = c->call({{"op", "jobs"}, {"limit", limit}});
+    if (!r) return die(r.error().message);
+    if (as_json) {
+        printf("%s\n", (*r)["jobs"].dump().c_str());
+        return 0;
+    }
+    printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", "ID", "TIER", "STATE", "POLICY", "CAUSE", "EXIT", "DENIALS",
+           "COMMAND");
+    for (const auto& j : (*r)["jobs"]) {
+        std::string argv;
+        for (const auto& a : j["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
+        if (argv.size() > 40) argv = argv.substr(0, 37) + "...";
+        std::string pol = str_or(j["policy"], "name") + " v" + str_or(j["policy"], "version");
+        std::string exit = j["exit_code"].is_null() ? (j["signal"].is_null() ? "-" : "sig " + str_or(j, "signal"))
+                                                    : str_or(j, "exit_code");
+        printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", str_or(j, "id").c_str(), str_or(j, "tier").c_str(),
+               str_or(j, "state").c_str(), pol.c_str(), str_or(j["termination"], "cause").c_str(), exit.c_str(),
+               str_or(j, "denial_count").c_str(), argv.c_str());
+    }
+    return 0;
+}
+
+int cmd_stop(const Global& g, int64_t job) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    auto r = c->call({{"op", "stop"}, {"job", job}});
+    if (!r) return die(r.error().message);
+    return 0;
+}
+
+int cmd_policy_check(const std::string& file, bool explain) {
+    std::string err;
+    auto text = read_file(file, &err);
+    if (!text) return die(err);
+    auto res = moat::policy::parse_policy(*text, file);
+    auto diags = res.diagnostics;
+    if (res.policy) {
+        auto l = moat::policy::lint(*res.policy);
+        diags.insert(diags.end(), l.begin(), l.end());
+    }
+    for (const auto& d : diags) fprintf(stderr, "%s\n", d.str().c_str());
+    if (!res.policy || moat::policy::has_errors(diags)) return 1;
+    if (explain) printf("%s", moat::policy::explain(*res.policy).c_str());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"moatctl: run jobs in Moat sandboxes and investigate what they did"};
+    app.require_subcommand(1);
+    Global g;
+    app.add_option("--socket", g.socket, "moatd socket (default: $MOAT_SOCKET, else /run/moat/moatd.sock)");
+
+    auto* run = app.add_subcommand("run", "run a program in a sandbox; exit status is the job's");
+    std::string policy_file, tier, id_file;
+    std::vector<std::string> inputs, prog;
+    run->add_option("--policy", policy_file, "policy TOML file")->required();
+    run->add_option("--tier", tier, "override the policy's tier")->check(CLI::IsMember({"seccomp", "container", "vm"}));
+    run->add_option("--input", inputs, "HOST_PATH[:SANDBOX_PATH], visible read-only to the job");
+    run->add_option("--id-file", id_file, "write the job id to FILE as soon as it exists");
+    run->add_option("program", prog, "-- PROGRAM [ARG...]")->required();
+
+    bool as_json = false;
+    int64_t job = 0;
+    auto* show = app.add_subcommand("show", "one job's record");
+    show->add_option("job", job)->required();
+    show->add_flag("--json", as_json);
+
+    std::string kind, syscall;
+    auto* events = app.add_subcommand("events", "a job's events, oldest first");
+    events->add_option("job", job)->required();
+    events->add_flag("--json", as_json, "JSON Lines");
+    events->add_option("--kind", kind)->check(CLI::IsMember({"lifecycle", "resource", "denial", "limit"}));
+    events->add_option("--syscall", syscall);
+
+    int limit = 100;
+    auto* jobs = app.add_subcommand("jobs", "recent jobs, newest first");
+    jobs->add_flag("--json", as_json);
+    jobs->add_option("--limit", limit)->capture_default_str();
+
+    auto* stop = app.add_subcommand("stop", "stop a running job (cause \"stopped\")");
+    stop->add_option("job", job)->required();
+
+    auto* policy = app.add_subcommand("policy", "policy tools");
+    policy->require_subcommand(1);
+    std::string file;
+    bool explain = false;
+    auto* check = policy->add_subcommand("check", "validate and lint; errors as FILE:LINE:COL: message");
+    check->add_option("file", file)->required();
+    check->add_flag("--explain", explain, "print the effective policy with every default");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e);
+        // `run` usage errors are set-up failures in the contract's terms.
+        return (rc != 0 && run->parsed()) ? kExitSetup : (rc == 0 ? 0 : 2);
+    }
+    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, id_file, prog);
+    if (show->parsed()) return cmd_show(g, job, as_json);
+    if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall);
+    if (jobs->parsed()) return cmd_jobs(g, as_json, limit);
+    if (stop->parsed()) return cmd_stop(g, job);
+    if (check->parsed()) return cmd_policy_check(file, explain);
+    return 2;
+}

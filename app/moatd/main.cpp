@@ -1,0 +1,130 @@
+// moatd: the privileged core service. Parses arguments and wires the store,
+// the supervisor and the socket server onto one event loop.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "moat/cgroup/cgroup.h"
+#include "moat/common/event_loop.h"
+#include "moat/ipc/server.h"
+#include "moat/store/store.h"
+#include "moat/supervisor/supervisor.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"moatd: runs untrusted jobs in sandboxes and records everything they try"};
+    std::string state_dir = "/var/lib/moat";
+    std::string socket = "/run/moat/moatd.sock";
+    std::string cgroup_mode = "auto";
+    std::string cgroup_parent = "moat";
+    uint32_t uid_base = 700000, uid_count = 65536;
+    std::string admin_group = "moat-admin", viewer_group = "moat-viewer";
+    app.add_option("--state-dir", state_dir, "database and artifacts (created 0700)")->capture_default_str();
+    app.add_option("--socket", socket, "Unix socket to serve")->capture_default_str();
+    app.add_option("--cgroup", cgroup_mode, "cgroup version: auto, v1 or v2")
+        ->check(CLI::IsMember({"auto", "v1", "v2"}))->capture_default_str();
+    app.add_option("--cgroup-parent", cgroup_parent, "parent group for jobs in each hierarchy")->capture_default_str();
+    app.add_option("--uid-base", uid_base, "first host uid for jobs")->capture_default_str();
+    app.add_option("--uid-count", uid_count, "number of job uids")->capture_default_str();
+    app.add_option("--admin-group", admin_group)->capture_default_str();
+    app.add_option("--viewer-group", viewer_group)->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+
+    if (geteuid() != 0) {
+        fprintf(stderr, "moatd: must run as root (cgroups, switching to job uids, seccomp notification)\n");
+        return 1;
+    }
+    if (uid_base == 0 || uid_count == 0 || uint64_t(uid_base) + uid_count > 0xFFFFFFFEULL) {
+        fprintf(stderr, "moatd: invalid job uid range\n");
+        return 1;
+    }
+    // Block the shutdown signals in every thread (threads inherit the mask) and
+    // take them through a signalfd on the loop.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    umask(022);
+    rlimit nof{};
+    if (getrlimit(RLIMIT_NOFILE, &nof) == 0) {
+        nof.rlim_cur = nof.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nof);
+    }
+
+    if (::mkdir(state_dir.c_str(), 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "moatd: mkdir(\"%s\"): %s\n", state_dir.c_str(), strerror(errno));
+        return 1;
+    }
+    ::chmod(state_dir.c_str(), 0700);
+    auto store = moat::store::Store::open(state_dir + "/moat.db");
+    if (!store) {
+        fprintf(stderr, "moatd: opening the store: %s\n", store.error().message.c_str());
+        return 1;
+    }
+    auto loop = moat::EventLoop::create();
+    if (!loop) {
+        fprintf(stderr, "moatd: %s\n", loop.error().message.c_str());
+        return 1;
+    }
+    std::optional<moat::cgroup::Version> prefer;
+    if (cgroup_mode == "v1") prefer = moat::cgroup::Version::V1;
+    if (cgroup_mode == "v2") prefer = moat::cgroup::Version::V2;
+    auto layout = moat::cgroup::Layout::detect(prefer);
+    if (!layout) {
+        fprintf(stderr, "moatd: %s\n", layout.error().message.c_str());
+        return 1;
+    }
+
+    moat::supervisor::Config cfg;
+    cfg.store = store->get();
+    cfg.loop = loop->get();
+    cfg.cgroups = *layout;
+    cfg.cgroup_parent = cgroup_parent;
+    cfg.uid_base = uid_base;
+    cfg.uid_count = uid_count;
+    moat::supervisor::Supervisor sup(cfg);
+    if (auto n = sup.recover(); !n)
+        fprintf(stderr, "moatd: recovering jobs of a previous run failed: %s\n", n.error().message.c_str());
+    else if (*n)
+        fprintf(stderr, "moatd: %zu job(s) of a previous run marked supervisor-lost\n", *n);
+
+    moat::ipc::ServerConfig scfg;
+    scfg.socket_path = socket;
+    scfg.admin_group = admin_group;
+    scfg.viewer_group = viewer_group;
+    auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
+    if (!server) {
+        fprintf(stderr, "moatd: %s\n", server.error().message.c_str());
+        return 1;
+    }
+
+    moat::UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    bool stopping = false;
+    (void)(*loop)->add_fd(sfd.get(), EPOLLIN, [&](uint32_t) {
+        signalfd_siginfo si{};
+        while (read(sfd.get(), &si, sizeof si) == sizeof si) {
+            if (stopping) continue;
+            stopping = true;
+            fprintf(stderr, "moatd: %s: stopping %zu running job(s)\n", strsignal(int(si.ssi_signo)), sup.running());
+            sup.stop_all(std::string("moatd received ") + sigabbrev_np(int(si.ssi_signo)),
+                         [&] { (*loop)->stop(); });
+        }
+    });
+    fprintf(stderr, "moatd: serving %s; state in %s; cgroup %s; job uids %u..%u\n", socket.c_str(), state_dir.c_str(),
+            layout->describe().c_str(), uid_base, uid_base + uid_count - 1);
+    (*loop)->run();
+    server->reset();
+    (*store)->flush();
+    fprintf(stderr, "moatd: stopped\n");
+    return 0;
+}

@@ -1,0 +1,78 @@
+#pragma once
+// Per-job control groups, v2 or v1, chosen at run time (docs/architecture.md).
+// v2 is used when the unified hierarchy offers the memory and pids controllers;
+// otherwise the v1 memory, pids and cpuacct hierarchies are used together.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moat/common/error.h"
+
+namespace moat::cgroup {
+
+enum class Version { V1, V2 };
+
+struct Layout {
+    Version version = Version::V2;
+    std::string v2_root;                         // unified mount point (may exist in v1 mode too)
+    std::map<std::string, std::string> v1;       // controller -> mount point ("memory" -> /sys/fs/cgroup/memory)
+    std::vector<std::string> v2_controllers;     // from cgroup.controllers at v2_root
+
+    // Reads /proc/self/mountinfo. `prefer` forces a version (tests, operators).
+    static Result<Layout> detect(std::optional<Version> prefer = std::nullopt);
+    // A v2 layout rooted at an explicit directory (tests in a cgroup namespace).
+    static Layout v2_at(std::string root);
+    std::string describe() const;  // "v1 (memory,pids,cpuacct)" / "v2 (/sys/fs/cgroup)"
+};
+
+struct Limits {
+    std::optional<uint64_t> memory_bytes;
+    std::optional<uint64_t> pids;
+};
+
+struct Sample {
+    uint64_t cpu_ns = 0;
+    uint64_t memory_bytes = 0;
+    uint64_t memory_peak_bytes = 0;  // kernel's own peak where it has one, else 0
+    uint64_t pids = 0;
+    uint64_t oom_kills = 0;          // OOM kills inside the group so far
+    uint64_t pids_max_hits = 0;      // fork/clone refused by the pids limit so far
+    bool has_memory = false, has_pids = false, has_cpu = false;
+};
+
+class JobCgroup final {
+public:
+    // Creates <hierarchy>/<parent>/<name> in every hierarchy used and applies the
+    // limits. A limit whose controller is missing is an error (never ignored).
+    static Result<JobCgroup> create(const Layout& layout, const std::string& parent, const std::string& name,
+                                    const Limits& limits);
+    JobCgroup(JobCgroup&&) = default;
+    JobCgroup& operator=(JobCgroup&&) = default;
+    ~JobCgroup() = default;  // removal is explicit (destroy) because it can fail
+
+    Result<void> add_pid(pid_t pid) const;
+    Result<Sample> sample() const;
+    std::vector<pid_t> pids() const;
+    // SIGKILL every process in the group and wait (bounded) until it is empty.
+    Result<void> kill_all(int timeout_ms = 2000) const;
+    Result<void> destroy() const;
+    // One line naming every directory; enough to find and kill the group after a crash.
+    std::string describe() const;
+    Version version() const { return m_version; }
+    const std::vector<std::string>& dirs() const { return m_dirs; }
+
+    // Recovery: kill whatever is left in the directories named by describe(), then remove them.
+    static Result<void> reap_described(const std::string& described);
+
+private:
+    JobCgroup() = default;
+    Version m_version = Version::V2;
+    std::vector<std::string> m_dirs;   // v2: one dir; v1: one per hierarchy
+    std::string m_mem, m_pids, m_cpu;  // the dir that serves each controller ("" when missing)
+};
+
+}  // namespace moat::cgroup

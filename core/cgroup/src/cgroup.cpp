@@ -1,0 +1,383 @@
+#include "moat/cgroup/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "moat/common/fd.h"
+
+namespace moat::cgroup {
+
+namespace {
+
+Result<std::string> read_file(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return fail_sys("open(\"" + path + "\")", errno);
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail_sys("read(\"" + path + "\")", errno);
+        }
+        if (n == 0) break;
+        out.append(buf, size_t(n));
+        if (out.size() > (1 << 20)) break;  // cgroup files are small; bound anyway
+    }
+    return out;
+}
+
+Result<void> write_file(const std::string& path, const std::string& value) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return fail_sys("open(\"" + path + "\", O_WRONLY)", errno);
+    if (::write(fd.get(), value.data(), value.size()) != ssize_t(value.size()))
+        return fail_sys("write(\"" + path + "\", \"" + value + "\")", errno);
+    return {};
+}
+
+std::optional<uint64_t> read_u64(const std::string& path) {
+    auto s = read_file(path);
+    if (!s) return std::nullopt;
+    try {
+        if (s->rfind("max", 0) == 0) return UINT64_MAX;
+        return std::stoull(*s);
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
+// "key value" lines (memory.events, cpu.stat, memory.oom_control, pids.events).
+std::optional<uint64_t> read_keyed(const std::string& path, const std::string& key) {
+    auto s = read_file(path);
+    if (!s) return std::nullopt;
+    std::istringstream in(*s);
+    std::string k;
+    uint64_t v;
+    while (in >> k >> v)
+        if (k == key) return v;
+    return std::nullopt;
+}
+
+bool exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
+
+Result<void> mkdir_p(const std::string& path) {
+    std::string cur;
+    std::istringstream in(path);
+    std::string part;
+    while (std::getline(in, part, '/')) {
+        if (part.empty()) continue;
+        cur += "/" + part;
+        if (::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST) return fail_sys("mkdir(\"" + cur + "\")", errno);
+    }
+    return {};
+}
+
+std::vector<std::string> split_ws(const std::string& s) {
+    std::vector<std::string> out;
+    std::istringstream in(s);
+    std::string w;
+    while (in >> w) out.push_back(w);
+    return out;
+}
+
+std::vector<pid_t> procs_of(const std::string& dir) {
+    std::vector<pid_t> out;
+    auto s = read_file(dir + "/cgroup.procs");
+    if (!s) return out;
+    std::istringstream in(*s);
+    long p;
+    while (in >> p) out.push_back(pid_t(p));
+    return out;
+}
+
+}  // namespace
+
+Result<Layout> Layout::detect(std::optional<Version> prefer) {
+    auto info = read_file("/proc/self/mountinfo");
+    if (!info) return std::unexpected(info.error());
+    Layout l;
+    std::istringstream in(*info);
+    std::string line;
+    while (std::getline(in, line)) {
+        // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+        auto dash = line.find(" - ");
+        if (dash == std::string::npos) continue;
+        auto left = split_ws(line.substr(0, dash));
+        auto right = split_ws(line.substr(dash + 3));
+        if (left.size() < 5 || right.size() < 3) continue;
+        const std::string& mnt = left[4];
+        if (right[0] == "cgroup2" && l.v2_root.empty()) l.v2_root = mnt;
+        if (right[0] == "cgroup") {
+            for (auto& opt : std::vector<std::string>{"memory", "pids", "cpuacct", "cpu", "freezer"}) {
+                std::string so = "," + right[2] + ",";
+                if (so.find("," + opt + ",") != std::string::npos && !l.v1.count(opt)) l.v1[opt] = mnt;
+            }
+        }
+    }
+    if (!l.v2_root.empty()) {
+        if (auto c = read_file(l.v2_root + "/cgroup.controllers")) l.v2_controllers = split_ws(*c);
+    }
+    auto has = [&](const char* c) {
+        return std::find(l.v2_controllers.begin(), l.v2_controllers.end(), c) != l.v2_controllers.end();
+    };
+    bool v2_ok = !l.v2_root.empty() && has("memory") && has("pids");
+    bool v1_ok = l.v1.count("memory") && l.v1.count("pids") && l.v1.count("cpuacct");
+    if (prefer == Version::V2) {
+        if (l.v2_root.empty()) return fail("cgroup v2 requested but no cgroup2 file system is mounted");
+        l.version = Version::V2;
+    } else if (prefer == Version::V1) {
+        if (!v1_ok) return fail("cgroup v1 requested but the memory, pids and cpuacct hierarchies are not all mounted");
+        l.version = Version::V1;
+    } else if (v2_ok) {
+        l.version = Version::V2;
+    } else if (v1_ok) {
+        l.version = Version::V1;
+    } else {
+        return fail("no usable cgroup hierarchy: need cgroup v2 with the memory and pids controllers, "
+                    "or cgroup v1 memory, pids and cpuacct hierarchies");
+    }
+    return l;
+}
+
+Layout Layout::v2_at(std::string root) {
+    Layout l;
+    l.version = Version::V2;
+    l.v2_root = std::move(root);
+    if (auto c = read_file(l.v2_root + "/cgroup.controllers")) l.v2_controllers = split_ws(*c);
+    return l;
+}
+
+std::string Layout::describe() const {
+    if (version == Version::V2) {
+        std::string c;
+        for (auto& x : v2_controllers) c += (c.empty() ? "" : ",") + x;
+        return "v2 (" + v2_root + "; controllers: " + (c.empty() ? "none" : c) + ")";
+    }
+    std::string c;
+    for (auto& [k, v] : v1) c += (c.empty() ? "" : ",") + k;
+    return "v1 (" + c + ")";
+}
+
+Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& parent, const std::string& name,
+                                    const Limits& limits) {
+    JobCgroup cg;
+    cg.m_version = layout.version;
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+        return fail("invalid cgroup name \"" + name + "\"");
+    if (layout.version == Version::V2) {
+        auto has = [&](const char* c) {
+            return std::find(layout.v2_controllers.begin(), layout.v2_controllers.end(), c) !=
+                   layout.v2_controllers.end();
+        };
+        std::string pdir = layout.v2_root + "/" + parent;
+        if (auto r = mkdir_p(pdir); !r) return std::unexpected(r.error());
+        // Delegate the controllers we need to the parent's children. The root is
+        // exempt from the no-internal-process rule; `parent` holds no processes.
+        std::string enable;
+        for (const char* c : {"memory", "pids", "cpu"})
+            if (has(c)) enable += std::string(enable.empty() ? "" : " ") + "+" + c;
+        if (!enable.empty()) {
+            // Enable at each level from the root down to the parent.
+            std::string cur = layout.v2_root;
+            std::istringstream in(parent);
+            std::string part;
+            if (auto r = write_file(cur + "/cgroup.subtree_control", enable); !r) return std::unexpected(r.error());
+            while (std::getline(in, part, '/')) {
+                if (part.empty()) continue;
+                cur += "/" + part;
+                if (auto r = write_file(cur + "/cgroup.subtree_control", enable); !r)
+                    return std::unexpected(r.error());
+            }
+        }
+        std::string dir = pdir + "/" + name;
+        if (::mkdir(dir.c_str(), 0755) < 0) return fail_sys("mkdir(\"" + dir + "\")", errno);
+        cg.m_dirs.push_back(dir);
+        if (has("memory")) cg.m_mem = dir;
+        if (has("pids")) cg.m_pids = dir;
+        cg.m_cpu = dir;  // cpu.stat usage_usec exists without the cpu controller
+        if (limits.memory_bytes) {
+            if (cg.m_mem.empty()) {
+                (void)cg.destroy();
+                return fail("cgroup v2 at " + layout.v2_root + " has no memory controller: cannot apply the memory limit");
+            }
+            if (auto r = write_file(dir + "/memory.max", std::to_string(*limits.memory_bytes)); !r) {
+                (void)cg.destroy();
+                return std::unexpected(r.error());
+            }
+            // Swap must not extend the limit.
+            if (exists(dir + "/memory.swap.max")) (void)write_file(dir + "/memory.swap.max", "0");
+        }
+        if (limits.pids) {
+            if (cg.m_pids.empty()) {
+                (void)cg.destroy();
+                return fail("cgroup v2 at " + layout.v2_root + " has no pids controller: cannot apply the pids limit");
+            }
+            if (auto r = write_file(dir + "/pids.max", std::to_string(*limits.pids)); !r) {
+                (void)cg.destroy();
+                return std::unexpected(r.error());
+            }
+        }
+        return cg;
+    }
+
+    // v1: one directory per hierarchy.
+    for (const char* ctl : {"memory", "pids", "cpuacct"}) {
+        auto it = layout.v1.find(ctl);
+        if (it == layout.v1.end()) {
+            (void)cg.destroy();
+            return fail(std::string("cgroup v1 hierarchy \"") + ctl + "\" is not mounted");
+        }
+        std::string dir = it->second + "/" + parent + "/" + name;
+        if (std::find(cg.m_dirs.begin(), cg.m_dirs.end(), dir) == cg.m_dirs.end()) {
+            if (auto r = mkdir_p(it->second + "/" + parent); !r) {
+                (void)cg.destroy();
+                return std::unexpected(r.error());
+            }
+            if (::mkdir(dir.c_str(), 0755) < 0) {
+                int e = errno;
+                (void)cg.destroy();
+                return fail_sys("mkdir(\"" + dir + "\")", e);
+            }
+            cg.m_dirs.push_back(dir);
+        }
+        if (std::string(ctl) == "memory") cg.m_mem = dir;
+        if (std::string(ctl) == "pids") cg.m_pids = dir;
+        if (std::string(ctl) == "cpuacct") cg.m_cpu = dir;
+    }
+    auto undo = [&](Error e) -> Result<JobCgroup> {
+        (void)cg.destroy();
+        return std::unexpected(std::move(e));
+    };
+    if (limits.memory_bytes) {
+        if (auto r = write_file(cg.m_mem + "/memory.limit_in_bytes", std::to_string(*limits.memory_bytes)); !r)
+            return undo(r.error());
+        // Swap must not extend the limit (memsw = memory + swap).
+        if (exists(cg.m_mem + "/memory.memsw.limit_in_bytes"))
+            (void)write_file(cg.m_mem + "/memory.memsw.limit_in_bytes", std::to_string(*limits.memory_bytes));
+    }
+    if (limits.pids) {
+        if (auto r = write_file(cg.m_pids + "/pids.max", std::to_string(*limits.pids)); !r) return undo(r.error());
+    }
+    return cg;
+}
+
+Result<void> JobCgroup::add_pid(pid_t pid) const {
+    for (const auto& d : m_dirs)
+        if (auto r = write_file(d + "/cgroup.procs", std::to_string(pid)); !r) return r;
+    return {};
+}
+
+Result<Sample> JobCgroup::sample() const {
+    Sample s;
+    if (m_version == Version::V2) {
+        const std::string& d = m_dirs.front();
+        if (auto v = read_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
+        if (!m_mem.empty()) {
+            if (auto v = read_u64(d + "/memory.current")) { s.memory_bytes = *v; s.has_memory = true; }
+            if (auto v = read_u64(d + "/memory.peak")) s.memory_peak_bytes = *v;
+            if (auto v = read_keyed(d + "/memory.events", "oom_kill")) s.oom_kills = *v;
+        }
+        if (!m_pids.empty()) {
+            if (auto v = read_u64(d + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+            if (auto v = read_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
+        }
+        if (!s.has_pids) s.pids = procs_of(d).size();
+        return s;
+    }
+    if (auto v = read_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
+    if (auto v = read_u64(m_mem + "/memory.usage_in_bytes")) { s.memory_bytes = *v; s.has_memory = true; }
+    if (auto v = read_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
+    if (auto v = read_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
+    if (auto v = read_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+    if (auto v = read_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
+    return s;
+}
+
+std::vector<pid_t> JobCgroup::pids() const {
+    return m_dirs.empty() ? std::vector<pid_t>{} : procs_of(m_pids.empty() ? m_dirs.front() : m_pids);
+}
+
+namespace {
+
+Result<void> kill_dirs(const std::vector<std::string>& dirs, bool v2, int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+        bool any = false;
+        for (const auto& d : dirs) {
+            if (!exists(d)) continue;
+            if (v2 && exists(d + "/cgroup.kill")) {
+                // cgroup.kill (5.14+) kills atomically, including processes being forked.
+                auto procs = procs_of(d);
+                if (!procs.empty()) {
+                    any = true;
+                    (void)write_file(d + "/cgroup.kill", "1");
+                }
+                continue;
+            }
+            // v1 has no atomic kill: repeat until a pass finds nobody. New forks
+            // land in the same group, and the pids limit bounds how many appear.
+            for (pid_t p : procs_of(d)) {
+                any = true;
+                ::kill(p, SIGKILL);
+            }
+        }
+        if (!any) return {};
+        if (std::chrono::steady_clock::now() > deadline)
+            return fail("cgroup still has processes after " + std::to_string(timeout_ms) + " ms of SIGKILL");
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+}
+
+}  // namespace
+
+Result<void> JobCgroup::kill_all(int timeout_ms) const { return kill_dirs(m_dirs, m_version == Version::V2, timeout_ms); }
+
+Result<void> JobCgroup::destroy() const {
+    Result<void> res;
+    for (const auto& d : m_dirs) {
+        // rmdir of a cgroup can briefly fail with EBUSY while exiting tasks are released.
+        int tries = 0;
+        while (::rmdir(d.c_str()) < 0) {
+            if (errno == ENOENT) break;
+            if (errno == EBUSY && ++tries < 200) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                continue;
+            }
+            res = fail_sys("rmdir(\"" + d + "\")", errno);
+            break;
+        }
+    }
+    return res;
+}
+
+std::string JobCgroup::describe() const {
+    std::string s = m_version == Version::V2 ? "v2" : "v1";
+    for (const auto& d : m_dirs) s += ":" + d;
+    return s;
+}
+
+Result<void> JobCgroup::reap_described(const std::string& described) {
+    std::vector<std::string> parts;
+    std::istringstream in(described);
+    std::string p;
+    while (std::getline(in, p, ':')) parts.push_back(p);
+    if (parts.size() < 2 || (parts[0] != "v1" && parts[0] != "v2")) return fail("not a cgroup description: " + described);
+    std::vector<std::string> dirs(parts.begin() + 1, parts.end());
+    for (const auto& d : dirs)
+        if (d.find("/../") != std::string::npos || d.rfind("/sys/fs/cgroup", 0) != 0)
+            return fail("refusing to touch cgroup outside /sys/fs/cgroup: " + d);
+    auto r = kill_dirs(dirs, parts[0] == "v2", 2000);
+    for (const auto& d : dirs) ::rmdir(d.c_str());
+    return r;
+}
+
+}  // namespace moat::cgroup

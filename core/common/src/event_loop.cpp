@@ -1,0 +1,120 @@
+#include "moat/common/event_loop.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+
+#include <cerrno>
+
+namespace moat {
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create() {
+    std::unique_ptr<EventLoop> l(new EventLoop);
+    l->m_epoll.reset(epoll_create1(EPOLL_CLOEXEC));
+    if (!l->m_epoll) return fail_sys("epoll_create1", errno);
+    l->m_wake.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!l->m_wake) return fail_sys("eventfd", errno);
+    EventLoop* raw = l.get();
+    if (auto r = l->add_fd(l->m_wake.get(), EPOLLIN, [raw](uint32_t) {
+            uint64_t v;
+            (void)!read(raw->m_wake.get(), &v, sizeof v);
+            std::vector<std::function<void()>> work;
+            {
+                std::lock_guard lk(raw->m_post_mu);
+                work.swap(raw->m_posted);
+            }
+            for (auto& fn : work) fn();
+        });
+        !r)
+        return std::unexpected(r.error());
+    return l;
+}
+
+EventLoop::~EventLoop() = default;
+
+Result<void> EventLoop::add_fd(int fd, uint32_t events, FdCallback cb) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    if (epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) < 0) return fail_sys("epoll_ctl(ADD)", errno);
+    m_fds[fd] = std::make_shared<Entry>(Entry{std::move(cb), ++m_generation});
+    return {};
+}
+
+Result<void> EventLoop::modify_fd(int fd, uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    if (epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, fd, &ev) < 0) return fail_sys("epoll_ctl(MOD)", errno);
+    return {};
+}
+
+void EventLoop::remove_fd(int fd) {
+    epoll_ctl(m_epoll.get(), EPOLL_CTL_DEL, fd, nullptr);
+    m_fds.erase(fd);
+}
+
+Result<EventLoop::TimerId> EventLoop::add_timer(uint64_t first_ns, uint64_t period_ns, std::function<void()> cb) {
+    UniqueFd tfd(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!tfd) return fail_sys("timerfd_create", errno);
+    if (first_ns == 0) first_ns = 1;
+    itimerspec its{};
+    its.it_value.tv_sec = time_t(first_ns / 1'000'000'000);
+    its.it_value.tv_nsec = long(first_ns % 1'000'000'000);
+    its.it_interval.tv_sec = time_t(period_ns / 1'000'000'000);
+    its.it_interval.tv_nsec = long(period_ns % 1'000'000'000);
+    if (timerfd_settime(tfd.get(), 0, &its, nullptr) < 0) return fail_sys("timerfd_settime", errno);
+    TimerId id = m_next_timer++;
+    int fd = tfd.get();
+    bool oneshot = period_ns == 0;
+    auto r = add_fd(fd, EPOLLIN, [this, fd, id, oneshot, cb = std::move(cb)](uint32_t) {
+        uint64_t expirations;
+        if (read(fd, &expirations, sizeof expirations) != sizeof expirations) return;
+        auto keep = cb;  // cancel_timer inside cb destroys the entry holding cb
+        if (oneshot) cancel_timer(id);
+        keep();
+    });
+    if (!r) return std::unexpected(r.error());
+    m_timers.emplace(id, std::move(tfd));
+    return id;
+}
+
+void EventLoop::cancel_timer(TimerId id) {
+    auto it = m_timers.find(id);
+    if (it == m_timers.end()) return;
+    remove_fd(it->second.get());
+    m_timers.erase(it);
+}
+
+void EventLoop::post(std::function<void()> fn) {
+    {
+        std::lock_guard lk(m_post_mu);
+        m_posted.push_back(std::move(fn));
+    }
+    uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof one);
+}
+
+void EventLoop::run() {
+    m_running = true;
+    epoll_event evs[64];
+    while (m_running) {
+        int n = epoll_wait(m_epoll.get(), evs, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int i = 0; i < n && m_running; ++i) {
+            auto it = m_fds.find(evs[i].data.fd);
+            if (it == m_fds.end()) continue;  // removed by an earlier callback
+            auto entry = it->second;          // keeps the callback alive while it runs
+            entry->cb(evs[i].events);
+        }
+    }
+}
+
+void EventLoop::stop() {
+    post([this] { m_running = false; });
+}
+
+}  // namespace moat

@@ -1,0 +1,65 @@
+#pragma once
+// Policy -> seccomp BPF. Compiled once per policy version in the privileged
+// parent (libseccomp never runs in the job); the child only installs it.
+#include <linux/filter.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "moat/common/error.h"
+#include "moat/policy/policy.h"
+
+namespace moat::compiler {
+
+// Namespace-creating clone() flags the filter refuses even when clone is allowed.
+inline constexpr uint64_t kCloneNamespaceFlags = 0x00020000ULL /*NEWNS*/ | 0x02000000ULL /*NEWCGROUP*/ |
+                                                 0x04000000ULL /*NEWUTS*/ | 0x08000000ULL /*NEWIPC*/ |
+                                                 0x10000000ULL /*NEWUSER*/ | 0x20000000ULL /*NEWPID*/ |
+                                                 0x40000000ULL /*NEWNET*/ | 0x00000080ULL /*NEWTIME*/;
+
+// How the supervisor answers a notified syscall. The filter itself only knows
+// three outcomes: allow, ENOSYS (clone3), and "ask the supervisor" (everything
+// else), so every denial is seen, decoded and recorded before it is answered.
+struct Verdict {
+    policy::Action action;
+    std::string rule;  // "seccomp.rule[2]" or "seccomp.default_action" or "abi"
+};
+
+class CompiledFilter final {
+public:
+    const std::vector<sock_filter>& program() const { return m_program; }
+    const std::string& policy_sha256() const { return m_sha; }
+    // The action for a syscall that reached the supervisor. `args` are the
+    // values the kernel captured (race-free; pointer targets are never judged).
+    Verdict decide(int nr, uint32_t arch, const uint64_t args[6]) const;
+    // True when the policy allows execve unconditionally (execve is always
+    // notified so the supervisor sees every program the job runs).
+    bool exec_allowed() const { return m_exec_allowed; }
+
+private:
+    friend Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy&);
+    std::vector<sock_filter> m_program;
+    std::string m_sha;
+    policy::Action m_default;
+    std::map<int, std::vector<std::pair<size_t, policy::SeccompRule>>> m_rules;  // non-allow rules by nr
+    bool m_exec_allowed = false;
+};
+
+Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p);
+
+// Thread-safe cache keyed by policy sha256: libseccomp runs once per version.
+class FilterCache final {
+public:
+    Result<std::shared_ptr<const CompiledFilter>> get(const policy::Policy& p);
+    size_t size() const;
+
+private:
+    mutable std::mutex m_mu;
+    std::map<std::string, std::shared_ptr<const CompiledFilter>> m_cache;
+};
+
+}  // namespace moat::compiler

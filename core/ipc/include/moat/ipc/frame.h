@@ -1,0 +1,39 @@
+#pragma once
+// Wire format: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+// File descriptors (a job's stdio) ride along as SCM_RIGHTS on the first byte.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moat/common/error.h"
+#include "moat/common/fd.h"
+
+namespace moat::ipc {
+
+inline constexpr uint32_t kMaxRequestBytes = 4u << 20;    // a policy is at most 1 MiB; argv/env the rest
+inline constexpr uint32_t kMaxResponseBytes = 64u << 20;
+inline constexpr size_t kMaxFdsPerFrame = 8;
+
+// Incremental decoder for the server: feed bytes, take complete frames.
+class FrameDecoder final {
+public:
+    explicit FrameDecoder(uint32_t max) : m_max(max) {}
+    // Appends; returns an error when a header announces more than max.
+    Result<void> feed(const char* data, size_t n);
+    std::optional<std::string> next();
+    size_t buffered() const { return m_buf.size(); }
+    bool mid_frame() const { return !m_buf.empty(); }
+
+private:
+    uint32_t m_max;
+    std::string m_buf;
+};
+
+std::string encode_frame(const std::string& payload);
+
+// Blocking helpers for clients.
+Result<void> send_frame(int fd, const std::string& payload, const std::vector<int>& fds = {});
+Result<std::string> recv_frame(int fd, uint32_t max = kMaxResponseBytes);
+
+}  // namespace moat::ipc

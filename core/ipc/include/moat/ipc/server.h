@@ -1,0 +1,77 @@
+#pragma once
+// moatd's socket: framed JSON requests, roles from SO_PEERCRED, every request
+// validated as if the client were hostile (docs/protocol.md).
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "moat/common/event_loop.h"
+#include "moat/common/fd.h"
+#include "moat/ipc/frame.h"
+#include "moat/store/store.h"
+#include "moat/supervisor/supervisor.h"
+
+namespace moat::ipc {
+
+enum class Role { None, Viewer, Admin };
+const char* role_name(Role r);
+
+struct ServerConfig {
+    std::string socket_path;
+    std::string admin_group = "moat-admin";
+    std::string viewer_group = "moat-viewer";
+    size_t max_clients = 256;
+    int64_t frame_timeout_ns = 30'000'000'000;  // a started frame must complete within this
+    size_t max_output_bytes = 64u << 20;        // per client; a client that does not read is dropped
+};
+
+class Server final {
+public:
+    static Result<std::unique_ptr<Server>> create(ServerConfig cfg, EventLoop* loop, supervisor::Supervisor* sup,
+                                                  store::Store* store);
+    ~Server();
+
+    // Exposed for tests: the role a peer would get.
+    static Role role_for(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const ServerConfig& cfg);
+
+private:
+    struct Client;
+    Server() = default;
+    void on_accept();
+    void on_readable(uint64_t id);
+    void on_writable(uint64_t id);
+    void handle(Client& c, const std::string& frame);
+    void reply(uint64_t id, const nlohmann::json& j);
+    void drop(uint64_t id);
+    void query_async(uint64_t client, std::function<nlohmann::json()> work);
+    void handle_run(Client& c, const nlohmann::json& req);
+    void tick();
+
+    ServerConfig m_cfg;
+    EventLoop* m_loop = nullptr;
+    supervisor::Supervisor* m_sup = nullptr;
+    store::Store* m_store = nullptr;
+    UniqueFd m_listen;
+    std::map<uint64_t, std::unique_ptr<Client>> m_clients;
+    uint64_t m_next_client = 1;
+    EventLoop::TimerId m_tick = 0;
+
+    // Reads of the store happen on this worker so a large query never stalls
+    // the loop that answers the jobs' syscalls.
+    std::thread m_worker;
+    std::mutex m_mu;
+    std::condition_variable m_cv;
+    std::deque<std::function<void()>> m_work;
+    bool m_quit = false;
+};
+
+}  // namespace moat::ipc

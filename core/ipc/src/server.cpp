@@ -1,0 +1,543 @@
+#include "moat/ipc/server.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "moat/common/timeutil.h"
+#include "moat/ipc/json.h"
+#include "moat/policy/lint.h"
+#include "moat/policy/parser.h"
+
+namespace moat::ipc {
+
+using nlohmann::json;
+
+const char* role_name(Role r) {
+    switch (r) {
+        case Role::Admin: return "admin";
+        case Role::Viewer: return "viewer";
+        default: return "none";
+    }
+}
+
+struct Server::Client {
+    uint64_t id = 0;
+    UniqueFd fd;
+    Role role = Role::None;
+    uid_t uid = 0;
+    pid_t pid = 0;
+    FrameDecoder decoder{kMaxRequestBytes};
+    std::string out;
+    std::deque<UniqueFd> fds;     // received with SCM_RIGHTS, consumed by `run`
+    int64_t frame_started = 0;    // monotonic ns when the current partial frame began
+    int64_t attached_job = 0;     // `run` in progress: the job is stopped if we go away
+    bool closing = false;         // close once `out` is flushed
+    bool writable_armed = false;
+};
+
+namespace {
+
+std::optional<gid_t> group_gid(const std::string& name) {
+    std::vector<char> buf(16384);
+    group g{};
+    group* res = nullptr;
+    if (getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &res) != 0 || !res) return std::nullopt;
+    return res->gr_gid;
+}
+
+json error_reply(const std::string& code, const std::string& msg) {
+    return {{"ok", false}, {"code", code}, {"error", msg}};
+}
+
+// Bounded accessors: every field a client sends is checked for type and size.
+std::optional<std::string> get_string(const json& j, const char* key, size_t max) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_string()) return std::nullopt;
+    const auto& s = it->get_ref<const std::string&>();
+    if (s.size() > max) return std::nullopt;
+    return s;
+}
+
+std::optional<std::vector<std::string>> get_strings(const json& j, const char* key, size_t max_items, size_t max_len) {
+    auto it = j.find(key);
+    if (it == j.end()) return std::vector<std::string>{};
+    if (!it->is_array() || it->size() > max_items) return std::nullopt;
+    std::vector<std::string> out;
+    for (const auto& e : *it) {
+        if (!e.is_string() || e.get_ref<const std::string&>().size() > max_len) return std::nullopt;
+        const auto& s = e.get_ref<const std::string&>();
+        if (s.find('\0') != std::string::npos) return std::nullopt;
+        out.push_back(s);
+    }
+    return out;
+}
+
+std::optional<int64_t> get_int(const json& j, const char* key) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_number_integer()) return std::nullopt;
+    return it->get<int64_t>();
+}
+
+}  // namespace
+
+Role Server::role_for(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const ServerConfig& cfg) {
+    if (uid == 0) return Role::Admin;
+    auto in = [&](const std::optional<gid_t>& g) {
+        return g && (gid == *g || std::find(groups.begin(), groups.end(), *g) != groups.end());
+    };
+    if (in(group_gid(cfg.admin_group))) return Role::Admin;
+    if (in(group_gid(cfg.viewer_group))) return Role::Viewer;
+    return Role::None;
+}
+
+Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop, supervisor::Supervisor* sup,
+                                               store::Store* store) {
+    std::unique_ptr<Server> s(new Server);
+    s->m_cfg = std::move(cfg);
+    s->m_loop = loop;
+    s->m_sup = sup;
+    s->m_store = store;
+    const std::string& path = s->m_cfg.socket_path;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+
+    // Create the parent directory; refuse to replace a live daemon's socket.
+    auto slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+        std::string dir = path.substr(0, slash);
+        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return fail_sys("mkdir(\"" + dir + "\")", errno);
+    }
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return fail(path + " exists and is not a socket; refusing to replace it");
+        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+            return fail("another moatd is already listening on " + path);
+        ::unlink(path.c_str());
+    }
+    s->m_listen.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s->m_listen) return fail_sys("socket(AF_UNIX)", errno);
+    if (::bind(s->m_listen.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return fail_sys("bind(\"" + path + "\")", errno);
+    // Anyone may connect; what they may do is decided from SO_PEERCRED, and
+    // strangers get a clear refusal instead of a bare EACCES.
+    if (::chmod(path.c_str(), 0666) < 0) return fail_sys("chmod(\"" + path + "\")", errno);
+    if (::listen(s->m_listen.get(), 128) < 0) return fail_sys("listen", errno);
+    Server* raw = s.get();
+    if (auto r = loop->add_fd(s->m_listen.get(), EPOLLIN, [raw](uint32_t) { raw->on_accept(); }); !r)
+        return std::unexpected(r.error());
+    if (auto t = loop->add_timer(1'000'000'000, 1'000'000'000, [raw] { raw->tick(); })) s->m_tick = *t;
+    s->m_worker = std::thread([raw] {
+        for (;;) {
+            std::function<void()> fn;
+            {
+                std::unique_lock lk(raw->m_mu);
+                raw->m_cv.wait(lk, [raw] { return raw->m_quit || !raw->m_work.empty(); });
+                if (raw->m_quit && raw->m_work.empty()) return;
+                fn = std::move(raw->m_work.front());
+                raw->m_work.pop_front();
+            }
+            fn();
+        }
+    });
+    return s;
+}
+
+Server::~Server() {
+    {
+        std::lock_guard lk(m_mu);
+        m_quit = true;
+    }
+    m_cv.notify_all();
+    if (m_worker.joinable()) m_worker.join();
+    if (m_tick) m_loop->cancel_timer(m_tick);
+    for (auto& [id, c] : m_clients) m_loop->remove_fd(c->fd.get());
+    m_loop->remove_fd(m_listen.get());
+    ::unlink(m_cfg.socket_path.c_str());
+}
+
+void Server::on_accept() {
+    for (;;) {
+        int fd = ::accept4(m_listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        auto c = std::make_unique<Client>();
+        c->id = m_next_client++;
+        c->fd.reset(fd);
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) continue;
+        std::vector<gid_t> groups(256);
+        socklen_t glen = socklen_t(groups.size() * sizeof(gid_t));
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) == 0)
+            groups.resize(glen / sizeof(gid_t));
+        else
+            groups.clear();
+        c->uid = cred.uid;
+        c->pid = cred.pid;
+        c->role = role_for(cred.uid, cred.gid, groups, m_cfg);
+        uint64_t id = c->id;
+        Client* raw = c.get();
+        if (m_clients.size() >= m_cfg.max_clients) {
+            std::string msg = encode_frame(error_reply("busy", "moatd: too many clients (" +
+                                                                   std::to_string(m_cfg.max_clients) + ")").dump());
+            (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            continue;
+        }
+        if (auto r = m_loop->add_fd(fd, EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) {
+                if (ev & EPOLLOUT) on_writable(id);
+                if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(id);
+            });
+            !r)
+            continue;
+        m_clients.emplace(id, std::move(c));
+        if (raw->role == Role::None) {
+            reply(id, error_reply("forbidden", "permission denied: uid " + std::to_string(raw->uid) +
+                                                   " is not root and not in group " + m_cfg.admin_group + " or " +
+                                                   m_cfg.viewer_group));
+            raw->closing = true;
+        }
+    }
+}
+
+void Server::on_readable(uint64_t id) {
+    auto it = m_clients.find(id);
+    if (it == m_clients.end()) return;
+    Client& c = *it->second;
+    for (int rounds = 0; rounds < 16; ++rounds) {  // fairness: bounded work per wake-up
+        char buf[65536];
+        iovec iov{buf, sizeof buf};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof cbuf;
+        ssize_t n = recvmsg(c.fd.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) return;
+            drop(id);
+            return;
+        }
+        for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h)) {
+            if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+                size_t count = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < count; ++i) {
+                    int fd;
+                    memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+                    if (c.fds.size() < kMaxFdsPerFrame) c.fds.emplace_back(fd);
+                    else ::close(fd);  // more than any request uses: refuse to hoard them
+                }
+            }
+        }
+        if (n == 0 || (msg.msg_flags & MSG_CTRUNC)) {
+            drop(id);
+            return;
+        }
+        if (c.role == Role::None || c.closing) continue;  // refused: discard input until it hangs up
+        if (!c.decoder.mid_frame()) c.frame_started = now_monotonic_ns();
+        if (auto r = c.decoder.feed(buf, size_t(n)); !r) {
+            reply(id, error_reply("too-large", r.error().message));
+            c.closing = true;
+            return;
+        }
+        while (auto frame = c.decoder.next()) {
+            handle(c, *frame);
+            if (!m_clients.count(id)) return;  // handler dropped the client
+            c.frame_started = now_monotonic_ns();
+        }
+    }
+}
+
+void Server::on_writable(uint64_t id) {
+    auto it = m_clients.find(id);
+    if (it == m_clients.end()) return;
+    Client& c = *it->second;
+    while (!c.out.empty()) {
+        ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            drop(id);
+            return;
+        }
+        c.out.erase(0, size_t(n));
+    }
+    if (c.out.empty()) {
+        if (c.closing) {
+            drop(id);
+            return;
+        }
+        if (c.writable_armed) {
+            (void)m_loop->modify_fd(c.fd.get(), EPOLLIN | EPOLLRDHUP);
+            c.writable_armed = false;
+        }
+    } else if (!c.writable_armed) {
+        (void)m_loop->modify_fd(c.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
+        c.writable_armed = true;
+    }
+}
+
+void Server::reply(uint64_t id, const json& j) {
+    auto it = m_clients.find(id);
+    if (it == m_clients.end()) return;
+    Client& c = *it->second;
+    std::string payload = j.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (payload.size() > kMaxResponseBytes) payload = error_reply("too-large", "answer too large; use paging").dump();
+    c.out += encode_frame(payload);
+    if (c.out.size() > m_cfg.max_output_bytes) {  // a client that does not read cannot make us hoard memory
+        drop(id);
+        return;
+    }
+    on_writable(id);
+}
+
+void Server::drop(uint64_t id) {
+    auto it = m_clients.find(id);
+    if (it == m_clients.end()) return;
+    int64_t job = it->second->attached_job;
+    m_loop->remove_fd(it->second->fd.get());
+    m_clients.erase(it);
+    // Documented behaviour: a job started by `run` belongs to its client; when
+    // the client goes away the job is stopped (cause "stopped").
+    if (job) (void)m_sup->stop(job, "the client that ran it disconnected");
+}
+
+void Server::tick() {
+    const int64_t now = now_monotonic_ns();
+    std::vector<uint64_t> slow;
+    for (auto& [id, c] : m_clients)
+        if (c->decoder.mid_frame() && now - c->frame_started > m_cfg.frame_timeout_ns) slow.push_back(id);
+    for (uint64_t id : slow) {
+        reply(id, error_reply("timeout", "request not completed within " +
+                                             std::to_string(m_cfg.frame_timeout_ns / 1'000'000'000) + " s"));
+        if (m_clients.count(id)) m_clients[id]->closing = true;
+        drop(id);
+    }
+}
+
+void Server::query_async(uint64_t client, std::function<json()> work) {
+    {
+        std::lock_guard lk(m_mu);
+        m_work.push_back([this, client, work = std::move(work)] {
+            json result = work();
+            m_loop->post([this, client, result = std::move(result)] { reply(client, result); });
+        });
+    }
+    m_cv.notify_one();
+}
+
+void Server::handle(Client& c, const std::string& frame) {
+    json req = json::parse(frame, nullptr, false);
+    if (req.is_discarded() || !req.is_object()) {
+        c.fds.clear();
+        reply(c.id, error_reply("bad-request", "request is not a JSON object"));
+        return;
+    }
+    auto op = get_string(req, "op", 64);
+    if (!op) {
+        c.fds.clear();
+        reply(c.id, error_reply("bad-request", "request has no \"op\""));
+        return;
+    }
+    const bool admin = c.role == Role::Admin;
+    auto need_admin = [&]() {
+        if (admin) return true;
+        reply(c.id, error_reply("forbidden", "\"" + *op + "\" needs the admin role (group " + m_cfg.admin_group +
+                                                 "); you are " + role_name(c.role)));
+        return false;
+    };
+    if (*op != "run") c.fds.clear();  // only `run` carries fds
+
+    if (*op == "hello") {
+        reply(c.id, {{"ok", true}, {"role", role_name(c.role)}, {"uid", c.uid}, {"version", "0.1.0"},
+                     {"running", m_sup->running()}});
+    } else if (*op == "run") {
+        if (!need_admin()) { c.fds.clear(); return; }
+        handle_run(c, req);
+    } else if (*op == "stop") {
+        if (!need_admin()) return;
+        auto job = get_int(req, "job");
+        if (!job) { reply(c.id, error_reply("bad-request", "stop needs an integer \"job\"")); return; }
+        auto r = m_sup->stop(*job, "stopped by uid " + std::to_string(c.uid));
+        reply(c.id, r ? json{{"ok", true}} : error_reply("not-found", r.error().message));
+    } else if (*op == "show") {
+        auto job = get_int(req, "job");
+        if (!job) { reply(c.id, error_reply("bad-request", "show needs an integer \"job\"")); return; }
+        if (auto live = m_sup->live(*job)) {
+            // Running: the figures are the supervisor's; policy names come from the store.
+            auto rec = *live;
+            query_async(c.id, [this, rec]() mutable -> json {
+                if (auto p = m_store->get_policy(rec.policy_id)) {
+                    rec.policy_name = p->name;
+                    rec.policy_version = p->version;
+                    rec.policy_sha256 = p->sha256;
+                }
+                return {{"ok", true}, {"job", job_to_json(rec)}};
+            });
+            return;
+        }
+        int64_t id = *job;
+        query_async(c.id, [this, id]() -> json {
+            auto r = m_store->get_job(id);
+            if (!r) return error_reply("not-found", "no job " + std::to_string(id));
+            return {{"ok", true}, {"job", job_to_json(*r)}};
+        });
+    } else if (*op == "jobs") {
+        int64_t limit = std::clamp<int64_t>(get_int(req, "limit").value_or(100), 1, 10000);
+        int64_t before = std::max<int64_t>(0, get_int(req, "before").value_or(0));
+        query_async(c.id, [this, limit, before]() -> json {
+            auto r = m_store->list_jobs(int(limit), before);
+            if (!r) return error_reply("store", r.error().message);
+            json arr = json::array();
+            for (const auto& j : *r) arr.push_back(job_to_json(j));
+            return {{"ok", true}, {"jobs", arr}};
+        });
+    } else if (*op == "events") {
+        store::EventQuery q;
+        q.job = get_int(req, "job");
+        q.after_id = std::max<int64_t>(0, get_int(req, "after").value_or(0));
+        q.limit = int(std::clamp<int64_t>(get_int(req, "limit").value_or(1000), 1, 10000));
+        if (auto k = get_string(req, "kind", 16)) {
+            if (*k == "lifecycle") q.kind = store::EventKind::Lifecycle;
+            else if (*k == "resource") q.kind = store::EventKind::Resource;
+            else if (*k == "denial") q.kind = store::EventKind::Denial;
+            else if (*k == "limit") q.kind = store::EventKind::Limit;
+            else { reply(c.id, error_reply("bad-request", "unknown event kind \"" + *k + "\"")); return; }
+        }
+        if (auto s = get_string(req, "syscall", 64)) q.syscall = *s;
+        q.since_ns = get_int(req, "since_ns");
+        q.until_ns = get_int(req, "until_ns");
+        query_async(c.id, [this, q]() -> json {
+            // Make everything the supervisor has recorded so far visible first.
+            m_store->flush();
+            auto r = m_store->query_events(q);
+            if (!r) return error_reply("store", r.error().message);
+            json arr = json::array();
+            for (const auto& e : *r) arr.push_back(e.to_json());
+            json next = r->size() == size_t(q.limit) && !r->empty() ? json(r->back().id) : json(nullptr);
+            return {{"ok", true}, {"events", arr}, {"next", next}};
+        });
+    } else if (*op == "policies") {
+        query_async(c.id, [this]() -> json {
+            auto r = m_store->list_policies();
+            if (!r) return error_reply("store", r.error().message);
+            json arr = json::array();
+            for (const auto& p : *r)
+                arr.push_back({{"id", p.id}, {"name", p.name}, {"version", p.version}, {"sha256", p.sha256},
+                               {"created_at", rfc3339_utc(p.created_ns)}});
+            return {{"ok", true}, {"policies", arr}};
+        });
+    } else {
+        reply(c.id, error_reply("bad-request", "unknown op \"" + *op + "\""));
+    }
+}
+
+void Server::handle_run(Client& c, const json& req) {
+    std::vector<UniqueFd> fds;
+    while (!c.fds.empty()) {
+        fds.push_back(std::move(c.fds.front()));
+        c.fds.pop_front();
+    }
+    if (c.attached_job) {
+        reply(c.id, error_reply("bad-request", "this connection already has a running job"));
+        return;
+    }
+    auto toml = get_string(req, "policy_toml", policy::kMaxPolicyBytes);
+    auto source = get_string(req, "policy_source", 4096).value_or("policy.toml");
+    auto argv = get_strings(req, "argv", 4096, 1 << 16);
+    auto env = get_strings(req, "env", 4096, 1 << 16);
+    auto cwd = get_string(req, "cwd", 4096).value_or("/");
+    if (!toml) { reply(c.id, error_reply("bad-request", "run needs \"policy_toml\" (a string of at most 1 MiB)")); return; }
+    if (!argv || argv->empty()) { reply(c.id, error_reply("bad-request", "run needs a non-empty \"argv\"")); return; }
+    if (!env) { reply(c.id, error_reply("bad-request", "\"env\" must be an array of strings")); return; }
+    if (fds.size() != 3) {
+        reply(c.id, error_reply("bad-request", "run must pass exactly 3 fds (stdin, stdout, stderr); got " +
+                                                   std::to_string(fds.size())));
+        return;
+    }
+    std::optional<policy::Tier> tier;
+    if (auto t = get_string(req, "tier", 16)) {
+        tier = policy::tier_from_name(*t);
+        if (!tier) { reply(c.id, error_reply("bad-request", "unknown tier \"" + *t + "\"")); return; }
+    }
+    std::vector<supervisor::InputFile> inputs;
+    if (auto it = req.find("inputs"); it != req.end()) {
+        if (!it->is_array() || it->size() > 256) { reply(c.id, error_reply("bad-request", "bad \"inputs\"")); return; }
+        for (const auto& e : *it) {
+            if (!e.is_object() || !e.contains("host") || !e["host"].is_string()) {
+                reply(c.id, error_reply("bad-request", "each input needs a \"host\" path"));
+                return;
+            }
+            supervisor::InputFile in;
+            in.host_path = e["host"].get<std::string>();
+            in.sandbox_path = e.value("sandbox", in.host_path);
+            if (in.host_path.empty() || in.host_path[0] != '/' || in.sandbox_path.empty() || in.sandbox_path[0] != '/') {
+                reply(c.id, error_reply("bad-request", "input paths must be absolute"));
+                return;
+            }
+            inputs.push_back(std::move(in));
+        }
+    }
+
+    auto parsed = policy::parse_policy(*toml, source);
+    std::string diag;
+    for (const auto& d : parsed.diagnostics)
+        if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
+    if (parsed.policy) {
+        for (const auto& d : policy::lint(*parsed.policy))
+            if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
+    }
+    if (!parsed.policy || !diag.empty()) {
+        if (!diag.empty() && diag.back() == '\n') diag.pop_back();
+        reply(c.id, error_reply("bad-policy", diag.empty() ? "invalid policy" : diag));
+        return;
+    }
+    auto stored = m_store->put_policy(parsed.policy->name, *toml, parsed.policy->sha256);
+    if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
+
+    supervisor::JobRequest jr;
+    jr.policy = std::move(*parsed.policy);
+    jr.policy_id = stored->id;
+    jr.tier_override = tier;
+    jr.argv = std::move(*argv);
+    jr.client_env = std::move(*env);
+    jr.cwd = cwd;
+    for (int i = 0; i < 3; ++i) jr.stdio[i] = std::move(fds[size_t(i)]);
+    jr.inputs = std::move(inputs);
+    uint64_t cid = c.id;
+    jr.on_finished = [this, cid, pol = *stored](const store::JobRecord& rec) {
+        auto it = m_clients.find(cid);
+        if (it == m_clients.end()) return;
+        it->second->attached_job = 0;
+        store::JobRecord r = rec;
+        r.policy_name = pol.name;
+        r.policy_version = pol.version;
+        r.policy_sha256 = pol.sha256;
+        reply(cid, {{"ok", true}, {"finished", job_to_json(r)}});
+    };
+    auto res = m_sup->start(std::move(jr));
+    if (res.job_id == 0) {
+        reply(c.id, error_reply("setup-failed", res.setup_error ? res.setup_error->message : "job not created"));
+        return;
+    }
+    reply(c.id, {{"ok", true}, {"job", res.job_id}});
+    if (res.setup_error) {
+        auto rec = m_store->get_job(res.job_id);
+        json j = rec ? job_to_json(*rec) : json::object();
+        reply(c.id, {{"ok", true}, {"finished", j}});
+        return;
+    }
+    if (m_clients.count(cid)) m_clients[cid]->attached_job = res.job_id;
+}
+
+}  // namespace moat::ipc

@@ -1,0 +1,321 @@
+#include "moat/sandbox/spawn.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "moat/common/timeutil.h"
+
+namespace moat::sandbox {
+
+namespace {
+
+// ---- child side: async-signal-safe only --------------------------------------
+
+[[noreturn]] void child_fail(int status_fd, const char* step, int err, const char* detail) {
+    SetupRecord rec{};
+    size_t i = 0;
+    for (; step[i] && i + 1 < sizeof rec.step; ++i) rec.step[i] = step[i];
+    rec.err = err;
+    rec.fatal = 1;
+    if (detail)
+        for (i = 0; detail[i] && i + 1 < sizeof rec.detail; ++i) rec.detail[i] = detail[i];
+    // One write of a record smaller than PIPE_BUF is atomic.
+    (void)!write(status_fd, &rec, sizeof rec);
+    _exit(125);
+}
+
+void child_warn(int status_fd, const char* step, int err, const char* detail) {
+    SetupRecord rec{};
+    size_t i = 0;
+    for (; step[i] && i + 1 < sizeof rec.step; ++i) rec.step[i] = step[i];
+    rec.err = err;
+    rec.fatal = 0;
+    for (i = 0; detail[i] && i + 1 < sizeof rec.detail; ++i) rec.detail[i] = detail[i];
+    (void)!write(status_fd, &rec, sizeof rec);
+}
+
+struct ChildArgs {
+    const SpawnPlan* plan;
+    char* const* argv;
+    char* const* envp;
+    int go_fd;       // read end: parent writes one byte once we are in the cgroup
+    int status_fd;   // write end, O_CLOEXEC: EOF at the parent means exec happened
+    int last_cap;
+    pid_t parent;
+    sock_fprog prog;
+};
+
+// The containment sequence, in order. Each step takes only what it needs.
+void step_die_with_parent(const ChildArgs& a) {
+    // SIGKILL when the forking thread (moatd's supervisor loop) goes away.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    if (getppid() != a.parent) _exit(125);  // the parent died before prctl
+}
+
+void step_wait_for_cgroup(const ChildArgs& a) {
+    char b;
+    ssize_t n;
+    do n = read(a.go_fd, &b, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(125);  // the parent gave up on us
+    close(a.go_fd);
+}
+
+void step_stdio(const ChildArgs& a) {
+    // Move the client's fds out of the way first so dup2 onto 0..2 cannot clobber
+    // a source that happens to be 0..2 already.
+    int tmp[3];
+    for (int i = 0; i < 3; ++i) {
+        tmp[i] = fcntl(a.plan->stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD stdio)", errno, nullptr);
+    }
+    for (int i = 0; i < 3; ++i)
+        if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2(stdio)", errno, nullptr);
+    // Everything above 2 (moatd's sockets, the database, these temporaries) is
+    // closed by execve; the job starts with exactly fds 0, 1, 2.
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
+        child_fail(a.status_fd, "close_range(3.., CLOEXEC)", errno, nullptr);
+}
+
+void step_session() {
+    // A new session has no controlling terminal: TIOCSTI and job-control
+    // signals cannot reach the operator's terminal.
+    setsid();
+}
+
+void step_rlimits(const ChildArgs& a) {
+    const Rlimits& r = a.plan->rlimits;
+    struct { int res; uint64_t v; const char* name; } lims[] = {
+        {RLIMIT_FSIZE, r.file_size, "setrlimit(RLIMIT_FSIZE)"},
+        {RLIMIT_NOFILE, r.open_files, "setrlimit(RLIMIT_NOFILE)"},
+        {RLIMIT_STACK, r.stack, "setrlimit(RLIMIT_STACK)"},
+        {RLIMIT_CORE, r.core, "setrlimit(RLIMIT_CORE)"},
+    };
+    for (auto& l : lims) {
+        rlimit rl{rlim_t(l.v), rlim_t(l.v)};
+        if (setrlimit(l.res, &rl) < 0) child_fail(a.status_fd, l.name, errno, nullptr);
+    }
+    if (r.cpu_seconds) {
+        // Per-process backstop; the whole-job CPU limit is the supervisor's.
+        rlimit rl{rlim_t(r.cpu_seconds), rlim_t(r.cpu_seconds + 1)};
+        if (setrlimit(RLIMIT_CPU, &rl) < 0) child_fail(a.status_fd, "setrlimit(RLIMIT_CPU)", errno, nullptr);
+    }
+}
+
+void step_drop_privileges(const ChildArgs& a) {
+    // The bounding set can only be reduced while we still hold CAP_SETPCAP.
+    for (int cap = 0; cap <= a.last_cap; ++cap)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            child_fail(a.status_fd, "prctl(PR_CAPBSET_DROP)", errno, nullptr);
+    if (setgroups(0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0)", errno, nullptr);
+    if (setresgid(a.plan->gid, a.plan->gid, a.plan->gid) < 0) child_fail(a.status_fd, "setresgid", errno, nullptr);
+    // Going from uid 0 to a non-zero uid without SECBIT_KEEP_CAPS clears the
+    // permitted, effective and ambient sets; we clear them again explicitly.
+    if (setresuid(a.plan->uid, a.plan->uid, a.plan->uid) < 0) child_fail(a.status_fd, "setresuid", errno, nullptr);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        child_fail(a.status_fd, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", errno, nullptr);
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capset, &hdr, data) < 0) child_fail(a.status_fd, "capset(0)", errno, nullptr);
+    // Required before an unprivileged seccomp filter or Landlock domain, and it
+    // makes setuid binaries and file capabilities inert for the whole job.
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(a.status_fd, "prctl(PR_SET_NO_NEW_PRIVS)", errno, nullptr);
+}
+
+void step_cwd(const ChildArgs& a) {
+    // As the job's uid, so directory permissions are the job's.
+    if (chdir(a.plan->cwd.c_str()) < 0) {
+        child_warn(a.status_fd, "chdir", errno, a.plan->cwd.c_str());
+        if (chdir("/") < 0) child_fail(a.status_fd, "chdir(\"/\")", errno, nullptr);
+    }
+}
+
+void step_landlock(const ChildArgs& a) {
+    if (a.plan->landlock_fd < 0) return;
+    if (syscall(SYS_landlock_restrict_self, a.plan->landlock_fd, 0) < 0)
+        child_fail(a.status_fd, "landlock_restrict_self", errno, nullptr);
+}
+
+void step_seccomp(const ChildArgs& a) {
+    // Last step: from here on every syscall is judged. The listener fd is
+    // O_CLOEXEC; the supervisor copies it out with pidfd_getfd() while our
+    // execve() waits for its answer.
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &a.prog);
+    if (fd < 0) child_fail(a.status_fd, "seccomp(SET_MODE_FILTER)", errno, nullptr);
+}
+
+[[noreturn]] void child_main(const ChildArgs& a) {
+    step_die_with_parent(a);
+    step_wait_for_cgroup(a);
+    step_stdio(a);
+    step_session();
+    step_rlimits(a);
+    step_drop_privileges(a);
+    step_cwd(a);
+    step_landlock(a);
+    step_seccomp(a);
+    execve(a.plan->exe.c_str(), a.argv, a.envp);
+    // The filter is installed: this write may itself be judged (and recorded).
+    child_fail(a.status_fd, "execve", errno, a.plan->exe.c_str());
+}
+
+// ---- parent side ----------------------------------------------------------------
+
+int read_last_cap() {
+    int fd = ::open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 63;
+    char buf[16] = {};
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    return n > 0 ? atoi(buf) : 63;
+}
+
+// Finds the job's seccomp listener among its open fds ("anon_inode:seccomp notify").
+int find_listener_fd(pid_t pid) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
+    DIR* d = opendir(dir);
+    if (!d) return -1;
+    int found = -1;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        char link[320], target[128];
+        snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        if (strcmp(target, "anon_inode:seccomp notify") == 0) {
+            found = atoi(e->d_name);
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+}  // namespace
+
+SetupStatus read_setup_status(int fd) {
+    SetupStatus s;
+    for (;;) {
+        SetupRecord rec;
+        ssize_t n = ::read(fd, &rec, sizeof rec);
+        if (n == ssize_t(sizeof rec)) {
+            rec.step[sizeof rec.step - 1] = 0;
+            rec.detail[sizeof rec.detail - 1] = 0;
+            s.records.push_back(rec);
+            continue;
+        }
+        if (n == 0) s.eof = true;
+        break;  // EAGAIN, short read (impossible for atomic writes) or error
+    }
+    return s;
+}
+
+Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
+    if (plan.uid == 0 || plan.gid == 0) return fail("refusing to run a job as uid or gid 0");
+    if (!plan.filter || plan.filter->empty()) return fail("no seccomp filter in the plan");
+    if (plan.exe.empty() || plan.exe[0] != '/') return fail("program path must be absolute: \"" + plan.exe + "\"");
+    for (int i = 0; i < 3; ++i)
+        if (plan.stdio[i] < 0) return fail("stdio fd " + std::to_string(i) + " missing");
+
+    // Everything the child touches is built now.
+    std::vector<char*> argv, envp;
+    for (const auto& s : plan.argv) argv.push_back(const_cast<char*>(s.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& s : plan.env) envp.push_back(const_cast<char*>(s.c_str()));
+    envp.push_back(nullptr);
+
+    int go[2], status[2];
+    if (pipe2(go, O_CLOEXEC) < 0) return fail_sys("pipe2(go)", errno);
+    UniqueFd go_r(go[0]), go_w(go[1]);
+    if (pipe2(status, O_CLOEXEC) < 0) return fail_sys("pipe2(status)", errno);
+    UniqueFd st_r(status[0]), st_w(status[1]);
+
+    ChildArgs a{};
+    a.plan = &plan;
+    a.argv = argv.data();
+    a.envp = envp.data();
+    a.go_fd = go_r.get();
+    a.status_fd = st_w.get();
+    a.last_cap = read_last_cap();
+    a.parent = getpid();
+    a.prog.len = (unsigned short)plan.filter->size();
+    a.prog.filter = const_cast<sock_filter*>(plan.filter->data());
+
+    Spawned out;
+    out.fork_ns = now_monotonic_ns();
+    pid_t pid = fork();
+    if (pid < 0) return fail_sys("fork", errno);
+    if (pid == 0) child_main(a);  // never returns
+    out.pid = pid;
+    go_r.reset();
+    st_w.reset();
+
+    auto abort_child = [&](Error e) -> Result<Spawned> {
+        ::kill(pid, SIGKILL);
+        int ws;
+        while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
+        return std::unexpected(std::move(e));
+    };
+
+    out.pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
+    if (!out.pidfd) return abort_child(Error::sys("pidfd_open", errno));
+    if (plan.cgroup) {
+        if (auto r = plan.cgroup->add_pid(pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
+    }
+    char one = 1;
+    if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
+    go_w.reset();
+
+    // Wait until the child holds its listener (it is then blocked in execve,
+    // which is always notified) or reports a failure. Bounded: 5 s.
+    int flags = fcntl(st_r.get(), F_GETFL);
+    fcntl(st_r.get(), F_SETFL, flags | O_NONBLOCK);
+    const int64_t deadline = now_monotonic_ns() + 5'000'000'000LL;
+    int spins = 0;
+    for (;;) {
+        pollfd p{st_r.get(), POLLIN, 0};
+        int timeout_ms = spins < 200 ? 0 : 1;
+        ::poll(&p, 1, timeout_ms);
+        if (p.revents & (POLLIN | POLLHUP)) {
+            SetupStatus s = read_setup_status(st_r.get());
+            for (const auto& rec : s.records)
+                if (rec.fatal) {
+                    std::string msg = std::string(rec.step);
+                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
+                    return abort_child(Error::sys(msg, rec.err));
+                }
+            if (s.eof) return abort_child(Error::msg("job setup ended without exec or error report"));
+            for (const auto& rec : s.records)
+                if (!rec.fatal) out.warnings.push_back(rec);
+        }
+        int lfd = find_listener_fd(pid);
+        if (lfd >= 0) {
+            int got = int(syscall(SYS_pidfd_getfd, out.pidfd.get(), lfd, 0));
+            if (got < 0) return abort_child(Error::sys("pidfd_getfd(listener)", errno));
+            out.listener.reset(got);
+            break;
+        }
+        if (now_monotonic_ns() > deadline) return abort_child(Error::msg("job setup timed out after 5 s"));
+        ++spins;
+    }
+    out.ready_ns = now_monotonic_ns();
+    out.status = std::move(st_r);
+    return out;
+}
+
+}  // namespace moat::sandbox

@@ -1,0 +1,865 @@
+// The event store (docs/store.md).
+//
+// Threads and locks:
+//   - m_qmu guards the append queue, the per-job drop counters and the stats.
+//     It is held only for O(1) work (or for moving one batch out of the queue),
+//     so append() never waits for SQLite.
+//   - m_wmu guards the single writer connection. The writer thread holds it for
+//     one batch transaction; create_job / put_policy / ... hold it for their own
+//     statement(s). Lock order: never m_wmu while waiting for m_qmu in the
+//     writer thread (it releases m_qmu before taking m_wmu).
+//   - Reads borrow a connection from a small pool (m_rmu); in WAL mode a reader
+//     sees the last committed snapshot and never waits for a write batch.
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "event_codec.h"
+#include "moat/common/fd.h"
+#include "moat/common/timeutil.h"
+#include "moat/store/store.h"
+#include "schema.h"
+#include "sqlite.h"
+#include "test_access.h"
+
+namespace moat::store {
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxBatch = 4096;          // rows per write transaction
+constexpr int kMaxQueryLimit = 10000;
+constexpr int kMaxJobListLimit = 10000;
+constexpr int kBusyTimeoutMs = 5000;        // another process holding the lock (sqlite3 CLI, backup)
+constexpr size_t kMaxReaders = 4;
+constexpr auto kRetryDelay = std::chrono::milliseconds(500);  // after a failed batch
+
+// Never throws: invalid UTF-8 (a path decoded from a hostile process's memory)
+// is replaced rather than failing the whole batch.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+Result<json> parse_column(const std::string& text, const char* what, int64_t row) {
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded())
+        return fail(std::string(what) + " of row " + std::to_string(row) + ": invalid JSON");
+    return j;
+}
+
+Result<std::vector<std::string>> string_array(const std::string& text, const char* what, int64_t row) {
+    auto j = parse_column(text, what, row);
+    if (!j) return std::unexpected(j.error());
+    if (!j->is_array()) return fail(std::string(what) + " of row " + std::to_string(row) + ": not a JSON array");
+    std::vector<std::string> out;
+    out.reserve(j->size());
+    for (const auto& e : *j) {
+        if (!e.is_string()) return fail(std::string(what) + " of row " + std::to_string(row) + ": non-string element");
+        out.push_back(e.get<std::string>());
+    }
+    return out;
+}
+
+// Percent-encodes the characters that would end or alter the path part of an
+// SQLite "file:" URI.
+std::string uri_path(const std::string& path) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : path) {
+        if (c == '%' || c == '?' || c == '#' || c <= 0x20 || c >= 0x7f) {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += char(c);
+        }
+    }
+    return out;
+}
+
+// Creates the database file with mode 0600 before SQLite sees it (SQLite would
+// create it 0644 & ~umask). SQLite gives the -wal and -shm files the same mode
+// as the database. An existing file is left as it is. O_NOFOLLOW: the state
+// dir is the daemon's own; a symlink planted there is not followed.
+Result<void> create_db_file(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return fail_sys("open(\"" + path + "\", O_RDWR|O_CREAT|O_NOFOLLOW, 0600)", errno);
+    return {};
+}
+
+Result<void> configure_writer(sql::Db& db) {
+    sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+    auto mode = db.scalar_text("PRAGMA journal_mode=WAL", "PRAGMA journal_mode=WAL");
+    if (!mode) return std::unexpected(mode.error());
+    if (*mode != "wal") return fail("PRAGMA journal_mode=WAL: database stays in journal mode '" + *mode + "'");
+    // NORMAL in WAL mode: a commit is durable after the next checkpoint or a
+    // power-safe WAL sync; an OS crash can lose the last transactions but never
+    // corrupts the database.
+    if (auto r = db.exec("PRAGMA synchronous=NORMAL", "PRAGMA synchronous=NORMAL"); !r) return r;
+    if (auto r = db.exec("PRAGMA foreign_keys=ON", "PRAGMA foreign_keys=ON"); !r) return r;
+    return {};
+}
+
+// Per-job count of events that never reached the database.
+struct DropCount {
+    uint64_t events = 0;
+    uint64_t denials = 0;   // sum of the dropped denial rows' counts
+    int64_t first_ns = INT64_MAX;
+    int64_t last_ns = INT64_MIN;
+
+    void add(const Event& ev) {
+        ++events;
+        if (ev.kind == EventKind::Denial) denials += ev.count;
+        first_ns = std::min(first_ns, ev.time_ns);
+        last_ns = std::max(last_ns, ev.time_ns);
+    }
+    void merge(const DropCount& o) {
+        events += o.events;
+        denials += o.denials;
+        first_ns = std::min(first_ns, o.first_ns);
+        last_ns = std::max(last_ns, o.last_ns);
+    }
+};
+
+struct JobDrops {
+    DropCount overflow;      // queue full
+    DropCount write_failed;  // the batch holding them was rolled back
+    std::string error;       // why, for write_failed
+
+    void merge(const JobDrops& o) {
+        overflow.merge(o.overflow);
+        write_failed.merge(o.write_failed);
+        if (!o.error.empty()) error = o.error;
+    }
+};
+
+Event make_limit_event(int64_t job, const DropCount& d, const char* reason, const std::string* error) {
+    Event ev;
+    ev.job = job;
+    ev.kind = EventKind::Limit;
+    ev.time_ns = d.last_ns;
+    ev.count = 1;
+    ev.fields = {{"reason", reason},
+                 {"dropped", d.events},
+                 {"dropped_denials", d.denials},
+                 {"first_time", rfc3339_utc(d.first_ns)},
+                 {"last_time", rfc3339_utc(d.last_ns)}};
+    if (error) ev.fields["error"] = *error;
+    return ev;
+}
+
+// The `data` column: the event's fields minus the envelope keys and, for a
+// denial, minus `syscall` (which has its own indexed column).
+std::string encode_data(const Event& ev, std::optional<std::string>& syscall) {
+    if (!ev.fields.is_object()) {
+        if (ev.fields.is_null()) return "{}";
+        return dump(json{{"fields", ev.fields}});
+    }
+    std::string out = "{";
+    for (auto it = ev.fields.begin(); it != ev.fields.end(); ++it) {
+        const std::string& key = it.key();
+        if (is_envelope_key(key)) continue;
+        if (ev.kind == EventKind::Denial && key == "syscall" && it.value().is_string()) {
+            syscall = it.value().get<std::string>();
+            continue;
+        }
+        if (out.size() > 1) out += ',';
+        out += dump(json(key));
+        out += ':';
+        out += dump(it.value());
+    }
+    out += '}';
+    return out;
+}
+
+constexpr const char* kEventColumns = "SELECT id, job_id, time_ns, kind, count, syscall, data FROM events";
+
+Result<Event> read_event(const sql::Query& q) {
+    Event ev;
+    ev.id = q.i64(0);
+    ev.job = q.i64(1);
+    ev.time_ns = q.i64(2);
+    auto kind = kind_from_name(q.text(3));
+    if (!kind) return fail("events row " + std::to_string(ev.id) + ": unknown kind '" + q.text(3) + "'");
+    ev.kind = *kind;
+    ev.count = uint64_t(std::max<int64_t>(0, q.i64(4)));
+    auto data = parse_column(q.text(6), "events.data", ev.id);
+    if (!data) return std::unexpected(data.error());
+    if (!data->is_object()) return fail("events.data of row " + std::to_string(ev.id) + ": not a JSON object");
+    if (auto s = q.opt_text(5)) (*data)["syscall"] = *s;
+    ev.fields = std::move(*data);
+    return ev;
+}
+
+constexpr const char* kJobSelect =
+    "SELECT j.id, j.policy_id, j.tier, j.argv, j.env, j.cwd, j.started_ns, j.ended_ns, j.state, j.exit_code,"
+    " j.signal, j.cause, j.detail, j.cpu_time_ns, j.peak_memory_bytes, j.peak_pids, j.denial_count, j.uid, j.pid,"
+    " j.cgroup, j.accelerator, j.info, p.name, p.version, p.sha256"
+    " FROM jobs j LEFT JOIN policies p ON p.id = j.policy_id";
+
+Result<JobRecord> read_job(const sql::Query& q) {
+    JobRecord j;
+    j.id = q.i64(0);
+    j.policy_id = q.opt_i64(1).value_or(0);
+    j.tier = q.text(2);
+    auto argv = string_array(q.text(3), "jobs.argv", j.id);
+    if (!argv) return std::unexpected(argv.error());
+    j.argv = std::move(*argv);
+    auto env = string_array(q.text(4), "jobs.env", j.id);
+    if (!env) return std::unexpected(env.error());
+    j.env = std::move(*env);
+    j.cwd = q.text(5);
+    j.started_ns = q.i64(6);
+    j.ended_ns = q.opt_i64(7);
+    j.state = q.text(8);
+    if (auto v = q.opt_i64(9)) j.exit_code = int(*v);
+    if (auto v = q.opt_i64(10)) j.signal = int(*v);
+    j.cause = q.text(11);
+    j.detail = q.text(12);
+    j.resources.cpu_time_ns = uint64_t(q.i64(13));
+    j.resources.peak_memory_bytes = uint64_t(q.i64(14));
+    j.resources.peak_pids = uint64_t(q.i64(15));
+    j.denial_count = uint64_t(q.i64(16));
+    j.uid = int(q.i64(17));
+    j.pid = int(q.i64(18));
+    j.cgroup = q.text(19);
+    j.accelerator = q.text(20);
+    auto info = parse_column(q.text(21), "jobs.info", j.id);
+    if (!info) return std::unexpected(info.error());
+    j.info = std::move(*info);
+    j.policy_name = q.text(22);
+    j.policy_version = int(q.opt_i64(23).value_or(0));
+    j.policy_sha256 = q.text(24);
+    return j;
+}
+
+constexpr const char* kPolicySelect = "SELECT id, name, version, sha256, toml, created_ns FROM policies";
+
+PolicyRecord read_policy(const sql::Query& q) {
+    PolicyRecord p;
+    p.id = q.i64(0);
+    p.name = q.text(1);
+    p.version = int(q.i64(2));
+    p.sha256 = q.text(3);
+    p.toml = q.text(4);
+    p.created_ns = q.i64(5);
+    return p;
+}
+
+std::unexpected<Error> read_only_refusal(const char* op) {
+    return fail(std::string("store is open read-only: ") + op + " refused");
+}
+
+}  // namespace
+
+struct Store::Impl {
+    std::string path;
+    bool read_only = false;
+    int version = 0;
+
+    // --- writer connection (absent when read-only) ---
+    std::mutex wmu;
+    sql::Db writer;
+
+    // --- reader pool ---
+    std::string reader_path;  // plain path, or a "file:" URI for read-only opens
+    int reader_flags = 0;
+    std::mutex rmu;
+    std::condition_variable rcv;
+    std::vector<std::unique_ptr<sql::Db>> idle_readers;
+    size_t readers_open = 0;
+
+    // --- append queue ---
+    mutable std::mutex qmu;
+    std::condition_variable qcv;       // wakes the writer thread
+    std::condition_variable done_cv;   // wakes flush()
+    std::deque<std::pair<uint64_t, Event>> queue;  // (sequence number, event)
+    size_t capacity = 1;
+    uint64_t next_seq = 1;   // sequence number of the next append()
+    uint64_t done_seq = 0;   // every append with seq <= done_seq is committed or accounted as dropped
+    bool stopping = false;
+    bool writer_idle = false;
+    bool writer_exited = false;
+    std::map<int64_t, JobDrops> drops;
+    uint64_t written = 0, dropped = 0, batches = 0;
+    std::thread thread;
+
+    ~Impl() {
+        idle_readers.clear();
+    }
+
+    // A reader connection borrowed from the pool, returned on destruction.
+    class Lease {
+    public:
+        Lease(Impl* impl, std::unique_ptr<sql::Db> db) : m_impl(impl), m_db(std::move(db)) {}
+        Lease(Lease&&) noexcept = default;
+        Lease& operator=(Lease&&) = delete;
+        ~Lease() {
+            if (!m_db) return;
+            std::lock_guard lk(m_impl->rmu);
+            m_impl->idle_readers.push_back(std::move(m_db));
+            m_impl->rcv.notify_one();
+        }
+        sql::Db& operator*() { return *m_db; }
+        sql::Db* operator->() { return m_db.get(); }
+
+    private:
+        Impl* m_impl;
+        std::unique_ptr<sql::Db> m_db;
+    };
+
+    Result<std::unique_ptr<sql::Db>> open_reader() {
+        auto db = sql::Db::open(reader_path, reader_flags);
+        if (!db) return std::unexpected(db.error());
+        sqlite3_busy_timeout(db->get(), kBusyTimeoutMs);
+        // Belt and braces: even a bug cannot write through a reader.
+        if (auto r = db->exec("PRAGMA query_only=ON", "PRAGMA query_only=ON"); !r) return std::unexpected(r.error());
+        return std::make_unique<sql::Db>(std::move(*db));
+    }
+
+    Result<Lease> reader() {
+        std::unique_lock lk(rmu);
+        for (;;) {
+            if (!idle_readers.empty()) {
+                auto db = std::move(idle_readers.back());
+                idle_readers.pop_back();
+                return Lease(this, std::move(db));
+            }
+            if (readers_open < kMaxReaders) {
+                ++readers_open;
+                lk.unlock();
+                auto db = open_reader();
+                if (!db) {
+                    lk.lock();
+                    --readers_open;
+                    rcv.notify_one();
+                    return std::unexpected(db.error());
+                }
+                return Lease(this, std::move(*db));
+            }
+            rcv.wait(lk);
+        }
+    }
+
+    // --- writer thread ---
+
+    // Inserts one event on the writer connection; *rc gets SQLite's result code.
+    Result<void> insert_event(const Event& ev, int* rc) {
+        std::optional<std::string> syscall;
+        std::string data = encode_data(ev, syscall);
+        auto q = writer.query("INSERT INTO events",
+                              "INSERT INTO events(job_id, time_ns, kind, count, syscall, data)"
+                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, ev.job).bind(2, ev.time_ns).bind(3, kind_name(ev.kind)).bind(4, ev.count).bind(5, syscall)
+            .bind(6, data);
+        auto r = q->run();
+        *rc = q->rc();
+        return r;
+    }
+
+    // One transaction: the batch, then one `limit` event per job with drops.
+    // An event whose job does not exist (foreign key) is skipped and counted in
+    // *rejected; any other failure rolls the whole transaction back.
+    Result<void> write_batch(const std::vector<std::pair<uint64_t, Event>>& batch,
+                             const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
+        std::lock_guard lk(wmu);
+        try {
+            auto tx = sql::Transaction::begin(writer);
+            if (!tx) return std::unexpected(tx.error());
+            for (const auto& [seq, ev] : batch) {
+                int rc = SQLITE_OK;
+                if (auto r = insert_event(ev, &rc); !r) {
+                    if (!sql::is_constraint(rc)) return r;
+                    ++*rejected;
+                }
+            }
+            for (const auto& [job, d] : job_drops) {
+                int rc = SQLITE_OK;
+                if (d.overflow.events) {
+                    auto r = insert_event(make_limit_event(job, d.overflow, "event-queue-overflow", nullptr), &rc);
+                    if (!r && !sql::is_constraint(rc)) return r;  // constraint: the job is unknown, nothing to tell
+                }
+                if (d.write_failed.events) {
+                    auto r = insert_event(make_limit_event(job, d.write_failed, "event-write-failed", &d.error), &rc);
+                    if (!r && !sql::is_constraint(rc)) return r;
+                }
+            }
+            return tx->commit();
+        } catch (const std::exception& e) {  // bad_alloc; nothing else throws here
+            return fail(std::string("writing events: ") + e.what());
+        }
+    }
+
+    void writer_loop() {
+        std::unique_lock lk(qmu);
+        bool failing = false;  // the last batch failed: retry the drop records after a pause
+        for (;;) {
+            auto ready = [&] { return stopping || !queue.empty() || (!failing && !drops.empty()); };
+            writer_idle = true;
+            if (failing)
+                qcv.wait_for(lk, kRetryDelay, ready);
+            else
+                qcv.wait(lk, ready);
+            writer_idle = false;
+            if (queue.empty() && drops.empty()) {
+                if (stopping) break;
+                continue;
+            }
+
+            std::vector<std::pair<uint64_t, Event>> batch;
+            batch.reserve(std::min(queue.size(), kMaxBatch));
+            while (!queue.empty() && batch.size() < kMaxBatch) {
+                batch.push_back(std::move(queue.front()));
+                queue.pop_front();
+            }
+            auto job_drops = std::exchange(drops, {});
+            // Everything up to here is in this batch or in job_drops.
+            uint64_t done = queue.empty() ? next_seq - 1 : queue.front().first - 1;
+            lk.unlock();
+
+            uint64_t rejected = 0;
+            auto r = write_batch(batch, job_drops, &rejected);
+
+            lk.lock();
+            if (r) {
+                failing = false;
+                written += batch.size() - rejected;
+                dropped += rejected;
+                ++batches;
+            } else {
+                // Rolled back: nothing of this transaction is in the database.
+                // Its events are lost (count them), the drop records are kept
+                // and retried with the next batch or after kRetryDelay.
+                failing = true;
+                for (auto& [job, d] : job_drops) drops[job].merge(d);
+                for (const auto& [seq, ev] : batch) {
+                    auto& jd = drops[ev.job];
+                    jd.write_failed.add(ev);
+                    jd.error = r.error().message;
+                }
+                dropped += batch.size();
+            }
+            done_seq = std::max(done_seq, done);
+            done_cv.notify_all();
+            if (!r && stopping && queue.empty()) break;  // shutting down and the disk still refuses: give up
+        }
+        writer_exited = true;
+        done_seq = next_seq - 1;
+        done_cv.notify_all();
+    }
+};
+
+Store::Store() : m_impl(std::make_unique<Impl>()) {}
+
+Store::~Store() {
+    if (!m_impl) return;
+    Impl& d = *m_impl;
+    if (d.thread.joinable()) {
+        {
+            std::lock_guard lk(d.qmu);
+            d.stopping = true;
+        }
+        d.qcv.notify_all();
+        d.thread.join();  // the writer drains the queue before it exits
+        std::lock_guard lk(d.wmu);
+        (void)d.writer.exec("PRAGMA optimize", "PRAGMA optimize");  // cheap; keeps planner stats fresh
+    }
+}
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& db_path, size_t queue_capacity) {
+    std::unique_ptr<Store> s(new Store());
+    Impl& d = *s->m_impl;
+    d.path = db_path;
+    d.capacity = std::max<size_t>(1, queue_capacity);
+
+    if (auto r = create_db_file(db_path); !r) return std::unexpected(r.error());
+    auto w = sql::Db::open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX);
+    if (!w) return std::unexpected(w.error());
+    d.writer = std::move(*w);
+    if (auto r = configure_writer(d.writer); !r) return std::unexpected(r.error().wrap("opening " + db_path));
+    auto v = schema::migrate(d.writer, db_path);
+    if (!v) return std::unexpected(v.error());
+    d.version = *v;
+
+    d.reader_path = db_path;
+    d.reader_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX;
+    {
+        // Open one reader now so a problem shows at open, not at the first query.
+        auto lease = d.reader();
+        if (!lease) return std::unexpected(lease.error().wrap("opening " + db_path));
+    }
+
+    try {
+        d.thread = std::thread([&d] { d.writer_loop(); });
+    } catch (const std::system_error& e) {
+        return fail(std::string("starting the store writer thread: ") + e.what());
+    }
+    return s;
+}
+
+Result<std::unique_ptr<Store>> Store::open_read_only(const std::string& db_path) {
+    std::unique_ptr<Store> s(new Store());
+    Impl& d = *s->m_impl;
+    d.path = db_path;
+    d.read_only = true;
+    // mode=ro: SQLite never writes the database (it may still create the -shm
+    // index next to it when the directory is writable, as WAL readers need one).
+    d.reader_path = "file:" + uri_path(db_path) + "?mode=ro";
+    d.reader_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
+    {
+        auto lease = d.reader();
+        if (!lease) return std::unexpected(lease.error().wrap("opening " + db_path + " read-only"));
+        auto v = schema::check_read_only(**lease, db_path);
+        if (!v) return std::unexpected(v.error());
+        d.version = *v;
+    }
+    {
+        std::lock_guard lk(d.qmu);
+        d.writer_exited = true;
+    }
+    return s;
+}
+
+int Store::schema_version() const { return m_impl->version; }
+
+// ---------------------------------------------------------------- policies
+
+Result<PolicyRecord> Store::put_policy(const std::string& name, const std::string& toml, const std::string& sha256) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("put_policy");
+    if (name.empty()) return fail("put_policy: empty policy name");
+    if (sha256.empty()) return fail("put_policy(\"" + name + "\"): empty sha256");
+    std::lock_guard lk(d.wmu);
+    auto tx = sql::Transaction::begin(d.writer);
+    if (!tx) return std::unexpected(tx.error());
+    {
+        auto q = d.writer.query("SELECT FROM policies", std::string(kPolicySelect) + " WHERE name = ?1 AND sha256 = ?2");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, name).bind(2, sha256);
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (*row) return read_policy(*q);  // already stored; tx rolls back a transaction that wrote nothing
+    }
+    int64_t next = 1;
+    {
+        auto q = d.writer.query("SELECT max(version) FROM policies",
+                                "SELECT coalesce(max(version), 0) + 1 FROM policies WHERE name = ?1");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, name);
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (*row) next = q->i64(0);
+    }
+    PolicyRecord p{0, name, int(next), sha256, toml, now_realtime_ns()};
+    {
+        auto q = d.writer.query("INSERT INTO policies",
+                                "INSERT INTO policies(name, version, sha256, toml, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, p.name).bind(2, p.version).bind(3, p.sha256).bind(4, p.toml).bind(5, p.created_ns);
+        if (auto r = q->run(); !r) return std::unexpected(r.error());
+        p.id = d.writer.last_insert_rowid();
+    }
+    if (auto r = tx->commit(); !r) return std::unexpected(r.error());
+    return p;
+}
+
+Result<PolicyRecord> Store::get_policy(int64_t id) {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM policies", std::string(kPolicySelect) + " WHERE id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, id);
+    auto row = q->step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) return fail("policy " + std::to_string(id) + " not found");
+    return read_policy(*q);
+}
+
+Result<std::vector<PolicyRecord>> Store::list_policies() {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM policies", std::string(kPolicySelect) + " ORDER BY name, version");
+    if (!q) return std::unexpected(q.error());
+    std::vector<PolicyRecord> out;
+    for (;;) {
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;
+        out.push_back(read_policy(*q));
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- jobs
+
+Result<int64_t> Store::create_job(JobRecord& job) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("create_job");
+    if (job.started_ns == 0) job.started_ns = now_realtime_ns();
+    std::lock_guard lk(d.wmu);
+    auto q = d.writer.query(
+        "INSERT INTO jobs",
+        "INSERT INTO jobs(policy_id, tier, argv, env, cwd, started_ns, ended_ns, state, exit_code, signal, cause,"
+        " detail, cpu_time_ns, peak_memory_bytes, peak_pids, denial_count, uid, pid, cgroup, accelerator, info)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job.policy_id ? std::optional<int64_t>(job.policy_id) : std::nullopt)
+        .bind(2, job.tier)
+        .bind(3, dump(json(job.argv)))
+        .bind(4, dump(json(job.env)))
+        .bind(5, job.cwd)
+        .bind(6, job.started_ns)
+        .bind(7, job.ended_ns)
+        .bind(8, job.state)
+        .bind(9, job.exit_code)
+        .bind(10, job.signal)
+        .bind(11, job.cause)
+        .bind(12, job.detail)
+        .bind(13, job.resources.cpu_time_ns)
+        .bind(14, job.resources.peak_memory_bytes)
+        .bind(15, job.resources.peak_pids)
+        .bind(16, job.denial_count)
+        .bind(17, job.uid)
+        .bind(18, job.pid)
+        .bind(19, job.cgroup)
+        .bind(20, job.accelerator)
+        .bind(21, dump(job.info));
+    if (auto r = q->run(); !r) return std::unexpected(r.error());
+    job.id = d.writer.last_insert_rowid();
+    return job.id;
+}
+
+Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::string& cgroup, const nlohmann::json& info) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("update_job_runtime");
+    std::lock_guard lk(d.wmu);
+    auto q = d.writer.query("UPDATE jobs (runtime)",
+                            "UPDATE jobs SET pid = ?2, uid = ?3, cgroup = ?4, info = ?5 WHERE id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, id).bind(2, pid).bind(3, uid).bind(4, cgroup).bind(5, dump(info));
+    if (auto r = q->run(); !r) return r;
+    if (d.writer.changes() == 0) return fail("update_job_runtime: job " + std::to_string(id) + " not found");
+    return {};
+}
+
+Result<void> Store::finish_job(const JobRecord& job) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("finish_job");
+    std::lock_guard lk(d.wmu);
+    auto q = d.writer.query(
+        "UPDATE jobs (finish)",
+        "UPDATE jobs SET state = 'finished', ended_ns = ?2, exit_code = ?3, signal = ?4, cause = ?5, detail = ?6,"
+        " cpu_time_ns = ?7, peak_memory_bytes = ?8, peak_pids = ?9, denial_count = ?10 WHERE id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job.id)
+        .bind(2, job.ended_ns.value_or(now_realtime_ns()))
+        .bind(3, job.exit_code)
+        .bind(4, job.signal)
+        .bind(5, job.cause)
+        .bind(6, job.detail)
+        .bind(7, job.resources.cpu_time_ns)
+        .bind(8, job.resources.peak_memory_bytes)
+        .bind(9, job.resources.peak_pids)
+        .bind(10, job.denial_count);
+    if (auto r = q->run(); !r) return r;
+    if (d.writer.changes() == 0) return fail("finish_job: job " + std::to_string(job.id) + " not found");
+    return {};
+}
+
+Result<JobRecord> Store::get_job(int64_t id) {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, id);
+    auto row = q->step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) return fail("job " + std::to_string(id) + " not found");
+    return read_job(*q);
+}
+
+namespace {
+Result<std::vector<JobRecord>> collect_jobs(sql::Query& q) {
+    std::vector<JobRecord> out;
+    for (;;) {
+        auto row = q.step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;
+        auto j = read_job(q);
+        if (!j) return std::unexpected(j.error());
+        out.push_back(std::move(*j));
+    }
+    return out;
+}
+}  // namespace
+
+Result<std::vector<JobRecord>> Store::list_jobs(int limit, int64_t before_id) {
+    if (limit <= 0) limit = 100;
+    limit = std::min(limit, kMaxJobListLimit);
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    // Keyset paging: "id < before" (INT64_MAX for the first page) walks the
+    // primary key backwards and stops after `limit` rows.
+    auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.id < ?1 ORDER BY j.id DESC LIMIT ?2");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, before_id > 0 ? before_id : INT64_MAX).bind(2, limit);
+    return collect_jobs(*q);
+}
+
+Result<std::vector<JobRecord>> Store::running_jobs() {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.state = 'running' ORDER BY j.id");
+    if (!q) return std::unexpected(q.error());
+    return collect_jobs(*q);
+}
+
+// ---------------------------------------------------------------- events
+
+void Store::append(Event ev) {
+    Impl& d = *m_impl;
+    if (ev.time_ns == 0) ev.time_ns = now_realtime_ns();
+    std::unique_lock lk(d.qmu);
+    d.next_seq++;
+    if (d.read_only || d.stopping) {
+        ++d.dropped;  // no writer: nobody could ever record a limit event
+        return;
+    }
+    if (d.queue.size() >= d.capacity) {
+        d.drops[ev.job].overflow.add(ev);
+        ++d.dropped;
+    } else {
+        d.queue.emplace_back(d.next_seq - 1, std::move(ev));
+    }
+    // Wake the writer only when it sleeps: under load it is busy and the
+    // notify (a futex syscall) would be wasted on every append.
+    bool wake = d.writer_idle;
+    lk.unlock();
+    if (wake) d.qcv.notify_one();
+}
+
+void Store::flush() {
+    Impl& d = *m_impl;
+    std::unique_lock lk(d.qmu);
+    uint64_t target = d.next_seq - 1;
+    if (d.writer_idle) d.qcv.notify_one();
+    d.done_cv.wait(lk, [&] { return d.done_seq >= target || d.writer_exited; });
+}
+
+Result<std::vector<Event>> Store::query_events(const EventQuery& qy) {
+    // One SQL text per combination of filters (at most 32, each cached once).
+    std::string sql = std::string(kEventColumns) + " WHERE id > ?1";
+    int n = 1;
+    auto param = [&](const char* cond) {
+        sql += " AND ";
+        sql += cond;
+        sql += " ?" + std::to_string(++n);
+    };
+    if (qy.job) param("job_id =");
+    if (qy.kind) param("kind =");
+    if (qy.syscall) param("syscall =");
+    if (qy.since_ns) param("time_ns >=");
+    if (qy.until_ns) param("time_ns <");
+    sql += " ORDER BY id LIMIT ?" + std::to_string(++n);
+
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM events", sql);
+    if (!q) return std::unexpected(q.error());
+    int i = 1;
+    q->bind(i++, qy.after_id);
+    if (qy.job) q->bind(i++, *qy.job);
+    if (qy.kind) q->bind(i++, kind_name(*qy.kind));
+    if (qy.syscall) q->bind(i++, *qy.syscall);
+    if (qy.since_ns) q->bind(i++, *qy.since_ns);
+    if (qy.until_ns) q->bind(i++, *qy.until_ns);
+    int limit = qy.limit <= 0 ? 1000 : std::min(qy.limit, kMaxQueryLimit);
+    q->bind(i++, limit);
+
+    std::vector<Event> out;
+    for (;;) {
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;
+        auto ev = read_event(*q);
+        if (!ev) return std::unexpected(ev.error());
+        out.push_back(std::move(*ev));
+    }
+    return out;
+}
+
+Result<uint64_t> Store::count_denials(int64_t job) {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT sum(count) FROM events",
+                          "SELECT coalesce(sum(count), 0) FROM events WHERE job_id = ?1 AND kind = 'denial'");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job);
+    auto row = q->step();
+    if (!row) return std::unexpected(row.error());
+    return *row ? uint64_t(q->i64(0)) : 0;
+}
+
+Result<std::vector<SyscallCount>> Store::top_syscalls(std::optional<int64_t> job, int limit) {
+    if (limit <= 0) limit = 10;
+    limit = std::min(limit, kMaxQueryLimit);
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    std::string sql = "SELECT syscall, sum(count) AS n FROM events WHERE syscall IS NOT NULL AND kind = 'denial'";
+    if (job) sql += " AND job_id = ?2";
+    sql += " GROUP BY syscall ORDER BY n DESC, syscall LIMIT ?1";
+    auto q = (*db)->query("SELECT top syscalls FROM events", sql);
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, limit);
+    if (job) q->bind(2, *job);
+    std::vector<SyscallCount> out;
+    for (;;) {
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;
+        out.push_back({q->text(0), uint64_t(q->i64(1))});
+    }
+    return out;
+}
+
+StoreStats Store::stats() const {
+    const Impl& d = *m_impl;
+    std::lock_guard lk(d.qmu);
+    return StoreStats{d.queue.size(), d.written, d.dropped, d.batches};
+}
+
+Result<std::string> Store::integrity_check() {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("PRAGMA integrity_check", "PRAGMA integrity_check");
+    if (!q) return std::unexpected(q.error());
+    std::string out;
+    for (;;) {
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;
+        if (!out.empty()) out += '\n';
+        out += q->text(0);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- test seam
+
+std::unique_lock<std::mutex> StoreTestAccess::hold_writer(Store& s) { return std::unique_lock(s.m_impl->wmu); }
+
+Result<int64_t> StoreTestAccess::set_max_page_count(Store& s, int64_t pages) {
+    auto& d = *s.m_impl;
+    std::lock_guard lk(d.wmu);
+    return d.writer.scalar("PRAGMA max_page_count", "PRAGMA max_page_count = " + std::to_string(pages));
+}
+
+}  // namespace moat::store

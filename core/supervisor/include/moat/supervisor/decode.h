@@ -1,0 +1,50 @@
+#pragma once
+// Turning a notified syscall into something an operator can read: the path
+// behind a pointer, the address behind a sockaddr, the library behind an
+// instruction pointer. Everything read from the job is untrusted and bounded.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moat::supervisor {
+
+// Reads a NUL-terminated string of at most max bytes from the job's memory
+// (page by page, so an unmapped page after the string does not fail the read).
+std::optional<std::string> read_remote_string(pid_t pid, uint64_t addr, size_t max = 4096);
+std::optional<std::vector<uint8_t>> read_remote(pid_t pid, uint64_t addr, size_t len);
+
+// "AF_INET 127.0.0.1:8080", "AF_UNIX /run/x.sock", "AF_UNIX @abstract", "AF_INET6 [::1]:53".
+std::string format_sockaddr(const uint8_t* data, size_t len);
+
+// What a syscall's pointer arguments mean, by x86_64 number.
+struct ArgShape {
+    enum class Kind { None, Path, DirfdPath, Sockaddr };
+    struct Arg { Kind kind; int arg; int extra; };  // DirfdPath: extra = dirfd arg; Sockaddr: extra = len arg
+    std::vector<Arg> args;
+};
+const ArgShape* arg_shape(int nr);
+
+// The human reading of the pointer arguments ("/tmp/x", "old -> new",
+// "AF_INET 10.0.0.1:443"), or nullopt when the syscall has none.
+std::optional<std::string> decode_args(pid_t pid, int nr, const uint64_t args[6]);
+
+// module+offset from /proc/PID/maps, cached per pid.
+class ModuleResolver final {
+public:
+    // "libc.so.6+0x11f0a", or nullopt when the address is in no file mapping.
+    std::optional<std::string> resolve(pid_t pid, uint64_t ip);
+    void forget(pid_t pid);
+    void clear() { m_maps.clear(); }
+
+    struct Mapping { uint64_t start, end, offset; std::string name; };
+    static std::vector<Mapping> parse_maps(const std::string& text);
+
+private:
+    std::map<pid_t, std::vector<Mapping>> m_maps;
+};
+
+}  // namespace moat::supervisor

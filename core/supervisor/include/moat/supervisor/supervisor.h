@@ -1,0 +1,110 @@
+#pragma once
+// The supervisor: owns running jobs on moatd's event loop. It starts a job
+// from a validated policy, answers every notified syscall (decode -> record ->
+// apply the policy's action), samples the job's cgroup, enforces wall and CPU
+// time, and turns every ending into a termination cause.
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "moat/cgroup/cgroup.h"
+#include "moat/common/event_loop.h"
+#include "moat/common/fd.h"
+#include "moat/compiler/seccomp_compiler.h"
+#include "moat/policy/policy.h"
+#include "moat/store/store.h"
+
+namespace moat::supervisor {
+
+struct Config {
+    store::Store* store = nullptr;
+    EventLoop* loop = nullptr;
+    cgroup::Layout cgroups;
+    std::string cgroup_parent = "moat";  // jobs live in <hierarchy>/moat/job-<id>
+    uid_t uid_base = 700000;             // jobs run as uid_base .. uid_base+uid_count-1
+    uint32_t uid_count = 65536;
+    uint64_t coalesce_window_ns = 200'000'000;  // identical denials within it share one row
+    size_t max_jobs = 1024;
+};
+
+struct InputFile {
+    std::string host_path;     // as the client named it
+    std::string sandbox_path;  // where the job sees it (== host_path in the seccomp tier)
+};
+
+struct JobRequest {
+    policy::Policy policy;          // parsed and validated by the caller
+    int64_t policy_id = 0;          // stored version
+    std::optional<policy::Tier> tier_override;
+    std::vector<std::string> argv;  // argv[0] is resolved against PATH from the job's environment
+    std::vector<std::string> client_env;  // "K=V" from the client; filtered by the policy
+    std::string cwd;
+    UniqueFd stdio[3];
+    std::vector<InputFile> inputs;
+    // Called on the loop thread.
+    std::function<void(const store::JobRecord&)> on_finished;
+};
+
+// A job that could not be built still gets a record (cause setup-failed).
+struct StartResult {
+    int64_t job_id = 0;
+    std::optional<Error> setup_error;
+};
+
+class Supervisor final {
+public:
+    explicit Supervisor(Config cfg);
+    ~Supervisor();
+    Supervisor(const Supervisor&) = delete;
+    Supervisor& operator=(const Supervisor&) = delete;
+
+    // Marks jobs left "running" by a crashed predecessor as supervisor-lost and
+    // kills whatever is left of them (found through their cgroups).
+    Result<size_t> recover();
+
+    StartResult start(JobRequest req);
+    // Operator stop: kills the job, cause "stopped" with `why` as detail.
+    Result<void> stop(int64_t job_id, const std::string& why);
+    // Stops every job (moatd shutdown); on_all_done runs once none is left.
+    void stop_all(const std::string& why, std::function<void()> on_all_done);
+
+    size_t running() const { return m_jobs.size(); }
+    std::vector<int64_t> running_ids() const;
+    // Live figures for a running job (show of a running job).
+    std::optional<store::JobRecord> live(int64_t job_id) const;
+
+    // Resolves a program name the way execvp would, with PATH from env.
+    static Result<std::string> resolve_program(const std::string& name, const std::vector<std::string>& env,
+                                               const std::string& cwd);
+    // The environment the job gets: policy.set plus the passed names from the client.
+    static std::vector<std::string> build_env(const policy::Environment& pol, const std::vector<std::string>& client);
+
+    struct Job;
+
+private:
+    void on_notify(Job& job);
+    void on_exit(Job& job);
+    void on_status(Job& job);
+    void sample(Job& job, bool final);
+    void kill_job(Job& job, const std::string& cause, const std::string& detail);
+    void flush_denials(Job& job);
+    void finish(Job& job);
+    void emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count = 1, int64_t time_ns = 0);
+    Result<uid_t> allocate_uid();
+
+    Config m_cfg;
+    compiler::FilterCache m_filters;
+    std::map<int64_t, std::unique_ptr<Job>> m_jobs;
+    std::set<uid_t> m_uids_in_use;
+    uint32_t m_next_uid = 0;
+    std::function<void()> m_on_all_done;
+    EventLoop::TimerId m_tick = 0;
+};
+
+}  // namespace moat::supervisor

@@ -1,0 +1,682 @@
+#include "moat/supervisor/supervisor.h"
+
+#include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include "moat/common/timeutil.h"
+#include "moat/common/units.h"
+#include "moat/policy/syscalls.h"
+#include "moat/sandbox/landlock.h"
+#include "moat/sandbox/spawn.h"
+#include "moat/supervisor/decode.h"
+
+namespace moat::supervisor {
+
+namespace {
+
+constexpr uint64_t kTickNs = 100'000'000;  // CPU-limit checks and denial flushes
+constexpr size_t kMaxPendingKeys = 4096;   // distinct denials buffered per job before a forced flush
+
+const char* arch_name(uint32_t arch) {
+    switch (arch) {
+        case AUDIT_ARCH_X86_64: return "x86_64";
+        case AUDIT_ARCH_I386: return "i386";
+        default: return "unknown";
+    }
+}
+
+std::string hex(uint64_t v) {
+    char b[24];
+    snprintf(b, sizeof b, "0x%llx", (unsigned long long)v);
+    return b;
+}
+
+struct NotifBufs {
+    seccomp_notif* req = nullptr;
+    seccomp_notif_resp* resp = nullptr;
+    NotifBufs() { seccomp_notify_alloc(&req, &resp); }
+    ~NotifBufs() { seccomp_notify_free(req, resp); }
+};
+
+bool path_under(const std::string& path, const std::string& dir) {
+    if (dir == "/") return true;
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+}  // namespace
+
+struct Supervisor::Job {
+    int64_t id = 0;
+    store::JobRecord rec;
+    std::shared_ptr<const policy::Policy> policy;
+    std::shared_ptr<const compiler::CompiledFilter> filter;
+    std::optional<cgroup::JobCgroup> cg;
+    sandbox::Spawned proc;
+    uid_t uid = 0;
+    int64_t start_mono = 0;
+    EventLoop::TimerId wall_timer = 0, sample_timer = 0;
+    std::string kill_cause, kill_detail;
+    bool execs = false;
+    uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
+    int64_t last_sample_mono = 0;
+    uint64_t denials = 0;
+    struct Pending {
+        int64_t first_ns;
+        uint64_t count;
+        nlohmann::json fields;
+    };
+    std::unordered_map<std::string, Pending> pending;
+    int64_t oldest_pending_mono = 0;
+    ModuleResolver modules;
+    std::function<void(const store::JobRecord&)> on_finished;
+    std::optional<sandbox::SetupRecord> exec_failure;
+    bool listener_registered = false, status_registered = false, exited = false;
+};
+
+Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
+    auto t = m_cfg.loop->add_timer(kTickNs, kTickNs, [this] {
+        const int64_t now = now_monotonic_ns();
+        std::vector<Job*> over;
+        for (auto& [id, job] : m_jobs) {
+            if (!job->pending.empty() && now - job->oldest_pending_mono >= int64_t(m_cfg.coalesce_window_ns))
+                flush_denials(*job);
+            if (job->cg && job->kill_cause.empty()) {
+                if (auto s = job->cg->sample(); s && s->has_cpu) {
+                    job->cpu_ns = s->cpu_ns;
+                    if (s->cpu_ns >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
+                }
+            }
+        }
+        for (Job* j : over) {
+            emit(j->id, store::EventKind::Limit,
+                 {{"limit", "cpu-time"}, {"value_ns", j->policy->limits.cpu_time_ns}, {"used_ns", j->cpu_ns}});
+            kill_job(*j, "cpu-time",
+                     "CPU time " + format_duration_ns(j->cpu_ns) + " reached the limit of " +
+                         format_duration_ns(j->policy->limits.cpu_time_ns) + " (limits.cpu_time)");
+        }
+    });
+    if (t) m_tick = *t;
+}
+
+Supervisor::~Supervisor() {
+    if (m_tick) m_cfg.loop->cancel_timer(m_tick);
+    for (auto& [id, job] : m_jobs) {
+        if (job->cg) {
+            (void)job->cg->kill_all();
+            (void)job->cg->destroy();
+        }
+    }
+}
+
+std::vector<int64_t> Supervisor::running_ids() const {
+    std::vector<int64_t> out;
+    for (auto& [id, j] : m_jobs) out.push_back(id);
+    return out;
+}
+
+void Supervisor::emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count, int64_t time_ns) {
+    store::Event ev;
+    ev.job = job;
+    ev.time_ns = time_ns ? time_ns : now_realtime_ns();
+    ev.kind = kind;
+    ev.count = count;
+    ev.fields = std::move(fields);
+    m_cfg.store->append(std::move(ev));
+}
+
+Result<uid_t> Supervisor::allocate_uid() {
+    // Concurrent jobs never share a uid: a job must not be able to signal,
+    // ptrace or read the files of another job through the same identity.
+    for (uint32_t i = 0; i < m_cfg.uid_count; ++i) {
+        uid_t u = m_cfg.uid_base + (m_next_uid + i) % m_cfg.uid_count;
+        if (u == 0 || m_uids_in_use.count(u)) continue;
+        m_uids_in_use.insert(u);
+        m_next_uid = (m_next_uid + i + 1) % m_cfg.uid_count;
+        return u;
+    }
+    return fail("no free job uid in " + std::to_string(m_cfg.uid_base) + ".." +
+                std::to_string(m_cfg.uid_base + m_cfg.uid_count - 1));
+}
+
+Result<size_t> Supervisor::recover() {
+    auto running = m_cfg.store->running_jobs();
+    if (!running) return std::unexpected(running.error());
+    size_t n = 0;
+    for (auto& job : *running) {
+        std::string detail = "moatd ended while the job ran; found at the next start";
+        if (!job.cgroup.empty()) {
+            if (auto r = cgroup::JobCgroup::reap_described(job.cgroup); !r)
+                detail += "; cleaning its cgroup failed: " + r.error().message;
+            else
+                detail += "; its remaining processes were killed";
+        }
+        job.state = "finished";
+        job.ended_ns = now_realtime_ns();
+        job.cause = "supervisor-lost";
+        job.detail = detail;
+        if (auto c = m_cfg.store->count_denials(job.id)) job.denial_count = *c;
+        if (auto r = m_cfg.store->finish_job(job); !r) return std::unexpected(r.error());
+        emit(job.id, store::EventKind::Lifecycle, {{"event", "finished"}, {"cause", "supervisor-lost"}, {"detail", detail}});
+        ++n;
+    }
+    return n;
+}
+
+std::vector<std::string> Supervisor::build_env(const policy::Environment& pol, const std::vector<std::string>& client) {
+    std::map<std::string, std::string> env;
+    for (const auto& kv : client) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos) continue;
+        std::string k = kv.substr(0, eq);
+        for (const auto& p : pol.pass)
+            if (p == k) env[k] = kv.substr(eq + 1);
+    }
+    for (const auto& [k, v] : pol.set) env[k] = v;
+    std::vector<std::string> out;
+    for (auto& [k, v] : env) out.push_back(k + "=" + v);
+    return out;
+}
+
+Result<std::string> Supervisor::resolve_program(const std::string& name, const std::vector<std::string>& env,
+                                                const std::string& cwd) {
+    if (name.empty()) return fail("empty program name");
+    auto check = [](const std::string& p) -> bool {
+        struct stat st{};
+        return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+    };
+    if (name.find('/') != std::string::npos) {
+        std::string p = name[0] == '/' ? name : cwd + "/" + name;
+        if (!check(p)) return fail("program \"" + name + "\" not found or not executable");
+        return p;
+    }
+    std::string path = "/usr/local/bin:/usr/bin:/bin";
+    for (const auto& kv : env)
+        if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find(':', start);
+        if (end == std::string::npos) end = path.size();
+        std::string dir = path.substr(start, end - start);
+        if (!dir.empty() && dir[0] == '/') {
+            std::string p = dir + "/" + name;
+            if (check(p)) return p;
+        }
+        start = end + 1;
+    }
+    return fail("program \"" + name + "\" not found in the job's PATH (" + path + ")");
+}
+
+StartResult Supervisor::start(JobRequest req) {
+    StartResult result;
+    auto job = std::make_unique<Job>();
+    auto pol = std::make_shared<policy::Policy>(std::move(req.policy));
+    policy::Tier tier = req.tier_override.value_or(pol->tier);
+    job->policy = pol;
+    job->on_finished = std::move(req.on_finished);
+    job->rec.tier = policy::tier_name(tier);
+    job->rec.argv = req.argv;
+    job->rec.env = build_env(pol->environment, req.client_env);
+    job->rec.cwd = req.cwd.empty() ? "/" : req.cwd;
+    job->rec.policy_id = req.policy_id;
+    job->rec.started_ns = now_realtime_ns();
+    job->rec.state = "running";
+    job->start_mono = now_monotonic_ns();
+
+    if (auto id = m_cfg.store->create_job(job->rec); !id) {
+        result.setup_error = id.error().wrap("recording the job");
+        return result;
+    }
+    job->id = job->rec.id;
+    result.job_id = job->id;
+    emit(job->id, store::EventKind::Lifecycle,
+         {{"event", "created"}, {"tier", job->rec.tier}, {"policy_sha256", pol->sha256}});
+
+    // Any failure from here on is a recorded setup failure.
+    auto setup_failed = [&](const Error& e) {
+        job->rec.state = "finished";
+        job->rec.ended_ns = now_realtime_ns();
+        job->rec.cause = "setup-failed";
+        job->rec.detail = e.message;
+        emit(job->id, store::EventKind::Lifecycle,
+             {{"event", "finished"}, {"cause", "setup-failed"}, {"detail", e.message}});
+        (void)m_cfg.store->finish_job(job->rec);
+        if (job->cg) {
+            (void)job->cg->kill_all();
+            (void)job->cg->destroy();
+        }
+        if (job->uid) m_uids_in_use.erase(job->uid);
+        result.setup_error = e;
+        return result;
+    };
+
+    if (tier != policy::Tier::Seccomp)
+        return setup_failed(Error::msg(std::string("tier \"") + policy::tier_name(tier) +
+                                       "\" is not available in this moatd (supported: seccomp)"));
+    if (m_jobs.size() >= m_cfg.max_jobs)
+        return setup_failed(Error::msg("too many running jobs (" + std::to_string(m_cfg.max_jobs) + ")"));
+    if (req.argv.empty()) return setup_failed(Error::msg("no program given"));
+    for (int i = 0; i < 3; ++i)
+        if (!req.stdio[i]) return setup_failed(Error::msg("the client did not pass stdio fd " + std::to_string(i)));
+
+    auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
+    if (!exe) return setup_failed(exe.error());
+    const auto& fs = pol->filesystem;
+
+    std::vector<sandbox::ExtraPath> extra;
+    for (const auto& in : req.inputs) {
+        if (in.sandbox_path != in.host_path)
+            return setup_failed(Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
+                                           ": the seccomp tier has no mount namespace, so an input is visible only "
+                                           "at its host path"));
+        extra.push_back({in.host_path, false});
+    }
+    auto ll = sandbox::build_landlock(fs, pol->network, extra);
+    if (!ll) return setup_failed(ll.error().wrap("building the Landlock ruleset"));
+    if (ll->fd) {
+        bool covered = false;
+        for (const auto& d : fs.read_only) covered = covered || path_under(*exe, d);
+        for (const auto& d : fs.read_write) covered = covered || path_under(*exe, d);
+        char real[PATH_MAX];
+        if (!covered && realpath(exe->c_str(), real)) {
+            for (const auto& d : fs.read_only) covered = covered || path_under(real, d);
+            for (const auto& d : fs.read_write) covered = covered || path_under(real, d);
+        }
+        if (!covered)
+            return setup_failed(Error::msg("program " + *exe +
+                                           " is outside the policy's filesystem (add its directory to "
+                                           "filesystem.read_only)"));
+    }
+
+    auto filter = m_filters.get(*pol);
+    if (!filter) return setup_failed(filter.error().wrap("compiling the seccomp filter"));
+    job->filter = *filter;
+
+    auto uid = allocate_uid();
+    if (!uid) return setup_failed(uid.error());
+    job->uid = *uid;
+
+    cgroup::Limits cl;
+    cl.memory_bytes = pol->limits.memory_bytes;
+    cl.pids = pol->limits.pids;
+    auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, "job-" + std::to_string(job->id), cl);
+    if (!cg) return setup_failed(cg.error().wrap("creating the job cgroup"));
+    job->cg.emplace(std::move(*cg));
+
+    sandbox::SpawnPlan plan;
+    plan.exe = *exe;
+    plan.argv = req.argv;
+    plan.env = job->rec.env;
+    plan.cwd = job->rec.cwd;
+    plan.uid = job->uid;
+    plan.gid = job->uid;
+    plan.rlimits.file_size = pol->limits.file_size_bytes;
+    plan.rlimits.open_files = pol->limits.open_files;
+    plan.rlimits.stack = pol->limits.stack_bytes;
+    plan.rlimits.core = pol->limits.core_bytes;
+    plan.rlimits.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;
+    for (int i = 0; i < 3; ++i) plan.stdio[i] = req.stdio[i].get();
+    plan.filter = &job->filter->program();
+    plan.landlock_fd = ll->fd.get();
+    plan.cgroup = &*job->cg;
+
+    auto sp = sandbox::spawn_seccomp_job(plan);
+    if (!sp) return setup_failed(sp.error());
+    job->proc = std::move(*sp);
+    for (auto& fd : req.stdio) fd.reset();  // the job holds them now
+
+    job->rec.pid = job->proc.pid;
+    job->rec.uid = int(job->uid);
+    job->rec.cgroup = job->cg->describe();
+    nlohmann::json info = {
+        {"cgroup_version", job->cg->version() == cgroup::Version::V1 ? "v1" : "v2"},
+        {"landlock_abi", ll->abi},
+        {"landlock", ll->abi > 0 ? "enforced" : (fs.landlock == policy::LandlockMode::Off ? "off" : "unavailable")},
+        {"landlock_net", ll->net_restricted},
+        {"landlock_scoped", ll->scoped},
+        {"program", *exe},
+        {"spawn_us", (job->proc.ready_ns - job->proc.fork_ns) / 1000},
+        {"notes", ll->notes},
+    };
+    for (const auto& w : job->proc.warnings) {
+        std::string note = std::string(w.step) + "(\"" + w.detail + "\") failed: " + errno_name(w.err) +
+                           "; the job runs in /";
+        info["notes"].push_back(note);
+        emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
+    }
+    job->rec.info = info;
+    (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
+
+    Job* raw = job.get();
+    (void)m_cfg.loop->add_fd(raw->proc.listener.get(), EPOLLIN, [this, raw](uint32_t ev) {
+        if (ev & EPOLLIN) on_notify(*raw);
+        if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN) && raw->listener_registered) {
+            // Every task using the filter is gone.
+            m_cfg.loop->remove_fd(raw->proc.listener.get());
+            raw->listener_registered = false;
+        }
+    });
+    raw->listener_registered = true;
+    (void)m_cfg.loop->add_fd(raw->proc.pidfd.get(), EPOLLIN, [this, raw](uint32_t) { on_exit(*raw); });
+    (void)m_cfg.loop->add_fd(raw->proc.status.get(), EPOLLIN, [this, raw](uint32_t) { on_status(*raw); });
+    raw->status_registered = true;
+    if (auto t = m_cfg.loop->add_timer(pol->limits.wall_time_ns, 0, [this, raw] {
+            raw->wall_timer = 0;
+            emit(raw->id, store::EventKind::Limit,
+                 {{"limit", "wall-time"}, {"value_ns", raw->policy->limits.wall_time_ns}});
+            kill_job(*raw, "wall-time",
+                     "ran longer than " + format_duration_ns(raw->policy->limits.wall_time_ns) + " (limits.wall_time)");
+        }))
+        raw->wall_timer = *t;
+    uint64_t interval = pol->monitor.sample_interval_ns;
+    if (auto t = m_cfg.loop->add_timer(interval, interval, [this, raw] { sample(*raw, false); })) raw->sample_timer = *t;
+    raw->last_sample_mono = now_monotonic_ns();
+    m_jobs.emplace(raw->id, std::move(job));
+    return result;
+}
+
+void Supervisor::on_status(Job& job) {
+    auto s = sandbox::read_setup_status(job.proc.status.get());
+    for (const auto& r : s.records)
+        if (r.fatal) job.exec_failure = r;
+    if (s.eof || !s.records.empty()) {
+        if (s.eof && !job.exec_failure)
+            emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", job.proc.pid}});
+        if (s.eof) {
+            m_cfg.loop->remove_fd(job.proc.status.get());
+            job.status_registered = false;
+        }
+    }
+}
+
+void Supervisor::on_notify(Job& job) {
+    static thread_local NotifBufs bufs;
+    seccomp_notif* req = bufs.req;
+    seccomp_notif_resp* resp = bufs.resp;
+    // The kernel requires a zeroed request buffer.
+    memset(req, 0, sizeof *req);
+    if (seccomp_notify_receive(job.proc.listener.get(), req) < 0) return;  // target died meanwhile (ENOENT)
+
+    const int nr = req->data.nr;
+    const uint32_t arch = req->data.arch;
+    const pid_t tid = pid_t(req->pid);
+    uint64_t args[6];
+    for (int i = 0; i < 6; ++i) args[i] = req->data.args[i];
+    const bool native = arch == AUDIT_ARCH_X86_64 && !(nr & 0x40000000);
+    const std::string arch_str = arch == AUDIT_ARCH_X86_64 && (nr & 0x40000000) ? "x32" : arch_name(arch);
+    std::string name;
+    if (arch_str == "x86_64") name = policy::syscall_name(nr);
+    else if (arch_str == "x32") {
+        const char* n = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X32, nr);
+        name = n ? n : "";
+        free(const_cast<char*>(n));
+    } else if (arch_str == "i386") {
+        const char* n = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86, nr);
+        name = n ? n : "";
+        free(const_cast<char*>(n));
+    }
+    if (name.empty()) name = "syscall_" + std::to_string(nr);
+
+    // Decode pointers only for the native ABI (the layouts above are x86_64's).
+    std::optional<std::string> decoded = native ? decode_args(tid, nr, args) : std::nullopt;
+    std::optional<std::string> module = job.modules.resolve(tid, req->data.instruction_pointer);
+    // The memory we read is only meaningful if the request is still live: the
+    // task may have died and its pid been reused while we were reading.
+    if (seccomp_notify_id_valid(job.proc.listener.get(), req->id) < 0) return;
+
+    resp->id = req->id;
+    resp->val = 0;
+    resp->error = 0;
+    resp->flags = 0;
+
+    const bool is_exec = native && (name == "execve" || name == "execveat");
+    if (is_exec && job.policy->seccomp.allowed.count(name)) {
+        // The policy allows exec unconditionally, so letting the kernel carry on
+        // is not a decision about (racy) pointer contents.
+        job.modules.forget(tid);
+        job.execs = true;
+        emit(job.id, store::EventKind::Lifecycle,
+             {{"event", "exec"}, {"pid", tid}, {"path", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}});
+        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+        seccomp_notify_respond(job.proc.listener.get(), resp);
+        return;
+    }
+
+    compiler::Verdict v = job.filter->decide(nr, arch, args);
+    if (!native) v.rule = "abi";
+    using Kind = policy::Action::Kind;
+
+    // Record first (coalesced), then answer.
+    nlohmann::json fields = {{"pid", tid},
+                             {"syscall", name},
+                             {"nr", nr & ~0x40000000},
+                             {"arch", arch_str},
+                             {"args", {args[0], args[1], args[2], args[3], args[4], args[5]}},
+                             {"action", v.action.str()},
+                             {"rule", v.rule},
+                             {"ip", hex(req->data.instruction_pointer)},
+                             {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
+                             {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
+    if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
+    ++job.denials;
+    std::string key = fields.dump();
+    auto it = job.pending.find(key);
+    if (it != job.pending.end()) {
+        ++it->second.count;
+    } else {
+        if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
+        job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields)});
+        if (job.pending.size() >= kMaxPendingKeys) flush_denials(job);
+    }
+
+    switch (v.action.kind) {
+        case Kind::Allow:  // unreachable for allow-rules (the filter allows them); keep safe
+        case Kind::Log:
+            resp->flags = native ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
+            if (!native) resp->error = -EPERM;
+            break;
+        case Kind::Errno:
+            resp->error = -v.action.errno_value;
+            break;
+        case Kind::Trap:
+            resp->error = -ENOSYS;
+            syscall(SYS_tgkill, job.proc.pid, tid, SIGSYS);
+            break;
+        case Kind::KillProcess:
+        case Kind::KillThread:
+            // Never answered: the task dies with the notification pending, so the
+            // syscall can never run.
+            kill_job(job, "seccomp",
+                     name + " denied by " + v.rule + " (" + v.action.str() + ")" +
+                         (decoded ? " on " + *decoded : std::string()));
+            return;
+    }
+    seccomp_notify_respond(job.proc.listener.get(), resp);
+}
+
+void Supervisor::flush_denials(Job& job) {
+    // Oldest first, so the store's order (by id) is the order they happened in.
+    std::vector<Job::Pending*> rows;
+    rows.reserve(job.pending.size());
+    for (auto& [key, p] : job.pending) rows.push_back(&p);
+    std::sort(rows.begin(), rows.end(), [](auto* a, auto* b) { return a->first_ns < b->first_ns; });
+    for (auto* p : rows) emit(job.id, store::EventKind::Denial, std::move(p->fields), p->count, p->first_ns);
+    job.pending.clear();
+}
+
+void Supervisor::sample(Job& job, bool final) {
+    if (!job.cg) return;
+    auto s = job.cg->sample();
+    if (!s) return;
+    const int64_t now = now_monotonic_ns();
+    double cpu_pct = 0;
+    if (now > job.last_sample_mono && s->cpu_ns >= job.last_cpu_ns)
+        cpu_pct = 100.0 * double(s->cpu_ns - job.last_cpu_ns) / double(now - job.last_sample_mono);
+    job.last_cpu_ns = s->cpu_ns;
+    job.last_sample_mono = now;
+    job.cpu_ns = s->cpu_ns;
+    job.peak_mem = std::max({job.peak_mem, s->memory_bytes, s->memory_peak_bytes});
+    job.peak_pids = std::max(job.peak_pids, s->pids);
+    if (job.peak_pids == 0 && job.execs) job.peak_pids = 1;  // it ran, so at least one process existed
+    if (s->pids_max_hits > job.pid_hits) {
+        emit(job.id, store::EventKind::Limit,
+             {{"limit", "pids"}, {"value", job.policy->limits.pids}, {"refused_forks", s->pids_max_hits - job.pid_hits}});
+        job.pid_hits = s->pids_max_hits;
+    }
+    if (s->oom_kills > job.ooms) {
+        emit(job.id, store::EventKind::Limit,
+             {{"limit", "memory"}, {"value", job.policy->limits.memory_bytes}, {"oom_kills", s->oom_kills - job.ooms}});
+        job.ooms = s->oom_kills;
+    }
+    if (!final)
+        emit(job.id, store::EventKind::Resource,
+             {{"cpu_time_ns", s->cpu_ns},
+              {"cpu_percent", std::round(cpu_pct * 10) / 10},
+              {"memory_bytes", s->memory_bytes},
+              {"memory_limit_bytes", job.policy->limits.memory_bytes},
+              {"pids", s->pids},
+              {"pids_limit", job.policy->limits.pids}});
+}
+
+void Supervisor::kill_job(Job& job, const std::string& cause, const std::string& detail) {
+    if (job.kill_cause.empty()) {
+        job.kill_cause = cause;
+        job.kill_detail = detail;
+    }
+    ::kill(job.proc.pid, SIGKILL);
+    if (job.cg) (void)job.cg->kill_all(0);  // one pass; on_exit collects the rest
+}
+
+Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
+    auto it = m_jobs.find(job_id);
+    if (it == m_jobs.end()) return fail("job " + std::to_string(job_id) + " is not running");
+    kill_job(*it->second, "stopped", why);
+    return {};
+}
+
+void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_done) {
+    m_on_all_done = std::move(on_all_done);
+    if (m_jobs.empty()) {
+        auto cb = std::move(m_on_all_done);
+        m_on_all_done = nullptr;
+        if (cb) cb();
+        return;
+    }
+    for (auto& [id, job] : m_jobs) kill_job(*job, "stopped", why);
+}
+
+void Supervisor::on_exit(Job& job) {
+    siginfo_t si{};
+    // P_PIDFD (3): reap exactly this child through its pidfd.
+    if (waitid(idtype_t(3), id_t(job.proc.pidfd.get()), &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) return;
+    job.exited = true;
+    store::JobRecord& r = job.rec;
+    if (si.si_code == CLD_EXITED) {
+        r.exit_code = si.si_status;
+    } else {
+        r.signal = si.si_status;
+    }
+    finish(job);
+}
+
+void Supervisor::finish(Job& job) {
+    // The job ends with its first process; anything it left behind goes too.
+    if (job.cg) (void)job.cg->kill_all(2000);
+    if (job.status_registered) on_status(job);
+    sample(job, true);
+    flush_denials(job);
+
+    store::JobRecord& r = job.rec;
+    r.state = "finished";
+    r.ended_ns = now_realtime_ns();
+    r.resources.cpu_time_ns = job.cpu_ns;
+    r.resources.peak_memory_bytes = job.peak_mem;
+    r.resources.peak_pids = job.peak_pids;
+    r.denial_count = job.denials;
+    const auto& lim = job.policy->limits;
+    // What the sandbox did takes precedence; otherwise read the kernel's answer.
+    if (!job.kill_cause.empty()) {
+        r.cause = job.kill_cause;
+        r.detail = job.kill_detail;
+    } else if (job.exec_failure) {
+        r.cause = "setup-failed";
+        r.detail = std::string(job.exec_failure->step) + "(\"" + job.exec_failure->detail + "\"): " +
+                   errno_name(job.exec_failure->err) + " (" + strerror(job.exec_failure->err) + ")";
+        r.exit_code.reset();
+    } else if (r.exit_code) {
+        r.cause = "exited";
+        r.detail = "exit code " + std::to_string(*r.exit_code);
+    } else if (r.signal) {
+        int sig = *r.signal;
+        if (sig == SIGKILL && job.ooms > 0) {
+            r.cause = "memory";
+            r.detail = "killed by the OOM killer inside the job cgroup (limits.memory = " + format_size(lim.memory_bytes) + ")";
+        } else if (sig == SIGXFSZ) {
+            r.cause = "file-size";
+            r.detail = "SIGXFSZ: a write went past limits.file_size = " + format_size(lim.file_size_bytes);
+        } else if (sig == SIGXCPU || (sig == SIGKILL && job.cpu_ns >= lim.cpu_time_ns)) {
+            r.cause = "cpu-time";
+            r.detail = "the per-process CPU backstop (RLIMIT_CPU) fired; limits.cpu_time = " + format_duration_ns(lim.cpu_time_ns);
+        } else if (sig == SIGSYS) {
+            r.cause = "seccomp";
+            r.detail = "SIGSYS from the seccomp policy (trap action)";
+        } else {
+            r.cause = "signaled";
+            r.detail = std::string("signal ") + std::to_string(sig) + " (" + (sigabbrev_np(sig) ? "SIG" + std::string(sigabbrev_np(sig)) : "?") + ")";
+        }
+    }
+    if (job.ooms > 0 && r.cause != "memory") r.detail += "; " + std::to_string(job.ooms) + " OOM kill(s) inside the job";
+    nlohmann::json fin = {{"event", "finished"}, {"cause", r.cause}, {"detail", r.detail}};
+    fin["exit_code"] = r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr);
+    fin["signal"] = r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr);
+    emit(job.id, store::EventKind::Lifecycle, fin);
+    if (auto res = m_cfg.store->finish_job(r); !res)
+        fprintf(stderr, "moatd: recording the end of job %lld failed: %s\n", (long long)job.id, res.error().message.c_str());
+
+    // Tear down.
+    if (job.listener_registered) m_cfg.loop->remove_fd(job.proc.listener.get());
+    if (job.status_registered) m_cfg.loop->remove_fd(job.proc.status.get());
+    m_cfg.loop->remove_fd(job.proc.pidfd.get());
+    if (job.wall_timer) m_cfg.loop->cancel_timer(job.wall_timer);
+    if (job.sample_timer) m_cfg.loop->cancel_timer(job.sample_timer);
+    if (job.cg) {
+        if (auto d = job.cg->destroy(); !d)
+            fprintf(stderr, "moatd: job %lld: %s\n", (long long)job.id, d.error().message.c_str());
+    }
+    m_uids_in_use.erase(job.uid);
+    auto cb = std::move(job.on_finished);
+    store::JobRecord copy = r;
+    m_jobs.erase(job.id);  // `job` is gone after this line
+    if (cb) cb(copy);
+    if (m_jobs.empty() && m_on_all_done) {
+        auto done = std::move(m_on_all_done);
+        m_on_all_done = nullptr;
+        done();
+    }
+}
+
+std::optional<store::JobRecord> Supervisor::live(int64_t job_id) const {
+    auto it = m_jobs.find(job_id);
+    if (it == m_jobs.end()) return std::nullopt;
+    const Job& j = *it->second;
+    store::JobRecord r = j.rec;
+    r.resources.cpu_time_ns = j.cpu_ns;
+    r.resources.peak_memory_bytes = j.peak_mem;
+    r.resources.peak_pids = j.peak_pids;
+    r.denial_count = j.denials;
+    return r;
+}
+
+}  // namespace moat::supervisor

@@ -1,0 +1,789 @@
+// Unit tests for moat_store (core/store). No privileges needed.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "moat/common/timeutil.h"
+#include "moat/store/store.h"
+#include "test_access.h"
+
+using namespace moat;
+using namespace moat::store;
+using nlohmann::json;
+
+namespace {
+
+class TempDir {
+public:
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "moat-store-test.XXXXXX").string();
+        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+        m_path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(m_path, ec);
+    }
+    std::string file(const std::string& name) const { return (m_path / name).string(); }
+
+private:
+    std::filesystem::path m_path;
+};
+
+// Runs one statement on a separate raw connection (what an operator's sqlite3 would do).
+void raw_exec(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    ASSERT_EQ(rc, SQLITE_OK) << msg;
+}
+
+int64_t raw_int(const std::string& path, const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    int64_t v = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+std::unique_ptr<Store> open_store(const std::string& path, size_t cap = 1 << 16) {
+    auto s = Store::open(path, cap);
+    if (!s) ADD_FAILURE() << s.error().message;
+    return s ? std::move(*s) : nullptr;
+}
+
+int64_t new_job(Store& s, int64_t policy_id = 0, std::vector<std::string> argv = {"/bin/true"}) {
+    JobRecord j;
+    j.tier = "seccomp";
+    j.argv = std::move(argv);
+    j.policy_id = policy_id;
+    auto id = s.create_job(j);
+    if (!id) ADD_FAILURE() << id.error().message;
+    return id ? *id : 0;
+}
+
+Event denial(int64_t job, const std::string& syscall, int64_t time_ns, uint64_t count = 1) {
+    Event ev;
+    ev.job = job;
+    ev.kind = EventKind::Denial;
+    ev.time_ns = time_ns;
+    ev.count = count;
+    ev.fields = {{"pid", 4242},
+                 {"syscall", syscall},
+                 {"nr", 257},
+                 {"arch", "x86_64"},
+                 {"args", json::array({4294967196ULL, 140737488346112ULL, 0, 0, 0, UINT64_MAX})},
+                 {"action", "errno:EPERM"},
+                 {"ip", "0x7f3a1c11f0a"},
+                 {"module", "libc.so.6+0x11f0a"},
+                 {"decoded", "/etc/shadow"}};
+    return ev;
+}
+
+Event lifecycle(int64_t job, int64_t time_ns, const std::string& what = "started") {
+    Event ev;
+    ev.job = job;
+    ev.kind = EventKind::Lifecycle;
+    ev.time_ns = time_ns;
+    ev.fields = {{"event", what}};
+    return ev;
+}
+
+std::vector<Event> all_events(Store& s, EventQuery q = {}) {
+    std::vector<Event> out;
+    q.limit = 10000;
+    for (;;) {
+        auto page = s.query_events(q);
+        EXPECT_TRUE(page) << page.error().message;
+        if (!page || page->empty()) break;
+        q.after_id = page->back().id;
+        for (auto& e : *page) out.push_back(std::move(e));
+    }
+    return out;
+}
+
+std::vector<Event> limit_events(Store& s, int64_t job) {
+    EventQuery q;
+    q.job = job;
+    q.kind = EventKind::Limit;
+    return all_events(s, q);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ schema
+
+TEST(StoreSchema, MigratesAnEmptyFileAndReopensIdempotently) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    {
+        auto s = open_store(path);
+        ASSERT_TRUE(s);
+        EXPECT_EQ(s->schema_version(), 1);
+        EXPECT_EQ(s->integrity_check().value(), "ok");
+    }
+    struct stat st{};
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << "the database holds argv/env of every job";
+    EXPECT_EQ(raw_int(path, "PRAGMA user_version"), 1);
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), 1);
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+    {
+        auto s = open_store(path);  // second open: no migration re-applied, no error
+        ASSERT_TRUE(s);
+        EXPECT_EQ(s->schema_version(), 1);
+        EXPECT_EQ(new_job(*s), 1);
+    }
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), 1);
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM jobs"), 1);
+}
+
+TEST(StoreSchema, RefusesANewerSchema) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    { ASSERT_TRUE(open_store(path)); }
+    raw_exec(path, "PRAGMA user_version = 99");
+    auto s = Store::open(path);
+    ASSERT_FALSE(s);
+    EXPECT_NE(s.error().message.find("schema version 99 is newer"), std::string::npos) << s.error().message;
+    auto ro = Store::open_read_only(path);
+    ASSERT_FALSE(ro);
+    EXPECT_NE(ro.error().message.find("newer"), std::string::npos) << ro.error().message;
+    EXPECT_EQ(raw_int(path, "PRAGMA user_version"), 99) << "a refused database is left untouched";
+}
+
+TEST(StoreSchema, RefusesSomeoneElsesDatabase) {
+    TempDir dir;
+    std::string path = dir.file("other.db");
+    raw_exec(path, "CREATE TABLE notes(x)");
+    auto s = Store::open(path);
+    ASSERT_FALSE(s);
+    EXPECT_NE(s.error().message.find("not a Moat database"), std::string::npos) << s.error().message;
+}
+
+TEST(StoreSchema, MissingDirectoryIsAClearError) {
+    TempDir dir;
+    std::string path = dir.file("no/such/dir/moat.db");
+    auto s = Store::open(path);
+    ASSERT_FALSE(s);
+    EXPECT_NE(s.error().message.find(path), std::string::npos) << s.error().message;
+    EXPECT_NE(s.error().message.find("ENOENT"), std::string::npos) << s.error().message;
+}
+
+// ------------------------------------------------------------------ policies
+
+TEST(StorePolicies, VersionsByContentPerName) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    auto a1 = s->put_policy("web", "name = \"web\"", "aaa").value();
+    EXPECT_EQ(a1.version, 1);
+    auto again = s->put_policy("web", "name = \"web\"", "aaa").value();
+    EXPECT_EQ(again.id, a1.id);
+    EXPECT_EQ(again.version, 1);
+    auto a2 = s->put_policy("web", "name = \"web\"\n# v2", "bbb").value();
+    EXPECT_EQ(a2.version, 2);
+    EXPECT_NE(a2.id, a1.id);
+    auto b1 = s->put_policy("batch", "name = \"batch\"", "aaa").value();
+    EXPECT_EQ(b1.version, 1) << "versions count per name";
+    auto back = s->put_policy("web", "name = \"web\"", "aaa").value();
+    EXPECT_EQ(back.id, a1.id) << "returning to an old text is the old version, not a new one";
+
+    auto got = s->get_policy(a2.id).value();
+    EXPECT_EQ(got.name, "web");
+    EXPECT_EQ(got.toml, "name = \"web\"\n# v2");
+    EXPECT_EQ(got.sha256, "bbb");
+    EXPECT_GT(got.created_ns, 0);
+    EXPECT_FALSE(s->get_policy(9999));
+
+    auto list = s->list_policies().value();
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[0].name, "batch");
+    EXPECT_EQ(list[1].version, 1);
+    EXPECT_EQ(list[2].version, 2);
+}
+
+TEST(StorePolicies, ConcurrentPutsGetDistinctVersions) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    std::vector<std::thread> threads;
+    std::mutex mu;
+    std::map<std::string, PolicyRecord> by_sha;
+    for (int t = 0; t < 8; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 10; ++i) {
+                // Every thread stores the same 10 texts: exactly 10 versions result.
+                std::string sha = "sha" + std::to_string((i + t) % 10);
+                auto p = s->put_policy("p", "toml " + sha, sha);
+                ASSERT_TRUE(p) << p.error().message;
+                std::lock_guard lk(mu);
+                auto [it, fresh] = by_sha.emplace(sha, *p);
+                if (!fresh) {
+                    EXPECT_EQ(it->second.id, p->id);
+                }
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    auto list = s->list_policies().value();
+    ASSERT_EQ(list.size(), 10u);
+    for (size_t i = 0; i < list.size(); ++i) EXPECT_EQ(list[i].version, int(i + 1));
+}
+
+// ------------------------------------------------------------------ jobs
+
+TEST(StoreJobs, CreateUpdateFinishGetList) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    auto pol = s->put_policy("thumbnailer", "name = \"thumbnailer\"", "abc123").value();
+
+    JobRecord j;
+    j.tier = "container";
+    j.argv = {"/usr/bin/convert", "in.png", "out ü.png"};
+    j.env = {"LANG=C.UTF-8", "OMP_NUM_THREADS=1"};
+    j.cwd = "/work";
+    j.policy_id = pol.id;
+    j.started_ns = 1'700'000'000'123'456'789;
+    auto id = s->create_job(j);
+    ASSERT_TRUE(id) << id.error().message;
+    EXPECT_EQ(j.id, *id);
+    int64_t second = new_job(*s, pol.id);
+    int64_t third = new_job(*s);  // no policy (e.g. the policy failed to parse)
+
+    ASSERT_TRUE(s->update_job_runtime(*id, 31337, 100000, "/sys/fs/cgroup/moat/job-1", {{"landlock_abi", 3}}));
+    EXPECT_FALSE(s->update_job_runtime(12345, 1, 1, "", json::object())) << "unknown job";
+
+    auto running = s->running_jobs().value();
+    ASSERT_EQ(running.size(), 3u);
+    EXPECT_EQ(running[0].id, *id);
+
+    JobRecord fin = j;
+    fin.ended_ns = j.started_ns + 5'000'000'000;
+    fin.exit_code = std::nullopt;
+    fin.signal = 9;
+    fin.cause = "memory";
+    fin.detail = "memory.max 256MiB reached";
+    fin.resources = {123456789, 268435456, 12};
+    fin.denial_count = 7;
+    ASSERT_TRUE(s->finish_job(fin));
+
+    auto got = s->get_job(*id);
+    ASSERT_TRUE(got) << got.error().message;
+    EXPECT_EQ(got->tier, "container");
+    EXPECT_EQ(got->argv, j.argv);
+    EXPECT_EQ(got->env, j.env);
+    EXPECT_EQ(got->cwd, "/work");
+    EXPECT_EQ(got->policy_id, pol.id);
+    EXPECT_EQ(got->policy_name, "thumbnailer");
+    EXPECT_EQ(got->policy_version, 1);
+    EXPECT_EQ(got->policy_sha256, "abc123");
+    EXPECT_EQ(got->started_ns, j.started_ns);
+    EXPECT_EQ(got->ended_ns, fin.ended_ns);
+    EXPECT_EQ(got->state, "finished");
+    EXPECT_EQ(got->exit_code, std::nullopt);
+    EXPECT_EQ(got->signal, 9);
+    EXPECT_EQ(got->cause, "memory");
+    EXPECT_EQ(got->detail, "memory.max 256MiB reached");
+    EXPECT_EQ(got->resources.cpu_time_ns, 123456789u);
+    EXPECT_EQ(got->resources.peak_memory_bytes, 268435456u);
+    EXPECT_EQ(got->resources.peak_pids, 12u);
+    EXPECT_EQ(got->denial_count, 7u);
+    EXPECT_EQ(got->pid, 31337);
+    EXPECT_EQ(got->uid, 100000);
+    EXPECT_EQ(got->cgroup, "/sys/fs/cgroup/moat/job-1");
+    EXPECT_EQ(got->info, json({{"landlock_abi", 3}}));
+
+    auto third_rec = s->get_job(third).value();
+    EXPECT_EQ(third_rec.policy_id, 0);
+    EXPECT_EQ(third_rec.policy_name, "");
+    EXPECT_EQ(third_rec.state, "running");
+    EXPECT_FALSE(third_rec.ended_ns);
+
+    running = s->running_jobs().value();
+    ASSERT_EQ(running.size(), 2u);
+    EXPECT_EQ(running[0].id, second);
+    EXPECT_EQ(running[1].id, third);
+
+    auto list = s->list_jobs().value();
+    ASSERT_EQ(list.size(), 3u);
+    EXPECT_EQ(list[0].id, third) << "newest first";
+    EXPECT_EQ(list[1].id, second);
+    EXPECT_EQ(list[2].id, *id);
+    auto page = s->list_jobs(1, second).value();  // keyset: older than `second`
+    ASSERT_EQ(page.size(), 1u);
+    EXPECT_EQ(page[0].id, *id);
+
+    auto missing = s->get_job(999);
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().message, "job 999 not found");
+    JobRecord ghost;
+    ghost.id = 999;
+    EXPECT_FALSE(s->finish_job(ghost));
+}
+
+TEST(StoreJobs, UnknownPolicyIsRefusedWithTheSqliteReason) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    JobRecord j;
+    j.tier = "seccomp";
+    j.policy_id = 77;
+    auto id = s->create_job(j);
+    ASSERT_FALSE(id);
+    EXPECT_EQ(id.error().message, "INSERT INTO jobs: FOREIGN KEY constraint failed");
+}
+
+// ------------------------------------------------------------------ events
+
+TEST(StoreEvents, DenialRoundTripsEveryField) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    Event d = denial(job, "openat", 1'764'432'446'123'456'789, 3);
+    Event nulls = denial(job, "connect", 1'764'432'447'000'000'000);
+    nulls.fields["module"] = nullptr;
+    nulls.fields["decoded"] = nullptr;
+    s->append(d);
+    s->append(nulls);
+    s->flush();
+
+    auto evs = s->query_events({.job = job}).value();
+    ASSERT_EQ(evs.size(), 2u);
+    EXPECT_GT(evs[0].id, 0);
+    EXPECT_LT(evs[0].id, evs[1].id);
+    EXPECT_EQ(evs[0].job, job);
+    EXPECT_EQ(evs[0].kind, EventKind::Denial);
+    EXPECT_EQ(evs[0].time_ns, d.time_ns);
+    EXPECT_EQ(evs[0].count, 3u);
+    EXPECT_EQ(evs[0].fields, d.fields) << evs[0].fields.dump();
+    EXPECT_EQ(evs[1].fields, nulls.fields) << evs[1].fields.dump();
+    EXPECT_EQ(evs[0].fields["args"][5].get<uint64_t>(), UINT64_MAX);
+
+    json line = evs[0].to_json();
+    EXPECT_EQ(line["id"], evs[0].id);
+    EXPECT_EQ(line["time"], "2025-11-29T16:07:26.123456789Z");
+    EXPECT_EQ(line["job"], job);
+    EXPECT_EQ(line["kind"], "denial");
+    EXPECT_EQ(line["count"], 3);
+    EXPECT_EQ(line["syscall"], "openat");
+    EXPECT_EQ(line["ip"], "0x7f3a1c11f0a");
+    EXPECT_EQ(line["module"], "libc.so.6+0x11f0a");
+    EXPECT_TRUE(evs[1].to_json()["module"].is_null());
+    EXPECT_TRUE(evs[1].to_json()["decoded"].is_null());
+    EXPECT_TRUE(evs[1].to_json().contains("decoded"));
+
+    EXPECT_EQ(s->count_denials(job).value(), 4u) << "sum of counts, not rows";
+    EXPECT_EQ(s->stats().written, 2u);
+}
+
+TEST(StoreEvents, EnvelopeKeysInFieldsDoNotOverrideColumns) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    Event ev = lifecycle(job, 5);
+    ev.fields["kind"] = "bogus";
+    ev.fields["job"] = 12345;
+    ev.fields["count"] = 99;
+    s->append(ev);
+    s->flush();
+    auto evs = s->query_events({.job = job}).value();
+    ASSERT_EQ(evs.size(), 1u);
+    json line = evs[0].to_json();
+    EXPECT_EQ(line["kind"], "lifecycle");
+    EXPECT_EQ(line["job"], job);
+    EXPECT_EQ(line["count"], 1);
+    EXPECT_EQ(line["event"], "started");
+}
+
+TEST(StoreEvents, KeysetPagingVisitsEveryEventOnce) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    constexpr int kN = 12345;
+    for (int i = 0; i < kN; ++i) s->append(lifecycle(job, 1000 + i, std::to_string(i)));
+    s->flush();
+
+    EventQuery q;
+    q.job = job;
+    q.limit = 1000;
+    std::set<int64_t> seen;
+    int pages = 0, expect_seq = 0;
+    int64_t last = 0;
+    for (;;) {
+        auto page = s->query_events(q).value();
+        if (page.empty()) break;
+        ++pages;
+        EXPECT_LE(page.size(), 1000u);
+        for (auto& e : page) {
+            EXPECT_GT(e.id, last) << "oldest first";
+            last = e.id;
+            EXPECT_TRUE(seen.insert(e.id).second);
+            EXPECT_EQ(e.fields["event"], std::to_string(expect_seq++)) << "append order kept";
+        }
+        q.after_id = page.back().id;
+    }
+    EXPECT_EQ(seen.size(), size_t(kN));
+    EXPECT_EQ(pages, 13);
+
+    q.after_id = 0;
+    q.limit = 1'000'000;
+    EXPECT_EQ(s->query_events(q).value().size(), 10000u) << "limit is capped";
+}
+
+TEST(StoreEvents, FiltersByJobKindSyscallAndTime) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t a = new_job(*s), b = new_job(*s);
+    for (int i = 0; i < 100; ++i) {
+        s->append(denial(a, i % 2 ? "openat" : "connect", 1000 + i, 2));
+        s->append(denial(b, "openat", 1000 + i));
+        s->append(lifecycle(a, 1000 + i));
+    }
+    Event res;
+    res.job = b;
+    res.kind = EventKind::Resource;
+    res.time_ns = 5000;
+    res.fields = {{"cpu_time_ns", 10}, {"memory_bytes", 4096}, {"pids", 1}};
+    s->append(res);
+    s->flush();
+
+    EXPECT_EQ(all_events(*s, {.job = a}).size(), 200u);
+    EXPECT_EQ(all_events(*s, {.job = a, .kind = EventKind::Denial}).size(), 100u);
+    EXPECT_EQ(all_events(*s, {.kind = EventKind::Denial, .syscall = "openat"}).size(), 150u);
+    EXPECT_EQ(all_events(*s, {.job = a, .syscall = "connect"}).size(), 50u);
+    // [since, until): times 1010..1019 -> 10 per job for denials of both syscalls.
+    auto win = all_events(*s, {.kind = EventKind::Denial, .syscall = "openat", .since_ns = 1010, .until_ns = 1020});
+    EXPECT_EQ(win.size(), 15u);
+    for (auto& e : win) {
+        EXPECT_GE(e.time_ns, 1010);
+        EXPECT_LT(e.time_ns, 1020);
+        EXPECT_EQ(e.fields["syscall"], "openat");
+    }
+    auto r = all_events(*s, {.kind = EventKind::Resource});
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].fields, res.fields);
+    EXPECT_FALSE(r[0].fields.contains("syscall"));
+    EXPECT_TRUE(all_events(*s, {.job = 4242}).empty());
+
+    EXPECT_EQ(s->count_denials(a).value(), 200u);
+    EXPECT_EQ(s->count_denials(b).value(), 100u);
+    auto top = s->top_syscalls().value();
+    ASSERT_EQ(top.size(), 2u);
+    EXPECT_EQ(top[0].syscall, "openat");
+    EXPECT_EQ(top[0].count, 200u);  // a: 50 x 2, b: 100 x 1
+    EXPECT_EQ(top[1].syscall, "connect");
+    EXPECT_EQ(top[1].count, 100u);
+    auto top_b = s->top_syscalls(b, 5).value();
+    ASSERT_EQ(top_b.size(), 1u);
+    EXPECT_EQ(top_b[0].count, 100u);
+}
+
+TEST(StoreEvents, EventOfAnUnknownJobIsDroppedNotTheBatch) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);  // all three land in one batch
+        s->append(lifecycle(job, 1));
+        s->append(lifecycle(9999, 2));
+        s->append(lifecycle(job, 3));
+    }
+    s->flush();
+    EXPECT_EQ(all_events(*s, {.job = job}).size(), 2u);
+    auto st = s->stats();
+    EXPECT_EQ(st.written, 2u);
+    EXPECT_EQ(st.dropped, 1u);
+}
+
+// ------------------------------------------------------------------ queue
+
+TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"), 8);
+    ASSERT_TRUE(s);
+    int64_t a = new_job(*s), b = new_job(*s);
+    constexpr int kN = 500;
+    uint64_t denial_total_a = 0;
+    {
+        // Stall the writer: at most one in-hand batch plus 8 queued survive.
+        auto hold = StoreTestAccess::hold_writer(*s);
+        for (int i = 0; i < kN; ++i) {
+            if (i % 3 == 0) {
+                s->append(lifecycle(a, 100 + i));
+            } else {
+                s->append(denial(a, "openat", 100 + i, 1 + i % 4));
+                denial_total_a += 1 + i % 4;
+            }
+            s->append(lifecycle(b, 100 + i));
+        }
+        EXPECT_GT(s->stats().dropped, 0u);
+        EXPECT_LE(s->stats().queued, 8u);
+    }
+    s->flush();
+    auto st = s->stats();
+    EXPECT_GE(st.dropped, uint64_t(2 * kN - 2 * 8));
+    EXPECT_EQ(st.written + st.dropped, uint64_t(2 * kN)) << "every append is either written or counted";
+
+    uint64_t limit_dropped = 0;
+    for (int64_t job : {a, b}) {
+        auto limits = limit_events(*s, job);
+        ASSERT_EQ(limits.size(), 1u) << "one limit event per job with drops";
+        json f = limits[0].to_json();
+        EXPECT_EQ(f["reason"], "event-queue-overflow");
+        EXPECT_EQ(f["kind"], "limit");
+        uint64_t dropped = f["dropped"].get<uint64_t>();
+        limit_dropped += dropped;
+        auto stored = all_events(*s, {.job = job});
+        EXPECT_EQ(stored.size() - 1 + dropped, uint64_t(kN)) << "stored + dropped = appended for job " << job;
+        if (job == a) {
+            uint64_t stored_denials = s->count_denials(a).value();
+            EXPECT_EQ(stored_denials + f["dropped_denials"].get<uint64_t>(), denial_total_a)
+                << "the job's lost denials are recoverable";
+        } else {
+            EXPECT_EQ(f["dropped_denials"], 0);
+        }
+    }
+    EXPECT_EQ(limit_dropped, st.dropped);
+
+    // Once drained, the queue takes events again and no further limit event appears.
+    for (int i = 0; i < 5; ++i) {
+        s->append(lifecycle(a, 10'000 + i));
+        s->flush();
+    }
+    EXPECT_EQ(limit_events(*s, a).size(), 1u);
+    EXPECT_EQ(s->stats().dropped, st.dropped);
+}
+
+TEST(StoreQueue, FlushWaitsForEverythingAppendedBefore) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    s->flush();  // nothing appended: returns at once
+    int64_t job = new_job(*s);
+
+    std::atomic<bool> flushed{false};
+    std::thread flusher;
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);
+        for (int i = 0; i < 100; ++i) s->append(lifecycle(job, i + 1));
+        flusher = std::thread([&] {
+            s->flush();
+            flushed = true;
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        EXPECT_FALSE(flushed) << "flush returned while the writer could not commit";
+    }
+    flusher.join();
+    EXPECT_TRUE(flushed);
+    // After flush the events are visible to a reader at once.
+    EXPECT_EQ(all_events(*s, {.job = job}).size(), 100u);
+    for (int round = 0; round < 20; ++round) {
+        s->append(lifecycle(job, 1000 + round));
+        s->flush();
+        EXPECT_EQ(all_events(*s, {.job = job}).size(), size_t(101 + round));
+    }
+}
+
+TEST(StoreQueue, ConcurrentAppendersAndReadersSeeExactCounts) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"), 1 << 20);
+    ASSERT_TRUE(s);
+    constexpr int kThreads = 4, kPerThread = 20000;
+    std::vector<int64_t> jobs;
+    for (int t = 0; t < kThreads; ++t) jobs.push_back(new_job(*s));
+
+    std::atomic<bool> done{false};
+    std::atomic<int> reader_errors{0};
+    std::vector<std::thread> readers;
+    for (int r = 0; r < 2; ++r) {
+        readers.emplace_back([&, r] {
+            uint64_t last = 0;
+            while (!done) {
+                auto c = s->count_denials(jobs[r]);
+                if (!c) {
+                    ++reader_errors;
+                    continue;
+                }
+                if (*c < last) ++reader_errors;  // committed data never disappears
+                last = *c;
+                auto page = s->query_events({.job = jobs[r], .limit = 100});
+                if (!page) ++reader_errors;
+                // Job writes interleave with event batches on the writer connection.
+                auto j = s->get_job(jobs[r]);
+                if (!j) ++reader_errors;
+            }
+        });
+    }
+    std::vector<std::thread> writers;
+    for (int t = 0; t < kThreads; ++t) {
+        writers.emplace_back([&, t] {
+            for (int i = 0; i < kPerThread; ++i) s->append(denial(jobs[t], i % 2 ? "openat" : "read", i + 1, 2));
+        });
+    }
+    std::thread job_writer([&] {
+        for (int i = 0; i < 50; ++i) {
+            int64_t id = new_job(*s);
+            ASSERT_TRUE(s->update_job_runtime(id, 100 + i, 1000, "cg", json::object()));
+        }
+    });
+    for (auto& w : writers) w.join();
+    job_writer.join();
+    s->flush();
+    done = true;
+    for (auto& r : readers) r.join();
+
+    EXPECT_EQ(reader_errors.load(), 0);
+    auto st = s->stats();
+    EXPECT_EQ(st.dropped, 0u);
+    EXPECT_EQ(st.written, uint64_t(kThreads * kPerThread));
+    EXPECT_GT(st.batches, 0u);
+    EXPECT_LT(st.batches, st.written) << "events are batched";
+    for (int64_t job : jobs) EXPECT_EQ(s->count_denials(job).value(), uint64_t(2 * kPerThread));
+    EXPECT_EQ(s->list_jobs(1000).value().size(), size_t(kThreads + 50));
+}
+
+TEST(StoreQueue, DestructionDrainsTheQueue) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    constexpr int kN = 30000;
+    int64_t job = 0;
+    {
+        auto s = open_store(path);
+        ASSERT_TRUE(s);
+        job = new_job(*s);
+        for (int i = 0; i < kN; ++i) s->append(denial(job, "openat", i + 1));
+        // no flush: the destructor must write everything
+    }
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM events WHERE job_id = " + std::to_string(job)), kN);
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->count_denials(job).value(), uint64_t(kN));
+}
+
+// ------------------------------------------------------------------ failure
+
+TEST(StoreFailure, FullDiskDropsAndCountsButNeverCorrupts) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    s->append(lifecycle(job, 1));
+    s->flush();
+
+    // The database may not grow any more: every write needing a page fails with SQLITE_FULL.
+    ASSERT_TRUE(StoreTestAccess::set_max_page_count(*s, 1));
+    constexpr int kN = 3000;
+    uint64_t denials = 0;
+    for (int i = 0; i < kN; ++i) {
+        Event d = denial(job, "openat", 100 + i, 2);
+        d.fields["decoded"] = std::string(200, 'x') + std::to_string(i);
+        s->append(d);
+        denials += 2;
+    }
+    s->flush();
+    auto st = s->stats();
+    EXPECT_GT(st.dropped, 0u);
+    EXPECT_EQ(st.written + st.dropped, uint64_t(kN + 1));
+
+    JobRecord big;
+    big.tier = "seccomp";
+    big.argv.assign(200, std::string(100, 'a'));
+    auto full = s->create_job(big);
+    ASSERT_FALSE(full);
+    EXPECT_EQ(full.error().message, "INSERT INTO jobs: database or disk is full");
+    ASSERT_TRUE(s->integrity_check());
+    EXPECT_EQ(s->integrity_check().value(), "ok");
+
+    // Space returns: the next batch records the loss.
+    ASSERT_TRUE(StoreTestAccess::set_max_page_count(*s, 1 << 30));
+    s->append(lifecycle(job, 1'000'000));
+    s->flush();
+    // Small batches may still have fit in free pages while others failed, so
+    // the loss can be reported in more than one limit event; together they are exact.
+    auto limits = limit_events(*s, job);
+    ASSERT_GE(limits.size(), 1u);
+    uint64_t lost = 0, lost_denials = 0;
+    for (const auto& l : limits) {
+        json f = l.to_json();
+        EXPECT_EQ(f["reason"], "event-write-failed");
+        EXPECT_NE(f["error"].get<std::string>().find("INSERT INTO events: database or disk is full"), std::string::npos)
+            << f.dump();
+        lost += f["dropped"].get<uint64_t>();
+        lost_denials += f["dropped_denials"].get<uint64_t>();
+    }
+    EXPECT_EQ(lost, st.dropped);
+    EXPECT_EQ(s->count_denials(job).value() + lost_denials, denials);
+    size_t stored_non_limit = all_events(*s, {.job = job}).size() - limits.size();
+    EXPECT_EQ(stored_non_limit + lost, size_t(kN + 2));
+    EXPECT_EQ(s->integrity_check().value(), "ok");
+}
+
+// ------------------------------------------------------------------ read-only
+
+TEST(StoreReadOnly, ReadsWorkAndWritesAreRefused) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    int64_t job = 0;
+    {
+        auto s = open_store(path);
+        ASSERT_TRUE(s);
+        auto p = s->put_policy("p", "t", "s").value();
+        job = new_job(*s, p.id);
+        for (int i = 0; i < 10; ++i) s->append(denial(job, "openat", i + 1));
+    }
+    // A copy, as an operator would take it offline.
+    std::string copy = dir.file("copy.db");
+    std::filesystem::copy_file(path, copy);
+
+    for (const std::string& p : {path, copy}) {
+        auto ro = Store::open_read_only(p);
+        ASSERT_TRUE(ro) << ro.error().message;
+        Store& s = **ro;
+        EXPECT_EQ(s.schema_version(), 1);
+        EXPECT_EQ(s.get_job(job).value().policy_name, "p");
+        EXPECT_EQ(s.count_denials(job).value(), 10u);
+        EXPECT_EQ(s.query_events({.job = job}).value().size(), 10u);
+        EXPECT_EQ(s.integrity_check().value(), "ok");
+
+        auto pol = s.put_policy("q", "t", "s2");
+        ASSERT_FALSE(pol);
+        EXPECT_NE(pol.error().message.find("read-only"), std::string::npos);
+        JobRecord j;
+        j.tier = "vm";
+        EXPECT_FALSE(s.create_job(j));
+        j.id = job;
+        EXPECT_FALSE(s.finish_job(j));
+        EXPECT_FALSE(s.update_job_runtime(job, 1, 1, "", json::object()));
+        s.append(lifecycle(job, 5));
+        s.flush();  // returns: there is no writer
+        EXPECT_EQ(s.stats().dropped, 1u);
+        EXPECT_EQ(s.query_events({.job = job}).value().size(), 10u);
+    }
+    EXPECT_EQ(raw_int(copy, "SELECT count(*) FROM events"), 10);
+
+    auto none = Store::open_read_only(dir.file("absent.db"));
+    EXPECT_FALSE(none);
+}
