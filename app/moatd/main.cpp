@@ -1,6 +1,8 @@
 // moatd: the privileged core service. Parses arguments and wires the store,
 // the supervisor and the socket server onto one event loop.
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -66,6 +68,41 @@ int main(int argc, char** argv) {
         return 1;
     }
     ::chmod(state_dir.c_str(), 0700);
+    std::optional<moat::cgroup::Version> prefer;
+    if (cgroup_mode == "v1") prefer = moat::cgroup::Version::V1;
+    if (cgroup_mode == "v2") prefer = moat::cgroup::Version::V2;
+    auto layout = moat::cgroup::Layout::detect(prefer);
+    if (!layout) {
+        fprintf(stderr, "moatd: %s\n", layout.error().message.c_str());
+        return 1;
+    }
+
+    // The orphan reaper: a small process forked before any thread exists (so it
+    // may allocate and print) that
+    // waits for moatd to go away (its pipe reaches EOF, however moatd died) and
+    // then kills every process left in the job cgroups. The jobs' own
+    // parent-death signal covers their first process; this covers whatever
+    // they forked. The next moatd start records those jobs as supervisor-lost.
+    int reaper_pipe[2];
+    if (pipe2(reaper_pipe, O_CLOEXEC) < 0) {
+        fprintf(stderr, "moatd: pipe2: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t reaper = fork();
+    if (reaper == 0) {
+        close(reaper_pipe[1]);
+        prctl(PR_SET_NAME, "moatd-reaper");
+        // Keep nothing of moatd's but the pipe (the store is not open yet).
+        char b;
+        while (read(reaper_pipe[0], &b, 1) != 0) {
+            if (errno != EINTR) break;
+        }
+        size_t n = moat::cgroup::JobCgroup::kill_all_jobs(*layout, cgroup_parent);
+        if (n) fprintf(stderr, "moatd-reaper: moatd is gone; killed the processes of %zu job(s)\n", n);
+        _exit(0);
+    }
+    close(reaper_pipe[0]);  // the write end stays open (O_CLOEXEC) for moatd's lifetime
+
     auto store = moat::store::Store::open(state_dir + "/moat.db");
     if (!store) {
         fprintf(stderr, "moatd: opening the store: %s\n", store.error().message.c_str());
@@ -76,15 +113,6 @@ int main(int argc, char** argv) {
         fprintf(stderr, "moatd: %s\n", loop.error().message.c_str());
         return 1;
     }
-    std::optional<moat::cgroup::Version> prefer;
-    if (cgroup_mode == "v1") prefer = moat::cgroup::Version::V1;
-    if (cgroup_mode == "v2") prefer = moat::cgroup::Version::V2;
-    auto layout = moat::cgroup::Layout::detect(prefer);
-    if (!layout) {
-        fprintf(stderr, "moatd: %s\n", layout.error().message.c_str());
-        return 1;
-    }
-
     moat::supervisor::Config cfg;
     cfg.store = store->get();
     cfg.loop = loop->get();
@@ -116,7 +144,7 @@ int main(int argc, char** argv) {
             if (stopping) continue;
             stopping = true;
             fprintf(stderr, "moatd: %s: stopping %zu running job(s)\n", strsignal(int(si.ssi_signo)), sup.running());
-            sup.stop_all(std::string("moatd received ") + sigabbrev_np(int(si.ssi_signo)),
+            sup.stop_all(std::string("moatd received SIG") + sigabbrev_np(int(si.ssi_signo)),
                          [&] { (*loop)->stop(); });
         }
     });

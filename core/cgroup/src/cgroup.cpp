@@ -1,5 +1,6 @@
 #include "moat/cgroup/cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -338,6 +340,29 @@ Result<void> kill_dirs(const std::vector<std::string>& dirs, bool v2, int timeou
 }
 
 }  // namespace
+
+size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent) {
+    std::vector<std::string> roots;
+    if (layout.version == Version::V2) roots.push_back(layout.v2_root + "/" + parent);
+    else
+        for (auto& [ctl, mnt] : layout.v1)
+            if (ctl == "memory" || ctl == "pids" || ctl == "cpuacct") roots.push_back(mnt + "/" + parent);
+    size_t n = 0;
+    for (const auto& root : roots) {
+        DIR* d = opendir(root.c_str());
+        if (!d) continue;
+        std::vector<std::string> dirs;
+        while (dirent* e = readdir(d))
+            if (strncmp(e->d_name, "job-", 4) == 0) dirs.push_back(root + "/" + e->d_name);
+        closedir(d);
+        for (const auto& dir : dirs) {
+            if (procs_of(dir).empty()) continue;
+            ++n;
+            (void)kill_dirs({dir}, layout.version == Version::V2, 2000);
+        }
+    }
+    return n;
+}
 
 Result<void> JobCgroup::kill_all(int timeout_ms) const { return kill_dirs(m_dirs, m_version == Version::V2, timeout_ms); }
 

@@ -28,7 +28,7 @@ bool is_decimal_integer(std::string_view s) {
     return true;
 }
 
-class Writer {
+class Writer final {
 public:
     explicit Writer(const Policy& p) : m_p(p) {}
 

@@ -115,7 +115,7 @@ std::optional<std::string> normalise_path(std::string_view s, std::string* why) 
     return out;
 }
 
-class Parser {
+class Parser final {
 public:
     Parser(std::string_view text, std::string_view file) : m_text(text), m_file(file) {}
 
@@ -593,8 +593,26 @@ void Parser::parse_seccomp(const toml::table& t) {
     if (const toml::node* n = t.get("rule")) {
         if (const toml::array* a = n->as_array()) {
             size_t i = 0;
-            for (const toml::node& e : *a)
-                if (auto r = parse_rule(e, i++)) sc.rules.push_back(std::move(*r));
+            for (const toml::node& e : *a) {
+                std::optional<SeccompRule> r = parse_rule(e, i++);
+                if (!r) continue;
+                // Same syscall and same conditions twice: with different actions
+                // the filter could not honour both, so the file must choose.
+                auto same = std::find_if(sc.rules.begin(), sc.rules.end(), [&](const SeccompRule& o) {
+                    return o.syscall == r->syscall && o.args == r->args;
+                });
+                if (same != sc.rules.end()) {
+                    std::string where = " (first at line " + std::to_string(same->pos.line) + ")";
+                    if (same->action == r->action) {
+                        warning(r->pos, "duplicate rule for " + r->syscall + where);
+                        continue;
+                    }
+                    error(r->pos, "rule for " + r->syscall + " repeats the conditions of an earlier rule with a different action" +
+                                      where + "; keep one");
+                    continue;
+                }
+                sc.rules.push_back(std::move(*r));
+            }
         } else {
             error(pos_of(*n), "seccomp.rule must be an array of tables ([[seccomp.rule]]), not " +
                                   std::string(type_name(*n)));

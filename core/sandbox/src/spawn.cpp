@@ -125,6 +125,10 @@ void step_drop_privileges(const ChildArgs& a) {
     // Going from uid 0 to a non-zero uid without SECBIT_KEEP_CAPS clears the
     // permitted, effective and ambient sets; we clear them again explicitly.
     if (setresuid(a.plan->uid, a.plan->uid, a.plan->uid) < 0) child_fail(a.status_fd, "setresuid", errno, nullptr);
+    // The kernel clears the parent-death signal on any credential change
+    // (commit_creds), so it must be set again as the job's uid.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    if (getppid() != a.parent) _exit(125);
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         child_fail(a.status_fd, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)", errno, nullptr);
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};

@@ -77,6 +77,19 @@ CREATE INDEX events_job ON events(job_id, id);
 CREATE INDEX events_syscall_time ON events(syscall, time_ns) WHERE syscall IS NOT NULL;
 CREATE INDEX events_kind_time ON events(kind, time_ns);
 )sql"},
+    // count_denials/top_syscalls scanned every denial row; keep running totals
+    // per (job, syscall), maintained by the writer in the batch transaction,
+    // and backfill them from the events already stored.
+    {2, "denial totals", R"sql(
+CREATE TABLE denial_totals(
+    job_id   INTEGER NOT NULL REFERENCES jobs(id),
+    syscall  TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (job_id, syscall)
+) WITHOUT ROWID;
+INSERT INTO denial_totals(job_id, syscall, count)
+    SELECT job_id, coalesce(syscall, ''), sum(count) FROM events WHERE kind = 'denial' GROUP BY 1, 2;
+)sql"},
 };
 
 Result<int64_t> read_version(sql::Db& db) { return db.scalar("PRAGMA user_version", "PRAGMA user_version"); }

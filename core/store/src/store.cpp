@@ -156,27 +156,22 @@ Event make_limit_event(int64_t job, const DropCount& d, const char* reason, cons
 }
 
 // The `data` column: the event's fields minus the envelope keys and, for a
-// denial, minus `syscall` (which has its own indexed column).
-std::string encode_data(const Event& ev, std::optional<std::string>& syscall) {
+// denial, minus `syscall` (which has its own indexed column). Consumes the
+// fields: the writer owns the event and needs only its envelope afterwards.
+std::string encode_data(Event& ev, std::optional<std::string>& syscall) {
     if (!ev.fields.is_object()) {
         if (ev.fields.is_null()) return "{}";
-        return dump(json{{"fields", ev.fields}});
+        return dump(json{{"fields", std::move(ev.fields)}});
     }
-    std::string out = "{";
-    for (auto it = ev.fields.begin(); it != ev.fields.end(); ++it) {
-        const std::string& key = it.key();
-        if (is_envelope_key(key)) continue;
-        if (ev.kind == EventKind::Denial && key == "syscall" && it.value().is_string()) {
-            syscall = it.value().get<std::string>();
-            continue;
+    for (const char* key : {"id", "time", "job", "kind", "count"}) ev.fields.erase(key);
+    if (ev.kind == EventKind::Denial) {
+        auto it = ev.fields.find("syscall");
+        if (it != ev.fields.end() && it->is_string()) {
+            syscall = std::move(it->get_ref<std::string&>());
+            ev.fields.erase(it);
         }
-        if (out.size() > 1) out += ',';
-        out += dump(json(key));
-        out += ':';
-        out += dump(it.value());
     }
-    out += '}';
-    return out;
+    return dump(ev.fields);
 }
 
 constexpr const char* kEventColumns = "SELECT id, job_id, time_ns, kind, count, syscall, data FROM events";
@@ -351,7 +346,8 @@ struct Store::Impl {
     // --- writer thread ---
 
     // Inserts one event on the writer connection; *rc gets SQLite's result code.
-    Result<void> insert_event(const Event& ev, int* rc) {
+    // A stored denial is added to *totals (job, syscall) -> sum of counts.
+    Result<void> insert_event(Event& ev, int* rc, std::map<std::pair<int64_t, std::string>, uint64_t>* totals) {
         std::optional<std::string> syscall;
         std::string data = encode_data(ev, syscall);
         auto q = writer.query("INSERT INTO events",
@@ -362,21 +358,24 @@ struct Store::Impl {
             .bind(6, data);
         auto r = q->run();
         *rc = q->rc();
+        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, syscall.value_or("")}] += ev.count;
         return r;
     }
 
-    // One transaction: the batch, then one `limit` event per job with drops.
-    // An event whose job does not exist (foreign key) is skipped and counted in
-    // *rejected; any other failure rolls the whole transaction back.
-    Result<void> write_batch(const std::vector<std::pair<uint64_t, Event>>& batch,
+    // One transaction: the batch, then one `limit` event per job with drops,
+    // then the denial_totals of the rows actually inserted. An event whose job
+    // does not exist (foreign key) is skipped and counted in *rejected; any
+    // other failure rolls the whole transaction back.
+    Result<void> write_batch(std::vector<std::pair<uint64_t, Event>>& batch,
                              const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
         std::lock_guard lk(wmu);
         try {
+            std::map<std::pair<int64_t, std::string>, uint64_t> totals;
             auto tx = sql::Transaction::begin(writer);
             if (!tx) return std::unexpected(tx.error());
-            for (const auto& [seq, ev] : batch) {
+            for (auto& [seq, ev] : batch) {
                 int rc = SQLITE_OK;
-                if (auto r = insert_event(ev, &rc); !r) {
+                if (auto r = insert_event(ev, &rc, &totals); !r) {
                     if (!sql::is_constraint(rc)) return r;
                     ++*rejected;
                 }
@@ -384,13 +383,23 @@ struct Store::Impl {
             for (const auto& [job, d] : job_drops) {
                 int rc = SQLITE_OK;
                 if (d.overflow.events) {
-                    auto r = insert_event(make_limit_event(job, d.overflow, "event-queue-overflow", nullptr), &rc);
+                    Event ev = make_limit_event(job, d.overflow, "event-queue-overflow", nullptr);
+                    auto r = insert_event(ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;  // constraint: the job is unknown, nothing to tell
                 }
                 if (d.write_failed.events) {
-                    auto r = insert_event(make_limit_event(job, d.write_failed, "event-write-failed", &d.error), &rc);
+                    Event ev = make_limit_event(job, d.write_failed, "event-write-failed", &d.error);
+                    auto r = insert_event(ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;
                 }
+            }
+            for (const auto& [key, count] : totals) {
+                auto q = writer.query("INSERT INTO denial_totals",
+                                      "INSERT INTO denial_totals(job_id, syscall, count) VALUES (?1, ?2, ?3)"
+                                      " ON CONFLICT (job_id, syscall) DO UPDATE SET count = count + excluded.count");
+                if (!q) return std::unexpected(q.error());
+                q->bind(1, key.first).bind(2, key.second).bind(3, count);
+                if (auto r = q->run(); !r) return r;
             }
             return tx->commit();
         } catch (const std::exception& e) {  // bad_alloc; nothing else throws here
@@ -754,7 +763,15 @@ void Store::flush() {
     d.done_cv.wait(lk, [&] { return d.done_seq >= target || d.writer_exited; });
 }
 
-Result<std::vector<Event>> Store::query_events(const EventQuery& qy) {
+Result<std::vector<Event>> Store::query_events(const EventQuery& query) {
+    EventQuery qy = query;
+    if (qy.syscall && qy.kind) {
+        // Only denial rows have a syscall column. Dropping the redundant kind
+        // term lets the planner take events_syscall_time instead of
+        // events_kind_time, which would scan every denial in the time range.
+        if (*qy.kind != EventKind::Denial) return std::vector<Event>{};
+        qy.kind.reset();
+    }
     // One SQL text per combination of filters (at most 32, each cached once).
     std::string sql = std::string(kEventColumns) + " WHERE id > ?1";
     int n = 1;
@@ -799,8 +816,9 @@ Result<std::vector<Event>> Store::query_events(const EventQuery& qy) {
 Result<uint64_t> Store::count_denials(int64_t job) {
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
-    auto q = (*db)->query("SELECT sum(count) FROM events",
-                          "SELECT coalesce(sum(count), 0) FROM events WHERE job_id = ?1 AND kind = 'denial'");
+    // denial_totals is kept in step with `events` by the writer (same transaction).
+    auto q = (*db)->query("SELECT sum(count) FROM denial_totals",
+                          "SELECT coalesce(sum(count), 0) FROM denial_totals WHERE job_id = ?1");
     if (!q) return std::unexpected(q.error());
     q->bind(1, job);
     auto row = q->step();
@@ -813,10 +831,12 @@ Result<std::vector<SyscallCount>> Store::top_syscalls(std::optional<int64_t> job
     limit = std::min(limit, kMaxQueryLimit);
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
-    std::string sql = "SELECT syscall, sum(count) AS n FROM events WHERE syscall IS NOT NULL AND kind = 'denial'";
+    // From the per-(job, syscall) totals: jobs x syscalls rows, not one row per denial.
+    // '' collects denials whose syscall had no name; it is not a syscall to rank.
+    std::string sql = "SELECT syscall, sum(count) AS n FROM denial_totals WHERE syscall <> ''";
     if (job) sql += " AND job_id = ?2";
     sql += " GROUP BY syscall ORDER BY n DESC, syscall LIMIT ?1";
-    auto q = (*db)->query("SELECT top syscalls FROM events", sql);
+    auto q = (*db)->query("SELECT top syscalls FROM denial_totals", sql);
     if (!q) return std::unexpected(q.error());
     q->bind(1, limit);
     if (job) q->bind(2, *job);

@@ -379,6 +379,22 @@ TEST(PolicyParse, ArgRuleErrors) {
     EXPECT_THAT(one_error(rule("syscall = \"read\"\naction = \"errno:NOTANERRNO\"\n")), HasSubstr("unknown errno name"));
 }
 
+TEST(PolicyParse, ConflictingDuplicateRules) {
+    std::string e = one_error(
+        "name = \"x\"\n[[seccomp.rule]]\nsyscall = \"kill\"\n[[seccomp.rule]]\nsyscall = \"kill\"\naction = \"trap\"\n");
+    EXPECT_THAT(e, HasSubstr("test.toml:4:1: error: rule for kill repeats the conditions of an earlier rule"));
+    EXPECT_THAT(e, HasSubstr("first at line 2"));
+    // Different conditions are separate rules; an exact repeat is only a warning.
+    ParseResult r = parse_policy(
+        "name = \"x\"\n[[seccomp.rule]]\nsyscall = \"kill\"\nargs = [{ index = 1, value = 0 }]\n"
+        "[[seccomp.rule]]\nsyscall = \"kill\"\naction = \"trap\"\n"
+        "[[seccomp.rule]]\nsyscall = \"kill\"\naction = \"trap\"\n", "t");
+    ASSERT_TRUE(r.policy) << dump(r.diagnostics);
+    EXPECT_EQ(r.policy->seccomp.rules.size(), 2u);
+    ASSERT_EQ(r.diagnostics.size(), 1u);
+    EXPECT_EQ(r.diagnostics[0].severity, Diagnostic::Severity::Warning);
+}
+
 TEST(PolicyParse, ExecveArgRulesRejected) {
     std::string e = one_error(
         "name = \"x\"\n[[seccomp.rule]]\nsyscall = \"execve\"\nargs = [{ index = 0, op = \"eq\", value = 0 }]\n");

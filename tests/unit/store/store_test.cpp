@@ -13,6 +13,7 @@
 
 #include "moat/common/timeutil.h"
 #include "moat/store/store.h"
+#include "schema.h"
 #include "test_access.h"
 
 using namespace moat;
@@ -60,6 +61,18 @@ int64_t raw_int(const std::string& path, const std::string& sql) {
     sqlite3_finalize(st);
     sqlite3_close(db);
     return v;
+}
+
+// denial_totals is derived data: it must equal what the events table says.
+void expect_totals_match_events(const std::string& path) {
+    EXPECT_EQ(raw_int(path, "SELECT coalesce(sum(count), 0) FROM events WHERE kind = 'denial'"),
+              raw_int(path, "SELECT coalesce(sum(count), 0) FROM denial_totals"));
+    EXPECT_EQ(raw_int(path,
+                      "SELECT count(*) FROM (SELECT job_id, coalesce(syscall, '') AS sc, sum(count) AS n FROM events"
+                      " WHERE kind = 'denial' GROUP BY 1, 2) e"
+                      " FULL JOIN denial_totals t ON t.job_id = e.job_id AND t.syscall = e.sc"
+                      " WHERE e.n IS NOT t.count"),
+              0);
 }
 
 std::unique_ptr<Store> open_store(const std::string& path, size_t cap = 1 << 16) {
@@ -135,23 +148,50 @@ TEST(StoreSchema, MigratesAnEmptyFileAndReopensIdempotently) {
     {
         auto s = open_store(path);
         ASSERT_TRUE(s);
-        EXPECT_EQ(s->schema_version(), 1);
+        EXPECT_EQ(s->schema_version(), schema::latest_version());
         EXPECT_EQ(s->integrity_check().value(), "ok");
     }
     struct stat st{};
     ASSERT_EQ(stat(path.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u) << "the database holds argv/env of every job";
-    EXPECT_EQ(raw_int(path, "PRAGMA user_version"), 1);
-    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), 1);
+    EXPECT_EQ(raw_int(path, "PRAGMA user_version"), schema::latest_version());
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), schema::latest_version());
     EXPECT_EQ(raw_int(path, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
     {
         auto s = open_store(path);  // second open: no migration re-applied, no error
         ASSERT_TRUE(s);
-        EXPECT_EQ(s->schema_version(), 1);
+        EXPECT_EQ(s->schema_version(), schema::latest_version());
         EXPECT_EQ(new_job(*s), 1);
     }
-    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), 1);
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), schema::latest_version());
     EXPECT_EQ(raw_int(path, "SELECT count(*) FROM jobs"), 1);
+}
+
+TEST(StoreSchema, UpgradesAVersion1DatabaseAndBackfillsDenialTotals) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    int64_t job = 0;
+    {
+        auto s = open_store(path);
+        ASSERT_TRUE(s);
+        job = new_job(*s);
+        for (int i = 0; i < 10; ++i) s->append(denial(job, i % 2 ? "openat" : "connect", i + 1, 3));
+    }
+    // Turn it back into what schema version 1 looked like.
+    raw_exec(path, "DROP TABLE denial_totals; DELETE FROM schema_migrations WHERE version >= 2; PRAGMA user_version = 1");
+    auto ro = Store::open_read_only(path);
+    ASSERT_FALSE(ro) << "a read-only open cannot migrate";
+    EXPECT_NE(ro.error().message.find("older"), std::string::npos) << ro.error().message;
+
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->schema_version(), schema::latest_version());
+    EXPECT_EQ(s->count_denials(job).value(), 30u);
+    auto top = s->top_syscalls(job).value();
+    ASSERT_EQ(top.size(), 2u);
+    EXPECT_EQ(top[0].count, 15u);
+    expect_totals_match_events(path);
+    EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), schema::latest_version());
 }
 
 TEST(StoreSchema, RefusesANewerSchema) {
@@ -502,71 +542,101 @@ TEST(StoreEvents, FiltersByJobKindSyscallAndTime) {
 
 TEST(StoreEvents, EventOfAnUnknownJobIsDroppedNotTheBatch) {
     TempDir dir;
-    auto s = open_store(dir.file("moat.db"));
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
     ASSERT_TRUE(s);
     int64_t job = new_job(*s);
     {
-        auto hold = StoreTestAccess::hold_writer(*s);  // all three land in one batch
+        auto hold = StoreTestAccess::hold_writer(*s);  // all four land in one batch
         s->append(lifecycle(job, 1));
         s->append(lifecycle(9999, 2));
-        s->append(lifecycle(job, 3));
+        s->append(denial(9999, "openat", 3, 5));
+        s->append(denial(job, "openat", 4));
     }
     s->flush();
     EXPECT_EQ(all_events(*s, {.job = job}).size(), 2u);
     auto st = s->stats();
     EXPECT_EQ(st.written, 2u);
-    EXPECT_EQ(st.dropped, 1u);
+    EXPECT_EQ(st.dropped, 2u);
+    EXPECT_EQ(s->top_syscalls().value().at(0).count, 1u) << "the rejected denial is not counted";
+    expect_totals_match_events(path);
+}
+
+TEST(StoreEvents, DenialWithoutASyscallNameIsCountedButNotRanked) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    Event odd = denial(job, "x", 1, 4);
+    odd.fields["syscall"] = 451;  // a number the supervisor could not name
+    s->append(odd);
+    s->append(denial(job, "openat", 2, 1));
+    s->flush();
+    auto evs = s->query_events({.job = job}).value();
+    ASSERT_EQ(evs.size(), 2u);
+    EXPECT_EQ(evs[0].fields["syscall"], 451) << "kept in data unchanged";
+    EXPECT_EQ(s->count_denials(job).value(), 5u);
+    auto top = s->top_syscalls(job).value();
+    ASSERT_EQ(top.size(), 1u);
+    EXPECT_EQ(top[0].syscall, "openat");
+    expect_totals_match_events(path);
 }
 
 // ------------------------------------------------------------------ queue
 
 TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {
     TempDir dir;
-    auto s = open_store(dir.file("moat.db"), 8);
+    constexpr size_t kCap = 8;
+    auto s = open_store(dir.file("moat.db"), kCap);
     ASSERT_TRUE(s);
     int64_t a = new_job(*s), b = new_job(*s);
     constexpr int kN = 500;
     uint64_t denial_total_a = 0;
     {
-        // Stall the writer: at most one in-hand batch plus 8 queued survive.
+        // Park the writer: it takes the marker event as its batch, then blocks
+        // on the held connection. The queue then holds exactly kCap events and
+        // every later append is dropped, so the expected loss is exact.
         auto hold = StoreTestAccess::hold_writer(*s);
+        s->append(lifecycle(a, 99, "marker"));
+        while (s->stats().queued != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         for (int i = 0; i < kN; ++i) {
             if (i % 3 == 0) {
                 s->append(lifecycle(a, 100 + i));
             } else {
                 s->append(denial(a, "openat", 100 + i, 1 + i % 4));
-                denial_total_a += 1 + i % 4;
+                if (i >= int(kCap / 2)) denial_total_a += 1 + i % 4;  // the first kCap/2 per job are queued
             }
             s->append(lifecycle(b, 100 + i));
         }
-        EXPECT_GT(s->stats().dropped, 0u);
-        EXPECT_LE(s->stats().queued, 8u);
+        EXPECT_EQ(s->stats().queued, kCap);
+        EXPECT_EQ(s->stats().dropped, uint64_t(2 * kN) - kCap);
     }
     s->flush();
     auto st = s->stats();
-    EXPECT_GE(st.dropped, uint64_t(2 * kN - 2 * 8));
-    EXPECT_EQ(st.written + st.dropped, uint64_t(2 * kN)) << "every append is either written or counted";
+    EXPECT_EQ(st.dropped, uint64_t(2 * kN) - kCap);
+    EXPECT_EQ(st.written, kCap + 1);
+    EXPECT_EQ(st.written + st.dropped, uint64_t(2 * kN + 1)) << "every append is either written or counted";
 
-    uint64_t limit_dropped = 0;
     for (int64_t job : {a, b}) {
         auto limits = limit_events(*s, job);
         ASSERT_EQ(limits.size(), 1u) << "one limit event per job with drops";
         json f = limits[0].to_json();
         EXPECT_EQ(f["reason"], "event-queue-overflow");
         EXPECT_EQ(f["kind"], "limit");
-        uint64_t dropped = f["dropped"].get<uint64_t>();
-        limit_dropped += dropped;
-        auto stored = all_events(*s, {.job = job});
-        EXPECT_EQ(stored.size() - 1 + dropped, uint64_t(kN)) << "stored + dropped = appended for job " << job;
+        EXPECT_EQ(f["dropped"].get<uint64_t>(), uint64_t(kN) - kCap / 2);
+        EXPECT_EQ(f["first_time"], rfc3339_utc(100 + kCap / 2));
+        EXPECT_EQ(f["last_time"], rfc3339_utc(100 + kN - 1));
+        EXPECT_EQ(limits[0].time_ns, 100 + kN - 1);
         if (job == a) {
-            uint64_t stored_denials = s->count_denials(a).value();
-            EXPECT_EQ(stored_denials + f["dropped_denials"].get<uint64_t>(), denial_total_a)
+            EXPECT_EQ(f["dropped_denials"].get<uint64_t>(), denial_total_a)
                 << "the job's lost denials are recoverable";
         } else {
             EXPECT_EQ(f["dropped_denials"], 0);
         }
     }
-    EXPECT_EQ(limit_dropped, st.dropped);
+    EXPECT_EQ(all_events(*s, {.job = a}).size(), 1 + kCap / 2 + 1);
+    EXPECT_EQ(all_events(*s, {.job = b}).size(), kCap / 2 + 1);
 
     // Once drained, the queue takes events again and no further limit event appears.
     for (int i = 0; i < 5; ++i) {
@@ -575,6 +645,32 @@ TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {
     }
     EXPECT_EQ(limit_events(*s, a).size(), 1u);
     EXPECT_EQ(s->stats().dropped, st.dropped);
+}
+
+TEST(StoreQueue, OverflowTotalsAddUpUnderRandomTiming) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"), 4);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    constexpr int kN = 20000;
+    uint64_t denials = 0;
+    for (int i = 0; i < kN; ++i) {
+        s->append(denial(job, "openat", i + 1, 1 + i % 3));
+        denials += 1 + i % 3;
+    }
+    s->flush();
+    // The writer may report the loss across several limit events; summed they are exact.
+    uint64_t lost = 0, lost_denials = 0;
+    auto limits = limit_events(*s, job);
+    for (const auto& l : limits) {
+        lost += l.fields["dropped"].get<uint64_t>();
+        lost_denials += l.fields["dropped_denials"].get<uint64_t>();
+    }
+    auto st = s->stats();
+    EXPECT_EQ(lost, st.dropped);
+    EXPECT_EQ(st.written + st.dropped, uint64_t(kN));
+    EXPECT_EQ(s->count_denials(job).value() + lost_denials, denials);
+    EXPECT_EQ(all_events(*s, {.job = job}).size() - limits.size() + lost, size_t(kN));
 }
 
 TEST(StoreQueue, FlushWaitsForEverythingAppendedBefore) {
@@ -609,7 +705,8 @@ TEST(StoreQueue, FlushWaitsForEverythingAppendedBefore) {
 
 TEST(StoreQueue, ConcurrentAppendersAndReadersSeeExactCounts) {
     TempDir dir;
-    auto s = open_store(dir.file("moat.db"), 1 << 20);
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path, 1 << 20);
     ASSERT_TRUE(s);
     constexpr int kThreads = 4, kPerThread = 20000;
     std::vector<int64_t> jobs;
@@ -663,6 +760,7 @@ TEST(StoreQueue, ConcurrentAppendersAndReadersSeeExactCounts) {
     EXPECT_LT(st.batches, st.written) << "events are batched";
     for (int64_t job : jobs) EXPECT_EQ(s->count_denials(job).value(), uint64_t(2 * kPerThread));
     EXPECT_EQ(s->list_jobs(1000).value().size(), size_t(kThreads + 50));
+    expect_totals_match_events(path);
 }
 
 TEST(StoreQueue, DestructionDrainsTheQueue) {
@@ -687,7 +785,8 @@ TEST(StoreQueue, DestructionDrainsTheQueue) {
 
 TEST(StoreFailure, FullDiskDropsAndCountsButNeverCorrupts) {
     TempDir dir;
-    auto s = open_store(dir.file("moat.db"));
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
     ASSERT_TRUE(s);
     int64_t job = new_job(*s);
     s->append(lifecycle(job, 1));
@@ -739,6 +838,7 @@ TEST(StoreFailure, FullDiskDropsAndCountsButNeverCorrupts) {
     size_t stored_non_limit = all_events(*s, {.job = job}).size() - limits.size();
     EXPECT_EQ(stored_non_limit + lost, size_t(kN + 2));
     EXPECT_EQ(s->integrity_check().value(), "ok");
+    expect_totals_match_events(path);
 }
 
 // ------------------------------------------------------------------ read-only
@@ -762,7 +862,7 @@ TEST(StoreReadOnly, ReadsWorkAndWritesAreRefused) {
         auto ro = Store::open_read_only(p);
         ASSERT_TRUE(ro) << ro.error().message;
         Store& s = **ro;
-        EXPECT_EQ(s.schema_version(), 1);
+        EXPECT_EQ(s.schema_version(), schema::latest_version());
         EXPECT_EQ(s.get_job(job).value().policy_name, "p");
         EXPECT_EQ(s.count_denials(job).value(), 10u);
         EXPECT_EQ(s.query_events({.job = job}).value().size(), 10u);

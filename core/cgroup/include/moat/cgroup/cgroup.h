@@ -67,6 +67,9 @@ public:
 
     // Recovery: kill whatever is left in the directories named by describe(), then remove them.
     static Result<void> reap_described(const std::string& described);
+    // Kills every process in every job group under <hierarchy>/<parent>/job-*
+    // (the orphan reaper's last act when moatd dies). Returns how many groups held processes.
+    static size_t kill_all_jobs(const Layout& layout, const std::string& parent);
 
 private:
     JobCgroup() = default;

@@ -1,0 +1,332 @@
+// moat-testprog: the job that scenario tests run inside the sandbox.
+//
+// One program, many behaviours, chosen by argv[1]. Each mode prints one or a
+// few `key=value` lines on stdout (what the test parses) and exits with a
+// meaningful status. Written against libc only (no iostreams) so the syscalls
+// it makes are the ones the mode is about, plus the usual start-up.
+//
+// Exit status: 0 = the mode did what it set out to do, 1 = the operation it
+// tried failed (the printed errno says how), 2 = usage error.
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace {
+
+const char* errname(int e) {
+    const char* n = strerrorname_np(e);
+    return n ? n : "E?";
+}
+
+double now_s() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+long arg_num(int argc, char** argv, int i) {
+    if (i >= argc) {
+        fprintf(stderr, "moat-testprog %s: missing argument %d\n", argv[1], i - 1);
+        exit(2);
+    }
+    return strtol(argv[i], nullptr, 0);
+}
+
+const char* arg_str(int argc, char** argv, int i) {
+    if (i >= argc) {
+        fprintf(stderr, "moat-testprog %s: missing argument %d\n", argv[1], i - 1);
+        exit(2);
+    }
+    return argv[i];
+}
+
+int report(const char* what, long ret, int err) {
+    if (ret < 0) {
+        printf("%s=fail errno=%s\n", what, errname(err));
+        return 1;
+    }
+    printf("%s=ok ret=%ld\n", what, ret);
+    return 0;
+}
+
+int mode_mkdir(int argc, char** argv) {
+    int r = mkdir(arg_str(argc, argv, 2), 0755);
+    return report("mkdir", r, errno);
+}
+
+int mode_spin(int argc, char** argv) {
+    double until = now_s() + double(arg_num(argc, argv, 2));
+    volatile uint64_t x = 0;
+    while (now_s() < until)
+        for (int i = 0; i < 100000; ++i) x = x + 1;
+    printf("spin=done\n");
+    return 0;
+}
+
+int mode_alloc(int argc, char** argv) {
+    long mib = arg_num(argc, argv, 2);
+    for (long i = 0; i < mib; ++i) {
+        // Touch every page so the memory is really charged to the cgroup.
+        char* p = static_cast<char*>(malloc(1 << 20));
+        if (!p) return report("alloc", -1, ENOMEM);
+        memset(p, int(i) | 1, 1 << 20);
+    }
+    printf("alloc=done mib=%ld\n", mib);
+    return 0;
+}
+
+int mode_writefile(int argc, char** argv) {
+    const char* path = arg_str(argc, argv, 2);
+    long bytes = arg_num(argc, argv, 3);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return report("open", -1, errno);
+    static char buf[65536];
+    memset(buf, 'x', sizeof buf);
+    long done = 0;
+    while (done < bytes) {
+        size_t n = size_t(bytes - done) < sizeof buf ? size_t(bytes - done) : sizeof buf;
+        ssize_t w = write(fd, buf, n);
+        if (w < 0) {
+            printf("written=%ld\n", done);
+            return report("write", -1, errno);
+        }
+        done += w;
+    }
+    close(fd);
+    printf("written=%ld\n", done);
+    return 0;
+}
+
+int mode_sleep(int argc, char** argv) {
+    double s = strtod(arg_str(argc, argv, 2), nullptr);
+    printf("sleeping pid=%d\n", getpid());
+    fflush(stdout);
+    timespec ts{time_t(s), long((s - double(time_t(s))) * 1e9)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    printf("slept=%g\n", s);
+    return 0;
+}
+
+int mode_forkbomb(int, char**) {
+    // Fork until the pids limit stops us; children wait a moment so they are
+    // all alive at once, then the parent reaps them.
+    int forked = 0, err = 0;
+    for (int i = 0; i < 100000; ++i) {
+        pid_t p = fork();
+        if (p == 0) {
+            sleep(2);
+            _exit(0);
+        }
+        if (p < 0) {
+            err = errno;
+            break;
+        }
+        ++forked;
+    }
+    printf("forked=%d errno=%s\n", forked, err ? errname(err) : "none");
+    fflush(stdout);
+    while (wait(nullptr) > 0) {
+    }
+    return err ? 0 : 1;
+}
+
+int mode_deny_loop(int argc, char** argv) {
+    // rmdir is outside the scenario policies' allow list: every call goes to
+    // the supervisor, which answers with the policy's default action.
+    long n = arg_num(argc, argv, 2);
+    long eperm = 0, other = 0;
+    int other_errno = 0;
+    for (long i = 0; i < n; ++i) {
+        if (rmdir("/nonexistent/x") < 0 && errno == EPERM) ++eperm;
+        else {
+            ++other;
+            other_errno = errno;
+        }
+    }
+    printf("calls=%ld eperm=%ld other=%ld other_errno=%s\n", n, eperm, other, other ? errname(other_errno) : "none");
+    return 0;
+}
+
+int mode_fds(int, char**) {
+    // /proc may be outside the Landlock rules: probe descriptors directly.
+    printf("fds=");
+    bool first = true;
+    for (int fd = 0; fd < 1024; ++fd) {
+        if (fcntl(fd, F_GETFD) >= 0) {
+            printf(first ? "%d" : ",%d", fd);
+            first = false;
+        }
+    }
+    printf("\n");
+    return 0;
+}
+
+int mode_ids(int, char**) {
+    uid_t r, e, s;
+    gid_t gr, ge, gs;
+    getresuid(&r, &e, &s);
+    getresgid(&gr, &ge, &gs);
+    gid_t groups[256];
+    int ng = getgroups(256, groups);
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    long cr = syscall(SYS_capget, &hdr, data);
+    uint64_t eff = cr == 0 ? (uint64_t(data[1].effective) << 32 | data[0].effective) : ~0ULL;
+    uint64_t prm = cr == 0 ? (uint64_t(data[1].permitted) << 32 | data[0].permitted) : ~0ULL;
+    uint64_t bnd = 0;
+    bool bnd_ok = true;
+    for (int cap = 0; cap < 64; ++cap) {
+        int v = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (v < 0) {
+            if (errno != EINVAL) bnd_ok = false;  // EINVAL: past the last capability
+            continue;
+        }
+        if (v) bnd |= 1ULL << cap;
+    }
+    int nnp = prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0);
+    printf("uid=%u euid=%u suid=%u gid=%u egid=%u sgid=%u\n", r, e, s, gr, ge, gs);
+    printf("groups=%d\n", ng);
+    printf("capeff=%#llx capprm=%#llx capget=%s\n", (unsigned long long)eff, (unsigned long long)prm,
+           cr == 0 ? "ok" : errname(errno));
+    printf("capbnd=%#llx capbnd_read=%s\n", (unsigned long long)bnd, bnd_ok ? "ok" : "fail");
+    printf("nnp=%d\n", nnp);
+    return 0;
+}
+
+int mode_env(int, char**) {
+    for (char** e = environ; *e; ++e) printf("env:%s\n", *e);
+    return 0;
+}
+
+int mode_i386(int, char**) {
+    // The 32-bit entry point from a 64-bit process: eax = 20 is getpid in the
+    // i386 table. The kernel reports AUDIT_ARCH_I386 to seccomp for it.
+    long ret = 20;
+    asm volatile("int $0x80" : "+a"(ret) : : "memory", "rcx", "r11", "r8", "r9", "r10");
+    if (ret < 0 && ret > -4096) return report("i386", -1, int(-ret));
+    return report("i386", ret, 0);
+}
+
+int mode_x32(int, char**) {
+    // x32 getpid: the x86_64 arch with __X32_SYSCALL_BIT set in the number.
+    long ret = syscall(0x40000000L | 39);
+    return report("x32", ret, errno);
+}
+
+int mode_clone_newuser(int, char**) {
+    long ret = syscall(SYS_clone, long(CLONE_NEWUSER | SIGCHLD), 0L, 0L, 0L, 0L);
+    if (ret == 0) _exit(0);
+    int err = errno;
+    if (ret > 0) waitpid(pid_t(ret), nullptr, 0);
+    return report("clone_newuser", ret, err);
+}
+
+int mode_clone3(int, char**) {
+    clone_args ca{};
+    ca.exit_signal = SIGCHLD;
+    long ret = syscall(SYS_clone3, &ca, sizeof ca);
+    if (ret == 0) _exit(0);
+    int err = errno;
+    if (ret > 0) waitpid(pid_t(ret), nullptr, 0);
+    return report("clone3", ret, err);
+}
+
+int mode_read_file(int argc, char** argv) {
+    int fd = open(arg_str(argc, argv, 2), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return report("read", -1, errno);
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    int err = errno;
+    close(fd);
+    return report("read", n, err);
+}
+
+int mode_connect_tcp(int argc, char** argv) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return report("socket", -1, errno);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(arg_num(argc, argv, 2)));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int r = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    return report("connect", r, errno);
+}
+
+int mode_socket(int argc, char** argv) {
+    const char* fam = arg_str(argc, argv, 2);
+    int domain = strcmp(fam, "unix") == 0 ? AF_UNIX : strcmp(fam, "inet") == 0 ? AF_INET : -1;
+    if (domain < 0) return 2;
+    int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return report("socket", fd, err);
+}
+
+int mode_kill(int argc, char** argv) {
+    int r = kill(pid_t(arg_num(argc, argv, 2)), SIGKILL);
+    return report("kill", r, errno);
+}
+
+int mode_signal(int argc, char** argv) {
+    int sig = int(arg_num(argc, argv, 2));
+    signal(sig, SIG_DFL);
+    fflush(stdout);
+    raise(sig);
+    printf("survived signal %d\n", sig);
+    return 1;
+}
+
+int mode_exit(int argc, char** argv) { return int(arg_num(argc, argv, 2)); }
+
+struct Mode {
+    const char* name;
+    int (*fn)(int, char**);
+};
+const Mode kModes[] = {
+    {"mkdir", mode_mkdir},           {"spin", mode_spin},
+    {"alloc", mode_alloc},           {"writefile", mode_writefile},
+    {"sleep", mode_sleep},           {"forkbomb", mode_forkbomb},
+    {"deny-loop", mode_deny_loop},   {"fds", mode_fds},
+    {"ids", mode_ids},               {"env", mode_env},
+    {"i386", mode_i386},             {"x32", mode_x32},
+    {"clone-newuser", mode_clone_newuser}, {"clone3", mode_clone3},
+    {"read-file", mode_read_file},   {"connect-tcp", mode_connect_tcp},
+    {"socket", mode_socket},         {"kill", mode_kill},
+    {"signal", mode_signal},         {"exit", mode_exit},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc >= 2)
+        for (const Mode& m : kModes)
+            if (strcmp(argv[1], m.name) == 0) {
+                int rc = m.fn(argc, argv);
+                fflush(stdout);
+                return rc;
+            }
+    fprintf(stderr, "usage: moat-testprog MODE [ARG...]; modes:");
+    for (const Mode& m : kModes) fprintf(stderr, " %s", m.name);
+    fprintf(stderr, "\n");
+    return 2;
+}
