@@ -116,7 +116,6 @@ Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
         if (nr == __NR_SCMP_ERROR) return fail("seccomp: unknown syscall \"" + name + "\"");
         if (nr < 0) continue;  // pseudo-syscall on this arch
         if (name == "execve" || name == "execveat") {
-            out->m_exec_allowed = out->m_exec_allowed || name == "execve";
             continue;  // always notified: the supervisor records every exec
         }
         if (name == "clone3" || name == "clone") continue;  // handled below

@@ -31,7 +31,13 @@ Result<Client> Client::connect(const std::string& path) {
 }
 
 Result<void> Client::send(const nlohmann::json& req, const std::vector<int>& fds) {
-    return send_frame(m_fd.get(), req.dump(), fds);
+    std::string payload;
+    try {
+        payload = req.dump();
+    } catch (const nlohmann::json::exception& e) {
+        return fail(std::string("cannot encode the request: ") + e.what() + " (arguments must be valid UTF-8)");
+    }
+    return send_frame(m_fd.get(), payload, fds);
 }
 
 Result<nlohmann::json> Client::receive() {
@@ -43,7 +49,12 @@ Result<nlohmann::json> Client::receive() {
 }
 
 Result<nlohmann::json> Client::call(const nlohmann::json& req) {
-    if (auto r = send(req); !r) return std::unexpected(r.error());
+    if (auto r = send(req); !r) {
+        // moatd may have refused us before reading (not allowed, busy): its
+        // answer is still in our receive queue and says why.
+        if (auto j = receive(); j && !j->value("ok", true)) return fail(j->value("error", r.error().message));
+        return std::unexpected(r.error());
+    }
     auto j = receive();
     if (!j) return j;
     if (!j->value("ok", false)) return fail(j->value("error", std::string("moatd refused the request")));

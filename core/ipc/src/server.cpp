@@ -41,6 +41,8 @@ struct Server::Client {
     int64_t frame_started = 0;    // monotonic ns when the current partial frame began
     int64_t attached_job = 0;     // `run` in progress: the job is stopped if we go away
     bool closing = false;         // close once `out` is flushed
+    bool half_closed = false;     // answer sent, SHUT_WR done, draining input
+    int64_t closing_since = 0;
     bool writable_armed = false;
 };
 
@@ -188,7 +190,9 @@ void Server::on_accept() {
         c->role = role_for(cred.uid, cred.gid, groups, m_cfg);
         uint64_t id = c->id;
         Client* raw = c.get();
-        if (m_clients.size() >= m_cfg.max_clients) {
+        size_t active = 0;
+        for (auto& [cid, cl] : m_clients) active += cl->closing ? 0 : 1;
+        if (active >= m_cfg.max_clients || m_clients.size() >= 2 * m_cfg.max_clients) {
             std::string msg = encode_frame(error_reply("busy", "moatd: too many clients (" +
                                                                    std::to_string(m_cfg.max_clients) + ")").dump());
             (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -202,10 +206,12 @@ void Server::on_accept() {
             continue;
         m_clients.emplace(id, std::move(c));
         if (raw->role == Role::None) {
+            // closing first: once the answer is out the connection is half-closed
+            // and dropped at EOF or after 2 s, and it no longer counts as a client.
+            raw->closing = true;
             reply(id, error_reply("forbidden", "permission denied: uid " + std::to_string(raw->uid) +
                                                    " is not root and not in group " + m_cfg.admin_group + " or " +
                                                    m_cfg.viewer_group));
-            raw->closing = true;
         }
     }
 }
@@ -247,8 +253,8 @@ void Server::on_readable(uint64_t id) {
         if (c.role == Role::None || c.closing) continue;  // refused: discard input until it hangs up
         if (!c.decoder.mid_frame()) c.frame_started = now_monotonic_ns();
         if (auto r = c.decoder.feed(buf, size_t(n)); !r) {
-            reply(id, error_reply("too-large", r.error().message));
             c.closing = true;
+            reply(id, error_reply("too-large", r.error().message));
             return;
         }
         while (auto frame = c.decoder.next()) {
@@ -274,7 +280,18 @@ void Server::on_writable(uint64_t id) {
     }
     if (c.out.empty()) {
         if (c.closing) {
-            drop(id);
+            // Do not close yet: closing a Unix socket with unread input makes the
+            // peer's read fail with ECONNRESET and lose our answer. Half-close,
+            // discard what it still sends, drop it on EOF or after 2 s (tick).
+            if (!c.half_closed) {
+                ::shutdown(c.fd.get(), SHUT_WR);
+                c.half_closed = true;
+                c.closing_since = now_monotonic_ns();
+            }
+            if (c.writable_armed) {
+                (void)m_loop->modify_fd(c.fd.get(), EPOLLIN | EPOLLRDHUP);
+                c.writable_armed = false;
+            }
             return;
         }
         if (c.writable_armed) {
@@ -314,14 +331,17 @@ void Server::drop(uint64_t id) {
 
 void Server::tick() {
     const int64_t now = now_monotonic_ns();
-    std::vector<uint64_t> slow;
-    for (auto& [id, c] : m_clients)
-        if (c->decoder.mid_frame() && now - c->frame_started > m_cfg.frame_timeout_ns) slow.push_back(id);
+    std::vector<uint64_t> slow, done;
+    for (auto& [id, c] : m_clients) {
+        if (c->half_closed && now - c->closing_since > 2'000'000'000) done.push_back(id);
+        else if (!c->closing && c->decoder.mid_frame() && now - c->frame_started > m_cfg.frame_timeout_ns)
+            slow.push_back(id);
+    }
+    for (uint64_t id : done) drop(id);
     for (uint64_t id : slow) {
+        m_clients[id]->closing = true;
         reply(id, error_reply("timeout", "request not completed within " +
                                              std::to_string(m_cfg.frame_timeout_ns / 1'000'000'000) + " s"));
-        if (m_clients.count(id)) m_clients[id]->closing = true;
-        drop(id);
     }
 }
 
@@ -337,6 +357,19 @@ void Server::query_async(uint64_t client, std::function<json()> work) {
 }
 
 void Server::handle(Client& c, const std::string& frame) {
+    // Exceptions never cross the IPC boundary: a request that trips one (a bug)
+    // is answered with an error and moatd keeps serving everyone else.
+    const uint64_t id = c.id;
+    const uid_t uid = c.uid;
+    try {
+        handle_request(c, frame);
+    } catch (const std::exception& e) {
+        fprintf(stderr, "moatd: internal error while handling a request from uid %u: %s\n", uid, e.what());
+        reply(id, error_reply("internal", std::string("internal error: ") + e.what()));
+    }
+}
+
+void Server::handle_request(Client& c, const std::string& frame) {
     json req = json::parse(frame, nullptr, false);
     if (req.is_discarded() || !req.is_object()) {
         c.fds.clear();
@@ -452,11 +485,19 @@ void Server::handle_run(Client& c, const json& req) {
         reply(c.id, error_reply("bad-request", "this connection already has a running job"));
         return;
     }
+    // Present-but-invalid fields are refused, never replaced by a default.
+    for (const char* key : {"policy_source", "cwd", "tier"}) {
+        if (req.contains(key) && !get_string(req, key, 4096)) {
+            reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be a string of at most 4096 bytes"));
+            return;
+        }
+    }
     auto toml = get_string(req, "policy_toml", policy::kMaxPolicyBytes);
     auto source = get_string(req, "policy_source", 4096).value_or("policy.toml");
     auto argv = get_strings(req, "argv", 4096, 1 << 16);
     auto env = get_strings(req, "env", 4096, 1 << 16);
     auto cwd = get_string(req, "cwd", 4096).value_or("/");
+    if (cwd.empty() || cwd[0] != '/') { reply(c.id, error_reply("bad-request", "\"cwd\" must be an absolute path")); return; }
     if (!toml) { reply(c.id, error_reply("bad-request", "run needs \"policy_toml\" (a string of at most 1 MiB)")); return; }
     if (!argv || argv->empty()) { reply(c.id, error_reply("bad-request", "run needs a non-empty \"argv\"")); return; }
     if (!env) { reply(c.id, error_reply("bad-request", "\"env\" must be an array of strings")); return; }
@@ -480,7 +521,18 @@ void Server::handle_run(Client& c, const json& req) {
             }
             supervisor::InputFile in;
             in.host_path = e["host"].get<std::string>();
-            in.sandbox_path = e.value("sandbox", in.host_path);
+            in.sandbox_path = in.host_path;
+            if (e.contains("sandbox")) {
+                if (!e["sandbox"].is_string()) {
+                    reply(c.id, error_reply("bad-request", "input \"sandbox\" must be a string"));
+                    return;
+                }
+                in.sandbox_path = e["sandbox"].get<std::string>();
+            }
+            if (in.host_path.size() > 4096 || in.sandbox_path.size() > 4096) {
+                reply(c.id, error_reply("bad-request", "input path longer than 4096 bytes"));
+                return;
+            }
             if (in.host_path.empty() || in.host_path[0] != '/' || in.sandbox_path.empty() || in.sandbox_path[0] != '/') {
                 reply(c.id, error_reply("bad-request", "input paths must be absolute"));
                 return;

@@ -161,7 +161,7 @@ Result<size_t> Supervisor::recover() {
             if (auto r = cgroup::JobCgroup::reap_described(job.cgroup); !r)
                 detail += "; cleaning its cgroup failed: " + r.error().message;
             else
-                detail += "; its remaining processes were killed";
+                detail += "; nothing of it was left running (its cgroup was emptied and removed)";
         }
         job.state = "finished";
         job.ended_ns = now_realtime_ns();
@@ -432,6 +432,8 @@ void Supervisor::on_notify(Job& job) {
     // Decode pointers only for the native ABI (the layouts above are x86_64's).
     std::optional<std::string> decoded = native ? decode_args(tid, nr, args) : std::nullopt;
     std::optional<std::string> module = job.modules.resolve(tid, req->data.instruction_pointer);
+    if (decoded) decoded = printable(*decoded);
+    if (module) module = printable(*module);
     // The memory we read is only meaningful if the request is still live: the
     // task may have died and its pid been reused while we were reading.
     if (seccomp_notify_id_valid(job.proc.listener.get(), req->id) < 0) return;
@@ -471,7 +473,7 @@ void Supervisor::on_notify(Job& job) {
                              {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
     if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
     ++job.denials;
-    std::string key = fields.dump();
+    std::string key = fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     auto it = job.pending.find(key);
     if (it != job.pending.end()) {
         ++it->second.count;

@@ -36,9 +36,6 @@ public:
     // The action for a syscall that reached the supervisor. `args` are the
     // values the kernel captured (race-free; pointer targets are never judged).
     Verdict decide(int nr, uint32_t arch, const uint64_t args[6]) const;
-    // True when the policy allows execve unconditionally (execve is always
-    // notified so the supervisor sees every program the job runs).
-    bool exec_allowed() const { return m_exec_allowed; }
 
 private:
     friend Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy&);
@@ -46,7 +43,6 @@ private:
     std::string m_sha;
     policy::Action m_default;
     std::map<int, std::vector<std::pair<size_t, policy::SeccompRule>>> m_rules;  // non-allow rules by nr
-    bool m_exec_allowed = false;
 };
 
 Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p);

@@ -50,6 +50,7 @@ private:
     void on_readable(uint64_t id);
     void on_writable(uint64_t id);
     void handle(Client& c, const std::string& frame);
+    void handle_request(Client& c, const std::string& frame);
     void reply(uint64_t id, const nlohmann::json& j);
     void drop(uint64_t id);
     void query_async(uint64_t client, std::function<nlohmann::json()> work);
@@ -65,8 +66,9 @@ private:
     uint64_t m_next_client = 1;
     EventLoop::TimerId m_tick = 0;
 
-    // Reads of the store happen on this worker so a large query never stalls
-    // the loop that answers the jobs' syscalls.
+    // Reads of the store (show, jobs, events, policies) happen on this worker so
+    // a large query never stalls the loop that answers the jobs' syscalls. The
+    // short writes of `run` (put_policy, create_job) stay on the loop.
     std::thread m_worker;
     std::mutex m_mu;
     std::condition_variable m_cv;

@@ -12,6 +12,10 @@
 
 namespace moat::supervisor {
 
+// Job-controlled bytes made safe for JSON and terminals: valid UTF-8 is kept,
+// backslash doubled, invalid bytes and control characters written as \xNN.
+std::string printable(const std::string& in);
+
 // Reads a NUL-terminated string of at most max bytes from the job's memory
 // (page by page, so an unmapped page after the string does not fail the read).
 std::optional<std::string> read_remote_string(pid_t pid, uint64_t addr, size_t max = 4096);
