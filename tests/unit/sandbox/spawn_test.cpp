@@ -1,0 +1,210 @@
+// The seccomp-tier runner without moatd: what the child looks like, and what
+// happens to notified syscalls when the supervisor is gone.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "moat/compiler/seccomp_compiler.h"
+#include "moat/policy/parser.h"
+#include "moat/sandbox/landlock.h"
+#include "moat/sandbox/spawn.h"
+
+using namespace moat;
+
+namespace {
+
+std::shared_ptr<const compiler::CompiledFilter> filter_for(const std::string& allow) {
+    auto r = policy::parse_policy("name = \"t\"\n[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [" + allow + "]\n",
+                                  "t.toml");
+    EXPECT_TRUE(r.policy) << (r.diagnostics.empty() ? "" : r.diagnostics[0].str());
+    auto f = compiler::compile(*r.policy);
+    EXPECT_TRUE(f);
+    return *f;
+}
+
+// Answers the job's first (always notified) execve with CONTINUE.
+void continue_exec(int listener) {
+    pollfd p{listener, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    seccomp_notif req{};
+    ASSERT_EQ(ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &req), 0);
+    ASSERT_EQ(req.data.nr, 59) << "the first notification must be the job's execve";
+    seccomp_notif_resp resp{};
+    resp.id = req.id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ASSERT_EQ(ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp), 0);
+}
+
+struct Captured {
+    int status = -1;
+    std::string out;
+};
+
+Captured wait_and_read(const sandbox::Spawned& s, int out_fd) {
+    Captured c;
+    int st = 0;
+    waitpid(s.pid, &st, 0);
+    c.status = st;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(out_fd, buf, sizeof buf)) > 0) c.out.append(buf, size_t(n));
+    return c;
+}
+
+// What coreutils mkdir needs to start, report and exit, without mkdir itself.
+const char* kMkdirNeedsButMkdir =
+    "\"execve\", \"brk\", \"mmap\", \"munmap\", \"mprotect\", \"arch_prctl\", \"set_tid_address\", "
+    "\"set_robust_list\", \"rseq\", \"futex\", \"prlimit64\", \"getrandom\", \"newfstatat\", \"fstat\", "
+    "\"openat\", \"read\", \"pread64\", \"close\", \"exit\", \"exit_group\", \"access\", \"write\", "
+    "\"lseek\", \"statfs\", \"umask\"";
+
+const char* kAllowShell =
+    "\"@default\", \"@basic-io\", \"@file-system\", \"@process\", \"@signal\", \"@memory\", \"@time\"";
+
+}  // namespace
+
+class SpawnTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (geteuid() != 0) GTEST_SKIP() << "needs root: switches to a job uid and copies the listener fd";
+    }
+};
+
+TEST_F(SpawnTest, NotifiedSyscallsFailWhenTheSupervisorIsGone) {
+    // mkdir is not allowed, so it is notified; with nobody holding the listener
+    // the kernel must fail it (ENOSYS), never let it run.
+    auto f = filter_for(kMkdirNeedsButMkdir);
+    char dir[] = "/tmp/moat-gone-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    chmod(dir, 0777);
+    std::string target = std::string(dir) + "/must-not-exist";
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    int devnull = open("/dev/null", O_RDWR);
+    sandbox::SpawnPlan plan;
+    plan.exe = "/usr/bin/mkdir";
+    plan.argv = {"mkdir", target};
+    plan.env = {"PATH=/usr/bin:/bin", "LC_ALL=C"};
+    plan.cwd = "/";
+    plan.uid = plan.gid = 700999;
+    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    plan.stdio[0] = devnull;
+    plan.stdio[1] = devnull;
+    plan.stdio[2] = out[1];
+    plan.filter = &f->program();
+    auto s = sandbox::spawn_seccomp_job(plan);
+    ASSERT_TRUE(s) << s.error().message;
+    close(out[1]);
+    continue_exec(s->listener.get());
+    s->listener.reset();  // the supervisor "dies": its listener is gone
+    auto c = wait_and_read(*s, out[0]);
+    EXPECT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 1) << c.status;
+    EXPECT_NE(c.out.find("Function not implemented"), std::string::npos) << c.out;
+    struct stat st{};
+    EXPECT_NE(stat(target.c_str(), &st), 0) << "the denied mkdir ran without a supervisor";
+    rmdir(dir);
+    close(devnull);
+}
+
+TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
+    auto f = filter_for(kAllowShell);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    int devnull = open("/dev/null", O_RDWR);
+    int leak = open("/etc/hostname", O_RDONLY);  // not O_CLOEXEC: must still not reach the job
+    ASSERT_GE(leak, 0);
+    sandbox::SpawnPlan plan;
+    plan.exe = "/bin/sh";
+    // ls of /proc/self/fd needs /proc in Landlock; here there is no Landlock.
+    plan.argv = {"sh", "-c", "id -u; id -G; ls /proc/self/fd | tr '\\n' ' '; echo; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status; ulimit -n; env"};
+    plan.env = {"PATH=/usr/bin:/bin", "ONLY=this"};
+    plan.cwd = "/nonexistent-moat-dir";  // falls back to / with a warning
+    plan.uid = plan.gid = 700998;
+    plan.rlimits = {1 << 30, 77, 8 << 20, 0, 0};
+    plan.stdio[0] = devnull;
+    plan.stdio[1] = out[1];
+    plan.stdio[2] = out[1];
+    plan.filter = &f->program();
+    auto s = sandbox::spawn_seccomp_job(plan);
+    ASSERT_TRUE(s) << s.error().message;
+    close(out[1]);
+    close(leak);
+    ASSERT_EQ(s->warnings.size(), 1u);
+    EXPECT_STREQ(s->warnings[0].step, "chdir");
+    // Answer every notification (exec of sh and its children) with CONTINUE
+    // until the job ends: we test the process state, not the filter.
+    int pidfd = s->pidfd.get();
+    for (;;) {
+        pollfd p[2] = {{s->listener.get(), POLLIN, 0}, {pidfd, POLLIN, 0}};
+        poll(p, 2, 5000);
+        if (p[1].revents & POLLIN) break;
+        if (p[0].revents & POLLIN) {
+            seccomp_notif req{};
+            if (ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) continue;
+            seccomp_notif_resp resp{};
+            resp.id = req.id;
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        }
+    }
+    auto c = wait_and_read(*s, out[0]);
+    std::istringstream in(c.out);
+    std::string uid, groups, fds;
+    std::getline(in, uid);
+    std::getline(in, groups);
+    std::getline(in, fds);
+    EXPECT_EQ(uid, "700998");
+    EXPECT_EQ(groups, "700998") << "supplementary groups must be cleared";
+    // 0,1,2 plus the fd ls itself opens for /proc/self/fd.
+    EXPECT_EQ(fds.substr(0, 6), "0 1 2 ") << fds;
+    EXPECT_LE(fds.size(), 9u) << fds;
+    EXPECT_NE(c.out.find("CapEff:\t0000000000000000"), std::string::npos) << c.out;
+    EXPECT_NE(c.out.find("CapBnd:\t0000000000000000"), std::string::npos) << c.out;
+    EXPECT_NE(c.out.find("NoNewPrivs:\t1"), std::string::npos) << c.out;
+    EXPECT_NE(c.out.find("\n77\n"), std::string::npos) << "RLIMIT_NOFILE from the plan";
+    EXPECT_NE(c.out.find("ONLY=this"), std::string::npos);
+    EXPECT_EQ(c.out.find("HOME="), std::string::npos) << "nothing of moatd's environment";
+    close(devnull);
+}
+
+TEST_F(SpawnTest, RefusesRootAndRelativePrograms) {
+    auto f = filter_for("\"@default\"");
+    sandbox::SpawnPlan plan;
+    plan.exe = "/bin/true";
+    plan.argv = {"true"};
+    plan.uid = plan.gid = 0;
+    plan.stdio[0] = plan.stdio[1] = plan.stdio[2] = 2;
+    plan.filter = &f->program();
+    auto r = sandbox::spawn_seccomp_job(plan);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("uid or gid 0"), std::string::npos);
+    plan.uid = plan.gid = 700997;
+    plan.exe = "true";
+    EXPECT_FALSE(sandbox::spawn_seccomp_job(plan));
+}
+
+TEST_F(SpawnTest, LandlockRulesetFollowsThePolicy) {
+    if (sandbox::landlock_abi() == 0) GTEST_SKIP() << "kernel without Landlock";
+    policy::Filesystem fs;
+    fs.read_only = {"/usr", "/definitely/missing"};
+    fs.landlock = policy::LandlockMode::Required;
+    auto r = sandbox::build_landlock(fs, policy::NetworkMode::None, {});
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_TRUE(r->fd);
+    EXPECT_EQ(r->abi, sandbox::landlock_abi());
+    EXPECT_EQ(r->net_restricted, r->abi >= 4);
+    EXPECT_EQ(r->scoped, r->abi >= 6);
+    ASSERT_EQ(r->notes.size(), 1u) << "the missing path is reported, not silently dropped";
+    fs.landlock = policy::LandlockMode::Off;
+    auto off = sandbox::build_landlock(fs, policy::NetworkMode::None, {});
+    ASSERT_TRUE(off);
+    EXPECT_FALSE(off->fd);
+}

@@ -1,0 +1,109 @@
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "moat/supervisor/decode.h"
+
+using namespace moat::supervisor;
+
+TEST(Decode, PrintableKeepsUtf8AndEscapesTheRest) {
+    EXPECT_EQ(printable("/tmp/ok"), "/tmp/ok");
+    EXPECT_EQ(printable("/tmp/\xc3\xa9t\xc3\xa9"), "/tmp/\xc3\xa9t\xc3\xa9");
+    EXPECT_EQ(printable("/tmp/\xff"), "/tmp/\\xff");
+    EXPECT_EQ(printable("a\nb"), "a\\x0ab");
+    EXPECT_EQ(printable("a\\xff"), "a\\\\xff") << "a literal backslash must not look like an escape";
+    EXPECT_EQ(printable("\xe2\x82"), "\\xe2\\x82") << "truncated sequence";
+}
+
+TEST(Decode, RemoteStringStopsAtAnUnmappedPage) {
+    // A string that ends exactly at the end of a mapping followed by a hole.
+    long page = sysconf(_SC_PAGESIZE);
+    char* m = static_cast<char*>(mmap(nullptr, size_t(page) * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(m, MAP_FAILED);
+    munmap(m + page, size_t(page));
+    char* s = m + page - 6;
+    memcpy(s, "/etc/", 5);
+    s[5] = 0;
+    auto r = read_remote_string(getpid(), reinterpret_cast<uint64_t>(s));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, "/etc/");
+    // Unterminated up to the hole: what was readable, not a crash or an error.
+    memset(m + page - 4, 'x', 4);
+    r = read_remote_string(getpid(), reinterpret_cast<uint64_t>(m + page - 4));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, "xxxx");
+    EXPECT_FALSE(read_remote_string(getpid(), 0));
+    EXPECT_FALSE(read_remote_string(getpid(), reinterpret_cast<uint64_t>(m + page)));
+    munmap(m, size_t(page));
+}
+
+TEST(Decode, OverlongStringsAreCutAndMarked) {
+    std::string big(10000, 'a');
+    auto r = read_remote_string(getpid(), reinterpret_cast<uint64_t>(big.c_str()), 4096);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->size(), 4096u + 3);
+    EXPECT_EQ(r->substr(4096), "...");
+}
+
+TEST(Decode, Sockaddrs) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(8080);
+    inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+    EXPECT_EQ(format_sockaddr(reinterpret_cast<uint8_t*>(&in), sizeof in), "AF_INET 127.0.0.1:8080");
+    sockaddr_in6 in6{};
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(53);
+    inet_pton(AF_INET6, "::1", &in6.sin6_addr);
+    EXPECT_EQ(format_sockaddr(reinterpret_cast<uint8_t*>(&in6), sizeof in6), "AF_INET6 [::1]:53");
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    strcpy(un.sun_path, "/run/x.sock");
+    EXPECT_EQ(format_sockaddr(reinterpret_cast<uint8_t*>(&un), offsetof(sockaddr_un, sun_path) + 12), "AF_UNIX /run/x.sock");
+    un.sun_path[0] = 0;
+    memcpy(un.sun_path + 1, "abs", 3);
+    EXPECT_EQ(format_sockaddr(reinterpret_cast<uint8_t*>(&un), offsetof(sockaddr_un, sun_path) + 4), "AF_UNIX @abs");
+    uint8_t tiny[1] = {0};
+    EXPECT_EQ(format_sockaddr(tiny, 1), "(short sockaddr)");
+}
+
+TEST(Decode, ArgumentsOfPathSyscallsInThisProcess) {
+    const char* p = "relative/name";
+    uint64_t args[6] = {uint64_t(-100), reinterpret_cast<uint64_t>(p), 0, 0, 0, 0};  // AT_FDCWD
+    char cwd[4096];
+    ASSERT_TRUE(getcwd(cwd, sizeof cwd));
+    auto d = decode_args(getpid(), SYS_openat, args);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(*d, std::string(cwd) + (std::string(cwd) == "/" ? "" : "/") + "relative/name");
+    const char* a = "/a";
+    const char* b = "/b";
+    uint64_t r[6] = {reinterpret_cast<uint64_t>(a), reinterpret_cast<uint64_t>(b), 0, 0, 0, 0};
+    EXPECT_EQ(decode_args(getpid(), SYS_rename, r).value_or(""), "/a -> /b");
+    EXPECT_FALSE(decode_args(getpid(), SYS_getpid, r));
+}
+
+TEST(Decode, MapsParsingAndModuleResolution) {
+    auto maps = ModuleResolver::parse_maps(
+        "7f0000000000-7f0000001000 r-xp 00002000 08:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "7f0000002000-7f0000003000 rw-p 00000000 00:00 0 \n"
+        "7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0      [vdso]\n"
+        "garbage line\n");
+    ASSERT_EQ(maps.size(), 2u);
+    EXPECT_EQ(maps[0].name, "libc.so.6");
+    EXPECT_EQ(maps[0].offset, 0x2000u);
+    EXPECT_EQ(maps[1].name, "[vdso]");
+    ModuleResolver r;
+    auto self = r.resolve(getpid(), reinterpret_cast<uint64_t>(&getpid));
+    ASSERT_TRUE(self);
+    EXPECT_EQ(self->rfind("libc.so.6+0x", 0), 0u) << *self;
+    int stack_var = 0;
+    EXPECT_FALSE(r.resolve(getpid(), reinterpret_cast<uint64_t>(&stack_var)).has_value() &&
+                 r.resolve(getpid(), reinterpret_cast<uint64_t>(&stack_var))->find(".so") != std::string::npos);
+}
