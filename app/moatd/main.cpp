@@ -11,6 +11,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <climits>
+#include <vector>
 #include <cstdio>
 #include <cstring>
 
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
     std::string cgroup_parent = "moat";
     uint32_t uid_base = 700000, uid_count = 65536;
     std::string admin_group = "moat-admin", viewer_group = "moat-viewer";
+    std::string init_path, runtime_dir = "/run/moat";
     app.add_option("--state-dir", state_dir, "database and artifacts (created 0700)")->capture_default_str();
     app.add_option("--socket", socket, "Unix socket to serve")->capture_default_str();
     app.add_option("--cgroup", cgroup_mode, "cgroup version: auto, v1 or v2")
@@ -36,6 +39,11 @@ int main(int argc, char** argv) {
     app.add_option("--uid-base", uid_base, "first host uid for jobs")->capture_default_str();
     app.add_option("--uid-count", uid_count, "number of job uids")->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
+    app.add_option("--init", init_path,
+                   "moat-init, the container tier's stage-2 helper (default: next to moatd, then "
+                   "../moat-init/moat-init, then /usr/libexec/moat/moat-init)");
+    app.add_option("--runtime-dir", runtime_dir, "runtime files (the container tier's empty root mount point)")
+        ->capture_default_str();
     app.add_option("--viewer-group", viewer_group)->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -113,7 +121,42 @@ int main(int argc, char** argv) {
         fprintf(stderr, "moatd: %s\n", loop.error().message.c_str());
         return 1;
     }
+    // The container tier's helper: opened once, executed from the fd (so its
+    // path never has to be reachable by a job's uid).
+    std::vector<std::string> candidates;
+    if (!init_path.empty()) candidates.push_back(init_path);
+    else {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = 0;
+            std::string dir(self);
+            dir = dir.substr(0, dir.rfind('/'));
+            candidates.push_back(dir + "/moat-init");
+            candidates.push_back(dir + "/../moat-init/moat-init");
+            candidates.push_back(dir + "/../libexec/moat/moat-init");
+        }
+        candidates.push_back("/usr/libexec/moat/moat-init");
+    }
+    moat::UniqueFd init_fd;
+    for (const auto& c : candidates) {
+        init_fd.reset(::open(c.c_str(), O_RDONLY | O_CLOEXEC));
+        if (init_fd) {
+            init_path = c;
+            break;
+        }
+    }
+    if (!init_fd) fprintf(stderr, "moatd: moat-init not found (%s): the container tier is unavailable\n", candidates.front().c_str());
+    std::string newroot = runtime_dir + "/newroot";
+    ::mkdir(runtime_dir.c_str(), 0755);
+    if (::mkdir(newroot.c_str(), 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "moatd: mkdir(\"%s\"): %s\n", newroot.c_str(), strerror(errno));
+        return 1;
+    }
+
     moat::supervisor::Config cfg;
+    cfg.init_exe_fd = init_fd.get();
+    cfg.newroot_dir = newroot;
     cfg.store = store->get();
     cfg.loop = loop->get();
     cfg.cgroups = *layout;

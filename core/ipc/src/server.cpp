@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <expected>
 
 #include "moat/common/timeutil.h"
 #include "moat/ipc/json.h"
@@ -87,6 +88,24 @@ std::optional<int64_t> get_int(const json& j, const char* key) {
     auto it = j.find(key);
     if (it == j.end() || !it->is_number_integer()) return std::nullopt;
     return it->get<int64_t>();
+}
+
+// Parse + lint, as `run` and `policy_put` both require: any error diagnostic
+// refuses the policy. Returns the policy, or the diagnostics one per line.
+std::expected<policy::Policy, std::string> validate_policy(const std::string& toml, const std::string& source) {
+    auto parsed = policy::parse_policy(toml, source);
+    std::string diag;
+    for (const auto& d : parsed.diagnostics)
+        if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
+    if (parsed.policy) {
+        for (const auto& d : policy::lint(*parsed.policy))
+            if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
+    }
+    if (!parsed.policy || !diag.empty()) {
+        if (!diag.empty() && diag.back() == '\n') diag.pop_back();
+        return std::unexpected(diag.empty() ? std::string("invalid policy") : diag);
+    }
+    return std::move(*parsed.policy);
 }
 
 }  // namespace
@@ -470,6 +489,49 @@ void Server::handle_request(Client& c, const std::string& frame) {
                                {"created_at", rfc3339_utc(p.created_ns)}});
             return {{"ok", true}, {"policies", arr}};
         });
+    } else if (*op == "policy") {
+        auto pid = get_int(req, "id");
+        if (!pid) { reply(c.id, error_reply("bad-request", "policy needs an integer \"id\"")); return; }
+        int64_t id = *pid;
+        query_async(c.id, [this, id]() -> json {
+            auto r = m_store->get_policy(id);
+            if (!r) {
+                // get_policy says "policy N not found" for a missing row; anything else is SQLite's.
+                const auto& m = r.error().message;
+                bool missing = m.size() >= 10 && m.compare(m.size() - 10, 10, " not found") == 0;
+                return missing ? error_reply("not-found", "no policy " + std::to_string(id))
+                               : error_reply("store", m);
+            }
+            return {{"ok", true}, {"id", r->id}, {"name", r->name}, {"version", r->version}, {"sha256", r->sha256},
+                    {"created_at", rfc3339_utc(r->created_ns)}, {"toml", r->toml}};
+        });
+    } else if (*op == "policy_put") {
+        // Stores a policy text without running anything (moat-console's editor).
+        // Validated exactly like `run`: the store never holds a version that
+        // `run` would refuse. The write is short and stays on the loop, as in `run`.
+        if (!need_admin()) return;
+        for (const char* key : {"policy_toml", "policy_source"}) {
+            if (req.contains(key) && !req[key].is_string()) {
+                reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be a string"));
+                return;
+            }
+        }
+        auto toml = get_string(req, "policy_toml", policy::kMaxPolicyBytes);
+        if (!toml) {
+            reply(c.id, error_reply("bad-request", "policy_put needs \"policy_toml\" (a string of at most 1 MiB)"));
+            return;
+        }
+        auto source = get_string(req, "policy_source", 4096);
+        if (req.contains("policy_source") && !source) {
+            reply(c.id, error_reply("bad-request", "\"policy_source\" must be at most 4096 bytes"));
+            return;
+        }
+        auto parsed = validate_policy(*toml, source.value_or("policy.toml"));
+        if (!parsed) { reply(c.id, error_reply("bad-policy", parsed.error())); return; }
+        auto stored = m_store->put_policy(parsed->name, *toml, parsed->sha256);
+        if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
+        reply(c.id, {{"ok", true}, {"id", stored->id}, {"name", stored->name}, {"version", stored->version},
+                     {"sha256", stored->sha256}});
     } else {
         reply(c.id, error_reply("bad-request", "unknown op \"" + *op + "\""));
     }
@@ -541,24 +603,16 @@ void Server::handle_run(Client& c, const json& req) {
         }
     }
 
-    auto parsed = policy::parse_policy(*toml, source);
-    std::string diag;
-    for (const auto& d : parsed.diagnostics)
-        if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
-    if (parsed.policy) {
-        for (const auto& d : policy::lint(*parsed.policy))
-            if (d.severity == policy::Diagnostic::Severity::Error) diag += d.str() + "\n";
-    }
-    if (!parsed.policy || !diag.empty()) {
-        if (!diag.empty() && diag.back() == '\n') diag.pop_back();
-        reply(c.id, error_reply("bad-policy", diag.empty() ? "invalid policy" : diag));
+    auto parsed = validate_policy(*toml, source);
+    if (!parsed) {
+        reply(c.id, error_reply("bad-policy", parsed.error()));
         return;
     }
-    auto stored = m_store->put_policy(parsed.policy->name, *toml, parsed.policy->sha256);
+    auto stored = m_store->put_policy(parsed->name, *toml, parsed->sha256);
     if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
 
     supervisor::JobRequest jr;
-    jr.policy = std::move(*parsed.policy);
+    jr.policy = std::move(*parsed);
     jr.policy_id = stored->id;
     jr.tier_override = tier;
     jr.argv = std::move(*argv);

@@ -14,7 +14,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
+
+#include <sched.h>
 
 #include "moat/common/timeutil.h"
 
@@ -188,6 +192,32 @@ int read_last_cap() {
 }
 
 // Finds the job's seccomp listener among its open fds ("anon_inode:seccomp notify").
+int find_listener_fd(pid_t pid);
+
+// The host pids of pid's children (/proc/PID/task/PID/children).
+std::vector<pid_t> children_of(pid_t pid) {
+    std::vector<pid_t> out;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return out;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return out;
+    buf[n] = 0;
+    char* p = buf;
+    while (*p) {
+        char* end;
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        out.push_back(pid_t(v));
+        p = end;
+        while (*p == ' ' || *p == '\n') ++p;
+    }
+    return out;
+}
+
 int find_listener_fd(pid_t pid) {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
@@ -316,6 +346,153 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         }
         if (now_monotonic_ns() > deadline) return abort_child(Error::msg("job setup timed out after 5 s"));
         ++spins;
+    }
+    out.ready_ns = now_monotonic_ns();
+    out.status = std::move(st_r);
+    return out;
+}
+
+
+namespace {
+
+struct ContainerChildArgs {
+    const ContainerSpawnPlan* plan;
+    int go_fd;
+    int status_fd;
+};
+
+[[noreturn]] void container_child_main(const ContainerChildArgs& a) {
+    // Async-signal-safe only (see spawn_seccomp_job). getppid() is 0 here (the
+    // parent is outside our new pid namespace), so the go pipe is the check:
+    // EOF means moatd gave up on us.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    char b;
+    ssize_t n;
+    do n = read(a.go_fd, &b, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(125);
+    // Become the namespace's root (host uid host_root_uid) before exec: our
+    // credentials are still host root's, which is unmapped inside, and execve
+    // would give an unmapped uid no capabilities in the new namespace.
+    if (setgroups(0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0) in userns", errno, nullptr);
+    if (setresgid(0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
+    if (setresuid(0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.plan->plan_fd, a.status_fd};
+    int tmp[5];
+    for (int i = 0; i < 5; ++i) {
+        tmp[i] = fcntl(want[i], F_DUPFD_CLOEXEC, 10);
+        if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
+    }
+    for (int i = 0; i < 5; ++i)
+        if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
+    int exe = fcntl(a.plan->init_exe_fd, F_DUPFD_CLOEXEC, 5);
+    if (syscall(SYS_close_range, 5U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
+        child_fail(kInitStatusFd, "close_range(5.., CLOEXEC)", errno, nullptr);
+    char arg0[] = "moat-init";
+    char* argv[] = {arg0, nullptr};
+    char* envp[] = {nullptr};
+    // execveat of an O_CLOEXEC fd works for ELF binaries (only scripts need the
+    // fd to survive the exec).
+    syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
+    child_fail(kInitStatusFd, "execveat(moat-init)", errno, nullptr);
+}
+
+Result<void> write_id_map(pid_t pid, const char* file, const std::string& map) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
+    int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return fail_sys(std::string("open(\"") + path + "\")", errno);
+    ssize_t n = ::write(fd, map.data(), map.size());
+    int e = errno;
+    ::close(fd);
+    if (n != ssize_t(map.size())) return fail_sys(std::string("write(\"") + path + "\", \"" + map + "\")", e);
+    return {};
+}
+
+}  // namespace
+
+Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
+    if (plan.host_root_uid == 0 || plan.host_job_uid == 0 || plan.host_root_gid == 0 || plan.host_job_gid == 0)
+        return fail("refusing to map a container uid or gid to host 0");
+    if (plan.inside_uid == 0 || plan.inside_gid == 0) return fail("the job may not run as uid 0 inside");
+    if (plan.init_exe_fd < 0) return fail("moat-init (the container tier's stage-2 helper) was not found");
+    if (plan.plan_fd < 0) return fail("no container plan");
+    for (int i = 0; i < 3; ++i)
+        if (plan.stdio[i] < 0) return fail("stdio fd " + std::to_string(i) + " missing");
+    std::string uid_map = "0 " + std::to_string(plan.host_root_uid) + " 1\n" + std::to_string(plan.inside_uid) + " " +
+                          std::to_string(plan.host_job_uid) + " 1\n";
+    std::string gid_map = "0 " + std::to_string(plan.host_root_gid) + " 1\n" + std::to_string(plan.inside_gid) + " " +
+                          std::to_string(plan.host_job_gid) + " 1\n";
+
+    int go[2], status[2];
+    if (pipe2(go, O_CLOEXEC) < 0) return fail_sys("pipe2(go)", errno);
+    UniqueFd go_r(go[0]), go_w(go[1]);
+    if (pipe2(status, O_CLOEXEC) < 0) return fail_sys("pipe2(status)", errno);
+    UniqueFd st_r(status[0]), st_w(status[1]);
+    ContainerChildArgs a{&plan, go_r.get(), st_w.get()};
+
+    Spawned out;
+    out.fork_ns = now_monotonic_ns();
+    // Raw clone(2) like fork(2), plus the namespaces. The cgroup namespace is
+    // created later by moat-init, once we have moved it into the job's cgroup.
+    const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                                CLONE_NEWUTS | SIGCHLD;
+    long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+    if (pid < 0) return fail_sys("clone(NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS)", errno);
+    if (pid == 0) container_child_main(a);
+    out.pid = pid_t(pid);
+    go_r.reset();
+    st_w.reset();
+    auto abort_child = [&](Error e) -> Result<Spawned> {
+        ::kill(out.pid, SIGKILL);
+        int ws;
+        while (waitpid(out.pid, &ws, 0) < 0 && errno == EINTR) {}
+        return std::unexpected(std::move(e));
+    };
+    out.pidfd.reset(int(syscall(SYS_pidfd_open, out.pid, 0)));
+    if (!out.pidfd) return abort_child(Error::sys("pidfd_open", errno));
+    // Privileged in the parent namespace, we may map any ids; the container's
+    // root is an unprivileged host uid, so nothing inside is ever host root.
+    if (auto r = write_id_map(out.pid, "uid_map", uid_map); !r) return abort_child(r.error());
+    if (auto r = write_id_map(out.pid, "gid_map", gid_map); !r) return abort_child(r.error());
+    if (plan.cgroup) {
+        if (auto r = plan.cgroup->add_pid(out.pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
+    }
+    char one = 1;
+    if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
+    go_w.reset();
+
+    int fl = fcntl(st_r.get(), F_GETFL);
+    fcntl(st_r.get(), F_SETFL, fl | O_NONBLOCK);
+    const int64_t deadline = now_monotonic_ns() + 10'000'000'000LL;
+    for (int spins = 0;; ++spins) {
+        pollfd p{st_r.get(), POLLIN, 0};
+        ::poll(&p, 1, spins < 100 ? 0 : 1);
+        if (p.revents & (POLLIN | POLLHUP)) {
+            SetupStatus s = read_setup_status(st_r.get());
+            for (const auto& rec : s.records) {
+                if (rec.fatal) {
+                    std::string msg = std::string(rec.step);
+                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
+                    return abort_child(Error::sys(msg, rec.err));
+                }
+                out.warnings.push_back(rec);
+            }
+            if (s.eof) return abort_child(Error::msg("container setup ended without exec or error report"));
+        }
+        for (pid_t child : children_of(out.pid)) {
+            int lfd = find_listener_fd(child);
+            if (lfd < 0) continue;
+            UniqueFd cpidfd(int(syscall(SYS_pidfd_open, child, 0)));
+            if (!cpidfd) continue;
+            int got = int(syscall(SYS_pidfd_getfd, cpidfd.get(), lfd, 0));
+            if (got < 0) return abort_child(Error::sys("pidfd_getfd(listener)", errno));
+            out.listener.reset(got);
+            break;
+        }
+        if (out.listener) break;
+        if (now_monotonic_ns() > deadline) return abort_child(Error::msg("container setup timed out after 10 s"));
     }
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);

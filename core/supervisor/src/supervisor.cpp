@@ -5,6 +5,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/policy/syscalls.h"
+#include "moat/sandbox/container_plan.h"
 #include "moat/sandbox/landlock.h"
 #include "moat/sandbox/spawn.h"
 #include "moat/supervisor/decode.h"
@@ -66,6 +68,9 @@ struct Supervisor::Job {
     std::optional<cgroup::JobCgroup> cg;
     sandbox::Spawned proc;
     uid_t uid = 0;
+    uid_t root_uid = 0;                 // container tier: host uid of the container's root
+    std::optional<int> inner_status;    // container tier: the job's wait status, reported by moat-init
+    bool started = false;
     int64_t start_mono = 0;
     EventLoop::TimerId wall_timer = 0, sample_timer = 0;
     std::string kill_cause, kill_detail;
@@ -258,13 +263,17 @@ StartResult Supervisor::start(JobRequest req) {
             (void)job->cg->destroy();
         }
         if (job->uid) m_uids_in_use.erase(job->uid);
+        if (job->root_uid) m_uids_in_use.erase(job->root_uid);
         result.setup_error = e;
         return result;
     };
 
-    if (tier != policy::Tier::Seccomp)
-        return setup_failed(Error::msg(std::string("tier \"") + policy::tier_name(tier) +
-                                       "\" is not available in this moatd (supported: seccomp)"));
+    if (tier == policy::Tier::Vm)
+        return setup_failed(Error::msg("tier \"vm\" is not available in this moatd (supported: seccomp, container)"));
+    const bool container = tier == policy::Tier::Container;
+    if (container && m_cfg.init_exe_fd < 0)
+        return setup_failed(Error::msg("the container tier needs moat-init, which moatd did not find at start "
+                                       "(see moatd --init)"));
     if (m_jobs.size() >= m_cfg.max_jobs)
         return setup_failed(Error::msg("too many running jobs (" + std::to_string(m_cfg.max_jobs) + ")"));
     if (req.argv.empty()) return setup_failed(Error::msg("no program given"));
@@ -275,29 +284,55 @@ StartResult Supervisor::start(JobRequest req) {
     if (!exe) return setup_failed(exe.error());
     const auto& fs = pol->filesystem;
 
-    std::vector<sandbox::ExtraPath> extra;
-    for (const auto& in : req.inputs) {
-        if (in.sandbox_path != in.host_path)
-            return setup_failed(Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
-                                           ": the seccomp tier has no mount namespace, so an input is visible only "
-                                           "at its host path"));
-        extra.push_back({in.host_path, false});
-    }
-    auto ll = sandbox::build_landlock(fs, pol->network, extra);
-    if (!ll) return setup_failed(ll.error().wrap("building the Landlock ruleset"));
-    if (ll->fd) {
+    // Filesystem view: Landlock on the host's tree (seccomp tier) or a new
+    // root built from mounts (container tier).
+    sandbox::LandlockRuleset ll_storage;
+    sandbox::LandlockRuleset* ll = &ll_storage;
+    std::vector<sandbox::MountSpec> mounts;
+    if (container) {
+        if (pol->network == policy::NetworkMode::Host)
+            return setup_failed(Error::msg("network.mode = \"host\" is not supported in the container tier "
+                                           "(it always gets its own network namespace)"));
+        std::vector<sandbox::InputMount> ins;
+        for (const auto& in : req.inputs) ins.push_back({in.host_path, in.sandbox_path});
+        auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
+        if (!m) return setup_failed(m.error().wrap("planning the container's mounts"));
+        mounts = std::move(*m);
         bool covered = false;
-        for (const auto& d : fs.read_only) covered = covered || path_under(*exe, d);
-        for (const auto& d : fs.read_write) covered = covered || path_under(*exe, d);
-        char real[PATH_MAX];
-        if (!covered && realpath(exe->c_str(), real)) {
-            for (const auto& d : fs.read_only) covered = covered || path_under(real, d);
-            for (const auto& d : fs.read_write) covered = covered || path_under(real, d);
-        }
+        for (const auto& mt : mounts)
+            if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
+                covered = covered || path_under(*exe, mt.target);
         if (!covered)
             return setup_failed(Error::msg("program " + *exe +
-                                           " is outside the policy's filesystem (add its directory to "
-                                           "filesystem.read_only)"));
+                                           " is not inside any filesystem.read_only or read_write mount of the "
+                                           "container"));
+    } else {
+        std::vector<sandbox::ExtraPath> extra;
+        for (const auto& in : req.inputs) {
+            if (in.sandbox_path != in.host_path)
+                return setup_failed(Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
+                                               ": the seccomp tier has no mount namespace, so an input is visible only "
+                                               "at its host path"));
+            extra.push_back({in.host_path, false});
+        }
+        auto llr = sandbox::build_landlock(fs, pol->network, extra);
+        if (!llr) return setup_failed(llr.error().wrap("building the Landlock ruleset"));
+        ll_storage = std::move(*llr);
+        if (ll->fd) {
+            bool covered = false;
+            for (const auto& d : fs.read_only) covered = covered || path_under(*exe, d);
+            for (const auto& d : fs.read_write) covered = covered || path_under(*exe, d);
+            char real[PATH_MAX];
+            if (!covered && realpath(exe->c_str(), real)) {
+                for (const auto& d : fs.read_only) covered = covered || path_under(real, d);
+                for (const auto& d : fs.read_write) covered = covered || path_under(real, d);
+            }
+            if (!covered)
+                return setup_failed(Error::msg("program " + *exe +
+                                               " is outside the policy's filesystem (add its directory to "
+                                               "filesystem.read_only)"));
+        }
+
     }
 
     auto filter = m_filters.get(*pol);
@@ -315,26 +350,63 @@ StartResult Supervisor::start(JobRequest req) {
     if (!cg) return setup_failed(cg.error().wrap("creating the job cgroup"));
     job->cg.emplace(std::move(*cg));
 
-    sandbox::SpawnPlan plan;
-    plan.exe = *exe;
-    plan.argv = req.argv;
-    plan.env = job->rec.env;
-    plan.cwd = job->rec.cwd;
-    plan.uid = job->uid;
-    plan.gid = job->uid;
-    plan.rlimits.file_size = pol->limits.file_size_bytes;
-    plan.rlimits.open_files = pol->limits.open_files;
-    plan.rlimits.stack = pol->limits.stack_bytes;
-    plan.rlimits.core = pol->limits.core_bytes;
-    plan.rlimits.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;
-    for (int i = 0; i < 3; ++i) plan.stdio[i] = req.stdio[i].get();
-    plan.filter = &job->filter->program();
-    plan.landlock_fd = ll->fd.get();
-    plan.cgroup = &*job->cg;
+    sandbox::Rlimits rl;
+    rl.file_size = pol->limits.file_size_bytes;
+    rl.open_files = pol->limits.open_files;
+    rl.stack = pol->limits.stack_bytes;
+    rl.core = pol->limits.core_bytes;
+    rl.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
 
-    auto sp = sandbox::spawn_seccomp_job(plan);
-    if (!sp) return setup_failed(sp.error());
-    job->proc = std::move(*sp);
+    if (container) {
+        // Container root maps to its own unprivileged host uid, the job (uid
+        // 1000 inside) to another: neither is ever host root or shared.
+        auto root_uid = allocate_uid();
+        if (!root_uid) return setup_failed(root_uid.error());
+        job->root_uid = *root_uid;
+        sandbox::ContainerPlan cp;
+        cp.hostname = "job-" + std::to_string(job->id);
+        cp.loopback = pol->network == policy::NetworkMode::Loopback;
+        cp.newroot = m_cfg.newroot_dir;
+        cp.mounts = mounts;
+        cp.rlimits = rl;
+        cp.argv = req.argv;
+        cp.env = job->rec.env;
+        cp.exe = *exe;
+        cp.cwd = job->rec.cwd;
+        cp.filter = job->filter->program();
+        std::string text = cp.to_json().dump();
+        UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
+        if (!planfd || ::write(planfd.get(), text.data(), text.size()) != ssize_t(text.size()))
+            return setup_failed(Error::sys("memfd(plan)", errno));
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = m_cfg.init_exe_fd;
+        csp.plan_fd = planfd.get();
+        csp.host_root_uid = csp.host_root_gid = job->root_uid;
+        csp.host_job_uid = csp.host_job_gid = job->uid;
+        csp.inside_uid = cp.uid;
+        csp.inside_gid = cp.gid;
+        for (int i = 0; i < 3; ++i) csp.stdio[i] = req.stdio[i].get();
+        csp.cgroup = &*job->cg;
+        auto sp = sandbox::spawn_container_job(csp);
+        if (!sp) return setup_failed(sp.error());
+        job->proc = std::move(*sp);
+    } else {
+        sandbox::SpawnPlan plan;
+        plan.exe = *exe;
+        plan.argv = req.argv;
+        plan.env = job->rec.env;
+        plan.cwd = job->rec.cwd;
+        plan.uid = job->uid;
+        plan.gid = job->uid;
+        plan.rlimits = rl;
+        for (int i = 0; i < 3; ++i) plan.stdio[i] = req.stdio[i].get();
+        plan.filter = &job->filter->program();
+        plan.landlock_fd = ll->fd.get();
+        plan.cgroup = &*job->cg;
+        auto sp = sandbox::spawn_seccomp_job(plan);
+        if (!sp) return setup_failed(sp.error());
+        job->proc = std::move(*sp);
+    }
     for (auto& fd : req.stdio) fd.reset();  // the job holds them now
 
     job->rec.pid = job->proc.pid;
@@ -342,14 +414,23 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.cgroup = job->cg->describe();
     nlohmann::json info = {
         {"cgroup_version", job->cg->version() == cgroup::Version::V1 ? "v1" : "v2"},
-        {"landlock_abi", ll->abi},
-        {"landlock", ll->abi > 0 ? "enforced" : (fs.landlock == policy::LandlockMode::Off ? "off" : "unavailable")},
-        {"landlock_net", ll->net_restricted},
-        {"landlock_scoped", ll->scoped},
         {"program", *exe},
         {"spawn_us", (job->proc.ready_ns - job->proc.fork_ns) / 1000},
         {"notes", ll->notes},
     };
+    if (container) {
+        info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
+        info["hostname"] = "job-" + std::to_string(job->id);
+        info["uid_inside"] = 1000;
+        info["host_root_uid"] = job->root_uid;
+        info["network"] = policy::network_mode_name(pol->network);
+        info["landlock"] = "not used (mount namespace)";
+    } else {
+        info["landlock_abi"] = ll->abi;
+        info["landlock"] = ll->abi > 0 ? "enforced" : (fs.landlock == policy::LandlockMode::Off ? "off" : "unavailable");
+        info["landlock_net"] = ll->net_restricted;
+        info["landlock_scoped"] = ll->scoped;
+    }
     for (const auto& w : job->proc.warnings) {
         std::string note = std::string(w.step) + "(\"" + w.detail + "\") failed: " + errno_name(w.err) +
                            "; the job runs in /";
@@ -389,15 +470,17 @@ StartResult Supervisor::start(JobRequest req) {
 
 void Supervisor::on_status(Job& job) {
     auto s = sandbox::read_setup_status(job.proc.status.get());
-    for (const auto& r : s.records)
-        if (r.fatal) job.exec_failure = r;
-    if (s.eof || !s.records.empty()) {
-        if (s.eof && !job.exec_failure)
-            emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", job.proc.pid}});
-        if (s.eof) {
-            m_cfg.loop->remove_fd(job.proc.status.get());
-            job.status_registered = false;
+    for (const auto& r : s.records) {
+        if (std::string(r.step) == "exit" && !r.fatal) job.inner_status = r.err;  // moat-init: the job's wait status
+        else if (r.fatal) job.exec_failure = r;
+        else {
+            std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);
+            emit(job.id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
         }
+    }
+    if (s.eof) {
+        m_cfg.loop->remove_fd(job.proc.status.get());
+        job.status_registered = false;
     }
 }
 
@@ -449,6 +532,10 @@ void Supervisor::on_notify(Job& job) {
         // is not a decision about (racy) pointer contents.
         job.modules.forget(tid);
         job.execs = true;
+        if (!job.started) {
+            job.started = true;
+            emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", tid}});
+        }
         emit(job.id, store::EventKind::Lifecycle,
              {{"event", "exec"}, {"pid", tid}, {"path", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}});
         resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
@@ -601,6 +688,17 @@ void Supervisor::finish(Job& job) {
     flush_denials(job);
 
     store::JobRecord& r = job.rec;
+    if (job.inner_status) {
+        // Container tier: what counts is the job's status, not moat-init's.
+        int st = *job.inner_status;
+        r.exit_code.reset();
+        r.signal.reset();
+        if (WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
+        else if (WIFSIGNALED(st)) r.signal = WTERMSIG(st);
+    } else if (job.exec_failure) {
+        r.exit_code.reset();
+        r.signal.reset();
+    }
     r.state = "finished";
     r.ended_ns = now_realtime_ns();
     r.resources.cpu_time_ns = job.cpu_ns;
@@ -658,6 +756,7 @@ void Supervisor::finish(Job& job) {
             fprintf(stderr, "moatd: job %lld: %s\n", (long long)job.id, d.error().message.c_str());
     }
     m_uids_in_use.erase(job.uid);
+    if (job.root_uid) m_uids_in_use.erase(job.root_uid);
     auto cb = std::move(job.on_finished);
     store::JobRecord copy = r;
     m_jobs.erase(job.id);  // `job` is gone after this line

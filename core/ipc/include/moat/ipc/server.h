@@ -66,9 +66,9 @@ private:
     uint64_t m_next_client = 1;
     EventLoop::TimerId m_tick = 0;
 
-    // Reads of the store (show, jobs, events, policies) happen on this worker so
+    // Reads of the store (show, jobs, events, policies, policy) happen on this worker so
     // a large query never stalls the loop that answers the jobs' syscalls. The
-    // short writes of `run` (put_policy, create_job) stay on the loop.
+    // short writes of `run` and `policy_put` (put_policy, create_job) stay on the loop.
     std::thread m_worker;
     std::mutex m_mu;
     std::condition_variable m_cv;

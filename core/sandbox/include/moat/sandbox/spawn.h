@@ -68,3 +68,31 @@ struct SetupStatus {
 SetupStatus read_setup_status(int fd);
 
 }  // namespace moat::sandbox
+
+namespace moat::sandbox {
+
+// The container tier: moatd clones a child into new user, mount, pid, network,
+// ipc and uts namespaces, writes its uid/gid maps, places it in the job cgroup
+// and lets it exec the stage-2 helper (moat-init), which builds the root from
+// the plan, becomes pid 1 (init) and starts the job. See container_init.h.
+struct ContainerSpawnPlan {
+    int init_exe_fd = -1;        // moat-init, opened by moatd at start
+    int plan_fd = -1;            // memfd holding the plan JSON (becomes fd 3 of moat-init)
+    uid_t host_root_uid = 0;     // container root maps here (never 0)
+    uid_t host_job_uid = 0;      // the job's uid inside maps here
+    gid_t host_root_gid = 0, host_job_gid = 0;
+    uint32_t inside_uid = 1000, inside_gid = 1000;
+    int stdio[3] = {-1, -1, -1};
+    const cgroup::JobCgroup* cgroup = nullptr;
+};
+
+// fd numbers moat-init finds its inputs at.
+inline constexpr int kInitPlanFd = 3;
+inline constexpr int kInitStatusFd = 4;
+
+// On return the job (a grandchild: moatd -> init -> job) is blocked in its
+// first execve() with its listener copied into `listener`; `pid`/`pidfd` are
+// init's. Setup failures before that are returned as errors.
+Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan);
+
+}  // namespace moat::sandbox

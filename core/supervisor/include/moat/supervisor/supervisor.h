@@ -31,6 +31,11 @@ struct Config {
     uint32_t uid_count = 65536;
     uint64_t coalesce_window_ns = 200'000'000;  // identical denials within it share one row
     size_t max_jobs = 1024;
+    // Container tier: moat-init (opened once by moatd; -1 = tier unavailable)
+    // and an empty host directory the job's root tmpfs is mounted on (inside
+    // each job's own mount namespace, so all jobs share it).
+    int init_exe_fd = -1;
+    std::string newroot_dir = "/run/moat/newroot";
 };
 
 struct InputFile {

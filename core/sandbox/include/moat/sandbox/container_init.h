@@ -1,0 +1,9 @@
+#pragma once
+// moat-init: the container tier's stage-2 helper. It starts as root of a fresh
+// user namespace (mapped to an unprivileged host uid) inside new mount, pid,
+// network, ipc and uts namespaces, reads its plan from fd 3, builds the job's
+// root, becomes the namespace's pid 1, and starts the job. Failures are
+// reported on fd 4 as SetupRecords naming the step, the path and the errno.
+namespace moat::sandbox {
+int container_init_main();
+}

@@ -1,0 +1,373 @@
+#include "moat/sandbox/container_init.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "moat/common/fd.h"
+#include "moat/sandbox/container_plan.h"
+#include "moat/sandbox/spawn.h"
+
+namespace moat::sandbox {
+
+namespace {
+
+// A failed step: reported to moatd and the helper exits 125.
+[[noreturn]] void die(const char* step, int err, const std::string& detail) {
+    SetupRecord rec{};
+    snprintf(rec.step, sizeof rec.step, "%s", step);
+    rec.err = err;
+    rec.fatal = 1;
+    snprintf(rec.detail, sizeof rec.detail, "%s", detail.c_str());
+    (void)!write(kInitStatusFd, &rec, sizeof rec);
+    _exit(125);
+}
+
+void report(const char* step, int err, int fatal, const std::string& detail) {
+    SetupRecord rec{};
+    snprintf(rec.step, sizeof rec.step, "%s", step);
+    rec.err = err;
+    rec.fatal = fatal;
+    snprintf(rec.detail, sizeof rec.detail, "%s", detail.c_str());
+    (void)!write(kInitStatusFd, &rec, sizeof rec);
+}
+
+int sys_open_tree(int dfd, const char* path, unsigned flags) { return int(syscall(SYS_open_tree, dfd, path, flags)); }
+int sys_move_mount(int from, const char* fp, int to, const char* tp, unsigned flags) {
+    return int(syscall(SYS_move_mount, from, fp, to, tp, flags));
+}
+int sys_mount_setattr(int dfd, const char* path, unsigned flags, mount_attr* a) {
+    return int(syscall(SYS_mount_setattr, dfd, path, flags, a, sizeof *a));
+}
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+ContainerPlan read_plan() {
+    std::string text;
+    char buf[65536];
+    off_t off = 0;
+    for (;;) {
+        ssize_t n = pread(kInitPlanFd, buf, sizeof buf, off);
+        if (n < 0) die("read(plan)", errno, "");
+        if (n == 0) break;
+        text.append(buf, size_t(n));
+        off += n;
+        if (text.size() > (16u << 20)) die("read(plan)", EFBIG, "plan larger than 16 MiB");
+    }
+    close(kInitPlanFd);
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded()) die("parse(plan)", EINVAL, "not JSON");
+    auto p = ContainerPlan::from_json(j);
+    if (!p) die("parse(plan)", EINVAL, p.error().message);
+    return std::move(*p);
+}
+
+// Opens (creating as needed) the mount point `target` below the root fd,
+// component by component, never following a symlink: whatever an earlier
+// bind mount brought in, a mount can only land inside the job's root.
+UniqueFd make_target(int rootfd, const std::string& target, bool dir) {
+    UniqueFd cur(fcntl(rootfd, F_DUPFD_CLOEXEC, 0));
+    size_t i = 1;
+    while (i <= target.size()) {
+        size_t j = target.find('/', i);
+        bool last = j == std::string::npos;
+        if (last) j = target.size();
+        std::string comp = target.substr(i, j - i);
+        i = j + 1;
+        if (comp.empty()) continue;
+        if (!last || dir) {
+            int fd = openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT) {
+                if (mkdirat(cur.get(), comp.c_str(), 0755) < 0 && errno != EEXIST)
+                    die("mkdir(mount point)", errno, target);
+                fd = openat(cur.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            }
+            if (fd < 0) die("open(mount point)", errno, target);
+            cur.reset(fd);
+        } else {
+            int fd = openat(cur.get(), comp.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (fd >= 0) close(fd);
+            else if (errno != EEXIST && errno != EISDIR && errno != EROFS && errno != EACCES)
+                die("create(mount point)", errno, target);
+            fd = openat(cur.get(), comp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0) die("open(mount point)", errno, target);
+            struct stat st{};
+            if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) die("mount point is not a regular file", ENOTDIR, target);
+            cur.reset(fd);
+        }
+    }
+    return cur;
+}
+
+void bind(int rootfd, const MountSpec& m) {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    UniqueFd src(int(syscall(SYS_openat2, AT_FDCWD, m.source.c_str(), &how, sizeof how)));
+    if (!src) die("open(mount source)", errno, m.source);
+    struct stat st{};
+    if (fstat(src.get(), &st) < 0) die("fstat(mount source)", errno, m.source);
+    const bool dir = S_ISDIR(st.st_mode);
+    if (!dir && !S_ISREG(st.st_mode)) die("mount source is neither a directory nor a file", EINVAL, m.source);
+    UniqueFd tgt = make_target(rootfd, m.target, dir);
+    UniqueFd tree(sys_open_tree(src.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
+    if (!tree) die("open_tree(mount source)", errno, m.source);
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (m.kind == MountSpec::Kind::BindRo) attr.attr_set |= MOUNT_ATTR_RDONLY;
+    // AT_RECURSIVE: every mount below the source becomes read-only too, not
+    // just the top one (a classic hole with MS_REMOUNT|MS_BIND|MS_RDONLY).
+    if (sys_mount_setattr(tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0)
+        die("mount_setattr(ro,nosuid,nodev)", errno, m.source);
+    if (sys_move_mount(tree.get(), "", tgt.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        die("move_mount", errno, m.source + " -> " + m.target);
+    if (m.kind == MountSpec::Kind::BindRo) {
+        struct statvfs sv{};
+        if (fstatvfs(tree.get(), &sv) < 0 || !(sv.f_flag & ST_RDONLY))
+            die("verify read-only mount", EPERM, m.target);
+    }
+}
+
+void mount_tmpfs(int rootfd, const std::string& target, uint64_t size, const char* mode, unsigned long extra) {
+    UniqueFd tgt = make_target(rootfd, target, true);
+    std::string opts = "size=" + std::to_string(size) + ",mode=" + mode;
+    if (mount("tmpfs", fd_path(tgt.get()).c_str(), "tmpfs", MS_NOSUID | MS_NODEV | extra, opts.c_str()) < 0)
+        die("mount(tmpfs)", errno, target);
+}
+
+void symlink_in_root(int rootfd, const MountSpec& m) {
+    auto slash = m.target.rfind('/');
+    std::string parent = slash == 0 ? "/" : m.target.substr(0, slash);
+    std::string name = m.target.substr(slash + 1);
+    UniqueFd dir = parent == "/" ? UniqueFd(fcntl(rootfd, F_DUPFD_CLOEXEC, 0)) : make_target(rootfd, parent, true);
+    if (symlinkat(m.source.c_str(), dir.get(), name.c_str()) < 0 && errno != EEXIST)
+        die("symlink", errno, m.target + " -> " + m.source);
+}
+
+void step_mounts(int rootfd, const ContainerPlan& p) {
+    for (const auto& m : p.mounts) {
+        switch (m.kind) {
+            case MountSpec::Kind::BindRo:
+            case MountSpec::Kind::BindRw: bind(rootfd, m); break;
+            case MountSpec::Kind::Tmpfs: mount_tmpfs(rootfd, m.target, m.size, "1777", 0); break;
+            case MountSpec::Kind::Symlink: symlink_in_root(rootfd, m); break;
+        }
+    }
+}
+
+void step_dev(int rootfd) {
+    // A minimal /dev: the harmless character devices, bound from the host (a
+    // user namespace cannot mknod), and the usual /proc/self/fd links. No tty.
+    mount_tmpfs(rootfd, "/dev", 256 * 1024, "0755", MS_NOEXEC);
+    for (const char* d : {"null", "zero", "full", "random", "urandom"}) {
+        std::string target = std::string("/dev/") + d;
+        UniqueFd tgt = make_target(rootfd, target, false);
+        UniqueFd tree(sys_open_tree(AT_FDCWD, target.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+        if (!tree) die("open_tree(/dev)", errno, target);
+        if (sys_move_mount(tree.get(), "", tgt.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            die("move_mount(/dev)", errno, target);
+    }
+    UniqueFd dev = make_target(rootfd, "/dev", true);
+    struct { const char* name; const char* to; } links[] = {
+        {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}};
+    for (auto& l : links)
+        if (symlinkat(l.to, dev.get(), l.name) < 0) die("symlink(/dev)", errno, l.name);
+    if (mount(nullptr, fd_path(dev.get()).c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) < 0)
+        die("remount(/dev, ro)", errno, "/dev");
+}
+
+void step_proc(int rootfd) {
+    // proc of the new pid namespace: we are its pid 1.
+    UniqueFd tgt = make_target(rootfd, "/proc", true);
+    if (mount("proc", fd_path(tgt.get()).c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
+        die("mount(proc)", errno, "/proc");
+    UniqueFd proc(openat(rootfd, "proc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!proc) die("open(/proc)", errno, "/proc");
+    for (const auto& path : proc_masked_paths()) {
+        std::string rel = path.substr(6);  // strip "/proc/"
+        UniqueFd fd(openat(proc.get(), rel.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) continue;  // not present on this kernel
+        struct stat st{};
+        fstat(fd.get(), &st);
+        if (S_ISDIR(st.st_mode)) {
+            if (mount("tmpfs", fd_path(fd.get()).c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      "size=4096,mode=0") < 0)
+                die("mask(/proc dir)", errno, path);
+        } else {
+            UniqueFd tree(sys_open_tree(AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+            if (!tree || sys_move_mount(tree.get(), "", fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                die("mask(/proc file)", errno, path);
+        }
+    }
+    for (const auto& path : proc_readonly_paths()) {
+        std::string rel = path.substr(6);
+        UniqueFd tree(sys_open_tree(proc.get(), rel.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+        if (!tree) continue;
+        mount_attr attr{};
+        attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        if (sys_mount_setattr(tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) die("mount_setattr(/proc ro)", errno, path);
+        UniqueFd at(openat(proc.get(), rel.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!at || sys_move_mount(tree.get(), "", at.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            die("move_mount(/proc ro)", errno, path);
+    }
+}
+
+void step_pivot_root(const std::string& newroot) {
+    if (chdir(newroot.c_str()) < 0) die("chdir(new root)", errno, newroot);
+    // pivot_root(".", "."): the old root ends up on top of the new one and is
+    // detached right away; nothing of the host's tree stays reachable.
+    if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root", errno, newroot);
+    if (umount2(".", MNT_DETACH) < 0) die("umount2(old root)", errno, "/");
+    if (chdir("/") < 0) die("chdir(/)", errno, "/");
+    if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) < 0)
+        die("remount(/, ro)", errno, "/");
+}
+
+void step_network(bool loopback) {
+    if (!loopback) return;  // `none`: the new namespace's lo stays down
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) die("socket(AF_INET)", errno, "lo");
+    ifreq ifr{};
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) die("ioctl(SIOCGIFFLAGS)", errno, "lo");
+    ifr.ifr_flags = short(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) die("ioctl(SIOCSIFFLAGS)", errno, "lo");
+    close(s);
+}
+
+[[noreturn]] void job_main(const ContainerPlan& p) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    setsid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl(PDEATHSIG)", errno, "");
+    struct { int res; uint64_t v; const char* name; } lims[] = {
+        {RLIMIT_FSIZE, p.rlimits.file_size, "setrlimit(RLIMIT_FSIZE)"},
+        {RLIMIT_NOFILE, p.rlimits.open_files, "setrlimit(RLIMIT_NOFILE)"},
+        {RLIMIT_STACK, p.rlimits.stack, "setrlimit(RLIMIT_STACK)"},
+        {RLIMIT_CORE, p.rlimits.core, "setrlimit(RLIMIT_CORE)"},
+    };
+    for (auto& l : lims) {
+        rlimit rl{rlim_t(l.v), rlim_t(l.v)};
+        if (setrlimit(l.res, &rl) < 0) die(l.name, errno, "");
+    }
+    if (p.rlimits.cpu_seconds) {
+        rlimit rl{rlim_t(p.rlimits.cpu_seconds), rlim_t(p.rlimits.cpu_seconds + 1)};
+        setrlimit(RLIMIT_CPU, &rl);
+    }
+    // Capabilities inside the user namespace go too: bounding set first (needs
+    // CAP_SETPCAP), then the uid switch clears the rest.
+    for (int cap = 0; cap <= 63; ++cap) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    if (setgroups(0, nullptr) < 0) die("setgroups(0)", errno, "");
+    if (setresgid(p.gid, p.gid, p.gid) < 0) die("setresgid", errno, std::to_string(p.gid));
+    if (setresuid(p.uid, p.uid, p.uid) < 0) die("setresuid", errno, std::to_string(p.uid));
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl(PDEATHSIG)", errno, "");  // cleared by setresuid
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capset, &hdr, data) < 0) die("capset(0)", errno, "");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("prctl(NO_NEW_PRIVS)", errno, "");
+    if (chdir(p.cwd.c_str()) < 0) {
+        report("chdir", errno, 0, p.cwd);
+        if (chdir("/") < 0) die("chdir(/)", errno, "/");
+    }
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0) die("close_range", errno, "");
+    std::vector<char*> argv, envp;
+    for (const auto& s : p.argv) argv.push_back(const_cast<char*>(s.c_str()));
+    argv.push_back(nullptr);
+    for (const auto& s : p.env) envp.push_back(const_cast<char*>(s.c_str()));
+    envp.push_back(nullptr);
+    sock_fprog prog{(unsigned short)p.filter.size(), const_cast<sock_filter*>(p.filter.data())};
+    // Last step: from here every syscall is judged; the first execve waits for moatd.
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
+        die("seccomp(SET_MODE_FILTER)", errno, "");
+    execve(p.exe.c_str(), argv.data(), envp.data());
+    die("execve", errno, p.exe);
+}
+
+[[noreturn]] void init_loop(pid_t job) {
+    // pid 1 of the namespace: reap everything, forward termination signals to
+    // the job, report the job's wait status, then end the namespace.
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+    for (;;) {
+        siginfo_t si{};
+        int sig = sigwaitinfo(&set, &si);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            kill(job, sig);
+            continue;
+        }
+        for (;;) {
+            int status = 0;
+            pid_t w = waitpid(-1, &status, WNOHANG);
+            if (w <= 0) break;
+            if (w == job) {
+                SetupRecord rec{};
+                snprintf(rec.step, sizeof rec.step, "exit");
+                rec.err = status;  // the raw wait status
+                rec.fatal = 0;
+                (void)!write(kInitStatusFd, &rec, sizeof rec);
+                kill(-1, SIGKILL);  // everything else in the namespace
+                while (waitpid(-1, nullptr, 0) > 0) {}
+                _exit(0);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+int container_init_main() {
+    fcntl(kInitStatusFd, F_SETFD, FD_CLOEXEC);
+    fcntl(kInitPlanFd, F_SETFD, FD_CLOEXEC);
+    if (getpid() != 1) die("moat-init", EINVAL, "must be pid 1 of a new pid namespace (started by moatd)");
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl(PDEATHSIG)", errno, "");
+    ContainerPlan plan = read_plan();
+    // Now inside the job's cgroup (moatd moved us): root the cgroup namespace here.
+    if (unshare(CLONE_NEWCGROUP) < 0) die("unshare(CLONE_NEWCGROUP)", errno, "");
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) die("mount(/, MS_PRIVATE)", errno, "/");
+    std::string opts = "size=" + std::to_string(plan.root_size) + ",mode=0755";
+    if (mount("tmpfs", plan.newroot.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0)
+        die("mount(root tmpfs)", errno, plan.newroot);
+    UniqueFd root(open(plan.newroot.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root) die("open(new root)", errno, plan.newroot);
+    step_mounts(root.get(), plan);
+    step_dev(root.get());
+    step_proc(root.get());
+    step_pivot_root(plan.newroot);
+    if (sethostname(plan.hostname.data(), plan.hostname.size()) < 0) die("sethostname", errno, plan.hostname);
+    step_network(plan.loopback);
+
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    pid_t job = fork();
+    if (job < 0) die("fork(job)", errno, "");
+    if (job == 0) job_main(plan);
+    init_loop(job);
+}
+
+}  // namespace moat::sandbox

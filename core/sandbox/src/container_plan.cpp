@@ -1,0 +1,177 @@
+#include "moat/sandbox/container_plan.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace moat::sandbox {
+
+namespace {
+
+const char* kind_name(MountSpec::Kind k) {
+    switch (k) {
+        case MountSpec::Kind::BindRo: return "bind-ro";
+        case MountSpec::Kind::BindRw: return "bind-rw";
+        case MountSpec::Kind::Tmpfs: return "tmpfs";
+        case MountSpec::Kind::Symlink: return "symlink";
+    }
+    return "?";
+}
+
+int depth(const std::string& p) { return int(std::count(p.begin(), p.end(), '/')) - (p == "/" ? 1 : 0); }
+
+bool valid_abs(const std::string& p) {
+    if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string::npos) return false;
+    // no "." or ".." components, no empty components
+    size_t i = 1;
+    while (i <= p.size()) {
+        size_t j = p.find('/', i);
+        if (j == std::string::npos) j = p.size();
+        std::string c = p.substr(i, j - i);
+        if ((c.empty() && p != "/") || c == "." || c == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
+}  // namespace
+
+const std::vector<std::string>& proc_masked_paths() {
+    static const std::vector<std::string> v = {"/proc/acpi",       "/proc/asound",      "/proc/kcore",
+                                               "/proc/keys",       "/proc/latency_stats", "/proc/timer_list",
+                                               "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                                               "/proc/interrupts", "/proc/kallsyms"};
+    return v;
+}
+
+const std::vector<std::string>& proc_readonly_paths() {
+    static const std::vector<std::string> v = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                               "/proc/sysrq-trigger"};
+    return v;
+}
+
+nlohmann::json ContainerPlan::to_json() const {
+    nlohmann::json m = nlohmann::json::array();
+    for (const auto& x : mounts)
+        m.push_back({{"kind", kind_name(x.kind)}, {"source", x.source}, {"target", x.target}, {"size", x.size}});
+    nlohmann::json f = nlohmann::json::array();
+    for (const auto& i : filter) f.push_back({i.code, i.jt, i.jf, i.k});
+    return {{"hostname", hostname},
+            {"loopback", loopback},
+            {"newroot", newroot},
+            {"root_size", root_size},
+            {"mounts", m},
+            {"uid", uid},
+            {"gid", gid},
+            {"rlimits",
+             {rlimits.file_size, rlimits.open_files, rlimits.stack, rlimits.core, rlimits.cpu_seconds}},
+            {"argv", argv},
+            {"env", env},
+            {"exe", exe},
+            {"cwd", cwd},
+            {"filter", f}};
+}
+
+Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
+    // The plan comes from moatd, but it is still parsed defensively: a bad plan
+    // is a clear setup error, never undefined behaviour.
+    try {
+        ContainerPlan p;
+        p.hostname = j.at("hostname").get<std::string>();
+        p.loopback = j.at("loopback").get<bool>();
+        p.newroot = j.at("newroot").get<std::string>();
+        p.root_size = j.at("root_size").get<uint64_t>();
+        for (const auto& m : j.at("mounts")) {
+            MountSpec s;
+            std::string k = m.at("kind").get<std::string>();
+            if (k == "bind-ro") s.kind = MountSpec::Kind::BindRo;
+            else if (k == "bind-rw") s.kind = MountSpec::Kind::BindRw;
+            else if (k == "tmpfs") s.kind = MountSpec::Kind::Tmpfs;
+            else if (k == "symlink") s.kind = MountSpec::Kind::Symlink;
+            else return fail("plan: unknown mount kind " + k);
+            s.source = m.at("source").get<std::string>();
+            s.target = m.at("target").get<std::string>();
+            s.size = m.at("size").get<uint64_t>();
+            if (!valid_abs(s.target)) return fail("plan: bad mount target " + s.target);
+            p.mounts.push_back(std::move(s));
+        }
+        p.uid = j.at("uid").get<uint32_t>();
+        p.gid = j.at("gid").get<uint32_t>();
+        auto r = j.at("rlimits");
+        if (!r.is_array() || r.size() != 5) return fail("plan: bad rlimits");
+        p.rlimits = {r[0].get<uint64_t>(), r[1].get<uint64_t>(), r[2].get<uint64_t>(), r[3].get<uint64_t>(),
+                     r[4].get<uint64_t>()};
+        p.argv = j.at("argv").get<std::vector<std::string>>();
+        p.env = j.at("env").get<std::vector<std::string>>();
+        p.exe = j.at("exe").get<std::string>();
+        p.cwd = j.at("cwd").get<std::string>();
+        for (const auto& i : j.at("filter")) {
+            if (!i.is_array() || i.size() != 4) return fail("plan: bad filter instruction");
+            p.filter.push_back(sock_filter{i[0].get<uint16_t>(), i[1].get<uint8_t>(), i[2].get<uint8_t>(),
+                                           i[3].get<uint32_t>()});
+        }
+        if (p.filter.empty() || p.filter.size() > 4096) return fail("plan: filter size out of range");
+        if (p.argv.empty() || p.exe.empty()) return fail("plan: no program");
+        if (p.uid == 0 || p.gid == 0) return fail("plan: the job may not run as uid/gid 0 inside");
+        return p;
+    } catch (const nlohmann::json::exception& e) {
+        return fail(std::string("plan: ") + e.what());
+    }
+}
+
+Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_only,
+                                           const std::vector<std::string>& read_write,
+                                           const std::vector<std::string>& tmpfs, uint64_t tmpfs_size,
+                                           const std::vector<InputMount>& inputs) {
+    std::vector<MountSpec> out;
+    auto add_bind = [&](const std::string& path, const std::string& target, bool rw) -> Result<void> {
+        if (!valid_abs(path) || !valid_abs(target)) return fail("not a normalised absolute path: " + path);
+        // Look at each component on the host: only the last may be a symlink.
+        std::string cur;
+        size_t i = 1;
+        while (i <= path.size()) {
+            size_t j = path.find('/', i);
+            if (j == std::string::npos) j = path.size();
+            cur = path.substr(0, j);
+            struct stat st{};
+            if (lstat(cur.c_str(), &st) < 0) return fail_sys("mount source lstat(\"" + cur + "\")", errno);
+            if (S_ISLNK(st.st_mode)) {
+                if (j != path.size())
+                    return fail("mount source " + path + " passes through the symlink " + cur +
+                                "; name the real path so no link can redirect the mount");
+                char buf[4096];
+                ssize_t n = readlink(cur.c_str(), buf, sizeof buf - 1);
+                if (n <= 0) return fail_sys("readlink(\"" + cur + "\")", errno);
+                // Recreated inside the root: it resolves there, against what the policy mounted.
+                out.push_back({MountSpec::Kind::Symlink, std::string(buf, size_t(n)), target, 0});
+                return {};
+            }
+            i = j + 1;
+        }
+        out.push_back({rw ? MountSpec::Kind::BindRw : MountSpec::Kind::BindRo, path, target, 0});
+        return {};
+    };
+    for (const auto& p : read_only)
+        if (auto r = add_bind(p, p, false); !r) return std::unexpected(r.error());
+    for (const auto& p : read_write)
+        if (auto r = add_bind(p, p, true); !r) return std::unexpected(r.error());
+    for (const auto& p : tmpfs) {
+        if (!valid_abs(p)) return fail("not a normalised absolute path: " + p);
+        out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
+    }
+    for (const auto& in : inputs)
+        if (auto r = add_bind(in.host, in.sandbox, false); !r) return std::unexpected(r.error());
+    for (size_t a = 0; a < out.size(); ++a)
+        for (size_t b = a + 1; b < out.size(); ++b)
+            if (out[a].target == out[b].target) return fail("two mounts at " + out[a].target);
+    // Parent before child: a read-only bind inside a tmpfs lands on top of it and stays read-only.
+    std::stable_sort(out.begin(), out.end(), [](const MountSpec& x, const MountSpec& y) {
+        int dx = depth(x.target), dy = depth(y.target);
+        return dx != dy ? dx < dy : x.target < y.target;
+    });
+    return out;
+}
+
+}  // namespace moat::sandbox

@@ -1,0 +1,36 @@
+#pragma once
+// One live resource series of a job (CPU %, memory, pids) against its limit,
+// over a rolling window, fed from the job's `resource` events.
+#include <QString>
+
+#include <qcustomplot.h>
+
+namespace moat::ui {
+
+class ResourceChart final : public QCustomPlot {
+    Q_OBJECT
+public:
+    // scale divides values for display (e.g. 1 MiB), unit labels the axis.
+    ResourceChart(const QString& title, const QString& unit, double scale, QWidget* parent = nullptr);
+
+    void clear();
+    void setTitle(const QString& title) { m_title->setText(title); }
+    // t: seconds since the job started. limit <= 0: no limit line.
+    void addSample(double t, double value, double limit);
+    // Redraws with the x-range following the newest sample.
+    void refresh();
+    void setWindowSeconds(double s) { m_window = s; }
+    int sampleCount() const;
+
+private:
+    QCPGraph* m_value = nullptr;
+    QCPGraph* m_limit = nullptr;
+    QCPTextElement* m_title = nullptr;
+    double m_scale;
+    double m_window = 300;
+    double m_lastT = 0;
+    double m_maxValue = 0;
+    double m_lastLimit = 0;
+};
+
+}  // namespace moat::ui

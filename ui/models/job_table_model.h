@@ -1,0 +1,96 @@
+#pragma once
+// The job list, polled from moatd's `jobs` op (newest first). Refreshes are
+// merged row by row (insert/remove/dataChanged), never reset, so the selection
+// and scroll position survive every poll. Live figures of running jobs come
+// from the `resource` events the model tails (all jobs, one request per tick).
+#include <QAbstractTableModel>
+#include <QTimer>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace moat::ui {
+
+class Backend;
+
+struct JobRow {
+    int64_t id = 0;
+    std::string tier;
+    std::vector<std::string> argv;
+    std::string policyName;
+    int policyVersion = 0;
+    std::string policySha;
+    std::string state;
+    int64_t startedNs = 0;
+    std::optional<int64_t> endedNs;
+    std::optional<int> exitCode;
+    std::optional<int> signal;
+    std::string cause;
+    std::string detail;
+    uint64_t cpuTimeNs = 0;
+    uint64_t peakMemory = 0;
+    uint64_t peakPids = 0;
+    uint64_t denials = 0;
+    nlohmann::json json;  // the whole job object, for the detail pane
+
+    // Latest resource sample (running jobs).
+    bool hasSample = false;
+    double cpuPercent = 0;
+    uint64_t memory = 0;
+    uint64_t memoryLimit = 0;
+    uint64_t pids = 0;
+    uint64_t pidsLimit = 0;
+
+    static JobRow fromJson(const nlohmann::json& j);
+    bool running() const { return state == "running"; }
+    bool sameData(const JobRow& o) const { return json == o.json; }
+};
+
+class JobTableModel final : public QAbstractTableModel {
+    Q_OBJECT
+public:
+    enum Column { Id, Policy, Tier, State, Started, Duration, Cpu, Memory, Pids, Denials, Result, ColumnCount };
+    static constexpr int kIdRole = Qt::UserRole + 1;
+
+    explicit JobTableModel(Backend* backend, QObject* parent = nullptr);
+
+    int rowCount(const QModelIndex& parent = {}) const override;
+    int columnCount(const QModelIndex& parent = {}) const override;
+    QVariant data(const QModelIndex& index, int role = Qt::DisplayRole) const override;
+    QVariant headerData(int section, Qt::Orientation o, int role = Qt::DisplayRole) const override;
+
+    // Polls every intervalMs; 0 stops polling.
+    void setPollInterval(int intervalMs);
+    void refresh();
+    // Merges a `jobs` answer (newest first). Public for tests.
+    void applyJobs(const nlohmann::json& jobs);
+    void applyResourceEvents(const nlohmann::json& events);
+
+    const JobRow* job(int row) const;
+    const JobRow* jobById(int64_t id) const;
+    int rowOfId(int64_t id) const;
+    // For the event filter's `policy=` term.
+    QString policyOfJob(int64_t id) const;
+
+signals:
+    void refreshed();
+    void failed(const QString& message);
+
+private:
+    void pollResources();
+    QString resultText(const JobRow& j) const;
+
+    Backend* m_backend;
+    std::vector<JobRow> m_rows;  // newest first, ids strictly decreasing
+    QTimer m_timer;
+    bool m_jobsInFlight = false;
+    bool m_resInFlight = false;
+    int64_t m_resCursor = 0;  // last resource event id seen
+    int m_limit = 500;
+};
+
+}  // namespace moat::ui

@@ -1,0 +1,93 @@
+#include "views/denial_detail.h"
+
+#include <cstring>
+
+#include "models/format.h"
+#include "moat/common/error.h"
+#include "moat/policy/lint.h"
+
+namespace moat::ui {
+
+using nlohmann::json;
+
+namespace {
+
+QString esc(const std::string& s) { return QString::fromStdString(s).toHtmlEscaped(); }
+
+QString valueText(const json& v) {
+    if (v.is_null()) return QStringLiteral("<i>null</i>");
+    if (v.is_string()) return esc(v.get<std::string>());
+    return esc(v.dump());
+}
+
+QString row(const QString& key, const QString& value) {
+    return QStringLiteral("<tr><td style='padding-right:12px; white-space:nowrap'><b>%1</b></td><td>%2</td></tr>").arg(key, value);
+}
+
+QString actionText(const std::string& action) {
+    QString t = esc(action);
+    if (action.rfind("errno:", 0) == 0) {
+        const int e = moat::errno_from_name(action.substr(6));
+        if (e > 0) t += QStringLiteral(" — the call failed with “%1”").arg(QString::fromLocal8Bit(strerror(e)).toHtmlEscaped());
+    } else if (action == "kill-process" || action == "kill-thread") {
+        t += QStringLiteral(" — the job was killed");
+    } else if (action == "log") {
+        t += QStringLiteral(" — recorded, and the call ran");
+    }
+    return t;
+}
+
+}  // namespace
+
+QString eventDetailHtml(const json& e) {
+    if (!e.is_object()) return {};
+    const std::string kind = e.value("kind", std::string());
+    QString h = QStringLiteral("<table cellspacing='2'>");
+    const QString when = formatTimeNs(parseRfc3339Ns(e.value("time", std::string())).value_or(0), true);
+    if (kind == "denial") {
+        const std::string sc = e.value("syscall", std::string("?"));
+        h = QStringLiteral("<h3 style='margin:0'>Denied %1</h3>").arg(esc(sc)) + h;
+        h += row(QStringLiteral("Event"), QStringLiteral("#%1, job %2, %3").arg(e.value("id", int64_t(0))).arg(e.value("job", int64_t(0))).arg(when));
+        h += row(QStringLiteral("Syscall"), QStringLiteral("%1 (nr %2, %3)")
+                                               .arg(esc(sc))
+                                               .arg(e.value("nr", -1))
+                                               .arg(esc(e.value("arch", std::string()))));
+        h += row(QStringLiteral("Action"), actionText(e.value("action", std::string())));
+        h += row(QStringLiteral("Rule"), esc(e.value("rule", std::string())));
+        if (e.contains("decoded") && !e["decoded"].is_null())
+            h += row(QStringLiteral("Decoded"), QStringLiteral("<tt>%1</tt>").arg(valueText(e["decoded"])));
+        h += row(QStringLiteral("Module"), e.contains("module") && !e["module"].is_null()
+                                                ? QStringLiteral("<tt>%1</tt>").arg(valueText(e["module"]))
+                                                : QStringLiteral("<i>unknown</i>"));
+        h += row(QStringLiteral("IP"), QStringLiteral("<tt>%1</tt>").arg(valueText(e.value("ip", json()))));
+        h += row(QStringLiteral("PID"), QString::number(e.value("pid", int64_t(-1))));
+        if (auto it = e.find("args"); it != e.end() && it->is_array()) {
+            QStringList args;
+            int i = 0;
+            for (const auto& a : *it) {
+                const uint64_t v = a.is_number_unsigned() ? a.get<uint64_t>()
+                                   : a.is_number_integer() ? uint64_t(a.get<int64_t>())
+                                                           : 0;
+                args << QStringLiteral("arg%1 = 0x%2 (%3)").arg(i++).arg(v, 0, 16).arg(v);
+            }
+            h += row(QStringLiteral("Arguments"), QStringLiteral("<tt>%1</tt>").arg(args.join(QStringLiteral("<br>"))));
+        }
+        if (e.value("count", 1) > 1)
+            h += row(QStringLiteral("Count"), QStringLiteral("%1 identical denials coalesced").arg(e.value("count", 1)));
+        if (e.contains("reason")) h += row(QStringLiteral("Reason"), valueText(e["reason"]));
+        const std::string risk = moat::policy::risk_of(sc);
+        h += row(QStringLiteral("Risk"), risk.empty() ? QStringLiteral("not on lint's list of risky syscalls")
+                                                      : QStringLiteral("<span style='color:#c62828'>%1</span>").arg(esc(risk)));
+    } else {
+        h = QStringLiteral("<h3 style='margin:0'>%1 event</h3>").arg(esc(kind)) + h;
+        h += row(QStringLiteral("Event"), QStringLiteral("#%1, job %2, %3").arg(e.value("id", int64_t(0))).arg(e.value("job", int64_t(0))).arg(when));
+        for (auto it = e.begin(); it != e.end(); ++it) {
+            const std::string& k = it.key();
+            if (k == "id" || k == "job" || k == "time" || k == "kind") continue;
+            h += row(esc(k), valueText(it.value()));
+        }
+    }
+    return h + QStringLiteral("</table>");
+}
+
+}  // namespace moat::ui

@@ -1,0 +1,253 @@
+#include "views/job_detail_view.h"
+
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QPushButton>
+#include <QSplitter>
+#include <QTableView>
+#include <QVBoxLayout>
+
+#include "backend/backend.h"
+#include "charts/resource_chart.h"
+#include "models/event_table_model.h"
+#include "models/format.h"
+#include "models/job_table_model.h"
+
+namespace moat::ui {
+
+using nlohmann::json;
+
+namespace {
+QLabel* valueLabel() {
+    auto* l = new QLabel;
+    l->setTextInteractionFlags(Qt::TextSelectableByMouse | Qt::LinksAccessibleByMouse);
+    l->setWordWrap(true);
+    return l;
+}
+QString shellQuote(const std::string& a) {
+    QString s = QString::fromStdString(a);
+    if (!s.isEmpty() && !s.contains(QRegularExpression(QStringLiteral("[^A-Za-z0-9_./:=@%+,-]")))) return s;
+    return QLatin1Char('\'') + s.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
+}
+}  // namespace
+
+JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent), m_backend(backend) {
+    m_title = new QLabel(tr("No job selected"));
+    QFont tf = m_title->font();
+    tf.setBold(true);
+    tf.setPointSizeF(tf.pointSizeF() * 1.2);
+    m_title->setFont(tf);
+    m_stop = new QPushButton(tr("Stop job"));
+    m_stop->setToolTip(tr("SIGKILL the job (op stop; needs the admin role)"));
+    m_investigate = new QPushButton(tr("Investigate"));
+    m_investigate->setToolTip(tr("Show this job's events in the Investigate view"));
+    auto* head = new QHBoxLayout;
+    head->addWidget(m_title, 1);
+    head->addWidget(m_investigate);
+    head->addWidget(m_stop);
+
+    auto* info = new QGroupBox(tr("Job"));
+    auto* form = new QFormLayout(info);
+    form->setFieldGrowthPolicy(QFormLayout::ExpandingFieldsGrow);
+    m_command = valueLabel();
+    m_command->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+    m_policy = valueLabel();
+    m_termination = valueLabel();
+    m_times = valueLabel();
+    m_sandbox = valueLabel();
+    m_resources = valueLabel();
+    form->addRow(tr("Command:"), m_command);
+    form->addRow(tr("Policy:"), m_policy);
+    form->addRow(tr("Result:"), m_termination);
+    form->addRow(tr("Time:"), m_times);
+    form->addRow(tr("Usage:"), m_resources);
+    form->addRow(tr("Sandbox:"), m_sandbox);
+
+    m_denials = new EventTableModel(backend, this);
+    m_denials->setCapacity(2000);
+    m_denialTable = new QTableView;
+    m_denialTable->setModel(m_denials);
+    m_denialTable->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_denialTable->verticalHeader()->hide();
+    m_denialTable->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
+    m_denialTable->horizontalHeader()->setStretchLastSection(true);
+    for (int c : {EventTableModel::Id, EventTableModel::Job, EventTableModel::Kind}) m_denialTable->hideColumn(c);
+    m_denialTable->setColumnWidth(EventTableModel::Time, 190);
+    m_denialTable->setColumnWidth(EventTableModel::Count, 50);
+    m_denialTable->setColumnWidth(EventTableModel::What, 110);
+    m_denialTable->setColumnWidth(EventTableModel::Action, 110);
+    m_denialTable->setColumnWidth(EventTableModel::Target, 220);
+    auto* denialBox = new QGroupBox(tr("Denials"));
+    auto* dl = new QVBoxLayout(denialBox);
+    dl->setContentsMargins(4, 4, 4, 4);
+    dl->addWidget(m_denialTable);
+
+    auto* left = new QSplitter(Qt::Vertical);
+    left->addWidget(info);
+    left->addWidget(denialBox);
+    left->setStretchFactor(0, 0);
+    left->setStretchFactor(1, 1);
+
+    m_cpu = new ResourceChart(tr("CPU"), tr("%"), 1.0);
+    m_memory = new ResourceChart(tr("Memory"), tr("MiB"), 1024.0 * 1024.0);
+    m_pids = new ResourceChart(tr("Processes and threads"), tr("pids"), 1.0);
+    auto* charts = new QWidget;
+    auto* cl = new QVBoxLayout(charts);
+    cl->setContentsMargins(0, 0, 0, 0);
+    cl->addWidget(m_cpu);
+    cl->addWidget(m_memory);
+    cl->addWidget(m_pids);
+
+    auto* body = new QSplitter(Qt::Horizontal);
+    body->setObjectName(QStringLiteral("jobDetailSplitter"));
+    body->addWidget(left);
+    body->addWidget(charts);
+    body->setStretchFactor(0, 1);
+    body->setStretchFactor(1, 1);
+
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(0, 4, 0, 0);
+    layout->addLayout(head);
+    layout->addWidget(body, 1);
+
+    connect(m_policy, &QLabel::linkActivated, this, [this](const QString& link) {
+        // "policy:NAME:VERSION"
+        const QStringList parts = link.split(u':');
+        if (parts.size() == 3) emit policyLinkActivated(parts[1], parts[2].toInt());
+    });
+    connect(m_investigate, &QPushButton::clicked, this, [this] {
+        if (m_jobId) emit investigateJob(m_jobId);
+    });
+    connect(m_stop, &QPushButton::clicked, this, [this] {
+        const int64_t id = m_jobId;
+        if (!id) return;
+        m_stop->setEnabled(false);
+        m_backend->request({{"op", "stop"}, {"job", id}}, this, [this, id](const json& a) {
+            if (a.value("ok", false)) emit message(tr("Stopped job %1").arg(id), 5000);
+            else emit message(tr("Could not stop job %1: %2").arg(id).arg(Backend::errorText(a)), 10000);
+            updateActions();
+        });
+    });
+    connect(m_denials, &EventTableModel::failed, this, [this](const QString& m) { emit message(m, 8000); });
+    connect(&m_resTimer, &QTimer::timeout, this, &JobDetailView::pollResources);
+    connect(m_backend, &Backend::stateChanged, this, &JobDetailView::updateActions);
+    showJob(nullptr);
+}
+
+void JobDetailView::updateActions() {
+    m_stop->setEnabled(m_jobId && m_running && m_backend->canWrite());
+    m_investigate->setEnabled(m_jobId != 0);
+}
+
+void JobDetailView::showJob(const JobRow* job) {
+    const int64_t id = job ? job->id : 0;
+    const bool changed = id != m_jobId;
+    m_jobId = id;
+    m_running = job && job->running();
+    if (changed) {
+        m_cpu->clear();
+        m_memory->clear();
+        m_pids->clear();
+        m_resCursor = 0;
+        m_resDone = false;
+        m_resInFlight = false;
+        if (id) {
+            m_denials->setQuery({{"job", id}, {"kind", "denial"}});
+            m_denials->setTailInterval(1000);
+            m_resTimer.start(1000);
+            pollResources();
+        } else {
+            m_denials->clear();
+            m_denials->setTailInterval(0);
+            m_resTimer.stop();
+        }
+    }
+    updateActions();
+    if (!job) {
+        m_title->setText(tr("No job selected"));
+        for (QLabel* l : {m_command, m_policy, m_termination, m_times, m_sandbox, m_resources}) l->clear();
+        return;
+    }
+    m_startedNs = job->startedNs;
+    m_title->setText(tr("Job %1 — %2").arg(job->id).arg(QString::fromStdString(job->state)));
+    QStringList argv;
+    for (const auto& a : job->argv) argv << shellQuote(a);
+    m_command->setText(argv.join(u' ').toHtmlEscaped());
+    m_policy->setText(QStringLiteral("<a href=\"policy:%1:%2\">%1 v%2</a> &nbsp; sha256 %3 &nbsp; tier %4")
+                          .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
+                          .arg(job->policyVersion)
+                          .arg(QString::fromStdString(job->policySha.substr(0, 12)))
+                          .arg(QString::fromStdString(job->tier)));
+    if (job->running()) {
+        m_termination->setText(tr("running"));
+    } else {
+        QString t = QStringLiteral("<b>%1</b>").arg(QString::fromStdString(job->cause).toHtmlEscaped());
+        if (!job->detail.empty()) t += QStringLiteral(": ") + QString::fromStdString(job->detail).toHtmlEscaped();
+        if (job->exitCode) t += tr(" (exit code %1)").arg(*job->exitCode);
+        if (job->signal) t += tr(" (signal %1)").arg(*job->signal);
+        m_termination->setText(t);
+    }
+    const int64_t end = job->endedNs.value_or(QDateTime::currentMSecsSinceEpoch() * 1'000'000);
+    m_times->setText(tr("%1 → %2 (%3)")
+                         .arg(formatTimeNs(job->startedNs, true),
+                              job->endedNs ? formatTimeNs(*job->endedNs, true) : tr("now"),
+                              formatDurationNs(end - job->startedNs)));
+    m_resources->setText(tr("CPU time %1, peak memory %2, peak pids %3, %4 denials")
+                             .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
+                             .arg(job->peakPids)
+                             .arg(job->denials));
+    const json sb = job->json.value("sandbox", json::object());
+    QStringList parts;
+    parts << tr("uid %1, pid %2").arg(job->json.value("uid", -1)).arg(job->json.value("pid", -1));
+    if (sb.contains("cgroup_version")) parts << tr("cgroup v%1").arg(QString::fromStdString(sb["cgroup_version"].dump()));
+    if (sb.contains("landlock")) {
+        QString ll = tr("landlock %1").arg(QString::fromStdString(sb.value("landlock", std::string())));
+        if (sb.contains("landlock_abi")) ll += tr(" (ABI %1)").arg(QString::fromStdString(sb["landlock_abi"].dump()));
+        parts << ll;
+    }
+    if (sb.contains("program")) parts << tr("program %1").arg(QString::fromStdString(sb.value("program", std::string())));
+    if (auto it = sb.find("notes"); it != sb.end() && it->is_array())
+        for (const auto& n : *it)
+            if (n.is_string()) parts << QString::fromStdString(n.get<std::string>());
+    m_sandbox->setText(parts.join(QStringLiteral("; ")).toHtmlEscaped());
+}
+
+void JobDetailView::pollResources() {
+    if (!m_jobId || m_resInFlight || m_resDone) return;
+    m_resInFlight = true;
+    const int64_t id = m_jobId;
+    m_backend->request({{"op", "events"}, {"job", id}, {"kind", "resource"}, {"after", m_resCursor}, {"limit", 5000}},
+                       this, [this, id](const json& a) {
+                           if (id != m_jobId) return;
+                           m_resInFlight = false;
+                           if (!a.value("ok", false)) return;  // the timer retries
+                           applySamples(a.value("events", json::array()));
+                           const bool more = !a.value("next", json()).is_null();
+                           if (more) pollResources();
+                           else if (!m_running) m_resDone = true;  // finished and fully read
+                       });
+}
+
+void JobDetailView::applySamples(const json& events) {
+    if (!events.is_array() || events.empty()) return;
+    uint64_t memLimit = 0, pidsLimit = 0;
+    for (const auto& e : events) {
+        m_resCursor = std::max(m_resCursor, e.value("id", int64_t(0)));
+        const double t = double(parseRfc3339Ns(e.value("time", std::string())).value_or(m_startedNs) - m_startedNs) / 1e9;
+        memLimit = e.value("memory_limit_bytes", uint64_t(0));
+        pidsLimit = e.value("pids_limit", uint64_t(0));
+        m_cpu->addSample(t, e.value("cpu_percent", 0.0), 0);
+        m_memory->addSample(t, double(e.value("memory_bytes", uint64_t(0))), double(memLimit));
+        m_pids->addSample(t, double(e.value("pids", uint64_t(0))), double(pidsLimit));
+    }
+    m_memory->setTitle(memLimit ? tr("Memory (limit %1)").arg(formatBytes(memLimit)) : tr("Memory"));
+    m_pids->setTitle(pidsLimit ? tr("Processes and threads (limit %1)").arg(pidsLimit) : tr("Processes and threads"));
+    m_cpu->refresh();
+    m_memory->refresh();
+    m_pids->refresh();
+}
+
+}  // namespace moat::ui

@@ -1,0 +1,68 @@
+#pragma once
+// The selected job: what ran, under which policy version, how it ended, its
+// sandbox, live resource charts (rolling window) and its denials (a bounded,
+// tailing event model).
+#include <QWidget>
+#include <QTimer>
+
+#include <nlohmann/json.hpp>
+
+class QLabel;
+class QPushButton;
+class QTableView;
+
+namespace moat::ui {
+
+class Backend;
+class EventTableModel;
+class ResourceChart;
+struct JobRow;
+
+class JobDetailView final : public QWidget {
+    Q_OBJECT
+public:
+    explicit JobDetailView(Backend* backend, QWidget* parent = nullptr);
+
+    // nullptr: nothing selected. Called on every refresh of the job list; the
+    // charts restart only when the job changes.
+    void showJob(const JobRow* job);
+    int64_t jobId() const { return m_jobId; }
+    EventTableModel* denialModel() const { return m_denials; }
+    ResourceChart* cpuChart() const { return m_cpu; }
+    void updateActions();
+
+signals:
+    void message(const QString& text, int timeoutMs);
+    void policyLinkActivated(const QString& name, int version);
+    void investigateJob(qint64 job);
+
+private:
+    void pollResources();
+    void applySamples(const nlohmann::json& events);
+
+    Backend* m_backend;
+    int64_t m_jobId = 0;
+    int64_t m_startedNs = 0;
+    bool m_running = false;
+    int64_t m_resCursor = 0;
+    bool m_resInFlight = false;
+    bool m_resDone = false;
+    QTimer m_resTimer;
+
+    QLabel* m_title;
+    QLabel* m_command;
+    QLabel* m_policy;
+    QLabel* m_termination;
+    QLabel* m_times;
+    QLabel* m_sandbox;
+    QLabel* m_resources;
+    QPushButton* m_stop;
+    QPushButton* m_investigate;
+    ResourceChart* m_cpu;
+    ResourceChart* m_memory;
+    ResourceChart* m_pids;
+    EventTableModel* m_denials;
+    QTableView* m_denialTable;
+};
+
+}  // namespace moat::ui

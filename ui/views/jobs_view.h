@@ -1,0 +1,38 @@
+#pragma once
+// Live monitoring: the job table (polled every second) above the selected job.
+#include <QWidget>
+
+class QSplitter;
+class QTableView;
+
+namespace moat::ui {
+
+class Backend;
+class JobDetailView;
+class JobTableModel;
+
+class JobsView final : public QWidget {
+    Q_OBJECT
+public:
+    JobsView(Backend* backend, JobTableModel* model, QWidget* parent = nullptr);
+
+    bool selectJob(int64_t id);
+    int64_t selectedJob() const;
+    JobDetailView* detail() const { return m_detail; }
+    QTableView* table() const { return m_table; }
+    QSplitter* splitter() const { return m_splitter; }
+
+signals:
+    void message(const QString& text, int timeoutMs);
+
+private:
+    void selectionChanged();
+
+    JobTableModel* m_model;
+    QTableView* m_table;
+    JobDetailView* m_detail;
+    QSplitter* m_splitter;
+    int64_t m_pendingSelect = 0;
+};
+
+}  // namespace moat::ui
