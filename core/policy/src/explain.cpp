@@ -59,6 +59,8 @@ std::string explain(const Policy& p) {
     w.key("", "name", q(p.name));
     w.key("", "description", q(p.description));
     w.key("", "tier", q(tier_name(p.tier)));
+    if (!p.hostname.empty()) w.key("", "hostname", q(p.hostname));
+    else w.line("# hostname: not set; container and vm jobs are named job-<id>");
 
     const Limits& l = p.limits;
     w.line("");

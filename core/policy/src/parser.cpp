@@ -3,6 +3,7 @@
 // client over IPC), so every value is type- and range-checked, the input size
 // is bounded, and no exception leaves this file.
 #include <algorithm>
+#include <cctype>
 #include <limits>
 #include <toml++/toml.h>
 
@@ -324,7 +325,8 @@ ParseResult Parser::run() {
 
 void Parser::parse_top(const toml::table& root) {
     check_keys(root, "",
-               {"name", "description", "tier", "limits", "filesystem", "network", "environment", "seccomp", "monitor"});
+               {"name", "description", "tier", "hostname", "limits", "filesystem", "network", "environment", "seccomp",
+                "monitor"});
     if (!root.contains("name")) {
         error({1, 1}, "missing required key \"name\" (e.g. name = \"my-job\" at the top of the file)");
     } else if (auto name = get_string(root, "name", "name")) {
@@ -335,6 +337,17 @@ void Parser::parse_top(const toml::table& root) {
             m_policy.name = *name;
     }
     if (auto d = get_string(root, "description", "description")) m_policy.description = *d;
+    if (auto h = get_string(root, "hostname", "hostname")) {
+        // An RFC 1123 host name label: what sethostname() and every resolver accept.
+        bool ok = !h->empty() && h->size() <= 63 && h->front() != '-' && h->back() != '-';
+        for (char c : *h) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-');
+        if (!ok)
+            error(pos_of(*root.get("hostname")),
+                  "hostname " + quoted(*h) + " is not valid: use 1 to 63 characters from A-Z a-z 0-9 and -, "
+                  "not starting or ending with -");
+        else
+            m_policy.hostname = *h;
+    }
     if (auto tier = get_string(root, "tier", "tier")) {
         if (auto t = tier_from_name(*tier))
             m_policy.tier = *t;

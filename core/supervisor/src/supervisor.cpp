@@ -364,7 +364,7 @@ StartResult Supervisor::start(JobRequest req) {
         if (!root_uid) return setup_failed(root_uid.error());
         job->root_uid = *root_uid;
         sandbox::ContainerPlan cp;
-        cp.hostname = "job-" + std::to_string(job->id);
+        cp.hostname = pol->hostname.empty() ? "job-" + std::to_string(job->id) : pol->hostname;
         cp.loopback = pol->network == policy::NetworkMode::Loopback;
         cp.newroot = m_cfg.newroot_dir;
         cp.mounts = mounts;
@@ -420,7 +420,7 @@ StartResult Supervisor::start(JobRequest req) {
     };
     if (container) {
         info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
-        info["hostname"] = "job-" + std::to_string(job->id);
+        info["hostname"] = pol->hostname.empty() ? "job-" + std::to_string(job->id) : pol->hostname;
         info["uid_inside"] = 1000;
         info["host_root_uid"] = job->root_uid;
         info["network"] = policy::network_mode_name(pol->network);

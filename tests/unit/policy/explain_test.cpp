@@ -16,6 +16,7 @@ void expect_same_effective(const Policy& a, const Policy& b) {
     EXPECT_EQ(a.name, b.name);
     EXPECT_EQ(a.description, b.description);
     EXPECT_EQ(a.tier, b.tier);
+    EXPECT_EQ(a.hostname, b.hostname);
     EXPECT_EQ(a.limits.wall_time_ns, b.limits.wall_time_ns);
     EXPECT_EQ(a.limits.cpu_time_ns, b.limits.cpu_time_ns);
     EXPECT_EQ(a.limits.memory_bytes, b.limits.memory_bytes);
@@ -56,6 +57,7 @@ Policy round_trip(const Policy& p) {
 constexpr std::string_view kEveryKey = R"(name = "every.key_1"
 description = "quotes \" and \\ backslash\nnewline\ttab \u0001 ünïcode"
 tier = "vm"
+hostname = "thumb-01"
 
 [limits]
 wall_time = "90m"

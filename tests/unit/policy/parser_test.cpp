@@ -134,6 +134,12 @@ TEST(PolicyParse, MinimalPolicyGetsEveryDefault) {
     EXPECT_EQ(p.monitor.sample_interval_ns, kSec);
 }
 
+TEST(PolicyParse, HostnameIsValidated) {
+    EXPECT_THAT(one_error("name = \"n\"\nhostname = \"-bad\"\n"), HasSubstr("test.toml:2:12: error: hostname \"-bad\" is not valid"));
+    EXPECT_THAT(one_error("name = \"n\"\nhostname = \"a.b\"\n"), HasSubstr("is not valid"));
+    EXPECT_THAT(one_error("name = \"n\"\nhostnam = \"x\"\n"), HasSubstr("did you mean \"hostname\""));
+}
+
 TEST(PolicyParse, NameIsRequiredAndValidated) {
     EXPECT_THAT(one_error("description = \"x\"\n"), HasSubstr("missing required key \"name\""));
     EXPECT_THAT(one_error("name = \"has space\"\n"), HasSubstr("test.toml:1:8: error: name \"has space\" is not valid"));

@@ -103,6 +103,7 @@ struct Policy {
     std::string name;
     std::string description;
     Tier tier = Tier::Seccomp;
+    std::string hostname;  // container/vm tiers; "" = "job-<id>"
     Limits limits;
     Filesystem filesystem;
     NetworkMode network = NetworkMode::None;

@@ -1,0 +1,282 @@
+#include "views/policy_form.h"
+
+#include <QComboBox>
+#include <QFormLayout>
+#include <QGridLayout>
+#include <QGroupBox>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPlainTextEdit>
+#include <QScrollArea>
+#include <QVBoxLayout>
+
+#include "moat/common/units.h"
+
+namespace moat::ui {
+
+namespace {
+
+QStringList toList(const std::vector<std::string>& v) {
+    QStringList l;
+    for (const auto& s : v) l << QString::fromStdString(s);
+    return l;
+}
+
+std::vector<std::string> linesOf(const QPlainTextEdit* e) {
+    std::vector<std::string> out;
+    for (const QString& line : e->toPlainText().split(u'\n')) {
+        const QString t = line.trimmed();
+        if (!t.isEmpty()) out.push_back(t.toStdString());
+    }
+    return out;
+}
+
+std::string text(const QLineEdit* e) { return e->text().trimmed().toStdString(); }
+std::string text(const QComboBox* c) { return c->currentText().trimmed().toStdString(); }
+
+// Rules are shown one per line: SYSCALL ACTION [INDEX OP VALUE [MASK]]...
+// e.g. "socket allow 0 eq AF_UNIX" or "ioctl errno:ENOTTY 1 masked_eq 0x5400 0xff00".
+QString ruleLine(const PolicyDraft::Rule& r) {
+    QStringList parts{QString::fromStdString(r.syscall), QString::fromStdString(r.action)};
+    for (const auto& a : r.args) {
+        parts << QString::fromStdString(a.index) << QString::fromStdString(a.op) << QString::fromStdString(a.value);
+        if (!a.mask.empty()) parts << QStringLiteral("mask=%1").arg(QString::fromStdString(a.mask));
+    }
+    return parts.join(u' ');
+}
+
+PolicyDraft::Rule parseRuleLine(const QString& line) {
+    const QStringList t = line.split(QLatin1Char(' '), Qt::SkipEmptyParts);
+    PolicyDraft::Rule r;
+    if (!t.isEmpty()) r.syscall = t[0].toStdString();
+    if (t.size() > 1) r.action = t[1].toStdString();
+    for (qsizetype i = 2; i + 2 < t.size();) {
+        PolicyDraft::Arg a;
+        a.index = t[i].toStdString();
+        a.op = t[i + 1].toStdString();
+        a.value = t[i + 2].toStdString();
+        i += 3;
+        if (i < t.size() && t[i].startsWith(QStringLiteral("mask="))) {
+            a.mask = t[i].mid(5).toStdString();
+            ++i;
+        }
+        r.args.push_back(std::move(a));
+    }
+    return r;
+}
+
+}  // namespace
+
+PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
+    auto* content = new QWidget;
+    auto* grid = new QGridLayout(content);
+
+    auto group = [&](const QString& title, int row, int col, int rowSpan = 1) {
+        auto* g = new QGroupBox(title);
+        auto* f = new QFormLayout(g);
+        f->setFieldGrowthPolicy(QFormLayout::ExpandingFieldsGrow);
+        grid->addWidget(g, row, col, rowSpan, 1);
+        return f;
+    };
+
+    auto* general = group(tr("General"), 0, 0);
+    m_name = addLine(general, tr("name"), tr("required"), tr("1 to 64 characters from A-Z a-z 0-9 . _ -"));
+    m_description = addLine(general, tr("description"), QString(), tr("Free text for operators."));
+    m_tier = addCombo(general, tr("tier"), {QStringLiteral("seccomp"), QStringLiteral("container"), QStringLiteral("vm")},
+                      false, tr("How the job is contained (default seccomp). Only seccomp runs today."));
+    m_network = addCombo(general, tr("network.mode"),
+                         {QStringLiteral("none"), QStringLiteral("loopback"), QStringLiteral("host")}, false,
+                         tr("none (default): no network; loopback: only lo; host: lint warns."));
+    m_sample = addLine(general, tr("monitor.sample_interval"), QStringLiteral("1s"), tr("Resource sampling period, 50ms … 1h."));
+
+    auto* limits = group(tr("Limits"), 1, 0);
+    m_wall = addLine(limits, tr("wall_time"), QStringLiteral("60s"), tr("Duration (ms, s, m, h); the whole job's real time."));
+    m_cpu = addLine(limits, tr("cpu_time"), QStringLiteral("30s"), tr("Duration; CPU time of all the job's processes."));
+    m_memory = addLine(limits, tr("memory"), QStringLiteral("512MiB"), tr("Size (B, KiB, MiB, GiB); cgroup memory limit, ≥ 1MiB."));
+    m_pids = addLine(limits, tr("pids"), QStringLiteral("128"), tr("Integer; processes and threads."));
+    m_fileSize = addLine(limits, tr("file_size"), QStringLiteral("1GiB"), tr("Size; RLIMIT_FSIZE."));
+    m_openFiles = addLine(limits, tr("open_files"), QStringLiteral("1024"), tr("Integer; RLIMIT_NOFILE."));
+    m_stack = addLine(limits, tr("stack"), QStringLiteral("8MiB"), tr("Size; RLIMIT_STACK, 64KiB … 4GiB."));
+    m_core = addLine(limits, tr("core"), QStringLiteral("0B"), tr("Size; RLIMIT_CORE (0: no core dumps)."));
+
+    auto* fs = group(tr("Filesystem (one path per line)"), 0, 1, 2);
+    m_readOnly = addList(fs, tr("read_only"), QStringLiteral("/usr\n/lib\n/lib64\n/bin\n/sbin\n/etc/ld.so.cache"),
+                         tr("Visible, read-only."));
+    m_readWrite = addList(fs, tr("read_write"), QString(), tr("Visible and writable."));
+    m_tmpfs = addList(fs, tr("tmpfs"), QStringLiteral("/tmp"), tr("Fresh tmpfs per job (container and vm tiers)."));
+    m_tmpfsSize = addLine(fs, tr("tmpfs_size"), QStringLiteral("64MiB"), tr("Size of each tmpfs mount."));
+    m_landlock = addCombo(fs, tr("landlock"),
+                          {QStringLiteral("required"), QStringLiteral("best-effort"), QStringLiteral("off")}, false,
+                          tr("Seccomp tier: how read_only/read_write are enforced."));
+    m_envPass = addLine(fs, tr("environment.pass"), QStringLiteral("LANG, LC_ALL, TZ"),
+                        tr("Names copied from the client's environment, comma-separated."));
+    m_envSet = addList(fs, tr("environment.set"), QStringLiteral("PATH=/usr/local/bin:/usr/bin:/bin"),
+                       tr("NAME=value, one per line."));
+
+    auto* sc = group(tr("Seccomp"), 0, 2, 2);
+    m_defaultAction = addCombo(sc, tr("default_action"),
+                               {QStringLiteral("errno:EPERM"), QStringLiteral("errno:ENOSYS"), QStringLiteral("errno:EACCES"),
+                                QStringLiteral("kill-process"), QStringLiteral("kill-thread"), QStringLiteral("trap"),
+                                QStringLiteral("log")},
+                               true, tr("What happens to every syscall the policy does not allow."));
+    m_allow = addList(sc, tr("allow"), QStringLiteral("@default"), tr("Syscall names and @groups, one per line."));
+    m_rules = addList(sc, tr("rules"), QStringLiteral("socket allow 0 eq AF_UNIX"),
+                      tr("[[seccomp.rule]], one per line: SYSCALL ACTION [INDEX OP VALUE [mask=M]]..."));
+    m_rules->setMaximumHeight(90);
+
+    grid->setColumnStretch(0, 3);
+    grid->setColumnStretch(1, 3);
+    grid->setColumnStretch(2, 3);
+    grid->setRowStretch(1, 1);
+
+    auto* scroll = new QScrollArea;
+    scroll->setWidgetResizable(true);
+    scroll->setFrameShape(QFrame::NoFrame);
+    scroll->setWidget(content);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(scroll);
+}
+
+QLineEdit* PolicyForm::addLine(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip) {
+    auto* e = new QLineEdit;
+    e->setPlaceholderText(placeholder.isEmpty() ? QString() : tr("default: %1").arg(placeholder));
+    e->setToolTip(tip);
+    form->addRow(label, e);
+    connect(e, &QLineEdit::textEdited, this, [this] {
+        if (!m_filling) emit changed();
+    });
+    m_inputs << e;
+    return e;
+}
+
+QPlainTextEdit* PolicyForm::addList(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip) {
+    auto* e = new QPlainTextEdit;
+    e->setPlaceholderText(placeholder.isEmpty() ? tr("(empty)") : tr("default:\n%1").arg(placeholder));
+    e->setToolTip(tip);
+    e->setTabChangesFocus(true);
+    e->setMinimumHeight(fontMetrics().height() * 3);
+    e->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+    form->addRow(label, e);
+    connect(e, &QPlainTextEdit::textChanged, this, [this] {
+        if (!m_filling) emit changed();
+    });
+    m_inputs << e;
+    return e;
+}
+
+QComboBox* PolicyForm::addCombo(QFormLayout* form, const QString& label, const QStringList& items, bool editable,
+                                const QString& tip) {
+    auto* c = new QComboBox;
+    c->addItems(items);
+    c->setEditable(editable);
+    c->setToolTip(tip);
+    form->addRow(label, c);
+    connect(c, &QComboBox::currentTextChanged, this, [this] {
+        if (!m_filling) emit changed();
+    });
+    m_inputs << c;
+    return c;
+}
+
+void PolicyForm::setReadOnly(bool ro) {
+    for (QWidget* w : m_inputs) {
+        if (auto* e = qobject_cast<QLineEdit*>(w)) e->setReadOnly(ro);
+        else if (auto* p = qobject_cast<QPlainTextEdit*>(w)) p->setReadOnly(ro);
+        else w->setEnabled(!ro);
+    }
+}
+
+void PolicyForm::setDraft(const PolicyDraft& d) {
+    m_filling = true;
+    m_loaded = d;
+    auto setLine = [](QLineEdit* e, const std::string& v) {
+        const QString q = QString::fromStdString(v);
+        if (e->text() != q) e->setText(q);
+    };
+    auto setList = [](QPlainTextEdit* e, const QStringList& l) {
+        const QString q = l.join(u'\n');
+        if (e->toPlainText() != q) e->setPlainText(q);
+    };
+    auto setCombo = [](QComboBox* c, const std::string& v) {
+        const QString q = QString::fromStdString(v);
+        int i = c->findText(q);
+        if (i < 0 && !q.isEmpty()) {
+            c->addItem(q);
+            i = c->count() - 1;
+        }
+        if (c->isEditable()) c->setEditText(q);
+        else if (i >= 0) c->setCurrentIndex(i);
+    };
+    setLine(m_name, d.name);
+    setLine(m_description, d.description);
+    setCombo(m_tier, d.tier.empty() ? "seccomp" : d.tier);
+    setCombo(m_network, d.network.empty() ? "none" : d.network);
+    setLine(m_sample, d.sampleInterval);
+    setLine(m_wall, d.wallTime);
+    setLine(m_cpu, d.cpuTime);
+    setLine(m_memory, d.memory);
+    setLine(m_pids, d.pids);
+    setLine(m_fileSize, d.fileSize);
+    setLine(m_openFiles, d.openFiles);
+    setLine(m_stack, d.stack);
+    setLine(m_core, d.core);
+    setList(m_readOnly, toList(d.readOnly));
+    setList(m_readWrite, toList(d.readWrite));
+    setList(m_tmpfs, toList(d.tmpfs));
+    setLine(m_tmpfsSize, d.tmpfsSize);
+    setCombo(m_landlock, d.landlock.empty() ? "required" : d.landlock);
+    setLine(m_envPass, toList(d.envPass).join(QStringLiteral(", ")).toStdString());
+    QStringList env;
+    for (const auto& [k, v] : d.envSet) env << QString::fromStdString(k + "=" + v);
+    setList(m_envSet, env);
+    setCombo(m_defaultAction, d.defaultAction.empty() ? "errno:EPERM" : d.defaultAction);
+    setList(m_allow, toList(d.allow));
+    QStringList rules;
+    for (const auto& r : d.rules) rules << ruleLine(r);
+    setList(m_rules, rules);
+    m_filling = false;
+}
+
+PolicyDraft PolicyForm::draft() const {
+    PolicyDraft d;
+    d.name = text(m_name);
+    d.description = m_description->text().toStdString();
+    d.tier = text(m_tier);
+    d.network = text(m_network);
+    d.sampleInterval = text(m_sample);
+    d.wallTime = text(m_wall);
+    d.cpuTime = text(m_cpu);
+    d.memory = text(m_memory);
+    d.pids = text(m_pids);
+    d.fileSize = text(m_fileSize);
+    d.openFiles = text(m_openFiles);
+    d.stack = text(m_stack);
+    d.core = text(m_core);
+    d.readOnly = linesOf(m_readOnly);
+    d.readWrite = linesOf(m_readWrite);
+    d.tmpfs = linesOf(m_tmpfs);
+    // A list the loaded policy wrote (even empty) stays written: an empty
+    // read_only means "nothing", not "the default".
+    d.readOnlySet = m_loaded.readOnlySet || !d.readOnly.empty();
+    d.readWriteSet = m_loaded.readWriteSet || !d.readWrite.empty();
+    d.tmpfsSet = m_loaded.tmpfsSet || !d.tmpfs.empty();
+    d.tmpfsSize = text(m_tmpfsSize);
+    d.landlock = text(m_landlock);
+    for (const QString& p : m_envPass->text().split(u',', Qt::SkipEmptyParts))
+        if (!p.trimmed().isEmpty()) d.envPass.push_back(p.trimmed().toStdString());
+    d.envPassSet = m_loaded.envPassSet || !d.envPass.empty();
+    for (const auto& line : linesOf(m_envSet)) {
+        const auto eq = line.find('=');
+        if (eq == std::string::npos) d.envSet.emplace_back(line, "");
+        else d.envSet.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+    }
+    d.envSetSet = m_loaded.envSetSet || !d.envSet.empty();
+    d.defaultAction = text(m_defaultAction);
+    d.allow = linesOf(m_allow);
+    d.allowSet = m_loaded.allowSet || !d.allow.empty();
+    for (const auto& line : linesOf(m_rules)) d.rules.push_back(parseRuleLine(QString::fromStdString(line)));
+    return d;
+}
+
+}  // namespace moat::ui

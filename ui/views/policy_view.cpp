@@ -1,0 +1,297 @@
+#include "views/policy_view.h"
+
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QListWidget>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QSplitter>
+#include <QTableView>
+#include <QTabWidget>
+#include <QTextBlock>
+#include <QVBoxLayout>
+
+#include "backend/backend.h"
+#include "models/policy_draft.h"
+#include "models/policy_list_model.h"
+#include "moat/policy/lint.h"
+#include "moat/policy/parser.h"
+#include "views/policy_form.h"
+
+namespace moat::ui {
+
+using nlohmann::json;
+using moat::policy::Diagnostic;
+
+namespace {
+const char* kNewPolicy =
+    "name = \"new-policy\"\n"
+    "description = \"\"\n"
+    "tier = \"seccomp\"\n\n"
+    "[limits]\nwall_time = \"30s\"\nmemory = \"256MiB\"\npids = 64\n\n"
+    "[filesystem]\nread_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\ntmpfs = []\n\n"
+    "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\"]\n";
+
+QListWidgetItem* diagItem(const Diagnostic& d) {
+    auto* item = new QListWidgetItem(QString::fromStdString(d.str()));
+    const bool err = d.severity == Diagnostic::Severity::Error;
+    const bool warn = d.severity == Diagnostic::Severity::Warning;
+    item->setForeground(err ? QColor(0xc6, 0x28, 0x28) : warn ? QColor(0xb2, 0x6a, 0x00) : QColor());
+    item->setData(Qt::UserRole, d.line);
+    item->setData(Qt::UserRole + 1, d.column);
+    return item;
+}
+}  // namespace
+
+PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_backend(backend) {
+    m_model = new PolicyListModel(backend, this);
+    m_list = new QTableView;
+    m_list->setModel(m_model);
+    m_list->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_list->setSelectionMode(QAbstractItemView::SingleSelection);
+    m_list->verticalHeader()->hide();
+    m_list->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
+    m_list->horizontalHeader()->setStretchLastSection(true);
+    m_list->setAlternatingRowColors(true);
+    const int em = fontMetrics().horizontalAdvance(QLatin1Char('M'));
+    m_list->setColumnWidth(PolicyListModel::Name, 9 * em);
+    m_list->setColumnWidth(PolicyListModel::Version, 4 * em);
+    m_list->setColumnWidth(PolicyListModel::Sha, 7 * em);
+    auto* newBtn = new QPushButton(tr("New"));
+    auto* refreshBtn = new QPushButton(tr("Refresh"));
+    auto* left = new QWidget;
+    auto* ll = new QVBoxLayout(left);
+    ll->setContentsMargins(0, 0, 0, 0);
+    ll->addWidget(new QLabel(tr("<b>Stored policy versions</b>")));
+    ll->addWidget(m_list, 1);
+    auto* lb = new QHBoxLayout;
+    lb->addWidget(newBtn);
+    lb->addWidget(refreshBtn);
+    lb->addStretch();
+    ll->addLayout(lb);
+
+    m_title = new QLabel;
+    m_save = new QPushButton(tr("Save as new version"));
+    m_save->setToolTip(tr("Validate and store in moatd (op policy_put); Ctrl+S"));
+    auto* head = new QHBoxLayout;
+    head->addWidget(m_title, 1);
+    head->addWidget(m_save);
+
+    m_form = new PolicyForm;
+    m_text = new QPlainTextEdit;
+    m_text->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+    m_text->setLineWrapMode(QPlainTextEdit::NoWrap);
+    m_tabs = new QTabWidget;
+    m_tabs->addTab(m_form, tr("Form"));
+    m_tabs->addTab(m_text, tr("TOML"));
+
+    m_diags = new QListWidget;
+    m_lint = new QListWidget;
+    m_problemTabs = new QTabWidget;
+    m_problemTabs->addTab(m_diags, tr("Problems"));
+    m_problemTabs->addTab(m_lint, tr("Lint"));
+
+    auto* editorSplit = new QSplitter(Qt::Vertical);
+    editorSplit->addWidget(m_tabs);
+    editorSplit->addWidget(m_problemTabs);
+    editorSplit->setStretchFactor(0, 4);
+    editorSplit->setStretchFactor(1, 1);
+    auto* right = new QWidget;
+    auto* rl = new QVBoxLayout(right);
+    rl->setContentsMargins(0, 0, 0, 0);
+    rl->addLayout(head);
+    rl->addWidget(editorSplit, 1);
+
+    m_split = new QSplitter(Qt::Horizontal);
+    m_split->setObjectName(QStringLiteral("policySplitter"));
+    m_split->addWidget(left);
+    m_split->addWidget(right);
+    m_split->setStretchFactor(0, 1);
+    m_split->setStretchFactor(1, 4);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addWidget(m_split);
+
+    m_validateTimer.setSingleShot(true);
+    m_validateTimer.setInterval(250);
+    m_formTimer.setSingleShot(true);
+    m_formTimer.setInterval(150);
+    connect(&m_validateTimer, &QTimer::timeout, this, &PolicyView::validateNow);
+    connect(&m_formTimer, &QTimer::timeout, this, [this] {
+        // Form -> TOML: the text is regenerated from the form, then validated
+        // without pushing the result back into the form the operator is typing in.
+        m_settingText = true;
+        m_text->setPlainText(QString::fromStdString(m_form->draft().toToml()));
+        m_settingText = false;
+        m_fromForm = true;
+        validateNow();
+        m_fromForm = false;
+    });
+    connect(m_text, &QPlainTextEdit::textChanged, this, [this] {
+        if (!m_settingText) m_validateTimer.start();
+    });
+    connect(m_form, &PolicyForm::changed, this, [this] { m_formTimer.start(); });
+    connect(newBtn, &QPushButton::clicked, this, &PolicyView::newPolicy);
+    connect(refreshBtn, &QPushButton::clicked, this, &PolicyView::refresh);
+    connect(m_save, &QPushButton::clicked, this, &PolicyView::save);
+    connect(m_list->selectionModel(), &QItemSelectionModel::selectionChanged, this, &PolicyView::loadSelected);
+    connect(m_model, &PolicyListModel::failed, this, [this](const QString& m) { emit message(m, 8000); });
+    connect(m_model, &PolicyListModel::refreshed, this, [this] {
+        if (m_pendingName.isEmpty()) return;
+        const int row = m_pendingVersion ? m_model->rowOf(m_pendingName.toStdString(), m_pendingVersion)
+                                         : m_model->latestRowOf(m_pendingName.toStdString());
+        if (row >= 0) {
+            m_pendingName.clear();
+            m_list->selectRow(row);
+            m_list->scrollTo(m_model->index(row, 0));
+        }
+    });
+    auto jump = [this](QListWidgetItem* item) {
+        const int line = item->data(Qt::UserRole).toInt();
+        if (line <= 0) return;
+        m_tabs->setCurrentWidget(m_text);
+        QTextCursor c(m_text->document()->findBlockByNumber(line - 1));
+        c.movePosition(QTextCursor::Right, QTextCursor::MoveAnchor, std::max(0, item->data(Qt::UserRole + 1).toInt() - 1));
+        m_text->setTextCursor(c);
+        m_text->setFocus();
+    };
+    connect(m_diags, &QListWidget::itemActivated, this, jump);
+    connect(m_lint, &QListWidget::itemActivated, this, jump);
+    connect(m_backend, &Backend::stateChanged, this, &PolicyView::updateActions);
+
+    m_title->setText(tr("<b>New policy</b> (not stored)"));
+    setTomlText(QString::fromLatin1(kNewPolicy));
+    updateActions();
+}
+
+QString PolicyView::tomlText() const { return m_text->toPlainText(); }
+
+void PolicyView::setTomlText(const QString& text) {
+    m_settingText = true;
+    m_text->setPlainText(text);
+    m_settingText = false;
+    validateNow();
+}
+
+void PolicyView::showFormTab() { m_tabs->setCurrentWidget(m_form); }
+void PolicyView::showTomlTab() { m_tabs->setCurrentWidget(m_text); }
+
+void PolicyView::refresh() { m_model->refresh(); }
+
+void PolicyView::selectPolicy(const QString& name, int version) {
+    m_pendingName = name;
+    m_pendingVersion = version;
+    refresh();
+}
+
+void PolicyView::newPolicy() {
+    m_list->clearSelection();
+    m_title->setText(tr("<b>New policy</b> (not stored)"));
+    setTomlText(QString::fromLatin1(kNewPolicy));
+}
+
+void PolicyView::loadSelected() {
+    const auto rows = m_list->selectionModel()->selectedRows();
+    if (rows.isEmpty()) return;
+    const PolicyVersionRow* p = m_model->policy(rows.first().row());
+    if (!p) return;
+    const uint64_t gen = ++m_loadGeneration;
+    const QString label = QStringLiteral("%1 v%2").arg(QString::fromStdString(p->name)).arg(p->version);
+    m_title->setText(tr("<b>%1</b> — loading…").arg(label.toHtmlEscaped()));
+    m_backend->request({{"op", "policy"}, {"id", p->id}}, this, [this, gen, label](const json& a) {
+        if (gen != m_loadGeneration) return;
+        if (!a.value("ok", false)) {
+            m_title->setText(tr("<b>%1</b> — could not load: %2").arg(label.toHtmlEscaped(), Backend::errorText(a).toHtmlEscaped()));
+            return;
+        }
+        m_title->setText(tr("<b>%1</b> &nbsp; sha256 %2 — edits are saved as a new version")
+                             .arg(label.toHtmlEscaped(), QString::fromStdString(a.value("sha256", std::string()).substr(0, 12))));
+        setTomlText(QString::fromStdString(a.value("toml", std::string())));
+    });
+}
+
+void PolicyView::validateNow() {
+    m_validateTimer.stop();
+    const std::string text = m_text->toPlainText().toStdString();
+    auto parsed = moat::policy::parse_policy(text, "policy.toml");
+    m_diags->clear();
+    m_lint->clear();
+    m_errors = 0;
+    std::vector<Diagnostic> all = parsed.diagnostics;
+    for (const auto& d : parsed.diagnostics) {
+        m_diags->addItem(diagItem(d));
+        m_errors += d.severity == Diagnostic::Severity::Error;
+    }
+    int lintErrors = 0, lintCount = 0;
+    if (parsed.policy) {
+        for (const auto& d : moat::policy::lint(*parsed.policy)) {
+            ++lintCount;
+            m_lint->addItem(diagItem(d));
+            lintErrors += d.severity == Diagnostic::Severity::Error;
+            all.push_back(d);
+        }
+        if (!m_fromForm) m_form->setDraft(PolicyDraft::fromPolicy(*parsed.policy));
+    }
+    m_errors += lintErrors;
+    m_valid = parsed.policy && lintErrors == 0;
+    if (m_diags->count() == 0) m_diags->addItem(tr("No problems: the policy parses and validates."));
+    if (m_lint->count() == 0 && parsed.policy) m_lint->addItem(tr("Lint has nothing to say."));
+    m_problemTabs->setTabText(0, tr("Problems (%1)").arg(parsed.diagnostics.size()));
+    m_problemTabs->setTabText(1, parsed.policy ? tr("Lint (%1)").arg(lintCount) : tr("Lint (needs a valid policy)"));
+    markLines(all);
+    updateActions();
+}
+
+void PolicyView::markLines(const std::vector<Diagnostic>& diags) {
+    QList<QTextEdit::ExtraSelection> marks;
+    for (const auto& d : diags) {
+        if (d.line <= 0 || d.severity == Diagnostic::Severity::Note) continue;
+        QTextEdit::ExtraSelection sel;
+        const bool err = d.severity == Diagnostic::Severity::Error;
+        sel.format.setBackground(err ? QColor(255, 0, 0, 50) : QColor(255, 170, 0, 45));
+        sel.format.setProperty(QTextFormat::FullWidthSelection, true);
+        sel.format.setToolTip(QString::fromStdString(d.message));
+        sel.cursor = QTextCursor(m_text->document()->findBlockByNumber(d.line - 1));
+        sel.cursor.clearSelection();
+        marks << sel;
+    }
+    m_text->setExtraSelections(marks);
+}
+
+void PolicyView::updateActions() {
+    m_save->setEnabled(m_valid && m_backend->canWrite());
+    m_form->setReadOnly(false);
+    if (!m_backend->canWrite())
+        m_save->setToolTip(tr("Saving needs a connection to moatd with the admin role"));
+    else
+        m_save->setToolTip(tr("Validate and store in moatd (op policy_put); Ctrl+S"));
+}
+
+void PolicyView::save() {
+    if (!m_valid) {
+        emit message(tr("The policy has errors; see Problems and Lint"), 8000);
+        return;
+    }
+    if (!m_backend->canWrite()) {
+        emit message(tr("Saving needs a connection to moatd with the admin role"), 8000);
+        return;
+    }
+    m_save->setEnabled(false);
+    m_backend->request({{"op", "policy_put"}, {"policy_toml", m_text->toPlainText().toStdString()},
+                        {"policy_source", "moat-console"}},
+                       this, [this](const json& a) {
+                           updateActions();
+                           if (!a.value("ok", false)) {
+                               emit message(tr("Not saved: %1").arg(Backend::errorText(a)), 15000);
+                               return;
+                           }
+                           const QString name = QString::fromStdString(a.value("name", std::string()));
+                           const int version = a.value("version", 0);
+                           emit message(tr("Saved %1 v%2").arg(name).arg(version), 8000);
+                           selectPolicy(name, version);
+                       });
+}
+
+}  // namespace moat::ui

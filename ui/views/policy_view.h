@@ -1,0 +1,80 @@
+#pragma once
+// Policy authoring: stored versions on the left; on the right the editor with a
+// form and a TOML tab kept in sync both ways, validated live (parse_policy's
+// FILE:LINE:COL diagnostics, the offending line marked) and linted. Save stores
+// a new version in moatd (op policy_put).
+#include <QTimer>
+#include <QWidget>
+
+#include <optional>
+
+#include "moat/policy/diagnostic.h"
+
+class QLabel;
+class QListWidget;
+class QPlainTextEdit;
+class QPushButton;
+class QSplitter;
+class QTableView;
+class QTabWidget;
+
+namespace moat::ui {
+
+class Backend;
+class PolicyForm;
+class PolicyListModel;
+
+class PolicyView final : public QWidget {
+    Q_OBJECT
+public:
+    PolicyView(Backend* backend, QWidget* parent = nullptr);
+
+    PolicyListModel* model() const { return m_model; }
+    PolicyForm* form() const { return m_form; }
+    QPlainTextEdit* editor() const { return m_text; }
+    QSplitter* splitter() const { return m_split; }
+    QString tomlText() const;
+    void setTomlText(const QString& text);
+    int errorCount() const { return m_errors; }
+    void refresh();
+    // Selects NAME vVERSION (latest when version is 0) once the list has it.
+    void selectPolicy(const QString& name, int version = 0);
+    void newPolicy();
+    void save();
+    void showFormTab();
+    void showTomlTab();
+
+signals:
+    void message(const QString& text, int timeoutMs);
+
+private:
+    void loadSelected();
+    void validateNow();
+    void formChanged();
+    void markLines(const std::vector<moat::policy::Diagnostic>& diags);
+    void updateActions();
+
+    Backend* m_backend;
+    PolicyListModel* m_model;
+    QTableView* m_list;
+    QLabel* m_title;
+    QTabWidget* m_tabs;
+    PolicyForm* m_form;
+    QPlainTextEdit* m_text;
+    QTabWidget* m_problemTabs;
+    QListWidget* m_diags;
+    QListWidget* m_lint;
+    QPushButton* m_save;
+    QSplitter* m_split;
+    QTimer m_validateTimer;
+    QTimer m_formTimer;
+    bool m_settingText = false;
+    bool m_fromForm = false;
+    int m_errors = 0;
+    bool m_valid = false;
+    QString m_pendingName;
+    int m_pendingVersion = 0;
+    uint64_t m_loadGeneration = 0;
+};
+
+}  // namespace moat::ui
