@@ -21,8 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -298,6 +302,139 @@ int mode_signal(int argc, char** argv) {
 
 int mode_exit(int argc, char** argv) { return int(arg_num(argc, argv, 2)); }
 
+
+// ---- container tier ----------------------------------------------------------
+
+int mode_whoami(int, char**) {
+    // What a process sees of its pid namespace and UTS namespace.
+    char init[256] = "";
+    int fd = open("/proc/1/cmdline", O_RDONLY | O_CLOEXEC);
+    int init_err = errno;
+    if (fd >= 0) {
+        ssize_t n = read(fd, init, sizeof init - 1);
+        init_err = errno;
+        close(fd);
+        if (n > 0) init[n] = 0;
+        else snprintf(init, sizeof init, "(read:%s)", n == 0 ? "empty" : errname(init_err));
+    } else {
+        snprintf(init, sizeof init, "(open:%s)", errname(init_err));
+    }
+    // argv[0] only (cmdline is NUL-separated); its basename.
+    const char* base = strrchr(init, '/');
+    base = base ? base + 1 : init;
+    utsname u{};
+    uname(&u);
+    printf("pid=%d ppid=%d\n", getpid(), getppid());
+    printf("init=%s\n", base);
+    printf("hostname=%s\n", u.nodename);
+    return 0;
+}
+
+int mode_netdevs(int, char**) {
+    // Interface names from /proc/net/dev (of our network namespace) and
+    // whether each is up (SIOCGIFFLAGS).
+    FILE* f = fopen("/proc/net/dev", "re");
+    if (!f) return report("netdevs", -1, errno);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int s_err = errno;
+    char line[512];
+    int lineno = 0;
+    printf("netdevs=");
+    bool first = true;
+    while (fgets(line, sizeof line, f)) {
+        if (++lineno <= 2) continue;  // two header lines
+        char* colon = strchr(line, ':');
+        if (!colon) continue;
+        *colon = 0;
+        char* name = line;
+        while (*name == ' ') ++name;
+        const char* state = "unknown";
+        if (s >= 0) {
+            ifreq ifr{};
+            snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+            if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) state = (ifr.ifr_flags & IFF_UP) ? "up" : "down";
+            else state = errname(errno);
+        } else {
+            state = errname(s_err);
+        }
+        printf(first ? "%s:%s" : ",%s:%s", name, state);
+        first = false;
+    }
+    printf("\n");
+    fclose(f);
+    if (s >= 0) close(s);
+    return 0;
+}
+
+int mode_tcp_self(int, char**) {
+    // Listen on 127.0.0.1, connect to ourselves, pass a few bytes.
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0) return report("listen_socket", -1, errno);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return report("bind", -1, errno);
+    if (listen(l, 4) < 0) return report("listen", -1, errno);
+    socklen_t len = sizeof a;
+    if (getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) < 0) return report("getsockname", -1, errno);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0) return report("socket", -1, errno);
+    if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return report("connect", -1, errno);
+    int acc = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (acc < 0) return report("accept", -1, errno);
+    if (write(c, "ping", 4) != 4) return report("send", -1, errno);
+    char buf[8] = {};
+    ssize_t n = read(acc, buf, 4);
+    if (n != 4 || memcmp(buf, "ping", 4) != 0) return report("recv", -1, n < 0 ? errno : EIO);
+    printf("tcp_self=ok port=%d\n", ntohs(a.sin_port));
+    return 0;
+}
+
+int mode_cat(int argc, char** argv) {
+    int fd = open(arg_str(argc, argv, 2), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return report("cat", -1, errno);
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = errno;
+    close(fd);
+    if (n < 0) return report("cat", -1, err);
+    buf[n] = 0;
+    printf("cat=ok bytes=%zd\ndata:%s\n", n, buf);
+    return 0;
+}
+
+int mode_statvfs(int argc, char** argv) {
+    struct statvfs sv{};
+    if (statvfs(arg_str(argc, argv, 2), &sv) < 0) return report("statvfs", -1, errno);
+    printf("statvfs=ok ro=%d nosuid=%d\n", (sv.f_flag & ST_RDONLY) ? 1 : 0, (sv.f_flag & ST_NOSUID) ? 1 : 0);
+    return 0;
+}
+
+int mode_openw(int argc, char** argv) {
+    // Open an existing file for writing, without creating or truncating it.
+    int fd = open(arg_str(argc, argv, 2), O_WRONLY | O_CLOEXEC);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return report("openw", fd, err);
+}
+
+int mode_forkbomb_tree(int, char**) {
+    // The real thing: every process forks for ever, and so does every child.
+    // A refused fork backs off briefly so the bomb does not also burn the CPU.
+    printf("bomb=started\n");
+    fflush(stdout);
+    for (;;) {
+        pid_t p = fork();
+        if (p < 0) {
+            usleep(5000);
+            continue;
+        }
+        // Reap what we can so zombies do not hold pids.
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+    }
+}
+
 struct Mode {
     const char* name;
     int (*fn)(int, char**);
@@ -313,6 +450,10 @@ const Mode kModes[] = {
     {"read-file", mode_read_file},   {"connect-tcp", mode_connect_tcp},
     {"socket", mode_socket},         {"kill", mode_kill},
     {"signal", mode_signal},         {"exit", mode_exit},
+    {"whoami", mode_whoami},         {"netdevs", mode_netdevs},
+    {"tcp-self", mode_tcp_self},     {"cat", mode_cat},
+    {"statvfs", mode_statvfs},       {"openw", mode_openw},
+    {"forkbomb-tree", mode_forkbomb_tree},
 };
 
 }  // namespace

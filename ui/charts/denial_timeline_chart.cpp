@@ -34,8 +34,10 @@ DenialTimelineChart::DenialTimelineChart(QWidget* parent) : QCustomPlot(parent) 
 
 int DenialTimelineChart::barCount() const {
     int n = 0;
-    for (int i = 0; i < plottableCount(); ++i)
-        if (auto* b = qobject_cast<QCPBars*>(plottable(i))) n += b->dataCount();
+    // QCustomPlot::plottable() is not const; counting does not modify anything.
+    auto* self = const_cast<DenialTimelineChart*>(this);
+    for (int i = 0; i < self->plottableCount(); ++i)
+        if (auto* b = qobject_cast<QCPBars*>(self->plottable(i))) n += b->dataCount();
     return n;
 }
 

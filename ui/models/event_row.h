@@ -27,7 +27,7 @@ struct EventRow {
     std::string raw;       // the event's JSON
 
     static EventRow fromJson(const nlohmann::json& j);
-    nlohmann::json json() const { return nlohmann::json::parse(raw, nullptr, false); }
+    nlohmann::json toJson() const { return nlohmann::json::parse(raw, nullptr, false); }
 };
 
 }  // namespace moat::ui

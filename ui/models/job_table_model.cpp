@@ -33,7 +33,7 @@ int64_t nowNs() {
 
 JobRow JobRow::fromJson(const json& j) {
     JobRow r;
-    r.json = j;
+    r.object = j;
     r.id = j.value("id", int64_t(0));
     r.tier = str(j, "tier");
     if (auto it = j.find("argv"); it != j.end() && it->is_array())

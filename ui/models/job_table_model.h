@@ -35,7 +35,7 @@ struct JobRow {
     uint64_t peakMemory = 0;
     uint64_t peakPids = 0;
     uint64_t denials = 0;
-    nlohmann::json json;  // the whole job object, for the detail pane
+    nlohmann::json object;  // the whole job object, for the detail pane
 
     // Latest resource sample (running jobs).
     bool hasSample = false;
@@ -47,7 +47,7 @@ struct JobRow {
 
     static JobRow fromJson(const nlohmann::json& j);
     bool running() const { return state == "running"; }
-    bool sameData(const JobRow& o) const { return json == o.json; }
+    bool sameData(const JobRow& o) const { return object == o.object; }
 };
 
 class JobTableModel final : public QAbstractTableModel {

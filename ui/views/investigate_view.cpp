@@ -180,7 +180,7 @@ bool InvestigateView::selectRow(int row) {
 void InvestigateView::showSelected() {
     const auto rows = m_table->selectionModel()->selectedRows();
     const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
-    m_detail->setHtml(e ? eventDetailHtml(e->json()) : QString());
+    m_detail->setHtml(e ? eventDetailHtml(e->toJson()) : QString());
 }
 
 }  // namespace moat::ui

@@ -199,9 +199,9 @@ void JobDetailView::showJob(const JobRow* job) {
                              .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
                              .arg(job->peakPids)
                              .arg(job->denials));
-    const json sb = job->json.value("sandbox", json::object());
+    const json sb = job->object.value("sandbox", json::object());
     QStringList parts;
-    parts << tr("uid %1, pid %2").arg(job->json.value("uid", -1)).arg(job->json.value("pid", -1));
+    parts << tr("uid %1, pid %2").arg(job->object.value("uid", -1)).arg(job->object.value("pid", -1));
     if (sb.contains("cgroup_version")) parts << tr("cgroup v%1").arg(QString::fromStdString(sb["cgroup_version"].dump()));
     if (sb.contains("landlock")) {
         QString ll = tr("landlock %1").arg(QString::fromStdString(sb.value("landlock", std::string())));

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -119,7 +120,7 @@ Result<Layout> Layout::detect(std::optional<Version> prefer) {
         const std::string& mnt = left[4];
         if (right[0] == "cgroup2" && l.v2_root.empty()) l.v2_root = mnt;
         if (right[0] == "cgroup") {
-            for (auto& opt : std::vector<std::string>{"memory", "pids", "cpuacct", "cpu", "freezer"}) {
+            for (auto& opt : std::vector<std::string>{"memory", "pids", "cpuacct", "cpu", "freezer", "blkio"}) {
                 std::string so = "," + right[2] + ",";
                 if (so.find("," + opt + ",") != std::string::npos && !l.v1.count(opt)) l.v1[opt] = mnt;
             }
@@ -185,7 +186,7 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
         // Delegate the controllers we need to the parent's children. The root is
         // exempt from the no-internal-process rule; `parent` holds no processes.
         std::string enable;
-        for (const char* c : {"memory", "pids", "cpu"})
+        for (const char* c : {"memory", "pids", "cpu", "io"})
             if (has(c)) enable += std::string(enable.empty() ? "" : " ") + "+" + c;
         if (!enable.empty()) {
             // Enable at each level from the root down to the parent.
@@ -204,6 +205,7 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
         if (::mkdir(dir.c_str(), 0755) < 0) return fail_sys("mkdir(\"" + dir + "\")", errno);
         cg.m_dirs.push_back(dir);
         if (has("memory")) cg.m_mem = dir;
+        if (has("io")) cg.m_io = dir;
         if (has("pids")) cg.m_pids = dir;
         cg.m_cpu = dir;  // cpu.stat usage_usec exists without the cpu controller
         if (limits.memory_bytes) {
@@ -255,6 +257,15 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
         if (std::string(ctl) == "pids") cg.m_pids = dir;
         if (std::string(ctl) == "cpuacct") cg.m_cpu = dir;
     }
+    // blkio is optional: it only feeds the I/O figures, never a limit.
+    if (auto it = layout.v1.find("blkio"); it != layout.v1.end()) {
+        std::string dir = it->second + "/" + parent + "/" + name;
+        if (std::find(cg.m_dirs.begin(), cg.m_dirs.end(), dir) == cg.m_dirs.end() &&
+            mkdir_p(it->second + "/" + parent) && ::mkdir(dir.c_str(), 0755) == 0) {
+            cg.m_dirs.push_back(dir);
+            cg.m_io = dir;
+        }
+    }
     auto undo = [&](Error e) -> Result<JobCgroup> {
         (void)cg.destroy();
         return std::unexpected(std::move(e));
@@ -293,6 +304,18 @@ Result<Sample> JobCgroup::sample() const {
             if (auto v = read_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
         }
         if (!s.has_pids) s.pids = procs_of(d).size();
+        if (!m_io.empty()) {
+            // io.stat: "MAJ:MIN rbytes=N wbytes=N rios=N wios=N ..." per device.
+            if (auto t = read_file(d + "/io.stat")) {
+                s.has_io = true;
+                std::istringstream in(*t);
+                std::string w;
+                while (in >> w) {
+                    if (w.rfind("rbytes=", 0) == 0) s.io_read_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
+                    if (w.rfind("wbytes=", 0) == 0) s.io_write_bytes += std::strtoull(w.c_str() + 7, nullptr, 10);
+                }
+            }
+        }
         return s;
     }
     if (auto v = read_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
@@ -301,6 +324,22 @@ Result<Sample> JobCgroup::sample() const {
     if (auto v = read_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
     if (auto v = read_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
     if (auto v = read_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
+    if (!m_io.empty()) {
+        // "MAJ:MIN Read N" / "MAJ:MIN Write N" lines per device, then "Total N".
+        if (auto t = read_file(m_io + "/blkio.throttle.io_service_bytes_recursive")) {
+            s.has_io = true;
+            std::istringstream in(*t);
+            std::string line;
+            while (std::getline(in, line)) {
+                std::istringstream ls(line);
+                std::string dev, op;
+                uint64_t v = 0;
+                if (!(ls >> dev >> op >> v)) continue;
+                if (op == "Read") s.io_read_bytes += v;
+                if (op == "Write") s.io_write_bytes += v;
+            }
+        }
+    }
     return s;
 }
 

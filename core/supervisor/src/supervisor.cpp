@@ -636,7 +636,9 @@ void Supervisor::sample(Job& job, bool final) {
               {"memory_bytes", s->memory_bytes},
               {"memory_limit_bytes", job.policy->limits.memory_bytes},
               {"pids", s->pids},
-              {"pids_limit", job.policy->limits.pids}});
+              {"pids_limit", job.policy->limits.pids},
+              {"io_read_bytes", s->has_io ? nlohmann::json(s->io_read_bytes) : nlohmann::json(nullptr)},
+              {"io_write_bytes", s->has_io ? nlohmann::json(s->io_write_bytes) : nlohmann::json(nullptr)}});
 }
 
 void Supervisor::kill_job(Job& job, const std::string& cause, const std::string& detail) {

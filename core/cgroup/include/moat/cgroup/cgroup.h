@@ -41,7 +41,9 @@ struct Sample {
     uint64_t pids = 0;
     uint64_t oom_kills = 0;          // OOM kills inside the group so far
     uint64_t pids_max_hits = 0;      // fork/clone refused by the pids limit so far
-    bool has_memory = false, has_pids = false, has_cpu = false;
+    uint64_t io_read_bytes = 0;      // block I/O (v2 io.stat; v1 blkio, when that hierarchy is mounted)
+    uint64_t io_write_bytes = 0;
+    bool has_memory = false, has_pids = false, has_cpu = false, has_io = false;
 };
 
 class JobCgroup final {
@@ -75,7 +77,7 @@ private:
     JobCgroup() = default;
     Version m_version = Version::V2;
     std::vector<std::string> m_dirs;   // v2: one dir; v1: one per hierarchy
-    std::string m_mem, m_pids, m_cpu;  // the dir that serves each controller ("" when missing)
+    std::string m_mem, m_pids, m_cpu, m_io;  // the dir that serves each controller ("" when missing)
 };
 
 }  // namespace moat::cgroup

@@ -1,0 +1,633 @@
+// Container-tier scenario tests: real jobs with `tier = "container"` (or
+// `moatctl run --tier container`) through a real moatd, checked from inside the
+// container (moat-testprog reports what it sees) and from the host (moatctl's
+// exit status, stderr, `show`/`events` JSON, /proc of the job's processes).
+//
+// This is issue 3's "Done when" list, as tests. Same fixture as scenario_test
+// (fixture.h): one moatd per test process. moat-testprog is copied into a
+// world-readable temp dir, which every policy here lists in read_only so the
+// binary exists inside the container's root.
+#include <sys/mount.h>
+
+#include "fixture.h"
+
+namespace {
+
+// A container policy. Every field has the value most tests want; a test
+// changes the few it is about.
+struct Ctr {
+    std::string name = "ctr";
+    std::string hostname;  // empty: no key (default job-<id>)
+    std::string network = "none";
+    std::string limits = "wall_time = \"20s\"\n";
+    std::vector<std::string> read_only = {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "@TESTDIR@"};
+    std::vector<std::string> read_write;
+    std::vector<std::string> tmpfs = {"/tmp"};
+    std::string tmpfs_size;  // empty: no key (default 64MiB)
+    std::string default_action = "errno:EPERM";
+    std::vector<std::string> allow = {"@default", "@signal", "capget", "prctl"};
+};
+
+std::string toml_list(const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", \"" : "\"") + v[i] + "\"";
+    return s + "]";
+}
+
+std::string toml(const Ctr& c) {
+    std::string t = "name = \"" + c.name + "\"\ntier = \"container\"\n";
+    if (!c.hostname.empty()) t += "hostname = \"" + c.hostname + "\"\n";
+    t += "[limits]\n" + c.limits;
+    t += "[filesystem]\nread_only = " + toml_list(c.read_only) + "\nread_write = " + toml_list(c.read_write) +
+         "\ntmpfs = " + toml_list(c.tmpfs) + "\n";
+    if (!c.tmpfs_size.empty()) t += "tmpfs_size = \"" + c.tmpfs_size + "\"\n";
+    t += "[network]\nmode = \"" + c.network + "\"\n";
+    t += "[seccomp]\ndefault_action = \"" + c.default_action + "\"\nallow = " + toml_list(c.allow) + "\n";
+    return t;
+}
+
+std::string dump_all(const std::vector<json>& ev) {
+    std::string s;
+    for (const auto& e : ev) s += e.dump() + "\n";
+    return s;
+}
+
+// The four ids of a `Uid:` / `Gid:` line in /proc/PID/status; empty when unreadable.
+std::vector<long> status_ids(pid_t pid, const std::string& key) {
+    std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(key + ":", 0) == 0) {
+            std::istringstream f(line.substr(key.size() + 1));
+            std::vector<long> v;
+            for (long x; f >> x;) v.push_back(x);
+            return v;
+        }
+    return {};
+}
+
+std::string status_field(pid_t pid, const std::string& key) {
+    std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(key + ":", 0) == 0) {
+            std::string v = line.substr(key.size() + 1);
+            v.erase(0, v.find_first_not_of(" \t"));
+            return v;
+        }
+    return "";
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+    std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children"));
+    std::vector<pid_t> v;
+    for (pid_t c; in >> c;) v.push_back(c);
+    return v;
+}
+
+// A host directory with a tmpfs mounted on it for the length of a test.
+class HostTmpfs {
+public:
+    explicit HostTmpfs(const std::string& dir) : m_dir(dir) {
+        mkdir(dir.c_str(), 0777);
+        m_ok = mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777") == 0;
+        if (!m_ok) m_err = strerror(errno);
+    }
+    ~HostTmpfs() {
+        if (m_ok) umount2(m_dir.c_str(), MNT_DETACH);
+    }
+    HostTmpfs(const HostTmpfs&) = delete;
+    HostTmpfs& operator=(const HostTmpfs&) = delete;
+    bool ok() const { return m_ok; }
+    const std::string& error() const { return m_err; }
+
+private:
+    std::string m_dir, m_err;
+    bool m_ok = false;
+};
+
+// A TCP listener on the host's 127.0.0.1 (the test's network namespace).
+class HostListener {
+public:
+    HostListener() {
+        m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (m_fd < 0 || bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(m_fd, 8) < 0 ||
+            getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
+            return;
+        m_port = ntohs(a.sin_port);
+    }
+    ~HostListener() {
+        if (m_fd >= 0) close(m_fd);
+    }
+    HostListener(const HostListener&) = delete;
+    HostListener& operator=(const HostListener&) = delete;
+    int port() const { return m_port; }
+    // How many connections are waiting to be accepted (all of them are accepted).
+    int accepted() {
+        int n = 0;
+        for (int c; (c = accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) close(c);
+        return n;
+    }
+
+private:
+    int m_fd = -1;
+    int m_port = 0;
+};
+
+class Container : public Scenario {
+protected:
+    static std::string ctr_policy(const Ctr& c) { return write_policy(c.name, toml(c)); }
+
+    // moat-testprog MODE ARGS under the container policy c.
+    static JobRun run_ctr(const Ctr& c, const std::vector<std::string>& args,
+                          const std::vector<std::string>& run_opts = {}) {
+        std::vector<std::string> prog = {testprog()};
+        prog.insert(prog.end(), args.begin(), args.end());
+        return run_job(*s_daemon, ctr_policy(c), prog, {}, run_opts);
+    }
+
+    // moatctl run in the background; idf receives the job's id.
+    static std::unique_ptr<Bg> bg_ctr(const Ctr& c, const std::vector<std::string>& args, const std::string& idf) {
+        std::vector<std::string> argv = {s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy",
+                                         ctr_policy(c), "--id-file", idf, "--", testprog()};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return std::make_unique<Bg>(argv, s_root);
+    }
+
+    // The job's record, or (when no id file was written) the newest job's.
+    static json record(const JobRun& r) {
+        if (r.id) return show(r.id);
+        Proc p = ctl({"jobs", "--json"});
+        json arr = json::parse(p.out, nullptr, false);
+        EXPECT_TRUE(arr.is_array() && !arr.empty()) << p.out;
+        return arr.is_array() && !arr.empty() ? arr[0] : json::object();
+    }
+};
+
+// ---- 1. pid and UTS namespaces ---------------------------------------------------
+
+TEST_F(Container, JobIsPid2UnderMoatInitWithJobHostname) {
+    // The tier from the command line, the policy otherwise a seccomp-tier one.
+    JobRun r = run_job(*s_daemon, policy("base"), {testprog(), "whoami"}, {}, {"--tier", "container"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    ASSERT_GT(r.id, 0) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "pid"), "2") << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "ppid"), "1") << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "init"), "moat-init") << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "hostname"), "job-" + std::to_string(r.id)) << describe(r);
+    json j = show(r.id);
+    EXPECT_EQ(j.value("tier", ""), "container") << j.dump();
+    EXPECT_EQ(cause(j), "exited") << j.dump();
+
+    char host[256] = "";
+    gethostname(host, sizeof host);
+    EXPECT_NE(kv(r.proc.out, "hostname"), std::string(host)) << "the job sees the host's name";
+}
+
+TEST_F(Container, PolicyHostnameIsHonoured) {
+    Ctr c;
+    c.name = "ctr-hostname";
+    c.hostname = "moat-scn-box";
+    JobRun r = run_ctr(c, {"whoami"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "hostname"), "moat-scn-box") << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "pid"), "2") << describe(r);
+    char host[256] = "";
+    gethostname(host, sizeof host);
+    EXPECT_NE(std::string(host), "moat-scn-box") << "the job renamed the host";
+}
+
+// ---- 2. network -------------------------------------------------------------------
+
+TEST_F(Container, NetworkNoneHasOnlyLoDownAndCannotReachHost) {
+    Ctr c;
+    c.name = "ctr-net-none";
+    c.allow = {"@default", "@network-io", "ioctl"};
+    JobRun d = run_ctr(c, {"netdevs"});
+    ASSERT_EQ(d.proc.status, 0) << describe(d);
+    EXPECT_EQ(kv(d.proc.out, "netdevs"), "lo:down") << describe(d);
+
+    HostListener host;
+    ASSERT_GT(host.port(), 0) << "could not listen on the host's 127.0.0.1";
+    JobRun r = run_ctr(c, {"connect-tcp", std::to_string(host.port())});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "connect"), "fail") << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "errno"), "ENETUNREACH") << describe(r);
+    EXPECT_EQ(host.accepted(), 0) << "the job reached a listener on the host's loopback";
+}
+
+TEST_F(Container, NetworkLoopbackHasLoUpAndWorksButOnlyInside) {
+    Ctr c;
+    c.name = "ctr-net-lo";
+    c.network = "loopback";
+    c.allow = {"@default", "@network-io", "ioctl"};
+    JobRun d = run_ctr(c, {"netdevs"});
+    ASSERT_EQ(d.proc.status, 0) << describe(d);
+    EXPECT_EQ(kv(d.proc.out, "netdevs"), "lo:up") << describe(d);
+
+    JobRun t = run_ctr(c, {"tcp-self"});
+    EXPECT_EQ(t.proc.status, 0) << describe(t);
+    EXPECT_EQ(kv(t.proc.out, "tcp_self"), "ok") << describe(t);
+
+    // Its 127.0.0.1 is its own: the host's listener is not there.
+    HostListener host;
+    ASSERT_GT(host.port(), 0);
+    JobRun r = run_ctr(c, {"connect-tcp", std::to_string(host.port())});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "errno"), "ECONNREFUSED") << describe(r);
+    EXPECT_EQ(host.accepted(), 0) << "the job reached a listener on the host's loopback";
+}
+
+// ---- 3. the filesystem --------------------------------------------------------------
+
+TEST_F(Container, UnlistedFilesAreAbsent) {
+    ASSERT_TRUE(fs::exists("/etc/shadow"));
+    Ctr c;
+    c.name = "ctr-fs";
+    JobRun r = run_ctr(c, {"read-file", "/etc/shadow"});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "errno"), "ENOENT") << describe(r);
+    JobRun h = run_ctr(c, {"read-file", "/etc/hostname"});
+    EXPECT_EQ(kv(h.proc.out, "errno"), "ENOENT") << describe(h);
+    JobRun ok = run_ctr(c, {"read-file", "/etc/ld.so.cache"});
+    EXPECT_EQ(ok.proc.status, 0) << "control: a read_only file must be readable\n" << describe(ok);
+}
+
+TEST_F(Container, ReadOnlyMountsFailWithErofsIncludingSubmounts) {
+    // A directory anyone may write on the host, with a tmpfs below it: only the
+    // policy's read_only can make writes fail, and it must reach the submount.
+    std::string ro = s_root + "/ro";
+    mkdir(ro.c_str(), 0777);
+    chmod(ro.c_str(), 0777);
+    HostTmpfs sub(ro + "/sub");
+    ASSERT_TRUE(sub.ok()) << "mount tmpfs on " << ro << "/sub: " << sub.error();
+    write_text(ro + "/sub/host-check", "x");
+    ASSERT_TRUE(fs::exists(ro + "/sub/host-check")) << "the host tmpfs is not writable";
+
+    Ctr c;
+    c.name = "ctr-ro";
+    c.read_only.push_back(ro);
+    for (std::string target : {ro + "/top", ro + "/sub/inner", std::string("/usr/moat-ctr-x"), std::string("/moat-ctr-x")}) {
+        JobRun r = run_ctr(c, {"writefile", target, "10"});
+        EXPECT_EQ(r.proc.status, 1) << target << "\n" << describe(r);
+        EXPECT_EQ(kv(r.proc.out, "errno"), "EROFS") << target << "\n" << describe(r);
+    }
+    EXPECT_FALSE(fs::exists(ro + "/top"));
+    EXPECT_FALSE(fs::exists(ro + "/sub/inner"));
+    EXPECT_FALSE(fs::exists("/usr/moat-ctr-x"));
+    for (std::string path : {ro, ro + "/sub", std::string("/")}) {
+        JobRun s = run_ctr(c, {"statvfs", path});
+        EXPECT_EQ(kv(s.proc.out, "ro"), "1") << path << "\n" << describe(s);
+        EXPECT_EQ(kv(s.proc.out, "nosuid"), "1") << path << "\n" << describe(s);
+    }
+
+    // Control: the same tree under read_write is writable, submount included.
+    Ctr w;
+    w.name = "ctr-ro-control";
+    w.read_write.push_back(ro);
+    for (std::string target : {ro + "/top", ro + "/sub/inner"}) {
+        JobRun r = run_ctr(w, {"writefile", target, "10"});
+        EXPECT_EQ(r.proc.status, 0) << target << "\n" << describe(r);
+        EXPECT_TRUE(fs::exists(target)) << target;
+    }
+}
+
+TEST_F(Container, ReadWriteBindIsWritableAndVisibleOnHost) {
+    Ctr c;
+    c.name = "ctr-rw";
+    c.read_write = {rw()};
+    std::string file = rw() + "/from-container";
+    unlink(file.c_str());
+    JobRun r = run_ctr(c, {"writefile", file, "12345"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    std::error_code ec;
+    EXPECT_EQ(fs::file_size(file, ec), 12345u) << ec.message();
+    struct stat st{};
+    ASSERT_EQ(stat(file.c_str(), &st), 0);
+    json j = show(r.id);
+    EXPECT_EQ(long(st.st_uid), j.value("uid", -1L)) << "the file's owner on the host is not the job's host uid\n"
+                                                    << j.dump();
+    EXPECT_NE(st.st_uid, 0u);
+}
+
+TEST_F(Container, TmpfsSizeIsEnforced) {
+    Ctr c;
+    c.name = "ctr-tmpfs-1m";
+    c.tmpfs_size = "1MiB";
+    JobRun r = run_ctr(c, {"writefile", "/tmp/fill", std::to_string(4 << 20)});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "errno"), "ENOSPC") << describe(r);
+    auto written = kv(r.proc.out, "written");
+    ASSERT_TRUE(written) << describe(r);
+    EXPECT_GE(std::stol(*written), 512L << 10) << describe(r);
+    EXPECT_LE(std::stol(*written), 1L << 20) << describe(r);
+
+    // Control: the default size (64MiB) takes the same 4 MiB.
+    Ctr d;
+    d.name = "ctr-tmpfs-default";
+    JobRun ok = run_ctr(d, {"writefile", "/tmp/fill", std::to_string(4 << 20)});
+    EXPECT_EQ(ok.proc.status, 0) << describe(ok);
+    EXPECT_EQ(kv(ok.proc.out, "written"), std::to_string(4 << 20)) << describe(ok);
+}
+
+TEST_F(Container, InputFileIsVisibleReadOnlyAtItsSandboxPath) {
+    std::string host = s_root + "/input.txt";
+    write_text(host, "moat-input-42\n", 0666);  // writable by anyone on the host: only the mount can refuse
+    Ctr c;
+    c.name = "ctr-input";
+    std::vector<std::string> in = {"--input", host + ":/data/input.txt"};
+    JobRun r = run_ctr(c, {"cat", "/data/input.txt"}, in);
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    EXPECT_NE(r.proc.out.find("data:moat-input-42"), std::string::npos) << describe(r);
+
+    JobRun w = run_ctr(c, {"writefile", "/data/input.txt", "3"}, in);
+    EXPECT_EQ(w.proc.status, 1) << describe(w);
+    EXPECT_EQ(kv(w.proc.out, "errno"), "EROFS") << describe(w);
+    EXPECT_EQ(read_text(host), "moat-input-42\n") << "the job changed its input";
+
+    // Not at the host path (that is not mounted).
+    JobRun h = run_ctr(c, {"cat", host}, in);
+    EXPECT_EQ(kv(h.proc.out, "errno"), "ENOENT") << describe(h);
+}
+
+TEST_F(Container, ProcIsTheJobsWithSensitivePathsMaskedOrReadOnly) {
+    Ctr c;
+    c.name = "ctr-proc";
+    JobRun s = run_ctr(c, {"statvfs", "/proc/sys"});
+    EXPECT_EQ(s.proc.status, 0) << describe(s);
+    EXPECT_EQ(kv(s.proc.out, "ro"), "1") << "/proc/sys is writable\n" << describe(s);
+    JobRun p = run_ctr(c, {"statvfs", "/proc"});
+    EXPECT_EQ(kv(p.proc.out, "ro"), "0") << "control: /proc itself is not read-only\n" << describe(p);
+
+    // sysrq-trigger: absent on some kernels, never writable.
+    JobRun q = run_ctr(c, {"openw", "/proc/sysrq-trigger"});
+    EXPECT_EQ(q.proc.status, 1) << describe(q);
+    EXPECT_EQ(kv(q.proc.out, "openw"), "fail") << describe(q);
+    if (!fs::exists("/proc/sysrq-trigger"))
+        EXPECT_EQ(kv(q.proc.out, "errno"), "ENOENT") << describe(q);
+
+    // Masked files read as empty (timer_list is never empty on a real /proc).
+    ASSERT_FALSE(read_text("/proc/timer_list").empty());
+    for (const char* path : {"/proc/keys", "/proc/timer_list"}) {
+        JobRun k = run_ctr(c, {"read-file", path});
+        EXPECT_EQ(k.proc.status, 0) << path << "\n" << describe(k);
+        EXPECT_EQ(kv(k.proc.out, "ret"), "0") << path << " is not masked\n" << describe(k);
+    }
+}
+
+// ---- 4. identity ---------------------------------------------------------------------
+
+TEST_F(Container, JobIsUnprivilegedInsideAndOnTheHost) {
+    Ctr c;
+    c.name = "ctr-ids";
+    JobRun r = run_ctr(c, {"ids"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    auto num = [&](const char* k) { auto v = kv(r.proc.out, k); return v ? std::stoull(*v, nullptr, 0) : ~0ULL; };
+    EXPECT_EQ(num("uid"), 1000u) << r.proc.out;
+    EXPECT_EQ(num("euid"), 1000u) << r.proc.out;
+    EXPECT_EQ(num("suid"), 1000u) << r.proc.out;
+    EXPECT_NE(num("gid"), 0u) << r.proc.out;
+    EXPECT_EQ(num("groups"), 0u) << r.proc.out;
+    EXPECT_EQ(kv(r.proc.out, "capget"), "ok") << r.proc.out;
+    EXPECT_EQ(num("capeff"), 0u) << r.proc.out;
+    EXPECT_EQ(num("capprm"), 0u) << r.proc.out;
+    EXPECT_EQ(num("capbnd"), 0u) << r.proc.out;
+    EXPECT_EQ(num("nnp"), 1u) << r.proc.out;
+
+    // From the host: the job's process (moat-init's child) and moat-init itself.
+    std::string idf = new_id_file();
+    auto job = bg_ctr(c, {"sleep", "30"}, idf);
+    json running = wait_running(*s_daemon, idf);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << job->err();
+    pid_t init = running["pid"].get<pid_t>();
+    std::vector<pid_t> kids;
+    wait_for([&] { kids = children_of(init); return !kids.empty(); }, 5);
+    ASSERT_EQ(kids.size(), 1u) << "moat-init (host pid " << init << ") should have exactly the job as its child";
+    pid_t jp = kids[0];
+    EXPECT_TRUE(wait_for([&] { return read_text("/proc/" + std::to_string(jp) + "/comm") == "moat-testprog\n"; }, 5))
+        << read_text("/proc/" + std::to_string(jp) + "/comm");
+
+    ASSERT_TRUE(running["uid"].is_number_integer()) << running.dump();
+    long rec_uid = running["uid"].get<long>();
+    EXPECT_NE(rec_uid, 0) << running.dump();
+    std::vector<long> uids = status_ids(jp, "Uid");
+    ASSERT_EQ(uids.size(), 4u) << read_text("/proc/" + std::to_string(jp) + "/status");
+    for (long u : uids) EXPECT_EQ(u, rec_uid) << "job host pid " << jp << ": Uid " << status_field(jp, "Uid");
+    std::vector<long> gids = status_ids(jp, "Gid");
+    ASSERT_EQ(gids.size(), 4u);
+    for (long g : gids) EXPECT_NE(g, 0) << "Gid " << status_field(jp, "Gid");
+    EXPECT_EQ(status_field(jp, "CapEff"), "0000000000000000");
+    EXPECT_EQ(status_field(jp, "NoNewPrivs"), "1");
+
+    std::vector<long> init_uids = status_ids(init, "Uid");
+    ASSERT_EQ(init_uids.size(), 4u);
+    for (long u : init_uids) EXPECT_NE(u, 0) << "moat-init runs as host root: Uid " << status_field(init, "Uid");
+    const json& sb = running.value("sandbox", json::object());
+    ASSERT_TRUE(sb.contains("host_root_uid")) << running.dump();
+    EXPECT_EQ(init_uids[0], sb["host_root_uid"].get<long>()) << running.dump();
+    EXPECT_NE(init_uids[0], rec_uid) << "the container's root and the job share a host uid";
+
+    ctl({"stop", read_text(idf).substr(0, read_text(idf).find('\n'))});
+    job->wait(10);
+}
+
+// ---- 5. limits ------------------------------------------------------------------------
+
+TEST_F(Container, MemoryHogEndsWithCauseMemory) {
+    Ctr c;
+    c.name = "ctr-memory";
+    c.limits = "wall_time = \"20s\"\nmemory = \"32MiB\"\n";
+    JobRun r = run_ctr(c, {"alloc", "200"});
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << describe(r);
+    EXPECT_EQ(kv(r.proc.out, "alloc"), std::nullopt) << describe(r);
+    ASSERT_GT(r.id, 0);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "memory") << j.dump();
+    EXPECT_EQ(j.value("signal", json()), SIGKILL) << j.dump();
+    EXPECT_LE(j["resources"].value("peak_memory_bytes", uint64_t(0)), uint64_t(40) << 20) << j.dump();
+}
+
+TEST_F(Container, ForkBombIsContainedByPidsLimitAndHostCanFork) {
+    Ctr c;
+    c.name = "ctr-pids";
+    c.limits = "wall_time = \"4s\"\npids = 16\n";
+    std::string idf = new_id_file();
+    auto bomb = bg_ctr(c, {"forkbomb-tree"}, idf);
+    ASSERT_TRUE(wait_for([&] { return bomb->out().find("bomb=started") != std::string::npos || !bomb->running(); }, 10))
+        << bomb->err();
+    json running = wait_running(*s_daemon, idf);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << bomb->err();
+    pid_t init = running["pid"].get<pid_t>();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_TRUE(bomb->running()) << "the bomb ended early\n" << bomb->out() << bomb->err();
+
+    // The host is unaffected: it can still fork and exec, quickly.
+    for (int i = 0; i < 5; ++i) {
+        Proc t = run_cmd({"/bin/true"}, Opts{.timeout_s = 5});
+        EXPECT_EQ(t.status, 0) << "host fork+exec of /bin/true failed during the bomb: " << t.err;
+        EXPECT_LT(t.seconds, 2.0);
+    }
+
+    int st = bomb->wait(15);
+    EXPECT_EQ(st, 128 + SIGKILL) << "moatctl run: " << st << "\n" << bomb->out() << bomb->err();
+    int64_t id = read_id(idf);
+    ASSERT_GT(id, 0);
+    json j = show(id);
+    EXPECT_EQ(j.value("state", ""), "finished") << j.dump();
+    EXPECT_EQ(cause(j), "wall-time") << j.dump();
+    EXPECT_LE(j["resources"].value("peak_pids", 0), 16) << j.dump();
+    auto ev = events(id);
+    bool pids_limit = false;
+    for (const auto& e : ev)
+        if (e.value("kind", "") == "limit" && e.value("limit", "") == "pids") pids_limit = true;
+    EXPECT_TRUE(pids_limit) << "no `limit` event with limit \"pids\":\n" << dump_all(ev);
+    EXPECT_TRUE(kill(init, 0) < 0 && errno == ESRCH) << "moat-init (host pid " << init << ") outlived the job";
+
+}
+
+// ---- 6. denials inside -------------------------------------------------------------------
+
+TEST_F(Container, DeniedSyscallIsRecordedWithThePathTheJobSees) {
+    Ctr c;
+    c.name = "ctr-demo";
+    // demo.toml's list: mkdir is not allowed.
+    c.allow = {"execve", "brk",  "mmap",   "munmap", "mprotect", "arch_prctl", "set_tid_address", "set_robust_list",
+               "rseq",   "futex", "prlimit64", "getrandom", "newfstatat", "fstat", "openat", "read", "pread64", "close",
+               "exit",   "exit_group", "access", "write", "lseek", "statfs", "umask"};
+    // The client's cwd (the suite's temp dir) exists inside too: it holds the
+    // read_only bind of @TESTDIR@ inside the /tmp tmpfs.
+    std::string rel_expected = s_root + "/rel-x";
+    JobRun r = run_job(*s_daemon, ctr_policy(c), {"/bin/mkdir", "/tmp/x", "rel-x"});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    EXPECT_NE(r.proc.err.find("Operation not permitted"), std::string::npos) << describe(r);
+    ASSERT_GT(r.id, 0) << describe(r);
+
+    auto ev = events(r.id);
+    auto ds = denials(ev, "mkdir");
+    ASSERT_EQ(ds.size(), 2u) << dump_all(ev);
+    const json& d = ds[0];
+    EXPECT_EQ(d.value("decoded", json()), "/tmp/x") << d.dump();
+    ASSERT_TRUE(d["module"].is_string()) << d.dump();
+    EXPECT_EQ(d["module"].get<std::string>().rfind("libc.so.6+0x", 0), 0u) << d.dump();
+    EXPECT_EQ(d.value("arch", ""), "x86_64") << d.dump();
+    EXPECT_EQ(d.value("nr", -1), 83) << d.dump();
+    EXPECT_EQ(d.value("action", ""), "errno:EPERM") << d.dump();
+    EXPECT_EQ(ds[1].value("decoded", json()), rel_expected) << "a relative path, resolved against the job's cwd "
+                                                               "as the job sees it\n"
+                                                            << ds[1].dump();
+    json j = show(r.id);
+    EXPECT_EQ(j.value("tier", ""), "container") << j.dump();
+    EXPECT_EQ(j.value("denial_count", -1), 2) << j.dump();
+}
+
+// ---- 7. setup failures ----------------------------------------------------------------------
+
+TEST_F(Container, MissingMountSourceIsSetupFailure) {
+    Ctr c;
+    c.name = "ctr-missing";
+    std::string missing = "/nonexistent-moat-ctr-" + std::to_string(getpid());
+    c.read_only.push_back(missing);
+    JobRun r = run_ctr(c, {"exit", "0"});
+    EXPECT_EQ(r.proc.status, 125) << describe(r);
+    EXPECT_NE(r.proc.err.find(missing), std::string::npos) << describe(r);
+    EXPECT_NE(r.proc.err.find("ENOENT"), std::string::npos) << describe(r);
+    json j = record(r);
+    EXPECT_EQ(cause(j), "setup-failed") << j.dump();
+    EXPECT_NE(detail(j).find(missing), std::string::npos) << j.dump();
+    EXPECT_NE(detail(j).find("ENOENT"), std::string::npos) << j.dump();
+    EXPECT_TRUE(j.value("exit_code", json()).is_null()) << j.dump();
+}
+
+TEST_F(Container, SymlinkInsidePolicyPathIsSetupFailure) {
+    std::string real = s_root + "/real";
+    std::string link = s_root + "/link";
+    fs::create_directories(real + "/sub");
+    chmod(real.c_str(), 0755);
+    chmod((real + "/sub").c_str(), 0755);
+    unlink(link.c_str());
+    ASSERT_EQ(symlink("real", link.c_str()), 0) << strerror(errno);
+    Ctr c;
+    c.name = "ctr-symlink";
+    c.read_only.push_back(link + "/sub");
+    JobRun r = run_ctr(c, {"exit", "0"});
+    EXPECT_EQ(r.proc.status, 125) << describe(r);
+    EXPECT_NE(r.proc.err.find(link), std::string::npos) << describe(r);
+    json j = record(r);
+    EXPECT_EQ(cause(j), "setup-failed") << j.dump();
+    EXPECT_NE(detail(j).find(link), std::string::npos) << j.dump();
+    EXPECT_NE(detail(j).find("symlink"), std::string::npos) << j.dump();
+
+    // Control: the real path is fine.
+    Ctr ok;
+    ok.name = "ctr-symlink-control";
+    ok.read_only.push_back(real + "/sub");
+    JobRun o = run_ctr(ok, {"exit", "0"});
+    EXPECT_EQ(o.proc.status, 0) << describe(o);
+}
+
+TEST_F(Container, NetworkHostIsSetupFailure) {
+    Ctr c;
+    c.name = "ctr-net-host";
+    c.network = "host";
+    JobRun r = run_ctr(c, {"exit", "0"});
+    EXPECT_EQ(r.proc.status, 125) << describe(r);
+    EXPECT_NE(r.proc.err.find("host"), std::string::npos) << describe(r);
+    json j = record(r);
+    EXPECT_EQ(cause(j), "setup-failed") << j.dump();
+    EXPECT_NE(detail(j).find("network"), std::string::npos) << j.dump();
+}
+
+// ---- 8. termination -------------------------------------------------------------------------
+
+TEST_F(Container, ExitCodeIsTheJobsNotInits) {
+    Ctr c;
+    c.name = "ctr-exit";
+    JobRun r = run_ctr(c, {"exit", "7"});
+    EXPECT_EQ(r.proc.status, 7) << describe(r);
+    ASSERT_GT(r.id, 0);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "exited") << j.dump();
+    EXPECT_EQ(j.value("exit_code", json()), 7) << j.dump();
+    EXPECT_TRUE(j["signal"].is_null()) << j.dump();
+}
+
+TEST_F(Container, SignalIsTheJobsNotInits) {
+    Ctr c;
+    c.name = "ctr-signal";
+    JobRun r = run_ctr(c, {"signal", std::to_string(SIGUSR1)});
+    EXPECT_EQ(r.proc.status, 128 + SIGUSR1) << describe(r);
+    ASSERT_GT(r.id, 0);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "signaled") << j.dump();
+    EXPECT_EQ(j.value("signal", json()), SIGUSR1) << j.dump();
+    EXPECT_TRUE(j["exit_code"].is_null()) << j.dump();
+}
+
+TEST_F(Container, StopEndsTheWholeContainer) {
+    Ctr c;
+    c.name = "ctr-stop";
+    std::string idf = new_id_file();
+    auto job = bg_ctr(c, {"sleep", "30"}, idf);
+    json running = wait_running(*s_daemon, idf);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << job->err();
+    int64_t id = read_id(idf);
+    pid_t init = running["pid"].get<pid_t>();
+    std::vector<pid_t> kids;
+    wait_for([&] { kids = children_of(init); return !kids.empty(); }, 5);
+    auto t0 = Clock::now();
+    Proc stop = ctl({"stop", std::to_string(id)});
+    EXPECT_EQ(stop.status, 0) << stop.err;
+    int st = job->wait(10);
+    EXPECT_LT(since(t0), 5.0);
+    EXPECT_GT(st, 128) << "moatctl run ended with " << st << "\n" << job->err();
+    json j = show(id);
+    EXPECT_EQ(cause(j), "stopped") << j.dump();
+    EXPECT_EQ(j.value("state", ""), "finished") << j.dump();
+    kids.push_back(init);
+    for (pid_t p : kids)
+        EXPECT_TRUE(wait_for([&] { return kill(p, 0) < 0 && errno == ESRCH; }, 2)) << "pid " << p << " still alive";
+}
+
+}  // namespace

@@ -1,0 +1,532 @@
+// Shared by the scenario suites (scenario_test, container_test): processes,
+// output parsing, a private moatd per test binary process, and the Scenario
+// fixture with its moatctl helpers.
+//
+// Each suite is a single translation unit, so everything here lives in an
+// anonymous namespace like the tests that use it.
+#pragma once
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// ---- processes --------------------------------------------------------------
+
+struct Creds {
+    uid_t uid;
+    gid_t gid;
+    std::vector<gid_t> groups;
+};
+
+struct Opts {
+    std::vector<std::string> env;  // extra NAME=VALUE entries
+    std::optional<Creds> as;       // switch to these credentials before exec
+    std::string cwd;               // chdir before exec
+    double timeout_s = 30;         // SIGKILL after this long
+};
+
+struct Proc {
+    int status = -1;  // exit code, 128+N for signal N, -1 when it could not run
+    std::string out, err;
+    double seconds = 0;
+};
+
+int decode_status(int ws) {
+    if (WIFEXITED(ws)) return WEXITSTATUS(ws);
+    if (WIFSIGNALED(ws)) return 128 + WTERMSIG(ws);
+    return -1;
+}
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// fork + exec with stdin from /dev/null and stdout/stderr to out_fd/err_fd.
+pid_t spawn(const std::vector<std::string>& argv, const Opts& o, int out_fd, int err_fd) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    for (const auto& e : o.env) env.push_back(e);
+    std::vector<char*> cargv, cenv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+    cenv.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // Child: the test binary is single-threaded here, so plain calls are fine.
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    if (!o.cwd.empty() && chdir(o.cwd.c_str()) < 0) _exit(126);
+    if (o.as) {
+        if (setgroups(o.as->groups.size(), o.as->groups.data()) < 0 || setresgid(o.as->gid, o.as->gid, o.as->gid) < 0 ||
+            setresuid(o.as->uid, o.as->uid, o.as->uid) < 0)
+            _exit(126);
+    }
+    execve(cargv[0], cargv.data(), cenv.data());
+    _exit(127);
+}
+
+Proc run_cmd(const std::vector<std::string>& argv, const Opts& o = {}) {
+    Proc p;
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) return p;
+    auto t0 = Clock::now();
+    pid_t pid = spawn(argv, o, out[1], err[1]);
+    close(out[1]);
+    close(err[1]);
+    bool open_out = true, open_err = true, killed = false;
+    while (open_out || open_err) {
+        pollfd fds[2] = {{open_out ? out[0] : -1, POLLIN, 0}, {open_err ? err[0] : -1, POLLIN, 0}};
+        int r = poll(fds, 2, 200);
+        if (r < 0 && errno != EINTR) break;
+        if (since(t0) > o.timeout_s) {
+            // A job that outlives moatctl may hold the pipes open: stop reading.
+            if (!killed) kill(pid, SIGKILL);
+            killed = true;
+            break;
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[65536];
+            ssize_t n = read(i == 0 ? out[0] : err[0], buf, sizeof buf);
+            if (n <= 0) (i == 0 ? open_out : open_err) = false;
+            else (i == 0 ? p.out : p.err).append(buf, size_t(n));
+        }
+    }
+    close(out[0]);
+    close(err[0]);
+    int ws = 0;
+    if (waitpid(pid, &ws, 0) == pid) p.status = decode_status(ws);
+    p.seconds = since(t0);
+    if (killed) p.err += "\n[scenario_test: killed after " + std::to_string(o.timeout_s) + " s]";
+    return p;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void write_text(const std::string& path, const std::string& text, mode_t mode = 0644) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+    chmod(path.c_str(), mode);
+}
+
+bool wait_for(const std::function<bool()>& pred, double timeout_s, double step_s = 0.05) {
+    auto t0 = Clock::now();
+    for (;;) {
+        if (pred()) return true;
+        if (since(t0) > timeout_s) return false;
+        std::this_thread::sleep_for(std::chrono::duration<double>(step_s));
+    }
+}
+
+// A process running in the background with its output in files.
+class Bg {
+public:
+    Bg(const std::vector<std::string>& argv, const std::string& dir, const Opts& o = {}) {
+        static int n = 0;
+        m_out = dir + "/bg" + std::to_string(getpid()) + "-" + std::to_string(++n) + ".out";
+        m_err = m_out + ".err";
+        int of = open(m_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int ef = open(m_err.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        m_pid = spawn(argv, o, of, ef);
+        close(of);
+        close(ef);
+    }
+    ~Bg() {
+        if (m_pid > 0 && m_status < 0) {
+            kill(m_pid, SIGKILL);
+            waitpid(m_pid, nullptr, 0);
+        }
+    }
+    Bg(const Bg&) = delete;
+    Bg& operator=(const Bg&) = delete;
+    pid_t pid() const { return m_pid; }
+    bool running() {
+        if (m_status >= 0) return false;
+        int ws = 0;
+        if (waitpid(m_pid, &ws, WNOHANG) == m_pid) {
+            m_status = decode_status(ws);
+            return false;
+        }
+        return true;
+    }
+    // Exit status, or -1 when it is still running after timeout_s.
+    int wait(double timeout_s) {
+        wait_for([&] { return !running(); }, timeout_s, 0.02);
+        return m_status;
+    }
+    std::string out() const { return read_text(m_out); }
+    std::string err() const { return read_text(m_err); }
+
+private:
+    pid_t m_pid = -1;
+    int m_status = -1;
+    std::string m_out, m_err;
+};
+
+// ---- output parsing -----------------------------------------------------------
+
+// The value of the first `key=value` token in moat-testprog's output.
+std::optional<std::string> kv(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    std::string tok;
+    while (in >> tok)
+        if (tok.rfind(key + "=", 0) == 0) return tok.substr(key.size() + 1);
+    return std::nullopt;
+}
+
+std::vector<json> json_lines(const std::string& text) {
+    std::vector<json> v;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        json j = json::parse(line, nullptr, false);
+        if (j.is_discarded()) ADD_FAILURE() << "not a JSON line: " << line;
+        else v.push_back(std::move(j));
+    }
+    return v;
+}
+
+std::vector<json> denials(const std::vector<json>& events, const std::string& syscall = "") {
+    std::vector<json> v;
+    for (const auto& e : events)
+        if (e.value("kind", "") == "denial" && (syscall.empty() || e.value("syscall", "") == syscall)) v.push_back(e);
+    return v;
+}
+
+uint64_t count_sum(const std::vector<json>& ds) {
+    uint64_t n = 0;
+    for (const auto& d : ds) n += d.value("count", uint64_t(0));
+    return n;
+}
+
+bool is_rfc3339_utc(const json& v) {
+    static const std::regex re(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$)");
+    return v.is_string() && std::regex_match(v.get<std::string>(), re);
+}
+
+// ---- the daemon ---------------------------------------------------------------
+
+int connect_unix(const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+class Daemon {
+public:
+    // state_dir and socket live under dir; the cgroup parent is unique per
+    // daemon so concurrent runs (other suites, other developers) never share one.
+    Daemon(const std::string& dir, const std::string& name)
+        : m_state(dir + "/" + name + "-state"),
+          m_sock(dir + "/" + name + ".sock"),
+          m_log(dir + "/" + name + ".log"),
+          m_cgparent("moat-scn-" + std::to_string(getpid()) + "-" + name) {}
+    ~Daemon() {
+        if (m_pid > 0) {
+            kill(m_pid, SIGKILL);
+            waitpid(m_pid, nullptr, 0);
+        }
+        remove_cgroups();
+    }
+
+    const std::string& socket() const { return m_sock; }
+    const std::string& state() const { return m_state; }
+    pid_t pid() const { return m_pid; }
+    std::string log() const { return read_text(m_log); }
+
+    // Starts moatd and waits until its socket accepts connections.
+    bool start(std::string* why) {
+        int lf = open(m_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        Opts o;
+        m_pid = spawn({MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent", m_cgparent}, o, lf,
+                      lf);
+        close(lf);
+        bool up = wait_for(
+            [&] {
+                int ws;
+                if (waitpid(m_pid, &ws, WNOHANG) == m_pid) {
+                    m_pid = -1;
+                    return true;
+                }
+                int fd = connect_unix(m_sock);
+                if (fd < 0) return false;
+                close(fd);
+                return true;
+            },
+            10);
+        if (m_pid < 0 || !up) {
+            *why = "moatd did not come up; its log:\n" + log();
+            return false;
+        }
+        return true;
+    }
+
+    // SIGTERM; returns moatd's exit status (-1: still running after timeout).
+    int terminate(double timeout_s = 15) {
+        if (m_pid <= 0) return -1;
+        kill(m_pid, SIGTERM);
+        int status = -1;
+        wait_for(
+            [&] {
+                int ws;
+                if (waitpid(m_pid, &ws, WNOHANG) != m_pid) return false;
+                status = decode_status(ws);
+                return true;
+            },
+            timeout_s);
+        if (status >= 0) m_pid = -1;
+        return status;
+    }
+
+    void kill9() {
+        if (m_pid <= 0) return;
+        kill(m_pid, SIGKILL);
+        waitpid(m_pid, nullptr, 0);
+        m_pid = -1;
+    }
+
+private:
+    void remove_cgroups() {
+        // Only our own per-daemon parent group, in every hierarchy (v1) or at
+        // the root (v2); deepest first, as rmdir needs empty groups.
+        std::error_code ec;
+        std::vector<fs::path> parents = {fs::path("/sys/fs/cgroup") / m_cgparent};
+        for (const auto& hier : fs::directory_iterator("/sys/fs/cgroup", ec))
+            parents.push_back(hier.path() / m_cgparent);
+        for (const auto& p : parents) {
+            if (!fs::is_directory(p, ec)) continue;
+            std::vector<fs::path> dirs;
+            for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); ++it)
+                if (it->is_directory(ec)) dirs.push_back(it->path());
+            for (auto d = dirs.rbegin(); d != dirs.rend(); ++d) rmdir(d->c_str());
+            rmdir(p.c_str());
+        }
+    }
+
+    std::string m_state, m_sock, m_log, m_cgparent;
+    pid_t m_pid = -1;
+};
+
+// ---- the fixture --------------------------------------------------------------
+
+struct JobRun {
+    Proc proc;
+    int64_t id = 0;  // 0: no id file written
+};
+
+class Scenario : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        s_skip.clear();
+        if (geteuid() != 0) {
+            s_skip = "scenario tests need root (moatd uses cgroups, job uids and seccomp notification)";
+            return;
+        }
+        char tmpl[] = "/tmp/moat-scn-XXXXXX";
+        if (!mkdtemp(tmpl)) {
+            s_skip = std::string("mkdtemp: ") + strerror(errno);
+            return;
+        }
+        s_root = tmpl;
+        // The job's uid must be able to traverse to and execute moat-testprog.
+        chmod(s_root.c_str(), 0755);
+        mkdir((s_root + "/bin").c_str(), 0755);
+        mkdir((s_root + "/policies").c_str(), 0755);
+        mkdir((s_root + "/rw").c_str(), 0777);
+        chmod((s_root + "/rw").c_str(), 0777);  // umask
+        for (auto [src, dst] : {std::pair{TESTPROG_PATH, "moat-testprog"}, std::pair{MOATCTL_PATH, "moatctl"}}) {
+            std::string to = s_root + "/bin/" + dst;
+            std::error_code ec;
+            fs::copy_file(src, to, fs::copy_options::overwrite_existing, ec);
+            if (ec) {
+                s_fatal = std::string("copying ") + src + ": " + ec.message();
+                return;
+            }
+            chmod(to.c_str(), 0755);
+        }
+        s_daemon = new Daemon(s_root, "moatd");
+        std::string why;
+        if (!s_daemon->start(&why)) s_fatal = why;
+    }
+
+    static void TearDownTestSuite() {
+        if (s_daemon) {
+            int st = s_daemon->terminate();
+            EXPECT_EQ(st, 0) << "moatd did not exit 0 on SIGTERM; its log:\n" << s_daemon->log();
+            delete s_daemon;
+            s_daemon = nullptr;
+        }
+        if (!s_root.empty()) {
+            std::error_code ec;
+            fs::remove_all(s_root, ec);
+            s_root.clear();
+        }
+    }
+
+    void SetUp() override {
+        if (!s_skip.empty()) GTEST_SKIP() << s_skip;
+        ASSERT_TRUE(s_fatal.empty()) << s_fatal;
+    }
+
+    void TearDown() override {
+        if (HasFailure() && s_daemon) std::cerr << "---- moatd log ----\n" << s_daemon->log() << "-------------------\n";
+    }
+
+    static std::string testprog() { return s_root + "/bin/moat-testprog"; }
+    static std::string rw() { return s_root + "/rw"; }
+
+    // A policy from tests/scenario/policies with @TESTDIR@ and @RWDIR@ filled in.
+    static std::string policy(const std::string& name) {
+        std::string text = read_text(std::string(POLICY_DIR) + "/" + name + ".toml");
+        EXPECT_FALSE(text.empty()) << "no policy " << name;
+        return write_policy(name, text);
+    }
+
+    // Policy text written by a test (same placeholders, plus @ROOT@ for the
+    // suite's temp dir); returns the file's path.
+    static std::string write_policy(const std::string& name, std::string text) {
+        for (auto [ph, val] : {std::pair<std::string, std::string>{"@TESTDIR@", s_root + "/bin"},
+                               {"@RWDIR@", rw()},
+                               {"@ROOT@", s_root}})
+            for (size_t p; (p = text.find(ph)) != std::string::npos;) text.replace(p, ph.size(), val);
+        std::string path = s_root + "/policies/" + name + ".toml";
+        write_text(path, text);
+        return path;
+    }
+
+    static Proc ctl(const Daemon& d, std::vector<std::string> args, Opts o = {}) {
+        args.insert(args.begin(), {s_root + "/bin/moatctl", "--socket", d.socket()});
+        if (o.cwd.empty()) o.cwd = s_root;
+        return run_cmd(args, o);
+    }
+    static Proc ctl(std::vector<std::string> args, Opts o = {}) { return ctl(*s_daemon, std::move(args), std::move(o)); }
+
+    static std::string new_id_file() {
+        static int n = 0;
+        std::string f = s_root + "/id-" + std::to_string(++n);
+        unlink(f.c_str());
+        return f;
+    }
+
+    static int64_t read_id(const std::string& id_file) {
+        std::string s = read_text(id_file);
+        if (s.empty() || s.back() != '\n') return 0;
+        return std::stoll(s);
+    }
+
+    // moatctl run --policy P --id-file F [RUN_OPTS] -- PROGRAM ARGS, in the foreground.
+    static JobRun run_job(const Daemon& d, const std::string& policy_path, const std::vector<std::string>& prog,
+                          Opts o = {}, const std::vector<std::string>& run_opts = {}) {
+        std::string idf = new_id_file();
+        std::vector<std::string> args = {"run", "--policy", policy_path, "--id-file", idf};
+        args.insert(args.end(), run_opts.begin(), run_opts.end());
+        args.push_back("--");
+        args.insert(args.end(), prog.begin(), prog.end());
+        JobRun r;
+        r.proc = ctl(d, args, o);
+        r.id = read_id(idf);
+        return r;
+    }
+    static JobRun run_job(const std::string& policy_path, const std::vector<std::string>& prog, Opts o = {}) {
+        return run_job(*s_daemon, policy_path, prog, std::move(o));
+    }
+    // The same with moat-testprog as the program.
+    static JobRun run_tp(const std::string& policy_name, const std::vector<std::string>& args, Opts o = {}) {
+        std::vector<std::string> prog = {testprog()};
+        prog.insert(prog.end(), args.begin(), args.end());
+        return run_job(policy(policy_name), prog, std::move(o));
+    }
+
+    static json show(const Daemon& d, int64_t id) {
+        Proc p = ctl(d, {"show", std::to_string(id), "--json"});
+        EXPECT_EQ(p.status, 0) << "moatctl show " << id << ": " << p.err;
+        json j = json::parse(p.out, nullptr, false);
+        EXPECT_TRUE(j.is_object()) << "show --json printed: " << p.out;
+        return j.is_object() ? j : json::object();
+    }
+    static json show(int64_t id) { return show(*s_daemon, id); }
+
+    static std::vector<json> events(int64_t id) {
+        Proc p = ctl({"events", std::to_string(id), "--json"});
+        EXPECT_EQ(p.status, 0) << "moatctl events " << id << ": " << p.err;
+        return json_lines(p.out);
+    }
+
+    static std::string cause(const json& job) {
+        const json& t = job.value("termination", json::object());
+        auto it = t.find("cause");
+        return it != t.end() && it->is_string() ? it->get<std::string>() : "(none)";
+    }
+    static std::string detail(const json& job) {
+        const json& t = job.value("termination", json::object());
+        auto it = t.find("detail");
+        return it != t.end() && it->is_string() ? it->get<std::string>() : "";
+    }
+
+    // Waits until the background job with this id file is running and has a pid.
+    static json wait_running(const Daemon& d, const std::string& idf, double timeout_s = 10) {
+        json j;
+        wait_for(
+            [&] {
+                int64_t id = read_id(idf);
+                if (!id) return false;
+                Proc p = ctl(d, {"show", std::to_string(id), "--json"});
+                j = json::parse(p.out, nullptr, false);
+                return j.is_object() && j.value("state", "") == "running" && j["pid"].is_number_integer();
+            },
+            timeout_s);
+        return j;
+    }
+
+    static inline std::string s_skip, s_fatal, s_root;
+    static inline Daemon* s_daemon = nullptr;
+};
+
+std::string describe(const JobRun& r) {
+    return "status " + std::to_string(r.proc.status) + ", job " + std::to_string(r.id) + "\nstdout:\n" + r.proc.out +
+           "\nstderr:\n" + r.proc.err;
+}
+
+}  // namespace

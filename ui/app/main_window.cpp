@@ -1,0 +1,247 @@
+#include "app/main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QCoreApplication>
+#include <QFileDialog>
+#include <QLabel>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QProcess>
+#include <QSettings>
+#include <QSplitter>
+#include <QStatusBar>
+#include <QTabWidget>
+#include <QTableView>
+
+#include "backend/backend.h"
+#include "models/event_filter.h"
+#include "models/job_table_model.h"
+#include "views/investigate_view.h"
+#include "views/job_detail_view.h"
+#include "views/jobs_view.h"
+#include "views/policy_view.h"
+
+namespace moat::ui {
+
+MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent), m_backend(backend) {
+    setWindowTitle(tr("Moat Console"));
+    setWindowIcon(QIcon(QStringLiteral(":/moat-console.svg")));
+    m_jobModel = new JobTableModel(backend, this);
+    m_jobs = new JobsView(backend, m_jobModel);
+    m_investigate = new InvestigateView(backend, m_jobModel);
+    m_policies = new PolicyView(backend);
+    m_tabs = new QTabWidget;
+    m_tabs->setDocumentMode(true);
+    m_tabs->addTab(m_jobs, tr("&Jobs"));
+    m_tabs->addTab(m_investigate, tr("&Investigate"));
+    m_tabs->addTab(m_policies, tr("&Policies"));
+    setCentralWidget(m_tabs);
+
+    m_connLabel = new QLabel;
+    m_roleLabel = new QLabel;
+    statusBar()->addPermanentWidget(m_roleLabel);
+    statusBar()->addPermanentWidget(m_connLabel);
+
+    connect(m_jobs, &JobsView::message, this, &MainWindow::showMessage);
+    connect(m_investigate, &InvestigateView::message, this, &MainWindow::showMessage);
+    connect(m_policies, &PolicyView::message, this, &MainWindow::showMessage);
+    connect(m_jobModel, &JobTableModel::failed, this, [this](const QString& m) { showMessage(m, 5000); });
+    connect(m_jobs->detail(), &JobDetailView::policyLinkActivated, this, [this](const QString& name, int version) {
+        showView(View::Policies);
+        m_policies->selectPolicy(name, version);
+    });
+    connect(m_jobs->detail(), &JobDetailView::investigateJob, this, [this](qint64 job) {
+        showView(View::Investigate);
+        m_investigate->setFilterText(QStringLiteral("job=%1").arg(job));
+    });
+    connect(m_investigate, &InvestigateView::filterApplied, this,
+            [](const QString& text) { QSettings().setValue(QStringLiteral("investigate/filter"), text); });
+    connect(m_backend, &Backend::stateChanged, this, &MainWindow::updateConnection);
+    connect(m_backend, &Backend::stateChanged, this, [this] {
+        if (m_backend->state() == Backend::State::Connected || m_backend->state() == Backend::State::Offline) {
+            m_jobModel->refresh();
+            m_policies->refresh();
+            m_investigate->reload();
+        }
+    });
+    buildMenus();
+    updateConnection();
+    m_jobModel->setPollInterval(1000);
+    resize(1400, 900);
+}
+
+MainWindow::~MainWindow() = default;
+
+std::optional<MainWindow::View> MainWindow::viewFromName(const QString& name) {
+    if (name == u"jobs") return View::Jobs;
+    if (name == u"investigate") return View::Investigate;
+    if (name == u"policies" || name == u"policy") return View::Policies;
+    return std::nullopt;
+}
+
+void MainWindow::showView(View v) {
+    m_tabs->setCurrentIndex(v == View::Jobs ? 0 : v == View::Investigate ? 1 : 2);
+}
+
+void MainWindow::buildMenus() {
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    QAction* openDb = file->addAction(tr("&Open Database Copy…"));
+    openDb->setShortcut(QKeySequence::Open);
+    connect(openDb, &QAction::triggered, this, [this] {
+        const QString f = QFileDialog::getOpenFileName(this, tr("Open a copied moatd database (read-only)"), QString(),
+                                                       tr("SQLite databases (*.db);;All files (*)"));
+        if (f.isEmpty()) return;
+        // A second window on its own backend keeps this one's live view intact.
+        if (!QProcess::startDetached(QCoreApplication::applicationFilePath(), {QStringLiteral("--open-db"), f}))
+            showMessage(tr("Could not start a second console"), 8000);
+    });
+    file->addSeparator();
+    QAction* quit = file->addAction(tr("&Quit"));
+    quit->setShortcut(QKeySequence::Quit);
+    connect(quit, &QAction::triggered, this, &QWidget::close);
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    const std::pair<View, QString> views[] = {{View::Jobs, tr("&Jobs")}, {View::Investigate, tr("&Investigate")},
+                                              {View::Policies, tr("&Policies")}};
+    int n = 1;
+    for (const auto& [v, label] : views) {
+        QAction* a = view->addAction(label);
+        a->setShortcut(QKeySequence(QStringLiteral("Ctrl+%1").arg(n++)));
+        connect(a, &QAction::triggered, this, [this, v = v] { showView(v); });
+    }
+    view->addSeparator();
+    QAction* refresh = view->addAction(tr("&Refresh"));
+    refresh->setShortcut(QKeySequence::Refresh);
+    connect(refresh, &QAction::triggered, this, [this] {
+        m_jobModel->refresh();
+        m_policies->refresh();
+        if (m_tabs->currentWidget() == m_investigate) m_investigate->reload();
+    });
+    QAction* filter = view->addAction(tr("&Filter Events"));
+    filter->setShortcut(QKeySequence::Find);
+    connect(filter, &QAction::triggered, this, [this] {
+        showView(View::Investigate);
+        m_investigate->focusFilter();
+    });
+
+    QMenu* job = menuBar()->addMenu(tr("J&ob"));
+    QAction* stop = job->addAction(tr("&Stop Selected Job"));
+    stop->setShortcut(QKeySequence(QStringLiteral("Ctrl+K")));
+    connect(stop, &QAction::triggered, this, [this] {
+        const int64_t id = m_jobs->selectedJob();
+        if (!id) {
+            showMessage(tr("Select a job first"), 4000);
+            return;
+        }
+        m_backend->request({{"op", "stop"}, {"job", id}}, this, [this, id](const nlohmann::json& a) {
+            showMessage(a.value("ok", false) ? tr("Stopped job %1").arg(id)
+                                             : tr("Could not stop job %1: %2").arg(id).arg(Backend::errorText(a)),
+                        8000);
+        });
+    });
+    QAction* inv = job->addAction(tr("&Investigate Selected Job"));
+    inv->setShortcut(QKeySequence(QStringLiteral("Ctrl+I")));
+    connect(inv, &QAction::triggered, this, [this] {
+        if (const int64_t id = m_jobs->selectedJob()) {
+            showView(View::Investigate);
+            m_investigate->setFilterText(QStringLiteral("job=%1").arg(id));
+        }
+    });
+
+    QMenu* policy = menuBar()->addMenu(tr("&Policy"));
+    QAction* np = policy->addAction(tr("&New Policy"));
+    np->setShortcut(QKeySequence::New);
+    connect(np, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->newPolicy();
+    });
+    QAction* save = policy->addAction(tr("&Save as New Version"));
+    save->setShortcut(QKeySequence::Save);
+    connect(save, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->save();
+    });
+    QAction* form = policy->addAction(tr("Edit as &Form"));
+    form->setShortcut(QKeySequence(QStringLiteral("Ctrl+Shift+F")));
+    connect(form, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->showFormTab();
+    });
+    QAction* toml = policy->addAction(tr("Edit as &TOML"));
+    toml->setShortcut(QKeySequence(QStringLiteral("Ctrl+Shift+T")));
+    connect(toml, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->showTomlTab();
+    });
+
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    QAction* syntax = help->addAction(tr("&Filter Syntax"));
+    connect(syntax, &QAction::triggered, this, [this] {
+        auto* box = new QMessageBox(QMessageBox::Information, tr("Filter syntax"),
+                                    tr("FIELD OP VALUE terms combined with and / or and parentheses.\n\n"
+                                       "Fields: %1\nOperators: = != ~ (contains) !~ < <= > >=\n\n"
+                                       "Examples:\n  kind=denial and syscall=mkdir\n  path~/tmp or path~/home\n"
+                                       "  action=errno:EPERM and since=-10m\n  job=3 and (syscall=openat or syscall=mkdir)")
+                                        .arg(EventFilter::fieldNames().join(QStringLiteral(", "))),
+                                    QMessageBox::Close, this);
+        box->setAttribute(Qt::WA_DeleteOnClose);
+        box->setModal(false);  // never block the operator
+        box->show();
+    });
+    QAction* about = help->addAction(tr("&About Moat Console"));
+    connect(about, &QAction::triggered, this, [this] {
+        auto* box = new QMessageBox(QMessageBox::NoIcon, tr("About Moat Console"),
+                                    tr("Moat Console %1\nThe operator's view of moatd: jobs, denials and policies.")
+                                        .arg(QCoreApplication::applicationVersion()),
+                                    QMessageBox::Close, this);
+        box->setIconPixmap(windowIcon().pixmap(64, 64));
+        box->setAttribute(Qt::WA_DeleteOnClose);
+        box->setModal(false);
+        box->show();
+    });
+}
+
+void MainWindow::showMessage(const QString& text, int timeoutMs) { statusBar()->showMessage(text, timeoutMs); }
+
+void MainWindow::updateConnection() {
+    QString colour;
+    switch (m_backend->state()) {
+        case Backend::State::Connected: colour = QStringLiteral("#2e7d32"); break;
+        case Backend::State::Offline: colour = QStringLiteral("#1565c0"); break;
+        case Backend::State::Connecting: colour = QStringLiteral("#f9a825"); break;
+        default: colour = QStringLiteral("#c62828"); break;
+    }
+    m_connLabel->setText(QStringLiteral("<span style='color:%1'>●</span> %2").arg(colour, m_backend->describe().toHtmlEscaped()));
+    const QString role = m_backend->role();
+    m_roleLabel->setText(role.isEmpty() ? QString() : tr("Role: <b>%1</b>").arg(role));
+    m_roleLabel->setToolTip(role == u"viewer" ? tr("Viewers can read everything but not stop jobs or save policies") : QString());
+}
+
+void MainWindow::restoreLayout() {
+    QSettings s;
+    if (s.contains(QStringLiteral("window/geometry"))) restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());
+    restoreState(s.value(QStringLiteral("window/state")).toByteArray());
+    for (QSplitter* sp : findChildren<QSplitter*>())
+        if (!sp->objectName().isEmpty())
+            sp->restoreState(s.value(QStringLiteral("splitters/") + sp->objectName()).toByteArray());
+    m_tabs->setCurrentIndex(s.value(QStringLiteral("window/tab"), 0).toInt());
+    m_investigate->setFilterText(s.value(QStringLiteral("investigate/filter"), QStringLiteral("kind=denial")).toString());
+}
+
+void MainWindow::saveLayout() {
+    QSettings s;
+    s.setValue(QStringLiteral("window/geometry"), saveGeometry());
+    s.setValue(QStringLiteral("window/state"), saveState());
+    s.setValue(QStringLiteral("window/tab"), m_tabs->currentIndex());
+    for (QSplitter* sp : findChildren<QSplitter*>())
+        if (!sp->objectName().isEmpty()) s.setValue(QStringLiteral("splitters/") + sp->objectName(), sp->saveState());
+}
+
+void MainWindow::closeEvent(QCloseEvent* e) {
+    saveLayout();
+    e->accept();
+}
+
+}  // namespace moat::ui

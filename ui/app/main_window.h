@@ -1,0 +1,55 @@
+#pragma once
+// The console's window: three views (Jobs, Investigate, Policies) in tabs,
+// menus with shortcuts, the connection and role in the status bar, layout and
+// the last filter kept in QSettings. Errors go to the status bar, never to a
+// modal dialog.
+#include <QMainWindow>
+
+class QLabel;
+class QTabWidget;
+
+namespace moat::ui {
+
+class Backend;
+class InvestigateView;
+class JobTableModel;
+class JobsView;
+class PolicyView;
+
+class MainWindow final : public QMainWindow {
+    Q_OBJECT
+public:
+    enum class View { Jobs, Investigate, Policies };
+
+    explicit MainWindow(Backend* backend, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    void showView(View v);
+    JobsView* jobsView() const { return m_jobs; }
+    InvestigateView* investigateView() const { return m_investigate; }
+    PolicyView* policyView() const { return m_policies; }
+    JobTableModel* jobModel() const { return m_jobModel; }
+    void restoreLayout();
+
+    static std::optional<View> viewFromName(const QString& name);
+
+protected:
+    void closeEvent(QCloseEvent* e) override;
+
+private:
+    void buildMenus();
+    void updateConnection();
+    void showMessage(const QString& text, int timeoutMs);
+    void saveLayout();
+
+    Backend* m_backend;
+    JobTableModel* m_jobModel;
+    QTabWidget* m_tabs;
+    JobsView* m_jobs;
+    InvestigateView* m_investigate;
+    PolicyView* m_policies;
+    QLabel* m_connLabel;
+    QLabel* m_roleLabel;
+};
+
+}  // namespace moat::ui
