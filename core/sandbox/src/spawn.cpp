@@ -347,6 +347,10 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         if (now_monotonic_ns() > deadline) return abort_child(Error::msg("job setup timed out after 5 s"));
         ++spins;
     }
+    // Warnings are written before the filter is installed, so they are in the
+    // pipe by now even if the listener showed up before we polled it.
+    for (const auto& rec : read_setup_status(st_r.get()).records)
+        if (!rec.fatal) out.warnings.push_back(rec);
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);
     return out;
