@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -16,7 +17,9 @@
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
+#include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
+#include "moat/policy/oci.h"
 #include "moat/policy/parser.h"
 
 extern char** environ;
@@ -39,7 +42,8 @@ int die(const std::string& msg, int code = 1) {
     return code;
 }
 
-std::optional<std::string> read_file(const std::string& path, std::string* err) {
+std::optional<std::string> read_file(const std::string& path, std::string* err,
+                                     size_t limit = moat::policy::kMaxPolicyBytes) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
         *err = path + ": " + strerror(errno);
@@ -48,8 +52,8 @@ std::optional<std::string> read_file(const std::string& path, std::string* err) 
     std::ostringstream ss;
     ss << in.rdbuf();
     std::string s = ss.str();
-    if (s.size() > moat::policy::kMaxPolicyBytes) {
-        *err = path + ": larger than 1 MiB";
+    if (s.size() > limit) {
+        *err = path + ": larger than " + std::to_string(limit >> 20) + " MiB";
         return std::nullopt;
     }
     return s;
@@ -317,6 +321,86 @@ int cmd_policy_check(const std::string& file, bool explain) {
     return 0;
 }
 
+// Writes `text` to `out` ("" = stdout). A partial file is removed so a failed
+// write never leaves something that looks like a result.
+bool write_output(const std::string& out, const std::string& text) {
+    if (out.empty()) {
+        if (fwrite(text.data(), 1, text.size(), stdout) == text.size() && fflush(stdout) == 0) return true;
+        die(std::string("stdout: ") + strerror(errno));
+        return false;
+    }
+    std::ofstream f(out, std::ios::binary | std::ios::trunc);
+    if (f) f.write(text.data(), std::streamsize(text.size()));
+    if (f) f.close();
+    if (!f) {
+        int e = errno;
+        ::unlink(out.c_str());
+        die(out + ": " + strerror(e));
+        return false;
+    }
+    return true;
+}
+
+void print_diagnostics(const std::vector<moat::policy::Diagnostic>& diags) {
+    for (const auto& d : diags) fprintf(stderr, "%s\n", d.str().c_str());
+}
+
+// "profiles/docker-default.json" -> "docker-default": a valid policy name.
+std::string name_from_path(const std::string& path) {
+    std::string base = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+    if (auto dot = base.rfind('.'); dot != std::string::npos && dot > 0) base.resize(dot);
+    std::string name;
+    for (char c : base)
+        name += (isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-') ? c : '-';
+    if (name.size() > 64) name.resize(64);
+    return name.empty() ? "imported" : name;
+}
+
+int cmd_policy_import(const std::string& file, const std::string& out, std::string name) {
+    std::string err;
+    auto text = read_file(file, &err, moat::policy::kMaxOciProfileBytes);
+    if (!text) return die(err);
+    if (name.empty()) name = name_from_path(file);
+    auto res = moat::policy::import_oci(*text, file, name);
+    print_diagnostics(res.diagnostics);
+    if (moat::policy::has_errors(res.diagnostics)) return 1;
+    return write_output(out, res.toml) ? 0 : 1;
+}
+
+// Parses a policy file for tools that need a valid one; errors are printed.
+std::optional<moat::policy::Policy> load_policy(const std::string& file) {
+    std::string err;
+    auto text = read_file(file, &err);
+    if (!text) {
+        die(err);
+        return std::nullopt;
+    }
+    auto res = moat::policy::parse_policy(*text, file);
+    print_diagnostics(res.diagnostics);
+    return std::move(res.policy);
+}
+
+int cmd_policy_export(const std::string& file, const std::string& out) {
+    auto p = load_policy(file);
+    if (!p) return 1;
+    auto res = moat::policy::export_oci(*p);
+    print_diagnostics(res.diagnostics);
+    if (moat::policy::has_errors(res.diagnostics)) return 1;
+    return write_output(out, res.json) ? 0 : 1;
+}
+
+// Exit status as diff(1): 0 equal, 1 different, 2 trouble.
+int cmd_policy_diff(const std::string& a, const std::string& b, bool as_json) {
+    auto pa = load_policy(a);
+    auto pb = load_policy(b);
+    if (!pa || !pb) return 2;
+    auto d = moat::policy::diff(*pa, *pb);
+    std::string text = as_json ? moat::policy::to_json(d).dump(2, ' ', false, json::error_handler_t::replace) + "\n"
+                               : moat::policy::to_text(d);
+    if (!write_output("", text)) return 2;
+    return d.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -363,12 +447,33 @@ int main(int argc, char** argv) {
     check->add_option("file", file)->required();
     check->add_flag("--explain", explain, "print the effective policy with every default");
 
+    std::string from, to, out, name;
+    auto* import = policy->add_subcommand("import", "convert an OCI / Docker seccomp profile (JSON) to policy TOML");
+    import->add_option("--from", from, "input format")->required()->check(CLI::IsMember({"oci"}));
+    import->add_option("file", file, "seccomp profile (or runtime-spec config.json)")->required();
+    import->add_option("-o,--output", out, "write the policy here instead of stdout");
+    import->add_option("--name", name, "policy name (default: from the file name)");
+
+    auto* export_ = policy->add_subcommand("export", "convert a policy's [seccomp] to an OCI seccomp profile (JSON)");
+    export_->add_option("--to", to, "output format")->required()->check(CLI::IsMember({"oci"}));
+    export_->add_option("file", file, "policy TOML file")->required();
+    export_->add_option("-o,--output", out, "write the profile here instead of stdout");
+
+    std::string file_b;
+    auto* pdiff = policy->add_subcommand("diff", "semantic difference of two policies; exit 0 equal, 1 different, 2 error");
+    pdiff->add_option("a", file, "old policy")->required();
+    pdiff->add_option("b", file_b, "new policy")->required();
+    pdiff->add_flag("--json", as_json);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         int rc = app.exit(e);
-        // `run` usage errors are set-up failures in the contract's terms.
-        return (rc != 0 && run->parsed()) ? kExitSetup : (rc == 0 ? 0 : 2);
+        // `run` usage errors are set-up failures in the contract's terms;
+        // import and export fail with 1, diff (like diff(1)) with 2.
+        if (rc != 0 && run->parsed()) return kExitSetup;
+        if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
+        return rc == 0 ? 0 : 2;
     }
     if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
@@ -376,5 +481,8 @@ int main(int argc, char** argv) {
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit);
     if (stop->parsed()) return cmd_stop(g, job);
     if (check->parsed()) return cmd_policy_check(file, explain);
+    if (import->parsed()) return cmd_policy_import(file, out, name);
+    if (export_->parsed()) return cmd_policy_export(file, out);
+    if (pdiff->parsed()) return cmd_policy_diff(file, file_b, as_json);
     return 2;
 }

@@ -365,8 +365,9 @@ TEST_F(Container, ProcIsTheJobsWithSensitivePathsMaskedOrReadOnly) {
     JobRun q = run_ctr(c, {"openw", "/proc/sysrq-trigger"});
     EXPECT_EQ(q.proc.status, 1) << describe(q);
     EXPECT_EQ(kv(q.proc.out, "openw"), "fail") << describe(q);
-    if (!fs::exists("/proc/sysrq-trigger"))
+    if (!fs::exists("/proc/sysrq-trigger")) {
         EXPECT_EQ(kv(q.proc.out, "errno"), "ENOENT") << describe(q);
+    }
 
     // Masked files read as empty (timer_list is never empty on a real /proc).
     ASSERT_FALSE(read_text("/proc/timer_list").empty());
@@ -499,7 +500,8 @@ TEST_F(Container, DeniedSyscallIsRecordedWithThePathTheJobSees) {
     // The client's cwd (the suite's temp dir) exists inside too: it holds the
     // read_only bind of @TESTDIR@ inside the /tmp tmpfs.
     std::string rel_expected = s_root + "/rel-x";
-    JobRun r = run_job(*s_daemon, ctr_policy(c), {"/bin/mkdir", "/tmp/x", "rel-x"});
+    // /usr/bin, not /bin: ProgramBehindPolicySymlinkRuns covers the /bin link.
+    JobRun r = run_job(*s_daemon, ctr_policy(c), {"/usr/bin/mkdir", "/tmp/x", "rel-x"});
     EXPECT_EQ(r.proc.status, 1) << describe(r);
     EXPECT_NE(r.proc.err.find("Operation not permitted"), std::string::npos) << describe(r);
     ASSERT_GT(r.id, 0) << describe(r);
@@ -520,6 +522,22 @@ TEST_F(Container, DeniedSyscallIsRecordedWithThePathTheJobSees) {
     json j = show(r.id);
     EXPECT_EQ(j.value("tier", ""), "container") << j.dump();
     EXPECT_EQ(j.value("denial_count", -1), 2) << j.dump();
+}
+
+TEST_F(Container, ProgramBehindPolicySymlinkRuns) {
+    // /bin -> usr/bin on merged-/usr systems: the policy lists both, the link is
+    // recreated inside the root and resolves to the read_only /usr. The program
+    // named through it must run (the demo runs /bin/mkdir).
+    ASSERT_TRUE(fs::is_symlink("/bin")) << "this test needs a merged-/usr host (/bin a symlink)";
+    Ctr c;
+    c.name = "ctr-bin-link";
+    JobRun r = run_job(*s_daemon, ctr_policy(c), {"/bin/true"});
+    EXPECT_EQ(r.proc.status, 0) << describe(r);
+    JobRun u = run_job(*s_daemon, ctr_policy(c), {"/usr/bin/true"});
+    EXPECT_EQ(u.proc.status, 0) << "control: the real path\n" << describe(u);
+    // And a program that execs through the link from inside.
+    JobRun e = run_job(*s_daemon, ctr_policy(c), {"/usr/bin/env", "/bin/true"});
+    EXPECT_EQ(e.proc.status, 0) << describe(e);
 }
 
 // ---- 7. setup failures ----------------------------------------------------------------------

@@ -229,13 +229,13 @@ std::vector<json> denials(const std::vector<json>& events, const std::string& sy
     return v;
 }
 
-uint64_t count_sum(const std::vector<json>& ds) {
+inline uint64_t count_sum(const std::vector<json>& ds) {
     uint64_t n = 0;
     for (const auto& d : ds) n += d.value("count", uint64_t(0));
     return n;
 }
 
-bool is_rfc3339_utc(const json& v) {
+inline bool is_rfc3339_utc(const json& v) {
     static const std::regex re(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$)");
     return v.is_string() && std::regex_match(v.get<std::string>(), re);
 }

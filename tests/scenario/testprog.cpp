@@ -351,7 +351,7 @@ int mode_netdevs(int, char**) {
         const char* state = "unknown";
         if (s >= 0) {
             ifreq ifr{};
-            snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+            snprintf(ifr.ifr_name, IFNAMSIZ, "%.15s", name);
             if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) state = (ifr.ifr_flags & IFF_UP) ? "up" : "down";
             else state = errname(errno);
         } else {

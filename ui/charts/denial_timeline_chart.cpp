@@ -86,7 +86,8 @@ void DenialTimelineChart::setStats(const DenialStats& stats) {
         const double now = double(QDateTime::currentSecsSinceEpoch());
         xAxis->setRange(now - 60, now);
     }
-    yAxis->setRange(0, std::max(1.0, maxSum * 1.15));
+    // Headroom for the legend, which sits in the top right corner.
+    yAxis->setRange(0, std::max(1.0, maxSum * (bars.size() > 1 ? 1.2 + 0.17 * double(bars.size()) : 1.15)));
     legend->setVisible(!bars.empty());
     m_title->setText(tr("Denials per second (%1 in the loaded events; drag to select a time range)").arg(stats.total()));
     replot(QCustomPlot::rpQueuedReplot);

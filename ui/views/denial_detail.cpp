@@ -1,5 +1,7 @@
 #include "views/denial_detail.h"
 
+#include <QStringList>
+
 #include <cstring>
 
 #include "models/format.h"

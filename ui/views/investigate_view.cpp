@@ -51,9 +51,10 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
     m_table->verticalHeader()->hide();
     m_table->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
     m_table->horizontalHeader()->setStretchLastSection(true);
-    const int em = fontMetrics().horizontalAdvance(QLatin1Char('M'));
-    const int widths[] = {5, 15, 4, 6, 4, 9, 8, 18, 12};
-    for (int c = 0; c < EventTableModel::ColumnCount; ++c) m_table->setColumnWidth(c, widths[c] * em);
+    const char* samples[] = {"0000000", "2026-11-29 17:07:23.938", "00000", "lifecycle", "Count", "Syscall / event",
+                             "kill-process", "/var/lib/something/longer/path.txt", "libc.so.6+0x11f0a"};
+    for (int c = 0; c < EventTableModel::ColumnCount; ++c)
+        m_table->setColumnWidth(c, fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
 
     m_detail = new QTextBrowser;
     m_detail->setOpenLinks(false);
@@ -107,7 +108,7 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
     connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this, &InvestigateView::showSelected);
     connect(m_timeline, &DenialTimelineChart::rangeSelected, this, [this](qint64 since, qint64 until) {
         auto iso = [](qint64 ns) {
-            return QDateTime::fromMSecsSinceEpoch(ns / 1'000'000, QTimeZone::UTC).toString(Qt::ISODate);
+            return QDateTime::fromMSecsSinceEpoch(ns / 1'000'000, Qt::UTC).toString(Qt::ISODate);
         };
         QString text = m_filter->text();
         static const QRegularExpression timeTerms(QStringLiteral("\\s*(and\\s+)?(since|until)\\s*=\\s*\\S+"));

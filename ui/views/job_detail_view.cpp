@@ -6,6 +6,10 @@
 #include <QHeaderView>
 #include <QLabel>
 #include <QPushButton>
+#include <QRegularExpression>
+#include <QScrollBar>
+#include <QTextBrowser>
+#include <QUrl>
 #include <QSplitter>
 #include <QTableView>
 #include <QVBoxLayout>
@@ -21,12 +25,6 @@ namespace moat::ui {
 using nlohmann::json;
 
 namespace {
-QLabel* valueLabel() {
-    auto* l = new QLabel;
-    l->setTextInteractionFlags(Qt::TextSelectableByMouse | Qt::LinksAccessibleByMouse);
-    l->setWordWrap(true);
-    return l;
-}
 QString shellQuote(const std::string& a) {
     QString s = QString::fromStdString(a);
     if (!s.isEmpty() && !s.contains(QRegularExpression(QStringLiteral("[^A-Za-z0-9_./:=@%+,-]")))) return s;
@@ -50,21 +48,12 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     head->addWidget(m_stop);
 
     auto* info = new QGroupBox(tr("Job"));
-    auto* form = new QFormLayout(info);
-    form->setFieldGrowthPolicy(QFormLayout::ExpandingFieldsGrow);
-    m_command = valueLabel();
-    m_command->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
-    m_policy = valueLabel();
-    m_termination = valueLabel();
-    m_times = valueLabel();
-    m_sandbox = valueLabel();
-    m_resources = valueLabel();
-    form->addRow(tr("Command:"), m_command);
-    form->addRow(tr("Policy:"), m_policy);
-    form->addRow(tr("Result:"), m_termination);
-    form->addRow(tr("Time:"), m_times);
-    form->addRow(tr("Usage:"), m_resources);
-    form->addRow(tr("Sandbox:"), m_sandbox);
+    auto* il = new QVBoxLayout(info);
+    il->setContentsMargins(4, 4, 4, 4);
+    m_info = new QTextBrowser;
+    m_info->setOpenLinks(false);
+    m_info->setFrameShape(QFrame::NoFrame);
+    il->addWidget(m_info);
 
     m_denials = new EventTableModel(backend, this);
     m_denials->setCapacity(2000);
@@ -75,11 +64,12 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     m_denialTable->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
     m_denialTable->horizontalHeader()->setStretchLastSection(true);
     for (int c : {EventTableModel::Id, EventTableModel::Job, EventTableModel::Kind}) m_denialTable->hideColumn(c);
-    m_denialTable->setColumnWidth(EventTableModel::Time, 190);
-    m_denialTable->setColumnWidth(EventTableModel::Count, 50);
-    m_denialTable->setColumnWidth(EventTableModel::What, 110);
-    m_denialTable->setColumnWidth(EventTableModel::Action, 110);
-    m_denialTable->setColumnWidth(EventTableModel::Target, 220);
+    auto width = [this](const char* sample) { return fontMetrics().horizontalAdvance(QString::fromLatin1(sample)) + 24; };
+    m_denialTable->setColumnWidth(EventTableModel::Time, width("2026-11-29 17:07:23.938"));
+    m_denialTable->setColumnWidth(EventTableModel::Count, width("Count"));
+    m_denialTable->setColumnWidth(EventTableModel::What, width("symlinkat"));
+    m_denialTable->setColumnWidth(EventTableModel::Action, width("errno:EACCES"));
+    m_denialTable->setColumnWidth(EventTableModel::Target, width("/tmp/some/longer/path"));
     auto* denialBox = new QGroupBox(tr("Denials"));
     auto* dl = new QVBoxLayout(denialBox);
     dl->setContentsMargins(4, 4, 4, 4);
@@ -88,7 +78,7 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     auto* left = new QSplitter(Qt::Vertical);
     left->addWidget(info);
     left->addWidget(denialBox);
-    left->setStretchFactor(0, 0);
+    left->setStretchFactor(0, 1);
     left->setStretchFactor(1, 1);
 
     m_cpu = new ResourceChart(tr("CPU"), tr("%"), 1.0);
@@ -113,9 +103,9 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     layout->addLayout(head);
     layout->addWidget(body, 1);
 
-    connect(m_policy, &QLabel::linkActivated, this, [this](const QString& link) {
+    connect(m_info, &QTextBrowser::anchorClicked, this, [this](const QUrl& url) {
         // "policy:NAME:VERSION"
-        const QStringList parts = link.split(u':');
+        const QStringList parts = url.toString().split(u':');
         if (parts.size() == 3) emit policyLinkActivated(parts[1], parts[2].toInt());
     });
     connect(m_investigate, &QPushButton::clicked, this, [this] {
@@ -168,37 +158,42 @@ void JobDetailView::showJob(const JobRow* job) {
     updateActions();
     if (!job) {
         m_title->setText(tr("No job selected"));
-        for (QLabel* l : {m_command, m_policy, m_termination, m_times, m_sandbox, m_resources}) l->clear();
+        m_info->clear();
         return;
     }
     m_startedNs = job->startedNs;
     m_title->setText(tr("Job %1 — %2").arg(job->id).arg(QString::fromStdString(job->state)));
+    auto row = [](const QString& k, const QString& v) {
+        return QStringLiteral("<tr><td style='padding-right:10px; white-space:nowrap'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
+    };
     QStringList argv;
     for (const auto& a : job->argv) argv << shellQuote(a);
-    m_command->setText(argv.join(u' ').toHtmlEscaped());
-    m_policy->setText(QStringLiteral("<a href=\"policy:%1:%2\">%1 v%2</a> &nbsp; sha256 %3 &nbsp; tier %4")
-                          .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
-                          .arg(job->policyVersion)
-                          .arg(QString::fromStdString(job->policySha.substr(0, 12)))
-                          .arg(QString::fromStdString(job->tier)));
+    QString h = QStringLiteral("<table cellspacing='2'>");
+    h += row(tr("Command"), QStringLiteral("<tt>%1</tt>").arg(argv.join(u' ').toHtmlEscaped()));
+    h += row(tr("Policy"), QStringLiteral("<a href=\"policy:%1:%2\">%1 v%2</a> &nbsp; sha256 %3 &nbsp; tier %4")
+                               .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
+                               .arg(job->policyVersion)
+                               .arg(QString::fromStdString(job->policySha.substr(0, 12)))
+                               .arg(QString::fromStdString(job->tier)));
+    QString result;
     if (job->running()) {
-        m_termination->setText(tr("running"));
+        result = tr("running");
     } else {
-        QString t = QStringLiteral("<b>%1</b>").arg(QString::fromStdString(job->cause).toHtmlEscaped());
-        if (!job->detail.empty()) t += QStringLiteral(": ") + QString::fromStdString(job->detail).toHtmlEscaped();
-        if (job->exitCode) t += tr(" (exit code %1)").arg(*job->exitCode);
-        if (job->signal) t += tr(" (signal %1)").arg(*job->signal);
-        m_termination->setText(t);
+        result = QStringLiteral("<b>%1</b>").arg(QString::fromStdString(job->cause).toHtmlEscaped());
+        if (!job->detail.empty()) result += QStringLiteral(": ") + QString::fromStdString(job->detail).toHtmlEscaped();
+        if (job->exitCode) result += tr(" (exit code %1)").arg(*job->exitCode);
+        if (job->signal) result += tr(" (signal %1)").arg(*job->signal);
     }
+    h += row(tr("Result"), result);
     const int64_t end = job->endedNs.value_or(QDateTime::currentMSecsSinceEpoch() * 1'000'000);
-    m_times->setText(tr("%1 → %2 (%3)")
-                         .arg(formatTimeNs(job->startedNs, true),
-                              job->endedNs ? formatTimeNs(*job->endedNs, true) : tr("now"),
-                              formatDurationNs(end - job->startedNs)));
-    m_resources->setText(tr("CPU time %1, peak memory %2, peak pids %3, %4 denials")
-                             .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
-                             .arg(job->peakPids)
-                             .arg(job->denials));
+    h += row(tr("Time"), tr("%1 → %2 (%3)")
+                             .arg(formatTimeNs(job->startedNs, true),
+                                  job->endedNs ? formatTimeNs(*job->endedNs, true) : tr("now"),
+                                  formatDurationNs(end - job->startedNs)));
+    h += row(tr("Usage"), tr("CPU time %1, peak memory %2, peak pids %3, %4 denials")
+                              .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
+                              .arg(job->peakPids)
+                              .arg(job->denials));
     const json sb = job->object.value("sandbox", json::object());
     QStringList parts;
     parts << tr("uid %1, pid %2").arg(job->object.value("uid", -1)).arg(job->object.value("pid", -1));
@@ -212,7 +207,11 @@ void JobDetailView::showJob(const JobRow* job) {
     if (auto it = sb.find("notes"); it != sb.end() && it->is_array())
         for (const auto& n : *it)
             if (n.is_string()) parts << QString::fromStdString(n.get<std::string>());
-    m_sandbox->setText(parts.join(QStringLiteral("; ")).toHtmlEscaped());
+    h += row(tr("Sandbox"), parts.join(QStringLiteral("; ")).toHtmlEscaped());
+    // Keep the reader's scroll position across the once-a-second refresh.
+    const int scroll = m_info->verticalScrollBar()->value();
+    m_info->setHtml(h + QStringLiteral("</table>"));
+    m_info->verticalScrollBar()->setValue(scroll);
 }
 
 void JobDetailView::pollResources() {

@@ -10,6 +10,7 @@
 class QLabel;
 class QPushButton;
 class QTableView;
+class QTextBrowser;
 
 namespace moat::ui {
 
@@ -50,12 +51,7 @@ private:
     QTimer m_resTimer;
 
     QLabel* m_title;
-    QLabel* m_command;
-    QLabel* m_policy;
-    QLabel* m_termination;
-    QLabel* m_times;
-    QLabel* m_sandbox;
-    QLabel* m_resources;
+    QTextBrowser* m_info;
     QPushButton* m_stop;
     QPushButton* m_investigate;
     ResourceChart* m_cpu;

@@ -21,9 +21,11 @@ JobsView::JobsView(Backend* backend, JobTableModel* model, QWidget* parent) : QW
     m_table->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->horizontalHeader()->setHighlightSections(false);
-    const int em = fontMetrics().horizontalAdvance(QLatin1Char('M'));
-    const int widths[] = {5, 14, 7, 7, 13, 7, 6, 7, 5, 6, 12};
-    for (int c = 0; c < JobTableModel::ColumnCount; ++c) m_table->setColumnWidth(c, widths[c] * em);
+    // Widths from sample contents, so they follow the font and DPI.
+    const char* samples[] = {"000000", "thumbnailer-long v12", "container", "finished", "2026-11-29 17:07:23",
+                             "12m 05s", "100.0", "1023 MiB", "1024", "Denials", "supervisor-lost"};
+    for (int c = 0; c < JobTableModel::ColumnCount; ++c)
+        m_table->setColumnWidth(c, fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
 
     m_detail = new JobDetailView(backend);
     m_splitter = new QSplitter(Qt::Vertical);

@@ -10,6 +10,8 @@
 #include <QScrollArea>
 #include <QVBoxLayout>
 
+#include <tuple>
+
 #include "moat/common/units.h"
 
 namespace moat::ui {
@@ -221,6 +223,13 @@ void PolicyForm::setDraft(const PolicyDraft& d) {
     setLine(m_openFiles, d.openFiles);
     setLine(m_stack, d.stack);
     setLine(m_core, d.core);
+    // A list written empty means "nothing", not "the default": say so.
+    for (auto [edit, set, def] : {std::tuple{m_readOnly, d.readOnlySet, "/usr\n/lib\n/lib64\n/bin\n/sbin\n/etc/ld.so.cache"},
+                                  std::tuple{m_readWrite, d.readWriteSet, ""}, std::tuple{m_tmpfs, d.tmpfsSet, "/tmp"},
+                                  std::tuple{m_envSet, d.envSetSet, "PATH=/usr/local/bin:/usr/bin:/bin"},
+                                  std::tuple{m_allow, d.allowSet, "@default"}}) {
+        edit->setPlaceholderText(set || !*def ? tr("(empty list)") : tr("default:\n%1").arg(QLatin1String(def)));
+    }
     setList(m_readOnly, toList(d.readOnly));
     setList(m_readWrite, toList(d.readWrite));
     setList(m_tmpfs, toList(d.tmpfs));

@@ -10,6 +10,7 @@ class QComboBox;
 class QLineEdit;
 class QPlainTextEdit;
 class QLabel;
+class QFormLayout;
 
 namespace moat::ui {
 
@@ -26,9 +27,9 @@ signals:
     void changed();
 
 private:
-    QLineEdit* addLine(class QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip);
-    QPlainTextEdit* addList(class QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip);
-    QComboBox* addCombo(class QFormLayout* form, const QString& label, const QStringList& items, bool editable,
+    QLineEdit* addLine(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip);
+    QPlainTextEdit* addList(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip);
+    QComboBox* addCombo(QFormLayout* form, const QString& label, const QStringList& items, bool editable,
                         const QString& tip);
 
     bool m_filling = false;

@@ -55,10 +55,7 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_list->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
     m_list->horizontalHeader()->setStretchLastSection(true);
     m_list->setAlternatingRowColors(true);
-    const int em = fontMetrics().horizontalAdvance(QLatin1Char('M'));
-    m_list->setColumnWidth(PolicyListModel::Name, 9 * em);
-    m_list->setColumnWidth(PolicyListModel::Version, 4 * em);
-    m_list->setColumnWidth(PolicyListModel::Sha, 7 * em);
+    m_list->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     auto* newBtn = new QPushButton(tr("New"));
     auto* refreshBtn = new QPushButton(tr("Refresh"));
     auto* left = new QWidget;
@@ -110,6 +107,7 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_split->addWidget(right);
     m_split->setStretchFactor(0, 1);
     m_split->setStretchFactor(1, 4);
+    m_split->setSizes({fontMetrics().horizontalAdvance(QStringLiteral("M")) * 30, 1000});
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(4, 4, 4, 4);
     layout->addWidget(m_split);

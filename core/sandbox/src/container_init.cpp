@@ -298,6 +298,7 @@ void step_network(bool loopback) {
     for (const auto& s : p.env) envp.push_back(const_cast<char*>(s.c_str()));
     envp.push_back(nullptr);
     sock_fprog prog{(unsigned short)p.filter.size(), const_cast<sock_filter*>(p.filter.data())};
+    report("filter", 0, kSetupFilterNext, "");  // moatd sleeps until this, then fetches the listener
     // Last step: from here every syscall is judged; the first execve waits for moatd.
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
         die("seccomp(SET_MODE_FILTER)", errno, "");

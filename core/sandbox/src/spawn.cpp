@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -160,7 +161,12 @@ void step_landlock(const ChildArgs& a) {
 void step_seccomp(const ChildArgs& a) {
     // Last step: from here on every syscall is judged. The listener fd is
     // O_CLOEXEC; the supervisor copies it out with pidfd_getfd() while our
-    // execve() waits for its answer.
+    // execve() waits for its answer. The marker lets the parent sleep until
+    // now instead of polling /proc while we set up.
+    SetupRecord mark{};
+    memcpy(mark.step, "filter", 7);
+    mark.fatal = kSetupFilterNext;
+    (void)!write(a.status_fd, &mark, sizeof mark);
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &a.prog);
     if (fd < 0) child_fail(a.status_fd, "seccomp(SET_MODE_FILTER)", errno, nullptr);
 }
@@ -240,6 +246,11 @@ int find_listener_fd(pid_t pid) {
     return found;
 }
 
+// Copies the seccomp listener out of `pid` (or, for the container tier, out of
+// one of its children) once the child has announced the filter. Records read
+// on the way: fatal -> error; warnings -> out.warnings.
+Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_children, int timeout_ms);
+
 }  // namespace
 
 SetupStatus read_setup_status(int fd) {
@@ -258,6 +269,52 @@ SetupStatus read_setup_status(int fd) {
     }
     return s;
 }
+
+namespace {
+
+Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_children, int timeout_ms) {
+    int fl = fcntl(status_fd, F_GETFL);
+    fcntl(status_fd, F_SETFL, fl | O_NONBLOCK);
+    const int64_t deadline = now_monotonic_ns() + int64_t(timeout_ms) * 1'000'000;
+    bool filter_next = false;
+    for (;;) {
+        const int64_t now = now_monotonic_ns();
+        if (now > deadline) return fail("job setup timed out after " + std::to_string(timeout_ms / 1000) + " s");
+        // Sleep on the pipe until the child says the filter comes next; after
+        // that the listener exists within microseconds, so look for it.
+        pollfd p{status_fd, POLLIN, 0};
+        int wait_ms = filter_next ? 0 : int(std::min<int64_t>((deadline - now) / 1'000'000 + 1, 100));
+        ::poll(&p, 1, wait_ms);
+        if (p.revents & (POLLIN | POLLHUP)) {
+            SetupStatus s = read_setup_status(status_fd);
+            for (const auto& rec : s.records) {
+                if (rec.fatal == 1) {
+                    std::string msg = std::string(rec.step);
+                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
+                    return std::unexpected(Error::sys(msg, rec.err));
+                }
+                if (rec.fatal == kSetupFilterNext) filter_next = true;
+                else out.warnings.push_back(rec);
+            }
+            if (s.eof) return fail("job setup ended without exec or error report");
+        }
+        if (!filter_next) continue;
+        std::vector<pid_t> where = in_children ? children_of(pid) : std::vector<pid_t>{pid};
+        for (pid_t target : where) {
+            int lfd = find_listener_fd(target);
+            if (lfd < 0) continue;
+            UniqueFd tpidfd(int(syscall(SYS_pidfd_open, target, 0)));
+            if (!tpidfd) continue;
+            int got = int(syscall(SYS_pidfd_getfd, tpidfd.get(), lfd, 0));
+            if (got < 0) return fail_sys("pidfd_getfd(listener)", errno);
+            out.listener.reset(got);
+            return {};
+        }
+        sched_yield();  // let the child finish seccomp() on a busy machine
+    }
+}
+
+}  // namespace
 
 Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.uid == 0 || plan.gid == 0) return fail("refusing to run a job as uid or gid 0");
@@ -317,40 +374,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
 
     // Wait until the child holds its listener (it is then blocked in execve,
     // which is always notified) or reports a failure. Bounded: 5 s.
-    int flags = fcntl(st_r.get(), F_GETFL);
-    fcntl(st_r.get(), F_SETFL, flags | O_NONBLOCK);
-    const int64_t deadline = now_monotonic_ns() + 5'000'000'000LL;
-    int spins = 0;
-    for (;;) {
-        pollfd p{st_r.get(), POLLIN, 0};
-        int timeout_ms = spins < 200 ? 0 : 1;
-        ::poll(&p, 1, timeout_ms);
-        if (p.revents & (POLLIN | POLLHUP)) {
-            SetupStatus s = read_setup_status(st_r.get());
-            for (const auto& rec : s.records)
-                if (rec.fatal) {
-                    std::string msg = std::string(rec.step);
-                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
-                    return abort_child(Error::sys(msg, rec.err));
-                }
-            if (s.eof) return abort_child(Error::msg("job setup ended without exec or error report"));
-            for (const auto& rec : s.records)
-                if (!rec.fatal) out.warnings.push_back(rec);
-        }
-        int lfd = find_listener_fd(pid);
-        if (lfd >= 0) {
-            int got = int(syscall(SYS_pidfd_getfd, out.pidfd.get(), lfd, 0));
-            if (got < 0) return abort_child(Error::sys("pidfd_getfd(listener)", errno));
-            out.listener.reset(got);
-            break;
-        }
-        if (now_monotonic_ns() > deadline) return abort_child(Error::msg("job setup timed out after 5 s"));
-        ++spins;
-    }
-    // Warnings are written before the filter is installed, so they are in the
-    // pipe by now even if the listener showed up before we polled it.
-    for (const auto& rec : read_setup_status(st_r.get()).records)
-        if (!rec.fatal) out.warnings.push_back(rec);
+    if (auto r = wait_for_listener(out, st_r.get(), pid, false, 5000); !r) return abort_child(r.error());
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);
     return out;
@@ -467,37 +491,8 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();
 
-    int fl = fcntl(st_r.get(), F_GETFL);
-    fcntl(st_r.get(), F_SETFL, fl | O_NONBLOCK);
-    const int64_t deadline = now_monotonic_ns() + 10'000'000'000LL;
-    for (int spins = 0;; ++spins) {
-        pollfd p{st_r.get(), POLLIN, 0};
-        ::poll(&p, 1, spins < 100 ? 0 : 1);
-        if (p.revents & (POLLIN | POLLHUP)) {
-            SetupStatus s = read_setup_status(st_r.get());
-            for (const auto& rec : s.records) {
-                if (rec.fatal) {
-                    std::string msg = std::string(rec.step);
-                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
-                    return abort_child(Error::sys(msg, rec.err));
-                }
-                out.warnings.push_back(rec);
-            }
-            if (s.eof) return abort_child(Error::msg("container setup ended without exec or error report"));
-        }
-        for (pid_t child : children_of(out.pid)) {
-            int lfd = find_listener_fd(child);
-            if (lfd < 0) continue;
-            UniqueFd cpidfd(int(syscall(SYS_pidfd_open, child, 0)));
-            if (!cpidfd) continue;
-            int got = int(syscall(SYS_pidfd_getfd, cpidfd.get(), lfd, 0));
-            if (got < 0) return abort_child(Error::sys("pidfd_getfd(listener)", errno));
-            out.listener.reset(got);
-            break;
-        }
-        if (out.listener) break;
-        if (now_monotonic_ns() > deadline) return abort_child(Error::msg("container setup timed out after 10 s"));
-    }
+    // moat-init builds the root, then the job (its child) installs the filter.
+    if (auto r = wait_for_listener(out, st_r.get(), out.pid, true, 10000); !r) return abort_child(r.error());
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);
     return out;

@@ -298,10 +298,14 @@ StartResult Supervisor::start(JobRequest req) {
         auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
         if (!m) return setup_failed(m.error().wrap("planning the container's mounts"));
         mounts = std::move(*m);
+        // The program must be reachable inside: under a bind mount, directly or
+        // through a host symlink the plan recreates (/bin -> usr/bin).
+        char real[PATH_MAX];
+        std::string resolved = realpath(exe->c_str(), real) ? std::string(real) : *exe;
         bool covered = false;
         for (const auto& mt : mounts)
             if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
-                covered = covered || path_under(*exe, mt.target);
+                covered = covered || path_under(*exe, mt.target) || path_under(resolved, mt.target);
         if (!covered)
             return setup_failed(Error::msg("program " + *exe +
                                            " is not inside any filesystem.read_only or read_write mount of the "
@@ -472,6 +476,7 @@ void Supervisor::on_status(Job& job) {
     auto s = sandbox::read_setup_status(job.proc.status.get());
     for (const auto& r : s.records) {
         if (std::string(r.step) == "exit" && !r.fatal) job.inner_status = r.err;  // moat-init: the job's wait status
+        else if (r.fatal == sandbox::kSetupFilterNext) continue;                 // progress marker
         else if (r.fatal) job.exec_failure = r;
         else {
             std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);

@@ -42,9 +42,12 @@ struct SpawnPlan {
 struct SetupRecord {
     char step[32];     // "setresuid", "landlock_restrict_self", "execve", ...
     int err;           // errno
-    int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback)
+    int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback);
+                       // kSetupFilterNext = progress: the filter is being installed now
     char detail[192];
 };
+
+inline constexpr int kSetupFilterNext = 2;
 
 struct Spawned {
     pid_t pid = -1;

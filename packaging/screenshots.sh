@@ -1,0 +1,128 @@
+#!/bin/bash
+# Renders moat-console's three main views against a real moatd with demo jobs
+# and saves docs/screenshots/{jobs,investigate,policy}.png.
+#
+#   sudo packaging/screenshots.sh [BUILD_DIR]     (default: build-gui next to the repo)
+#
+# Needs root (moatd), a build with -DMOAT_BUILD_GUI=ON, and xvfb-run (xvfb, xauth).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$REPO/../build-gui}
+BUILD=$(cd "$BUILD" && pwd)
+MOATD=$BUILD/app/moatd/moatd
+MOATCTL=$BUILD/app/moatctl/moatctl
+CONSOLE=$BUILD/ui/moat-console
+OUT=$REPO/docs/screenshots
+for b in "$MOATD" "$MOATCTL" "$CONSOLE"; do
+    [[ -x $b ]] || { echo "screenshots.sh: $b is missing; build with -DMOAT_BUILD_GUI=ON" >&2; exit 1; }
+done
+[[ $(id -u) -eq 0 ]] || { echo "screenshots.sh: needs root (moatd)" >&2; exit 1; }
+command -v xvfb-run >/dev/null || { echo "screenshots.sh: needs xvfb-run (apt-get install xvfb xauth)" >&2; exit 1; }
+
+TMP=$(mktemp -d /tmp/moat-shots-XXXXXX)
+chmod 0755 "$TMP"
+SOCK=$TMP/moatd.sock
+MOATD_PID=
+BG_PIDS=()
+cleanup() {
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [[ -n $MOATD_PID ]]; then kill -TERM "$MOATD_PID" 2>/dev/null || true; wait "$MOATD_PID" 2>/dev/null || true; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+"$MOATD" --state-dir "$TMP/state" --socket "$SOCK" --cgroup-parent "moat-shots-$$" 2>"$TMP/moatd.log" &
+MOATD_PID=$!
+for _ in $(seq 1 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
+[[ -S $SOCK ]] || { cat "$TMP/moatd.log" >&2; exit 1; }
+ctl() { "$MOATCTL" --socket "$SOCK" "$@"; }
+
+# Policies for the demo jobs.
+cat >"$TMP/noisy.toml" <<'TOML'
+# A job that keeps trying things it may not do: mkdir and uname are refused
+# by rules, symlink falls to the default action.
+name = "demo-noisy"
+description = "shell loop with refused mkdir, uname and ln -s"
+[limits]
+wall_time = "60s"
+memory = "128MiB"
+pids = 16
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"]
+tmpfs = []
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default"]
+[[seccomp.rule]]
+syscall = "mkdir"
+action = "errno:EACCES"
+[[seccomp.rule]]
+syscall = "uname"
+action = "errno:EPERM"
+TOML
+cat >"$TMP/busy.toml" <<'TOML'
+# A longer job that burns CPU and grows its memory, for the live charts.
+name = "demo-busy"
+description = "CPU loops while a shell variable grows"
+[limits]
+wall_time = "120s"
+cpu_time = "60s"
+memory = "96MiB"
+pids = 8
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"]
+tmpfs = []
+[seccomp]
+allow = ["@default"]
+[monitor]
+sample_interval = "250ms"
+TOML
+cat >"$TMP/kill.toml" <<'TOML'
+name = "demo-kill"
+description = "any refused syscall kills the job"
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"]
+tmpfs = []
+[seccomp]
+default_action = "kill-process"
+allow = ["@default"]
+[[seccomp.rule]]
+syscall = "mkdir"
+action = "kill-process"
+TOML
+
+echo "==> demo jobs"
+ctl run --policy "$REPO/resources/policies/demo-mkdir.toml" -- mkdir /tmp/moat-demo || true
+ctl run --policy "$TMP/kill.toml" -- mkdir /tmp/moat-killed || true
+ctl run --policy "$TMP/noisy.toml" --id-file "$TMP/noisy.id" -- /bin/sh -c \
+    'for i in $(seq 1 24); do mkdir /tmp/d$i; uname -a; ln -s /x /tmp/l$i; [ $((i % 3)) -eq 0 ] && mkdir /tmp/e$i; sleep 0.4; done' \
+    >/dev/null 2>&1 || true
+ctl run --policy "$TMP/busy.toml" --id-file "$TMP/stopped.id" -- /bin/sleep 30 >/dev/null 2>&1 &
+BG_PIDS+=($!)
+ctl run --policy "$TMP/busy.toml" --id-file "$TMP/busy.id" -- /bin/sh -c \
+    'x=a; n=0; while [ $n -lt 24 ]; do x="$x$x"; n=$((n+1)); i=0; while [ $i -lt 250000 ]; do i=$((i+1)); done; done; sleep 30' \
+    >/dev/null 2>&1 &
+BG_PIDS+=($!)
+for _ in $(seq 1 50); do [[ -s $TMP/stopped.id && -s $TMP/busy.id ]] && break; sleep 0.1; done
+sleep 1
+ctl stop "$(cat "$TMP/stopped.id")" || true
+BUSY=$(cat "$TMP/busy.id")
+NOISY=$(cat "$TMP/noisy.id")
+echo "busy job $BUSY, noisy job $NOISY"
+sleep 10   # let the busy job collect samples
+
+# A fresh settings dir so a developer's saved layout does not leak in.
+export XDG_CONFIG_HOME=$TMP/config
+export QT_QPA_PLATFORM=xcb
+shot() {  # FILE ARGS...
+    local file=$1; shift
+    xvfb-run -a -s "-screen 0 1400x900x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/$file" \
+        --screenshot-delay 5000 "$@"
+}
+mkdir -p "$OUT"
+echo "==> screenshots"
+shot jobs.png --show-view jobs --select-job "$BUSY"
+shot investigate.png --show-view investigate --filter "kind=denial" --select-event-row 1
+shot policy.png --show-view policies --select-policy demo-noisy
+ls -l "$OUT"

@@ -1,0 +1,556 @@
+// The escape suite (issue 6, item 1): every known escape or abuse in
+// attacks.c, attempted inside a real job of every tier, under
+// policies/restrictive.toml, through a real moatd and moatctl (the scenario
+// suites' fixture, tests/scenario/fixture.h).
+//
+// Each case (attack x tier) asserts that the attack printed `BLOCKED` (or, for
+// the limit attacks, that the job ended with the expected cause), that every
+// syscall the policy denies was recorded as a `denial` event, and the
+// attack-specific facts checked from the host (the listener got no connection,
+// the victim process lives, the file stayed within its limit, the host can
+// fork during the fork bomb, nothing was typed into the terminal).
+//
+// With MOAT_ESCAPE_TABLE=FILE the binary writes the results as a Markdown
+// table (attack x tier -> how it was stopped) to FILE;
+// tests/escape/update-security-table.sh splices it into docs/security.md.
+//
+// Adding a tier is one line: append it to kTiers.
+#include <pty.h>
+#include <termios.h>
+
+#include <mutex>
+#include <set>
+
+#include "fixture.h"
+
+namespace {
+
+// ---- the tiers ----------------------------------------------------------------
+
+const std::vector<std::string> kTiers = {
+    "seccomp",
+    "container",
+};
+
+// ---- the attacks ----------------------------------------------------------------
+
+// A denial that must be recorded: by syscall name, or (foreign ABIs) by arch.
+struct Denial {
+    std::string syscall;
+    std::string arch;
+};
+
+enum class Expect {
+    Blocked,      // the attack prints BLOCKED and exits 0
+    CauseMemory,  // the job is ended by the memory limit
+    CauseCpu,     // the job is ended by the CPU-time limit
+};
+
+struct Attack {
+    std::string mode;   // attacks.c's argv[1]
+    std::string title;  // the table's row
+    std::vector<Denial> denials = {};
+    Expect expect = Expect::Blocked;
+    // How a BLOCKED token reads in the table: "TIER:TOKEN" or "TOKEN" -> text.
+    std::map<std::string, std::string> how = {};
+};
+
+Denial sys(const std::string& s) { return {s, ""}; }
+Denial arch(const std::string& a) { return {"", a}; }
+
+const std::map<std::string, std::string> kFileHow = {
+    {"seccomp:EACCES", "Landlock (EACCES)"},
+    {"EACCES", "permission denied (EACCES)"},
+    {"ENOENT", "not in the job's root (ENOENT)"},
+    {"EROFS", "read-only root (EROFS)"},
+};
+
+const std::vector<Attack> kAttacks = {
+    {"read-shadow", "read `/etc/shadow`", {}, Expect::Blocked, kFileHow},
+    {"read-host-file", "read a host file outside the policy (`/var/tmp/...`, mode 0644)", {}, Expect::Blocked, kFileHow},
+    {"write-etc", "create a file under `/etc`, open `/etc/hostname` for writing", {}, Expect::Blocked, kFileHow},
+    {"ptrace-parent", "`ptrace(PTRACE_ATTACH)` of the parent", {sys("ptrace")}},
+    {"ptrace-init", "`ptrace(PTRACE_ATTACH)` of pid 1", {sys("ptrace")}},
+    {"mount-tmpfs", "`mount` a tmpfs", {sys("mount")}},
+    {"unshare-user", "`unshare(CLONE_NEWUSER)`", {sys("unshare")}},
+    {"clone-newns", "`clone(CLONE_NEWNS)`", {sys("clone")}},
+    {"clone3-ns",
+     "`clone3` with namespace flags",
+     {},
+     Expect::Blocked,
+     {{"ENOSYS", "filter answers ENOSYS for every `clone3` (by design not recorded)"}}},
+    {"io-uring", "`io_uring_setup`", {sys("io_uring_setup")}},
+    {"bpf", "`bpf(BPF_PROG_LOAD)`", {sys("bpf")}},
+    {"userfaultfd", "`userfaultfd`", {sys("userfaultfd")}},
+    {"keyctl", "`add_key`, `keyctl(JOIN_SESSION_KEYRING)`", {sys("add_key"), sys("keyctl")}},
+    {"perf-event-open", "`perf_event_open`", {sys("perf_event_open")}},
+    {"open-by-handle-at", "`open_by_handle_at` with a forged handle (\"shocker\")", {sys("open_by_handle_at")}},
+    {"x32-abi", "x32 ABI (`syscall(0x40000000 \\| SYS_getpid)`)", {arch("x32")}},
+    {"i386-abi", "i386 ABI (`int $0x80` getuid)", {arch("i386")}},
+    {"tiocsti",
+     "`TIOCSTI` on fd 0 (a pty) and `/dev/tty`",
+     {},
+     Expect::Blocked,
+     {{"EPERM", "not the controlling tty (`setsid`): kernel EPERM; nothing typed"}}},
+    {"inherited-fds",
+     "inherited fds (scan 3..1023; `moatctl` holds an extra fd on `/`)",
+     {},
+     Expect::Blocked,
+     {{"none-open", "only fds 0-2 exist"}}},
+    {"env-secret",
+     "secret in the environment (`MOAT_SECRET` set for `moatctl`)",
+     {},
+     Expect::Blocked,
+     {{"filtered", "not passed (environment filtered)"}}},
+    {"capabilities", "capabilities (`capget` sets non-zero, `setuid(0)`)", {sys("setuid")}},
+    {"net-connect",
+     "TCP connect to a host listener on 127.0.0.1 under `network = \"none\"`",
+     {},
+     Expect::Blocked,
+     {{"seccomp:EACCES", "Landlock net rule (EACCES)"},
+      {"ENETUNREACH", "empty network namespace (ENETUNREACH)"},
+      {"ECONNREFUSED", "empty network namespace (ECONNREFUSED)"}}},
+    {"kill-host",
+     "`kill(SIGTERM)` of a host process",
+     {},
+     Expect::Blocked,
+     {{"seccomp:EPERM", "kernel EPERM (other uid; Landlock signal scope)"},
+      {"ESRCH", "not in the job's pid namespace (ESRCH)"}}},
+    {"fork-bomb",
+     "fork bomb",
+     {},
+     Expect::Blocked,
+     {{"EAGAIN", "pids limit (EAGAIN at %forked% processes); host forks meanwhile"}}},
+    {"memory-bomb", "memory bomb (allocate and touch)", {}, Expect::CauseMemory},
+    {"disk-fill",
+     "disk fill: one growing file in the `read_write` directory",
+     {},
+     Expect::Blocked,
+     {{"EFBIG", "file_size limit (EFBIG at %mib% MiB)"}}},
+    {"tmp-fill",
+     "disk fill: 1 MiB files in `/tmp`",
+     {},
+     Expect::Blocked,
+     {{"seccomp:EACCES", "no tmpfs in this tier; host `/tmp`: Landlock (EACCES)"},
+      {"ENOSPC", "tmpfs size (ENOSPC at %mib% MiB)"}}},
+    {"cpu-spin", "CPU spin", {}, Expect::CauseCpu},
+    {"personality", "`personality(READ_IMPLIES_EXEC\\|ADDR_NO_RANDOMIZE)`", {sys("personality")}},
+    {"process-vm-writev", "`process_vm_writev` into the parent", {sys("process_vm_writev")}},
+    {"sysrq-trigger",
+     "open `/proc/sysrq-trigger` for writing",
+     {},
+     Expect::Blocked,
+     {{"ENOENT", "absent on this kernel (ENOENT)"}, {"EACCES", "Landlock (EACCES)"}, {"EROFS", "read-only (EROFS)"}}},
+    {"chroot-escape", "chroot escape (`chroot(\"/tmp\")`, `chdir(\"..\")`, open `/etc/shadow`)", {sys("chroot")}},
+    {"proc1-environ",
+     "read `/proc/1/environ`",
+     {},
+     Expect::Blocked,
+     {{"seccomp:EACCES", "Landlock (EACCES)"},
+      {"container:EACCES", "pid 1 is `moat-init`, another uid (EACCES)"},
+      {"ENOENT", "no /proc (ENOENT)"}}},
+};
+
+// ---- results, for the table ------------------------------------------------------
+
+std::mutex g_mu;
+std::map<std::pair<std::string, std::string>, std::string> g_cells;  // (mode, tier) -> text
+
+void record_cell(const std::string& mode, const std::string& tier, const std::string& text) {
+    std::lock_guard lk(g_mu);
+    g_cells[{mode, tier}] = text;
+}
+
+std::string md_escape(std::string s) {
+    for (size_t p = 0; (p = s.find('|', p)) != std::string::npos; p += 2) s.replace(p, 1, "\\|");
+    for (auto& c : s)
+        if (c == '\n') c = ' ';
+    return s;
+}
+
+class TableWriter : public ::testing::Environment {
+public:
+    void TearDown() override {
+        const char* file = getenv("MOAT_ESCAPE_TABLE");
+        if (!file || !*file) return;
+        std::ostringstream t;
+        t << "| attack |";
+        for (const auto& tier : kTiers) t << " " << tier << " |";
+        t << "\n| --- |";
+        for (size_t i = 0; i < kTiers.size(); ++i) t << " --- |";
+        t << "\n";
+        std::lock_guard lk(g_mu);
+        for (const auto& a : kAttacks) {
+            t << "| " << a.title << " |";
+            for (const auto& tier : kTiers) {
+                auto it = g_cells.find({a.mode, tier});
+                t << " " << (it == g_cells.end() ? std::string("not run") : it->second) << " |";
+            }
+            t << "\n";
+        }
+        std::ofstream(file, std::ios::trunc) << t.str();
+    }
+};
+
+[[maybe_unused]] ::testing::Environment* const g_table = ::testing::AddGlobalTestEnvironment(new TableWriter);
+
+// ---- running an attack -------------------------------------------------------------
+
+struct RunOpts {
+    std::vector<std::string> env;  // extra NAME=VALUE for moatctl
+    int stdin_fd = -1;             // default /dev/null
+    int extra_fd = -1;             // left open (inheritable) in moatctl as fd 7
+    double timeout_s = 30;
+    // Called with the output so far while the job runs; return true once done.
+    std::function<bool(const std::string&)> on_output;
+};
+
+// moatctl ARGS, like fixture.h's run_cmd but with a chosen stdin, an extra
+// inheritable fd and a hook that sees the output as it arrives.
+Proc run_moatctl(const std::vector<std::string>& argv, const std::string& cwd, const RunOpts& o) {
+    Proc p;
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) return p;
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    for (const auto& e : o.env) env.push_back(e);
+    std::vector<char*> cargv, cenv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
+    cenv.push_back(nullptr);
+    auto t0 = Clock::now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        int in = o.stdin_fd >= 0 ? o.stdin_fd : open("/dev/null", O_RDONLY);
+        if (o.extra_fd >= 0) dup2(o.extra_fd, 7);  // dup2 clears FD_CLOEXEC
+        dup2(in, 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        if (chdir(cwd.c_str()) < 0) _exit(126);
+        execve(cargv[0], cargv.data(), cenv.data());
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    bool open_out = true, open_err = true, killed = false, hooked = !o.on_output;
+    while (open_out || open_err) {
+        pollfd fds[2] = {{open_out ? out[0] : -1, POLLIN, 0}, {open_err ? err[0] : -1, POLLIN, 0}};
+        int r = poll(fds, 2, 100);
+        if (r < 0 && errno != EINTR) break;
+        if (since(t0) > o.timeout_s) {
+            kill(pid, SIGKILL);
+            killed = true;
+            break;
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[65536];
+            ssize_t n = read(i == 0 ? out[0] : err[0], buf, sizeof buf);
+            if (n <= 0) (i == 0 ? open_out : open_err) = false;
+            else (i == 0 ? p.out : p.err).append(buf, size_t(n));
+        }
+        if (!hooked) hooked = o.on_output(p.out);
+    }
+    close(out[0]);
+    close(err[0]);
+    int ws = 0;
+    if (waitpid(pid, &ws, 0) == pid) p.status = decode_status(ws);
+    p.seconds = since(t0);
+    if (killed) p.err += "\n[escape_test: moatctl killed after " + std::to_string(o.timeout_s) + " s]";
+    return p;
+}
+
+// A TCP listener on the host's 127.0.0.1.
+class HostListener {
+public:
+    HostListener() {
+        m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (m_fd < 0 || bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(m_fd, 8) < 0 ||
+            getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
+            return;
+        m_port = ntohs(a.sin_port);
+    }
+    ~HostListener() {
+        if (m_fd >= 0) close(m_fd);
+    }
+    HostListener(const HostListener&) = delete;
+    HostListener& operator=(const HostListener&) = delete;
+    int port() const { return m_port; }
+    int accepted() {
+        int n = 0;
+        for (int c; (c = accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) close(c);
+        return n;
+    }
+
+private:
+    int m_fd = -1;
+    int m_port = 0;
+};
+
+// The `BLOCKED`/`ESCAPED` line of the attack's output.
+struct Verdict {
+    bool blocked = false, escaped = false;
+    std::string how;   // the token after BLOCKED
+    std::string line;  // the whole line
+};
+
+Verdict verdict(const std::string& out) {
+    Verdict v;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("ESCAPED", 0) == 0) {
+            v.escaped = true;
+            v.line = line;
+            return v;
+        }
+        if (line.rfind("BLOCKED ", 0) == 0 && !v.blocked) {
+            v.blocked = true;
+            v.line = line;
+            std::istringstream f(line.substr(8));
+            f >> v.how;
+        }
+    }
+    return v;
+}
+
+using Param = std::tuple<Attack, std::string>;
+
+void PrintTo(const Attack& a, std::ostream* os) { *os << a.mode; }
+
+// One job's result as the test sees it.
+struct Outcome {
+    Proc proc;
+    int64_t id = 0;
+    json job;
+    std::vector<json> denials;
+};
+
+class Escape : public Scenario, public ::testing::WithParamInterface<Param> {
+protected:
+    static void SetUpTestSuite() {
+        Scenario::SetUpTestSuite();
+        if (!s_skip.empty() || !s_fatal.empty()) return;
+        std::string to = s_root + "/bin/moat-escape-attacks";
+        std::error_code ec;
+        fs::copy_file(TESTPROG_PATH, to, fs::copy_options::overwrite_existing, ec);
+        if (ec) s_fatal = std::string("copying ") + TESTPROG_PATH + ": " + ec.message();
+        chmod(to.c_str(), 0755);
+    }
+
+    static std::string attacks() { return s_root + "/bin/moat-escape-attacks"; }
+
+    Outcome run_attack(const std::string& tier, const std::vector<std::string>& args, const RunOpts& o) {
+        std::string idf = new_id_file();
+        std::vector<std::string> argv = {s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run",
+                                         "--policy",  policy("restrictive"), "--tier", tier, "--id-file", idf, "--",
+                                         attacks()};
+        argv.insert(argv.end(), args.begin(), args.end());
+        Outcome r;
+        r.proc = run_moatctl(argv, s_root, o);
+        r.id = read_id(idf);
+        if (r.id) {
+            r.job = show(r.id);
+            Proc e = ctl({"events", std::to_string(r.id), "--json", "--kind", "denial"});
+            EXPECT_EQ(e.status, 0) << "moatctl events --kind denial: " << e.err;
+            r.denials = json_lines(e.out);
+        }
+        return r;
+    }
+};
+
+std::string describe(const Outcome& r) {
+    std::string s = "moatctl status " + std::to_string(r.proc.status) + ", job " + std::to_string(r.id) + "\nstdout:\n" +
+                    r.proc.out + "\nstderr:\n" + r.proc.err;
+    if (!r.job.empty()) s += "\nshow: " + r.job.dump();
+    return s;
+}
+
+std::string dump_denials(const std::vector<json>& ds) {
+    std::string s;
+    for (const auto& d : ds) s += d.dump() + "\n";
+    return s.empty() ? "(none)\n" : s;
+}
+
+std::string kv_or(const std::string& line, const std::string& key, const std::string& dflt = "?") {
+    auto v = kv(line, key);
+    return v ? *v : dflt;
+}
+
+TEST_P(Escape, IsBlocked) {
+    const Attack& a = std::get<0>(GetParam());
+    const std::string& tier = std::get<1>(GetParam());
+    RunOpts o;
+    std::vector<std::string> args = {a.mode};
+    std::string cell;  // the table's text for this case, when it passes
+
+    // Per-attack set-up on the host.
+    std::string host_file, scratch, secret = "moat-escape-secret-" + std::to_string(getpid());
+    std::unique_ptr<Bg> victim;
+    std::unique_ptr<HostListener> listener;
+    int master = -1, slave = -1, extra = -1;
+    int host_forks_ok = -1;  // fork-bomb: host fork+exec results during the bomb
+    if (a.mode == "read-host-file") {
+        host_file = "/var/tmp/moat-escape-host-" + std::to_string(getpid()) + "-" + tier;
+        write_text(host_file, "host secret\n", 0644);
+        args.push_back(host_file);
+    } else if (a.mode == "disk-fill") {
+        scratch = rw() + "/disk-fill-" + tier;
+        mkdir(scratch.c_str(), 0777);
+        chmod(scratch.c_str(), 0777);
+        args.push_back(scratch);
+    } else if (a.mode == "kill-host") {
+        victim = std::make_unique<Bg>(std::vector<std::string>{"/bin/sleep", "30"}, s_root);
+        ASSERT_TRUE(victim->running());
+        args.push_back(std::to_string(victim->pid()));
+    } else if (a.mode == "net-connect") {
+        listener = std::make_unique<HostListener>();
+        ASSERT_GT(listener->port(), 0);
+        args.push_back(std::to_string(listener->port()));
+    } else if (a.mode == "tiocsti") {
+        ASSERT_EQ(openpty(&master, &slave, nullptr, nullptr, nullptr), 0) << strerror(errno);
+        o.stdin_fd = slave;
+    } else if (a.mode == "inherited-fds") {
+        extra = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ASSERT_GE(extra, 0);
+        o.extra_fd = extra;
+    } else if (a.mode == "env-secret") {
+        o.env = {"MOAT_SECRET=" + secret};
+    } else if (a.mode == "fork-bomb") {
+        // While the bomb holds every pid it could get, the host must still fork.
+        o.on_output = [&](const std::string& out) {
+            if (out.find("BLOCKED") == std::string::npos && out.find("ESCAPED") == std::string::npos) return false;
+            host_forks_ok = 0;
+            for (int i = 0; i < 3; ++i) {
+                Proc t = run_cmd({"/bin/true"}, Opts{.timeout_s = 5});
+                if (t.status == 0 && t.seconds < 2.0) ++host_forks_ok;
+            }
+            return true;
+        };
+    }
+
+    Outcome r = run_attack(tier, args, o);
+    if (master >= 0) {
+        close(slave);
+    }
+    if (extra >= 0) close(extra);
+    Verdict v = verdict(r.proc.out);
+
+    // Whatever else happens, an escape fails the case with the attack's output.
+    if (v.escaped) {
+        record_cell(a.mode, tier, "**ESCAPED**: " + md_escape(v.line));
+        ADD_FAILURE() << "ESCAPE: attack " << a.mode << " in tier " << tier << "\n" << describe(r);
+        return;
+    }
+    ASSERT_NE(r.proc.status, 125) << "the job could not be set up\n" << describe(r);
+    ASSERT_GT(r.id, 0) << describe(r);
+
+    switch (a.expect) {
+    case Expect::CauseMemory:
+        EXPECT_EQ(cause(r.job), "memory") << describe(r);
+        EXPECT_EQ(r.proc.status, 128 + SIGKILL) << describe(r);
+        EXPECT_LE(r.job["resources"].value("peak_memory_bytes", uint64_t(0)), uint64_t(72) << 20) << describe(r);
+        cell = "memory limit: cause `" + cause(r.job) + "` (SIGKILL)";
+        break;
+    case Expect::CauseCpu:
+        EXPECT_EQ(cause(r.job), "cpu-time") << describe(r);
+        EXPECT_GT(r.proc.status, 128) << describe(r);
+        EXPECT_LT(r.proc.seconds, 8.0) << describe(r);
+        cell = "CPU-time limit: cause `" + cause(r.job) + "`";
+        break;
+    case Expect::Blocked: {
+        EXPECT_TRUE(v.blocked) << "the attack did not report BLOCKED\n" << describe(r);
+        EXPECT_EQ(r.proc.status, 0) << describe(r);
+        EXPECT_EQ(cause(r.job), "exited") << describe(r);
+        if (!v.blocked) break;
+        auto h = a.how.find(tier + ":" + v.how);
+        if (h == a.how.end()) h = a.how.find(v.how);
+        cell = h != a.how.end() ? h->second : v.how;
+        for (auto [ph, key] : {std::pair{"%forked%", "forked"}, std::pair{"%mib%", "bytes"}}) {
+            auto p = cell.find(ph);
+            if (p == std::string::npos) continue;
+            std::string val = kv_or(v.line, key);
+            if (std::string(key) == "bytes" && val != "?") val = std::to_string(std::stoull(val) >> 20);
+            cell.replace(p, strlen(ph), val);
+        }
+        break;
+    }
+    }
+
+    // Every syscall the policy denies must be on record.
+    bool all_recorded = !a.denials.empty();
+    for (const auto& d : a.denials) {
+        bool found = false;
+        for (const auto& e : r.denials)
+            if ((d.syscall.empty() || e.value("syscall", "") == d.syscall) && (d.arch.empty() || e.value("arch", "") == d.arch))
+                found = true;
+        if (!found) all_recorded = false;
+        EXPECT_TRUE(found) << "no denial recorded for " << (d.syscall.empty() ? "arch " + d.arch : d.syscall)
+                           << "; denials:\n" << dump_denials(r.denials) << describe(r);
+    }
+    if (!a.denials.empty()) {
+        std::string names;
+        for (const auto& d : a.denials) names += (names.empty() ? "" : ", ") + (d.syscall.empty() ? d.arch : "`" + d.syscall + "`");
+        cell = "seccomp denial (" + v.how + "), recorded" + (all_recorded ? "" : " **NOT recorded**") +
+               (a.denials.size() > 1 || !a.denials[0].arch.empty() ? ": " + names : "");
+    }
+
+    // Attack-specific checks from the host.
+    if (a.mode == "read-host-file") {
+        unlink(host_file.c_str());
+    } else if (a.mode == "disk-fill") {
+        std::error_code ec;
+        auto size = fs::file_size(scratch + "/fill", ec);
+        EXPECT_LE(size, uint64_t(8) << 20) << "the file outgrew file_size";
+        fs::remove_all(scratch, ec);
+        EXPECT_EQ(v.how, "EFBIG") << describe(r);
+    } else if (a.mode == "tmp-fill") {
+        EXPECT_LE(std::stoull(kv_or(v.line, "bytes", "0")), uint64_t(8) << 20) << describe(r);
+    } else if (a.mode == "kill-host") {
+        EXPECT_TRUE(victim->running()) << "the host process was killed\n" << describe(r);
+    } else if (a.mode == "net-connect") {
+        EXPECT_EQ(listener->accepted(), 0) << "the host listener got a connection\n" << describe(r);
+    } else if (a.mode == "tiocsti") {
+        // The slave side's input queue must be empty: nothing was typed.
+        int fl = fcntl(master, F_GETFL);
+        fcntl(master, F_SETFL, fl | O_NONBLOCK);
+        int s2 = open(ptsname(master), O_RDONLY | O_NONBLOCK | O_NOCTTY);
+        if (s2 >= 0) {
+            char buf[64];
+            ssize_t n = read(s2, buf, sizeof buf);
+            EXPECT_LE(n, 0) << "input was pushed into the terminal: " << std::string(buf, n > 0 ? size_t(n) : 0);
+            close(s2);
+        }
+        close(master);
+        EXPECT_EQ(kv(v.line, "fd0_tty"), "yes") << "the job's fd 0 was not the pty\n" << describe(r);
+    } else if (a.mode == "env-secret") {
+        EXPECT_EQ(r.proc.out.find(secret), std::string::npos) << describe(r);
+    } else if (a.mode == "fork-bomb") {
+        EXPECT_EQ(v.how, "EAGAIN") << describe(r);
+        EXPECT_EQ(host_forks_ok, 3) << "the host could not fork+exec while the bomb held its pids";
+        EXPECT_LE(std::stoi(kv_or(v.line, "forked", "0")), 32) << describe(r);
+        EXPECT_LE(r.job["resources"].value("peak_pids", 0), 32) << describe(r);
+        EXPECT_EQ(r.job.value("state", ""), "finished") << describe(r);
+    } else if (a.mode == "clone3-ns") {
+        EXPECT_EQ(v.how, "ENOSYS") << describe(r);
+    }
+
+    if (!HasFailure()) record_cell(a.mode, tier, md_escape(cell));
+    else record_cell(a.mode, tier, "**FAILED** (see the test log): " + md_escape(v.line.empty() ? cause(r.job) : v.line));
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+    std::string s = std::get<0>(info.param).mode + "_" + std::get<1>(info.param);
+    for (auto& c : s)
+        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+    return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTiers, Escape, ::testing::Combine(::testing::ValuesIn(kAttacks), ::testing::ValuesIn(kTiers)),
+                         param_name);
+
+}  // namespace

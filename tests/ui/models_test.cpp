@@ -1,0 +1,189 @@
+#include <QAbstractItemModelTester>
+#include <QCoreApplication>
+#include <QElapsedTimer>
+#include <QPersistentModelIndex>
+
+#include <gtest/gtest.h>
+
+#include "fake_backend.h"
+#include "models/event_table_model.h"
+#include "models/job_table_model.h"
+#include "models/policy_list_model.h"
+
+using nlohmann::json;
+using namespace moat::ui;
+using moat::ui::test::FakeBackend;
+using moat::ui::test::waitFor;
+
+namespace {
+
+json job(int64_t id, const char* state, int denials = 0) {
+    json j = {{"id", id},
+              {"tier", "seccomp"},
+              {"argv", {"mkdir", "/tmp/x"}},
+              {"policy", {{"name", "demo-mkdir"}, {"version", 1}, {"sha256", "527e88986f39aa"}}},
+              {"started_at", "2026-11-29T16:39:24.500000000Z"},
+              {"ended_at", nullptr},
+              {"state", state},
+              {"exit_code", nullptr},
+              {"signal", nullptr},
+              {"termination", {{"cause", nullptr}, {"detail", nullptr}}},
+              {"resources", {{"cpu_time_ns", 1000000}, {"peak_memory_bytes", 4 << 20}, {"peak_pids", 1}}},
+              {"denial_count", denials},
+              {"sandbox", json::object()}};
+    if (std::string(state) == "finished") {
+        j["ended_at"] = "2026-11-29T16:39:25.000000000Z";
+        j["exit_code"] = 1;
+        j["termination"] = {{"cause", "exited"}, {"detail", "exit code 1"}};
+    }
+    return j;
+}
+
+json event(int64_t id, const char* kind, const char* syscall = "mkdir", int64_t jobId = 1) {
+    json e = {{"id", id}, {"time", "2026-11-29T16:39:24.548568544Z"}, {"job", jobId}, {"kind", kind}, {"count", 1}};
+    if (std::string(kind) == "denial") {
+        e.update({{"syscall", syscall}, {"nr", 83}, {"arch", "x86_64"}, {"args", {1, 2, 3, 4, 5, 6}},
+                  {"action", "errno:EPERM"}, {"rule", "seccomp.default_action"}, {"ip", "0x7f"},
+                  {"module", "libc.so.6+0xf7f37"}, {"decoded", "/tmp/moat-demo"}, {"pid", 10}});
+    } else {
+        e["event"] = "exec";
+        e["path"] = "/bin/mkdir";
+    }
+    return e;
+}
+
+}  // namespace
+
+TEST(JobTableModel, MergesRefreshesWithoutLosingTheSelection) {
+    FakeBackend backend([](const json&) { return json{{"ok", true}, {"jobs", json::array()}}; });
+    JobTableModel model(&backend);
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+
+    model.applyJobs(json::array({job(3, "running"), job(2, "finished", 1), job(1, "finished")}));
+    ASSERT_EQ(model.rowCount(), 3);
+    QPersistentModelIndex selected(model.index(1, 0));  // job 2
+    EXPECT_EQ(model.data(model.index(1, JobTableModel::Id)).toLongLong(), 2);
+    EXPECT_EQ(model.data(model.index(1, JobTableModel::Policy)).toString(), QStringLiteral("demo-mkdir v1"));
+    EXPECT_EQ(model.data(model.index(1, JobTableModel::Result)).toString(), QStringLiteral("exit 1"));
+    EXPECT_EQ(model.data(model.index(1, JobTableModel::Denials)).toULongLong(), 1u);
+
+    // Two new jobs on top, job 1 gone, job 3 finished: the persistent index follows job 2.
+    model.applyJobs(json::array({job(5, "running"), job(4, "running"), job(3, "finished", 2), job(2, "finished", 1)}));
+    ASSERT_EQ(model.rowCount(), 4);
+    ASSERT_TRUE(selected.isValid());
+    EXPECT_EQ(selected.row(), 3);
+    EXPECT_EQ(model.job(2)->state, "finished");
+    EXPECT_EQ(model.rowOfId(4), 1);
+    EXPECT_EQ(model.rowOfId(1), -1);
+    EXPECT_EQ(model.policyOfJob(5), QStringLiteral("demo-mkdir"));
+
+    // Live samples reach running jobs only.
+    model.applyResourceEvents(json::array({{{"id", 9}, {"job", 5}, {"kind", "resource"}, {"cpu_percent", 42.5},
+                                            {"memory_bytes", 3 << 20}, {"pids", 2}}}));
+    EXPECT_EQ(model.data(model.index(0, JobTableModel::Cpu)).toString(), QStringLiteral("42.5"));
+    EXPECT_EQ(model.data(model.index(0, JobTableModel::Memory)).toString(), QStringLiteral("3.0 MiB"));
+
+    model.applyJobs(json::array());
+    EXPECT_EQ(model.rowCount(), 0);
+}
+
+TEST(JobTableModel, PollsTheDaemon) {
+    FakeBackend backend([](const json& req) -> json {
+        if (req["op"] == "jobs") return {{"ok", true}, {"jobs", json::array({job(2, "finished"), job(1, "finished")})}};
+        return {{"ok", true}, {"events", json::array()}, {"next", nullptr}};
+    });
+    JobTableModel model(&backend);
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+    model.refresh();
+    ASSERT_TRUE(waitFor([&] { return model.rowCount() == 2; }));
+    EXPECT_EQ(backend.requests.front()["op"], "jobs");
+}
+
+TEST(EventTableModel, PagesWithAfterAndNext) {
+    // 1200 events; pages of EventTableModel::kPageSize.
+    FakeBackend backend([](const json& req) -> json {
+        const int64_t after = req.value("after", int64_t(0));
+        const int64_t limit = req.value("limit", int64_t(1000));
+        json evs = json::array();
+        for (int64_t id = after + 1; id <= 1200 && int64_t(evs.size()) < limit; ++id)
+            evs.push_back(event(id, id % 2 ? "denial" : "lifecycle", id % 3 ? "mkdir" : "openat"));
+        json next = int64_t(evs.size()) == limit ? json(evs.back()["id"]) : json(nullptr);
+        return {{"ok", true}, {"events", evs}, {"next", next}};
+    });
+    EventTableModel model(&backend);
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+    model.setQuery(json::object());
+    ASSERT_TRUE(waitFor([&] { return !model.loading(); }));
+    EXPECT_EQ(model.rowCount(), EventTableModel::kPageSize);
+    EXPECT_TRUE(model.canFetchMore({}));
+    model.fetchMore({});
+    ASSERT_TRUE(waitFor([&] { return !model.loading(); }));
+    EXPECT_EQ(model.rowCount(), 2 * EventTableModel::kPageSize);
+    EXPECT_EQ(backend.requests.back().value("after", 0), EventTableModel::kPageSize);
+    while (model.canFetchMore({})) {
+        model.fetchMore({});
+        ASSERT_TRUE(waitFor([&] { return !model.loading(); }));
+    }
+    EXPECT_EQ(model.rowCount(), 1200);
+    EXPECT_TRUE(model.atEnd());
+    EXPECT_EQ(model.data(model.index(0, EventTableModel::What)).toString(), QStringLiteral("mkdir"));
+    EXPECT_EQ(model.data(model.index(0, EventTableModel::Target)).toString(), QStringLiteral("/tmp/moat-demo"));
+
+    // A filter: pushed-down fields are sent, the rest is checked here.
+    auto f = EventFilter::parse(QStringLiteral("kind=denial and syscall~open"));
+    ASSERT_TRUE(f);
+    model.setQuery(json::object(), *f);
+    ASSERT_TRUE(waitFor([&] { return !model.loading(); }));
+    EXPECT_EQ(backend.requests.back().value("kind", ""), "denial");
+    while (model.canFetchMore({})) {
+        model.fetchMore({});
+        ASSERT_TRUE(waitFor([&] { return !model.loading(); }));
+    }
+    // The fake ignores "kind": the model filters client-side too.
+    int expected = 0;
+    for (int id = 1; id <= 1200; ++id) expected += (id % 2) && !(id % 3);
+    EXPECT_EQ(model.rowCount(), expected);
+    for (int r = 0; r < model.rowCount(); ++r) ASSERT_EQ(model.event(r)->syscall, "openat");
+}
+
+TEST(EventTableModel, BoundedTailDropsTheOldest) {
+    int64_t produced = 0;
+    FakeBackend backend([&](const json& req) -> json {
+        const int64_t after = req.value("after", int64_t(0));
+        json evs = json::array();
+        for (int64_t id = after + 1; id <= produced; ++id) evs.push_back(event(id, "denial"));
+        return {{"ok", true}, {"events", evs}, {"next", nullptr}};
+    });
+    EventTableModel model(&backend);
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+    model.setCapacity(10);
+    produced = 6;
+    model.setQuery({{"job", 1}, {"kind", "denial"}});
+    ASSERT_TRUE(waitFor([&] { return model.rowCount() == 6; }));
+    model.setTailInterval(10);
+    produced = 25;
+    ASSERT_TRUE(waitFor([&] { return model.event(model.rowCount() - 1) && model.event(model.rowCount() - 1)->id == 25; }));
+    EXPECT_EQ(model.rowCount(), 10);
+    EXPECT_EQ(model.event(0)->id, 16);
+    EXPECT_EQ(backend.requests.back().value("job", 0), 1);
+}
+
+TEST(PolicyListModel, AddsNewVersionsInPlace) {
+    FakeBackend backend([](const json&) { return json{{"ok", true}}; });
+    PolicyListModel model(&backend);
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+    auto pol = [](int64_t id, const char* name, int v) {
+        return json{{"id", id}, {"name", name}, {"version", v}, {"sha256", "abcdef0123456789"},
+                    {"created_at", "2026-11-29T16:38:33.246357686Z"}};
+    };
+    model.applyPolicies(json::array({pol(1, "a", 1), pol(2, "b", 1)}));
+    QPersistentModelIndex b(model.index(1, 0));
+    model.applyPolicies(json::array({pol(1, "a", 1), pol(3, "a", 2), pol(2, "b", 1)}));
+    ASSERT_EQ(model.rowCount(), 3);
+    EXPECT_EQ(b.row(), 2);
+    EXPECT_EQ(model.latestRowOf("a"), 1);
+    EXPECT_EQ(model.rowOf("b", 1), 2);
+    EXPECT_EQ(model.data(model.index(1, PolicyListModel::Version)).toString(), QStringLiteral("v2"));
+    model.applyPolicies(json::array({pol(2, "b", 1)}));  // not a superset: reset
+    EXPECT_EQ(model.rowCount(), 1);
+}

@@ -1,0 +1,215 @@
+// A scripted console session against a real moatd (needs root, like the
+// scenario tests): a denied mkdir shows up as a job with its denial in the
+// Jobs view, in the Investigate view with its decoded path, and a policy
+// saved from the editor becomes a new version.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <QCoreApplication>
+#include <QElapsedTimer>
+#include <QTableView>
+#include <QTextBrowser>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "app/main_window.h"
+#include "backend/daemon_client.h"
+#include "backend/offline_store.h"
+#include "fake_backend.h"
+#include "models/event_table_model.h"
+#include "models/job_table_model.h"
+#include "models/policy_list_model.h"
+#include "views/investigate_view.h"
+#include "views/job_detail_view.h"
+#include "views/jobs_view.h"
+#include "views/policy_view.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace moat::ui;
+using moat::ui::test::waitFor;
+
+namespace {
+
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // Child of a multi-threaded (Qt) process: only async-signal-safe calls until exec.
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+}
+
+int runWait(const std::vector<std::string>& argv, const std::string& log) {
+    pid_t pid = spawn(argv, log);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
+std::string readText(const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+class Session : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (geteuid() != 0) GTEST_SKIP() << "the session test starts moatd, which needs root";
+        char tmpl[] = "/tmp/moat-gui-XXXXXX";
+        ASSERT_TRUE(mkdtemp(tmpl));
+        m_dir = tmpl;
+        m_sock = m_dir + "/s";
+        m_log = m_dir + "/moatd.log";
+        m_cg = "moat-gui-test-" + std::to_string(getpid());
+        m_moatd = spawn({MOATD_PATH, "--state-dir", m_dir + "/state", "--socket", m_sock, "--cgroup-parent", m_cg}, m_log);
+        ASSERT_TRUE(waitFor([&] { return fs::exists(m_sock); }, 10000)) << readText(m_log);
+    }
+    void TearDown() override {
+        if (m_moatd > 0) {
+            kill(m_moatd, SIGTERM);
+            waitpid(m_moatd, nullptr, 0);
+        }
+        if (HasFailure()) std::cerr << "---- moatd log ----\n" << readText(m_log);
+        // Our own per-daemon parent group, in every hierarchy (v1) or at the root (v2).
+        std::error_code ec;
+        std::vector<fs::path> parents = {fs::path("/sys/fs/cgroup") / m_cg};
+        for (const auto& hier : fs::directory_iterator("/sys/fs/cgroup", ec)) parents.push_back(hier.path() / m_cg);
+        for (const auto& p : parents) {
+            if (fs::is_directory(p, ec)) {
+                std::vector<fs::path> dirs;
+                for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); ++it)
+                    if (it->is_directory(ec)) dirs.push_back(it->path());
+                for (auto d = dirs.rbegin(); d != dirs.rend(); ++d) rmdir(d->c_str());
+                rmdir(p.c_str());
+            }
+        }
+        if (!m_dir.empty()) fs::remove_all(m_dir);
+    }
+
+    int runDemo() {
+        return runWait({MOATCTL_PATH, "--socket", m_sock, "run", "--policy", DEMO_POLICY, "--", "mkdir", "/tmp/moat-gui-demo"},
+                       m_dir + "/moatctl.log");
+    }
+
+    std::string m_dir, m_sock, m_log, m_cg;
+    pid_t m_moatd = -1;
+};
+
+}  // namespace
+
+TEST_F(Session, ShowsAJobAndItsDenial) {
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
+
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    MainWindow w(&client);
+    w.show();
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; })) << client.describe().toStdString();
+    EXPECT_EQ(client.role(), QStringLiteral("admin"));
+
+    // Jobs view: the job, finished, with one denial.
+    JobTableModel* jobs = w.jobModel();
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 1 && jobs->job(0)->denials == 1; }));
+    EXPECT_EQ(jobs->job(0)->policyName, "demo-mkdir");
+    EXPECT_EQ(jobs->data(jobs->index(0, JobTableModel::Result)).toString(), QStringLiteral("exit 1"));
+    ASSERT_TRUE(w.jobsView()->selectJob(jobs->job(0)->id));
+    EventTableModel* denials = w.jobsView()->detail()->denialModel();
+    ASSERT_TRUE(waitFor([&] { return denials->rowCount() == 1; }));
+    EXPECT_EQ(denials->event(0)->syscall, "mkdir");
+    EXPECT_EQ(denials->data(denials->index(0, EventTableModel::Target)).toString(), QStringLiteral("/tmp/moat-gui-demo"));
+
+    // Investigate view: the filter finds it, the detail pane explains it.
+    w.showView(MainWindow::View::Investigate);
+    InvestigateView* inv = w.investigateView();
+    ASSERT_TRUE(inv->setFilterText(QStringLiteral("kind=denial and syscall=mkdir and path~moat-gui")));
+    ASSERT_TRUE(waitFor([&] { return inv->model()->rowCount() == 1 && inv->model()->atEnd(); }));
+    ASSERT_TRUE(inv->selectRow(0));
+    const QString detail = inv->detail()->toPlainText();
+    EXPECT_TRUE(detail.contains(QStringLiteral("/tmp/moat-gui-demo"))) << detail.toStdString();
+    EXPECT_TRUE(detail.contains(QStringLiteral("seccomp.default_action"))) << detail.toStdString();
+    EXPECT_TRUE(detail.contains(QStringLiteral("libc.so.6+0x"))) << detail.toStdString();
+    EXPECT_FALSE(inv->setFilterText(QStringLiteral("syscall=")));  // invalid: not applied
+    EXPECT_EQ(inv->model()->rowCount(), 1);
+
+    // A new job appears on top; the selection stays on the job it was on.
+    ASSERT_EQ(runDemo(), 1);
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 2; }));
+    EXPECT_EQ(w.jobsView()->selectedJob(), jobs->job(1)->id);  // the selection stayed on its job
+}
+
+TEST_F(Session, SavesAPolicyAsANewVersion) {
+    ASSERT_EQ(runDemo(), 1);
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    PolicyView view(&client);
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; }));
+    view.selectPolicy(QStringLiteral("demo-mkdir"));
+    ASSERT_TRUE(waitFor([&] { return view.tomlText().contains(QStringLiteral("demo-mkdir")) && view.model()->rowCount() == 1; }));
+    // Allow mkdir, save: version 2.
+    QString text = view.tomlText();
+    text.replace(QStringLiteral("\"umask\""), QStringLiteral("\"umask\", \"mkdir\""));
+    view.setTomlText(text);
+    ASSERT_EQ(view.errorCount(), 0);
+    view.save();
+    ASSERT_TRUE(waitFor([&] { return view.model()->rowCount() == 2; }));
+    EXPECT_EQ(view.model()->policy(view.model()->latestRowOf("demo-mkdir"))->version, 2);
+
+    // The daemon refuses what the editor would flag.
+    json answer;
+    client.request({{"op", "policy_put"}, {"policy_toml", "name = \"x\"\n[limits]\nmemory = 512\n"}}, nullptr,
+                   [&](const json& a) { answer = a; });
+    ASSERT_TRUE(waitFor([&] { return !answer.is_null(); }));
+    EXPECT_EQ(answer.value("code", ""), "bad-policy");
+    answer = nullptr;
+    client.request({{"op", "policy"}, {"id", 424242}}, nullptr, [&](const json& a) { answer = a; });
+    ASSERT_TRUE(waitFor([&] { return !answer.is_null(); }));
+    EXPECT_EQ(answer.value("code", ""), "not-found");
+}
+
+TEST_F(Session, OpensACopiedDatabaseOffline) {
+    ASSERT_EQ(runDemo(), 1);
+    kill(m_moatd, SIGTERM);
+    waitpid(m_moatd, nullptr, 0);
+    m_moatd = -1;
+    const std::string copy = m_dir + "/copy.db";
+    fs::copy_file(m_dir + "/state/moat.db", copy);
+    OfflineStore store(QString::fromStdString(copy));
+    MainWindow w(&store);
+    ASSERT_TRUE(waitFor([&] { return store.state() == Backend::State::Offline; })) << store.describe().toStdString();
+    ASSERT_TRUE(waitFor([&] { return w.jobModel()->rowCount() == 1; }));
+    EXPECT_EQ(w.jobModel()->job(0)->denials, 1u);
+    ASSERT_TRUE(w.investigateView()->setFilterText(QStringLiteral("kind=denial")));
+    ASSERT_TRUE(waitFor([&] { return w.investigateView()->model()->rowCount() == 1; }));
+    EXPECT_FALSE(store.canWrite());
+}
+
+TEST(DaemonClientOffline, ReportsAMissingDaemonAndRetries) {
+    DaemonClient client(QStringLiteral("/nonexistent/moatd.sock"));
+    client.start();
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Disconnected; }));
+    EXPECT_TRUE(client.describe().contains(QStringLiteral("No such file"))) << client.describe().toStdString();
+    json answer;
+    client.request({{"op", "jobs"}}, nullptr, [&](const json& a) { answer = a; });
+    ASSERT_TRUE(waitFor([&] { return !answer.is_null(); }));
+    EXPECT_EQ(answer.value("code", ""), "disconnected");
+    // It keeps trying by itself.
+    int changes = 0;
+    QObject::connect(&client, &Backend::stateChanged, [&] { ++changes; });
+    EXPECT_TRUE(waitFor([&] { return changes >= 2; }, 3000));
+}
