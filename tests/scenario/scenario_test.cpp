@@ -447,7 +447,10 @@ TEST_F(Scenario, DenialStormIsCountedExactlyAndCoalesced) {
     }
     int st = job.wait(40);
     EXPECT_EQ(st, 0) << job.out() << job.err();
-    EXPECT_LT(slowest, 2.0) << "moatd took " << slowest << " s to answer `jobs` during the storm";
+    // A liveness bound, not a performance figure (those live in tests/bench):
+    // generous so a loaded CI machine does not flake, tight enough to catch a
+    // loop that stops serving clients while it answers denials.
+    EXPECT_LT(slowest, 10.0) << "moatd took " << slowest << " s to answer `jobs` during the storm";
     EXPECT_GE(answered_during, 1) << "the storm ended before `jobs` could be asked during it";
     RecordProperty("jobs_answered_during_storm", answered_during);
     std::string out = job.out();
