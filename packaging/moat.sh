@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Moat's one entry point for a fresh Debian 12 machine (run as root):
 #   packaging/moat.sh demo    build, start moatd on a fresh state dir, run a job that is denied, investigate it
-#   packaging/moat.sh test    build from scratch and run the whole test suite through CTest
+#   packaging/moat.sh test    build from scratch, run the whole test suite through CTest, then a short fuzz run
 #   packaging/moat.sh build   install missing packages, configure and build (./build)
 #   packaging/moat.sh deps    install missing Debian packages only
 # Environment: MOAT_BUILD_DIR (default ./build), MOAT_JOBS (default nproc).
@@ -47,8 +47,9 @@ run_tests() {
     need_root
     build
     say "running the test suite"
-    cd "$BUILD"
-    ctest --output-on-failure -j "$JOBS" --timeout 300
+    (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" --timeout 300)
+    say "fuzzing each parser of untrusted bytes for ${MOAT_FUZZ_SECONDS:-20}s (tests/fuzz/run.sh)"
+    MOAT_FUZZ_BUILD_DIR="$BUILD-fuzz" bash "$ROOT/tests/fuzz/run.sh" "${MOAT_FUZZ_SECONDS:-20}"
 }
 
 demo() {

@@ -6,7 +6,7 @@
 // Build (not wired into CMake; like policy_fuzz.cpp), e.g.:
 //   clang++ -std=c++2b -fsanitize=fuzzer,address,undefined -Icore/policy/include -Icore/common/include
 //     tests/fuzz/oci_import_fuzz.cpp -lmoat_policy -lmoat_common -lseccomp -lcrypto ...
-//   ./oci_import_fuzz tests/fuzz/corpus/oci
+//   ./oci_import_fuzz tests/fuzz/corpus/oci_import
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

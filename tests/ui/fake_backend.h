@@ -1,5 +1,8 @@
 #pragma once
 // A Backend that answers from a function, asynchronously like the real ones.
+#include <QCoreApplication>
+#include <QElapsedTimer>
+#include <QEventLoop>
 #include <QTimer>
 
 #include <functional>

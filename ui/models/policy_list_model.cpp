@@ -22,7 +22,8 @@ QVariant PolicyListModel::data(const QModelIndex& index, int role) const {
     if (!index.isValid() || index.row() >= int(m_rows.size())) return {};
     const auto& p = m_rows[size_t(index.row())];
     if (role == kIdRole) return QVariant::fromValue<qlonglong>(p.id);
-    if (role == Qt::ToolTipRole && index.column() == Sha) return QString::fromStdString(p.sha256);
+    if (role == Qt::ToolTipRole)
+        return QStringLiteral("sha256 %1\nstored %2").arg(QString::fromStdString(p.sha256), formatTimeNs(p.createdNs));
     if (role != Qt::DisplayRole) return {};
     switch (index.column()) {
         case Name: return QString::fromStdString(p.name);

@@ -67,7 +67,7 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     auto width = [this](const char* sample) { return fontMetrics().horizontalAdvance(QString::fromLatin1(sample)) + 24; };
     m_denialTable->setColumnWidth(EventTableModel::Time, width("2026-11-29 17:07:23.938"));
     m_denialTable->setColumnWidth(EventTableModel::Count, width("Count"));
-    m_denialTable->setColumnWidth(EventTableModel::What, width("symlinkat"));
+    m_denialTable->setColumnWidth(EventTableModel::What, width("Syscall / event"));
     m_denialTable->setColumnWidth(EventTableModel::Action, width("errno:EACCES"));
     m_denialTable->setColumnWidth(EventTableModel::Target, width("/tmp/some/longer/path"));
     auto* denialBox = new QGroupBox(tr("Denials"));
@@ -78,8 +78,8 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     auto* left = new QSplitter(Qt::Vertical);
     left->addWidget(info);
     left->addWidget(denialBox);
-    left->setStretchFactor(0, 1);
-    left->setStretchFactor(1, 1);
+    left->setStretchFactor(0, 2);
+    left->setStretchFactor(1, 3);
 
     m_cpu = new ResourceChart(tr("CPU"), tr("%"), 1.0);
     m_memory = new ResourceChart(tr("Memory"), tr("MiB"), 1024.0 * 1024.0);
@@ -190,14 +190,25 @@ void JobDetailView::showJob(const JobRow* job) {
                              .arg(formatTimeNs(job->startedNs, true),
                                   job->endedNs ? formatTimeNs(*job->endedNs, true) : tr("now"),
                                   formatDurationNs(end - job->startedNs)));
-    h += row(tr("Usage"), tr("CPU time %1, peak memory %2, peak pids %3, %4 denials")
-                              .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
-                              .arg(job->peakPids)
-                              .arg(job->denials));
+    if (job->running()) {
+        // The record's totals are written when the job ends; show the live sample.
+        h += row(tr("Usage"), job->hasSample ? tr("now: CPU %1 %, memory %2, pids %3; %4 denials so far")
+                                                   .arg(job->cpuPercent, 0, 'f', 1)
+                                                   .arg(formatBytes(job->memory))
+                                                   .arg(job->pids)
+                                                   .arg(job->denials)
+                                             : tr("waiting for the first sample"));
+    } else {
+        h += row(tr("Usage"), tr("CPU time %1, peak memory %2, peak pids %3, %4 denials")
+                                  .arg(formatDurationNs(int64_t(job->cpuTimeNs)), formatBytes(job->peakMemory))
+                                  .arg(job->peakPids)
+                                  .arg(job->denials));
+    }
     const json sb = job->object.value("sandbox", json::object());
     QStringList parts;
     parts << tr("uid %1, pid %2").arg(job->object.value("uid", -1)).arg(job->object.value("pid", -1));
-    if (sb.contains("cgroup_version")) parts << tr("cgroup v%1").arg(QString::fromStdString(sb["cgroup_version"].dump()));
+    if (auto it = sb.find("cgroup_version"); it != sb.end())
+        parts << tr("cgroup %1").arg(QString::fromStdString(it->is_string() ? it->get<std::string>() : "v" + it->dump()));
     if (sb.contains("landlock")) {
         QString ll = tr("landlock %1").arg(QString::fromStdString(sb.value("landlock", std::string())));
         if (sb.contains("landlock_abi")) ll += tr(" (ABI %1)").arg(QString::fromStdString(sb["landlock_abi"].dump()));

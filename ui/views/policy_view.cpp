@@ -53,9 +53,12 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_list->setSelectionMode(QAbstractItemView::SingleSelection);
     m_list->verticalHeader()->hide();
     m_list->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
-    m_list->horizontalHeader()->setStretchLastSection(true);
     m_list->setAlternatingRowColors(true);
+    // A narrow pane: the name gets the room; the store time is in the tooltip.
+    m_list->horizontalHeader()->setStretchLastSection(false);
     m_list->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+    m_list->horizontalHeader()->setSectionResizeMode(PolicyListModel::Name, QHeaderView::Stretch);
+    m_list->hideColumn(PolicyListModel::Created);
     auto* newBtn = new QPushButton(tr("New"));
     auto* refreshBtn = new QPushButton(tr("Refresh"));
     auto* left = new QWidget;
