@@ -548,6 +548,28 @@ void Supervisor::on_notify(Job& job) {
         return;
     }
 
+    if (native && nr == SYS_clone3) {
+        // Every clone3 is refused (its flags live in memory, see the compiler).
+        // ENOSYS sends glibc back to clone(); only an attempt whose flags ask
+        // for namespaces is a denial worth recording. The flags are read after
+        // the fact and only to describe the attempt, never to allow it.
+        uint64_t flags = 0;
+        auto raw = read_remote(tid, args[0], sizeof flags);
+        if (raw) memcpy(&flags, raw->data(), sizeof flags);
+        if (!raw || !(flags & compiler::kCloneNamespaceFlags)) {
+            resp->error = -ENOSYS;
+            seccomp_notify_respond(job.proc.listener.get(), resp);
+            return;
+        }
+        static const std::pair<uint64_t, const char*> kNs[] = {
+            {0x00020000, "CLONE_NEWNS"},  {0x02000000, "CLONE_NEWCGROUP"}, {0x04000000, "CLONE_NEWUTS"},
+            {0x08000000, "CLONE_NEWIPC"}, {0x10000000, "CLONE_NEWUSER"},   {0x20000000, "CLONE_NEWPID"},
+            {0x40000000, "CLONE_NEWNET"}, {0x00000080, "CLONE_NEWTIME"}};
+        std::string names;
+        for (auto [bit, n] : kNs)
+            if (flags & bit) names += (names.empty() ? "" : "|") + std::string(n);
+        decoded = "flags " + names;
+    }
     compiler::Verdict v = job.filter->decide(nr, arch, args);
     if (!native) v.rule = "abi";
     using Kind = policy::Action::Kind;
