@@ -435,6 +435,21 @@ int mode_forkbomb_tree(int, char**) {
     }
 }
 
+int mode_deny_distinct(int argc, char** argv) {
+    // Like deny-loop, but every call has a different path, so no two denials
+    // coalesce: one stored row each (the reliability suite fills a disk with it).
+    long n = arg_num(argc, argv, 2);
+    long eperm = 0, other = 0;
+    char path[64];
+    for (long i = 0; i < n; ++i) {
+        snprintf(path, sizeof path, "/nonexistent/moat-deny-%ld", i);
+        if (rmdir(path) < 0 && errno == EPERM) ++eperm;
+        else ++other;
+    }
+    printf("calls=%ld eperm=%ld other=%ld\n", n, eperm, other);
+    return 0;
+}
+
 struct Mode {
     const char* name;
     int (*fn)(int, char**);
@@ -454,6 +469,7 @@ const Mode kModes[] = {
     {"tcp-self", mode_tcp_self},     {"cat", mode_cat},
     {"statvfs", mode_statvfs},       {"openw", mode_openw},
     {"forkbomb-tree", mode_forkbomb_tree},
+    {"deny-distinct", mode_deny_distinct},
 };
 
 }  // namespace

@@ -54,6 +54,7 @@ void child_warn(int status_fd, const char* step, int err, const char* detail) {
 
 struct ChildArgs {
     const SpawnPlan* plan;
+    int landlock_fd;  // moved to a fixed number by step_fds
     char* const* argv;
     char* const* envp;
     int go_fd;       // read end: parent writes one byte once we are in the cgroup
@@ -79,20 +80,30 @@ void step_wait_for_cgroup(const ChildArgs& a) {
     close(a.go_fd);
 }
 
-void step_stdio(const ChildArgs& a) {
-    // Move the client's fds out of the way first so dup2 onto 0..2 cannot clobber
-    // a source that happens to be 0..2 already.
+void step_fds(ChildArgs& a) {
+    // Move every fd we still need above the range we are about to fill, so no
+    // dup onto 0..4 can clobber a source that happens to sit there.
     int tmp[3];
     for (int i = 0; i < 3; ++i) {
-        tmp[i] = fcntl(a.plan->stdio[i], F_DUPFD_CLOEXEC, 3);
+        tmp[i] = fcntl(a.plan->stdio[i], F_DUPFD_CLOEXEC, 10);
         if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD stdio)", errno, nullptr);
     }
+    int status = fcntl(a.status_fd, F_DUPFD_CLOEXEC, 10);
+    int landlock = a.landlock_fd >= 0 ? fcntl(a.landlock_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (status < 0 || (a.landlock_fd >= 0 && landlock < 0)) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
     for (int i = 0; i < 3; ++i)
-        if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2(stdio)", errno, nullptr);
-    // Everything above 2 (moatd's sockets, the database, these temporaries) is
-    // closed by execve; the job starts with exactly fds 0, 1, 2.
-    if (syscall(SYS_close_range, 3U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
-        child_fail(a.status_fd, "close_range(3.., CLOEXEC)", errno, nullptr);
+        if (dup2(tmp[i], i) < 0) child_fail(status, "dup2(stdio)", errno, nullptr);
+    if (dup3(status, 3, O_CLOEXEC) < 0) child_fail(status, "dup3(status)", errno, nullptr);
+    a.status_fd = 3;
+    if (landlock >= 0) {
+        if (dup3(landlock, 4, O_CLOEXEC) < 0) child_fail(3, "dup3(landlock)", errno, nullptr);
+        a.landlock_fd = 4;
+    }
+    // Close everything else of moatd's now, not just at exec: its sockets,
+    // the database and, above all, other jobs' seccomp listeners, which moatd
+    // would otherwise find among our fds and take for this job's own.
+    if (syscall(SYS_close_range, a.landlock_fd >= 0 ? 5U : 4U, ~0U, 0U) < 0)
+        child_fail(3, "close_range", errno, nullptr);
 }
 
 void step_session() {
@@ -153,8 +164,8 @@ void step_cwd(const ChildArgs& a) {
 }
 
 void step_landlock(const ChildArgs& a) {
-    if (a.plan->landlock_fd < 0) return;
-    if (syscall(SYS_landlock_restrict_self, a.plan->landlock_fd, 0) < 0)
+    if (a.landlock_fd < 0) return;
+    if (syscall(SYS_landlock_restrict_self, a.landlock_fd, 0) < 0)
         child_fail(a.status_fd, "landlock_restrict_self", errno, nullptr);
 }
 
@@ -171,10 +182,10 @@ void step_seccomp(const ChildArgs& a) {
     if (fd < 0) child_fail(a.status_fd, "seccomp(SET_MODE_FILTER)", errno, nullptr);
 }
 
-[[noreturn]] void child_main(const ChildArgs& a) {
+[[noreturn]] void child_main(ChildArgs a) {  // a copy: step_fds renumbers fds
     step_die_with_parent(a);
     step_wait_for_cgroup(a);
-    step_stdio(a);
+    step_fds(a);
     step_session();
     step_rlimits(a);
     step_drop_privileges(a);
@@ -338,6 +349,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
 
     ChildArgs a{};
     a.plan = &plan;
+    a.landlock_fd = plan.landlock_fd;
     a.argv = argv.data();
     a.envp = envp.data();
     a.go_fd = go_r.get();

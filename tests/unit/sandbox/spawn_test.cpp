@@ -208,3 +208,46 @@ TEST_F(SpawnTest, LandlockRulesetFollowsThePolicy) {
     ASSERT_TRUE(off);
     EXPECT_FALSE(off->fd);
 }
+
+TEST_F(SpawnTest, EachJobGetsItsOwnListenerWhileOthersRun) {
+    // moatd holds the listeners of running jobs; a new child inherits them until
+    // it closes them. The listener copied out for the new job must be its own
+    // (regression: the first seccomp-notify fd found used to be taken).
+    auto f = filter_for(kAllowShell);
+    int devnull = open("/dev/null", O_RDWR);
+    auto plan_for = [&](uid_t uid, std::vector<std::string> argv) {
+        sandbox::SpawnPlan plan;
+        plan.exe = argv[0];
+        plan.argv = argv;
+        plan.env = {"PATH=/usr/bin:/bin"};
+        plan.cwd = "/";
+        plan.uid = plan.gid = uid;
+        plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+        plan.stdio[0] = plan.stdio[1] = plan.stdio[2] = devnull;
+        plan.filter = &f->program();
+        return plan;
+    };
+    auto pa = plan_for(700981, {"/bin/sleep", "2"});
+    auto a = sandbox::spawn_seccomp_job(pa);
+    ASSERT_TRUE(a) << a.error().message;
+    continue_exec(a->listener.get());
+    auto pb = plan_for(700982, {"/bin/true"});
+    auto b = sandbox::spawn_seccomp_job(pb);
+    ASSERT_TRUE(b) << b.error().message;
+    pollfd p{b->listener.get(), POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 3000), 1) << "no notification on the new job's listener: it is not its own";
+    seccomp_notif req{};
+    ASSERT_EQ(ioctl(b->listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req), 0);
+    EXPECT_EQ(pid_t(req.pid), b->pid);
+    EXPECT_EQ(req.data.nr, 59);
+    seccomp_notif_resp resp{};
+    resp.id = req.id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    ioctl(b->listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
+    int st;
+    EXPECT_EQ(waitpid(b->pid, &st, 0), b->pid);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    kill(a->pid, SIGKILL);
+    waitpid(a->pid, &st, 0);
+    close(devnull);
+}
