@@ -38,7 +38,9 @@ deps() {
 build() {
     deps
     say "configuring ($BUILD)"
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${MOAT_CMAKE_ARGS:-} >/dev/null
+    # The console is built by default; MOAT_GUI=OFF builds and tests the daemon alone.
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOAT_BUILD_GUI="${MOAT_GUI:-ON}" \
+        ${MOAT_CMAKE_ARGS:-} >/dev/null
     say "building with $JOBS jobs"
     cmake --build "$BUILD" -j "$JOBS"
 }
@@ -85,6 +87,12 @@ demo() {
     "$ctl" events "$id" --json --kind denial
     say "moatctl jobs"
     "$ctl" jobs
+    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$BUILD/ui/moat-console" ]; then
+        say "opening moat-console on this moatd (close the window to stop moatd)"
+        "$BUILD/ui/moat-console" --socket "$sock" || true
+    else
+        say "no display here: on a desktop this command opens moat-console; see docs/screenshots/"
+    fi
     say "done: moatd log in $state/moatd.log"
 }
 
