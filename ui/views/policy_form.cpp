@@ -10,9 +10,11 @@
 #include <QScrollArea>
 #include <QVBoxLayout>
 
+#include <set>
 #include <tuple>
 
 #include "moat/common/units.h"
+#include "views/syscall_checklist.h"
 
 namespace moat::ui {
 
@@ -126,10 +128,21 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
                       tr("[[seccomp.rule]], one per line: SYSCALL ACTION [INDEX OP VALUE [mask=M]]..."));
     m_rules->setMaximumHeight(90);
 
+    auto* checks = new QGroupBox(tr("Syscalls: check to allow (edits the allow list above)"));
+    auto* cl = new QVBoxLayout(checks);
+    m_checklist = new SyscallChecklist;
+    cl->addWidget(m_checklist);
+    grid->addWidget(checks, 2, 0, 1, 3);
+    connect(m_checklist, &SyscallChecklist::entriesChanged, this, [this](const std::vector<std::string>& entries) {
+        m_allow->setPlainText(toList(entries).join(u'\n'));  // textChanged -> changed()
+    });
+    connect(m_allow, &QPlainTextEdit::textChanged, this, &PolicyForm::syncChecklist);
+    connect(m_rules, &QPlainTextEdit::textChanged, this, &PolicyForm::syncChecklist);
+
     grid->setColumnStretch(0, 3);
     grid->setColumnStretch(1, 3);
     grid->setColumnStretch(2, 3);
-    grid->setRowStretch(1, 1);
+    grid->setRowStretch(2, 1);
 
     auto* scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
@@ -187,6 +200,7 @@ void PolicyForm::setReadOnly(bool ro) {
         else if (auto* p = qobject_cast<QPlainTextEdit*>(w)) p->setReadOnly(ro);
         else w->setEnabled(!ro);
     }
+    m_checklist->setReadOnly(ro);
 }
 
 void PolicyForm::setDraft(const PolicyDraft& d) {
@@ -244,7 +258,14 @@ void PolicyForm::setDraft(const PolicyDraft& d) {
     QStringList rules;
     for (const auto& r : d.rules) rules << ruleLine(r);
     setList(m_rules, rules);
+    syncChecklist();
     m_filling = false;
+}
+
+void PolicyForm::syncChecklist() {
+    std::set<std::string> ruled;
+    for (const auto& line : linesOf(m_rules)) ruled.insert(parseRuleLine(QString::fromStdString(line)).syscall);
+    m_checklist->setEntries(linesOf(m_allow), ruled);
 }
 
 PolicyDraft PolicyForm::draft() const {

@@ -14,6 +14,8 @@ class QFormLayout;
 
 namespace moat::ui {
 
+class SyscallChecklist;
+
 class PolicyForm final : public QWidget {
     Q_OBJECT
 public:
@@ -22,6 +24,7 @@ public:
     void setDraft(const PolicyDraft& d);
     PolicyDraft draft() const;
     void setReadOnly(bool ro);
+    SyscallChecklist* checklist() const { return m_checklist; }
 
 signals:
     void changed();
@@ -31,6 +34,8 @@ private:
     QPlainTextEdit* addList(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip);
     QComboBox* addCombo(QFormLayout* form, const QString& label, const QStringList& items, bool editable,
                         const QString& tip);
+
+    void syncChecklist();
 
     bool m_filling = false;
     PolicyDraft m_loaded;  // keeps the "written even when empty" flags
@@ -58,6 +63,7 @@ private:
     QPlainTextEdit* m_allow;
     QPlainTextEdit* m_rules;
     QLineEdit* m_sample;
+    SyscallChecklist* m_checklist;
     QList<QWidget*> m_inputs;
 };
 

@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# Moat performance suite (issue 7). Every figure is measured next to its
+# baseline in the same run, and reported as medians and ratios, because the
+# machine is shared and absolute numbers move from run to run.
+#
+#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE]
+#
+# Full mode writes docs/performance.md (or --out FILE). --short runs few
+# iterations (CI: catches breakage, not regressions) and writes
+# $BUILD/performance-short.md unless --out is given. Needs root (moatd does).
+# Tools: hyperfine (else a date +%s%N loop), bwrap and crun (else those rows
+# are skipped), python3 (report), sqlite3 (seeding the store for the memory
+# figure). Google Benchmark for spawn_bench/store_bench.
+set -uo pipefail
+
+SHORT=0
+DO_BUILD=1
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD="$(dirname "$REPO")/build-bench"
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --short) SHORT=1 ;;
+    --build-dir) BUILD=$2; shift ;;
+    --no-build) DO_BUILD=0 ;;
+    --out) OUT=$2; shift ;;
+    -h | --help) sed -n 2,13p "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ -z "$OUT" ]; then
+    if [ $SHORT = 1 ]; then OUT="$BUILD/performance-short.md"; else OUT="$REPO/docs/performance.md"; fi
+fi
+[ "$(id -u)" = 0 ] || { echo "run.sh: must run as root (moatd needs it)" >&2; exit 1; }
+
+if [ $SHORT = 1 ]; then
+    RUNS=5 WARM=1 SPAWN_REPS=1 SPAWN_MIN=0.05 LOOP_N=200000 LOOP_REPS=3 DENY_N=20000
+    STORE_SIZE=100000 SEED_EVENTS=100000 MON_JOBS=10 MON_SECS=3
+else
+    RUNS=30 WARM=3 SPAWN_REPS=5 SPAWN_MIN=0.5 LOOP_N=2000000 LOOP_REPS=5 DENY_N=200000
+    STORE_SIZE=1000000 SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
+fi
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# ------------------------------------------------------------------ build
+if [ $DO_BUILD = 1 ]; then
+    log "building in $BUILD"
+    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+        cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null || exit 1
+    fi
+    cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop spawn_bench store_bench >/dev/null ||
+        cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop >/dev/null || exit 1
+fi
+MOATD=$BUILD/app/moatd/moatd
+MOATCTL=$BUILD/app/moatctl/moatctl
+[ -x "$MOATD" ] || MOATD=$(find "$BUILD" -name moatd -type f -perm -u+x | head -1)
+[ -x "$MOATCTL" ] || MOATCTL=$(find "$BUILD" -name moatctl -type f -perm -u+x | head -1)
+SPAWN_BENCH=$BUILD/tests/bench/spawn_bench
+STORE_BENCH=$BUILD/tests/bench/store_bench
+LOOP_BIN=$BUILD/tests/bench/moat-syscall-loop
+for f in "$MOATD" "$MOATCTL" "$LOOP_BIN"; do [ -x "$f" ] || { echo "run.sh: missing $f" >&2; exit 1; }; done
+
+# ------------------------------------------------------------------ scratch, moatd
+WORK=$(mktemp -d /tmp/moat-bench.XXXXXX)
+chmod 755 "$WORK"
+mkdir -p "$WORK/bin" "$WORK/state"
+cp "$LOOP_BIN" "$WORK/bin/syscall_loop"
+chmod 755 "$WORK/bin/syscall_loop"
+SOCK=$WORK/moatd.sock
+CGPARENT=moat-bench-$$
+RES=$WORK/results.txt
+: >"$RES"
+put() { printf '%s\t%s\n' "$1" "$2" >>"$RES"; }
+MOATD_PID=""
+BG_PIDS=()
+
+start_moatd() {
+    "$MOATD" --state-dir "$WORK/state" --socket "$SOCK" --cgroup-parent "$CGPARENT" >>"$WORK/moatd.log" 2>&1 &
+    MOATD_PID=$!
+    for _ in $(seq 100); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
+    echo "run.sh: moatd did not start; see $WORK/moatd.log" >&2
+    return 1
+}
+stop_moatd() {
+    [ -n "$MOATD_PID" ] || return 0
+    kill -TERM "$MOATD_PID" 2>/dev/null
+    wait "$MOATD_PID" 2>/dev/null
+    MOATD_PID=""
+}
+stop_bg() {
+    local p
+    for p in "${BG_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    BG_PIDS=()
+}
+cleanup() {
+    stop_bg
+    stop_moatd
+    rmdir /sys/fs/cgroup/*/"$CGPARENT" /sys/fs/cgroup/"$CGPARENT" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ctl() { "$MOATCTL" --socket "$SOCK" "$@"; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Policies. The loop policies list syscalls one by one so that `read` can be
+# either allowlisted or allowed only through an argument rule.
+BASE_FS="read_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\", \"$WORK/bin\"]
+tmpfs = []"
+LOOP_ALLOW='"execve", "brk", "mmap", "munmap", "mprotect", "arch_prctl", "set_tid_address",
+         "set_robust_list", "rseq", "futex", "prlimit64", "getrandom", "newfstatat", "fstat",
+         "openat", "pread64", "close", "exit", "exit_group", "access", "write", "lseek", "getpid"'
+mkpolicy() { # name interval allow extra-seccomp extra-filesystem
+    cat >"$WORK/$1.toml" <<EOF
+name = "bench-$1"
+[limits]
+wall_time = "600s"
+[monitor]
+sample_interval = "$2"
+[filesystem]
+$BASE_FS
+${5:-}
+[seccomp]
+default_action = "errno:EPERM"
+allow = [$3]
+${4:-}
+EOF
+}
+mkpolicy true 1s '"@default"' ''
+mkpolicy sleep100ms 100ms '"@default"' ''
+mkpolicy sleep1s 1s '"@default"' ''
+mkpolicy loop 1s "$LOOP_ALLOW, \"read\"" '' 'read_write = ["/dev/zero"]'
+mkpolicy argrule 1s "$LOOP_ALLOW" '[[seccomp.rule]]
+syscall = "read"
+action = "allow"
+args = [{ index = 2, op = "le", value = 4096 }]' 'read_write = ["/dev/zero"]'
+
+log "starting moatd (state $WORK/state, cgroup parent $CGPARENT)"
+start_moatd || exit 1
+cd "$WORK" || exit 1
+
+# Sanity: both tiers run /bin/true.
+SECCOMP_OK=0 CONTAINER_OK=0
+ctl run --policy "$WORK/true.toml" -- /bin/true 2>"$WORK/seccomp-check.err" && SECCOMP_OK=1
+ctl run --policy "$WORK/true.toml" --tier container -- /bin/true 2>"$WORK/container-check.err" && CONTAINER_OK=1
+put seccomp_ok $SECCOMP_OK
+put container_ok $CONTAINER_OK
+[ $CONTAINER_OK = 1 ] || put container_err "$(head -c 300 "$WORK/container-check.err" | tr '\n\t' '  ')"
+
+# ------------------------------------------------------------------ 1. job start
+log "1. job start end to end ($RUNS runs each)"
+CRUN_OK=0
+if command -v crun >/dev/null; then
+    B=$WORK/crun
+    mkdir -p "$B/rootfs/bin" "$WORK/crun-state"
+    cp /bin/true "$B/rootfs/bin/"
+    for l in $(ldd /bin/true | grep -o '/[^ ]*'); do mkdir -p "$B/rootfs$(dirname "$l")"; cp "$l" "$B/rootfs$l"; done
+    (cd "$B" && crun spec) &&
+        python3 - "$B/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["args"] = ["/bin/true"]; c["process"]["terminal"] = False
+c["root"]["readonly"] = True
+json.dump(c, open(p, "w"), indent=1)
+EOF
+    # Debian's crun refuses this host's hybrid cgroup layout unless the
+    # unified mount is hidden in a private mount namespace.
+    CRUN_CMD="unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root $WORK/crun-state run --bundle $B bench-\$\$'"
+    CRUN_WRAP="unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exit 0'"
+    eval "$CRUN_CMD" && CRUN_OK=1
+fi
+BWRAP_OK=0
+command -v bwrap >/dev/null && bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true && BWRAP_OK=1
+put crun_ok $CRUN_OK
+put bwrap_ok $BWRAP_OK
+
+NAMES=(bare) CMDS=(/bin/true)
+[ $BWRAP_OK = 1 ] && NAMES+=(bwrap) CMDS+=("bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true")
+[ $CRUN_OK = 1 ] && NAMES+=(crun crun_wrapper) CMDS+=("$CRUN_CMD" "$CRUN_WRAP")
+[ $SECCOMP_OK = 1 ] && NAMES+=(moat_seccomp) CMDS+=("$MOATCTL --socket $SOCK run --policy $WORK/true.toml -- /bin/true")
+[ $CONTAINER_OK = 1 ] && NAMES+=(moat_container) CMDS+=("$MOATCTL --socket $SOCK run --policy $WORK/true.toml --tier container -- /bin/true")
+
+if command -v hyperfine >/dev/null; then
+    put start_tool hyperfine
+    args=()
+    for i in "${!NAMES[@]}"; do args+=(-n "${NAMES[$i]}" "${CMDS[$i]}"); done
+    hyperfine -N --style none -w "$WARM" -r "$RUNS" --export-json "$WORK/start.json" "${args[@]}" >/dev/null 2>"$WORK/hyperfine.err" ||
+        echo "run.sh: hyperfine failed: $(tail -3 "$WORK/hyperfine.err")" >&2
+    if [ -f "$WORK/start.json" ]; then
+        python3 - "$WORK/start.json" >>"$RES" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"start_{r['command']}\t{r['median']*1000:.3f}")
+EOF
+    fi
+else
+    put start_tool "date-loop"
+    for i in "${!NAMES[@]}"; do
+        for _ in $(seq "$WARM"); do eval "${CMDS[$i]}" >/dev/null 2>&1; done
+        for _ in $(seq "$RUNS"); do
+            t0=$(date +%s%N); eval "${CMDS[$i]}" >/dev/null 2>&1; t1=$(date +%s%N)
+            echo $(((t1 - t0)))
+        done | median | awk -v n="${NAMES[$i]}" '{printf "start_%s\t%.3f\n", n, $1/1e6}' >>"$RES"
+    done
+fi
+# moatd's own spawn latency for one seccomp job (fork to exec continued).
+if [ $SECCOMP_OK = 1 ]; then
+    for _ in 1 2 3 4 5; do
+        ctl run --policy "$WORK/true.toml" --id-file "$WORK/t.id" -- /bin/true
+        ctl show "$(cat "$WORK/t.id")" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandbox"].get("spawn_us", "nan"))'
+    done | median | awk '{print "spawn_us_in_moatd\t" $1}' >>"$RES"
+fi
+
+# ------------------------------------------------------------------ 2. spawn-to-exec inside moatd
+if [ -x "$SPAWN_BENCH" ]; then
+    log "2. spawn_bench"
+    "$SPAWN_BENCH" --benchmark_repetitions="$SPAWN_REPS" --benchmark_min_time="$SPAWN_MIN" \
+        --benchmark_format=json --benchmark_out="$WORK/spawn.json" --benchmark_out_format=json >/dev/null 2>"$WORK/spawn.err" ||
+        echo "run.sh: spawn_bench failed: $(tail -3 "$WORK/spawn.err")" >&2
+    [ -f "$WORK/spawn.json" ] && python3 - "$WORK/spawn.json" >>"$RES" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+best = {}
+for b in d["benchmarks"]:
+    name = b.get("run_name", b["name"]).split("/")[0]
+    if b.get("error_occurred"):
+        print(f"gb_{name}_error\t{b.get('error_message','')}"); continue
+    agg = b.get("aggregate_name")
+    if agg not in (None, "median"): continue
+    if agg is None and name in best: continue  # repetitions: keep the median row
+    best[name] = b
+for name, b in best.items():
+    unit = {"ns": 1e-3, "us": 1, "ms": 1e3, "s": 1e6}[b.get("time_unit", "ns")]
+    print(f"gb_{name}_us\t{b['real_time']*unit:.3f}")
+    if "spawn_us" in b: print(f"gb_{name}_spawn_us\t{b['spawn_us']:.3f}")
+EOF
+else
+    put spawn_bench_missing "spawn_bench not built (Google Benchmark missing?)"
+fi
+
+# ------------------------------------------------------------------ 3. filter cost per syscall
+log "3. syscall cost: $LOOP_N calls x $LOOP_REPS runs per variant"
+loop_median() { # key mode command...
+    local key=$1 mode=$2; shift 2
+    for _ in $(seq "$LOOP_REPS"); do
+        "$@" "$WORK/bin/syscall_loop" "$mode" "$LOOP_N" | sed -n 's/.*ns_per_call=\([0-9.]*\).*/\1/p'
+    done | median | awk -v k="$key" '{print k "\t" $1}' >>"$RES"
+}
+loop_median loop_bare_getpid getpid env
+loop_median loop_bare_read read env
+loop_median loop_job_getpid getpid "$MOATCTL" --socket "$SOCK" run --policy "$WORK/loop.toml" --
+loop_median loop_job_read read "$MOATCTL" --socket "$SOCK" run --policy "$WORK/loop.toml" --
+loop_median loop_argrule_getpid getpid "$MOATCTL" --socket "$SOCK" run --policy "$WORK/argrule.toml" --
+loop_median loop_argrule_read read "$MOATCTL" --socket "$SOCK" run --policy "$WORK/argrule.toml" --
+# Denials a loop job caused (a missing syscall in the list would show here).
+ctl run --policy "$WORK/argrule.toml" --id-file "$WORK/l.id" -- "$WORK/bin/syscall_loop" read 1000 >/dev/null
+put loop_job_denials "$(ctl show "$(cat "$WORK/l.id")" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["denial_count"])')"
+
+# ------------------------------------------------------------------ 4. denial path
+log "4. denial path: $DENY_N rmdir denials"
+out=$("$WORK/bin/syscall_loop" rmdir "$DENY_N")
+put deny_bare_per_s "$(sed -n 's/.*per_s=\([0-9.]*\).*/\1/p' <<<"$out")"
+out=$(ctl run --policy "$WORK/loop.toml" --id-file "$WORK/d.id" -- "$WORK/bin/syscall_loop" rmdir "$DENY_N")
+DENY_JOB=$(cat "$WORK/d.id")
+put deny_job_per_s "$(sed -n 's/.*per_s=\([0-9.]*\).*/\1/p' <<<"$out")"
+put deny_job_eperm "$(sed -n 's/.*eperm=\([0-9]*\).*/\1/p' <<<"$out")"
+put deny_calls "$DENY_N"
+put deny_stored "$(ctl show "$DENY_JOB" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["denial_count"])')"
+put deny_rows "$(ctl events "$DENY_JOB" --json --kind denial | wc -l)"
+
+# ------------------------------------------------------------------ 5. event store
+if [ -x "$STORE_BENCH" ]; then
+    log "5. store_bench (ingest; queries on $STORE_SIZE events)"
+    MOAT_BENCH_DIR=$WORK "$STORE_BENCH" --benchmark_filter="BM_StoreIngest|BM_RawSqliteIngest|/${STORE_SIZE}\$" \
+        --benchmark_min_time="$SPAWN_MIN" --benchmark_format=json --benchmark_out="$WORK/store.json" \
+        --benchmark_out_format=json >/dev/null 2>"$WORK/store.err" ||
+        echo "run.sh: store_bench failed: $(tail -3 "$WORK/store.err")" >&2
+    put store_size "$STORE_SIZE"
+    [ -f "$WORK/store.json" ] && python3 - "$WORK/store.json" >>"$RES" <<'EOF'
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    name = b["name"].split("/")[0]
+    if b.get("error_occurred"):
+        print(f"sb_{name}_error\t{b.get('error_message','')}"); continue
+    unit = {"ns": 1e-6, "us": 1e-3, "ms": 1, "s": 1e3}[b.get("time_unit", "ns")]
+    print(f"sb_{name}_ms\t{b['real_time']*unit:.4f}")
+    if "items_per_second" in b: print(f"sb_{name}_per_s\t{b['items_per_second']:.0f}")
+EOF
+else
+    put store_bench_missing "store_bench not built"
+fi
+
+# ------------------------------------------------------------------ 7a. seed moatd's store with ~1M events
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$MOATD_PID/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$MOATD_PID/stat"; }
+log "7. seeding moatd's store with $SEED_EVENTS events (sqlite3, moatd stopped)"
+stop_moatd
+if command -v sqlite3 >/dev/null; then
+    sqlite3 "$WORK/state/moat.db" <<EOF >/dev/null 2>"$WORK/seed.err"
+PRAGMA journal_mode=WAL;
+BEGIN;
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < $SEED_EVENTS)
+INSERT INTO events(job_id, time_ns, kind, count, syscall, data)
+SELECT $DENY_JOB, (SELECT max(time_ns) FROM events) + i, 'denial', 1,
+       CASE i % 4 WHEN 0 THEN 'rmdir' WHEN 1 THEN 'mkdir' WHEN 2 THEN 'unlink' ELSE 'socket' END,
+       (SELECT data FROM events WHERE job_id = $DENY_JOB AND kind = 'denial' LIMIT 1)
+FROM c;
+INSERT OR REPLACE INTO denial_totals(job_id, syscall, count)
+SELECT job_id, coalesce(syscall, ''), sum(count) FROM events WHERE kind = 'denial' AND job_id = $DENY_JOB GROUP BY 2;
+UPDATE jobs SET denial_count = (SELECT sum(count) FROM events WHERE job_id = $DENY_JOB AND kind = 'denial') WHERE id = $DENY_JOB;
+COMMIT;
+EOF
+    put seed_rc $?
+    put seed_err "$(head -c 200 "$WORK/seed.err" | tr '\n\t' '  ')"
+    put seed_events "$(sqlite3 "$WORK/state/moat.db" 'SELECT count(*) FROM events')"
+    put seed_db_mib "$(du -sm "$WORK/state" | cut -f1)"
+fi
+start_moatd || exit 1
+sleep 1
+put rss_idle_kib "$(rss_kib)"
+t0=$(date +%s%N)
+put seed_events_read "$(ctl events "$DENY_JOB" --json --kind denial | wc -l)"
+t1=$(date +%s%N)
+put seed_events_read_ms $(((t1 - t0) / 1000000))
+put rss_after_events_kib "$(rss_kib)"
+
+# ------------------------------------------------------------------ 6. monitoring cost (+ 7b memory with jobs)
+HZ=$(getconf CLK_TCK)
+cpu_pct() { # seconds
+    local a b
+    a=$(cpu_ticks); sleep "$1"; b=$(cpu_ticks)
+    awk -v d=$((b - a)) -v hz="$HZ" -v s="$1" 'BEGIN {printf "%.2f", d / hz / s * 100}'
+}
+count_jobs() { # jobs moatd reports as running
+    ctl jobs --json --limit 10000 2>/dev/null | python3 -c '
+import json, sys
+t = sys.stdin.read().strip()
+try:
+    v = json.loads(t); items = v if isinstance(v, list) else v.get("jobs", [v])
+except ValueError:
+    items = [json.loads(l) for l in t.splitlines() if l.strip()]
+print(sum(1 for j in items if j.get("state") == "running"))'
+}
+run_sleepers() { # policy
+    local i
+    for i in $(seq "$MON_JOBS"); do
+        ctl run --policy "$WORK/$1.toml" -- /bin/sleep 3600 </dev/null >/dev/null 2>&1 &
+        BG_PIDS+=($!)
+    done
+    for _ in $(seq 600); do [ "$(count_jobs)" -ge "$MON_JOBS" ] && break; sleep 0.1; done
+    sleep 1
+    RUNNING=$(count_jobs)
+}
+log "6. monitoring: moatd CPU over ${MON_SECS}s idle, with $MON_JOBS jobs at 1s and at 100ms"
+put mon_secs "$MON_SECS"
+put mon_jobs_wanted "$MON_JOBS"
+put mon_idle_cpu "$(cpu_pct "$MON_SECS")"
+run_sleepers sleep1s
+put mon_1s_running "$RUNNING"
+put mon_1s_cpu "$(cpu_pct "$MON_SECS")"
+stop_bg
+sleep 1
+run_sleepers sleep100ms
+put mon_100ms_running "$RUNNING"
+put mon_100ms_cpu "$(cpu_pct "$MON_SECS")"
+put rss_jobs_kib "$(rss_kib)"
+stop_bg
+sleep 0.5
+put rss_end_kib "$(rss_kib)"
+stop_moatd
+
+# ------------------------------------------------------------------ report
+log "writing $OUT"
+MACHINE_CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+case "$(stat -fc %T /sys/fs/cgroup)" in
+cgroup2fs) CGV="v2" ;;
+*) if [ -d /sys/fs/cgroup/unified ]; then CGV="v1 (hybrid: v1 controllers + empty v2 at /sys/fs/cgroup/unified)"; else CGV="v1"; fi ;;
+esac
+export MACHINE_CPU CGV SHORT
+export MACHINE_NPROC=$(nproc) MACHINE_MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+export MACHINE_KERNEL=$(uname -r) MACHINE_DATE=$(date -u +%Y-%m-%dT%H:%MZ)
+export MACHINE_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+export TOOL_VERSIONS="$(hyperfine --version 2>/dev/null | head -1); bwrap $(bwrap --version 2>/dev/null | awk '{print $2}'); $(crun --version 2>/dev/null | head -1); sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1)"
+export RUNS LOOP_N LOOP_REPS SPAWN_REPS
+cp "$RES" "$BUILD/bench-results.txt"
+python3 "$REPO/tests/bench/report.py" "$RES" "$OUT"
