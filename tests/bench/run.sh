@@ -348,7 +348,7 @@ print(sum(1 for j in items if j.get("state") == "running"))'
 run_sleepers() { # policy
     local i
     for i in $(seq "$MON_JOBS"); do
-        ctl run --policy "$WORK/$1.toml" -- /bin/sleep 3600 </dev/null >/dev/null 2>&1 &
+        "$MOATCTL" --socket "$SOCK" run --policy "$WORK/$1.toml" -- /bin/sleep 3600 </dev/null >/dev/null 2>&1 &
         BG_PIDS+=($!)
     done
     for _ in $(seq 600); do [ "$(count_jobs)" -ge "$MON_JOBS" ] && break; sleep 0.1; done

@@ -19,6 +19,7 @@
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
 #include "views/policy_form.h"
+#include "views/policy_history.h"
 
 namespace moat::ui {
 
@@ -86,6 +87,9 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_tabs = new QTabWidget;
     m_tabs->addTab(m_form, tr("Form"));
     m_tabs->addTab(m_text, tr("TOML"));
+    m_history = new PolicyHistory(backend, m_model);
+    m_tabs->addTab(m_history, tr("History"));
+    connect(m_history, &PolicyHistory::message, this, &PolicyView::message);
 
     m_diags = new QListWidget;
     m_lint = new QListWidget;
@@ -178,6 +182,7 @@ void PolicyView::setTomlText(const QString& text) {
 
 void PolicyView::showFormTab() { m_tabs->setCurrentWidget(m_form); }
 void PolicyView::showTomlTab() { m_tabs->setCurrentWidget(m_text); }
+void PolicyView::showHistoryTab() { m_tabs->setCurrentWidget(m_history); }
 
 void PolicyView::refresh() { m_model->refresh(); }
 
@@ -198,6 +203,7 @@ void PolicyView::loadSelected() {
     if (rows.isEmpty()) return;
     const PolicyVersionRow* p = m_model->policy(rows.first().row());
     if (!p) return;
+    m_history->showVersion(p->id);
     const uint64_t gen = ++m_loadGeneration;
     const QString label = QStringLiteral("%1 v%2").arg(QString::fromStdString(p->name)).arg(p->version);
     m_title->setText(tr("<b>%1</b> — loading…").arg(label.toHtmlEscaped()));

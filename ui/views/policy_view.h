@@ -22,6 +22,7 @@ namespace moat::ui {
 
 class Backend;
 class PolicyForm;
+class PolicyHistory;
 class PolicyListModel;
 
 class PolicyView final : public QWidget {
@@ -43,6 +44,8 @@ public:
     void save();
     void showFormTab();
     void showTomlTab();
+    void showHistoryTab();
+    PolicyHistory* history() const { return m_history; }
 
 signals:
     void message(const QString& text, int timeoutMs);
@@ -61,6 +64,7 @@ private:
     QTabWidget* m_tabs;
     PolicyForm* m_form;
     QPlainTextEdit* m_text;
+    PolicyHistory* m_history;
     QTabWidget* m_problemTabs;
     QListWidget* m_diags;
     QListWidget* m_lint;
