@@ -9,11 +9,16 @@
 
 #include "fake_backend.h"
 #include "models/allow_list.h"
+#include "models/denial_allow.h"
+#include "models/syscall_args.h"
+#include "views/denial_detail.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
 #include "moat/policy/syscalls.h"
 #include "views/policy_form.h"
 #include "views/policy_history.h"
+#include "views/rule_table.h"
+#include <QTableWidget>
 #include "models/policy_list_model.h"
 #include "views/policy_view.h"
 #include "views/syscall_checklist.h"
@@ -163,4 +168,110 @@ TEST(PolicyHistory, SemanticDiffOfTwoVersions) {
     EXPECT_FALSE(h->rightText()->extraSelections().isEmpty());
     h->compare(2, 2);
     ASSERT_TRUE(moat::ui::test::waitFor([&] { return h->diffText().contains(QStringLiteral("no semantic difference")); }));
+}
+
+TEST(DenialAllow, NarrowRuleWhereTheArgumentsFit) {
+    const auto sock = proposeAllow({{"kind", "denial"}, {"syscall", "socket"}, {"args", {1, 1, 0, 0, 0, 0}}});
+    ASSERT_TRUE(sock.narrow());
+    EXPECT_EQ(sock.rule.args[0].index, "0");
+    EXPECT_EQ(sock.rule.args[0].op, "eq");
+    EXPECT_EQ(sock.rule.args[0].value, "AF_UNIX");
+    const auto mk = proposeAllow({{"kind", "denial"}, {"syscall", "mkdir"}, {"args", {0x1234, 0777, 0, 0, 0, 0}}});
+    EXPECT_FALSE(mk.narrow());
+    EXPECT_TRUE(proposeAllow({{"kind", "resource"}}).syscall.empty());
+
+    PolicyDraft d = PolicyDraft::fromPolicy(parse("name = \"p\"\n[seccomp]\nallow = [\"@default\"]\n"));
+    auto p = parse(applyAllow(d, sock).toToml());
+    ASSERT_EQ(p.seccomp.rules.size(), 1u);
+    EXPECT_EQ(p.seccomp.rules[0].syscall, "socket");
+    EXPECT_EQ(p.seccomp.rules[0].args[0].value, 1u);
+    d.allow = withSyscall(d.allow, "mkdir", false);
+    p = parse(applyAllow(d, mk).toToml());
+    EXPECT_TRUE(p.seccomp.allowed.contains("mkdir"));
+}
+
+TEST(PolicyView, AllowDenialOpensTheJobsPolicyWithTheRule) {
+    const std::string v1 = "name = \"web\"\n[seccomp]\nallow = [\"@default\"]\n";
+    moat::ui::test::FakeBackend backend([&](const nlohmann::json& r) -> nlohmann::json {
+        if (r["op"] == "policies")
+            return {{"ok", true},
+                    {"policies", {{{"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"created_at", "2026-11-29T16:38:33Z"}}}}};
+        if (r["op"] == "policy") return {{"ok", true}, {"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"toml", v1}};
+        return {{"ok", false}, {"code", "bad-request"}, {"error", "?"}};
+    });
+    PolicyView view(&backend);
+    const nlohmann::json denial{{"id", 9}, {"kind", "denial"}, {"job", 2}, {"syscall", "socket"}, {"action", "errno:EPERM"},
+                                {"args", {1, 524289, 0, 0, 0, 0}}};
+    view.allowDenial(QStringLiteral("web"), 3, QString::fromStdString(denial.dump()));
+    ASSERT_TRUE(moat::ui::test::waitFor([&] { return view.tomlText().contains(QStringLiteral("AF_UNIX")); }));
+    const auto p = parse(view.tomlText().toStdString());
+    ASSERT_EQ(p.seccomp.rules.size(), 1u);
+    EXPECT_EQ(p.seccomp.rules[0].syscall, "socket");
+    EXPECT_EQ(view.errorCount(), 0);
+    // Nothing is saved until the operator does.
+    for (const auto& r : backend.requests) EXPECT_NE(r["op"], "policy_put");
+}
+
+TEST(SyscallArgs, FlagAndErrnoNames) {
+    EXPECT_EQ(argMeaning("openat", 2, 0x80000), "O_RDONLY|O_CLOEXEC");
+    EXPECT_EQ(argMeaning("openat", 2, 0x241), "O_WRONLY|O_CREAT|O_TRUNC");
+    EXPECT_EQ(argMeaning("openat", 0, uint64_t(int64_t(-100))), "AT_FDCWD");
+    EXPECT_EQ(argMeaning("openat", 3, 0644, {uint64_t(-100), 0, 0x41, 0644}), "0644");
+    EXPECT_EQ(argMeaning("openat", 3, 0, {uint64_t(-100), 0, 0x80000, 0}), "unused (no O_CREAT)");
+    EXPECT_EQ(argMeaning("socket", 0, 2), "AF_INET");
+    EXPECT_EQ(argMeaning("socket", 1, 0x80001), "SOCK_STREAM|SOCK_CLOEXEC");
+    EXPECT_EQ(argMeaning("mkdir", 1, 0777), "0777");
+    EXPECT_EQ(argMeaning("kill", 1, 9), "SIGKILL");
+    EXPECT_EQ(argMeaning("mmap", 2, 5), "PROT_READ|PROT_EXEC");
+    EXPECT_EQ(argMeaning("unshare", 0, 0x10000000), "CLONE_NEWUSER");
+    EXPECT_EQ(argMeaning("read", 0, 3), "");
+    EXPECT_EQ(errnoText("errno:EPERM"), "EPERM (1): Operation not permitted");
+    EXPECT_EQ(errnoText("kill-process"), "");
+}
+
+TEST(DenialDetail, ShowsArgumentNames) {
+    const nlohmann::json e{{"id", 1}, {"kind", "denial"}, {"job", 2}, {"syscall", "openat"}, {"nr", 257}, {"arch", "x86_64"},
+                           {"action", "errno:EACCES"}, {"args", {uint64_t(-100), 0x7fff0000, 0x80000, 0, 0, 0}},
+                           {"time", "2026-11-29T16:38:33Z"}};
+    const QString h = eventDetailHtml(e);
+    EXPECT_TRUE(h.contains(QStringLiteral("O_RDONLY|O_CLOEXEC"))) << h.toStdString();
+    EXPECT_TRUE(h.contains(QStringLiteral("AT_FDCWD")));
+    EXPECT_TRUE(h.contains(QStringLiteral("EACCES (13)")));
+}
+
+TEST(RuleTable, RoundTripsRulesThroughTomlAndEdits) {
+    const std::string text =
+        "name = \"r\"\n[seccomp]\nallow = [\"@default\"]\n"
+        "[[seccomp.rule]]\nsyscall = \"socket\"\naction = \"allow\"\nargs = [{ index = 0, op = \"eq\", value = \"AF_UNIX\" }]\n"
+        "[[seccomp.rule]]\nsyscall = \"ioctl\"\naction = \"errno:ENOTTY\"\n"
+        "args = [{ index = 1, op = \"masked_eq\", value = 0x5400, mask = 0xff00 }, { index = 0, op = \"lt\", value = 3 }]\n"
+        "[[seccomp.rule]]\nsyscall = \"socket\"\naction = \"allow\"\nargs = [{ index = 0, value = \"AF_INET\" }]\n";
+    const auto a = parse(text);
+    ASSERT_EQ(a.seccomp.rules.size(), 3u);
+    PolicyForm form;
+    form.setDraft(PolicyDraft::fromPolicy(a));
+    RuleTable* t = form.ruleTable();
+    EXPECT_EQ(t->table()->rowCount(), 4);  // one row per condition
+    EXPECT_EQ(t->table()->item(2, RuleTable::RuleNo)->text(), QStringLiteral("2"));
+    const auto b = parse(form.draft().toToml());
+    EXPECT_EQ(a.seccomp.rules, b.seccomp.rules);
+    // Editing a cell changes the rule, and the form says so.
+    int changes = 0;
+    QObject::connect(&form, &PolicyForm::changed, [&] { ++changes; });
+    t->table()->item(0, RuleTable::Value)->setText(QStringLiteral("AF_NETLINK"));
+    EXPECT_GT(changes, 0);
+    EXPECT_EQ(form.draft().rules[0].args[0].value, "AF_NETLINK");
+    // Adding a rule and a condition.
+    t->addRule();
+    const int last = t->table()->rowCount() - 1;
+    t->table()->item(last, RuleTable::Syscall)->setText(QStringLiteral("prctl"));
+    t->addCondition(last);
+    t->table()->item(last + 1, RuleTable::Value)->setText(QStringLiteral("15"));
+    const auto c = parse(form.draft().toToml());
+    ASSERT_EQ(c.seccomp.rules.size(), 4u);
+    EXPECT_EQ(c.seccomp.rules[3].syscall, "prctl");
+    ASSERT_EQ(c.seccomp.rules[3].args.size(), 1u);
+    EXPECT_EQ(c.seccomp.rules[3].args[0].value, 15u);
+    t->removeRow(last + 1);
+    EXPECT_TRUE(form.draft().rules[3].args.empty());
 }

@@ -56,6 +56,11 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
         showView(View::Investigate);
         m_investigate->setFilterText(QStringLiteral("job=%1").arg(job));
     });
+    connect(m_investigate, &InvestigateView::allowDenialRequested, this,
+            [this](const QString& name, int version, const QString& event) {
+                showView(View::Policies);
+                m_policies->allowDenial(name, version, event);
+            });
     connect(m_investigate, &InvestigateView::filterApplied, this,
             [](const QString& text) { QSettings().setValue(QStringLiteral("investigate/filter"), text); });
     connect(m_backend, &Backend::stateChanged, this, &MainWindow::updateConnection);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "models/format.h"
+#include "models/syscall_args.h"
 #include "moat/common/error.h"
 #include "moat/policy/lint.h"
 
@@ -29,8 +30,8 @@ QString row(const QString& key, const QString& value) {
 QString actionText(const std::string& action) {
     QString t = esc(action);
     if (action.rfind("errno:", 0) == 0) {
-        const int e = moat::errno_from_name(action.substr(6));
-        if (e > 0) t += QStringLiteral(" — the call failed with “%1”").arg(QString::fromLocal8Bit(strerror(e)).toHtmlEscaped());
+        if (moat::errno_from_name(action.substr(6)) > 0)
+            t += QStringLiteral(" — the call failed with %1").arg(esc(errnoText(action)));
     } else if (action == "kill-process" || action == "kill-thread") {
         t += QStringLiteral(" — the job was killed");
     } else if (action == "log") {
@@ -64,13 +65,18 @@ QString eventDetailHtml(const json& e) {
         h += row(QStringLiteral("IP"), QStringLiteral("<tt>%1</tt>").arg(valueText(e.value("ip", json()))));
         h += row(QStringLiteral("PID"), QString::number(e.value("pid", int64_t(-1))));
         if (auto it = e.find("args"); it != e.end() && it->is_array()) {
+            std::vector<uint64_t> values;
+            for (const auto& a : *it)
+                values.push_back(a.is_number_unsigned() ? a.get<uint64_t>()
+                                 : a.is_number_integer() ? uint64_t(a.get<int64_t>())
+                                                         : 0);
             QStringList args;
-            int i = 0;
-            for (const auto& a : *it) {
-                const uint64_t v = a.is_number_unsigned() ? a.get<uint64_t>()
-                                   : a.is_number_integer() ? uint64_t(a.get<int64_t>())
-                                                           : 0;
-                args << QStringLiteral("arg%1 = 0x%2 (%3)").arg(i++).arg(v, 0, 16).arg(v);
+            for (unsigned i = 0; i < values.size(); ++i) {
+                const uint64_t v = values[i];
+                QString line = QStringLiteral("arg%1 = 0x%2 (%3)").arg(i).arg(v, 0, 16).arg(v);
+                const std::string meaning = argMeaning(sc, i, v, values);
+                if (!meaning.empty()) line += QStringLiteral(" <b>%1</b>").arg(esc(meaning));
+                args << line;
             }
             h += row(QStringLiteral("Arguments"), QStringLiteral("<tt>%1</tt>").arg(args.join(QStringLiteral("<br>"))));
         }

@@ -13,6 +13,7 @@
 #include <QTextBrowser>
 #include <QVBoxLayout>
 
+#include "backend/backend.h"
 #include "charts/denial_timeline_chart.h"
 #include "charts/top_syscalls_chart.h"
 #include "models/event_filter.h"
@@ -67,7 +68,21 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
 
     m_hsplit = new QSplitter(Qt::Horizontal);
     m_hsplit->setObjectName(QStringLiteral("investigateLowerSplitter"));
-    m_hsplit->addWidget(m_detail);
+    m_allowBtn = new QPushButton(tr("Allow in a new policy version…"));
+    m_allowBtn->setObjectName(QStringLiteral("allowDenial"));
+    m_allowBtn->setEnabled(false);
+    m_allowBtn->setToolTip(tr("Open the job's policy version in the editor with this syscall allowed "
+                              "(an argument rule where one fits), to review and save"));
+    auto* detailPane = new QWidget;
+    auto* dpl = new QVBoxLayout(detailPane);
+    dpl->setContentsMargins(0, 0, 0, 0);
+    dpl->addWidget(m_detail, 1);
+    auto* dpb = new QHBoxLayout;
+    dpb->addWidget(m_allowBtn);
+    dpb->addStretch();
+    dpl->addLayout(dpb);
+    connect(m_allowBtn, &QPushButton::clicked, this, &InvestigateView::allowSelected);
+    m_hsplit->addWidget(detailPane);
     m_hsplit->addWidget(charts);
     m_hsplit->setStretchFactor(0, 2);
     m_hsplit->setStretchFactor(1, 3);
@@ -182,6 +197,28 @@ void InvestigateView::showSelected() {
     const auto rows = m_table->selectionModel()->selectedRows();
     const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
     m_detail->setHtml(e ? eventDetailHtml(e->toJson()) : QString());
+    m_allowBtn->setEnabled(e && e->kind == "denial");
+}
+
+void InvestigateView::allowSelected() {
+    const auto rows = m_table->selectionModel()->selectedRows();
+    const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
+    if (!e || e->kind != "denial") return;
+    const QString raw = QString::fromStdString(e->raw);
+    const int64_t job = e->job;
+    if (const JobRow* j = m_jobs->jobById(job)) {
+        emit allowDenialRequested(QString::fromStdString(j->policyName), j->policyVersion, raw);
+        return;
+    }
+    // Not in the job table (an old job): ask moatd for it.
+    m_backend->request({{"op", "show"}, {"job", job}}, this, [this, raw, job](const nlohmann::json& a) {
+        const auto p = a.value("job", nlohmann::json::object()).value("policy", nlohmann::json::object());
+        if (!a.value("ok", false) || !p.contains("name")) {
+            emit message(tr("Job %1's policy is unknown: %2").arg(job).arg(Backend::errorText(a)), 8000);
+            return;
+        }
+        emit allowDenialRequested(QString::fromStdString(p.value("name", std::string())), p.value("version", 0), raw);
+    });
 }
 
 }  // namespace moat::ui

@@ -9,6 +9,7 @@
 
 class QLabel;
 class QLineEdit;
+class QPushButton;
 class QSplitter;
 class QTableView;
 class QTextBrowser;
@@ -32,6 +33,9 @@ public:
     void reload();
     void focusFilter();
     bool selectRow(int row);
+    // Proposes allowing the selected denial (emits allowDenialRequested).
+    void allowSelected();
+    QPushButton* allowButton() const { return m_allowBtn; }
 
     EventTableModel* model() const { return m_model; }
     QTableView* table() const { return m_table; }
@@ -44,6 +48,8 @@ public:
 signals:
     void message(const QString& text, int timeoutMs);
     void filterApplied(const QString& text);
+    // "Allow in a new policy version…" on a denial: the job's policy version and the event's JSON.
+    void allowDenialRequested(const QString& policyName, int version, const QString& eventJson);
 
 private:
     bool validate(bool apply);
@@ -58,6 +64,7 @@ private:
     QLabel* m_count;
     QTableView* m_table;
     QTextBrowser* m_detail;
+    QPushButton* m_allowBtn;
     DenialTimelineChart* m_timeline;
     TopSyscallsChart* m_top;
     QSplitter* m_vsplit;

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "moat/common/units.h"
+#include "views/rule_table.h"
 #include "views/syscall_checklist.h"
 
 namespace moat::ui {
@@ -37,37 +38,6 @@ std::vector<std::string> linesOf(const QPlainTextEdit* e) {
 
 std::string text(const QLineEdit* e) { return e->text().trimmed().toStdString(); }
 std::string text(const QComboBox* c) { return c->currentText().trimmed().toStdString(); }
-
-// Rules are shown one per line: SYSCALL ACTION [INDEX OP VALUE [MASK]]...
-// e.g. "socket allow 0 eq AF_UNIX" or "ioctl errno:ENOTTY 1 masked_eq 0x5400 0xff00".
-QString ruleLine(const PolicyDraft::Rule& r) {
-    QStringList parts{QString::fromStdString(r.syscall), QString::fromStdString(r.action)};
-    for (const auto& a : r.args) {
-        parts << QString::fromStdString(a.index) << QString::fromStdString(a.op) << QString::fromStdString(a.value);
-        if (!a.mask.empty()) parts << QStringLiteral("mask=%1").arg(QString::fromStdString(a.mask));
-    }
-    return parts.join(u' ');
-}
-
-PolicyDraft::Rule parseRuleLine(const QString& line) {
-    const QStringList t = line.split(QLatin1Char(' '), Qt::SkipEmptyParts);
-    PolicyDraft::Rule r;
-    if (!t.isEmpty()) r.syscall = t[0].toStdString();
-    if (t.size() > 1) r.action = t[1].toStdString();
-    for (qsizetype i = 2; i + 2 < t.size();) {
-        PolicyDraft::Arg a;
-        a.index = t[i].toStdString();
-        a.op = t[i + 1].toStdString();
-        a.value = t[i + 2].toStdString();
-        i += 3;
-        if (i < t.size() && t[i].startsWith(QStringLiteral("mask="))) {
-            a.mask = t[i].mid(5).toStdString();
-            ++i;
-        }
-        r.args.push_back(std::move(a));
-    }
-    return r;
-}
 
 }  // namespace
 
@@ -124,9 +94,6 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
                                 QStringLiteral("log")},
                                true, tr("What happens to every syscall the policy does not allow."));
     m_allow = addList(sc, tr("allow"), QStringLiteral("@default"), tr("Syscall names and @groups, one per line."));
-    m_rules = addList(sc, tr("rules"), QStringLiteral("socket allow 0 eq AF_UNIX"),
-                      tr("[[seccomp.rule]], one per line: SYSCALL ACTION [INDEX OP VALUE [mask=M]]..."));
-    m_rules->setMaximumHeight(90);
 
     auto* checks = new QGroupBox(tr("Syscalls: check to allow (edits the allow list above)"));
     auto* cl = new QVBoxLayout(checks);
@@ -137,7 +104,15 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
         m_allow->setPlainText(toList(entries).join(u'\n'));  // textChanged -> changed()
     });
     connect(m_allow, &QPlainTextEdit::textChanged, this, &PolicyForm::syncChecklist);
-    connect(m_rules, &QPlainTextEdit::textChanged, this, &PolicyForm::syncChecklist);
+    auto* rulesBox = new QGroupBox(tr("Argument rules ([[seccomp.rule]]): a syscall with rules is decided by them"));
+    auto* rl = new QVBoxLayout(rulesBox);
+    m_ruleTable = new RuleTable;
+    rl->addWidget(m_ruleTable);
+    grid->addWidget(rulesBox, 3, 0, 1, 3);
+    connect(m_ruleTable, &RuleTable::changed, this, [this] {
+        syncChecklist();
+        if (!m_filling) emit changed();
+    });
 
     grid->setColumnStretch(0, 3);
     grid->setColumnStretch(1, 3);
@@ -201,6 +176,7 @@ void PolicyForm::setReadOnly(bool ro) {
         else w->setEnabled(!ro);
     }
     m_checklist->setReadOnly(ro);
+    m_ruleTable->setReadOnly(ro);
 }
 
 void PolicyForm::setDraft(const PolicyDraft& d) {
@@ -255,16 +231,14 @@ void PolicyForm::setDraft(const PolicyDraft& d) {
     setList(m_envSet, env);
     setCombo(m_defaultAction, d.defaultAction.empty() ? "errno:EPERM" : d.defaultAction);
     setList(m_allow, toList(d.allow));
-    QStringList rules;
-    for (const auto& r : d.rules) rules << ruleLine(r);
-    setList(m_rules, rules);
+    m_ruleTable->setRules(d.rules);
     syncChecklist();
     m_filling = false;
 }
 
 void PolicyForm::syncChecklist() {
     std::set<std::string> ruled;
-    for (const auto& line : linesOf(m_rules)) ruled.insert(parseRuleLine(QString::fromStdString(line)).syscall);
+    for (const auto& r : m_ruleTable->rules()) ruled.insert(r.syscall);
     m_checklist->setEntries(linesOf(m_allow), ruled);
 }
 
@@ -305,7 +279,7 @@ PolicyDraft PolicyForm::draft() const {
     d.defaultAction = text(m_defaultAction);
     d.allow = linesOf(m_allow);
     d.allowSet = m_loaded.allowSet || !d.allow.empty();
-    for (const auto& line : linesOf(m_rules)) d.rules.push_back(parseRuleLine(QString::fromStdString(line)));
+    d.rules = m_ruleTable->rules();
     return d;
 }
 

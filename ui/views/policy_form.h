@@ -14,6 +14,7 @@ class QFormLayout;
 
 namespace moat::ui {
 
+class RuleTable;
 class SyscallChecklist;
 
 class PolicyForm final : public QWidget {
@@ -25,6 +26,7 @@ public:
     PolicyDraft draft() const;
     void setReadOnly(bool ro);
     SyscallChecklist* checklist() const { return m_checklist; }
+    RuleTable* ruleTable() const { return m_ruleTable; }
 
 signals:
     void changed();
@@ -61,7 +63,7 @@ private:
     QPlainTextEdit* m_envSet;
     QComboBox* m_defaultAction;
     QPlainTextEdit* m_allow;
-    QPlainTextEdit* m_rules;
+    RuleTable* m_ruleTable;
     QLineEdit* m_sample;
     SyscallChecklist* m_checklist;
     QList<QWidget*> m_inputs;

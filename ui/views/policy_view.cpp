@@ -14,6 +14,7 @@
 #include <QVBoxLayout>
 
 #include "backend/backend.h"
+#include "models/denial_allow.h"
 #include "models/policy_draft.h"
 #include "models/policy_list_model.h"
 #include "moat/policy/lint.h"
@@ -124,16 +125,7 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_formTimer.setSingleShot(true);
     m_formTimer.setInterval(150);
     connect(&m_validateTimer, &QTimer::timeout, this, &PolicyView::validateNow);
-    connect(&m_formTimer, &QTimer::timeout, this, [this] {
-        // Form -> TOML: the text is regenerated from the form, then validated
-        // without pushing the result back into the form the operator is typing in.
-        m_settingText = true;
-        m_text->setPlainText(QString::fromStdString(m_form->draft().toToml()));
-        m_settingText = false;
-        m_fromForm = true;
-        validateNow();
-        m_fromForm = false;
-    });
+    connect(&m_formTimer, &QTimer::timeout, this, &PolicyView::regenerateFromForm);
     connect(m_text, &QPlainTextEdit::textChanged, this, [this] {
         if (!m_settingText) m_validateTimer.start();
     });
@@ -180,6 +172,38 @@ void PolicyView::setTomlText(const QString& text) {
     validateNow();
 }
 
+void PolicyView::regenerateFromForm() {
+    // Form -> TOML: the text is regenerated from the form, then validated
+    // without pushing the result back into the form the operator is typing in.
+    m_formTimer.stop();
+    m_settingText = true;
+    m_text->setPlainText(QString::fromStdString(m_form->draft().toToml()));
+    m_settingText = false;
+    m_fromForm = true;
+    validateNow();
+    m_fromForm = false;
+}
+
+void PolicyView::allowDenial(const QString& name, int version, const QString& eventJson) {
+    m_pendingAllowName = name;
+    m_pendingAllowEvent = eventJson;
+    showFormTab();
+    selectPolicy(name, version);
+}
+
+void PolicyView::applyPendingAllow(const QString& label) {
+    const auto event = nlohmann::json::parse(m_pendingAllowEvent.toStdString(), nullptr, false);
+    m_pendingAllowName.clear();
+    m_pendingAllowEvent.clear();
+    const DenialAllow a = proposeAllow(event);
+    if (a.syscall.empty()) return;
+    m_form->setDraft(applyAllow(m_form->draft(), a));
+    regenerateFromForm();
+    m_title->setText(tr("<b>%1</b> + <b>%2</b> — review, then <i>Save as new version</i>")
+                         .arg(label.toHtmlEscaped(), QString::fromStdString(a.summary).toHtmlEscaped()));
+    emit message(tr("Proposed: %1 (not saved yet)").arg(QString::fromStdString(a.summary)), 8000);
+}
+
 void PolicyView::showFormTab() { m_tabs->setCurrentWidget(m_form); }
 void PolicyView::showTomlTab() { m_tabs->setCurrentWidget(m_text); }
 void PolicyView::showHistoryTab() { m_tabs->setCurrentWidget(m_history); }
@@ -216,6 +240,7 @@ void PolicyView::loadSelected() {
         m_title->setText(tr("<b>%1</b> &nbsp; sha256 %2 — edits are saved as a new version")
                              .arg(label.toHtmlEscaped(), QString::fromStdString(a.value("sha256", std::string()).substr(0, 12))));
         setTomlText(QString::fromStdString(a.value("toml", std::string())));
+        if (!m_pendingAllowName.isEmpty() && label.startsWith(m_pendingAllowName + u' ')) applyPendingAllow(label);
     });
 }
 

@@ -45,6 +45,8 @@ public:
     void showFormTab();
     void showTomlTab();
     void showHistoryTab();
+    // Opens NAME vVERSION with the denial (event JSON) allowed, for review.
+    void allowDenial(const QString& name, int version, const QString& eventJson);
     PolicyHistory* history() const { return m_history; }
 
 signals:
@@ -53,6 +55,8 @@ signals:
 private:
     void loadSelected();
     void validateNow();
+    void regenerateFromForm();
+    void applyPendingAllow(const QString& label);
     void formChanged();
     void markLines(const std::vector<moat::policy::Diagnostic>& diags);
     void updateActions();
@@ -78,6 +82,8 @@ private:
     bool m_valid = false;
     QString m_pendingName;
     int m_pendingVersion = 0;
+    QString m_pendingAllowName;
+    QString m_pendingAllowEvent;
     uint64_t m_loadGeneration = 0;
 };
 

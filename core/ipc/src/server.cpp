@@ -410,6 +410,32 @@ void Server::handle_request(Client& c, const std::string& frame) {
     };
     if (*op != "run") c.fds.clear();  // only `run` carries fds
 
+    // A field that is present must have its type: a mistyped filter must never
+    // be read as "no filter" (e.g. {"job":"3"} answering with every job's events).
+    static const std::pair<const char*, json::value_t> kTyped[] = {
+        {"job", json::value_t::number_integer},   {"limit", json::value_t::number_integer},
+        {"before", json::value_t::number_integer}, {"after", json::value_t::number_integer},
+        {"since_ns", json::value_t::number_integer}, {"until_ns", json::value_t::number_integer},
+        {"id", json::value_t::number_integer},    {"kind", json::value_t::string},
+        {"syscall", json::value_t::string},       {"policy_toml", json::value_t::string},
+        {"policy_source", json::value_t::string}, {"cwd", json::value_t::string},
+        {"tier", json::value_t::string},          {"argv", json::value_t::array},
+        {"env", json::value_t::array},            {"inputs", json::value_t::array}};
+    for (const auto& [key, type] : kTyped) {
+        auto it = req.find(key);
+        if (it == req.end()) continue;
+        bool ok = type == json::value_t::number_integer ? (it->is_number_integer() || it->is_number_unsigned())
+                                                         : it->type() == type;
+        if (!ok) {
+            c.fds.clear();
+            const char* want = type == json::value_t::number_integer ? "an integer"
+                               : type == json::value_t::string       ? "a string"
+                                                                     : "an array";
+            reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be " + want));
+            return;
+        }
+    }
+
     if (*op == "hello") {
         reply(c.id, {{"ok", true}, {"role", role_name(c.role)}, {"uid", c.uid}, {"version", "0.1.0"},
                      {"running", m_sup->running()}});

@@ -94,6 +94,7 @@ struct Supervisor::Job {
 Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
     auto t = m_cfg.loop->add_timer(kTickNs, kTickNs, [this] {
         const int64_t now = now_monotonic_ns();
+        retry_unrecorded();
         std::vector<Job*> over;
         for (auto& [id, job] : m_jobs) {
             if (!job->pending.empty() && now - job->oldest_pending_mono >= int64_t(m_cfg.coalesce_window_ns))
@@ -116,7 +117,19 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
     if (t) m_tick = *t;
 }
 
+void Supervisor::retry_unrecorded() {
+    for (auto it = m_unrecorded.begin(); it != m_unrecorded.end();) {
+        if (m_cfg.store->finish_job(*it)) {
+            fprintf(stderr, "moatd: the end of job %lld is recorded now\n", (long long)it->id);
+            it = m_unrecorded.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
 Supervisor::~Supervisor() {
+    retry_unrecorded();
     if (m_tick) m_cfg.loop->cancel_timer(m_tick);
     for (auto& [id, job] : m_jobs) {
         if (job->cg) {
@@ -771,8 +784,14 @@ void Supervisor::finish(Job& job) {
     fin["exit_code"] = r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr);
     fin["signal"] = r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr);
     emit(job.id, store::EventKind::Lifecycle, fin);
-    if (auto res = m_cfg.store->finish_job(r); !res)
-        fprintf(stderr, "moatd: recording the end of job %lld failed: %s\n", (long long)job.id, res.error().message.c_str());
+    if (auto res = m_cfg.store->finish_job(r); !res) {
+        // Never leave a job that ended looking "running" (a restart would call
+        // it supervisor-lost): keep the record and retry on every tick until
+        // the store takes it (e.g. once a full disk has room again).
+        fprintf(stderr, "moatd: recording the end of job %lld failed (will retry): %s\n", (long long)job.id,
+                res.error().message.c_str());
+        m_unrecorded.push_back(r);
+    }
 
     // Tear down.
     if (job.listener_registered) m_cfg.loop->remove_fd(job.proc.listener.get());

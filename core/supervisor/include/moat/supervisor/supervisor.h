@@ -102,11 +102,13 @@ private:
     void finish(Job& job);
     void emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count = 1, int64_t time_ns = 0);
     Result<uid_t> allocate_uid();
+    void retry_unrecorded();
 
     Config m_cfg;
     compiler::FilterCache m_filters;
     std::map<int64_t, std::unique_ptr<Job>> m_jobs;
     std::set<uid_t> m_uids_in_use;
+    std::vector<store::JobRecord> m_unrecorded;  // ended jobs the store could not take yet
     uint32_t m_next_uid = 0;
     std::function<void()> m_on_all_done;
     EventLoop::TimerId m_tick = 0;
