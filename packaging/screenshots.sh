@@ -1,6 +1,8 @@
 #!/bin/bash
-# Renders moat-console's three main views against a real moatd with demo jobs
-# and saves docs/screenshots/{jobs,investigate,policy}.png.
+# Renders moat-console's main views against a real moatd with demo jobs and
+# saves docs/screenshots/*.png: jobs, investigate, policy (form), policy-toml,
+# policy-diff (history), policy-test-run, allow-denial, and two checks of the
+# look: dark.png (Fusion, dark palette) and hidpi.png (QT_SCALE_FACTOR=2).
 #
 #   sudo packaging/screenshots.sh [BUILD_DIR]     (default: build-gui next to the repo)
 #
@@ -113,6 +115,26 @@ for _ in $(seq 1 50); do [[ -s $TMP/busy.id ]] && break; sleep 0.1; done
 BUSY=$(cat "$TMP/busy.id")
 NOISY=$(cat "$TMP/noisy.id")
 echo "busy job $BUSY, noisy job $NOISY"
+# A second version of demo-noisy for the history / diff screenshot: uname
+# allowed, more memory, one more read-only path.
+cat >"$TMP/noisy2.toml" <<'TOML'
+name = "demo-noisy"
+description = "shell loop with refused mkdir and ln -s; uname allowed"
+[limits]
+wall_time = "60s"
+memory = "256MiB"
+pids = 16
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/opt"]
+tmpfs = []
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default", "uname"]
+[[seccomp.rule]]
+syscall = "mkdir"
+action = "errno:EACCES"
+TOML
+ctl run --policy "$TMP/noisy2.toml" -- /bin/true >/dev/null 2>&1 || true
 sleep 16   # let the busy job collect samples
 
 # A fresh settings dir so a developer's saved layout does not leak in.
@@ -127,5 +149,14 @@ mkdir -p "$OUT"
 echo "==> screenshots"
 shot jobs.png --show-view jobs --select-job "$BUSY"
 shot investigate.png --show-view investigate --filter "kind=denial" --select-event-row 0
-shot policy.png --show-view policies --select-policy demo-noisy
+shot policy.png --show-view policies --select-policy demo-noisy:1
+shot policy-syscalls.png --show-view policies --select-policy demo-noisy:1 --show-syscalls "file"
+shot policy-toml.png --show-view policies --select-policy demo-noisy:1 --toml-tab
+shot policy-diff.png --show-view policies --select-policy demo-noisy --history-tab
+shot policy-test-run.png --show-view policies --select-policy demo-mkdir --test-run "mkdir /tmp/moat-test-run"
+shot allow-denial.png --show-view investigate --filter "kind=denial and syscall=mkdir and policy=demo-mkdir" \
+    --allow-event-row 0
+shot dark.png --show-view investigate --filter "kind=denial" --select-event-row 0 --dark-palette
+QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 2800x1800x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/hidpi.png" \
+    --screenshot-delay 5000 --show-view policies --select-policy demo-noisy:1
 ls -l "$OUT"

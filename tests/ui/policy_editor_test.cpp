@@ -11,6 +11,7 @@
 #include "models/allow_list.h"
 #include "models/denial_allow.h"
 #include "models/syscall_args.h"
+#include "models/status_color.h"
 #include "views/denial_detail.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -100,6 +101,10 @@ TEST(SyscallChecklist, ShowsGroupsDescriptionsAndRisks) {
     c.setFilter(QStringLiteral("ptrace"));
     EXPECT_GE(c.visibleSyscallRows(), 1);
     EXPECT_LT(c.visibleSyscallRows(), 10);
+    c.setFilter(QStringLiteral("mkdir"));  // not every @default member (its description says "mkdir")
+    EXPECT_LT(c.visibleSyscallRows(), 12);
+    c.setFilter(QStringLiteral("@aio"));  // a group name shows its members
+    EXPECT_EQ(c.visibleSyscallRows(), int(moat::policy::expand_group("@aio").size()));
     c.setFilter(QString());
     EXPECT_GE(c.visibleSyscallRows(), rows);
 }
@@ -274,4 +279,17 @@ TEST(RuleTable, RoundTripsRulesThroughTomlAndEdits) {
     EXPECT_EQ(c.seccomp.rules[3].args[0].value, 15u);
     t->removeRow(last + 1);
     EXPECT_TRUE(form.draft().rules[3].args.empty());
+}
+
+TEST(StatusColor, FollowsThePalette) {
+    const QPalette saved = QGuiApplication::palette();
+    QPalette dark = saved;
+    dark.setColor(QPalette::Base, QColor(30, 30, 32));
+    QGuiApplication::setPalette(dark);
+    EXPECT_GT(statusColor(Status::Bad).lightness(), 150);  // light text on a dark base
+    QPalette light = saved;
+    light.setColor(QPalette::Base, Qt::white);
+    QGuiApplication::setPalette(light);
+    EXPECT_LT(statusColor(Status::Bad).lightness(), 128);
+    QGuiApplication::setPalette(saved);
 }

@@ -29,6 +29,7 @@
 #include "views/job_detail_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
+#include "views/test_run_panel.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -212,4 +213,48 @@ TEST(DaemonClientOffline, ReportsAMissingDaemonAndRetries) {
     int changes = 0;
     QObject::connect(&client, &Backend::stateChanged, [&] { ++changes; });
     EXPECT_TRUE(waitFor([&] { return changes >= 2; }, 3000));
+}
+
+TEST_F(Session, TestRunShowsResultOutputAndDenials) {
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    PolicyView view(&client);
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; }));
+    view.setTomlText(QString::fromStdString(readText(DEMO_POLICY)));
+    ASSERT_EQ(view.errorCount(), 0);
+    TestRunPanel* panel = view.testRun();
+    panel->setSocketPath(QString::fromStdString(m_sock));
+    panel->setCommand(QStringLiteral("mkdir /tmp/moat-gui-testrun"));
+    bool done = false;
+    QObject::connect(panel, &TestRunPanel::done, [&] { done = true; });
+    panel->run();
+    ASSERT_TRUE(panel->running());
+    ASSERT_TRUE(waitFor([&] { return done; }, 30000)) << panel->resultText().toStdString();
+    const QString r = panel->resultText();
+    EXPECT_TRUE(r.contains(QStringLiteral("exited"))) << r.toStdString();
+    EXPECT_TRUE(r.contains(QStringLiteral("exit code 1"))) << r.toStdString();
+    EXPECT_TRUE(r.contains(QStringLiteral("Operation not permitted"))) << r.toStdString();  // mkdir's stderr
+    EXPECT_TRUE(r.contains(QStringLiteral("Denials (1)"))) << r.toStdString();
+    EXPECT_TRUE(r.contains(QStringLiteral("/tmp/moat-gui-testrun"))) << r.toStdString();
+    EXPECT_FALSE(fs::exists("/tmp/moat-gui-testrun"));
+}
+
+TEST_F(Session, AllowsADenialInANewVersion) {
+    ASSERT_EQ(runDemo(), 1);
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    MainWindow w(&client);
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; }));
+    ASSERT_TRUE(waitFor([&] { return w.jobModel()->rowCount() == 1; }));
+    InvestigateView* inv = w.investigateView();
+    ASSERT_TRUE(inv->setFilterText(QStringLiteral("kind=denial")));
+    ASSERT_TRUE(waitFor([&] { return inv->model()->rowCount() == 1; }));
+    ASSERT_TRUE(inv->selectRow(0));
+    EXPECT_TRUE(inv->detail()->toPlainText().contains(QStringLiteral("0777"))) << inv->detail()->toPlainText().toStdString();
+    inv->allowSelected();
+    PolicyView* pv = w.policyView();
+    ASSERT_TRUE(waitFor([&] { return pv->tomlText().contains(QStringLiteral("\"mkdir\"")); })) << pv->tomlText().toStdString();
+    EXPECT_EQ(pv->errorCount(), 0);
+    pv->save();
+    ASSERT_TRUE(waitFor([&] { return pv->model()->rowCount() == 2; }));
 }

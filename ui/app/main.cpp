@@ -3,10 +3,14 @@
 #include <QCommandLineParser>
 #include <QDir>
 #include <QIcon>
+#include <QPalette>
+#include <QStyle>
 #include <QTableView>
 #include <QTimer>
 
 #include <qcustomplot.h>
+
+#include <memory>
 
 #include "app/main_window.h"
 #include "backend/daemon_client.h"
@@ -16,6 +20,8 @@
 #include "views/investigate_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
+#include "views/policy_form.h"
+#include "views/test_run_panel.h"
 
 using namespace moat::ui;
 
@@ -48,10 +54,46 @@ int main(int argc, char** argv) {
     QCommandLineOption delayOpt(QStringLiteral("screenshot-delay"), QStringLiteral("Delay before --screenshot, ms."),
                                 QStringLiteral("MS"), QStringLiteral("4000"));
     QCommandLineOption tomlTabOpt(QStringLiteral("toml-tab"), QStringLiteral("Show the policy editor's TOML tab."));
-    for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt}) o->setFlags(QCommandLineOption::HiddenFromHelp);
-    for (auto* o : {&socketOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt})
+    QCommandLineOption historyOpt(QStringLiteral("history-tab"), QStringLiteral("Show the policy editor's History tab."));
+    QCommandLineOption testRunOpt(QStringLiteral("test-run"), QStringLiteral("Test-run this command under the selected policy."),
+                                  QStringLiteral("CMD"));
+    QCommandLineOption syscallsOpt(QStringLiteral("show-syscalls"),
+                                   QStringLiteral("Scroll the policy form to the syscall checklist, filtered by TEXT."),
+                                   QStringLiteral("TEXT"));
+    QCommandLineOption darkOpt(QStringLiteral("dark-palette"), QStringLiteral("Fusion style with a dark palette (checking colours)."));
+    QCommandLineOption allowRowOpt(QStringLiteral("allow-event-row"),
+                                   QStringLiteral("Select this event row and propose allowing its denial."), QStringLiteral("N"));
+    for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt})
+        o->setFlags(QCommandLineOption::HiddenFromHelp);
+    for (auto* o : {&socketOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
+                    &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt})
         cli.addOption(*o);
     cli.process(app);
+
+    if (cli.isSet(darkOpt)) {
+        QApplication::setStyle(QStringLiteral("Fusion"));
+        QPalette p;
+        const QColor window(45, 45, 48), base(30, 30, 32), text(220, 220, 220), disabled(120, 120, 120);
+        p.setColor(QPalette::Window, window);
+        p.setColor(QPalette::WindowText, text);
+        p.setColor(QPalette::Base, base);
+        p.setColor(QPalette::AlternateBase, QColor(40, 40, 43));
+        p.setColor(QPalette::ToolTipBase, window);
+        p.setColor(QPalette::ToolTipText, text);
+        p.setColor(QPalette::PlaceholderText, QColor(140, 140, 140));
+        p.setColor(QPalette::Text, text);
+        p.setColor(QPalette::Button, window);
+        p.setColor(QPalette::ButtonText, text);
+        p.setColor(QPalette::BrightText, Qt::red);
+        p.setColor(QPalette::Link, QColor(100, 170, 255));
+        p.setColor(QPalette::Highlight, QColor(42, 130, 218));
+        p.setColor(QPalette::HighlightedText, Qt::white);
+        p.setColor(QPalette::Mid, QColor(70, 70, 74));
+        p.setColor(QPalette::Dark, QColor(25, 25, 27));
+        for (auto role : {QPalette::Text, QPalette::WindowText, QPalette::ButtonText})
+            p.setColor(QPalette::Disabled, role, disabled);
+        QApplication::setPalette(p);
+    }
 
     std::unique_ptr<Backend> backend;
     if (cli.isSet(dbOpt)) {
@@ -80,6 +122,31 @@ int main(int argc, char** argv) {
         w.policyView()->selectPolicy(p[0], p.size() > 1 ? p[1].toInt() : 0);
     }
     if (cli.isSet(tomlTabOpt)) w.policyView()->showTomlTab();
+    if (cli.isSet(historyOpt)) w.policyView()->showHistoryTab();
+    if (cli.isSet(syscallsOpt)) {
+        // After the selected policy is loaded into the form.
+        QTimer::singleShot(2000, w.policyView(), [pv = w.policyView(), t = cli.value(syscallsOpt)] { pv->form()->showSyscalls(t); });
+    }
+    if (cli.isSet(testRunOpt)) {
+        // Once the selected policy's text is loaded (the list refreshed and the version fetched).
+        auto* pv = w.policyView();
+        pv->showTestRunTab();
+        pv->testRun()->setCommand(cli.value(testRunOpt));
+        QTimer::singleShot(1500, pv, [pv] {
+            pv->showTestRunTab();
+            pv->testRun()->run();
+        });
+    }
+    if (cli.isSet(allowRowOpt)) {
+        const int row = cli.value(allowRowOpt).toInt();
+        auto* inv = w.investigateView();
+        auto once = std::make_shared<bool>(false);
+        QObject::connect(inv->model(), &EventTableModel::pageLoaded, inv, [inv, row, once] {
+            if (*once || !inv->selectRow(row)) return;
+            *once = true;
+            inv->allowSelected();
+        });
+    }
     if (cli.isSet(rowOpt)) {
         const int row = cli.value(rowOpt).toInt();
         auto* inv = w.investigateView();

@@ -22,6 +22,8 @@
 #include "views/job_detail_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
+#include "views/test_run_panel.h"
+#include "backend/daemon_client.h"
 
 namespace moat::ui {
 
@@ -32,6 +34,7 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
     m_jobs = new JobsView(backend, m_jobModel);
     m_investigate = new InvestigateView(backend, m_jobModel);
     m_policies = new PolicyView(backend);
+    if (auto* client = qobject_cast<DaemonClient*>(backend)) m_policies->testRun()->setSocketPath(client->socketPath());
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
     m_tabs->addTab(m_jobs, tr("&Jobs"));
@@ -180,6 +183,22 @@ void MainWindow::buildMenus() {
         showView(View::Policies);
         m_policies->showTomlTab();
     });
+
+    QAction* hist = policy->addAction(tr("&History and Diff"));
+    hist->setShortcut(QKeySequence(QStringLiteral("Ctrl+Shift+H")));
+    connect(hist, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->showHistoryTab();
+    });
+    QAction* trun = policy->addAction(tr("Test &Run"));
+    trun->setShortcut(QKeySequence(QStringLiteral("Ctrl+R")));
+    connect(trun, &QAction::triggered, this, [this] {
+        showView(View::Policies);
+        m_policies->showTestRunTab();
+        m_policies->testRun()->run();
+    });
+    QAction* allow = policy->addAction(tr("&Allow Selected Denial in a New Version…"));
+    connect(allow, &QAction::triggered, m_investigate, &InvestigateView::allowSelected);
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     QAction* syntax = help->addAction(tr("&Filter Syntax"));

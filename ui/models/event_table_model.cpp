@@ -3,6 +3,7 @@
 #include <QBrush>
 #include <QColor>
 
+#include "models/status_color.h"
 #include "backend/backend.h"
 #include "models/format.h"
 
@@ -39,8 +40,8 @@ QVariant EventTableModel::data(const QModelIndex& index, int role) const {
     if (role == Qt::TextAlignmentRole)
         return int((col == Id || col == Job || col == Count ? Qt::AlignRight : Qt::AlignLeft) | Qt::AlignVCenter);
     if (role == Qt::ForegroundRole) {
-        if (e.kind == "denial" && (col == What || col == Action)) return QBrush(QColor(0xc6, 0x28, 0x28));
-        if (e.kind == "limit" && col == What) return QBrush(QColor(0xe6, 0x51, 0x00));
+        if (e.kind == "denial" && (col == What || col == Action)) return QBrush(statusColor(Status::Bad));
+        if (e.kind == "limit" && col == What) return QBrush(statusColor(Status::Limit));
         return {};
     }
     if (role == Qt::ToolTipRole && col == Target) return QString::fromStdString(e.decoded.empty() ? e.detail : e.decoded);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "models/status_color.h"
 #include "backend/backend.h"
 #include "models/format.h"
 
@@ -95,9 +96,9 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
         return int(Qt::AlignLeft | Qt::AlignVCenter);
     }
     if (role == Qt::ForegroundRole) {
-        if (col == Denials && j.denials > 0) return QBrush(QColor(0xc6, 0x28, 0x28));
-        if (col == Result && !j.running() && j.cause != "exited") return QBrush(QColor(0xc6, 0x28, 0x28));
-        if (col == State && j.running()) return QBrush(QColor(0x2e, 0x7d, 0x32));
+        if (col == Denials && j.denials > 0) return QBrush(statusColor(Status::Bad));
+        if (col == Result && !j.running() && j.cause != "exited") return QBrush(statusColor(Status::Bad));
+        if (col == State && j.running()) return QBrush(statusColor(Status::Good));
         return {};
     }
     if (role == Qt::ToolTipRole) {

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "models/status_color.h"
 #include "models/format.h"
 #include "models/syscall_args.h"
 #include "moat/common/error.h"
@@ -85,7 +86,7 @@ QString eventDetailHtml(const json& e) {
         if (e.contains("reason")) h += row(QStringLiteral("Reason"), valueText(e["reason"]));
         const std::string risk = moat::policy::risk_of(sc);
         h += row(QStringLiteral("Risk"), risk.empty() ? QStringLiteral("not on lint's list of risky syscalls")
-                                                      : QStringLiteral("<span style='color:#c62828'>%1</span>").arg(esc(risk)));
+                                                      : QStringLiteral("<span style='color:%1'>%2</span>").arg(statusColor(Status::Bad).name(), esc(risk)));
     } else {
         h = QStringLiteral("<h3 style='margin:0'>%1 event</h3>").arg(esc(kind)) + h;
         h += row(QStringLiteral("Event"), QStringLiteral("#%1, job %2, %3").arg(e.value("id", int64_t(0))).arg(e.value("job", int64_t(0))).arg(when));

@@ -13,6 +13,7 @@
 #include <QTextBrowser>
 #include <QVBoxLayout>
 
+#include "models/status_color.h"
 #include "backend/backend.h"
 #include "charts/denial_timeline_chart.h"
 #include "charts/top_syscalls_chart.h"
@@ -156,10 +157,11 @@ void InvestigateView::reload() {
 bool InvestigateView::validate(bool apply) {
     auto f = EventFilter::parse(m_filter->text());
     if (!f) {
-        m_filter->setStyleSheet(QStringLiteral("QLineEdit#filterBar { border: 2px solid #c62828; }"));
-        m_filterStatus->setText(QStringLiteral("<span style='color:#c62828'>%1 (at column %2)</span>")
+        m_filter->setStyleSheet(QStringLiteral("QLineEdit#filterBar { border: 2px solid %1; }").arg(statusColor(Status::Bad).name()));
+        m_filterStatus->setText(QStringLiteral("<span style='color:%3'>%1 (at column %2)</span>")
                                     .arg(f.error().message.toHtmlEscaped())
-                                    .arg(f.error().position + 1));
+                                    .arg(f.error().position + 1)
+                                    .arg(statusColor(Status::Bad).name()));
         return false;
     }
     m_filter->setStyleSheet(QStringLiteral("QLineEdit#filterBar { border: 2px solid #2e7d32; }"));

@@ -8,6 +8,7 @@
 #include <QLineEdit>
 #include <QPlainTextEdit>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QVBoxLayout>
 
 #include <set>
@@ -49,6 +50,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
         auto* g = new QGroupBox(title);
         auto* f = new QFormLayout(g);
         f->setFieldGrowthPolicy(QFormLayout::ExpandingFieldsGrow);
+        f->setFormAlignment(Qt::AlignLeft | Qt::AlignTop);
         grid->addWidget(g, row, col, rowSpan, 1);
         return f;
     };
@@ -95,11 +97,13 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
                                true, tr("What happens to every syscall the policy does not allow."));
     m_allow = addList(sc, tr("allow"), QStringLiteral("@default"), tr("Syscall names and @groups, one per line."));
 
+    m_allow->setMaximumHeight(QWIDGETSIZE_MAX);  // fills the Seccomp box
     auto* checks = new QGroupBox(tr("Syscalls: check to allow (edits the allow list above)"));
     auto* cl = new QVBoxLayout(checks);
     m_checklist = new SyscallChecklist;
     cl->addWidget(m_checklist);
     grid->addWidget(checks, 2, 0, 1, 3);
+    m_checksBox = checks;
     connect(m_checklist, &SyscallChecklist::entriesChanged, this, [this](const std::vector<std::string>& entries) {
         m_allow->setPlainText(toList(entries).join(u'\n'));  // textChanged -> changed()
     });
@@ -119,7 +123,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     grid->setColumnStretch(2, 3);
     grid->setRowStretch(2, 1);
 
-    auto* scroll = new QScrollArea;
+    auto* scroll = m_scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
     scroll->setFrameShape(QFrame::NoFrame);
     scroll->setWidget(content);
@@ -146,6 +150,7 @@ QPlainTextEdit* PolicyForm::addList(QFormLayout* form, const QString& label, con
     e->setToolTip(tip);
     e->setTabChangesFocus(true);
     e->setMinimumHeight(fontMetrics().height() * 3);
+    e->setMaximumHeight(fontMetrics().height() * 6);
     e->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
     form->addRow(label, e);
     connect(e, &QPlainTextEdit::textChanged, this, [this] {
@@ -234,6 +239,12 @@ void PolicyForm::setDraft(const PolicyDraft& d) {
     m_ruleTable->setRules(d.rules);
     syncChecklist();
     m_filling = false;
+}
+
+void PolicyForm::showSyscalls(const QString& filter) {
+    m_checklist->setFilter(filter);
+    m_scroll->ensureWidgetVisible(m_checksBox, 0, 0);
+    m_scroll->verticalScrollBar()->setValue(m_checksBox->y());
 }
 
 void PolicyForm::syncChecklist() {

@@ -11,6 +11,8 @@ class QLineEdit;
 class QPlainTextEdit;
 class QLabel;
 class QFormLayout;
+class QGroupBox;
+class QScrollArea;
 
 namespace moat::ui {
 
@@ -27,6 +29,8 @@ public:
     void setReadOnly(bool ro);
     SyscallChecklist* checklist() const { return m_checklist; }
     RuleTable* ruleTable() const { return m_ruleTable; }
+    // Scrolls to the syscall checklist and filters it ("" shows all).
+    void showSyscalls(const QString& filter);
 
 signals:
     void changed();
@@ -64,6 +68,8 @@ private:
     QComboBox* m_defaultAction;
     QPlainTextEdit* m_allow;
     RuleTable* m_ruleTable;
+    QScrollArea* m_scroll;
+    QGroupBox* m_checksBox;
     QLineEdit* m_sample;
     SyscallChecklist* m_checklist;
     QList<QWidget*> m_inputs;

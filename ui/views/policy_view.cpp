@@ -13,6 +13,7 @@
 #include <QTextBlock>
 #include <QVBoxLayout>
 
+#include "models/status_color.h"
 #include "backend/backend.h"
 #include "models/denial_allow.h"
 #include "models/policy_draft.h"
@@ -21,6 +22,7 @@
 #include "moat/policy/parser.h"
 #include "views/policy_form.h"
 #include "views/policy_history.h"
+#include "views/test_run_panel.h"
 
 namespace moat::ui {
 
@@ -40,7 +42,7 @@ QListWidgetItem* diagItem(const Diagnostic& d) {
     auto* item = new QListWidgetItem(QString::fromStdString(d.str()));
     const bool err = d.severity == Diagnostic::Severity::Error;
     const bool warn = d.severity == Diagnostic::Severity::Warning;
-    item->setForeground(err ? QColor(0xc6, 0x28, 0x28) : warn ? QColor(0xb2, 0x6a, 0x00) : QColor());
+    item->setForeground(err ? statusColor(Status::Bad) : warn ? statusColor(Status::Warn) : QColor());
     item->setData(Qt::UserRole, d.line);
     item->setData(Qt::UserRole + 1, d.column);
     return item;
@@ -97,8 +99,11 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     m_problemTabs = new QTabWidget;
     m_problemTabs->addTab(m_diags, tr("Problems"));
     m_problemTabs->addTab(m_lint, tr("Lint"));
+    m_testRun = new TestRunPanel(backend, [this] { return m_text->toPlainText().toStdString(); });
+    m_problemTabs->addTab(m_testRun, tr("Test run"));
+    connect(m_testRun, &TestRunPanel::message, this, &PolicyView::message);
 
-    auto* editorSplit = new QSplitter(Qt::Vertical);
+    auto* editorSplit = m_editorSplit = new QSplitter(Qt::Vertical);
     editorSplit->addWidget(m_tabs);
     editorSplit->addWidget(m_problemTabs);
     editorSplit->setStretchFactor(0, 4);
@@ -199,6 +204,7 @@ void PolicyView::applyPendingAllow(const QString& label) {
     if (a.syscall.empty()) return;
     m_form->setDraft(applyAllow(m_form->draft(), a));
     regenerateFromForm();
+    m_form->showSyscalls(QString::fromStdString(a.syscall));
     m_title->setText(tr("<b>%1</b> + <b>%2</b> — review, then <i>Save as new version</i>")
                          .arg(label.toHtmlEscaped(), QString::fromStdString(a.summary).toHtmlEscaped()));
     emit message(tr("Proposed: %1 (not saved yet)").arg(QString::fromStdString(a.summary)), 8000);
@@ -206,6 +212,13 @@ void PolicyView::applyPendingAllow(const QString& label) {
 
 void PolicyView::showFormTab() { m_tabs->setCurrentWidget(m_form); }
 void PolicyView::showTomlTab() { m_tabs->setCurrentWidget(m_text); }
+void PolicyView::showTestRunTab() {
+    m_problemTabs->setCurrentWidget(m_testRun);
+    // The result needs room: give the lower pane at least 40% of the height.
+    const QList<int> s = m_editorSplit->sizes();
+    const int total = s.value(0) + s.value(1);
+    if (total > 0 && s.value(1) < total * 2 / 5) m_editorSplit->setSizes({total * 3 / 5, total * 2 / 5});
+}
 void PolicyView::showHistoryTab() { m_tabs->setCurrentWidget(m_history); }
 
 void PolicyView::refresh() { m_model->refresh(); }

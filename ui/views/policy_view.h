@@ -23,6 +23,7 @@ namespace moat::ui {
 class Backend;
 class PolicyForm;
 class PolicyHistory;
+class TestRunPanel;
 class PolicyListModel;
 
 class PolicyView final : public QWidget {
@@ -45,6 +46,8 @@ public:
     void showFormTab();
     void showTomlTab();
     void showHistoryTab();
+    void showTestRunTab();
+    TestRunPanel* testRun() const { return m_testRun; }
     // Opens NAME vVERSION with the denial (event JSON) allowed, for review.
     void allowDenial(const QString& name, int version, const QString& eventJson);
     PolicyHistory* history() const { return m_history; }
@@ -69,7 +72,9 @@ private:
     PolicyForm* m_form;
     QPlainTextEdit* m_text;
     PolicyHistory* m_history;
+    TestRunPanel* m_testRun;
     QTabWidget* m_problemTabs;
+    QSplitter* m_editorSplit;
     QListWidget* m_diags;
     QListWidget* m_lint;
     QPushButton* m_save;

@@ -36,9 +36,9 @@ SyscallChecklist::SyscallChecklist(QWidget* parent) : QWidget(parent) {
     m_tree->setUniformRowHeights(true);
     m_tree->setAlternatingRowColors(true);
     m_tree->header()->setStretchLastSection(true);
-    m_tree->setColumnWidth(Name, fontMetrics().horizontalAdvance(QStringLiteral("M")) * 16);
+    m_tree->setColumnWidth(Name, fontMetrics().horizontalAdvance(QStringLiteral("M")) * 21);
     m_tree->setColumnWidth(Risk, fontMetrics().horizontalAdvance(QStringLiteral("M")) * 22);
-    m_tree->setMinimumHeight(fontMetrics().height() * 16);
+    m_tree->setMinimumHeight(fontMetrics().height() * 22);
 
     auto* top = new QHBoxLayout;
     top->addWidget(m_search, 1);
@@ -190,7 +190,9 @@ void SyscallChecklist::applyFilter() {
     };
     for (int g = 0; g < m_tree->topLevelItemCount(); ++g) {
         QTreeWidgetItem* gi = m_tree->topLevelItem(g);
-        const bool groupMatches = !needle.isEmpty() && matches(gi);
+        // A group name ("@net") shows all its members; its description does not
+        // (it mentions syscalls, e.g. @default's "derived from strace of ... mkdir").
+        const bool groupMatches = !needle.isEmpty() && gi->data(Name, kNameRole).toString().contains(needle, Qt::CaseInsensitive);
         int shown = 0;
         for (int i = 0; i < gi->childCount(); ++i) {
             QTreeWidgetItem* it = gi->child(i);
