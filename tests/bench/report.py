@@ -103,7 +103,11 @@ row("5", f"moatd CPU, {n100} jobs sampled every 100 ms < 5 %", f(c100, " %"),
     None if c100 is None else c100 < 5 and str(n100) == "100")
 
 # 6. console
-row("6", "console: 1M-event view opens < 300 ms, page < 16 ms, charts < 20 %", "not measured", "—", "—", None)
+# Measured by a separate offscreen Qt benchmark (needs the GUI build): run
+#   QT_QPA_PLATFORM=offscreen BUILD/tests/ui/console_bench [--events N]
+# and copy its figures into rows 6a-6c of docs/performance.md (see the note).
+row("6", "console: 1M-event view opens < 300 ms, page < 16 ms, charts < 20 %",
+    "see rows 6a-6c (tests/ui/console_bench)", "—", "—", None)
 
 # 7. memory
 rj, ri, re_ = num("rss_jobs_kib"), num("rss_idle_kib"), num("rss_after_events_kib")
