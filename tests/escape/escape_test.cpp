@@ -221,102 +221,6 @@ public:
 
 // ---- running an attack -------------------------------------------------------------
 
-struct RunOpts {
-    std::vector<std::string> env;  // extra NAME=VALUE for moatctl
-    int stdin_fd = -1;             // default /dev/null
-    int extra_fd = -1;             // left open (inheritable) in moatctl as fd 7
-    double timeout_s = 30;
-    // Called with the output so far while the job runs; return true once done.
-    std::function<bool(const std::string&)> on_output;
-};
-
-// moatctl ARGS, like fixture.h's run_cmd but with a chosen stdin, an extra
-// inheritable fd and a hook that sees the output as it arrives.
-Proc run_moatctl(const std::vector<std::string>& argv, const std::string& cwd, const RunOpts& o) {
-    Proc p;
-    int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) return p;
-    std::vector<std::string> env;
-    for (char** e = environ; *e; ++e) env.emplace_back(*e);
-    for (const auto& e : o.env) env.push_back(e);
-    std::vector<char*> cargv, cenv;
-    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-    cargv.push_back(nullptr);
-    for (const auto& e : env) cenv.push_back(const_cast<char*>(e.c_str()));
-    cenv.push_back(nullptr);
-    auto t0 = Clock::now();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int in = o.stdin_fd >= 0 ? o.stdin_fd : open("/dev/null", O_RDONLY);
-        if (o.extra_fd >= 0) dup2(o.extra_fd, 7);  // dup2 clears FD_CLOEXEC
-        dup2(in, 0);
-        dup2(out[1], 1);
-        dup2(err[1], 2);
-        if (chdir(cwd.c_str()) < 0) _exit(126);
-        execve(cargv[0], cargv.data(), cenv.data());
-        _exit(127);
-    }
-    close(out[1]);
-    close(err[1]);
-    bool open_out = true, open_err = true, killed = false, hooked = !o.on_output;
-    while (open_out || open_err) {
-        pollfd fds[2] = {{open_out ? out[0] : -1, POLLIN, 0}, {open_err ? err[0] : -1, POLLIN, 0}};
-        int r = poll(fds, 2, 100);
-        if (r < 0 && errno != EINTR) break;
-        if (since(t0) > o.timeout_s) {
-            kill(pid, SIGKILL);
-            killed = true;
-            break;
-        }
-        for (int i = 0; i < 2; ++i) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char buf[65536];
-            ssize_t n = read(i == 0 ? out[0] : err[0], buf, sizeof buf);
-            if (n <= 0) (i == 0 ? open_out : open_err) = false;
-            else (i == 0 ? p.out : p.err).append(buf, size_t(n));
-        }
-        if (!hooked) hooked = o.on_output(p.out);
-    }
-    close(out[0]);
-    close(err[0]);
-    int ws = 0;
-    if (waitpid(pid, &ws, 0) == pid) p.status = decode_status(ws);
-    p.seconds = since(t0);
-    if (killed) p.err += "\n[escape_test: moatctl killed after " + std::to_string(o.timeout_s) + " s]";
-    return p;
-}
-
-// A TCP listener on the host's 127.0.0.1.
-class HostListener {
-public:
-    HostListener() {
-        m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (m_fd < 0 || bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(m_fd, 8) < 0 ||
-            getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
-            return;
-        m_port = ntohs(a.sin_port);
-    }
-    ~HostListener() {
-        if (m_fd >= 0) close(m_fd);
-    }
-    HostListener(const HostListener&) = delete;
-    HostListener& operator=(const HostListener&) = delete;
-    int port() const { return m_port; }
-    int accepted() {
-        int n = 0;
-        for (int c; (c = accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) close(c);
-        return n;
-    }
-
-private:
-    int m_fd = -1;
-    int m_port = 0;
-};
-
 // The `BLOCKED`/`ESCAPED` line of the attack's output.
 struct Verdict {
     bool blocked = false, escaped = false;
@@ -369,7 +273,7 @@ protected:
 
     static std::string attacks() { return s_root + "/bin/moat-escape-attacks"; }
 
-    Outcome run_attack(const std::string& tier, const std::vector<std::string>& args, const RunOpts& o) {
+    Outcome run_attack(const std::string& tier, const std::vector<std::string>& args, const Opts& o) {
         std::string idf = new_id_file();
         std::vector<std::string> argv = {s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run",
                                          "--policy",  policy("restrictive"), "--tier", tier, "--id-file", idf, "--",
@@ -380,7 +284,9 @@ protected:
         if (const char* alt = getenv("MOAT_ESCAPE_POLICY"); alt && *alt)
             argv[5] = write_policy("override", read_text(alt));
         Outcome r;
-        r.proc = run_moatctl(argv, s_root, o);
+        Opts with_cwd = o;
+        with_cwd.cwd = s_root;
+        r.proc = run_cmd(argv, with_cwd);
         r.id = read_id(idf);
         if (r.id) {
             r.job = show(r.id);
@@ -413,7 +319,7 @@ std::string kv_or(const std::string& line, const std::string& key, const std::st
 TEST_P(Escape, IsBlocked) {
     const Attack& a = std::get<0>(GetParam());
     const std::string& tier = std::get<1>(GetParam());
-    RunOpts o;
+    Opts o;
     std::vector<std::string> args = {a.mode};
     std::string cell;  // the table's text for this case, when it passes
 

@@ -104,38 +104,6 @@ private:
     bool m_ok = false;
 };
 
-// A TCP listener on the host's 127.0.0.1 (the test's network namespace).
-class HostListener {
-public:
-    HostListener() {
-        m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (m_fd < 0 || bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(m_fd, 8) < 0 ||
-            getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
-            return;
-        m_port = ntohs(a.sin_port);
-    }
-    ~HostListener() {
-        if (m_fd >= 0) close(m_fd);
-    }
-    HostListener(const HostListener&) = delete;
-    HostListener& operator=(const HostListener&) = delete;
-    int port() const { return m_port; }
-    // How many connections are waiting to be accepted (all of them are accepted).
-    int accepted() {
-        int n = 0;
-        for (int c; (c = accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) close(c);
-        return n;
-    }
-
-private:
-    int m_fd = -1;
-    int m_port = 0;
-};
-
 class Container : public Scenario {
 protected:
     static std::string ctr_policy(const Ctr& c) { return write_policy(c.name, toml(c)); }

@@ -53,6 +53,10 @@ struct Opts {
     std::optional<Creds> as;       // switch to these credentials before exec
     std::string cwd;               // chdir before exec
     double timeout_s = 30;         // SIGKILL after this long
+    int stdin_fd = -1;             // default /dev/null
+    int extra_fd = -1;             // left open (inheritable) in the child as fd 7
+    // Called with stdout so far while the process runs; return true once done.
+    std::function<bool(const std::string&)> on_output;
 };
 
 struct Proc {
@@ -82,8 +86,9 @@ pid_t spawn(const std::vector<std::string>& argv, const Opts& o, int out_fd, int
     pid_t pid = fork();
     if (pid != 0) return pid;
     // Child: the test binary is single-threaded here, so plain calls are fine.
-    int null = open("/dev/null", O_RDONLY);
-    dup2(null, 0);
+    int in = o.stdin_fd >= 0 ? o.stdin_fd : open("/dev/null", O_RDONLY);
+    if (o.extra_fd >= 0) dup2(o.extra_fd, 7);  // dup2 clears FD_CLOEXEC
+    dup2(in, 0);
     dup2(out_fd, 1);
     dup2(err_fd, 2);
     if (!o.cwd.empty() && chdir(o.cwd.c_str()) < 0) _exit(126);
@@ -104,10 +109,10 @@ Proc run_cmd(const std::vector<std::string>& argv, const Opts& o = {}) {
     pid_t pid = spawn(argv, o, out[1], err[1]);
     close(out[1]);
     close(err[1]);
-    bool open_out = true, open_err = true, killed = false;
+    bool open_out = true, open_err = true, killed = false, hooked = !o.on_output;
     while (open_out || open_err) {
         pollfd fds[2] = {{open_out ? out[0] : -1, POLLIN, 0}, {open_err ? err[0] : -1, POLLIN, 0}};
-        int r = poll(fds, 2, 200);
+        int r = poll(fds, 2, hooked ? 200 : 100);
         if (r < 0 && errno != EINTR) break;
         if (since(t0) > o.timeout_s) {
             // A job that outlives moatctl may hold the pipes open: stop reading.
@@ -122,6 +127,7 @@ Proc run_cmd(const std::vector<std::string>& argv, const Opts& o = {}) {
             if (n <= 0) (i == 0 ? open_out : open_err) = false;
             else (i == 0 ? p.out : p.err).append(buf, size_t(n));
         }
+        if (!hooked) hooked = o.on_output(p.out);
     }
     close(out[0]);
     close(err[0]);
@@ -196,6 +202,39 @@ private:
     pid_t m_pid = -1;
     int m_status = -1;
     std::string m_out, m_err;
+};
+
+
+// A TCP listener on the host's 127.0.0.1 (the test's network namespace).
+class HostListener {
+public:
+    HostListener() {
+        m_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        if (m_fd < 0 || bind(m_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || listen(m_fd, 8) < 0 ||
+            getsockname(m_fd, reinterpret_cast<sockaddr*>(&a), &len) < 0)
+            return;
+        m_port = ntohs(a.sin_port);
+    }
+    ~HostListener() {
+        if (m_fd >= 0) close(m_fd);
+    }
+    HostListener(const HostListener&) = delete;
+    HostListener& operator=(const HostListener&) = delete;
+    int port() const { return m_port; }
+    // How many connections are waiting to be accepted (all of them are accepted).
+    int accepted() {
+        int n = 0;
+        for (int c; (c = accept4(m_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0; ++n) close(c);
+        return n;
+    }
+
+private:
+    int m_fd = -1;
+    int m_port = 0;
 };
 
 // ---- output parsing -----------------------------------------------------------
