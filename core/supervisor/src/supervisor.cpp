@@ -1,6 +1,7 @@
 #include "moat/supervisor/supervisor.h"
 
 #include <linux/audit.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -575,9 +576,9 @@ void Supervisor::on_notify(Job& job) {
             return;
         }
         static const std::pair<uint64_t, const char*> kNs[] = {
-            {0x00020000, "CLONE_NEWNS"},  {0x02000000, "CLONE_NEWCGROUP"}, {0x04000000, "CLONE_NEWUTS"},
-            {0x08000000, "CLONE_NEWIPC"}, {0x10000000, "CLONE_NEWUSER"},   {0x20000000, "CLONE_NEWPID"},
-            {0x40000000, "CLONE_NEWNET"}, {0x00000080, "CLONE_NEWTIME"}};
+            {CLONE_NEWNS, "CLONE_NEWNS"},   {CLONE_NEWCGROUP, "CLONE_NEWCGROUP"}, {CLONE_NEWUTS, "CLONE_NEWUTS"},
+            {CLONE_NEWIPC, "CLONE_NEWIPC"}, {CLONE_NEWUSER, "CLONE_NEWUSER"},     {CLONE_NEWPID, "CLONE_NEWPID"},
+            {CLONE_NEWNET, "CLONE_NEWNET"}, {CLONE_NEWTIME, "CLONE_NEWTIME"}};
         std::string names;
         for (auto [bit, n] : kNs)
             if (flags & bit) names += (names.empty() ? "" : "|") + std::string(n);
@@ -587,24 +588,40 @@ void Supervisor::on_notify(Job& job) {
     if (!native) v.rule = "abi";
     using Kind = policy::Action::Kind;
 
-    // Record first (coalesced), then answer.
-    nlohmann::json fields = {{"pid", tid},
-                             {"syscall", name},
-                             {"nr", nr & ~0x40000000},
-                             {"arch", arch_str},
-                             {"args", {args[0], args[1], args[2], args[3], args[4], args[5]}},
-                             {"action", v.action.str()},
-                             {"rule", v.rule},
-                             {"ip", hex(req->data.instruction_pointer)},
-                             {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
-                             {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
-    if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
+    // Record first (coalesced), then answer. Identical denials share a key
+    // built from the raw values; the JSON row is built only for a new key, so
+    // a storm of repeats costs a string and a hash lookup, not a JSON dump.
     ++job.denials;
-    std::string key = fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::string key;
+    key.reserve(160 + (decoded ? decoded->size() : 0) + (module ? module->size() : 0));
+    char head[192];
+    snprintf(head, sizeof head, "%d:%d:%u:%llx:%llx:%llx:%llx:%llx:%llx:%llx:", int(tid), nr, arch,
+             (unsigned long long)args[0], (unsigned long long)args[1], (unsigned long long)args[2],
+             (unsigned long long)args[3], (unsigned long long)args[4], (unsigned long long)args[5],
+             (unsigned long long)req->data.instruction_pointer);
+    key += head;
+    key += v.rule;
+    key += '\0';
+    key += v.action.str();
+    key += '\0';
+    if (module) key += *module;
+    key += '\0';
+    if (decoded) key += *decoded;
     auto it = job.pending.find(key);
     if (it != job.pending.end()) {
         ++it->second.count;
     } else {
+        nlohmann::json fields = {{"pid", tid},
+                                 {"syscall", name},
+                                 {"nr", nr & ~0x40000000},
+                                 {"arch", arch_str},
+                                 {"args", {args[0], args[1], args[2], args[3], args[4], args[5]}},
+                                 {"action", v.action.str()},
+                                 {"rule", v.rule},
+                                 {"ip", hex(req->data.instruction_pointer)},
+                                 {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
+                                 {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
+        if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
         if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
         job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields)});
         if (job.pending.size() >= kMaxPendingKeys) flush_denials(job);

@@ -2,6 +2,7 @@
 // Policy -> seccomp BPF. Compiled once per policy version in the privileged
 // parent (libseccomp never runs in the job); the child only installs it.
 #include <linux/filter.h>
+#include <linux/sched.h>
 
 #include <cstdint>
 #include <map>
@@ -16,10 +17,8 @@
 namespace moat::compiler {
 
 // Namespace-creating clone() flags the filter refuses even when clone is allowed.
-inline constexpr uint64_t kCloneNamespaceFlags = 0x00020000ULL /*NEWNS*/ | 0x02000000ULL /*NEWCGROUP*/ |
-                                                 0x04000000ULL /*NEWUTS*/ | 0x08000000ULL /*NEWIPC*/ |
-                                                 0x10000000ULL /*NEWUSER*/ | 0x20000000ULL /*NEWPID*/ |
-                                                 0x40000000ULL /*NEWNET*/ | 0x00000080ULL /*NEWTIME*/;
+inline constexpr uint64_t kCloneNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
+                                                 CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME;
 
 // How the supervisor answers a notified syscall. The filter itself only knows
 // three outcomes: allow, ENOSYS (clone3), and "ask the supervisor" (everything
