@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "moat/common/units.h"
+#include "moat/policy/parser.h"
 
 namespace moat::ui {
 
@@ -51,27 +52,7 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-std::string tomlQuote(const std::string& s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\t': out += "\\t"; break;
-            case '\r': out += "\\r"; break;
-            default:
-                if (c < 0x20 || c == 0x7f) {
-                    char buf[8];
-                    snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += char(c);
-                }
-        }
-    }
-    return out + "\"";
-}
+std::string tomlQuote(const std::string& s) { return moat::policy::toml_quote(s); }
 
 PolicyDraft PolicyDraft::fromPolicy(const moat::policy::Policy& p) {
     PolicyDraft d;

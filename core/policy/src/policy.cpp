@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "moat/policy/parser.h"
 #include "moat/common/error.h"
 #include "moat/policy/syscalls.h"
 
@@ -160,5 +161,9 @@ std::string toml_escape(std::string_view s) {
     return out;
 }
 
+
 }  // namespace detail
+
+std::string toml_quote(std::string_view s) { return "\"" + detail::toml_escape(s) + "\""; }
+
 }  // namespace moat::policy

@@ -1,5 +1,6 @@
 #pragma once
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct ParseResult {
 // Unknown keys and misspelt syscall names are errors with a "did you mean".
 inline constexpr size_t kMaxPolicyBytes = 1 << 20;
 ParseResult parse_policy(std::string_view text, std::string_view source_name);
+
+// A TOML basic string, quoted and escaped (what explain() writes; the
+// console's editor uses it too).
+std::string toml_quote(std::string_view s);
 
 // The effective policy as TOML with every default written out and commented.
 std::string explain(const Policy& p);
