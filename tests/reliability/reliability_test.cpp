@@ -446,7 +446,10 @@ void CrashRecovery::kill9_with_running_jobs(const std::string& tier) {
         [&] {
             jobs = jobs_json(d);
             int n = 0;
-            for (const auto& j : jobs) n += j.value("state", "") == "running" && j["pid"].is_number_integer();
+            // pid is -1 until moatd has recorded the spawned process: a job is
+            // in the store (state running) a moment before its pid is.
+            for (const auto& j : jobs)
+                n += j.value("state", "") == "running" && j["pid"].is_number_integer() && j["pid"].get<int>() > 0;
             return n == kJobs;
         },
         90, 0.25);
