@@ -14,7 +14,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
+#include "moat/learn/replay.h"
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
 #include "moat/policy/diff.h"
@@ -239,6 +241,152 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     }
 }
 
+// Writes `text` to `out` ("" = stdout). A partial file is removed so a failed
+// write never leaves something that looks like a result.
+bool write_output(const std::string& out, const std::string& text) {
+    if (out.empty()) {
+        if (fwrite(text.data(), 1, text.size(), stdout) == text.size() && fflush(stdout) == 0) return true;
+        die(std::string("stdout: ") + strerror(errno));
+        return false;
+    }
+    std::ofstream f(out, std::ios::binary | std::ios::trunc);
+    if (f) f.write(text.data(), std::streamsize(text.size()));
+    if (f) f.close();
+    if (!f) {
+        int e = errno;
+        ::unlink(out.c_str());
+        die(out + ": " + strerror(e));
+        return false;
+    }
+    return true;
+}
+
+// Every denial event of a job (paged).
+moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job) {
+    std::vector<json> out;
+    int64_t after = 0;
+    for (;;) {
+        auto r = c.call({{"op", "events"}, {"job", job}, {"kind", "denial"}, {"after", after}, {"limit", 5000}});
+        if (!r) return std::unexpected(r.error());
+        for (const auto& e : (*r)["events"]) out.push_back(e);
+        if ((*r)["next"].is_null()) break;
+        after = (*r)["next"].get<int64_t>();
+    }
+    return out;
+}
+
+// Exit status: like `run`, the replayed job's (0 when it passed); 125 when it
+// could not be replayed or set up.
+int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, const std::string& tier, bool learn,
+               bool force, bool as_json, const std::string& write_policy) {
+    json req = {{"op", "replay"}, {"job", job}, {"learn", learn}, {"force", force}};
+    std::string err;
+    std::optional<std::string> toml;
+    if (!policy_file.empty()) {
+        toml = read_file(policy_file, &err);
+        if (!toml) return die(err, kExitSetup);
+        req["policy_toml"] = *toml;
+        req["policy_source"] = policy_file;
+    }
+    if (!tier.empty()) req["tier"] = tier;
+    auto c = connect(g);
+    if (!c) return die(c.error().message, kExitSetup);
+    if (auto r = c->send(req); !r) return die(r.error().message, kExitSetup);
+    int64_t new_job = 0;
+    json finished;
+    while (finished.is_null()) {
+        auto m = c->receive();
+        if (!m) return die(m.error().message, kExitSetup);
+        if (!m->value("ok", false)) return die(str_or(*m, "error"), kExitSetup);
+        if (m->contains("job") && (*m)["job"].is_number_integer()) {
+            new_job = (*m)["job"].get<int64_t>();
+            printf("%lld\n", (long long)new_job);  // contract: the new job's id first
+            fflush(stdout);
+        } else if (m->contains("finished")) {
+            finished = (*m)["finished"];
+        }
+    }
+    if (str_or(finished["termination"], "cause") == "setup-failed")
+        return die("replay job " + std::to_string(new_job) + " could not be set up: " +
+                       str_or(finished["termination"], "detail"), kExitSetup);
+
+    auto orig = c->call({{"op", "show"}, {"job", job}});
+    auto again = c->call({{"op", "show"}, {"job", new_job}});
+    if (!orig) return die(orig.error().message, kExitSetup);
+    if (!again) return die(again.error().message, kExitSetup);
+    auto d_orig = fetch_denials(*c, job);
+    auto d_again = fetch_denials(*c, new_job);
+    if (!d_orig) return die(d_orig.error().message, kExitSetup);
+    if (!d_again) return die(d_again.error().message, kExitSetup);
+    const json& oj = (*orig)["job"];
+    const json& aj = (*again)["job"];
+    auto o1 = moat::learn::outcome_of(oj, *d_orig);
+    auto o2 = moat::learn::outcome_of(aj, *d_again);
+    auto cmp = moat::learn::compare(o1, o2, oj);
+
+    json report = {{"original", {{"job", job}, {"outcome", o1.describe()}}},
+                   {"replay", {{"job", new_job}, {"outcome", o2.describe()}, {"learn", learn}}},
+                   {"comparison", cmp.to_json()}};
+    std::optional<moat::learn::Proposal> proposal;
+    std::string fragment, full;
+    if (learn) {
+        // The policy the replay ran under: the file given, or the original's version.
+        if (!toml) {
+            auto p = c->call({{"op", "policy"}, {"id", aj["policy"].value("id", int64_t(0))}});
+            if (!p) return die(p.error().message, kExitSetup);
+            toml = p->value("toml", std::string());
+        }
+        auto base = moat::policy::parse_policy(*toml, policy_file.empty() ? "recorded policy" : policy_file);
+        if (!base.policy) return die("the replay's policy does not parse any more", kExitSetup);
+        proposal = moat::learn::propose(*base.policy, *d_again, o2);
+        fragment = moat::learn::fragment(*base.policy, proposal->additions);
+        full = moat::learn::apply(*base.policy, proposal->additions);
+        report["proposal"] = proposal->to_json();
+        report["proposal"]["toml_fragment"] = fragment;
+        report["proposal"]["policy_toml"] = full;
+        if (!write_policy.empty() && !write_output(write_policy, full)) return kExitSetup;
+    }
+
+    if (as_json) {
+        printf("%s\n", report.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+    } else {
+        printf("original job %lld: %s\n", (long long)job, o1.describe().c_str());
+        printf("replay   job %lld: %s%s\n", (long long)new_job, o2.describe().c_str(), learn ? " [learn: not enforced]" : "");
+        if (!learn) {
+            printf("reproduced: %s\n", cmp.reproduced ? "yes (same cause, exit code and denied syscalls)" : "no");
+            for (const auto& d : cmp.differences) printf("  difference: %s\n", d.c_str());
+        }
+        for (const auto& n : cmp.notes) printf("  note: %s\n", n.c_str());
+        if (proposal) {
+            if (proposal->empty()) printf("learn: no syscall was denied; the policy needs no seccomp change\n");
+            else printf("\n%s", fragment.c_str());
+            for (const auto& n : proposal->notes) printf("# note: %s\n", n.c_str());
+            if (!write_policy.empty()) printf("# the whole proposed policy was written to %s\n", write_policy.c_str());
+        }
+    }
+    fflush(stdout);
+    if (finished["exit_code"].is_number_integer()) return finished["exit_code"].get<int>();
+    if (finished["signal"].is_number_integer()) return 128 + finished["signal"].get<int>();
+    return kExitSetup;
+}
+
+int cmd_output(const Global& g, int64_t job, bool err_stream, bool as_json) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    auto r = c->call({{"op", "output"}, {"job", job}, {"stream", err_stream ? "stderr" : "stdout"}});
+    if (!r) return die(r.error().message);
+    if (as_json) {
+        printf("%s\n", r->dump().c_str());
+        return 0;
+    }
+    auto data = moat::base64_decode((*r).value("data_b64", std::string()));
+    if (!data) return die("moatd sent malformed output data");
+    if ((*r).value("truncated", false))
+        fprintf(stderr, "moatctl: showing the last %zu of %llu bytes\n", data->size(),
+                (unsigned long long)(*r).value("total_bytes", uint64_t(0)));
+    return write_output("", *data) ? 0 : 1;
+}
+
 int cmd_show(const Global& g, int64_t job, bool as_json) {
     auto c = connect(g);
     if (!c) return die(c.error().message);
@@ -321,26 +469,6 @@ int cmd_policy_check(const std::string& file, bool explain) {
     return 0;
 }
 
-// Writes `text` to `out` ("" = stdout). A partial file is removed so a failed
-// write never leaves something that looks like a result.
-bool write_output(const std::string& out, const std::string& text) {
-    if (out.empty()) {
-        if (fwrite(text.data(), 1, text.size(), stdout) == text.size() && fflush(stdout) == 0) return true;
-        die(std::string("stdout: ") + strerror(errno));
-        return false;
-    }
-    std::ofstream f(out, std::ios::binary | std::ios::trunc);
-    if (f) f.write(text.data(), std::streamsize(text.size()));
-    if (f) f.close();
-    if (!f) {
-        int e = errno;
-        ::unlink(out.c_str());
-        die(out + ": " + strerror(e));
-        return false;
-    }
-    return true;
-}
-
 void print_diagnostics(const std::vector<moat::policy::Diagnostic>& diags) {
     for (const auto& d : diags) fprintf(stderr, "%s\n", d.str().c_str());
 }
@@ -414,7 +542,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> inputs, prog;
     run->add_option("--policy", policy_file, "policy TOML file")->required();
     run->add_option("--tier", tier, "override the policy's tier")->check(CLI::IsMember({"seccomp", "container", "vm"}));
-    run->add_option("--input", inputs, "HOST_PATH[:SANDBOX_PATH], visible read-only to the job");
+    run->add_option("--input", inputs, "HOST_PATH[:SANDBOX_PATH], visible read-only to the job (repeatable)")
+        ->allow_extra_args(false);
     run->add_option("--id-file", id_file, "write the job id to FILE as soon as it exists");
     run->add_option("program", prog, "-- PROGRAM [ARG...]")->required();
 
@@ -438,6 +567,23 @@ int main(int argc, char** argv) {
 
     auto* stop = app.add_subcommand("stop", "stop a running job (cause \"stopped\")");
     stop->add_option("job", job)->required();
+
+    std::string replay_policy, write_policy;
+    bool learn = false, force = false;
+    auto* replay = app.add_subcommand("replay", "run a recorded job again and compare; --learn proposes a policy fix");
+    replay->add_option("job", job)->required();
+    replay->add_option("--policy", replay_policy, "replay under this policy instead of the recorded version");
+    replay->add_option("--tier", tier, "override the tier")->check(CLI::IsMember({"seccomp", "container", "vm"}));
+    replay->add_flag("--learn", learn, "record denials without enforcing them, then propose the smallest policy change");
+    replay->add_flag("--force", force, "allow --learn in the seccomp tier (denied calls then run on the host)");
+    replay->add_option("-o,--write-policy", write_policy, "with --learn: write the whole proposed policy here");
+    replay->add_flag("--json", as_json, "after the id line, one JSON object with the comparison (and proposal)");
+
+    bool err_stream = false;
+    auto* output = app.add_subcommand("output", "the recorded tail of a job's stdout (or --stderr)");
+    output->add_option("job", job)->required();
+    output->add_flag("--stderr", err_stream);
+    output->add_flag("--json", as_json);
 
     auto* policy = app.add_subcommand("policy", "policy tools");
     policy->require_subcommand(1);
@@ -471,7 +617,7 @@ int main(int argc, char** argv) {
         int rc = app.exit(e);
         // `run` usage errors are set-up failures in the contract's terms;
         // import and export fail with 1, diff (like diff(1)) with 2.
-        if (rc != 0 && run->parsed()) return kExitSetup;
+        if (rc != 0 && (run->parsed() || replay->parsed())) return kExitSetup;
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
@@ -480,6 +626,8 @@ int main(int argc, char** argv) {
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall);
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit);
     if (stop->parsed()) return cmd_stop(g, job);
+    if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
+    if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
     if (check->parsed()) return cmd_policy_check(file, explain);
     if (import->parsed()) return cmd_policy_import(file, out, name);
     if (export_->parsed()) return cmd_policy_export(file, out);

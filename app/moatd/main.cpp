@@ -18,6 +18,9 @@
 
 #include "moat/cgroup/cgroup.h"
 #include "moat/common/event_loop.h"
+#include "moat/common/timeutil.h"
+#include "moat/common/units.h"
+#include "moat/store/artifacts.h"
 #include "moat/ipc/server.h"
 #include "moat/store/store.h"
 #include "moat/supervisor/supervisor.h"
@@ -45,7 +48,42 @@ int main(int argc, char** argv) {
     app.add_option("--runtime-dir", runtime_dir, "runtime files (the container tier's empty root mount point)")
         ->capture_default_str();
     app.add_option("--viewer-group", viewer_group)->capture_default_str();
+    std::string record_stdin_max = "16MiB", record_output_max = "1MiB", record_input_max = "1GiB";
+    std::string record_budget = "4GiB", record_retention = "720h";
+    app.add_option("--record-stdin-max", record_stdin_max, "stdin kept per job for replay; beyond it the recording is marked cut")
+        ->capture_default_str();
+    app.add_option("--record-output-max", record_output_max, "tail of stdout and of stderr kept per job")
+        ->capture_default_str();
+    app.add_option("--record-input-max", record_input_max, "largest --input file snapshotted for replay")
+        ->capture_default_str();
+    app.add_option("--record-budget", record_budget,
+                   "total size of recorded stdin and input snapshots; oldest recordings are dropped beyond it")
+        ->capture_default_str();
+    app.add_option("--record-retention", record_retention, "recordings of jobs that ended longer ago are dropped")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+
+    uint64_t rec_limits[5];
+    {
+        const std::pair<const char*, const std::string*> sizes[] = {{"--record-stdin-max", &record_stdin_max},
+                                                                    {"--record-output-max", &record_output_max},
+                                                                    {"--record-input-max", &record_input_max},
+                                                                    {"--record-budget", &record_budget}};
+        for (size_t i = 0; i < 4; ++i) {
+            auto v = moat::parse_size(*sizes[i].second);
+            if (!v) {
+                fprintf(stderr, "moatd: %s %s: %s\n", sizes[i].first, sizes[i].second->c_str(), v.error().message.c_str());
+                return 1;
+            }
+            rec_limits[i] = *v;
+        }
+        auto d = moat::parse_duration_ns(record_retention);
+        if (!d) {
+            fprintf(stderr, "moatd: --record-retention %s: %s\n", record_retention.c_str(), d.error().message.c_str());
+            return 1;
+        }
+        rec_limits[4] = *d;
+    }
 
     if (geteuid() != 0) {
         fprintf(stderr, "moatd: must run as root (cgroups, switching to job uids, seccomp notification)\n");
@@ -154,7 +192,29 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    auto artifacts = moat::store::Artifacts::open(state_dir + "/artifacts");
+    if (!artifacts) {
+        fprintf(stderr, "moatd: %s\n", artifacts.error().message.c_str());
+        return 1;
+    }
+    // Retention and budget of replay recordings: at start and every 10 minutes.
+    auto expire = [&] {
+        auto gone = (*store)->expire_recordings(moat::now_realtime_ns() - int64_t(rec_limits[4]), rec_limits[3]);
+        if (!gone) {
+            fprintf(stderr, "moatd: expiring recordings: %s\n", gone.error().message.c_str());
+            return;
+        }
+        for (const auto& sha : *gone) artifacts->remove(sha);
+    };
+    expire();
+    (void)(*loop)->add_timer(600'000'000'000, 600'000'000'000, expire);
+
     moat::supervisor::Config cfg;
+    cfg.artifacts = &*artifacts;
+    cfg.stage_dir = runtime_dir + "/stage";
+    cfg.record_stdin_max = rec_limits[0];
+    cfg.record_output_max = rec_limits[1];
+    cfg.record_input_max = rec_limits[2];
     cfg.init_exe_fd = init_fd.get();
     cfg.newroot_dir = newroot;
     cfg.store = store->get();
@@ -173,6 +233,7 @@ int main(int argc, char** argv) {
     scfg.socket_path = socket;
     scfg.admin_group = admin_group;
     scfg.viewer_group = viewer_group;
+    scfg.artifacts = &*artifacts;
     auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
     if (!server) {
         fprintf(stderr, "moatd: %s\n", server.error().message.c_str());

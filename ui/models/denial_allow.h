@@ -1,28 +1,9 @@
 #pragma once
-// "Allow in a new policy version…" from a denial: the change to propose. Where
-// the denial's arguments fit a narrow rule (socket's address family, ioctl's
-// request, prctl's option...), an argument rule allowing just that value;
-// otherwise a plain allow of the syscall. The operator reviews it in the
-// editor and saves (op policy_put).
-#include <string>
-
-#include <nlohmann/json.hpp>
-
-#include "models/policy_draft.h"
+// Moved to core/learn (shared with moatctl); the console's spelling stays.
+#include "moat/learn/denial_allow.h"
 
 namespace moat::ui {
-
-struct DenialAllow {
-    std::string syscall;          // "" when the event is not a denial
-    PolicyDraft::Rule rule;       // args empty: plain allow
-    std::string summary;          // "allow socket when arg0 == AF_UNIX"
-    bool narrow() const { return !rule.args.empty(); }
-};
-
-DenialAllow proposeAllow(const nlohmann::json& denial);
-
-// The draft with the proposal applied. A plain allow goes to the allow list,
-// unless the syscall already has rules (rules decide then): it becomes a rule.
-PolicyDraft applyAllow(PolicyDraft d, const DenialAllow& a);
-
+using moat::learn::DenialAllow;
+using moat::learn::applyAllow;
+using moat::learn::proposeAllow;
 }  // namespace moat::ui

@@ -10,7 +10,8 @@ nlohmann::json job_to_json(const store::JobRecord& j) {
     o["id"] = j.id;
     o["tier"] = j.tier;
     o["argv"] = j.argv;
-    o["policy"] = {{"name", j.policy_name}, {"version", j.policy_version}, {"sha256", j.policy_sha256}};
+    o["policy"] = {{"name", j.policy_name}, {"version", j.policy_version}, {"sha256", j.policy_sha256},
+                   {"id", j.policy_id}};
     o["started_at"] = rfc3339_utc(j.started_ns);
     o["ended_at"] = j.ended_ns ? json(rfc3339_utc(*j.ended_ns)) : json(nullptr);
     o["state"] = j.state;
@@ -28,6 +29,9 @@ nlohmann::json job_to_json(const store::JobRecord& j) {
     o["env"] = j.env;
     o["accelerator"] = j.accelerator.empty() ? json(nullptr) : json(j.accelerator);
     o["sandbox"] = j.info;
+    o["replay_of"] = j.replay_of ? json(j.replay_of) : json(nullptr);
+    o["learn"] = j.learn;
+    o["recording"] = j.recording;
     return o;
 }
 

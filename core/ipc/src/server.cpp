@@ -13,6 +13,7 @@
 #include <cstring>
 #include <expected>
 
+#include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
 #include "moat/ipc/json.h"
 #include "moat/policy/lint.h"
@@ -420,7 +421,8 @@ void Server::handle_request(Client& c, const std::string& frame) {
         {"syscall", json::value_t::string},       {"policy_toml", json::value_t::string},
         {"policy_source", json::value_t::string}, {"cwd", json::value_t::string},
         {"tier", json::value_t::string},          {"argv", json::value_t::array},
-        {"env", json::value_t::array},            {"inputs", json::value_t::array}};
+        {"env", json::value_t::array},            {"inputs", json::value_t::array},
+        {"stream", json::value_t::string}};
     for (const auto& [key, type] : kTyped) {
         auto it = req.find(key);
         if (it == req.end()) continue;
@@ -442,6 +444,28 @@ void Server::handle_request(Client& c, const std::string& frame) {
     } else if (*op == "run") {
         if (!need_admin()) { c.fds.clear(); return; }
         handle_run(c, req);
+    } else if (*op == "replay") {
+        if (!need_admin()) return;
+        handle_replay(c, req);
+    } else if (*op == "output") {
+        auto job = get_int(req, "job");
+        auto stream = get_string(req, "stream", 16).value_or("stdout");
+        if (!job) { reply(c.id, error_reply("bad-request", "output needs an integer \"job\"")); return; }
+        if (stream != "stdout" && stream != "stderr") {
+            reply(c.id, error_reply("bad-request", "\"stream\" must be \"stdout\" or \"stderr\""));
+            return;
+        }
+        int64_t id = *job;
+        query_async(c.id, [this, id, stream]() -> json {
+            auto r = m_store->get_output(id, stream);
+            if (!r) return error_reply("store", r.error().message);
+            if (!*r) return error_reply("not-found", "no recorded " + stream + " for job " + std::to_string(id) +
+                                                         " (running, or recorded by an older moatd)");
+            const auto& o = **r;
+            return {{"ok", true}, {"stream", stream}, {"total_bytes", o.total_bytes},
+                    {"tail_bytes", o.data.size()}, {"truncated", o.total_bytes > o.data.size()},
+                    {"data_b64", base64_encode(o.data)}};
+        });
     } else if (*op == "stop") {
         if (!need_admin()) return;
         auto job = get_int(req, "job");
@@ -646,8 +670,12 @@ void Server::handle_run(Client& c, const json& req) {
     jr.cwd = cwd;
     for (int i = 0; i < 3; ++i) jr.stdio[i] = std::move(fds[size_t(i)]);
     jr.inputs = std::move(inputs);
+    start_for(c, std::move(jr), *stored);
+}
+
+void Server::start_for(Client& c, supervisor::JobRequest jr, const store::PolicyRecord& policy) {
     uint64_t cid = c.id;
-    jr.on_finished = [this, cid, pol = *stored](const store::JobRecord& rec) {
+    jr.on_finished = [this, cid, pol = policy](const store::JobRecord& rec) {
         auto it = m_clients.find(cid);
         if (it == m_clients.end()) return;
         it->second->attached_job = 0;
@@ -670,6 +698,114 @@ void Server::handle_run(Client& c, const json& req) {
         return;
     }
     if (m_clients.count(cid)) m_clients[cid]->attached_job = res.job_id;
+}
+
+void Server::handle_replay(Client& c, const json& req) {
+    c.fds.clear();
+    if (c.attached_job) {
+        reply(c.id, error_reply("bad-request", "this connection already has a running job"));
+        return;
+    }
+    auto job = get_int(req, "job");
+    if (!job) { reply(c.id, error_reply("bad-request", "replay needs an integer \"job\"")); return; }
+    for (const char* key : {"learn", "force"}) {
+        if (req.contains(key) && !req[key].is_boolean()) {
+            reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be true or false"));
+            return;
+        }
+    }
+    for (const char* key : {"policy_source", "tier"}) {
+        if (req.contains(key) && !get_string(req, key, 4096)) {
+            reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be a string of at most 4096 bytes"));
+            return;
+        }
+    }
+    const bool learn = req.value("learn", false), force = req.value("force", false);
+    auto orig = m_store->get_job(*job);
+    if (!orig) { reply(c.id, error_reply("not-found", "no job " + std::to_string(*job))); return; }
+    const std::string who = "job " + std::to_string(*job);
+    if (orig->state != "finished") {
+        reply(c.id, error_reply("bad-request", who + " is still running; replay needs its finished recording"));
+        return;
+    }
+    const json& rec = orig->recording;
+    if (rec.contains("evicted")) {
+        reply(c.id, error_reply("not-replayable", who + ": its recording was removed (" +
+                                                      rec["evicted"].get<std::string>() + "); see moatd --record-retention"));
+        return;
+    }
+    if (orig->cause == "setup-failed" && orig->pid <= 0) {
+        reply(c.id, error_reply("not-replayable", who + " never started (setup-failed: " + orig->detail + ")"));
+        return;
+    }
+
+    // The policy: the recorded version, or the one given.
+    std::string toml, source;
+    if (auto t = get_string(req, "policy_toml", policy::kMaxPolicyBytes)) {
+        toml = *t;
+        source = get_string(req, "policy_source", 4096).value_or("policy.toml");
+    } else if (req.contains("policy_toml")) {
+        reply(c.id, error_reply("bad-request", "\"policy_toml\" must be a string of at most 1 MiB"));
+        return;
+    } else {
+        auto p = m_store->get_policy(orig->policy_id);
+        if (!p) { reply(c.id, error_reply("store", p.error().message)); return; }
+        toml = p->toml;
+        source = p->name + " v" + std::to_string(p->version);
+    }
+    auto parsed = validate_policy(toml, source);
+    if (!parsed) { reply(c.id, error_reply("bad-policy", parsed.error())); return; }
+    std::optional<policy::Tier> tier = policy::tier_from_name(orig->tier);
+    if (auto t = get_string(req, "tier", 16)) {
+        tier = policy::tier_from_name(*t);
+        if (!tier) { reply(c.id, error_reply("bad-request", "unknown tier \"" + *t + "\"")); return; }
+    }
+    if (learn && tier == policy::Tier::Seccomp && !force) {
+        reply(c.id, error_reply("refused",
+                                "learning in the seccomp tier is refused: learn mode lets every denied syscall run "
+                                "(the filter's notify action continues it), and the seccomp tier has no namespaces "
+                                "to contain what those calls do on the host. Learn in the container tier "
+                                "(--tier container) or pass --force if this job is trusted"));
+        return;
+    }
+
+    supervisor::JobRequest jr;
+    jr.argv = orig->argv;
+    jr.client_env = orig->env;  // the environment as given to the job; the policy filters it again
+    jr.cwd = orig->cwd;
+    jr.tier_override = tier;
+    jr.require_stdio = false;   // stdin comes from the recording, output is only recorded
+    jr.replay_of = orig->id;
+    jr.learn = learn;
+    if (rec.contains("stdin") && rec["stdin"].is_object() && rec["stdin"].value("sha256", json()).is_string()) {
+        std::string sha = rec["stdin"]["sha256"].get<std::string>();
+        if (!m_cfg.artifacts || !store::valid_sha256(sha) || !m_cfg.artifacts->exists(sha)) {
+            reply(c.id, error_reply("not-replayable", who + ": its recorded stdin is gone from the artifact store"));
+            return;
+        }
+        jr.stdio[0].reset(::open(m_cfg.artifacts->path(sha).c_str(), O_RDONLY | O_CLOEXEC));
+        if (!jr.stdio[0]) { reply(c.id, error_reply("store", "opening the recorded stdin: " + std::string(strerror(errno)))); return; }
+    }
+    if (rec.contains("inputs") && rec["inputs"].is_array()) {
+        for (const auto& in : rec["inputs"]) {
+            if (!in.is_object() || !in.value("host", json()).is_string()) continue;
+            supervisor::InputFile f;
+            f.host_path = in["host"].get<std::string>();
+            f.sandbox_path = in.value("sandbox", f.host_path);
+            if (!in.value("sha256", json()).is_string()) {
+                reply(c.id, error_reply("not-replayable", who + ": input " + f.host_path + " was not recorded (" +
+                                                              in.value("note", std::string("no snapshot")) + ")"));
+                return;
+            }
+            f.snapshot = in["sha256"].get<std::string>();
+            jr.inputs.push_back(std::move(f));
+        }
+    }
+    auto stored = m_store->put_policy(parsed->name, toml, parsed->sha256);
+    if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
+    jr.policy = std::move(*parsed);
+    jr.policy_id = stored->id;
+    start_for(c, std::move(jr), *stored);
 }
 
 }  // namespace moat::ipc

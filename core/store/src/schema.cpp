@@ -90,6 +90,33 @@ CREATE TABLE denial_totals(
 INSERT INTO denial_totals(job_id, syscall, count)
     SELECT job_id, coalesce(syscall, ''), sum(count) FROM events WHERE kind = 'denial' GROUP BY 1, 2;
 )sql"},
+    // Replay (docs/replay.md): what a job needs to be run again. Input files
+    // and stdin are content-addressed blobs in DIR/artifacts (blobs lists them
+    // with their size for the budget, job_blobs says which job uses which);
+    // stdout/stderr tails live in job_output; jobs.recording describes them.
+    {3, "replay recordings", R"sql(
+ALTER TABLE jobs ADD COLUMN replay_of INTEGER;
+ALTER TABLE jobs ADD COLUMN learn INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN recording TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE blobs(
+    sha256      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE job_blobs(
+    job_id  INTEGER NOT NULL REFERENCES jobs(id),
+    sha256  TEXT NOT NULL,
+    PRIMARY KEY (job_id, sha256)
+) WITHOUT ROWID;
+CREATE INDEX job_blobs_sha ON job_blobs(sha256);
+CREATE TABLE job_output(
+    job_id       INTEGER NOT NULL REFERENCES jobs(id),
+    stream       TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+    total_bytes  INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (job_id, stream)
+) WITHOUT ROWID;
+)sql"},
 };
 
 Result<int64_t> read_version(sql::Db& db) { return db.scalar("PRAGMA user_version", "PRAGMA user_version"); }

@@ -196,7 +196,7 @@ Result<Event> read_event(const sql::Query& q) {
 constexpr const char* kJobSelect =
     "SELECT j.id, j.policy_id, j.tier, j.argv, j.env, j.cwd, j.started_ns, j.ended_ns, j.state, j.exit_code,"
     " j.signal, j.cause, j.detail, j.cpu_time_ns, j.peak_memory_bytes, j.peak_pids, j.denial_count, j.uid, j.pid,"
-    " j.cgroup, j.accelerator, j.info, p.name, p.version, p.sha256"
+    " j.cgroup, j.accelerator, j.info, p.name, p.version, p.sha256, j.replay_of, j.learn, j.recording"
     " FROM jobs j LEFT JOIN policies p ON p.id = j.policy_id";
 
 Result<JobRecord> read_job(const sql::Query& q) {
@@ -232,6 +232,11 @@ Result<JobRecord> read_job(const sql::Query& q) {
     j.policy_name = q.text(22);
     j.policy_version = int(q.opt_i64(23).value_or(0));
     j.policy_sha256 = q.text(24);
+    j.replay_of = q.opt_i64(25).value_or(0);
+    j.learn = q.i64(26) != 0;
+    auto rec = parse_column(q.text(27), "jobs.recording", j.id);
+    if (!rec) return std::unexpected(rec.error());
+    j.recording = std::move(*rec);
     return j;
 }
 
@@ -617,8 +622,10 @@ Result<int64_t> Store::create_job(JobRecord& job) {
     auto q = d.writer.query(
         "INSERT INTO jobs",
         "INSERT INTO jobs(policy_id, tier, argv, env, cwd, started_ns, ended_ns, state, exit_code, signal, cause,"
-        " detail, cpu_time_ns, peak_memory_bytes, peak_pids, denial_count, uid, pid, cgroup, accelerator, info)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)");
+        " detail, cpu_time_ns, peak_memory_bytes, peak_pids, denial_count, uid, pid, cgroup, accelerator, info,"
+        " replay_of, learn, recording)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
+        " ?22, ?23, ?24)");
     if (!q) return std::unexpected(q.error());
     q->bind(1, job.policy_id ? std::optional<int64_t>(job.policy_id) : std::nullopt)
         .bind(2, job.tier)
@@ -640,7 +647,10 @@ Result<int64_t> Store::create_job(JobRecord& job) {
         .bind(18, job.pid)
         .bind(19, job.cgroup)
         .bind(20, job.accelerator)
-        .bind(21, dump(job.info));
+        .bind(21, dump(job.info))
+        .bind(22, job.replay_of ? std::optional<int64_t>(job.replay_of) : std::nullopt)
+        .bind(23, job.learn ? 1 : 0)
+        .bind(24, dump(job.recording));
     if (auto r = q->run(); !r) return std::unexpected(r.error());
     job.id = d.writer.last_insert_rowid();
     return job.id;
@@ -729,6 +739,156 @@ Result<std::vector<JobRecord>> Store::running_jobs() {
     auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.state = 'running' ORDER BY j.id");
     if (!q) return std::unexpected(q.error());
     return collect_jobs(*q);
+}
+
+// ---------------------------------------------------------------- recordings
+
+Result<void> Store::put_blob(const std::string& sha256, uint64_t size) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("put_blob");
+    std::lock_guard lk(d.wmu);
+    auto q = d.writer.query("INSERT INTO blobs",
+                            "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, sha256).bind(2, size).bind(3, now_realtime_ns());
+    return q->run();
+}
+
+Result<void> Store::set_recording(int64_t job, const json& recording, const std::vector<std::string>& blobs) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("set_recording");
+    std::lock_guard lk(d.wmu);
+    auto tx = sql::Transaction::begin(d.writer);
+    if (!tx) return std::unexpected(tx.error());
+    auto q = d.writer.query("UPDATE jobs (recording)", "UPDATE jobs SET recording = ?2 WHERE id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job).bind(2, dump(recording));
+    if (auto r = q->run(); !r) return r;
+    if (d.writer.changes() == 0) return fail("set_recording: job " + std::to_string(job) + " not found");
+    for (const auto& sha : blobs) {
+        auto b = d.writer.query("INSERT INTO job_blobs", "INSERT OR IGNORE INTO job_blobs(job_id, sha256) VALUES (?1, ?2)");
+        if (!b) return std::unexpected(b.error());
+        b->bind(1, job).bind(2, sha);
+        if (auto r = b->run(); !r) return r;
+    }
+    return tx->commit();
+}
+
+Result<void> Store::put_output(int64_t job, const std::string& stream, const JobOutput& out) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("put_output");
+    std::lock_guard lk(d.wmu);
+    auto q = d.writer.query("INSERT INTO job_output",
+                            "INSERT OR REPLACE INTO job_output(job_id, stream, total_bytes, data) VALUES (?1, ?2, ?3, ?4)");
+    if (!q) return std::unexpected(q.error());
+    // Raw bytes: SQLite keeps TEXT bytes as given and we read them back by length.
+    q->bind(1, job).bind(2, stream).bind(3, out.total_bytes).bind(4, std::string_view(out.data));
+    return q->run();
+}
+
+Result<std::optional<JobOutput>> Store::get_output(int64_t job, const std::string& stream) {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT FROM job_output",
+                          "SELECT total_bytes, CAST(data AS BLOB) FROM job_output WHERE job_id = ?1 AND stream = ?2");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job).bind(2, stream);
+    auto row = q->step();
+    if (!row) return std::unexpected(row.error());
+    if (!*row) return std::optional<JobOutput>();
+    JobOutput o;
+    o.total_bytes = uint64_t(q->i64(0));
+    o.data = q->text(1);
+    return std::optional<JobOutput>(std::move(o));
+}
+
+Result<uint64_t> Store::blob_bytes() {
+    auto db = m_impl->reader();
+    if (!db) return std::unexpected(db.error());
+    auto q = (*db)->query("SELECT sum(size) FROM blobs", "SELECT coalesce(sum(size), 0) FROM blobs");
+    if (!q) return std::unexpected(q.error());
+    auto row = q->step();
+    if (!row) return std::unexpected(row.error());
+    return uint64_t(q->i64(0));
+}
+
+Result<std::vector<std::string>> Store::expire_recordings(int64_t ended_before_ns, uint64_t budget_bytes) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("expire_recordings");
+    std::lock_guard lk(d.wmu);
+    auto tx = sql::Transaction::begin(d.writer);
+    if (!tx) return std::unexpected(tx.error());
+    auto drop_job = [&](int64_t job, const std::string& why) -> Result<void> {
+        auto q = d.writer.query("DELETE FROM job_blobs", "DELETE FROM job_blobs WHERE job_id = ?1");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, job);
+        if (auto r = q->run(); !r) return r;
+        auto u = d.writer.query("UPDATE jobs (evicted)",
+                                "UPDATE jobs SET recording = json_set(recording, '$.evicted', ?2) WHERE id = ?1");
+        if (!u) return std::unexpected(u.error());
+        u->bind(1, job).bind(2, why);
+        return u->run();
+    };
+    // Retention: finished jobs that ended before the cut-off.
+    std::vector<int64_t> old;
+    {
+        auto q = d.writer.query("SELECT expired jobs",
+                                "SELECT DISTINCT b.job_id FROM job_blobs b JOIN jobs j ON j.id = b.job_id"
+                                " WHERE j.state = 'finished' AND j.ended_ns < ?1");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, ended_before_ns);
+        for (;;) {
+            auto row = q->step();
+            if (!row) return std::unexpected(row.error());
+            if (!*row) break;
+            old.push_back(q->i64(0));
+        }
+    }
+    for (int64_t j : old)
+        if (auto r = drop_job(j, "retention (recordings are kept for a limited time)"); !r) return std::unexpected(r.error());
+    // Budget: total size of blobs still referenced, oldest finished jobs first.
+    auto total_q = [&]() -> Result<uint64_t> {
+        auto q = d.writer.query("SELECT referenced bytes",
+                                "SELECT coalesce(sum(size), 0) FROM blobs WHERE sha256 IN (SELECT sha256 FROM job_blobs)");
+        if (!q) return std::unexpected(q.error());
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        return uint64_t(q->i64(0));
+    };
+    for (;;) {
+        auto total = total_q();
+        if (!total) return std::unexpected(total.error());
+        if (*total <= budget_bytes) break;
+        auto q = d.writer.query("SELECT oldest recorded job",
+                                "SELECT b.job_id FROM job_blobs b JOIN jobs j ON j.id = b.job_id"
+                                " WHERE j.state = 'finished' ORDER BY b.job_id LIMIT 1");
+        if (!q) return std::unexpected(q.error());
+        auto row = q->step();
+        if (!row) return std::unexpected(row.error());
+        if (!*row) break;  // only running jobs' recordings are left: they stay
+        int64_t j = q->i64(0);
+        if (auto r = drop_job(j, "size budget (oldest recordings go first)"); !r) return std::unexpected(r.error());
+    }
+    std::vector<std::string> unused;
+    {
+        auto q = d.writer.query("SELECT unused blobs",
+                                "SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM job_blobs)");
+        if (!q) return std::unexpected(q.error());
+        for (;;) {
+            auto row = q->step();
+            if (!row) return std::unexpected(row.error());
+            if (!*row) break;
+            unused.push_back(q->text(0));
+        }
+    }
+    for (const auto& sha : unused) {
+        auto q = d.writer.query("DELETE FROM blobs", "DELETE FROM blobs WHERE sha256 = ?1");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, sha);
+        if (auto r = q->run(); !r) return std::unexpected(r.error());
+    }
+    if (auto r = tx->commit(); !r) return std::unexpected(r.error());
+    return unused;
 }
 
 // ---------------------------------------------------------------- events

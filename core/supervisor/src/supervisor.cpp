@@ -7,9 +7,12 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +21,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "moat/common/sha256.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/policy/syscalls.h"
@@ -25,6 +29,7 @@
 #include "moat/sandbox/landlock.h"
 #include "moat/sandbox/spawn.h"
 #include "moat/supervisor/decode.h"
+#include "relay.h"
 
 namespace moat::supervisor {
 
@@ -59,6 +64,52 @@ bool path_under(const std::string& path, const std::string& dir) {
     return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
 }
 
+void remove_tree(const std::string& dir) {
+    // A stage directory holds plain files only (see snapshot_inputs).
+    if (DIR* d = opendir(dir.c_str())) {
+        while (auto* e = readdir(d))
+            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir.c_str());
+}
+
+Result<std::string> file_sha256(const std::string& path, uint64_t* size) {
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return std::unexpected(Error::sys("open " + path, errno));
+    Sha256 h;
+    char buf[1 << 16];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return std::unexpected(Error::sys("read " + path, errno));
+        if (n == 0) break;
+        h.update({buf, size_t(n)});
+        total += uint64_t(n);
+    }
+    if (size) *size = total;
+    return h.hex();
+}
+
+Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner) {
+    UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) return std::unexpected(Error::sys("open " + from, errno));
+    UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
+    if (!out) return std::unexpected(Error::sys("create " + to, errno));
+    for (;;) {
+        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 1 << 30, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS)) {
+            n = sendfile(out.get(), in.get(), nullptr, 1 << 30);
+        }
+        if (n < 0) return std::unexpected(Error::sys("copy " + from + " -> " + to, errno));
+        if (n == 0) break;
+    }
+    if (fchown(out.get(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + to, errno));
+    return {};
+}
+
 }  // namespace
 
 struct Supervisor::Job {
@@ -90,6 +141,21 @@ struct Supervisor::Job {
     std::function<void(const store::JobRecord&)> on_finished;
     std::optional<sandbox::SetupRecord> exec_failure;
     bool listener_registered = false, status_registered = false, exited = false;
+    bool learn = false;  // answer every notified syscall with CONTINUE (after recording it)
+};
+
+// From the spawn until the job's record and its output are both complete.
+struct Supervisor::Ending {
+    std::unique_ptr<Relay> relay;
+    std::function<void(const store::JobRecord&)> on_finished;
+    store::JobRecord rec;
+    bool job_done = false, relay_done = false;
+    RelayResult result;
+    nlohmann::json recording = nlohmann::json::object();
+    std::vector<std::string> blobs;  // referenced by the recording
+    std::string stdin_temp;          // the relay's stdin recording, adopted at the end
+    std::string stage;               // replay: per-job directory of snapshots put back
+    EventLoop::TimerId drain_timer = 0;
 };
 
 Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
@@ -130,6 +196,12 @@ void Supervisor::retry_unrecorded() {
 }
 
 Supervisor::~Supervisor() {
+    *m_alive = false;
+    for (auto& [id, e] : m_ending) {
+        if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
+        e->relay.reset();  // cancels and joins
+        if (!e->stage.empty()) remove_tree(e->stage);
+    }
     retry_unrecorded();
     if (m_tick) m_cfg.loop->cancel_timer(m_tick);
     for (auto& [id, job] : m_jobs) {
@@ -252,6 +324,9 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.policy_id = req.policy_id;
     job->rec.started_ns = now_realtime_ns();
     job->rec.state = "running";
+    job->rec.replay_of = req.replay_of;
+    job->rec.learn = req.learn;
+    job->learn = req.learn;
     job->start_mono = now_monotonic_ns();
 
     if (auto id = m_cfg.store->create_job(job->rec); !id) {
@@ -263,8 +338,10 @@ StartResult Supervisor::start(JobRequest req) {
     emit(job->id, store::EventKind::Lifecycle,
          {{"event", "created"}, {"tier", job->rec.tier}, {"policy_sha256", pol->sha256}});
 
+    auto ending = std::make_unique<Ending>();
     // Any failure from here on is a recorded setup failure.
     auto setup_failed = [&](const Error& e) {
+        if (!ending->stage.empty()) remove_tree(ending->stage);
         job->rec.state = "finished";
         job->rec.ended_ns = now_realtime_ns();
         job->rec.cause = "setup-failed";
@@ -291,8 +368,28 @@ StartResult Supervisor::start(JobRequest req) {
     if (m_jobs.size() >= m_cfg.max_jobs)
         return setup_failed(Error::msg("too many running jobs (" + std::to_string(m_cfg.max_jobs) + ")"));
     if (req.argv.empty()) return setup_failed(Error::msg("no program given"));
-    for (int i = 0; i < 3; ++i)
-        if (!req.stdio[i]) return setup_failed(Error::msg("the client did not pass stdio fd " + std::to_string(i)));
+    if (req.require_stdio)
+        for (int i = 0; i < 3; ++i)
+            if (!req.stdio[i]) return setup_failed(Error::msg("the client did not pass stdio fd " + std::to_string(i)));
+    if (req.learn)
+        emit(job->id, store::EventKind::Lifecycle,
+             {{"event", "learn-mode"},
+              {"detail", "denials are recorded but not enforced: every notified syscall continues"}});
+
+    // Container root maps to its own unprivileged host uid, the job (uid 1000
+    // inside) to another: neither is ever host root or shared. Allocated
+    // early: replayed inputs are staged for it.
+    if (container) {
+        auto root_uid = allocate_uid();
+        if (!root_uid) return setup_failed(root_uid.error());
+        job->root_uid = *root_uid;
+    }
+    if (auto r = snapshot_inputs(*ending, job->id, req.inputs, container, job->root_uid); !r)
+        return setup_failed(r.error());
+    if (!ending->blobs.empty() || !req.inputs.empty()) {
+        ending->recording["stdin"] = nullptr;
+        (void)m_cfg.store->set_recording(job->id, ending->recording, ending->blobs);
+    }
 
     auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
     if (!exe) return setup_failed(exe.error());
@@ -353,6 +450,16 @@ StartResult Supervisor::start(JobRequest req) {
 
     }
 
+    // The job's stdio: pipes whose other ends the relay owns.
+    UniqueFd job_ends[3], our_ends[3];
+    for (int i = 0; i < 3; ++i) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0) return setup_failed(Error::sys("pipe2(stdio)", errno));
+        // stdin: the job reads p[0]; stdout/stderr: the job writes p[1].
+        job_ends[i].reset(i == 0 ? p[0] : p[1]);
+        our_ends[i].reset(i == 0 ? p[1] : p[0]);
+    }
+
     auto filter = m_filters.get(*pol);
     if (!filter) return setup_failed(filter.error().wrap("compiling the seccomp filter"));
     job->filter = *filter;
@@ -376,11 +483,6 @@ StartResult Supervisor::start(JobRequest req) {
     rl.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
 
     if (container) {
-        // Container root maps to its own unprivileged host uid, the job (uid
-        // 1000 inside) to another: neither is ever host root or shared.
-        auto root_uid = allocate_uid();
-        if (!root_uid) return setup_failed(root_uid.error());
-        job->root_uid = *root_uid;
         sandbox::ContainerPlan cp;
         cp.hostname = pol->hostname.empty() ? "job-" + std::to_string(job->id) : pol->hostname;
         cp.loopback = pol->network == policy::NetworkMode::Loopback;
@@ -403,7 +505,7 @@ StartResult Supervisor::start(JobRequest req) {
         csp.host_job_uid = csp.host_job_gid = job->uid;
         csp.inside_uid = cp.uid;
         csp.inside_gid = cp.gid;
-        for (int i = 0; i < 3; ++i) csp.stdio[i] = req.stdio[i].get();
+        for (int i = 0; i < 3; ++i) csp.stdio[i] = job_ends[i].get();
         csp.cgroup = &*job->cg;
         auto sp = sandbox::spawn_container_job(csp);
         if (!sp) return setup_failed(sp.error());
@@ -417,7 +519,7 @@ StartResult Supervisor::start(JobRequest req) {
         plan.uid = job->uid;
         plan.gid = job->uid;
         plan.rlimits = rl;
-        for (int i = 0; i < 3; ++i) plan.stdio[i] = req.stdio[i].get();
+        for (int i = 0; i < 3; ++i) plan.stdio[i] = job_ends[i].get();
         plan.filter = &job->filter->program();
         plan.landlock_fd = ll->fd.get();
         plan.cgroup = &*job->cg;
@@ -425,7 +527,40 @@ StartResult Supervisor::start(JobRequest req) {
         if (!sp) return setup_failed(sp.error());
         job->proc = std::move(*sp);
     }
-    for (auto& fd : req.stdio) fd.reset();  // the job holds them now
+    for (auto& fd : job_ends) fd.reset();  // the job holds them now
+
+    // The relay: client stdin (or the recorded one) -> job -> client, recording on the way.
+    {
+        RelaySpec rs;
+        rs.job_in = std::move(our_ends[0]);
+        rs.job_out = std::move(our_ends[1]);
+        rs.job_err = std::move(our_ends[2]);
+        rs.src_in = std::move(req.stdio[0]);
+        rs.dst_out = std::move(req.stdio[1]);
+        rs.dst_err = std::move(req.stdio[2]);
+        rs.record_in_max = m_cfg.record_stdin_max;
+        rs.tail_max = m_cfg.record_output_max;
+        if (m_cfg.artifacts && rs.src_in) {
+            if (auto t = m_cfg.artifacts->make_temp()) {
+                rs.record_in.reset(t->first);
+                ending->stdin_temp = t->second;
+            } else {
+                emit(job->id, store::EventKind::Lifecycle,
+                     {{"event", "recording-warning"}, {"detail", "stdin is not recorded: " + t.error().message}});
+            }
+        }
+        const int64_t id = job->id;
+        std::weak_ptr<bool> alive = m_alive;
+        ending->relay = std::make_unique<Relay>(std::move(rs), [this, id, alive](RelayResult r) {
+            auto a = alive.lock();
+            if (!a || !*a) return;
+            m_cfg.loop->post([this, id, alive, r = std::move(r)]() mutable {
+                auto a2 = alive.lock();
+                if (a2 && *a2) relay_done(id, std::move(r));
+            });
+        });
+        m_ending.emplace(job->id, std::move(ending));
+    }
 
     job->rec.pid = job->proc.pid;
     job->rec.uid = int(job->uid);
@@ -484,6 +619,119 @@ StartResult Supervisor::start(JobRequest req) {
     raw->last_sample_mono = now_monotonic_ns();
     m_jobs.emplace(raw->id, std::move(job));
     return result;
+}
+
+Result<void> Supervisor::snapshot_inputs(Ending& e, int64_t job_id, std::vector<InputFile>& inputs, bool container,
+                                         uid_t stage_owner) {
+    nlohmann::json list = nlohmann::json::array();
+    for (size_t k = 0; k < inputs.size(); ++k) {
+        InputFile& in = inputs[k];
+        nlohmann::json rec = {{"host", in.host_path}, {"sandbox", in.sandbox_path}, {"sha256", nullptr}, {"bytes", 0}};
+        if (!in.snapshot.empty()) {
+            // Replay: the job must see exactly what the original saw.
+            if (!m_cfg.artifacts || !store::valid_sha256(in.snapshot) || !m_cfg.artifacts->exists(in.snapshot))
+                return fail("the recorded snapshot of input " + in.host_path + " is gone from the artifact store");
+            const std::string blob = m_cfg.artifacts->path(in.snapshot);
+            struct stat st{};
+            if (stat(blob.c_str(), &st) == 0) rec["bytes"] = uint64_t(st.st_size);
+            if (container) {
+                // Staged where the container's root can reach it (the state
+                // dir is 0700), owned by that root, readable by the job.
+                if (e.stage.empty()) {
+                    mkdir(m_cfg.stage_dir.c_str(), 0711);
+                    e.stage = m_cfg.stage_dir + "/job-" + std::to_string(job_id);
+                    if (mkdir(e.stage.c_str(), 0700) < 0) {
+                        int err = errno;
+                        e.stage.clear();
+                        return std::unexpected(Error::sys("mkdir " + m_cfg.stage_dir + "/job-" + std::to_string(job_id), err));
+                    }
+                    if (chown(e.stage.c_str(), stage_owner, stage_owner) < 0)
+                        return std::unexpected(Error::sys("chown " + e.stage, errno));
+                }
+                std::string staged = e.stage + "/input-" + std::to_string(k);
+                if (auto r = copy_file(blob, staged, stage_owner); !r)
+                    return std::unexpected(r.error().wrap("putting back input " + in.host_path));
+                in.host_path = staged;
+            } else {
+                uint64_t size = 0;
+                auto now = file_sha256(in.host_path, &size);
+                if (!now || *now != in.snapshot)
+                    return fail("input " + in.host_path + " is not the file the job saw (recorded sha256 " +
+                                in.snapshot.substr(0, 12) + "..., now " +
+                                (now ? now->substr(0, 12) + "..." : now.error().message) +
+                                "); the seccomp tier has no mount namespace to put the snapshot back: restore the "
+                                "file or replay with --tier container");
+            }
+            rec["sha256"] = in.snapshot;
+            e.blobs.push_back(in.snapshot);
+        } else if (m_cfg.artifacts) {
+            UniqueFd fd(open(in.host_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+            struct stat st{};
+            if (!fd || fstat(fd.get(), &st) < 0) {
+                rec["note"] = std::string("not snapshotted: ") + strerror(errno);
+            } else if (!S_ISREG(st.st_mode)) {
+                rec["note"] = "not snapshotted: not a regular file (only files are recorded for replay)";
+            } else if (uint64_t(st.st_size) > m_cfg.record_input_max) {
+                rec["note"] = "not snapshotted: " + format_size(uint64_t(st.st_size)) + " is over the snapshot limit of " +
+                              format_size(m_cfg.record_input_max) + " (moatd --record-input-max)";
+            } else if (auto b = m_cfg.artifacts->put_fd(fd.get(), m_cfg.record_input_max); !b) {
+                rec["note"] = "not snapshotted: " + b.error().message;
+            } else if (auto r = m_cfg.store->put_blob(b->sha256, b->bytes); !r) {
+                rec["note"] = "not snapshotted: " + r.error().message;
+            } else {
+                rec["sha256"] = b->sha256;
+                rec["bytes"] = b->bytes;
+                e.blobs.push_back(b->sha256);
+            }
+        }
+        list.push_back(std::move(rec));
+    }
+    e.recording["inputs"] = std::move(list);
+    return {};
+}
+
+void Supervisor::relay_done(int64_t job_id, RelayResult res) {
+    auto it = m_ending.find(job_id);
+    if (it == m_ending.end()) return;
+    Ending& e = *it->second;
+    e.relay_done = true;
+    e.result = std::move(res);
+    if (e.job_done) complete(job_id);
+}
+
+void Supervisor::complete(int64_t job_id) {
+    auto it = m_ending.find(job_id);
+    if (it == m_ending.end()) return;
+    std::unique_ptr<Ending> e = std::move(it->second);
+    m_ending.erase(it);
+    if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
+    e->relay.reset();  // its thread has returned (or is returning) from `done`
+    const RelayResult& r = e->result;
+    (void)m_cfg.store->put_output(job_id, "stdout", r.out);
+    (void)m_cfg.store->put_output(job_id, "stderr", r.err);
+    if (!e->stdin_temp.empty()) {
+        nlohmann::json in = nullptr;
+        if (auto b = m_cfg.artifacts->adopt(e->stdin_temp); b && m_cfg.store->put_blob(b->sha256, b->bytes)) {
+            in = {{"sha256", b->sha256}, {"bytes", b->bytes}, {"truncated", r.in_truncated},
+                  {"complete", r.in_recorded_complete}};
+            e->blobs.push_back(b->sha256);
+        } else if (!b) {
+            in = {{"sha256", nullptr}, {"note", "not recorded: " + b.error().message}};
+        }
+        e->recording["stdin"] = in;
+    } else if (!e->recording.contains("stdin")) {
+        e->recording["stdin"] = {{"sha256", nullptr}, {"bytes", 0}, {"note", "the job had no stdin"}};
+    }
+    e->recording["stdout_bytes"] = r.out.total_bytes;
+    e->recording["stderr_bytes"] = r.err.total_bytes;
+    if (!r.error.empty()) e->recording["warning"] = r.error;
+    if (r.cancelled) e->recording["output_cut"] = "the client stopped reading; output was recorded but not all delivered";
+    if (!e->recording.contains("inputs")) e->recording["inputs"] = nlohmann::json::array();
+    if (auto s = m_cfg.store->set_recording(job_id, e->recording, e->blobs); !s)
+        fprintf(stderr, "moatd: job %lld: recording not saved: %s\n", (long long)job_id, s.error().message.c_str());
+    if (!e->stage.empty()) remove_tree(e->stage);
+    if (e->on_finished) e->on_finished(e->rec);
+    maybe_all_done();
 }
 
 void Supervisor::on_status(Job& job) {
@@ -622,11 +870,27 @@ void Supervisor::on_notify(Job& job) {
                                  {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
                                  {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
         if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
+        if (job.learn) fields["enforced"] = !native;  // learn mode lets native calls continue
         if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
         job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields)});
         if (job.pending.size() >= kMaxPendingKeys) flush_denials(job);
     }
 
+    if (job.learn) {
+        // Learn mode (replay --learn): recorded above, then let it run. Foreign
+        // ABIs are never learned: a policy cannot allow them.
+        if (native) {
+            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            if (is_exec) {
+                job.modules.forget(tid);
+                job.execs = true;
+            }
+        } else {
+            resp->error = -EPERM;
+        }
+        seccomp_notify_respond(job.proc.listener.get(), resp);
+        return;
+    }
     switch (v.action.kind) {
         case Kind::Allow:  // unreachable for allow-rules (the filter allows them); keep safe
         case Kind::Log:
@@ -717,9 +981,7 @@ Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
 void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_done) {
     m_on_all_done = std::move(on_all_done);
     if (m_jobs.empty()) {
-        auto cb = std::move(m_on_all_done);
-        m_on_all_done = nullptr;
-        if (cb) cb();
+        maybe_all_done();
         return;
     }
     for (auto& [id, job] : m_jobs) kill_job(*job, "stopped", why);
@@ -824,9 +1086,33 @@ void Supervisor::finish(Job& job) {
     if (job.root_uid) m_uids_in_use.erase(job.root_uid);
     auto cb = std::move(job.on_finished);
     store::JobRecord copy = r;
+    const int64_t id = job.id;
     m_jobs.erase(job.id);  // `job` is gone after this line
-    if (cb) cb(copy);
-    if (m_jobs.empty() && m_on_all_done) {
+    if (auto e = m_ending.find(id); e != m_ending.end()) {
+        // The answer waits for the relay to deliver the job's last output; a
+        // client that stopped reading gets 5 s, then loses the rest (the
+        // recording keeps it).
+        e->second->job_done = true;
+        e->second->on_finished = std::move(cb);
+        e->second->rec = copy;
+        if (e->second->relay_done) {
+            complete(id);
+        } else if (auto t = m_cfg.loop->add_timer(5'000'000'000, 0, [this, id] {
+                       auto it = m_ending.find(id);
+                       if (it == m_ending.end()) return;
+                       it->second->drain_timer = 0;
+                       it->second->relay->cancel();
+                   })) {
+            e->second->drain_timer = *t;
+        }
+    } else if (cb) {
+        cb(copy);
+    }
+    maybe_all_done();
+}
+
+void Supervisor::maybe_all_done() {
+    if (m_jobs.empty() && m_ending.empty() && m_on_all_done) {
         auto done = std::move(m_on_all_done);
         m_on_all_done = nullptr;
         done();

@@ -17,6 +17,7 @@
 #include "moat/common/event_loop.h"
 #include "moat/common/fd.h"
 #include "moat/ipc/frame.h"
+#include "moat/store/artifacts.h"
 #include "moat/store/store.h"
 #include "moat/supervisor/supervisor.h"
 
@@ -32,6 +33,7 @@ struct ServerConfig {
     size_t max_clients = 256;
     int64_t frame_timeout_ns = 30'000'000'000;  // a started frame must complete within this
     size_t max_output_bytes = 64u << 20;        // per client; a client that does not read is dropped
+    const store::Artifacts* artifacts = nullptr;  // replay: recorded stdin blobs
 };
 
 class Server final {
@@ -55,6 +57,9 @@ private:
     void drop(uint64_t id);
     void query_async(uint64_t client, std::function<nlohmann::json()> work);
     void handle_run(Client& c, const nlohmann::json& req);
+    void handle_replay(Client& c, const nlohmann::json& req);
+    // Starts a validated job for a client and answers {"job"} then {"finished"}.
+    void start_for(Client& c, supervisor::JobRequest jr, const store::PolicyRecord& pol);
     void tick();
 
     ServerConfig m_cfg;

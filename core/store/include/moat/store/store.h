@@ -55,6 +55,18 @@ struct JobRecord {
     std::string cgroup;             // description of the job's cgroup(s), for recovery
     std::string accelerator;        // vm tier: "kvm" | "tcg"; else ""
     nlohmann::json info = nlohmann::json::object();  // landlock ABI, cgroup version, warnings...
+    int64_t replay_of = 0;          // the job this one replays (0: an original run)
+    bool learn = false;             // denials were recorded but not enforced (replay --learn)
+    // What replay needs beyond the columns above (docs/replay.md):
+    // {"stdin": {"sha256","bytes","truncated"} | null,
+    //  "inputs": [{"host","sandbox","sha256","bytes"}], "evicted": "why" (absent while kept)}
+    nlohmann::json recording = nlohmann::json::object();
+};
+
+// The tail of a job's stdout or stderr as moatd relayed it.
+struct JobOutput {
+    uint64_t total_bytes = 0;  // everything the job wrote to the stream
+    std::string data;          // the last bytes of it (at most the recording limit)
 };
 
 enum class EventKind { Lifecycle, Resource, Denial, Limit };
@@ -119,6 +131,20 @@ public:
     Result<JobRecord> get_job(int64_t id);
     Result<std::vector<JobRecord>> list_jobs(int limit = 100, int64_t before_id = 0);  // newest first
     Result<std::vector<JobRecord>> running_jobs();
+
+    // Replay recordings. Blobs are files in the artifact directory named by
+    // their sha256; the store keeps their sizes and which job uses which.
+    Result<void> put_blob(const std::string& sha256, uint64_t size);
+    Result<void> set_recording(int64_t job, const nlohmann::json& recording, const std::vector<std::string>& blobs);
+    Result<void> put_output(int64_t job, const std::string& stream, const JobOutput& out);
+    Result<std::optional<JobOutput>> get_output(int64_t job, const std::string& stream);
+    // Applies the retention and budget: recordings of finished jobs that ended
+    // before `ended_before_ns` are dropped, then the oldest until the blobs'
+    // total size is at most `budget_bytes`. Each dropped recording is marked
+    // {"evicted": why}. Returns the blobs no job refers to any more (their
+    // files may be deleted).
+    Result<std::vector<std::string>> expire_recordings(int64_t ended_before_ns, uint64_t budget_bytes);
+    Result<uint64_t> blob_bytes();  // total size of the stored blobs
 
     // Events. append() never blocks: when the queue is full the event is counted
     // as dropped for its job, and the writer records one `limit` event per job with

@@ -18,9 +18,13 @@
 #include "moat/common/fd.h"
 #include "moat/compiler/seccomp_compiler.h"
 #include "moat/policy/policy.h"
+#include "moat/store/artifacts.h"
 #include "moat/store/store.h"
 
 namespace moat::supervisor {
+
+struct RelayResult;
+class Relay;
 
 struct Config {
     store::Store* store = nullptr;
@@ -36,11 +40,19 @@ struct Config {
     // each job's own mount namespace, so all jobs share it).
     int init_exe_fd = -1;
     std::string newroot_dir = "/run/moat/newroot";
+    // Replay recordings (docs/replay.md). Without artifacts nothing is recorded
+    // but stdout/stderr tails.
+    const store::Artifacts* artifacts = nullptr;
+    std::string stage_dir = "/run/moat/stage";   // replay: snapshots put back for the container tier
+    uint64_t record_stdin_max = 16ull << 20;     // stdin kept for replay; beyond it the recording is marked cut
+    uint64_t record_output_max = 1ull << 20;     // tail of stdout and of stderr kept per job
+    uint64_t record_input_max = 1ull << 30;      // largest --input file snapshotted
 };
 
 struct InputFile {
     std::string host_path;     // as the client named it
     std::string sandbox_path;  // where the job sees it (== host_path in the seccomp tier)
+    std::string snapshot;      // replay: the recorded blob's sha256 to put there instead
 };
 
 struct JobRequest {
@@ -50,8 +62,14 @@ struct JobRequest {
     std::vector<std::string> argv;  // argv[0] is resolved against PATH from the job's environment
     std::vector<std::string> client_env;  // "K=V" from the client; filtered by the policy
     std::string cwd;
+    // The client's stdin/stdout/stderr, relayed (never given to the job).
+    // Empty stdin: EOF; empty stdout/stderr: only recorded (replays).
     UniqueFd stdio[3];
+    bool require_stdio = true;      // `run` must pass all three
     std::vector<InputFile> inputs;
+    int64_t replay_of = 0;
+    std::string stdin_snapshot;     // replay: the recorded stdin blob (sha256)
+    bool learn = false;             // denials recorded, not enforced (container/vm, or forced)
     // Called on the loop thread.
     std::function<void(const store::JobRecord&)> on_finished;
 };
@@ -100,6 +118,12 @@ private:
     void kill_job(Job& job, const std::string& cause, const std::string& detail);
     void flush_denials(Job& job);
     void finish(Job& job);
+    void relay_done(int64_t job_id, RelayResult res);
+    void complete(int64_t job_id);
+    void maybe_all_done();
+    struct Ending;
+    Result<void> snapshot_inputs(Ending& e, int64_t job_id, std::vector<InputFile>& inputs, bool container,
+                                 uid_t stage_owner);
     void emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count = 1, int64_t time_ns = 0);
     Result<uid_t> allocate_uid();
     void retry_unrecorded();
@@ -112,6 +136,10 @@ private:
     uint32_t m_next_uid = 0;
     std::function<void()> m_on_all_done;
     EventLoop::TimerId m_tick = 0;
+    // Jobs whose process has ended but whose output relay is still
+    // delivering; the client's "finished" answer waits for both.
+    std::map<int64_t, std::unique_ptr<Ending>> m_ending;
+    std::shared_ptr<bool> m_alive = std::make_shared<bool>(true);
 };
 
 }  // namespace moat::supervisor

@@ -1,4 +1,4 @@
-#include "models/policy_draft.h"
+#include "moat/learn/policy_draft.h"
 
 #include <charconv>
 #include <sstream>
@@ -6,7 +6,7 @@
 #include "moat/common/units.h"
 #include "moat/policy/parser.h"
 
-namespace moat::ui {
+namespace moat::learn {
 
 namespace {
 
@@ -175,4 +175,4 @@ std::string PolicyDraft::toToml() const {
     return o.str();
 }
 
-}  // namespace moat::ui
+}  // namespace moat::learn

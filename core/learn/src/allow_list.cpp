@@ -1,11 +1,11 @@
-#include "models/allow_list.h"
+#include "moat/learn/allow_list.h"
 
 #include <algorithm>
 #include <map>
 
 #include "moat/policy/syscalls.h"
 
-namespace moat::ui {
+namespace moat::learn {
 
 namespace {
 
@@ -99,4 +99,4 @@ std::string syscallDescription(const std::string& syscall) {
     return it == kByName.end() ? std::string() : it->second;
 }
 
-}  // namespace moat::ui
+}  // namespace moat::learn

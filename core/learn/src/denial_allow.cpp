@@ -1,11 +1,11 @@
-#include "models/denial_allow.h"
+#include "moat/learn/denial_allow.h"
 
 #include <sstream>
 
-#include "models/allow_list.h"
-#include "models/syscall_args.h"
+#include "moat/learn/allow_list.h"
+#include "moat/learn/syscall_args.h"
 
-namespace moat::ui {
+namespace moat::learn {
 
 namespace {
 
@@ -72,4 +72,4 @@ PolicyDraft applyAllow(PolicyDraft d, const DenialAllow& a) {
     return d;
 }
 
-}  // namespace moat::ui
+}  // namespace moat::learn

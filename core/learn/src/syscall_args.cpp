@@ -1,4 +1,4 @@
-#include "models/syscall_args.h"
+#include "moat/learn/syscall_args.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -13,7 +13,7 @@
 
 #include "moat/common/error.h"
 
-namespace moat::ui {
+namespace moat::learn {
 
 namespace {
 
@@ -200,4 +200,4 @@ std::string errnoText(const std::string& action) {
     return name + " (" + std::to_string(e) + "): " + strerror(e);
 }
 
-}  // namespace moat::ui
+}  // namespace moat::learn

@@ -1,0 +1,73 @@
+#pragma once
+// Replay and learning (docs/replay.md): compare a replay's outcome with the
+// original's, and turn the denials of a learn replay into the smallest policy
+// change that would have let the job pass. Shared by moatctl and the console;
+// plain C++ over the protocol's JSON (contract sections 3 and 4).
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "moat/learn/policy_draft.h"
+#include "moat/policy/policy.h"
+
+namespace moat::learn {
+
+// What "the same outcome" means: termination cause, exit code (or signal) and
+// the set of denied syscalls.
+struct Outcome {
+    int64_t job = 0;
+    std::string cause;
+    std::optional<int> exit_code, signal;
+    std::set<std::string> denied;  // syscall names ("x32:..." / "i386:..." for foreign ABIs)
+    uint64_t denial_count = 0;
+    uint64_t stdout_bytes = 0, stderr_bytes = 0;
+    bool passed() const { return cause == "exited" && exit_code == 0 && denied.empty(); }
+    std::string describe() const;  // "exited 1, denied: mkdir" / "seccomp (kill-process), denied: ptrace"
+};
+// `job` is a `show` object, `denials` the job's denial events.
+Outcome outcome_of(const nlohmann::json& job, const std::vector<nlohmann::json>& denials);
+
+struct Comparison {
+    bool reproduced = false;
+    std::vector<std::string> differences;  // empty when reproduced
+    std::vector<std::string> notes;        // informational (output sizes, stdin cut...)
+    nlohmann::json to_json() const;
+};
+Comparison compare(const Outcome& original, const Outcome& replay, const nlohmann::json& original_job = {});
+
+// One line of a proposal: a syscall (plain or with a narrow argument rule) or
+// a whole group.
+struct Addition {
+    std::string entry;                 // "renameat2", "@network-client", or the rule's summary
+    std::vector<std::string> syscalls; // what it lets through
+    std::optional<PolicyDraft::Rule> rule;  // a narrow argument rule instead of a plain allow
+    bool group = false;
+    std::string risk;                  // what it would let an attacker do ("" when not risky)
+    std::string evidence;              // what the job did: "2 calls; first renameat2(/tmp/a) at libc.so.6+0x..."
+    nlohmann::json to_json() const;
+};
+
+struct Proposal {
+    std::string policy_name;
+    std::vector<Addition> additions;
+    std::vector<std::string> notes;    // what the proposal cannot fix, and why
+    bool empty() const { return additions.empty(); }
+    nlohmann::json to_json() const;
+};
+
+// `denials`: the learn replay's denial events. Never proposes a default
+// action change or an allow-all; foreign ABIs and clone3 are explained, not
+// proposed.
+Proposal propose(const policy::Policy& base, const std::vector<nlohmann::json>& denials, const Outcome& learned);
+
+// The base policy with some additions applied (the console lets the operator
+// trim the list), as a complete TOML text. Comments of the original are not kept.
+std::string apply(const policy::Policy& base, const std::vector<Addition>& additions);
+// Only the changed part, as TOML with one comment line per addition.
+std::string fragment(const policy::Policy& base, const std::vector<Addition>& additions);
+
+}  // namespace moat::learn

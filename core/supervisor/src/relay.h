@@ -1,0 +1,59 @@
+#pragma once
+// The job's stdio relay (docs/replay.md, "Recording"). A job never holds the
+// client's descriptors: it gets pipes, and one relay thread per job copies
+// client stdin -> job, job stdout/stderr -> client, recording stdin (up to a
+// limit) and the tail of each output stream on the way.
+//
+// The relay never blocks on a descriptor it does not own: every wait is a
+// poll() that also watches a cancel eventfd, and writes to the client's
+// descriptors (which may be shared with a terminal, so they are never made
+// non-blocking) are at most PIPE_BUF bytes after POLLOUT.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "moat/common/fd.h"
+#include "moat/store/store.h"
+
+namespace moat::supervisor {
+
+struct RelaySpec {
+    UniqueFd job_in;             // write end of the job's stdin pipe
+    UniqueFd job_out, job_err;   // read ends of the job's stdout/stderr pipes
+    UniqueFd src_in;             // the client's stdin or a recorded blob; empty: EOF at once
+    UniqueFd dst_out, dst_err;   // the client's stdout/stderr; empty: discard (kept in the tail)
+    UniqueFd record_in;          // temp file that receives stdin; empty: not recorded
+    uint64_t record_in_max = 16ull << 20;
+    uint64_t tail_max = 1ull << 20;
+};
+
+struct RelayResult {
+    uint64_t in_bytes = 0;       // stdin bytes handed to the job
+    uint64_t in_recorded = 0;
+    bool in_truncated = false;   // stdin went past record_in_max: the recording is a prefix
+    bool in_recorded_complete = false;  // the source reached EOF (not cut by the job closing stdin)
+    store::JobOutput out, err;
+    bool cancelled = false;      // stopped before the job's output was fully delivered
+    std::string error;           // a recording write failed (relaying went on)
+};
+
+class Relay final {
+public:
+    // `done` runs on the relay thread, once, when the job's stdout and stderr
+    // are at EOF and delivered (or on cancel).
+    Relay(RelaySpec spec, std::function<void(RelayResult)> done);
+    ~Relay();  // cancels and joins
+    Relay(const Relay&) = delete;
+    Relay& operator=(const Relay&) = delete;
+    void cancel();
+
+private:
+    void run();
+    RelaySpec m_spec;
+    std::function<void(RelayResult)> m_done;
+    UniqueFd m_cancel;
+    std::thread m_thread;
+};
+
+}  // namespace moat::supervisor
