@@ -102,10 +102,11 @@ const std::vector<Attack> kAttacks = {
     {"x32-abi", "x32 ABI (`syscall(0x40000000 \\| SYS_getpid)`)", {arch("x32")}},
     {"i386-abi", "i386 ABI (`int $0x80` getuid)", {arch("i386")}},
     {"tiocsti",
-     "`TIOCSTI` on fd 0 (a pty) and `/dev/tty`",
+     "`TIOCSTI` on fd 0 (moatctl's stdin is a pty) and `/dev/tty`",
      {},
      Expect::Blocked,
-     {{"EPERM", "not the controlling tty (`setsid`): kernel EPERM; nothing typed"},
+     {{"ENOTTY", "fd 0 is moatd's relay pipe, never the client's terminal: ENOTTY; nothing typed"},
+      {"EPERM", "not the controlling tty (`setsid`): kernel EPERM; nothing typed"},
       {"EIO", "TIOCSTI disabled (`dev.tty.legacy_tiocsti = 0`): EIO; nothing typed"}}},
     {"inherited-fds",
      "inherited fds (scan 3..1023; `moatctl` holds an extra fd on `/`)",
@@ -468,7 +469,8 @@ TEST_P(Escape, IsBlocked) {
             EXPECT_LE(n, 0) << "input was pushed into the terminal: " << std::string(buf, n > 0 ? size_t(n) : 0);
             close(s2);
         }
-        EXPECT_EQ(kv(v.line, "fd0_tty"), "yes") << "the job's fd 0 was not the pty\n" << describe(r);
+        // moatd relays stdio: the job must never hold the client's terminal.
+        EXPECT_EQ(kv(v.line, "fd0_tty"), "no") << "the job's fd 0 is the client's pty\n" << describe(r);
     } else if (a.mode == "env-secret") {
         EXPECT_EQ(r.proc.out.find(secret), std::string::npos) << describe(r);
     } else if (a.mode == "fork-bomb") {

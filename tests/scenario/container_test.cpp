@@ -616,4 +616,139 @@ TEST_F(Container, StopEndsTheWholeContainer) {
         EXPECT_TRUE(wait_for([&] { return kill(p, 0) < 0 && errno == ESRCH; }, 2)) << "pid " << p << " still alive";
 }
 
+// ---- replay and learning (issue 5) --------------------------------------------
+
+// The replay report printed after the id line (moatctl replay --json).
+struct ReplayOut {
+    int status = -1;
+    int64_t id = 0;
+    json report;
+    std::string raw;
+};
+
+ReplayOut replay_json(const std::function<Proc(std::vector<std::string>)>& ctl_fn, int64_t job,
+                      std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"replay", std::to_string(job), "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Proc p = ctl_fn(args);
+    ReplayOut r;
+    r.status = p.status;
+    r.raw = p.out + p.err;
+    auto nl = p.out.find('\n');
+    if (nl == std::string::npos) return r;
+    r.id = std::atoll(p.out.substr(0, nl).c_str());  // contract: the new job's id on the first line
+    r.report = json::parse(p.out.substr(nl + 1), nullptr, false);
+    return r;
+}
+
+TEST_F(Container, BrittleAllowlistIsLearnedFixedAndVerifiedByReplay) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    std::string input = s_root + "/convert-in.txt";
+    write_text(input, "hello ", 0644);
+    std::string stdin_file = s_root + "/convert-stdin.txt";
+    write_text(stdin_file, "world\n", 0644);
+    Ctr c;
+    c.name = "brittle";
+    std::string v1 = ctr_policy(c);
+    std::vector<std::string> in = {"--input", input + ":/data/in.txt"};
+    auto run_with_stdin = [&](const std::string& version) {
+        int sin = open(stdin_file.c_str(), O_RDONLY | O_CLOEXEC);
+        Opts o;
+        o.stdin_fd = sin;
+        JobRun r = run_job(*s_daemon, v1, {testprog(), "convert", version, "/data/in.txt", "/tmp"}, o, in);
+        close(sin);
+        return r;
+    };
+
+    // v1 of the converter passes under policy v1; the job saw its stdin.
+    JobRun ok = run_with_stdin("v1");
+    ASSERT_EQ(ok.proc.status, 0) << describe(ok);
+    EXPECT_EQ(kv(ok.proc.out, "bytes"), "12") << describe(ok);
+
+    // Its "upgraded" v2 makes one more syscall and fails under v1.
+    JobRun bad = run_with_stdin("v2");
+    ASSERT_EQ(bad.proc.status, 1) << describe(bad);
+    EXPECT_EQ(kv(bad.proc.out, "errno"), "EPERM") << describe(bad);
+    std::vector<json> denials;
+    for (const auto& e : events(bad.id))
+        if (e.value("kind", "") == "denial") denials.push_back(e);
+    ASSERT_EQ(denials.size(), 1u) << dump_all(events(bad.id));
+    EXPECT_EQ(denials[0].value("syscall", ""), "renameat2");
+    EXPECT_EQ(denials[0].value("decoded", json()), "/tmp/out.tmp -> /tmp/out") << denials[0].dump();
+
+    // What replay needs was recorded: stdin, the input snapshot, the output.
+    json rec = show(bad.id).value("recording", json::object());
+    EXPECT_EQ(rec["stdin"].value("bytes", 0), 6) << rec.dump();
+    EXPECT_FALSE(rec["stdin"].value("truncated", true)) << rec.dump();
+    ASSERT_EQ(rec["inputs"].size(), 1u) << rec.dump();
+    EXPECT_EQ(rec["inputs"][0].value("sandbox", ""), "/data/in.txt");
+    EXPECT_TRUE(rec["inputs"][0]["sha256"].is_string()) << rec.dump();
+    Proc out = ctl({"output", std::to_string(bad.id)});
+    EXPECT_NE(out.out.find("rename errno=EPERM"), std::string::npos) << out.out << out.err;
+    Proc err = ctl({"output", std::to_string(bad.id), "--stderr"});
+    EXPECT_NE(err.out.find("convert: publishing /tmp/out"), std::string::npos) << err.out << err.err;
+
+    // The input changes on the host afterwards: replays still see the snapshot.
+    write_text(input, "CHANGED ", 0644);
+
+    // Plain replay under v1 reproduces the failure.
+    ReplayOut again = replay_json(ctl_fn, bad.id);
+    EXPECT_EQ(again.status, 1) << again.raw;
+    ASSERT_GT(again.id, bad.id) << again.raw;
+    ASSERT_TRUE(again.report.is_object()) << again.raw;
+    EXPECT_TRUE(again.report["comparison"].value("reproduced", false)) << again.report.dump();
+    Proc again_out = ctl({"output", std::to_string(again.id)});
+    EXPECT_EQ(kv(again_out.out, "errno"), "EPERM") << again_out.out;
+    EXPECT_EQ(show(again.id).value("replay_of", json()), bad.id);
+
+    // Learn: denials recorded, not enforced; the proposal is exactly renameat2.
+    std::string v2 = s_root + "/policies/brittle-v2.toml";
+    ReplayOut learn = replay_json(ctl_fn, bad.id, {"--learn", "-o", v2});
+    EXPECT_EQ(learn.status, 0) << learn.raw;  // the job passed once nothing was enforced
+    ASSERT_TRUE(learn.report.is_object()) << learn.raw;
+    const json& adds = learn.report["proposal"]["additions"];
+    ASSERT_EQ(adds.size(), 1u) << learn.report.dump(2);
+    EXPECT_EQ(adds[0].value("entry", ""), "renameat2") << adds.dump();
+    EXPECT_TRUE(adds[0]["rule"].is_null()) << adds.dump();
+    EXPECT_TRUE(show(learn.id).value("learn", false));
+    Proc learn_out = ctl({"output", std::to_string(learn.id)});
+    EXPECT_EQ(kv(learn_out.out, "bytes"), "12") << "the learn replay did not get the recorded stdin and input: "
+                                                << learn_out.out;
+    Proc d = ctl({"policy", "diff", v1, v2});
+    EXPECT_EQ(d.status, 1) << d.out << d.err;
+    EXPECT_EQ(d.out, "+ allow renameat2\n") << d.out;
+
+    // The proposal saved as v2 passes...
+    ReplayOut fixed = replay_json(ctl_fn, bad.id, {"--policy", v2});
+    EXPECT_EQ(fixed.status, 0) << fixed.raw;
+    ASSERT_TRUE(fixed.report.is_object()) << fixed.raw;
+    EXPECT_FALSE(fixed.report["comparison"].value("reproduced", true));
+    EXPECT_NE(fixed.report["replay"].value("outcome", "").find("no denials"), std::string::npos) << fixed.report.dump();
+    json fj = show(fixed.id);
+    EXPECT_EQ(fj["policy"].value("version", 0), 2) << fj.dump();
+    EXPECT_EQ(fj["policy"].value("name", ""), "brittle");
+
+    // ...and the original still reproduces its failure under v1.
+    ReplayOut still = replay_json(ctl_fn, bad.id);
+    EXPECT_EQ(still.status, 1) << still.raw;
+    EXPECT_TRUE(still.report["comparison"].value("reproduced", false)) << still.report.dump();
+    EXPECT_EQ(show(still.id)["policy"].value("version", 0), 1);
+}
+
+TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {
+    JobRun r = run_job(*s_daemon, policy("base"), {testprog(), "mkdir", "/tmp/moat-learn-x"});
+    ASSERT_GT(r.id, 0) << describe(r);
+    Proc p = ctl({"replay", std::to_string(r.id), "--learn"});
+    EXPECT_EQ(p.status, 125) << p.out << p.err;
+    EXPECT_NE(p.err.find("--force"), std::string::npos) << p.err;
+    EXPECT_NE(p.err.find("seccomp tier"), std::string::npos) << p.err;
+    EXPECT_TRUE(p.out.empty()) << "no job may start: " << p.out;
+}
+
+TEST_F(Container, ReplayOfAnUnknownOrRunningJobIsAClearError) {
+    Proc p = ctl({"replay", "999999"});
+    EXPECT_EQ(p.status, 125) << p.out << p.err;
+    EXPECT_NE(p.err.find("no job 999999"), std::string::npos) << p.err;
+}
+
 }  // namespace

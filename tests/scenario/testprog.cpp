@@ -32,6 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <string>
+
 extern char** environ;
 
 namespace {
@@ -450,6 +453,40 @@ int mode_deny_distinct(int argc, char** argv) {
     return 0;
 }
 
+// convert v1|v2 INPUT OUTDIR: the brittle-allowlist story (replay tests). A
+// "converter" upper-cases INPUT followed by its stdin into OUTDIR/out.tmp; its
+// "upgraded" v2 then publishes the result atomically with renameat2 — one
+// syscall more than v1 ever made.
+int mode_convert(int argc, char** argv) {
+    if (argc < 5) return 2;
+    const bool v2 = strcmp(argv[2], "v2") == 0;
+    std::string data;
+    char buf[4096];
+    int in = open(argv[3], O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        printf("open-input errno=%s\n", errname(errno));
+        return 1;
+    }
+    for (ssize_t n; (n = read(in, buf, sizeof buf)) > 0;) data.append(buf, size_t(n));
+    close(in);
+    for (ssize_t n; (n = read(0, buf, sizeof buf)) > 0;) data.append(buf, size_t(n));
+    for (char& c : data) c = char(toupper(static_cast<unsigned char>(c)));
+    std::string tmp = std::string(argv[4]) + "/out.tmp", out = std::string(argv[4]) + "/out";
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, data.data(), data.size()) != ssize_t(data.size())) {
+        printf("write errno=%s\n", errname(errno));
+        return 1;
+    }
+    close(fd);
+    if (v2 && syscall(SYS_renameat2, AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), 1 /* RENAME_NOREPLACE */) < 0) {
+        fprintf(stderr, "convert: publishing %s: %s\n", out.c_str(), strerror(errno));
+        printf("rename errno=%s\n", errname(errno));
+        return 1;
+    }
+    printf("converted bytes=%zu version=%s\n", data.size(), v2 ? "v2" : "v1");
+    return 0;
+}
+
 struct Mode {
     const char* name;
     int (*fn)(int, char**);
@@ -470,6 +507,7 @@ const Mode kModes[] = {
     {"statvfs", mode_statvfs},       {"openw", mode_openw},
     {"forkbomb-tree", mode_forkbomb_tree},
     {"deny-distinct", mode_deny_distinct},
+    {"convert", mode_convert},
 };
 
 }  // namespace

@@ -179,7 +179,15 @@ void Relay::run() {
     }
     for (auto* o : {&res.out, &res.err})
         if (o->data.size() > s.tail_max) o->data.erase(0, o->data.size() - s.tail_max);
+    // Let go of the client's descriptors now, not when the relay is destroyed:
+    // a reader of the client's stdout sees EOF as soon as the job's output is delivered.
     s.record_in.reset();
+    s.src_in.reset();
+    s.job_in.reset();
+    s.dst_out.reset();
+    s.dst_err.reset();
+    s.job_out.reset();
+    s.job_err.reset();
     if (m_done) m_done(std::move(res));
 }
 

@@ -11,7 +11,14 @@
 #include <set>
 #include <thread>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "moat/common/sha256.h"
 #include "moat/common/timeutil.h"
+#include "moat/store/artifacts.h"
 #include "moat/store/store.h"
 #include "schema.h"
 #include "test_access.h"
@@ -178,7 +185,10 @@ TEST(StoreSchema, UpgradesAVersion1DatabaseAndBackfillsDenialTotals) {
         for (int i = 0; i < 10; ++i) s->append(denial(job, i % 2 ? "openat" : "connect", i + 1, 3));
     }
     // Turn it back into what schema version 1 looked like.
-    raw_exec(path, "DROP TABLE denial_totals; DELETE FROM schema_migrations WHERE version >= 2; PRAGMA user_version = 1");
+    raw_exec(path,
+             "DROP TABLE job_output; DROP TABLE job_blobs; DROP TABLE blobs; ALTER TABLE jobs DROP COLUMN replay_of;"
+             " ALTER TABLE jobs DROP COLUMN learn; ALTER TABLE jobs DROP COLUMN recording;"
+             " DROP TABLE denial_totals; DELETE FROM schema_migrations WHERE version >= 2; PRAGMA user_version = 1");
     auto ro = Store::open_read_only(path);
     ASSERT_FALSE(ro) << "a read-only open cannot migrate";
     EXPECT_NE(ro.error().message.find("older"), std::string::npos) << ro.error().message;
@@ -887,3 +897,116 @@ TEST(StoreReadOnly, ReadsWorkAndWritesAreRefused) {
     auto none = Store::open_read_only(dir.file("absent.db"));
     EXPECT_FALSE(none);
 }
+
+// ---- replay recordings ------------------------------------------------------
+
+namespace recordings {
+
+std::string write_blob(const moat::store::Artifacts& a, Store& s, const std::string& content) {
+    auto tmp = a.make_temp();
+    EXPECT_TRUE(tmp);
+    if (!tmp) return "";
+    EXPECT_EQ(::write(tmp->first, content.data(), content.size()), ssize_t(content.size()));
+    ::close(tmp->first);
+    auto b = a.adopt(tmp->second);
+    EXPECT_TRUE(b);
+    if (!b) return "";
+    EXPECT_TRUE(s.put_blob(b->sha256, b->bytes));
+    return b->sha256;
+}
+
+void finish(Store& s, int64_t id, int64_t ended_ns) {
+    JobRecord j = s.get_job(id).value();
+    j.state = "finished";
+    j.ended_ns = ended_ns;
+    j.cause = "exited";
+    j.exit_code = 0;
+    ASSERT_TRUE(s.finish_job(j));
+}
+
+TEST(StoreRecordings, BlobsAreContentAddressedAndDeduplicated) {
+    TempDir dir;
+    auto a = moat::store::Artifacts::open(dir.file("artifacts"));
+    ASSERT_TRUE(a) << a.error().message;
+    auto s = open_store(dir.file("moat.db"));
+    std::string x = write_blob(*a, *s, "same bytes");
+    std::string y = write_blob(*a, *s, "same bytes");
+    EXPECT_EQ(x, y);
+    EXPECT_EQ(x, moat::sha256_hex("same bytes"));
+    EXPECT_TRUE(a->exists(x));
+    EXPECT_EQ(s->blob_bytes().value(), 10u);
+    EXPECT_FALSE(a->exists("../../etc/passwd")) << "a name that is not a sha256 is never a path";
+
+    // put_fd copies at most `max` bytes and says when it cut.
+    std::string src = dir.file("src");
+    { std::ofstream(src) << "0123456789"; }
+    int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
+    auto cut = a->put_fd(fd, 4);
+    auto whole = a->put_fd(fd, 1 << 20);
+    ::close(fd);
+    ASSERT_TRUE(cut && whole);
+    EXPECT_TRUE(cut->truncated);
+    EXPECT_EQ(cut->bytes, 4u);
+    EXPECT_EQ(cut->sha256, moat::sha256_hex("0123"));
+    EXPECT_FALSE(whole->truncated);
+    EXPECT_EQ(whole->sha256, moat::sha256_hex("0123456789"));
+}
+
+TEST(StoreRecordings, RecordingAndOutputRoundTripIncludingBinaryBytes) {
+    TempDir dir;
+    auto a = moat::store::Artifacts::open(dir.file("artifacts")).value();
+    auto s = open_store(dir.file("moat.db"));
+    int64_t job = new_job(*s);
+    std::string sha = write_blob(a, *s, "stdin");
+    nlohmann::json rec = {{"stdin", {{"sha256", sha}, {"bytes", 5}, {"truncated", false}}},
+                          {"inputs", nlohmann::json::array()}};
+    ASSERT_TRUE(s->set_recording(job, rec, {sha}));
+    moat::store::JobOutput out;
+    out.total_bytes = 1000;
+    out.data = std::string("tail\0\xff\xfe bytes", 13);
+    ASSERT_TRUE(s->put_output(job, "stdout", out));
+    JobRecord j = s->get_job(job).value();
+    EXPECT_EQ(j.recording, rec);
+    auto got = s->get_output(job, "stdout").value();
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->total_bytes, 1000u);
+    EXPECT_EQ(got->data, out.data) << "output bytes must survive as stored";
+    EXPECT_FALSE(s->get_output(job, "stderr").value().has_value());
+}
+
+TEST(StoreRecordings, RetentionAndBudgetDropOldestRecordingsAndFreeUnusedBlobs) {
+    TempDir dir;
+    auto a = moat::store::Artifacts::open(dir.file("artifacts")).value();
+    auto s = open_store(dir.file("moat.db"));
+    int64_t old_job = new_job(*s), mid_job = new_job(*s), new_job_id = new_job(*s), running = new_job(*s);
+    std::string shared = write_blob(a, *s, std::string(100, 's'));  // used by old and new
+    std::string only_old = write_blob(a, *s, std::string(100, 'o'));
+    std::string only_mid = write_blob(a, *s, std::string(100, 'm'));
+    std::string only_running = write_blob(a, *s, std::string(100, 'r'));
+    ASSERT_TRUE(s->set_recording(old_job, {{"inputs", nlohmann::json::array()}}, {shared, only_old}));
+    ASSERT_TRUE(s->set_recording(mid_job, {{"inputs", nlohmann::json::array()}}, {only_mid}));
+    ASSERT_TRUE(s->set_recording(new_job_id, {{"inputs", nlohmann::json::array()}}, {shared}));
+    ASSERT_TRUE(s->set_recording(running, {{"inputs", nlohmann::json::array()}}, {only_running}));
+    finish(*s, old_job, 1000);
+    finish(*s, mid_job, 5000);
+    finish(*s, new_job_id, 9000);
+
+    // Retention: only the job that ended before the cut-off loses its recording;
+    // the blob it shares with a kept job stays.
+    auto gone = s->expire_recordings(2000, 1 << 30).value();
+    EXPECT_EQ(gone, std::vector<std::string>{only_old});
+    EXPECT_TRUE(s->get_job(old_job).value().recording.contains("evicted"));
+    EXPECT_FALSE(s->get_job(mid_job).value().recording.contains("evicted"));
+
+    // Budget: 300 bytes referenced (shared, mid, running) > 250: the oldest
+    // finished recording goes; a running job's never does.
+    gone = s->expire_recordings(0, 250).value();
+    EXPECT_EQ(gone, std::vector<std::string>{only_mid});
+    EXPECT_TRUE(s->get_job(mid_job).value().recording.contains("evicted"));
+    gone = s->expire_recordings(0, 0).value();
+    EXPECT_EQ(gone, std::vector<std::string>{shared});
+    EXPECT_FALSE(s->get_job(running).value().recording.contains("evicted"));
+    EXPECT_EQ(s->blob_bytes().value(), 100u);
+}
+
+}  // namespace recordings
