@@ -414,9 +414,17 @@ struct ContainerChildArgs {
     // Become the namespace's root (host uid host_root_uid) before exec: our
     // credentials are still host root's, which is unmapped inside, and execve
     // would give an unmapped uid no capabilities in the new namespace.
-    if (setgroups(0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0) in userns", errno, nullptr);
-    if (setresgid(0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
-    if (setresuid(0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
+    //
+    // Raw syscalls, not glibc's wrappers: we came from a raw clone(2) of a
+    // multi-threaded moatd, so glibc still believes other threads exist and
+    // its setxid wrappers would take the thread-list lock (possibly held by
+    // another moatd thread at clone time: a relay thread starting or ending)
+    // and wait for threads that are not here. That deadlock was seen under
+    // load (the spawn timed out after 10 s). The kernel calls change this one
+    // thread, which is the whole process.
+    if (syscall(SYS_setgroups, 0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0) in userns", errno, nullptr);
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
+    if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
     int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.plan->plan_fd, a.status_fd};
     int tmp[5];
