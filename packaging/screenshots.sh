@@ -1,8 +1,9 @@
 #!/bin/bash
 # Renders moat-console's main views against a real moatd with demo jobs and
 # saves docs/screenshots/*.png: jobs, investigate, policy (form), policy-toml,
-# policy-diff (history), policy-test-run, allow-denial, and two checks of the
-# look: dark.png (Fusion, dark palette) and hidpi.png (QT_SCALE_FACTOR=2).
+# policy-diff (history), policy-test-run, allow-denial, learn (the learn
+# window with a proposal), and two checks of the look: dark.png (Fusion, dark
+# palette) and hidpi.png (QT_SCALE_FACTOR=2).
 #
 #   sudo packaging/screenshots.sh [BUILD_DIR]     (default: build-gui next to the repo)
 #
@@ -135,6 +136,31 @@ syscall = "mkdir"
 action = "errno:EACCES"
 TOML
 ctl run --policy "$TMP/noisy2.toml" -- /bin/true >/dev/null 2>&1 || true
+# A container-tier job whose policy is too narrow, for the learn window
+# (learning is refused in the seccomp tier).
+cat >"$TMP/convert.toml" <<'TOML'
+# A converter that stages its work in /tmp: renaming, linking, touching and
+# cleaning up there is more than the allowlist covers.
+name = "demo-convert"
+description = "document converter staging files in /tmp"
+tier = "container"
+[limits]
+wall_time = "30s"
+memory = "128MiB"
+pids = 16
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache"]
+tmpfs = ["/tmp"]
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default"]
+TOML
+printf 'page 1\npage 2\n' >"$TMP/convert.in"
+ctl run --policy "$TMP/convert.toml" --id-file "$TMP/convert.id" -- /bin/sh -c \
+    'set -e; echo converting; mkdir -p /tmp/work; cat >/tmp/work/doc.txt; mv /tmp/work/doc.txt /tmp/work/doc.pdf;
+     ln -s /tmp/work/doc.pdf /tmp/latest.pdf; chmod 600 /tmp/work/doc.pdf; touch -d 2026-01-01 /tmp/work/doc.pdf;
+     rm -r /tmp/work; echo done' <"$TMP/convert.in" >/dev/null 2>&1 || true
+CONVERT=$(cat "$TMP/convert.id")
 sleep 16   # let the busy job collect samples
 
 # A fresh settings dir so a developer's saved layout does not leak in.
@@ -156,6 +182,8 @@ shot policy-diff.png --show-view policies --select-policy demo-noisy --history-t
 shot policy-test-run.png --show-view policies --select-policy demo-mkdir --test-run "mkdir /tmp/moat-test-run"
 shot allow-denial.png --show-view investigate --filter "kind=denial and syscall=mkdir and policy=demo-mkdir" \
     --allow-event-row 0
+# The learn window: its replay runs when the console starts, so give it time.
+shot learn.png --show-view jobs --select-job "$CONVERT" --learn-job "$CONVERT"
 shot dark.png --show-view investigate --filter "kind=denial" --select-event-row 0 --dark-palette
 QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 2800x1800x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/hidpi.png" \
     --screenshot-delay 5000 --show-view policies --select-policy demo-noisy:1

@@ -9,6 +9,10 @@
 #include "models/event_table_model.h"
 #include "models/job_table_model.h"
 #include "models/policy_list_model.h"
+#include "models/proposal_model.h"
+#include "moat/common/base64.h"
+#include "views/job_detail_view.h"
+#include "moat/policy/parser.h"
 
 using nlohmann::json;
 using namespace moat::ui;
@@ -188,4 +192,85 @@ TEST(PolicyListModel, AddsNewVersionsInPlace) {
     EXPECT_EQ(model.data(model.index(1, PolicyListModel::Version)).toString(), QStringLiteral("v2"));
     model.applyPolicies(json::array({pol(2, "b", 1)}));  // not a superset: reset
     EXPECT_EQ(model.rowCount(), 1);
+}
+
+TEST(ProposalModel, ChecklistStartsCheckedAndFeedsTheFragment) {
+    auto base = moat::policy::parse_policy("name = \"p\"\ntier = \"seccomp\"\n[filesystem]\ntmpfs = []\n"
+                                           "[seccomp]\nallow = [\"@default\"]\n",
+                                           "p.toml");
+    ASSERT_TRUE(base.policy);
+    ProposalModel model;
+    QAbstractItemModelTester tester(&model, QAbstractItemModelTester::FailureReportingMode::Fatal);
+    moat::learn::Addition rmdir;
+    rmdir.entry = "rmdir";
+    rmdir.syscalls = {"rmdir"};
+    rmdir.evidence = "1 call(s); first rmdir(/tmp/x) at libc.so.6+0xf9b77";
+    moat::learn::Addition ptrace;
+    ptrace.entry = "ptrace";
+    ptrace.syscalls = {"ptrace"};
+    ptrace.risk = "reads and writes other processes' memory";
+    ptrace.evidence = "2 call(s); first ptrace() at libc.so.6+0x1";
+    int changes = 0;
+    QObject::connect(&model, &ProposalModel::checkedChanged, [&] { ++changes; });
+    model.setAdditions({rmdir, ptrace});
+    ASSERT_EQ(model.rowCount(), 2);
+    EXPECT_EQ(model.checkedCount(), 2);
+    EXPECT_EQ(model.data(model.index(0, ProposalModel::Entry), Qt::CheckStateRole).toInt(), int(Qt::Checked));
+    EXPECT_EQ(model.data(model.index(0, ProposalModel::Risk)).toString(), QStringLiteral("none known"));
+    EXPECT_EQ(model.data(model.index(1, ProposalModel::Risk)).toString(),
+              QStringLiteral("reads and writes other processes' memory"));
+    EXPECT_TRUE(model.flags(model.index(1, ProposalModel::Entry)) & Qt::ItemIsUserCheckable);
+    EXPECT_FALSE(model.flags(model.index(1, ProposalModel::Evidence)) & Qt::ItemIsUserCheckable);
+    std::string frag = moat::learn::fragment(*base.policy, model.checkedAdditions());
+    EXPECT_NE(frag.find("\"rmdir\""), std::string::npos) << frag;
+    EXPECT_NE(frag.find("\"ptrace\""), std::string::npos) << frag;
+
+    // The operator unchecks the risky one: it leaves the fragment and the applied text.
+    ASSERT_TRUE(model.setData(model.index(1, ProposalModel::Entry), Qt::Unchecked, Qt::CheckStateRole));
+    EXPECT_EQ(changes, 2);
+    ASSERT_EQ(model.checkedAdditions().size(), 1u);
+    EXPECT_EQ(model.checkedAdditions()[0].entry, "rmdir");
+    frag = moat::learn::fragment(*base.policy, model.checkedAdditions());
+    EXPECT_EQ(frag.find("\"ptrace\""), std::string::npos) << frag;
+    const std::string full = moat::learn::apply(*base.policy, model.checkedAdditions());
+    auto reparsed = moat::policy::parse_policy(full, "applied.toml");
+    ASSERT_TRUE(reparsed.policy) << full;
+    EXPECT_TRUE(reparsed.policy->seccomp.allowed.count("rmdir"));
+    EXPECT_FALSE(reparsed.policy->seccomp.allowed.count("ptrace"));
+    EXPECT_FALSE(model.setData(model.index(0, ProposalModel::Risk), Qt::Unchecked, Qt::CheckStateRole));
+}
+
+TEST(JobDetailView, ShowsTheRecordedOutputTailsOfAFinishedJob) {
+    // stdout: the last 6 of 1000 bytes, one of them not UTF-8; stderr: empty.
+    FakeBackend backend([](const json& req) -> json {
+        if (req.value("op", "") != "output") return {{"ok", true}, {"events", json::array()}, {"next", nullptr}};
+        if (req.value("stream", "") == "stdout")
+            return {{"ok", true}, {"stream", "stdout"}, {"total_bytes", 1000}, {"tail_bytes", 6}, {"truncated", true},
+                    {"data_b64", moat::base64_encode(std::string("ab\xff" "cd\n"))}};
+        return {{"ok", true}, {"stream", "stderr"}, {"total_bytes", 0}, {"tail_bytes", 0}, {"truncated", false}, {"data_b64", ""}};
+    });
+    JobDetailView view(&backend);
+    json j = job(7, "finished", 1);
+    j["replay_of"] = 3;
+    j["learn"] = true;
+    const JobRow row = JobRow::fromJson(j);
+    bool loaded = false;
+    QObject::connect(&view, &JobDetailView::outputLoaded, [&](qint64 id) { loaded = id == 7; });
+    view.showJob(&row);
+    ASSERT_TRUE(waitFor([&] { return loaded; }));
+    EXPECT_EQ(view.outputInfo(false), QStringLiteral("stdout: last 6 of 1000 bytes"));
+    EXPECT_EQ(view.outputText(false), QStringLiteral("ab\uFFFDcd\n"));
+    EXPECT_EQ(view.outputInfo(true), QStringLiteral("stderr: 0 bytes"));
+    EXPECT_TRUE(view.infoText().contains(QStringLiteral("replay of job 3 in learn mode"))) << view.infoText().toStdString();
+    // A refresh of the same finished job does not fetch again.
+    const size_t asked = backend.requests.size();
+    view.showJob(&row);
+    int outputs = 0;
+    for (size_t i = asked; i < backend.requests.size(); ++i) outputs += backend.requests[i].value("op", "") == "output";
+    EXPECT_EQ(outputs, 0);
+    // A running job has no output to show yet.
+    const JobRow running = JobRow::fromJson(job(8, "running"));
+    view.showJob(&running);
+    EXPECT_EQ(view.outputText(false), QString());
+    EXPECT_EQ(view.outputInfo(false), QStringLiteral("shown when the job ends"));
 }

@@ -1,14 +1,17 @@
 // A scripted console session against a real moatd (needs root, like the
 // scenario tests): a denied mkdir shows up as a job with its denial in the
 // Jobs view, in the Investigate view with its decoded path, and a policy
-// saved from the editor becomes a new version.
+// saved from the editor becomes a new version; a job's recorded output, its
+// replay and learning a policy from it.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <QCoreApplication>
 #include <QElapsedTimer>
+#include <QPushButton>
 #include <QTableView>
 #include <QTextBrowser>
 
@@ -25,10 +28,12 @@
 #include "models/event_table_model.h"
 #include "models/job_table_model.h"
 #include "models/policy_list_model.h"
+#include "models/proposal_model.h"
 #include "views/investigate_view.h"
 #include "views/job_detail_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
+#include "views/replay_panel.h"
 #include "views/test_run_panel.h"
 
 namespace fs = std::filesystem;
@@ -195,6 +200,14 @@ TEST_F(Session, OpensACopiedDatabaseOffline) {
     ASSERT_TRUE(waitFor([&] { return store.state() == Backend::State::Offline; })) << store.describe().toStdString();
     ASSERT_TRUE(waitFor([&] { return w.jobModel()->rowCount() == 1; }));
     EXPECT_EQ(w.jobModel()->job(0)->denials, 1u);
+    // The recorded output is in the copy too.
+    bool loaded = false;
+    QObject::connect(w.jobsView()->detail(), &JobDetailView::outputLoaded, [&] { loaded = true; });
+    ASSERT_TRUE(w.jobsView()->selectJob(w.jobModel()->job(0)->id));
+    ASSERT_TRUE(waitFor([&] { return loaded; }));
+    EXPECT_TRUE(w.jobsView()->detail()->outputText(true).contains(QStringLiteral("Operation not permitted")))
+        << w.jobsView()->detail()->outputInfo(true).toStdString();
+    EXPECT_EQ(w.jobsView()->detail()->outputInfo(false), QStringLiteral("stdout: 0 bytes"));
     ASSERT_TRUE(w.investigateView()->setFilterText(QStringLiteral("kind=denial")));
     ASSERT_TRUE(waitFor([&] { return w.investigateView()->model()->rowCount() == 1; }));
     EXPECT_FALSE(store.canWrite());
@@ -257,4 +270,118 @@ TEST_F(Session, AllowsADenialInANewVersion) {
     EXPECT_EQ(pv->errorCount(), 0);
     pv->save();
     ASSERT_TRUE(waitFor([&] { return pv->model()->rowCount() == 2; }));
+}
+
+// A job denied one syscall (rmdir) under a seccomp-tier policy: the Jobs view
+// shows its recorded output; Replay reproduces it; Learn is refused in the
+// seccomp tier, works in the container tier and proposes rmdir; Apply stores
+// a new version and Verify replays the original under it: pass.
+TEST_F(Session, ReplaysAJobAndLearnsAPolicyFromIt) {
+    // A directory the job's own uid may write (mkdtemp makes it 0700).
+    char tmpl[] = "/tmp/moat-gui-rw-XXXXXX";
+    ASSERT_TRUE(mkdtemp(tmpl));
+    const std::string rw = tmpl;
+    struct Cleanup {
+        std::string dir;
+        ~Cleanup() { fs::remove_all(dir); }
+    } cleanup{rw};
+    ASSERT_EQ(chmod(rw.c_str(), 0777), 0);
+    const std::string policy = m_dir + "/learn.toml";
+    std::ofstream(policy) << "name = \"gui-learn\"\ntier = \"seccomp\"\n[limits]\nwall_time = \"20s\"\n"
+                             "[filesystem]\nread_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\n"
+                             "read_write = [\"" << rw << "\"]\ntmpfs = []\n"
+                             "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\"]\n";
+    // mkdir -p succeeds every time (rmdir never runs in the original), so
+    // every replay sees the same denial.
+    const std::string script = "echo out; echo err >&2; mkdir -p " + rw + "/x; rmdir " + rw + "/x";
+    ASSERT_EQ(runWait({MOATCTL_PATH, "--socket", m_sock, "run", "--policy", policy, "--", "/bin/sh", "-c", script},
+                      m_dir + "/moatctl.log"),
+              1)
+        << readText(m_dir + "/moatctl.log");
+
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    MainWindow w(&client);
+    w.show();
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; }));
+    JobTableModel* jobs = w.jobModel();
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 1 && !jobs->job(0)->running(); }));
+    const int64_t orig = jobs->job(0)->id;
+
+    // The detail shows the recorded output tails.
+    JobDetailView* detail = w.jobsView()->detail();
+    bool loaded = false;
+    QObject::connect(detail, &JobDetailView::outputLoaded, [&](qint64 id) { loaded = id == orig; });
+    ASSERT_TRUE(w.jobsView()->selectJob(orig));
+    ASSERT_TRUE(waitFor([&] { return loaded; }));
+    EXPECT_EQ(detail->outputText(false), QStringLiteral("out\n"));
+    EXPECT_EQ(detail->outputInfo(false), QStringLiteral("stdout: 4 bytes"));
+    EXPECT_TRUE(detail->outputText(true).startsWith(QStringLiteral("err\n"))) << detail->outputText(true).toStdString();
+    EXPECT_TRUE(detail->outputText(true).contains(QStringLiteral("Operation not permitted")));
+
+    // Replay under its own policy: reproduced.
+    ReplayPanel* replay = w.openReplay(orig, false);
+    ASSERT_TRUE(replay);
+    ASSERT_TRUE(waitFor([&] { return replay->reproduced().has_value() || !replay->errorCode().isEmpty(); }, 30000))
+        << replay->statusText().toStdString();
+    EXPECT_TRUE(replay->reproduced().value_or(false)) << replay->comparisonText().toStdString();
+    const QString cmp = replay->comparisonText();
+    EXPECT_TRUE(cmp.contains(QStringLiteral("Reproduced: yes"))) << cmp.toStdString();
+    EXPECT_TRUE(cmp.contains(QStringLiteral("rmdir"))) << cmp.toStdString();
+    EXPECT_TRUE(cmp.contains(QStringLiteral("exit code 1"))) << cmp.toStdString();
+    const int64_t replayJob = replay->replayJob();
+    ASSERT_GT(replayJob, orig);
+    // The replay is a job of its own, and its detail says what it replayed.
+    ASSERT_TRUE(waitFor([&] { return jobs->rowOfId(replayJob) >= 0; }));
+    ASSERT_TRUE(w.jobsView()->selectJob(replayJob));
+    EXPECT_TRUE(detail->infoText().contains(QStringLiteral("replay of job %1").arg(orig))) << detail->infoText().toStdString();
+
+    // Learn: refused in the seccomp tier, with a way to retry in the container tier.
+    ReplayPanel* learn = w.openReplay(orig, true);
+    ASSERT_TRUE(learn);
+    ASSERT_TRUE(waitFor([&] { return !learn->errorCode().isEmpty(); }, 10000)) << learn->statusText().toStdString();
+    EXPECT_EQ(learn->errorCode(), QStringLiteral("refused"));
+    EXPECT_TRUE(learn->statusText().contains(QStringLiteral("seccomp tier is refused"))) << learn->statusText().toStdString();
+    EXPECT_TRUE(learn->retryButton()->isVisibleTo(learn));
+    learn->retryButton()->click();
+    ASSERT_TRUE(waitFor([&] { return learn->proposal()->rowCount() > 0 || (!learn->busy() && !learn->errorCode().isEmpty()); },
+                        30000))
+        << learn->statusText().toStdString();
+    ProposalModel* proposal = learn->proposal();
+    int rmdirRow = -1;
+    for (int r = 0; r < proposal->rowCount(); ++r)
+        if (proposal->additions()[size_t(r)].entry == "rmdir") rmdirRow = r;
+    ASSERT_GE(rmdirRow, 0) << learn->fragmentText().toStdString();
+    EXPECT_EQ(proposal->checkedCount(), proposal->rowCount());  // all checked by default
+    EXPECT_TRUE(learn->fragmentText().contains(QStringLiteral("\"rmdir\""))) << learn->fragmentText().toStdString();
+    EXPECT_TRUE(learn->comparisonText().contains(QStringLiteral("container"))) << learn->comparisonText().toStdString();
+    // Unchecking takes it out of the preview; checking puts it back.
+    proposal->setData(proposal->index(rmdirRow, ProposalModel::Entry), Qt::Unchecked, Qt::CheckStateRole);
+    EXPECT_FALSE(learn->fragmentText().contains(QStringLiteral("\"rmdir\""))) << learn->fragmentText().toStdString();
+    proposal->setData(proposal->index(rmdirRow, ProposalModel::Entry), Qt::Checked, Qt::CheckStateRole);
+    EXPECT_TRUE(learn->fragmentText().contains(QStringLiteral("\"rmdir\"")));
+
+    // Apply: a new version of the policy.
+    learn->apply();
+    ASSERT_TRUE(waitFor([&] { return learn->appliedVersion() != 0; })) << learn->verifyText().toStdString();
+    EXPECT_EQ(learn->appliedName(), QStringLiteral("gui-learn"));
+    EXPECT_EQ(learn->appliedVersion(), 2);
+    json answer;
+    client.request({{"op", "policies"}}, nullptr, [&](const json& a) { answer = a; });
+    ASSERT_TRUE(waitFor([&] { return !answer.is_null(); }));
+    int64_t v2 = 0;
+    for (const auto& p : answer.value("policies", json::array()))
+        if (p.value("name", "") == "gui-learn" && p.value("version", 0) == 2) v2 = p.value("id", int64_t(0));
+    ASSERT_NE(v2, 0) << answer.dump();
+    answer = nullptr;
+    client.request({{"op", "policy"}, {"id", v2}}, nullptr, [&](const json& a) { answer = a; });
+    ASSERT_TRUE(waitFor([&] { return !answer.is_null(); }));
+    EXPECT_NE(answer.value("toml", "").find("\"rmdir\""), std::string::npos) << answer.dump();
+
+    // Verify: the original job, replayed enforced under the new version, passes.
+    learn->verify();
+    ASSERT_TRUE(waitFor([&] { return learn->verifyPassed().has_value(); }, 30000)) << learn->verifyText().toStdString();
+    EXPECT_TRUE(*learn->verifyPassed()) << learn->verifyText().toStdString();
+    EXPECT_TRUE(learn->verifyText().contains(QStringLiteral("Verify: pass"))) << learn->verifyText().toStdString();
+    EXPECT_FALSE(fs::exists(rw + "/x"));  // the verified replay removed it
 }

@@ -16,11 +16,13 @@
 #include "backend/daemon_client.h"
 #include "backend/offline_store.h"
 #include "models/event_table_model.h"
+#include "models/job_table_model.h"
 #include "moat/ipc/client.h"
 #include "views/investigate_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
 #include "views/policy_form.h"
+#include "views/replay_panel.h"
 #include "views/test_run_panel.h"
 
 using namespace moat::ui;
@@ -63,10 +65,15 @@ int main(int argc, char** argv) {
     QCommandLineOption darkOpt(QStringLiteral("dark-palette"), QStringLiteral("Fusion style with a dark palette (checking colours)."));
     QCommandLineOption allowRowOpt(QStringLiteral("allow-event-row"),
                                    QStringLiteral("Select this event row and propose allowing its denial."), QStringLiteral("N"));
-    for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt})
+    QCommandLineOption replayOpt(QStringLiteral("replay-job"), QStringLiteral("Open the replay window on this job."),
+                                 QStringLiteral("ID"));
+    QCommandLineOption learnOpt(QStringLiteral("learn-job"), QStringLiteral("Open the learn window on this job."),
+                                QStringLiteral("ID"));
+    for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt,
+                    &replayOpt, &learnOpt})
         o->setFlags(QCommandLineOption::HiddenFromHelp);
     for (auto* o : {&socketOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
-                    &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt})
+                    &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt, &replayOpt, &learnOpt})
         cli.addOption(*o);
     cli.process(app);
 
@@ -154,6 +161,17 @@ int main(int argc, char** argv) {
             if (inv->table()->selectionModel()->selectedRows().isEmpty()) inv->selectRow(row);
         });
     }
+    for (auto [opt, learn] : {std::pair{&replayOpt, false}, std::pair{&learnOpt, true}}) {
+        if (!cli.isSet(*opt)) continue;
+        // Once the daemon has answered hello (role known) and listed the job.
+        const int64_t id = cli.value(*opt).toLongLong();
+        auto once = std::make_shared<bool>(false);
+        QObject::connect(w.jobModel(), &JobTableModel::refreshed, &w, [&w, id, learn = learn, once] {
+            if (*once || !w.jobModel()->jobById(id)) return;
+            *once = true;
+            w.openReplay(id, learn);
+        });
+    }
     w.show();
 
     if (cli.isSet(shotOpt)) {
@@ -161,7 +179,9 @@ int main(int argc, char** argv) {
         QTimer::singleShot(cli.value(delayOpt).toInt(), &w, [&w, file] {
             // Charts replot lazily; draw them now so the grab shows current data.
             for (QCustomPlot* p : w.findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
-            const bool ok = w.grab().save(file, "PNG");
+            // An open replay / learn window is what was asked for: grab it instead.
+            QWidget* target = w.lastReplay() ? static_cast<QWidget*>(w.lastReplay()) : &w;
+            const bool ok = target->grab().save(file, "PNG");
             fprintf(stderr, "moat-console: %s %s\n", ok ? "saved" : "could not save", qPrintable(file));
             QApplication::exit(ok ? 0 : 1);
         });

@@ -22,6 +22,7 @@
 #include "views/job_detail_view.h"
 #include "views/jobs_view.h"
 #include "views/policy_view.h"
+#include "views/replay_panel.h"
 #include "views/test_run_panel.h"
 #include "backend/daemon_client.h"
 
@@ -34,7 +35,10 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
     m_jobs = new JobsView(backend, m_jobModel);
     m_investigate = new InvestigateView(backend, m_jobModel);
     m_policies = new PolicyView(backend);
-    if (auto* client = qobject_cast<DaemonClient*>(backend)) m_policies->testRun()->setSocketPath(client->socketPath());
+    if (auto* client = qobject_cast<DaemonClient*>(backend)) {
+        m_socketPath = client->socketPath();
+        m_policies->testRun()->setSocketPath(m_socketPath);
+    }
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
     m_tabs->addTab(m_jobs, tr("&Jobs"));
@@ -59,6 +63,7 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
         showView(View::Investigate);
         m_investigate->setFilterText(QStringLiteral("job=%1").arg(job));
     });
+    connect(m_jobs->detail(), &JobDetailView::replayRequested, this, [this](qint64 job, bool learn) { openReplay(job, learn); });
     connect(m_investigate, &InvestigateView::allowDenialRequested, this,
             [this](const QString& name, int version, const QString& event) {
                 showView(View::Policies);
@@ -158,6 +163,17 @@ void MainWindow::buildMenus() {
         }
     });
 
+    QAction* replay = job->addAction(tr("&Replay Selected Job"));
+    replay->setShortcut(QKeySequence(QStringLiteral("Ctrl+Shift+R")));
+    QAction* learn = job->addAction(tr("&Learn Policy from Selected Job…"));
+    learn->setShortcut(QKeySequence(QStringLiteral("Ctrl+Shift+L")));
+    for (auto [a, isLearn] : {std::pair{replay, false}, std::pair{learn, true}}) {
+        connect(a, &QAction::triggered, this, [this, isLearn = isLearn] {
+            if (const int64_t id = m_jobs->selectedJob()) openReplay(id, isLearn);
+            else showMessage(tr("Select a finished job first"), 4000);
+        });
+    }
+
     QMenu* policy = menuBar()->addMenu(tr("&Policy"));
     QAction* np = policy->addAction(tr("&New Policy"));
     np->setShortcut(QKeySequence::New);
@@ -225,6 +241,33 @@ void MainWindow::buildMenus() {
         box->setModal(false);
         box->show();
     });
+}
+
+ReplayPanel* MainWindow::lastReplay() const { return m_lastReplay.data(); }
+
+ReplayPanel* MainWindow::openReplay(int64_t job, bool learn) {
+    if (m_socketPath.isEmpty() || !m_backend->canWrite()) {
+        showMessage(tr("Replaying needs a connection to moatd with the admin role"), 8000);
+        return nullptr;
+    }
+    if (const JobRow* j = m_jobModel->jobById(job); j && j->running()) {
+        showMessage(tr("Job %1 is still running; it can be replayed when it ends").arg(job), 6000);
+        return nullptr;
+    }
+    auto* panel = new ReplayPanel(m_backend, m_socketPath, job, learn, this);
+    panel->setAttribute(Qt::WA_DeleteOnClose);
+    connect(panel, &ReplayPanel::message, this, &MainWindow::showMessage);
+    connect(panel, &ReplayPanel::appliedVersionSaved, m_policies, [this] { m_policies->refresh(); });
+    connect(panel, &ReplayPanel::policyLinkActivated, this, [this](const QString& name, int version) {
+        showView(View::Policies);
+        m_policies->selectPolicy(name, version);
+        activateWindow();
+        raise();
+    });
+    m_lastReplay = panel;
+    panel->show();
+    panel->start();
+    return panel;
 }
 
 void MainWindow::showMessage(const QString& text, int timeoutMs) { statusBar()->showMessage(text, timeoutMs); }

@@ -2,8 +2,10 @@
 // The console's window: three views (Jobs, Investigate, Policies) in tabs,
 // menus with shortcuts, the connection and role in the status bar, layout and
 // the last filter kept in QSettings. Errors go to the status bar, never to a
-// modal dialog.
+// modal dialog. Replay and learn results open in windows of their own
+// (ReplayPanel), never modal.
 #include <QMainWindow>
+#include <QPointer>
 
 class QLabel;
 class QTabWidget;
@@ -15,6 +17,7 @@ class InvestigateView;
 class JobTableModel;
 class JobsView;
 class PolicyView;
+class ReplayPanel;
 
 class MainWindow final : public QMainWindow {
     Q_OBJECT
@@ -30,6 +33,12 @@ public:
     PolicyView* policyView() const { return m_policies; }
     JobTableModel* jobModel() const { return m_jobModel; }
     void restoreLayout();
+    // Opens a non-modal replay (learn=false) or learn window on a finished job
+    // and starts it; nullptr (and a status message) when replaying is not
+    // possible (no live daemon, not admin).
+    ReplayPanel* openReplay(int64_t job, bool learn);
+    // The most recently opened replay window, if it is still open.
+    ReplayPanel* lastReplay() const;
 
     static std::optional<View> viewFromName(const QString& name);
 
@@ -50,6 +59,8 @@ private:
     PolicyView* m_policies;
     QLabel* m_connLabel;
     QLabel* m_roleLabel;
+    QString m_socketPath;  // the live daemon's socket; replays use connections of their own
+    QPointer<ReplayPanel> m_lastReplay;
 };
 
 }  // namespace moat::ui

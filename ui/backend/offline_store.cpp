@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
 #include "moat/ipc/json.h"
 
@@ -149,6 +150,19 @@ json OfflineStore::answer(const json& req) {
         if (!r) return errorReply("not-found", "no policy " + std::to_string(*id));
         return {{"ok", true}, {"id", r->id}, {"name", r->name}, {"version", r->version}, {"sha256", r->sha256},
                 {"created_at", rfc3339_utc(r->created_ns)}, {"toml", r->toml}};
+    }
+    if (op == "output") {
+        // The recorded tail, as moatd answers it (core/ipc/src/server.cpp).
+        auto id = intField(req, "job");
+        const std::string stream = req.value("stream", std::string("stdout"));
+        if (!id) return errorReply("bad-request", "output needs an integer \"job\"");
+        if (stream != "stdout" && stream != "stderr") return errorReply("bad-request", "\"stream\" must be \"stdout\" or \"stderr\"");
+        auto r = m_store->get_output(*id, stream);
+        if (!r) return errorReply("store", r.error().message);
+        if (!*r) return errorReply("not-found", "no recorded " + stream + " for job " + std::to_string(*id));
+        const auto& o = **r;
+        return {{"ok", true}, {"stream", stream}, {"total_bytes", o.total_bytes}, {"tail_bytes", o.data.size()},
+                {"truncated", o.total_bytes > o.data.size()}, {"data_b64", moat::base64_encode(o.data)}};
     }
     return errorReply("read-only", "\"" + op + "\" needs a running moatd; this is a read-only database copy");
 }

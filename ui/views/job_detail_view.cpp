@@ -1,16 +1,19 @@
 #include "views/job_detail_view.h"
 
+#include <QFontDatabase>
 #include <QFormLayout>
 #include <QGroupBox>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
+#include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRegularExpression>
 #include <QScrollBar>
 #include <QTextBrowser>
 #include <QUrl>
 #include <QSplitter>
+#include <QTabWidget>
 #include <QTableView>
 #include <QVBoxLayout>
 
@@ -19,6 +22,7 @@
 #include "models/event_table_model.h"
 #include "models/format.h"
 #include "models/job_table_model.h"
+#include "moat/common/base64.h"
 
 namespace moat::ui {
 
@@ -42,8 +46,15 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     m_stop->setToolTip(tr("SIGKILL the job (op stop; needs the admin role)"));
     m_investigate = new QPushButton(tr("Investigate"));
     m_investigate->setToolTip(tr("Show this job's events in the Investigate view"));
+    m_replay = new QPushButton(tr("Replay"));
+    m_replay->setToolTip(tr("Run the finished job again from its recording and compare the outcomes (op replay)"));
+    m_learn = new QPushButton(tr("Learn…"));
+    m_learn->setToolTip(tr("Replay the job with denied calls let through and recorded, and propose the policy change "
+                           "that lets it pass (op replay, learn)"));
     auto* head = new QHBoxLayout;
     head->addWidget(m_title, 1);
+    head->addWidget(m_replay);
+    head->addWidget(m_learn);
     head->addWidget(m_investigate);
     head->addWidget(m_stop);
 
@@ -75,11 +86,37 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     dl->setContentsMargins(4, 4, 4, 4);
     dl->addWidget(m_denialTable);
 
+    // The recorded output tails: monospace, read-only; bytes that are not
+    // UTF-8 are shown as U+FFFD (QString::fromUtf8 replaces them).
+    auto* outputTabs = new QTabWidget;
+    outputTabs->setObjectName(QStringLiteral("jobOutputTabs"));
+    outputTabs->setDocumentMode(true);
+    for (int i = 0; i < 2; ++i) {
+        auto* page = new QWidget;
+        auto* pl = new QVBoxLayout(page);
+        pl->setContentsMargins(0, 2, 0, 0);
+        m_output[i].info = new QLabel;
+        m_output[i].text = new QPlainTextEdit;
+        m_output[i].text->setReadOnly(true);
+        m_output[i].text->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+        m_output[i].text->setLineWrapMode(QPlainTextEdit::NoWrap);
+        pl->addWidget(m_output[i].info);
+        pl->addWidget(m_output[i].text, 1);
+        outputTabs->addTab(page, i == 0 ? QStringLiteral("stdout") : QStringLiteral("stderr"));
+    }
+    auto* outputBox = new QGroupBox(tr("Output"));
+    auto* ol = new QVBoxLayout(outputBox);
+    ol->setContentsMargins(4, 4, 4, 4);
+    ol->addWidget(outputTabs);
+
     auto* left = new QSplitter(Qt::Vertical);
+    left->setObjectName(QStringLiteral("jobDetailLeftSplitter"));
     left->addWidget(info);
     left->addWidget(denialBox);
+    left->addWidget(outputBox);
     left->setStretchFactor(0, 2);
     left->setStretchFactor(1, 3);
+    left->setStretchFactor(2, 2);
 
     m_cpu = new ResourceChart(tr("CPU"), tr("%"), 1.0);
     m_memory = new ResourceChart(tr("Memory"), tr("MiB"), 1024.0 * 1024.0);
@@ -104,9 +141,16 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     layout->addWidget(body, 1);
 
     connect(m_info, &QTextBrowser::anchorClicked, this, [this](const QUrl& url) {
-        // "policy:NAME:VERSION"
+        // "policy:NAME:VERSION" or "job:ID"
         const QStringList parts = url.toString().split(u':');
-        if (parts.size() == 3) emit policyLinkActivated(parts[1], parts[2].toInt());
+        if (parts.size() == 3 && parts[0] == u"policy") emit policyLinkActivated(parts[1], parts[2].toInt());
+        if (parts.size() == 2 && parts[0] == u"job") emit jobLinkActivated(parts[1].toLongLong());
+    });
+    connect(m_replay, &QPushButton::clicked, this, [this] {
+        if (m_jobId && !m_running) emit replayRequested(m_jobId, false);
+    });
+    connect(m_learn, &QPushButton::clicked, this, [this] {
+        if (m_jobId && !m_running) emit replayRequested(m_jobId, true);
     });
     connect(m_investigate, &QPushButton::clicked, this, [this] {
         if (m_jobId) emit investigateJob(m_jobId);
@@ -130,6 +174,54 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
 void JobDetailView::updateActions() {
     m_stop->setEnabled(m_jobId && m_running && m_backend->canWrite());
     m_investigate->setEnabled(m_jobId != 0);
+    const bool replayable = m_jobId && !m_running && m_backend->canWrite();
+    m_replay->setEnabled(replayable);
+    m_learn->setEnabled(replayable);
+    const QString why = !m_backend->canWrite() ? tr("Replaying needs a connection to moatd with the admin role")
+                        : m_running             ? tr("The job is still running; it can be replayed when it ends")
+                                                : QString();
+    m_replay->setToolTip(why.isEmpty() ? tr("Run the finished job again from its recording and compare the outcomes (op replay)") : why);
+    m_learn->setToolTip(why.isEmpty() ? tr("Replay the job with denied calls let through and recorded, and propose the "
+                                           "policy change that lets it pass (op replay, learn)")
+                                      : why);
+}
+
+QString JobDetailView::outputText(bool err) const { return m_output[err ? 1 : 0].text->toPlainText(); }
+QString JobDetailView::outputInfo(bool err) const { return m_output[err ? 1 : 0].info->text(); }
+QString JobDetailView::infoText() const { return m_info->toPlainText(); }
+
+void JobDetailView::clearOutput(const QString& why) {
+    for (auto& s : m_output) {
+        s.text->clear();
+        s.info->setText(why);
+    }
+}
+
+void JobDetailView::loadOutput() {
+    const int64_t id = m_jobId;
+    m_outputJob = id;
+    m_outputPending = 2;
+    clearOutput(tr("loading…"));
+    for (int i = 0; i < 2; ++i) {
+        const char* stream = i == 0 ? "stdout" : "stderr";
+        m_backend->request({{"op", "output"}, {"job", id}, {"stream", stream}}, this, [this, id, i, stream](const json& a) {
+            if (id != m_outputJob) return;
+            Stream& s = m_output[i];
+            if (!a.value("ok", false)) {
+                s.info->setText(tr("%1 not available: %2").arg(QLatin1String(stream), Backend::errorText(a)));
+            } else if (auto data = moat::base64_decode(a.value("data_b64", std::string())); !data) {
+                s.info->setText(tr("%1: moatd sent malformed data").arg(QLatin1String(stream)));
+            } else {
+                const auto total = a.value("total_bytes", uint64_t(0));
+                const auto tail = a.value("tail_bytes", uint64_t(data->size()));
+                s.info->setText(a.value("truncated", false)
+                                    ? tr("%1: last %2 of %3 bytes").arg(QLatin1String(stream)).arg(tail).arg(total)
+                                    : tr("%1: %2 bytes").arg(QLatin1String(stream)).arg(total));
+                s.text->setPlainText(QString::fromUtf8(data->data(), qsizetype(data->size())));
+            }
+            if (--m_outputPending == 0) emit outputLoaded(id);
+        });
+    }
 }
 
 void JobDetailView::showJob(const JobRow* job) {
@@ -159,7 +251,16 @@ void JobDetailView::showJob(const JobRow* job) {
     if (!job) {
         m_title->setText(tr("No job selected"));
         m_info->clear();
+        m_outputJob = 0;
+        clearOutput({});
         return;
+    }
+    // The output is recorded while the job runs and readable once it has ended.
+    if (m_running) {
+        if (changed || m_outputJob) clearOutput(tr("shown when the job ends"));
+        m_outputJob = 0;
+    } else if (m_outputJob != id) {
+        loadOutput();
     }
     m_startedNs = job->startedNs;
     m_title->setText(tr("Job %1 — %2").arg(job->id).arg(QString::fromStdString(job->state)));
@@ -185,6 +286,22 @@ void JobDetailView::showJob(const JobRow* job) {
         if (job->signal) result += tr(" (signal %1)").arg(*job->signal);
     }
     h += row(tr("Result"), result);
+    if (auto it = job->object.find("replay_of"); it != job->object.end() && it->is_number_integer()) {
+        QString r = tr("replay of <a href=\"job:%1\">job %1</a>").arg(it->get<int64_t>());
+        if (job->object.value("learn", false)) r += tr(" in learn mode (denied calls continued and were recorded, not enforced)");
+        h += row(tr("Replay"), r);
+    }
+    if (auto rec = job->object.find("recording"); rec != job->object.end() && rec->is_object()) {
+        QStringList r;
+        if (auto in = rec->find("stdin"); in != rec->end() && in->is_object())
+            r << (in->value("truncated", false) ? tr("stdin: first %1 bytes recorded (cut at the limit)")
+                                                : tr("stdin: %1 bytes"))
+                     .arg(in->value("bytes", uint64_t(0)));
+        if (auto ins = rec->find("inputs"); ins != rec->end() && ins->is_array() && !ins->empty())
+            r << tr("%n input snapshot(s)", nullptr, int(ins->size()));
+        if (rec->contains("evicted")) r << tr("removed (%1)").arg(QString::fromStdString(rec->value("evicted", std::string())));
+        if (!r.isEmpty()) h += row(tr("Recording"), r.join(QStringLiteral("; ")).toHtmlEscaped());
+    }
     const int64_t end = job->endedNs.value_or(QDateTime::currentMSecsSinceEpoch() * 1'000'000);
     h += row(tr("Time"), tr("%1 → %2 (%3)")
                              .arg(formatTimeNs(job->startedNs, true),

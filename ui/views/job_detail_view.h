@@ -1,13 +1,16 @@
 #pragma once
 // The selected job: what ran, under which policy version, how it ended, its
-// sandbox, live resource charts (rolling window) and its denials (a bounded,
-// tailing event model).
+// sandbox, live resource charts (rolling window), its denials (a bounded,
+// tailing event model) and, once it has finished, the recorded tail of its
+// stdout and stderr (op `output`). Replay and Learn ask the main window for a
+// ReplayPanel on the job.
 #include <QWidget>
 #include <QTimer>
 
 #include <nlohmann/json.hpp>
 
 class QLabel;
+class QPlainTextEdit;
 class QPushButton;
 class QTableView;
 class QTextBrowser;
@@ -31,15 +34,25 @@ public:
     EventTableModel* denialModel() const { return m_denials; }
     ResourceChart* cpuChart() const { return m_cpu; }
     void updateActions();
+    // The recorded output shown for the job ("" while not loaded).
+    QString outputText(bool stderrStream) const;
+    QString outputInfo(bool stderrStream) const;
+    QString infoText() const;  // the job pane as plain text
 
 signals:
     void message(const QString& text, int timeoutMs);
     void policyLinkActivated(const QString& name, int version);
     void investigateJob(qint64 job);
+    void jobLinkActivated(qint64 job);
+    void replayRequested(qint64 job, bool learn);
+    // Both streams of a finished job are loaded (or could not be).
+    void outputLoaded(qint64 job);
 
 private:
     void pollResources();
     void applySamples(const nlohmann::json& events);
+    void loadOutput();
+    void clearOutput(const QString& why);
 
     Backend* m_backend;
     int64_t m_jobId = 0;
@@ -54,11 +67,20 @@ private:
     QTextBrowser* m_info;
     QPushButton* m_stop;
     QPushButton* m_investigate;
+    QPushButton* m_replay;
+    QPushButton* m_learn;
     ResourceChart* m_cpu;
     ResourceChart* m_memory;
     ResourceChart* m_pids;
     EventTableModel* m_denials;
     QTableView* m_denialTable;
+    struct Stream {
+        QLabel* info;
+        QPlainTextEdit* text;
+    };
+    Stream m_output[2];        // stdout, stderr
+    int64_t m_outputJob = 0;   // whose output is shown or being loaded
+    int m_outputPending = 0;
 };
 
 }  // namespace moat::ui

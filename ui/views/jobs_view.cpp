@@ -46,6 +46,7 @@ JobsView::JobsView(Backend* backend, JobTableModel* model, QWidget* parent) : QW
         m_detail->showJob(m_model->jobById(selectedJob()));
     });
     connect(m_detail, &JobDetailView::message, this, &JobsView::message);
+    connect(m_detail, &JobDetailView::jobLinkActivated, this, [this](qint64 id) { selectJob(id); });
 }
 
 int64_t JobsView::selectedJob() const {

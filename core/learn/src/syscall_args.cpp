@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "moat/common/error.h"
+#include "moat/policy/syscalls.h"
 
 namespace moat::learn {
 
@@ -189,7 +190,8 @@ std::string argMeaning(const std::string& syscall, unsigned index, uint64_t valu
 
 std::optional<std::string> argSymbol(const std::string& syscall, unsigned index, uint64_t value) {
     if (kindOf(syscall, index) == Kind::Family) return family(value);
-    return std::nullopt;
+    // The names a policy rule accepts (from the system headers, via moat_policy).
+    return moat::policy::arg_constant_name(syscall, index, value);
 }
 
 std::string errnoText(const std::string& action) {

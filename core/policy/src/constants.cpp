@@ -129,3 +129,20 @@ std::optional<uint64_t> resolve_arg_value(std::string_view text, std::string* wh
 }
 
 }  // namespace moat::policy::detail
+
+namespace moat::policy {
+
+std::optional<std::string> arg_constant_name(std::string_view syscall, unsigned index, uint64_t value) {
+    std::vector<std::string_view> prefixes;
+    if ((syscall == "socket" || syscall == "socketpair") && index == 0) prefixes = {"AF_"};
+    else if (syscall == "ioctl" && index == 1) prefixes = {"TIOC", "TC", "FIO"};
+    else if (syscall == "prctl" && index == 0) prefixes = {"PR_"};
+    else if (syscall == "fcntl" && index == 1) prefixes = {"F_"};
+    else return std::nullopt;
+    for (const auto& c : detail::arg_constants())
+        for (auto p : prefixes)
+            if (c.value == value && std::string_view(c.name).substr(0, p.size()) == p) return std::string(c.name);
+    return std::nullopt;
+}
+
+}  // namespace moat::policy

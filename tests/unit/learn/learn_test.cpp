@@ -3,6 +3,8 @@
 
 #include <sys/socket.h>
 
+#include <map>
+
 #include "moat/learn/replay.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
@@ -83,6 +85,21 @@ TEST(Learn, ArgumentsThatFitANarrowRuleGetOneAndRiskIsExplained) {
     bool rule = false;
     for (const auto& r : v2.seccomp.rules) rule = rule || (r.syscall == "socket" && r.args.size() == 1 && r.args[0].value == AF_INET);
     EXPECT_TRUE(rule);
+}
+
+TEST(Learn, NarrowRulesUseTheSymbolicNamesAPolicyAccepts) {
+    auto base = parse(kBase);
+    std::vector<json> d = {denial("ioctl", {1, 0x5401 /* TCGETS */}), denial("prctl", {15 /* PR_SET_NAME */})};
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 0), d));
+    ASSERT_EQ(p.additions.size(), 2u);
+    std::map<std::string, std::string> value;
+    for (const auto& a : p.additions) value[a.syscalls[0]] = a.rule ? a.rule->args.at(0).value : "";
+    EXPECT_EQ(value["ioctl"], "TCGETS");
+    EXPECT_EQ(value["prctl"], "PR_SET_NAME");
+    auto v2 = parse(moat::learn::apply(base, p.additions));  // and the parser takes them back
+    EXPECT_EQ(v2.seccomp.rules.size(), 2u);
+    EXPECT_FALSE(moat::policy::arg_constant_name("ioctl", 1, 0xdeadbeef).has_value());
+    EXPECT_FALSE(moat::policy::arg_constant_name("read", 0, 1).has_value());
 }
 
 TEST(Learn, AWholeGroupIsProposedOnlyWhenEveryMissingMemberWasNeeded) {

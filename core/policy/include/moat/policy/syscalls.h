@@ -24,6 +24,11 @@ const std::map<std::string, SyscallGroup>& syscall_groups();
 // Fully expanded members of a group (nested groups resolved); empty if unknown.
 std::vector<std::string> expand_group(std::string_view group);
 
+// The symbolic name a [[seccomp.rule]] may use for an argument value, where the
+// argument has a known set of them: ioctl's request (arg1), prctl's option
+// (arg0), fcntl's command (arg1), socket's family (arg0). nullopt otherwise.
+std::optional<std::string> arg_constant_name(std::string_view syscall, unsigned index, uint64_t value);
+
 // Closest candidate by edit distance, for "did you mean"; "" when nothing is close.
 std::string closest(std::string_view word, const std::vector<std::string>& candidates);
 

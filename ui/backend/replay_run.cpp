@@ -1,0 +1,112 @@
+#include "backend/replay_run.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <QTimer>
+
+namespace moat::ui {
+
+using nlohmann::json;
+
+namespace {
+QString sysError(const char* what) {
+    return QStringLiteral("%1: %2").arg(QLatin1String(what), QString::fromLocal8Bit(strerror(errno)));
+}
+}  // namespace
+
+ReplayRun::ReplayRun(QObject* parent) : QObject(parent) {}
+ReplayRun::~ReplayRun() { closeSocket(); }
+
+void ReplayRun::closeSocket() {
+    m_readN.reset();
+    m_writeN.reset();
+    if (m_sock >= 0) ::close(m_sock);
+    m_sock = -1;
+}
+
+void ReplayRun::fail(const QString& code, const QString& why) {
+    closeSocket();
+    if (m_done) return;
+    m_done = true;
+    emit failed(code, why);
+}
+
+void ReplayRun::cancel() {
+    fail(QStringLiteral("cancelled"), tr("cancelled: the connection was closed, so moatd stops the replay"));
+}
+
+void ReplayRun::start(const QString& socketPath, const json& req) {
+    closeSocket();
+    m_job = 0;
+    m_done = false;
+    m_decoder = moat::ipc::FrameDecoder(moat::ipc::kMaxResponseBytes);
+    auto later = [this](const QString& why) {
+        closeSocket();
+        QTimer::singleShot(0, this, [this, why] { fail(QStringLiteral("disconnected"), why); });
+    };
+    const QByteArray path = socketPath.toLocal8Bit();
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.isEmpty() || size_t(path.size()) >= sizeof addr.sun_path) return later(tr("no usable moatd socket path"));
+    memcpy(addr.sun_path, path.constData(), size_t(path.size()));
+    m_sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (m_sock < 0) return later(sysError("socket"));
+    // A Unix stream connect() completes or fails at once (see DaemonClient).
+    if (::connect(m_sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return later(sysError("connect"));
+    m_out = moat::ipc::encode_frame(req.dump());
+    m_readN = std::make_unique<QSocketNotifier>(m_sock, QSocketNotifier::Read);
+    connect(m_readN.get(), &QSocketNotifier::activated, this, &ReplayRun::onReadable);
+    m_writeN = std::make_unique<QSocketNotifier>(m_sock, QSocketNotifier::Write);
+    connect(m_writeN.get(), &QSocketNotifier::activated, this, &ReplayRun::onWritable);
+}
+
+void ReplayRun::onWritable() {
+    while (!m_out.empty()) {
+        const ssize_t n = ::send(m_sock, m_out.data(), m_out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            return fail(QStringLiteral("disconnected"), sysError("send to moatd"));
+        }
+        m_out.erase(0, size_t(n));
+    }
+    m_writeN->setEnabled(false);
+}
+
+void ReplayRun::onReadable() {
+    char buf[65536];
+    for (;;) {
+        const ssize_t n = ::recv(m_sock, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n <= 0)
+            return fail(QStringLiteral("disconnected"), n == 0 ? tr("moatd closed the connection") : sysError("recv from moatd"));
+        if (auto r = m_decoder.feed(buf, size_t(n)); !r)
+            return fail(QStringLiteral("disconnected"), QString::fromStdString(r.error().message));
+    }
+    while (auto frame = m_decoder.next()) {
+        const json a = json::parse(*frame, nullptr, false);
+        if (!a.is_object()) return fail(QStringLiteral("disconnected"), tr("moatd sent something that is not JSON"));
+        if (!a.value("ok", false))
+            return fail(QString::fromStdString(a.value("code", std::string())),
+                        QString::fromStdString(a.value("error", std::string())));
+        if (auto f = a.find("finished"); f != a.end()) {
+            const json job = *f;
+            m_done = true;
+            closeSocket();
+            emit finished(job);
+            return;
+        }
+        if (auto j = a.find("job"); j != a.end() && j->is_number_integer()) {
+            m_job = j->get<int64_t>();
+            emit started(m_job);
+        }
+    }
+}
+
+}  // namespace moat::ui
