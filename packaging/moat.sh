@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Moat's one entry point for a fresh Debian 12 machine (run as root):
 #   packaging/moat.sh demo    build, start moatd on a fresh state dir, run a job that is denied, investigate it
-#   packaging/moat.sh test    build from scratch, run the whole test suite through CTest, then a short fuzz run
+#   packaging/moat.sh test    build from scratch, run the whole test suite through CTest, a short fuzz run,
+#                             the sanitizer runs and the benchmarks' short mode
+#   packaging/moat.sh sanitize  only the sanitizer runs (ASan+UBSan: every test; TSan: moatd's threaded parts)
 #   packaging/moat.sh build   install missing packages, configure and build (./build)
 #   packaging/moat.sh deps    install missing Debian packages only
-# Environment: MOAT_BUILD_DIR (default ./build), MOAT_JOBS (default nproc).
+# Environment: MOAT_BUILD_DIR (default ./build), MOAT_JOBS (default nproc),
+#   MOAT_SANITIZERS=0 / MOAT_BENCH=0 skip those stages of `test` (for a quick local run).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +55,40 @@ run_tests() {
     (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" --timeout 300)
     say "fuzzing each parser of untrusted bytes for ${MOAT_FUZZ_SECONDS:-20}s (tests/fuzz/run.sh)"
     MOAT_FUZZ_BUILD_DIR="$BUILD-fuzz" bash "$ROOT/tests/fuzz/run.sh" "${MOAT_FUZZ_SECONDS:-20}"
+    if [ "${MOAT_SANITIZERS:-1}" != 0 ]; then sanitize; fi
+    if [ "${MOAT_BENCH:-1}" != 0 ]; then
+        # Catches breakage of the benchmarks, not regressions (figures vary here).
+        say "benchmarks, short mode (tests/bench/run.sh --short; full figures: docs/performance.md)"
+        bash "$ROOT/tests/bench/run.sh" --short --build-dir "$BUILD" --no-build --out "$BUILD/performance-short.md"
+    fi
+}
+
+# Issue 6, item 3 (docs/testing.md#sanitizers): the whole suite under ASan +
+# UBSan, and moatd's threaded parts (store writer, query worker, event loop,
+# stdio relays) under ThreadSanitizer. Without the console: Qt is not ours.
+sanitize() {
+    need_root
+    deps
+    local asan="$BUILD-asan" tsan="$BUILD-tsan"
+    say "ASan + UBSan build ($asan)"
+    cmake -S "$ROOT" -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DMOAT_SANITIZE=ON -DMOAT_BUILD_GUI=OFF \
+        -DMOAT_BUILD_BENCH=OFF >/dev/null
+    cmake --build "$asan" -j "$JOBS"
+    say "the whole suite under ASan + UBSan"
+    (cd "$asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -j "$JOBS" --timeout 600)
+    say "ThreadSanitizer build ($tsan)"
+    cmake -S "$ROOT" -B "$tsan" -DCMAKE_BUILD_TYPE=Debug -DMOAT_TSAN=ON -DMOAT_BUILD_GUI=OFF \
+        -DMOAT_BUILD_BENCH=OFF >/dev/null
+    cmake --build "$tsan" -j "$JOBS" --target store_test ipc_test supervisor_test scenario_test \
+        reliability_test moatd moatctl moat-init moat-testprog
+    say "moatd's threaded parts under ThreadSanitizer"
+    local t
+    for t in unit/store/store_test unit/ipc/ipc_test unit/supervisor/supervisor_test scenario/scenario_test; do
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "$tsan/tests/$t" --gtest_brief=1
+    done
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "$tsan/tests/reliability/reliability_test" --gtest_brief=1 \
+        --gtest_filter='Rel.FiftyClients*:Rel.DenialStorm*:Rel.Malformed*:CrashRecovery.*'
 }
 
 demo() {
@@ -100,6 +137,7 @@ case "${1:-}" in
     deps) deps ;;
     build) build ;;
     test) run_tests ;;
+    sanitize) sanitize ;;
     demo) demo ;;
-    *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac

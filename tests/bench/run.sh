@@ -14,6 +14,7 @@
 set -uo pipefail
 
 SHORT=0
+BROKEN=0   # steps that failed; --short exits 1 when any did (CI catches breakage)
 DO_BUILD=1
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD="$(dirname "$REPO")/build-bench"
@@ -189,7 +190,7 @@ if command -v hyperfine >/dev/null; then
     args=()
     for i in "${!NAMES[@]}"; do args+=(-n "${NAMES[$i]}" "${CMDS[$i]}"); done
     hyperfine -N --style none -w "$WARM" -r "$RUNS" --export-json "$WORK/start.json" "${args[@]}" >/dev/null 2>"$WORK/hyperfine.err" ||
-        echo "run.sh: hyperfine failed: $(tail -3 "$WORK/hyperfine.err")" >&2
+        { echo "run.sh: hyperfine failed: $(tail -3 "$WORK/hyperfine.err")" >&2; BROKEN=$((BROKEN + 1)); }
     if [ -f "$WORK/start.json" ]; then
         python3 - "$WORK/start.json" >>"$RES" <<'EOF'
 import json, sys
@@ -220,7 +221,7 @@ if [ -x "$SPAWN_BENCH" ]; then
     log "2. spawn_bench"
     "$SPAWN_BENCH" --benchmark_repetitions="$SPAWN_REPS" --benchmark_min_time="$SPAWN_MIN" \
         --benchmark_format=json --benchmark_out="$WORK/spawn.json" --benchmark_out_format=json >/dev/null 2>"$WORK/spawn.err" ||
-        echo "run.sh: spawn_bench failed: $(tail -3 "$WORK/spawn.err")" >&2
+        { echo "run.sh: spawn_bench failed: $(tail -3 "$WORK/spawn.err")" >&2; BROKEN=$((BROKEN + 1)); }
     [ -f "$WORK/spawn.json" ] && python3 - "$WORK/spawn.json" >>"$RES" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -278,7 +279,7 @@ if [ -x "$STORE_BENCH" ]; then
     MOAT_BENCH_DIR=$WORK "$STORE_BENCH" --benchmark_filter="BM_StoreIngest|BM_RawSqliteIngest|/${STORE_SIZE}\$" \
         --benchmark_min_time="$SPAWN_MIN" --benchmark_format=json --benchmark_out="$WORK/store.json" \
         --benchmark_out_format=json >/dev/null 2>"$WORK/store.err" ||
-        echo "run.sh: store_bench failed: $(tail -3 "$WORK/store.err")" >&2
+        { echo "run.sh: store_bench failed: $(tail -3 "$WORK/store.err")" >&2; BROKEN=$((BROKEN + 1)); }
     put store_size "$STORE_SIZE"
     [ -f "$WORK/store.json" ] && python3 - "$WORK/store.json" >>"$RES" <<'EOF'
 import json, sys
@@ -387,4 +388,8 @@ export MACHINE_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 export TOOL_VERSIONS="$(hyperfine --version 2>/dev/null | head -1); bwrap $(bwrap --version 2>/dev/null | awk '{print $2}'); $(crun --version 2>/dev/null | head -1); sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1)"
 export RUNS LOOP_N LOOP_REPS SPAWN_REPS
 cp "$RES" "$BUILD/bench-results.txt"
-python3 "$REPO/tests/bench/report.py" "$RES" "$OUT"
+python3 "$REPO/tests/bench/report.py" "$RES" "$OUT" || { echo "run.sh: the report failed" >&2; exit 1; }
+if [ "$BROKEN" != 0 ]; then
+    echo "run.sh: $BROKEN benchmark step(s) failed (see above)" >&2
+    exit 1
+fi

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -45,29 +46,6 @@ Result<void> write_file(const std::string& path, const std::string& value) {
     if (::write(fd.get(), value.data(), value.size()) != ssize_t(value.size()))
         return fail_sys("write(\"" + path + "\", \"" + value + "\")", errno);
     return {};
-}
-
-std::optional<uint64_t> read_u64(const std::string& path) {
-    auto s = read_file(path);
-    if (!s) return std::nullopt;
-    try {
-        if (s->rfind("max", 0) == 0) return UINT64_MAX;
-        return std::stoull(*s);
-    } catch (...) {
-        return std::nullopt;
-    }
-}
-
-// "key value" lines (memory.events, cpu.stat, memory.oom_control, pids.events).
-std::optional<uint64_t> read_keyed(const std::string& path, const std::string& key) {
-    auto s = read_file(path);
-    if (!s) return std::nullopt;
-    std::istringstream in(*s);
-    std::string k;
-    uint64_t v;
-    while (in >> k >> v)
-        if (k == key) return v;
-    return std::nullopt;
 }
 
 bool exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
@@ -289,24 +267,86 @@ Result<void> JobCgroup::add_pid(pid_t pid) const {
     return {};
 }
 
+std::optional<std::string> JobCgroup::read_stat(const std::string& path) const {
+    auto it = m_stat_fds.find(path);
+    if (it == m_stat_fds.end()) {
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) return std::nullopt;
+        it = m_stat_fds.emplace(path, std::move(fd)).first;
+    }
+    std::string out;
+    char buf[4096];
+    for (off_t off = 0;;) {
+        ssize_t n = ::pread(it->second.get(), buf, sizeof buf, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {  // the group went away (ENODEV...): forget the fd
+            m_stat_fds.erase(it);
+            return std::nullopt;
+        }
+        if (n == 0) break;
+        out.append(buf, size_t(n));
+        off += n;
+        if (out.size() > (1 << 20)) break;  // cgroup files are small; bound anyway
+    }
+    return out;
+}
+
+std::optional<uint64_t> JobCgroup::stat_u64(const std::string& path) const {
+    auto s = read_stat(path);
+    if (!s) return std::nullopt;
+    if (s->rfind("max", 0) == 0) return UINT64_MAX;
+    uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+    if (ec != std::errc() || p == s->data()) return std::nullopt;
+    return v;
+}
+
+std::optional<uint64_t> JobCgroup::stat_keyed(const std::string& path, const std::string& key) const {
+    auto s = read_stat(path);
+    if (!s) return std::nullopt;
+    // "key value" lines; no stream parsing on the sampling path.
+    std::string_view t(*s);
+    while (!t.empty()) {
+        size_t eol = t.find('\n');
+        std::string_view line = t.substr(0, eol);
+        t = eol == std::string_view::npos ? std::string_view() : t.substr(eol + 1);
+        size_t sp = line.find(' ');
+        if (sp == std::string_view::npos || line.substr(0, sp) != key) continue;
+        uint64_t v = 0;
+        auto val = line.substr(sp + 1);
+        if (std::from_chars(val.data(), val.data() + val.size(), v).ec == std::errc()) return v;
+    }
+    return std::nullopt;
+}
+
+std::optional<uint64_t> JobCgroup::cpu_ns() const {
+    if (m_version == Version::V2) {
+        if (m_dirs.empty()) return std::nullopt;
+        auto v = stat_keyed(m_dirs.front() + "/cpu.stat", "usage_usec");
+        return v ? std::optional<uint64_t>(*v * 1000) : std::nullopt;
+    }
+    if (m_cpu.empty()) return std::nullopt;
+    return stat_u64(m_cpu + "/cpuacct.usage");
+}
+
 Result<Sample> JobCgroup::sample() const {
     Sample s;
     if (m_version == Version::V2) {
         const std::string& d = m_dirs.front();
-        if (auto v = read_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
+        if (auto v = stat_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
         if (!m_mem.empty()) {
-            if (auto v = read_u64(d + "/memory.current")) { s.memory_bytes = *v; s.has_memory = true; }
-            if (auto v = read_u64(d + "/memory.peak")) s.memory_peak_bytes = *v;
-            if (auto v = read_keyed(d + "/memory.events", "oom_kill")) s.oom_kills = *v;
+            if (auto v = stat_u64(d + "/memory.current")) { s.memory_bytes = *v; s.has_memory = true; }
+            if (auto v = stat_u64(d + "/memory.peak")) s.memory_peak_bytes = *v;
+            if (auto v = stat_keyed(d + "/memory.events", "oom_kill")) s.oom_kills = *v;
         }
         if (!m_pids.empty()) {
-            if (auto v = read_u64(d + "/pids.current")) { s.pids = *v; s.has_pids = true; }
-            if (auto v = read_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
+            if (auto v = stat_u64(d + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+            if (auto v = stat_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
         }
         if (!s.has_pids) s.pids = procs_of(d).size();
         if (!m_io.empty()) {
             // io.stat: "MAJ:MIN rbytes=N wbytes=N rios=N wios=N ..." per device.
-            if (auto t = read_file(d + "/io.stat")) {
+            if (auto t = read_stat(d + "/io.stat")) {
                 s.has_io = true;
                 std::istringstream in(*t);
                 std::string w;
@@ -318,15 +358,15 @@ Result<Sample> JobCgroup::sample() const {
         }
         return s;
     }
-    if (auto v = read_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
-    if (auto v = read_u64(m_mem + "/memory.usage_in_bytes")) { s.memory_bytes = *v; s.has_memory = true; }
-    if (auto v = read_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
-    if (auto v = read_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
-    if (auto v = read_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
-    if (auto v = read_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
+    if (auto v = stat_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
+    if (auto v = stat_u64(m_mem + "/memory.usage_in_bytes")) { s.memory_bytes = *v; s.has_memory = true; }
+    if (auto v = stat_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
+    if (auto v = stat_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
+    if (auto v = stat_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+    if (auto v = stat_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
     if (!m_io.empty()) {
         // "MAJ:MIN Read N" / "MAJ:MIN Write N" lines per device, then "Total N".
-        if (auto t = read_file(m_io + "/blkio.throttle.io_service_bytes_recursive")) {
+        if (auto t = read_stat(m_io + "/blkio.throttle.io_service_bytes_recursive")) {
             s.has_io = true;
             std::istringstream in(*t);
             std::string line;
@@ -406,6 +446,7 @@ size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent)
 Result<void> JobCgroup::kill_all(int timeout_ms) const { return kill_dirs(m_dirs, m_version == Version::V2, timeout_ms); }
 
 Result<void> JobCgroup::destroy() const {
+    m_stat_fds.clear();  // nothing of ours stays open in a group being removed
     Result<void> res;
     for (const auto& d : m_dirs) {
         // rmdir of a cgroup can briefly fail with EBUSY while exiting tasks are released.

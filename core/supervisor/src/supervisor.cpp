@@ -167,9 +167,9 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
             if (!job->pending.empty() && now - job->oldest_pending_mono >= int64_t(m_cfg.coalesce_window_ns))
                 flush_denials(*job);
             if (job->cg && job->kill_cause.empty()) {
-                if (auto s = job->cg->sample(); s && s->has_cpu) {
-                    job->cpu_ns = s->cpu_ns;
-                    if (s->cpu_ns >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
+                if (auto cpu = job->cg->cpu_ns()) {
+                    job->cpu_ns = *cpu;
+                    if (*cpu >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
                 }
             }
         }
