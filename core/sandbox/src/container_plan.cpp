@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <stdexcept>
 
 namespace moat::sandbox {
 
@@ -18,6 +21,17 @@ const char* kind_name(MountSpec::Kind k) {
         case MountSpec::Kind::Symlink: return "symlink";
     }
     return "?";
+}
+
+// An unsigned integer field no larger than `max`. nlohmann's get<uint64_t>()
+// would convert a float or a negative number (a float out of range is
+// undefined behaviour; the wire fuzzer found one), so the type is checked first.
+uint64_t plan_uint(const nlohmann::json& v, const char* what, uint64_t max = UINT64_MAX) {
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+        throw std::invalid_argument(std::string(what) + " is not a non-negative integer");
+    uint64_t x = v.get<uint64_t>();
+    if (x > max) throw std::invalid_argument(std::string(what) + " is out of range");
+    return x;
 }
 
 int depth(const std::string& p) { return int(std::count(p.begin(), p.end(), '/')) - (p == "/" ? 1 : 0); }
@@ -82,7 +96,7 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
         p.hostname = j.at("hostname").get<std::string>();
         p.loopback = j.at("loopback").get<bool>();
         p.newroot = j.at("newroot").get<std::string>();
-        p.root_size = j.at("root_size").get<uint64_t>();
+        p.root_size = plan_uint(j.at("root_size"), "root_size");
         for (const auto& m : j.at("mounts")) {
             MountSpec s;
             std::string k = m.at("kind").get<std::string>();
@@ -93,30 +107,34 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
             else return fail("plan: unknown mount kind " + k);
             s.source = m.at("source").get<std::string>();
             s.target = m.at("target").get<std::string>();
-            s.size = m.at("size").get<uint64_t>();
+            s.size = plan_uint(m.at("size"), "mount size");
             if (!valid_abs(s.target)) return fail("plan: bad mount target " + s.target);
             p.mounts.push_back(std::move(s));
         }
-        p.uid = j.at("uid").get<uint32_t>();
-        p.gid = j.at("gid").get<uint32_t>();
+        p.uid = uint32_t(plan_uint(j.at("uid"), "uid", UINT32_MAX));
+        p.gid = uint32_t(plan_uint(j.at("gid"), "gid", UINT32_MAX));
         auto r = j.at("rlimits");
         if (!r.is_array() || r.size() != 5) return fail("plan: bad rlimits");
-        p.rlimits = {r[0].get<uint64_t>(), r[1].get<uint64_t>(), r[2].get<uint64_t>(), r[3].get<uint64_t>(),
-                     r[4].get<uint64_t>()};
+        p.rlimits = {plan_uint(r[0], "rlimit"), plan_uint(r[1], "rlimit"), plan_uint(r[2], "rlimit"),
+                     plan_uint(r[3], "rlimit"), plan_uint(r[4], "rlimit")};
         p.argv = j.at("argv").get<std::vector<std::string>>();
         p.env = j.at("env").get<std::vector<std::string>>();
         p.exe = j.at("exe").get<std::string>();
         p.cwd = j.at("cwd").get<std::string>();
         for (const auto& i : j.at("filter")) {
             if (!i.is_array() || i.size() != 4) return fail("plan: bad filter instruction");
-            p.filter.push_back(sock_filter{i[0].get<uint16_t>(), i[1].get<uint8_t>(), i[2].get<uint8_t>(),
-                                           i[3].get<uint32_t>()});
+            p.filter.push_back(sock_filter{uint16_t(plan_uint(i[0], "filter code", UINT16_MAX)),
+                                           uint8_t(plan_uint(i[1], "filter jt", UINT8_MAX)),
+                                           uint8_t(plan_uint(i[2], "filter jf", UINT8_MAX)),
+                                           uint32_t(plan_uint(i[3], "filter k", UINT32_MAX))});
         }
         if (p.filter.empty() || p.filter.size() > 4096) return fail("plan: filter size out of range");
         if (p.argv.empty() || p.exe.empty()) return fail("plan: no program");
         if (p.uid == 0 || p.gid == 0) return fail("plan: the job may not run as uid/gid 0 inside");
         return p;
     } catch (const nlohmann::json::exception& e) {
+        return fail(std::string("plan: ") + e.what());
+    } catch (const std::invalid_argument& e) {
         return fail(std::string("plan: ") + e.what());
     }
 }

@@ -1,0 +1,49 @@
+// The container plan's JSON (moatd -> moat-init): a round trip, and strict
+// numbers (the wire fuzzer found a float root_size converted with undefined
+// behaviour; corpus/wire/regression-plan-float-root-size).
+#include <gtest/gtest.h>
+
+#include "moat/sandbox/container_plan.h"
+
+namespace {
+
+using moat::sandbox::ContainerPlan;
+using nlohmann::json;
+
+ContainerPlan valid_plan() {
+    ContainerPlan p;
+    p.hostname = "h";
+    p.newroot = "/run/moat/newroot";
+    p.argv = {"/bin/true"};
+    p.exe = "/bin/true";
+    p.cwd = "/";
+    p.filter = {sock_filter{6, 0, 0, 0x7fff0000}};
+    return p;
+}
+
+TEST(ContainerPlan, RoundTrips) {
+    ContainerPlan p = valid_plan();
+    auto back = ContainerPlan::from_json(p.to_json());
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(back->to_json(), p.to_json());
+}
+
+TEST(ContainerPlan, NumbersMustBeIntegersInRange) {
+    const json good = valid_plan().to_json();
+    auto with = [&](const char* key, json v) {
+        json j = good;
+        j[key] = std::move(v);
+        return ContainerPlan::from_json(j);
+    };
+    for (json bad : {json(1.0e32), json(-1), json(3.5), json("5")}) {
+        auto r = with("root_size", bad);
+        ASSERT_FALSE(r) << "root_size " << bad.dump() << " was accepted";
+        EXPECT_NE(r.error().message.find("root_size"), std::string::npos) << r.error().message;
+    }
+    EXPECT_FALSE(with("uid", json(uint64_t(1) << 40))) << "a uid above 2^32 must not be truncated";
+    json f = good;
+    f["filter"] = json::array({json::array({6, 300, 0, 0})});
+    EXPECT_FALSE(ContainerPlan::from_json(f)) << "a jump offset above 255 must not be truncated";
+}
+
+}  // namespace
