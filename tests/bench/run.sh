@@ -40,7 +40,7 @@ if [ $SHORT = 1 ]; then
     STORE_SIZE=100000 SEED_EVENTS=100000 MON_JOBS=10 MON_SECS=3
 else
     RUNS=30 WARM=3 SPAWN_REPS=5 SPAWN_MIN=0.5 LOOP_N=2000000 LOOP_REPS=5 DENY_N=200000
-    STORE_SIZE=1000000 SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
+    STORE_SIZE=${MOAT_BENCH_STORE_SIZE:-1000000} SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
 fi
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -276,6 +276,7 @@ put deny_rows "$(ctl events "$DENY_JOB" --json --kind denial | wc -l)"
 # ------------------------------------------------------------------ 5. event store
 if [ -x "$STORE_BENCH" ]; then
     log "5. store_bench (ingest; queries on $STORE_SIZE events)"
+    [ "$STORE_SIZE" -ge 10000000 ] && export MOAT_BENCH_BIG=1
     MOAT_BENCH_DIR=$WORK "$STORE_BENCH" --benchmark_filter="BM_StoreIngest|BM_RawSqliteIngest|/${STORE_SIZE}\$" \
         --benchmark_min_time="$SPAWN_MIN" --benchmark_format=json --benchmark_out="$WORK/store.json" \
         --benchmark_out_format=json >/dev/null 2>"$WORK/store.err" ||

@@ -550,7 +550,7 @@ StartResult Supervisor::start(JobRequest req) {
             }
         }
         const int64_t id = job->id;
-        std::weak_ptr<bool> alive = m_alive;
+        std::weak_ptr<std::atomic<bool>> alive = m_alive;
         ending->relay = std::make_unique<Relay>(std::move(rs), [this, id, alive](RelayResult r) {
             auto a = alive.lock();
             if (!a || !*a) return;

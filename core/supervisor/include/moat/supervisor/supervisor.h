@@ -5,6 +5,7 @@
 // time, and turns every ending into a termination cause.
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -139,7 +140,7 @@ private:
     // Jobs whose process has ended but whose output relay is still
     // delivering; the client's "finished" answer waits for both.
     std::map<int64_t, std::unique_ptr<Ending>> m_ending;
-    std::shared_ptr<bool> m_alive = std::make_shared<bool>(true);
+    std::shared_ptr<std::atomic<bool>> m_alive = std::make_shared<std::atomic<bool>>(true);  // read by relay threads
 };
 
 }  // namespace moat::supervisor
