@@ -184,8 +184,17 @@ std::optional<std::string> decode_args(pid_t pid, int nr, const uint64_t args[6]
     for (const auto& a : shape->args) {
         std::string part;
         if (a.kind == ArgShape::Kind::Path || a.kind == ArgShape::Kind::DirfdPath) {
-            auto s = read_remote_string(pid, args[a.arg]);
-            if (!s) part = "(unreadable)";
+            const bool null_path = args[a.arg] == 0;
+            auto s = null_path ? std::optional<std::string>(std::string()) : read_remote_string(pid, args[a.arg]);
+            if (s && s->empty() && a.kind == ArgShape::Kind::DirfdPath) {
+                // NULL or "" (AT_EMPTY_PATH): the call acts on the dirfd itself
+                // (futimens is utimensat(fd, NULL, ...)); name what it refers to.
+                int dirfd = int(int32_t(args[a.extra]));
+                std::string target = read_link("/proc/" + std::to_string(pid) +
+                                               (dirfd == kAtFdcwd ? std::string("/cwd") : "/fd/" + std::to_string(dirfd)));
+                part = target.empty() ? "(fd " + std::to_string(dirfd) + ")" : target;
+            } else if (null_path) part = "(null)";
+            else if (!s) part = "(unreadable)";
             else {
                 part = *s;
                 // Relative paths are made absolute the way the kernel would resolve them.

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -87,6 +88,20 @@ TEST(Decode, ArgumentsOfPathSyscallsInThisProcess) {
     uint64_t r[6] = {reinterpret_cast<uint64_t>(a), reinterpret_cast<uint64_t>(b), 0, 0, 0, 0};
     EXPECT_EQ(decode_args(getpid(), SYS_rename, r).value_or(""), "/a -> /b");
     EXPECT_FALSE(decode_args(getpid(), SYS_getpid, r));
+}
+
+TEST(Decode, NullOrEmptyPathNamesTheDirfdItActsOn) {
+    // futimens(fd) is utimensat(fd, NULL, ...): the decoded path is the fd's.
+    int fd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    uint64_t args[6] = {uint64_t(fd), 0, 0, 0, 0, 0};
+    EXPECT_EQ(decode_args(getpid(), SYS_utimensat, args).value_or(""), "/tmp");
+    const char* empty = "";
+    uint64_t e[6] = {uint64_t(fd), reinterpret_cast<uint64_t>(empty), 0, 0x1000 /* AT_EMPTY_PATH */, 0, 0};
+    EXPECT_EQ(decode_args(getpid(), SYS_newfstatat, e).value_or(""), "/tmp");
+    close(fd);
+    uint64_t n[6] = {0, 0, 0, 0, 0, 0};
+    EXPECT_EQ(decode_args(getpid(), SYS_mkdir, n).value_or(""), "(null)");
 }
 
 TEST(Decode, MapsParsingAndModuleResolution) {
