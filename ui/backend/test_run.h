@@ -1,11 +1,9 @@
 #pragma once
 // "Test run" from the policy editor: runs one command under a policy text
-// through op `run` on a connection of its own (the main connection keeps
-// serving the views; moatd allows one running job per connection). The job's
-// stdin is /dev/null and its stdout/stderr are pipes, passed as SCM_RIGHTS
-// in the same sendmsg as the frame's first byte. Everything is non-blocking
-// and driven by QSocketNotifiers. Closing the connection (cancel(), or
-// destroying this object) makes moatd stop the job.
+// through op `run` on a JobStream (its own connection; the main connection
+// keeps serving the views). The job's stdin is /dev/null and its
+// stdout/stderr are pipes whose read ends are shown live. Cancelling (or
+// destroying this object) closes the connection, and moatd stops the job.
 #include <QObject>
 #include <QSocketNotifier>
 #include <QString>
@@ -16,9 +14,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "moat/ipc/frame.h"
 
 namespace moat::ui {
+
+class JobStream;
 
 class TestRun final : public QObject {
     Q_OBJECT
@@ -31,7 +30,7 @@ public:
     // Starts; false (and failed() emitted later) when it could not even connect.
     bool start(const QString& socketPath, const std::string& policyToml, const QStringList& argv);
     void cancel();
-    bool running() const { return m_sock >= 0; }
+    bool running() const;
     int64_t job() const { return m_job; }
     const QByteArray& out() const { return m_out; }
     const QByteArray& err() const { return m_err; }
@@ -44,17 +43,13 @@ signals:
     void failed(const QString& why);
 
 private:
-    void onSocketReadable();
-    void onSocketWritable();
     void onPipe(int which);
     void fail(const QString& why);
-    void closeAll();
+    void closePipes();
 
-    int m_sock = -1;
+    JobStream* m_stream;
     int m_pipe[2] = {-1, -1};  // read ends: stdout, stderr
-    std::unique_ptr<QSocketNotifier> m_readN, m_writeN, m_pipeN[2];
-    std::string m_outBuf;  // rest of the request frame
-    moat::ipc::FrameDecoder m_decoder{moat::ipc::kMaxResponseBytes};
+    std::unique_ptr<QSocketNotifier> m_pipeN[2];
     QByteArray m_out, m_err;
     int64_t m_job = 0;
     bool m_finished = false;

@@ -15,7 +15,7 @@
 #include <QVBoxLayout>
 
 #include "backend/backend.h"
-#include "backend/replay_run.h"
+#include "backend/job_stream.h"
 #include "models/format.h"
 #include "models/proposal_model.h"
 #include "models/status_color.h"
@@ -68,8 +68,8 @@ ReplayPanel::ReplayPanel(Backend* backend, QString socketPath, int64_t job, bool
       m_socket(std::move(socketPath)),
       m_job(job),
       m_learn(learn),
-      m_run(new ReplayRun(this)),
-      m_verifyRun(new ReplayRun(this)) {
+      m_run(new JobStream(this)),
+      m_verifyRun(new JobStream(this)) {
     setObjectName(learn ? QStringLiteral("learnPanel") : QStringLiteral("replayPanel"));
     setWindowTitle(learn ? tr("Learn a policy from job %1").arg(job) : tr("Replay job %1").arg(job));
     m_title = new QLabel(windowTitle());
@@ -164,20 +164,20 @@ ReplayPanel::ReplayPanel(Backend* backend, QString socketPath, int64_t job, bool
     layout->addWidget(m_status);
     layout->addWidget(body, 1);
 
-    connect(m_run, &ReplayRun::started, this, [this](qint64 id) {
+    connect(m_run, &JobStream::started, this, [this](qint64 id) {
         m_replayJob = id;
         setStatus(tr("Job %1 is replaying job %2%3…")
                       .arg(id)
                       .arg(m_job)
                       .arg(m_learn ? tr(" in learn mode (denied calls continue and are recorded)") : QString()));
     });
-    connect(m_run, &ReplayRun::finished, this, &ReplayPanel::onReplayFinished);
-    connect(m_run, &ReplayRun::failed, this, &ReplayPanel::onFailed);
-    connect(m_verifyRun, &ReplayRun::started, this, [this](qint64 id) {
+    connect(m_run, &JobStream::finished, this, &ReplayPanel::onReplayFinished);
+    connect(m_run, &JobStream::failed, this, &ReplayPanel::onFailed);
+    connect(m_verifyRun, &JobStream::started, this, [this](qint64 id) {
         m_result->setText(tr("Verifying: job %1 replays job %2 under %3 v%4…").arg(id).arg(m_job).arg(m_appliedName).arg(m_appliedVersion));
     });
-    connect(m_verifyRun, &ReplayRun::finished, this, &ReplayPanel::onVerifyFinished);
-    connect(m_verifyRun, &ReplayRun::failed, this, [this](const QString&, const QString& why) {
+    connect(m_verifyRun, &JobStream::finished, this, &ReplayPanel::onVerifyFinished);
+    connect(m_verifyRun, &JobStream::failed, this, [this](const QString&, const QString& why) {
         m_result->setText(QStringLiteral("<span style='color:%1'>%2</span>").arg(colour(Status::Bad), tr("Verify failed: %1").arg(why).toHtmlEscaped()));
         emit message(tr("Verify failed: %1").arg(why), 10000);
         updateButtons();

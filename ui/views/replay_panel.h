@@ -1,7 +1,7 @@
 #pragma once
 // The replay / learn window for one finished job (non-modal, one per request).
 //
-// Replay runs op `replay` on the job (ReplayRun, its own connection), then
+// Replay runs op `replay` on the job (JobStream, its own connection), then
 // compares the original with the replay side by side (moat::learn::compare):
 // cause, exit code or signal, denied syscalls, denial counts, output sizes,
 // "reproduced: yes/no" and the differences.
@@ -36,7 +36,7 @@ namespace moat::ui {
 
 class Backend;
 class ProposalModel;
-class ReplayRun;
+class JobStream;
 
 class ReplayPanel final : public QWidget {
     Q_OBJECT
@@ -115,8 +115,8 @@ private:
     bool m_applying = false;
     std::optional<bool> m_verifyPassed;
 
-    ReplayRun* m_run;
-    ReplayRun* m_verifyRun;
+    JobStream* m_run;
+    JobStream* m_verifyRun;
     QLabel* m_title;
     QLabel* m_status;
     QPushButton* m_retry;

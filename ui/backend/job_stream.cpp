@@ -1,4 +1,4 @@
-#include "backend/replay_run.h"
+#include "backend/job_stream.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <QTimer>
 
@@ -19,33 +20,34 @@ QString sysError(const char* what) {
 }
 }  // namespace
 
-ReplayRun::ReplayRun(QObject* parent) : QObject(parent) {}
-ReplayRun::~ReplayRun() { closeSocket(); }
+JobStream::JobStream(QObject* parent) : QObject(parent) {}
+JobStream::~JobStream() { closeSocket(); }
 
-void ReplayRun::closeSocket() {
+void JobStream::closeSocket() {
     m_readN.reset();
     m_writeN.reset();
     if (m_sock >= 0) ::close(m_sock);
     m_sock = -1;
 }
 
-void ReplayRun::fail(const QString& code, const QString& why) {
+void JobStream::fail(const QString& code, const QString& why) {
     closeSocket();
     if (m_done) return;
     m_done = true;
     emit failed(code, why);
 }
 
-void ReplayRun::cancel() {
-    fail(QStringLiteral("cancelled"), tr("cancelled: the connection was closed, so moatd stops the replay"));
+void JobStream::cancel() {
+    fail(QStringLiteral("cancelled"), tr("cancelled: the connection was closed, so moatd stops the job"));
 }
 
-void ReplayRun::start(const QString& socketPath, const json& req) {
+void JobStream::start(const QString& socketPath, const json& req, std::vector<int> fds) {
     closeSocket();
     m_job = 0;
     m_done = false;
     m_decoder = moat::ipc::FrameDecoder(moat::ipc::kMaxResponseBytes);
-    auto later = [this](const QString& why) {
+    auto later = [this, &fds](const QString& why) {
+        for (int fd : fds) ::close(fd);
         closeSocket();
         QTimer::singleShot(0, this, [this, why] { fail(QStringLiteral("disconnected"), why); });
     };
@@ -59,13 +61,42 @@ void ReplayRun::start(const QString& socketPath, const json& req) {
     // A Unix stream connect() completes or fails at once (see DaemonClient).
     if (::connect(m_sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return later(sysError("connect"));
     m_out = moat::ipc::encode_frame(req.dump());
+    if (!fds.empty()) {
+        // The fds ride on the first byte; whatever the socket does not take
+        // now is sent when it becomes writable.
+        iovec iov{m_out.data(), m_out.size()};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        std::vector<char> cbuf(CMSG_SPACE(fds.size() * sizeof(int)));
+        msg.msg_control = cbuf.data();
+        msg.msg_controllen = cbuf.size();
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+        memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+        ssize_t n;
+        do n = ::sendmsg(m_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        const int sendErrno = errno;
+        // moatd holds its own copies now (or nothing was sent): ours close either way.
+        for (int fd : fds) ::close(fd);
+        fds.clear();
+        if (n < 0) {
+            errno = sendErrno;
+            return later(sysError("sendmsg"));
+        }
+        m_out.erase(0, size_t(n));
+    }
     m_readN = std::make_unique<QSocketNotifier>(m_sock, QSocketNotifier::Read);
-    connect(m_readN.get(), &QSocketNotifier::activated, this, &ReplayRun::onReadable);
+    connect(m_readN.get(), &QSocketNotifier::activated, this, &JobStream::onReadable);
     m_writeN = std::make_unique<QSocketNotifier>(m_sock, QSocketNotifier::Write);
-    connect(m_writeN.get(), &QSocketNotifier::activated, this, &ReplayRun::onWritable);
+    m_writeN->setEnabled(!m_out.empty());
+    connect(m_writeN.get(), &QSocketNotifier::activated, this, &JobStream::onWritable);
 }
 
-void ReplayRun::onWritable() {
+void JobStream::onWritable() {
     while (!m_out.empty()) {
         const ssize_t n = ::send(m_sock, m_out.data(), m_out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
@@ -78,7 +109,7 @@ void ReplayRun::onWritable() {
     m_writeN->setEnabled(false);
 }
 
-void ReplayRun::onReadable() {
+void JobStream::onReadable() {
     char buf[65536];
     for (;;) {
         const ssize_t n = ::recv(m_sock, buf, sizeof buf, MSG_DONTWAIT);
@@ -92,9 +123,12 @@ void ReplayRun::onReadable() {
     while (auto frame = m_decoder.next()) {
         const json a = json::parse(*frame, nullptr, false);
         if (!a.is_object()) return fail(QStringLiteral("disconnected"), tr("moatd sent something that is not JSON"));
-        if (!a.value("ok", false))
-            return fail(QString::fromStdString(a.value("code", std::string())),
-                        QString::fromStdString(a.value("error", std::string())));
+        if (!a.value("ok", false)) {
+            QString why = QString::fromStdString(a.value("error", std::string()));
+            if (auto d = a.find("diagnostics"); d != a.end() && d->is_array())
+                for (const auto& x : *d) why += u'\n' + QString::fromStdString(x.is_string() ? x.get<std::string>() : x.dump());
+            return fail(QString::fromStdString(a.value("code", std::string())), why);
+        }
         if (auto f = a.find("finished"); f != a.end()) {
             const json job = *f;
             m_done = true;
