@@ -141,7 +141,6 @@ struct Supervisor::Job {
     std::function<void(const store::JobRecord&)> on_finished;
     std::optional<sandbox::SetupRecord> exec_failure;
     bool listener_registered = false, status_registered = false, exited = false;
-    bool learn = false;  // answer every notified syscall with CONTINUE (after recording it)
 };
 
 // From the spawn until the job's record and its output are both complete.
@@ -326,7 +325,6 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.state = "running";
     job->rec.replay_of = req.replay_of;
     job->rec.learn = req.learn;
-    job->learn = req.learn;
     job->start_mono = now_monotonic_ns();
 
     if (auto id = m_cfg.store->create_job(job->rec); !id) {
@@ -870,13 +868,13 @@ void Supervisor::on_notify(Job& job) {
                                  {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
                                  {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
         if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
-        if (job.learn) fields["enforced"] = !native;  // learn mode lets native calls continue
+        if (job.rec.learn) fields["enforced"] = !native;  // learn mode lets native calls continue
         if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
         job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields)});
         if (job.pending.size() >= kMaxPendingKeys) flush_denials(job);
     }
 
-    if (job.learn) {
+    if (job.rec.learn) {
         // Learn mode (replay --learn): recorded above, then let it run. Foreign
         // ABIs are never learned: a policy cannot allow them.
         if (native) {
