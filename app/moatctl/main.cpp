@@ -1,5 +1,8 @@
 // moatctl: the operator's and scripts' client (contract sections 2, 3, 5).
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,6 +22,7 @@
 #include "moat/learn/replay.h"
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
+#include "moat/ipc/frame.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/oci.h"
@@ -136,8 +140,38 @@ struct Global {
 
 moat::Result<moat::ipc::Client> connect(const Global& g) { return moat::ipc::Client::connect(moat::ipc::socket_path(g.socket)); }
 
+// Opens an --input with the operator's own rights: the last component is never
+// followed (O_NOFOLLOW), or, with --input-no-symlinks, no component is
+// (openat2 RESOLVE_NO_SYMLINKS). moatd gets this fd, never the path to open.
+int open_input(const std::string& host, bool no_symlinks, std::string* err) {
+    const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    int fd;
+    if (no_symlinks) {
+        open_how how{};
+        how.flags = flags;
+        how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+        fd = int(syscall(SYS_openat2, AT_FDCWD, host.c_str(), &how, sizeof how));
+    } else {
+        fd = ::open(host.c_str(), flags);
+    }
+    if (fd < 0) {
+        *err = errno == ELOOP ? std::string("a symlink") + (no_symlinks ? " on the path" : "") +
+                                    ": inputs are opened without following symlinks; name the file itself"
+                              : std::string(strerror(errno));
+        return -1;
+    }
+    struct stat st{};
+    if (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
+        ::close(fd);
+        *err = "only regular files and directories can be inputs";
+        return -1;
+    }
+    return fd;
+}
+
 int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
-            const std::vector<std::string>& inputs, const std::string& id_file, const std::vector<std::string>& argv) {
+            const std::vector<std::string>& inputs, bool no_symlinks, const std::string& id_file,
+            const std::vector<std::string>& argv) {
     std::string err;
     auto toml = read_file(policy_file, &err);
     if (!toml) return die(err, kExitSetup);
@@ -165,18 +199,26 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     char cwd[PATH_MAX];
     req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";
     json ins = json::array();
+    std::vector<int> fds = {0, 1, 2};
+    if (inputs.size() > moat::ipc::kMaxInputs)
+        return die("at most " + std::to_string(moat::ipc::kMaxInputs) + " --input files per job", kExitSetup);
     for (const auto& spec : inputs) {
         auto colon = spec.find(':');
         std::string host = spec.substr(0, colon);
         std::string sandbox = colon == std::string::npos ? "" : spec.substr(colon + 1);
-        // Opened here, with the operator's own rights: moatd never reads a
-        // path for a client that the client could not read itself.
-        int fd = ::open(host.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return die("--input " + host + ": " + strerror(errno), kExitSetup);
-        ::close(fd);
+        // Opened here, with the operator's own rights, and passed to moatd
+        // (SCM_RIGHTS): moatd snapshots and grants exactly this file and never
+        // opens the path itself (a swap after this open changes nothing).
+        std::string why;
+        int fd = open_input(host, no_symlinks, &why);
+        if (fd < 0) return die("--input " + host + ": " + why, kExitSetup);
+        fds.push_back(fd);
+        // The name the kernel has for what was opened: no symlink, no "..".
         char real[PATH_MAX];
-        if (!realpath(host.c_str(), real)) return die("--input " + host + ": " + strerror(errno), kExitSetup);
-        ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? std::string(real) : sandbox}});
+        ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), real, sizeof real - 1);
+        if (n <= 0 || real[0] != '/') return die("--input " + host + ": cannot name the opened file", kExitSetup);
+        real[n] = 0;
+        ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? std::string(real) : sandbox}, {"fd", true}});
     }
     req["inputs"] = ins;
 
@@ -190,7 +232,8 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     sigaction(SIGHUP, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
-    if (auto r = c->send(req, {0, 1, 2}); !r) return die(r.error().message, kExitSetup);
+    if (auto r = c->send(req, fds); !r) return die(r.error().message, kExitSetup);
+    for (size_t i = 3; i < fds.size(); ++i) ::close(fds[i]);
     int64_t job = 0;
     bool stop_sent = false;
     for (;;) {
@@ -544,6 +587,9 @@ int main(int argc, char** argv) {
     run->add_option("--tier", tier, "override the policy's tier")->check(CLI::IsMember({"seccomp", "container", "vm"}));
     run->add_option("--input", inputs, "HOST_PATH[:SANDBOX_PATH], visible read-only to the job (repeatable)")
         ->allow_extra_args(false);
+    bool no_symlinks = false;
+    run->add_flag("--input-no-symlinks", no_symlinks,
+                  "refuse an --input whose path has a symlink anywhere (default: only the last component)");
     run->add_option("--id-file", id_file, "write the job id to FILE as soon as it exists");
     run->add_option("program", prog, "-- PROGRAM [ARG...]")->required();
 
@@ -621,7 +667,7 @@ int main(int argc, char** argv) {
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
-    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, id_file, prog);
+    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall);
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit);

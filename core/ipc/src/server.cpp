@@ -36,6 +36,8 @@ struct Server::Client {
     UniqueFd fd;
     Role role = Role::None;
     uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;    // SO_PEERGROUPS: inputs named by path are opened with these
     pid_t pid = 0;
     FrameDecoder decoder{kMaxRequestBytes};
     std::string out;
@@ -206,6 +208,8 @@ void Server::on_accept() {
         else
             groups.clear();
         c->uid = cred.uid;
+        c->gid = cred.gid;
+        c->groups = groups;
         c->pid = cred.pid;
         c->role = role_for(cred.uid, cred.gid, groups, m_cfg);
         uint64_t id = c->id;
@@ -613,19 +617,20 @@ void Server::handle_run(Client& c, const json& req) {
     if (!toml) { reply(c.id, error_reply("bad-request", "run needs \"policy_toml\" (a string of at most 1 MiB)")); return; }
     if (!argv || argv->empty()) { reply(c.id, error_reply("bad-request", "run needs a non-empty \"argv\"")); return; }
     if (!env) { reply(c.id, error_reply("bad-request", "\"env\" must be an array of strings")); return; }
-    if (fds.size() != 3) {
-        reply(c.id, error_reply("bad-request", "run must pass exactly 3 fds (stdin, stdout, stderr); got " +
-                                                   std::to_string(fds.size())));
-        return;
-    }
     std::optional<policy::Tier> tier;
     if (auto t = get_string(req, "tier", 16)) {
         tier = policy::tier_from_name(*t);
         if (!tier) { reply(c.id, error_reply("bad-request", "unknown tier \"" + *t + "\"")); return; }
     }
     std::vector<supervisor::InputFile> inputs;
+    size_t with_fd = 0;
+    std::vector<bool> wants_fd;
     if (auto it = req.find("inputs"); it != req.end()) {
-        if (!it->is_array() || it->size() > 256) { reply(c.id, error_reply("bad-request", "bad \"inputs\"")); return; }
+        if (!it->is_array() || it->size() > kMaxInputs) {
+            reply(c.id, error_reply("bad-request", "\"inputs\" must be an array of at most " +
+                                                       std::to_string(kMaxInputs) + " objects"));
+            return;
+        }
         for (const auto& e : *it) {
             if (!e.is_object() || !e.contains("host") || !e["host"].is_string()) {
                 reply(c.id, error_reply("bad-request", "each input needs a \"host\" path"));
@@ -649,9 +654,29 @@ void Server::handle_run(Client& c, const json& req) {
                 reply(c.id, error_reply("bad-request", "input paths must be absolute"));
                 return;
             }
+            if (auto f = e.find("fd"); f != e.end()) {
+                if (!f->is_boolean()) {
+                    reply(c.id, error_reply("bad-request", "input \"fd\" must be true or false"));
+                    return;
+                }
+                // Its fd follows stdio, in the order of the inputs that have one.
+                wants_fd.push_back(f->get<bool>());
+                with_fd += f->get<bool>() ? 1 : 0;
+            } else {
+                wants_fd.push_back(false);
+            }
             inputs.push_back(std::move(in));
         }
     }
+
+    if (fds.size() != 3 + with_fd) {
+        reply(c.id, error_reply("bad-request", "run must pass 3 fds (stdin, stdout, stderr) and one for each input "
+                                               "with \"fd\": true (" + std::to_string(3 + with_fd) + " in all); got " +
+                                                   std::to_string(fds.size())));
+        return;
+    }
+    for (size_t k = 0, next = 3; k < inputs.size(); ++k)
+        if (wants_fd[k]) inputs[k].fd = std::move(fds[next++]);
 
     auto parsed = validate_policy(*toml, source);
     if (!parsed) {
@@ -670,6 +695,7 @@ void Server::handle_run(Client& c, const json& req) {
     jr.cwd = cwd;
     for (int i = 0; i < 3; ++i) jr.stdio[i] = std::move(fds[size_t(i)]);
     jr.inputs = std::move(inputs);
+    jr.client = {c.uid, c.gid, c.groups};
     start_for(c, std::move(jr), *stored);
 }
 
@@ -777,6 +803,7 @@ void Server::handle_replay(Client& c, const json& req) {
     jr.require_stdio = false;   // stdin comes from the recording, output is only recorded
     jr.replay_of = orig->id;
     jr.learn = learn;
+    jr.client = {c.uid, c.gid, c.groups};  // a host file is checked with the replaying client's rights
     if (rec.contains("stdin") && rec["stdin"].is_object() && rec["stdin"].value("sha256", json()).is_string()) {
         std::string sha = rec["stdin"]["sha256"].get<std::string>();
         if (!m_cfg.artifacts || !store::valid_sha256(sha) || !m_cfg.artifacts->exists(sha)) {

@@ -129,6 +129,10 @@ void bind(int rootfd, const MountSpec& m) {
     if (fstat(src.get(), &st) < 0) die("fstat(mount source)", errno, m.source);
     const bool dir = S_ISDIR(st.st_mode);
     if (!dir && !S_ISREG(st.st_mode)) die("mount source is neither a directory nor a file", EINVAL, m.source);
+    // An --input: the file the client opened, not whatever the path names now.
+    if (m.verify && (uint64_t(st.st_dev) != m.dev || uint64_t(st.st_ino) != m.ino))
+        die("input is no longer the file the client opened (it was replaced after the client's open)", ESTALE,
+            m.source);
     UniqueFd tgt = make_target(rootfd, m.target, dir);
     UniqueFd tree(sys_open_tree(src.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
     if (!tree) die("open_tree(mount source)", errno, m.source);

@@ -68,8 +68,10 @@ const std::vector<std::string>& proc_readonly_paths() {
 
 nlohmann::json ContainerPlan::to_json() const {
     nlohmann::json m = nlohmann::json::array();
-    for (const auto& x : mounts)
+    for (const auto& x : mounts) {
         m.push_back({{"kind", kind_name(x.kind)}, {"source", x.source}, {"target", x.target}, {"size", x.size}});
+        if (x.verify) m.back()["expect"] = {x.dev, x.ino};
+    }
     nlohmann::json f = nlohmann::json::array();
     for (const auto& i : filter) f.push_back({i.code, i.jt, i.jf, i.k});
     return {{"hostname", hostname},
@@ -108,6 +110,12 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
             s.source = m.at("source").get<std::string>();
             s.target = m.at("target").get<std::string>();
             s.size = plan_uint(m.at("size"), "mount size");
+            if (auto e = m.find("expect"); e != m.end()) {
+                if (!e->is_array() || e->size() != 2) return fail("plan: bad mount expect");
+                s.verify = true;
+                s.dev = plan_uint((*e)[0], "mount expect dev");
+                s.ino = plan_uint((*e)[1], "mount expect ino");
+            }
             if (!valid_abs(s.target)) return fail("plan: bad mount target " + s.target);
             p.mounts.push_back(std::move(s));
         }
@@ -144,7 +152,8 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
                                            const std::vector<std::string>& tmpfs, uint64_t tmpfs_size,
                                            const std::vector<InputMount>& inputs) {
     std::vector<MountSpec> out;
-    auto add_bind = [&](const std::string& path, const std::string& target, bool rw) -> Result<void> {
+    auto add_bind = [&](const std::string& path, const std::string& target, bool rw,
+                        const InputMount* input = nullptr) -> Result<void> {
         if (!valid_abs(path) || !valid_abs(target)) return fail("not a normalised absolute path: " + path);
         // Look at each component on the host: only the last may be a symlink.
         std::string cur;
@@ -156,6 +165,10 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
             struct stat st{};
             if (lstat(cur.c_str(), &st) < 0) return fail_sys("mount source lstat(\"" + cur + "\")", errno);
             if (S_ISLNK(st.st_mode)) {
+                if (input && input->verify)
+                    return fail("input " + path + ": " + cur +
+                                " is a symlink now, but the client opened the file itself: it changed after the "
+                                "client's open");
                 if (j != path.size())
                     return fail("mount source " + path + " passes through the symlink " + cur +
                                 "; name the real path so no link can redirect the mount");
@@ -169,6 +182,11 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
             i = j + 1;
         }
         out.push_back({rw ? MountSpec::Kind::BindRw : MountSpec::Kind::BindRo, path, target, 0});
+        if (input && input->verify) {
+            out.back().verify = true;
+            out.back().dev = input->dev;
+            out.back().ino = input->ino;
+        }
         return {};
     };
     for (const auto& p : read_only)
@@ -180,7 +198,7 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
         out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
     }
     for (const auto& in : inputs)
-        if (auto r = add_bind(in.host, in.sandbox, false); !r) return std::unexpected(r.error());
+        if (auto r = add_bind(in.host, in.sandbox, false, &in); !r) return std::unexpected(r.error());
     for (size_t a = 0; a < out.size(); ++a)
         for (size_t b = a + 1; b < out.size(); ++b)
             if (out[a].target == out[b].target) return fail("two mounts at " + out[a].target);

@@ -90,9 +90,10 @@ Result<LandlockRuleset> build_landlock(const policy::Filesystem& fs, policy::Net
     if (rfd < 0) return fail_sys("landlock_create_ruleset(abi " + std::to_string(abi) + ")", errno);
     out.fd.reset(int(rfd));
 
-    auto add = [&](const std::string& path, bool writable) -> Result<void> {
+    auto add = [&](const std::string& path, bool writable, int given = -1) -> Result<void> {
         // O_PATH: no read access is needed (or granted) to name the hierarchy.
-        UniqueFd pfd(::open(path.c_str(), O_PATH | O_CLOEXEC));
+        UniqueFd pfd(given >= 0 ? ::fcntl(given, F_DUPFD_CLOEXEC, 0) : ::open(path.c_str(), O_PATH | O_CLOEXEC));
+        if (!pfd && given >= 0) return fail_sys("dup(input fd for \"" + path + "\")", errno);
         if (!pfd) {
             if (errno == ENOENT) {
                 out.notes.push_back("path " + path + " does not exist; no access granted");
@@ -117,7 +118,7 @@ Result<LandlockRuleset> build_landlock(const policy::Filesystem& fs, policy::Net
     for (const auto& p : fs.read_write)
         if (auto r = add(p, true); !r) return std::unexpected(r.error());
     for (const auto& e : extra)
-        if (auto r = add(e.path, e.writable); !r) return std::unexpected(r.error());
+        if (auto r = add(e.path, e.writable, e.fd); !r) return std::unexpected(r.error());
     return out;
 }
 

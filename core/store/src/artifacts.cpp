@@ -104,7 +104,7 @@ Result<BlobInfo> Artifacts::adopt(const std::string& temp_path) const {
     return info;
 }
 
-Result<BlobInfo> Artifacts::put_fd(int src, uint64_t max) const {
+Result<BlobInfo> Artifacts::put_fd(int src, uint64_t max, const std::atomic<bool>* cancel) const {
     auto tmp = make_temp();
     if (!tmp) return std::unexpected(tmp.error());
     UniqueFd out(tmp->first);
@@ -113,6 +113,10 @@ Result<BlobInfo> Artifacts::put_fd(int src, uint64_t max) const {
     char buf[1 << 16];
     off_t off = 0;
     for (;;) {
+        if (cancel && *cancel) {
+            unlink(tmp->second.c_str());
+            return fail("cancelled");
+        }
         ssize_t n = ::pread(src, buf, sizeof buf, off);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {

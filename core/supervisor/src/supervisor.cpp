@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <unordered_map>
 
 #include "moat/common/sha256.h"
@@ -74,34 +75,36 @@ void remove_tree(const std::string& dir) {
     rmdir(dir.c_str());
 }
 
-Result<std::string> file_sha256(const std::string& path, uint64_t* size) {
-    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) return std::unexpected(Error::sys("open " + path, errno));
+// Hashes the file behind `fd` from its start (pread: the client's offset is untouched).
+Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& cancel) {
     Sha256 h;
-    char buf[1 << 16];
+    std::vector<char> buf(1 << 16);
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = read(fd.get(), buf, sizeof buf);
+        if (cancel) return fail("cancelled");
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), off_t(total));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return std::unexpected(Error::sys("read " + path, errno));
+        if (n < 0) return std::unexpected(Error::sys("read", errno));
         if (n == 0) break;
-        h.update({buf, size_t(n)});
+        h.update({buf.data(), size_t(n)});
         total += uint64_t(n);
     }
     if (size) *size = total;
     return h.hex();
 }
 
-Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner) {
-    UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC));
+// Copies in 8 MiB steps so a stop (or moatd's shutdown) is noticed promptly.
+Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel) {
+    UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!in) return std::unexpected(Error::sys("open " + from, errno));
     UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
     if (!out) return std::unexpected(Error::sys("create " + to, errno));
     for (;;) {
-        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 1 << 30, 0);
+        if (cancel) return fail("cancelled");
+        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 8 << 20, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS)) {
-            n = sendfile(out.get(), in.get(), nullptr, 1 << 30);
+            n = sendfile(out.get(), in.get(), nullptr, 8 << 20);
         }
         if (n < 0) return std::unexpected(Error::sys("copy " + from + " -> " + to, errno));
         if (n == 0) break;
@@ -157,6 +160,29 @@ struct Supervisor::Ending {
     EventLoop::TimerId drain_timer = 0;
 };
 
+// What prepare_inputs produced, per input in request order.
+struct Supervisor::Prepared {
+    std::optional<Error> error;
+    nlohmann::json list = nlohmann::json::array();          // recording.inputs
+    std::vector<std::string> blobs;                         // referenced by the recording
+    std::vector<std::pair<std::string, uint64_t>> new_blobs;  // snapshots taken now, to register in the store
+    std::string stage;                                      // container replay: the staging directory
+    std::vector<UniqueFd> fds;                              // the file each input grants
+    std::vector<struct stat> st;                            // and its identity (dev, ino)
+};
+
+// A job between its record and its spawn while its inputs are prepared.
+struct Supervisor::Preparing {
+    std::unique_ptr<Job> job;
+    std::unique_ptr<Ending> ending;
+    JobRequest req;
+    bool container = false;
+    Prepared prepared;
+    std::atomic<bool> cancel{false};
+    std::string stop_why;  // set by stop(): the job ends "stopped" instead of starting
+    std::thread thread;
+};
+
 Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
     auto t = m_cfg.loop->add_timer(kTickNs, kTickNs, [this] {
         const int64_t now = now_monotonic_ns();
@@ -196,6 +222,11 @@ void Supervisor::retry_unrecorded() {
 
 Supervisor::~Supervisor() {
     *m_alive = false;
+    for (auto& [id, p] : m_preparing) p->cancel = true;
+    for (auto& [id, p] : m_preparing) {
+        if (p->thread.joinable()) p->thread.join();
+        if (!p->prepared.stage.empty()) remove_tree(p->prepared.stage);
+    }
     for (auto& [id, e] : m_ending) {
         if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
         e->relay.reset();  // cancels and joins
@@ -339,20 +370,7 @@ StartResult Supervisor::start(JobRequest req) {
     auto ending = std::make_unique<Ending>();
     // Any failure from here on is a recorded setup failure.
     auto setup_failed = [&](const Error& e) {
-        if (!ending->stage.empty()) remove_tree(ending->stage);
-        job->rec.state = "finished";
-        job->rec.ended_ns = now_realtime_ns();
-        job->rec.cause = "setup-failed";
-        job->rec.detail = e.message;
-        emit(job->id, store::EventKind::Lifecycle,
-             {{"event", "finished"}, {"cause", "setup-failed"}, {"detail", e.message}});
-        (void)m_cfg.store->finish_job(job->rec);
-        if (job->cg) {
-            (void)job->cg->kill_all();
-            (void)job->cg->destroy();
-        }
-        if (job->uid) m_uids_in_use.erase(job->uid);
-        if (job->root_uid) m_uids_in_use.erase(job->root_uid);
+        fail_setup(*job, ending.get(), e);
         result.setup_error = e;
         return result;
     };
@@ -363,7 +381,7 @@ StartResult Supervisor::start(JobRequest req) {
     if (container && m_cfg.init_exe_fd < 0)
         return setup_failed(Error::msg("the container tier needs moat-init, which moatd did not find at start "
                                        "(see moatd --init)"));
-    if (m_jobs.size() >= m_cfg.max_jobs)
+    if (m_jobs.size() + m_preparing.size() >= m_cfg.max_jobs)
         return setup_failed(Error::msg("too many running jobs (" + std::to_string(m_cfg.max_jobs) + ")"));
     if (req.argv.empty()) return setup_failed(Error::msg("no program given"));
     if (req.require_stdio)
@@ -382,15 +400,102 @@ StartResult Supervisor::start(JobRequest req) {
         if (!root_uid) return setup_failed(root_uid.error());
         job->root_uid = *root_uid;
     }
-    if (auto r = snapshot_inputs(*ending, job->id, req.inputs, container, job->root_uid); !r)
-        return setup_failed(r.error());
-    if (!ending->blobs.empty() || !req.inputs.empty()) {
-        ending->recording["stdin"] = nullptr;
-        (void)m_cfg.store->set_recording(job->id, ending->recording, ending->blobs);
+
+    if (req.inputs.empty()) {
+        Prepared none;
+        if (auto err = launch(job, ending, req, none)) return setup_failed(*err);
+        return result;
     }
 
+    // Inputs are opened, hashed, snapshotted and staged on a thread of their
+    // own: a large (or sparse, or slow) file delays this job's start, never the
+    // loop that answers every other job's syscalls and every client.
+    const int64_t id = job->id;
+    auto p = std::make_unique<Preparing>();
+    Preparing* raw = p.get();
+    raw->job = std::move(job);
+    raw->ending = std::move(ending);
+    raw->req = std::move(req);
+    raw->container = container;
+    m_preparing.emplace(id, std::move(p));
+    std::weak_ptr<std::atomic<bool>> alive = m_alive;
+    raw->thread = std::thread([this, raw, id, alive] {
+        prepare_inputs(m_cfg, id, raw->req.inputs, raw->container, raw->job->root_uid, raw->req.client, raw->cancel,
+                       raw->prepared);
+        auto a = alive.lock();
+        if (!a || !*a) return;
+        m_cfg.loop->post([this, id, alive] {
+            auto a2 = alive.lock();
+            if (a2 && *a2) inputs_ready(id);
+        });
+    });
+    return result;
+}
+
+void Supervisor::fail_setup(Job& job, Ending* ending, const Error& e) {
+    end_unstarted(job, ending, "setup-failed", e.message);
+}
+
+void Supervisor::end_unstarted(Job& job, Ending* ending, const std::string& cause, const std::string& detail) {
+    if (ending && !ending->stage.empty()) remove_tree(ending->stage);
+    job.rec.state = "finished";
+    job.rec.ended_ns = now_realtime_ns();
+    job.rec.cause = cause;
+    job.rec.detail = detail;
+    emit(job.id, store::EventKind::Lifecycle, {{"event", "finished"}, {"cause", cause}, {"detail", detail}});
+    if (auto r = m_cfg.store->finish_job(job.rec); !r) m_unrecorded.push_back(job.rec);
+    if (job.cg) {
+        (void)job.cg->kill_all();
+        (void)job.cg->destroy();
+    }
+    if (job.uid) m_uids_in_use.erase(job.uid);
+    if (job.root_uid) m_uids_in_use.erase(job.root_uid);
+    job.uid = job.root_uid = 0;
+}
+
+void Supervisor::inputs_ready(int64_t job_id) {
+    auto it = m_preparing.find(job_id);
+    if (it == m_preparing.end()) return;
+    std::unique_ptr<Preparing> p = std::move(it->second);
+    m_preparing.erase(it);
+    if (p->thread.joinable()) p->thread.join();  // it has posted us and returned
+    Job& job = *p->job;
+    Prepared& prep = p->prepared;
+
+    // What was snapshotted is recorded even when the job never starts.
+    for (const auto& [sha, bytes] : prep.new_blobs) {
+        if (auto r = m_cfg.store->put_blob(sha, bytes); !r) {
+            prep.error = r.error().wrap("registering the snapshot of an input");
+            break;
+        }
+    }
+    p->ending->recording["inputs"] = prep.list;
+    p->ending->recording["stdin"] = nullptr;
+    p->ending->blobs = prep.blobs;
+    p->ending->stage = prep.stage;
+    (void)m_cfg.store->set_recording(job.id, p->ending->recording, p->ending->blobs);
+
+    auto on_finished = job.on_finished;
+    if (!p->stop_why.empty()) {
+        end_unstarted(job, p->ending.get(), "stopped", p->stop_why + " (while its inputs were being prepared)");
+    } else if (prep.error) {
+        fail_setup(job, p->ending.get(), *prep.error);
+    } else if (auto err = launch(p->job, p->ending, p->req, prep)) {
+        fail_setup(*p->job, p->ending.get(), *err);
+    } else {
+        return;  // running; the relay and the job own the rest
+    }
+    if (on_finished) on_finished(p->job->rec);
+    maybe_all_done();
+}
+
+std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::unique_ptr<Ending>& ending, JobRequest& req,
+                                        Prepared& prep) {
+    Job* job = job_ptr.get();
+    auto pol = job->policy;
+    const bool container = job->rec.tier == "container";
     auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
-    if (!exe) return setup_failed(exe.error());
+    if (!exe) return exe.error();
     const auto& fs = pol->filesystem;
 
     // Filesystem view: Landlock on the host's tree (seccomp tier) or a new
@@ -400,12 +505,23 @@ StartResult Supervisor::start(JobRequest req) {
     std::vector<sandbox::MountSpec> mounts;
     if (container) {
         if (pol->network == policy::NetworkMode::Host)
-            return setup_failed(Error::msg("network.mode = \"host\" is not supported in the container tier "
-                                           "(it always gets its own network namespace)"));
+            return Error::msg("network.mode = \"host\" is not supported in the container tier "
+                              "(it always gets its own network namespace)");
         std::vector<sandbox::InputMount> ins;
-        for (const auto& in : req.inputs) ins.push_back({in.host_path, in.sandbox_path});
+        for (size_t k = 0; k < req.inputs.size(); ++k) {
+            const auto& in = req.inputs[k];
+            sandbox::InputMount m{in.host_path, in.sandbox_path};
+            // moat-init binds exactly the inode the client opened (or the staged
+            // copy): the path is looked up again there and must lead to it.
+            if (k < prep.st.size()) {
+                m.verify = true;
+                m.dev = uint64_t(prep.st[k].st_dev);
+                m.ino = uint64_t(prep.st[k].st_ino);
+            }
+            ins.push_back(std::move(m));
+        }
         auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
-        if (!m) return setup_failed(m.error().wrap("planning the container's mounts"));
+        if (!m) return m.error().wrap("planning the container's mounts");
         mounts = std::move(*m);
         // The program must be reachable inside: under a bind mount, directly or
         // through a host symlink the plan recreates (/bin -> usr/bin).
@@ -416,20 +532,24 @@ StartResult Supervisor::start(JobRequest req) {
             if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
                 covered = covered || path_under(*exe, mt.target) || path_under(resolved, mt.target);
         if (!covered)
-            return setup_failed(Error::msg("program " + *exe +
-                                           " is not inside any filesystem.read_only or read_write mount of the "
-                                           "container"));
+            return Error::msg("program " + *exe +
+                              " is not inside any filesystem.read_only or read_write mount of the container");
     } else {
         std::vector<sandbox::ExtraPath> extra;
-        for (const auto& in : req.inputs) {
+        for (size_t k = 0; k < req.inputs.size(); ++k) {
+            const auto& in = req.inputs[k];
             if (in.sandbox_path != in.host_path)
-                return setup_failed(Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
-                                               ": the seccomp tier has no mount namespace, so an input is visible only "
-                                               "at its host path"));
-            extra.push_back({in.host_path, false});
+                return Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
+                                  ": the seccomp tier has no mount namespace, so an input is visible only at its host "
+                                  "path");
+            // The rule is bound to the inode behind the client's fd: if the path
+            // is swapped for something else later, the job is refused that.
+            sandbox::ExtraPath x{in.host_path, false};
+            if (k < prep.fds.size()) x.fd = prep.fds[k].get();
+            extra.push_back(std::move(x));
         }
         auto llr = sandbox::build_landlock(fs, pol->network, extra);
-        if (!llr) return setup_failed(llr.error().wrap("building the Landlock ruleset"));
+        if (!llr) return llr.error().wrap("building the Landlock ruleset");
         ll_storage = std::move(*llr);
         if (ll->fd) {
             bool covered = false;
@@ -441,36 +561,35 @@ StartResult Supervisor::start(JobRequest req) {
                 for (const auto& d : fs.read_write) covered = covered || path_under(real, d);
             }
             if (!covered)
-                return setup_failed(Error::msg("program " + *exe +
-                                               " is outside the policy's filesystem (add its directory to "
-                                               "filesystem.read_only)"));
+                return Error::msg("program " + *exe +
+                                  " is outside the policy's filesystem (add its directory to filesystem.read_only)");
         }
-
     }
+    prep.fds.clear();  // granted (Landlock) or described (mount checks); not needed any more
 
     // The job's stdio: pipes whose other ends the relay owns.
     UniqueFd job_ends[3], our_ends[3];
     for (int i = 0; i < 3; ++i) {
         int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0) return setup_failed(Error::sys("pipe2(stdio)", errno));
+        if (pipe2(p, O_CLOEXEC) < 0) return Error::sys("pipe2(stdio)", errno);
         // stdin: the job reads p[0]; stdout/stderr: the job writes p[1].
         job_ends[i].reset(i == 0 ? p[0] : p[1]);
         our_ends[i].reset(i == 0 ? p[1] : p[0]);
     }
 
     auto filter = m_filters.get(*pol);
-    if (!filter) return setup_failed(filter.error().wrap("compiling the seccomp filter"));
+    if (!filter) return filter.error().wrap("compiling the seccomp filter");
     job->filter = *filter;
 
     auto uid = allocate_uid();
-    if (!uid) return setup_failed(uid.error());
+    if (!uid) return uid.error();
     job->uid = *uid;
 
     cgroup::Limits cl;
     cl.memory_bytes = pol->limits.memory_bytes;
     cl.pids = pol->limits.pids;
     auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, "job-" + std::to_string(job->id), cl);
-    if (!cg) return setup_failed(cg.error().wrap("creating the job cgroup"));
+    if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
 
     sandbox::Rlimits rl;
@@ -495,7 +614,7 @@ StartResult Supervisor::start(JobRequest req) {
         std::string text = cp.to_json().dump();
         UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
         if (!planfd || ::write(planfd.get(), text.data(), text.size()) != ssize_t(text.size()))
-            return setup_failed(Error::sys("memfd(plan)", errno));
+            return Error::sys("memfd(plan)", errno);
         sandbox::ContainerSpawnPlan csp;
         csp.init_exe_fd = m_cfg.init_exe_fd;
         csp.plan_fd = planfd.get();
@@ -506,7 +625,7 @@ StartResult Supervisor::start(JobRequest req) {
         for (int i = 0; i < 3; ++i) csp.stdio[i] = job_ends[i].get();
         csp.cgroup = &*job->cg;
         auto sp = sandbox::spawn_container_job(csp);
-        if (!sp) return setup_failed(sp.error());
+        if (!sp) return sp.error();
         job->proc = std::move(*sp);
     } else {
         sandbox::SpawnPlan plan;
@@ -522,7 +641,7 @@ StartResult Supervisor::start(JobRequest req) {
         plan.landlock_fd = ll->fd.get();
         plan.cgroup = &*job->cg;
         auto sp = sandbox::spawn_seccomp_job(plan);
-        if (!sp) return setup_failed(sp.error());
+        if (!sp) return sp.error();
         job->proc = std::move(*sp);
     }
     for (auto& fd : job_ends) fd.reset();  // the job holds them now
@@ -591,7 +710,7 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.info = info;
     (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
 
-    Job* raw = job.get();
+    Job* raw = job;
     (void)m_cfg.loop->add_fd(raw->proc.listener.get(), EPOLLIN, [this, raw](uint32_t ev) {
         if (ev & EPOLLIN) on_notify(*raw);
         if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN) && raw->listener_registered) {
@@ -615,78 +734,160 @@ StartResult Supervisor::start(JobRequest req) {
     uint64_t interval = pol->monitor.sample_interval_ns;
     if (auto t = m_cfg.loop->add_timer(interval, interval, [this, raw] { sample(*raw, false); })) raw->sample_timer = *t;
     raw->last_sample_mono = now_monotonic_ns();
-    m_jobs.emplace(raw->id, std::move(job));
-    return result;
+    m_jobs.emplace(raw->id, std::move(job_ptr));
+    return std::nullopt;
 }
 
-Result<void> Supervisor::snapshot_inputs(Ending& e, int64_t job_id, std::vector<InputFile>& inputs, bool container,
-                                         uid_t stage_owner) {
-    nlohmann::json list = nlohmann::json::array();
+
+Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path) {
+    int fd = -1, err = 0;
+    std::string what;
+    // Credentials are per thread in the kernel. The raw syscalls change this
+    // short-lived thread alone (glibc's wrappers would change all of moatd's
+    // threads); with a non-zero effective uid no capability of moatd's is
+    // effective, so DAC, ACLs and LSMs judge the open as they would the client's.
+    std::thread t([&] {
+        if (syscall(SYS_setgroups, who.groups.size(), who.groups.data()) < 0 ||
+            syscall(SYS_setresgid, -1, who.gid, -1) < 0 || syscall(SYS_setresuid, -1, who.uid, -1) < 0) {
+            err = errno;
+            what = "taking the client's identity";
+            return;
+        }
+        UniqueFd p(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!p) {
+            err = errno;
+            what = "open";
+            return;
+        }
+        struct stat st{};
+        if (fstat(p.get(), &st) < 0) {
+            err = errno;
+            what = "fstat";
+            return;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            err = ELOOP;
+            what = "the last component is a symlink, which is never followed; name the file itself";
+            return;
+        }
+        if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+            err = EINVAL;
+            what = "only regular files and directories can be inputs";
+            return;
+        }
+        // Reopened through the O_PATH fd: the same inode, checked for read access now.
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/thread-self/fd/%d", p.get());
+        fd = ::open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+        if (fd < 0) {
+            err = errno;
+            what = "open";
+        }
+    });
+    t.join();
+    if (fd < 0)
+        return fail(path + ": " + what + ": " + strerror(err) + " (opened as uid " + std::to_string(who.uid) + ")");
+    return UniqueFd(fd);
+}
+
+void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, bool container,
+                                uid_t stage_owner, const ClientCreds& who, const std::atomic<bool>& cancel,
+                                Prepared& out) {
+    auto failed = [&](Error e) { out.error = std::move(e); };
     for (size_t k = 0; k < inputs.size(); ++k) {
+        if (cancel) return failed(Error::msg("cancelled"));
         InputFile& in = inputs[k];
         nlohmann::json rec = {{"host", in.host_path}, {"sandbox", in.sandbox_path}, {"sha256", nullptr}, {"bytes", 0}};
+        UniqueFd fd;
+        struct stat st{};
         if (!in.snapshot.empty()) {
             // Replay: the job must see exactly what the original saw.
-            if (!m_cfg.artifacts || !store::valid_sha256(in.snapshot) || !m_cfg.artifacts->exists(in.snapshot))
-                return fail("the recorded snapshot of input " + in.host_path + " is gone from the artifact store");
-            const std::string blob = m_cfg.artifacts->path(in.snapshot);
-            struct stat st{};
-            if (stat(blob.c_str(), &st) == 0) rec["bytes"] = uint64_t(st.st_size);
+            if (!cfg.artifacts || !store::valid_sha256(in.snapshot) || !cfg.artifacts->exists(in.snapshot))
+                return failed(Error::msg("the recorded snapshot of input " + in.host_path +
+                                         " is gone from the artifact store"));
+            const std::string blob = cfg.artifacts->path(in.snapshot);
             if (container) {
                 // Staged where the container's root can reach it (the state
                 // dir is 0700), owned by that root, readable by the job.
-                if (e.stage.empty()) {
-                    mkdir(m_cfg.stage_dir.c_str(), 0711);
-                    e.stage = m_cfg.stage_dir + "/job-" + std::to_string(job_id);
-                    if (mkdir(e.stage.c_str(), 0700) < 0) {
-                        int err = errno;
-                        e.stage.clear();
-                        return std::unexpected(Error::sys("mkdir " + m_cfg.stage_dir + "/job-" + std::to_string(job_id), err));
-                    }
-                    if (chown(e.stage.c_str(), stage_owner, stage_owner) < 0)
-                        return std::unexpected(Error::sys("chown " + e.stage, errno));
+                if (out.stage.empty()) {
+                    mkdir(cfg.stage_dir.c_str(), 0711);
+                    std::string stage = cfg.stage_dir + "/job-" + std::to_string(job_id);
+                    if (mkdir(stage.c_str(), 0700) < 0) return failed(Error::sys("mkdir " + stage, errno));
+                    out.stage = stage;
+                    if (chown(stage.c_str(), stage_owner, stage_owner) < 0)
+                        return failed(Error::sys("chown " + stage, errno));
                 }
-                std::string staged = e.stage + "/input-" + std::to_string(k);
-                if (auto r = copy_file(blob, staged, stage_owner); !r)
-                    return std::unexpected(r.error().wrap("putting back input " + in.host_path));
+                std::string staged = out.stage + "/input-" + std::to_string(k);
+                if (auto r = copy_file(blob, staged, stage_owner, cancel); !r)
+                    return failed(r.error().wrap("putting back input " + in.host_path));
                 in.host_path = staged;
+                fd.reset(::open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+                if (!fd || fstat(fd.get(), &st) < 0) return failed(Error::sys("open " + staged, errno));
+                rec["bytes"] = uint64_t(st.st_size);
             } else {
+                // The host file must still be the one the job saw. It is opened
+                // with the replaying client's rights, never moatd's.
+                auto f = open_as_client(who, in.host_path);
+                if (!f) return failed(f.error().wrap("input " + in.host_path));
+                fd = std::move(*f);
                 uint64_t size = 0;
-                auto now = file_sha256(in.host_path, &size);
+                auto now = fd_sha256(fd.get(), &size, cancel);
                 if (!now || *now != in.snapshot)
-                    return fail("input " + in.host_path + " is not the file the job saw (recorded sha256 " +
-                                in.snapshot.substr(0, 12) + "..., now " +
-                                (now ? now->substr(0, 12) + "..." : now.error().message) +
-                                "); the seccomp tier has no mount namespace to put the snapshot back: restore the "
-                                "file or replay with --tier container");
+                    return failed(Error::msg(
+                        "input " + in.host_path + " is not the file the job saw (recorded sha256 " +
+                        in.snapshot.substr(0, 12) + "..., now " +
+                        (now ? now->substr(0, 12) + "..." : now.error().message) +
+                        "); the seccomp tier has no mount namespace to put the snapshot back: restore the "
+                        "file or replay with --tier container"));
+                if (fstat(fd.get(), &st) < 0) return failed(Error::sys("fstat " + in.host_path, errno));
+                rec["bytes"] = size;
+                rec["opened_by"] = "uid " + std::to_string(who.uid) + " (the replaying client)";
             }
             rec["sha256"] = in.snapshot;
-            e.blobs.push_back(in.snapshot);
-        } else if (m_cfg.artifacts) {
-            UniqueFd fd(open(in.host_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-            struct stat st{};
-            if (!fd || fstat(fd.get(), &st) < 0) {
-                rec["note"] = std::string("not snapshotted: ") + strerror(errno);
+            out.blobs.push_back(in.snapshot);
+        } else {
+            if (in.fd) {
+                fd = std::move(in.fd);
+                rec["opened_by"] = "client";
+            } else {
+                // The host-path spelling of the protocol: opened as the client.
+                auto f = open_as_client(who, in.host_path);
+                if (!f) return failed(f.error().wrap("input " + in.host_path));
+                fd = std::move(*f);
+                rec["opened_by"] = "moatd as uid " + std::to_string(who.uid) + " (the client's credentials)";
+            }
+            rec["client_uid"] = who.uid;
+            if (fstat(fd.get(), &st) < 0) return failed(Error::sys("fstat(input " + in.host_path + ")", errno));
+            if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+                return failed(Error::msg("input " + in.host_path +
+                                         ": the client passed something that is neither a regular file nor a "
+                                         "directory"));
+            if (!cfg.artifacts) {
+                rec["note"] = "not snapshotted: moatd keeps no recordings";
             } else if (!S_ISREG(st.st_mode)) {
                 rec["note"] = "not snapshotted: not a regular file (only files are recorded for replay)";
-            } else if (uint64_t(st.st_size) > m_cfg.record_input_max) {
-                rec["note"] = "not snapshotted: " + format_size(uint64_t(st.st_size)) + " is over the snapshot limit of " +
-                              format_size(m_cfg.record_input_max) + " (moatd --record-input-max)";
-            } else if (auto b = m_cfg.artifacts->put_fd(fd.get(), m_cfg.record_input_max); !b) {
+            } else if (uint64_t(st.st_size) > cfg.record_input_max) {
+                rec["note"] = "not snapshotted: " + format_size(uint64_t(st.st_size)) +
+                              " is over the snapshot limit of " + format_size(cfg.record_input_max) +
+                              " (moatd --record-input-max)";
+            } else if (auto b = cfg.artifacts->put_fd(fd.get(), cfg.record_input_max, &cancel); !b) {
+                if (cancel) return failed(Error::msg("cancelled"));
                 rec["note"] = "not snapshotted: " + b.error().message;
-            } else if (auto r = m_cfg.store->put_blob(b->sha256, b->bytes); !r) {
-                rec["note"] = "not snapshotted: " + r.error().message;
             } else {
+                // What was snapshotted: these bytes, read through the client's fd.
                 rec["sha256"] = b->sha256;
                 rec["bytes"] = b->bytes;
-                e.blobs.push_back(b->sha256);
+                if (b->truncated) rec["note"] = "the file grew while it was snapshotted; the first bytes are kept";
+                out.blobs.push_back(b->sha256);
+                out.new_blobs.emplace_back(b->sha256, b->bytes);
             }
         }
-        list.push_back(std::move(rec));
+        out.list.push_back(std::move(rec));
+        out.fds.push_back(std::move(fd));
+        out.st.push_back(st);
     }
-    e.recording["inputs"] = std::move(list);
-    return {};
 }
+
 
 void Supervisor::relay_done(int64_t job_id, RelayResult res) {
     auto it = m_ending.find(job_id);
@@ -970,6 +1171,11 @@ void Supervisor::kill_job(Job& job, const std::string& cause, const std::string&
 }
 
 Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
+    if (auto p = m_preparing.find(job_id); p != m_preparing.end()) {
+        if (p->second->stop_why.empty()) p->second->stop_why = why;
+        p->second->cancel = true;  // inputs_ready records it as stopped
+        return {};
+    }
     auto it = m_jobs.find(job_id);
     if (it == m_jobs.end()) return fail("job " + std::to_string(job_id) + " is not running");
     kill_job(*it->second, "stopped", why);
@@ -978,7 +1184,11 @@ Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
 
 void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_done) {
     m_on_all_done = std::move(on_all_done);
-    if (m_jobs.empty()) {
+    for (auto& [id, p] : m_preparing) {
+        if (p->stop_why.empty()) p->stop_why = why;
+        p->cancel = true;
+    }
+    if (m_jobs.empty() && m_preparing.empty()) {
         maybe_all_done();
         return;
     }
@@ -1110,7 +1320,7 @@ void Supervisor::finish(Job& job) {
 }
 
 void Supervisor::maybe_all_done() {
-    if (m_jobs.empty() && m_ending.empty() && m_on_all_done) {
+    if (m_jobs.empty() && m_ending.empty() && m_preparing.empty() && m_on_all_done) {
         auto done = std::move(m_on_all_done);
         m_on_all_done = nullptr;
         done();

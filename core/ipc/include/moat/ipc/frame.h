@@ -1,6 +1,6 @@
 #pragma once
 // Wire format: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
-// File descriptors (a job's stdio) ride along as SCM_RIGHTS on the first byte.
+// File descriptors (a job's stdio and inputs) ride along as SCM_RIGHTS on the first byte.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,7 +13,9 @@ namespace moat::ipc {
 
 inline constexpr uint32_t kMaxRequestBytes = 4u << 20;    // a policy is at most 1 MiB; argv/env the rest
 inline constexpr uint32_t kMaxResponseBytes = 64u << 20;
-inline constexpr size_t kMaxFdsPerFrame = 8;
+// `run` carries the job's stdio and one fd per --input the client opened.
+inline constexpr size_t kMaxInputs = 64;
+inline constexpr size_t kMaxFdsPerFrame = 3 + kMaxInputs;
 
 // Incremental decoder for the server: feed bytes, take complete frames.
 class FrameDecoder final {

@@ -20,6 +20,9 @@ struct MountSpec {
     std::string source;   // host path (bind) or link text (symlink)
     std::string target;   // absolute path inside the job's root
     uint64_t size = 0;    // tmpfs size in bytes
+    // Bind of an --input: the source must be this inode when moat-init opens it.
+    bool verify = false;
+    uint64_t dev = 0, ino = 0;
 };
 
 struct ContainerPlan {
@@ -50,6 +53,10 @@ const std::vector<std::string>& proc_readonly_paths();
 // the same symlink inside the root; a symlink in the middle of a path is an error.
 struct InputMount {
     std::string host, sandbox;
+    // The inode the client opened: moat-init refuses to bind anything else
+    // (the path was swapped after the client's open).
+    bool verify = false;
+    uint64_t dev = 0, ino = 0;
 };
 Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_only,
                                            const std::vector<std::string>& read_write,

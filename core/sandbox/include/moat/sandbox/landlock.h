@@ -25,6 +25,9 @@ struct LandlockRuleset {
 struct ExtraPath {
     std::string path;
     bool writable = false;
+    // When >= 0: the rule is put on this open file (an --input the client
+    // opened with its own rights) and `path` only names it in messages.
+    int fd = -1;
 };
 
 // Builds the ruleset for `fs` plus extra read-only paths (--input files).

@@ -4,6 +4,7 @@
 // `job_blobs` tables say which job uses which; this class only handles files.
 // Writers: moatd's loop thread and the per-job I/O relays (stdin), each into
 // its own temp file, renamed into place once hashed.
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -25,7 +26,9 @@ public:
 
     // Copies at most `max` bytes of the file at `fd` (read from its start)
     // into a blob. truncated says whether the file had more.
-    Result<BlobInfo> put_fd(int fd, uint64_t max) const;
+    // `cancel`, when given, is checked between reads (a stopped job's snapshot
+    // ends early with an error).
+    Result<BlobInfo> put_fd(int fd, uint64_t max, const std::atomic<bool>* cancel = nullptr) const;
     // A new temp file for a writer that streams (mode 0600, O_EXCL); the
     // caller writes it, then adopt()s it. Returns the open fd and its path.
     Result<std::pair<int, std::string>> make_temp() const;

@@ -50,11 +50,32 @@ struct Config {
     uint64_t record_input_max = 1ull << 30;      // largest --input file snapshotted
 };
 
+
 struct InputFile {
-    std::string host_path;     // as the client named it
+    std::string host_path;     // as the client named it (its canonical path when the client sent an fd)
     std::string sandbox_path;  // where the job sees it (== host_path in the seccomp tier)
     std::string snapshot;      // replay: the recorded blob's sha256 to put there instead
+    // The file as the client opened it with its own rights (SCM_RIGHTS). moatd
+    // snapshots from it and grants exactly it; it never opens host_path with
+    // its own rights. Empty: a host-path request, opened with the client's
+    // credentials (ClientCreds) on a worker thread.
+    UniqueFd fd;
 };
+
+// Who asked: opening a client-named path happens with these credentials
+// (SO_PEERCRED / SO_PEERGROUPS), never with moatd's.
+struct ClientCreds {
+    uid_t uid = 65534;
+    gid_t gid = 65534;
+    std::vector<gid_t> groups;
+};
+
+// Opens `path` with the credentials of `who` (its uid, gid and groups; no
+// capability of moatd's applies), on a short-lived thread whose credentials
+// are changed alone. The last component is never followed (O_NOFOLLOW); only
+// regular files and directories are opened (checked on an O_PATH descriptor
+// first, so a FIFO or device is never opened). Returns an O_RDONLY fd.
+Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path);
 
 struct JobRequest {
     policy::Policy policy;          // parsed and validated by the caller
@@ -68,6 +89,7 @@ struct JobRequest {
     UniqueFd stdio[3];
     bool require_stdio = true;      // `run` must pass all three
     std::vector<InputFile> inputs;
+    ClientCreds client;             // for inputs named by path only
     int64_t replay_of = 0;
     std::string stdin_snapshot;     // replay: the recorded stdin blob (sha256)
     bool learn = false;             // denials recorded, not enforced (container/vm, or forced)
@@ -123,8 +145,23 @@ private:
     void complete(int64_t job_id);
     void maybe_all_done();
     struct Ending;
-    Result<void> snapshot_inputs(Ending& e, int64_t job_id, std::vector<InputFile>& inputs, bool container,
-                                 uid_t stage_owner);
+    struct Preparing;
+    struct Prepared;
+    // Off the loop (a worker thread per job): opens, snapshots and stages the
+    // job's inputs. Touches only files and its own Prepared.
+    static void prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, bool container,
+                               uid_t stage_owner, const ClientCreds& who, const std::atomic<bool>& cancel,
+                               Prepared& out);
+    // Back on the loop once prepare_inputs is done: registers the snapshots and
+    // starts the job (or records why it could not).
+    void inputs_ready(int64_t job_id);
+    // Everything after the inputs: builds the sandbox and spawns. An error is
+    // recorded as setup-failed by the caller.
+    std::optional<Error> launch(std::unique_ptr<Job>& job, std::unique_ptr<Ending>& ending, JobRequest& req,
+                                Prepared& prep);
+    void fail_setup(Job& job, Ending* ending, const Error& e);
+    // Records the end of a job that never ran (setup-failed, or stopped while preparing).
+    void end_unstarted(Job& job, Ending* ending, const std::string& cause, const std::string& detail);
     void emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count = 1, int64_t time_ns = 0);
     Result<uid_t> allocate_uid();
     void retry_unrecorded();
@@ -140,6 +177,8 @@ private:
     // Jobs whose process has ended but whose output relay is still
     // delivering; the client's "finished" answer waits for both.
     std::map<int64_t, std::unique_ptr<Ending>> m_ending;
+    // Jobs whose inputs are being opened and copied off the loop.
+    std::map<int64_t, std::unique_ptr<Preparing>> m_preparing;
     std::shared_ptr<std::atomic<bool>> m_alive = std::make_shared<std::atomic<bool>>(true);  // read by relay threads
 };
 
