@@ -279,6 +279,9 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
                             str_or(j["termination"], "detail").c_str());
                 return 128 + j["signal"].get<int>();
             }
+            // It never ran (e.g. stopped while its inputs were being copied).
+            fprintf(stderr, "moatctl: job %lld ended before it started: %s: %s\n", (long long)job, cause.c_str(),
+                    str_or(j["termination"], "detail").c_str());
             return kExitSetup;
         }
     }
