@@ -59,7 +59,10 @@ QString eventDetailHtml(const json& e) {
         h += row(QStringLiteral("Action"), actionText(e.value("action", std::string())));
         h += row(QStringLiteral("Rule"), esc(e.value("rule", std::string())));
         if (e.contains("decoded") && !e["decoded"].is_null())
-            h += row(QStringLiteral("Decoded"), QStringLiteral("<tt>%1</tt>").arg(valueText(e["decoded"])));
+            h += row(QStringLiteral("Decoded"),
+                     QStringLiteral("<tt>%1</tt><br><small><i>as moatd read it from the job's memory; another thread "
+                                    "of the job can change it before or after the kernel reads it</i></small>")
+                         .arg(valueText(e["decoded"])));
         h += row(QStringLiteral("Module"), e.contains("module") && !e["module"].is_null()
                                                 ? QStringLiteral("<tt>%1</tt>").arg(valueText(e["module"]))
                                                 : QStringLiteral("<i>unknown</i>"));
@@ -93,7 +96,11 @@ QString eventDetailHtml(const json& e) {
         for (auto it = e.begin(); it != e.end(); ++it) {
             const std::string& k = it.key();
             if (k == "id" || k == "job" || k == "time" || k == "kind") continue;
-            h += row(esc(k), valueText(it.value()));
+            QString v = valueText(it.value());
+            if (k == "path" && e.value("event", std::string()) == "exec" && it.value().is_string())
+                v += QStringLiteral("<br><small><i>as moatd read it from the job's memory when the exec was held; "
+                                    "the kernel may have run another path</i></small>");
+            h += row(esc(k), v);
         }
     }
     return h + QStringLiteral("</table>");

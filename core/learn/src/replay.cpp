@@ -128,6 +128,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     std::map<std::string, Seen> seen;
     std::set<std::string> foreign;
     bool clone3 = false;
+    bool shows_decoded = false;
     for (const auto& e : denials) {
         if (e.value("kind", std::string()) != "denial") continue;
         const std::string name = e.value("syscall", std::string());
@@ -144,8 +145,9 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         Seen& s = seen[name];
         s.calls += e.value("count", uint64_t(1));
         if (s.first.empty()) {
-            s.first = name + "(" + (e.contains("decoded") && e["decoded"].is_string() ? e["decoded"].get<std::string>() : "") +
-                      ")";
+            const bool has = e.contains("decoded") && e["decoded"].is_string() && !e["decoded"].get_ref<const std::string&>().empty();
+            shows_decoded = shows_decoded || has;
+            s.first = name + "(" + (has ? e["decoded"].get<std::string>() : "") + ")";
             if (e.contains("module") && e["module"].is_string()) s.first += " at " + e["module"].get<std::string>();
         }
         DenialAllow a = proposeAllow(e);
@@ -234,6 +236,11 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     if (clone3)
         p.notes.push_back("clone3: always answered ENOSYS (its flags cannot be checked by a filter); glibc falls "
                           "back to clone, which the policy judges");
+    if (shows_decoded)
+        p.notes.push_back("the paths and addresses in the evidence are what moatd read from the job's memory when "
+                          "the call was held; a multithreaded job can change that memory before or after the kernel "
+                          "reads it, so they describe the call, they do not prove it. The proposal itself uses only "
+                          "syscall numbers and register arguments");
     if (!learned.cause.empty() && !(learned.cause == "exited" && learned.exit_code == 0))
         p.notes.push_back("the learn replay still ended " + learned.describe() +
                           ": that part is not a denied syscall (look at filesystem paths, limits and the job's "

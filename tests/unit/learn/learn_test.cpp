@@ -160,4 +160,20 @@ TEST(Learn, ComparisonIsCauseExitAndDeniedSet) {
     EXPECT_FALSE(moat::learn::compare(a, f).reproduced);
 }
 
+// Issue 11 item 9: evidence that quotes a decoded path says it is what moatd
+// read, not necessarily what the kernel used.
+TEST(Learn, EvidenceWithADecodedPathCarriesTheRaceNote) {
+    auto base = parse(kBase);
+    json d = denial("renameat2");
+    d["decoded"] = "/tmp/out.tmp -> /tmp/out";
+    auto p = moat::learn::propose(base, {d}, moat::learn::outcome_of(job("exited", 0), {d}));
+    ASSERT_EQ(p.additions.size(), 1u);
+    EXPECT_NE(p.additions[0].evidence.find("/tmp/out.tmp -> /tmp/out"), std::string::npos);
+    ASSERT_EQ(p.notes.size(), 1u);
+    EXPECT_NE(p.notes[0].find("multithreaded job can change that memory"), std::string::npos) << p.notes[0];
+    // Without a decoded value there is nothing to warn about.
+    json plain = denial("renameat2");
+    EXPECT_TRUE(moat::learn::propose(base, {plain}, moat::learn::outcome_of(job("exited", 0), {plain})).notes.empty());
+}
+
 }  // namespace
