@@ -198,7 +198,7 @@ std::vector<Diagnostic> lint(const Policy& p) {
                 pos = pos_of(p, "filesystem.read_write[" + std::to_string(n.read_write_index) + "]");
                 how = " (\"" + n.read_only + "\" is a default read_only entry; set filesystem.read_only explicitly)";
             }
-            out.push_back(at(p, pos, S::Error, "in the seccomp tier " + nested_read_only_message(n) + how));
+            out.push_back(at(p, pos, S::Error, "in the seccomp tier, " + nested_read_only_message(n) + how));
         }
     }
     for (size_t i = 0; i < p.filesystem.read_write.size(); ++i)

@@ -213,7 +213,7 @@ std::vector<NestedReadOnly> read_only_inside_read_write(const std::vector<std::s
 std::string nested_read_only_message(const NestedReadOnly& n) {
     return "\"" + detail::toml_escape(n.read_only) + "\" in filesystem.read_only is inside \"" +
            detail::toml_escape(n.read_write) +
-           "\" in filesystem.read_write, which the seccomp tier cannot enforce: Landlock grants the union of the "
+           "\" in filesystem.read_write: Landlock, the seccomp tier's file confinement, grants the union of the "
            "rules along a path, so the job could write it. Move it out of the read_write path (or narrow read_write "
            "to the directories that must be writable), or use tier = \"container\", whose bind mounts keep it "
            "read-only";
