@@ -403,6 +403,16 @@ allow = ["@default", "@signal", "capget", "prctl"]
     EXPECT_EQ(l.proc.status, 125) << describe(l);
     EXPECT_NE(l.proc.err.find("through symlinks"), std::string::npos) << describe(l);
     unlink(target.c_str());
+
+    // An --input is read-only too; in this tier it is the host file itself, so
+    // one inside a read_write directory would be writable: refused as well.
+    const std::string input = rw() + "/input.txt";
+    write_text(input, "original\n", 0666);
+    JobRun in = run_job(*s_daemon, policy("base"), {testprog(), "writefile", input, "100"}, {}, {"--input", input});
+    EXPECT_EQ(read_text(input), "original\n") << "the job rewrote its --input:\n" << describe(in);
+    EXPECT_EQ(in.proc.status, 125) << describe(in);
+    EXPECT_NE(in.proc.err.find("(an --input, read-only) is inside"), std::string::npos) << describe(in);
+    unlink(input.c_str());
 }
 
 // Issue 11: job-controlled strings (a denied path, argv) used to reach the

@@ -79,7 +79,8 @@ std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vec
         std::string what = policy::nested_read_only_message(n);
         if (n.read_only_index >= fs.read_only.size()) {  // an --input, not a policy entry
             const std::string in_policy = " in filesystem.read_only is";
-            what.replace(what.find(in_policy), in_policy.size(), " (an --input, read-only) is");
+            if (size_t at = what.find(in_policy); at != std::string::npos)
+                what.replace(at, in_policy.size(), " (an --input, read-only) is");
         }
         return "the seccomp tier cannot enforce this policy: " + what + resolved;
     };
