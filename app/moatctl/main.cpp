@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "moat/common/base64.h"
+#include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/learn/replay.h"
 #include "moat/common/units.h"
@@ -43,8 +44,27 @@ void on_signal(int sig) {
     (void)!write(g_sigpipe[1], &b, 1);
 }
 
+// Text for a human's terminal. Every string moatctl formats for a person may
+// hold bytes chosen by a job or a client (paths, argv, names, moatd's error
+// messages that echo them): control characters, C1 (CSI), bidi overrides and
+// invalid UTF-8 are shown escaped, never written raw (moat::for_terminal).
+// Line by line for multi-line messages (moatd joins policy diagnostics with
+// newlines); a single field escapes its newlines too (str_or). JSON output and
+// `moatctl output` (the job's own bytes, like cat) are not formatted text.
+std::string lines_for_terminal(std::string_view text) {
+    std::string out;
+    size_t start = 0;
+    for (;;) {
+        size_t nl = text.find('\n', start);
+        out += moat::for_terminal(text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start));
+        if (nl == std::string_view::npos) return out;
+        out += '\n';
+        start = nl + 1;
+    }
+}
+
 int die(const std::string& msg, int code = 1) {
-    fprintf(stderr, "moatctl: %s\n", msg.c_str());
+    fprintf(stderr, "moatctl: %s\n", lines_for_terminal(msg).c_str());
     return code;
 }
 
@@ -65,11 +85,21 @@ std::optional<std::string> read_file(const std::string& path, std::string* err,
     return s;
 }
 
+// A field for display (escaped for the terminal), or dflt when missing/null.
 std::string str_or(const json& j, const char* key, const char* dflt = "-") {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return dflt;
-    if (it->is_string()) return it->get<std::string>();
-    return it->dump();
+    if (it->is_string()) return moat::for_terminal(it->get_ref<const std::string&>());
+    return moat::for_terminal(it->dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// A JSON string array (argv) joined with spaces, each element escaped.
+std::string joined_for_terminal(const json& arr) {
+    std::string out;
+    if (!arr.is_array()) return out;
+    for (const auto& a : arr)
+        out += (out.empty() ? "" : " ") + (a.is_string() ? moat::for_terminal(a.get_ref<const std::string&>()) : a.dump());
+    return out;
 }
 
 std::string human_size(uint64_t b) {
@@ -87,9 +117,7 @@ std::string duration_of(const json& job) {
 
 void print_job(const json& j) {
     printf("job %s  %s  tier %s\n", str_or(j, "id").c_str(), str_or(j, "state").c_str(), str_or(j, "tier").c_str());
-    std::string argv;
-    for (const auto& a : j.value("argv", json::array())) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
-    printf("  argv:        %s\n", argv.c_str());
+    printf("  argv:        %s\n", joined_for_terminal(j.value("argv", json::array())).c_str());
     const json& p = j["policy"];
     printf("  policy:      %s v%s (sha256 %s)\n", str_or(p, "name").c_str(), str_or(p, "version").c_str(),
            str_or(p, "sha256").substr(0, 12).c_str());
@@ -97,7 +125,7 @@ void print_job(const json& j) {
     printf("  ended:       %s\n", str_or(j, "ended_at").c_str());
     const json& t = j["termination"];
     printf("  termination: %s%s%s\n", str_or(t, "cause").c_str(), t["detail"].is_string() ? ": " : "",
-           t["detail"].is_string() ? t["detail"].get<std::string>().c_str() : "");
+           t["detail"].is_string() ? str_or(t, "detail").c_str() : "");
     printf("  exit code:   %s   signal: %s\n", str_or(j, "exit_code").c_str(), str_or(j, "signal").c_str());
     const json& r = j["resources"];
     printf("  resources:   cpu %s, peak memory %s, peak pids %s\n",
@@ -107,7 +135,8 @@ void print_job(const json& j) {
     const json& s = j.value("sandbox", json::object());
     printf("  sandbox:     uid %s, cgroup %s, landlock %s (ABI %s)\n", str_or(j, "uid").c_str(),
            str_or(s, "cgroup_version").c_str(), str_or(s, "landlock").c_str(), str_or(s, "landlock_abi").c_str());
-    for (const auto& n : s.value("notes", json::array())) printf("  note:        %s\n", n.get<std::string>().c_str());
+    for (const auto& n : s.value("notes", json::array()))
+        printf("  note:        %s\n", moat::for_terminal(n.is_string() ? n.get<std::string>() : n.dump()).c_str());
     (void)duration_of;
 }
 
@@ -115,7 +144,7 @@ std::string event_summary(const json& e) {
     std::string kind = str_or(e, "kind");
     if (kind == "denial") {
         std::string s = str_or(e, "syscall") + "(";
-        if (e.contains("decoded") && e["decoded"].is_string()) s += e["decoded"].get<std::string>();
+        if (e.contains("decoded") && e["decoded"].is_string()) s += str_or(e, "decoded");
         s += ") -> " + str_or(e, "action") + "  pid " + str_or(e, "pid") + "  at " + str_or(e, "module", "?") +
              " [" + str_or(e, "arch") + "]";
         return s;
@@ -131,7 +160,7 @@ std::string event_summary(const json& e) {
                str_or(e, "pids");
     json copy = e;
     for (const char* k : {"id", "time", "job", "kind", "count"}) copy.erase(k);
-    return copy.dump();
+    return moat::for_terminal(copy.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 struct Global {
@@ -249,8 +278,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
         if (!m->value("ok", false)) {
             std::string code = str_or(*m, "code");
             if (stop_sent && code == "not-found") continue;  // it ended before our stop arrived
-            fprintf(stderr, "moatctl: %s\n", str_or(*m, "error").c_str());
-            return kExitSetup;
+            return die(m->value("error", std::string("-")), kExitSetup);
         }
         if (m->contains("job") && (*m)["job"].is_number_integer()) {
             job = (*m)["job"].get<int64_t>();
@@ -343,7 +371,7 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
     while (finished.is_null()) {
         auto m = c->receive();
         if (!m) return die(m.error().message, kExitSetup);
-        if (!m->value("ok", false)) return die(str_or(*m, "error"), kExitSetup);
+        if (!m->value("ok", false)) return die(m->value("error", std::string("-")), kExitSetup);
         if (m->contains("job") && (*m)["job"].is_number_integer()) {
             new_job = (*m)["job"].get<int64_t>();
             printf("%lld\n", (long long)new_job);  // contract: the new job's id first
@@ -396,17 +424,19 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
     if (as_json) {
         printf("%s\n", report.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
     } else {
-        printf("original job %lld: %s\n", (long long)job, o1.describe().c_str());
-        printf("replay   job %lld: %s%s\n", (long long)new_job, o2.describe().c_str(), learn ? " [learn: not enforced]" : "");
+        using moat::for_terminal;
+        printf("original job %lld: %s\n", (long long)job, for_terminal(o1.describe()).c_str());
+        printf("replay   job %lld: %s%s\n", (long long)new_job, for_terminal(o2.describe()).c_str(),
+               learn ? " [learn: not enforced]" : "");
         if (!learn) {
             printf("reproduced: %s\n", cmp.reproduced ? "yes (same cause, exit code and denied syscalls)" : "no");
-            for (const auto& d : cmp.differences) printf("  difference: %s\n", d.c_str());
+            for (const auto& d : cmp.differences) printf("  difference: %s\n", for_terminal(d).c_str());
         }
-        for (const auto& n : cmp.notes) printf("  note: %s\n", n.c_str());
+        for (const auto& n : cmp.notes) printf("  note: %s\n", for_terminal(n).c_str());
         if (proposal) {
             if (proposal->empty()) printf("learn: no syscall was denied; the policy needs no seccomp change\n");
-            else printf("\n%s", fragment.c_str());
-            for (const auto& n : proposal->notes) printf("# note: %s\n", n.c_str());
+            else printf("\n%s", lines_for_terminal(fragment).c_str());
+            for (const auto& n : proposal->notes) printf("# note: %s\n", for_terminal(n).c_str());
             if (!write_policy.empty()) printf("# the whole proposed policy was written to %s\n", write_policy.c_str());
         }
     }
@@ -478,9 +508,8 @@ int cmd_jobs(const Global& g, bool as_json, int limit) {
     printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", "ID", "TIER", "STATE", "POLICY", "CAUSE", "EXIT", "DENIALS",
            "COMMAND");
     for (const auto& j : (*r)["jobs"]) {
-        std::string argv;
-        for (const auto& a : j["argv"]) argv += (argv.empty() ? "" : " ") + a.get<std::string>();
-        if (argv.size() > 40) argv = argv.substr(0, 37) + "...";
+        std::string argv = joined_for_terminal(j["argv"]);
+        if (argv.size() > 40) argv = moat::for_terminal(argv.substr(0, 37)) + "...";
         std::string pol = str_or(j["policy"], "name") + " v" + str_or(j["policy"], "version");
         std::string exit = j["exit_code"].is_null() ? (j["signal"].is_null() ? "-" : "sig " + str_or(j, "signal"))
                                                     : str_or(j, "exit_code");
@@ -509,14 +538,14 @@ int cmd_policy_check(const std::string& file, bool explain) {
         auto l = moat::policy::lint(*res.policy);
         diags.insert(diags.end(), l.begin(), l.end());
     }
-    for (const auto& d : diags) fprintf(stderr, "%s\n", d.str().c_str());
+    for (const auto& d : diags) fprintf(stderr, "%s\n", lines_for_terminal(d.str()).c_str());
     if (!res.policy || moat::policy::has_errors(diags)) return 1;
     if (explain) printf("%s", moat::policy::explain(*res.policy).c_str());
     return 0;
 }
 
 void print_diagnostics(const std::vector<moat::policy::Diagnostic>& diags) {
-    for (const auto& d : diags) fprintf(stderr, "%s\n", d.str().c_str());
+    for (const auto& d : diags) fprintf(stderr, "%s\n", lines_for_terminal(d.str()).c_str());
 }
 
 // "profiles/docker-default.json" -> "docker-default": a valid policy name.
@@ -570,7 +599,7 @@ int cmd_policy_diff(const std::string& a, const std::string& b, bool as_json) {
     if (!pa || !pb) return 2;
     auto d = moat::policy::diff(*pa, *pb);
     std::string text = as_json ? moat::policy::to_json(d).dump(2, ' ', false, json::error_handler_t::replace) + "\n"
-                               : moat::policy::to_text(d);
+                               : lines_for_terminal(moat::policy::to_text(d));
     if (!write_output("", text)) return 2;
     return d.empty() ? 0 : 1;
 }

@@ -341,6 +341,142 @@ TEST_F(Scenario, LandlockLimitsWrites) {
     EXPECT_FALSE(fs::exists(s_root + "/bin/new"));
 }
 
+// Issue 11: Landlock grants the union of the rules along a path, so in the
+// seccomp tier a read_only path inside a read_write one was writable. A
+// container-tier policy (its bind mounts keep the path read-only, so `policy
+// check` accepts it) run with --tier seccomp: moatd must refuse to set it up
+// rather than let the job write the read-only path. Before the fix the job
+// wrote it and exited 0.
+TEST_F(Scenario, ReadOnlyInsideReadWriteIsRefusedInTheSeccompTier) {
+    const std::string ro = rw() + "/ro";
+    mkdir(ro.c_str(), 0777);
+    chmod(ro.c_str(), 0777);
+    const std::string target = ro + "/written";
+    unlink(target.c_str());
+    std::string pol = write_policy("nested-ro", R"(name = "scn-nested-ro"
+tier = "container"
+[limits]
+wall_time = "20s"
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "@TESTDIR@", "@RWDIR@/ro/"]
+read_write = ["@RWDIR@"]
+tmpfs = []
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default", "@signal", "capget", "prctl"]
+)");
+    Proc check = ctl({"policy", "check", pol});
+    EXPECT_EQ(check.status, 0) << "in its own tier the policy is enforceable:\n" << check.err;
+
+    JobRun r = run_job(*s_daemon, pol, {testprog(), "writefile", target, "100"}, {}, {"--tier", "seccomp"});
+    EXPECT_FALSE(fs::exists(target)) << "the job wrote a read_only path:\n" << describe(r);
+    EXPECT_EQ(r.proc.status, 125) << describe(r);
+    EXPECT_NE(r.proc.err.find("\"" + ro + "\" in filesystem.read_only is inside \"" + rw() + "\" in filesystem.read_write"),
+              std::string::npos)
+        << describe(r);
+    ASSERT_GT(r.id, 0) << describe(r);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "setup-failed") << j.dump();
+    EXPECT_NE(detail(j).find("grants the union of the rules"), std::string::npos) << j.dump();
+    unlink(target.c_str());
+
+    // A symlink does not hide the nesting: this seccomp-tier policy passes
+    // `policy check` (the paths differ as written), and moatd compares the
+    // resolved paths too.
+    const std::string link = s_root + "/ro-link";
+    unlink(link.c_str());
+    ASSERT_EQ(symlink(ro.c_str(), link.c_str()), 0) << strerror(errno);
+    std::string via_link = write_policy("nested-ro-link", R"(name = "scn-nested-ro-link"
+[limits]
+wall_time = "20s"
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "@TESTDIR@", "@ROOT@/ro-link"]
+read_write = ["@RWDIR@"]
+tmpfs = []
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default", "@signal", "capget", "prctl"]
+)");
+    EXPECT_EQ(ctl({"policy", "check", via_link}).status, 0);
+    JobRun l = run_job(via_link, {testprog(), "writefile", link + "/written", "100"});
+    EXPECT_FALSE(fs::exists(target)) << "the job wrote a read_only path through its symlink:\n" << describe(l);
+    EXPECT_EQ(l.proc.status, 125) << describe(l);
+    EXPECT_NE(l.proc.err.find("through symlinks"), std::string::npos) << describe(l);
+    unlink(target.c_str());
+
+    // An --input is read-only too; in this tier it is the host file itself, so
+    // one inside a read_write directory would be writable: refused as well.
+    const std::string input = rw() + "/input.txt";
+    write_text(input, "original\n", 0666);
+    JobRun in = run_job(*s_daemon, policy("base"), {testprog(), "writefile", input, "100"}, {}, {"--input", input});
+    EXPECT_EQ(read_text(input), "original\n") << "the job rewrote its --input:\n" << describe(in);
+    EXPECT_EQ(in.proc.status, 125) << describe(in);
+    EXPECT_NE(in.proc.err.find("(an --input, read-only) is inside"), std::string::npos) << describe(in);
+    unlink(input.c_str());
+}
+
+// Issue 11: job-controlled strings (a denied path, argv) used to reach the
+// operator's terminal raw: ESC sequences, C1 CSI (U+009B), DEL and bidi
+// overrides (U+202E). Every human-form output must show them escaped.
+TEST_F(Scenario, HumanOutputEscapesJobControlledText) {
+    // The job's sh builds a path with U+202E, ESC [2J, U+009B, a raw 0x9b byte,
+    // DEL and 0xff, and calls mkdir on it, which the policy denies (recorded,
+    // with the path decoded). argv[3] ($0) carries U+202E, ESC and U+009B too.
+    std::string pol = write_policy("esc-mkdir", R"(name = "scn-esc-mkdir"
+[limits]
+wall_time = "20s"
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "@TESTDIR@"]
+read_write = ["@RWDIR@"]
+tmpfs = []
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default", "@signal", "capget", "prctl"]
+[[seccomp.rule]]
+syscall = "mkdir"
+action = "errno:EPERM"
+)");
+    const std::string name0 = "job\u202e\x1b[2J\xc2\x9b";
+    JobRun r = run_job(pol, {"/bin/sh", "-c", R"(/bin/mkdir "/tmp/moat-esc-$(printf '\342\200\256\033[2J\302\233\233\177\377')x")",
+                             name0});
+    EXPECT_EQ(r.proc.status, 1) << describe(r);
+    ASSERT_GT(r.id, 0) << describe(r);
+    ASSERT_EQ(denials(events(r.id), "mkdir").size(), 1u) << describe(r);
+
+    // Only printable ASCII and newlines: every byte of the hostile strings was
+    // >= 0x80 or a control, so none may appear raw.
+    auto raw_bytes = [](const std::string& out) {
+        std::string bad;
+        for (unsigned char c : out)
+            if ((c < 0x20 && c != '\n') || c >= 0x7f) {
+                char b[8];
+                snprintf(b, sizeof b, " %02x", c);
+                bad += b;
+            }
+        return bad;
+    };
+    Proc ev = ctl({"events", std::to_string(r.id)});
+    EXPECT_EQ(ev.status, 0) << ev.err;
+    EXPECT_EQ(raw_bytes(ev.out), "") << ev.out;
+    for (const char* shown : {"\\u202e", "\\x1b[2J", "\\u009b", "\\x9b", "\\x7f", "\\xff"})
+        EXPECT_NE(ev.out.find(shown), std::string::npos) << shown << " missing in:\n" << ev.out;
+
+    Proc sh = ctl({"show", std::to_string(r.id)});
+    EXPECT_EQ(sh.status, 0) << sh.err;
+    EXPECT_EQ(raw_bytes(sh.out), "") << sh.out;
+    EXPECT_NE(sh.out.find("job\\u202e\\x1b[2J\\u009b"), std::string::npos) << sh.out;
+
+    Proc jobs = ctl({"jobs"});
+    EXPECT_EQ(jobs.status, 0) << jobs.err;
+    EXPECT_EQ(raw_bytes(jobs.out), "") << jobs.out;
+
+    // The JSON forms carry the stored strings; the decoded path is stored
+    // escaped, so even a JSON consumer that prints it gets no controls.
+    auto ds = denials(events(r.id), "mkdir");
+    ASSERT_EQ(ds.size(), 1u);
+    EXPECT_EQ(raw_bytes(ds[0].value("decoded", "")), "") << ds[0].dump();
+}
+
 TEST_F(Scenario, JobCannotSignalHostProcesses) {
     Bg victim({"/bin/sleep", "30"}, s_root);
     ASSERT_TRUE(victim.running());

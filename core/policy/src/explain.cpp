@@ -111,6 +111,10 @@ std::string explain(const Policy& p) {
         row += " " + name;
     }
     if (row.size() > 1) w.line(row);
+    if (sc.allowed.contains("clone3"))
+        w.line("# clone3 is listed but never runs, by design: it is answered with ENOSYS (its flags are in\n"
+               "# memory, where the filter cannot check them); glibc falls back to clone, which the filter\n"
+               "# allows only without namespace flags.");
 
     for (size_t i = 0; i < sc.rules.size(); ++i) {
         const SeccompRule& r = sc.rules[i];

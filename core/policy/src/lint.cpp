@@ -39,7 +39,8 @@ constexpr Risk kRisks[] = {
     {"mount_setattr", "new mount API: changes mount flags such as read-only"},
     {"unshare", "creates new namespaces; user namespaces unlock kernel code normally reserved for root"},
     {"setns", "joins other namespaces"},
-    {"clone3", "its flags are in memory, so the filter cannot stop it creating namespaces as it does for clone"},
+    {"clone3", "its flags are in memory, so a filter cannot stop it creating namespaces as it does for clone; Moat "
+               "therefore answers it with ENOSYS whatever the policy says"},
     {"io_uring_setup", "io_uring performs I/O the seccomp filter never sees, and has a long exploit history"},
     {"io_uring_enter", "io_uring performs I/O the seccomp filter never sees, and has a long exploit history"},
     {"io_uring_register", "io_uring performs I/O the seccomp filter never sees, and has a long exploit history"},
@@ -142,8 +143,27 @@ std::vector<Diagnostic> lint(const Policy& p) {
                          "seccomp.default_action = \"log\" lets every syscall through and only logs it; use it to "
                          "develop a policy, not to contain a job"));
 
+    // clone3 is never run, whatever the policy says: the filter cannot read its
+    // flags (they are in memory), so the supervisor answers ENOSYS and glibc
+    // falls back to clone, whose flags the filter does check. Say so where the
+    // policy claims otherwise, in the words the compiler and supervisor act on.
+    if (p.seccomp.allowed.contains("clone3"))
+        out.push_back(at(p, allow_entry_pos(p, "clone3"), S::Warning,
+                         "seccomp.allow lists clone3" + via(p, "clone3") + ", but Moat never lets clone3 run, by "
+                         "design: its flags are in memory, where the filter cannot check them for namespace flags. "
+                         "It is answered with ENOSYS (and one asking for new namespaces gets default_action and is "
+                         "recorded as a denial); glibc then falls back to clone, which runs only if allowed and only "
+                         "without CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET or the other namespace "
+                         "flags. Remove clone3 from the list to silence this"));
+    for (const SeccompRule& r : p.seccomp.rules)
+        if (r.syscall == "clone3" && r.action.kind == Action::Kind::Allow)
+            out.push_back(at(p, r.pos, S::Error,
+                             "clone3 cannot be allowed by a rule: its flags are in memory, where the filter cannot "
+                             "check them, so every clone3 is answered with ENOSYS (glibc falls back to clone)"));
+
     // Risky syscalls allowed without conditions.
     for (const std::string& name : p.seccomp.allowed) {
+        if (name == "clone3") continue;  // above: never allowed in fact
         std::string why = risk_of(name);
         if (why.empty()) continue;
         out.push_back(at(p, allow_entry_pos(p, name), S::Warning,
@@ -151,7 +171,7 @@ std::vector<Diagnostic> lint(const Policy& p) {
     }
     // A rule that allows a risky call without argument conditions narrows nothing.
     for (const SeccompRule& r : p.seccomp.rules) {
-        if (r.action.kind != Action::Kind::Allow || !r.args.empty()) continue;
+        if (r.action.kind != Action::Kind::Allow || !r.args.empty() || r.syscall == "clone3") continue;
         std::string why = risk_of(r.syscall);
         if (why.empty()) continue;
         out.push_back(at(p, r.pos, S::Warning,
@@ -168,6 +188,25 @@ std::vector<Diagnostic> lint(const Policy& p) {
         out.push_back(at(p, pos, S::Warning,
                          "tmpfs mounts need a mount namespace; in the seccomp tier these paths are not created" + how));
     }
+    // Landlock grants the union of the rules along a path: a read_only entry
+    // inside a read_write one would be writable. Never a silent weakening.
+    if (p.tier == Tier::Seccomp) {
+        for (const NestedReadOnly& n : read_only_inside_read_write(p.filesystem.read_only, p.filesystem.read_write)) {
+            SourcePos pos = pos_of(p, "filesystem.read_only[" + std::to_string(n.read_only_index) + "]");
+            std::string how;
+            if (!pos.line) {  // a default entry: point at the read_write entry that swallows it
+                pos = pos_of(p, "filesystem.read_write[" + std::to_string(n.read_write_index) + "]");
+                how = " (\"" + n.read_only + "\" is a default read_only entry; set filesystem.read_only explicitly)";
+            }
+            out.push_back(at(p, pos, S::Error, "in the seccomp tier, " + nested_read_only_message(n) + how));
+        }
+    }
+    for (size_t i = 0; i < p.filesystem.read_write.size(); ++i)
+        if (p.filesystem.read_write[i] == "/")
+            out.push_back(at(p, pos_of(p, "filesystem.read_write[" + std::to_string(i) + "]"), S::Warning,
+                             "filesystem.read_write contains \"/\": the job may write everything its uid can write on "
+                             "the host (/tmp, /var/tmp, /dev/shm, world-writable files); list only the directories the "
+                             "job must write"));
     if (p.filesystem.landlock == LandlockMode::Off) {
         std::string tier_note = p.tier == Tier::Seccomp
                                     ? ": in the seccomp tier nothing then restricts which files the job can reach"

@@ -434,6 +434,8 @@ std::vector<std::pair<std::string, SourcePos>> Parser::get_paths(const toml::tab
             warning(pos_of(e), quoted(*norm) + " is listed twice in " + std::string(path));
             continue;
         }
+        // Each entry's position, for lint findings about one entry.
+        record(std::string(path) + "[" + std::to_string(out.size()) + "]", pos_of(e));
         out.emplace_back(std::move(*norm), pos_of(e));
     }
     return out;

@@ -166,4 +166,57 @@ std::string toml_escape(std::string_view s) {
 
 std::string toml_quote(std::string_view s) { return "\"" + detail::toml_escape(s) + "\""; }
 
+namespace {
+
+// Lexical form for comparison only: "//" and "." components collapsed, no
+// trailing "/". ".." is left as a component (the parser rejects it).
+std::string lexical(std::string_view p) {
+    std::string out;
+    size_t i = 0;
+    while (i < p.size()) {
+        while (i < p.size() && p[i] == '/') ++i;
+        size_t j = p.find('/', i);
+        if (j == std::string_view::npos) j = p.size();
+        std::string_view comp = p.substr(i, j - i);
+        i = j;
+        if (comp.empty() || comp == ".") continue;
+        out += '/';
+        out += comp;
+    }
+    return out.empty() ? "/" : out;
+}
+
+// `path` is `dir` or below it, component-wise ("/srv/database" is not below "/srv/data").
+bool within(const std::string& path, const std::string& dir) {
+    if (dir == "/") return true;
+    return path.starts_with(dir) && (path.size() == dir.size() || path[dir.size()] == '/');
+}
+
+}  // namespace
+
+std::vector<NestedReadOnly> read_only_inside_read_write(const std::vector<std::string>& read_only,
+                                                        const std::vector<std::string>& read_write) {
+    std::vector<NestedReadOnly> out;
+    std::vector<std::string> rw;
+    for (const auto& w : read_write) rw.push_back(lexical(w));
+    for (size_t i = 0; i < read_only.size(); ++i) {
+        const std::string ro = lexical(read_only[i]);
+        for (size_t k = 0; k < rw.size(); ++k)
+            if (within(ro, rw[k])) {
+                out.push_back({i, k, read_only[i], read_write[k]});
+                break;  // one reason per read_only entry is enough
+            }
+    }
+    return out;
+}
+
+std::string nested_read_only_message(const NestedReadOnly& n) {
+    return "\"" + detail::toml_escape(n.read_only) + "\" in filesystem.read_only is inside \"" +
+           detail::toml_escape(n.read_write) +
+           "\" in filesystem.read_write: Landlock, the seccomp tier's file confinement, grants the union of the "
+           "rules along a path, so the job could write it. Move it out of the read_write path (or narrow read_write "
+           "to the directories that must be writable), or use tier = \"container\", whose bind mounts keep it "
+           "read-only";
+}
+
 }  // namespace moat::policy

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "moat/common/text.h"
+
 namespace moat::supervisor {
 
 namespace {
@@ -78,32 +80,7 @@ const std::map<int, ArgShape>& shapes() {
 
 // Paths and names come from the job: any bytes. JSON needs UTF-8, so invalid
 // bytes are written as \xNN (the path stays recognisable and unambiguous).
-std::string printable(const std::string& in) {
-    std::string out;
-    out.reserve(in.size());
-    size_t i = 0;
-    auto esc = [&](unsigned char c) {
-        char b[8];
-        snprintf(b, sizeof b, "\\x%02x", c);
-        out += b;
-    };
-    while (i < in.size()) {
-        unsigned char c = (unsigned char)in[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = len > 0 && i + len <= in.size();
-        for (size_t k = 1; ok && k < len; ++k) ok = ((unsigned char)in[i + k] >> 6) == 2;
-        if (ok && len == 1 && c == '\\') { out += "\\\\"; ++i; continue; }
-        if (ok && len == 1 && c < 0x20) ok = false;  // control characters too
-        if (!ok) {
-            esc(c);
-            ++i;
-            continue;
-        }
-        out.append(in, i, len);
-        i += len;
-    }
-    return out;
-}
+std::string printable(const std::string& in) { return moat::printable(in); }
 
 std::optional<std::vector<uint8_t>> read_remote(pid_t pid, uint64_t addr, size_t len) {
     if (len == 0 || len > 65536 || addr == 0) return std::nullopt;

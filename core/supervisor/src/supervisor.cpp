@@ -65,6 +65,43 @@ bool path_under(const std::string& path, const std::string& dir) {
     return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
 }
 
+// Why the seccomp tier cannot keep a read_only path (of the policy, or an
+// --input, which is read-only too) read-only: it lies inside a read_write path
+// and Landlock grants the union of the rules along a path. "" when none does.
+// Compared as written and as resolved (moatd opens the paths as root for the
+// ruleset just after this, following symlinks the same way), so a symlink
+// cannot hide the nesting. Lint reports this for seccomp-tier files; this
+// check also covers a --tier override and clients that skipped the check.
+std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vector<sandbox::ExtraPath>& extra) {
+    std::vector<std::string> ro = fs.read_only;
+    for (const auto& e : extra)
+        if (!e.writable) ro.push_back(e.path);
+    auto explain = [&](const policy::NestedReadOnly& n, const std::string& resolved) {
+        std::string what = policy::nested_read_only_message(n);
+        if (n.read_only_index >= fs.read_only.size()) {  // an --input, not a policy entry
+            const std::string in_policy = " in filesystem.read_only is";
+            if (size_t at = what.find(in_policy); at != std::string::npos)
+                what.replace(at, in_policy.size(), " (an --input, read-only) is");
+        }
+        return "the seccomp tier cannot enforce this policy: " + what + resolved;
+    };
+    if (auto n = policy::read_only_inside_read_write(ro, fs.read_write); !n.empty()) return explain(n[0], "");
+    auto resolve = [](const std::vector<std::string>& v) {
+        std::vector<std::string> out;
+        char real[PATH_MAX];
+        for (const auto& p : v) out.push_back(realpath(p.c_str(), real) ? std::string(real) : p);
+        return out;
+    };
+    const std::vector<std::string> ro_real = resolve(ro), rw_real = resolve(fs.read_write);
+    if (auto n = policy::read_only_inside_read_write(ro_real, rw_real); !n.empty()) {
+        policy::NestedReadOnly as_written = n[0];
+        as_written.read_only = ro[n[0].read_only_index];
+        as_written.read_write = fs.read_write[n[0].read_write_index];
+        return explain(as_written, " (through symlinks: " + n[0].read_only + " is inside " + n[0].read_write + ")");
+    }
+    return "";
+}
+
 void remove_tree(const std::string& dir) {
     // A stage directory holds plain files only (see snapshot_inputs).
     if (DIR* d = opendir(dir.c_str())) {
@@ -548,6 +585,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
             if (k < prep.fds.size()) x.fd = prep.fds[k].get();
             extra.push_back(std::move(x));
         }
+        if (std::string why = unenforceable_read_only(fs, extra); !why.empty()) return setup_failed(Error::msg(why));
         auto llr = sandbox::build_landlock(fs, pol->network, extra);
         if (!llr) return llr.error().wrap("building the Landlock ruleset");
         ll_storage = std::move(*llr);

@@ -165,5 +165,14 @@ TEST(PolicyExplain, EmptyCollectionsRoundTrip) {
     EXPECT_TRUE(q.environment.set.empty());
 }
 
+// Issue 11: --explain says what happens to clone3 when the policy lists it.
+TEST(PolicyExplain, Clone3InAllowIsExplainedAsEnosys) {
+    std::string with = explain(parse_ok("name = \"c\"\n[seccomp]\nallow = [\"@default\", \"clone3\"]\n"));
+    EXPECT_THAT(with, HasSubstr("# clone3 is listed but never runs, by design: it is answered with ENOSYS"));
+    EXPECT_THAT(with, HasSubstr("glibc falls back to clone"));
+    std::string without = explain(parse_ok("name = \"c\"\n"));
+    EXPECT_THAT(without, ::testing::Not(HasSubstr("answered with ENOSYS")));
+}
+
 }  // namespace
 }  // namespace moat::policy

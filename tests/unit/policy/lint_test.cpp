@@ -132,5 +132,121 @@ TEST(PolicyLint, NetworkHostLandlockOffAndLogDefault) {
     for (const Diagnostic& x : d) EXPECT_EQ(x.severity, S::Warning);
 }
 
+// Issue 11: Landlock grants the union of the rules along a path, so in the
+// seccomp tier a read_only entry inside a read_write one would be writable.
+TEST(PolicyLint, ReadOnlyInsideReadWriteIsASeccompTierErrorAtTheNestedEntry) {
+    const std::string text = R"(name = "x"
+[filesystem]
+read_write = ["/srv/data"]
+read_only = ["/usr", "/lib",
+    "/srv/data/bin/"]
+tmpfs = []
+)";
+    std::vector<Diagnostic> d = lint(parse_ok(text, "n.toml"));
+    std::vector<Diagnostic> e = only(d, S::Error);
+    ASSERT_EQ(e.size(), 1u) << dump(d);
+    EXPECT_EQ(e[0].line, 5) << dump(d);
+    EXPECT_EQ(e[0].column, 5) << dump(d);
+    EXPECT_THAT(e[0].str(), HasSubstr("n.toml:5:5: error: in the seccomp tier, \"/srv/data/bin\" in "
+                                      "filesystem.read_only is inside \"/srv/data\" in filesystem.read_write"));
+    EXPECT_THAT(e[0].message, HasSubstr("grants the union of the rules"));  // the reason
+    EXPECT_THAT(e[0].message, HasSubstr("could write it"));
+    EXPECT_THAT(e[0].message, HasSubstr("Move it out of the read_write path"));  // way out 1
+    EXPECT_THAT(e[0].message, HasSubstr("tier = \"container\""));               // way out 2
+
+    // The same file in the container tier is fine: bind mounts keep it read-only.
+    EXPECT_TRUE(only(lint(parse_ok("tier = \"container\"\n" + text)), S::Error).empty());
+
+    // "//", "/./" and trailing slashes do not hide it; a sibling that merely
+    // shares a prefix is not inside.
+    Policy q = parse_ok(R"(name = "x"
+[filesystem]
+read_write = ["//srv/./data/", "/opt/a"]
+read_only = ["/usr", "/srv//data/./x", "/opt/ab", "/opt/a/b/c"]
+tmpfs = []
+)");
+    std::vector<Diagnostic> qe = only(lint(q), S::Error);
+    ASSERT_EQ(qe.size(), 2u) << dump(lint(q));
+    EXPECT_THAT(qe[0].message, HasSubstr("\"/srv/data/x\" in filesystem.read_only is inside \"/srv/data\""));
+    EXPECT_EQ(qe[0].column, 22);
+    EXPECT_THAT(qe[1].message, HasSubstr("\"/opt/a/b/c\" in filesystem.read_only is inside \"/opt/a\""));
+}
+
+TEST(PolicyLint, ReadOnlyInsideReadWriteFunctionFindsEveryPair) {
+    auto n = read_only_inside_read_write({"/a/b", "/c", "/ab", "/a", "/x/y/"}, {"/a", "/x//"});
+    ASSERT_EQ(n.size(), 3u);
+    EXPECT_EQ(n[0].read_only, "/a/b");
+    EXPECT_EQ(n[0].read_only_index, 0u);
+    EXPECT_EQ(n[0].read_write, "/a");
+    EXPECT_EQ(n[1].read_only, "/a");  // the same path in both (the parser already refuses it in a file)
+    EXPECT_EQ(n[2].read_only, "/x/y/");
+    EXPECT_EQ(n[2].read_write_index, 1u);
+    EXPECT_TRUE(read_only_inside_read_write({"/usr", "/lib"}, {"/srv"}).empty());
+    // read_only around read_write is the useful case and stays allowed.
+    EXPECT_TRUE(read_only_inside_read_write({"/srv"}, {"/srv/data"}).empty());
+    EXPECT_EQ(read_only_inside_read_write({"/usr", "/etc"}, {"/"}).size(), 2u);
+}
+
+TEST(PolicyLint, ReadWriteRootWarnsAtTheEntry) {
+    Policy p = parse_ok(R"(name = "x"
+tier = "container"
+[filesystem]
+read_write = ["/tmp/a",
+  "/"]
+)", "rw.toml");
+    std::vector<Diagnostic> d = lint(p);
+    const Diagnostic* w = find_msg(d, "filesystem.read_write contains \"/\"");
+    ASSERT_NE(w, nullptr) << dump(d);
+    EXPECT_EQ(w->severity, S::Warning);
+    EXPECT_EQ(w->line, 5);
+    EXPECT_EQ(w->column, 3);
+    // "//" is "/" too; in the seccomp tier the default read_only entries are
+    // inside it, reported at the read_write entry (they have no position).
+    Policy q = parse_ok("name = \"x\"\n[filesystem]\nread_write = [\"//\"]\ntmpfs = []\n");
+    std::vector<Diagnostic> qd = lint(q);
+    EXPECT_NE(find_msg(qd, "filesystem.read_write contains \"/\""), nullptr) << dump(qd);
+    std::vector<Diagnostic> qe = only(qd, S::Error);
+    ASSERT_FALSE(qe.empty()) << dump(qd);
+    EXPECT_EQ(qe[0].line, 3);
+    EXPECT_EQ(qe[0].column, 15);
+    EXPECT_THAT(qe[0].message, HasSubstr("is a default read_only entry"));
+}
+
+// Issue 11: clone3 in allow used to be "allowed" by lint while the supervisor
+// answered every clone3 with ENOSYS. Lint now says what happens.
+TEST(PolicyLint, Clone3InAllowSaysItIsAnsweredEnosys) {
+    Policy p = parse_ok(R"(name = "x"
+tier = "container"
+[seccomp]
+allow = ["@default", "clone3"]
+)", "c.toml");
+    std::vector<Diagnostic> d = lint(p);
+    const Diagnostic* c = find_msg(d, "clone3");
+    ASSERT_NE(c, nullptr) << dump(d);
+    EXPECT_EQ(c->severity, S::Warning);
+    EXPECT_EQ(c->line, 4);
+    EXPECT_EQ(c->column, 22);
+    EXPECT_THAT(c->message, HasSubstr("answered with ENOSYS"));
+    EXPECT_THAT(c->message, HasSubstr("by design"));
+    EXPECT_THAT(c->message, HasSubstr("falls back to clone"));
+    EXPECT_THAT(c->message, HasSubstr("CLONE_NEWUSER"));
+    // Not the generic "lets the job call clone3 unconditionally", which was false.
+    EXPECT_EQ(find_msg(d, "call clone3 unconditionally"), nullptr) << dump(d);
+    EXPECT_EQ(d.size(), 1u) << dump(d);
+
+    // A rule allowing clone3 is refused by the compiler; lint says so first.
+    Policy r = parse_ok(R"(name = "x"
+tier = "container"
+[seccomp]
+allow = ["@default"]
+[[seccomp.rule]]
+syscall = "clone3"
+action = "allow"
+)");
+    std::vector<Diagnostic> re = only(lint(r), S::Error);
+    ASSERT_EQ(re.size(), 1u) << dump(lint(r));
+    EXPECT_THAT(re[0].message, HasSubstr("clone3 cannot be allowed by a rule"));
+}
+
 }  // namespace
 }  // namespace moat::policy

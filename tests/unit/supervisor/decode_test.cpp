@@ -23,6 +23,16 @@ TEST(Decode, PrintableKeepsUtf8AndEscapesTheRest) {
     EXPECT_EQ(printable("\xe2\x82"), "\\xe2\\x82") << "truncated sequence";
 }
 
+// Issue 11: stored strings (decoded paths, modules) reach terminals and the
+// console; DEL, C1 controls and bidi overrides are escaped like C0.
+TEST(Decode, PrintableEscapesDelC1AndBidi) {
+    EXPECT_EQ(printable("a\x7f"), "a\\x7f");
+    EXPECT_EQ(printable("\xc2\x9b" "2J"), "\\u009b2J");
+    EXPECT_EQ(printable("\x9b" "2J"), "\\x9b2J");
+    EXPECT_EQ(printable("/tmp/x\u202etxt.sh"), "/tmp/x\\u202etxt.sh");
+    EXPECT_EQ(printable("\xc0\xae"), "\\xc0\\xae") << "overlong";
+}
+
 TEST(Decode, RemoteStringStopsAtAnUnmappedPage) {
     // A string that ends exactly at the end of a mapping followed by a hole.
     long page = sysconf(_SC_PAGESIZE);

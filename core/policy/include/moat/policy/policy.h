@@ -78,6 +78,26 @@ struct Filesystem {
     LandlockMode landlock = LandlockMode::Required;  // seccomp tier enforcement
 };
 
+// A read_only entry at or below a read_write entry ("/srv/data/bin" under
+// "/srv/data"). Landlock, the seccomp tier's file confinement, grants the
+// union of the rules on every directory along a path, so such an entry is
+// writable there: the seccomp tier must refuse the policy (lint error, and
+// moatd at job start, where a --tier override is known). The container tier's
+// bind mounts keep it read-only. Paths are compared lexically, component by
+// component, after collapsing "//", "/./" and a trailing "/"; callers that
+// care about symlinks compare resolved paths too (moatd does).
+struct NestedReadOnly {
+    size_t read_only_index = 0;   // into the read_only list given
+    size_t read_write_index = 0;  // into the read_write list given
+    std::string read_only;
+    std::string read_write;
+};
+std::vector<NestedReadOnly> read_only_inside_read_write(const std::vector<std::string>& read_only,
+                                                        const std::vector<std::string>& read_write);
+// "in the seccomp tier X in filesystem.read_only is inside Y in filesystem.read_write: ..."
+// with the reason and the two ways out; one wording for lint and moatd.
+std::string nested_read_only_message(const NestedReadOnly& n);
+
 enum class NetworkMode { None, Loopback, Host };
 const char* network_mode_name(NetworkMode m);
 

@@ -12,8 +12,9 @@
 
 namespace moat::supervisor {
 
-// Job-controlled bytes made safe for JSON and terminals: valid UTF-8 is kept,
-// backslash doubled, invalid bytes and control characters written as \xNN.
+// Job-controlled bytes made safe for JSON and terminals: moat::printable()
+// (valid UTF-8 kept, backslash doubled; C0/DEL/C1/bidi controls and invalid
+// bytes escaped), the form decoded strings are stored in.
 std::string printable(const std::string& in);
 
 // Reads a NUL-terminated string of at most max bytes from the job's memory
