@@ -585,7 +585,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
             if (k < prep.fds.size()) x.fd = prep.fds[k].get();
             extra.push_back(std::move(x));
         }
-        if (std::string why = unenforceable_read_only(fs, extra); !why.empty()) return setup_failed(Error::msg(why));
+        if (std::string why = unenforceable_read_only(fs, extra); !why.empty()) return Error::msg(why);
         auto llr = sandbox::build_landlock(fs, pol->network, extra);
         if (!llr) return llr.error().wrap("building the Landlock ruleset");
         ll_storage = std::move(*llr);
