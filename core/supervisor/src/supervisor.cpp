@@ -1079,6 +1079,12 @@ void Supervisor::fold(Job& job, const std::string& key, nlohmann::json fields, u
             it = job.aggregate.emplace(key, Job::Aggregate{std::move(fields), 0, 0}).first;
         }
         auto& f = it->second.fields;
+        // Every row carries the contract's denial fields.
+        for (const char* k : {"pid", "nr"})
+            if (!f.contains(k)) f[k] = 0;
+        for (const char* k : {"syscall", "arch", "action", "rule", "ip"})
+            if (!f.contains(k)) f[k] = "";
+        if (!f.contains("args")) f["args"] = {0, 0, 0, 0, 0, 0};
         f["aggregated"] = true;
         f["module"] = nullptr;
         f["decoded"] = nullptr;
