@@ -275,11 +275,8 @@ std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip, int64
         // denial would cost a full maps read each time. Read again only when
         // the copy is old enough that a new mapping may be the reason.
         if (now_ns - it->second.read_ns < kRereadNs) return std::nullopt;
-    } else if (m_maps.size() >= kMaxProcesses) {
-        auto oldest = m_maps.begin();
-        for (auto e = m_maps.begin(); e != m_maps.end(); ++e)
-            if (e->second.read_ns < oldest->second.read_ns) oldest = e;
-        m_maps.erase(oldest);
+        m_mappings -= it->second.maps.size();
+        m_maps.erase(it);
     }
     ++m_reads;
     // Cut at kMaxMapsBytes: a job with more mappings than that gets "no
@@ -288,12 +285,26 @@ std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip, int64
     Entry e;
     e.read_ns = now_ns;
     for (auto& m : all)
-        if (m.exec) e.maps.push_back(std::move(m));
+        if (m.exec && e.maps.size() < kMaxMappings) e.maps.push_back(std::move(m));
     auto r = lookup(e.maps);
+    // Room for it: the least recently read pids go.
+    while (!m_maps.empty() && (m_maps.size() >= kMaxProcesses || m_mappings + e.maps.size() > kMaxMappings)) {
+        auto oldest = m_maps.begin();
+        for (auto o = m_maps.begin(); o != m_maps.end(); ++o)
+            if (o->second.read_ns < oldest->second.read_ns) oldest = o;
+        m_mappings -= oldest->second.maps.size();
+        m_maps.erase(oldest);
+    }
+    m_mappings += e.maps.size();
     m_maps[pid] = std::move(e);
     return r;
 }
 
-void ModuleResolver::forget(pid_t pid) { m_maps.erase(pid); }
+void ModuleResolver::forget(pid_t pid) {
+    auto it = m_maps.find(pid);
+    if (it == m_maps.end()) return;
+    m_mappings -= it->second.maps.size();
+    m_maps.erase(it);
+}
 
 }  // namespace moat::supervisor

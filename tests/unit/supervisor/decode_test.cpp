@@ -169,6 +169,26 @@ TEST(Decode, ModuleCacheRereadsAtMostOncePerIntervalAndIsBounded) {
     EXPECT_TRUE(r.resolve(100 + pid_t(ModuleResolver::kMaxProcesses) * 2 - 1, 0x1100, t0 + 10'000).has_value());
 }
 
+TEST(Decode, ModuleCacheHoldsABoundedNumberOfMappings) {
+    // A process with many executable file mappings: what is kept is bounded,
+    // in total over every cached process too.
+    std::string big;
+    for (size_t i = 0; i < ModuleResolver::kMaxMappings * 2; ++i) {
+        char line[128];
+        snprintf(line, sizeof line, "%zx-%zx r-xp 00000000 08:01 1 /usr/lib/lib%zu.so\n", 0x100000 + i * 0x2000,
+                 0x101000 + i * 0x2000, i);
+        big += line;
+    }
+    ModuleResolver r([&](pid_t, size_t max) { return big.substr(0, max); });
+    EXPECT_EQ(r.resolve(1, 0x100010, 0).value_or(""), "lib0.so+0x10");
+    EXPECT_LE(r.cached_mappings(), ModuleResolver::kMaxMappings);
+    for (pid_t p = 2; p < 10; ++p) EXPECT_TRUE(r.resolve(p, 0x100010, p).has_value());
+    EXPECT_LE(r.cached_mappings(), ModuleResolver::kMaxMappings);
+    EXPECT_GE(r.cached(), 1u);
+    r.forget(9);
+    EXPECT_EQ(r.cached_mappings(), 0u);
+}
+
 TEST(Decode, ModuleCacheReadsAtMostTheBoundFromARealMapsFile) {
     // The real reader on this process: the answer is right and the read stops at the bound.
     ModuleResolver r;

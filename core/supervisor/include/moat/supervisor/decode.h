@@ -44,13 +44,16 @@ std::optional<std::string> decode_args(pid_t pid, int nr, const uint64_t args[6]
 // bounded three ways: at most kMaxMapsBytes are read, a pid's maps are read
 // again at most once per kRereadNs (an address found in no cached mapping is
 // answered "no module" until then: a new mmap is seen at most that late), and
-// at most kMaxProcesses pids are cached (the least recently read goes first).
+// at most kMaxProcesses pids and kMaxMappings executable mappings in all are
+// cached (the least recently read pid goes first; a pid's mappings past
+// kMaxMappings are not kept, so addresses in them get "no module").
 // exec invalidates through forget().
 class ModuleResolver final {
 public:
     static constexpr size_t kMaxMapsBytes = 1 << 20;
     static constexpr int64_t kRereadNs = 1'000'000'000;
     static constexpr size_t kMaxProcesses = 256;
+    static constexpr size_t kMaxMappings = 4096;
     // Reads /proc/PID/maps, at most `max` bytes; replaceable for tests.
     using Reader = std::function<std::string(pid_t pid, size_t max)>;
 
@@ -62,10 +65,14 @@ public:
     std::optional<std::string> resolve(pid_t pid, uint64_t ip, int64_t now_ns);
     std::optional<std::string> resolve(pid_t pid, uint64_t ip);
     void forget(pid_t pid);
-    void clear() { m_maps.clear(); }
+    void clear() {
+        m_maps.clear();
+        m_mappings = 0;
+    }
 
     uint64_t reads() const { return m_reads; }  // maps files read so far
     size_t cached() const { return m_maps.size(); }
+    size_t cached_mappings() const { return m_mappings; }
 
     struct Mapping { uint64_t start, end, offset; std::string name; bool exec = false; };
     static std::vector<Mapping> parse_maps(const std::string& text);
@@ -77,6 +84,7 @@ private:
     };
     Reader m_reader;
     std::map<pid_t, Entry> m_maps;
+    size_t m_mappings = 0;  // Σ maps.size() over m_maps
     uint64_t m_reads = 0;
 };
 
