@@ -911,6 +911,174 @@ TEST_F(Rel, DenialStormStaysResponsiveBoundedAndExact) {
     EXPECT_LT(rss_peak, kRssBoundKiB) << "moatd's RSS grew to " << rss_peak << " KiB";
 }
 
+// ---- issue 11: per-job event budget and queue share ----------------------------
+
+uint64_t disk_bytes(const std::string& path) {
+    struct stat st{};
+    return stat(path.c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
+}
+
+// Three jobs make many denials with distinct decoded paths (no two coalesce)
+// while a fourth, quiet job makes a few. Before issue 11 every flooding denial
+// was a row (one job wrote 223k rows in 20 s) and the shared queue dropped
+// other jobs' events. Now each flooder stores at most its budget of rows and
+// counts the rest exactly in aggregate rows, says so in a `limit` event, and
+// the quiet job keeps every denial as its own row.
+TEST_F(Rel, FloodingJobsStayInTheirEventBudgetAndQuietJobsKeepEveryRow) {
+    const long kFlood = long_mode() ? 200'000 : 30'000;
+    const long kQuiet = 50;
+    const uint64_t kDefaultBudget = 10000;  // docs/policy.md, monitor.max_events
+    const uint64_t kBudget = 2000;          // the third flooder's policy sets it
+    const std::string flood_pol =
+        write_policy("rel-budget",
+                     "name = \"rel-budget\"\n"
+                     "[limits]\nwall_time = \"600s\"\n"
+                     "[filesystem]\n"
+                     "read_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\", \"@TESTDIR@\"]\n"
+                     "tmpfs = []\n"
+                     "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\", \"@signal\"]\n"
+                     "[monitor]\nmax_events = " + std::to_string(kBudget) + "\n");
+    const pid_t mp = s_daemon->pid();
+    const std::string db = s_daemon->state() + "/moat.db";
+    const uint64_t db_before = disk_bytes(db) + disk_bytes(db + "-wal");
+    long rss_peak = rss_kib(mp);
+
+    std::vector<std::string> idfs;
+    std::vector<std::unique_ptr<Bg>> flooders;
+    // Two flooders under the default budget, the third with a policy setting its own.
+    for (int i = 0; i < 3; ++i) {
+        idfs.push_back(new_id_file());
+        flooders.push_back(bg_run(*s_daemon, i < 2 ? long_policy() : flood_pol,
+                                  {testprog(), "deny-distinct", std::to_string(kFlood)}, idfs.back()));
+    }
+    // The quiet job runs while the flooders flood.
+    ASSERT_TRUE(wait_for([&] { return read_id(idfs[0]) > 0 && read_id(idfs[1]) > 0; }, 20));
+    std::string quiet_idf = new_id_file();
+    auto quiet = bg_run(*s_daemon, long_policy(), {testprog(), "deny-distinct", std::to_string(kQuiet)}, quiet_idf);
+    auto t0 = Clock::now();
+    while (since(t0) < 600) {
+        bool any = quiet->running();
+        for (auto& f : flooders) any = any || f->running();
+        rss_peak = std::max(rss_peak, rss_kib(mp));
+        if (!any) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(quiet->wait(60), 0) << quiet->out() << quiet->err();
+    ASSERT_EQ(kv(quiet->out(), "eperm"), std::to_string(kQuiet)) << quiet->out();
+    for (auto& f : flooders) {
+        EXPECT_EQ(f->wait(600), 0) << f->out() << f->err();
+        EXPECT_EQ(kv(f->out(), "eperm").value_or(""), std::to_string(kFlood)) << f->out();
+    }
+    rss_peak = std::max(rss_peak, rss_kib(mp));
+
+    // The quiet job: every denial its own row, nothing aggregated or dropped.
+    int64_t qid = read_id(quiet_idf);
+    ASSERT_GT(qid, 0);
+    auto qev = events_of(*s_daemon, qid);
+    auto qrm = denials(qev, "rmdir");
+    std::set<std::string> qpaths;
+    for (const auto& d : qrm) {
+        EXPECT_EQ(d.value("count", uint64_t(0)), 1u) << d.dump();
+        EXPECT_FALSE(d.value("aggregated", false)) << d.dump();
+        if (d["decoded"].is_string()) qpaths.insert(d["decoded"].get<std::string>());
+    }
+    EXPECT_EQ(qrm.size(), size_t(kQuiet)) << "the quiet job's denials were not all stored one by one";
+    EXPECT_EQ(qpaths.size(), size_t(kQuiet));
+    for (const auto& e : qev) EXPECT_NE(e.value("kind", ""), "limit") << "the quiet job hit a limit: " << e.dump();
+    EXPECT_EQ(show(qid).value("denial_count", uint64_t(0)), uint64_t(kQuiet));
+
+    for (size_t i = 0; i < flooders.size(); ++i) {
+        const uint64_t budget = i < 2 ? kDefaultBudget : kBudget;
+        int64_t id = read_id(idfs[i]);
+        ASSERT_GT(id, 0);
+        auto ev = events_of(*s_daemon, id);
+        auto rm = denials(ev);
+        size_t single = 0, aggregated = 0;
+        for (const auto& d : rm) {
+            // The contract's denial fields are present on every row, aggregated or not.
+            for (const char* k : {"pid", "syscall", "nr", "arch", "args", "action", "ip", "module", "decoded", "count"})
+                EXPECT_TRUE(d.contains(k)) << k << " missing: " << d.dump();
+            if (d.value("aggregated", false)) {
+                ++aggregated;
+                EXPECT_TRUE(d["decoded"].is_null()) << d.dump();
+                EXPECT_EQ(d.value("syscall", ""), "rmdir") << d.dump();
+            } else {
+                ++single;
+            }
+        }
+        json limit;
+        for (const auto& e : ev)
+            if (e.value("kind", "") == "limit" && e.value("limit", "") == "events") limit = e;
+        json j = show(id);
+        std::cout << "budget: job " << id << ": " << single << " rows one by one, " << aggregated
+                  << " aggregate row(s), Σcount " << count_sum(rm) << ", denial_count " << j.value("denial_count", 0)
+                  << "\n";
+        EXPECT_LE(single, size_t(budget)) << "job " << id << " stored more rows than its budget";
+        EXPECT_GE(aggregated, 1u) << "job " << id << ": no aggregate row";
+        EXPECT_EQ(count_sum(rm), uint64_t(kFlood)) << "job " << id << ": Σcount of the stored denials";
+        EXPECT_EQ(j.value("denial_count", uint64_t(0)), uint64_t(kFlood)) << j.dump();
+        ASSERT_TRUE(limit.is_object()) << "job " << id << " has no `limit` event for its event budget";
+        EXPECT_EQ(limit.value("value", uint64_t(0)), budget) << limit.dump();
+        EXPECT_NE(limit.value("detail", "").find("max_events"), std::string::npos) << limit.dump();
+        for (const auto& e : ev)
+            if (e.value("kind", "") == "limit" && e.contains("reason"))
+                ADD_FAILURE() << "events were dropped: " << e.dump();
+    }
+    const uint64_t db_after = disk_bytes(db) + disk_bytes(db + "-wal");
+    std::cout << "budget: moatd VmRSS peak " << rss_peak << " KiB; database grew by " << (db_after - db_before) / 1024
+              << " KiB\n";
+    EXPECT_LT(rss_peak, kRssBoundKiB) << "moatd's RSS grew to " << rss_peak << " KiB";
+    // 4 jobs x (budget + a few) rows of well under 1 KiB: generous.
+    EXPECT_LT(db_after - db_before, uint64_t(64) << 20) << "the database grew by " << db_after - db_before << " bytes";
+}
+
+// A denial from anonymous executable memory, in a process with a large
+// /proc/PID/maps, made moatd re-read the maps on every call (34 ms each).
+// Now the maps are read at most once per second per process: the job's
+// `finished` event counts the reads. Another job's denials meanwhile are all
+// stored and it finishes (a generous liveness bound, no timing assertion).
+TEST_F(Rel, AnonymousExecutableDenialsDoNotRereadTheMapsEachTime) {
+    const long kCalls = 1000;
+    const long kMaps = 20000;
+    std::string idf = new_id_file();
+    auto t0 = Clock::now();
+    auto anon = bg_run(*s_daemon, long_policy(), {testprog(), "deny-anon-exec", std::to_string(kCalls),
+                                                  std::to_string(kMaps)}, idf);
+    std::string quiet_idf = new_id_file();
+    auto quiet = bg_run(*s_daemon, long_policy(), {testprog(), "deny-distinct", "200"}, quiet_idf);
+    EXPECT_EQ(quiet->wait(120), 0) << quiet->out() << quiet->err();
+    EXPECT_EQ(kv(quiet->out(), "eperm").value_or(""), "200") << quiet->out();
+    EXPECT_EQ(anon->wait(600), 0) << anon->out() << anon->err();
+    const double secs = since(t0);
+    std::string out = anon->out();
+    ASSERT_EQ(kv(out, "eperm").value_or(""), std::to_string(kCalls)) << out << anon->err();
+    EXPECT_GE(std::stol(kv(out, "mapped").value_or("0")), kMaps / 2) << out;
+
+    int64_t id = read_id(idf);
+    ASSERT_GT(id, 0);
+    auto ev = events_of(*s_daemon, id);
+    json fin;
+    for (const auto& e : ev)
+        if (e.value("kind", "") == "lifecycle" && e.value("event", "") == "finished") fin = e;
+    ASSERT_TRUE(fin.is_object()) << dump_lines(ev);
+    ASSERT_TRUE(fin.contains("events") && fin["events"].contains("maps_reads"))
+        << "the finished event does not count maps reads: " << fin.dump();
+    const uint64_t reads = fin["events"]["maps_reads"].get<uint64_t>();
+    std::cout << "anon-exec: " << kCalls << " denials from anonymous memory with " << kMaps << " mappings in " << secs
+              << " s; /proc/PID/maps read " << reads << " time(s)\n";
+    // At most one read per second per process (plus the first and exec's):
+    // generous, and far below one per denial.
+    EXPECT_LE(reads, uint64_t(secs) + 5) << fin.dump();
+    EXPECT_LT(reads, uint64_t(kCalls) / 10) << fin.dump();
+    auto rm = denials(ev, "rmdir");
+    EXPECT_EQ(count_sum(rm), uint64_t(kCalls));
+    for (const auto& d : rm) EXPECT_TRUE(d["module"].is_null()) << "anonymous memory is no module: " << d.dump();
+
+    int64_t qid = read_id(quiet_idf);
+    ASSERT_GT(qid, 0);
+    EXPECT_EQ(denials(events_of(*s_daemon, qid), "rmdir").size(), 200u);
+}
+
 // =================================================================================
 // 6. Hostile clients
 // =================================================================================

@@ -23,6 +23,7 @@
 #include <sys/prctl.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -453,6 +454,42 @@ int mode_deny_distinct(int argc, char** argv) {
     return 0;
 }
 
+// deny-anon-exec N MAPPINGS: N denied rmdir calls made by a `syscall`
+// instruction in anonymous executable memory (as a JIT would), from a process
+// with MAPPINGS extra file mappings (of this program's own file, so each one
+// is a long line in /proc/PID/maps). Looking up the module behind such an
+// instruction pointer used to re-read the whole maps file on every denial.
+int mode_deny_anon_exec(int argc, char** argv) {
+    long n = arg_num(argc, argv, 2);
+    long maps = arg_num(argc, argv, 3);
+    int fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        printf("open_errno=%s\n", errname(errno));
+        return 1;
+    }
+    // Every mapping at file offset 0: neighbours never merge into one VMA.
+    long mapped = 0;
+    for (long i = 0; i < maps; ++i)
+        if (mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, fd, 0) != MAP_FAILED) ++mapped;
+    // mov rax, rdi; mov rdi, rsi; mov rsi, rdx; syscall; ret
+    static const unsigned char kStub[] = {0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x0f, 0x05, 0xc3};
+    void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) {
+        printf("mmap_errno=%s\n", errname(errno));
+        return 1;
+    }
+    memcpy(page, kStub, sizeof kStub);
+    auto raw = reinterpret_cast<long (*)(long, long, long)>(page);
+    long eperm = 0, other = 0;
+    for (long i = 0; i < n; ++i) {
+        long r = raw(SYS_rmdir, reinterpret_cast<long>("/nonexistent/moat-anon"), 0);
+        if (r == -EPERM) ++eperm;
+        else ++other;
+    }
+    printf("calls=%ld eperm=%ld other=%ld mapped=%ld\n", n, eperm, other, mapped);
+    return 0;
+}
+
 // convert v1|v2 INPUT OUTDIR: the brittle-allowlist story (replay tests). A
 // "converter" upper-cases INPUT followed by its stdin into OUTDIR/out.tmp; its
 // "upgraded" v2 then publishes the result atomically with renameat2 — one
@@ -507,6 +544,7 @@ const Mode kModes[] = {
     {"statvfs", mode_statvfs},       {"openw", mode_openw},
     {"forkbomb-tree", mode_forkbomb_tree},
     {"deny-distinct", mode_deny_distinct},
+    {"deny-anon-exec", mode_deny_anon_exec},
     {"convert", mode_convert},
 };
 

@@ -143,6 +143,9 @@ std::string explain(const Policy& p) {
     w.line("");
     w.line("[monitor]");
     w.key("monitor", "sample_interval", q(format_duration_ns(p.monitor.sample_interval_ns)));
+    w.key("monitor", "max_events", std::to_string(p.monitor.max_events),
+          "denial rows stored one by one; past it denials are counted in aggregate rows");
+    w.key("monitor", "max_event_bytes", q(format_size(p.monitor.max_event_bytes)), "approximate size of those rows");
     return w.take();
 }
 

@@ -298,6 +298,8 @@ ParseResult Parser::run() {
     p.seccomp.default_action.errno_value = EPERM;
     p.seccomp.allow_entries = {"@default"};
     p.monitor.sample_interval_ns = kSec;
+    p.monitor.max_events = 10000;
+    p.monitor.max_event_bytes = 16 * kMiB;
 
     parse_top(root);
     if (const toml::table* t = section(root, "limits")) parse_limits(*t);
@@ -766,11 +768,21 @@ std::optional<ArgCondition> Parser::parse_arg(const toml::node& n, const std::st
 }
 
 void Parser::parse_monitor(const toml::table& t) {
-    check_keys(t, "monitor", {"sample_interval"});
+    check_keys(t, "monitor", {"sample_interval", "max_events", "max_event_bytes"});
     if (auto v = get_quantity(t, "sample_interval", "monitor.sample_interval", true)) {
         m_policy.monitor.sample_interval_ns = *v;
         check_range(t, "sample_interval", "monitor.sample_interval", *v, 50 * kMs, kHour,
                     "sampling more often than every 50ms costs more than it tells", fmt_duration);
+    }
+    if (auto v = get_count(t, "max_events", "monitor.max_events")) {
+        m_policy.monitor.max_events = *v;
+        check_range(t, "max_events", "monitor.max_events", *v, 100, 10'000'000,
+                    "fewer rows would hide the first denials an operator needs to see", fmt_count);
+    }
+    if (auto v = get_quantity(t, "max_event_bytes", "monitor.max_event_bytes", false)) {
+        m_policy.monitor.max_event_bytes = *v;
+        check_range(t, "max_event_bytes", "monitor.max_event_bytes", *v, 64 * kKiB, 4096 * kMiB,
+                    "less would not hold the first denials an operator needs to see", fmt_size);
     }
 }
 

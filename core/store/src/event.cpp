@@ -29,6 +29,26 @@ bool is_envelope_key(std::string_view key) {
     return key == "id" || key == "time" || key == "job" || key == "kind" || key == "count";
 }
 
+namespace {
+// Strings and keys by their length, everything else (numbers, null, bools,
+// the containers themselves) by a fixed 16 bytes: close enough to both the
+// heap the JSON value takes and the text stored, without serialising it.
+// Depth is bounded by what the supervisor builds (at most 3), but recursion is
+// capped anyway.
+uint64_t approx_json_bytes(const nlohmann::json& j, int depth) {
+    if (j.is_string()) return 16 + j.get_ref<const std::string&>().size();
+    if (depth > 16 || (!j.is_object() && !j.is_array())) return 16;
+    uint64_t n = 16;
+    if (j.is_object())
+        for (auto it = j.begin(); it != j.end(); ++it) n += it.key().size() + approx_json_bytes(it.value(), depth + 1);
+    else
+        for (const auto& e : j) n += approx_json_bytes(e, depth + 1);
+    return n;
+}
+}  // namespace
+
+uint64_t approx_event_bytes(const Event& ev) { return 64 + approx_json_bytes(ev.fields, 0); }
+
 nlohmann::json Event::to_json() const {
     nlohmann::json j = nlohmann::json::object();
     if (fields.is_object()) {

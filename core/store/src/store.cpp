@@ -1,7 +1,8 @@
 // The event store (docs/store.md).
 //
 // Threads and locks:
-//   - m_qmu guards the append queue, the per-job drop counters and the stats.
+//   - m_qmu guards the append queue, the per-job queue shares and drop
+//     counters and the stats.
 //     It is held only for O(1) work (or for moving one batch out of the queue),
 //     so append() never waits for SQLite.
 //   - m_wmu guards the single writer connection. The writer thread holds it for
@@ -37,6 +38,7 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxBatch = 4096;          // rows per write transaction
+constexpr uint64_t kMaxBatchBytes = 8 << 20;  // and their approximate size (memory held outside the queue)
 constexpr int kMaxQueryLimit = 10000;
 constexpr int kMaxJobListLimit = 10000;
 constexpr int kBusyTimeoutMs = 5000;        // another process holding the lock (sqlite3 CLI, backup)
@@ -280,8 +282,23 @@ struct Store::Impl {
     mutable std::mutex qmu;
     std::condition_variable qcv;       // wakes the writer thread
     std::condition_variable done_cv;   // wakes flush()
-    std::deque<std::pair<uint64_t, Event>> queue;  // (sequence number, event)
+    struct Queued {
+        uint64_t seq;    // sequence number of its append()
+        uint64_t bytes;  // approx_event_bytes, for the queue's byte accounting
+        Event ev;
+    };
+    std::deque<Queued> queue;
     size_t capacity = 1;
+    uint64_t bytes_capacity = 1;
+    uint64_t queued_bytes = 0;
+    // What each job has in the queue now (jobs with nothing queued have no
+    // entry, so the map is as small as the set of jobs with queued events).
+    struct Share {
+        size_t events = 0;
+        uint64_t bytes = 0;
+    };
+    std::map<int64_t, Share> shares;
+    uint64_t refused = 0;
     uint64_t next_seq = 1;   // sequence number of the next append()
     uint64_t done_seq = 0;   // every append with seq <= done_seq is committed or accounted as dropped
     bool stopping = false;
@@ -290,6 +307,27 @@ struct Store::Impl {
     std::map<int64_t, JobDrops> drops;
     uint64_t written = 0, dropped = 0, batches = 0;
     std::thread thread;
+
+    // Under qmu.
+    void enqueue(uint64_t bytes, Event&& ev) {
+        Share& sh = shares[ev.job];
+        ++sh.events;
+        sh.bytes += bytes;
+        queued_bytes += bytes;
+        queue.push_back(Queued{next_seq - 1, bytes, std::move(ev)});
+    }
+    // Under qmu: the front of the queue leaves it (into a batch).
+    Queued dequeue() {
+        Queued q = std::move(queue.front());
+        queue.pop_front();
+        queued_bytes -= q.bytes;
+        auto it = shares.find(q.ev.job);
+        if (it != shares.end()) {
+            it->second.bytes -= q.bytes;
+            if (--it->second.events == 0) shares.erase(it);
+        }
+        return q;
+    }
 
     ~Impl() {
         idle_readers.clear();
@@ -430,13 +468,15 @@ struct Store::Impl {
 
             std::vector<std::pair<uint64_t, Event>> batch;
             batch.reserve(std::min(queue.size(), kMaxBatch));
-            while (!queue.empty() && batch.size() < kMaxBatch) {
-                batch.push_back(std::move(queue.front()));
-                queue.pop_front();
+            uint64_t batch_bytes = 0;
+            while (!queue.empty() && batch.size() < kMaxBatch && (batch.empty() || batch_bytes < kMaxBatchBytes)) {
+                Queued q = dequeue();
+                batch_bytes += q.bytes;
+                batch.emplace_back(q.seq, std::move(q.ev));
             }
             auto job_drops = std::exchange(drops, {});
             // Everything up to here is in this batch or in job_drops.
-            uint64_t done = queue.empty() ? next_seq - 1 : queue.front().first - 1;
+            uint64_t done = queue.empty() ? next_seq - 1 : queue.front().seq - 1;
             lk.unlock();
 
             uint64_t rejected = 0;
@@ -489,10 +529,17 @@ Store::~Store() {
 }
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& db_path, size_t queue_capacity) {
+    QueueLimits l;
+    l.events = queue_capacity;
+    return open(db_path, l);
+}
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& db_path, QueueLimits limits) {
     std::unique_ptr<Store> s(new Store());
     Impl& d = *s->m_impl;
     d.path = db_path;
-    d.capacity = std::max<size_t>(1, queue_capacity);
+    d.capacity = std::max<size_t>(1, limits.events);
+    d.bytes_capacity = std::max<uint64_t>(1, limits.bytes);
 
     if (auto r = create_db_file(db_path); !r) return std::unexpected(r.error());
     auto w = sql::Db::open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX);
@@ -902,17 +949,50 @@ void Store::append(Event ev) {
         ++d.dropped;  // no writer: nobody could ever record a limit event
         return;
     }
-    if (d.queue.size() >= d.capacity) {
+    const uint64_t bytes = approx_event_bytes(ev);
+    // The whole queue, whatever the shares: what append() carries is what must
+    // be kept, and offer() keeps bulk events well below the capacity.
+    if (d.queue.size() >= d.capacity || d.queued_bytes + bytes > d.bytes_capacity) {
         d.drops[ev.job].overflow.add(ev);
         ++d.dropped;
     } else {
-        d.queue.emplace_back(d.next_seq - 1, std::move(ev));
+        d.enqueue(bytes, std::move(ev));
     }
     // Wake the writer only when it sleeps: under load it is busy and the
     // notify (a futex syscall) would be wasted on every append.
     bool wake = d.writer_idle;
     lk.unlock();
     if (wake) d.qcv.notify_one();
+}
+
+bool Store::offer(Event& ev) {
+    Impl& d = *m_impl;
+    if (ev.time_ns == 0) ev.time_ns = now_realtime_ns();
+    const uint64_t bytes = approx_event_bytes(ev);
+    std::unique_lock lk(d.qmu);
+    if (d.read_only || d.stopping) {
+        ++d.refused;
+        return false;
+    }
+    // Fair share: capacity / (jobs with queued events, this one included, + 1).
+    // The +1 keeps a share free for a job that has nothing queued yet: however
+    // many jobs flood, together they hold at most n/(n+1) of the queue, so a
+    // quiet job's first events always find room.
+    auto it = d.shares.find(ev.job);
+    const Impl::Share mine = it == d.shares.end() ? Impl::Share{} : it->second;
+    const size_t jobs = d.shares.size() + (it == d.shares.end() ? 1 : 0) + 1;
+    const bool fits = d.queue.size() < d.capacity && d.queued_bytes + bytes <= d.bytes_capacity &&
+                      mine.events < d.capacity / jobs && mine.bytes + bytes <= d.bytes_capacity / jobs;
+    if (!fits) {
+        ++d.refused;
+        return false;
+    }
+    d.next_seq++;
+    d.enqueue(bytes, std::move(ev));
+    bool wake = d.writer_idle;
+    lk.unlock();
+    if (wake) d.qcv.notify_one();
+    return true;
 }
 
 void Store::flush() {
@@ -1013,7 +1093,7 @@ Result<std::vector<SyscallCount>> Store::top_syscalls(std::optional<int64_t> job
 StoreStats Store::stats() const {
     const Impl& d = *m_impl;
     std::lock_guard lk(d.qmu);
-    return StoreStats{d.queue.size(), d.written, d.dropped, d.batches};
+    return StoreStats{d.queue.size(), d.written, d.dropped, d.batches, d.queued_bytes, d.refused};
 }
 
 Result<std::string> Store::integrity_check() {

@@ -11,6 +11,8 @@
 
 #include <cstring>
 #include <mutex>
+
+#include "moat/common/timeutil.h"
 #include <sstream>
 
 #include "moat/common/text.h"
@@ -218,12 +220,21 @@ std::vector<ModuleResolver::Mapping> ModuleResolver::parse_maps(const std::strin
             auto del = name.find(" (deleted)");
             if (del != std::string::npos) name.resize(del);
         }
-        out.push_back({start, end, offset, name});
+        out.push_back({start, end, offset, name, perms[2] == 'x'});
     }
     return out;
 }
 
+ModuleResolver::ModuleResolver()
+    : m_reader([](pid_t pid, size_t max) { return read_small_file("/proc/" + std::to_string(pid) + "/maps", max); }) {}
+
+ModuleResolver::ModuleResolver(Reader reader) : m_reader(std::move(reader)) {}
+
 std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip) {
+    return resolve(pid, ip, now_monotonic_ns());
+}
+
+std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip, int64_t now_ns) {
     auto lookup = [&](const std::vector<Mapping>& maps) -> std::optional<std::string> {
         for (const auto& m : maps)
             if (ip >= m.start && ip < m.end) {
@@ -234,15 +245,43 @@ std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip) {
         return std::nullopt;
     };
     auto it = m_maps.find(pid);
-    if (it != m_maps.end())
-        if (auto r = lookup(it->second)) return r;
-    if (m_maps.size() > 256) m_maps.clear();  // bounded: pids come and go
-    auto maps = parse_maps(read_small_file("/proc/" + std::to_string(pid) + "/maps", 4 << 20));
-    auto r = lookup(maps);
-    m_maps[pid] = std::move(maps);
+    if (it != m_maps.end()) {
+        if (auto r = lookup(it->second.maps)) return r;
+        // Not in any mapping we know. Anonymous executable memory (a JIT, or
+        // a job making us work) is never in one: re-reading on every such
+        // denial would cost a full maps read each time. Read again only when
+        // the copy is old enough that a new mapping may be the reason.
+        if (now_ns - it->second.read_ns < kRereadNs) return std::nullopt;
+        m_mappings -= it->second.maps.size();
+        m_maps.erase(it);
+    }
+    ++m_reads;
+    // Cut at kMaxMapsBytes: a job with more mappings than that gets "no
+    // module" for addresses past the cut, never an unbounded read.
+    auto all = parse_maps(m_reader(pid, kMaxMapsBytes));
+    Entry e;
+    e.read_ns = now_ns;
+    for (auto& m : all)
+        if (m.exec && e.maps.size() < kMaxMappings) e.maps.push_back(std::move(m));
+    auto r = lookup(e.maps);
+    // Room for it: the least recently read pids go.
+    while (!m_maps.empty() && (m_maps.size() >= kMaxProcesses || m_mappings + e.maps.size() > kMaxMappings)) {
+        auto oldest = m_maps.begin();
+        for (auto o = m_maps.begin(); o != m_maps.end(); ++o)
+            if (o->second.read_ns < oldest->second.read_ns) oldest = o;
+        m_mappings -= oldest->second.maps.size();
+        m_maps.erase(oldest);
+    }
+    m_mappings += e.maps.size();
+    m_maps[pid] = std::move(e);
     return r;
 }
 
-void ModuleResolver::forget(pid_t pid) { m_maps.erase(pid); }
+void ModuleResolver::forget(pid_t pid) {
+    auto it = m_maps.find(pid);
+    if (it == m_maps.end()) return;
+    m_mappings -= it->second.maps.size();
+    m_maps.erase(it);
+}
 
 }  // namespace moat::supervisor

@@ -38,6 +38,23 @@ namespace {
 
 constexpr uint64_t kTickNs = 100'000'000;  // CPU-limit checks and denial flushes
 constexpr size_t kMaxPendingKeys = 4096;   // distinct denials buffered per job before a forced flush
+// Denial rows buffered for coalescing, all jobs together (approximate bytes):
+// past it the job adding one is flushed to the store first. With the store's
+// queue (store::QueueLimits) this bounds what denials can make moatd hold.
+constexpr uint64_t kMaxPendingBytes = 16ull << 20;
+// Past its event budget a job's denials are counted per (syscall, arch,
+// action, rule) in aggregate rows: at most this many keys per job (the syscall
+// number is the job's choice), the rest share one "(other)" key.
+constexpr size_t kMaxAggregateKeys = 128;
+constexpr int64_t kAggregateFlushNs = 30'000'000'000;  // aggregate rows are stored this often, and at the end
+constexpr uint64_t kRowOverhead = 256;                 // a denial row's fixed part, for the byte budget
+// moatd's own time spent decoding one job's denials (reading its memory and
+// /proc/PID/maps): past kWorkBudgetNs within kWorkWindowNs, module names are
+// not resolved for that job for kModulesOffNs, so one job cannot make the
+// loop slow for the others.
+constexpr int64_t kWorkWindowNs = 1'000'000'000;
+constexpr int64_t kWorkBudgetNs = 50'000'000;
+constexpr int64_t kModulesOffNs = 5'000'000'000;
 
 const char* arch_name(uint32_t arch) {
     switch (arch) {
@@ -174,6 +191,7 @@ struct Supervisor::Job {
         int64_t first_ns;
         uint64_t count;
         nlohmann::json fields;
+        uint64_t bytes = 0;  // its share of the event budget and of kMaxPendingBytes
     };
     std::unordered_map<std::string, Pending> pending;
     int64_t oldest_pending_mono = 0;
@@ -181,6 +199,24 @@ struct Supervisor::Job {
     std::function<void(const store::JobRecord&)> on_finished;
     std::optional<sandbox::SetupRecord> exec_failure;
     bool listener_registered = false, status_registered = false, exited = false;
+    // Event budget (policy [monitor] max_events / max_event_bytes; docs/store.md).
+    uint64_t budget_rows = 0, budget_bytes = 0;  // denial rows and exec events stored or pending
+    bool over_budget = false;
+    bool queue_refused = false;                   // the store refused a row (job's queue share): reported once
+    struct Aggregate {
+        nlohmann::json fields;  // the first denial folded under this key (representative)
+        uint64_t count = 0;     // denials since the key's last aggregate row
+        int64_t first_ns = 0;   // time of the first of them
+    };
+    std::map<std::string, Aggregate> aggregate;
+    uint64_t aggregated = 0;      // denials counted only in aggregate rows
+    uint64_t execs_unstored = 0;  // exec events past the budget
+    int64_t aggregate_flushed_mono = 0;
+    uint64_t pending_bytes = 0;
+    // moatd's time spent decoding this job's denials (kWorkBudgetNs).
+    int64_t work_window_mono = 0, work_ns = 0, modules_off_until = 0;
+    uint64_t modules_skipped = 0;
+    bool work_limit_reported = false;
 };
 
 // From the spawn until the job's record and its output are both complete.
@@ -228,6 +264,8 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
         for (auto& [id, job] : m_jobs) {
             if (!job->pending.empty() && now - job->oldest_pending_mono >= int64_t(m_cfg.coalesce_window_ns))
                 flush_denials(*job);
+            if (!job->aggregate.empty() && now - job->aggregate_flushed_mono >= kAggregateFlushNs)
+                flush_aggregate(*job);
             if (job->cg && job->kill_cause.empty()) {
                 if (auto cpu = job->cg->cpu_ns()) {
                     job->cpu_ns = *cpu;
@@ -1017,10 +1055,37 @@ void Supervisor::on_notify(Job& job) {
     if (name.empty()) name = "syscall_" + std::to_string(nr);
 
     // Decode pointers only for the native ABI (the layouts above are x86_64's).
+    // What this costs moatd is the job's to decide (the size of its maps, where
+    // its code lives): it is metered per job, and past kWorkBudgetNs the module
+    // lookup (the part that can be expensive) is skipped for a while.
+    const int64_t work_start = now_monotonic_ns();
+    if (work_start - job.work_window_mono >= kWorkWindowNs) {
+        job.work_window_mono = work_start;
+        job.work_ns = 0;
+    }
     std::optional<std::string> decoded = native ? decode_args(tid, nr, args) : std::nullopt;
-    std::optional<std::string> module = job.modules.resolve(tid, req->data.instruction_pointer);
+    const bool modules_off = work_start < job.modules_off_until;
+    std::optional<std::string> module =
+        modules_off ? std::nullopt : job.modules.resolve(tid, req->data.instruction_pointer, work_start);
+    if (modules_off) ++job.modules_skipped;
     if (decoded) decoded = printable(*decoded);
     if (module) module = printable(*module);
+    job.work_ns += now_monotonic_ns() - work_start;
+    if (job.work_ns > kWorkBudgetNs && !modules_off) {
+        job.modules_off_until = work_start + kModulesOffNs;
+        if (!job.work_limit_reported) {
+            job.work_limit_reported = true;
+            emit(job.id, store::EventKind::Limit,
+                 {{"limit", "supervisor-time"},
+                  {"value_ns", kWorkBudgetNs},
+                  {"window_ns", kWorkWindowNs},
+                  {"used_ns", job.work_ns},
+                  {"detail", "decoding this job's denials took moatd more than " + format_duration_ns(kWorkBudgetNs) +
+                                 " in " + format_duration_ns(kWorkWindowNs) + ": module names are not resolved for " +
+                                 format_duration_ns(kModulesOffNs) + " at a time while it goes on (module null, "
+                                 "\"module_note\" says why)"}});
+        }
+    }
     // The memory we read is only meaningful if the request is still live: the
     // task may have died and its pid been reused while we were reading.
     if (seccomp_notify_id_valid(job.proc.listener.get(), req->id) < 0) return;
@@ -1040,8 +1105,13 @@ void Supervisor::on_notify(Job& job) {
             job.started = true;
             emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", tid}});
         }
-        emit(job.id, store::EventKind::Lifecycle,
-             {{"event", "exec"}, {"pid", tid}, {"path", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}});
+        // An exec event is a row the job can make at will: it takes from the
+        // event budget like a denial row, and past it is only counted.
+        if (take_budget(job, kRowOverhead + (decoded ? decoded->size() : 0)))
+            emit(job.id, store::EventKind::Lifecycle,
+                 {{"event", "exec"}, {"pid", tid}, {"path", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}});
+        else
+            ++job.execs_unstored;
         resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         seccomp_notify_respond(job.proc.listener.get(), resp);
         return;
@@ -1090,11 +1160,17 @@ void Supervisor::on_notify(Job& job) {
     key += v.action.str();
     key += '\0';
     if (module) key += *module;
+    else if (modules_off) key += '\1';  // not looked up, as opposed to found in no mapping
     key += '\0';
     if (decoded) key += *decoded;
     auto it = job.pending.find(key);
+    // The aggregate key: what stays exact past the budget.
+    auto agg_key = [&] { return std::to_string(nr & ~0x40000000) + ':' + arch_str + '\0' + v.action.str() + '\0' + v.rule; };
     if (it != job.pending.end()) {
         ++it->second.count;
+    } else if (std::string ak; job.over_budget && job.aggregate.count(ak = agg_key())) {
+        // Past the budget, a denial of a known kind costs a lookup and an add.
+        fold(job, ak, nullptr, 1, now_realtime_ns());
     } else {
         nlohmann::json fields = {{"pid", tid},
                                  {"syscall", name},
@@ -1108,9 +1184,17 @@ void Supervisor::on_notify(Job& job) {
                                  {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
         if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
         if (job.rec.learn) fields["enforced"] = !native;  // learn mode lets native calls continue
-        if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
-        job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields)});
-        if (job.pending.size() >= kMaxPendingKeys) flush_denials(job);
+        if (modules_off) fields["module_note"] = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
+        const uint64_t bytes = kRowOverhead + key.size();
+        if (!take_budget(job, bytes)) {
+            fold(job, agg_key(), std::move(fields), 1, now_realtime_ns());
+        } else {
+            if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
+            job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields), bytes});
+            job.pending_bytes += bytes;
+            m_pending_bytes += bytes;
+            if (job.pending.size() >= kMaxPendingKeys || m_pending_bytes >= kMaxPendingBytes) flush_denials(job);
+        }
     }
 
     if (job.rec.learn) {
@@ -1159,8 +1243,110 @@ void Supervisor::flush_denials(Job& job) {
     rows.reserve(job.pending.size());
     for (auto& [key, p] : job.pending) rows.push_back(&p);
     std::sort(rows.begin(), rows.end(), [](auto* a, auto* b) { return a->first_ns < b->first_ns; });
-    for (auto* p : rows) emit(job.id, store::EventKind::Denial, std::move(p->fields), p->count, p->first_ns);
+    for (auto* p : rows) {
+        store::Event ev;
+        ev.job = job.id;
+        ev.time_ns = p->first_ns;
+        ev.kind = store::EventKind::Denial;
+        ev.count = p->count;
+        ev.fields = std::move(p->fields);
+        if (m_cfg.store->offer(ev)) continue;
+        // The store's queue holds this job's fair share (the writer is behind
+        // this job's flood): the row is not stored one by one but counted in
+        // the job's aggregate rows, so other jobs' events keep their room and
+        // Σcount stays exact. The budget it took is given back.
+        job.budget_rows -= 1;
+        job.budget_bytes -= std::min(job.budget_bytes, p->bytes);
+        if (!job.queue_refused) {
+            job.queue_refused = true;
+            emit(job.id, store::EventKind::Limit,
+                 {{"limit", "event-queue-share"},
+                  {"detail", "the store's event queue held this job's share of it: denials that did not fit are "
+                             "counted in aggregate rows (\"aggregated\": true) instead of stored one by one"}});
+        }
+        const auto& f = ev.fields;
+        std::string ak = std::to_string(f.value("nr", 0)) + ':' + f.value("arch", "") + '\0' + f.value("action", "") +
+                         '\0' + f.value("rule", "");
+        fold(job, ak, std::move(ev.fields), ev.count, ev.time_ns);
+    }
     job.pending.clear();
+    m_pending_bytes -= std::min(m_pending_bytes, job.pending_bytes);
+    job.pending_bytes = 0;
+}
+
+bool Supervisor::take_budget(Job& job, uint64_t bytes) {
+    const auto& mon = job.policy->monitor;
+    if (!job.over_budget && job.budget_rows + 1 <= mon.max_events && job.budget_bytes + bytes <= mon.max_event_bytes) {
+        ++job.budget_rows;
+        job.budget_bytes += bytes;
+        return true;
+    }
+    if (!job.over_budget) {
+        job.over_budget = true;
+        job.aggregate_flushed_mono = now_monotonic_ns();
+        emit(job.id, store::EventKind::Limit,
+             {{"limit", "events"},
+              {"value", mon.max_events},
+              {"value_bytes", mon.max_event_bytes},
+              {"stored_rows", job.budget_rows},
+              {"stored_bytes", job.budget_bytes},
+              {"detail", "the job reached its event budget (monitor.max_events = " + std::to_string(mon.max_events) +
+                             ", monitor.max_event_bytes = " + format_size(mon.max_event_bytes) +
+                             "): further denials are counted exactly per syscall, action and rule in aggregate rows "
+                             "(\"aggregated\": true), not stored one by one"}});
+    }
+    return false;
+}
+
+// Counts `count` denials under an aggregate key. `fields` (a denial row's)
+// describe the key when it is new; null when the key is known.
+void Supervisor::fold(Job& job, const std::string& key, nlohmann::json fields, uint64_t count, int64_t time_ns) {
+    job.aggregated += count;
+    auto it = job.aggregate.find(key);
+    if (it == job.aggregate.end()) {
+        static const std::string kOther = "(other)";
+        if (job.aggregate.size() >= kMaxAggregateKeys) {
+            it = job.aggregate.find(kOther);
+            if (it == job.aggregate.end()) {
+                nlohmann::json f = fields.is_object() ? std::move(fields) : nlohmann::json::object();
+                f["syscall"] = kOther;
+                f["nr"] = -1;
+                it = job.aggregate.emplace(kOther, Job::Aggregate{std::move(f), 0, 0}).first;
+            }
+        } else {
+            if (!fields.is_object()) fields = nlohmann::json::object();  // cannot happen: new keys come with fields
+            it = job.aggregate.emplace(key, Job::Aggregate{std::move(fields), 0, 0}).first;
+        }
+        auto& f = it->second.fields;
+        // Every row carries the contract's denial fields.
+        for (const char* k : {"pid", "nr"})
+            if (!f.contains(k)) f[k] = 0;
+        for (const char* k : {"syscall", "arch", "action", "rule", "ip"})
+            if (!f.contains(k)) f[k] = "";
+        if (!f.contains("args")) f["args"] = {0, 0, 0, 0, 0, 0};
+        f["aggregated"] = true;
+        f["module"] = nullptr;
+        f["decoded"] = nullptr;
+        f.erase("module_note");
+        f["note"] = "denials of this syscall, action and rule past the job's event budget or queue share, counted "
+                    "exactly; pid, args and ip are those of the first of them";
+    }
+    if (it->second.count == 0) it->second.first_ns = time_ns;
+    it->second.count += count;
+}
+
+void Supervisor::flush_aggregate(Job& job) {
+    job.aggregate_flushed_mono = now_monotonic_ns();
+    std::vector<Job::Aggregate*> rows;
+    for (auto& [key, a] : job.aggregate)
+        if (a.count) rows.push_back(&a);
+    std::sort(rows.begin(), rows.end(), [](auto* a, auto* b) { return a->first_ns < b->first_ns; });
+    // append(), not offer(): at most kMaxAggregateKeys + 1 rows per
+    // kAggregateFlushNs, and they carry the exact counts.
+    for (auto* a : rows) {
+        emit(job.id, store::EventKind::Denial, a->fields, a->count, a->first_ns);
+        a->count = 0;
+    }
 }
 
 void Supervisor::sample(Job& job, bool final) {
@@ -1253,6 +1439,7 @@ void Supervisor::finish(Job& job) {
     if (job.status_registered) on_status(job);
     sample(job, true);
     flush_denials(job);
+    flush_aggregate(job);
 
     store::JobRecord& r = job.rec;
     if (job.inner_status) {
@@ -1308,6 +1495,13 @@ void Supervisor::finish(Job& job) {
     nlohmann::json fin = {{"event", "finished"}, {"cause", r.cause}, {"detail", r.detail}};
     fin["exit_code"] = r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr);
     fin["signal"] = r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr);
+    // What recording this job cost moatd (docs/protocol.md, lifecycle events).
+    fin["events"] = {{"rows", job.budget_rows},
+                     {"bytes", job.budget_bytes},
+                     {"denials_aggregated", job.aggregated},
+                     {"execs_not_stored", job.execs_unstored},
+                     {"maps_reads", job.modules.reads()},
+                     {"module_lookups_skipped", job.modules_skipped}};
     emit(job.id, store::EventKind::Lifecycle, fin);
     if (auto res = m_cfg.store->finish_job(r); !res) {
         // Never leave a job that ended looking "running" (a restart would call

@@ -43,6 +43,8 @@ void expect_same_effective(const Policy& a, const Policy& b) {
             EXPECT_EQ(a.seccomp.rules[i].args[j].mask, b.seccomp.rules[i].args[j].mask);
     }
     EXPECT_EQ(a.monitor.sample_interval_ns, b.monitor.sample_interval_ns);
+    EXPECT_EQ(a.monitor.max_events, b.monitor.max_events);
+    EXPECT_EQ(a.monitor.max_event_bytes, b.monitor.max_event_bytes);
 }
 
 Policy round_trip(const Policy& p) {
@@ -108,6 +110,8 @@ args = [{ index = 2, op = "masked_eq", value = "PROT_EXEC", mask = 4 }]
 
 [monitor]
 sample_interval = "250ms"
+max_events = 2500
+max_event_bytes = "3MiB"
 )";
 
 TEST(PolicyExplain, EveryKeyRoundTrips) {
@@ -116,6 +120,8 @@ TEST(PolicyExplain, EveryKeyRoundTrips) {
     expect_same_effective(p, q);
     // Not vacuous: the values really are the non-defaults written above.
     EXPECT_EQ(q.tier, Tier::Vm);
+    EXPECT_EQ(q.monitor.max_events, 2500u);
+    EXPECT_EQ(q.monitor.max_event_bytes, 3u << 20);
     EXPECT_EQ(q.limits.memory_bytes, 1536ULL << 20);
     EXPECT_EQ(q.limits.file_size_bytes, 10000u);
     EXPECT_EQ(q.limits.cpu_time_ns, 1'500'000'000u);
@@ -144,6 +150,8 @@ TEST(PolicyExplain, MinimalRoundTripsAndMarksDefaults) {
     EXPECT_THAT(text, HasSubstr("allow = [\"@default\"]  # default; expands to " +
                                     std::to_string(p.seccomp.allowed.size()) + " syscalls"));
     EXPECT_THAT(text, HasSubstr("sample_interval = \"1s\"  # default"));
+    EXPECT_THAT(text, HasSubstr("max_events = 10000  # default;"));
+    EXPECT_THAT(text, HasSubstr("max_event_bytes = \"16MiB\"  # default;"));
     EXPECT_THAT(text, HasSubstr("# Source: test.toml (sha256 " + p.sha256 + ")"));
     expect_same_effective(p, round_trip(p));
 }

@@ -132,6 +132,8 @@ TEST(PolicyParse, MinimalPolicyGetsEveryDefault) {
     EXPECT_EQ(p.seccomp.allowed, std::set<std::string>(def.begin(), def.end()));
     EXPECT_TRUE(p.seccomp.rules.empty());
     EXPECT_EQ(p.monitor.sample_interval_ns, kSec);
+    EXPECT_EQ(p.monitor.max_events, 10000u);
+    EXPECT_EQ(p.monitor.max_event_bytes, 16u << 20);
 }
 
 TEST(PolicyParse, HostnameIsValidated) {
@@ -222,6 +224,11 @@ TEST(PolicyParse, ZeroAndHugeLimitsRejectedWithReason) {
     EXPECT_THAT(one_error("name = \"x\"\n[filesystem]\ntmpfs_size = \"0B\"\n"), HasSubstr("unlimited"));
     EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nsample_interval = \"10ms\"\n"), HasSubstr("50ms"));
     EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nsample_interval = \"2h\"\n"), HasSubstr("sanity bound"));
+    EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nmax_events = 10\n"), HasSubstr("too small"));
+    EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nmax_events = \"5\"\n"), HasSubstr("must be an integer"));
+    EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nmax_event_bytes = 1000\n"), HasSubstr("has no unit"));
+    EXPECT_THAT(one_error("name = \"x\"\n[monitor]\nmax_event_bytes = \"1KiB\"\n"), HasSubstr("too small"));
+    EXPECT_EQ(parse_ok("name = \"x\"\n[monitor]\nmax_events = 500\n").monitor.max_events, 500u);
     EXPECT_THAT(one_error("name = \"x\"\n[limits]\npids = \"64\"\n"), HasSubstr("must be an integer, not a string"));
     // Zero is fine where it means "none": no core dumps, no file writes.
     Policy p = parse_ok("name = \"x\"\n[limits]\ncore = \"0B\"\nfile_size = \"0B\"\npids = 4194304\n");

@@ -657,6 +657,101 @@ TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {
     EXPECT_EQ(s->stats().dropped, st.dropped);
 }
 
+// Issue 11: one job flooding the queue with denial rows must not make the
+// store drop another job's events. offer() keeps each job to its fair share
+// (capacity / (jobs with queued events + 1)); what does not fit is refused,
+// not dropped (the supervisor counts it in aggregate rows), and append()
+// (lifecycle, limit) still finds room.
+TEST(StoreQueue, OneJobFloodingCannotTakeAnotherJobsShare) {
+    TempDir dir;
+    constexpr size_t kCap = 64;
+    auto s = open_store(dir.file("moat.db"), kCap);
+    ASSERT_TRUE(s);
+    int64_t flood = new_job(*s), flood2 = new_job(*s), quiet = new_job(*s);
+    size_t flood_queued = 0, flood2_queued = 0, quiet_queued = 0;
+    uint64_t refused_offers = 0;
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);
+        s->append(lifecycle(flood, 1, "marker"));
+        while (s->stats().queued != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        // The writer is parked: nothing leaves the queue while the jobs offer.
+        for (int i = 0; i < 10 * int(kCap); ++i) {
+            Event ev = denial(flood, "rmdir", 100 + i);
+            if (s->offer(ev)) ++flood_queued;
+            else {
+                ++refused_offers;
+                EXPECT_EQ(ev.fields.value("decoded", ""), "/etc/shadow") << "a refused event stays with the caller";
+            }
+        }
+        EXPECT_EQ(flood_queued, kCap / 2) << "one job alone gets half the queue";
+        for (int i = 0; i < 10 * int(kCap); ++i) {
+            Event ev = denial(flood2, "rmdir", 100 + i);
+            if (s->offer(ev)) ++flood2_queued;
+            else ++refused_offers;
+        }
+        EXPECT_EQ(flood2_queued, kCap / 3) << "a second flooder gets its share, not the rest";
+        for (int i = 0; i < 8; ++i) {
+            Event ev = denial(quiet, "openat", 100 + i);
+            if (s->offer(ev)) ++quiet_queued;
+        }
+        EXPECT_EQ(quiet_queued, 8u) << "the quiet job's denials all found room";
+        // Events that must be kept take the rest of the queue.
+        for (int64_t j : {flood, flood2, quiet}) s->append(lifecycle(j, 5000, "finished"));
+        auto st = s->stats();
+        EXPECT_EQ(st.dropped, 0u);
+        EXPECT_EQ(st.refused, refused_offers);
+        EXPECT_LE(st.queued, kCap);
+        EXPECT_GT(st.queued_bytes, 0u);
+    }
+    s->flush();
+    auto st = s->stats();
+    EXPECT_EQ(st.dropped, 0u) << "nothing was dropped: refused offers are the caller's";
+    EXPECT_EQ(st.queued_bytes, 0u) << "the byte accounting returns to zero";
+    for (int64_t j : {flood, flood2, quiet}) {
+        EXPECT_TRUE(limit_events(*s, j).empty()) << "no job lost events";
+        auto fin = all_events(*s, {.job = j, .kind = EventKind::Lifecycle});
+        EXPECT_EQ(fin.back().fields.value("event", ""), "finished");
+    }
+    EXPECT_EQ(all_events(*s, {.job = quiet, .kind = EventKind::Denial}).size(), 8u);
+    EXPECT_EQ(all_events(*s, {.job = flood, .kind = EventKind::Denial}).size(), kCap / 2);
+
+    // Drained: the flooder has its share again.
+    Event ev = denial(flood, "rmdir", 9000);
+    EXPECT_TRUE(s->offer(ev));
+}
+
+TEST(StoreQueue, ByteShareBoundsBigEvents) {
+    TempDir dir;
+    QueueLimits lim;
+    lim.events = 1 << 16;
+    lim.bytes = 256 << 10;
+    auto s = Store::open(dir.file("moat.db"), lim);
+    ASSERT_TRUE(s) << s.error().message;
+    Store& st = **s;
+    int64_t flood = new_job(st), quiet = new_job(st);
+    const std::string big(8000, 'x');
+    size_t flood_queued = 0;
+    {
+        auto hold = StoreTestAccess::hold_writer(st);
+        st.append(lifecycle(flood, 1, "marker"));
+        while (st.stats().queued != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        for (int i = 0; i < 1000; ++i) {
+            Event ev = denial(flood, "rmdir", 100 + i);
+            ev.fields["decoded"] = big;
+            if (st.offer(ev)) ++flood_queued;
+        }
+        EXPECT_GT(flood_queued, 0u);
+        EXPECT_LE(st.stats().queued_bytes, lim.bytes / 2) << "one job holds at most half the bytes";
+        EXPECT_LT(flood_queued, 1000u);
+        Event q = denial(quiet, "openat", 100);
+        q.fields["decoded"] = big;
+        EXPECT_TRUE(st.offer(q)) << "the quiet job still has room";
+    }
+    st.flush();
+    EXPECT_EQ(st.stats().dropped, 0u);
+    EXPECT_EQ(all_events(st, {.job = flood, .kind = EventKind::Denial}).size(), flood_queued);
+}
+
 TEST(StoreQueue, OverflowTotalsAddUpUnderRandomTiming) {
     TempDir dir;
     auto s = open_store(dir.file("moat.db"), 4);

@@ -132,3 +132,81 @@ TEST(Decode, MapsParsingAndModuleResolution) {
     EXPECT_FALSE(r.resolve(getpid(), reinterpret_cast<uint64_t>(&stack_var)).has_value() &&
                  r.resolve(getpid(), reinterpret_cast<uint64_t>(&stack_var))->find(".so") != std::string::npos);
 }
+
+// Issue 11 item 5: /proc/PID/maps is the job's to make large, and an
+// instruction pointer in anonymous executable memory is in no file mapping.
+// The resolver must not re-read the maps for every such denial. Reads are
+// counted through an injected reader; time is passed in (no clock, no sleeps).
+TEST(Decode, ModuleCacheRereadsAtMostOncePerIntervalAndIsBounded) {
+    int reads = 0;
+    size_t asked_max = 0;
+    ModuleResolver r([&](pid_t, size_t max) {
+        ++reads;
+        asked_max = max;
+        return std::string("1000-2000 r-xp 00000000 08:01 1 /usr/lib/libfoo.so\n"
+                           "3000-4000 rw-p 00001000 08:01 1 /usr/lib/libfoo.so\n"
+                           "5000-6000 rwxp 00000000 00:00 0 \n");
+    });
+    const int64_t t0 = 1'000'000'000'000;
+    EXPECT_EQ(r.resolve(7, 0x1100, t0).value_or(""), "libfoo.so+0x100");
+    EXPECT_EQ(reads, 1);
+    EXPECT_LE(asked_max, ModuleResolver::kMaxMapsBytes) << "the read is bounded";
+    EXPECT_LE(ModuleResolver::kMaxMapsBytes, size_t(1) << 20);
+    EXPECT_EQ(r.resolve(7, 0x1f00, t0 + 1).value_or(""), "libfoo.so+0xf00");
+    EXPECT_EQ(reads, 1) << "a hit is answered from the cache";
+
+    // Anonymous executable memory: not a module, and asking again and again
+    // within the interval costs no read.
+    for (int i = 0; i < 1000; ++i) EXPECT_FALSE(r.resolve(7, 0x5010, t0 + 2 + i).has_value());
+    EXPECT_EQ(reads, 1) << "misses within kRereadNs must not re-read the maps";
+    // A data mapping is not where a syscall instruction lives.
+    EXPECT_FALSE(r.resolve(7, 0x3100, t0 + 5).has_value());
+    EXPECT_EQ(reads, 1);
+    // Once the copy is old enough, a miss reads again (a new mmap shows up).
+    EXPECT_FALSE(r.resolve(7, 0x5010, t0 + ModuleResolver::kRereadNs).has_value());
+    EXPECT_EQ(reads, 2);
+    EXPECT_FALSE(r.resolve(7, 0x5010, t0 + ModuleResolver::kRereadNs + 1).has_value());
+    EXPECT_EQ(reads, 2);
+    // exec invalidates.
+    r.forget(7);
+    EXPECT_EQ(r.resolve(7, 0x1100, t0 + ModuleResolver::kRereadNs + 2).value_or(""), "libfoo.so+0x100");
+    EXPECT_EQ(reads, 3);
+    EXPECT_EQ(r.reads(), 3u);
+
+    // Bounded number of processes: the least recently read goes.
+    for (pid_t p = 100; p < 100 + pid_t(ModuleResolver::kMaxProcesses) * 2; ++p) r.resolve(p, 0x1100, t0 + p);
+    EXPECT_LE(r.cached(), ModuleResolver::kMaxProcesses);
+    EXPECT_TRUE(r.resolve(100 + pid_t(ModuleResolver::kMaxProcesses) * 2 - 1, 0x1100, t0 + 10'000).has_value());
+}
+
+TEST(Decode, ModuleCacheHoldsABoundedNumberOfMappings) {
+    // A process with many executable file mappings: what is kept is bounded,
+    // in total over every cached process too.
+    std::string big;
+    for (size_t i = 0; i < ModuleResolver::kMaxMappings * 2; ++i) {
+        char line[128];
+        snprintf(line, sizeof line, "%zx-%zx r-xp 00000000 08:01 1 /usr/lib/lib%zu.so\n", 0x100000 + i * 0x2000,
+                 0x101000 + i * 0x2000, i);
+        big += line;
+    }
+    ModuleResolver r([&](pid_t, size_t max) { return big.substr(0, max); });
+    EXPECT_EQ(r.resolve(1, 0x100010, 0).value_or(""), "lib0.so+0x10");
+    EXPECT_LE(r.cached_mappings(), ModuleResolver::kMaxMappings);
+    for (pid_t p = 2; p < 10; ++p) EXPECT_TRUE(r.resolve(p, 0x100010, p).has_value());
+    EXPECT_LE(r.cached_mappings(), ModuleResolver::kMaxMappings);
+    EXPECT_GE(r.cached(), 1u);
+    r.forget(9);
+    EXPECT_EQ(r.cached_mappings(), 0u);
+}
+
+TEST(Decode, ModuleCacheReadsAtMostTheBoundFromARealMapsFile) {
+    // The real reader on this process: the answer is right and the read stops at the bound.
+    ModuleResolver r;
+    auto self = r.resolve(getpid(), reinterpret_cast<uint64_t>(&getpid), 0);
+    ASSERT_TRUE(self);
+    EXPECT_EQ(self->rfind("libc.so.6+0x", 0), 0u) << *self;
+    EXPECT_EQ(r.reads(), 1u);
+    int local = 0;
+    EXPECT_FALSE(r.resolve(getpid(), reinterpret_cast<uint64_t>(&local), 1).has_value()) << "the stack is no module";
+    EXPECT_EQ(r.reads(), 1u);
+}

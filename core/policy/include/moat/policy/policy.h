@@ -117,6 +117,11 @@ struct Seccomp {
 
 struct Monitor {
     uint64_t sample_interval_ns;  // resource sampling period
+    // The job's event budget (docs/policy.md [monitor]): denial rows (and exec
+    // events) stored one by one; past it denials are only counted, per
+    // (syscall, action, rule), in aggregate rows.
+    uint64_t max_events = 10000;
+    uint64_t max_event_bytes = 16ull << 20;  // approximate size of those rows
 };
 
 struct Policy {

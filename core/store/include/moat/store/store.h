@@ -102,15 +102,29 @@ struct SyscallCount {
 
 // queued: events waiting in the queue now; written: appended events committed;
 // dropped: appended events lost (queue full, failed write, unknown job), each
-// also reported by a `limit` event of its job; batches: committed write transactions.
+// also reported by a `limit` event of its job; batches: committed write transactions;
+// queued_bytes: the queued events' approximate size; refused: offer()s turned
+// down because the job held its share of the queue (not lost: the caller keeps them).
 struct StoreStats {
     uint64_t queued = 0, written = 0, dropped = 0, batches = 0;
+    uint64_t queued_bytes = 0, refused = 0;
 };
+
+// How much the append queue may hold (docs/store.md).
+struct QueueLimits {
+    size_t events = 1 << 16;      // events queued, all jobs together
+    uint64_t bytes = 64ull << 20; // their approximate size (approx_event_bytes)
+};
+
+// An event's approximate size in memory and in the database: its strings plus
+// a fixed cost per value. Cheap (no serialisation); used for queue accounting.
+uint64_t approx_event_bytes(const Event& ev);
 
 class Store {
 public:
     // Opens (creating when missing) DIR/moat.db, applies migrations, WAL mode.
     static Result<std::unique_ptr<Store>> open(const std::string& db_path, size_t queue_capacity = 1 << 16);
+    static Result<std::unique_ptr<Store>> open(const std::string& db_path, QueueLimits limits);
     // Read-only open of a copied database (no migrations, no writer thread).
     static Result<std::unique_ptr<Store>> open_read_only(const std::string& db_path);
     ~Store();
@@ -149,7 +163,17 @@ public:
     // Events. append() never blocks: when the queue is full the event is counted
     // as dropped for its job, and the writer records one `limit` event per job with
     // the exact number lost as soon as space returns.
+    // Meant for events the store must keep (lifecycle, limit, resource, the
+    // supervisor's aggregate denial rows): they may use the whole queue.
     void append(Event ev);
+    // For bulk events (denial rows): queued only within the job's fair share of
+    // the queue, so that one job flooding cannot make the store drop another
+    // job's events. A job may hold at most capacity / (jobs with queued events
+    // + 1) events and as many bytes; past that (or with the queue full) the
+    // offer is refused: false, `ev` is left to the caller and nothing is
+    // counted as dropped (the supervisor folds it into its aggregate counts).
+    // true: queued (`ev` moved from).
+    bool offer(Event& ev);
     // Blocks until everything appended before the call is committed.
     void flush();
     Result<std::vector<Event>> query_events(const EventQuery& q);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -38,18 +39,54 @@ const ArgShape* arg_shape(int nr);
 std::optional<std::string> decode_args(pid_t pid, int nr, const uint64_t args[6]);
 
 // module+offset from /proc/PID/maps, cached per pid.
+//
+// The job decides what its maps look like (tens of thousands of mappings, an
+// instruction pointer in anonymous executable memory), so reading them is
+// bounded three ways: at most kMaxMapsBytes are read, a pid's maps are read
+// again at most once per kRereadNs (an address found in no cached mapping is
+// answered "no module" until then: a new mmap is seen at most that late), and
+// at most kMaxProcesses pids and kMaxMappings executable mappings in all are
+// cached (the least recently read pid goes first; a pid's mappings past
+// kMaxMappings are not kept, so addresses in them get "no module").
+// exec invalidates through forget().
 class ModuleResolver final {
 public:
-    // "libc.so.6+0x11f0a", or nullopt when the address is in no file mapping.
+    static constexpr size_t kMaxMapsBytes = 1 << 20;
+    static constexpr int64_t kRereadNs = 1'000'000'000;
+    static constexpr size_t kMaxProcesses = 256;
+    static constexpr size_t kMaxMappings = 4096;
+    // Reads /proc/PID/maps, at most `max` bytes; replaceable for tests.
+    using Reader = std::function<std::string(pid_t pid, size_t max)>;
+
+    ModuleResolver();
+    explicit ModuleResolver(Reader reader);
+
+    // "libc.so.6+0x11f0a", or nullopt when the address is in no file mapping
+    // (or in none known: see kRereadNs). now_ns: CLOCK_MONOTONIC.
+    std::optional<std::string> resolve(pid_t pid, uint64_t ip, int64_t now_ns);
     std::optional<std::string> resolve(pid_t pid, uint64_t ip);
     void forget(pid_t pid);
-    void clear() { m_maps.clear(); }
+    void clear() {
+        m_maps.clear();
+        m_mappings = 0;
+    }
 
-    struct Mapping { uint64_t start, end, offset; std::string name; };
+    uint64_t reads() const { return m_reads; }  // maps files read so far
+    size_t cached() const { return m_maps.size(); }
+    size_t cached_mappings() const { return m_mappings; }
+
+    struct Mapping { uint64_t start, end, offset; std::string name; bool exec = false; };
     static std::vector<Mapping> parse_maps(const std::string& text);
 
 private:
-    std::map<pid_t, std::vector<Mapping>> m_maps;
+    struct Entry {
+        std::vector<Mapping> maps;  // executable file mappings only
+        int64_t read_ns = 0;
+    };
+    Reader m_reader;
+    std::map<pid_t, Entry> m_maps;
+    size_t m_mappings = 0;  // Σ maps.size() over m_maps
+    uint64_t m_reads = 0;
 };
 
 }  // namespace moat::supervisor

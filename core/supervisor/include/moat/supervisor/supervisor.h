@@ -180,6 +180,12 @@ private:
     // Jobs whose inputs are being opened and copied off the loop.
     std::map<int64_t, std::unique_ptr<Preparing>> m_preparing;
     std::shared_ptr<std::atomic<bool>> m_alive = std::make_shared<std::atomic<bool>>(true);  // read by relay threads
+
+    // Event budget and aggregate rows (docs/store.md, "Event budget").
+    bool take_budget(Job& job, uint64_t bytes);
+    void fold(Job& job, const std::string& key, nlohmann::json fields, uint64_t count, int64_t time_ns);
+    void flush_aggregate(Job& job);
+    uint64_t m_pending_bytes = 0;  // Σ pending_bytes of all jobs (kMaxPendingBytes)
 };
 
 }  // namespace moat::supervisor
