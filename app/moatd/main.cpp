@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <vector>
 #include <cstdio>
 #include <cstring>
@@ -61,7 +62,35 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--record-retention", record_retention, "recordings of jobs that ended longer ago are dropped")
         ->capture_default_str();
+    size_t max_clients = 256, admin_reserved_clients = 32, max_clients_per_uid = 32;
+    std::string client_idle_timeout = "5m";
+    app.add_option("--max-clients", max_clients,
+                   "connections served at once (peers with no role are answered and closed, never counted)")
+        ->check(CLI::Range(size_t(1), size_t(65536)))->capture_default_str();
+    app.add_option("--admin-reserved-clients", admin_reserved_clients,
+                   "of --max-clients, the last ones that only admins may take")
+        ->capture_default_str();
+    app.add_option("--max-clients-per-uid", max_clients_per_uid, "connections one uid other than root may hold")
+        ->check(CLI::Range(size_t(1), size_t(65536)))->capture_default_str();
+    app.add_option("--client-idle-timeout", client_idle_timeout,
+                   "close a connection with no request, answer or job in progress after this long (0 = never)")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    if (admin_reserved_clients >= max_clients) {
+        fprintf(stderr, "moatd: --admin-reserved-clients %zu must be less than --max-clients %zu\n",
+                admin_reserved_clients, max_clients);
+        return 1;
+    }
+    uint64_t idle_ns = 0;
+    if (client_idle_timeout != "0") {
+        auto d = moat::parse_duration_ns(client_idle_timeout);
+        if (!d || *d > uint64_t(INT64_MAX)) {
+            fprintf(stderr, "moatd: --client-idle-timeout %s: %s\n", client_idle_timeout.c_str(),
+                    d ? "too large" : d.error().message.c_str());
+            return 1;
+        }
+        idle_ns = *d;
+    }
 
     uint64_t rec_limits[5];
     {
@@ -234,6 +263,10 @@ int main(int argc, char** argv) {
     scfg.admin_group = admin_group;
     scfg.viewer_group = viewer_group;
     scfg.artifacts = &*artifacts;
+    scfg.max_clients = max_clients;
+    scfg.admin_reserved_clients = admin_reserved_clients;
+    scfg.max_clients_per_uid = max_clients_per_uid;
+    scfg.client_idle_timeout_ns = int64_t(idle_ns);
     auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
     if (!server) {
         fprintf(stderr, "moatd: %s\n", server.error().message.c_str());

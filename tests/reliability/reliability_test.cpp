@@ -25,11 +25,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <set>
 
 #include "fixture.h"
+#include "moat/ipc/frame.h"  // kMaxFdsPerFrame
 
 namespace {
 
@@ -88,6 +90,8 @@ std::string ms(double s) {
     return b;
 }
 
+constexpr size_t kScmMaxFd = 253;  // the kernel's SCM_MAX_FD: fds one sendmsg may carry
+
 // A raw protocol client: frames out (optionally with SCM_RIGHTS), frames in.
 class RawConn {
 public:
@@ -112,8 +116,9 @@ public:
             msghdr msg{};
             msg.msg_iov = &iov;
             msg.msg_iovlen = 1;
-            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 8)] = {};
+            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kScmMaxFd)] = {};
             if (first && !fds.empty()) {
+                if (fds.size() > kScmMaxFd) return false;
                 msg.msg_control = cbuf;
                 msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
                 cmsghdr* h = CMSG_FIRSTHDR(&msg);
@@ -1457,6 +1462,349 @@ TEST_F(Rel, RefusedIdleConnectionsHoldNoSlots) {
     EXPECT_LT(dt, 2.0);
     EXPECT_EQ(jobs.status, 0) << jobs.err;
     std::cout << "idle refused connections: " << codes.dump() << "; root's hello answered in " << ms(dt) << "\n";
+}
+
+// ---- issue 11: connection limits, idle connections, too many fds -----------------
+
+// Reads one line from fd within timeout_s ("" when none came).
+std::string read_line(int fd, double timeout_s) {
+    std::string got;
+    for (auto t0 = Clock::now(); got.find('\n') == std::string::npos && since(t0) < timeout_s;) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) continue;
+        char buf[4096];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        got.append(buf, size_t(n));
+    }
+    return got.substr(0, got.find('\n'));
+}
+
+// One request; when the send fails because moatd refused the connection at
+// accept and closed it (EPIPE), the refusal that is still queued.
+json request_or_refusal(RawConn& c, const json& req, double timeout_s = 5) {
+    json a = c.request(req, timeout_s);
+    if (a.is_null()) {
+        auto f = c.recv_frame(2);
+        if (f) a = json::parse(*f, nullptr, false);
+    }
+    return a;
+}
+
+// A forked client under `as` that opens n connections to sock one after the
+// other, says hello on each, reports what the hellos got
+// ({"ok":N,"busy":M,...,"errors":{code: first error text}}) and keeps every
+// connection open until released. The test process must have no other threads.
+class HeldConns {
+public:
+    HeldConns(const std::string& sock, const Creds& as, int n) {
+        int ready[2], release[2];
+        if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(release, O_CLOEXEC) < 0) return;
+        m_pid = fork();
+        if (m_pid == 0) {
+            ::close(ready[0]);
+            ::close(release[1]);
+            rlimit rl{4096, 4096};
+            setrlimit(RLIMIT_NOFILE, &rl);
+            if (setgroups(as.groups.size(), as.groups.data()) < 0 || setresgid(as.gid, as.gid, as.gid) < 0 ||
+                setresuid(as.uid, as.uid, as.uid) < 0)
+                _exit(1);
+            std::vector<std::unique_ptr<RawConn>> conns;
+            std::map<std::string, int> codes;
+            json errors = json::object();
+            for (int i = 0; i < n; ++i) {
+                conns.push_back(std::make_unique<RawConn>(sock));
+                if (!conns.back()->ok()) {
+                    ++codes["connect-failed"];
+                    continue;
+                }
+                json a = request_or_refusal(*conns.back(), {{"op", "hello"}});
+                std::string code = ok_of(a) ? "ok" : a.is_null() ? "no-answer" : code_of(a);
+                ++codes[code];
+                if (!ok_of(a) && !errors.contains(code)) errors[code] = error_of(a);
+            }
+            json rep = codes;
+            rep["errors"] = errors;
+            std::string line = rep.dump() + "\n";
+            (void)!write(ready[1], line.data(), line.size());
+            char b;
+            (void)!read(release[0], &b, 1);
+            _exit(0);
+        }
+        ::close(ready[1]);
+        ::close(release[0]);
+        m_release = release[1];
+        std::string line = read_line(ready[0], 60);
+        ::close(ready[0]);
+        m_report = json::parse(line, nullptr, false);
+        if (!m_report.is_object()) m_report = json{{"child_error", "no report: " + line}};
+    }
+    ~HeldConns() { release(); }
+    const json& report() const { return m_report; }
+    int count(const char* code) const { return m_report.value(code, 0); }
+    std::string error(const char* code) const {
+        return m_report.contains("errors") ? m_report["errors"].value(code, std::string()) : std::string();
+    }
+    void release() {
+        // A byte, not EOF: a HeldConns forked later holds a copy of this pipe's end.
+        if (m_release >= 0) {
+            (void)!write(m_release, "x", 1);
+            ::close(m_release);
+        }
+        m_release = -1;
+        if (m_pid > 0) waitpid(m_pid, nullptr, 0);
+        m_pid = -1;
+    }
+
+private:
+    pid_t m_pid = -1;
+    int m_release = -1;
+    json m_report;
+};
+
+// Issue 11 item 3: refused (stranger) connections used to hold a slot until
+// moatd dropped them 2 s later, so a stranger opening connections fast made
+// root's requests fail with "too many clients". Now a stranger is answered
+// `forbidden` at accept and closed there: it never holds a slot.
+TEST_F(Rel, StrangerConnectionFloodDoesNotLockRootOut) {
+    const std::string sock = s_daemon->socket();
+    int ready[2], stop[2];
+    ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(stop, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ::close(ready[0]);
+        ::close(stop[1]);
+        rlimit rl{4096, 4096};
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setgroups(0, nullptr) < 0 || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+            _exit(1);
+        // About 1000 connections a second for at most 20 s, the newest 1500
+        // held open (never read, never closed by us) like a hostile client would.
+        std::deque<int> held;
+        long opened = 0, failed = 0;
+        bool told = false;
+        for (auto t0 = Clock::now(); since(t0) < 20;) {
+            for (int i = 0; i < 10; ++i) {
+                int fd = connect_unix(sock);
+                if (fd < 0) {
+                    ++failed;
+                    continue;
+                }
+                ++opened;
+                held.push_back(fd);
+                if (held.size() > 1500) {
+                    ::close(held.front());
+                    held.pop_front();
+                }
+            }
+            if (!told && opened >= 600) {
+                (void)!write(ready[1], "flooding\n", 9);
+                told = true;
+            }
+            pollfd p{stop[0], POLLIN, 0};
+            if (poll(&p, 1, 10) != 0) break;  // told to stop (or the parent died)
+        }
+        std::string line = json{{"opened", opened}, {"failed", failed}}.dump() + "\n";
+        (void)!write(ready[1], line.data(), line.size());
+        _exit(0);
+    }
+    ::close(ready[1]);
+    ::close(stop[0]);
+    std::string started = read_line(ready[0], 30);
+
+    // 20 root `moatctl jobs` while the flood goes on.
+    constexpr int kCalls = 20;
+    std::vector<std::string> failures;
+    auto t0 = Clock::now();
+    for (int i = 0; i < kCalls; ++i) {
+        Proc p = ctl({"jobs", "--json", "--limit", "1"});
+        if (p.status != 0) failures.push_back("call " + std::to_string(i) + ": status " + std::to_string(p.status) +
+                                              ": " + p.err);
+    }
+    double dt = since(t0);
+    RawConn root(sock);
+    json hello = root.request({{"op", "hello"}}, 10);
+
+    ::close(stop[1]);
+    std::string report = read_line(ready[0], 30);
+    ::close(ready[0]);
+    waitpid(pid, nullptr, 0);
+    json rep = json::parse(report, nullptr, false);
+
+    ASSERT_EQ(started, "flooding") << "the flooding client did not get going: " << report;
+    EXPECT_TRUE(failures.empty()) << failures.size() << " of " << kCalls << " root `jobs` calls failed; first: "
+                                  << failures.front();
+    EXPECT_EQ(str_field(hello, "role"), "admin") << hello.dump();
+    std::cout << "stranger flood: " << report << "; " << kCalls << " root `moatctl jobs` took " << dt << " s\n";
+    EXPECT_TRUE(rep.is_object() && rep.value("opened", 0) >= 600) << report;
+}
+
+// A viewer (one uid) opening more connections than moatd has slots gets at
+// most --max-clients-per-uid (default 32) of them and is told so; root still
+// gets in.
+TEST_F(Rel, ViewerAtItsConnectionCapCannotLockRootOut) {
+    gid_t viewer = 0;
+    if (std::string why = viewer_gid_or_skip_reason(&viewer); !why.empty()) GTEST_SKIP() << why;
+    constexpr int kConns = 300;  // more than moatd's 256 clients
+    HeldConns v(s_daemon->socket(), Creds{65534, 65534, {viewer}}, kConns);
+    // The viewer's connections are open: root must be served now.
+    RawConn root(s_daemon->socket());
+    json hello = root.request({{"op", "hello"}}, 10);
+    Proc jobs = ctl({"jobs", "--json"});
+    v.release();
+
+    ASSERT_FALSE(v.report().contains("child_error")) << v.report().dump();
+    EXPECT_EQ(v.count("ok"), 32) << "the documented default per-uid cap: " << v.report().dump();
+    EXPECT_EQ(v.count("busy"), kConns - 32) << v.report().dump();
+    const std::string busy = v.error("busy");
+    EXPECT_NE(busy.find("uid 65534"), std::string::npos) << busy;
+    EXPECT_NE(busy.find("--max-clients-per-uid"), std::string::npos) << "the busy answer names the limit: " << busy;
+    EXPECT_EQ(str_field(hello, "role"), "admin") << "root was not served: " << hello.dump();
+    EXPECT_EQ(jobs.status, 0) << jobs.err;
+    std::cout << "viewer at its cap: " << v.report().dump() << "\n";
+}
+
+// The admin reserve: non-admin uids together cannot take the last
+// --admin-reserved-clients slots. A private moatd with small limits.
+TEST_F(Rel, NonAdminsCannotTakeTheAdminReserve) {
+    gid_t viewer = 0;
+    if (std::string why = viewer_gid_or_skip_reason(&viewer); !why.empty()) GTEST_SKIP() << why;
+    Daemon d(s_root, "reserve");
+    std::string why;
+    ASSERT_TRUE(d.start(&why, {"--max-clients", "12", "--admin-reserved-clients", "4", "--max-clients-per-uid", "5"}))
+        << why;
+    HeldConns a(d.socket(), Creds{65534, 65534, {viewer}}, 7);  // 5, then 2 over its own cap
+    HeldConns b(d.socket(), Creds{65533, 65533, {viewer}}, 5);  // 3 until 12 - 4 are taken
+    std::vector<std::unique_ptr<RawConn>> roots;
+    std::vector<json> root_hellos;
+    for (int i = 0; i < 5; ++i) {
+        roots.push_back(std::make_unique<RawConn>(d.socket()));
+        root_hellos.push_back(request_or_refusal(*roots.back(), {{"op", "hello"}}, 10));
+    }
+    a.release();
+    b.release();
+
+    EXPECT_EQ(a.count("ok"), 5) << a.report().dump();
+    EXPECT_EQ(a.count("busy"), 2) << a.report().dump();
+    EXPECT_NE(a.error("busy").find("--max-clients-per-uid"), std::string::npos) << a.error("busy");
+    EXPECT_EQ(b.count("ok"), 3) << b.report().dump();
+    EXPECT_EQ(b.count("busy"), 2) << b.report().dump();
+    EXPECT_NE(b.error("busy").find("reserved for admins"), std::string::npos) << b.error("busy");
+    for (int i = 0; i < 4; ++i)
+        EXPECT_EQ(str_field(root_hellos[size_t(i)], "role"), "admin") << "root connection " << i << ": "
+                                                                     << root_hellos[size_t(i)].dump();
+    // 8 viewer + 4 root = 12: the total is reached, for root too.
+    EXPECT_EQ(code_of(root_hellos[4]), "busy") << root_hellos[4].dump();
+    EXPECT_NE(error_of(root_hellos[4]).find("--max-clients"), std::string::npos) << root_hellos[4].dump();
+    roots.clear();
+    EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
+// An idle connection is closed after --client-idle-timeout (here 2 s), with an
+// `idle` frame; a connection waiting on a running job is not.
+TEST_F(Rel, IdleConnectionsAreClosedButNotOnesWaitingOnAJob) {
+    gid_t viewer = 0;
+    if (std::string why = viewer_gid_or_skip_reason(&viewer); !why.empty()) GTEST_SKIP() << why;
+    Daemon d(s_root, "idle");
+    std::string why;
+    ASSERT_TRUE(d.start(&why, {"--client-idle-timeout", "2s"})) << why;
+
+    // A job that runs longer than the timeout, on a connection that sends nothing more.
+    RawConn runner(d.socket());
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    json first = runner.request(run_request({"sleep", "6"}), 20, {null, null, null});
+    ::close(null);
+    ASSERT_TRUE(ok_of(first) && first.contains("job")) << first.dump();
+    RawConn idle_root(d.socket());
+    ASSERT_TRUE(ok_of(idle_root.request({{"op", "hello"}})));
+
+    json r = as_user(Creds{65534, 65534, {viewer}}, [&] {
+        RawConn c(d.socket());
+        json res;
+        res["hello"] = c.request({{"op", "hello"}});
+        auto t0 = Clock::now();
+        auto f = c.recv_frame(15);  // unsolicited: the idle notice
+        res["notice"] = f ? json::parse(*f, nullptr, false) : json();
+        res["closed"] = c.wait_eof(5);
+        res["after_s"] = since(t0);
+        return res;
+    });
+    ASSERT_FALSE(r.contains("child_error")) << r.dump();
+    EXPECT_EQ(str_field(r["hello"], "role"), "viewer") << r.dump();
+    EXPECT_EQ(code_of(r["notice"]), "idle") << r.dump();
+    EXPECT_EQ(r["closed"], true) << "the idle viewer connection stayed open: " << r.dump();
+    EXPECT_TRUE(idle_root.wait_eof(5)) << "idle applies to admins too";
+
+    // The runner's connection outlived the timeout: it still answers and gets `finished`.
+    std::vector<json> frames;
+    ASSERT_TRUE(runner.send_frame(R"({"op":"hello"})"));
+    for (int i = 0; i < 2; ++i) {
+        auto f = runner.recv_frame(20);
+        if (!f) break;
+        frames.push_back(json::parse(*f, nullptr, false));
+    }
+    ASSERT_EQ(frames.size(), 2u) << "the connection waiting on its job was closed: " << dump_lines(frames);
+    json fin = frames[0].contains("finished") ? frames[0] : frames[1];
+    json hello = frames[0].contains("finished") ? frames[1] : frames[0];
+    EXPECT_EQ(str_field(hello, "role"), "admin") << dump_lines(frames);
+    ASSERT_TRUE(fin.contains("finished")) << dump_lines(frames);
+    EXPECT_EQ(fin["finished"]["termination"].value("cause", ""), "exited") << fin.dump();
+    EXPECT_EQ(fin["finished"].value("exit_code", -1), 0) << fin.dump();
+    std::cout << "idle: the viewer's connection was closed " << r.value("after_s", 0.0) << " s after its hello\n";
+    EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
+// Issue 11 item 8: a frame with more fds than kMaxFdsPerFrame used to
+// truncate moatd's control buffer (MSG_CTRUNC) and drop the connection
+// without an answer. Now it is answered and the connection keeps serving.
+TEST_F(Rel, TooManyFdsInOneFrameAreAnsweredNotDropped) {
+    static_assert(moat::ipc::kMaxFdsPerFrame + 5 <= kScmMaxFd, "the test needs one sendmsg over the limit");
+    const size_t n = moat::ipc::kMaxFdsPerFrame + 5;
+    const pid_t mp = s_daemon->pid();
+    auto fd_count = [&] {
+        size_t k = 0;
+        std::error_code ec;
+        for (auto it = fs::directory_iterator("/proc/" + std::to_string(mp) + "/fd", ec);
+             it != fs::directory_iterator(); it.increment(ec))
+            ++k;
+        return k;
+    };
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    ASSERT_GE(null, 0);
+    std::vector<int> many(n, null);
+    RawConn c(s_daemon->socket());
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(ok_of(c.request({{"op", "hello"}})));
+    const size_t before = fd_count();
+
+    const std::string want = "too many fds: " + std::to_string(n) + ", at most " +
+                             std::to_string(moat::ipc::kMaxFdsPerFrame);
+    json a = c.request(run_request(), 2 * kLiveness, many);
+    EXPECT_EQ(code_of(a), "bad-request") << a.dump();
+    EXPECT_NE(error_of(a).find(want), std::string::npos) << a.dump();
+    json h = c.request({{"op", "hello"}}, 2 * kLiveness, many);
+    EXPECT_EQ(code_of(h), "bad-request") << h.dump();
+    // The connection still serves, and no fd of the refused frames is left
+    // over for the next request: a run with exactly 3 fds works.
+    EXPECT_EQ(str_field(c.request({{"op", "hello"}}), "role"), "admin");
+    json first = c.request(run_request(), 2 * kLiveness, {null, null, null});
+    ::close(null);
+    ASSERT_TRUE(ok_of(first) && first.contains("job")) << first.dump();
+    auto f = c.recv_frame(2 * kLiveness);
+    ASSERT_TRUE(f) << "no `finished` answer";
+    json fin = json::parse(*f, nullptr, false);
+    ASSERT_TRUE(fin.is_object() && fin.contains("finished")) << *f;
+    EXPECT_EQ(fin["finished"].value("exit_code", -1), 0) << fin.dump();
+    // moatd closed what it did not keep.
+    size_t after = 0;
+    EXPECT_TRUE(wait_for(
+        [&] {
+            after = fd_count();
+            return after <= before;
+        },
+        5))
+        << "moatd holds " << after << " fds, " << before << " before the frames with " << n << " fds";
 }
 
 }  // namespace

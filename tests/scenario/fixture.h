@@ -315,12 +315,15 @@ public:
     pid_t pid() const { return m_pid; }
     std::string log() const { return read_text(m_log); }
 
-    // Starts moatd and waits until its socket accepts connections.
-    bool start(std::string* why) {
+    // Starts moatd (with extra flags, if any) and waits until its socket
+    // accepts connections.
+    bool start(std::string* why, const std::vector<std::string>& extra = {}) {
         int lf = open(m_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         Opts o;
-        m_pid = spawn({MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent", m_cgparent}, o, lf,
-                      lf);
+        std::vector<std::string> argv = {MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent",
+                                         m_cgparent};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        m_pid = spawn(argv, o, lf, lf);
         close(lf);
         bool up = wait_for(
             [&] {

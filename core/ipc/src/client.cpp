@@ -1,5 +1,6 @@
 #include "moat/ipc/client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -37,7 +38,22 @@ Result<void> Client::send(const nlohmann::json& req, const std::vector<int>& fds
     } catch (const nlohmann::json::exception& e) {
         return fail(std::string("cannot encode the request: ") + e.what() + " (arguments must be valid UTF-8)");
     }
-    return send_frame(m_fd.get(), payload, fds);
+    auto sent = send_frame(m_fd.get(), payload, fds);
+    if (sent) {
+        m_sent = true;
+    } else if (!m_sent) {
+        // moatd answers a peer it will not serve (no role, busy) at accept and
+        // closes at once, so our first send may fail (EPIPE). Its answer is
+        // already in our receive queue (it was written before the close) and
+        // says why. Only on the first request: later, a queued frame is the
+        // answer to an earlier request and belongs to the caller.
+        pollfd p{m_fd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) {
+            if (auto j = receive(); j && !j->value("ok", true))
+                return fail(j->value("error", sent.error().message));
+        }
+    }
+    return sent;
 }
 
 Result<nlohmann::json> Client::receive() {
@@ -49,12 +65,7 @@ Result<nlohmann::json> Client::receive() {
 }
 
 Result<nlohmann::json> Client::call(const nlohmann::json& req) {
-    if (auto r = send(req); !r) {
-        // moatd may have refused us before reading (not allowed, busy): its
-        // answer is still in our receive queue and says why.
-        if (auto j = receive(); j && !j->value("ok", true)) return fail(j->value("error", r.error().message));
-        return std::unexpected(r.error());
-    }
+    if (auto r = send(req); !r) return std::unexpected(r.error());  // a refusal's text, when there was one
     auto j = receive();
     if (!j) return j;
     if (!j->value("ok", false)) return fail(j->value("error", std::string("moatd refused the request")));

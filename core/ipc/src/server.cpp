@@ -15,6 +15,7 @@
 
 #include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
+#include "moat/common/units.h"
 #include "moat/ipc/json.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -42,6 +43,9 @@ struct Server::Client {
     FrameDecoder decoder{kMaxRequestBytes};
     std::string out;
     std::deque<UniqueFd> fds;     // received with SCM_RIGHTS, consumed by `run`
+    size_t fds_refused = 0;       // received beyond kMaxFdsPerFrame and closed; the next request is refused
+    int64_t last_active = 0;      // monotonic ns of the last request, answer or output progress
+    int pending = 0;              // requests on the worker, not answered yet
     int64_t frame_started = 0;    // monotonic ns when the current partial frame began
     int64_t attached_job = 0;     // `run` in progress: the job is stopped if we go away
     bool closing = false;         // close once `out` is flushed
@@ -62,6 +66,25 @@ std::optional<gid_t> group_gid(const std::string& name) {
 
 json error_reply(const std::string& code, const std::string& msg) {
     return {{"ok", false}, {"code", code}, {"error", msg}};
+}
+
+// The most fds one sendmsg can carry (the kernel's SCM_MAX_FD). moatd's receive
+// buffer has room for them all, so the kernel never truncates the control data.
+constexpr size_t kScmMaxFd = 253;
+
+// Answers a connection that will not be served and closes it at once: it never
+// enters the loop, so it holds no slot, whatever the peer does next. The send is
+// non-blocking and the frame small: a fresh socket's buffer always takes it.
+// Closing right away does not lose the answer. The peer has sent at most its
+// first request; on a Unix stream socket, closing with unread input makes the
+// peer's reads fail with ECONNRESET only after it has read what we queued
+// (unix_stream_read_generic returns queued data before the socket error;
+// unlike TCP, nothing is discarded, and SO_LINGER does not apply). A peer
+// that writes after the close gets EPIPE and can still read the answer
+// (ipc::Client::send does).
+void refuse_at_accept(int fd, const json& answer) {
+    std::string msg = encode_frame(answer.dump());
+    (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 // Bounded accessors: every field a client sends is checked for type and size.
@@ -191,52 +214,71 @@ Server::~Server() {
     ::unlink(m_cfg.socket_path.c_str());
 }
 
+std::optional<std::string> Server::over_limit(uid_t uid, Role role) const {
+    size_t active = 0, mine = 0;
+    for (const auto& [cid, cl] : m_clients) {
+        if (cl->closing) continue;  // answered and on its way out
+        ++active;
+        if (cl->uid == uid) ++mine;
+    }
+    const std::string total = std::to_string(m_cfg.max_clients);
+    // Connections being closed are bounded too, however fast they come.
+    if (active >= m_cfg.max_clients || m_clients.size() >= 2 * m_cfg.max_clients)
+        return "moatd: too many clients (" + total + " connections, --max-clients)";
+    if (uid != 0 && mine >= m_cfg.max_clients_per_uid)
+        return "moatd: too many connections from uid " + std::to_string(uid) + " (" +
+               std::to_string(m_cfg.max_clients_per_uid) + ", --max-clients-per-uid)";
+    if (role != Role::Admin && active + m_cfg.admin_reserved_clients >= m_cfg.max_clients)
+        return "moatd: too many clients: " + std::to_string(active) + " of " + total +
+               " connections are in use and the last " + std::to_string(m_cfg.admin_reserved_clients) +
+               " are reserved for admins (--admin-reserved-clients)";
+    return std::nullopt;
+}
+
 void Server::on_accept() {
-    for (;;) {
-        int fd = ::accept4(m_listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;
-        auto c = std::make_unique<Client>();
-        c->id = m_next_client++;
-        c->fd.reset(fd);
+    // Bounded work per wake-up: a peer connecting in a tight loop must not keep
+    // the loop from the jobs and the other clients. The listening socket is
+    // level-triggered, so what is left in the backlog wakes us again.
+    for (int accepted = 0; accepted < 64; ++accepted) {
+        UniqueFd fd(::accept4(m_listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (!fd) return;
         ucred cred{};
         socklen_t len = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) continue;
+        if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) continue;
         std::vector<gid_t> groups(256);
         socklen_t glen = socklen_t(groups.size() * sizeof(gid_t));
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) == 0)
+        if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) == 0)
             groups.resize(glen / sizeof(gid_t));
         else
             groups.clear();
+        const Role role = role_for(cred.uid, cred.gid, groups, m_cfg);
+        if (role == Role::None) {
+            refuse_at_accept(fd.get(), error_reply("forbidden", "permission denied: uid " + std::to_string(cred.uid) +
+                                                                    " is not root and not in group " +
+                                                                    m_cfg.admin_group + " or " + m_cfg.viewer_group));
+            continue;
+        }
+        if (auto why = over_limit(cred.uid, role)) {
+            refuse_at_accept(fd.get(), error_reply("busy", *why));
+            continue;
+        }
+        auto c = std::make_unique<Client>();
+        c->id = m_next_client++;
         c->uid = cred.uid;
         c->gid = cred.gid;
         c->groups = groups;
         c->pid = cred.pid;
-        c->role = role_for(cred.uid, cred.gid, groups, m_cfg);
-        uint64_t id = c->id;
-        Client* raw = c.get();
-        size_t active = 0;
-        for (auto& [cid, cl] : m_clients) active += cl->closing ? 0 : 1;
-        if (active >= m_cfg.max_clients || m_clients.size() >= 2 * m_cfg.max_clients) {
-            std::string msg = encode_frame(error_reply("busy", "moatd: too many clients (" +
-                                                                   std::to_string(m_cfg.max_clients) + ")").dump());
-            (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            continue;
-        }
-        if (auto r = m_loop->add_fd(fd, EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) {
+        c->role = role;
+        c->last_active = now_monotonic_ns();
+        const uint64_t id = c->id;
+        if (auto r = m_loop->add_fd(fd.get(), EPOLLIN | EPOLLRDHUP, [this, id](uint32_t ev) {
                 if (ev & EPOLLOUT) on_writable(id);
                 if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(id);
             });
             !r)
             continue;
+        c->fd = std::move(fd);
         m_clients.emplace(id, std::move(c));
-        if (raw->role == Role::None) {
-            // closing first: once the answer is out the connection is half-closed
-            // and dropped at EOF or after 2 s, and it no longer counts as a client.
-            raw->closing = true;
-            reply(id, error_reply("forbidden", "permission denied: uid " + std::to_string(raw->uid) +
-                                                   " is not root and not in group " + m_cfg.admin_group + " or " +
-                                                   m_cfg.viewer_group));
-        }
     }
 }
 
@@ -250,7 +292,11 @@ void Server::on_readable(uint64_t id) {
         msghdr msg{};
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
+        // Room for every fd one sendmsg can carry: a smaller buffer would make the
+        // kernel truncate (MSG_CTRUNC, closing the rest) and leave us unable to
+        // tell the client why. At most kMaxFdsPerFrame are kept; the request they
+        // came with is refused (handle()).
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kScmMaxFd)];
         msg.msg_control = cbuf;
         msg.msg_controllen = sizeof cbuf;
         ssize_t n = recvmsg(c.fd.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -265,16 +311,23 @@ void Server::on_readable(uint64_t id) {
                 for (size_t i = 0; i < count; ++i) {
                     int fd;
                     memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
-                    if (c.fds.size() < kMaxFdsPerFrame) c.fds.emplace_back(fd);
-                    else ::close(fd);  // more than any request uses: refuse to hoard them
+                    if (c.fds.size() < kMaxFdsPerFrame) {
+                        c.fds.emplace_back(fd);
+                    } else {
+                        ::close(fd);  // more than any request uses: refuse to hoard them
+                        ++c.fds_refused;
+                    }
                 }
             }
         }
-        if (n == 0 || (msg.msg_flags & MSG_CTRUNC)) {
+        // Not expected with room for SCM_MAX_FD fds; if it happens the kernel has
+        // closed what did not fit, and the request is refused all the same.
+        if (msg.msg_flags & MSG_CTRUNC) ++c.fds_refused;
+        if (n == 0) {
             drop(id);
             return;
         }
-        if (c.role == Role::None || c.closing) continue;  // refused: discard input until it hangs up
+        if (c.closing) continue;  // answered for the last time: discard input until it hangs up
         if (!c.decoder.mid_frame()) c.frame_started = now_monotonic_ns();
         if (auto r = c.decoder.feed(buf, size_t(n)); !r) {
             c.closing = true;
@@ -282,6 +335,7 @@ void Server::on_readable(uint64_t id) {
             return;
         }
         while (auto frame = c.decoder.next()) {
+            c.last_active = now_monotonic_ns();
             handle(c, *frame);
             if (!m_clients.count(id)) return;  // handler dropped the client
             c.frame_started = now_monotonic_ns();
@@ -301,6 +355,7 @@ void Server::on_writable(uint64_t id) {
             return;
         }
         c.out.erase(0, size_t(n));
+        c.last_active = now_monotonic_ns();  // a client reading a long answer is not idle
     }
     if (c.out.empty()) {
         if (c.closing) {
@@ -335,6 +390,7 @@ void Server::reply(uint64_t id, const json& j) {
     std::string payload = j.dump(-1, ' ', false, json::error_handler_t::replace);
     if (payload.size() > kMaxResponseBytes) payload = error_reply("too-large", "answer too large; use paging").dump();
     c.out += encode_frame(payload);
+    c.last_active = now_monotonic_ns();
     if (c.out.size() > m_cfg.max_output_bytes) {  // a client that does not read cannot make us hoard memory
         drop(id);
         return;
@@ -355,13 +411,25 @@ void Server::drop(uint64_t id) {
 
 void Server::tick() {
     const int64_t now = now_monotonic_ns();
-    std::vector<uint64_t> slow, done;
+    std::vector<uint64_t> slow, done, idle;
+    const int64_t idle_ns = m_cfg.client_idle_timeout_ns;
     for (auto& [id, c] : m_clients) {
         if (c->half_closed && now - c->closing_since > 2'000'000'000) done.push_back(id);
         else if (!c->closing && c->decoder.mid_frame() && now - c->frame_started > m_cfg.frame_timeout_ns)
             slow.push_back(id);
+        // Idle: nothing in progress in either direction. A partial frame is the
+        // frame timeout's business; a connection whose job runs (`run`, `replay`)
+        // or whose query is on the worker is waiting, not idle.
+        else if (idle_ns > 0 && !c->closing && !c->decoder.mid_frame() && !c->attached_job && c->pending == 0 &&
+                 now - c->last_active > idle_ns)
+            idle.push_back(id);
     }
     for (uint64_t id : done) drop(id);
+    for (uint64_t id : idle) {
+        m_clients[id]->closing = true;
+        reply(id, error_reply("idle", "closing a connection idle for " + format_duration_ns(uint64_t(idle_ns)) +
+                                          " (--client-idle-timeout); connect again to send more"));
+    }
     for (uint64_t id : slow) {
         m_clients[id]->closing = true;
         reply(id, error_reply("timeout", "request not completed within " +
@@ -370,11 +438,15 @@ void Server::tick() {
 }
 
 void Server::query_async(uint64_t client, std::function<json()> work) {
+    if (auto it = m_clients.find(client); it != m_clients.end()) ++it->second->pending;
     {
         std::lock_guard lk(m_mu);
         m_work.push_back([this, client, work = std::move(work)] {
             json result = work();
-            m_loop->post([this, client, result = std::move(result)] { reply(client, result); });
+            m_loop->post([this, client, result = std::move(result)] {
+                if (auto it = m_clients.find(client); it != m_clients.end()) --it->second->pending;
+                reply(client, result);
+            });
         });
     }
     m_cv.notify_one();
@@ -385,6 +457,16 @@ void Server::handle(Client& c, const std::string& frame) {
     // is answered with an error and moatd keeps serving everyone else.
     const uint64_t id = c.id;
     const uid_t uid = c.uid;
+    if (c.fds_refused) {
+        // The fds came with this request (a client attaches them to the first
+        // sendmsg of its frame); more than any request uses refuses it.
+        const size_t got = c.fds.size() + c.fds_refused;
+        c.fds.clear();
+        c.fds_refused = 0;
+        reply(id, error_reply("bad-request", "too many fds: " + std::to_string(got) + ", at most " +
+                                                 std::to_string(kMaxFdsPerFrame)));
+        return;
+    }
     try {
         handle_request(c, frame);
     } catch (const std::exception& e) {

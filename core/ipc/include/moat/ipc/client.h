@@ -16,6 +16,8 @@ std::string socket_path(const std::string& flag);
 class Client final {
 public:
     static Result<Client> connect(const std::string& path);
+    // A first request that cannot be sent because moatd refused the connection
+    // (forbidden, busy) fails with moatd's answer as the message.
     Result<void> send(const nlohmann::json& req, const std::vector<int>& fds = {});
     Result<nlohmann::json> receive();
     // send + receive; an {"ok":false} answer becomes an Error with its message.
@@ -24,6 +26,7 @@ public:
 
 private:
     UniqueFd m_fd;
+    bool m_sent = false;  // a request went out: refusals at accept come before that
 };
 
 }  // namespace moat::ipc

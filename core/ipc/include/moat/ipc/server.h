@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -30,7 +31,14 @@ struct ServerConfig {
     std::string socket_path;
     std::string admin_group = "moat-admin";
     std::string viewer_group = "moat-viewer";
+    // Connections held at once. Refused peers (no role) are answered and closed
+    // at accept and never hold one; connections being closed do not count.
     size_t max_clients = 256;
+    size_t admin_reserved_clients = 32;  // of max_clients, the last ones only admins may take
+    size_t max_clients_per_uid = 32;     // connections one uid other than 0 may hold
+    // A connection with no request, answer or job in progress is closed after
+    // this long (an `idle` frame, then the close). 0: never.
+    int64_t client_idle_timeout_ns = 300'000'000'000;
     int64_t frame_timeout_ns = 30'000'000'000;  // a started frame must complete within this
     size_t max_output_bytes = 64u << 20;        // per client; a client that does not read is dropped
     const store::Artifacts* artifacts = nullptr;  // replay: recorded stdin blobs
@@ -49,6 +57,8 @@ private:
     struct Client;
     Server() = default;
     void on_accept();
+    // Why a new connection from uid with role may not be served now, if it may not.
+    std::optional<std::string> over_limit(uid_t uid, Role role) const;
     void on_readable(uint64_t id);
     void on_writable(uint64_t id);
     void handle(Client& c, const std::string& frame);
