@@ -495,6 +495,11 @@ TEST_F(Scenario, JobCannotSignalHostProcesses) {
 // ---- 4. the filter ----------------------------------------------------------------
 
 TEST_F(Scenario, I386SyscallsAreDeniedAndRecorded) {
+    // Some hypervisors (PVM guests) do not deliver `int $0x80` at all: the
+    // program dies of SIGSEGV even outside any sandbox. Nothing to test there.
+    Proc bare = run_cmd({testprog(), "i386"});
+    if (bare.status == 128 + SIGSEGV)
+        GTEST_SKIP() << "int $0x80 crashes with SIGSEGV outside the sandbox on this machine: no i386 entry point";
     JobRun r = run_tp("base", {"i386"});
     EXPECT_EQ(r.proc.status, 1) << describe(r);
     EXPECT_EQ(kv(r.proc.out, "i386"), "fail") << describe(r);
