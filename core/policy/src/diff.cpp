@@ -86,7 +86,7 @@ json rule_json(const SeccompRule& r) {
 bool PolicyDiff::empty() const {
     return syscalls.empty() && !default_action && rules_added.empty() && rules_removed.empty() && limits.empty() &&
            filesystem.empty() && filesystem_options.empty() && !network && environment_pass.empty() &&
-           environment_set.empty() && !tier && !hostname && !sample_interval;
+           environment_set.empty() && !tier && !hostname && !sample_interval && !max_events && !max_event_bytes;
 }
 
 std::string rule_summary(const SeccompRule& r) {
@@ -176,6 +176,10 @@ PolicyDiff diff(const Policy& a, const Policy& b) {
                                  b.hostname.empty() ? std::nullopt : std::optional(b.hostname)};
     d.sample_interval = scalar("monitor.sample_interval", format_duration_ns(a.monitor.sample_interval_ns),
                                format_duration_ns(b.monitor.sample_interval_ns));
+    d.max_events = scalar("monitor.max_events", std::to_string(a.monitor.max_events),
+                          std::to_string(b.monitor.max_events));
+    d.max_event_bytes = scalar("monitor.max_event_bytes", format_size(a.monitor.max_event_bytes),
+                               format_size(b.monitor.max_event_bytes));
     return d;
 }
 
@@ -209,6 +213,8 @@ std::string to_text(const PolicyDiff& d) {
     for (const SeccompRule& r : d.rules_added) out += "+ rule " + rule_summary(r) + "\n";
     for (const SeccompRule& r : d.rules_removed) out += "- rule " + rule_summary(r) + "\n";
     if (d.sample_interval) change(*d.sample_interval, false);
+    if (d.max_events) change(*d.max_events, false);
+    if (d.max_event_bytes) change(*d.max_event_bytes, false);
     return out;
 }
 
@@ -238,7 +244,10 @@ json to_json(const PolicyDiff& d) {
          {{"default_action", opt(d.default_action)},
           {"allowed", delta_json(d.syscalls)},
           {"rules", {{"added", std::move(rules_added)}, {"removed", std::move(rules_removed)}}}}},
-        {"monitor", {{"sample_interval", opt(d.sample_interval)}}},
+        {"monitor",
+         {{"sample_interval", opt(d.sample_interval)},
+          {"max_events", opt(d.max_events)},
+          {"max_event_bytes", opt(d.max_event_bytes)}}},
     };
 }
 

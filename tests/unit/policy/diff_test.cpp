@@ -120,6 +120,8 @@ syscall = "socket"
 args = [{ index = 0, op = "eq", value = "AF_INET" }]
 [monitor]
 sample_interval = "2s"
+max_events = 500
+max_event_bytes = "1MiB"
 )");
     PolicyDiff d = diff(a, b);
     EXPECT_EQ(to_text(d), "~ tier container -> seccomp\n"
@@ -136,8 +138,11 @@ sample_interval = "2s"
                           "~ seccomp.default_action errno:EPERM -> kill-process\n"
                           "+ rule socket: arg0 == 2 -> allow\n"
                           "- rule socket: arg0 == 1 -> allow\n"
-                          "~ monitor.sample_interval 1s -> 2s\n");
+                          "~ monitor.sample_interval 1s -> 2s\n"
+                          "~ monitor.max_events 10000 -> 500\n"
+                          "~ monitor.max_event_bytes 16MiB -> 1MiB\n");
     nlohmann::json j = to_json(d);
+    EXPECT_EQ(j["monitor"]["max_events"]["to"], "500");
     EXPECT_EQ(j["tier"]["to"], "seccomp");
     EXPECT_EQ(j["hostname"]["from"], nullptr);
     EXPECT_EQ(j["filesystem"]["tmpfs"]["removed"], nlohmann::json({"/tmp"}));

@@ -45,6 +45,8 @@ struct PolicyDiff {
     std::optional<ValueChange> tier;
     std::optional<ValueChange> hostname;
     std::optional<ValueChange> sample_interval;  // monitor.sample_interval
+    std::optional<ValueChange> max_events;       // monitor.max_events
+    std::optional<ValueChange> max_event_bytes;  // monitor.max_event_bytes
 
     bool empty() const;
 };
