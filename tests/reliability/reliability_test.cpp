@@ -737,6 +737,96 @@ TEST_F(Rel, ClientKilledMidJobStopsTheJobAsDocumented) {
     EXPECT_EQ(ctl({"jobs", "--json"}).status, 0);
 }
 
+// ---- a client whose stdout is a socket it does not read --------------------------
+
+// The relay writes the job's output to the client's own descriptors. A socket
+// with a tiny SO_SNDBUF says POLLOUT while a 4 KiB write still needs more room
+// than it has: a blocking write() there wedged the relay thread, so the job's
+// `finished` never came (the 5 s drain timer's cancel was never seen) and
+// SIGTERM hung moatd. Both must now end within generous bounds whatever the
+// client does with its descriptors (issue 11, item 6).
+TEST_F(Rel, UnreadClientSocketWedgesNeitherTheJobEndNorShutdown) {
+    const std::string name = "unread-sock";
+    Daemon d(s_root, name);
+    std::string why;
+    ASSERT_TRUE(d.start(&why)) << why;
+    signal(SIGPIPE, SIG_IGN);
+    // moatctl run with stdout = one end of a socketpair with the smallest send
+    // buffer; the test holds the other end and never reads it.
+    struct Client {
+        int peer = -1;
+        pid_t pid = -1;
+        std::string idf;
+    };
+    // The job blocks once the relay's buffer is full (the client's reading is
+    // the job's backpressure), so a short wall time ends it.
+    const std::string pol = write_policy("rel-unread",
+                                         "name = \"rel-unread\"\n"
+                                         "[limits]\nwall_time = \"3s\"\n"
+                                         "[filesystem]\n"
+                                         "read_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\n"
+                                         "tmpfs = []\n"
+                                         "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\", \"@signal\"]\n");
+    auto start = [&](const std::string& script, const std::string& policy_path) {
+        Client c;
+        int sp[2];
+        EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+        int tiny = 1;  // the kernel rounds it up to its minimum (about 4.5 KiB)
+        EXPECT_EQ(setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
+        c.peer = sp[0];
+        c.idf = new_id_file();
+        std::string errf = s_root + "/" + name + "-client" + std::to_string(sp[0]) + ".err";
+        int ef = open(errf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        c.pid = spawn({s_root + "/bin/moatctl", "--socket", d.socket(), "run", "--policy", policy_path, "--id-file",
+                       c.idf, "--", "/bin/sh", "-c", script},
+                      Opts{}, sp[1], ef);
+        close(ef);
+        close(sp[1]);
+        return c;
+    };
+    auto wait_exit = [](pid_t pid, double timeout_s) {
+        int status = -1;
+        wait_for(
+            [&] {
+                int ws;
+                if (waitpid(pid, &ws, WNOHANG) != pid) return false;
+                status = decode_status(ws);
+                return true;
+            },
+            timeout_s, 0.05);
+        if (status < 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+        return status;
+    };
+
+    // 1. A job that would write 4 MB: it ends at its wall time (3 s), the
+    // drain timer (5 s) gives up on the client, and moatctl gets `finished`.
+    Client a = start("/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol);
+    int st = wait_exit(a.pid, 40);
+    int64_t id = read_id(a.idf);
+    ASSERT_GT(id, 0) << "no job id; moatd log:\n" << d.log();
+    json j = show(d, id);
+    EXPECT_EQ(st, 128 + SIGKILL) << "moatctl did not get `finished` within 40 s: " << j.dump() << "\nmoatd log:\n"
+                                 << d.log();
+    EXPECT_EQ(j.value("state", ""), "finished") << j.dump();
+    EXPECT_EQ(cause(j), "wall-time") << j.dump();
+    close(a.peer);
+
+    // 2. SIGTERM while a job floods an unread socket: moatd stops the job,
+    // gives the relay its drain time, and exits.
+    Client b = start("exec /usr/bin/yes 0123456789abcdef", long_policy());
+    json running = wait_running(d, b.idf, 20);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << d.log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the relay is now writing to a full socket
+    auto t0 = Clock::now();
+    int dst = d.terminate(10);
+    EXPECT_EQ(dst, 0) << "moatd did not exit within 10 s of SIGTERM (" << since(t0) << " s); its log:\n" << d.log();
+    wait_exit(b.pid, 5);
+    close(b.peer);
+}
+
 // =================================================================================
 // 5. Load
 // =================================================================================
