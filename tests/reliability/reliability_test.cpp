@@ -827,6 +827,50 @@ TEST_F(Rel, UnreadClientSocketWedgesNeitherTheJobEndNorShutdown) {
     close(b.peer);
 }
 
+// ---- two moatd on one host --------------------------------------------------------
+
+// Issue 11, item 8: job uids keep jobs apart, so a second moatd whose uid range
+// overlaps a running one's must refuse to start (before, both ran and handed
+// out the same uids). A range that only touches another starts, and the lock
+// of a moatd that was killed is taken over. A private --uid-lock-dir keeps the
+// test independent of the daemons other tests run meanwhile.
+TEST_F(Rel, OverlappingUidRangeIsRefusedAndAStaleLockIsTakenOver) {
+    const std::string locks = s_root + "/uid-locks";
+    mkdir(locks.c_str(), 0700);
+    auto args = [&](uint32_t base, uint32_t count) {
+        return std::vector<std::string>{"--uid-lock-dir", locks, "--uid-base", std::to_string(base), "--uid-count",
+                                        std::to_string(count)};
+    };
+    const uint32_t base = 30'000'000;
+    std::string why;
+    Daemon a(s_root, "uid-a");
+    ASSERT_TRUE(a.start_with(args(base, 1000), &why)) << why;
+
+    Daemon b(s_root, "uid-b");
+    EXPECT_FALSE(b.start_with(args(base + 999, 10), &why)) << "an overlapping range must be refused";
+    const std::string blog = b.log();
+    EXPECT_NE(blog.find(std::to_string(base) + ".." + std::to_string(base + 999)), std::string::npos)
+        << "the message names the other range:\n" << blog;
+    EXPECT_NE(blog.find("pid " + std::to_string(a.pid())), std::string::npos) << "and its holder:\n" << blog;
+
+    Daemon c(s_root, "uid-c");
+    EXPECT_TRUE(c.start_with(args(base + 1000, 1000), &why)) << "the next range has no uid in common: " << why;
+
+    // kill -9: the lock goes with moatd (and its orphan reaper, which kills
+    // the dead moatd's jobs first); a new moatd takes the range over.
+    a.kill9();
+    Daemon d(s_root, "uid-d");
+    bool started = false;
+    for (int i = 0; i < 20 && !started; ++i) {
+        started = d.start_with(args(base, 1000), &why);
+        if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    EXPECT_TRUE(started) << "the stale lock of a killed moatd was not taken over: " << why;
+    EXPECT_EQ(read_text(locks + "/uids-" + std::to_string(base) + "-1000"), std::to_string(d.pid()) + "\n");
+    EXPECT_EQ(c.terminate(), 0) << c.log();
+    EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
 // =================================================================================
 // 5. Load
 // =================================================================================

@@ -315,12 +315,34 @@ public:
     pid_t pid() const { return m_pid; }
     std::string log() const { return read_text(m_log); }
 
+    // The job uid range: moatd refuses to start on a range another running
+    // moatd holds (docs/cli.md, --uid-lock-dir), and test processes run in
+    // parallel, so each daemon takes its own kUidSlot-sized slot above the
+    // default range, starting from one derived from the test process and
+    // trying the next while moatd says the range is in use.
+    static constexpr uint32_t kUidFirst = 800000, kUidSlot = 2048, kUidSlots = 4096;
+    uint32_t uid_base() const { return m_uid_base; }
+
     // Starts moatd and waits until its socket accepts connections.
     bool start(std::string* why) {
+        static uint32_t next = uint32_t(getpid()) * 7;
+        for (int attempt = 0;; ++attempt) {
+            m_uid_base = kUidFirst + (next++ % kUidSlots) * kUidSlot;
+            size_t log_before = log().size();
+            if (start_with({"--uid-base", std::to_string(m_uid_base), "--uid-count", std::to_string(kUidSlot)}, why))
+                return true;
+            if (attempt >= 50 || log().find("give each moatd its own", log_before) == std::string::npos) return false;
+        }
+    }
+
+    // Starts moatd with these extra arguments (a uid range among them).
+    bool start_with(const std::vector<std::string>& extra, std::string* why) {
         int lf = open(m_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         Opts o;
-        m_pid = spawn({MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent", m_cgparent}, o, lf,
-                      lf);
+        std::vector<std::string> argv = {MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent",
+                                         m_cgparent};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        m_pid = spawn(argv, o, lf, lf);
         close(lf);
         bool up = wait_for(
             [&] {
@@ -386,6 +408,7 @@ private:
 
     std::string m_state, m_sock, m_log, m_cgparent;
     pid_t m_pid = -1;
+    uint32_t m_uid_base = 0;
 };
 
 // ---- the fixture --------------------------------------------------------------

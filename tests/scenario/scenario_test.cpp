@@ -301,7 +301,8 @@ TEST_F(Scenario, JobIdentityHasNoPrivileges) {
     JobRun r = run_tp("base", {"ids"});
     ASSERT_EQ(r.proc.status, 0) << describe(r);
     auto num = [&](const char* k) { auto v = kv(r.proc.out, k); return v ? std::stoull(*v, nullptr, 0) : ~0ULL; };
-    EXPECT_GE(num("uid"), 700000u) << r.proc.out;
+    EXPECT_GE(num("uid"), s_daemon->uid_base()) << "a uid from moatd's --uid-base range\n" << r.proc.out;
+    EXPECT_LT(num("uid"), s_daemon->uid_base() + Daemon::kUidSlot) << r.proc.out;
     EXPECT_EQ(num("euid"), num("uid")) << r.proc.out;
     EXPECT_EQ(num("suid"), num("uid")) << r.proc.out;
     EXPECT_NE(num("gid"), 0u) << r.proc.out;
