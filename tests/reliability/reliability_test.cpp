@@ -737,23 +737,26 @@ TEST_F(Rel, ClientKilledMidJobStopsTheJobAsDocumented) {
     EXPECT_EQ(ctl({"jobs", "--json"}).status, 0);
 }
 
-// ---- a client whose stdout is a socket it does not read --------------------------
+// ---- a client whose stdout nobody reads -------------------------------------------
 
-// The relay writes the job's output to the client's own descriptors. A socket
-// with a tiny SO_SNDBUF says POLLOUT while a 4 KiB write still needs more room
-// than it has: a blocking write() there wedged the relay thread, so the job's
-// `finished` never came (the 5 s drain timer's cancel was never seen) and
+// The relay writes the job's output to the client's own descriptors. It used
+// to assume that a write of PIPE_BUF bytes after POLLOUT never blocks; false
+// for a terminal nobody reads (ONLCR turns the job's "\n" into "\r\n", so
+// the write needs more room than POLLOUT promised) and, on some kernels, for a
+// socket with a tiny SO_SNDBUF. The relay thread then sat in write(): the 5 s
+// drain timer's cancel was never seen, the client never got `finished`, and
 // SIGTERM hung moatd. Both must now end within generous bounds whatever the
 // client does with its descriptors (issue 11, item 6).
-TEST_F(Rel, UnreadClientSocketWedgesNeitherTheJobEndNorShutdown) {
-    const std::string name = "unread-sock";
+TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
+    const std::string name = "unread-out";
     Daemon d(s_root, name);
     std::string why;
     ASSERT_TRUE(d.start(&why)) << why;
     signal(SIGPIPE, SIG_IGN);
-    // moatctl run with stdout = one end of a socketpair with the smallest send
-    // buffer; the test holds the other end and never reads it.
+    // moatctl run with stdout = a socket with the smallest send buffer, or a
+    // pty's slave end; the test holds the other end and never reads it.
     struct Client {
+        std::string kind;
         int peer = -1;
         pid_t pid = -1;
         std::string idf;
@@ -767,21 +770,34 @@ TEST_F(Rel, UnreadClientSocketWedgesNeitherTheJobEndNorShutdown) {
                                          "read_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\n"
                                          "tmpfs = []\n"
                                          "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\", \"@signal\"]\n");
-    auto start = [&](const std::string& script, const std::string& policy_path) {
+    auto start = [&](const std::string& kind, const std::string& script, const std::string& policy_path) {
         Client c;
-        int sp[2];
-        EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-        int tiny = 1;  // the kernel rounds it up to its minimum (about 4.5 KiB)
-        EXPECT_EQ(setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
-        c.peer = sp[0];
+        c.kind = kind;
+        int out = -1;
+        if (kind == "socket") {
+            int sp[2];
+            EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+            int tiny = 1;  // the kernel rounds it up to its minimum (about 4.5 KiB)
+            EXPECT_EQ(setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
+            c.peer = sp[0];
+            out = sp[1];
+        } else {
+            c.peer = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+            EXPECT_GE(c.peer, 0) << strerror(errno);
+            EXPECT_EQ(grantpt(c.peer), 0);
+            EXPECT_EQ(unlockpt(c.peer), 0);
+            const char* pts = ptsname(c.peer);
+            out = pts ? open(pts, O_RDWR | O_NOCTTY | O_CLOEXEC) : -1;
+            EXPECT_GE(out, 0) << strerror(errno);
+        }
         c.idf = new_id_file();
-        std::string errf = s_root + "/" + name + "-client" + std::to_string(sp[0]) + ".err";
+        std::string errf = s_root + "/" + name + "-" + kind + std::to_string(c.peer) + ".err";
         int ef = open(errf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         c.pid = spawn({s_root + "/bin/moatctl", "--socket", d.socket(), "run", "--policy", policy_path, "--id-file",
                        c.idf, "--", "/bin/sh", "-c", script},
-                      Opts{}, sp[1], ef);
+                      Opts{}, out, ef);
         close(ef);
-        close(sp[1]);
+        close(out);
         return c;
     };
     auto wait_exit = [](pid_t pid, double timeout_s) {
@@ -801,30 +817,42 @@ TEST_F(Rel, UnreadClientSocketWedgesNeitherTheJobEndNorShutdown) {
         return status;
     };
 
-    // 1. A job that would write 4 MB: it ends at its wall time (3 s), the
-    // drain timer (5 s) gives up on the client, and moatctl gets `finished`.
-    Client a = start("/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol);
-    int st = wait_exit(a.pid, 40);
-    int64_t id = read_id(a.idf);
-    ASSERT_GT(id, 0) << "no job id; moatd log:\n" << d.log();
-    json j = show(d, id);
-    EXPECT_EQ(st, 128 + SIGKILL) << "moatctl did not get `finished` within 40 s: " << j.dump() << "\nmoatd log:\n"
-                                 << d.log();
-    EXPECT_EQ(j.value("state", ""), "finished") << j.dump();
-    EXPECT_EQ(cause(j), "wall-time") << j.dump();
-    close(a.peer);
+    // 1. Jobs that would write 4 MB of lines: they end at their wall time
+    // (3 s), the drain timer (5 s) gives up on the client, and moatctl gets
+    // `finished`.
+    std::vector<Client> first;
+    for (const char* kind : {"socket", "pty"})
+        first.push_back(start(kind, "/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol));
+    for (auto& c : first) {
+        int st = wait_exit(c.pid, 40);
+        int64_t id = read_id(c.idf);
+        EXPECT_GT(id, 0) << c.kind << ": no job id; moatd log:\n" << d.log();
+        if (id <= 0) continue;
+        json j = show(d, id);
+        EXPECT_EQ(st, 128 + SIGKILL) << c.kind << ": moatctl did not get `finished` within 40 s: " << j.dump()
+                                     << "\nmoatd log:\n" << d.log();
+        EXPECT_EQ(j.value("state", ""), "finished") << c.kind << ": " << j.dump();
+        EXPECT_EQ(cause(j), "wall-time") << c.kind << ": " << j.dump();
+        close(c.peer);
+    }
 
-    // 2. SIGTERM while a job floods an unread socket: moatd stops the job,
-    // gives the relay its drain time, and exits.
-    Client b = start("exec /usr/bin/yes 0123456789abcdef", long_policy());
-    json running = wait_running(d, b.idf, 20);
-    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << d.log();
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the relay is now writing to a full socket
+    // 2. SIGTERM while jobs flood unread clients: moatd stops the jobs, gives
+    // the relays their drain time, and exits.
+    std::vector<Client> second;
+    for (const char* kind : {"socket", "pty"})
+        second.push_back(start(kind, "exec /usr/bin/yes 0123456789abcdef", long_policy()));
+    for (auto& c : second) {
+        json running = wait_running(d, c.idf, 20);
+        ASSERT_EQ(running.value("state", ""), "running") << c.kind << ": " << running.dump() << "\n" << d.log();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the relays are now writing to full clients
     auto t0 = Clock::now();
     int dst = d.terminate(10);
     EXPECT_EQ(dst, 0) << "moatd did not exit within 10 s of SIGTERM (" << since(t0) << " s); its log:\n" << d.log();
-    wait_exit(b.pid, 5);
-    close(b.peer);
+    for (auto& c : second) {
+        wait_exit(c.pid, 5);
+        close(c.peer);
+    }
 }
 
 // ---- two moatd on one host --------------------------------------------------------

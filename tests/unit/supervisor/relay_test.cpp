@@ -52,7 +52,8 @@ void write_all(int fd, const std::string& s) {
 std::thread flood(UniqueFd& out, UniqueFd& err, size_t bytes) {
     signal(SIGPIPE, SIG_IGN);
     return std::thread([&out, &err, bytes] {
-        std::string chunk(4096, 'x');
+        std::string chunk(4096, 'x');  // lines: a terminal turns each "\n" into "\r\n" (ONLCR)
+        for (size_t i = 99; i < chunk.size(); i += 100) chunk[i] = '\n';
         for (size_t done = 0; done < bytes; done += chunk.size())
             if (write(out.get(), chunk.data(), chunk.size()) < 0) break;
         out.reset();
@@ -96,9 +97,9 @@ void expect_cancel_returns(UniqueFd dst, UniqueFd& peer) {
 }
 
 TEST(Relay, ASocketWithATinySendBufferThatIsNotReadIsCancellable) {
-    // POLLOUT on a Unix stream socket means a quarter of SO_SNDBUF is free; a
-    // 4 KiB write needs more than that when the buffer is at its minimum, so a
-    // blocking write() after POLLOUT waits for the reader, which never reads.
+    // The report: a socket with a tiny SO_SNDBUF that is never read
+    // (whether a PIPE_BUF write after POLLOUT blocks there depends on the
+    // kernel's accounting; the relay must not care).
     int sp[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
     UniqueFd peer(sp[0]), dst(sp[1]);
@@ -109,8 +110,10 @@ TEST(Relay, ASocketWithATinySendBufferThatIsNotReadIsCancellable) {
 
 TEST(Relay, ATerminalNobodyReadsIsCancellableAndKeepsItsFlags) {
     // A pty whose master end is never read: its slave stops taking output once
-    // the pty's buffer is full, and a terminal cannot be made non-blocking
-    // without changing the client's own description.
+    // the pty's buffer is full, and POLLOUT there does not mean a PIPE_BUF
+    // write of lines fits (ONLCR doubles the newlines), so a blocking write
+    // waits for a reader that never comes. A terminal cannot be made
+    // non-blocking without changing the client's own description.
     UniqueFd master(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
     ASSERT_TRUE(master) << strerror(errno);
     ASSERT_EQ(grantpt(master.get()), 0);
