@@ -99,8 +99,9 @@ demo() {
     sock="$state/moatd.sock"
     export MOAT_SOCKET="$sock"
     say "starting moatd (state in $state)"
+    # A job uid range of its own: moatd refuses a range another moatd holds.
     "$BUILD/app/moatd/moatd" --state-dir "$state/db" --socket "$sock" --cgroup-parent "moat-demo-$$" \
-        >"$state/moatd.log" 2>&1 &
+        --uid-base $((12000000 + ($$ % 1024) * 2048)) --uid-count 2048 >"$state/moatd.log" 2>&1 &
     MOATD_PID=$!
     trap 'kill -TERM $MOATD_PID 2>/dev/null; wait $MOATD_PID 2>/dev/null || true' EXIT
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done

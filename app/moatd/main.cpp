@@ -1,7 +1,9 @@
 // moatd: the privileged core service. Parses arguments and wires the store,
 // the supervisor and the socket server onto one event loop.
+#include <dirent.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -13,6 +15,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <string>
 #include <vector>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +29,81 @@
 #include "moat/store/store.h"
 #include "moat/supervisor/supervisor.h"
 
+namespace {
+
+// Job uids are what keeps jobs apart (docs/architecture.md), so two moatd on
+// one host must never hand out the same ones. Each moatd holds an flock on
+// DIR/uids-<base>-<count> (its pid inside) for its lifetime; at start, under an
+// flock on DIR itself, every other range file is tried: lockable means its
+// moatd is gone (removed), held and overlapping means refuse to start.
+// Returns the held lock (the fd stays open, and is inherited by the orphan
+// reaper, which kills a dead moatd's jobs before it lets go), or -1 after
+// printing why.
+int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
+    auto fail = [&](const std::string& what, int err) {
+        fprintf(stderr, "moatd: uid range lock %s: %s: %s\n", dir.c_str(), what.c_str(), strerror(err));
+        return -1;
+    };
+    // mkdir -p, then insist on a root-owned directory nobody else may write:
+    // anyone who could plant or delete files here could make moatd share uids.
+    for (size_t i = 1; i <= dir.size(); ++i)
+        if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0755);
+    moat::UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dfd) return fail("open", errno);
+    struct stat st{};
+    if (fstat(dfd.get(), &st) < 0) return fail("fstat", errno);
+    if (st.st_uid != 0 || (st.st_mode & 022)) {
+        fprintf(stderr, "moatd: uid range lock %s: must be a directory owned by root and writable only by it\n",
+                dir.c_str());
+        return -1;
+    }
+    if (flock(dfd.get(), LOCK_EX) < 0) return fail("flock", errno);  // released with dfd
+    const uint64_t lo = base, hi = uint64_t(base) + count;
+    const std::string own = "uids-" + std::to_string(base) + "-" + std::to_string(count);
+    DIR* d = fdopendir(fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!d) return fail("opendir", errno);
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d)) names.emplace_back(e->d_name);
+    closedir(d);
+    for (const auto& name : names) {
+        unsigned long long b = 0, c = 0;
+        int used = 0;
+        if (sscanf(name.c_str(), "uids-%llu-%llu%n", &b, &c, &used) != 2 || size_t(used) != name.size()) continue;
+        moat::UniqueFd f(::openat(dfd.get(), name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+        if (!f) continue;
+        if (flock(f.get(), LOCK_EX | LOCK_NB) == 0) {  // its moatd (and reaper) are gone
+            ::unlinkat(dfd.get(), name.c_str(), 0);
+            continue;
+        }
+        if (!(lo < b + c && b < hi)) continue;  // held, but no uid in common
+        char pid[32] = {};
+        ssize_t n = pread(f.get(), pid, sizeof pid - 1, 0);
+        std::string holder = n > 0 ? std::string(pid, size_t(n)) : std::string("?");
+        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+        fprintf(stderr,
+                "moatd: job uids %u..%llu overlap %llu..%llu, which moatd pid %s is using (%s/%s); "
+                "give each moatd its own --uid-base/--uid-count\n",
+                base, (unsigned long long)(hi - 1), b, b + c - 1, holder.c_str(), dir.c_str(), name.c_str());
+        return -1;
+    }
+    int fd = ::openat(dfd.get(), own.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return fail("create " + own, errno);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        return fail("flock " + own, e);
+    }
+    std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+        int e = errno;
+        close(fd);
+        return fail("write " + own, e);
+    }
+    return fd;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     CLI::App app{"moatd: runs untrusted jobs in sandboxes and records everything they try"};
     std::string state_dir = "/var/lib/moat";
@@ -34,7 +112,7 @@ int main(int argc, char** argv) {
     std::string cgroup_parent = "moat";
     uint32_t uid_base = 700000, uid_count = 65536;
     std::string admin_group = "moat-admin", viewer_group = "moat-viewer";
-    std::string init_path, runtime_dir = "/run/moat";
+    std::string init_path, runtime_dir = "/run/moat", uid_lock_dir = "/run/moat/uid-ranges";
     app.add_option("--state-dir", state_dir, "database and artifacts (created 0700)")->capture_default_str();
     app.add_option("--socket", socket, "Unix socket to serve")->capture_default_str();
     app.add_option("--cgroup", cgroup_mode, "cgroup version: auto, v1 or v2")
@@ -42,6 +120,10 @@ int main(int argc, char** argv) {
     app.add_option("--cgroup-parent", cgroup_parent, "parent group for jobs in each hierarchy")->capture_default_str();
     app.add_option("--uid-base", uid_base, "first host uid for jobs")->capture_default_str();
     app.add_option("--uid-count", uid_count, "number of job uids")->capture_default_str();
+    app.add_option("--uid-lock-dir", uid_lock_dir,
+                   "where each moatd locks its job uid range; a moatd whose range overlaps a running one's refuses "
+                   "to start (give every moatd on the host the same directory)")
+        ->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
     app.add_option("--init", init_path,
                    "moat-init, the container tier's stage-2 helper (default: next to moatd, then "
@@ -122,6 +204,9 @@ int main(int argc, char** argv) {
         fprintf(stderr, "moatd: invalid job uid range\n");
         return 1;
     }
+    // Before anything forks: the orphan reaper inherits the lock.
+    const int uid_lock = lock_uid_range(uid_lock_dir, uid_base, uid_count);
+    if (uid_lock < 0) return 1;
     // Block the shutdown signals in every thread (threads inherit the mask) and
     // take them through a signalfd on the loop.
     sigset_t set;

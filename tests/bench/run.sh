@@ -78,7 +78,10 @@ MOATD_PID=""
 BG_PIDS=()
 
 start_moatd() {
-    "$MOATD" --state-dir "$WORK/state" --socket "$SOCK" --cgroup-parent "$CGPARENT" >>"$WORK/moatd.log" 2>&1 &
+    # A job uid range of its own: moatd refuses a range another moatd (a test
+    # suite running meanwhile) holds.
+    "$MOATD" --state-dir "$WORK/state" --socket "$SOCK" --cgroup-parent "$CGPARENT" \
+        --uid-base $((14000000 + ($$ % 1024) * 4096)) --uid-count 4096 >>"$WORK/moatd.log" 2>&1 &
     MOATD_PID=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
     echo "run.sh: moatd did not start; see $WORK/moatd.log" >&2

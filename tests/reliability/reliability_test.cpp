@@ -742,6 +742,168 @@ TEST_F(Rel, ClientKilledMidJobStopsTheJobAsDocumented) {
     EXPECT_EQ(ctl({"jobs", "--json"}).status, 0);
 }
 
+// ---- a client whose stdout nobody reads -------------------------------------------
+
+// The relay writes the job's output to the client's own descriptors. It used
+// to assume that a write of PIPE_BUF bytes after POLLOUT never blocks; false
+// for a terminal nobody reads (ONLCR turns the job's "\n" into "\r\n", so
+// the write needs more room than POLLOUT promised) and, on some kernels, for a
+// socket with a tiny SO_SNDBUF. The relay thread then sat in write(): the 5 s
+// drain timer's cancel was never seen, the client never got `finished`, and
+// SIGTERM hung moatd. Both must now end within generous bounds whatever the
+// client does with its descriptors (issue 11, item 6).
+TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
+    const std::string name = "unread-out";
+    Daemon d(s_root, name);
+    std::string why;
+    ASSERT_TRUE(d.start(&why)) << why;
+    signal(SIGPIPE, SIG_IGN);
+    // moatctl run with stdout = a socket with the smallest send buffer, or a
+    // pty's slave end; the test holds the other end and never reads it.
+    struct Client {
+        std::string kind;
+        int peer = -1;
+        pid_t pid = -1;
+        std::string idf;
+    };
+    // The job blocks once the relay's buffer is full (the client's reading is
+    // the job's backpressure), so a short wall time ends it.
+    const std::string pol = write_policy("rel-unread",
+                                         "name = \"rel-unread\"\n"
+                                         "[limits]\nwall_time = \"3s\"\n"
+                                         "[filesystem]\n"
+                                         "read_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\n"
+                                         "tmpfs = []\n"
+                                         "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\", \"@signal\"]\n");
+    auto start = [&](const std::string& kind, const std::string& script, const std::string& policy_path) {
+        Client c;
+        c.kind = kind;
+        int out = -1;
+        if (kind == "socket") {
+            int sp[2];
+            EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+            int tiny = 1;  // the kernel rounds it up to its minimum (about 4.5 KiB)
+            EXPECT_EQ(setsockopt(sp[1], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
+            c.peer = sp[0];
+            out = sp[1];
+        } else {
+            c.peer = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+            EXPECT_GE(c.peer, 0) << strerror(errno);
+            EXPECT_EQ(grantpt(c.peer), 0);
+            EXPECT_EQ(unlockpt(c.peer), 0);
+            const char* pts = ptsname(c.peer);
+            out = pts ? open(pts, O_RDWR | O_NOCTTY | O_CLOEXEC) : -1;
+            EXPECT_GE(out, 0) << strerror(errno);
+        }
+        c.idf = new_id_file();
+        std::string errf = s_root + "/" + name + "-" + kind + std::to_string(c.peer) + ".err";
+        int ef = open(errf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        c.pid = spawn({s_root + "/bin/moatctl", "--socket", d.socket(), "run", "--policy", policy_path, "--id-file",
+                       c.idf, "--", "/bin/sh", "-c", script},
+                      Opts{}, out, ef);
+        close(ef);
+        close(out);
+        return c;
+    };
+    auto wait_exit = [](pid_t pid, double timeout_s) {
+        int status = -1;
+        wait_for(
+            [&] {
+                int ws;
+                if (waitpid(pid, &ws, WNOHANG) != pid) return false;
+                status = decode_status(ws);
+                return true;
+            },
+            timeout_s, 0.05);
+        if (status < 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+        return status;
+    };
+
+    // 1. Jobs that would write 4 MB of lines: they end at their wall time
+    // (3 s), the drain timer (5 s) gives up on the client, and moatctl gets
+    // `finished`.
+    std::vector<Client> first;
+    for (const char* kind : {"socket", "pty"})
+        first.push_back(start(kind, "/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol));
+    for (auto& c : first) {
+        int st = wait_exit(c.pid, 40);
+        int64_t id = read_id(c.idf);
+        EXPECT_GT(id, 0) << c.kind << ": no job id; moatd log:\n" << d.log();
+        if (id <= 0) continue;
+        json j = show(d, id);
+        EXPECT_EQ(st, 128 + SIGKILL) << c.kind << ": moatctl did not get `finished` within 40 s: " << j.dump()
+                                     << "\nmoatd log:\n" << d.log();
+        EXPECT_EQ(j.value("state", ""), "finished") << c.kind << ": " << j.dump();
+        EXPECT_EQ(cause(j), "wall-time") << c.kind << ": " << j.dump();
+        close(c.peer);
+    }
+
+    // 2. SIGTERM while jobs flood unread clients: moatd stops the jobs, gives
+    // the relays their drain time, and exits.
+    std::vector<Client> second;
+    for (const char* kind : {"socket", "pty"})
+        second.push_back(start(kind, "exec /usr/bin/yes 0123456789abcdef", long_policy()));
+    for (auto& c : second) {
+        json running = wait_running(d, c.idf, 20);
+        ASSERT_EQ(running.value("state", ""), "running") << c.kind << ": " << running.dump() << "\n" << d.log();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the relays are now writing to full clients
+    auto t0 = Clock::now();
+    int dst = d.terminate(10);
+    EXPECT_EQ(dst, 0) << "moatd did not exit within 10 s of SIGTERM (" << since(t0) << " s); its log:\n" << d.log();
+    for (auto& c : second) {
+        wait_exit(c.pid, 5);
+        close(c.peer);
+    }
+}
+
+// ---- two moatd on one host --------------------------------------------------------
+
+// Issue 11, item 8: job uids keep jobs apart, so a second moatd whose uid range
+// overlaps a running one's must refuse to start (before, both ran and handed
+// out the same uids). A range that only touches another starts, and the lock
+// of a moatd that was killed is taken over. A private --uid-lock-dir keeps the
+// test independent of the daemons other tests run meanwhile.
+TEST_F(Rel, OverlappingUidRangeIsRefusedAndAStaleLockIsTakenOver) {
+    const std::string locks = s_root + "/uid-locks";
+    mkdir(locks.c_str(), 0700);
+    auto args = [&](uint32_t base, uint32_t count) {
+        return std::vector<std::string>{"--uid-lock-dir", locks, "--uid-base", std::to_string(base), "--uid-count",
+                                        std::to_string(count)};
+    };
+    const uint32_t base = 30'000'000;
+    std::string why;
+    Daemon a(s_root, "uid-a");
+    ASSERT_TRUE(a.start_with(args(base, 1000), &why)) << why;
+
+    Daemon b(s_root, "uid-b");
+    EXPECT_FALSE(b.start_with(args(base + 999, 10), &why)) << "an overlapping range must be refused";
+    const std::string blog = b.log();
+    EXPECT_NE(blog.find(std::to_string(base) + ".." + std::to_string(base + 999)), std::string::npos)
+        << "the message names the other range:\n" << blog;
+    EXPECT_NE(blog.find("pid " + std::to_string(a.pid())), std::string::npos) << "and its holder:\n" << blog;
+
+    Daemon c(s_root, "uid-c");
+    EXPECT_TRUE(c.start_with(args(base + 1000, 1000), &why)) << "the next range has no uid in common: " << why;
+
+    // kill -9: the lock goes with moatd (and its orphan reaper, which kills
+    // the dead moatd's jobs first); a new moatd takes the range over.
+    a.kill9();
+    Daemon d(s_root, "uid-d");
+    bool started = false;
+    for (int i = 0; i < 20 && !started; ++i) {
+        started = d.start_with(args(base, 1000), &why);
+        if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    EXPECT_TRUE(started) << "the stale lock of a killed moatd was not taken over: " << why;
+    EXPECT_EQ(read_text(locks + "/uids-" + std::to_string(base) + "-1000"), std::to_string(d.pid()) + "\n");
+    EXPECT_EQ(c.terminate(), 0) << c.log();
+    EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
 // =================================================================================
 // 5. Load
 // =================================================================================

@@ -553,6 +553,43 @@ TEST_F(Container, SymlinkInsidePolicyPathIsSetupFailure) {
     EXPECT_EQ(o.proc.status, 0) << describe(o);
 }
 
+// Issue 11, item 7: a program path that is a link to a path the container does
+// not mount (/usr/bin/awk -> /etc/alternatives/awk, /etc not mounted), under an
+// allowlist of only execve and exit_group. moat-init used to report the failed
+// execve with a write() from under the job's filter, itself denied: exit 125,
+// no reason, and a `write` denial the job never made. moatd must now record
+// setup-failed with the dangling link and its target named.
+TEST_F(Container, DanglingProgramLinkUnderAMinimalAllowlistIsANamedSetupFailure) {
+    const std::string dir = s_root + "/ctr-alt-bin", hidden = s_root + "/ctr-alternatives";
+    fs::create_directories(dir);
+    fs::create_directories(hidden);
+    chmod(dir.c_str(), 0755);
+    chmod(hidden.c_str(), 0755);
+    std::error_code ec;
+    fs::copy_file(testprog(), hidden + "/prog", fs::copy_options::overwrite_existing, ec);  // exists on the host
+    ASSERT_FALSE(ec) << ec.message();
+    chmod((hidden + "/prog").c_str(), 0755);
+    unlink((dir + "/prog").c_str());
+    ASSERT_EQ(symlink((hidden + "/prog").c_str(), (dir + "/prog").c_str()), 0) << strerror(errno);
+    Ctr c;
+    c.name = "ctr-dangling-exe";
+    c.read_only = {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", dir};  // not `hidden`
+    c.allow = {"execve", "exit_group"};
+    JobRun r = run_job(*s_daemon, ctr_policy(c), {dir + "/prog", "exit", "0"});
+    EXPECT_EQ(r.proc.status, 125) << describe(r);
+    const std::string chain = dir + "/prog -> " + hidden + "/prog";
+    EXPECT_NE(r.proc.err.find(chain), std::string::npos) << "moatctl must say which link dangles\n" << describe(r);
+    json j = record(r);
+    EXPECT_EQ(cause(j), "setup-failed") << j.dump();
+    EXPECT_NE(detail(j).find(chain), std::string::npos) << j.dump();
+    EXPECT_NE(detail(j).find(hidden + " does not exist in the sandbox"), std::string::npos)
+        << "the first missing component of the target: " << j.dump();
+    EXPECT_NE(detail(j).find("ENOENT"), std::string::npos) << j.dump();
+    EXPECT_TRUE(j.value("exit_code", json()).is_null()) << j.dump();
+    auto ev = events(r.id);
+    EXPECT_TRUE(denials(ev, "write").empty()) << "a denial the job never made:\n" << dump_all(ev);
+}
+
 TEST_F(Container, NetworkHostIsSetupFailure) {
     Ctr c;
     c.name = "ctr-net-host";

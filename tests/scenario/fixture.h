@@ -315,9 +315,31 @@ public:
     pid_t pid() const { return m_pid; }
     std::string log() const { return read_text(m_log); }
 
+    // The job uid range: moatd refuses to start on a range another running
+    // moatd holds (docs/cli.md, --uid-lock-dir), and test processes run in
+    // parallel, so each daemon takes its own kUidSlot-sized slot above the
+    // default range, starting from one derived from the test process and
+    // trying the next while moatd says the range is in use.
+    static constexpr uint32_t kUidFirst = 800000, kUidSlot = 2048, kUidSlots = 4096;
+    uint32_t uid_base() const { return m_uid_base; }
+
     // Starts moatd (with extra flags, if any) and waits until its socket
     // accepts connections.
-    bool start(std::string* why, const std::vector<std::string>& extra = {}) {
+    bool start(std::string* why, const std::vector<std::string>& more = {}) {
+        static uint32_t next = uint32_t(getpid()) * 7;
+        for (int attempt = 0;; ++attempt) {
+            m_uid_base = kUidFirst + (next++ % kUidSlots) * kUidSlot;
+            size_t log_before = log().size();
+            std::vector<std::string> args = {"--uid-base", std::to_string(m_uid_base), "--uid-count",
+                                             std::to_string(kUidSlot)};
+            args.insert(args.end(), more.begin(), more.end());
+            if (start_with(args, why)) return true;
+            if (attempt >= 50 || log().find("give each moatd its own", log_before) == std::string::npos) return false;
+        }
+    }
+
+    // Starts moatd with these extra arguments (a uid range among them).
+    bool start_with(const std::vector<std::string>& extra, std::string* why) {
         int lf = open(m_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         Opts o;
         std::vector<std::string> argv = {MOATD_PATH, "--state-dir", m_state, "--socket", m_sock, "--cgroup-parent",
@@ -389,6 +411,7 @@ private:
 
     std::string m_state, m_sock, m_log, m_cgparent;
     pid_t m_pid = -1;
+    uint32_t m_uid_base = 0;
 };
 
 // ---- the fixture --------------------------------------------------------------

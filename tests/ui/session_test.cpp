@@ -83,8 +83,22 @@ protected:
         m_sock = m_dir + "/s";
         m_log = m_dir + "/moatd.log";
         m_cg = "moat-gui-test-" + std::to_string(getpid());
-        m_moatd = spawn({MOATD_PATH, "--state-dir", m_dir + "/state", "--socket", m_sock, "--cgroup-parent", m_cg}, m_log);
-        ASSERT_TRUE(waitFor([&] { return fs::exists(m_sock); }, 10000)) << readText(m_log);
+        // A job uid range of our own: moatd refuses one another moatd holds
+        // (tests run in parallel), so try slots until one is free.
+        for (int attempt = 0; attempt < 20; ++attempt) {
+            std::string base = std::to_string(10'000'000 + ((unsigned(getpid()) + attempt) % 1024) * 2048);
+            m_moatd = spawn({MOATD_PATH, "--state-dir", m_dir + "/state", "--socket", m_sock, "--cgroup-parent", m_cg,
+                             "--uid-base", base, "--uid-count", "2048"},
+                            m_log);
+            bool exited = false;
+            waitFor([&] {
+                exited = waitpid(m_moatd, nullptr, WNOHANG) == m_moatd;
+                return exited || fs::exists(m_sock);
+            }, 10000);
+            if (!exited) break;
+            m_moatd = -1;
+        }
+        ASSERT_TRUE(m_moatd > 0 && fs::exists(m_sock)) << readText(m_log);
     }
     void TearDown() override {
         if (m_moatd > 0) {

@@ -259,7 +259,7 @@ void step_network(bool loopback) {
     close(s);
 }
 
-[[noreturn]] void job_main(const ContainerPlan& p) {
+[[noreturn]] void job_main(const ContainerPlan& p, const ExecFailureWord& exec_word) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -307,10 +307,14 @@ void step_network(bool loopback) {
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
         die("seccomp(SET_MODE_FILTER)", errno, "");
     execve(p.exe.c_str(), argv.data(), envp.data());
-    die("execve", errno, p.exe);
+    // The filter is installed: a write (die()) may be denied, and would be
+    // recorded as the job's own denial. A memory store needs no syscall; init
+    // (our parent, not under the filter) reports it when we are gone.
+    exec_word.set(errno);
+    _exit(125);
 }
 
-[[noreturn]] void init_loop(pid_t job) {
+[[noreturn]] void init_loop(pid_t job, const ContainerPlan& p, const ExecFailureWord& exec_word) {
     // pid 1 of the namespace: reap everything, forward termination signals to
     // the job, report the job's wait status, then end the namespace.
     sigset_t set;
@@ -329,6 +333,8 @@ void step_network(bool loopback) {
             pid_t w = waitpid(-1, &status, WNOHANG);
             if (w <= 0) break;
             if (w == job) {
+                if (auto err = exec_word.get())  // the program never ran: say why, with the path walked in here
+                    report("execve", *err, 1, describe_exec_failure(p.exe, *err));
                 SetupRecord rec{};
                 snprintf(rec.step, sizeof rec.step, "exit");
                 rec.err = status;  // the raw wait status
@@ -369,10 +375,12 @@ int container_init_main() {
     sigemptyset(&set);
     for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
     sigprocmask(SIG_BLOCK, &set, nullptr);
+    auto exec_word = ExecFailureWord::create();
+    if (!exec_word) die("mmap(exec failure word)", ENOMEM, exec_word.error().message);
     pid_t job = fork();
     if (job < 0) die("fork(job)", errno, "");
-    if (job == 0) job_main(plan);
-    init_loop(job);
+    if (job == 0) job_main(plan, *exec_word);
+    init_loop(job, plan, *exec_word);
 }
 
 }  // namespace moat::sandbox

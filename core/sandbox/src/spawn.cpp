@@ -62,6 +62,7 @@ struct ChildArgs {
     int last_cap;
     pid_t parent;
     sock_fprog prog;
+    const ExecFailureWord* exec_word;  // shared with the parent: a failed execve lands here
 };
 
 // The containment sequence, in order. Each step takes only what it needs.
@@ -193,8 +194,12 @@ void step_seccomp(const ChildArgs& a) {
     step_landlock(a);
     step_seccomp(a);
     execve(a.plan->exe.c_str(), a.argv, a.envp);
-    // The filter is installed: this write may itself be judged (and recorded).
-    child_fail(a.status_fd, "execve", errno, a.plan->exe.c_str());
+    // The filter is installed: any syscall but exit_group may be denied (a
+    // write to the status pipe would be, under allow = ["execve",
+    // "exit_group"], and recorded as a spurious denial). A memory store needs
+    // none; moatd reads the word when we are gone (exec_failure()).
+    a.exec_word->set(errno);
+    _exit(125);
 }
 
 // ---- parent side ----------------------------------------------------------------
@@ -347,8 +352,12 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (pipe2(status, O_CLOEXEC) < 0) return fail_sys("pipe2(status)", errno);
     UniqueFd st_r(status[0]), st_w(status[1]);
 
+    auto word = ExecFailureWord::create();
+    if (!word) return std::unexpected(word.error());
+
     ChildArgs a{};
     a.plan = &plan;
+    a.exec_word = &*word;
     a.landlock_fd = plan.landlock_fd;
     a.argv = argv.data();
     a.envp = envp.data();
@@ -389,6 +398,8 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (auto r = wait_for_listener(out, st_r.get(), pid, false, 5000); !r) return abort_child(r.error());
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);
+    out.exec_word = std::move(*word);
+    out.exe = plan.exe;
     return out;
 }
 

@@ -3,11 +3,19 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
 
 namespace moat::supervisor {
 namespace {
@@ -18,6 +26,95 @@ void set_nonblock(int fd) {
     if (fd < 0) return;
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+// How long a read or write of a client descriptor that cannot be made
+// non-blocking may block before the slice timer interrupts it (relay.h).
+constexpr long kSliceMs = 100;
+
+// The slice timer's signal: sent by a per-thread POSIX timer to the relay
+// thread that armed it, never to another thread. Its handler does nothing; it
+// is installed without SA_RESTART so the blocked call returns (EINTR or a
+// partial count).
+int slice_signal() { return SIGRTMIN + 3; }
+
+void on_slice_signal(int) {}
+
+void install_slice_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa{};
+        sa.sa_handler = on_slice_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = 0;  // no SA_RESTART: the interrupted call must return
+        sigaction(slice_signal(), &sa, nullptr);
+    });
+}
+
+// A per-thread interval timer that keeps interrupting the calling thread while
+// armed. An interval (not one shot) closes the race of an expiry that lands
+// just before the blocking call starts.
+class SliceTimer {
+public:
+    SliceTimer() {
+        install_slice_handler();
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, slice_signal());
+        pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+        struct sigevent sev{};
+        sev.sigev_notify = SIGEV_THREAD_ID;
+        sev.sigev_signo = slice_signal();
+        sev._sigev_un._tid = gettid();
+        m_ok = timer_create(CLOCK_MONOTONIC, &sev, &m_id) == 0;
+    }
+    ~SliceTimer() {
+        if (m_ok) timer_delete(m_id);
+        // A signal generated just before the delete stays pending, blocked,
+        // and goes away with the thread.
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, slice_signal());
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    }
+    SliceTimer(const SliceTimer&) = delete;
+    SliceTimer& operator=(const SliceTimer&) = delete;
+    bool ok() const { return m_ok; }
+    void arm(bool on) {
+        if (!m_ok) return;
+        itimerspec its{};
+        if (on) its.it_value.tv_nsec = its.it_interval.tv_nsec = kSliceMs * 1'000'000;
+        timer_settime(m_id, 0, &its, nullptr);
+    }
+
+private:
+    timer_t m_id{};
+    bool m_ok = false;
+};
+
+// How the relay does I/O on one client descriptor (relay.h).
+enum class Io { Socket, Own, Plain, Sliced };
+
+// Classifies a client descriptor; a pipe is replaced by a non-blocking open
+// file description of its own (the client's keeps its flags).
+Io prepare(UniqueFd& fd, bool for_write) {
+    struct stat st{};
+    if (!fd || fstat(fd.get(), &st) < 0) return Io::Sliced;
+    if (S_ISSOCK(st.st_mode)) return Io::Socket;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return Io::Plain;
+    if (S_ISFIFO(st.st_mode)) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd.get());
+        UniqueFd own(::open(path, (for_write ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+        struct stat st2{};
+        // ENXIO: a FIFO without a reader (the write would fail anyway);
+        // no /proc: fall back to slices.
+        if (own && fstat(own.get(), &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino) {
+            fd = std::move(own);
+            return Io::Own;
+        }
+    }
+    return Io::Sliced;  // terminals, other character devices, anonymous inodes
 }
 
 // Keeps the last `max` bytes, trimming in large steps so appends stay O(1) amortised.
@@ -54,6 +151,33 @@ void Relay::run() {
     std::string inbuf, outbuf, errbuf;
     char buf[kBuf];
     if (!s.src_in) s.job_in.reset();  // no stdin: the job reads EOF
+    const Io io_in = prepare(s.src_in, false);
+    const Io io_out = prepare(s.dst_out, true);
+    const Io io_err = prepare(s.dst_err, true);
+    SliceTimer slice;
+    // One read or write of a client descriptor, never blocking past a slice.
+    auto client_read = [&](int fd, Io io, char* p, size_t n) -> ssize_t {
+        if (io == Io::Socket) return ::recv(fd, p, n, MSG_DONTWAIT);
+        if (io != Io::Sliced) return ::read(fd, p, n);
+        slice.arm(true);
+        ssize_t r = ::read(fd, p, n);
+        int e = errno;
+        slice.arm(false);
+        errno = e;
+        return r;
+    };
+    auto client_write = [&](int fd, Io io, const char* p, size_t n) -> ssize_t {
+        if (io == Io::Socket) return ::send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (io != Io::Sliced) return ::write(fd, p, n);
+        // At most PIPE_BUF after POLLOUT: a pipe or terminal with room takes it
+        // at once; the slice timer bounds the rest.
+        slice.arm(true);
+        ssize_t w = ::write(fd, p, std::min(n, size_t(PIPE_BUF)));
+        int e = errno;
+        slice.arm(false);
+        errno = e;
+        return w;
+    };
 
     auto record = [&](const char* p, size_t n) {
         if (!s.record_in) return;
@@ -92,11 +216,8 @@ void Relay::run() {
         keep_tail(out.data, buf, size_t(n), s.tail_max);
         if (dst) pending.append(buf, size_t(n));
     };
-    auto deliver = [&](UniqueFd& dst, std::string& pending) {
-        // At most PIPE_BUF after POLLOUT: a blocking pipe or terminal takes it
-        // without waiting.
-        size_t n = std::min(pending.size(), size_t(PIPE_BUF));
-        ssize_t w = ::write(dst.get(), pending.data(), n);
+    auto deliver = [&](UniqueFd& dst, Io io, std::string& pending) {
+        ssize_t w = client_write(dst.get(), io, pending.data(), pending.size());
         if (w < 0 && (errno == EINTR || errno == EAGAIN)) return;
         if (w <= 0) {  // the client's reader is gone (EPIPE...): keep recording, stop delivering
             dst.reset();
@@ -136,7 +257,7 @@ void Relay::run() {
                     cancelled = true;
                     break;
                 case 1: {
-                    ssize_t r = ::read(s.src_in.get(), buf, kBuf - inbuf.size());
+                    ssize_t r = client_read(s.src_in.get(), io_in, buf, kBuf - inbuf.size());
                     if (r < 0 && (errno == EINTR || errno == EAGAIN)) break;
                     if (r <= 0) {  // EOF (or an error, which ends stdin the same way)
                         s.src_in.reset();
@@ -164,8 +285,8 @@ void Relay::run() {
                 }
                 case 3: pump_out(s.job_out, outbuf, s.dst_out, res.out); break;
                 case 4: pump_out(s.job_err, errbuf, s.dst_err, res.err); break;
-                case 5: deliver(s.dst_out, outbuf); break;
-                case 6: deliver(s.dst_err, errbuf); break;
+                case 5: deliver(s.dst_out, io_out, outbuf); break;
+                case 6: deliver(s.dst_err, io_err, errbuf); break;
             }
             if (cancelled) break;
         }

@@ -4,10 +4,24 @@
 // client stdin -> job, job stdout/stderr -> client, recording stdin (up to a
 // limit) and the tail of each output stream on the way.
 //
-// The relay never blocks on a descriptor it does not own: every wait is a
-// poll() that also watches a cancel eventfd, and writes to the client's
-// descriptors (which may be shared with a terminal, so they are never made
-// non-blocking) are at most PIPE_BUF bytes after POLLOUT.
+// The relay never waits on a descriptor it does not own for longer than a
+// bounded slice: every wait is a poll() that also watches a cancel eventfd,
+// and no read or write of a client descriptor can block past it. The client's
+// descriptors are shared with the client (often with its terminal), so their
+// file status flags are never changed (O_NONBLOCK on a shared open file
+// description would leak to the client). Instead, per kind (Io in
+// relay.cpp):
+//   - socket: send()/recv() with MSG_DONTWAIT, which is per call;
+//   - pipe/FIFO: reopened through /proc/self/fd/N with O_NONBLOCK, which makes
+//     a new open file description of the same pipe, ours alone;
+//   - regular file, block device: plain I/O (it never waits for a peer);
+//   - anything else (terminals, other character devices, a pipe that could not
+//     be reopened): at most PIPE_BUF after POLLOUT/POLLIN, under a per-thread
+//     timer that interrupts a call still blocked after kSliceMs (a terminal
+//     under flow control, a pty nobody reads), so the thread gets back to its
+//     poll() and sees a cancel.
+// So cancel() makes the thread return within about 2 * kSliceMs whatever the
+// client does; Supervisor cancels 5 s after the job ended (the drain time).
 #include <cstdint>
 #include <functional>
 #include <string>

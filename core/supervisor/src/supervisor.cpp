@@ -1437,6 +1437,9 @@ void Supervisor::finish(Job& job) {
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
     if (job.status_registered) on_status(job);
+    // Seccomp tier: an execve that failed under the filter left its errno in
+    // the shared word, not on the pipe (spawn.h: ExecFailureWord).
+    if (!job.exec_failure) job.exec_failure = sandbox::exec_failure(job.proc);
     sample(job, true);
     flush_denials(job);
     flush_aggregate(job);

@@ -2,9 +2,12 @@
 // the client gets and what is recorded, with pipes standing in for the job.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <future>
 #include <string>
 #include <thread>
@@ -42,6 +45,89 @@ void write_all(int fd, const std::string& s) {
         ASSERT_GT(n, 0);
         off += size_t(n);
     }
+}
+
+// The job writes `bytes` into its stdout pipe (blocking), then closes both
+// output pipes; it stops early when the relay closed its end (EPIPE).
+std::thread flood(UniqueFd& out, UniqueFd& err, size_t bytes) {
+    signal(SIGPIPE, SIG_IGN);
+    return std::thread([&out, &err, bytes] {
+        std::string chunk(4096, 'x');  // lines: a terminal turns each "\n" into "\r\n" (ONLCR)
+        for (size_t i = 99; i < chunk.size(); i += 100) chunk[i] = '\n';
+        for (size_t done = 0; done < bytes; done += chunk.size())
+            if (write(out.get(), chunk.data(), chunk.size()) < 0) break;
+        out.reset();
+        err.reset();
+    });
+}
+
+// A client descriptor the relay cannot fill: after cancel() the relay must
+// return within a liveness bound, and the client's own open file description
+// must keep its flags (O_NONBLOCK there would leak to the client's terminal).
+// `peer` is closed at the end (declared after the relay, so destroyed first):
+// on a relay that stays blocked in write() that is what lets the test end.
+void expect_cancel_returns(UniqueFd dst, UniqueFd& peer) {
+    UniqueFd client_copy(fcntl(dst.get(), F_DUPFD_CLOEXEC, 0));  // the "client's" view of the same description
+    const int flags_before = fcntl(client_copy.get(), F_GETFL);
+    Pipe job_out, job_err;
+    RelaySpec s;
+    s.job_out = std::move(job_out.r);
+    s.job_err = std::move(job_err.r);
+    s.dst_out = std::move(dst);
+    std::promise<RelayResult> done;
+    auto fut = done.get_future();
+    std::thread job;
+    {
+        Relay relay(std::move(s), [&](RelayResult r) { done.set_value(std::move(r)); });
+        job = flood(job_out.w, job_err.w, 4u << 20);
+        // Let the relay fill the client's buffer and try to write more.
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        EXPECT_EQ(fut.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout) << "nothing read it yet";
+        relay.cancel();
+        bool returned = fut.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+        EXPECT_TRUE(returned) << "the relay is still blocked on the client's descriptor after cancel";
+        if (!returned) peer.reset();  // unblocks a write() stuck on it, so the test can end
+        RelayResult r = fut.get();
+        EXPECT_TRUE(r.cancelled);
+        EXPECT_GT(r.out.total_bytes, 0u);
+    }
+    job.join();
+    EXPECT_EQ(fcntl(client_copy.get(), F_GETFL), flags_before) << "the client's file status flags changed";
+    EXPECT_FALSE(fcntl(client_copy.get(), F_GETFL) & O_NONBLOCK);
+}
+
+TEST(Relay, ASocketWithATinySendBufferThatIsNotReadIsCancellable) {
+    // The report: a socket with a tiny SO_SNDBUF that is never read
+    // (whether a PIPE_BUF write after POLLOUT blocks there depends on the
+    // kernel's accounting; the relay must not care).
+    int sp[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    UniqueFd peer(sp[0]), dst(sp[1]);
+    int tiny = 1;
+    ASSERT_EQ(setsockopt(dst.get(), SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
+    expect_cancel_returns(std::move(dst), peer);
+}
+
+TEST(Relay, ATerminalNobodyReadsIsCancellableAndKeepsItsFlags) {
+    // A pty whose master end is never read: its slave stops taking output once
+    // the pty's buffer is full, and POLLOUT there does not mean a PIPE_BUF
+    // write of lines fits (ONLCR doubles the newlines), so a blocking write
+    // waits for a reader that never comes. A terminal cannot be made
+    // non-blocking without changing the client's own description.
+    UniqueFd master(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    ASSERT_TRUE(master) << strerror(errno);
+    ASSERT_EQ(grantpt(master.get()), 0);
+    ASSERT_EQ(unlockpt(master.get()), 0);
+    const char* name = ptsname(master.get());
+    ASSERT_NE(name, nullptr);
+    UniqueFd slave(open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    ASSERT_TRUE(slave) << strerror(errno);
+    expect_cancel_returns(std::move(slave), master);
+}
+
+TEST(Relay, APipeNobodyReadsIsCancellableAndKeepsItsFlags) {
+    Pipe p;
+    expect_cancel_returns(std::move(p.w), p.r);
 }
 
 TEST(Relay, CopiesBothWaysRecordsStdinAndKeepsOutputTails) {

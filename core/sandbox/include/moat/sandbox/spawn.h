@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,10 +45,45 @@ struct SetupRecord {
     int err;           // errno
     int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback);
                        // kSetupFilterNext = progress: the filter is being installed now
-    char detail[192];
+    char detail[480];  // the record stays far below PIPE_BUF: one write is atomic
 };
 
 inline constexpr int kSetupFilterNext = 2;
+
+// How a failed execve() after the filter is reported (issue 11, item 7). Once
+// the job's filter is installed, any syscall may be denied (a policy may allow
+// only execve and exit_group), so the job's process reports the failure with
+// no syscall at all: it stores errno in a page it shares with its parent
+// (MAP_SHARED, set up before fork) and exits 125 (exit_group is always
+// allowed). A successful execve drops the mapping, so a set word always means
+// "the program never ran". The parent (moatd in the seccomp tier, moat-init
+// in the container tier) reads it once the process has exited.
+class ExecFailureWord {
+public:
+    ExecFailureWord() = default;
+    static Result<ExecFailureWord> create();
+    ~ExecFailureWord();
+    ExecFailureWord(ExecFailureWord&& o) noexcept : m_word(o.m_word) { o.m_word = nullptr; }
+    ExecFailureWord& operator=(ExecFailureWord&& o) noexcept;
+    ExecFailureWord(const ExecFailureWord&) = delete;
+    ExecFailureWord& operator=(const ExecFailureWord&) = delete;
+    explicit operator bool() const { return m_word != nullptr; }
+    // In the job's process after the filter: plain memory stores only.
+    void set(int err) const noexcept;
+    // In the parent after the process exited: the errno, when execve failed.
+    std::optional<int> get() const;
+
+private:
+    int* m_word = nullptr;  // [0]: set flag, [1]: errno
+};
+
+// Why execve(`exe`) failed with `err`, for the operator: the chain of
+// symlinks followed and the component that is missing (a link to a path that
+// is not mounted in the container: "/usr/bin/awk -> /etc/alternatives/awk:
+// /etc/alternatives/awk does not exist in the sandbox"), or a missing ELF or
+// #! interpreter. Walks the path with lstat/readlink in the caller's mount
+// namespace and root; ordinary (allocating) code, never in a forked child.
+std::string describe_exec_failure(const std::string& exe, int err);
 
 struct Spawned {
     pid_t pid = -1;
@@ -56,7 +92,13 @@ struct Spawned {
     UniqueFd status;     // read end of the setup pipe: SetupRecords, then EOF at exec
     int64_t fork_ns = 0, ready_ns = 0;  // monotonic timestamps, for latency figures
     std::vector<SetupRecord> warnings;  // non-fatal set-up records (e.g. cwd fallback)
+    ExecFailureWord exec_word;          // seccomp tier: set by the child when execve failed
+    std::string exe;                    // seccomp tier: what it executed (for exec_failure)
 };
+
+// Seccomp tier, after the job's first process exited: the "execve" record of a
+// failed exec (detail: describe_exec_failure), or nothing.
+std::optional<SetupRecord> exec_failure(const Spawned& s);
 
 // Starts the job. On return the child is blocked in its first execve(), waiting
 // for the supervisor to answer the notification on `listener`; setup failures
