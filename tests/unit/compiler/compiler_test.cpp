@@ -156,7 +156,17 @@ TEST(Compiler, KernelEnforcesWhatThePolicySays) {
               0);
     // x32 ABI numbers never match the allowlist.
     EXPECT_EQ(run_filtered(**f, [] { return (syscall(0x40000000 | SYS_getpid) < 0 && errno == ENOTSUP) ? 0 : 1; }), 0);
-    // i386 int $0x80 (getpid is 20 there) goes to the supervisor too.
+    // i386 int $0x80 (getpid is 20 there) goes to the supervisor too, where
+    // the machine delivers it at all (PVM guests fault on int $0x80).
+    pid_t probe = fork();
+    if (probe == 0) {
+        long ret;
+        asm volatile("int $0x80" : "=a"(ret) : "a"(20L) : "memory");
+        _exit(ret > 0 ? 0 : 1);
+    }
+    int ws = 0;
+    waitpid(probe, &ws, 0);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) GTEST_SKIP() << "int $0x80 faults on this machine; i386 not checked";
     EXPECT_EQ(run_filtered(**f, [] {
                   long ret;
                   asm volatile("int $0x80" : "=a"(ret) : "a"(20) : "memory");
