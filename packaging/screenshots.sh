@@ -35,7 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$MOATD" --state-dir "$TMP/state" --socket "$SOCK" --cgroup-parent "moat-shots-$$" 2>"$TMP/moatd.log" &
+# A job uid range of its own: moatd refuses a range another running moatd holds.
+"$MOATD" --state-dir "$TMP/state" --socket "$SOCK" --cgroup-parent "moat-shots-$$" \
+    --uid-base 16000000 --uid-count 2048 2>"$TMP/moatd.log" &
 MOATD_PID=$!
 for _ in $(seq 1 100); do [[ -S $SOCK ]] && break; sleep 0.1; done
 [[ -S $SOCK ]] || { cat "$TMP/moatd.log" >&2; exit 1; }
