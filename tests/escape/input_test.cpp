@@ -101,38 +101,6 @@ std::vector<json> raw_run(const std::string& sock, const json& req, const std::v
     return out;
 }
 
-// Runs fn in a forked child with credentials `as`; returns what it returns.
-// (gtest runs single-threaded here, so fork is safe.)
-json as_creds(const Creds& as, const std::function<json()>& fn) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) return {{"child_error", "pipe2"}};
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        json r;
-        if (setgroups(as.groups.size(), as.groups.data()) < 0 || setresgid(as.gid, as.gid, as.gid) < 0 ||
-            setresuid(as.uid, as.uid, as.uid) < 0)
-            r = {{"child_error", std::string("switching credentials: ") + strerror(errno)}};
-        else
-            r = fn();
-        std::string s = r.dump();
-        for (size_t off = 0; off < s.size();) {
-            ssize_t n = write(p[1], s.data() + off, s.size() - off);
-            if (n <= 0) break;
-            off += size_t(n);
-        }
-        _exit(0);
-    }
-    close(p[1]);
-    std::string text;
-    char buf[4096];
-    for (ssize_t n; (n = read(p[0], buf, sizeof buf)) > 0;) text.append(buf, size_t(n));
-    close(p[0]);
-    waitpid(pid, nullptr, 0);
-    json j = json::parse(text, nullptr, false);
-    return j.is_discarded() ? json{{"child_error", "no result"}} : j;
-}
-
 class Inputs : public Scenario {
 protected:
     static std::string restrictive() {
@@ -233,7 +201,7 @@ TEST_F(Inputs, NonRootAdminCannotHaveMoatdReadAFileItCannotRead) {
         json req = {{"op", "run"},       {"policy_toml", pol},         {"argv", {"/usr/bin/true"}},
                     {"cwd", "/"},        {"tier", tier},
                     {"inputs", {{{"host", "/etc/shadow"}, {"sandbox", tier == "container" ? "/data/s" : "/etc/shadow"}}}}};
-        json got = as_creds({61234, 61234, {admin}}, [&] { return json(raw_run(sock, req, {})); });
+        json got = as_user({61234, 61234, {admin}}, [&] { return json(raw_run(sock, req, {})); });
         ASSERT_TRUE(got.is_array() && !got.empty()) << got.dump();
         const json& last = got.back();
         ASSERT_TRUE(last.contains("finished")) << got.dump();
@@ -250,7 +218,7 @@ TEST_F(Inputs, NonRootAdminCannotHaveMoatdReadAFileItCannotRead) {
     write_text(d + "/ok.txt", "readable-by-all\n", 0644);
     json req = {{"op", "run"},   {"policy_toml", pol}, {"argv", {"/usr/bin/cat", d + "/ok.txt"}},
                 {"cwd", "/"},    {"tier", "seccomp"},  {"inputs", {{{"host", d + "/ok.txt"}}}}};
-    json got = as_creds({61234, 61234, {admin}}, [&] { return json(raw_run(sock, req, {})); });
+    json got = as_user({61234, 61234, {admin}}, [&] { return json(raw_run(sock, req, {})); });
     ASSERT_TRUE(got.is_array() && got.back().contains("finished")) << got.dump();
     EXPECT_EQ(got.back()["finished"]["termination"].value("cause", ""), "exited") << got.dump();
     int64_t id = got.back()["finished"].value("id", int64_t(0));

@@ -223,48 +223,6 @@ std::string code_of(const json& j) { return str_field(j, "code"); }
 std::string error_of(const json& j) { return str_field(j, "error"); }
 bool ok_of(const json& j) { return j.is_object() && j.value("ok", false) == true; }
 
-// Runs fn in a forked child under the credentials `as` (before it connects
-// anywhere) and returns fn's result; {"child_error": ...} when the child failed.
-// The test process must have no other threads when this is called.
-json as_user(const Creds& as, const std::function<json()>& fn, double timeout_s = 60) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) return {{"child_error", "pipe2"}};
-    pid_t pid = fork();
-    if (pid == 0) {
-        ::close(p[0]);
-        json r;
-        if (setgroups(as.groups.size(), as.groups.data()) < 0 || setresgid(as.gid, as.gid, as.gid) < 0 ||
-            setresuid(as.uid, as.uid, as.uid) < 0)
-            r = {{"child_error", std::string("switching credentials: ") + strerror(errno)}};
-        else
-            r = fn();
-        std::string s = r.dump();
-        for (size_t off = 0; off < s.size();) {
-            ssize_t n = write(p[1], s.data() + off, s.size() - off);
-            if (n <= 0) break;
-            off += size_t(n);
-        }
-        _exit(0);
-    }
-    ::close(p[1]);
-    std::string out;
-    auto t0 = Clock::now();
-    for (;;) {
-        pollfd pf{p[0], POLLIN, 0};
-        if (since(t0) > timeout_s) break;
-        if (poll(&pf, 1, 200) <= 0) continue;
-        char buf[4096];
-        ssize_t n = read(p[0], buf, sizeof buf);
-        if (n <= 0) break;
-        out.append(buf, size_t(n));
-    }
-    ::close(p[0]);
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-    json j = json::parse(out, nullptr, false);
-    return j.is_discarded() ? json{{"child_error", "no result; child wrote: " + out}} : j;
-}
-
 // Every directory of a cgroup parent, in every hierarchy (v1) or at the root (v2).
 std::vector<fs::path> cgroup_dirs(const std::string& parent) {
     std::error_code ec;
