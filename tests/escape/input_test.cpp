@@ -24,80 +24,26 @@ std::string sha256_of(const std::string& path) {
     return p.status == 0 ? p.out.substr(0, 64) : "";
 }
 
-// One frame of moatd's protocol: 4-byte big-endian length, then JSON.
-bool send_frame_fds(int fd, const json& j, const std::vector<int>& fds) {
-    std::string body = j.dump();
-    std::string bytes(4, '\0');
-    uint32_t n = uint32_t(body.size());
-    bytes[0] = char(n >> 24);
-    bytes[1] = char(n >> 16);
-    bytes[2] = char(n >> 8);
-    bytes[3] = char(n);
-    bytes += body;
-    std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)), 0);
-    size_t off = 0;
-    while (off < bytes.size()) {
-        iovec iov{bytes.data() + off, bytes.size() - off};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        if (off == 0 && !fds.empty()) {
-            msg.msg_control = cbuf.data();
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-            cmsghdr* h = CMSG_FIRSTHDR(&msg);
-            h->cmsg_level = SOL_SOCKET;
-            h->cmsg_type = SCM_RIGHTS;
-            h->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            memcpy(CMSG_DATA(h), fds.data(), sizeof(int) * fds.size());
-        }
-        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return false;
-        off += size_t(w);
-    }
-    return true;
-}
-
-std::optional<json> recv_frame_json(int fd) {
-    auto read_n = [&](char* p, size_t n) {
-        for (size_t got = 0; got < n;) {
-            ssize_t r = read(fd, p + got, n - got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) return false;
-            got += size_t(r);
-        }
-        return true;
-    };
-    unsigned char h[4];
-    if (!read_n(reinterpret_cast<char*>(h), 4)) return std::nullopt;
-    uint32_t n = uint32_t(h[0]) << 24 | uint32_t(h[1]) << 16 | uint32_t(h[2]) << 8 | h[3];
-    if (n > (64u << 20)) return std::nullopt;
-    std::string body(n, '\0');
-    if (!read_n(body.data(), n)) return std::nullopt;
-    return json::parse(body, nullptr, false);
-}
-
 // Sends a `run` and collects every answer until "finished" or an error.
 std::vector<json> raw_run(const std::string& sock, const json& req, const std::vector<int>& extra_fds) {
     std::vector<json> out;
-    int fd = connect_unix(sock);
-    if (fd < 0) return {{{"client_error", "connect"}}};
+    RawConn c(sock);
+    if (!c.ok()) return {{{"client_error", "connect"}}};
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     std::vector<int> fds = {null, null, null};
     fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
-    if (!send_frame_fds(fd, req, fds)) out.push_back({{"client_error", "send"}});
+    const bool sent = c.send_frame(req.dump(), fds);
     close(null);
-    struct timeval tv{30, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (!sent) return {{{"client_error", "send"}}};
     while (out.empty() || (out.back().value("ok", false) && !out.back().contains("finished"))) {
-        auto m = recv_frame_json(fd);
-        if (!m) {
+        auto f = c.recv_frame(30);
+        json m = f ? json::parse(*f, nullptr, false) : json();
+        if (!m.is_object()) {
             out.push_back({{"client_error", "no answer"}});
             break;
         }
-        out.push_back(*m);
+        out.push_back(m);
     }
-    close(fd);
     return out;
 }
 

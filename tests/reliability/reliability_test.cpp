@@ -63,11 +63,6 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-std::string frame_of(const std::string& payload) {
-    uint32_t len = htonl(uint32_t(payload.size()));
-    return std::string(reinterpret_cast<const char*>(&len), 4) + payload;
-}
-
 std::string header_of(uint32_t len) {
     uint32_t be = htonl(len);
     return std::string(reinterpret_cast<const char*>(&be), 4);
@@ -90,124 +85,7 @@ std::string ms(double s) {
     return b;
 }
 
-constexpr size_t kScmMaxFd = 253;  // the kernel's SCM_MAX_FD: fds one sendmsg may carry
 
-// A raw protocol client: frames out (optionally with SCM_RIGHTS), frames in.
-class RawConn {
-public:
-    explicit RawConn(const std::string& sock) : m_fd(connect_unix(sock)) {}
-    ~RawConn() { close(); }
-    RawConn(const RawConn&) = delete;
-    RawConn& operator=(const RawConn&) = delete;
-
-    bool ok() const { return m_fd >= 0; }
-    int fd() const { return m_fd; }
-    void close() {
-        if (m_fd >= 0) ::close(m_fd);
-        m_fd = -1;
-    }
-
-    // Sends every byte (blocking); fds go with the first sendmsg.
-    bool send_all(const std::string& bytes, const std::vector<int>& fds = {}) {
-        size_t off = 0;
-        bool first = true;
-        while (off < bytes.size()) {
-            iovec iov{const_cast<char*>(bytes.data() + off), bytes.size() - off};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kScmMaxFd)] = {};
-            if (first && !fds.empty()) {
-                if (fds.size() > kScmMaxFd) return false;
-                msg.msg_control = cbuf;
-                msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-                cmsghdr* h = CMSG_FIRSTHDR(&msg);
-                h->cmsg_level = SOL_SOCKET;
-                h->cmsg_type = SCM_RIGHTS;
-                h->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-                memcpy(CMSG_DATA(h), fds.data(), sizeof(int) * fds.size());
-            }
-            ssize_t n = sendmsg(m_fd, &msg, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return false;
-            }
-            off += size_t(n);
-            first = false;
-        }
-        return true;
-    }
-    bool send_frame(const std::string& payload, const std::vector<int>& fds = {}) {
-        return send_all(frame_of(payload), fds);
-    }
-
-    // The next answer frame, or nullopt at EOF, on error or after timeout_s.
-    std::optional<std::string> recv_frame(double timeout_s) {
-        auto t0 = Clock::now();
-        for (;;) {
-            if (m_in.size() >= 4) {
-                uint32_t len;
-                memcpy(&len, m_in.data(), 4);
-                len = ntohl(len);
-                if (m_in.size() >= 4 + size_t(len)) {
-                    std::string p = m_in.substr(4, len);
-                    m_in.erase(0, 4 + size_t(len));
-                    return p;
-                }
-            }
-            if (m_eof || m_fd < 0) return std::nullopt;
-            double left = timeout_s - since(t0);
-            if (left <= 0) return std::nullopt;
-            if (!fill(left)) continue;
-        }
-    }
-
-    // One request, one answer; null json when nothing (parseable) came back.
-    json request(const json& req, double timeout_s = 2 * kLiveness, const std::vector<int>& fds = {}) {
-        return request_text(req.dump(), timeout_s, fds);
-    }
-    json request_text(const std::string& payload, double timeout_s = 2 * kLiveness, const std::vector<int>& fds = {}) {
-        if (!send_frame(payload, fds)) return json();
-        auto f = recv_frame(timeout_s);
-        if (!f) return json();
-        json j = json::parse(*f, nullptr, false);
-        return j.is_discarded() ? json() : j;
-    }
-
-    // True when the server closes the connection (EOF or reset) within
-    // timeout_s; whatever arrives meanwhile is discarded.
-    bool wait_eof(double timeout_s) {
-        auto t0 = Clock::now();
-        while (!m_eof && m_fd >= 0) {
-            double left = timeout_s - since(t0);
-            if (left <= 0) return false;
-            fill(left);
-            m_in.clear();
-        }
-        return true;
-    }
-
-private:
-    // Waits up to timeout_s for input; false when none came.
-    bool fill(double timeout_s) {
-        pollfd p{m_fd, POLLIN, 0};
-        int r = poll(&p, 1, std::max(1, int(timeout_s * 1000)));
-        if (r <= 0) return false;
-        char buf[65536];
-        ssize_t n = recv(m_fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
-        if (n <= 0) {
-            m_eof = true;
-            return false;
-        }
-        m_in.append(buf, size_t(n));
-        return true;
-    }
-
-    int m_fd = -1;
-    std::string m_in;
-    bool m_eof = false;
-};
 
 std::string str_field(const json& j, const char* key) {
     if (!j.is_object()) return "";
