@@ -26,11 +26,10 @@
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/policy/syscalls.h"
-#include "moat/sandbox/container_plan.h"
-#include "moat/sandbox/landlock.h"
 #include "moat/sandbox/spawn.h"
 #include "moat/supervisor/decode.h"
 #include "relay.h"
+#include "tier.h"
 
 namespace moat::supervisor {
 
@@ -48,14 +47,6 @@ constexpr uint64_t kMaxPendingBytes = 16ull << 20;
 constexpr size_t kMaxAggregateKeys = 128;
 constexpr int64_t kAggregateFlushNs = 30'000'000'000;  // aggregate rows are stored this often, and at the end
 constexpr uint64_t kRowOverhead = 256;                 // a denial row's fixed part, for the byte budget
-// moatd's own time spent decoding one job's denials (reading its memory and
-// /proc/PID/maps): past kWorkBudgetNs within kWorkWindowNs, module names are
-// not resolved for that job for kModulesOffNs, so one job cannot make the
-// loop slow for the others.
-constexpr int64_t kWorkWindowNs = 1'000'000'000;
-constexpr int64_t kWorkBudgetNs = 50'000'000;
-constexpr int64_t kModulesOffNs = 5'000'000'000;
-
 const char* arch_name(uint32_t arch) {
     switch (arch) {
         case AUDIT_ARCH_X86_64: return "x86_64";
@@ -70,103 +61,6 @@ std::string hex(uint64_t v) {
     return b;
 }
 
-struct NotifBufs {
-    seccomp_notif* req = nullptr;
-    seccomp_notif_resp* resp = nullptr;
-    NotifBufs() { seccomp_notify_alloc(&req, &resp); }
-    ~NotifBufs() { seccomp_notify_free(req, resp); }
-};
-
-bool path_under(const std::string& path, const std::string& dir) {
-    if (dir == "/") return true;
-    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
-}
-
-// Why the seccomp tier cannot keep a read_only path (of the policy, or an
-// --input, which is read-only too) read-only: it lies inside a read_write path
-// and Landlock grants the union of the rules along a path. "" when none does.
-// Compared as written and as resolved (moatd opens the paths as root for the
-// ruleset just after this, following symlinks the same way), so a symlink
-// cannot hide the nesting. Lint reports this for seccomp-tier files; this
-// check also covers a --tier override and clients that skipped the check.
-std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vector<sandbox::ExtraPath>& extra) {
-    std::vector<std::string> ro = fs.read_only;
-    for (const auto& e : extra)
-        if (!e.writable) ro.push_back(e.path);
-    auto explain = [&](const policy::NestedReadOnly& n, const std::string& resolved) {
-        std::string what = policy::nested_read_only_message(n);
-        if (n.read_only_index >= fs.read_only.size()) {  // an --input, not a policy entry
-            const std::string in_policy = " in filesystem.read_only is";
-            if (size_t at = what.find(in_policy); at != std::string::npos)
-                what.replace(at, in_policy.size(), " (an --input, read-only) is");
-        }
-        return "the seccomp tier cannot enforce this policy: " + what + resolved;
-    };
-    if (auto n = policy::read_only_inside_read_write(ro, fs.read_write); !n.empty()) return explain(n[0], "");
-    auto resolve = [](const std::vector<std::string>& v) {
-        std::vector<std::string> out;
-        char real[PATH_MAX];
-        for (const auto& p : v) out.push_back(realpath(p.c_str(), real) ? std::string(real) : p);
-        return out;
-    };
-    const std::vector<std::string> ro_real = resolve(ro), rw_real = resolve(fs.read_write);
-    if (auto n = policy::read_only_inside_read_write(ro_real, rw_real); !n.empty()) {
-        policy::NestedReadOnly as_written = n[0];
-        as_written.read_only = ro[n[0].read_only_index];
-        as_written.read_write = fs.read_write[n[0].read_write_index];
-        return explain(as_written, " (through symlinks: " + n[0].read_only + " is inside " + n[0].read_write + ")");
-    }
-    return "";
-}
-
-void remove_tree(const std::string& dir) {
-    // A stage directory holds plain files only (see snapshot_inputs).
-    if (DIR* d = opendir(dir.c_str())) {
-        while (auto* e = readdir(d))
-            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
-        closedir(d);
-    }
-    rmdir(dir.c_str());
-}
-
-// Hashes the file behind `fd` from its start (pread: the client's offset is untouched).
-Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& cancel) {
-    Sha256 h;
-    std::vector<char> buf(1 << 16);
-    uint64_t total = 0;
-    for (;;) {
-        if (cancel) return fail("cancelled");
-        ssize_t n = ::pread(fd, buf.data(), buf.size(), off_t(total));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return std::unexpected(Error::sys("read", errno));
-        if (n == 0) break;
-        h.update({buf.data(), size_t(n)});
-        total += uint64_t(n);
-    }
-    if (size) *size = total;
-    return h.hex();
-}
-
-// Copies in 8 MiB steps so a stop (or moatd's shutdown) is noticed promptly.
-Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel) {
-    UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!in) return std::unexpected(Error::sys("open " + from, errno));
-    UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
-    if (!out) return std::unexpected(Error::sys("create " + to, errno));
-    for (;;) {
-        if (cancel) return fail("cancelled");
-        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 8 << 20, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS)) {
-            n = sendfile(out.get(), in.get(), nullptr, 8 << 20);
-        }
-        if (n < 0) return std::unexpected(Error::sys("copy " + from + " -> " + to, errno));
-        if (n == 0) break;
-    }
-    if (fchown(out.get(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + to, errno));
-    return {};
-}
-
 }  // namespace
 
 struct Supervisor::Job {
@@ -175,10 +69,11 @@ struct Supervisor::Job {
     std::shared_ptr<const policy::Policy> policy;
     std::shared_ptr<const compiler::CompiledFilter> filter;
     std::optional<cgroup::JobCgroup> cg;
-    sandbox::Spawned proc;
+    const Tier* tier = nullptr;
+    std::unique_ptr<Running> run;        // once launched
+    std::unique_ptr<JobEvents> events;   // what `run` reports to
     uid_t uid = 0;
-    uid_t root_uid = 0;                 // container tier: host uid of the container's root
-    std::optional<int> inner_status;    // container tier: the job's wait status, reported by moat-init
+    Identities ids;                      // host uids the tier reserved
     bool started = false;
     int64_t start_mono = 0;
     EventLoop::TimerId wall_timer = 0, sample_timer = 0;
@@ -195,10 +90,7 @@ struct Supervisor::Job {
     };
     std::unordered_map<std::string, Pending> pending;
     int64_t oldest_pending_mono = 0;
-    ModuleResolver modules;
     std::function<void(const store::JobRecord&)> on_finished;
-    std::optional<sandbox::SetupRecord> exec_failure;
-    bool listener_registered = false, status_registered = false, exited = false;
     // Event budget (policy [monitor] max_events / max_event_bytes; docs/store.md).
     uint64_t budget_rows = 0, budget_bytes = 0;  // denial rows and exec events stored or pending
     bool over_budget = false;
@@ -213,10 +105,16 @@ struct Supervisor::Job {
     uint64_t execs_unstored = 0;  // exec events past the budget
     int64_t aggregate_flushed_mono = 0;
     uint64_t pending_bytes = 0;
-    // moatd's time spent decoding this job's denials (kWorkBudgetNs).
-    int64_t work_window_mono = 0, work_ns = 0, modules_off_until = 0;
-    uint64_t modules_skipped = 0;
-    bool work_limit_reported = false;
+};
+
+// How a running job reaches the supervisor (tier.h).
+struct Supervisor::Events final : JobEvents {
+    Supervisor* sup;
+    Job* job;
+    Events(Supervisor* s, Job* j) : sup(s), job(j) {}
+    Answer notice(const Notice& n) override { return sup->judge(*job, n); }
+    void exited() override { sup->finish(*job); }
+    void event(store::EventKind kind, nlohmann::json fields) override { sup->emit(job->id, kind, std::move(fields)); }
 };
 
 // From the spawn until the job's record and its output are both complete.
@@ -239,7 +137,7 @@ struct Supervisor::Prepared {
     nlohmann::json list = nlohmann::json::array();          // recording.inputs
     std::vector<std::string> blobs;                         // referenced by the recording
     std::vector<std::pair<std::string, uint64_t>> new_blobs;  // snapshots taken now, to register in the store
-    std::string stage;                                      // container replay: the staging directory
+    std::string stage;                                      // replay: the tier's staging directory
     std::vector<UniqueFd> fds;                              // the file each input grants
     std::vector<struct stat> st;                            // and its identity (dev, ino)
 };
@@ -249,14 +147,14 @@ struct Supervisor::Preparing {
     std::unique_ptr<Job> job;
     std::unique_ptr<Ending> ending;
     JobRequest req;
-    bool container = false;
+    const Tier* tier = nullptr;
     Prepared prepared;
     std::atomic<bool> cancel{false};
     std::string stop_why;  // set by stop(): the job ends "stopped" instead of starting
     std::thread thread;
 };
 
-Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
+Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)), m_tiers(make_tiers(m_cfg)) {
     auto t = m_cfg.loop->add_timer(kTickNs, kTickNs, [this] {
         const int64_t now = now_monotonic_ns();
         retry_unrecorded();
@@ -450,12 +348,15 @@ StartResult Supervisor::start(JobRequest req) {
         return result;
     };
 
-    if (tier == policy::Tier::Vm)
-        return setup_failed(Error::msg("tier \"vm\" is not available in this moatd (supported: seccomp, container)"));
-    const bool container = tier == policy::Tier::Container;
-    if (container && m_cfg.init_exe_fd < 0)
-        return setup_failed(Error::msg("the container tier needs moat-init, which moatd did not find at start "
-                                       "(see moatd --init)"));
+    for (const auto& t : m_tiers)
+        if (t->kind() == tier) job->tier = t.get();
+    if (!job->tier) {
+        std::string have;
+        for (const auto& t : m_tiers) have += (have.empty() ? "" : ", ") + std::string(policy::tier_name(t->kind()));
+        return setup_failed(Error::msg("tier \"" + std::string(policy::tier_name(tier)) +
+                                       "\" is not available in this moatd (supported: " + have + ")"));
+    }
+    if (auto why = job->tier->unavailable()) return setup_failed(*why);
     if (m_jobs.size() + m_preparing.size() >= m_cfg.max_jobs)
         return setup_failed(Error::msg("too many running jobs (" + std::to_string(m_cfg.max_jobs) + ")"));
     if (req.argv.empty()) return setup_failed(Error::msg("no program given"));
@@ -467,14 +368,9 @@ StartResult Supervisor::start(JobRequest req) {
              {{"event", "learn-mode"},
               {"detail", "denials are recorded but not enforced: every notified syscall continues"}});
 
-    // Container root maps to its own unprivileged host uid, the job (uid 1000
-    // inside) to another: neither is ever host root or shared. Allocated
-    // early: replayed inputs are staged for it.
-    if (container) {
-        auto root_uid = allocate_uid();
-        if (!root_uid) return setup_failed(root_uid.error());
-        job->root_uid = *root_uid;
-    }
+    // Identities the tier needs besides the job's own uid. Reserved early:
+    // replayed inputs are staged for them.
+    if (auto r = job->tier->reserve(job->ids, [this] { return allocate_uid(); }); !r) return setup_failed(r.error());
 
     if (req.inputs.empty()) {
         Prepared none;
@@ -491,11 +387,11 @@ StartResult Supervisor::start(JobRequest req) {
     raw->job = std::move(job);
     raw->ending = std::move(ending);
     raw->req = std::move(req);
-    raw->container = container;
+    raw->tier = raw->job->tier;
     m_preparing.emplace(id, std::move(p));
     std::weak_ptr<std::atomic<bool>> alive = m_alive;
     raw->thread = std::thread([this, raw, id, alive] {
-        prepare_inputs(m_cfg, id, raw->req.inputs, raw->container, raw->job->root_uid, raw->req.client, raw->cancel,
+        prepare_inputs(m_cfg, id, raw->req.inputs, *raw->tier, raw->job->ids, raw->req.client, raw->cancel,
                        raw->prepared);
         auto a = alive.lock();
         if (!a || !*a) return;
@@ -524,8 +420,8 @@ void Supervisor::end_unstarted(Job& job, Ending* ending, const std::string& caus
         (void)job.cg->destroy();
     }
     if (job.uid) m_uids_in_use.erase(job.uid);
-    if (job.root_uid) m_uids_in_use.erase(job.root_uid);
-    job.uid = job.root_uid = 0;
+    if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);
+    job.uid = job.ids.root_uid = 0;
 }
 
 void Supervisor::inputs_ready(int64_t job_id) {
@@ -568,79 +464,24 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
                                         Prepared& prep) {
     Job* job = job_ptr.get();
     auto pol = job->policy;
-    const bool container = job->rec.tier == "container";
     auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
     if (!exe) return exe.error();
-    const auto& fs = pol->filesystem;
 
-    // Filesystem view: Landlock on the host's tree (seccomp tier) or a new
-    // root built from mounts (container tier).
-    sandbox::LandlockRuleset ll_storage;
-    sandbox::LandlockRuleset* ll = &ll_storage;
-    std::vector<sandbox::MountSpec> mounts;
-    if (container) {
-        if (pol->network == policy::NetworkMode::Host)
-            return Error::msg("network.mode = \"host\" is not supported in the container tier "
-                              "(it always gets its own network namespace)");
-        std::vector<sandbox::InputMount> ins;
-        for (size_t k = 0; k < req.inputs.size(); ++k) {
-            const auto& in = req.inputs[k];
-            sandbox::InputMount m{in.host_path, in.sandbox_path};
-            // moat-init binds exactly the inode the client opened (or the staged
-            // copy): the path is looked up again there and must lead to it.
-            if (k < prep.st.size()) {
-                m.verify = true;
-                m.dev = uint64_t(prep.st[k].st_dev);
-                m.ino = uint64_t(prep.st[k].st_ino);
-            }
-            ins.push_back(std::move(m));
-        }
-        auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
-        if (!m) return m.error().wrap("planning the container's mounts");
-        mounts = std::move(*m);
-        // The program must be reachable inside: under a bind mount, directly or
-        // through a host symlink the plan recreates (/bin -> usr/bin).
-        char real[PATH_MAX];
-        std::string resolved = realpath(exe->c_str(), real) ? std::string(real) : *exe;
-        bool covered = false;
-        for (const auto& mt : mounts)
-            if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
-                covered = covered || path_under(*exe, mt.target) || path_under(resolved, mt.target);
-        if (!covered)
-            return Error::msg("program " + *exe +
-                              " is not inside any filesystem.read_only or read_write mount of the container");
-    } else {
-        std::vector<sandbox::ExtraPath> extra;
-        for (size_t k = 0; k < req.inputs.size(); ++k) {
-            const auto& in = req.inputs[k];
-            if (in.sandbox_path != in.host_path)
-                return Error::msg("--input " + in.host_path + ":" + in.sandbox_path +
-                                  ": the seccomp tier has no mount namespace, so an input is visible only at its host "
-                                  "path");
-            // The rule is bound to the inode behind the client's fd: if the path
-            // is swapped for something else later, the job is refused that.
-            sandbox::ExtraPath x{in.host_path, false};
-            if (k < prep.fds.size()) x.fd = prep.fds[k].get();
-            extra.push_back(std::move(x));
-        }
-        if (std::string why = unenforceable_read_only(fs, extra); !why.empty()) return Error::msg(why);
-        auto llr = sandbox::build_landlock(fs, pol->network, extra);
-        if (!llr) return llr.error().wrap("building the Landlock ruleset");
-        ll_storage = std::move(*llr);
-        if (ll->fd) {
-            bool covered = false;
-            for (const auto& d : fs.read_only) covered = covered || path_under(*exe, d);
-            for (const auto& d : fs.read_write) covered = covered || path_under(*exe, d);
-            char real[PATH_MAX];
-            if (!covered && realpath(exe->c_str(), real)) {
-                for (const auto& d : fs.read_only) covered = covered || path_under(real, d);
-                for (const auto& d : fs.read_write) covered = covered || path_under(real, d);
-            }
-            if (!covered)
-                return Error::msg("program " + *exe +
-                                  " is outside the policy's filesystem (add its directory to filesystem.read_only)");
-        }
-    }
+    LaunchInput in;
+    in.job_id = job->id;
+    in.cfg = &m_cfg;
+    in.policy = pol.get();
+    in.exe = *exe;
+    in.argv = &req.argv;
+    in.env = &job->rec.env;
+    in.cwd = job->rec.cwd;
+    in.inputs = &req.inputs;
+    in.input_fds = &prep.fds;
+    in.input_st = &prep.st;
+
+    // The tier checks the policy against itself and builds the filesystem view.
+    auto plan = job->tier->plan(in);
+    if (!plan) return plan.error();
     prep.fds.clear();  // granted (Landlock) or described (mount checks); not needed any more
 
     // The job's stdio: pipes whose other ends the relay owns.
@@ -668,58 +509,20 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
 
-    sandbox::Rlimits rl;
-    rl.file_size = pol->limits.file_size_bytes;
-    rl.open_files = pol->limits.open_files;
-    rl.stack = pol->limits.stack_bytes;
-    rl.core = pol->limits.core_bytes;
-    rl.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
+    in.uid = job->uid;
+    in.root_uid = job->ids.root_uid;
+    in.cgroup = &*job->cg;
+    in.filter = job->filter.get();
+    in.rlimits.file_size = pol->limits.file_size_bytes;
+    in.rlimits.open_files = pol->limits.open_files;
+    in.rlimits.stack = pol->limits.stack_bytes;
+    in.rlimits.core = pol->limits.core_bytes;
+    in.rlimits.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
+    for (int i = 0; i < 3; ++i) in.stdio[i] = job_ends[i].get();
 
-    if (container) {
-        sandbox::ContainerPlan cp;
-        cp.hostname = pol->hostname.empty() ? "job-" + std::to_string(job->id) : pol->hostname;
-        cp.loopback = pol->network == policy::NetworkMode::Loopback;
-        cp.newroot = m_cfg.newroot_dir;
-        cp.mounts = mounts;
-        cp.rlimits = rl;
-        cp.argv = req.argv;
-        cp.env = job->rec.env;
-        cp.exe = *exe;
-        cp.cwd = job->rec.cwd;
-        cp.filter = job->filter->program();
-        std::string text = cp.to_json().dump();
-        UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
-        if (!planfd || ::write(planfd.get(), text.data(), text.size()) != ssize_t(text.size()))
-            return Error::sys("memfd(plan)", errno);
-        sandbox::ContainerSpawnPlan csp;
-        csp.init_exe_fd = m_cfg.init_exe_fd;
-        csp.plan_fd = planfd.get();
-        csp.host_root_uid = csp.host_root_gid = job->root_uid;
-        csp.host_job_uid = csp.host_job_gid = job->uid;
-        csp.inside_uid = cp.uid;
-        csp.inside_gid = cp.gid;
-        for (int i = 0; i < 3; ++i) csp.stdio[i] = job_ends[i].get();
-        csp.cgroup = &*job->cg;
-        auto sp = sandbox::spawn_container_job(csp);
-        if (!sp) return sp.error();
-        job->proc = std::move(*sp);
-    } else {
-        sandbox::SpawnPlan plan;
-        plan.exe = *exe;
-        plan.argv = req.argv;
-        plan.env = job->rec.env;
-        plan.cwd = job->rec.cwd;
-        plan.uid = job->uid;
-        plan.gid = job->uid;
-        plan.rlimits = rl;
-        for (int i = 0; i < 3; ++i) plan.stdio[i] = job_ends[i].get();
-        plan.filter = &job->filter->program();
-        plan.landlock_fd = ll->fd.get();
-        plan.cgroup = &*job->cg;
-        auto sp = sandbox::spawn_seccomp_job(plan);
-        if (!sp) return sp.error();
-        job->proc = std::move(*sp);
-    }
+    auto run = job->tier->launch(**plan, in);
+    if (!run) return run.error();
+    job->run = std::move(*run);
     for (auto& fd : job_ends) fd.reset();  // the job holds them now
 
     // The relay: client stdin (or the recorded one) -> job -> client, recording on the way.
@@ -755,31 +558,16 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         m_ending.emplace(job->id, std::move(ending));
     }
 
-    job->rec.pid = job->proc.pid;
+    job->rec.pid = job->run->pid();
     job->rec.uid = int(job->uid);
     job->rec.cgroup = job->cg->describe();
     nlohmann::json info = {
         {"cgroup_version", job->cg->version() == cgroup::Version::V1 ? "v1" : "v2"},
         {"program", *exe},
-        {"spawn_us", (job->proc.ready_ns - job->proc.fork_ns) / 1000},
-        {"notes", ll->notes},
     };
-    if (container) {
-        info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
-        info["hostname"] = pol->hostname.empty() ? "job-" + std::to_string(job->id) : pol->hostname;
-        info["uid_inside"] = 1000;
-        info["host_root_uid"] = job->root_uid;
-        info["network"] = policy::network_mode_name(pol->network);
-        info["landlock"] = "not used (mount namespace)";
-    } else {
-        info["landlock_abi"] = ll->abi;
-        info["landlock"] = ll->abi > 0 ? "enforced" : (fs.landlock == policy::LandlockMode::Off ? "off" : "unavailable");
-        info["landlock_net"] = ll->net_restricted;
-        info["landlock_scoped"] = ll->scoped;
-    }
-    for (const auto& w : job->proc.warnings) {
-        std::string note = std::string(w.step) + "(\"" + w.detail + "\") failed: " + errno_name(w.err) +
-                           "; the job runs in /";
+    job->tier->describe(**plan, in, *job->run, info);
+    if (!info.contains("notes")) info["notes"] = nlohmann::json::array();
+    for (const auto& note : job->run->setup_notes()) {
         info["notes"].push_back(note);
         emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
     }
@@ -787,18 +575,8 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
 
     Job* raw = job;
-    (void)m_cfg.loop->add_fd(raw->proc.listener.get(), EPOLLIN, [this, raw](uint32_t ev) {
-        if (ev & EPOLLIN) on_notify(*raw);
-        if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN) && raw->listener_registered) {
-            // Every task using the filter is gone.
-            m_cfg.loop->remove_fd(raw->proc.listener.get());
-            raw->listener_registered = false;
-        }
-    });
-    raw->listener_registered = true;
-    (void)m_cfg.loop->add_fd(raw->proc.pidfd.get(), EPOLLIN, [this, raw](uint32_t) { on_exit(*raw); });
-    (void)m_cfg.loop->add_fd(raw->proc.status.get(), EPOLLIN, [this, raw](uint32_t) { on_status(*raw); });
-    raw->status_registered = true;
+    raw->events = std::make_unique<Events>(this, raw);
+    raw->run->watch(*m_cfg.loop, *raw->events);
     if (auto t = m_cfg.loop->add_timer(pol->limits.wall_time_ns, 0, [this, raw] {
             raw->wall_timer = 0;
             emit(raw->id, store::EventKind::Limit,
@@ -866,8 +644,8 @@ Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path)
     return UniqueFd(fd);
 }
 
-void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, bool container,
-                                uid_t stage_owner, const ClientCreds& who, const std::atomic<bool>& cancel,
+void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, const Tier& tier,
+                                const Identities& ids, const ClientCreds& who, const std::atomic<bool>& cancel,
                                 Prepared& out) {
     auto failed = [&](Error e) { out.error = std::move(e); };
     for (size_t k = 0; k < inputs.size(); ++k) {
@@ -882,43 +660,8 @@ void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<I
                 return failed(Error::msg("the recorded snapshot of input " + in.host_path +
                                          " is gone from the artifact store"));
             const std::string blob = cfg.artifacts->path(in.snapshot);
-            if (container) {
-                // Staged where the container's root can reach it (the state
-                // dir is 0700), owned by that root, readable by the job.
-                if (out.stage.empty()) {
-                    mkdir(cfg.stage_dir.c_str(), 0711);
-                    std::string stage = cfg.stage_dir + "/job-" + std::to_string(job_id);
-                    if (mkdir(stage.c_str(), 0700) < 0) return failed(Error::sys("mkdir " + stage, errno));
-                    out.stage = stage;
-                    if (chown(stage.c_str(), stage_owner, stage_owner) < 0)
-                        return failed(Error::sys("chown " + stage, errno));
-                }
-                std::string staged = out.stage + "/input-" + std::to_string(k);
-                if (auto r = copy_file(blob, staged, stage_owner, cancel); !r)
-                    return failed(r.error().wrap("putting back input " + in.host_path));
-                in.host_path = staged;
-                fd.reset(::open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-                if (!fd || fstat(fd.get(), &st) < 0) return failed(Error::sys("open " + staged, errno));
-                rec["bytes"] = uint64_t(st.st_size);
-            } else {
-                // The host file must still be the one the job saw. It is opened
-                // with the replaying client's rights, never moatd's.
-                auto f = open_as_client(who, in.host_path);
-                if (!f) return failed(f.error().wrap("input " + in.host_path));
-                fd = std::move(*f);
-                uint64_t size = 0;
-                auto now = fd_sha256(fd.get(), &size, cancel);
-                if (!now || *now != in.snapshot)
-                    return failed(Error::msg(
-                        "input " + in.host_path + " is not the file the job saw (recorded sha256 " +
-                        in.snapshot.substr(0, 12) + "..., now " +
-                        (now ? now->substr(0, 12) + "..." : now.error().message) +
-                        "); the seccomp tier has no mount namespace to put the snapshot back: restore the "
-                        "file or replay with --tier container"));
-                if (fstat(fd.get(), &st) < 0) return failed(Error::sys("fstat " + in.host_path, errno));
-                rec["bytes"] = size;
-                rec["opened_by"] = "uid " + std::to_string(who.uid) + " (the replaying client)";
-            }
+            if (auto r = tier.restore_input(cfg, job_id, k, in, blob, ids, who, cancel, out.stage, fd, st, rec); !r)
+                return failed(r.error());
             rec["sha256"] = in.snapshot;
             out.blobs.push_back(in.snapshot);
         } else {
@@ -1009,97 +752,33 @@ void Supervisor::complete(int64_t job_id) {
     maybe_all_done();
 }
 
-void Supervisor::on_status(Job& job) {
-    auto s = sandbox::read_setup_status(job.proc.status.get());
-    for (const auto& r : s.records) {
-        if (std::string(r.step) == "exit" && !r.fatal) job.inner_status = r.err;  // moat-init: the job's wait status
-        else if (r.fatal == sandbox::kSetupFilterNext) continue;                 // progress marker
-        else if (r.fatal) job.exec_failure = r;
-        else {
-            std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);
-            emit(job.id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
-        }
-    }
-    if (s.eof) {
-        m_cfg.loop->remove_fd(job.proc.status.get());
-        job.status_registered = false;
-    }
-}
-
-void Supervisor::on_notify(Job& job) {
-    static thread_local NotifBufs bufs;
-    seccomp_notif* req = bufs.req;
-    seccomp_notif_resp* resp = bufs.resp;
-    // The kernel requires a zeroed request buffer.
-    memset(req, 0, sizeof *req);
-    if (seccomp_notify_receive(job.proc.listener.get(), req) < 0) return;  // target died meanwhile (ENOENT)
-
-    const int nr = req->data.nr;
-    const uint32_t arch = req->data.arch;
-    const pid_t tid = pid_t(req->pid);
-    uint64_t args[6];
-    for (int i = 0; i < 6; ++i) args[i] = req->data.args[i];
+Answer Supervisor::judge(Job& job, const Notice& n) {
+    const int nr = n.nr;
+    const uint32_t arch = n.arch;
+    const pid_t tid = n.pid;
+    const uint64_t* args = n.args;
+    const std::optional<std::string>& decoded = n.decoded;
+    const std::optional<std::string>& module = n.module;
+    const bool modules_off = n.modules_off;
     const bool native = arch == AUDIT_ARCH_X86_64 && !(nr & 0x40000000);
     const std::string arch_str = arch == AUDIT_ARCH_X86_64 && (nr & 0x40000000) ? "x32" : arch_name(arch);
     std::string name;
     if (arch_str == "x86_64") name = policy::syscall_name(nr);
     else if (arch_str == "x32") {
-        const char* n = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X32, nr);
-        name = n ? n : "";
-        free(const_cast<char*>(n));
+        const char* nm = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X32, nr);
+        name = nm ? nm : "";
+        free(const_cast<char*>(nm));
     } else if (arch_str == "i386") {
-        const char* n = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86, nr);
-        name = n ? n : "";
-        free(const_cast<char*>(n));
+        const char* nm = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86, nr);
+        name = nm ? nm : "";
+        free(const_cast<char*>(nm));
     }
     if (name.empty()) name = "syscall_" + std::to_string(nr);
-
-    // Decode pointers only for the native ABI (the layouts above are x86_64's).
-    // What this costs moatd is the job's to decide (the size of its maps, where
-    // its code lives): it is metered per job, and past kWorkBudgetNs the module
-    // lookup (the part that can be expensive) is skipped for a while.
-    const int64_t work_start = now_monotonic_ns();
-    if (work_start - job.work_window_mono >= kWorkWindowNs) {
-        job.work_window_mono = work_start;
-        job.work_ns = 0;
-    }
-    std::optional<std::string> decoded = native ? decode_args(tid, nr, args) : std::nullopt;
-    const bool modules_off = work_start < job.modules_off_until;
-    std::optional<std::string> module =
-        modules_off ? std::nullopt : job.modules.resolve(tid, req->data.instruction_pointer, work_start);
-    if (modules_off) ++job.modules_skipped;
-    if (decoded) decoded = printable(*decoded);
-    if (module) module = printable(*module);
-    job.work_ns += now_monotonic_ns() - work_start;
-    if (job.work_ns > kWorkBudgetNs && !modules_off) {
-        job.modules_off_until = work_start + kModulesOffNs;
-        if (!job.work_limit_reported) {
-            job.work_limit_reported = true;
-            emit(job.id, store::EventKind::Limit,
-                 {{"limit", "supervisor-time"},
-                  {"value_ns", kWorkBudgetNs},
-                  {"window_ns", kWorkWindowNs},
-                  {"used_ns", job.work_ns},
-                  {"detail", "decoding this job's denials took moatd more than " + format_duration_ns(kWorkBudgetNs) +
-                                 " in " + format_duration_ns(kWorkWindowNs) + ": module names are not resolved for " +
-                                 format_duration_ns(kModulesOffNs) + " at a time while it goes on (module null, "
-                                 "\"module_note\" says why)"}});
-        }
-    }
-    // The memory we read is only meaningful if the request is still live: the
-    // task may have died and its pid been reused while we were reading.
-    if (seccomp_notify_id_valid(job.proc.listener.get(), req->id) < 0) return;
-
-    resp->id = req->id;
-    resp->val = 0;
-    resp->error = 0;
-    resp->flags = 0;
 
     const bool is_exec = native && (name == "execve" || name == "execveat");
     if (is_exec && job.policy->seccomp.allowed.count(name)) {
         // The policy allows exec unconditionally, so letting the kernel carry on
         // is not a decision about (racy) pointer contents.
-        job.modules.forget(tid);
         job.execs = true;
         if (!job.started) {
             job.started = true;
@@ -1112,33 +791,9 @@ void Supervisor::on_notify(Job& job) {
                  {{"event", "exec"}, {"pid", tid}, {"path", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}});
         else
             ++job.execs_unstored;
-        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        seccomp_notify_respond(job.proc.listener.get(), resp);
-        return;
+        return {Answer::Kind::Continue, 0};
     }
 
-    if (native && nr == SYS_clone3) {
-        // Every clone3 is refused (its flags live in memory, see the compiler).
-        // ENOSYS sends glibc back to clone(); only an attempt whose flags ask
-        // for namespaces is a denial worth recording. The flags are read after
-        // the fact and only to describe the attempt, never to allow it.
-        uint64_t flags = 0;
-        auto raw = read_remote(tid, args[0], sizeof flags);
-        if (raw) memcpy(&flags, raw->data(), sizeof flags);
-        if (!raw || !(flags & compiler::kCloneNamespaceFlags)) {
-            resp->error = -ENOSYS;
-            seccomp_notify_respond(job.proc.listener.get(), resp);
-            return;
-        }
-        static const std::pair<uint64_t, const char*> kNs[] = {
-            {CLONE_NEWNS, "CLONE_NEWNS"},   {CLONE_NEWCGROUP, "CLONE_NEWCGROUP"}, {CLONE_NEWUTS, "CLONE_NEWUTS"},
-            {CLONE_NEWIPC, "CLONE_NEWIPC"}, {CLONE_NEWUSER, "CLONE_NEWUSER"},     {CLONE_NEWPID, "CLONE_NEWPID"},
-            {CLONE_NEWNET, "CLONE_NEWNET"}, {CLONE_NEWTIME, "CLONE_NEWTIME"}};
-        std::string names;
-        for (auto [bit, n] : kNs)
-            if (flags & bit) names += (names.empty() ? "" : "|") + std::string(n);
-        decoded = "flags " + names;
-    }
     compiler::Verdict v = job.filter->decide(nr, arch, args);
     if (!native) v.rule = "abi";
     using Kind = policy::Action::Kind;
@@ -1153,7 +808,7 @@ void Supervisor::on_notify(Job& job) {
     snprintf(head, sizeof head, "%d:%d:%u:%llx:%llx:%llx:%llx:%llx:%llx:%llx:", int(tid), nr, arch,
              (unsigned long long)args[0], (unsigned long long)args[1], (unsigned long long)args[2],
              (unsigned long long)args[3], (unsigned long long)args[4], (unsigned long long)args[5],
-             (unsigned long long)req->data.instruction_pointer);
+             (unsigned long long)n.ip);
     key += head;
     key += v.rule;
     key += '\0';
@@ -1179,7 +834,7 @@ void Supervisor::on_notify(Job& job) {
                                  {"args", {args[0], args[1], args[2], args[3], args[4], args[5]}},
                                  {"action", v.action.str()},
                                  {"rule", v.rule},
-                                 {"ip", hex(req->data.instruction_pointer)},
+                                 {"ip", hex(n.ip)},
                                  {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
                                  {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
         if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
@@ -1200,31 +855,19 @@ void Supervisor::on_notify(Job& job) {
     if (job.rec.learn) {
         // Learn mode (replay --learn): recorded above, then let it run. Foreign
         // ABIs are never learned: a policy cannot allow them.
-        if (native) {
-            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            if (is_exec) {
-                job.modules.forget(tid);
-                job.execs = true;
-            }
-        } else {
-            resp->error = -EPERM;
-        }
-        seccomp_notify_respond(job.proc.listener.get(), resp);
-        return;
+        if (!native) return {Answer::Kind::Fail, EPERM};
+        if (is_exec) job.execs = true;
+        return {Answer::Kind::Continue, 0};
     }
     switch (v.action.kind) {
         case Kind::Allow:  // unreachable for allow-rules (the filter allows them); keep safe
         case Kind::Log:
-            resp->flags = native ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
-            if (!native) resp->error = -EPERM;
-            break;
+            if (!native) return {Answer::Kind::Fail, EPERM};
+            return {Answer::Kind::Continue, 0};
         case Kind::Errno:
-            resp->error = -v.action.errno_value;
-            break;
+            return {Answer::Kind::Fail, v.action.errno_value};
         case Kind::Trap:
-            resp->error = -ENOSYS;
-            syscall(SYS_tgkill, job.proc.pid, tid, SIGSYS);
-            break;
+            return {Answer::Kind::Trap, ENOSYS};
         case Kind::KillProcess:
         case Kind::KillThread:
             // Never answered: the task dies with the notification pending, so the
@@ -1232,9 +875,9 @@ void Supervisor::on_notify(Job& job) {
             kill_job(job, "seccomp",
                      name + " denied by " + v.rule + " (" + v.action.str() + ")" +
                          (decoded ? " on " + *decoded : std::string()));
-            return;
+            return {Answer::Kind::Kill, 0};
     }
-    seccomp_notify_respond(job.proc.listener.get(), resp);
+    return {Answer::Kind::Fail, EPERM};
 }
 
 void Supervisor::flush_denials(Job& job) {
@@ -1390,7 +1033,7 @@ void Supervisor::kill_job(Job& job, const std::string& cause, const std::string&
         job.kill_cause = cause;
         job.kill_detail = detail;
     }
-    ::kill(job.proc.pid, SIGKILL);
+    if (job.run) job.run->kill();
     if (job.cg) (void)job.cg->kill_all(0);  // one pass; on_exit collects the rest
 }
 
@@ -1419,43 +1062,17 @@ void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_d
     for (auto& [id, job] : m_jobs) kill_job(*job, "stopped", why);
 }
 
-void Supervisor::on_exit(Job& job) {
-    siginfo_t si{};
-    // P_PIDFD (3): reap exactly this child through its pidfd.
-    if (waitid(idtype_t(3), id_t(job.proc.pidfd.get()), &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) return;
-    job.exited = true;
-    store::JobRecord& r = job.rec;
-    if (si.si_code == CLD_EXITED) {
-        r.exit_code = si.si_status;
-    } else {
-        r.signal = si.si_status;
-    }
-    finish(job);
-}
-
 void Supervisor::finish(Job& job) {
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
-    if (job.status_registered) on_status(job);
-    // Seccomp tier: an execve that failed under the filter left its errno in
-    // the shared word, not on the pipe (spawn.h: ExecFailureWord).
-    if (!job.exec_failure) job.exec_failure = sandbox::exec_failure(job.proc);
+    const Outcome out = job.run->outcome();
     sample(job, true);
     flush_denials(job);
     flush_aggregate(job);
 
     store::JobRecord& r = job.rec;
-    if (job.inner_status) {
-        // Container tier: what counts is the job's status, not moat-init's.
-        int st = *job.inner_status;
-        r.exit_code.reset();
-        r.signal.reset();
-        if (WIFEXITED(st)) r.exit_code = WEXITSTATUS(st);
-        else if (WIFSIGNALED(st)) r.signal = WTERMSIG(st);
-    } else if (job.exec_failure) {
-        r.exit_code.reset();
-        r.signal.reset();
-    }
+    r.exit_code = out.exit_code;
+    r.signal = out.signal;
     r.state = "finished";
     r.ended_ns = now_realtime_ns();
     r.resources.cpu_time_ns = job.cpu_ns;
@@ -1467,10 +1084,10 @@ void Supervisor::finish(Job& job) {
     if (!job.kill_cause.empty()) {
         r.cause = job.kill_cause;
         r.detail = job.kill_detail;
-    } else if (job.exec_failure) {
+    } else if (out.exec_failure) {
         r.cause = "setup-failed";
-        r.detail = std::string(job.exec_failure->step) + "(\"" + job.exec_failure->detail + "\"): " +
-                   errno_name(job.exec_failure->err) + " (" + strerror(job.exec_failure->err) + ")";
+        r.detail = std::string(out.exec_failure->step) + "(\"" + out.exec_failure->detail + "\"): " +
+                   errno_name(out.exec_failure->err) + " (" + strerror(out.exec_failure->err) + ")";
         r.exit_code.reset();
     } else if (r.exit_code) {
         r.cause = "exited";
@@ -1502,9 +1119,8 @@ void Supervisor::finish(Job& job) {
     fin["events"] = {{"rows", job.budget_rows},
                      {"bytes", job.budget_bytes},
                      {"denials_aggregated", job.aggregated},
-                     {"execs_not_stored", job.execs_unstored},
-                     {"maps_reads", job.modules.reads()},
-                     {"module_lookups_skipped", job.modules_skipped}};
+                     {"execs_not_stored", job.execs_unstored}};
+    fin["events"].update(job.run->costs());
     emit(job.id, store::EventKind::Lifecycle, fin);
     if (auto res = m_cfg.store->finish_job(r); !res) {
         // Never leave a job that ended looking "running" (a restart would call
@@ -1516,9 +1132,7 @@ void Supervisor::finish(Job& job) {
     }
 
     // Tear down.
-    if (job.listener_registered) m_cfg.loop->remove_fd(job.proc.listener.get());
-    if (job.status_registered) m_cfg.loop->remove_fd(job.proc.status.get());
-    m_cfg.loop->remove_fd(job.proc.pidfd.get());
+    job.run->unwatch(*m_cfg.loop);
     if (job.wall_timer) m_cfg.loop->cancel_timer(job.wall_timer);
     if (job.sample_timer) m_cfg.loop->cancel_timer(job.sample_timer);
     if (job.cg) {
@@ -1526,7 +1140,7 @@ void Supervisor::finish(Job& job) {
             fprintf(stderr, "moatd: job %lld: %s\n", (long long)job.id, d.error().message.c_str());
     }
     m_uids_in_use.erase(job.uid);
-    if (job.root_uid) m_uids_in_use.erase(job.root_uid);
+    if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);
     auto cb = std::move(job.on_finished);
     store::JobRecord copy = r;
     const int64_t id = job.id;

@@ -26,6 +26,10 @@ namespace moat::supervisor {
 
 struct RelayResult;
 class Relay;
+class Tier;
+struct Identities;
+struct Notice;
+struct Answer;
 
 struct Config {
     store::Store* store = nullptr;
@@ -134,9 +138,8 @@ public:
     struct Job;
 
 private:
-    void on_notify(Job& job);
-    void on_exit(Job& job);
-    void on_status(Job& job);
+    // Decides a notified syscall, records it and says what the tier answers.
+    Answer judge(Job& job, const Notice& n);
     void sample(Job& job, bool final);
     void kill_job(Job& job, const std::string& cause, const std::string& detail);
     void flush_denials(Job& job);
@@ -145,12 +148,13 @@ private:
     void complete(int64_t job_id);
     void maybe_all_done();
     struct Ending;
+    struct Events;
     struct Preparing;
     struct Prepared;
     // Off the loop (a worker thread per job): opens, snapshots and stages the
     // job's inputs. Touches only files and its own Prepared.
-    static void prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, bool container,
-                               uid_t stage_owner, const ClientCreds& who, const std::atomic<bool>& cancel,
+    static void prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, const Tier& tier,
+                               const Identities& ids, const ClientCreds& who, const std::atomic<bool>& cancel,
                                Prepared& out);
     // Back on the loop once prepare_inputs is done: registers the snapshots and
     // starts the job (or records why it could not).
@@ -167,6 +171,7 @@ private:
     void retry_unrecorded();
 
     Config m_cfg;
+    std::vector<std::unique_ptr<Tier>> m_tiers;  // src/tiers/: what differs per isolation tier
     compiler::FilterCache m_filters;
     std::map<int64_t, std::unique_ptr<Job>> m_jobs;
     std::set<uid_t> m_uids_in_use;

@@ -1,0 +1,157 @@
+// The container tier: the job runs in new user, mount, pid, network, ipc, uts
+// and cgroup namespaces, on a root built from the policy's mounts by moat-init,
+// with the same filter, rlimits and cgroup as the seccomp tier.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "local.h"
+#include "moat/sandbox/container_plan.h"
+
+namespace moat::supervisor {
+
+namespace {
+
+struct ContainerPlanned final : Plan {
+    std::vector<sandbox::MountSpec> mounts;
+};
+
+std::string hostname_of(const policy::Policy& pol, int64_t job_id) {
+    return pol.hostname.empty() ? "job-" + std::to_string(job_id) : pol.hostname;
+}
+
+class ContainerTier final : public Tier {
+public:
+    explicit ContainerTier(const Config& cfg) : m_cfg(cfg) {}
+
+    policy::Tier kind() const override { return policy::Tier::Container; }
+    std::optional<Error> unavailable() const override {
+        if (m_cfg.init_exe_fd < 0)
+            return Error::msg("the container tier needs moat-init, which moatd did not find at start (see moatd --init)");
+        return std::nullopt;
+    }
+
+    // The container's root maps to its own unprivileged host uid, the job
+    // (uid 1000 inside) to another: neither is ever host root or shared.
+    // Reserved early: replayed inputs are staged for it.
+    Result<void> reserve(Identities& ids, const std::function<Result<uid_t>()>& allocate) const override {
+        auto root_uid = allocate();
+        if (!root_uid) return std::unexpected(root_uid.error());
+        ids.root_uid = *root_uid;
+        return {};
+    }
+
+    Result<void> restore_input(const Config& cfg, int64_t job_id, size_t index, InputFile& in, const std::string& blob,
+                               const Identities& ids, const ClientCreds&, const std::atomic<bool>& cancel,
+                               std::string& stage, UniqueFd& fd, struct stat& st, nlohmann::json& rec) const override {
+        // Staged where the container's root can reach it (the state dir is
+        // 0700), owned by that root, readable by the job.
+        const uid_t owner = ids.root_uid;
+        if (stage.empty()) {
+            mkdir(cfg.stage_dir.c_str(), 0711);
+            std::string dir = cfg.stage_dir + "/job-" + std::to_string(job_id);
+            if (mkdir(dir.c_str(), 0700) < 0) return std::unexpected(Error::sys("mkdir " + dir, errno));
+            stage = dir;
+            if (chown(dir.c_str(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + dir, errno));
+        }
+        std::string staged = stage + "/input-" + std::to_string(index);
+        if (auto r = copy_file(blob, staged, owner, cancel); !r)
+            return std::unexpected(r.error().wrap("putting back input " + in.host_path));
+        in.host_path = staged;
+        fd.reset(::open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd || fstat(fd.get(), &st) < 0) return std::unexpected(Error::sys("open " + staged, errno));
+        rec["bytes"] = uint64_t(st.st_size);
+        return {};
+    }
+
+    Result<std::unique_ptr<Plan>> plan(const LaunchInput& in) const override {
+        const auto& pol = *in.policy;
+        const auto& fs = pol.filesystem;
+        if (pol.network == policy::NetworkMode::Host)
+            return fail("network.mode = \"host\" is not supported in the container tier "
+                        "(it always gets its own network namespace)");
+        std::vector<sandbox::InputMount> ins;
+        for (size_t k = 0; k < in.inputs->size(); ++k) {
+            const auto& input = (*in.inputs)[k];
+            sandbox::InputMount m{input.host_path, input.sandbox_path};
+            // moat-init binds exactly the inode the client opened (or the staged
+            // copy): the path is looked up again there and must lead to it.
+            if (k < in.input_st->size()) {
+                m.verify = true;
+                m.dev = uint64_t((*in.input_st)[k].st_dev);
+                m.ino = uint64_t((*in.input_st)[k].st_ino);
+            }
+            ins.push_back(std::move(m));
+        }
+        auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
+        if (!m) return std::unexpected(m.error().wrap("planning the container's mounts"));
+        auto p = std::make_unique<ContainerPlanned>();
+        p->mounts = std::move(*m);
+        // The program must be reachable inside: under a bind mount, directly or
+        // through a host symlink the plan recreates (/bin -> usr/bin).
+        char real[PATH_MAX];
+        std::string resolved = realpath(in.exe.c_str(), real) ? std::string(real) : in.exe;
+        bool covered = false;
+        for (const auto& mt : p->mounts)
+            if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
+                covered = covered || path_under(in.exe, mt.target) || path_under(resolved, mt.target);
+        if (!covered)
+            return fail("program " + in.exe + " is not inside any filesystem.read_only or read_write mount of the container");
+        return p;
+    }
+
+    Result<std::unique_ptr<Running>> launch(Plan& plan, const LaunchInput& in) const override {
+        const auto& pol = *in.policy;
+        sandbox::ContainerPlan cp;
+        cp.hostname = hostname_of(pol, in.job_id);
+        cp.loopback = pol.network == policy::NetworkMode::Loopback;
+        cp.newroot = m_cfg.newroot_dir;
+        cp.mounts = static_cast<ContainerPlanned&>(plan).mounts;
+        cp.rlimits = in.rlimits;
+        cp.argv = *in.argv;
+        cp.env = *in.env;
+        cp.exe = in.exe;
+        cp.cwd = in.cwd;
+        cp.filter = in.filter->program();
+        std::string text = cp.to_json().dump();
+        UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
+        if (!planfd || ::write(planfd.get(), text.data(), text.size()) != ssize_t(text.size()))
+            return std::unexpected(Error::sys("memfd(plan)", errno));
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = m_cfg.init_exe_fd;
+        csp.plan_fd = planfd.get();
+        csp.host_root_uid = csp.host_root_gid = in.root_uid;
+        csp.host_job_uid = csp.host_job_gid = in.uid;
+        csp.inside_uid = cp.uid;
+        csp.inside_gid = cp.gid;
+        for (int i = 0; i < 3; ++i) csp.stdio[i] = in.stdio[i];
+        csp.cgroup = in.cgroup;
+        auto s = sandbox::spawn_container_job(csp);
+        if (!s) return std::unexpected(s.error());
+        return std::make_unique<LocalRunning>(std::move(*s));
+    }
+
+    void describe(const Plan&, const LaunchInput& in, const Running& run, nlohmann::json& info) const override {
+        const auto& proc = static_cast<const LocalRunning&>(run).proc();
+        info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
+        info["notes"] = nlohmann::json::array();
+        info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
+        info["hostname"] = hostname_of(*in.policy, in.job_id);
+        info["uid_inside"] = 1000;
+        info["host_root_uid"] = in.root_uid;
+        info["network"] = policy::network_mode_name(in.policy->network);
+        info["landlock"] = "not used (mount namespace)";
+    }
+
+private:
+    const Config& m_cfg;
+};
+
+}  // namespace
+
+std::unique_ptr<Tier> make_container_tier(const Config& cfg) { return std::make_unique<ContainerTier>(cfg); }
+
+}  // namespace moat::supervisor

@@ -1,0 +1,224 @@
+#include "local.h"
+
+#include <linux/audit.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "moat/common/timeutil.h"
+#include "moat/common/units.h"
+
+namespace moat::supervisor {
+
+namespace {
+
+// moatd's own time spent decoding one job's denials (reading its memory and
+// /proc/PID/maps): past kWorkBudgetNs within kWorkWindowNs, module names are
+// not resolved for that job for kModulesOffNs, so one job cannot make the
+// loop slow for the others.
+constexpr int64_t kWorkWindowNs = 1'000'000'000;
+constexpr int64_t kWorkBudgetNs = 50'000'000;
+constexpr int64_t kModulesOffNs = 5'000'000'000;
+
+struct NotifBufs {
+    seccomp_notif* req = nullptr;
+    seccomp_notif_resp* resp = nullptr;
+    NotifBufs() { seccomp_notify_alloc(&req, &resp); }
+    ~NotifBufs() { seccomp_notify_free(req, resp); }
+};
+
+}  // namespace
+
+void LocalRunning::watch(EventLoop& loop, JobEvents& events) {
+    m_loop = &loop;
+    m_events = &events;
+    (void)loop.add_fd(m_proc.listener.get(), EPOLLIN, [this](uint32_t ev) {
+        if (ev & EPOLLIN) on_notify();
+        if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN) && m_listener_registered) {
+            // Every task using the filter is gone.
+            m_loop->remove_fd(m_proc.listener.get());
+            m_listener_registered = false;
+        }
+    });
+    m_listener_registered = true;
+    (void)loop.add_fd(m_proc.pidfd.get(), EPOLLIN, [this](uint32_t) { on_exit(); });
+    m_pidfd_registered = true;
+    (void)loop.add_fd(m_proc.status.get(), EPOLLIN, [this](uint32_t) { on_status(); });
+    m_status_registered = true;
+}
+
+void LocalRunning::unwatch(EventLoop& loop) {
+    if (m_listener_registered) loop.remove_fd(m_proc.listener.get());
+    if (m_status_registered) loop.remove_fd(m_proc.status.get());
+    if (m_pidfd_registered) loop.remove_fd(m_proc.pidfd.get());
+    m_listener_registered = m_status_registered = m_pidfd_registered = false;
+}
+
+void LocalRunning::kill() { ::kill(m_proc.pid, SIGKILL); }
+
+void LocalRunning::on_exit() {
+    siginfo_t si{};
+    // P_PIDFD (3): reap exactly this child through its pidfd.
+    if (waitid(idtype_t(3), id_t(m_proc.pidfd.get()), &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) return;
+    if (si.si_code == CLD_EXITED) m_waited_exit = si.si_status;
+    else m_waited_signal = si.si_status;
+    m_events->exited();  // may destroy this
+}
+
+void LocalRunning::on_status() {
+    auto s = sandbox::read_setup_status(m_proc.status.get());
+    for (const auto& r : s.records) {
+        if (std::string(r.step) == "exit" && !r.fatal) m_inner_status = r.err;  // moat-init: the job's wait status
+        else if (r.fatal == sandbox::kSetupFilterNext) continue;                // progress marker
+        else if (r.fatal) m_exec_failure = r;
+        else {
+            std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);
+            m_events->event(store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
+        }
+    }
+    if (s.eof) {
+        m_loop->remove_fd(m_proc.status.get());
+        m_status_registered = false;
+    }
+}
+
+Outcome LocalRunning::outcome() {
+    if (m_status_registered) on_status();
+    // Seccomp tier: an execve that failed under the filter left its errno in
+    // the shared word, not on the pipe (spawn.h: ExecFailureWord).
+    if (!m_exec_failure) m_exec_failure = sandbox::exec_failure(m_proc);
+    Outcome o;
+    o.exec_failure = m_exec_failure;
+    if (m_inner_status) {
+        // Container tier: what counts is the job's status, not moat-init's.
+        int st = *m_inner_status;
+        if (WIFEXITED(st)) o.exit_code = WEXITSTATUS(st);
+        else if (WIFSIGNALED(st)) o.signal = WTERMSIG(st);
+    } else if (!m_exec_failure) {
+        o.exit_code = m_waited_exit;
+        o.signal = m_waited_signal;
+    }
+    return o;
+}
+
+nlohmann::json LocalRunning::costs() const {
+    return {{"maps_reads", m_modules.reads()}, {"module_lookups_skipped", m_modules_skipped}};
+}
+
+std::vector<std::string> LocalRunning::setup_notes() const {
+    std::vector<std::string> out;
+    for (const auto& w : m_proc.warnings)
+        out.push_back(std::string(w.step) + "(\"" + w.detail + "\") failed: " + errno_name(w.err) + "; the job runs in /");
+    return out;
+}
+
+void LocalRunning::on_notify() {
+    static thread_local NotifBufs bufs;
+    seccomp_notif* req = bufs.req;
+    seccomp_notif_resp* resp = bufs.resp;
+    const int listener = m_proc.listener.get();
+    // The kernel requires a zeroed request buffer.
+    memset(req, 0, sizeof *req);
+    if (seccomp_notify_receive(listener, req) < 0) return;  // target died meanwhile (ENOENT)
+
+    Notice n;
+    n.nr = req->data.nr;
+    n.arch = req->data.arch;
+    n.pid = pid_t(req->pid);
+    n.ip = req->data.instruction_pointer;
+    for (int i = 0; i < 6; ++i) n.args[i] = req->data.args[i];
+    const bool native = n.arch == AUDIT_ARCH_X86_64 && !(n.nr & 0x40000000);
+
+    // Decode pointers only for the native ABI (the layouts are x86_64's).
+    // What this costs moatd is the job's to decide (the size of its maps, where
+    // its code lives): it is metered per job, and past kWorkBudgetNs the module
+    // lookup (the part that can be expensive) is skipped for a while.
+    const int64_t work_start = now_monotonic_ns();
+    if (work_start - m_work_window_mono >= kWorkWindowNs) {
+        m_work_window_mono = work_start;
+        m_work_ns = 0;
+    }
+    n.decoded = native ? decode_args(n.pid, n.nr, n.args) : std::nullopt;
+    n.modules_off = work_start < m_modules_off_until;
+    n.module = n.modules_off ? std::nullopt : m_modules.resolve(n.pid, n.ip, work_start);
+    if (n.modules_off) ++m_modules_skipped;
+    if (n.decoded) n.decoded = printable(*n.decoded);
+    if (n.module) n.module = printable(*n.module);
+    m_work_ns += now_monotonic_ns() - work_start;
+    if (m_work_ns > kWorkBudgetNs && !n.modules_off) {
+        m_modules_off_until = work_start + kModulesOffNs;
+        if (!m_work_limit_reported) {
+            m_work_limit_reported = true;
+            m_events->event(store::EventKind::Limit,
+                            {{"limit", "supervisor-time"},
+                             {"value_ns", kWorkBudgetNs},
+                             {"window_ns", kWorkWindowNs},
+                             {"used_ns", m_work_ns},
+                             {"detail", "decoding this job's denials took moatd more than " +
+                                            format_duration_ns(kWorkBudgetNs) + " in " +
+                                            format_duration_ns(kWorkWindowNs) + ": module names are not resolved for " +
+                                            format_duration_ns(kModulesOffNs) +
+                                            " at a time while it goes on (module null, \"module_note\" says why)"}});
+        }
+    }
+    // The memory we read is only meaningful if the request is still live: the
+    // task may have died and its pid been reused while we were reading.
+    if (seccomp_notify_id_valid(listener, req->id) < 0) return;
+
+    resp->id = req->id;
+    resp->val = 0;
+    resp->error = 0;
+    resp->flags = 0;
+
+    if (native && n.nr == SYS_clone3) {
+        // Every clone3 is refused (its flags live in memory, see the compiler).
+        // ENOSYS sends glibc back to clone(); only an attempt whose flags ask
+        // for namespaces is a denial worth recording. The flags are read after
+        // the fact and only to describe the attempt, never to allow it.
+        uint64_t flags = 0;
+        auto raw = read_remote(n.pid, n.args[0], sizeof flags);
+        if (raw) memcpy(&flags, raw->data(), sizeof flags);
+        if (!raw || !(flags & compiler::kCloneNamespaceFlags)) {
+            resp->error = -ENOSYS;
+            seccomp_notify_respond(listener, resp);
+            return;
+        }
+        static const std::pair<uint64_t, const char*> kNs[] = {
+            {CLONE_NEWNS, "CLONE_NEWNS"},   {CLONE_NEWCGROUP, "CLONE_NEWCGROUP"}, {CLONE_NEWUTS, "CLONE_NEWUTS"},
+            {CLONE_NEWIPC, "CLONE_NEWIPC"}, {CLONE_NEWUSER, "CLONE_NEWUSER"},     {CLONE_NEWPID, "CLONE_NEWPID"},
+            {CLONE_NEWNET, "CLONE_NEWNET"}, {CLONE_NEWTIME, "CLONE_NEWTIME"}};
+        std::string names;
+        for (auto [bit, name] : kNs)
+            if (flags & bit) names += (names.empty() ? "" : "|") + std::string(name);
+        n.decoded = "flags " + names;
+    }
+
+    const Answer a = m_events->notice(n);
+    switch (a.kind) {
+        case Answer::Kind::Continue:
+            resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            if (native && (n.nr == SYS_execve || n.nr == SYS_execveat)) m_modules.forget(n.pid);
+            break;
+        case Answer::Kind::Fail:
+            resp->error = -a.error;
+            break;
+        case Answer::Kind::Trap:
+            resp->error = -ENOSYS;
+            syscall(SYS_tgkill, m_proc.pid, n.pid, SIGSYS);
+            break;
+        case Answer::Kind::Kill:
+            // Never answered: the task dies with the notification pending, so
+            // the syscall can never run.
+            return;
+    }
+    seccomp_notify_respond(listener, resp);
+}
+
+}  // namespace moat::supervisor

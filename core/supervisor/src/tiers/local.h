@@ -1,0 +1,44 @@
+#pragma once
+// A job whose processes run on moatd's own kernel (the seccomp and container
+// tiers): moatd holds the filter's listener, reads and decodes each notified
+// syscall itself, reaps the first process through its pidfd and reads its
+// set-up pipe.
+#include "../tier.h"
+#include "moat/supervisor/decode.h"
+
+namespace moat::supervisor {
+
+class LocalRunning final : public Running {
+public:
+    explicit LocalRunning(sandbox::Spawned proc) : m_proc(std::move(proc)) {}
+
+    pid_t pid() const override { return m_proc.pid; }
+    void watch(EventLoop& loop, JobEvents& events) override;
+    void unwatch(EventLoop& loop) override;
+    void kill() override;
+    Outcome outcome() override;
+    nlohmann::json costs() const override;
+    std::vector<std::string> setup_notes() const override;
+
+    const sandbox::Spawned& proc() const { return m_proc; }
+
+private:
+    void on_notify();
+    void on_status();
+    void on_exit();
+
+    sandbox::Spawned m_proc;
+    EventLoop* m_loop = nullptr;
+    JobEvents* m_events = nullptr;
+    bool m_listener_registered = false, m_status_registered = false, m_pidfd_registered = false;
+    std::optional<int> m_waited_exit, m_waited_signal;
+    std::optional<int> m_inner_status;  // container tier: the job's wait status, reported by moat-init
+    std::optional<sandbox::SetupRecord> m_exec_failure;
+    ModuleResolver m_modules;
+    // moatd's time spent decoding this job's denials (kWorkBudgetNs).
+    int64_t m_work_window_mono = 0, m_work_ns = 0, m_modules_off_until = 0;
+    uint64_t m_modules_skipped = 0;
+    bool m_work_limit_reported = false;
+};
+
+}  // namespace moat::supervisor

@@ -1,0 +1,77 @@
+// The tiers this moatd has, and what they share.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "../tier.h"
+#include "moat/common/sha256.h"
+
+namespace moat::supervisor {
+
+std::unique_ptr<Tier> make_seccomp_tier();
+std::unique_ptr<Tier> make_container_tier(const Config& cfg);
+
+std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg) {
+    std::vector<std::unique_ptr<Tier>> out;
+    out.push_back(make_seccomp_tier());
+    out.push_back(make_container_tier(cfg));
+    return out;
+}
+
+bool path_under(const std::string& path, const std::string& dir) {
+    if (dir == "/") return true;
+    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+void remove_tree(const std::string& dir) {
+    // A stage directory holds plain files only (see restore_input).
+    if (DIR* d = opendir(dir.c_str())) {
+        while (auto* e = readdir(d))
+            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    rmdir(dir.c_str());
+}
+
+// Hashes the file behind `fd` from its start (pread: the client's offset is untouched).
+Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& cancel) {
+    Sha256 h;
+    std::vector<char> buf(1 << 16);
+    uint64_t total = 0;
+    for (;;) {
+        if (cancel) return fail("cancelled");
+        ssize_t n = ::pread(fd, buf.data(), buf.size(), off_t(total));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return std::unexpected(Error::sys("read", errno));
+        if (n == 0) break;
+        h.update({buf.data(), size_t(n)});
+        total += uint64_t(n);
+    }
+    if (size) *size = total;
+    return h.hex();
+}
+
+// Copies in 8 MiB steps so a stop (or moatd's shutdown) is noticed promptly.
+Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel) {
+    UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!in) return std::unexpected(Error::sys("open " + from, errno));
+    UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
+    if (!out) return std::unexpected(Error::sys("create " + to, errno));
+    for (;;) {
+        if (cancel) return fail("cancelled");
+        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 8 << 20, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS)) {
+            n = sendfile(out.get(), in.get(), nullptr, 8 << 20);
+        }
+        if (n < 0) return std::unexpected(Error::sys("copy " + from + " -> " + to, errno));
+        if (n == 0) break;
+    }
+    if (fchown(out.get(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + to, errno));
+    return {};
+}
+
+}  // namespace moat::supervisor
