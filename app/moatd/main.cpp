@@ -157,6 +157,30 @@ int main(int argc, char** argv) {
     app.add_option("--client-idle-timeout", client_idle_timeout,
                    "close a connection with no request, answer or job in progress after this long (0 = never)")
         ->capture_default_str();
+    // The vm tier (docs/vm.md).
+    bool vm_off = false;
+    std::string vm_agent, vm_init, vm_guest_dir, vm_cache_dir = "/var/cache/moat", vm_pool_idle = "5m";
+    std::string vm_boot_timeout = "30s", vm_guest_overhead = "64MiB", vm_vmm_overhead = "160MiB";
+    uint32_t vm_pool_size = 1;
+    app.add_flag("--vm-off", vm_off, "turn the vm tier off (no guest is ever booted)");
+    app.add_option("--vm-agent", vm_agent,
+                   "the static guest agent, the guest's /init (default: moat-agent next to moatd, then "
+                   "../moat-agent/moat-agent, then /usr/libexec/moat/moat-agent)");
+    app.add_option("--vm-init", vm_init, "the static moat-init the agent runs the job with (default: found like --vm-agent)");
+    app.add_option("--vm-guest-dir", vm_guest_dir,
+                   "the guest kernel kit (packaging/moat.sh guest-kernel; default $MOAT_GUEST_DIR or /var/cache/moat/guest)");
+    app.add_option("--vm-cache-dir", vm_cache_dir, "initramfs and root images, cached by content hash")->capture_default_str();
+    app.add_option("--vm-pool-size", vm_pool_size,
+                   "booted guests kept waiting per recently used (root image, memory); 0 turns the pool off")
+        ->check(CLI::Range(0u, 64u))->capture_default_str();
+    app.add_option("--vm-pool-idle", vm_pool_idle, "a warm guest unused this long is destroyed")->capture_default_str();
+    app.add_option("--vm-boot-timeout", vm_boot_timeout, "a guest whose agent has not spoken by then is a setup failure")
+        ->capture_default_str();
+    app.add_option("--vm-guest-overhead", vm_guest_overhead, "guest RAM on top of the policy's limits.memory")
+        ->capture_default_str();
+    app.add_option("--vm-vmm-overhead", vm_vmm_overhead,
+                   "QEMU's own memory, on top of the guest's RAM, in the job cgroup's memory limit")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     if (admin_reserved_clients >= max_clients) {
         fprintf(stderr, "moatd: --admin-reserved-clients %zu must be less than --max-clients %zu\n",
@@ -337,7 +361,58 @@ int main(int argc, char** argv) {
     cfg.cgroup_parent = cgroup_parent;
     cfg.uid_base = uid_base;
     cfg.uid_count = uid_count;
+    {
+        auto& v = cfg.vm;
+        v.enabled = !vm_off;
+        v.guest_dir = vm_guest_dir;
+        v.cache_dir = vm_cache_dir;
+        v.pool_size = vm_pool_size;
+        auto dur = [](const std::string& what, const std::string& text, uint64_t& out) {
+            auto d = moat::parse_duration_ns(text);
+            if (!d) {
+                fprintf(stderr, "moatd: %s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
+                return false;
+            }
+            out = *d;
+            return true;
+        };
+        auto size = [](const std::string& what, const std::string& text, uint64_t& out) {
+            auto d = moat::parse_size(text);
+            if (!d) {
+                fprintf(stderr, "moatd: %s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
+                return false;
+            }
+            out = *d;
+            return true;
+        };
+        if (!dur("--vm-pool-idle", vm_pool_idle, v.pool_idle_ns) || !dur("--vm-boot-timeout", vm_boot_timeout, v.boot_timeout_ns) ||
+            !size("--vm-guest-overhead", vm_guest_overhead, v.guest_overhead_bytes) ||
+            !size("--vm-vmm-overhead", vm_vmm_overhead, v.vmm_overhead_bytes))
+            return 1;
+        // Static helpers: next to moatd (installed or in the build tree).
+        auto find_helper = [](const std::string& given, const std::string& name) {
+            if (!given.empty()) return given;
+            char self[PATH_MAX];
+            ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+            std::vector<std::string> c;
+            if (n > 0) {
+                self[n] = 0;
+                std::string dir(self);
+                dir = dir.substr(0, dir.rfind('/'));
+                c = {dir + "/" + name, dir + "/../moat-agent/" + name, dir + "/../moat-init/" + name,
+                     dir + "/../libexec/moat/" + name};
+            }
+            c.push_back("/usr/libexec/moat/" + name);
+            for (const auto& p : c)
+                if (access(p.c_str(), R_OK) == 0) return p;
+            return std::string();
+        };
+        v.agent_exe = find_helper(vm_agent, "moat-agent");
+        v.init_exe = find_helper(vm_init, "moat-init-static");
+    }
     moat::supervisor::Supervisor sup(cfg);
+    for (const auto& [name, why] : sup.tiers())
+        if (!why.empty()) fprintf(stderr, "moatd: tier %s unavailable: %s\n", name.c_str(), why.c_str());
     if (auto n = sup.recover(); !n)
         fprintf(stderr, "moatd: recovering jobs of a previous run failed: %s\n", n.error().message.c_str());
     else if (*n)

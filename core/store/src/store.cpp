@@ -708,9 +708,13 @@ Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::
     if (d.read_only) return read_only_refusal("update_job_runtime");
     std::lock_guard lk(d.wmu);
     auto q = d.writer.query("UPDATE jobs (runtime)",
-                            "UPDATE jobs SET pid = ?2, uid = ?3, cgroup = ?4, info = ?5 WHERE id = ?1");
+                            "UPDATE jobs SET pid = ?2, uid = ?3, cgroup = ?4, info = ?5, accelerator = ?6 WHERE id = ?1");
     if (!q) return std::unexpected(q.error());
-    q->bind(1, id).bind(2, pid).bind(3, uid).bind(4, cgroup).bind(5, dump(info));
+    // The vm tier names its accelerator in the info; the column makes it a
+    // first-class field of the job (show's "accelerator").
+    const auto acc = info.is_object() ? info.find("accelerator") : info.end();
+    const std::string accelerator = info.is_object() && acc != info.end() && acc->is_string() ? acc->get<std::string>() : "";
+    q->bind(1, id).bind(2, pid).bind(3, uid).bind(4, cgroup).bind(5, dump(info)).bind(6, accelerator);
     if (auto r = q->run(); !r) return r;
     if (d.writer.changes() == 0) return fail("update_job_runtime: job " + std::to_string(id) + " not found");
     return {};

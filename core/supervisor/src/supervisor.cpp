@@ -115,6 +115,11 @@ struct Supervisor::Events final : JobEvents {
     Answer notice(const Notice& n) override { return sup->judge(*job, n); }
     void exited() override { sup->finish(*job); }
     void event(store::EventKind kind, nlohmann::json fields) override { sup->emit(job->id, kind, std::move(fields)); }
+    void info(const nlohmann::json& patch) override {
+        if (!job->rec.info.is_object()) job->rec.info = nlohmann::json::object();
+        job->rec.info.update(patch);
+        (void)sup->m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, job->rec.info);
+    }
 };
 
 // From the spawn until the job's record and its output are both complete.
@@ -140,6 +145,7 @@ struct Supervisor::Prepared {
     std::string stage;                                      // replay: the tier's staging directory
     std::vector<UniqueFd> fds;                              // the file each input grants
     std::vector<struct stat> st;                            // and its identity (dev, ino)
+    std::shared_ptr<void> tier_data;                        // Tier::prepare()
 };
 
 // A job between its record and its spawn while its inputs are prepared.
@@ -154,7 +160,12 @@ struct Supervisor::Preparing {
     std::thread thread;
 };
 
-Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)), m_tiers(make_tiers(m_cfg)) {
+Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
+    TierHost host;
+    host.loop = m_cfg.loop;
+    host.allocate_uid = [this] { return allocate_uid(); };
+    host.release_uid = [this](uid_t u) { m_uids_in_use.erase(u); };
+    m_tiers = make_tiers(m_cfg, std::move(host));
     auto t = m_cfg.loop->add_timer(kTickNs, kTickNs, [this] {
         const int64_t now = now_monotonic_ns();
         retry_unrecorded();
@@ -213,6 +224,19 @@ Supervisor::~Supervisor() {
             (void)job->cg->destroy();
         }
     }
+    // Tiers last: a running job's Running may still refer to its tier, and a
+    // tier gives its uids back to m_uids_in_use.
+    m_jobs.clear();
+    m_tiers.clear();
+}
+
+std::vector<std::pair<std::string, std::string>> Supervisor::tiers() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& t : m_tiers) {
+        auto why = t->unavailable();
+        out.emplace_back(policy::tier_name(t->kind()), why ? why->message : "");
+    }
+    return out;
 }
 
 std::vector<int64_t> Supervisor::running_ids() const {
@@ -372,7 +396,7 @@ StartResult Supervisor::start(JobRequest req) {
     // replayed inputs are staged for them.
     if (auto r = job->tier->reserve(job->ids, [this] { return allocate_uid(); }); !r) return setup_failed(r.error());
 
-    if (req.inputs.empty()) {
+    if (req.inputs.empty() && !job->tier->prepares()) {
         Prepared none;
         if (auto err = launch(job, ending, req, none)) return setup_failed(*err);
         return result;
@@ -393,6 +417,10 @@ StartResult Supervisor::start(JobRequest req) {
     raw->thread = std::thread([this, raw, id, alive] {
         prepare_inputs(m_cfg, id, raw->req.inputs, *raw->tier, raw->job->ids, raw->req.client, raw->cancel,
                        raw->prepared);
+        if (!raw->prepared.error && raw->tier->prepares()) {
+            if (auto r = raw->tier->prepare(*raw->job->policy, raw->cancel)) raw->prepared.tier_data = std::move(*r);
+            else raw->prepared.error = r.error();
+        }
         auto a = alive.lock();
         if (!a || !*a) return;
         m_cfg.loop->post([this, id, alive] {
@@ -478,6 +506,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.inputs = &req.inputs;
     in.input_fds = &prep.fds;
     in.input_st = &prep.st;
+    in.prepared = prep.tier_data;
 
     // The tier checks the policy against itself and builds the filesystem view.
     auto plan = job->tier->plan(in);
@@ -502,9 +531,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     if (!uid) return uid.error();
     job->uid = *uid;
 
-    cgroup::Limits cl;
-    cl.memory_bytes = pol->limits.memory_bytes;
-    cl.pids = pol->limits.pids;
+    cgroup::Limits cl = job->tier->host_limits(*pol);
     auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, "job-" + std::to_string(job->id), cl);
     if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
@@ -512,6 +539,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.uid = job->uid;
     in.root_uid = job->ids.root_uid;
     in.cgroup = &*job->cg;
+    in.cgroup_slot = &job->cg;
     in.filter = job->filter.get();
     in.rlimits.file_size = pol->limits.file_size_bytes;
     in.rlimits.open_files = pol->limits.open_files;
@@ -572,6 +600,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
     }
     job->rec.info = info;
+    if (info.contains("accelerator") && info["accelerator"].is_string()) job->rec.accelerator = info["accelerator"];
     (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
 
     Job* raw = job;
@@ -996,6 +1025,7 @@ void Supervisor::sample(Job& job, bool final) {
     if (!job.cg) return;
     auto s = job.cg->sample();
     if (!s) return;
+    if (job.run) *s = job.run->adjust_sample(*s);
     const int64_t now = now_monotonic_ns();
     double cpu_pct = 0;
     if (now > job.last_sample_mono && s->cpu_ns >= job.last_cpu_ns)
@@ -1084,6 +1114,9 @@ void Supervisor::finish(Job& job) {
     if (!job.kill_cause.empty()) {
         r.cause = job.kill_cause;
         r.detail = job.kill_detail;
+    } else if (out.cause) {
+        r.cause = *out.cause;
+        r.detail = out.detail;
     } else if (out.exec_failure) {
         r.cause = "setup-failed";
         r.detail = std::string(out.exec_failure->step) + "(\"" + out.exec_failure->detail + "\"): " +

@@ -63,6 +63,11 @@ struct Outcome {
     std::optional<int> signal;
     // The job never ran its program (a failed execve, with the tier's words).
     std::optional<sandbox::SetupRecord> exec_failure;
+    // A cause the tier determined itself (a VM that did not boot, a guest that
+    // stopped talking), with its detail. Overrides the status above; a kill
+    // by the supervisor (limits, stop, seccomp) still takes precedence.
+    std::optional<std::string> cause;
+    std::string detail;
 };
 
 // What a running job tells the supervisor. Called on the loop thread.
@@ -74,6 +79,9 @@ public:
     virtual void exited() = 0;
     // A lifecycle or limit event about the job, stored as it is.
     virtual void event(store::EventKind kind, nlohmann::json fields) = 0;
+    // Adds to the job's `sandbox` info what was learned after the launch (a
+    // VM's boot time) and stores it.
+    virtual void info(const nlohmann::json& patch) = 0;
 };
 
 // A started job, as its tier runs it.
@@ -92,6 +100,9 @@ public:
     virtual Outcome outcome() = 0;
     // Figures the finished lifecycle event carries about this tier's work.
     virtual nlohmann::json costs() const { return nlohmann::json::object(); }
+    // The job's resource figures from where it runs, given the host cgroup's
+    // (a VM's guest reports its own memory, pids and OOM kills).
+    virtual cgroup::Sample adjust_sample(const cgroup::Sample& host) { return host; }
     // Non-fatal set-up problems met while starting (each becomes a note in the
     // job's info and a setup-warning event).
     virtual std::vector<std::string> setup_notes() const { return {}; }
@@ -109,10 +120,14 @@ struct LaunchInput {
     const std::vector<InputFile>* inputs = nullptr;
     const std::vector<UniqueFd>* input_fds = nullptr;       // per input, as prepared (may be shorter)
     const std::vector<struct stat>* input_st = nullptr;     // and their identity
+    std::shared_ptr<void> prepared;  // what Tier::prepare() made on the worker thread
     // Filled in by the supervisor between plan() and launch():
     uid_t uid = 0;        // the job's host uid
     uid_t root_uid = 0;   // reserved by the tier (Identities), 0 if none
     cgroup::JobCgroup* cgroup = nullptr;
+    // The job's cgroup as the supervisor holds it: a tier that brings its own
+    // (a warm VM's) may put it here in place of the one created for the job.
+    std::optional<cgroup::JobCgroup>* cgroup_slot = nullptr;
     sandbox::Rlimits rlimits;
     const compiler::CompiledFilter* filter = nullptr;
     int stdio[3] = {-1, -1, -1};  // the job's ends of its stdio pipes
@@ -136,11 +151,27 @@ public:
     virtual policy::Tier kind() const = 0;
     // Why this moatd cannot run the tier, or nullopt.
     virtual std::optional<Error> unavailable() const = 0;
+    // Host cgroup limits for the job's cgroup (what runs the job: its
+    // processes, or a VMM and its guest).
+    virtual cgroup::Limits host_limits(const policy::Policy& pol) const {
+        cgroup::Limits l;
+        l.memory_bytes = pol.limits.memory_bytes;
+        l.pids = pol.limits.pids;
+        return l;
+    }
     // Reserves extra identities with `allocate` (returns a free host uid).
     virtual Result<void> reserve(Identities& ids, const std::function<Result<uid_t>()>& allocate) const {
         (void)ids;
         (void)allocate;
         return {};
+    }
+    // Slow work done on the job's worker thread before plan() (a VM's root
+    // image), never on the loop. Thread-safe; `cancel` is set by a stop.
+    virtual bool prepares() const { return false; }
+    virtual Result<std::shared_ptr<void>> prepare(const policy::Policy& pol, const std::atomic<bool>& cancel) const {
+        (void)pol;
+        (void)cancel;
+        return nullptr;
     }
     // Replay, on a worker thread: puts the recorded snapshot `blob` of input
     // `in` back for the job, or checks that the host file still is it. On
@@ -160,8 +191,16 @@ public:
     virtual void describe(const Plan& plan, const LaunchInput& in, const Running& run, nlohmann::json& info) const = 0;
 };
 
+// What the supervisor lends its tiers (a tier that runs things of its own
+// between jobs, like the VM tier's warm pool, takes uids from the same pool).
+struct TierHost {
+    EventLoop* loop = nullptr;
+    std::function<Result<uid_t>()> allocate_uid;
+    std::function<void(uid_t)> release_uid;
+};
+
 // The tiers this moatd has, in policy::Tier order.
-std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg);
+std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host);
 
 // Helpers shared by tiers.
 bool path_under(const std::string& path, const std::string& dir);

@@ -14,10 +14,13 @@ namespace moat::supervisor {
 std::unique_ptr<Tier> make_seccomp_tier();
 std::unique_ptr<Tier> make_container_tier(const Config& cfg);
 
-std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg) {
+std::unique_ptr<Tier> make_vm_tier(const Config& cfg, TierHost host);
+
+std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host) {
     std::vector<std::unique_ptr<Tier>> out;
     out.push_back(make_seccomp_tier());
     out.push_back(make_container_tier(cfg));
+    out.push_back(make_vm_tier(cfg, std::move(host)));
     return out;
 }
 

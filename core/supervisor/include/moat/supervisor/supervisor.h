@@ -52,6 +52,22 @@ struct Config {
     uint64_t record_stdin_max = 16ull << 20;     // stdin kept for replay; beyond it the recording is marked cut
     uint64_t record_output_max = 1ull << 20;     // tail of stdout and of stderr kept per job
     uint64_t record_input_max = 1ull << 30;      // largest --input file snapshotted
+    // The vm tier (docs/vm.md). Without a guest kernel kit and the static
+    // agent the tier is unavailable, with the reason.
+    struct Vm {
+        bool enabled = true;
+        std::string guest_dir;              // the kit (packaging/moat.sh guest-kernel); "" = the default
+        std::string agent_exe;              // static moat-agent, the guest's /init
+        std::string init_exe;               // static moat-init, the guest's /moat-init
+        std::string cache_dir = "/var/cache/moat";  // initramfs and root images
+        std::string qemu = "/usr/bin/qemu-system-x86_64";
+        uint32_t pool_size = 1;             // warm guests kept per recently used (image, memory); 0 = off
+        uint64_t pool_idle_ns = 300'000'000'000;  // a warm guest unused this long is destroyed
+        uint64_t guest_overhead_bytes = 64ull << 20;  // guest RAM on top of limits.memory (kernel, agent)
+        uint64_t vmm_overhead_bytes = 160ull << 20;   // QEMU's own memory in the job cgroup, on top of guest RAM
+        uint64_t boot_timeout_ns = 30'000'000'000;    // a guest not talking by then is a setup failure
+        uid_t image_uid = 65534, image_gid = 65534;   // who reads host files into root images (nobody)
+    } vm;
 };
 
 
@@ -125,6 +141,8 @@ public:
     void stop_all(const std::string& why, std::function<void()> on_all_done);
 
     size_t running() const { return m_jobs.size(); }
+    // Each tier this moatd knows and why it cannot run it ("" when it can).
+    std::vector<std::pair<std::string, std::string>> tiers() const;
     std::vector<int64_t> running_ids() const;
     // Live figures for a running job (show of a running job).
     std::optional<store::JobRecord> live(int64_t job_id) const;
