@@ -231,7 +231,10 @@ public:
     int loop() {
         for (;;) {
             if (m_done && m_out.empty()) return m_exit_code;
-            if (m_ctl_dead) return 1;
+            if (m_ctl_dead) {
+                abandon_job();
+                return 1;
+            }
             std::vector<pollfd> p;
             std::vector<int> role;
             auto add = [&](int fd, short ev, int r) {
@@ -475,8 +478,13 @@ private:
     // ---- the job ----
 
     void start_job(const g::Job& m) {
-        auto fatal = [this](const std::string& step, const Error& e) {
+        std::unique_ptr<RunningJob> rj;
+        auto fatal = [this, &rj](const std::string& step, const Error& e) {
             setup_status(step, e.sys_errno, e.message, true);
+            if (rj && rj->cg) {
+                (void)rj->cg->destroy();
+                remove_cgroup_parent();
+            }
             finish_without_job();
         };
         auto j = nlohmann::json::parse(m.plan_json, nullptr, false);
@@ -501,7 +509,7 @@ private:
             cp.mounts.push_back(std::move(ms));
         }
 
-        auto rj = std::make_unique<RunningJob>();
+        rj = std::make_unique<RunningJob>();
         rj->interval_ns = m.sample_interval_ns;
         rj->next_sample = now_monotonic_ns() + int64_t(m.sample_interval_ns);
 
@@ -548,10 +556,7 @@ private:
         for (int i = 0; i < 3; ++i) sp.stdio[i] = job_ends[i].get();
         sp.cgroup = rj->cg ? &*rj->cg : nullptr;
         auto spawned = sandbox::spawn_container_job(sp);
-        if (!spawned) {
-            if (rj->cg) (void)rj->cg->destroy();
-            return fatal("spawn", spawned.error());
-        }
+        if (!spawned) return fatal("spawn", spawned.error());
         rj->proc = std::move(*spawned);
         for (const auto& w : rj->proc.warnings) setup_status(w.step, w.err, w.detail, false);
         send(g::Started{int32_t(rj->proc.pid)});
@@ -680,6 +685,30 @@ private:
         if (j.cg) (void)j.cg->kill_all(2000);
     }
 
+    // The host is gone: nobody will answer a notification or read an Exit.
+    // Kill the job, reap moat-init and remove the cgroup (test mode lives on
+    // a host that keeps running; in the guest, a power-off follows).
+    void abandon_job() {
+        if (!m_job) return;
+        kill_job();
+        if (!m_job->init_exited) {
+            int ws;
+            while (waitpid(m_job->proc.pid, &ws, 0) < 0 && errno == EINTR) {}
+        }
+        if (m_job->cg) {
+            (void)m_job->cg->kill_all(2000);
+            (void)m_job->cg->destroy();
+            remove_cgroup_parent();
+        }
+        m_job.reset();
+    }
+
+    void remove_cgroup_parent() {
+        if (m_layout.version == cgroup::Version::V2) ::rmdir((m_layout.v2_root + "/" + m_cg_parent).c_str());
+        else
+            for (const auto& [ctl, mnt] : m_layout.v1) ::rmdir((mnt + "/" + m_cg_parent).c_str());
+    }
+
     void kill_job() {
         auto& j = *m_job;
         j.killed = true;
@@ -725,9 +754,7 @@ private:
         if (j.cg) {
             (void)j.cg->kill_all(2000);
             (void)j.cg->destroy();
-            if (m_layout.version == cgroup::Version::V2) ::rmdir((m_layout.v2_root + "/" + m_cg_parent).c_str());
-            else
-                for (const auto& [ctl, mnt] : m_layout.v1) ::rmdir((mnt + "/" + m_cg_parent).c_str());
+            remove_cgroup_parent();
         }
         m_job.reset();
         m_done = true;

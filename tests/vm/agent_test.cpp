@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
+#include <dirent.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -307,6 +309,44 @@ TEST_F(Agent, KillMessageStopsALongJob) {
     EXPECT_TRUE(r.exit->killed_by_agent);
     EXPECT_TRUE(WIFSIGNALED(r.exit->wait_status));
     EXPECT_LT(std::chrono::steady_clock::now(), deadline);
+}
+
+// Processes of the job's host uid (the agent maps the job to uid-base + 1).
+int processes_of(uid_t uid) {
+    int n = 0;
+    if (DIR* d = opendir("/proc")) {
+        while (dirent* e = readdir(d)) {
+            struct stat st{};
+            if (e->d_name[0] >= '1' && e->d_name[0] <= '9' && stat(("/proc/" + std::string(e->d_name)).c_str(), &st) == 0 &&
+                st.st_uid == uid)
+                ++n;
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+TEST_F(Agent, LosingTheHostKillsTheJob) {
+    ASSERT_NO_FATAL_FAILURE(start());
+    send(g::Job{plan_json({"/bin/sh", "-c", "echo ready; exec sleep 30"}), 0, 0, 0});
+    std::string out;
+    while (out.find("ready") == std::string::npos) {
+        auto m = next(20);
+        ASSERT_TRUE(m);
+        if (auto* n = std::get_if<g::Notice>(&*m)) send(continue_exec_deny_rest(*n));
+        if (auto* o = std::get_if<g::Output>(&*m)) out += o->bytes;
+    }
+    EXPECT_GT(processes_of(690001), 0);
+    m_host.reset();  // moatd is gone
+    int status = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 100 && (w = waitpid(m_pid, &status, WNOHANG)) == 0; ++i) usleep(50'000);
+    ASSERT_EQ(w, m_pid) << "the agent did not end when the host went away";
+    m_pid = -1;
+    EXPECT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_EQ(processes_of(690001), 0);
+    EXPECT_EQ(processes_of(690000), 0);
 }
 
 TEST_F(Agent, ABrokenHostStreamIsAFatalSetupStatus) {
