@@ -433,7 +433,15 @@ private:
         m_input_fd.reset();
     }
     void on_message(g::Stdin& m) {
-        if (!m_job || !m_job->in) return;  // closed or not started: the bytes go nowhere, as with a closed pipe
+        if (!m_job) return;  // not started: the bytes go nowhere
+        if (!m_job->in) {
+            // The job closed its stdin: the bytes go nowhere, as with a closed
+            // pipe, but they count as consumed so the host's window moves on.
+            m_job->stdin_written += m.bytes.size();
+            m_job->stdin_acked = m_job->stdin_written;
+            send(g::StdinConsumed{m_job->stdin_written});
+            return;
+        }
         if (m_job->stdin_buf.size() + m.bytes.size() > kStdinCap) {
             log("the host sent stdin beyond its window; " + std::to_string(m.bytes.size()) + " bytes dropped");
             return;

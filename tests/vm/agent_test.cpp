@@ -311,6 +311,50 @@ TEST_F(Agent, KillMessageStopsALongJob) {
     EXPECT_LT(std::chrono::steady_clock::now(), deadline);
 }
 
+long rss_kib(pid_t pid) {
+    FILE* f = fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "re");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib;
+}
+
+TEST_F(Agent, ASlowHostSlowsTheJobInsteadOfGrowingTheAgent) {
+    ASSERT_NO_FATAL_FAILURE(start());
+    const long total = 16'000'000;
+    send(g::Job{plan_json({"/bin/sh", "-c", "head -c " + std::to_string(total) + " /dev/zero; echo done >&2"}),
+                10'000'000, 0, 0});
+    // Answer the execs, then stop reading for a while: the agent may hold
+    // only its bounded queue; the rest waits in the job's pipe.
+    int execs = 0;
+    long got = 0;
+    while (execs < 2) {
+        auto m = next(20);
+        ASSERT_TRUE(m);
+        if (auto* s = std::get_if<g::SetupStatus>(&*m)) ADD_FAILURE() << s->step << ": " << s->detail;
+        if (auto* x = std::get_if<g::Exit>(&*m)) FAIL() << "early exit " << x->wait_status;
+        if (auto* n = std::get_if<g::Notice>(&*m)) {
+            send(continue_exec_deny_rest(*n));
+            ++execs;
+        }
+        if (auto* o = std::get_if<g::Output>(&*m)) got += long(o->bytes.size());
+    }
+    const long rss_before = rss_kib(m_pid);
+    usleep(1'500'000);
+    const long rss_stalled = rss_kib(m_pid);
+    EXPECT_GT(rss_stalled, 0);
+    EXPECT_LT(rss_stalled - rss_before, 4096) << "the agent grew by " << (rss_stalled - rss_before) << " KiB";
+    Received r = run_until_exit(continue_exec_deny_rest, 60);
+    got += long(r.out[0].size());
+    EXPECT_EQ(got, total);
+    EXPECT_EQ(r.out[1], "done\n");
+    ASSERT_TRUE(r.exit);
+    EXPECT_EQ(r.exit->wait_status, 0);
+}
+
 // Processes of the job's host uid (the agent maps the job to uid-base + 1).
 int processes_of(uid_t uid) {
     int n = 0;
