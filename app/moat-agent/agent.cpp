@@ -346,6 +346,7 @@ private:
         char buf[64 * 1024];
         for (int rounds = 0; rounds < 16; ++rounds) {
             ssize_t n = ::read(m_ctl.get(), buf, sizeof buf);
+            if (n > 0 && m_dec.failed()) continue;  // reported once; the rest of the stream is discarded
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return;
@@ -809,6 +810,18 @@ int run(const Options& opt) {
         mount_one(boot, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         mount_one(boot, "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
         mount_one(boot, "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+        // The kernel opens /dev/console as fds 0-2 only when the initramfs has
+        // the node. Fill the gaps, so no later open (the control port) lands
+        // on 2, where console() writes.
+        for (int fd = 0; fd <= 2; ++fd) {
+            if (fcntl(fd, F_GETFD) >= 0) continue;
+            int c = ::open("/dev/console", O_RDWR | O_NOCTTY);
+            if (c < 0) c = ::open("/dev/null", O_RDWR);
+            if (c >= 0 && c != fd) {
+                dup2(c, fd);
+                ::close(c);
+            }
+        }
         mount_one(boot, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
         mount_one(boot, "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
         load_modules(boot);
