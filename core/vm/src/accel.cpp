@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <mutex>
 
 #include "moat/common/text.h"
@@ -67,8 +68,11 @@ Result<int64_t> test_boot(const ProbeConfig& cfg, Accel accel, int timeout_ms) {
     // The probe guest reboots by itself after the marker; a hung one is killed.
     (void)wait_qemu(*proc, console.contains(kProbeMarker) ? 2000 : 0);
     if (console.contains(kProbeMarker)) return ms;
-    std::string why = exited ? "QEMU exited before user space" : "test boot did not reach user space in " +
-                                                                    std::to_string(timeout_ms / 1000.0).substr(0, 3) + " s";
+    char secs[32];
+    if (timeout_ms % 1000 == 0) snprintf(secs, sizeof secs, "%d s", timeout_ms / 1000);
+    else snprintf(secs, sizeof secs, "%.1f s", timeout_ms / 1000.0);
+    std::string why = exited ? std::string("QEMU exited before user space")
+                             : std::string("test boot did not reach user space in ") + secs;
     if (!log.text().empty()) why += "; QEMU said: " + last_lines(log.text());
     if (!console.text().empty()) why += "; console: " + last_lines(console.text());
     return fail(why);
