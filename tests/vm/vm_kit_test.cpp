@@ -354,7 +354,7 @@ TEST(QemuJail, CommandLine) {
     for (auto& s : v) all += s + " ";
     for (const char* want : {"-nodefaults ", "-no-user-config ", "-no-reboot ", "-M microvm,isa-serial=on ",
                              "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny ",
-                             "-m 200 ", "-smp 1 ", "-accel tcg ", "-kernel /k/vmlinux ", "-initrd /k/initrd ",
+                             "-m 200 ", "-smp 1 ", "-accel tcg ", "-icount shift=auto,sleep=on ", "-kernel /k/vmlinux ", "-initrd /k/initrd ",
                              "id=root,file=/k/root.img,format=raw,if=none,read-only=on ",
                              "virtio-blk-device,drive=root ", "socket,id=port0,fd=3 ",
                              "virtserialport,chardev=port0,name=moat-control ", "socket,id=port1,fd=4 ",
@@ -369,6 +369,7 @@ TEST(QemuJail, CommandLine) {
     for (auto& s : qemu_argv(c)) all += s + " ";
     EXPECT_NE(all.find("-serial none"), std::string::npos);
     EXPECT_NE(all.find("-accel kvm"), std::string::npos);
+    EXPECT_EQ(all.find("-icount"), std::string::npos) << "instruction counting is TCG-only";
 }
 
 TEST(QemuJail, RefusesRootAndOptionInjection) {
