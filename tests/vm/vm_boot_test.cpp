@@ -219,6 +219,7 @@ TEST_F(VmBoot, MarkerOverVirtioPortFromAJailedQemuInACgroup) {
     ASSERT_TRUE(ws) << ws.error().message << diagnostics(g);
     EXPECT_TRUE(WIFEXITED(*ws) && WEXITSTATUS(*ws) == 0) << "status " << *ws << diagnostics(g);
     EXPECT_TRUE(cg->pids().empty()) << "the job cgroup must be empty once QEMU exited";
+    EXPECT_FALSE(wait_qemu(g.proc, 100)) << "a second wait must not reap or kill anything else";
     EXPECT_TRUE(cg->destroy());
     for (const auto& d : cg->dirs()) rmdir(d.substr(0, d.rfind('/')).c_str());
 }

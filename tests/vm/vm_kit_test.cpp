@@ -214,7 +214,7 @@ TEST(BaseInitramfs, MissingAgentIsAnError) {
 
 TEST(RootImage, PathsMustBeAbsoluteAndNormalised) {
     for (const char* bad : {"usr", "/", "/usr/", "/a/../b", "/a//b", "/a/."}) {
-        auto r = root_image_key({bad});
+        auto r = root_image_key({bad}, vmtest::kNobody, vmtest::kNogroup);
         EXPECT_FALSE(r) << bad;
     }
 }
@@ -223,20 +223,20 @@ TEST(RootImage, KeyFollowsTheTree) {
     TempDir t;
     mkdir((t / "d").c_str(), 0755);
     write_file(t / "d/f", "one");
-    auto k1 = root_image_key({t / "d"});
+    auto k1 = root_image_key({t / "d"}, vmtest::kNobody, vmtest::kNogroup);
     ASSERT_TRUE(k1) << k1.error().message;
-    auto k1b = root_image_key({t / "d", t / "d/f"});  // nested: already included
+    auto k1b = root_image_key({t / "d", t / "d/f"}, vmtest::kNobody, vmtest::kNogroup);  // nested: already included
     ASSERT_TRUE(k1b);
     EXPECT_EQ(k1->key, k1b->key);
     EXPECT_EQ(k1->entries, 2u);
-    EXPECT_EQ(root_image_key({t / "d"})->key, k1->key);  // stable
+    EXPECT_EQ(root_image_key({t / "d"}, vmtest::kNobody, vmtest::kNogroup)->key, k1->key);  // stable
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     write_file(t / "d/f", "two");  // same size, new mtime
-    EXPECT_NE(root_image_key({t / "d"})->key, k1->key);
-    auto before = root_image_key({t / "d"})->key;
+    EXPECT_NE(root_image_key({t / "d"}, vmtest::kNobody, vmtest::kNogroup)->key, k1->key);
+    auto before = root_image_key({t / "d"}, vmtest::kNobody, vmtest::kNogroup)->key;
     symlink("f", (t / "d/l").c_str());
-    EXPECT_NE(root_image_key({t / "d"})->key, before);
-    auto missing = root_image_key({t / "d", t / "absent"});
+    EXPECT_NE(root_image_key({t / "d"}, vmtest::kNobody, vmtest::kNogroup)->key, before);
+    auto missing = root_image_key({t / "d", t / "absent"}, vmtest::kNobody, vmtest::kNogroup);
     ASSERT_TRUE(missing);
     EXPECT_EQ(missing->missing, std::vector<std::string>{t / "absent"});
 }
@@ -297,6 +297,37 @@ TEST(RootImage, HoldsOnlyWhatTheUidMayRead) {
     EXPECT_NE(img.error().message.find("Permission denied"), std::string::npos) << img.error().message;
     // Nothing is left behind in the cache.
     EXPECT_EQ(run("ls -A " + cache.path), "");
+}
+
+TEST(RootImage, WhatTheUidMayNotReadInsideATreeIsAnEmptyPlaceholder) {
+    need_root();
+    TempDir t, cache;
+    mkdir((t / "tree").c_str(), 0755);
+    write_file(t / "tree/public.txt", "public\n");
+    mkdir((t / "tree/private").c_str(), 0700);  // like /usr/share/polkit-1/rules.d
+    write_file(t / "tree/private/secret.txt", "secret\n");
+    write_file(t / "tree/key.pem", "secret key\n", 0600);
+    RootImageOptions o;
+    o.paths = {t / "tree"};
+    o.uid = vmtest::kNobody;
+    o.gid = vmtest::kNogroup;
+    o.cache_dir = cache.path;
+    auto img = build_root_image(o);
+    ASSERT_TRUE(img) << img.error().message;
+    EXPECT_EQ(img->hidden, (std::vector<std::string>{t / "tree/key.pem", t / "tree/private"}));
+    EXPECT_EQ(run("debugfs -R 'cat " + t / "tree/public.txt" + "' " + img->path + " 2>/dev/null"), "public\n");
+    EXPECT_EQ(run("debugfs -R 'cat " + t / "tree/key.pem" + "' " + img->path + " 2>/dev/null"), "");
+    std::string ls = run("debugfs -R 'ls " + t / "tree/private" + "' " + img->path + " 2>/dev/null");
+    EXPECT_EQ(ls.find("secret"), std::string::npos) << ls;
+    // The whole image holds no secret byte.
+    EXPECT_EQ(run("grep -c secret " + img->path), "0\n");
+
+    // Another uid may read the key: another image.
+    chown((t / "tree/key.pem").c_str(), 4321, 4321);
+    auto as_owner = root_image_key(o.paths, 4321, 4321);
+    ASSERT_TRUE(as_owner);
+    EXPECT_NE(as_owner->key, img->key);
+    EXPECT_EQ(as_owner->hidden, std::vector<std::string>{t / "tree/private"});
 }
 
 TEST(RootImage, LeastRecentlyUsedImagesAreEvicted) {

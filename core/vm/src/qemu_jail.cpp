@@ -274,6 +274,8 @@ Result<QemuProcess> launch_qemu(const QemuConfig& cfg) {
 }
 
 Result<int> wait_qemu(QemuProcess& p, int timeout_ms) {
+    // Never waitpid(-1)/kill(-1): a QEMU already reaped has pid -1.
+    if (p.pid <= 0) return fail("QEMU was already reaped");
     const int64_t deadline = now_monotonic_ns() + int64_t(timeout_ms) * 1'000'000;
     for (;;) {
         int64_t left = (deadline - now_monotonic_ns()) / 1'000'000;

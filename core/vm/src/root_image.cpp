@@ -57,7 +57,22 @@ struct Walk {
     Sha256 hash;
     uint64_t data_bytes = 0;
     uint64_t entries = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<std::string> hidden;  // entries the uid may not read (see may_read)
 };
+
+// Whether uid:gid (no supplementary groups) may read `st` as mkfs needs it:
+// a file readable, a directory readable and searchable. The kernel's rule:
+// the owner bits if the uid owns it, else the group bits if the gid matches,
+// else the other bits. ACLs are not looked at: an ACL that denies what the
+// bits allow makes mkfs fail with its own words instead.
+bool may_read(const struct stat& st, uid_t uid, gid_t gid) {
+    unsigned bits = st.st_uid == uid ? (st.st_mode >> 6) & 7 : st.st_gid == gid ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
+    if (S_ISDIR(st.st_mode)) return (bits & 5) == 5;
+    if (S_ISREG(st.st_mode)) return (bits & 4) == 4;
+    return true;  // symlinks (readlink needs no permission), fifos, sockets, devices: no content read
+}
 
 void account(Walk& w, const std::string& path, const struct stat& st, const std::string& link) {
     char rec[256];
@@ -74,13 +89,25 @@ void account(Walk& w, const std::string& path, const struct stat& st, const std:
         w.data_bytes += kBlock;
 }
 
-Result<void> walk(Walk& w, const std::string& path, const struct stat& st) {
+Result<void> walk(Walk& w, const std::string& path, const struct stat& st, bool named) {
     std::string link;
     if (S_ISLNK(st.st_mode)) {
         char buf[PATH_MAX];
         ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
         if (n < 0) return fail_sys("readlink(\"" + path + "\")", errno);
         link.assign(buf, size_t(n));
+    }
+    // Inside a named tree, what the uid may not read becomes an empty,
+    // readable placeholder (an empty directory or file): the job could not
+    // read it on the host either, and one 0700 directory deep in /usr
+    // (polkit's rules.d) must not make all of /usr impossible. A NAMED path
+    // the uid may not read is not hidden: mkfs fails on it, saying why.
+    if (!named && !may_read(st, w.uid, w.gid)) {
+        w.hidden.push_back(path);
+        w.hash.update("\nhidden " + path + (S_ISDIR(st.st_mode) ? " dir" : " file"));
+        ++w.entries;
+        w.data_bytes += kBlock;
+        return {};
     }
     account(w, path, st, link);
     if (!S_ISDIR(st.st_mode)) return {};
@@ -100,14 +127,14 @@ Result<void> walk(Walk& w, const std::string& path, const struct stat& st) {
             if (errno == ENOENT) continue;  // removed while we walk
             return fail_sys("lstat(\"" + child + "\")", errno);
         }
-        if (auto r = walk(w, child, cst); !r) return r;
+        if (auto r = walk(w, child, cst, false); !r) return r;
     }
     return {};
 }
 
 // One step of the staging tree, prepared in the parent: the child only reads it.
 struct StageOp {
-    enum Kind { Dir, Symlink, BindDir, BindFile } kind;
+    enum Kind { Dir, Symlink, BindDir, BindFile, MaskDir, MaskFile } kind;
     std::string path;    // in the staging tree (absolute, under the tmpfs)
     std::string source;  // Bind*: the host path; Symlink: the target
     mode_t mode = 0755;
@@ -117,6 +144,7 @@ struct StageOp {
 
 struct ChildArgs {
     const char* staging;
+    const char* masks;  // a second tmpfs: the empty placeholders live here, outside the image
     const StageOp* ops;
     size_t nops;
     uid_t uid;
@@ -153,6 +181,10 @@ struct ChildArgs {
     if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) child_fail(2, "mount", "/ MS_PRIVATE", errno);
     if (mount("moat-stage", a.staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m") < 0)
         child_fail(2, "mount(tmpfs)", a.staging, errno);
+    // The placeholders for what the uid may not read: an empty directory and
+    // an empty file, root's, readable by all (kMaskDir, kMaskFile).
+    if (mount("moat-mask", a.masks, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k") < 0)
+        child_fail(2, "mount(tmpfs)", a.masks, errno);
     for (size_t i = 0; i < a.nops; ++i) {
         const StageOp& op = a.ops[i];
         const char* p = op.path.c_str();
@@ -164,6 +196,18 @@ struct ChildArgs {
             case StageOp::Symlink:
                 if (symlink(op.source.c_str(), p) < 0) child_fail(2, "symlink", p, errno);
                 if (lchown(p, op.uid, op.gid) < 0) child_fail(2, "lchown", p, errno);
+                break;
+            case StageOp::MaskDir:
+            case StageOp::MaskFile:
+                if (op.kind == StageOp::MaskDir && mkdir(op.source.c_str(), 0755) < 0 && errno != EEXIST)
+                    child_fail(2, "mkdir", op.source.c_str(), errno);
+                if (op.kind == StageOp::MaskFile) {
+                    int fd = ::open(op.source.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                    if (fd < 0) child_fail(2, "open(O_CREAT)", op.source.c_str(), errno);
+                    ::close(fd);
+                }
+                if (mount(op.source.c_str(), p, nullptr, MS_BIND, nullptr) < 0)
+                    child_fail(2, "mount(MS_BIND mask)", p, errno);
                 break;
             case StageOp::BindDir:
             case StageOp::BindFile: {
@@ -240,7 +284,8 @@ void evict(const RootImageOptions& opt, const std::string& keep) {
 // changes after the rename, and atime may be off on the cache's filesystem).
 void touch(const std::string& path) { ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0); }
 
-Result<std::vector<StageOp>> plan_staging(const std::string& staging, const std::vector<std::string>& paths,
+Result<std::vector<StageOp>> plan_staging(const std::string& staging, const std::string& masks,
+                                          const std::vector<std::string>& paths, const std::vector<std::string>& hidden,
                                           std::vector<std::string>& missing) {
     std::vector<StageOp> ops;
     std::vector<std::string> made;  // staging dirs already planned
@@ -280,16 +325,26 @@ Result<std::vector<StageOp>> plan_staging(const std::string& staging, const std:
             return fail("root image path " + p + " is neither a file, a directory nor a symlink");
         }
     }
+    // After every bind: the masks go over paths inside the bound trees.
+    for (const auto& h : hidden) {
+        struct stat st;
+        if (::lstat(h.c_str(), &st) < 0) continue;  // gone since the walk
+        bool dir = S_ISDIR(st.st_mode);
+        ops.push_back({dir ? StageOp::MaskDir : StageOp::MaskFile, staging + h, masks + (dir ? "/d" : "/f")});
+    }
     return ops;
 }
 
 }  // namespace
 
-Result<RootImage> root_image_key(const std::vector<std::string>& in) {
+Result<RootImage> root_image_key(const std::vector<std::string>& in, uid_t uid, gid_t gid) {
     auto paths = normalise(in);
     if (!paths) return std::unexpected(paths.error());
     Walk w;
+    w.uid = uid;
+    w.gid = gid;
     w.hash.update(kFormatTag);
+    w.hash.update("\nas " + std::to_string(uid) + ":" + std::to_string(gid));
     RootImage out;
     for (const auto& p : *paths) {
         w.hash.update("\npath ");
@@ -303,9 +358,10 @@ Result<RootImage> root_image_key(const std::vector<std::string>& in) {
             w.hash.update("\nmissing " + p);
             continue;
         }
-        if (auto r = walk(w, p, st); !r) return std::unexpected(r.error().wrap("walking " + p));
+        if (auto r = walk(w, p, st, true); !r) return std::unexpected(r.error().wrap("walking " + p));
     }
     out.key = w.hash.hex();
+    out.hidden = std::move(w.hidden);
     out.tree_bytes = w.data_bytes;
     out.entries = w.entries;
     return out;
@@ -316,7 +372,7 @@ Result<RootImage> build_root_image(const RootImageOptions& opt) {
     auto paths = normalise(opt.paths);
     if (!paths) return std::unexpected(paths.error());
     if (paths->empty()) return fail("root image: no paths");
-    auto keyed = root_image_key(*paths);
+    auto keyed = root_image_key(*paths, opt.uid, opt.gid);
     if (!keyed) return keyed;
     RootImage out = std::move(*keyed);
     out.path = opt.cache_dir + "/root-" + out.key + ".img";
@@ -353,10 +409,20 @@ Result<RootImage> build_root_image(const RootImageOptions& opt) {
     char staging_buf[] = "/tmp/moat-rootimg-XXXXXX";
     if (!::mkdtemp(staging_buf)) return cleanup_fail(Error::sys("mkdtemp(/tmp/moat-rootimg-XXXXXX)", errno));
     const std::string staging = staging_buf;
-    out.missing.clear();
-    auto ops = plan_staging(staging, *paths, out.missing);
-    if (!ops) {
+    char masks_buf[] = "/tmp/moat-rootimg-mask-XXXXXX";
+    if (!::mkdtemp(masks_buf)) {
         ::rmdir(staging.c_str());
+        return cleanup_fail(Error::sys("mkdtemp(/tmp/moat-rootimg-mask-XXXXXX)", errno));
+    }
+    const std::string masks = masks_buf;
+    auto remove_dirs = [&] {
+        ::rmdir(staging.c_str());
+        ::rmdir(masks.c_str());
+    };
+    out.missing.clear();
+    auto ops = plan_staging(staging, masks, *paths, out.hidden, out.missing);
+    if (!ops) {
+        remove_dirs();
         return cleanup_fail(ops.error());
     }
 
@@ -370,14 +436,14 @@ Result<RootImage> build_root_image(const RootImageOptions& opt) {
 
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) < 0) {
-        ::rmdir(staging.c_str());
+        remove_dirs();
         return cleanup_fail(Error::sys("pipe2", errno));
     }
     UniqueFd out_r(pipefd[0]), out_w(pipefd[1]);
-    ChildArgs a{staging.c_str(), ops->data(), ops->size(), opt.uid, opt.gid, out_w.get(), argv.data()};
+    ChildArgs a{staging.c_str(), masks.c_str(), ops->data(), ops->size(), opt.uid, opt.gid, out_w.get(), argv.data()};
     pid_t pid = ::fork();
     if (pid < 0) {
-        ::rmdir(staging.c_str());
+        remove_dirs();
         return cleanup_fail(Error::sys("fork", errno));
     }
     if (pid == 0) child_main(a);
@@ -393,7 +459,7 @@ Result<RootImage> build_root_image(const RootImageOptions& opt) {
     }
     int ws = 0;
     while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-    ::rmdir(staging.c_str());
+    remove_dirs();
     while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
     if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
         std::string how = WIFEXITED(ws) ? "exit status " + std::to_string(WEXITSTATUS(ws))

@@ -8,7 +8,8 @@
 // staging tree in a private mount namespace (a tmpfs with each path
 // bind-mounted read-only at its place). The image can therefore hold only
 // what that uid may read: a policy naming /etc/shadow fails with mkfs's own
-// words. The image file is 0644: use a uid/gid that owns nothing (nobody)
+// words; what it may not read INSIDE a named directory becomes an empty
+// placeholder (RootImage::hidden). The image file is 0644: use a uid/gid that owns nothing (nobody)
 // so the image holds only what every local user may read anyway.
 #include <sys/types.h>
 
@@ -39,6 +40,12 @@ struct RootImage {
     uint64_t image_bytes = 0;          // the image's apparent size
     uint64_t entries = 0;              // files, directories and links walked
     std::vector<std::string> missing;  // named paths that do not exist on the host (not in the image)
+    // Entries inside the named trees that uid:gid may not read (a 0700
+    // directory, a 0600 file): in the image as an EMPTY directory or file
+    // (root's, mode 0755 / 0644), so the job sees the name but no content,
+    // as it would on the host. A named path itself that the uid may not
+    // read is not hidden: the build fails (mkfs's words in the error).
+    std::vector<std::string> hidden;
     bool cache_hit = false;
 };
 
@@ -46,10 +53,11 @@ struct RootImage {
 // Measured on the 2-core build machine (see docs/vm.md for the figures).
 Result<RootImage> build_root_image(const RootImageOptions& opt);
 
-// The cache key alone (no image is built): sha256 over the sorted, de-nested
-// path list and, for every entry under those paths (lstat, no symlink
-// followed): path, type, size, mtime_ns, inode, mode and link target. Any
+// The cache key alone (no image is built): sha256 over the builder's
+// uid:gid, the sorted, de-nested path list and, for every entry under those
+// paths (lstat, no symlink followed): path, type, size, mtime_ns, inode,
+// mode and link target (or "hidden" for what uid:gid may not read). Any
 // change to a file's content changes its mtime or size, so it changes the key.
-Result<RootImage> root_image_key(const std::vector<std::string>& paths);
+Result<RootImage> root_image_key(const std::vector<std::string>& paths, uid_t uid, gid_t gid);
 
 }  // namespace moat::vm
