@@ -50,7 +50,9 @@ struct RootImage {
 };
 
 // Builds the image or returns the cached one with the same key.
-// Measured on the 2-core build machine (see docs/vm.md for the figures).
+// Measured on the 2-core build machine for /usr /lib /lib64 /bin
+// /etc/ld.so.cache (164 905 entries, 9.4 GiB: a /usr with toolchains and Qt):
+// first build 92 s, cached hit 0.75 s (the key walk); docs/vm.md.
 Result<RootImage> build_root_image(const RootImageOptions& opt);
 
 // The cache key alone (no image is built): sha256 over the builder's
