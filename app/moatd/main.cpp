@@ -400,7 +400,7 @@ int main(int argc, char** argv) {
                 std::string dir(self);
                 dir = dir.substr(0, dir.rfind('/'));
                 c = {dir + "/" + name, dir + "/../moat-agent/" + name, dir + "/../moat-init/" + name,
-                     dir + "/../libexec/moat/" + name};
+                     dir + "/../../core/vm/" + name, dir + "/../libexec/moat/" + name};
             }
             c.push_back("/usr/libexec/moat/" + name);
             for (const auto& p : c)
@@ -409,6 +409,7 @@ int main(int argc, char** argv) {
         };
         v.agent_exe = find_helper(vm_agent, "moat-agent");
         v.init_exe = find_helper(vm_init, "moat-init-static");
+        v.probe_exe = find_helper("", "moat-vm-probe-init");
     }
     moat::supervisor::Supervisor sup(cfg);
     for (const auto& [name, why] : sup.tiers())

@@ -43,7 +43,6 @@ namespace {
 
 constexpr const char* kCtlPort = "moat.ctl";
 constexpr const char* kImageRoot = "/mnt/root";       // where the agent mounts the root image
-constexpr const char* kInputRoot = "/run/moat-inputs";  // where the agent writes --input files
 constexpr size_t kReadPerWake = 256 << 10;         // guest bytes read per loop wake-up, per guest
 constexpr size_t kMaxOutbound = 1 << 20;           // bytes queued to a guest before inputs/stdin pause
 constexpr int kMaxGuestLogs = 32;                  // guest Log lines stored per job; the rest are counted
@@ -324,7 +323,7 @@ private:
     std::vector<std::string> m_input_paths;
     size_t m_input_index = 0;
     uint64_t m_input_off = 0;
-    bool m_input_open = false, m_job_sent = false, m_inputs_done = false;
+    bool m_input_open = false, m_job_sent = false, m_inputs_done = false, m_talking = false;
     UniqueFd m_stdin;                 // the job's end of its stdin pipe: read here, sent to the guest
     bool m_stdin_watched = false, m_stdin_eof = false;
     uint64_t m_stdin_sent = 0, m_stdin_consumed = 0;
@@ -376,6 +375,14 @@ public:
             return;
         }
         m_initramfs = std::move(*rd);
+        // The accelerator probe boots its own tiny initramfs (its /init prints
+        // the marker the probe waits for). Without it: TCG, and the record says why.
+        if (!v.probe_exe.empty()) {
+            vm::InitramfsInputs pi;
+            pi.agent = v.probe_exe;
+            pi.cache_dir = v.cache_dir + "/initramfs";
+            if (auto pr = vm::BaseInitramfs::build(*m_kernel, pi)) m_probe_initramfs = std::move(*pr);
+        }
         if (m_host.loop) {
             if (auto t = m_host.loop->add_timer(kPoolSweepNs, kPoolSweepNs, [this] { sweep_pool(); })) m_sweep = *t;
         }
@@ -445,7 +452,7 @@ public:
             if (!dup) return std::unexpected(Error::sys("dup(input)", errno));
             p->inputs.push_back(std::move(dup));
             p->input_paths.push_back(input.sandbox_path);
-            ins.push_back({std::string(kInputRoot) + input.sandbox_path, input.sandbox_path});
+            // The agent binds each input at its path itself, after the plan's mounts.
         }
         auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
         if (!m) return std::unexpected(m.error().wrap("planning the guest's mounts"));
@@ -460,7 +467,7 @@ public:
             return fail("program " + in.exe + " is not inside any filesystem.read_only path of the guest (the vm "
                         "tier's image holds exactly the read_only paths)");
         for (auto& mt : *m) {
-            if (mt.kind == sandbox::MountSpec::Kind::BindRo && !path_under(mt.source, kInputRoot)) {
+            if (mt.kind == sandbox::MountSpec::Kind::BindRo) {
                 mt.source = std::string(kImageRoot) + mt.source;
             } else if (mt.kind == sandbox::MountSpec::Kind::BindRw) {
                 // No host directory is shared writable with a guest.
@@ -534,10 +541,11 @@ private:
     }
 
     vm::AccelVerdict accel() const {
+        if (!m_probe_initramfs) return {vm::Accel::Tcg, "no KVM test boot possible (moat-vm-probe-init not found)", 0};
         vm::ProbeConfig pc;
         pc.qemu = m_cfg.vm.qemu;
         pc.kernel = m_kernel->vmlinux();
-        pc.initrd = m_initramfs->path();
+        pc.initrd = m_probe_initramfs->path();
         pc.uid = m_cfg.vm.image_uid;
         pc.gid = m_cfg.vm.image_gid;
         return vm::probe_accelerator(pc);
@@ -697,7 +705,7 @@ private:
     TierHost m_host;
     std::string m_unavailable;
     std::optional<vm::GuestKernel> m_kernel;
-    std::optional<vm::BaseInitramfs> m_initramfs;
+    std::optional<vm::BaseInitramfs> m_initramfs, m_probe_initramfs;
     mutable std::mutex m_image_mu;
     struct Warm {
         std::unique_ptr<Guest> guest;
@@ -793,15 +801,15 @@ void VmRunning::boot_failed(const std::string& why) {
     m_guest->kill();
 }
 
+// The guest agent takes the inputs first, then the Job (docs/vm-protocol.md).
 void VmRunning::send_job() {
-    if (m_job_sent) return;
-    m_job_sent = true;
-    m_guest->send(m_job_frame);
+    if (m_talking) return;
+    m_talking = true;
     pump();
 }
 
 void VmRunning::pump() {
-    if (!m_job_sent || m_guest->ended()) return;
+    if (!m_talking || m_guest->ended()) return;
     // Inputs first, chunk by chunk while the guest's queue has room.
     while (!m_inputs_done && m_guest->outbound() < kMaxOutbound) {
         if (m_input_index >= m_inputs.size()) {
@@ -840,6 +848,10 @@ void VmRunning::pump() {
         m_guest->send(*guest::encode(guest::InputData{std::move(buf)}));
     }
     if (!m_inputs_done) return;
+    if (!m_job_sent) {
+        m_job_sent = true;
+        m_guest->send(m_job_frame);
+    }
     // Then stdin, within the guest's window.
     if (m_stdin && !m_stdin_eof) {
         bool room = m_guest->outbound() < kMaxOutbound && m_stdin_sent - m_stdin_consumed < guest::kStdinWindow;
