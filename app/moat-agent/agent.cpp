@@ -137,6 +137,9 @@ void load_modules(Boot& b) {
         while (!m.empty() && (m.back() == '\n' || m.back() == '\r' || m.back() == ' ')) m.pop_back();
         if (m.empty() || m[0] == '#') continue;
         std::string name = m.substr(m.rfind('/') == std::string::npos ? 0 : m.rfind('/') + 1);
+        // The vm kit's initramfs names each module without its suffix
+        // (core/vm/src/initramfs.cpp: lib/modules/<name>.ko).
+        if (name.size() < 3 || name.compare(name.size() - 3, 3, ".ko") != 0) name += ".ko";
         std::string path = "/lib/modules/" + name;
         UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) {

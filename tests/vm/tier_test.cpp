@@ -10,7 +10,7 @@ namespace {
 // tier's root image holds the policy's read_only paths, so a narrow list
 // keeps the image small and its build fast.
 const char* kReadOnly =
-    "read_only = [\"/usr/bin/env\", \"/usr/bin/dash\", \"/usr/bin/mkdir\", \"/usr/bin/sleep\", \"/usr/bin/cat\", "
+    "read_only = [\"/usr/bin/env\", \"/usr/bin/dash\", \"/usr/bin/sh\", \"/usr/bin/mkdir\", \"/usr/bin/sleep\", \"/usr/bin/cat\", "
     "\"/bin\", \"/lib\", \"/lib64\", \"/usr/lib64\", \"/usr/lib/x86_64-linux-gnu/libc.so.6\", "
     "\"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2\", \"/usr/lib/x86_64-linux-gnu/libselinux.so.1\", "
     "\"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0\", \"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2\"]\n";
