@@ -82,7 +82,15 @@ struct Received {
 
 class Agent : public ::testing::Test {
 protected:
+    // Each test process (ctest runs them in parallel) maps its job to uids of
+    // its own, so counting the processes of a uid counts only this test's.
+    static uid_t uid_base() {
+        static const uid_t base = 690000 + uid_t(getpid() % 4096) * 4;  // the test process's, also in a fork
+        return base;
+    }
+
     void start() {
+        (void)uid_base();  // fixed before the fork
         int sv[2];
         ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         m_host.reset(sv[0]);
@@ -91,8 +99,9 @@ protected:
         ASSERT_GE(m_pid, 0);
         if (m_pid == 0) {
             dup2(guest.get(), 3);  // dup2 clears close-on-exec on the copy
+            const std::string base = std::to_string(uid_base());
             execl(MOAT_AGENT_PATH, "moat-agent", "--test-mode", "--ctl-fd", "3", "--root-dir", "/", "--init",
-                  MOAT_INIT_PATH, "--uid-base", "690000", (char*)nullptr);
+                  MOAT_INIT_PATH, "--uid-base", base.c_str(), (char*)nullptr);
             _exit(127);
         }
         auto hello = next(10);
@@ -380,7 +389,7 @@ TEST_F(Agent, LosingTheHostKillsTheJob) {
         if (auto* n = std::get_if<g::Notice>(&*m)) send(continue_exec_deny_rest(*n));
         if (auto* o = std::get_if<g::Output>(&*m)) out += o->bytes;
     }
-    EXPECT_GT(processes_of(690001), 0);
+    EXPECT_GT(processes_of(uid_base() + 1), 0);
     m_host.reset();  // moatd is gone
     int status = 0;
     pid_t w = 0;
@@ -389,8 +398,8 @@ TEST_F(Agent, LosingTheHostKillsTheJob) {
     m_pid = -1;
     EXPECT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 1);
-    EXPECT_EQ(processes_of(690001), 0);
-    EXPECT_EQ(processes_of(690000), 0);
+    EXPECT_EQ(processes_of(uid_base() + 1), 0);
+    EXPECT_EQ(processes_of(uid_base()), 0);
 }
 
 TEST_F(Agent, ABrokenHostStreamIsAFatalSetupStatus) {
