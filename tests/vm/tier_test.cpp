@@ -143,6 +143,7 @@ TEST_F(VmTier, WallTimeEndsTheVm) {
     Opts o;
     o.timeout_s = 120;
     JobRun r = run_job(pol, {"/usr/bin/sleep", "300"}, o);
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << r.proc.err;
     json j = show(r.id);
     EXPECT_EQ(cause(j), "wall-time") << j.dump(2);
     const uid_t vmm = j.value("sandbox", json::object()).value("vmm_uid", 0u);
@@ -166,6 +167,63 @@ TEST_F(VmTier, ASecondJobTakesAWarmGuest) {
         },
         60, 2.0);
     EXPECT_TRUE(warm) << "no job found a warm guest; last: " << second.dump(2);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(VmTier, AGuestOomIsTheMemoryCause) {
+    std::string pol = write_policy("vm-oom", vm_policy("vm-oom", "wall_time = \"60s\"\nmemory = \"48MiB\"\n"));
+    Opts o;
+    o.timeout_s = 120;
+    // dash doubles the string until the guest cgroup's limit stops it.
+    JobRun r = run_job(pol, {"/bin/sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"}, o);
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << r.proc.out << r.proc.err;
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "memory") << j.dump(2);
+    EXPECT_NE(detail(j).find("48"), std::string::npos) << detail(j);
+}
+
+TEST_F(VmTier, AKillRuleInsideTheGuestIsTheSeccompCause) {
+    std::string extra = "[[seccomp.rule]]\nsyscall = \"mkdir\"\naction = \"kill-process\"\n"
+                        "[[seccomp.rule]]\nsyscall = \"mkdirat\"\naction = \"kill-process\"\n";
+    std::string pol = write_policy("vm-kill", vm_policy("vm-kill", "wall_time = \"60s\"\n", extra));
+    Opts o;
+    o.timeout_s = 120;
+    JobRun r = run_job(pol, {"/usr/bin/mkdir", "/tmp/never"}, o);
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << r.proc.out << r.proc.err;
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "seccomp") << j.dump(2);
+    EXPECT_NE(detail(j).find("/tmp/never"), std::string::npos) << detail(j);
+    const uid_t vmm = j.value("sandbox", json::object()).value("vmm_uid", 0u);
+    EXPECT_TRUE(wait_for([&] { return qemus_of(vmm) == 0; }, 5)) << "QEMU of uid " << vmm << " still runs";
+}
+
+TEST_F(VmTier, ReplayAndLearnWorkInTheVmTier) {
+    // Denied first (errno), then replayed in the same tier, then learned.
+    std::string extra = "[[seccomp.rule]]\nsyscall = \"mkdir\"\naction = \"errno:EACCES\"\n"
+                        "[[seccomp.rule]]\nsyscall = \"mkdirat\"\naction = \"errno:EACCES\"\n";
+    std::string pol = write_policy("vm-replay", vm_policy("vm-replay", "wall_time = \"60s\"\n", extra));
+    Opts o;
+    o.timeout_s = 120;
+    JobRun r = run_job(pol, {"/usr/bin/mkdir", "/tmp/replayed"}, o);
+    ASSERT_NE(r.id, 0);
+    Proc rp = ctl({"replay", std::to_string(r.id)}, o);
+    std::istringstream lines(rp.out);
+    std::string first;
+    std::getline(lines, first);
+    ASSERT_FALSE(first.empty()) << rp.out << rp.err;
+    const int64_t again = std::stoll(first);
+    json j = show(again);
+    EXPECT_EQ(j.value("tier", ""), "vm") << j.dump(2);
+    EXPECT_EQ(j.value("replay_of", json()).get<int64_t>(), r.id);
+    EXPECT_FALSE(denials(events(again), "mkdir").empty() && denials(events(again), "mkdirat").empty())
+        << "the replay did not meet the same denial";
+    // Learn: recorded, not enforced; the proposal names mkdir.
+    std::string out = s_root + "/vm-learned.toml";
+    Proc lp = ctl({"replay", std::to_string(r.id), "--learn", "-o", out}, o);
+    EXPECT_NE(read_text(out).find("mkdir"), std::string::npos) << lp.out << lp.err << read_text(out);
 }
 
 }  // namespace

@@ -77,6 +77,8 @@ struct Supervisor::Job {
     bool started = false;
     int64_t start_mono = 0;
     EventLoop::TimerId wall_timer = 0, sample_timer = 0;
+    bool wall_started = false;
+    uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
     std::string kill_cause, kill_detail;
     bool execs = false;
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
@@ -115,6 +117,7 @@ struct Supervisor::Events final : JobEvents {
     Answer notice(const Notice& n) override { return sup->judge(*job, n); }
     void exited() override { sup->finish(*job); }
     void event(store::EventKind kind, nlohmann::json fields) override { sup->emit(job->id, kind, std::move(fields)); }
+    void start_clock() override { sup->start_wall_clock(*job); }
     void info(const nlohmann::json& patch) override {
         if (!job->rec.info.is_object()) job->rec.info = nlohmann::json::object();
         job->rec.info.update(patch);
@@ -178,7 +181,8 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
             if (job->cg && job->kill_cause.empty()) {
                 if (auto cpu = job->cg->cpu_ns()) {
                     job->cpu_ns = *cpu;
-                    if (*cpu >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
+                    if (job->wall_started && *cpu - std::min(*cpu, job->cpu_at_clock) >= job->policy->limits.cpu_time_ns)
+                        over.push_back(job.get());
                 }
             }
         }
@@ -431,6 +435,22 @@ StartResult Supervisor::start(JobRequest req) {
     return result;
 }
 
+void Supervisor::start_wall_clock(Job& job) {
+    if (job.wall_timer || job.wall_started) return;
+    job.wall_started = true;
+    if (job.run && !job.run->clock_at_launch() && job.cg)
+        if (auto c = job.cg->cpu_ns()) job.cpu_at_clock = *c;
+    Job* raw = &job;
+    if (auto t = m_cfg.loop->add_timer(job.policy->limits.wall_time_ns, 0, [this, raw] {
+            raw->wall_timer = 0;
+            emit(raw->id, store::EventKind::Limit,
+                 {{"limit", "wall-time"}, {"value_ns", raw->policy->limits.wall_time_ns}});
+            kill_job(*raw, "wall-time",
+                     "ran longer than " + format_duration_ns(raw->policy->limits.wall_time_ns) + " (limits.wall_time)");
+        }))
+        job.wall_timer = *t;
+}
+
 void Supervisor::fail_setup(Job& job, Ending* ending, const Error& e) {
     end_unstarted(job, ending, "setup-failed", e.message);
 }
@@ -606,14 +626,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     Job* raw = job;
     raw->events = std::make_unique<Events>(this, raw);
     raw->run->watch(*m_cfg.loop, *raw->events);
-    if (auto t = m_cfg.loop->add_timer(pol->limits.wall_time_ns, 0, [this, raw] {
-            raw->wall_timer = 0;
-            emit(raw->id, store::EventKind::Limit,
-                 {{"limit", "wall-time"}, {"value_ns", raw->policy->limits.wall_time_ns}});
-            kill_job(*raw, "wall-time",
-                     "ran longer than " + format_duration_ns(raw->policy->limits.wall_time_ns) + " (limits.wall_time)");
-        }))
-        raw->wall_timer = *t;
+    if (raw->run->clock_at_launch()) start_wall_clock(*raw);
     uint64_t interval = pol->monitor.sample_interval_ns;
     if (auto t = m_cfg.loop->add_timer(interval, interval, [this, raw] { sample(*raw, false); })) raw->sample_timer = *t;
     raw->last_sample_mono = now_monotonic_ns();

@@ -82,6 +82,9 @@ public:
     // Adds to the job's `sandbox` info what was learned after the launch (a
     // VM's boot time) and stores it.
     virtual void info(const nlohmann::json& patch) = 0;
+    // The job's wall clock starts now (for a Running whose clock_at_launch()
+    // is false: a VM's boot is not the job's time; it has its own timeout).
+    virtual void start_clock() = 0;
 };
 
 // A started job, as its tier runs it.
@@ -94,6 +97,8 @@ public:
     virtual void watch(EventLoop& loop, JobEvents& events) = 0;
     // Takes everything off the loop (before the Running is destroyed).
     virtual void unwatch(EventLoop& loop) = 0;
+    // Whether limits.wall_time counts from the launch (else from start_clock()).
+    virtual bool clock_at_launch() const { return true; }
     // SIGKILL to what runs the job; the supervisor also empties its cgroup.
     virtual void kill() = 0;
     // After exited(): reads what is left to read and says how the job ended.

@@ -295,8 +295,12 @@ public:
 
     pid_t pid() const override { return m_guest->pid(); }
     void watch(EventLoop& loop, JobEvents& events) override;
+    bool clock_at_launch() const override { return false; }  // from the guest's Hello
     void unwatch(EventLoop& loop) override;
-    void kill() override { m_guest->kill(); }
+    void kill() override {
+        m_killed = true;
+        m_guest->kill();
+    }
     Outcome outcome() override;
     nlohmann::json costs() const override {
         return {{"guest_logs_not_stored", m_logs_dropped}, {"guest_bytes_out", m_out_bytes}};
@@ -340,6 +344,7 @@ private:
     int m_logs = 0;
     uint64_t m_logs_dropped = 0, m_out_bytes = 0;
     uint64_t m_boot_timeout_ns = 0;
+    bool m_killed = false;  // the supervisor destroyed the VM (a limit, a stop, a kill rule)
 };
 
 class VmTier final : public Tier {
@@ -772,6 +777,7 @@ void VmRunning::watch(EventLoop& loop, JobEvents& events) {
                         {"guest_landlock_abi", m_guest->hello().landlock_abi},
                         {"guest_kernel_reported", printable(m_guest->hello().kernel_release)},
                         {"vmm_uid", m_guest->uid}});
+        m_events->start_clock();
         send_job();
     } else if (auto t = loop.add_timer(m_boot_timeout_ns, 0, [this] {
                    m_boot_timer = 0;
@@ -892,6 +898,7 @@ void VmRunning::on_message(guest::GuestMessage&& msg) {
                                 {"warm", false},
                                 {"guest_landlock_abi", m.landlock_abi},
                                 {"guest_kernel_reported", printable(m.kernel_release)}});
+                m_events->start_clock();
                 send_job();
             } else if constexpr (std::is_same_v<T, guest::Notice>) {
                 Notice n;
@@ -1048,6 +1055,11 @@ Outcome VmRunning::outcome() {
         const int st = *m_exit_status;
         if (WIFEXITED(st)) o.exit_code = WEXITSTATUS(st);
         else if (WIFSIGNALED(st)) o.signal = WTERMSIG(st);
+        return o;
+    }
+    if (m_killed) {
+        // The job died with its VM: SIGKILL, for the cause the supervisor recorded.
+        o.signal = SIGKILL;
         return o;
     }
     o.cause = "signaled";

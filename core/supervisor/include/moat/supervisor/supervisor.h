@@ -183,6 +183,8 @@ private:
     std::optional<Error> launch(std::unique_ptr<Job>& job, std::unique_ptr<Ending>& ending, JobRequest& req,
                                 Prepared& prep);
     void fail_setup(Job& job, Ending* ending, const Error& e);
+    // Arms the job's limits.wall_time timer (once).
+    void start_wall_clock(Job& job);
     // Records the end of a job that never ran (setup-failed, or stopped while preparing).
     void end_unstarted(Job& job, Ending* ending, const std::string& cause, const std::string& detail);
     void emit(int64_t job, store::EventKind kind, nlohmann::json fields, uint64_t count = 1, int64_t time_ns = 0);
