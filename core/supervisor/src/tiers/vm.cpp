@@ -394,10 +394,12 @@ public:
     }
     ~VmTier() override {
         if (m_sweep && m_host.loop) m_host.loop->cancel_timer(m_sweep);
+        for (auto& [g, t] : m_boot_timers) m_host.loop->cancel_timer(t);
+        m_boot_timers.clear();
         m_pool.clear();
         m_booting.clear();
-        m_booting_seq.clear();
         m_booting_guests.clear();
+        m_graveyard.clear();
     }
 
     policy::Tier kind() const override { return policy::Tier::Vm; }
@@ -639,18 +641,16 @@ private:
         // Boot deadline: a warm guest that does not talk in time is dropped.
         m_booting_guests.emplace(raw, std::move(g));
         m_booting.emplace(raw, key);
-        // (A guest dropped earlier and another allocated at the same address
-        // is caught by the sequence number.)
-        const uint64_t seq = m_warm_seq;
-        m_booting_seq[raw] = seq;
-        (void)m_host.loop->add_timer(m_cfg.vm.boot_timeout_ns, 0, [this, raw, seq] {
-            auto it = m_booting_seq.find(raw);
-            if (m_booting.count(raw) && it != m_booting_seq.end() && it->second == seq) {
-                fprintf(stderr, "moatd: vm pool: a warm guest did not boot in %s; console: %s\n",
-                        format_duration_ns(m_cfg.vm.boot_timeout_ns).c_str(), raw->console_tail().c_str());
-                drop_booting(raw);
-            }
-        });
+        // A warm guest that does not talk in time is dropped.
+        if (auto t = m_host.loop->add_timer(m_cfg.vm.boot_timeout_ns, 0, [this, raw] {
+                m_boot_timers.erase(raw);
+                if (m_booting.count(raw)) {
+                    fprintf(stderr, "moatd: vm pool: a warm guest did not boot in %s; console: %s\n",
+                            format_duration_ns(m_cfg.vm.boot_timeout_ns).c_str(), raw->console_tail().c_str());
+                    drop_booting(raw);
+                }
+            }))
+            m_boot_timers[raw] = *t;
         return {};
     }
 
@@ -660,9 +660,9 @@ private:
             std::string key = it->second;
             auto own = std::move(m_booting_guests[g]);
             m_booting_guests.erase(g);
-            m_booting_seq.erase(g);
             m_booting.erase(it);
-            if (!m_last_image.count(key)) return;  // the key was evicted meanwhile: `own` goes
+            cancel_boot_timer(g);
+            if (!m_last_image.count(key)) return bury(std::move(own));  // the key was evicted meanwhile
             own->set_handlers([this, g](guest::GuestMessage&&) { drop_ready(g, "it spoke out of turn"); },
                               [this, g] { drop_ready(g, "it ended"); });
             m_pool[key].push_back({std::move(own), now_monotonic_ns()});
@@ -679,11 +679,29 @@ private:
         }
     }
 
+    void cancel_boot_timer(Guest* g) const {
+        if (auto t = m_boot_timers.find(g); t != m_boot_timers.end()) {
+            m_host.loop->cancel_timer(t->second);
+            m_boot_timers.erase(t);
+        }
+    }
+
+    // A dropped guest is killed at once and destroyed at the next sweep, never
+    // from inside one of its own callbacks.
+    void bury(std::unique_ptr<Guest> g) const {
+        if (!g) return;
+        g->set_handlers(nullptr, nullptr);
+        g->kill();
+        m_graveyard.push_back(std::move(g));
+    }
+
     void drop_booting(Guest* g) const {
         m_booting.erase(g);
-        m_booting_seq.erase(g);
-        m_host.loop->post([this, own = std::shared_ptr<Guest>(std::move(m_booting_guests[g]))] { (void)own; });
-        m_booting_guests.erase(g);
+        cancel_boot_timer(g);
+        if (auto it = m_booting_guests.find(g); it != m_booting_guests.end()) {
+            bury(std::move(it->second));
+            m_booting_guests.erase(it);
+        }
     }
 
     void drop_ready(Guest* g, const std::string& why) const {
@@ -691,14 +709,14 @@ private:
             for (auto it = q.begin(); it != q.end(); ++it)
                 if (it->guest.get() == g) {
                     fprintf(stderr, "moatd: vm pool: a warm guest was destroyed: %s\n", why.c_str());
-                    auto own = std::shared_ptr<Guest>(std::move(it->guest));
+                    bury(std::move(it->guest));
                     q.erase(it);
-                    m_host.loop->post([own] { (void)own; });  // not from inside its own callback
                     return;
                 }
     }
 
     void sweep_pool() const {
+        m_graveyard.clear();
         const int64_t now = now_monotonic_ns();
         for (auto& [key, q] : m_pool)
             while (!q.empty() && now - q.front().since_mono >= int64_t(m_cfg.vm.pool_idle_ns)) q.pop_front();
@@ -718,7 +736,8 @@ private:
     };
     mutable std::map<std::string, std::deque<Warm>> m_pool;
     mutable std::map<Guest*, std::string> m_booting;
-    mutable std::map<Guest*, uint64_t> m_booting_seq;
+    mutable std::map<Guest*, EventLoop::TimerId> m_boot_timers;
+    mutable std::vector<std::unique_ptr<Guest>> m_graveyard;
     mutable std::map<Guest*, std::unique_ptr<Guest>> m_booting_guests;
     mutable std::map<std::string, LastImage> m_last_image;
     mutable uint64_t m_warm_seq = 0;
