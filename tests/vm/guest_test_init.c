@@ -24,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef PORT_NAME
 #define PORT_NAME "moat-test"
+#endif
 
 static void die(const char *what) {
     fprintf(stderr, "moat-test-init: %s: %s\n", what, strerror(errno));
@@ -106,6 +108,7 @@ static int mount_root(char *err, size_t len) {
     return 0;
 }
 
+#ifndef MOAT_NO_TEST_INIT_MAIN
 int main(void) {
     mount("devtmpfs", "/dev", "devtmpfs", 0, "");
     mount("proc", "/proc", "proc", 0, "");
@@ -168,3 +171,4 @@ int main(void) {
         }
     }
 }
+#endif

@@ -227,3 +227,81 @@ TEST_F(VmTier, ReplayAndLearnWorkInTheVmTier) {
 }
 
 }  // namespace
+
+namespace {
+
+// A guest that is not moat-agent: what a job that took over its guest kernel
+// could make it say. Each test starts its own moatd with that /init.
+class HostileGuest : public VmTier {
+protected:
+    struct Result {
+        Proc proc;
+        json job;
+        std::vector<json> events;
+        std::string log;
+    };
+    Result run_hostile(int mode, const std::string& limits, const std::string& boot_timeout = "60s") {
+        const std::vector<std::string> prog = {"/usr/bin/env"};
+        Result res;
+        Daemon d(s_root, "hostile" + std::to_string(mode));
+        std::string why;
+        const std::string agent = std::string(HOSTILE_AGENT_DIR) + "/vm-hostile-agent-" + std::to_string(mode);
+        if (!d.start(&why, {"--vm-agent", agent, "--vm-pool-size", "0", "--vm-boot-timeout", boot_timeout})) {
+            ADD_FAILURE() << why;
+            return res;
+        }
+        std::string pol = write_policy("hostile-" + std::to_string(mode), vm_policy("hostile", limits));
+        Opts o;
+        o.timeout_s = 120;
+        JobRun r = run_job(d, pol, prog, o);
+        res.proc = r.proc;
+        res.job = show(d, r.id);
+        Proc ev = ctl(d, {"events", std::to_string(r.id), "--json"});
+        res.events = json_lines(ev.out);
+        // moatd still serves, and ends cleanly.
+        Proc jobs = ctl(d, {"jobs", "--json"});
+        EXPECT_EQ(jobs.status, 0) << jobs.err;
+        const uid_t vmm = res.job.value("sandbox", json::object()).value("vmm_uid", 0u);
+        EXPECT_TRUE(wait_for([&] { return vmm == 0 || qemus_of(vmm) == 0; }, 5)) << "QEMU of uid " << vmm << " still runs";
+        EXPECT_EQ(d.terminate(), 0) << d.log();
+        res.log = d.log();
+        return res;
+    }
+};
+
+TEST_F(HostileGuest, GarbageAfterHelloDestroysTheVmAndNamesTheBreak) {
+    Result r = run_hostile(1, "wall_time = \"60s\"\n");
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << r.proc.err;
+    EXPECT_EQ(cause(r.job), "signaled") << r.job.dump(2);
+    EXPECT_NE(detail(r.job).find("broke the protocol"), std::string::npos) << detail(r.job);
+    EXPECT_NE(detail(r.job).find("limit"), std::string::npos) << detail(r.job);
+}
+
+TEST_F(HostileGuest, AMuteGuestIsEndedByWallTime) {
+    Result r = run_hostile(2, "wall_time = \"4s\"\n");
+    EXPECT_EQ(r.proc.status, 128 + SIGKILL) << r.proc.err;
+    EXPECT_EQ(cause(r.job), "wall-time") << r.job.dump(2);
+}
+
+TEST_F(HostileGuest, AGuestThatNeverSpeaksIsASetupFailure) {
+    Result r = run_hostile(3, "wall_time = \"60s\"\n", "8s");
+    EXPECT_EQ(r.proc.status, 125) << r.proc.err;
+    EXPECT_EQ(cause(r.job), "setup-failed") << r.job.dump(2);
+    EXPECT_NE(detail(r.job).find("did not start its agent within 8s"), std::string::npos) << detail(r.job);
+}
+
+TEST_F(HostileGuest, ALogFloodIsBoundedAndCounted) {
+    Result r = run_hostile(4, "wall_time = \"4s\"\n");
+    EXPECT_EQ(cause(r.job), "wall-time") << r.job.dump(2);
+    size_t logs = 0;
+    uint64_t dropped = 0;
+    for (const auto& e : r.events) {
+        if (e.value("event", "") == "guest-log") ++logs;
+        if (e.value("event", "") == "finished" && e.contains("events"))
+            dropped = e["events"].value("guest_logs_not_stored", uint64_t(0));
+    }
+    EXPECT_LE(logs, 32u);
+    EXPECT_GT(dropped, 0u) << "the flood was not counted";
+}
+
+}  // namespace

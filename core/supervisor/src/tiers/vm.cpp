@@ -1064,6 +1064,7 @@ Outcome VmRunning::outcome() {
         o.cause = "signaled";
         o.detail = "the guest broke the protocol (" + printable(m_guest->protocol_error()) +
                    "); its VM was destroyed";
+        o.signal = SIGKILL;  // the job died with its VM
         return o;
     }
     if (m_exec_failure) {
