@@ -46,6 +46,7 @@ constexpr const char* kCtlPort = "moat.ctl";
 constexpr const char* kImageRoot = "/mnt/root";       // where the agent mounts the root image
 constexpr size_t kReadPerWake = 256 << 10;         // guest bytes read per loop wake-up, per guest
 constexpr size_t kMaxOutbound = 1 << 20;           // bytes queued to a guest before inputs/stdin pause
+constexpr size_t kMaxQueued = 8 << 20;             // bytes queued to a guest at all: past it, the guest is broken
 constexpr int kMaxGuestLogs = 32;                  // guest Log lines stored per job; the rest are counted
 constexpr size_t kConsoleTail = 2048;              // console bytes quoted in a boot failure
 constexpr uint64_t kPoolSweepNs = 5'000'000'000;
@@ -135,9 +136,14 @@ public:
 
     // Queues a whole frame for the guest.
     void send(std::string frame) {
-        if (!m_ctl) return;
+        if (!m_ctl || !m_protocol_error.empty()) return;
         m_out += frame;
         flush();
+        // What moatd sends unasked is paced by outbound(); answers (verdicts)
+        // are not, so a guest that sends notices but never reads its port
+        // would make this queue grow: past the bound the guest is broken.
+        if (m_out.size() > kMaxQueued) violation("the guest does not read its control port (" +
+                                                 std::to_string(m_out.size()) + " bytes queued for it)");
     }
     size_t outbound() const { return m_out.size(); }
     void set_on_drained(std::function<void()> f) { m_on_drained = std::move(f); }
@@ -214,6 +220,7 @@ private:
     void violation(const std::string& what) {
         if (m_protocol_error.empty()) m_protocol_error = what;
         m_paused = true;
+        m_out.clear();
         update_interest();
         kill();
     }
