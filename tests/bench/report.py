@@ -205,7 +205,8 @@ request → moatctl returned {f(num('vm_warm_total_ms'), ' ms', 0)}; each run wa
 Idle warm guest: RSS {kib('vm_mem_rss_kib')} = guest RAM touched
 {kib('vm_mem_guest_touched_kib')} + clean file pages {kib('vm_mem_file_clean_kib')} (vmlinux,
 QEMU and its libraries: page cache shared by every guest) + QEMU's own
-rest; PSS {kib('vm_mem_pss_kib')}; its cgroup's memory usage {kib('vm_mem_cg_usage_kib')}
+{f(None if None in (num('vm_mem_rss_kib'), num('vm_mem_guest_touched_kib'), num('vm_mem_file_clean_kib')) else (num('vm_mem_rss_kib') - num('vm_mem_guest_touched_kib') - num('vm_mem_file_clean_kib')) / 1024, ' MiB', 0)}
+(TCG's translation cache, heap); PSS {kib('vm_mem_pss_kib')}; its cgroup's memory usage {kib('vm_mem_cg_usage_kib')}
 (anon {kib('vm_mem_cg_anon_kib')}, page cache charged to it {kib('vm_mem_cg_file_kib')});
 {R.get('vm_mem_threads', '?')} threads."""
 vm_notes_path = os.path.join(here, "notes-vm.md")

@@ -44,7 +44,7 @@ fi
 if [ $SHORT = 1 ]; then
     RUNS=5 WARM=1 SPAWN_REPS=1 SPAWN_MIN=0.05 LOOP_N=200000 LOOP_REPS=3 DENY_N=20000
     STORE_SIZE=100000 SEED_EVENTS=100000 MON_JOBS=10 MON_SECS=3
-    VM_RUNS=2 VM_WARM_RUNS=3
+    VM_RUNS=2 VM_WARM_RUNS=2
 else
     RUNS=30 WARM=3 SPAWN_REPS=5 SPAWN_MIN=0.5 LOOP_N=2000000 LOOP_REPS=5 DENY_N=200000
     STORE_SIZE=${MOAT_BENCH_STORE_SIZE:-1000000} SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
@@ -405,7 +405,9 @@ fi # sections 1-7
 # Baseline: vm_bench boots the same guest kernel with the same initramfs
 # machinery and QEMU command line (core/vm's launch_qemu), its /init a test
 # init that loads the modules, opens its port and writes READY (what the agent
-# does before its Hello). Each bare boot is interleaved with one cold job.
+# does before its Hello). First the warm pool (the first job builds the image
+# and fills the pool), then, pool off, each bare boot interleaved with one
+# cold job.
 vm_section() {
     if [ ! -x "$VM_BENCH" ] || [ ! -x "$FIRST_BYTE" ] || [ ! -x "$VM_TEST_INIT" ]; then
         log "8. vm tier skipped: vm_bench, moat-first-byte or vm-test-init not built"
@@ -431,8 +433,8 @@ EOF
     local vmcache=$WORK/vmcache
     mkdir -p "$vmcache"
     chmod 755 "$vmcache"
-    log "8. vm tier: pool off ($VM_RUNS cold jobs, each after one bare boot)"
-    start_moatd --vm-pool-size 0 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
+    log "8. vm tier: warm pool ($VM_WARM_RUNS warm starts, the pool refilled before each)"
+    start_moatd --vm-pool-size 1 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
     local why
     why=$(sed -n 's/.*tier vm unavailable: //p' "$WORK/moatd.log" | tail -1)
     if [ -n "$why" ]; then
@@ -441,7 +443,8 @@ EOF
         stop_moatd
         return 0
     fi
-    # First job: builds the root image (then cached) and runs the accelerator probe.
+    # First job: builds the root image (then cached), runs the accelerator
+    # probe and fills the pool.
     if ! ctl run --policy "$WORK/vm.toml" --id-file "$WORK/vm0.id" -- /usr/bin/true 2>"$WORK/vm0.err"; then
         put vm_error "first vm job failed: $(head -c 300 "$WORK/vm0.err" | tr '\n\t' '  ')"
         BROKEN=$((BROKEN + 1))
@@ -466,8 +469,19 @@ EOF
         put vm_note "the job's root image was not found in $vmcache/images: the bare boot ran without a disk"
         img=""
     fi
+    python3 "$REPO/tests/bench/vm_jobs.py" warm --moatctl "$MOATCTL" --socket "$SOCK" --policy "$WORK/vm.toml" \
+        --runs "$VM_WARM_RUNS" --work "$WORK" --prefix vm_warm --prog "$WORK/bin/first_byte" \
+        --cgroup-parent "$CGPARENT" >>"$RES" || { log "vm warm jobs failed"; BROKEN=$((BROKEN + 1)); }
+    python3 "$REPO/tests/bench/vm_jobs.py" mem --cgroup-parent "$CGPARENT" --guest-bytes "$gbytes" \
+        --tier-argv "$WORK/vm-tier.argv" --prefix vm_mem >>"$RES" || { log "vm memory figure failed"; BROKEN=$((BROKEN + 1)); }
+    stop_moatd
+
+    log "8. vm tier: pool off ($VM_RUNS cold jobs, each after one bare boot)"
+    start_moatd --vm-pool-size 0 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
     local bare_cmd=("$VM_BENCH" --init "$VM_TEST_INIT" --runs 1 --memory-mib $((gbytes >> 20)) --root-image "$img"
         --cgroup-parent "$CGPARENT-bare" --cache-dir "$vmcache" --probe-init "$VM_PROBE_INIT")
+    # One bare boot first, not counted (as the tier's first job was not):
+    # it builds the test init's initramfs and says whether the kit is there.
     "${bare_cmd[@]}" >"$WORK/vm-bare0.out" 2>&1
     local rc=$?
     if [ $rc = 77 ]; then
@@ -483,20 +497,12 @@ EOF
         return 1
     fi
     grep -m1 '^argv' "$WORK/vm-bare0.out" >"$WORK/vm-bare.argv"
+    [ -s "$WORK/vm-tier.argv" ] && python3 "$REPO/tests/bench/vm_jobs.py" flags --tier-argv "$WORK/vm-tier.argv" \
+        --bare-argv "$WORK/vm-bare.argv" --prefix vm >>"$RES"
     printf '%s\n' "${bare_cmd[@]}" >"$WORK/vm-bare.cmd"
     python3 "$REPO/tests/bench/vm_jobs.py" cold --moatctl "$MOATCTL" --socket "$SOCK" --policy "$WORK/vm.toml" \
         --runs "$VM_RUNS" --work "$WORK" --prefix vm_cold --bare-cmd "$WORK/vm-bare.cmd" >>"$RES" ||
         { log "vm cold jobs failed"; BROKEN=$((BROKEN + 1)); }
-    stop_moatd
-
-    log "8. vm tier: warm pool ($VM_WARM_RUNS warm starts, the pool refilled before each)"
-    start_moatd --vm-pool-size 1 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
-    ctl run --policy "$WORK/vm.toml" -- /usr/bin/true 2>>"$WORK/vm0.err" || put vm_error "priming job failed"
-    python3 "$REPO/tests/bench/vm_jobs.py" warm --moatctl "$MOATCTL" --socket "$SOCK" --policy "$WORK/vm.toml" \
-        --runs "$VM_WARM_RUNS" --work "$WORK" --prefix vm_warm --prog "$WORK/bin/first_byte" \
-        --cgroup-parent "$CGPARENT" >>"$RES" || { log "vm warm jobs failed"; BROKEN=$((BROKEN + 1)); }
-    python3 "$REPO/tests/bench/vm_jobs.py" mem --cgroup-parent "$CGPARENT" --guest-bytes "$gbytes" \
-        --bare-argv "$WORK/vm-bare.argv" --prefix vm_mem >>"$RES" || { log "vm memory figure failed"; BROKEN=$((BROKEN + 1)); }
     stop_moatd
 }
 vm_section

@@ -18,10 +18,12 @@ key<TAB>value lines (medians; per-run values in *_all keys) for report.py.
       (FIRST_BYTE writes one byte as its first system call), and reads
       created -> started from the events. Runs whose record says warm=false
       are reported apart (vm_warm_missed), not mixed in.
-  vm_jobs.py mem --cgroup-parent NAME --guest-bytes B --bare-argv FILE --prefix vm_mem
-      RSS/PSS of the idle warm QEMU and its cgroup's memory usage; and whether
-      its command line equals the bare boot's (FILE: vm_bench's argv line)
-      but for the initramfs and the port's name.
+  vm_jobs.py mem --cgroup-parent NAME --guest-bytes B --tier-argv OUT --prefix vm_mem
+      RSS/PSS of the idle warm QEMU and its cgroup's memory usage; its
+      command line goes to OUT.
+  vm_jobs.py flags --tier-argv FILE --bare-argv FILE --prefix vm
+      whether the tier's QEMU command line equals the bare boot's (vm_bench's
+      argv line) but for the initramfs and the port's name.
 
 All times are host clocks: time.monotonic_ns() in this script, and moatd's
 CLOCK_REALTIME in the events (both ends of a difference come from moatd)."""
@@ -273,23 +275,30 @@ def mem(a):
     put(f"{a.prefix}_cg_usage_kib", "nan" if usage is None else usage // 1024)
     put(f"{a.prefix}_guest_bytes", a.guest_bytes)
     put(f"{a.prefix}_threads", len(os.listdir(f"/proc/{pid}/task")))
-    # The same QEMU command line as the baseline's, but for the initramfs
-    # (the agent's vs the test init's) and the port's name.
     tier = open(f"/proc/{pid}/cmdline").read().split("\0")[:-1]
-    if a.bare_argv and os.path.exists(a.bare_argv):
-        bare = open(a.bare_argv).read().rstrip("\n").split("\t")[1:]
-        norm = lambda v: [("INITRD" if i and v[i - 1] == "-initrd" else x.replace("name=moat.ctl", "name=PORT")
-                           .replace("name=moat-test", "name=PORT")) for i, x in enumerate(v)]
-        nt, nb = norm(tier), norm(bare)
-        diff = [f"{x} | {y}" for x, y in zip(nt, nb) if x != y] + ([f"lengths {len(nt)} | {len(nb)}"] if len(nt) != len(nb) else [])
-        put("vm_flags_same", "yes" if not diff else "no: " + "; ".join(diff)[:400])
+    if a.tier_argv:
+        with open(a.tier_argv, "w") as fh:
+            fh.write("\t".join(tier) + "\n")
     put("vm_tier_argv", " ".join(tier))
+    return 0
+
+
+def flags(a):
+    """The tier's QEMU command line equals the baseline's, but for the
+    initramfs (the agent's vs the test init's) and the port's name."""
+    tier = open(a.tier_argv).read().rstrip("\n").split("\t")
+    bare = open(a.bare_argv).read().rstrip("\n").split("\t")[1:]
+    norm = lambda v: [("INITRD" if i and v[i - 1] == "-initrd" else x.replace("name=moat.ctl", "name=PORT")
+                       .replace("name=moat-test", "name=PORT")) for i, x in enumerate(v)]
+    nt, nb = norm(tier), norm(bare)
+    diff = [f"{x} | {y}" for x, y in zip(nt, nb) if x != y] + ([f"lengths {len(nt)} | {len(nb)}"] if len(nt) != len(nb) else [])
+    put("vm_flags_same", "yes" if not diff else "no: " + "; ".join(diff)[:400])
     return 0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["cold", "warm", "mem"])
+    ap.add_argument("mode", choices=["cold", "warm", "mem", "flags"])
     ap.add_argument("--moatctl")
     ap.add_argument("--socket")
     ap.add_argument("--policy")
@@ -300,9 +309,10 @@ def main():
     ap.add_argument("--work", default="/tmp")
     ap.add_argument("--bare-cmd")
     ap.add_argument("--bare-argv")
+    ap.add_argument("--tier-argv")
     ap.add_argument("--prefix", required=True)
     a = ap.parse_args()
-    return {"cold": cold, "warm": warm, "mem": mem}[a.mode](a)
+    return {"cold": cold, "warm": warm, "mem": mem, "flags": flags}[a.mode](a)
 
 
 if __name__ == "__main__":
