@@ -433,7 +433,6 @@ EOF
     local vmcache=$WORK/vmcache
     mkdir -p "$vmcache"
     chmod 755 "$vmcache"
-    log "8. vm tier: warm pool ($VM_WARM_RUNS warm starts, the pool refilled before each)"
     start_moatd --vm-pool-size 1 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
     local why
     why=$(sed -n 's/.*tier vm unavailable: //p' "$WORK/moatd.log" | tail -1)
@@ -443,6 +442,7 @@ EOF
         stop_moatd
         return 0
     fi
+    log "8. vm tier: warm pool ($VM_WARM_RUNS warm starts, the pool refilled before each)"
     # First job: builds the root image (then cached), runs the accelerator
     # probe and fills the pool.
     if ! ctl run --policy "$WORK/vm.toml" --id-file "$WORK/vm0.id" -- /usr/bin/true 2>"$WORK/vm0.err"; then
