@@ -2,7 +2,9 @@
 """Turns the results file of tests/bench/run.sh (key<TAB>value lines) into the
 table printed on stdout and docs/performance.md. Re-render without measuring:
     tests/bench/report.py BUILD/bench-results.txt docs/performance.md
-(the machine description comes from the environment run.sh exports)."""
+(the machine description comes from the environment run.sh exports). With
+ONLY=vm in the environment (run.sh --only vm) only the "vm tier" section of an
+existing output file is replaced; the rest of it is kept as it was."""
 import math
 import os
 import sys
@@ -122,21 +124,140 @@ def met_s(m):
     return "n/a" if m is None else ("yes" if m else "**no**")
 
 
-hdr = ("#", "target", "measured (median)", "baseline (same run)", "ratio", "target met?")
-lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-for r in rows:
-    lines.append("| " + " | ".join(list(r[:5]) + [met_s(r[5])]) + " |")
-table = "\n".join(lines)
-print(table)
+def render(rs):
+    hdr = ("#", "target", "measured (median)", "baseline (same run)", "ratio", "target met?")
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for r in rs:
+        lines.append("| " + " | ".join(list(r[:5]) + [met_s(r[5])]) + " |")
+    return "\n".join(lines)
+
 
 E = os.environ.get
 short = E("SHORT") == "1"
+only_vm = E("ONLY") == "vm"
+here = os.path.dirname(os.path.abspath(__file__))
+
+# 8. the vm tier: its own section (run.sh --only vm rewrites just that).
+core_rows, rows = rows, []
+VM_BEGIN, VM_END = "<!-- vm tier: begin (tests/bench/run.sh section 8) -->", "<!-- vm tier: end -->"
+ready, bexit = num("vm_bare_ready_ms"), num("vm_bare_exit_ms")
+cold, cboot = num("vm_cold_ms"), num("vm_cold_boot_ms")
+row("8a", "(baseline) bare QEMU boot to user space: launch → READY on the port",
+    f(ready, " ms", 0), f"same boot to QEMU's exit after \"bye\" {f(bexit, ' ms', 0)}", "—", None)
+ov = None if cold is None or ready is None else cold - ready
+ov_cycle = None if cold is None or bexit is None else cold - bexit
+row("8b", "cold job (pool off), request → recorded result: overhead (cold − bare boot) ≤ 10 % of the bare boot",
+    f(cold, " ms", 0), f"bare boot {f(ready, ' ms', 0)}; bare boot + shutdown {f(bexit, ' ms', 0)}",
+    f"+{f(ov, ' ms', 0)} = {f(None if ov is None else 100 * ov / ready, ' %', 1)} of the boot "
+    f"(vs boot + shutdown: +{f(ov_cycle, ' ms', 0)} = {f(None if ov_cycle is None else 100 * ov_cycle / ready, ' %', 1)})",
+    None if ov is None else ov <= 0.1 * ready)
+wfb, wcs = num("vm_warm_first_byte_ms"), num("vm_warm_created_started_ms")
+row("8c", "warm start, request → the job's first instruction < 100 ms (TCG)",
+    f"{f(wfb, ' ms', 0)} to the first stdout byte on the client (max {f(num('vm_warm_first_byte_max_ms'), ' ms', 0)})",
+    f"moatd's events created → started (exec notice answered): {f(wcs, ' ms', 0)}",
+    f(ratio(wfb, 100), "× the target"), None if wfb is None else wfb < 100)
+rss, pss, cgu, gb = num("vm_mem_rss_kib"), num("vm_mem_pss_kib"), num("vm_mem_cg_usage_kib"), num("vm_mem_guest_bytes")
+gmib = None if gb is None else gb / 1048576
+row("8d", "memory per idle warm guest (no target)",
+    f"RSS {f(None if rss is None else rss / 1024, ' MiB', 0)}, PSS {f(None if pss is None else pss / 1024, ' MiB', 0)}, "
+    f"cgroup usage {f(None if cgu is None else cgu / 1024, ' MiB', 0)}",
+    f"guest RAM {f(gmib, ' MiB', 0)}", f"PSS {f(ratio(None if pss is None else pss / 1024, gmib), '×')} guest RAM", None)
+vm_rows, rows = rows, core_rows
+
+vm_missed = sorted(r[0] for r in vm_rows if r[5] is False)
+if R.get("vm_skip"):
+    vm_body = f"Not measured in this run: {R['vm_skip']}."
+elif R.get("vm_error") and cold is None:
+    vm_body = f"Failed in this run: {R['vm_error']}."
+else:
+    def kib(k):
+        x = num(k)
+        return f(None if x is None else x / 1024, " MiB", 0)
+    c2s, s2f, outside = num("vm_cold_created_started_ms"), num("vm_cold_started_finished_ms"), num("vm_cold_client_outside_ms")
+    vm_body = f"""{render(vm_rows)}
+
+Missed vm targets this run: {', '.join(vm_missed) if vm_missed else 'none'}.
+Runs: {R.get('vm_bare_n', '?')} bare boots interleaved with {R.get('vm_cold_n', '?')} cold jobs
+(failed: {R.get('vm_cold_fail', '?')}); {R.get('vm_warm_n', '?')} warm starts (failed:
+{R.get('vm_warm_fail', '?')}, found no warm guest: {R.get('vm_warm_missed', '?')}). Accelerator:
+{R.get('vm_accel', '?')}; guest kernel {R.get('vm_guest_kernel', '?')}; guest RAM
+{f(gmib, ' MiB', 0)}; root image {R.get('vm_image', '?')}. QEMU command line of the
+tier equal to the baseline's but for the initramfs and the port's name:
+{R.get('vm_flags_same', '?')}.
+
+Where the cold job's time goes (medians of the same runs; the events are
+moatd's host clock):
+
+| part | ms |
+|---|---|
+| client: request → recorded result (moatctl returns) | {f(cold, '', 0)} |
+| moatctl start, connect, request, reply: total − (finished − created) | {f(outside, '', 0)} |
+| moatd: created → started (prepare, cgroup, QEMU launch, boot, Job, guest-side setup, exec notice) | {f(c2s, '', 0)} |
+| … of which `sandbox.boot_ms` (QEMU launched → the agent's Hello) | {f(cboot, '', 0)} (bare boot to READY: {f(ready, '', 0)}) |
+| … the rest: prepare before the launch + Hello → exec notice | {f(None if c2s is None or cboot is None else c2s - cboot, '', 0)} |
+| moatd: started → finished (the program, its Exit, guest reboot, QEMU exit, record) | {f(s2f, '', 0)} (bare "bye" → QEMU exit: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
+
+Warm start: request → first byte {f(wfb, ' ms', 1)} (per run: {R.get('vm_warm_first_byte_all', '?')} ms),
+moatd created → started {f(wcs, ' ms', 1)} (per run: {R.get('vm_warm_created_started_all', '?')} ms),
+request → moatctl returned {f(num('vm_warm_total_ms'), ' ms', 0)}; each run waited
+{f(num('vm_warm_refill_wait_s'), ' s', 1)} (median) for the pool's new guest to boot and go idle.
+
+Idle warm guest: RSS {kib('vm_mem_rss_kib')} = guest RAM touched
+{kib('vm_mem_guest_touched_kib')} + clean file pages {kib('vm_mem_file_clean_kib')} (vmlinux,
+QEMU and its libraries: page cache shared by every guest) + QEMU's own
+{f(None if None in (num('vm_mem_rss_kib'), num('vm_mem_guest_touched_kib'), num('vm_mem_file_clean_kib')) else (num('vm_mem_rss_kib') - num('vm_mem_guest_touched_kib') - num('vm_mem_file_clean_kib')) / 1024, ' MiB', 0)}
+(TCG's translation cache, heap); PSS {kib('vm_mem_pss_kib')}; its cgroup's memory usage {kib('vm_mem_cg_usage_kib')}
+(anon {kib('vm_mem_cg_anon_kib')}, page cache charged to it {kib('vm_mem_cg_file_kib')});
+{R.get('vm_mem_threads', '?')} threads."""
+vm_notes_path = os.path.join(here, "notes-vm.md")
+vm_notes = open(vm_notes_path).read() if os.path.exists(vm_notes_path) else ""
+vm_raw = "\n".join(f"    {k} = {v}" for k, v in R.items() if k.startswith("vm_"))
+vm_section = f"""{VM_BEGIN}
+## vm tier
+
+Measured by `tests/bench/run.sh{' --short' if short else ''}{' --only vm' if only_vm else ''}` (section 8) on
+{E('MACHINE_DATE', '?')} (load average at the end {E('MACHINE_LOAD', '?')}): {E('VM_RUNS', '?')} cold
+runs, {E('VM_WARM_RUNS', '?')} warm runs. The baseline is `tests/bench/vm_bench`: the
+same guest kernel, booted through core/vm's `launch_qemu` with the tier's
+QEMU command line (same jail, `-m`, accelerator, `-icount`, the job's root
+image attached), its initramfs built by the same `BaseInitramfs` with
+tests/vm/guest_test_init.c as /init, which loads the virtio modules, opens its
+port and writes READY (what the agent does before its Hello); then "bye":
+sync, reboot, QEMU exits. Each bare boot runs right before one cold job.
+{"**A --short run: too few iterations to mean anything; it only shows the suite still works.**" if short else ""}
+
+{vm_body}
+
+{vm_notes}
+
+Raw values (vm):
+
+{vm_raw}
+{VM_END}"""
+
+if only_vm:
+    old = open(out_path).read() if os.path.exists(out_path) else ""
+    if VM_BEGIN in old and VM_END in old:
+        doc = old[:old.index(VM_BEGIN)] + vm_section + old[old.index(VM_END) + len(VM_END):]
+    elif "\n## Raw values of this run" in old:
+        at = old.index("\n## Raw values of this run")
+        doc = old[:at] + "\n" + vm_section + "\n" + old[at:]
+    else:
+        doc = old + "\n" + vm_section + "\n"
+    print(render(vm_rows))
+    with open(out_path, "w") as fh:
+        fh.write(doc)
+    sys.exit(0)
+
+table = render(rows)
+print(table)
+print(render(vm_rows))
 missed = {r[0] for r in rows if r[5] is False}
 
-notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
+notes_path = os.path.join(here, "notes.md")
 notes = open(notes_path).read() if os.path.exists(notes_path) else ""
 
-raw_lines = "\n".join(f"    {k} = {v}" for k, v in R.items())
+raw_lines = "\n".join(f"    {k} = {v}" for k, v in R.items() if not k.startswith("vm_"))
 doc = f"""# Performance
 
 Measured by `tests/bench/run.sh{' --short' if short else ''}` (issue 7). Every figure is a median, and
@@ -169,6 +290,8 @@ store queries on {size_s} events; monitoring over {R.get('mon_secs', '?')} s.
 Missed targets this run: {', '.join(sorted(missed)) if missed else 'none'}.
 
 {notes}
+
+{vm_section}
 
 ## Raw values of this run
 

@@ -3,17 +3,21 @@
 # baseline in the same run, and reported as medians and ratios, because the
 # machine is shared and absolute numbers move from run to run.
 #
-#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE]
+#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE] [--only vm]
 #
 # Full mode writes docs/performance.md (or --out FILE). --short runs few
 # iterations (CI: catches breakage, not regressions) and writes
 # $BUILD/performance-short.md unless --out is given. Needs root (moatd does).
 # Tools: hyperfine (else a date +%s%N loop), bwrap and crun (else those rows
 # are skipped), python3 (report), sqlite3 (seeding the store for the memory
-# figure). Google Benchmark for spawn_bench/store_bench.
+# figure). Google Benchmark for spawn_bench/store_bench. The vm tier (section
+# 8) needs QEMU and the guest kernel kit (packaging/moat.sh guest-kernel);
+# without them it is skipped with the reason. --only vm measures only the vm
+# tier and rewrites only its section of the output file.
 set -uo pipefail
 
 SHORT=0
+ONLY=""
 BROKEN=0   # steps that failed; --short exits 1 when any did (CI catches breakage)
 DO_BUILD=1
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,14 +26,16 @@ OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --short) SHORT=1 ;;
-    --build-dir) BUILD=$2; shift ;;
+    --build-dir) BUILD=$(realpath -m "$2"); shift ;;
     --no-build) DO_BUILD=0 ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n 2,13p "$0"; exit 0 ;;
+    --only) ONLY=$2; shift ;;
+    -h | --help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+case "$ONLY" in "" | vm) ;; *) echo "run.sh: --only takes vm" >&2; exit 2 ;; esac
 if [ -z "$OUT" ]; then
     if [ $SHORT = 1 ]; then OUT="$BUILD/performance-short.md"; else OUT="$REPO/docs/performance.md"; fi
 fi
@@ -38,9 +44,11 @@ fi
 if [ $SHORT = 1 ]; then
     RUNS=5 WARM=1 SPAWN_REPS=1 SPAWN_MIN=0.05 LOOP_N=200000 LOOP_REPS=3 DENY_N=20000
     STORE_SIZE=100000 SEED_EVENTS=100000 MON_JOBS=10 MON_SECS=3
+    VM_RUNS=2 VM_WARM_RUNS=2
 else
     RUNS=30 WARM=3 SPAWN_REPS=5 SPAWN_MIN=0.5 LOOP_N=2000000 LOOP_REPS=5 DENY_N=200000
     STORE_SIZE=${MOAT_BENCH_STORE_SIZE:-1000000} SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
+    VM_RUNS=10 VM_WARM_RUNS=10
 fi
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -53,6 +61,9 @@ if [ $DO_BUILD = 1 ]; then
     fi
     cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop spawn_bench store_bench >/dev/null ||
         cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop >/dev/null || exit 1
+    # The vm tier's pieces: a failure here skips section 8 (it says so), not the suite.
+    cmake --build "$BUILD" -j2 --target moat-agent moat-init-static moat-vm-probe-init vm-test-init vm_bench \
+        moat-first-byte >/dev/null 2>"$BUILD/vm-build.err" || log "the vm tier's pieces did not build (see $BUILD/vm-build.err)"
 fi
 MOATD=$BUILD/app/moatd/moatd
 MOATCTL=$BUILD/app/moatctl/moatctl
@@ -61,14 +72,22 @@ MOATCTL=$BUILD/app/moatctl/moatctl
 SPAWN_BENCH=$BUILD/tests/bench/spawn_bench
 STORE_BENCH=$BUILD/tests/bench/store_bench
 LOOP_BIN=$BUILD/tests/bench/moat-syscall-loop
-for f in "$MOATD" "$MOATCTL" "$LOOP_BIN"; do [ -x "$f" ] || { echo "run.sh: missing $f" >&2; exit 1; }; done
+VM_BENCH=$BUILD/tests/bench/vm_bench
+FIRST_BYTE=$BUILD/tests/bench/moat-first-byte
+VM_TEST_INIT=$BUILD/tests/vm/vm-test-init
+VM_PROBE_INIT=$BUILD/core/vm/moat-vm-probe-init
+NEED=("$MOATD" "$MOATCTL")
+[ "$ONLY" = vm ] || NEED+=("$LOOP_BIN")
+for f in "${NEED[@]}"; do [ -x "$f" ] || { echo "run.sh: missing $f" >&2; exit 1; }; done
 
 # ------------------------------------------------------------------ scratch, moatd
 WORK=$(mktemp -d /tmp/moat-bench.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$WORK/bin" "$WORK/state"
-cp "$LOOP_BIN" "$WORK/bin/syscall_loop"
-chmod 755 "$WORK/bin/syscall_loop"
+if [ -x "$LOOP_BIN" ]; then
+    cp "$LOOP_BIN" "$WORK/bin/syscall_loop"
+    chmod 755 "$WORK/bin/syscall_loop"
+fi
 SOCK=$WORK/moatd.sock
 CGPARENT=moat-bench-$$
 RES=$WORK/results.txt
@@ -77,11 +96,12 @@ put() { printf '%s\t%s\n' "$1" "$2" >>"$RES"; }
 MOATD_PID=""
 BG_PIDS=()
 
-start_moatd() {
+start_moatd() { # [extra moatd arguments]
     # A job uid range of its own: moatd refuses a range another moatd (a test
     # suite running meanwhile) holds.
+    rm -f "$SOCK"
     "$MOATD" --state-dir "$WORK/state" --socket "$SOCK" --cgroup-parent "$CGPARENT" \
-        --uid-base $((14000000 + ($$ % 1024) * 4096)) --uid-count 4096 >>"$WORK/moatd.log" 2>&1 &
+        --uid-base $((14000000 + ($$ % 1024) * 4096)) --uid-count 4096 "$@" >>"$WORK/moatd.log" 2>&1 &
     MOATD_PID=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && return 0; sleep 0.05; done
     echo "run.sh: moatd did not start; see $WORK/moatd.log" >&2
@@ -102,7 +122,8 @@ stop_bg() {
 cleanup() {
     stop_bg
     stop_moatd
-    rmdir /sys/fs/cgroup/*/"$CGPARENT" /sys/fs/cgroup/"$CGPARENT" 2>/dev/null
+    rmdir /sys/fs/cgroup/*/"$CGPARENT"/* /sys/fs/cgroup/"$CGPARENT"/* /sys/fs/cgroup/*/"$CGPARENT" \
+        /sys/fs/cgroup/"$CGPARENT" /sys/fs/cgroup/*/"$CGPARENT-bare" /sys/fs/cgroup/"$CGPARENT-bare" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -143,9 +164,10 @@ syscall = "read"
 action = "allow"
 args = [{ index = 2, op = "le", value = 4096 }]' 'read_write = ["/dev/zero"]'
 
+cd "$WORK" || exit 1
+if [ "$ONLY" != vm ]; then # sections 1-7 (not re-indented)
 log "starting moatd (state $WORK/state, cgroup parent $CGPARENT)"
 start_moatd || exit 1
-cd "$WORK" || exit 1
 
 # Sanity: both tiers run /bin/true.
 SECCOMP_OK=0 CONTAINER_OK=0
@@ -377,6 +399,113 @@ stop_bg
 sleep 0.5
 put rss_end_kib "$(rss_kib)"
 stop_moatd
+fi # sections 1-7
+
+# ------------------------------------------------------------------ 8. vm tier
+# Baseline: vm_bench boots the same guest kernel with the same initramfs
+# machinery and QEMU command line (core/vm's launch_qemu), its /init a test
+# init that loads the modules, opens its port and writes READY (what the agent
+# does before its Hello). First the warm pool (the first job builds the image
+# and fills the pool), then, pool off, each bare boot interleaved with one
+# cold job.
+vm_section() {
+    if [ ! -x "$VM_BENCH" ] || [ ! -x "$FIRST_BYTE" ] || [ ! -x "$VM_TEST_INIT" ]; then
+        log "8. vm tier skipped: vm_bench, moat-first-byte or vm-test-init not built"
+        put vm_skip "vm_bench, moat-first-byte or vm-test-init not built"
+        return 0
+    fi
+    cp "$FIRST_BYTE" "$WORK/bin/first_byte"
+    chmod 755 "$WORK/bin/first_byte"
+    # The guest's root image holds exactly the read_only paths: only what
+    # /usr/bin/true and the static first_byte need (this host's /usr is 9 GB).
+    cat >"$WORK/vm.toml" <<EOF
+name = "bench-vm"
+tier = "vm"
+[limits]
+wall_time = "120s"
+[filesystem]
+read_only = ["/usr/bin/true", "/bin", "/lib", "/lib64", "/usr/lib64", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+             "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "$WORK/bin/first_byte"]
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default"]
+EOF
+    local vmcache=$WORK/vmcache
+    mkdir -p "$vmcache"
+    chmod 755 "$vmcache"
+    start_moatd --vm-pool-size 1 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
+    local why
+    why=$(sed -n 's/.*tier vm unavailable: //p' "$WORK/moatd.log" | tail -1)
+    if [ -n "$why" ]; then
+        log "8. vm tier skipped: $why"
+        put vm_skip "$why"
+        stop_moatd
+        return 0
+    fi
+    log "8. vm tier: warm pool ($VM_WARM_RUNS warm starts, the pool refilled before each)"
+    # First job: builds the root image (then cached), runs the accelerator
+    # probe and fills the pool.
+    if ! ctl run --policy "$WORK/vm.toml" --id-file "$WORK/vm0.id" -- /usr/bin/true 2>"$WORK/vm0.err"; then
+        put vm_error "first vm job failed: $(head -c 300 "$WORK/vm0.err" | tr '\n\t' '  ')"
+        BROKEN=$((BROKEN + 1))
+        stop_moatd
+        return 1
+    fi
+    ctl show "$(cat "$WORK/vm0.id")" --json >"$WORK/vm0.json"
+    python3 - "$WORK/vm0.json" >>"$RES" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["sandbox"]
+print(f"vm_accel\t{s.get('accelerator')} ({s.get('accelerator_reason')})")
+print(f"vm_guest_kernel\t{s.get('guest_kernel')}")
+print(f"vm_guest_bytes\t{s.get('guest_memory_bytes')}")
+ri = s.get("root_image", {})
+print(f"vm_image_sha\t{ri.get('sha256')}")
+print(f"vm_image\t{ri.get('entries')} entries, {ri.get('bytes')} bytes")
+EOF
+    local gbytes img
+    gbytes=$(sed -n 's/^vm_guest_bytes\t//p' "$RES")
+    img=$vmcache/images/root-$(sed -n 's/^vm_image_sha\t//p' "$RES").img
+    if [ ! -f "$img" ]; then
+        put vm_note "the job's root image was not found in $vmcache/images: the bare boot ran without a disk"
+        img=""
+    fi
+    python3 "$REPO/tests/bench/vm_jobs.py" warm --moatctl "$MOATCTL" --socket "$SOCK" --policy "$WORK/vm.toml" \
+        --runs "$VM_WARM_RUNS" --work "$WORK" --prefix vm_warm --prog "$WORK/bin/first_byte" \
+        --cgroup-parent "$CGPARENT" >>"$RES" || { log "vm warm jobs failed"; BROKEN=$((BROKEN + 1)); }
+    python3 "$REPO/tests/bench/vm_jobs.py" mem --cgroup-parent "$CGPARENT" --guest-bytes "$gbytes" \
+        --tier-argv "$WORK/vm-tier.argv" --prefix vm_mem >>"$RES" || { log "vm memory figure failed"; BROKEN=$((BROKEN + 1)); }
+    stop_moatd
+
+    log "8. vm tier: pool off ($VM_RUNS cold jobs, each after one bare boot)"
+    start_moatd --vm-pool-size 0 --vm-cache-dir "$vmcache" || { BROKEN=$((BROKEN + 1)); return 1; }
+    local bare_cmd=("$VM_BENCH" --init "$VM_TEST_INIT" --runs 1 --memory-mib $((gbytes >> 20)) --root-image "$img"
+        --cgroup-parent "$CGPARENT-bare" --cache-dir "$vmcache" --probe-init "$VM_PROBE_INIT")
+    # One bare boot first, not counted (as the tier's first job was not):
+    # it builds the test init's initramfs and says whether the kit is there.
+    "${bare_cmd[@]}" >"$WORK/vm-bare0.out" 2>&1
+    local rc=$?
+    if [ $rc = 77 ]; then
+        why=$(sed -n 's/^skip //p' "$WORK/vm-bare0.out")
+        log "8. vm tier skipped: $why"
+        put vm_skip "$why"
+        stop_moatd
+        return 0
+    elif [ $rc != 0 ]; then
+        put vm_error "bare boot failed: $(tail -c 300 "$WORK/vm-bare0.out" | tr '\n\t' '  ')"
+        BROKEN=$((BROKEN + 1))
+        stop_moatd
+        return 1
+    fi
+    grep -m1 '^argv' "$WORK/vm-bare0.out" >"$WORK/vm-bare.argv"
+    [ -s "$WORK/vm-tier.argv" ] && python3 "$REPO/tests/bench/vm_jobs.py" flags --tier-argv "$WORK/vm-tier.argv" \
+        --bare-argv "$WORK/vm-bare.argv" --prefix vm >>"$RES"
+    printf '%s\n' "${bare_cmd[@]}" >"$WORK/vm-bare.cmd"
+    python3 "$REPO/tests/bench/vm_jobs.py" cold --moatctl "$MOATCTL" --socket "$SOCK" --policy "$WORK/vm.toml" \
+        --runs "$VM_RUNS" --work "$WORK" --prefix vm_cold --bare-cmd "$WORK/vm-bare.cmd" >>"$RES" ||
+        { log "vm cold jobs failed"; BROKEN=$((BROKEN + 1)); }
+    stop_moatd
+}
+vm_section
 
 # ------------------------------------------------------------------ report
 log "writing $OUT"
@@ -390,7 +519,7 @@ export MACHINE_NPROC=$(nproc) MACHINE_MEM=$(awk '/MemTotal/ {printf "%.1f GiB", 
 export MACHINE_KERNEL=$(uname -r) MACHINE_DATE=$(date -u +%Y-%m-%dT%H:%MZ)
 export MACHINE_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 export TOOL_VERSIONS="$(hyperfine --version 2>/dev/null | head -1); bwrap $(bwrap --version 2>/dev/null | awk '{print $2}'); $(crun --version 2>/dev/null | head -1); sqlite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1)"
-export RUNS LOOP_N LOOP_REPS SPAWN_REPS
+export RUNS LOOP_N LOOP_REPS SPAWN_REPS VM_RUNS VM_WARM_RUNS ONLY
 cp "$RES" "$BUILD/bench-results.txt"
 python3 "$REPO/tests/bench/report.py" "$RES" "$OUT" || { echo "run.sh: the report failed" >&2; exit 1; }
 if [ "$BROKEN" != 0 ]; then
