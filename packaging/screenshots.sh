@@ -2,12 +2,18 @@
 # Renders moat-console's main views against a real moatd with demo jobs and
 # saves docs/screenshots/*.png: jobs, investigate, policy (form), policy-toml,
 # policy-diff (history), policy-test-run, allow-denial, learn (the learn
-# window with a proposal), and two checks of the look: dark.png (Fusion, dark
-# palette) and hidpi.png (QT_SCALE_FACTOR=2).
+# window with a proposal), vm-job (a vm-tier job's detail: accelerator, boot,
+# guest kernel, root image), and two checks of the look: dark.png (Fusion,
+# dark palette) and hidpi.png (QT_SCALE_FACTOR=2).
 #
 #   sudo packaging/screenshots.sh [BUILD_DIR]     (default: build-gui next to the repo)
+#   sudo SHOTS="vm-job.png jobs.png" packaging/screenshots.sh BUILD_DIR   (only these)
 #
 # Needs root (moatd), a build with -DMOAT_BUILD_GUI=ON, and xvfb-run (xvfb, xauth).
+# vm-job.png also needs the vm tier: QEMU, the guest kernel kit
+# (packaging/moat.sh guest-kernel) and the static helpers built next to moatd
+# (targets moat-agent, moat-init-static, moat-vm-probe-init); without them
+# moatd says why the tier is unavailable and that screenshot is skipped.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -163,6 +169,43 @@ ctl run --policy "$TMP/convert.toml" --id-file "$TMP/convert.id" -- /bin/sh -c \
      ln -s /tmp/work/doc.pdf /tmp/latest.pdf; chmod 600 /tmp/work/doc.pdf; touch -d 2026-01-01 /tmp/work/doc.pdf;
      rm -r /tmp/work; echo done' <"$TMP/convert.in" >/dev/null 2>&1 || true
 CONVERT=$(cat "$TMP/convert.id")
+# Two vm-tier jobs (docs/vm.md): the first boots its guest (cold), the second
+# takes the guest the pool booted meanwhile (warm). The guest's root image
+# holds exactly the read_only paths, so they are narrow: the whole of /usr
+# would make a multi-GiB image.
+VM=
+if grep -q "tier vm unavailable" "$TMP/moatd.log"; then
+    echo "screenshots.sh: no vm-job.png: $(grep -o 'tier vm unavailable.*' "$TMP/moatd.log")" >&2
+else
+    cat >"$TMP/vm.toml" <<'TOML'
+# A shell in a QEMU microvm guest of its own; mkdir is refused by a rule.
+name = "demo-vm"
+description = "a shell in a QEMU microvm guest"
+tier = "vm"
+[limits]
+wall_time = "120s"
+memory = "128MiB"
+pids = 16
+[filesystem]
+read_only = ["/usr/bin/sh", "/usr/bin/dash", "/usr/bin/uname", "/usr/bin/mkdir", "/bin", "/lib", "/lib64",
+             "/usr/lib64", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+             "/usr/lib/x86_64-linux-gnu/libselinux.so.1", "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
+             "/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2"]
+tmpfs = ["/tmp"]
+[seccomp]
+default_action = "errno:EPERM"
+allow = ["@default", "@signal", "capget", "prctl"]
+[[seccomp.rule]]
+syscall = "mkdir"
+action = "errno:EACCES"
+TOML
+    ctl run --policy "$TMP/vm.toml" --id-file "$TMP/vm.id" -- /bin/sh -c \
+        'echo "guest kernel $(uname -r)"; mkdir /tmp/work || echo "mkdir refused"' >/dev/null 2>&1 || true
+    VM=$(cat "$TMP/vm.id" 2>/dev/null || true)
+    sleep 5   # the pool boots a guest for the next job
+    ctl run --policy "$TMP/vm.toml" -- /bin/sh -c 'uname -r' >/dev/null 2>&1 || true
+    [[ -n $VM ]] && ctl show "$VM" || true
+fi
 sleep 16   # let the busy job collect samples
 
 # A fresh settings dir so a developer's saved layout does not leak in.
@@ -170,6 +213,7 @@ export XDG_CONFIG_HOME=$TMP/config
 export QT_QPA_PLATFORM=xcb
 shot() {  # FILE ARGS...
     local file=$1; shift
+    if [[ -n ${SHOTS:-} && " $SHOTS " != *" $file "* ]]; then return 0; fi
     xvfb-run -a -s "-screen 0 1400x900x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/$file" \
         --screenshot-delay 5000 "$@"
 }
@@ -186,7 +230,8 @@ shot allow-denial.png --show-view investigate --filter "kind=denial and syscall=
     --allow-event-row 0
 # The learn window: its replay runs when the console starts, so give it time.
 shot learn.png --show-view jobs --select-job "$CONVERT" --learn-job "$CONVERT"
+[[ -n $VM ]] && shot vm-job.png --show-view jobs --select-job "$VM"
 shot dark.png --show-view investigate --filter "kind=denial" --select-event-row 0 --dark-palette
-QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 2800x1800x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/hidpi.png" \
+[[ -z ${SHOTS:-} || " $SHOTS " == *" hidpi.png "* ]] && QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 2800x1800x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/hidpi.png" \
     --screenshot-delay 5000 --show-view policies --select-policy demo-noisy:1
 ls -l "$OUT"

@@ -115,6 +115,51 @@ std::string duration_of(const json& job) {
     return str_or(job, "ended_at") == "-" ? "running" : "";
 }
 
+// "850 ms", "2.41 s".
+std::string boot_time(const json& ms) {
+    if (!ms.is_number_integer()) return "-";
+    const int64_t v = ms.get<int64_t>();
+    char buf[32];
+    if (v < 1000) snprintf(buf, sizeof buf, "%lld ms", (long long)v);
+    else snprintf(buf, sizeof buf, "%.2f s", double(v) / 1000.0);
+    return buf;
+}
+
+// A vm-tier job's sandbox (docs/vm.md): the accelerator and why, the boot
+// (a warm guest from the pool or one booted for the job), the guest kernel
+// and memory, the root image. Strings the guest reported (its kernel
+// release) are escaped like every other job-controlled text; a field the
+// record does not have yet (the guest has not booted) prints as "-".
+void print_vm_sandbox(const json& j, const json& s) {
+    printf("  sandbox:     uid %s, cgroup %s, %s as uid %s\n", str_or(j, "uid").c_str(),
+           str_or(s, "cgroup_version").c_str(), str_or(s, "vmm", "qemu microvm").c_str(), str_or(s, "vmm_uid").c_str());
+    std::string accel = str_or(s, "accelerator", str_or(j, "accelerator").c_str());
+    if (s.contains("accelerator_reason") && s["accelerator_reason"].is_string())
+        accel += " (" + str_or(s, "accelerator_reason") + ")";
+    printf("  accelerator: %s\n", accel.c_str());
+    std::string boot = boot_time(s.value("boot_ms", json()));
+    if (auto w = s.find("warm"); w != s.end() && w->is_boolean())
+        boot += *w ? ", warm (a booted guest from the pool)" : ", cold (booted for this job)";
+    printf("  boot:        %s\n", boot.c_str());
+    std::string kernel = str_or(s, "guest_kernel");
+    if (s.contains("guest_kernel_package") && s["guest_kernel_package"].is_string())
+        kernel += " (" + str_or(s, "guest_kernel_package") + ")";
+    if (auto r = s.find("guest_kernel_reported");
+        r != s.end() && r->is_string() && *r != s.value("guest_kernel", json()))
+        kernel += ", the guest reports " + str_or(s, "guest_kernel_reported");
+    printf("  guest:       kernel %s, memory %s\n", kernel.c_str(),
+           s.contains("guest_memory_bytes") && s["guest_memory_bytes"].is_number_integer()
+               ? human_size(s["guest_memory_bytes"].get<uint64_t>()).c_str()
+               : "-");
+    if (auto img = s.find("root_image"); img != s.end() && img->is_object()) {
+        const json& i = *img;
+        printf("  root image:  %s, %s entries, %s (sha256 %s)\n",
+               i.value("bytes", json()).is_number_integer() ? human_size(i["bytes"].get<uint64_t>()).c_str() : "-",
+               str_or(i, "entries").c_str(),
+               i.value("cached", false) ? "cached" : "built for this job", str_or(i, "sha256").substr(0, 12).c_str());
+    }
+}
+
 void print_job(const json& j) {
     printf("job %s  %s  tier %s\n", str_or(j, "id").c_str(), str_or(j, "state").c_str(), str_or(j, "tier").c_str());
     printf("  argv:        %s\n", joined_for_terminal(j.value("argv", json::array())).c_str());
@@ -132,9 +177,11 @@ void print_job(const json& j) {
            moat::format_duration_ns(r.value("cpu_time_ns", 0ULL)).c_str(),
            human_size(r.value("peak_memory_bytes", 0ULL)).c_str(), str_or(r, "peak_pids").c_str());
     printf("  denials:     %s\n", str_or(j, "denial_count").c_str());
-    const json& s = j.value("sandbox", json::object());
-    printf("  sandbox:     uid %s, cgroup %s, landlock %s (ABI %s)\n", str_or(j, "uid").c_str(),
-           str_or(s, "cgroup_version").c_str(), str_or(s, "landlock").c_str(), str_or(s, "landlock_abi").c_str());
+    const json s = j.value("sandbox", json::object());
+    if (str_or(j, "tier") == "vm") print_vm_sandbox(j, s);
+    else
+        printf("  sandbox:     uid %s, cgroup %s, landlock %s (ABI %s)\n", str_or(j, "uid").c_str(),
+               str_or(s, "cgroup_version").c_str(), str_or(s, "landlock").c_str(), str_or(s, "landlock_abi").c_str());
     for (const auto& n : s.value("notes", json::array()))
         printf("  note:        %s\n", moat::for_terminal(n.is_string() ? n.get<std::string>() : n.dump()).c_str());
     (void)duration_of;

@@ -274,3 +274,67 @@ TEST(JobDetailView, ShowsTheRecordedOutputTailsOfAFinishedJob) {
     EXPECT_EQ(view.outputText(false), QString());
     EXPECT_EQ(view.outputInfo(false), QStringLiteral("shown when the job ends"));
 }
+
+// A vm-tier job's record as moatd writes it (core/supervisor/src/tiers/vm.cpp):
+// the detail shows the accelerator and why, the boot (warm or cold), the
+// guest kernel and memory and the root image; what the guest reported is
+// shown as text, never as markup.
+TEST(JobDetailView, ShowsAVmJobsAcceleratorBootAndGuestKernel) {
+    FakeBackend backend([](const json& req) -> json {
+        if (req.value("op", "") == "output")
+            return {{"ok", true}, {"total_bytes", 0}, {"tail_bytes", 0}, {"truncated", false}, {"data_b64", ""}};
+        return {{"ok", true}, {"events", json::array()}, {"next", nullptr}};
+    });
+    JobDetailView view(&backend);
+    json j = job(21, "finished");
+    j["tier"] = "vm";
+    j["accelerator"] = "tcg";
+    j["sandbox"] = {{"cgroup_version", "v1"},
+                    {"accelerator", "tcg"},
+                    {"accelerator_reason", "/dev/kvm absent"},
+                    {"boot_ms", 2412},
+                    {"warm", false},
+                    {"guest_kernel", "6.1.0-57-cloud-amd64"},
+                    {"guest_kernel_package", "linux-image-6.1.0-57-cloud-amd64"},
+                    {"guest_kernel_reported", "6.1.0-57-cloud-amd64 <b>pwned</b>"},
+                    {"guest_memory_bytes", 192ULL << 20},
+                    {"vmm", "qemu microvm"},
+                    {"vmm_uid", 16000003},
+                    {"root_image", {{"sha256", "0123456789abcdef0123"}, {"bytes", 24ULL << 20}, {"entries", 57}, {"cached", true}}},
+                    {"notes", json::array()}};
+    JobRow row = JobRow::fromJson(j);
+    view.showJob(&row);
+    const QString info = view.infoText();
+    EXPECT_TRUE(info.contains(QStringLiteral("tier vm"))) << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral("tcg — /dev/kvm absent"))) << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral("2.4 s, cold (booted for this job)"))) << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral("kernel 6.1.0-57-cloud-amd64 (package linux-image-6.1.0-57-cloud-amd64)")))
+        << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral(", memory 192 MiB"))) << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral("24 MiB, 57 entries, cached, sha256 0123456789ab"))) << info.toStdString();
+    EXPECT_TRUE(info.contains(QStringLiteral("qemu microvm as uid 16000003"))) << info.toStdString();
+    // The guest's own words arrive as text: the tags are visible, not applied.
+    EXPECT_TRUE(info.contains(QStringLiteral("the guest reports 6.1.0-57-cloud-amd64 <b>pwned</b>"))) << info.toStdString();
+
+    // A warm guest from the pool.
+    j["sandbox"]["warm"] = true;
+    j["sandbox"]["boot_ms"] = 640;
+    j["sandbox"]["root_image"]["cached"] = false;
+    row = JobRow::fromJson(j);
+    view.showJob(&row);
+    EXPECT_TRUE(view.infoText().contains(QStringLiteral("640 ms, warm (a booted guest from the pool)"))) << view.infoText().toStdString();
+    EXPECT_TRUE(view.infoText().contains(QStringLiteral("built for this job"))) << view.infoText().toStdString();
+
+    // Still booting: no boot time yet, and it says so.
+    json booting = job(22, "running");
+    booting["tier"] = "vm";
+    booting["sandbox"] = {{"accelerator", "tcg"}, {"accelerator_reason", "/dev/kvm absent"}, {"guest_kernel", "6.1.0-57-cloud-amd64"}};
+    row = JobRow::fromJson(booting);
+    view.showJob(&row);
+    EXPECT_TRUE(view.infoText().contains(QStringLiteral("booting…"))) << view.infoText().toStdString();
+
+    // A seccomp job shows none of it.
+    row = JobRow::fromJson(job(23, "finished"));
+    view.showJob(&row);
+    EXPECT_FALSE(view.infoText().contains(QStringLiteral("Accelerator"))) << view.infoText().toStdString();
+}

@@ -357,6 +357,7 @@ TEST_F(Session, ReplaysAJobAndLearnsAPolicyFromIt) {
     EXPECT_EQ(learn->errorCode(), QStringLiteral("refused"));
     EXPECT_TRUE(learn->statusText().contains(QStringLiteral("seccomp tier is refused"))) << learn->statusText().toStdString();
     EXPECT_TRUE(learn->retryButton()->isVisibleTo(learn));
+    EXPECT_TRUE(learn->retryVmButton()->isVisibleTo(learn));  // the vm tier has namespaces too
     learn->retryButton()->click();
     ASSERT_TRUE(waitFor([&] { return learn->proposal()->rowCount() > 0 || (!learn->busy() && !learn->errorCode().isEmpty()); },
                         30000))

@@ -167,6 +167,26 @@ TEST_F(VmTier, ASecondJobTakesAWarmGuest) {
         },
         60, 2.0);
     EXPECT_TRUE(warm) << "no job found a warm guest; last: " << second.dump(2);
+
+    // moatctl show's text says the same (issue 12: the accelerator, the boot
+    // and the guest kernel wherever the job is shown).
+    Proc cold = ctl({"show", std::to_string(a.id)});
+    ASSERT_EQ(cold.status, 0) << cold.err;
+    const json info = show(a.id).value("sandbox", json::object());
+    EXPECT_NE(cold.out.find("tier vm"), std::string::npos) << cold.out;
+    EXPECT_NE(cold.out.find("  accelerator: " + info.value("accelerator", std::string("?")) + " (" +
+                            info.value("accelerator_reason", std::string("?")) + ")"),
+              std::string::npos)
+        << cold.out;
+    EXPECT_NE(cold.out.find(", cold (booted for this job)"), std::string::npos) << cold.out;
+    EXPECT_NE(cold.out.find("  guest:       kernel " + info.value("guest_kernel", std::string("?"))), std::string::npos)
+        << cold.out;
+    EXPECT_NE(cold.out.find(", memory "), std::string::npos) << cold.out;
+    EXPECT_NE(cold.out.find("  root image:  "), std::string::npos) << cold.out;
+    if (warm) {
+        Proc w = ctl({"show", second.value("id", json()).dump()});
+        EXPECT_NE(w.out.find(", warm (a booted guest from the pool)"), std::string::npos) << w.out;
+    }
 }
 
 }  // namespace

@@ -34,6 +34,60 @@ QString shellQuote(const std::string& a) {
     if (!s.isEmpty() && !s.contains(QRegularExpression(QStringLiteral("[^A-Za-z0-9_./:=@%+,-]")))) return s;
     return QLatin1Char('\'') + s.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
 }
+QString text(const json& o, const char* key) {
+    auto it = o.find(key);
+    return it != o.end() && it->is_string() ? QString::fromStdString(it->get<std::string>()) : QString();
+}
+
+// A vm-tier job's guest (docs/vm.md): which accelerator and why, how long the
+// boot took and whether the guest came warm from the pool, the guest kernel
+// and memory, the root image. Every value is escaped: the kernel release the
+// guest reported is the guest's word, and the rest is shown the same way.
+// Fields the record does not have yet (the guest is still booting, or never
+// booted) say so instead of showing nothing.
+template <class Row>
+QString vmRows(const JobRow& job, const Row& row) {
+    const json sb = job.object.value("sandbox", json::object());
+    QString h;
+    QString accel = text(sb, "accelerator");
+    if (accel.isEmpty()) accel = text(job.object, "accelerator");
+    QString a = accel.isEmpty() ? JobDetailView::tr("not chosen yet") : QStringLiteral("<b>%1</b>").arg(accel.toHtmlEscaped());
+    if (const QString why = text(sb, "accelerator_reason"); !why.isEmpty()) a += QStringLiteral(" — ") + why.toHtmlEscaped();
+    h += row(JobDetailView::tr("Accelerator"), a);
+
+    QString boot;
+    if (auto ms = sb.find("boot_ms"); ms != sb.end() && ms->is_number()) {
+        boot = formatDurationNs(ms->get<int64_t>() * 1'000'000);
+        if (auto w = sb.find("warm"); w != sb.end() && w->is_boolean())
+            boot += w->get<bool>() ? JobDetailView::tr(", warm (a booted guest from the pool)")
+                                   : JobDetailView::tr(", cold (booted for this job)");
+    } else {
+        boot = job.running() ? JobDetailView::tr("booting…") : JobDetailView::tr("the guest did not boot");
+    }
+    h += row(JobDetailView::tr("Boot"), boot.toHtmlEscaped());
+
+    // One row for the guest: kernel and memory.
+    QString guest = text(sb, "guest_kernel");
+    guest = JobDetailView::tr("kernel %1").arg(guest.isEmpty() ? QStringLiteral("-") : guest);
+    if (const QString pkg = text(sb, "guest_kernel_package"); !pkg.isEmpty())
+        guest += JobDetailView::tr(" (package %1)").arg(pkg);
+    if (const QString rep = text(sb, "guest_kernel_reported"); !rep.isEmpty() && rep != text(sb, "guest_kernel"))
+        guest += JobDetailView::tr("; the guest reports %1").arg(rep);
+    if (auto m = sb.find("guest_memory_bytes"); m != sb.end() && m->is_number_integer())
+        guest += JobDetailView::tr(", memory %1").arg(formatBytes(m->get<uint64_t>()));
+    h += row(JobDetailView::tr("Guest"), guest.toHtmlEscaped());
+
+    if (auto img = sb.find("root_image"); img != sb.end() && img->is_object()) {
+        QStringList r;
+        if (auto b = img->find("bytes"); b != img->end() && b->is_number_integer()) r << formatBytes(b->get<uint64_t>());
+        if (auto e = img->find("entries"); e != img->end() && e->is_number_integer())
+            r << JobDetailView::tr("%1 entries").arg(e->get<uint64_t>());
+        r << (img->value("cached", false) ? JobDetailView::tr("cached") : JobDetailView::tr("built for this job"));
+        if (const QString sha = text(*img, "sha256"); !sha.isEmpty()) r << QStringLiteral("sha256 ") + sha.left(12);
+        h += row(JobDetailView::tr("Root image"), r.join(QStringLiteral(", ")).toHtmlEscaped());
+    }
+    return h;
+}
 }  // namespace
 
 JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent), m_backend(backend) {
@@ -229,6 +283,7 @@ void JobDetailView::showJob(const JobRow* job) {
     const bool changed = id != m_jobId;
     m_jobId = id;
     m_running = job && job->running();
+    m_vm = job && job->tier == "vm";
     if (changed) {
         m_cpu->clear();
         m_memory->clear();
@@ -275,7 +330,7 @@ void JobDetailView::showJob(const JobRow* job) {
                                .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
                                .arg(job->policyVersion)
                                .arg(QString::fromStdString(job->policySha.substr(0, 12)))
-                               .arg(QString::fromStdString(job->tier)));
+                               .arg(QString::fromStdString(job->tier).toHtmlEscaped()));
     QString result;
     if (job->running()) {
         result = tr("running");
@@ -286,6 +341,8 @@ void JobDetailView::showJob(const JobRow* job) {
         if (job->signal) result += tr(" (signal %1)").arg(*job->signal);
     }
     h += row(tr("Result"), result);
+    // Right under the result, where the pane shows it without scrolling.
+    if (job->tier == "vm") h += vmRows(*job, row);
     if (auto it = job->object.find("replay_of"); it != job->object.end() && it->is_number_integer()) {
         QString r = tr("replay of <a href=\"job:%1\">job %1</a>").arg(it->get<int64_t>());
         if (job->object.value("learn", false)) r += tr(" in learn mode (denied calls continued and were recorded, not enforced)");
@@ -332,6 +389,9 @@ void JobDetailView::showJob(const JobRow* job) {
         parts << ll;
     }
     if (sb.contains("program")) parts << tr("program %1").arg(QString::fromStdString(sb.value("program", std::string())));
+    if (job->tier == "vm" && sb.contains("vmm_uid"))
+        parts << tr("%1 as uid %2").arg(QString::fromStdString(sb.value("vmm", std::string("QEMU microvm"))),
+                                        QString::fromStdString(sb["vmm_uid"].dump()));
     if (auto it = sb.find("notes"); it != sb.end() && it->is_array())
         for (const auto& n : *it)
             if (n.is_string()) parts << QString::fromStdString(n.get<std::string>());
@@ -370,8 +430,15 @@ void JobDetailView::applySamples(const json& events) {
         m_memory->addSample(t, double(e.value("memory_bytes", uint64_t(0))), double(memLimit));
         m_pids->addSample(t, double(e.value("pids", uint64_t(0))), double(pidsLimit));
     }
-    m_memory->setTitle(memLimit ? tr("Memory (limit %1)").arg(formatBytes(memLimit)) : tr("Memory"));
-    m_pids->setTitle(pidsLimit ? tr("Processes and threads (limit %1)").arg(pidsLimit) : tr("Processes and threads"));
+    if (m_vm) {
+        // The limits hold the job inside its guest; until the guest's first
+        // sample arrives (it is booting) moatd's figures are QEMU's on the host.
+        m_memory->setTitle(tr("Memory (guest limit %1; QEMU's until the guest reports)").arg(formatBytes(memLimit)));
+        m_pids->setTitle(tr("Processes and threads (guest limit %1; QEMU's until the guest reports)").arg(pidsLimit));
+    } else {
+        m_memory->setTitle(memLimit ? tr("Memory (limit %1)").arg(formatBytes(memLimit)) : tr("Memory"));
+        m_pids->setTitle(pidsLimit ? tr("Processes and threads (limit %1)").arg(pidsLimit) : tr("Processes and threads"));
+    }
     m_cpu->refresh();
     m_memory->refresh();
     m_pids->refresh();

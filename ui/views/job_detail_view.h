@@ -58,6 +58,7 @@ private:
     int64_t m_jobId = 0;
     int64_t m_startedNs = 0;
     bool m_running = false;
+    bool m_vm = false;  // a vm-tier job: the charts' limits are the guest's
     int64_t m_resCursor = 0;
     bool m_resInFlight = false;
     bool m_resDone = false;

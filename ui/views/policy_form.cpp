@@ -59,7 +59,9 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     m_name = addLine(general, tr("name"), tr("required"), tr("1 to 64 characters from A-Z a-z 0-9 . _ -"));
     m_description = addLine(general, tr("description"), QString(), tr("Free text for operators."));
     m_tier = addCombo(general, tr("tier"), {QStringLiteral("seccomp"), QStringLiteral("container"), QStringLiteral("vm")},
-                      false, tr("How the job is contained (default seccomp). Only seccomp runs today."));
+                      false, tr("How the job is contained (default seccomp): seccomp (filter and Landlock on the host kernel), "
+                         "container (namespaces and a root of its own), vm (a QEMU microvm guest per job; "
+                         "its root image holds exactly read_only, so list narrow paths)."));
     m_network = addCombo(general, tr("network.mode"),
                          {QStringLiteral("none"), QStringLiteral("loopback"), QStringLiteral("host")}, false,
                          tr("none (default): no network; loopback: only lo; host: lint warns."));
@@ -77,7 +79,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
 
     auto* fs = group(tr("Filesystem (one path per line)"), 0, 1, 2);
     m_readOnly = addList(fs, tr("read_only"), QStringLiteral("/usr\n/lib\n/lib64\n/bin\n/sbin\n/etc/ld.so.cache"),
-                         tr("Visible, read-only."));
+                         tr("Visible, read-only. In the vm tier the guest's root image holds exactly these paths."));
     m_readWrite = addList(fs, tr("read_write"), QString(), tr("Visible and writable."));
     m_tmpfs = addList(fs, tr("tmpfs"), QStringLiteral("/tmp"), tr("Fresh tmpfs per job (container and vm tiers)."));
     m_tmpfsSize = addLine(fs, tr("tmpfs_size"), QStringLiteral("64MiB"), tr("Size of each tmpfs mount."));

@@ -83,11 +83,17 @@ ReplayPanel::ReplayPanel(Backend* backend, QString socketPath, int64_t job, bool
     m_retry = new QPushButton(tr("Retry in the container tier"));
     m_retry->setToolTip(tr("Learn with the job in its own namespaces (op replay, tier container)"));
     m_retry->hide();
+    m_retryVm = new QPushButton(tr("Retry in the vm tier"));
+    m_retryVm->setObjectName(QStringLiteral("retryInVm"));
+    m_retryVm->setToolTip(tr("Learn with the job in a QEMU guest of its own (op replay, tier vm; the first boot "
+                             "and root image take a while, longer without KVM)"));
+    m_retryVm->hide();
     m_cancel = new QPushButton(tr("Cancel"));
     m_cancel->setToolTip(tr("Close the replay's connection; moatd stops the job"));
     auto* head = new QHBoxLayout;
     head->addWidget(m_title, 1);
     head->addWidget(m_retry);
+    head->addWidget(m_retryVm);
     head->addWidget(m_cancel);
 
     m_comparison = new QTextBrowser;
@@ -183,6 +189,7 @@ ReplayPanel::ReplayPanel(Backend* backend, QString socketPath, int64_t job, bool
         updateButtons();
     });
     connect(m_retry, &QPushButton::clicked, this, &ReplayPanel::retryInContainer);
+    connect(m_retryVm, &QPushButton::clicked, this, &ReplayPanel::retryInVm);
     connect(m_cancel, &QPushButton::clicked, this, [this] {
         if (m_run->running()) m_run->cancel();
         if (m_verifyRun->running()) m_verifyRun->cancel();
@@ -238,6 +245,7 @@ void ReplayPanel::start(const QString& tier) {
     m_notes->hide();
     m_result->clear();
     m_retry->hide();
+    m_retryVm->hide();
     if (!tier.isEmpty()) {
         setWindowTitle(m_learn ? tr("Learn a policy from job %1 (%2 tier)").arg(m_job).arg(tier)
                                : tr("Replay job %1 (%2 tier)").arg(m_job).arg(tier));
@@ -251,6 +259,7 @@ void ReplayPanel::start(const QString& tier) {
 }
 
 void ReplayPanel::retryInContainer() { start(QStringLiteral("container")); }
+void ReplayPanel::retryInVm() { start(QStringLiteral("vm")); }
 
 void ReplayPanel::onFailed(const QString& code, const QString& why) {
     m_errorCode = code;
@@ -258,7 +267,11 @@ void ReplayPanel::onFailed(const QString& code, const QString& why) {
                        ? why
                        : QStringLiteral("%1: %2").arg(code, why);
     setStatus(tr("Replay of job %1 failed: %2").arg(m_job).arg(text), true);
-    if (code == u"refused" && m_learn && m_tier != u"container") m_retry->show();
+    // Learning is refused only in the seccomp tier: both tiers with namespaces are offered.
+    if (code == u"refused" && m_learn) {
+        m_retry->setVisible(m_tier != u"container");
+        m_retryVm->setVisible(m_tier != u"vm");
+    }
     emit message(tr("Replay of job %1 failed: %2").arg(m_job).arg(text), 10000);
     updateButtons();
     emit resultShown();

@@ -12,7 +12,7 @@
 // checked additions as a new version (op policy_put); Verify replays the
 // original job under that text, enforced, and passes when it exits 0 without
 // denials. moatd refuses to learn in the seccomp tier ("refused"); the panel
-// says why and offers to retry in the container tier.
+// says why and offers to retry in the container or the vm tier.
 #include <QWidget>
 
 #include <functional>
@@ -49,6 +49,8 @@ public:
     void start(const QString& tier = {});
     // After a "refused" learn: the same replay in the container tier.
     void retryInContainer();
+    // The same in the vm tier (a QEMU guest per job).
+    void retryInVm();
     // Stores the base policy with the checked additions (op policy_put).
     void apply();
     // Replays the original job under the applied text, enforced.
@@ -67,6 +69,7 @@ public:
     ProposalModel* proposal() const { return m_proposal; }
     QString fragmentText() const;
     QPushButton* retryButton() const { return m_retry; }
+    QPushButton* retryVmButton() const { return m_retryVm; }
     // The stored version Apply created ("" / 0 before).
     QString appliedName() const { return m_appliedName; }
     int appliedVersion() const { return m_appliedVersion; }
@@ -120,6 +123,7 @@ private:
     QLabel* m_title;
     QLabel* m_status;
     QPushButton* m_retry;
+    QPushButton* m_retryVm;
     QPushButton* m_cancel;
     QTextBrowser* m_comparison;
     QGroupBox* m_proposalBox;
