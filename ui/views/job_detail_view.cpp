@@ -433,8 +433,8 @@ void JobDetailView::applySamples(const json& events) {
     if (m_vm) {
         // The limits hold the job inside its guest; until the guest's first
         // sample arrives (it is booting) moatd's figures are QEMU's on the host.
-        m_memory->setTitle(tr("Memory (guest limit %1; QEMU's until the guest reports)").arg(formatBytes(memLimit)));
-        m_pids->setTitle(tr("Processes and threads (guest limit %1; QEMU's until the guest reports)").arg(pidsLimit));
+        m_memory->setTitle(tr("Memory in the guest (limit %1; 0 while it boots)").arg(formatBytes(memLimit)));
+        m_pids->setTitle(tr("Processes and threads in the guest (limit %1; 0 while it boots)").arg(pidsLimit));
     } else {
         m_memory->setTitle(memLimit ? tr("Memory (limit %1)").arg(formatBytes(memLimit)) : tr("Memory"));
         m_pids->setTitle(pidsLimit ? tr("Processes and threads (limit %1)").arg(pidsLimit) : tr("Processes and threads"));

@@ -1072,7 +1072,11 @@ cgroup::Sample VmRunning::adjust_sample(const cgroup::Sample& host) {
     // what the guest cannot misreport); memory, pids and OOM kills are the
     // guest's figures for the job's own cgroup in the guest.
     cgroup::Sample s = host;
-    if (m_sample) {
+    if (!m_sample) {
+        // Nothing from the guest yet (it is booting): QEMU's own memory and
+        // threads are not the job's.
+        s.memory_bytes = s.memory_peak_bytes = s.pids = s.pids_max_hits = 0;
+    } else {
         s.memory_bytes = m_sample->memory_bytes;
         s.memory_peak_bytes = m_sample->memory_peak_bytes;
         s.pids = m_sample->pids;
