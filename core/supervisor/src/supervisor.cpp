@@ -76,6 +76,11 @@ struct Supervisor::Job {
     Identities ids;                      // host uids the tier reserved
     bool started = false;
     int64_t start_mono = 0;
+    // The job's clock (limits.wall_time, limits.cpu_time) runs from
+    // JobEvents::started(); cpu_base is the cgroup's CPU time then (a VM's
+    // cgroup holds QEMU since its boot, which is not the job's).
+    bool clock_started = false;
+    uint64_t cpu_base = 0;
     EventLoop::TimerId wall_timer = 0, sample_timer = 0;
     std::string kill_cause, kill_detail;
     bool execs = false;
@@ -119,6 +124,22 @@ struct Supervisor::Events final : JobEvents {
         if (!job->rec.info.is_object()) job->rec.info = nlohmann::json::object();
         job->rec.info.update(patch);
         (void)sup->m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, job->rec.info);
+    }
+    void started() override {
+        if (job->clock_started) return;
+        job->clock_started = true;
+        if (job->cg)
+            if (auto cpu = job->cg->cpu_ns()) job->cpu_base = *cpu;
+        Job* raw = job;
+        Supervisor* s = sup;
+        if (auto t = s->m_cfg.loop->add_timer(raw->policy->limits.wall_time_ns, 0, [s, raw] {
+                raw->wall_timer = 0;
+                s->emit(raw->id, store::EventKind::Limit,
+                        {{"limit", "wall-time"}, {"value_ns", raw->policy->limits.wall_time_ns}});
+                s->kill_job(*raw, "wall-time",
+                            "ran longer than " + format_duration_ns(raw->policy->limits.wall_time_ns) + " (limits.wall_time)");
+            }))
+            raw->wall_timer = *t;
     }
 };
 
@@ -175,10 +196,10 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
                 flush_denials(*job);
             if (!job->aggregate.empty() && now - job->aggregate_flushed_mono >= kAggregateFlushNs)
                 flush_aggregate(*job);
-            if (job->cg && job->kill_cause.empty()) {
+            if (job->cg && job->kill_cause.empty() && job->clock_started) {
                 if (auto cpu = job->cg->cpu_ns()) {
-                    job->cpu_ns = *cpu;
-                    if (*cpu >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
+                    job->cpu_ns = *cpu > job->cpu_base ? *cpu - job->cpu_base : 0;
+                    if (job->cpu_ns >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
                 }
             }
         }
@@ -604,16 +625,11 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
 
     Job* raw = job;
-    raw->events = std::make_unique<Events>(this, raw);
+    auto events = std::make_unique<Events>(this, raw);
+    Events* ev = events.get();
+    raw->events = std::move(events);
     raw->run->watch(*m_cfg.loop, *raw->events);
-    if (auto t = m_cfg.loop->add_timer(pol->limits.wall_time_ns, 0, [this, raw] {
-            raw->wall_timer = 0;
-            emit(raw->id, store::EventKind::Limit,
-                 {{"limit", "wall-time"}, {"value_ns", raw->policy->limits.wall_time_ns}});
-            kill_job(*raw, "wall-time",
-                     "ran longer than " + format_duration_ns(raw->policy->limits.wall_time_ns) + " (limits.wall_time)");
-        }))
-        raw->wall_timer = *t;
+    if (!raw->run->starts_later()) ev->started();
     uint64_t interval = pol->monitor.sample_interval_ns;
     if (auto t = m_cfg.loop->add_timer(interval, interval, [this, raw] { sample(*raw, false); })) raw->sample_timer = *t;
     raw->last_sample_mono = now_monotonic_ns();
@@ -1026,6 +1042,8 @@ void Supervisor::sample(Job& job, bool final) {
     auto s = job.cg->sample();
     if (!s) return;
     if (job.run) *s = job.run->adjust_sample(*s);
+    // CPU time is the job's since its clock started (nothing before that).
+    s->cpu_ns = !job.clock_started ? 0 : s->cpu_ns > job.cpu_base ? s->cpu_ns - job.cpu_base : 0;
     const int64_t now = now_monotonic_ns();
     double cpu_pct = 0;
     if (now > job.last_sample_mono && s->cpu_ns >= job.last_cpu_ns)

@@ -82,6 +82,11 @@ public:
     // Adds to the job's `sandbox` info what was learned after the launch (a
     // VM's boot time) and stores it.
     virtual void info(const nlohmann::json& patch) = 0;
+    // The job itself starts now: its wall time and CPU time count from here.
+    // Only a tier whose Running::starts_later() is true calls it (a VM's
+    // guest boots first; its boot is bounded by its own timeout, not the
+    // job's limits). Calling it again does nothing.
+    virtual void started() = 0;
 };
 
 // A started job, as its tier runs it.
@@ -106,6 +111,9 @@ public:
     // Non-fatal set-up problems met while starting (each becomes a note in the
     // job's info and a setup-warning event).
     virtual std::vector<std::string> setup_notes() const { return {}; }
+    // True when the job starts after watch() returns (JobEvents::started());
+    // otherwise it starts at the launch.
+    virtual bool starts_later() const { return false; }
 };
 
 // Everything a tier plans and launches from. Owned by the supervisor.

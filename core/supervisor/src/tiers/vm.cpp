@@ -296,12 +296,18 @@ public:
     pid_t pid() const override { return m_guest->pid(); }
     void watch(EventLoop& loop, JobEvents& events) override;
     void unwatch(EventLoop& loop) override;
-    void kill() override { m_guest->kill(); }
+    void kill() override {
+        m_killed = true;
+        m_guest->kill();
+    }
     Outcome outcome() override;
     nlohmann::json costs() const override {
         return {{"guest_logs_not_stored", m_logs_dropped}, {"guest_bytes_out", m_out_bytes}};
     }
     cgroup::Sample adjust_sample(const cgroup::Sample& host) override;
+    // The job starts when the guest is handed it (at once for a warm guest,
+    // after Hello for a cold one): the boot is not the job's wall or CPU time.
+    bool starts_later() const override { return true; }
 
 private:
     void on_message(guest::GuestMessage&& m);
@@ -317,6 +323,7 @@ private:
     EventLoop* m_loop = nullptr;
     JobEvents* m_events = nullptr;
     bool m_warm = false;
+    bool m_killed = false;  // moatd killed the VM (a limit, a stop)
     // What the job is sent.
     std::string m_job_frame;
     std::vector<UniqueFd> m_inputs;
@@ -805,6 +812,7 @@ void VmRunning::boot_failed(const std::string& why) {
 void VmRunning::send_job() {
     if (m_talking) return;
     m_talking = true;
+    m_events->started();
     pump();
 }
 
@@ -1002,14 +1010,15 @@ cgroup::Sample VmRunning::adjust_sample(const cgroup::Sample& host) {
     // CPU time is QEMU's on the host (what the job costs the machine, and
     // what the guest cannot misreport); memory, pids and OOM kills are the
     // guest's figures for the job's own cgroup in the guest.
+    // Until the guest's first sample the job's figures are unknown, not
+    // QEMU's: the host cgroup's memory is the guest's RAM plus QEMU (~180 MiB
+    // under TCG), which would become the job's peak_memory_bytes.
     cgroup::Sample s = host;
-    if (m_sample) {
-        s.memory_bytes = m_sample->memory_bytes;
-        s.memory_peak_bytes = m_sample->memory_peak_bytes;
-        s.pids = m_sample->pids;
-        s.oom_kills = std::max(host.oom_kills, m_sample->oom_kills);
-        s.pids_max_hits = m_sample->pids_max_hits;
-    }
+    s.memory_bytes = m_sample ? m_sample->memory_bytes : 0;
+    s.memory_peak_bytes = m_sample ? m_sample->memory_peak_bytes : 0;
+    s.pids = m_sample ? m_sample->pids : 0;
+    s.pids_max_hits = m_sample ? m_sample->pids_max_hits : 0;
+    if (m_sample) s.oom_kills = std::max(host.oom_kills, m_sample->oom_kills);
     return s;
 }
 
@@ -1048,6 +1057,12 @@ Outcome VmRunning::outcome() {
         const int st = *m_exit_status;
         if (WIFEXITED(st)) o.exit_code = WEXITSTATUS(st);
         else if (WIFSIGNALED(st)) o.signal = WTERMSIG(st);
+        return o;
+    }
+    if (m_killed && m_talking) {
+        // moatd destroyed the VM with the job in it (a limit, a stop): the
+        // job died by SIGKILL, as in the other tiers; the cause is moatd's.
+        o.signal = SIGKILL;
         return o;
     }
     o.cause = "signaled";
