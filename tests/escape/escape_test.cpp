@@ -287,6 +287,10 @@ struct Outcome {
 class Escape : public Scenario, public ::testing::WithParamInterface<Param> {
 protected:
     static void SetUpTestSuite() {
+        // The vm tier's root images go to a cache of this run's own: their key
+        // holds the temp dir's path, so each run makes new ones, which in the
+        // shared /var/cache/moat would evict the operator's images (8 at most).
+        s_daemon_args = {"--vm-cache-dir", "@ROOT@/vm-cache"};
         Scenario::SetUpTestSuite();
         if (!s_skip.empty() || !s_fatal.empty()) return;
         std::string to = s_root + "/bin/moat-escape-attacks";
