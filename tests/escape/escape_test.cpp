@@ -14,6 +14,14 @@
 // table (attack x tier -> how it was stopped) to FILE;
 // tests/escape/update-security-table.sh splices it into docs/security.md.
 //
+// The vm tier runs the same program in a QEMU guest, under the same policy
+// but for read_only (the program's directory only: the guest's root image is
+// exactly the read_only paths). Its cases skip, with moatd's reason, only when
+// moatd says "tier vm unavailable". They share this process's moatd, whose
+// warm pool boots guests ahead of the jobs (ctest runs them as one test,
+// escape_test.vm). Where an attack means something else in a guest, the
+// checks from the host prove the host untouched (see the per-attack checks).
+//
 // Adding a tier is one line: append it to kTiers.
 #include <pty.h>
 #include <termios.h>
@@ -34,6 +42,7 @@ namespace {
 const std::vector<std::string> kTiers = {
     "seccomp",
     "container",
+    "vm",
 };
 
 // ---- the attacks ----------------------------------------------------------------
@@ -69,6 +78,8 @@ const std::map<std::string, std::string> kFileHow = {
     {"EACCES", "permission denied (EACCES)"},
     {"ENOENT", "not in the job's root (ENOENT)"},
     {"EROFS", "read-only root (EROFS)"},
+    {"vm:ENOENT", "not in the guest's root image (ENOENT)"},
+    {"vm:EROFS", "the guest's root is read-only (EROFS)"},
 };
 
 // Files that DAC also protects: the open fails in the DAC check before
@@ -106,13 +117,15 @@ const std::vector<Attack> kAttacks = {
      {},
      Expect::Blocked,
      {{"ENOTTY", "fd 0 is moatd's relay pipe, never the client's terminal: ENOTTY; nothing typed"},
+      {"vm:ENOTTY", "fd 0 is the guest agent's pipe (moatd relays it), never the client's terminal: ENOTTY; nothing typed"},
       {"EPERM", "not the controlling tty (`setsid`): kernel EPERM; nothing typed"},
       {"EIO", "TIOCSTI disabled (`dev.tty.legacy_tiocsti = 0`): EIO; nothing typed"}}},
     {"inherited-fds",
      "inherited fds (scan 3..1023; `moatctl` holds an extra fd on `/`)",
      {},
      Expect::Blocked,
-     {{"none-open", "only fds 0-2 exist"}}},
+     {{"none-open", "only fds 0-2 exist"},
+      {"vm:none-open", "only fds 0-2 exist (no host fd enters the guest)"}}},
     {"env-secret",
      "secret in the environment (`MOAT_SECRET` set for `moatctl`)",
      {},
@@ -130,30 +143,35 @@ const std::vector<Attack> kAttacks = {
      Expect::Blocked,
      {{"seccomp:EACCES", "Landlock net rule (EACCES)"},
       {"ENETUNREACH", "empty network namespace (ENETUNREACH)"},
-      {"ECONNREFUSED", "empty network namespace (ECONNREFUSED)"}}},
+      {"ECONNREFUSED", "empty network namespace (ECONNREFUSED)"},
+      {"vm:ENETUNREACH", "no network device in the guest, empty network namespace (ENETUNREACH); the host listener got no connection"}}},
     {"kill-host",
      "`kill(SIGTERM)` of a host process",
      {},
      Expect::Blocked,
      {{"seccomp:EPERM", "kernel EPERM (other uid; Landlock signal scope)"},
-      {"ESRCH", "not in the job's pid namespace (ESRCH)"}}},
+      {"ESRCH", "not in the job's pid namespace (ESRCH)"},
+      {"vm:ESRCH", "no host process exists in the guest (ESRCH); the host process lives"}}},
     {"fork-bomb",
      "fork bomb",
      {},
      Expect::Blocked,
-     {{"EAGAIN", "pids limit (EAGAIN at %forked% processes); host forks meanwhile"}}},
+     {{"EAGAIN", "pids limit (EAGAIN at %forked% processes); host forks meanwhile"},
+      {"vm:EAGAIN", "pids limit of the guest's job cgroup (EAGAIN at %forked% processes); host forks meanwhile"}}},
     {"memory-bomb", "memory bomb (allocate and touch)", {}, Expect::CauseMemory},
     {"disk-fill",
      "disk fill: one growing file in the `read_write` directory",
      {},
      Expect::Blocked,
-     {{"EFBIG", "file_size limit (EFBIG at %mib% MiB)"}}},
+     {{"EFBIG", "file_size limit (EFBIG at %mib% MiB)"},
+      {"vm:EFBIG", "file_size limit (EFBIG at %mib% MiB) in the guest's tmpfs; the host's `read_write` directory stays empty"}}},
     {"tmp-fill",
      "disk fill: 1 MiB files in `/tmp`",
      {},
      Expect::Blocked,
      {{"seccomp:EACCES", "no tmpfs in this tier; host `/tmp`: Landlock (EACCES)"},
-      {"ENOSPC", "tmpfs size (ENOSPC at %mib% MiB)"}}},
+      {"ENOSPC", "tmpfs size (ENOSPC at %mib% MiB)"},
+      {"vm:ENOSPC", "the guest's tmpfs size (ENOSPC at %mib% MiB)"}}},
     {"cpu-spin", "CPU spin", {}, Expect::CauseCpu},
     {"personality", "`personality(READ_IMPLIES_EXEC\\|ADDR_NO_RANDOMIZE)`", {sys("personality")}},
     {"process-vm-writev", "`process_vm_writev` into the parent", {sys("process_vm_writev")}},
@@ -161,7 +179,12 @@ const std::vector<Attack> kAttacks = {
      "open `/proc/sysrq-trigger` for writing",
      {},
      Expect::Blocked,
-     {{"ENOENT", "absent on this kernel (ENOENT)"}, {"EACCES", "Landlock (EACCES)"}, {"EROFS", "read-only (EROFS)"}}},
+     {{"ENOENT", "absent on this kernel (ENOENT)"},
+      {"EACCES", "Landlock (EACCES)"},
+      {"EROFS", "read-only (EROFS)"},
+      {"vm:ENOENT", "absent in the guest (ENOENT); the host's `/proc` is not in the VM"},
+      {"vm:EACCES", "the guest's own `/proc`: permission denied (EACCES); the host's `/proc` is not in the VM"},
+      {"vm:EROFS", "the guest's own `/proc`: read-only (EROFS); the host's `/proc` is not in the VM"}}},
     {"chroot-escape",
      "chroot escape (`chroot(\"/tmp\")`, `chdir(\"..\")`, open `/etc/shadow`)",
      {sys("chroot")},
@@ -174,6 +197,7 @@ const std::vector<Attack> kAttacks = {
      Expect::Blocked,
      {{"seccomp:EACCES", "EACCES: outside the Landlock rules (and DAC: pid 1 is root's)"},
       {"container:EACCES", "pid 1 is `moat-init`, another uid (EACCES)"},
+      {"vm:EACCES", "pid 1 of the job's pid namespace in the guest is `moat-init`, another uid (EACCES); the host's pid 1 is not in the VM"},
       {"ENOENT", "no /proc (ENOENT)"}}},
 };
 
@@ -263,6 +287,10 @@ struct Outcome {
 class Escape : public Scenario, public ::testing::WithParamInterface<Param> {
 protected:
     static void SetUpTestSuite() {
+        // The vm tier's root images go to a cache of this run's own: their key
+        // holds the temp dir's path, so each run makes new ones, which in the
+        // shared /var/cache/moat would evict the operator's images (8 at most).
+        s_daemon_args = {"--vm-cache-dir", "@ROOT@/vm-cache"};
         Scenario::SetUpTestSuite();
         if (!s_skip.empty() || !s_fatal.empty()) return;
         std::string to = s_root + "/bin/moat-escape-attacks";
@@ -270,20 +298,74 @@ protected:
         fs::copy_file(TESTPROG_PATH, to, fs::copy_options::overwrite_existing, ec);
         if (ec) s_fatal = std::string("copying ") + TESTPROG_PATH + ": " + ec.message();
         chmod(to.c_str(), 0755);
+        // The vm tier's root image holds exactly the policy's read_only
+        // paths: the static attack program alone, in a directory of its own.
+        mkdir((s_root + "/vm-bin").c_str(), 0755);
+        fs::copy_file(TESTPROG_PATH, s_root + "/vm-bin/moat-escape-attacks", fs::copy_options::overwrite_existing, ec);
+        if (ec) s_fatal = std::string("copying ") + TESTPROG_PATH + ": " + ec.message();
+        chmod((s_root + "/vm-bin/moat-escape-attacks").c_str(), 0755);
+        // moatd says at start why a tier is unavailable.
+        s_vm_unavailable.clear();
+        s_vm_warmed = false;
+        const std::string log = s_daemon->log();
+        if (auto at = log.find("tier vm unavailable"); at != std::string::npos)
+            s_vm_unavailable = log.substr(at, log.find('\n', at) - at);
     }
 
-    static std::string attacks() { return s_root + "/bin/moat-escape-attacks"; }
+    static std::string attacks(const std::string& tier) {
+        return s_root + (tier == "vm" ? "/vm-bin" : "/bin") + "/moat-escape-attacks";
+    }
+
+    // The policy for a tier. The vm tier's differs in one line: its
+    // read_only list is the attack program's directory only (the root image
+    // holds exactly those paths; the program is static and needs nothing
+    // else), so that the image is built in milliseconds instead of copying
+    // the host's /usr. Limits, network, environment and seccomp are the same
+    // text as the other tiers'.
+    static std::string policy_for(const std::string& tier, const std::string& text) {
+        if (tier != "vm") return write_policy("escape-" + tier, text);
+        std::string t = text;
+        const std::string key = "\nread_only = [";
+        auto at = t.find(key);
+        EXPECT_NE(at, std::string::npos) << "the escape policy has no read_only line";
+        if (at != std::string::npos) t.replace(at + 1, t.find('\n', at + 1) - at - 1, "read_only = [\"@ROOT@/vm-bin\"]");
+        return write_policy("escape-" + tier, t);
+    }
+
+    // Boots the vm tier's first guest before the first vm attack and waits
+    // until the warm pool holds one, so that no attack pays a cold boot
+    // (which counts against its wall_time).
+    void warm_vm() {
+        if (s_vm_warmed) return;
+        s_vm_warmed = true;
+        const std::string pol = policy_for("vm", read_text(std::string(POLICY_DIR) + "/restrictive.toml"));
+        const auto t0 = Clock::now();
+        wait_for(
+            [&] {
+                std::string idf = new_id_file();
+                Proc p = run_cmd({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", pol,
+                                  "--tier", "vm", "--id-file", idf, "--", attacks("vm")},
+                                 Opts{.cwd = s_root, .timeout_s = 60});
+                int64_t id = read_id(idf);
+                return id && show(id).value("sandbox", json::object()).value("warm", false);
+            },
+            90, 1.0);
+        std::cerr << "[vm tier: a warm guest after " << since(t0) << " s]\n";
+    }
+
+    static inline std::string s_vm_unavailable;
+    static inline bool s_vm_warmed = false;
 
     Outcome run_attack(const std::string& tier, const std::vector<std::string>& args, const Opts& o) {
         std::string idf = new_id_file();
         std::vector<std::string> argv = {s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run",
-                                         "--policy",  policy("restrictive"), "--tier", tier, "--id-file", idf, "--",
-                                         attacks()};
+                                         "--policy",  policy_for(tier, read_text(std::string(POLICY_DIR) + "/restrictive.toml")),
+                                         "--tier", tier, "--id-file", idf, "--", attacks(tier)};
         argv.insert(argv.end(), args.begin(), args.end());
         // MOAT_ESCAPE_POLICY=FILE runs the attacks under another policy (a
         // weaker one is a quick check that the suite notices escapes).
         if (const char* alt = getenv("MOAT_ESCAPE_POLICY"); alt && *alt)
-            argv[5] = write_policy("override", read_text(alt));
+            argv[5] = policy_for(tier, read_text(alt));
         Outcome r;
         Opts with_cwd = o;
         with_cwd.cwd = s_root;
@@ -325,6 +407,7 @@ TEST_P(Escape, IsBlocked) {
     std::string cell;  // the table's text for this case, when it passes
 
     // Per-attack set-up on the host.
+    const std::string etc_hostname = read_text("/etc/hostname");
     std::string host_file, scratch, secret = "moat-escape-secret-" + std::to_string(getpid());
     std::unique_ptr<Bg> victim;
     std::unique_ptr<HostListener> listener;
@@ -340,7 +423,14 @@ TEST_P(Escape, IsBlocked) {
         for (int fd : {master, slave, extra})
             if (fd >= 0) close(fd);
     }};
-    if (a.mode == "i386-abi" && !int80_available()) {
+    if (tier == "vm") {
+        if (!s_vm_unavailable.empty()) {
+            record_cell(a.mode, tier, "not run: " + md_escape(s_vm_unavailable));
+            GTEST_SKIP() << s_vm_unavailable;
+        }
+        warm_vm();
+    }
+    if (a.mode == "i386-abi" && tier != "vm" && !int80_available()) {
         record_cell(a.mode, tier, "not run on this machine: `int $0x80` faults (SIGSEGV) outside any sandbox too");
         GTEST_SKIP() << "int $0x80 is not delivered on this machine (SIGSEGV outside the sandbox too)";
     }
@@ -352,7 +442,9 @@ TEST_P(Escape, IsBlocked) {
         scratch = rw() + "/disk-fill-" + tier;
         mkdir(scratch.c_str(), 0777);
         chmod(scratch.c_str(), 0777);
-        args.push_back(scratch);
+        // In a guest the read_write path is an empty tmpfs of its own: the
+        // job fills the path itself, and the host's directory must stay empty.
+        args.push_back(tier == "vm" ? rw() : scratch);
     } else if (a.mode == "kill-host") {
         victim = std::make_unique<Bg>(std::vector<std::string>{"/bin/sleep", "30"}, s_root);
         ASSERT_TRUE(victim->running());
@@ -402,12 +494,19 @@ TEST_P(Escape, IsBlocked) {
         EXPECT_EQ(cause(r.job), "memory") << describe(r);
         EXPECT_EQ(r.proc.status, 128 + SIGKILL) << describe(r);
         EXPECT_LE(r.job["resources"].value("peak_memory_bytes", uint64_t(0)), uint64_t(72) << 20) << describe(r);
-        cell = "memory limit: cause `" + cause(r.job) + "` (SIGKILL)";
+        cell = std::string(tier == "vm" ? "memory limit of the guest's job cgroup" : "memory limit") + ": cause `" +
+               cause(r.job) + "` (SIGKILL)";
         break;
     case Expect::CauseCpu:
         EXPECT_EQ(cause(r.job), "cpu-time") << describe(r);
         EXPECT_GT(r.proc.status, 128) << describe(r);
-        EXPECT_LT(r.proc.seconds, 8.0) << describe(r);
+        {
+            // A vm job that found no warm guest waited for a boot first; the
+            // limit must end the spin within 8 s of the job's start.
+            const json info = r.job.value("sandbox", json::object());
+            double boot_s = tier == "vm" && !info.value("warm", false) ? info.value("boot_ms", 0) / 1000.0 : 0;
+            EXPECT_LT(r.proc.seconds - boot_s, 8.0) << describe(r);
+        }
         cell = "CPU-time limit: cause `" + cause(r.job) + "`";
         break;
     case Expect::Blocked: {
@@ -450,12 +549,26 @@ TEST_P(Escape, IsBlocked) {
     }
 
     // Attack-specific checks from the host.
-    if (a.mode == "disk-fill") {
+    if (a.mode == "disk-fill" && tier == "vm") {
+        // The guest wrote to its own tmpfs: nothing may reach the host's directory.
+        std::error_code ec;
+        EXPECT_FALSE(fs::exists(rw() + "/fill", ec)) << "the guest's file appeared on the host: " << rw() << "/fill";
+        EXPECT_LE(std::stoull(kv_or(v.line, "bytes", "0")), uint64_t(8) << 20) << describe(r);
+        EXPECT_EQ(v.how, "EFBIG") << describe(r);
+    } else if (a.mode == "disk-fill") {
         std::error_code ec;
         auto size = fs::file_size(scratch + "/fill", ec);
         EXPECT_FALSE(ec) << scratch << "/fill: " << ec.message();
         EXPECT_LE(size, uint64_t(8) << 20) << "the file outgrew file_size";
         EXPECT_EQ(v.how, "EFBIG") << describe(r);
+    } else if (a.mode == "write-etc") {
+        // Checked on the host for every tier (in the vm tier the attack only
+        // meets the guest's root): nothing created in /etc, /etc/hostname as it was.
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator("/etc", ec))
+            EXPECT_NE(e.path().filename().string().rfind("moat-escape-", 0), 0u) << "created on the host: " << e.path();
+        EXPECT_EQ(read_text("/etc/hostname"), etc_hostname) << "/etc/hostname changed on the host";
+        cell += "; host `/etc` checked: nothing created, `/etc/hostname` unchanged";
     } else if (a.mode == "tmp-fill") {
         EXPECT_LE(std::stoull(kv_or(v.line, "bytes", "0")), uint64_t(8) << 20) << describe(r);
     } else if (a.mode == "kill-host") {

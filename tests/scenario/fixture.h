@@ -635,7 +635,10 @@ protected:
         }
         s_daemon = new Daemon(s_root, "moatd");
         std::string why;
-        if (!s_daemon->start(&why)) s_fatal = why;
+        std::vector<std::string> args = s_daemon_args;
+        for (auto& a : args)
+            for (size_t p; (p = a.find("@ROOT@")) != std::string::npos;) a.replace(p, 6, s_root);
+        if (!s_daemon->start(&why, args)) s_fatal = why;
     }
 
     static void TearDownTestSuite() {
@@ -768,6 +771,9 @@ protected:
     }
 
     static inline std::string s_skip, s_fatal, s_root;
+    // Extra moatd flags for a suite ("@ROOT@" becomes the suite's temp dir);
+    // set before Scenario::SetUpTestSuite().
+    static inline std::vector<std::string> s_daemon_args;
     static inline Daemon* s_daemon = nullptr;
 };
 

@@ -150,6 +150,29 @@ TEST_F(VmTier, WallTimeEndsTheVm) {
     EXPECT_TRUE(wait_for([&] { return qemus_of(vmm) == 0; }, 5)) << "QEMU of uid " << vmm << " still runs";
 }
 
+// QEMU's boot (several CPU seconds under TCG, charged to the guest's cgroup
+// before any job) is not the job's: a job on a guest that took longer than
+// limits.cpu_time to boot still runs, and a spinning job is still stopped by
+// the limit and ends by a signal, like in the other tiers.
+TEST_F(VmTier, CpuTimeCountsTheJobNotTheBoot) {
+    std::string pol = write_policy("vm-cpu", vm_policy("vm-cpu", "wall_time = \"60s\"\ncpu_time = \"1s\"\n"));
+    Opts o;
+    o.timeout_s = 120;
+    JobRun r = run_job(pol, {"/usr/bin/cat", "/dev/null"}, o);
+    EXPECT_EQ(r.proc.status, 0) << describe(r);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "exited") << j.dump(2);
+    EXPECT_LT(j["resources"].value("cpu_time_ns", uint64_t(0)), uint64_t(1'000'000'000)) << j.dump(2);
+
+    JobRun spin = run_job(pol, {"/bin/sh", "-c", "while :; do :; done"}, o);
+    json k = show(spin.id);
+    EXPECT_EQ(cause(k), "cpu-time") << k.dump(2);
+    // moatd's CPU check kills the VM (SIGKILL), or the guest's RLIMIT_CPU
+    // backstop fires first (SIGXCPU): either way a signal, not "never started".
+    EXPECT_TRUE(spin.proc.status == 128 + SIGKILL || spin.proc.status == 128 + SIGXCPU) << describe(spin);
+    EXPECT_TRUE(k.value("signal", 0) == SIGKILL || k.value("signal", 0) == SIGXCPU) << k.dump(2);
+}
+
 TEST_F(VmTier, ASecondJobTakesAWarmGuest) {
     std::string pol = write_policy("vm-warm", vm_policy("vm-warm"));
     Opts o;
