@@ -180,9 +180,9 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
                 flush_aggregate(*job);
             if (job->cg && job->kill_cause.empty()) {
                 if (auto cpu = job->cg->cpu_ns()) {
-                    job->cpu_ns = *cpu;
-                    if (job->wall_started && *cpu - std::min(*cpu, job->cpu_at_clock) >= job->policy->limits.cpu_time_ns)
-                        over.push_back(job.get());
+                    // The job's CPU time counts from its clock's start (a VM's boot is not the job's).
+                    job->cpu_ns = job->wall_started ? *cpu - std::min(*cpu, job->cpu_at_clock) : 0;
+                    if (job->wall_started && job->cpu_ns >= job->policy->limits.cpu_time_ns) over.push_back(job.get());
                 }
             }
         }
@@ -1039,6 +1039,8 @@ void Supervisor::sample(Job& job, bool final) {
     auto s = job.cg->sample();
     if (!s) return;
     if (job.run) *s = job.run->adjust_sample(*s);
+    // CPU time counts from the job's clock (a VM's boot is not the job's).
+    s->cpu_ns = job.wall_started ? s->cpu_ns - std::min(s->cpu_ns, job.cpu_at_clock) : 0;
     const int64_t now = now_monotonic_ns();
     double cpu_pct = 0;
     if (now > job.last_sample_mono && s->cpu_ns >= job.last_cpu_ns)
