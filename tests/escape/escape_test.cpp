@@ -320,8 +320,8 @@ protected:
     // read_only list is the attack program's directory only (the root image
     // holds exactly those paths; the program is static and needs nothing
     // else), so that the image is built in milliseconds instead of copying
-    // the host's /usr. Limits, network, environment and seccomp are the same
-    // text as the other tiers'.
+    // the host's /usr. Network, environment and seccomp are the same text as
+    // the other tiers'; of the limits, cpu_time is 4 s and wall_time 10 s (below).
     static std::string policy_for(const std::string& tier, const std::string& text) {
         if (tier != "vm") return write_policy("escape-" + tier, text);
         std::string t = text;
@@ -329,6 +329,16 @@ protected:
         auto at = t.find(key);
         EXPECT_NE(at, std::string::npos) << "the escape policy has no read_only line";
         if (at != std::string::npos) t.replace(at + 1, t.find('\n', at + 1) - at - 1, "read_only = [\"@ROOT@/vm-bin\"]");
+        // And in the CPU time: the vm tier counts QEMU's host CPU, and under
+        // TCG emulating the guest costs several times the job's own, so a
+        // 30-process fork bomb could reach 2 s before its pids limit was
+        // sampled (seen under ASan in CI). 4 s still ends cpu-spin within
+        // the 8 s the check allows.
+        // wall_time follows (10 s instead of 5 s) so the CPU limit, not the
+        // wall clock, ends a spin that gets less than a whole core.
+        const std::string cpu = "\ncpu_time = \"2s\"", wall = "\nwall_time = \"5s\"";
+        if (auto c = t.find(cpu); c != std::string::npos) t.replace(c, cpu.size(), "\ncpu_time = \"4s\"");
+        if (auto w = t.find(wall); w != std::string::npos) t.replace(w, wall.size(), "\nwall_time = \"10s\"");
         return write_policy("escape-" + tier, t);
     }
 
