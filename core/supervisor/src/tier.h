@@ -25,6 +25,7 @@
 #include "moat/common/fd.h"
 #include "moat/compiler/seccomp_compiler.h"
 #include "moat/policy/policy.h"
+#include "moat/sandbox/container_plan.h"
 #include "moat/sandbox/spawn.h"
 #include "moat/store/store.h"
 #include "moat/supervisor/supervisor.h"
@@ -209,6 +210,9 @@ std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host);
 
 // Helpers shared by tiers.
 bool path_under(const std::string& path, const std::string& dir);
+// Whether `exe` (as named, or resolved through host symlinks) lies under the
+// target of a bind mount in `mounts` (read-only ones only, when asked).
+bool program_under_binds(const std::string& exe, const std::vector<sandbox::MountSpec>& mounts, bool read_only_only);
 void remove_tree(const std::string& dir);
 Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& cancel);
 Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel);

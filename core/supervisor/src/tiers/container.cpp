@@ -92,13 +92,7 @@ public:
         p->mounts = std::move(*m);
         // The program must be reachable inside: under a bind mount, directly or
         // through a host symlink the plan recreates (/bin -> usr/bin).
-        char real[PATH_MAX];
-        std::string resolved = realpath(in.exe.c_str(), real) ? std::string(real) : in.exe;
-        bool covered = false;
-        for (const auto& mt : p->mounts)
-            if (mt.kind == sandbox::MountSpec::Kind::BindRo || mt.kind == sandbox::MountSpec::Kind::BindRw)
-                covered = covered || path_under(in.exe, mt.target) || path_under(resolved, mt.target);
-        if (!covered)
+        if (!program_under_binds(in.exe, p->mounts, false))
             return fail("program " + in.exe + " is not inside any filesystem.read_only or read_write mount of the container");
         return p;
     }

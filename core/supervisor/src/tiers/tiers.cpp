@@ -4,6 +4,8 @@
 #include <sys/sendfile.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
 #include <vector>
 
 #include "../tier.h"
@@ -27,6 +29,17 @@ std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host) 
 bool path_under(const std::string& path, const std::string& dir) {
     if (dir == "/") return true;
     return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+bool program_under_binds(const std::string& exe, const std::vector<sandbox::MountSpec>& mounts, bool read_only_only) {
+    char real[PATH_MAX];
+    const std::string resolved = realpath(exe.c_str(), real) ? std::string(real) : exe;
+    for (const auto& mt : mounts) {
+        const bool bind = mt.kind == sandbox::MountSpec::Kind::BindRo ||
+                          (!read_only_only && mt.kind == sandbox::MountSpec::Kind::BindRw);
+        if (bind && (path_under(exe, mt.target) || path_under(resolved, mt.target))) return true;
+    }
+    return false;
 }
 
 void remove_tree(const std::string& dir) {

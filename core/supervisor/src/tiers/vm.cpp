@@ -457,7 +457,6 @@ public:
         auto p = std::make_unique<VmPlan>();
         p->prepared = std::static_pointer_cast<Prepared>(in.prepared);
         if (!p->prepared) return fail("the vm tier's preparation did not run");
-        std::vector<sandbox::InputMount> ins;
         for (size_t k = 0; k < in.inputs->size(); ++k) {
             const auto& input = (*in.inputs)[k];
             if (k >= in.input_fds->size() || !(*in.input_fds)[k]) return fail("input " + input.host_path + " was not opened");
@@ -470,16 +469,10 @@ public:
             p->input_paths.push_back(input.sandbox_path);
             // The agent binds each input at its path itself, after the plan's mounts.
         }
-        auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, ins);
+        auto m = sandbox::plan_mounts(fs.read_only, fs.read_write, fs.tmpfs, fs.tmpfs_size_bytes, {});
         if (!m) return std::unexpected(m.error().wrap("planning the guest's mounts"));
         // The program must be inside: under a read-only or read-write path.
-        char real[PATH_MAX];
-        std::string resolved = realpath(in.exe.c_str(), real) ? std::string(real) : in.exe;
-        bool covered = false;
-        for (const auto& mt : *m)
-            if (mt.kind == sandbox::MountSpec::Kind::BindRo)
-                covered = covered || path_under(in.exe, mt.target) || path_under(resolved, mt.target);
-        if (!covered)
+        if (!program_under_binds(in.exe, *m, true))
             return fail("program " + in.exe + " is not inside any filesystem.read_only path of the guest (the vm "
                         "tier's image holds exactly the read_only paths)");
         for (auto& mt : *m) {
