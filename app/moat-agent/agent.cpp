@@ -484,20 +484,34 @@ private:
     }
     void on_message(g::Job& m) {
         if (m_job || m_input_fd) return protocol_error("a second Job, or a Job inside an input");
+        m_had_job = true;
         start_job(m);
+    }
+    void on_message(g::Rehearse& m) {
+        if (m_had_job || m_rehearsed || m_input_fd || !m_input_list.empty())
+            return protocol_error("a Rehearse after a Job, an input or another Rehearse");
+        m_rehearsed = true;
+        rehearse(m);
     }
 
     // ---- the job ----
 
-    void start_job(const g::Job& m) {
+    // Builds the job's guest cgroup, stdio pipes and plan and starts moat-init
+    // (spawn_container_job: on return the job waits in its first execve for
+    // the answer to its exec notice). On failure everything made is undone
+    // and the step that failed is said in `step`.
+    struct SpawnFailure {
+        std::string step;
+        Error error;
+    };
+    std::expected<std::unique_ptr<RunningJob>, SpawnFailure> spawn_job(const g::Job& m, const char* cgroup_name) {
         std::unique_ptr<RunningJob> rj;
         auto fatal = [this, &rj](const std::string& step, const Error& e) {
-            setup_status(step, e.sys_errno, e.message, true);
             if (rj && rj->cg) {
                 (void)rj->cg->destroy();
                 remove_cgroup_parent();
             }
-            finish_without_job();
+            return std::unexpected(SpawnFailure{step, e});
         };
         auto j = nlohmann::json::parse(m.plan_json, nullptr, false);
         if (j.is_discarded()) return fatal("parse(plan)", Error::msg("the Job's plan is not JSON"));
@@ -535,7 +549,7 @@ private:
         if (parent.empty()) parent = m_opt.test_mode ? "moat-agent-test-" + std::to_string(getpid()) : "moat";
         m_cg_parent = parent;
         if (layout) m_layout = *layout;
-        auto cg = layout ? cgroup::JobCgroup::create(*layout, parent, "job", lim)
+        auto cg = layout ? cgroup::JobCgroup::create(*layout, parent, cgroup_name, lim)
                          : Result<cgroup::JobCgroup>(std::unexpected(layout.error()));
         if (cg) rj->cg.emplace(std::move(*cg));
         else if (m_opt.test_mode) log("test mode: the job runs without a cgroup (no limits, no samples): " + cg.error().message);
@@ -570,9 +584,78 @@ private:
         auto spawned = sandbox::spawn_container_job(sp);
         if (!spawned) return fatal("spawn", spawned.error());
         rj->proc = std::move(*spawned);
-        for (const auto& w : rj->proc.warnings) setup_status(w.step, w.err, w.detail, false);
-        send(g::Started{int32_t(rj->proc.pid)});
-        m_job = std::move(rj);
+        return rj;
+    }
+
+    void start_job(const g::Job& m) {
+        auto rj = spawn_job(m, "job");
+        if (!rj) {
+            setup_status(rj.error().step, rj.error().error.sys_errno, rj.error().error.message, true);
+            return finish_without_job();
+        }
+        for (const auto& w : (*rj)->proc.warnings) setup_status(w.step, w.err, w.detail, false);
+        send(g::Started{int32_t((*rj)->proc.pid)});
+        m_job = std::move(*rj);
+    }
+
+    // A warm guest's dress rehearsal (g::Rehearse): the whole set-up of the
+    // plan, up to an exec of a path that does not exist, which this agent
+    // refuses itself; then everything is undone. Nothing goes to the host:
+    // the guest sits in moatd's pool meanwhile, and a Job that comes waits in
+    // the port until this returns. Its only purpose is that TCG translates
+    // the set-up's code (the agent's, moat-init's, the guest kernel's) here,
+    // before a job is waiting for it; the guest console says how long it took.
+    void rehearse(const g::Rehearse& m) {
+        const int64_t t0 = now_monotonic_ns();
+        auto rj = spawn_job(m.job, "rehearsal");
+        if (!rj) {
+            console("rehearsal: " + rj.error().step + ": " + rj.error().error.message);
+            return;
+        }
+        RunningJob& j = **rj;
+        const int64_t spawned = now_monotonic_ns();
+        const int64_t deadline = spawned + 10'000'000'000;
+        bool exited = false;
+        while (!exited && now_monotonic_ns() < deadline) {
+            pollfd p[2] = {{j.proc.pidfd.get(), POLLIN, 0}, {j.proc.listener.get(), POLLIN, 0}};
+            if (::poll(p, j.proc.listener && !j.listener_gone ? 2 : 1, 1000) < 0 && errno != EINTR) break;
+            if (p[1].revents & POLLIN) {
+                seccomp_notif* req = m_req;
+                memset(req, 0, sizeof *req);
+                if (seccomp_notify_receive(j.proc.listener.get(), req) == 0) {
+                    uint64_t args[6];
+                    for (int i = 0; i < 6; ++i) args[i] = req->data.args[i];
+                    // The same decoding a job's notices get (that code is warmed too).
+                    if (req->data.arch == AUDIT_ARCH_X86_64 && !(req->data.nr & 0x40000000))
+                        (void)supervisor::decode_args(pid_t(req->pid), req->data.nr, args);
+                    (void)j.modules.resolve(pid_t(req->pid), req->data.instruction_pointer, now_monotonic_ns());
+                    seccomp_notif_resp* resp = m_resp;
+                    memset(resp, 0, sizeof *resp);
+                    resp->id = req->id;
+                    resp->error = -ENOENT;
+                    seccomp_notify_respond(j.proc.listener.get(), resp);
+                }
+            } else if (p[1].revents) {
+                j.listener_gone = true;
+            }
+            if (p[0].revents & POLLIN) {
+                int ws;
+                exited = waitpid(j.proc.pid, &ws, WNOHANG) == j.proc.pid;
+            }
+        }
+        if (!exited) {
+            ::kill(j.proc.pid, SIGKILL);
+            int ws;
+            while (waitpid(j.proc.pid, &ws, 0) < 0 && errno == EINTR) {}
+        }
+        if (j.cg) {
+            (void)j.cg->kill_all(2000);
+            (void)j.cg->destroy();
+            remove_cgroup_parent();
+        }
+        const int64_t t1 = now_monotonic_ns();
+        console("rehearsal: set-up " + std::to_string((spawned - t0) / 1'000'000) + " ms, to the end " +
+                std::to_string((t1 - t0) / 1'000'000) + " ms" + (exited ? "" : " (moat-init killed after 10 s)"));
     }
 
     void on_notify(short revents) {
@@ -787,6 +870,7 @@ private:
     int m_exit_code = 1;
     std::string m_work, m_inputs, m_newroot, m_cg_parent;
     bool m_own_work = false;
+    bool m_had_job = false, m_rehearsed = false;
     cgroup::Layout m_layout;
     UniqueFd m_input_fd;
     uint64_t m_input_left = 0;

@@ -44,11 +44,11 @@ fi
 if [ $SHORT = 1 ]; then
     RUNS=5 WARM=1 SPAWN_REPS=1 SPAWN_MIN=0.05 LOOP_N=200000 LOOP_REPS=3 DENY_N=20000
     STORE_SIZE=100000 SEED_EVENTS=100000 MON_JOBS=10 MON_SECS=3
-    VM_RUNS=2 VM_WARM_RUNS=2
+    VM_RUNS=${MOAT_BENCH_VM_RUNS:-2} VM_WARM_RUNS=${MOAT_BENCH_VM_WARM_RUNS:-2}
 else
     RUNS=30 WARM=3 SPAWN_REPS=5 SPAWN_MIN=0.5 LOOP_N=2000000 LOOP_REPS=5 DENY_N=200000
     STORE_SIZE=${MOAT_BENCH_STORE_SIZE:-1000000} SEED_EVENTS=1000000 MON_JOBS=100 MON_SECS=10
-    VM_RUNS=10 VM_WARM_RUNS=10
+    VM_RUNS=${MOAT_BENCH_VM_RUNS:-10} VM_WARM_RUNS=${MOAT_BENCH_VM_WARM_RUNS:-10}
 fi
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -124,6 +124,7 @@ cleanup() {
     stop_moatd
     rmdir /sys/fs/cgroup/*/"$CGPARENT"/* /sys/fs/cgroup/"$CGPARENT"/* /sys/fs/cgroup/*/"$CGPARENT" \
         /sys/fs/cgroup/"$CGPARENT" /sys/fs/cgroup/*/"$CGPARENT-bare" /sys/fs/cgroup/"$CGPARENT-bare" 2>/dev/null
+    [ -n "${MOAT_BENCH_KEEP_LOG:-}" ] && cp "$WORK/moatd.log" "$MOAT_BENCH_KEEP_LOG" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT

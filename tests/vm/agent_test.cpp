@@ -428,4 +428,55 @@ TEST_F(Agent, ABadPlanIsAFatalSetupStatus) {
     EXPECT_EQ(s->step, "parse(plan)");
 }
 
+TEST_F(Agent, ARehearsalRunsNothingSaysNothingAndTheJobRunsAfterIt) {
+    ASSERT_NO_FATAL_FAILURE(start());
+    // moatd scrubs the program out of a rehearsal; the agent must not need
+    // that: even an existing program is never executed (the agent answers
+    // the exec notice itself). If `sleep 30` ran, the rehearsal would hold
+    // the agent for its 10 s limit and the job below would start late.
+    const auto t0 = std::chrono::steady_clock::now();
+    send(g::Rehearse{g::Job{plan_json({"/usr/bin/sleep", "30"}), 0, 256ull << 20, 64}});
+    send(g::Job{plan_json({"/bin/echo", "after the rehearsal"}), 0, 256ull << 20, 64});
+    Received r = run_until_exit(continue_exec_deny_rest, 30, [this](Received&) { send(g::StdinEof{}); });
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(r.started);
+    ASSERT_TRUE(r.exit);
+    EXPECT_LT(took, 8.0) << "the rehearsal ran its program (or hung)";
+    EXPECT_EQ(r.out[0], "after the rehearsal\n");
+    // Nothing of the rehearsal reached the host: the first message is the job's.
+    ASSERT_FALSE(r.all.empty());
+    EXPECT_FALSE(std::holds_alternative<g::SetupStatus>(r.all.front()) &&
+                 std::get<g::SetupStatus>(r.all.front()).fatal);
+    for (const auto& n : r.notices) {
+        if (n.decoded) {
+            EXPECT_EQ(n.decoded->find("sleep"), std::string::npos) << "a rehearsal notice reached the host";
+        }
+    }
+    EXPECT_TRUE(WIFEXITED(r.exit->wait_status));
+    EXPECT_EQ(WEXITSTATUS(r.exit->wait_status), 0);
+    EXPECT_EQ(processes_of(uid_base() + 1), 0);
+}
+
+TEST_F(Agent, ARehearsalAfterTheJobIsAProtocolError) {
+    ASSERT_NO_FATAL_FAILURE(start());
+    send(g::Job{plan_json({"/bin/sh", "-c", "exec sleep 30"}), 0, 0, 0});
+    for (;;) {
+        auto m = next(20);
+        ASSERT_TRUE(m);
+        if (auto* n = std::get_if<g::Notice>(&*m)) send(continue_exec_deny_rest(*n));
+        if (std::holds_alternative<g::Started>(*m)) break;
+    }
+    send(g::Rehearse{g::Job{plan_json({"/bin/true"}), 0, 0, 0}});
+    bool protocol = false, exited = false;
+    for (int i = 0; i < 50 && !exited; ++i) {
+        auto m = next(20);
+        ASSERT_TRUE(m);
+        if (auto* n = std::get_if<g::Notice>(&*m)) send(continue_exec_deny_rest(*n));
+        if (auto* s = std::get_if<g::SetupStatus>(&*m)) protocol = protocol || (s->fatal && s->step == "protocol");
+        if (auto* x = std::get_if<g::Exit>(&*m)) exited = x->killed_by_agent;
+    }
+    EXPECT_TRUE(protocol);
+    EXPECT_TRUE(exited) << "the job was not killed";
+}
+
 }  // namespace

@@ -385,7 +385,7 @@ TEST(QemuJail, CommandLine) {
     for (auto& s : v) all += s + " ";
     for (const char* want : {"-nodefaults ", "-no-user-config ", "-no-reboot ", "-M microvm,isa-serial=on ",
                              "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny ",
-                             "-m 200 ", "-smp 1 ", "-accel tcg ", "-icount shift=auto,sleep=on ", "-kernel /k/vmlinux ", "-initrd /k/initrd ",
+                             "-m 200 ", "-smp 1 ", "-accel tcg ", "-icount shift=4,sleep=on ", "-kernel /k/vmlinux ", "-initrd /k/initrd ",
                              "id=root,file=/k/root.img,format=raw,if=none,read-only=on ",
                              "virtio-blk-device,drive=root ", "socket,id=port0,fd=3 ",
                              "virtserialport,chardev=port0,name=moat-control ", "socket,id=port1,fd=4 ",

@@ -191,12 +191,13 @@ const char* type_name(Type t) {
         case Type::StdinEof: return "StdinEof";
         case Type::Verdict: return "Verdict";
         case Type::Kill: return "Kill";
+        case Type::Rehearse: return "Rehearse";
     }
     return "?";
 }
 
 bool is_guest_type(uint8_t t) { return t >= uint8_t(Type::Hello) && t <= uint8_t(Type::StdinConsumed); }
-bool is_host_type(uint8_t t) { return t >= uint8_t(Type::Job) && t <= uint8_t(Type::Kill); }
+bool is_host_type(uint8_t t) { return t >= uint8_t(Type::Job) && t <= uint8_t(Type::Rehearse); }
 
 // ---- Decoder ----
 
@@ -342,17 +343,23 @@ Result<std::string> encode(const StdinConsumed& m) {
     return frame(Type::StdinConsumed, w, kMaxGuestPayload);
 }
 
-Result<std::string> encode(const Job& m) {
-    MOAT_CHECK_LEN("Job", "plan_json", m.plan_json, 1, kMaxPlan);
+namespace {
+// Job and Rehearse share one payload layout.
+Result<std::string> encode_job(const Job& m, Type type, const char* name) {
+    MOAT_CHECK_LEN(name, "plan_json", m.plan_json, 1, kMaxPlan);
     if (m.sample_interval_ns != 0 && m.sample_interval_ns < 1'000'000)
-        return fail("guest protocol: Job: sample_interval_ns below 1 ms");
+        return fail(std::string("guest protocol: ") + name + ": sample_interval_ns below 1 ms");
     Writer w;
     w.u64(m.sample_interval_ns);
     w.u64(m.memory_max);
     w.u64(m.pids_max);
     w.str(m.plan_json);
-    return frame(Type::Job, w, kMaxHostPayload);
+    return frame(type, w, kMaxHostPayload);
 }
+}  // namespace
+
+Result<std::string> encode(const Job& m) { return encode_job(m, Type::Job, "Job"); }
+Result<std::string> encode(const Rehearse& m) { return encode_job(m.job, Type::Rehearse, "Rehearse"); }
 
 Result<std::string> encode(const InputFile& m) {
     MOAT_CHECK_LEN("InputFile", "path", m.path, 2, kMaxPath);
@@ -532,8 +539,9 @@ Result<StdinConsumed> parse_stdin_consumed(std::string_view p) {
     return r.done(m);
 }
 
-Result<Job> parse_job(std::string_view p) {
-    Reader r(p, "Job");
+namespace {
+Result<Job> parse_job_as(std::string_view p, const char* name) {
+    Reader r(p, name);
     Job m;
     m.sample_interval_ns = r.u64("sample_interval_ns");
     if (r.ok() && m.sample_interval_ns != 0 && m.sample_interval_ns < 1'000'000) r.bad("sample_interval_ns", "is below 1 ms");
@@ -541,6 +549,14 @@ Result<Job> parse_job(std::string_view p) {
     m.pids_max = r.u64("pids_max");
     m.plan_json = r.str("plan_json", 1, kMaxPlan);
     return r.done(std::move(m));
+}
+}  // namespace
+
+Result<Job> parse_job(std::string_view p) { return parse_job_as(p, "Job"); }
+Result<Rehearse> parse_rehearse(std::string_view p) {
+    auto j = parse_job_as(p, "Rehearse");
+    if (!j) return std::unexpected(j.error());
+    return Rehearse{std::move(*j)};
 }
 
 Result<InputFile> parse_input_file(std::string_view p) {
@@ -634,6 +650,7 @@ Result<HostMessage> parse_host(const Frame& f) {
         case Type::StdinEof: return lift<HostMessage>(parse_stdin_eof(p));
         case Type::Verdict: return lift<HostMessage>(parse_verdict(p));
         case Type::Kill: return lift<HostMessage>(parse_kill(p));
+        case Type::Rehearse: return lift<HostMessage>(parse_rehearse(p));
         default: break;
     }
     return fail("guest protocol: frame type " + std::to_string(unsigned(uint8_t(f.type))) + " is not one the host sends");

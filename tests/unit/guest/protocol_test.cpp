@@ -150,6 +150,14 @@ TEST(GuestProtocol, RoundTripHostMessages) {
     EXPECT_EQ(round_trip_host(Verdict{79, 0, Verdict::kKill}).flags, Verdict::kKill);
     EXPECT_EQ(round_trip_host(Verdict{80, 38, Verdict::kTrap}).flags, Verdict::kTrap);
     (void)round_trip_host(Kill{});
+    // A Rehearse carries a Job, and is told apart from one by its type only.
+    auto r = round_trip_host(Rehearse{Job{R"({"exe":"/.moat-rehearsal"})", 0, 1 << 20, 8}});
+    EXPECT_EQ(r.job.plan_json, R"({"exe":"/.moat-rehearsal"})");
+    EXPECT_EQ(r.job.pids_max, 8u);
+    auto rf = encode(Rehearse{Job{"{}", 0, 0, 0}});
+    ASSERT_TRUE(rf);
+    EXPECT_EQ(uint8_t((*rf)[4]), uint8_t(Type::Rehearse));
+    EXPECT_FALSE(encode(Rehearse{Job{"", 0, 0, 0}})) << "an empty plan is refused as in a Job";
 }
 
 TEST(GuestProtocol, DecoderSplitsAndJoinsFrames) {
@@ -207,7 +215,7 @@ TEST(GuestProtocol, DecoderBufferStaysBounded) {
 
 TEST(GuestProtocol, DecoderRefusesUnknownAndWrongDirectionTypes) {
     std::vector<Frame> frames;
-    for (uint8_t t : {0, 12, 63, 72, 200, 255}) {
+    for (uint8_t t : {0, 12, 63, 73, 200, 255}) {
         Decoder d(Direction::GuestToHost);
         EXPECT_FALSE(d.feed(le32(0) + char(t), frames)) << int(t);
         Decoder h(Direction::HostToGuest);
@@ -272,6 +280,7 @@ TEST(GuestProtocol, TrailingBytesAreRefused) {
     check(encode(StdinEof{}), parse_stdin_eof);
     check(encode(Verdict{1, 1, 0}), parse_verdict);
     check(encode(Kill{}), parse_kill);
+    check(encode(Rehearse{Job{"{}", 0, 0, 0}}), parse_rehearse);
 }
 
 TEST(GuestProtocol, StringsOverTheirLimitAreRefused) {

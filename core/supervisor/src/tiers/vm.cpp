@@ -44,6 +44,7 @@ namespace {
 
 constexpr const char* kCtlPort = "moat.ctl";
 constexpr const char* kImageRoot = "/mnt/root";       // where the agent mounts the root image
+constexpr const char* kRehearsalExe = "/.moat-rehearsal/no-such-program";  // a warm guest's rehearsal execs this
 constexpr size_t kReadPerWake = 256 << 10;         // guest bytes read per loop wake-up, per guest
 constexpr size_t kMaxOutbound = 1 << 20;           // bytes queued to a guest before inputs/stdin pause
 constexpr size_t kMaxQueued = 8 << 20;             // bytes queued to a guest at all: past it, the guest is broken
@@ -314,6 +315,9 @@ public:
         return {{"guest_logs_not_stored", m_logs_dropped}, {"guest_bytes_out", m_out_bytes}};
     }
     cgroup::Sample adjust_sample(const cgroup::Sample& host) override;
+    // This job's plan scrubbed of what is the job's own, as a Rehearse frame
+    // for the pool's next guest of the same key (empty if it did not encode).
+    const std::string& rehearsal_frame() const { return m_rehearsal_frame; }
 
 private:
     void on_message(guest::GuestMessage&& m);
@@ -331,6 +335,7 @@ private:
     bool m_warm = false;
     // What the job is sent.
     std::string m_job_frame;
+    std::string m_rehearsal_frame;
     std::vector<UniqueFd> m_inputs;
     std::vector<std::string> m_input_paths;
     size_t m_input_index = 0;
@@ -515,8 +520,13 @@ public:
                 return std::unexpected(r.error().wrap("starting QEMU"));
         }
         auto run = std::make_unique<VmRunning>(*this, std::move(g), p, in, warm);
-        m_last_image[p.pool_key] = {p.prepared, p.guest_ram, now_monotonic_ns()};
-        refill(p.pool_key);
+        m_last_image[p.pool_key] = {p.prepared, p.guest_ram, now_monotonic_ns(), run->rehearsal_frame()};
+        // The pool's next guest boots once this job's Job frame is out (the
+        // loop runs posted work after this wake-up): its QEMU start is not in
+        // the job's start.
+        m_host.loop->post([alive = std::weak_ptr<int>(m_alive), this, key = p.pool_key] {
+            if (alive.lock()) refill(key);
+        });
         return run;
     }
 
@@ -654,6 +664,7 @@ private:
         std::shared_ptr<Prepared> prepared;
         uint64_t guest_ram = 0;
         int64_t used_mono = 0;
+        std::string rehearsal;  // guest::Rehearse frame from the key's last job
     };
 
     Result<void> boot_warm(const std::string& key, const LastImage& li) const {
@@ -698,9 +709,13 @@ private:
             m_booting_guests.erase(g);
             m_booting.erase(it);
             cancel_boot_timer(g);
-            if (!m_last_image.count(key)) return bury(std::move(own));  // the key was evicted meanwhile
+            auto li = m_last_image.find(key);
+            if (li == m_last_image.end()) return bury(std::move(own));  // the key was evicted meanwhile
             own->set_handlers([this, g](guest::GuestMessage&&) { drop_ready(g, "it spoke out of turn"); },
                               [this, g] { drop_ready(g, "it ended"); });
+            // The guest rehearses the key's last plan while it waits (the agent
+            // says nothing back; a job that takes it meanwhile queues behind).
+            if (!li->second.rehearsal.empty()) own->send(li->second.rehearsal);
             m_pool[key].push_back({std::move(own), now_monotonic_ns()});
             return;
         }
@@ -777,6 +792,7 @@ private:
     mutable std::map<Guest*, std::unique_ptr<Guest>> m_booting_guests;
     mutable std::map<std::string, LastImage> m_last_image;
     mutable uint64_t m_warm_seq = 0;
+    std::shared_ptr<int> m_alive = std::make_shared<int>(0);  // posted work checks the tier still exists
     EventLoop::TimerId m_sweep = 0;
 };
 
@@ -802,6 +818,19 @@ VmRunning::VmRunning(const VmTier& tier, std::unique_ptr<Guest> g, VmPlan& plan,
     job.memory_max = pol.limits.memory_bytes;
     job.pids_max = pol.limits.pids;
     if (auto f = guest::encode(job)) m_job_frame = std::move(*f);
+    // The rehearsal (guest::Rehearse, docs/vm.md "Warm pool") keeps the set-up
+    // (mounts from the same image, limits, the compiled filter) and nothing of
+    // the job itself: no argv, env or cwd, and a program that does not exist,
+    // so nothing is executed even if the agent were to let the exec through.
+    sandbox::ContainerPlan rp = cp;
+    rp.hostname = "rehearsal";
+    rp.exe = kRehearsalExe;
+    rp.argv = {kRehearsalExe};
+    rp.env.clear();
+    rp.cwd = "/";
+    guest::Rehearse rehearse{job};
+    rehearse.job.plan_json = rp.to_json().dump();
+    if (auto f = guest::encode(rehearse)) m_rehearsal_frame = std::move(*f);
     m_inputs = std::move(plan.inputs);
     m_input_paths = plan.input_paths;
     m_stdin.reset(fcntl(in.stdio[0], F_DUPFD_CLOEXEC, 3));
@@ -861,6 +890,7 @@ void VmRunning::boot_failed(const std::string& why) {
     if (m_boot_error.empty()) m_boot_error = why;
     m_guest->kill();
 }
+
 
 // The guest agent takes the inputs first, then the Job (docs/vm-protocol.md).
 void VmRunning::send_job() {

@@ -60,6 +60,7 @@ enum class Type : uint8_t {
     StdinEof = 69,
     Verdict = 70,
     Kill = 71,
+    Rehearse = 72,
 };
 
 enum class Direction { GuestToHost, HostToGuest };  // who sends what the decoder reads
@@ -209,7 +210,17 @@ struct Verdict {
 
 struct Kill {};
 
-using HostMessage = std::variant<Job, InputFile, InputData, InputEnd, Stdin, StdinEof, Verdict, Kill>;
+// A warm guest's dress rehearsal (docs/vm.md, "Warm pool"): before any Job,
+// the agent runs this plan through the whole job set-up (guest cgroup,
+// moat-init, namespaces, mounts, filter) up to an exec of a path that does not
+// exist, answers every notification itself, cleans up and sends nothing back.
+// It runs the set-up's code once so that TCG has translated it before the job
+// that pays for it. moatd sends it only with argv, env and exe scrubbed.
+struct Rehearse {
+    Job job;
+};
+
+using HostMessage = std::variant<Job, InputFile, InputData, InputEnd, Stdin, StdinEof, Verdict, Kill, Rehearse>;
 
 // ---- encoding: whole frames, ready to write ----
 // Encoding checks the same limits the parsers do and fails rather than emit a
@@ -233,6 +244,7 @@ Result<std::string> encode(const Stdin& m);
 Result<std::string> encode(const StdinEof& m);
 Result<std::string> encode(const Verdict& m);
 Result<std::string> encode(const Kill& m);
+Result<std::string> encode(const Rehearse& m);
 Result<std::string> encode(const GuestMessage& m);
 Result<std::string> encode(const HostMessage& m);
 
@@ -256,6 +268,7 @@ Result<Stdin> parse_stdin(std::string_view p);
 Result<StdinEof> parse_stdin_eof(std::string_view p);
 Result<Verdict> parse_verdict(std::string_view p);
 Result<Kill> parse_kill(std::string_view p);
+Result<Rehearse> parse_rehearse(std::string_view p);
 
 // Dispatch on the frame's type; a type of the other direction is an error.
 Result<GuestMessage> parse_guest(const Frame& f);
