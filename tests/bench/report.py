@@ -195,7 +195,7 @@ moatd's host clock):
 | moatd: created → started (prepare, cgroup, QEMU launch, boot, Job, guest-side setup, exec notice) | {f(c2s, '', 0)} |
 | … of which `sandbox.boot_ms` (QEMU launched → the agent's Hello) | {f(cboot, '', 0)} (bare boot to READY: {f(ready, '', 0)}) |
 | … the rest: prepare before the launch + Hello → exec notice | {f(None if c2s is None or cboot is None else c2s - cboot, '', 0)} |
-| moatd: started → finished (the program, its Exit, guest reboot, QEMU exit, record) | {f(s2f, '', 0)} (bare "bye" → QEMU exit: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
+| moatd: started → finished (the program, its Exit, QEMU killed on it, record) | {f(s2f, '', 0)} (bare "bye" → QEMU exit: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
 
 Warm start: request → first byte {f(wfb, ' ms', 1)} (per run: {R.get('vm_warm_first_byte_all', '?')} ms),
 moatd created → started {f(wcs, ' ms', 1)} (per run: {R.get('vm_warm_created_started_all', '?')} ms),

@@ -197,7 +197,7 @@ private:
 
     void update_interest() {
         if (!m_ctl) return;
-        uint32_t want = (m_paused ? 0 : EPOLLIN) | (m_out.empty() ? 0 : EPOLLOUT);
+        uint32_t want = (m_paused ? 0u : uint32_t(EPOLLIN)) | (m_out.empty() ? 0u : uint32_t(EPOLLOUT));
         if (want != m_ctl_events) {
             (void)m_loop.modify_fd(m_ctl.get(), want);
             m_ctl_events = want;
@@ -1018,6 +1018,12 @@ void VmRunning::on_message(guest::GuestMessage&& msg) {
                 m_sample = m;
             } else if constexpr (std::is_same_v<T, guest::Exit>) {
                 m_exit_status = m.wait_status;
+                // Exit is the agent's last message (after every OutputEof and
+                // the last Sample): the job is over, and the guest would only
+                // tear itself down and reboot before QEMU exits. It is never
+                // reused, so QEMU is ended now (the guest's reboot stays the
+                // path when this kill is lost).
+                m_guest->kill();
             } else if constexpr (std::is_same_v<T, guest::SetupStatus>) {
                 if (m.fatal) {
                     sandbox::SetupRecord r{};
