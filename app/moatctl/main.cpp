@@ -520,30 +520,129 @@ int cmd_show(const Global& g, int64_t job, bool as_json) {
     return 0;
 }
 
-int cmd_events(const Global& g, int64_t job, bool as_json, const std::string& kind, const std::string& syscall) {
+void print_event(const json& e, bool as_json) {
+    if (as_json) printf("%s\n", e.dump().c_str());
+    else
+        printf("%-30s %-9s %5s  %s\n", str_or(e, "time").c_str(), str_or(e, "kind").c_str(), str_or(e, "count").c_str(),
+               event_summary(e).c_str());
+}
+
+// --follow: moatd pushes the stored events, then each new one as it is
+// stored, and "end" once the job has ended and its last event was sent
+// (docs/protocol.md "watch"). Nothing is polled.
+int follow_events(const Global& g, int64_t job, bool as_json, const std::string& kind, const std::string& syscall) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    json req = {{"op", "watch"}, {"job", job}};
+    if (!kind.empty()) req["kind"] = kind;
+    if (auto r = c->call(req); !r) return die(r.error().message);
+    for (;;) {
+        auto m = c->receive();
+        if (!m) return die("moatd: " + m.error().message);
+        const std::string push = m->value("push", "");
+        if (push == "events") {
+            for (const auto& e : (*m)["events"]) {
+                if (!syscall.empty() && e.value("syscall", "") != syscall) continue;
+                print_event(e, as_json);
+            }
+            fflush(stdout);
+        } else if (push == "end") {
+            return 0;
+        } else if (push == "error" || m->contains("ok")) {
+            return die(m->value("error", std::string("moatd ended the watch")));
+        }
+    }
+}
+
+int cmd_events(const Global& g, int64_t job, bool as_json, const std::string& kind, const std::string& syscall,
+               bool follow) {
+    if (!as_json) printf("%-30s %-9s %5s  %s\n", "TIME", "KIND", "COUNT", "WHAT");
+    if (follow) return follow_events(g, job, as_json, kind, syscall);
     auto c = connect(g);
     if (!c) return die(c.error().message);
     int64_t after = 0;
-    if (!as_json) printf("%-30s %-9s %5s  %s\n", "TIME", "KIND", "COUNT", "WHAT");
     for (;;) {
         json req = {{"op", "events"}, {"job", job}, {"after", after}, {"limit", 5000}};
         if (!kind.empty()) req["kind"] = kind;
         if (!syscall.empty()) req["syscall"] = syscall;
         auto r = c->call(req);
         if (!r) return die(r.error().message);
-        for (const auto& e : (*r)["events"]) {
-            if (as_json) printf("%s\n", e.dump().c_str());
-            else
-                printf("%-30s %-9s %5s  %s\n", str_or(e, "time").c_str(), str_or(e, "kind").c_str(),
-                       str_or(e, "count").c_str(), event_summary(e).c_str());
-        }
+        for (const auto& e : (*r)["events"]) print_event(e, as_json);
         if ((*r)["next"].is_null()) break;
         after = (*r)["next"].get<int64_t>();
     }
     return 0;
 }
 
-int cmd_jobs(const Global& g, bool as_json, int limit) {
+std::string job_row(const json& j) {
+    std::string argv = joined_for_terminal(j["argv"]);
+    if (argv.size() > 40) argv = moat::for_terminal(argv.substr(0, 37)) + "...";
+    std::string pol = str_or(j["policy"], "name") + " v" + str_or(j["policy"], "version");
+    std::string exit = j["exit_code"].is_null() ? (j["signal"].is_null() ? "-" : "sig " + str_or(j, "signal"))
+                                                : str_or(j, "exit_code");
+    char line[1024];
+    snprintf(line, sizeof line, "%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", str_or(j, "id").c_str(),
+             str_or(j, "tier").c_str(), str_or(j, "state").c_str(), pol.c_str(), str_or(j["termination"], "cause").c_str(),
+             exit.c_str(), str_or(j, "denial_count").c_str(), argv.c_str());
+    return line;
+}
+void print_job_row(const json& j) { printf("%s", job_row(j).c_str()); }
+
+void print_jobs_header() {
+    printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", "ID", "TIER", "STATE", "POLICY", "CAUSE", "EXIT", "DENIALS",
+           "COMMAND");
+}
+
+// --watch: the list (moatd's snapshot of the recent jobs), then each job as
+// it changes (created, its denial count, finished). A snapshot again means
+// moatctl fell behind; moatd says by how many changes.
+int watch_jobs(const Global& g, bool as_json) {
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    if (auto r = c->call({{"op", "watch"}, {"jobs", true}}); !r) return die(r.error().message);
+    bool first = true;
+    // moatd pushes a job whenever something of it was stored (its samples
+    // too); a row is printed only when what it shows changed.
+    std::map<std::string, std::string> shown;
+    auto changed = [&shown](const json& j, const std::string& text) {
+        auto& last = shown[str_or(j, "id")];
+        if (last == text) return false;
+        last = text;
+        return true;
+    };
+    for (;;) {
+        auto m = c->receive();
+        if (!m) return die("moatd: " + m.error().message);
+        const std::string push = m->value("push", "");
+        if (push == "jobs") {
+            const json& jobs = (*m)["jobs"];
+            if (m->value("snapshot", false)) {
+                if (!first) fprintf(stderr, "moatctl: fell behind by %llu changes; the list again:\n",
+                                    (unsigned long long)m->value("missed", uint64_t(0)));
+                shown.clear();
+                if (as_json) printf("%s\n", jobs.dump().c_str());
+                else print_jobs_header();
+                for (const auto& j : jobs) {
+                    std::string text = as_json ? j.dump() : job_row(j);
+                    changed(j, text);
+                    if (!as_json) printf("%s", text.c_str());
+                }
+                first = false;
+            } else {
+                for (const auto& j : jobs) {
+                    std::string text = as_json ? j.dump() + "\n" : job_row(j);
+                    if (changed(j, text)) printf("%s", text.c_str());
+                }
+            }
+            fflush(stdout);
+        } else if (push == "error" || m->contains("ok")) {
+            return die(m->value("error", std::string("moatd ended the watch")));
+        }
+    }
+}
+
+int cmd_jobs(const Global& g, bool as_json, int limit, bool watch) {
+    if (watch) return watch_jobs(g, as_json);
     auto c = connect(g);
     if (!c) return die(c.error().message);
     auto r = c->call({{"op", "jobs"}, {"limit", limit}});
@@ -552,18 +651,8 @@ int cmd_jobs(const Global& g, bool as_json, int limit) {
         printf("%s\n", (*r)["jobs"].dump().c_str());
         return 0;
     }
-    printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", "ID", "TIER", "STATE", "POLICY", "CAUSE", "EXIT", "DENIALS",
-           "COMMAND");
-    for (const auto& j : (*r)["jobs"]) {
-        std::string argv = joined_for_terminal(j["argv"]);
-        if (argv.size() > 40) argv = moat::for_terminal(argv.substr(0, 37)) + "...";
-        std::string pol = str_or(j["policy"], "name") + " v" + str_or(j["policy"], "version");
-        std::string exit = j["exit_code"].is_null() ? (j["signal"].is_null() ? "-" : "sig " + str_or(j, "signal"))
-                                                    : str_or(j, "exit_code");
-        printf("%-6s %-10s %-9s %-20s %-14s %-8s %-8s %s\n", str_or(j, "id").c_str(), str_or(j, "tier").c_str(),
-               str_or(j, "state").c_str(), pol.c_str(), str_or(j["termination"], "cause").c_str(), exit.c_str(),
-               str_or(j, "denial_count").c_str(), argv.c_str());
-    }
+    print_jobs_header();
+    for (const auto& j : (*r)["jobs"]) print_job_row(j);
     return 0;
 }
 
@@ -684,11 +773,15 @@ int main(int argc, char** argv) {
     events->add_flag("--json", as_json, "JSON Lines");
     events->add_option("--kind", kind)->check(CLI::IsMember({"lifecycle", "resource", "denial", "limit"}));
     events->add_option("--syscall", syscall);
+    bool follow = false;
+    events->add_flag("--follow,-f", follow, "then each new event as moatd stores it, until the job has ended");
 
     int limit = 100;
     auto* jobs = app.add_subcommand("jobs", "recent jobs, newest first");
     jobs->add_flag("--json", as_json);
     jobs->add_option("--limit", limit)->capture_default_str();
+    bool watch = false;
+    jobs->add_flag("--watch,-w", watch, "the list, then each change as it happens (until interrupted)");
 
     auto* stop = app.add_subcommand("stop", "stop a running job (cause \"stopped\")");
     stop->add_option("job", job)->required();
@@ -748,8 +841,8 @@ int main(int argc, char** argv) {
     }
     if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
-    if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall);
-    if (jobs->parsed()) return cmd_jobs(g, as_json, limit);
+    if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
+    if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
     if (stop->parsed()) return cmd_stop(g, job);
     if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);

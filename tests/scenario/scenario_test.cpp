@@ -836,4 +836,147 @@ TEST_F(Scenario, SigtermStopsRunningJobsAndExitsZero) {
     EXPECT_EQ(d.terminate(), 0) << d.log();
 }
 
+// ---- pushed updates (op "watch") --------------------------------------------------
+
+// Lines of a file another process is still writing: a last, partial line is skipped.
+std::vector<json> complete_json_lines(const std::string& text) {
+    std::vector<json> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (auto j = json::parse(line, nullptr, false); !j.is_discarded()) out.push_back(j);
+    return out;
+}
+
+TEST_F(Scenario, WatchersSeeLiveDenialCountsAndEveryEventThenTheEnd) {
+    Bg watch({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "jobs", "--watch", "--json"}, s_root);
+    std::string idf = new_id_file();
+    Bg job({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", policy("base"), "--id-file", idf,
+            "--", testprog(), "deny-then-sleep", "25", "2"},
+           s_root);
+    json running = wait_running(*s_daemon, idf);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << job.err();
+    const int64_t id = read_id(idf);
+    Bg follow({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "events", std::to_string(id), "--follow", "--json"},
+              s_root);
+    // While it runs (it sleeps 2 s after its denials): the live count, in the
+    // list (item: "jobs" used to read the store's 0 until the end) and pushed.
+    json listed;
+    ASSERT_TRUE(wait_for([&] {
+        Proc p = ctl({"jobs", "--json"});
+        for (const auto& j : json::parse(p.out, nullptr, false))
+            if (j.value("id", int64_t(0)) == id) listed = j;
+        return listed.value("denial_count", 0) >= 25;
+    }, 5)) << listed.dump();
+    EXPECT_EQ(listed.value("state", ""), "running") << listed.dump();
+    bool pushed_live = false;
+    ASSERT_TRUE(wait_for([&] {
+        for (const auto& j : complete_json_lines(watch.out()))
+            if (j.is_object() && j.value("id", int64_t(0)) == id && j.value("state", "") == "running" &&
+                j.value("denial_count", 0) >= 25)
+                pushed_live = true;
+        return pushed_live;
+    }, 5)) << watch.out() << watch.err();
+
+    EXPECT_EQ(job.wait(15), 0) << job.err();
+    // --follow ends by itself once the job has ended and its last event is out.
+    EXPECT_EQ(follow.wait(10), 0) << follow.err();
+    auto followed = json_lines(follow.out());
+    auto stored = events(id);
+    ASSERT_EQ(followed.size(), stored.size()) << follow.out();
+    for (size_t i = 0; i < stored.size(); ++i) EXPECT_EQ(followed[i].value("id", 0), stored[i].value("id", 0));
+    EXPECT_EQ(denials(followed, "rmdir").size(), 25u);
+    EXPECT_EQ(followed.back().value("event", ""), "finished") << followed.back().dump();
+    // The watcher saw the end too, with the final count.
+    EXPECT_TRUE(wait_for([&] {
+        for (const auto& j : complete_json_lines(watch.out()))
+            if (j.is_object() && j.value("id", int64_t(0)) == id && j.value("state", "") == "finished" &&
+                j.value("denial_count", 0) == 25)
+                return true;
+        return false;
+    }, 5)) << watch.out();
+}
+
+TEST_F(Scenario, AWatcherThatDoesNotReadLosesNothingAndCostsMoatdNoBuffer) {
+    std::string idf = new_id_file();
+    Bg job({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", policy("base"), "--id-file", idf,
+            "--", testprog(), "deny-then-sleep", "3000", "1"},
+           s_root);
+    json running = wait_running(*s_daemon, idf);
+    const int64_t id = read_id(idf);
+    ASSERT_GT(id, 0) << job.err();
+    // Subscribe, then do not read while the job floods: moatd reads the
+    // events from the store after this watcher's cursor, only as fast as it
+    // takes them, so nothing queues in moatd and nothing is skipped.
+    int fd = connect_unix(s_daemon->socket());
+    ASSERT_GE(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    std::string req = frame(json{{"op", "watch"}, {"job", id}}.dump());
+    ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+    EXPECT_EQ(job.wait(30), 0) << job.err();
+    std::string got;
+    std::vector<json> frames;
+    bool ended = false;
+    auto t0 = Clock::now();
+    while (!ended && since(t0) < 20) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) continue;
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, size_t(n));
+        while (got.size() >= 4) {
+            uint32_t len;
+            memcpy(&len, got.data(), 4);
+            len = ntohl(len);
+            if (got.size() < 4 + size_t(len)) break;
+            frames.push_back(json::parse(got.substr(4, len), nullptr, false));
+            got.erase(0, 4 + size_t(len));
+            if (frames.back().value("push", "") == "end") ended = true;
+        }
+    }
+    close(fd);
+    ASSERT_TRUE(ended) << frames.size() << " frames, no end";
+    ASSERT_FALSE(frames.empty());
+    EXPECT_EQ(frames.front().value("ok", false), true) << frames.front().dump();
+    std::vector<int64_t> ids;
+    for (const auto& f : frames)
+        if (f.value("push", "") == "events")
+            for (const auto& e : f["events"]) ids.push_back(e.value("id", int64_t(0)));
+    auto stored = events(id);
+    ASSERT_EQ(ids.size(), stored.size());
+    for (size_t i = 0; i < ids.size(); ++i) ASSERT_EQ(ids[i], stored[i].value("id", int64_t(0))) << i;
+    EXPECT_EQ(frames.back()["job"].value("state", ""), "finished") << frames.back().dump();
+}
+
+TEST_F(Scenario, AWatchingConnectionRefusesRequestsAndBadWatchesAreRefused) {
+    json a = first_frame(raw_exchange(s_daemon->socket(), frame(R"({"op":"watch"})")));
+    EXPECT_EQ(a.value("ok", true), false) << a.dump();
+    json b = first_frame(raw_exchange(s_daemon->socket(), frame(R"({"op":"watch","jobs":"yes"})")));
+    EXPECT_EQ(b.value("ok", true), false) << b.dump();
+    json c = first_frame(raw_exchange(s_daemon->socket(), frame(R"({"op":"watch","job":-3})")));
+    EXPECT_EQ(c.value("ok", true), false) << c.dump();
+    // A watch, then a request on the same connection: refused, the watch goes on.
+    std::string got = raw_exchange(s_daemon->socket(), frame(R"({"op":"watch","policies":true})") + frame(R"({"op":"jobs"})"), 1.5);
+    std::vector<json> fr;
+    while (got.size() >= 4) {
+        uint32_t len;
+        memcpy(&len, got.data(), 4);
+        len = ntohl(len);
+        if (got.size() < 4 + size_t(len)) break;
+        fr.push_back(json::parse(got.substr(4, len), nullptr, false));
+        got.erase(0, 4 + size_t(len));
+    }
+    ASSERT_GE(fr.size(), 3u);
+    EXPECT_EQ(fr[0].value("ok", false), true) << fr[0].dump();
+    bool refused = false, policies = false;
+    for (const auto& f : fr) {
+        if (f.value("ok", true) == false && f.value("error", "").find("watching") != std::string::npos) refused = true;
+        if (f.value("push", "") == "policies" && f["policies"].is_array()) policies = true;
+    }
+    EXPECT_TRUE(refused);
+    EXPECT_TRUE(policies);
+}
+
 }  // namespace
+

@@ -524,6 +524,24 @@ int mode_convert(int argc, char** argv) {
     return 0;
 }
 
+int mode_deny_then_sleep(int argc, char** argv) {
+    // N distinct denials, then a sleep: a running job with denials stored
+    // (what the live counts and pushed updates are checked against).
+    long n = arg_num(argc, argv, 2);
+    double s = strtod(arg_str(argc, argv, 3), nullptr);
+    char path[64];
+    for (long i = 0; i < n; ++i) {
+        snprintf(path, sizeof path, "/nonexistent/moat-watch-%ld", i);
+        (void)rmdir(path);
+    }
+    printf("denied=%ld\n", n);
+    fflush(stdout);
+    timespec ts{time_t(s), long((s - double(time_t(s))) * 1e9)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+    return 0;
+}
+
 struct Mode {
     const char* name;
     int (*fn)(int, char**);
@@ -546,6 +564,7 @@ const Mode kModes[] = {
     {"deny-distinct", mode_deny_distinct},
     {"deny-anon-exec", mode_deny_anon_exec},
     {"convert", mode_convert},
+    {"deny-then-sleep", mode_deny_then_sleep},
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <expected>
+#include <set>
 
 #include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
@@ -32,8 +33,26 @@ const char* role_name(Role r) {
     }
 }
 
+// One watching connection's subscription (op "watch"). Nothing is buffered
+// per change beyond a bounded set of job ids: events are read from the store
+// after a cursor, so a slow client falls behind without costing moatd memory
+// and without losing anything; too many changed jobs fold into a snapshot.
+struct WatchState {
+    bool jobs = false, policies = false;
+    int64_t job = 0;                  // events of this job (0: none)
+    std::optional<store::EventKind> kind;
+    int64_t cursor = 0;               // the last event id pushed
+    bool ended = false;               // "end" was pushed
+    std::set<int64_t> changed_jobs;   // at most kMaxWatchedChanges
+    bool jobs_snapshot = false;       // push the whole (recent) list instead
+    uint64_t missed = 0;              // changes folded into that snapshot
+    bool policies_dirty = false, events_dirty = false;
+    bool busy = false;                // a query for this watcher is on the worker
+};
+
 struct Server::Client {
     uint64_t id = 0;
+    std::unique_ptr<WatchState> watch;  // set by "watch": the connection only receives pushes
     UniqueFd fd;
     Role role = Role::None;
     uid_t uid = 0;
@@ -71,6 +90,14 @@ json error_reply(const std::string& code, const std::string& msg) {
 // The most fds one sendmsg can carry (the kernel's SCM_MAX_FD). moatd's receive
 // buffer has room for them all, so the kernel never truncates the control data.
 constexpr size_t kScmMaxFd = 253;
+
+// Watch limits (docs/protocol.md): changed job ids remembered per watcher
+// before they fold into a snapshot; bytes queued to a watcher above which no
+// further push is prepared (the rest waits in the store); events per push.
+constexpr size_t kMaxWatchedChanges = 256;
+constexpr size_t kPushHighWater = 256u << 10;
+constexpr int kEventsPerPush = 500;
+constexpr int kJobsSnapshot = 100;
 
 // Answers a connection that will not be served and closes it at once: it never
 // enters the loop, so it holds no slot, whatever the peer does next. The send is
@@ -185,6 +212,16 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
     if (auto r = loop->add_fd(s->m_listen.get(), EPOLLIN, [raw](uint32_t) { raw->on_accept(); }); !r)
         return std::unexpected(r.error());
     if (auto t = loop->add_timer(1'000'000'000, 1'000'000'000, [raw] { raw->tick(); })) s->m_tick = *t;
+    s->m_hub->server = raw;
+    store->set_commit_hook([hub = s->m_hub, loop](const store::Committed& news) {
+        // The writer thread: hand the news to the loop, nothing more.
+        std::lock_guard lk(hub->mu);
+        if (!hub->server) return;
+        loop->post([hub, news] {
+            // The loop thread, where ~Server runs too: server is either live or null.
+            if (Server* srv = hub->server) srv->on_committed(news);
+        });
+    });
     s->m_worker = std::thread([raw] {
         for (;;) {
             std::function<void()> fn;
@@ -202,6 +239,10 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
 }
 
 Server::~Server() {
+    {
+        std::lock_guard lk(m_hub->mu);
+        m_hub->server = nullptr;
+    }
     {
         std::lock_guard lk(m_mu);
         m_quit = true;
@@ -377,6 +418,7 @@ void Server::on_writable(uint64_t id) {
             (void)m_loop->modify_fd(c.fd.get(), EPOLLIN | EPOLLRDHUP);
             c.writable_armed = false;
         }
+        if (c.watch) pump_watch(c);  // the client caught up: the next push may be prepared
     } else if (!c.writable_armed) {
         (void)m_loop->modify_fd(c.fd.get(), EPOLLIN | EPOLLRDHUP | EPOLLOUT);
         c.writable_armed = true;
@@ -421,7 +463,7 @@ void Server::tick() {
         // frame timeout's business; a connection whose job runs (`run`, `replay`)
         // or whose query is on the worker is waiting, not idle.
         else if (idle_ns > 0 && !c->closing && !c->decoder.mid_frame() && !c->attached_job && c->pending == 0 &&
-                 now - c->last_active > idle_ns)
+                 !c->watch && now - c->last_active > idle_ns)
             idle.push_back(id);
     }
     for (uint64_t id : done) drop(id);
@@ -450,6 +492,257 @@ void Server::query_async(uint64_t client, std::function<json()> work) {
         });
     }
     m_cv.notify_one();
+}
+
+void Server::query_then(uint64_t client, std::function<json()> work, std::function<void(Client&, json&)> then) {
+    if (auto it = m_clients.find(client); it != m_clients.end()) ++it->second->pending;
+    {
+        std::lock_guard lk(m_mu);
+        m_work.push_back([this, client, work = std::move(work), then = std::move(then)]() mutable {
+            json result = work();
+            m_loop->post([this, client, result = std::move(result), then = std::move(then)]() mutable {
+                auto it = m_clients.find(client);
+                if (it == m_clients.end()) return;
+                --it->second->pending;
+                then(*it->second, result);
+            });
+        });
+    }
+    m_cv.notify_one();
+}
+
+void Server::overlay_live(json& job) const {
+    if (!job.is_object() || job.value("state", "") != "running" || !job.contains("id") || !job["id"].is_number_integer())
+        return;
+    if (auto live = m_sup->live(job["id"].get<int64_t>())) {
+        job["denial_count"] = live->denial_count;
+        job["resources"] = {{"cpu_time_ns", live->resources.cpu_time_ns},
+                            {"peak_memory_bytes", live->resources.peak_memory_bytes},
+                            {"peak_pids", live->resources.peak_pids}};
+    }
+}
+
+void Server::handle_watch(Client& c, const json& req) {
+    if (c.watch) {
+        reply(c.id, error_reply("bad-request", "this connection is already watching"));
+        return;
+    }
+    auto w = std::make_unique<WatchState>();
+    auto flag = [&](const char* key) -> std::optional<bool> {
+        auto it = req.find(key);
+        if (it == req.end()) return false;
+        if (!it->is_boolean()) return std::nullopt;
+        return it->get<bool>();
+    };
+    auto jobs = flag("jobs"), policies = flag("policies");
+    if (!jobs || !policies) {
+        reply(c.id, error_reply("bad-request", "\"jobs\" and \"policies\" must be booleans"));
+        return;
+    }
+    w->jobs = *jobs;
+    w->policies = *policies;
+    if (auto job = get_int(req, "job")) {
+        if (*job <= 0) {
+            reply(c.id, error_reply("bad-request", "\"job\" must be a job id"));
+            return;
+        }
+        w->job = *job;
+        w->cursor = std::max<int64_t>(0, get_int(req, "after").value_or(0));
+        if (auto k = get_string(req, "kind", 16)) {
+            if (*k == "lifecycle") w->kind = store::EventKind::Lifecycle;
+            else if (*k == "resource") w->kind = store::EventKind::Resource;
+            else if (*k == "denial") w->kind = store::EventKind::Denial;
+            else if (*k == "limit") w->kind = store::EventKind::Limit;
+            else {
+                reply(c.id, error_reply("bad-request", "unknown event kind \"" + *k + "\""));
+                return;
+            }
+        }
+        w->events_dirty = true;  // what is stored already comes first
+    }
+    if (!w->jobs && !w->policies && !w->job) {
+        reply(c.id, error_reply("bad-request", "watch needs \"jobs\": true, \"policies\": true or a \"job\""));
+        return;
+    }
+    w->jobs_snapshot = w->jobs;
+    w->policies_dirty = w->policies;
+    json what = json::array();
+    if (w->jobs) what.push_back("jobs");
+    if (w->policies) what.push_back("policies");
+    json ok = {{"ok", true}, {"watching", what}};
+    if (w->job) ok["job"] = w->job;
+    c.watch = std::move(w);
+    reply(c.id, ok);
+    pump_watch(c);
+}
+
+void Server::on_committed(const store::Committed& news) {
+    std::vector<uint64_t> ids;
+    for (auto& [id, c] : m_clients) {
+        if (!c->watch || c->closing) continue;
+        WatchState& w = *c->watch;
+        if (w.jobs && !w.jobs_snapshot) {
+            // A job's row changed, or its events did (its live denial count).
+            for (const auto* list : {&news.jobs, &news.event_jobs})
+                for (int64_t j : *list) {
+                    if (w.jobs_snapshot) break;
+                    if (w.changed_jobs.size() >= kMaxWatchedChanges && !w.changed_jobs.count(j)) {
+                        // Too far behind to list what changed: one snapshot instead.
+                        w.missed += w.changed_jobs.size() + 1;
+                        w.changed_jobs.clear();
+                        w.jobs_snapshot = true;
+                    } else {
+                        w.changed_jobs.insert(j);
+                    }
+                }
+        } else if (w.jobs) {
+            w.missed += news.jobs.size();
+        }
+        if (w.policies && news.policies) w.policies_dirty = true;
+        if (w.job && !w.ended) {
+            for (const auto* list : {&news.event_jobs, &news.jobs})
+                if (std::find(list->begin(), list->end(), w.job) != list->end()) w.events_dirty = true;
+        }
+        ids.push_back(id);
+    }
+    for (uint64_t id : ids)
+        if (auto it = m_clients.find(id); it != m_clients.end()) pump_watch(*it->second);
+}
+
+void Server::pump_watch(Client& c) {
+    if (!c.watch || c.closing) return;
+    WatchState& w = *c.watch;
+    if (w.busy || c.out.size() > kPushHighWater) return;  // on_writable calls again once it drained
+    const uint64_t id = c.id;
+    auto done = [this](Client& cl) {
+        cl.watch->busy = false;
+        pump_watch(cl);
+    };
+    if (w.jobs_snapshot) {
+        w.busy = true;
+        const uint64_t missed = std::exchange(w.missed, 0);
+        w.jobs_snapshot = false;
+        w.changed_jobs.clear();
+        query_then(
+            id,
+            [this]() -> json {
+                auto r = m_store->list_jobs(kJobsSnapshot, 0);
+                if (!r) return error_reply("store", r.error().message);
+                json arr = json::array();
+                for (const auto& j : *r) arr.push_back(job_to_json(j));
+                return arr;
+            },
+            [this, done, missed](Client& cl, json& jobs) {
+                if (jobs.is_array()) {
+                    for (auto& j : jobs) overlay_live(j);
+                    json push = {{"push", "jobs"}, {"snapshot", true}, {"jobs", std::move(jobs)}};
+                    if (missed) push["missed"] = missed;
+                    reply(cl.id, push);
+                } else {
+                    reply(cl.id, {{"push", "error"}, {"error", jobs.value("error", "store")}});
+                }
+                done(cl);
+            });
+        return;
+    }
+    if (!w.changed_jobs.empty()) {
+        w.busy = true;
+        std::vector<int64_t> want;
+        while (!w.changed_jobs.empty() && want.size() < 100) {
+            want.push_back(*w.changed_jobs.begin());
+            w.changed_jobs.erase(w.changed_jobs.begin());
+        }
+        query_then(
+            id,
+            [this, want]() -> json {
+                json arr = json::array();
+                for (int64_t j : want)
+                    if (auto r = m_store->get_job(j)) arr.push_back(job_to_json(*r));
+                return arr;
+            },
+            [this, done](Client& cl, json& jobs) {
+                for (auto& j : jobs) overlay_live(j);
+                if (!jobs.empty()) reply(cl.id, {{"push", "jobs"}, {"jobs", std::move(jobs)}});
+                done(cl);
+            });
+        return;
+    }
+    if (w.policies_dirty) {
+        w.busy = true;
+        w.policies_dirty = false;
+        query_then(
+            id,
+            [this]() -> json {
+                auto r = m_store->list_policies();
+                json arr = json::array();
+                if (r)
+                    for (const auto& p : *r)
+                        arr.push_back({{"id", p.id}, {"name", p.name}, {"version", p.version}, {"sha256", p.sha256},
+                                       {"created_at", rfc3339_utc(p.created_ns)}});
+                return arr;
+            },
+            [this, done](Client& cl, json& pols) {
+                reply(cl.id, {{"push", "policies"}, {"policies", std::move(pols)}});
+                done(cl);
+            });
+        return;
+    }
+    if (w.events_dirty && w.job && !w.ended) {
+        w.busy = true;
+        w.events_dirty = false;
+        store::EventQuery q;
+        q.job = w.job;
+        q.after_id = w.cursor;
+        q.limit = kEventsPerPush;
+        q.kind = w.kind;
+        const int64_t job = w.job;
+        query_then(
+            id,
+            [this, q, job]() mutable -> json {
+                auto r = m_store->query_events(q);
+                if (!r) return {{"error", r.error().message}};
+                json out = {{"events", json::array()}, {"full", r->size() == size_t(q.limit)}};
+                for (const auto& e : *r) out["events"].push_back(e.to_json());
+                if (r->size() < size_t(q.limit)) {
+                    // Caught up. A finished job ends the watch, but only after
+                    // everything appended before its end is committed and sent.
+                    auto rec = m_store->get_job(job);
+                    if (!rec) {
+                        out["error"] = "no job " + std::to_string(job);
+                    } else if (rec->state == "finished") {
+                        m_store->flush();
+                        q.after_id = r->empty() ? q.after_id : r->back().id;
+                        if (auto more = m_store->query_events(q); more && !more->empty()) {
+                            for (const auto& e : *more) out["events"].push_back(e.to_json());
+                            out["full"] = true;  // come back for the rest, then end
+                        } else {
+                            out["end"] = job_to_json(*rec);
+                        }
+                    }
+                }
+                return out;
+            },
+            [this, done, job](Client& cl, json& res) {
+                WatchState& ws = *cl.watch;
+                if (res.contains("error")) {
+                    reply(cl.id, {{"push", "error"}, {"job", job}, {"error", res["error"]}});
+                    ws.ended = true;
+                    return done(cl);
+                }
+                auto& evs = res["events"];
+                if (!evs.empty()) {
+                    ws.cursor = evs.back().value("id", ws.cursor);
+                    reply(cl.id, {{"push", "events"}, {"job", job}, {"events", std::move(evs)}});
+                }
+                if (res.value("full", false)) ws.events_dirty = true;
+                if (res.contains("end")) {
+                    ws.ended = true;
+                    reply(cl.id, {{"push", "end"}, {"job", std::move(res["end"])}});
+                }
+                done(cl);
+            });
+        return;
+    }
 }
 
 void Server::handle(Client& c, const std::string& frame) {
@@ -524,6 +817,10 @@ void Server::handle_request(Client& c, const std::string& frame) {
         }
     }
 
+    if (c.watch) {
+        reply(c.id, error_reply("bad-request", "this connection is watching (it only receives pushes); use another connection for requests"));
+        return;
+    }
     if (*op == "hello") {
         reply(c.id, {{"ok", true}, {"role", role_name(c.role)}, {"uid", c.uid}, {"version", "0.1.0"},
                      {"running", m_sup->running()}});
@@ -580,16 +877,26 @@ void Server::handle_request(Client& c, const std::string& frame) {
             if (!r) return error_reply("not-found", "no job " + std::to_string(id));
             return {{"ok", true}, {"job", job_to_json(*r)}};
         });
+    } else if (*op == "watch") {
+        handle_watch(c, req);
     } else if (*op == "jobs") {
         int64_t limit = std::clamp<int64_t>(get_int(req, "limit").value_or(100), 1, 10000);
         int64_t before = std::max<int64_t>(0, get_int(req, "before").value_or(0));
-        query_async(c.id, [this, limit, before]() -> json {
-            auto r = m_store->list_jobs(int(limit), before);
-            if (!r) return error_reply("store", r.error().message);
-            json arr = json::array();
-            for (const auto& j : *r) arr.push_back(job_to_json(j));
-            return {{"ok", true}, {"jobs", arr}};
-        });
+        query_then(
+            c.id,
+            [this, limit, before]() -> json {
+                auto r = m_store->list_jobs(int(limit), before);
+                if (!r) return error_reply("store", r.error().message);
+                json arr = json::array();
+                for (const auto& j : *r) arr.push_back(job_to_json(j));
+                return {{"ok", true}, {"jobs", arr}};
+            },
+            [this](Client& cl, json& res) {
+                // A running job's denial count and figures are live (the store's row has them at the end).
+                if (res.contains("jobs"))
+                    for (auto& j : res["jobs"]) overlay_live(j);
+                reply(cl.id, res);
+            });
     } else if (*op == "events") {
         store::EventQuery q;
         q.job = get_int(req, "job");

@@ -262,6 +262,11 @@ std::unexpected<Error> read_only_refusal(const char* op) {
 }  // namespace
 
 struct Store::Impl {
+    std::function<void(const Committed&)> commit_hook;  // set once before writes (set_commit_hook)
+    void committed(const Committed& c) const {
+        if (commit_hook) commit_hook(c);
+    }
+
     std::string path;
     bool read_only = false;
     int version = 0;
@@ -482,6 +487,14 @@ struct Store::Impl {
             uint64_t rejected = 0;
             auto r = write_batch(batch, job_drops, &rejected);
 
+            if (r && commit_hook) {
+                Committed c;
+                for (const auto& [seq, ev] : batch) c.event_jobs.push_back(ev.job);
+                for (const auto& [job, jd] : job_drops) c.event_jobs.push_back(job);
+                std::sort(c.event_jobs.begin(), c.event_jobs.end());
+                c.event_jobs.erase(std::unique(c.event_jobs.begin(), c.event_jobs.end()), c.event_jobs.end());
+                committed(c);
+            }
             lk.lock();
             if (r) {
                 failing = false;
@@ -598,7 +611,7 @@ Result<PolicyRecord> Store::put_policy(const std::string& name, const std::strin
     if (d.read_only) return read_only_refusal("put_policy");
     if (name.empty()) return fail("put_policy: empty policy name");
     if (sha256.empty()) return fail("put_policy(\"" + name + "\"): empty sha256");
-    std::lock_guard lk(d.wmu);
+    std::unique_lock lk(d.wmu);
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
     {
@@ -629,6 +642,8 @@ Result<PolicyRecord> Store::put_policy(const std::string& name, const std::strin
         p.id = d.writer.last_insert_rowid();
     }
     if (auto r = tx->commit(); !r) return std::unexpected(r.error());
+    lk.unlock();
+    d.committed(Committed{{}, {}, true});
     return p;
 }
 
@@ -665,7 +680,7 @@ Result<int64_t> Store::create_job(JobRecord& job) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("create_job");
     if (job.started_ns == 0) job.started_ns = now_realtime_ns();
-    std::lock_guard lk(d.wmu);
+    std::unique_lock lk(d.wmu);
     auto q = d.writer.query(
         "INSERT INTO jobs",
         "INSERT INTO jobs(policy_id, tier, argv, env, cwd, started_ns, ended_ns, state, exit_code, signal, cause,"
@@ -700,13 +715,15 @@ Result<int64_t> Store::create_job(JobRecord& job) {
         .bind(24, dump(job.recording));
     if (auto r = q->run(); !r) return std::unexpected(r.error());
     job.id = d.writer.last_insert_rowid();
+    lk.unlock();
+    d.committed(Committed{{}, {job.id}, false});
     return job.id;
 }
 
 Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::string& cgroup, const nlohmann::json& info) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("update_job_runtime");
-    std::lock_guard lk(d.wmu);
+    std::unique_lock lk(d.wmu);
     auto q = d.writer.query("UPDATE jobs (runtime)",
                             "UPDATE jobs SET pid = ?2, uid = ?3, cgroup = ?4, info = ?5, accelerator = ?6 WHERE id = ?1");
     if (!q) return std::unexpected(q.error());
@@ -717,13 +734,15 @@ Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::
     q->bind(1, id).bind(2, pid).bind(3, uid).bind(4, cgroup).bind(5, dump(info)).bind(6, accelerator);
     if (auto r = q->run(); !r) return r;
     if (d.writer.changes() == 0) return fail("update_job_runtime: job " + std::to_string(id) + " not found");
+    lk.unlock();
+    d.committed(Committed{{}, {id}, false});
     return {};
 }
 
 Result<void> Store::finish_job(const JobRecord& job) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("finish_job");
-    std::lock_guard lk(d.wmu);
+    std::unique_lock lk(d.wmu);
     auto q = d.writer.query(
         "UPDATE jobs (finish)",
         "UPDATE jobs SET state = 'finished', ended_ns = ?2, exit_code = ?3, signal = ?4, cause = ?5, detail = ?6,"
@@ -741,6 +760,8 @@ Result<void> Store::finish_job(const JobRecord& job) {
         .bind(10, job.denial_count);
     if (auto r = q->run(); !r) return r;
     if (d.writer.changes() == 0) return fail("finish_job: job " + std::to_string(job.id) + " not found");
+    lk.unlock();
+    d.committed(Committed{{}, {job.id}, false});
     return {};
 }
 
@@ -1099,6 +1120,8 @@ StoreStats Store::stats() const {
     std::lock_guard lk(d.qmu);
     return StoreStats{d.queue.size(), d.written, d.dropped, d.batches, d.queued_bytes, d.refused};
 }
+
+void Store::set_commit_hook(std::function<void(const Committed&)> hook) { m_impl->commit_hook = std::move(hook); }
 
 Result<std::string> Store::integrity_check() {
     auto db = m_impl->reader();

@@ -66,6 +66,17 @@ private:
     void reply(uint64_t id, const nlohmann::json& j);
     void drop(uint64_t id);
     void query_async(uint64_t client, std::function<nlohmann::json()> work);
+    // Like query_async, but `then` runs on the loop with the worker's result
+    // (if the client is still there) instead of replying it as is.
+    void query_then(uint64_t client, std::function<nlohmann::json()> work,
+                    std::function<void(Client&, nlohmann::json&)> then);
+    // Running jobs' figures in a job's JSON are the supervisor's (the store's
+    // are written at the end): denial_count and resources. Loop only.
+    void overlay_live(nlohmann::json& job) const;
+    // Pushed updates (op "watch", docs/protocol.md).
+    void handle_watch(Client& c, const nlohmann::json& req);
+    void on_committed(const store::Committed& news);
+    void pump_watch(Client& c);
     void handle_run(Client& c, const nlohmann::json& req);
     void handle_replay(Client& c, const nlohmann::json& req);
     // Starts a validated job for a client and answers {"job"} then {"finished"}.
@@ -80,6 +91,13 @@ private:
     std::map<uint64_t, std::unique_ptr<Client>> m_clients;
     uint64_t m_next_client = 1;
     EventLoop::TimerId m_tick = 0;
+    // The store's commit hook runs on its writer thread; it reaches the loop
+    // through this, which outlives the Server (cleared in ~Server).
+    struct Hub {
+        std::mutex mu;
+        Server* server = nullptr;
+    };
+    std::shared_ptr<Hub> m_hub = std::make_shared<Hub>();
 
     // Reads of the store (show, jobs, events, policies, policy) happen on this worker so
     // a large query never stalls the loop that answers the jobs' syscalls. The

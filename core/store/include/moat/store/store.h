@@ -120,6 +120,14 @@ struct QueueLimits {
 // a fixed cost per value. Cheap (no serialisation); used for queue accounting.
 uint64_t approx_event_bytes(const Event& ev);
 
+// What one committed write changed, for watchers (moatd's pushed updates,
+// docs/protocol.md "watch").
+struct Committed {
+    std::vector<int64_t> event_jobs;  // jobs that got new event rows
+    std::vector<int64_t> jobs;        // job rows created or changed (runtime, finish)
+    bool policies = false;            // a new policy version was stored
+};
+
 class Store {
 public:
     // Opens (creating when missing) DIR/moat.db, applies migrations, WAL mode.
@@ -181,6 +189,12 @@ public:
     // Syscalls by denial count (sum of counts), most denied first; all jobs when job is empty.
     Result<std::vector<SyscallCount>> top_syscalls(std::optional<int64_t> job = std::nullopt, int limit = 10);
     StoreStats stats() const;
+    // Called after each commit that changed something, on the committing
+    // thread (the writer thread for events, the caller's for job and policy
+    // writes), outside the store's locks. It must be cheap (hand the news to
+    // another thread) and must not block on the store. Set it once, before
+    // anything is written.
+    void set_commit_hook(std::function<void(const Committed&)> hook);
 
     Result<std::string> integrity_check();  // "ok" when healthy
 
