@@ -400,3 +400,21 @@ TEST_F(Session, ReplaysAJobAndLearnsAPolicyFromIt) {
     EXPECT_TRUE(learn->verifyText().contains(QStringLiteral("Verify: pass"))) << learn->verifyText().toStdString();
     EXPECT_FALSE(fs::exists(rw + "/x"));  // the verified replay removed it
 }
+
+TEST_F(Session, JobsAndPoliciesArePushedWithoutPolling) {
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    MainWindow w(&client);
+    w.show();
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; })) << client.describe().toStdString();
+    JobTableModel* jobs = w.jobModel();
+    jobs->setPollInterval(0);  // nothing polls from here on: what arrives was pushed
+    PolicyView* pv = w.policyView();
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 0 && pv->model()->rowCount() == 0; }));
+    // A job (and with it its policy's first version) stored by another client.
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
+    EXPECT_TRUE(waitFor([&] { return pv->model()->rowCount() == 1; })) << "the policy list was not pushed";
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 1 && !jobs->job(0)->running(); })) << "the job was not pushed";
+    EXPECT_EQ(jobs->job(0)->denials, 1u);
+    EXPECT_EQ(jobs->job(0)->cause, "exited");
+}

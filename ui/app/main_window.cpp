@@ -25,6 +25,8 @@
 #include "views/replay_panel.h"
 #include "views/test_run_panel.h"
 #include "backend/daemon_client.h"
+#include "backend/watcher.h"
+#include "models/policy_list_model.h"
 
 namespace moat::ui {
 
@@ -38,6 +40,29 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
     if (auto* client = qobject_cast<DaemonClient*>(backend)) {
         m_socketPath = client->socketPath();
         m_policies->testRun()->setSocketPath(m_socketPath);
+        // Jobs and policies are pushed by moatd as they are stored (op
+        // `watch`), not polled: a job's end or a new denial count is on
+        // screen one loop pass after the store has it.
+        m_watcher = new Watcher(this);
+        m_jobModel->setJobsPushed(true);
+        connect(m_watcher, &Watcher::pushed, this, [this](const nlohmann::json& f) {
+            const std::string push = f.value("push", std::string());
+            if (push == "jobs") {
+                if (f.value("snapshot", false)) {
+                    m_jobModel->applyJobs(f.value("jobs", nlohmann::json::array()));
+                    emit m_jobModel->refreshed();
+                } else {
+                    m_jobModel->applyJobUpdates(f.value("jobs", nlohmann::json::array()));
+                }
+                m_jobModel->refresh();  // resource samples of running jobs
+            } else if (push == "policies") {
+                m_policies->model()->applyPushed(f.value("policies", nlohmann::json::array()));
+            }
+        });
+        connect(m_watcher, &Watcher::problem, this, [this](const QString& why) {
+            showMessage(tr("Live updates: %1").arg(why), 5000);
+        });
+        m_watcher->start(m_socketPath, {{"op", "watch"}, {"jobs", true}, {"policies", true}});
     }
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);

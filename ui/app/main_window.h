@@ -60,6 +60,7 @@ private:
     QLabel* m_connLabel;
     QLabel* m_roleLabel;
     QString m_socketPath;  // the live daemon's socket; replays use connections of their own
+    class Watcher* m_watcher = nullptr;  // pushed jobs and policies (live daemon only)
     QPointer<ReplayPanel> m_lastReplay;
 };
 

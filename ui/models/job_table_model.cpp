@@ -144,7 +144,7 @@ void JobTableModel::setPollInterval(int intervalMs) {
 }
 
 void JobTableModel::refresh() {
-    if (!m_jobsInFlight) {
+    if (!m_jobsInFlight && !m_jobsPushed) {
         m_jobsInFlight = true;
         m_backend->request({{"op", "jobs"}, {"limit", m_limit}}, this, [this](const json& a) {
             m_jobsInFlight = false;
@@ -238,6 +238,36 @@ void JobTableModel::applyJobs(const json& jobs) {
         ++i;
         ++k;
     }
+}
+
+void JobTableModel::applyJobUpdates(const json& jobs) {
+    if (!jobs.is_array()) return;
+    for (const auto& j : jobs) {
+        JobRow next = JobRow::fromJson(j);
+        if (next.id <= 0) continue;
+        const int row = rowOfId(next.id);
+        if (row >= 0) {
+            JobRow& cur = m_rows[size_t(row)];
+            if (cur.sameData(next)) continue;
+            next.hasSample = cur.hasSample && next.running();
+            next.cpuPercent = cur.cpuPercent;
+            next.memory = cur.memory;
+            next.memoryLimit = cur.memoryLimit;
+            next.pids = cur.pids;
+            next.pidsLimit = cur.pidsLimit;
+            cur = std::move(next);
+            emit dataChanged(index(row, 0), index(row, ColumnCount - 1));
+            continue;
+        }
+        // ids are decreasing down the table: the first row with a smaller id.
+        auto it = std::lower_bound(m_rows.begin(), m_rows.end(), next.id,
+                                   [](const JobRow& r, int64_t v) { return r.id > v; });
+        const int at = int(it - m_rows.begin());
+        beginInsertRows({}, at, at);
+        m_rows.insert(it, std::move(next));
+        endInsertRows();
+    }
+    emit refreshed();
 }
 
 const JobRow* JobTableModel::job(int row) const {

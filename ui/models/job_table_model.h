@@ -68,6 +68,12 @@ public:
     void refresh();
     // Merges a `jobs` answer (newest first). Public for tests.
     void applyJobs(const nlohmann::json& jobs);
+    // Merges pushed jobs (moatd's `watch`): each one updated in place or
+    // inserted where its id belongs; no other row is touched.
+    void applyJobUpdates(const nlohmann::json& jobs);
+    // The job rows arrive by push: refresh() then only polls running jobs'
+    // resource samples (the live CPU/memory columns).
+    void setJobsPushed(bool pushed) { m_jobsPushed = pushed; }
     void applyResourceEvents(const nlohmann::json& events);
 
     const JobRow* job(int row) const;
@@ -88,6 +94,7 @@ private:
     std::vector<JobRow> m_rows;  // newest first, ids strictly decreasing
     QTimer m_timer;
     bool m_jobsInFlight = false;
+    bool m_jobsPushed = false;
     bool m_resInFlight = false;
     int64_t m_resCursor = 0;  // last resource event id seen
     int m_limit = 500;

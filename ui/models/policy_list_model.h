@@ -33,6 +33,11 @@ public:
 
     void refresh();
     void applyPolicies(const nlohmann::json& policies);  // public for tests
+    // A pushed list (moatd's `watch`): applied as a refresh's answer would be.
+    void applyPushed(const nlohmann::json& policies) {
+        applyPolicies(policies);
+        emit refreshed();
+    }
     const PolicyVersionRow* policy(int row) const;
     int rowOf(const std::string& name, int version) const;  // -1 when absent
     int latestRowOf(const std::string& name) const;
