@@ -2,6 +2,14 @@
 // not registered with CTest. Run offscreen:
 //
 //   QT_QPA_PLATFORM=offscreen build/tests/ui/console_bench [DB] [--events N] [--pages K]
+//   QT_QPA_PLATFORM=offscreen build/tests/ui/console_bench --push SOCKET [--rounds N]
+//
+// --push (issue 13): pushed-update latency against a running moatd (admin).
+// Each round stores a new policy version with `policy_put` and times, from
+// the request, (a) moatd's answer and (b) the pushed policy list applied to a
+// PolicyListModel by the console's Watcher (what the Policies view shows).
+// (b) - (a) bounds the store -> screen path (the commit is before the answer);
+// (a) is the baseline measured in the same run.
 //
 // DB: a state database to reuse (or to create when missing); without it a
 // temporary one is generated and removed at the end. N events (default
@@ -43,7 +51,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/daemon_client.h"
 #include "backend/offline_store.h"
+#include "backend/watcher.h"
+#include "models/policy_list_model.h"
 #include "charts/resource_chart.h"
 #include "models/event_table_model.h"
 #include "moat/store/store.h"
@@ -333,7 +344,71 @@ ChartRun charts(bool replot, int n_charts, int hz, int seconds) {
 }
 
 void usage() {
-    fprintf(stderr, "usage: console_bench [DB] [--events N] [--pages K]\n");
+    fprintf(stderr, "usage: console_bench [DB] [--events N] [--pages K]\n"
+                    "       console_bench --push SOCKET [--rounds N]\n");
+}
+
+int push_bench(const QString& socket, int rounds) {
+    ui::DaemonClient client(socket);
+    client.start();
+    auto wait = [](const std::function<bool()>& done, int ms) {
+        QElapsedTimer t;
+        t.start();
+        while (!done() && t.elapsed() < ms) QCoreApplication::processEvents(QEventLoop::AllEvents, 5);
+        return done();
+    };
+    if (!wait([&] { return client.state() == ui::Backend::State::Connected; }, 5000)) {
+        fprintf(stderr, "console_bench: cannot connect to %s: %s\n", qPrintable(socket), qPrintable(client.describe()));
+        return 1;
+    }
+    ui::PolicyListModel model(&client);
+    ui::Watcher watcher;
+    QElapsedTimer clock;
+    clock.start();
+    int64_t pushed_at = 0;
+    QObject::connect(&watcher, &ui::Watcher::pushed, [&](const nlohmann::json& f) {
+        if (f.value("push", std::string()) != "policies") return;
+        model.applyPushed(f.value("policies", nlohmann::json::array()));
+        pushed_at = clock.nsecsElapsed();
+    });
+    watcher.start(socket, {{"op", "watch"}, {"policies", true}});
+    if (!wait([&] { return pushed_at != 0; }, 5000)) {
+        fprintf(stderr, "console_bench: no policy list was pushed\n");
+        return 1;
+    }
+    std::vector<double> answer_ms, push_ms;
+    const std::string tag = std::to_string(getpid());
+    for (int i = 0; i < rounds; ++i) {
+        const int before = model.rowCount();
+        const std::string toml = "name = \"bench-push-" + tag + "-" + std::to_string(i) +
+                                 "\"\ntier = \"seccomp\"\n[seccomp]\ndefault_action = \"errno:EPERM\"\n"
+                                 "allow = [\"@default\"]\n";
+        int64_t answered_at = 0;
+        bool ok = false;
+        const int64_t t0 = clock.nsecsElapsed();
+        client.request({{"op", "policy_put"}, {"policy_toml", toml}}, &model, [&](const nlohmann::json& a) {
+            answered_at = clock.nsecsElapsed();
+            ok = a.value("ok", false);
+            if (!ok) fprintf(stderr, "console_bench: policy_put: %s\n", a.dump().c_str());
+        });
+        if (!wait([&] { return answered_at != 0 && model.rowCount() > before; }, 5000) || !ok) {
+            fprintf(stderr, "console_bench: round %d: no answer or no push within 5 s\n", i);
+            return 1;
+        }
+        answer_ms.push_back(double(answered_at - t0) / 1e6);
+        push_ms.push_back(double(pushed_at - t0) / 1e6);
+    }
+    const double am = quantile(answer_ms, 0.5), a95 = quantile(answer_ms, 0.95);
+    const double pm = quantile(push_ms, 0.5), p95 = quantile(push_ms, 0.95);
+    printf("console_bench --push: %d rounds against %s\n", rounds, qPrintable(socket));
+    printf("%-52s %10s %22s %8s %8s\n", "figure", "measured", "baseline", "ratio", "target");
+    printf("%-52s %7.2f ms %13.2f ms answer %7.2fx %8s\n", "request -> pushed list in the model, median", pm, am, pm / am,
+           "<100 ms");
+    printf("%-52s %7.2f ms %13.2f ms answer %7.2fx %8s\n", "request -> pushed list in the model, p95", p95, a95, p95 / a95,
+           "<100 ms");
+    printf("raw: push_median_ms=%.3f push_p95_ms=%.3f answer_median_ms=%.3f answer_p95_ms=%.3f rounds=%d\n", pm, p95, am,
+           a95, rounds);
+    return 0;
 }
 
 }  // namespace
@@ -346,14 +421,19 @@ int main(int argc, char** argv) {
     std::string db;
     int64_t events = 1'000'000;
     int pages = 50;
+    QString pushSocket;
+    int rounds = 50;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
+        if (a == "--push" && i + 1 < argc) { pushSocket = QString::fromLocal8Bit(argv[++i]); continue; }
+        if (a == "--rounds" && i + 1 < argc) { rounds = std::max(1, std::atoi(argv[++i])); continue; }
         if (a == "--events" && i + 1 < argc) events = std::atoll(argv[++i]);
         else if (a == "--pages" && i + 1 < argc) pages = std::atoi(argv[++i]);
         else if (a == "-h" || a == "--help") { usage(); return 0; }
         else if (!a.empty() && a[0] != '-' && db.empty()) db = a;
         else { usage(); return 2; }
     }
+    if (!pushSocket.isEmpty()) return push_bench(pushSocket, rounds);
     bool temp = false;
     std::filesystem::path tmpdir;
     if (db.empty()) {
