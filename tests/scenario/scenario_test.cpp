@@ -10,6 +10,7 @@
 // build tree: moat-testprog (and moatctl, for the non-root client tests) are
 // copied into a world-readable temp dir that the policies list in read_only.
 #include "fixture.h"
+#include "moat/common/base64.h"
 
 namespace {
 
@@ -976,6 +977,49 @@ TEST_F(Scenario, AWatchingConnectionRefusesRequestsAndBadWatchesAreRefused) {
     }
     EXPECT_TRUE(refused);
     EXPECT_TRUE(policies);
+}
+
+TEST_F(Scenario, AWatcherSeesTheJobsOutputWhileItRuns) {
+    std::string idf = new_id_file();
+    Bg job({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", policy("base"), "--id-file", idf,
+            "--", testprog(), "sleep", "3"},
+           s_root);
+    json running = wait_running(*s_daemon, idf);
+    const int64_t id = read_id(idf);
+    ASSERT_GT(id, 0) << job.err();
+    int fd = connect_unix(s_daemon->socket());
+    ASSERT_GE(fd, 0);
+    std::string req = frame(json{{"op", "watch"}, {"job", id}, {"output", true}}.dump());
+    ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+    std::string got, out;
+    bool ended_first = false;
+    auto t0 = Clock::now();
+    while (out.find("sleeping pid=") == std::string::npos && since(t0) < 10) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, size_t(n));
+        while (got.size() >= 4) {
+            uint32_t len;
+            memcpy(&len, got.data(), 4);
+            len = ntohl(len);
+            if (got.size() < 4 + size_t(len)) break;
+            json f = json::parse(got.substr(4, len), nullptr, false);
+            got.erase(0, 4 + size_t(len));
+            if (f.value("push", "") == "end") ended_first = true;
+            if (f.value("push", "") == "output" && f.value("stream", "") == "stdout") {
+                EXPECT_EQ(f.value("offset", uint64_t(99)), out.size()) << f.dump();
+                out += moat::base64_decode(f.value("data_b64", "")).value_or("");
+            }
+        }
+    }
+    close(fd);
+    EXPECT_NE(out.find("sleeping pid="), std::string::npos) << out;
+    EXPECT_FALSE(ended_first) << "the output came only after the job's end";
+    EXPECT_TRUE(job.running()) << "the job should still be sleeping when its first line arrived";
+    EXPECT_EQ(job.wait(15), 0) << job.err();
 }
 
 }  // namespace

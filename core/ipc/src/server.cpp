@@ -48,6 +48,10 @@ struct WatchState {
     uint64_t missed = 0;              // changes folded into that snapshot
     bool policies_dirty = false, events_dirty = false;
     bool busy = false;                // a query for this watcher is on the worker
+    bool output = false;              // also the job's stdout/stderr as relayed
+    bool output_dirty = false;
+    uint64_t out_off[2] = {0, 0};     // the next stream offset to push
+    bool in_pump = false, repump = false;  // pump_watch is re-entered through reply() -> on_writable()
 };
 
 struct Server::Client {
@@ -98,6 +102,7 @@ constexpr size_t kMaxWatchedChanges = 256;
 constexpr size_t kPushHighWater = 256u << 10;
 constexpr int kEventsPerPush = 500;
 constexpr int kJobsSnapshot = 100;
+constexpr size_t kOutputPerPush = 32u << 10;  // bytes of one stream per output push
 
 // Answers a connection that will not be served and closes it at once: it never
 // enters the loop, so it holds no slot, whatever the peer does next. The send is
@@ -213,6 +218,7 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
         return std::unexpected(r.error());
     if (auto t = loop->add_timer(1'000'000'000, 1'000'000'000, [raw] { raw->tick(); })) s->m_tick = *t;
     s->m_hub->server = raw;
+    sup->set_output_hook([raw](int64_t job) { raw->on_output(job); });
     store->set_commit_hook([hub = s->m_hub, loop](const store::Committed& news) {
         // The writer thread: hand the news to the loop, nothing more.
         std::lock_guard lk(hub->mu);
@@ -239,6 +245,7 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
 }
 
 Server::~Server() {
+    m_sup->set_output_hook(nullptr);
     {
         std::lock_guard lk(m_hub->mu);
         m_hub->server = nullptr;
@@ -559,6 +566,13 @@ void Server::handle_watch(Client& c, const json& req) {
             }
         }
         w->events_dirty = true;  // what is stored already comes first
+        auto out = req.find("output");
+        if (out != req.end() && !out->is_boolean()) {
+            reply(c.id, error_reply("bad-request", "\"output\" must be a boolean"));
+            return;
+        }
+        w->output = out != req.end() && out->get<bool>();
+        w->output_dirty = w->output;
     }
     if (!w->jobs && !w->policies && !w->job) {
         reply(c.id, error_reply("bad-request", "watch needs \"jobs\": true, \"policies\": true or a \"job\""));
@@ -609,14 +623,70 @@ void Server::on_committed(const store::Committed& news) {
         if (auto it = m_clients.find(id); it != m_clients.end()) pump_watch(*it->second);
 }
 
+void Server::on_output(int64_t job) {
+    std::vector<uint64_t> ids;
+    for (auto& [id, c] : m_clients)
+        if (c->watch && !c->closing && c->watch->output && c->watch->job == job && !c->watch->ended) {
+            c->watch->output_dirty = true;
+            ids.push_back(id);
+        }
+    for (uint64_t id : ids)
+        if (auto it = m_clients.find(id); it != m_clients.end()) pump_watch(*it->second);
+}
+
 void Server::pump_watch(Client& c) {
+    if (!c.watch) return;
+    if (c.watch->in_pump) {
+        c.watch->repump = true;
+        return;
+    }
+    const uint64_t id = c.id;
+    do {
+        auto it = m_clients.find(id);
+        if (it == m_clients.end() || !it->second->watch) return;  // dropped meanwhile
+        WatchState& w = *it->second->watch;
+        w.repump = false;
+        w.in_pump = true;
+        pump_watch_once(*it->second);
+        if (auto again = m_clients.find(id); again != m_clients.end() && again->second->watch) {
+            again->second->watch->in_pump = false;
+            if (!again->second->watch->repump) return;
+        } else {
+            return;
+        }
+    } while (true);
+}
+
+void Server::pump_watch_once(Client& c) {
     if (!c.watch || c.closing) return;
     WatchState& w = *c.watch;
-    if (w.busy || c.out.size() > kPushHighWater) return;  // on_writable calls again once it drained
     const uint64_t id = c.id;
-    auto done = [this](Client& cl) {
-        cl.watch->busy = false;
-        pump_watch(cl);
+    if (c.out.size() > kPushHighWater) return;  // on_writable calls again once it drained
+    // Output comes from the supervisor's live tail on the loop (no store read):
+    // a watcher far behind gets the kept tail and how many bytes it missed.
+    if (w.output_dirty && w.output && !w.ended) {
+        w.output_dirty = false;
+        for (int s = 0; s < 2; ++s) {
+            auto slice = m_sup->live_output(w.job, s, w.out_off[s], kOutputPerPush);
+            if (!slice || (slice->data.empty() && !slice->skipped)) continue;
+            json push = {{"push", "output"}, {"job", w.job}, {"stream", s == 0 ? "stdout" : "stderr"},
+                         {"offset", slice->from}, {"data_b64", base64_encode(slice->data)}};
+            if (slice->skipped) push["skipped"] = slice->skipped;
+            w.out_off[s] = slice->from + slice->data.size();
+            if (w.out_off[s] < slice->total) w.output_dirty = true;  // more than one push holds
+            reply(id, push);
+            if (!m_clients.count(id)) return;
+        }
+        if (c.out.size() > kPushHighWater) return;
+    }
+    if (w.busy) return;
+    // reply() may drop a client (over its output bound): after a reply the
+    // client is looked up again by id, never used through a reference.
+    auto done = [this](uint64_t cid) {
+        auto it = m_clients.find(cid);
+        if (it == m_clients.end() || !it->second->watch) return;
+        it->second->watch->busy = false;
+        pump_watch(*it->second);
     };
     if (w.jobs_snapshot) {
         w.busy = true;
@@ -633,15 +703,16 @@ void Server::pump_watch(Client& c) {
                 return arr;
             },
             [this, done, missed](Client& cl, json& jobs) {
+                const uint64_t cid = cl.id;
                 if (jobs.is_array()) {
                     for (auto& j : jobs) overlay_live(j);
                     json push = {{"push", "jobs"}, {"snapshot", true}, {"jobs", std::move(jobs)}};
                     if (missed) push["missed"] = missed;
-                    reply(cl.id, push);
+                    reply(cid, push);
                 } else {
-                    reply(cl.id, {{"push", "error"}, {"error", jobs.value("error", "store")}});
+                    reply(cid, {{"push", "error"}, {"error", jobs.value("error", "store")}});
                 }
-                done(cl);
+                done(cid);
             });
         return;
     }
@@ -661,9 +732,10 @@ void Server::pump_watch(Client& c) {
                 return arr;
             },
             [this, done](Client& cl, json& jobs) {
+                const uint64_t cid = cl.id;
                 for (auto& j : jobs) overlay_live(j);
-                if (!jobs.empty()) reply(cl.id, {{"push", "jobs"}, {"jobs", std::move(jobs)}});
-                done(cl);
+                if (!jobs.empty()) reply(cid, {{"push", "jobs"}, {"jobs", std::move(jobs)}});
+                done(cid);
             });
         return;
     }
@@ -682,8 +754,9 @@ void Server::pump_watch(Client& c) {
                 return arr;
             },
             [this, done](Client& cl, json& pols) {
-                reply(cl.id, {{"push", "policies"}, {"policies", std::move(pols)}});
-                done(cl);
+                const uint64_t cid = cl.id;
+                reply(cid, {{"push", "policies"}, {"policies", std::move(pols)}});
+                done(cid);
             });
         return;
     }
@@ -723,23 +796,21 @@ void Server::pump_watch(Client& c) {
                 return out;
             },
             [this, done, job](Client& cl, json& res) {
+                const uint64_t cid = cl.id;
                 WatchState& ws = *cl.watch;
                 if (res.contains("error")) {
-                    reply(cl.id, {{"push", "error"}, {"job", job}, {"error", res["error"]}});
                     ws.ended = true;
-                    return done(cl);
+                    reply(cid, {{"push", "error"}, {"job", job}, {"error", res["error"]}});
+                    return done(cid);
                 }
                 auto& evs = res["events"];
-                if (!evs.empty()) {
-                    ws.cursor = evs.back().value("id", ws.cursor);
-                    reply(cl.id, {{"push", "events"}, {"job", job}, {"events", std::move(evs)}});
-                }
+                if (!evs.empty()) ws.cursor = evs.back().value("id", ws.cursor);
                 if (res.value("full", false)) ws.events_dirty = true;
-                if (res.contains("end")) {
-                    ws.ended = true;
-                    reply(cl.id, {{"push", "end"}, {"job", std::move(res["end"])}});
-                }
-                done(cl);
+                const bool end = res.contains("end");
+                if (end) ws.ended = true;
+                if (!evs.empty()) reply(cid, {{"push", "events"}, {"job", job}, {"events", std::move(evs)}});
+                if (end && m_clients.count(cid)) reply(cid, {{"push", "end"}, {"job", std::move(res["end"])}});
+                done(cid);
             });
         return;
     }

@@ -140,6 +140,16 @@ Relay::~Relay() {
     if (m_thread.joinable()) m_thread.join();
 }
 
+void LiveOutput::append(int stream, const char* p, size_t n) {
+    {
+        std::lock_guard lk(mu);
+        Stream& st = streams[stream];
+        st.total += n;
+        keep_tail(st.data, p, n, max);
+    }
+    if (on_append) on_append();
+}
+
 void Relay::cancel() {
     uint64_t one = 1;
     if (m_cancel) (void)!::write(m_cancel.get(), &one, sizeof one);
@@ -214,6 +224,7 @@ void Relay::run() {
         }
         out.total_bytes += uint64_t(n);
         keep_tail(out.data, buf, size_t(n), s.tail_max);
+        if (s.live) s.live->append(&out == &res.out ? 0 : 1, buf, size_t(n));
         if (dst) pending.append(buf, size_t(n));
     };
     auto deliver = [&](UniqueFd& dst, Io io, std::string& pending) {

@@ -24,6 +24,8 @@
 // client does; Supervisor cancels 5 s after the job ended (the drain time).
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -31,6 +33,22 @@
 #include "moat/store/store.h"
 
 namespace moat::supervisor {
+
+// The last bytes of a running job's stdout and stderr, for watchers of the
+// job (docs/protocol.md "watch", output): the relay appends, readers copy out
+// under the mutex. Bounded: each stream keeps at most `max` bytes (between
+// max and 2 * max before it is trimmed), whatever the job writes.
+struct LiveOutput {
+    struct Stream {
+        std::string data;        // the last bytes
+        uint64_t total = 0;      // bytes the job wrote; data ends at this offset
+    };
+    std::mutex mu;
+    Stream streams[2];           // stdout, stderr
+    uint64_t max = 64u << 10;
+    std::function<void()> on_append;  // runs on the relay thread after each append (cheap: posts)
+    void append(int stream, const char* p, size_t n);
+};
 
 struct RelaySpec {
     UniqueFd job_in;             // write end of the job's stdin pipe
@@ -40,6 +58,7 @@ struct RelaySpec {
     UniqueFd record_in;          // temp file that receives stdin; empty: not recorded
     uint64_t record_in_max = 16ull << 20;
     uint64_t tail_max = 1ull << 20;
+    std::shared_ptr<LiveOutput> live;  // may be empty
 };
 
 struct RelayResult {

@@ -137,6 +137,7 @@ struct Supervisor::Ending {
     std::string stdin_temp;          // the relay's stdin recording, adopted at the end
     std::string stage;               // replay: per-job directory of snapshots put back
     EventLoop::TimerId drain_timer = 0;
+    std::shared_ptr<LiveOutput> live;  // the output's last bytes while it is relayed (watchers)
 };
 
 // What prepare_inputs produced, per input in request order.
@@ -584,6 +585,26 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         rs.dst_err = std::move(req.stdio[2]);
         rs.record_in_max = m_cfg.record_stdin_max;
         rs.tail_max = m_cfg.record_output_max;
+        // Watchers of the job see its output as it is relayed (bounded tail).
+        // The relay thread only posts to the loop, and at most once until the
+        // loop has run it: a chatty job costs the loop one wake-up per pass.
+        rs.live = std::make_shared<LiveOutput>();
+        {
+            auto pending = std::make_shared<std::atomic<bool>>(false);
+            std::weak_ptr<std::atomic<bool>> alive_w = m_alive;
+            const int64_t jid = job->id;
+            rs.live->on_append = [this, pending, alive_w, jid] {
+                if (pending->exchange(true)) return;
+                auto a = alive_w.lock();
+                if (!a || !*a) return;
+                m_cfg.loop->post([this, pending, alive_w, jid] {
+                    pending->store(false);
+                    auto a2 = alive_w.lock();
+                    if (a2 && *a2 && m_output_hook) m_output_hook(jid);
+                });
+            };
+        }
+        ending->live = rs.live;
         if (m_cfg.artifacts && rs.src_in) {
             if (auto t = m_cfg.artifacts->make_temp()) {
                 rs.record_in.reset(t->first);
@@ -1222,6 +1243,26 @@ void Supervisor::maybe_all_done() {
         m_on_all_done = nullptr;
         done();
     }
+}
+
+std::optional<OutputSlice> Supervisor::live_output(int64_t job_id, int stream, uint64_t from, size_t max_bytes) const {
+    if (stream != 0 && stream != 1) return std::nullopt;
+    auto it = m_ending.find(job_id);
+    if (it == m_ending.end() || !it->second->live) return std::nullopt;
+    LiveOutput& lo = *it->second->live;
+    std::lock_guard lk(lo.mu);
+    const auto& st = lo.streams[stream];
+    OutputSlice o;
+    o.total = st.total;
+    const uint64_t start = st.total - st.data.size();  // the offset of the kept tail's first byte
+    if (from < start) {
+        o.skipped = start - from;  // a reader this far behind gets the tail, and how much it missed
+        from = start;
+    }
+    if (from > st.total) from = st.total;
+    o.from = from;
+    o.data = st.data.substr(size_t(from - start), max_bytes);
+    return o;
 }
 
 std::optional<store::JobRecord> Supervisor::live(int64_t job_id) const {

@@ -76,7 +76,9 @@ private:
     // Pushed updates (op "watch", docs/protocol.md).
     void handle_watch(Client& c, const nlohmann::json& req);
     void on_committed(const store::Committed& news);
+    void on_output(int64_t job);
     void pump_watch(Client& c);
+    void pump_watch_once(Client& c);
     void handle_run(Client& c, const nlohmann::json& req);
     void handle_replay(Client& c, const nlohmann::json& req);
     // Starts a validated job for a client and answers {"job"} then {"finished"}.

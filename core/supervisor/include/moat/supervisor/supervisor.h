@@ -118,6 +118,14 @@ struct JobRequest {
     std::function<void(const store::JobRecord&)> on_finished;
 };
 
+// Part of a running job's live output (Supervisor::live_output).
+struct OutputSlice {
+    uint64_t from = 0;     // stream offset of data's first byte
+    uint64_t total = 0;    // bytes the job has written to the stream so far
+    uint64_t skipped = 0;  // bytes before `from` the caller asked for but that are no longer kept
+    std::string data;
+};
+
 // A job that could not be built still gets a record (cause setup-failed).
 struct StartResult {
     int64_t job_id = 0;
@@ -147,6 +155,13 @@ public:
     std::vector<int64_t> running_ids() const;
     // Live figures for a running job (show of a running job).
     std::optional<store::JobRecord> live(int64_t job_id) const;
+    // A running job's output (stream 0 stdout, 1 stderr) from offset `from`,
+    // at most max_bytes; the last 64 KiB of each stream are kept while it is
+    // relayed. nullopt once the relay is done (the recorded tail is in the
+    // store: op "output").
+    std::optional<OutputSlice> live_output(int64_t job_id, int stream, uint64_t from, size_t max_bytes) const;
+    // Called on the loop when a running job's output grew (coalesced).
+    void set_output_hook(std::function<void(int64_t job_id)> hook) { m_output_hook = std::move(hook); }
 
     // Resolves a program name the way execvp would, with PATH from env.
     static Result<std::string> resolve_program(const std::string& name, const std::vector<std::string>& env,
@@ -205,6 +220,7 @@ private:
     std::map<int64_t, std::unique_ptr<Ending>> m_ending;
     // Jobs whose inputs are being opened and copied off the loop.
     std::map<int64_t, std::unique_ptr<Preparing>> m_preparing;
+    std::function<void(int64_t)> m_output_hook;
     std::shared_ptr<std::atomic<bool>> m_alive = std::make_shared<std::atomic<bool>>(true);  // read by relay threads
 
     // Event budget and aggregate rows (docs/store.md, "Event budget").
