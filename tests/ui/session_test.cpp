@@ -418,3 +418,39 @@ TEST_F(Session, JobsAndPoliciesArePushedWithoutPolling) {
     EXPECT_EQ(jobs->job(0)->denials, 1u);
     EXPECT_EQ(jobs->job(0)->cause, "exited");
 }
+
+TEST_F(Session, ARunningJobsOutputAndSamplesArePushedToItsDetail) {
+    const std::string pol = m_dir + "/live.toml";
+    {
+        std::ofstream f(pol);
+        f << "name = \"live-output\"\ntier = \"seccomp\"\n[limits]\nwall_time = \"30s\"\n"
+             "[monitor]\nsample_interval = \"200ms\"\n"
+             "[filesystem]\nread_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc\"]\n"
+             "[seccomp]\ndefault_action = \"errno:EPERM\"\n"
+             "allow = [\"@default\", \"@basic-io\", \"@process\", \"@signal\", \"@memory\", \"@time\", \"newfstatat\","
+             " \"openat\", \"fcntl\", \"dup2\", \"pipe2\", \"wait4\", \"clone\", \"getcwd\", \"ioctl\", \"faccessat2\"]\n";
+    }
+    DaemonClient client(QString::fromStdString(m_sock));
+    client.start();
+    MainWindow w(&client);
+    w.show();
+    ASSERT_TRUE(waitFor([&] { return client.state() == Backend::State::Connected; })) << client.describe().toStdString();
+    pid_t ctl = spawn({MOATCTL_PATH, "--socket", m_sock, "run", "--policy", pol, "--", "/bin/sh", "-c",
+                       "echo first-line; sleep 3; echo second-line"},
+                      m_dir + "/live.log");
+    JobTableModel* jobs = w.jobModel();
+    ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 1 && jobs->job(0)->running(); })) << readText(m_dir + "/live.log");
+    ASSERT_TRUE(w.jobsView()->selectJob(jobs->job(0)->id));
+    JobDetailView* d = w.jobsView()->detail();
+    // The first line is on screen while the job still sleeps: pushed, not recorded-at-the-end.
+    EXPECT_TRUE(waitFor([&] { return d->outputText(false).contains(QStringLiteral("first-line")); }, 2500))
+        << d->outputInfo(false).toStdString();
+    EXPECT_TRUE(jobs->job(0)->running());
+    EXPECT_FALSE(d->outputText(false).contains(QStringLiteral("second-line")));
+    // Then the end: the recorded output, both lines.
+    ASSERT_TRUE(waitFor([&] { return !jobs->job(0)->running(); }, 10000));
+    EXPECT_TRUE(waitFor([&] { return d->outputText(false).contains(QStringLiteral("second-line")); }, 3000))
+        << d->outputText(false).toStdString();
+    int st = 0;
+    waitpid(ctl, &st, 0);
+}

@@ -70,6 +70,10 @@ void EventTableModel::fetchMore(const QModelIndex& parent) {
     request(false);
 }
 
+void EventTableModel::tailNow() {
+    if (m_started && m_atEnd && !m_inFlight) request(true);
+}
+
 void EventTableModel::setTailInterval(int ms) {
     if (ms <= 0) m_tail.stop();
     else m_tail.start(ms);

@@ -42,6 +42,9 @@ public:
     void setCapacity(size_t rows) { m_capacity = rows; }
     // Tail interval once the end is reached; 0 = do not tail.
     void setTailInterval(int ms);
+    // Fetches what was stored after the last row now (a push said there is
+    // more), if the end was reached and nothing is in flight.
+    void tailNow();
     void clear();
 
     const EventRow* event(int row) const;

@@ -14,10 +14,14 @@
 #include <QUrl>
 #include <QSplitter>
 #include <QTabWidget>
+#include <QTextCursor>
+#include <QTextDocument>
 #include <QTableView>
 #include <QVBoxLayout>
 
 #include "backend/backend.h"
+#include "backend/daemon_client.h"
+#include "backend/watcher.h"
 #include "charts/resource_chart.h"
 #include "models/event_table_model.h"
 #include "models/format.h"
@@ -221,6 +225,11 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     });
     connect(m_denials, &EventTableModel::failed, this, [this](const QString& m) { emit message(m, 8000); });
     connect(&m_resTimer, &QTimer::timeout, this, &JobDetailView::pollResources);
+    if (auto* client = qobject_cast<DaemonClient*>(m_backend)) {
+        m_live = new Watcher(this);
+        m_live->setProperty("socket", client->socketPath());
+        connect(m_live, &Watcher::pushed, this, &JobDetailView::onLivePush);
+    }
     connect(m_backend, &Backend::stateChanged, this, &JobDetailView::updateActions);
     showJob(nullptr);
 }
@@ -291,7 +300,16 @@ void JobDetailView::showJob(const JobRow* job) {
         m_resCursor = 0;
         m_resDone = false;
         m_resInFlight = false;
-        if (id) {
+        if (m_live) m_live->stop();
+        m_liveJob = 0;
+        if (id && m_live && m_running) {
+            // Pushed: the stored events from the first (the charts' samples),
+            // then each new one, and the output as it is relayed. No polling.
+            m_denials->setQuery({{"job", id}, {"kind", "denial"}});
+            m_denials->setTailInterval(0);
+            m_resTimer.stop();
+            startLive(id);
+        } else if (id) {
             m_denials->setQuery({{"job", id}, {"kind", "denial"}});
             m_denials->setTailInterval(1000);
             m_resTimer.start(1000);
@@ -312,9 +330,12 @@ void JobDetailView::showJob(const JobRow* job) {
     }
     // The output is recorded while the job runs and readable once it has ended.
     if (m_running) {
-        if (changed || m_outputJob) clearOutput(tr("shown when the job ends"));
+        if (changed || m_outputJob)
+            clearOutput(m_liveJob == id ? tr("live, as moatd relays it") : tr("shown when the job ends"));
         m_outputJob = 0;
     } else if (m_outputJob != id) {
+        if (m_liveJob == id && m_live) m_live->stop();  // ended: the recorded tail replaces the live text
+        m_liveJob = 0;
         loadOutput();
     }
     m_startedNs = job->startedNs;
@@ -400,6 +421,47 @@ void JobDetailView::showJob(const JobRow* job) {
     const int scroll = m_info->verticalScrollBar()->value();
     m_info->setHtml(h + QStringLiteral("</table>"));
     m_info->verticalScrollBar()->setValue(scroll);
+}
+
+void JobDetailView::startLive(int64_t id) {
+    m_liveJob = id;
+    m_liveBytes[0] = m_liveBytes[1] = 0;
+    m_live->start(m_live->property("socket").toString(), {{"op", "watch"}, {"job", id}, {"output", true}});
+}
+
+void JobDetailView::onLivePush(const json& f) {
+    const std::string push = f.value("push", std::string());
+    if (push == "events" && f.value("job", int64_t(0)) == m_liveJob && m_liveJob == m_jobId) {
+        json samples = json::array();
+        bool denial = false;
+        for (const auto& e : f.value("events", json::array())) {
+            const std::string kind = e.value("kind", std::string());
+            if (kind == "resource") samples.push_back(e);
+            else if (kind == "denial") denial = true;
+        }
+        applySamples(samples);
+        if (denial) m_denials->tailNow();
+    } else if (push == "output" && f.value("job", int64_t(0)) == m_liveJob && m_liveJob == m_jobId) {
+        const int i = f.value("stream", std::string()) == "stderr" ? 1 : 0;
+        auto data = moat::base64_decode(f.value("data_b64", std::string()));
+        if (!data) return;
+        Stream& s = m_output[i];
+        QTextCursor c(s.text->document());
+        c.movePosition(QTextCursor::End);
+        if (const uint64_t skipped = f.value("skipped", uint64_t(0)))
+            c.insertText(tr("\n[… %1 bytes not shown: the console fell behind]\n").arg(skipped));
+        c.insertText(QString::fromUtf8(data->data(), qsizetype(data->size())));
+        // Bounded like the recorded tail: past 2 M characters the older half goes.
+        if (const int n = s.text->document()->characterCount(); n > (2 << 20)) {
+            QTextCursor head(s.text->document());
+            head.movePosition(QTextCursor::NextCharacter, QTextCursor::KeepAnchor, n - (1 << 20));
+            head.removeSelectedText();
+        }
+        m_liveBytes[i] = f.value("offset", uint64_t(0)) + data->size();
+        s.info->setText(tr("%1: live, %2 bytes so far").arg(i ? QStringLiteral("stderr") : QStringLiteral("stdout")).arg(m_liveBytes[i]));
+    } else if (push == "end") {
+        m_live->stop();  // the job's row turns finished (pushed to the job list) and the recorded output loads
+    }
 }
 
 void JobDetailView::pollResources() {

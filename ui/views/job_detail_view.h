@@ -80,6 +80,13 @@ private:
         QPlainTextEdit* text;
     };
     Stream m_output[2];        // stdout, stderr
+    // A running job on a live daemon: its events and output are pushed (op
+    // `watch`), so its charts, denials and output move as moatd stores them.
+    class Watcher* m_live = nullptr;
+    int64_t m_liveJob = 0;
+    uint64_t m_liveBytes[2] = {0, 0};
+    void startLive(int64_t id);
+    void onLivePush(const nlohmann::json& f);
     int64_t m_outputJob = 0;   // whose output is shown or being loaded
     int m_outputPending = 0;
 };
