@@ -447,6 +447,8 @@ TEST_F(Session, ARunningJobsOutputAndSamplesArePushedToItsDetail) {
         << d->outputInfo(false).toStdString();
     EXPECT_TRUE(jobs->job(0)->running());
     EXPECT_FALSE(d->outputText(false).contains(QStringLiteral("second-line")));
+    // The row's live CPU/memory figures came with the pushed row (nothing polls the samples).
+    EXPECT_TRUE(waitFor([&] { return jobs->job(0)->hasSample && jobs->job(0)->memory > 0; }, 2000));
     // Then the end: the recorded output, both lines.
     ASSERT_TRUE(waitFor([&] { return !jobs->job(0)->running(); }, 10000));
     EXPECT_TRUE(waitFor([&] { return d->outputText(false).contains(QStringLiteral("second-line")); }, 3000))

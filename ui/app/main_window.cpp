@@ -54,7 +54,6 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
                 } else {
                     m_jobModel->applyJobUpdates(f.value("jobs", nlohmann::json::array()));
                 }
-                m_jobModel->refresh();  // resource samples of running jobs
             } else if (push == "policies") {
                 m_policies->model()->applyPushed(f.value("policies", nlohmann::json::array()));
             }

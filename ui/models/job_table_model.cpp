@@ -60,6 +60,15 @@ JobRow JobRow::fromJson(const json& j) {
         r.peakPids = opt<uint64_t>(*it, "peak_pids").value_or(0);
     }
     r.denials = opt<uint64_t>(j, "denial_count").value_or(0);
+    // moatd adds a running job's last sample to jobs it pushes (op watch).
+    if (auto it = j.find("sample"); it != j.end() && it->is_object()) {
+        r.hasSample = true;
+        r.cpuPercent = it->value("cpu_percent", 0.0);
+        r.memory = it->value("memory_bytes", uint64_t(0));
+        r.memoryLimit = it->value("memory_limit_bytes", uint64_t(0));
+        r.pids = it->value("pids", uint64_t(0));
+        r.pidsLimit = it->value("pids_limit", uint64_t(0));
+    }
     return r;
 }
 
@@ -160,6 +169,7 @@ void JobTableModel::refresh() {
 }
 
 void JobTableModel::pollResources() {
+    if (m_jobsPushed) return;  // pushed job rows carry their last sample
     bool anyRunning = false;
     for (const auto& r : m_rows) anyRunning |= r.running();
     if (m_resInFlight || !anyRunning) return;  // samples only matter for running jobs
@@ -226,12 +236,14 @@ void JobTableModel::applyJobs(const json& jobs) {
         JobRow& next = incoming[k];
         const bool changed = !cur.sameData(next);
         if (changed) {
-            next.hasSample = cur.hasSample && next.running();
-            next.cpuPercent = cur.cpuPercent;
-            next.memory = cur.memory;
-            next.memoryLimit = cur.memoryLimit;
-            next.pids = cur.pids;
-            next.pidsLimit = cur.pidsLimit;
+            if (!next.hasSample) {  // keep the last known sample until a new one comes
+                next.hasSample = cur.hasSample && next.running();
+                next.cpuPercent = cur.cpuPercent;
+                next.memory = cur.memory;
+                next.memoryLimit = cur.memoryLimit;
+                next.pids = cur.pids;
+                next.pidsLimit = cur.pidsLimit;
+            }
             cur = std::move(next);
         }
         if (changed || cur.running()) emit dataChanged(index(int(i), 0), index(int(i), ColumnCount - 1));
@@ -249,12 +261,14 @@ void JobTableModel::applyJobUpdates(const json& jobs) {
         if (row >= 0) {
             JobRow& cur = m_rows[size_t(row)];
             if (cur.sameData(next)) continue;
-            next.hasSample = cur.hasSample && next.running();
-            next.cpuPercent = cur.cpuPercent;
-            next.memory = cur.memory;
-            next.memoryLimit = cur.memoryLimit;
-            next.pids = cur.pids;
-            next.pidsLimit = cur.pidsLimit;
+            if (!next.hasSample) {  // keep the last known sample until a new one comes
+                next.hasSample = cur.hasSample && next.running();
+                next.cpuPercent = cur.cpuPercent;
+                next.memory = cur.memory;
+                next.memoryLimit = cur.memoryLimit;
+                next.pids = cur.pids;
+                next.pidsLimit = cur.pidsLimit;
+            }
             cur = std::move(next);
             emit dataChanged(index(row, 0), index(row, ColumnCount - 1));
             continue;

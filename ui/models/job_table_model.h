@@ -1,8 +1,10 @@
 #pragma once
-// The job list, polled from moatd's `jobs` op (newest first). Refreshes are
-// merged row by row (insert/remove/dataChanged), never reset, so the selection
-// and scroll position survive every poll. Live figures of running jobs come
-// from the `resource` events the model tails (all jobs, one request per tick).
+// The job list (newest first): pushed by moatd (op `watch`, applyJobs for a
+// snapshot, applyJobUpdates for changes) on a live daemon, else polled from
+// the `jobs` op. Updates are merged row by row (insert/remove/dataChanged),
+// never reset, so the selection and scroll position survive them. Live
+// figures of running jobs come with the pushed rows (`sample`), or, when
+// polling, from the `resource` events the model tails.
 #include <QAbstractTableModel>
 #include <QTimer>
 

@@ -522,6 +522,7 @@ void Server::overlay_live(json& job) const {
     if (!job.is_object() || job.value("state", "") != "running" || !job.contains("id") || !job["id"].is_number_integer())
         return;
     if (auto live = m_sup->live(job["id"].get<int64_t>())) {
+        if (auto sample = m_sup->last_sample(job["id"].get<int64_t>()); sample.is_object()) job["sample"] = sample;
         job["denial_count"] = live->denial_count;
         job["resources"] = {{"cpu_time_ns", live->resources.cpu_time_ns},
                             {"peak_memory_bytes", live->resources.peak_memory_bytes},

@@ -83,6 +83,7 @@ struct Supervisor::Job {
     bool execs = false;
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
     int64_t last_sample_mono = 0;
+    nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
     struct Pending {
         int64_t first_ns;
@@ -1082,16 +1083,18 @@ void Supervisor::sample(Job& job, bool final) {
              {{"limit", "memory"}, {"value", job.policy->limits.memory_bytes}, {"oom_kills", s->oom_kills - job.ooms}});
         job.ooms = s->oom_kills;
     }
-    if (!final)
-        emit(job.id, store::EventKind::Resource,
-             {{"cpu_time_ns", s->cpu_ns},
-              {"cpu_percent", std::round(cpu_pct * 10) / 10},
-              {"memory_bytes", s->memory_bytes},
-              {"memory_limit_bytes", job.policy->limits.memory_bytes},
-              {"pids", s->pids},
-              {"pids_limit", job.policy->limits.pids},
-              {"io_read_bytes", s->has_io ? nlohmann::json(s->io_read_bytes) : nlohmann::json(nullptr)},
-              {"io_write_bytes", s->has_io ? nlohmann::json(s->io_write_bytes) : nlohmann::json(nullptr)}});
+    if (!final) {
+        nlohmann::json fields = {{"cpu_time_ns", s->cpu_ns},
+                                 {"cpu_percent", std::round(cpu_pct * 10) / 10},
+                                 {"memory_bytes", s->memory_bytes},
+                                 {"memory_limit_bytes", job.policy->limits.memory_bytes},
+                                 {"pids", s->pids},
+                                 {"pids_limit", job.policy->limits.pids},
+                                 {"io_read_bytes", s->has_io ? nlohmann::json(s->io_read_bytes) : nlohmann::json(nullptr)},
+                                 {"io_write_bytes", s->has_io ? nlohmann::json(s->io_write_bytes) : nlohmann::json(nullptr)}};
+        job.last_sample = fields;  // a running job's "sample" in jobs/show answers and pushes
+        emit(job.id, store::EventKind::Resource, std::move(fields));
+    }
 }
 
 void Supervisor::kill_job(Job& job, const std::string& cause, const std::string& detail) {
@@ -1263,6 +1266,11 @@ std::optional<OutputSlice> Supervisor::live_output(int64_t job_id, int stream, u
     o.from = from;
     o.data = st.data.substr(size_t(from - start), max_bytes);
     return o;
+}
+
+nlohmann::json Supervisor::last_sample(int64_t job_id) const {
+    auto it = m_jobs.find(job_id);
+    return it == m_jobs.end() ? nlohmann::json() : it->second->last_sample;
 }
 
 std::optional<store::JobRecord> Supervisor::live(int64_t job_id) const {

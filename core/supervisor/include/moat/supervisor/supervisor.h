@@ -155,6 +155,8 @@ public:
     std::vector<int64_t> running_ids() const;
     // Live figures for a running job (show of a running job).
     std::optional<store::JobRecord> live(int64_t job_id) const;
+    // A running job's last resource sample (the `resource` event's fields), or null.
+    nlohmann::json last_sample(int64_t job_id) const;
     // A running job's output (stream 0 stdout, 1 stderr) from offset `from`,
     // at most max_bytes; the last 64 KiB of each stream are kept while it is
     // relayed. nullopt once the relay is done (the recorded tail is in the
