@@ -756,6 +756,19 @@ protected:
     }
 
     // Waits until the background job with this id file is running and has a pid.
+    // moatctl run --policy POLICY -- PROG... in the background (into `bg`);
+    // returns the job's id once it runs (0 if it did not).
+    static int64_t run_in_background(std::unique_ptr<Bg>& bg, const std::string& policy_path,
+                                     const std::vector<std::string>& prog) {
+        std::string idf = new_id_file();
+        std::vector<std::string> argv = {s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy",
+                                         policy_path, "--id-file", idf, "--"};
+        argv.insert(argv.end(), prog.begin(), prog.end());
+        bg = std::make_unique<Bg>(argv, s_root);
+        json running = wait_running(*s_daemon, idf);
+        return running.value("state", "") == "running" ? read_id(idf) : 0;
+    }
+
     static json wait_running(const Daemon& d, const std::string& idf, double timeout_s = 10) {
         json j;
         wait_for(

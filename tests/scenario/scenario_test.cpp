@@ -848,6 +848,32 @@ std::vector<json> complete_json_lines(const std::string& text) {
     return out;
 }
 
+// Reads frames from a watching connection until `stop` says so or the time
+// is up; returns every frame read.
+std::vector<json> read_pushes(int fd, double timeout_s, const std::function<bool(const json&)>& stop) {
+    std::vector<json> frames;
+    std::string got;
+    auto t0 = Clock::now();
+    while (since(t0) < timeout_s) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, size_t(n));
+        while (got.size() >= 4) {
+            uint32_t len;
+            memcpy(&len, got.data(), 4);
+            len = ntohl(len);
+            if (got.size() < 4 + size_t(len)) break;
+            frames.push_back(json::parse(got.substr(4, len), nullptr, false));
+            got.erase(0, 4 + size_t(len));
+            if (stop(frames.back())) return frames;
+        }
+    }
+    return frames;
+}
+
 TEST_F(Scenario, WatchersSeeLiveDenialCountsAndEveryEventThenTheEnd) {
     Bg watch({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "jobs", "--watch", "--json"}, s_root);
     std::string idf = new_id_file();
@@ -898,13 +924,10 @@ TEST_F(Scenario, WatchersSeeLiveDenialCountsAndEveryEventThenTheEnd) {
 }
 
 TEST_F(Scenario, AWatcherThatDoesNotReadLosesNothingAndCostsMoatdNoBuffer) {
-    std::string idf = new_id_file();
-    Bg job({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", policy("base"), "--id-file", idf,
-            "--", testprog(), "deny-then-sleep", "3000", "1"},
-           s_root);
-    json running = wait_running(*s_daemon, idf);
-    const int64_t id = read_id(idf);
-    ASSERT_GT(id, 0) << job.err();
+    std::unique_ptr<Bg> bg;
+    const int64_t id = run_in_background(bg, policy("base"), {testprog(), "deny-then-sleep", "3000", "1"});
+    ASSERT_GT(id, 0) << bg->err();
+    Bg& job = *bg;
     // Subscribe, then do not read while the job floods: moatd reads the
     // events from the store after this watcher's cursor, only as fast as it
     // takes them, so nothing queues in moatd and nothing is skipped.
@@ -915,27 +938,8 @@ TEST_F(Scenario, AWatcherThatDoesNotReadLosesNothingAndCostsMoatdNoBuffer) {
     std::string req = frame(json{{"op", "watch"}, {"job", id}}.dump());
     ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
     EXPECT_EQ(job.wait(30), 0) << job.err();
-    std::string got;
-    std::vector<json> frames;
-    bool ended = false;
-    auto t0 = Clock::now();
-    while (!ended && since(t0) < 20) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 200) <= 0) continue;
-        char buf[65536];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        got.append(buf, size_t(n));
-        while (got.size() >= 4) {
-            uint32_t len;
-            memcpy(&len, got.data(), 4);
-            len = ntohl(len);
-            if (got.size() < 4 + size_t(len)) break;
-            frames.push_back(json::parse(got.substr(4, len), nullptr, false));
-            got.erase(0, 4 + size_t(len));
-            if (frames.back().value("push", "") == "end") ended = true;
-        }
-    }
+    auto frames = read_pushes(fd, 20, [](const json& f) { return f.value("push", "") == "end"; });
+    const bool ended = !frames.empty() && frames.back().value("push", "") == "end";
     close(fd);
     ASSERT_TRUE(ended) << frames.size() << " frames, no end";
     ASSERT_FALSE(frames.empty());
@@ -980,41 +984,24 @@ TEST_F(Scenario, AWatchingConnectionRefusesRequestsAndBadWatchesAreRefused) {
 }
 
 TEST_F(Scenario, AWatcherSeesTheJobsOutputWhileItRuns) {
-    std::string idf = new_id_file();
-    Bg job({s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run", "--policy", policy("base"), "--id-file", idf,
-            "--", testprog(), "sleep", "3"},
-           s_root);
-    json running = wait_running(*s_daemon, idf);
-    const int64_t id = read_id(idf);
-    ASSERT_GT(id, 0) << job.err();
+    std::unique_ptr<Bg> bg;
+    const int64_t id = run_in_background(bg, policy("base"), {testprog(), "sleep", "3"});
+    ASSERT_GT(id, 0) << bg->err();
+    Bg& job = *bg;
     int fd = connect_unix(s_daemon->socket());
     ASSERT_GE(fd, 0);
     std::string req = frame(json{{"op", "watch"}, {"job", id}, {"output", true}}.dump());
     ASSERT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
-    std::string got, out;
+    std::string out;
     bool ended_first = false;
-    auto t0 = Clock::now();
-    while (out.find("sleeping pid=") == std::string::npos && since(t0) < 10) {
-        pollfd p{fd, POLLIN, 0};
-        if (poll(&p, 1, 100) <= 0) continue;
-        char buf[65536];
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        got.append(buf, size_t(n));
-        while (got.size() >= 4) {
-            uint32_t len;
-            memcpy(&len, got.data(), 4);
-            len = ntohl(len);
-            if (got.size() < 4 + size_t(len)) break;
-            json f = json::parse(got.substr(4, len), nullptr, false);
-            got.erase(0, 4 + size_t(len));
-            if (f.value("push", "") == "end") ended_first = true;
-            if (f.value("push", "") == "output" && f.value("stream", "") == "stdout") {
-                EXPECT_EQ(f.value("offset", uint64_t(99)), out.size()) << f.dump();
-                out += moat::base64_decode(f.value("data_b64", "")).value_or("");
-            }
+    read_pushes(fd, 10, [&](const json& f) {
+        if (f.value("push", "") == "end") ended_first = true;
+        if (f.value("push", "") == "output" && f.value("stream", "") == "stdout") {
+            EXPECT_EQ(f.value("offset", uint64_t(99)), out.size()) << f.dump();
+            out += moat::base64_decode(f.value("data_b64", "")).value_or("");
         }
-    }
+        return out.find("sleeping pid=") != std::string::npos;
+    });
     close(fd);
     EXPECT_NE(out.find("sleeping pid="), std::string::npos) << out;
     EXPECT_FALSE(ended_first) << "the output came only after the job's end";

@@ -32,6 +32,29 @@ int64_t nowNs() {
 }
 }  // namespace
 
+namespace {
+// A pushed or polled row without a sample keeps the one the table had (a
+// running job's figures do not blink to "…" between samples).
+void keepSample(const JobRow& cur, JobRow& next) {
+    if (next.hasSample) return;
+    next.hasSample = cur.hasSample && next.running();
+    next.cpuPercent = cur.cpuPercent;
+    next.memory = cur.memory;
+    next.memoryLimit = cur.memoryLimit;
+    next.pids = cur.pids;
+    next.pidsLimit = cur.pidsLimit;
+}
+}  // namespace
+
+void JobRow::setSample(const json& e) {
+    hasSample = true;
+    cpuPercent = e.value("cpu_percent", 0.0);
+    memory = e.value("memory_bytes", uint64_t(0));
+    memoryLimit = e.value("memory_limit_bytes", uint64_t(0));
+    pids = e.value("pids", uint64_t(0));
+    pidsLimit = e.value("pids_limit", uint64_t(0));
+}
+
 JobRow JobRow::fromJson(const json& j) {
     JobRow r;
     r.object = j;
@@ -61,14 +84,7 @@ JobRow JobRow::fromJson(const json& j) {
     }
     r.denials = opt<uint64_t>(j, "denial_count").value_or(0);
     // moatd adds a running job's last sample to jobs it pushes (op watch).
-    if (auto it = j.find("sample"); it != j.end() && it->is_object()) {
-        r.hasSample = true;
-        r.cpuPercent = it->value("cpu_percent", 0.0);
-        r.memory = it->value("memory_bytes", uint64_t(0));
-        r.memoryLimit = it->value("memory_limit_bytes", uint64_t(0));
-        r.pids = it->value("pids", uint64_t(0));
-        r.pidsLimit = it->value("pids_limit", uint64_t(0));
-    }
+    if (auto it = j.find("sample"); it != j.end() && it->is_object()) r.setSample(*it);
     return r;
 }
 
@@ -193,13 +209,7 @@ void JobTableModel::applyResourceEvents(const json& events) {
     for (const auto& [job, e] : latest) {
         const int row = rowOfId(job);
         if (row < 0) continue;
-        JobRow& r = m_rows[size_t(row)];
-        r.hasSample = true;
-        r.cpuPercent = e->value("cpu_percent", 0.0);
-        r.memory = e->value("memory_bytes", uint64_t(0));
-        r.memoryLimit = e->value("memory_limit_bytes", uint64_t(0));
-        r.pids = e->value("pids", uint64_t(0));
-        r.pidsLimit = e->value("pids_limit", uint64_t(0));
+        m_rows[size_t(row)].setSample(*e);
         emit dataChanged(index(row, Cpu), index(row, Pids), {Qt::DisplayRole});
     }
 }
@@ -236,14 +246,7 @@ void JobTableModel::applyJobs(const json& jobs) {
         JobRow& next = incoming[k];
         const bool changed = !cur.sameData(next);
         if (changed) {
-            if (!next.hasSample) {  // keep the last known sample until a new one comes
-                next.hasSample = cur.hasSample && next.running();
-                next.cpuPercent = cur.cpuPercent;
-                next.memory = cur.memory;
-                next.memoryLimit = cur.memoryLimit;
-                next.pids = cur.pids;
-                next.pidsLimit = cur.pidsLimit;
-            }
+            keepSample(cur, next);
             cur = std::move(next);
         }
         if (changed || cur.running()) emit dataChanged(index(int(i), 0), index(int(i), ColumnCount - 1));
@@ -261,14 +264,7 @@ void JobTableModel::applyJobUpdates(const json& jobs) {
         if (row >= 0) {
             JobRow& cur = m_rows[size_t(row)];
             if (cur.sameData(next)) continue;
-            if (!next.hasSample) {  // keep the last known sample until a new one comes
-                next.hasSample = cur.hasSample && next.running();
-                next.cpuPercent = cur.cpuPercent;
-                next.memory = cur.memory;
-                next.memoryLimit = cur.memoryLimit;
-                next.pids = cur.pids;
-                next.pidsLimit = cur.pidsLimit;
-            }
+            keepSample(cur, next);
             cur = std::move(next);
             emit dataChanged(index(row, 0), index(row, ColumnCount - 1));
             continue;

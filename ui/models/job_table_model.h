@@ -48,6 +48,8 @@ struct JobRow {
     uint64_t pidsLimit = 0;
 
     static JobRow fromJson(const nlohmann::json& j);
+    // From a `resource` event's fields (or a pushed row's `sample`).
+    void setSample(const nlohmann::json& e);
     bool running() const { return state == "running"; }
     bool sameData(const JobRow& o) const { return object == o.object; }
 };
