@@ -477,3 +477,17 @@ TEST(PolicyView, LintTextWraps) {
     }
     EXPECT_TRUE(wrapped) << "no lint line is long enough to wrap at this width?";
 }
+
+// Allowing a denial that a condition-less rule decided (mkdir -> EACCES)
+// changes that rule's action: a second rule with the same conditions and
+// another action is refused by the parser, so the proposal was unsavable.
+TEST(DenialAllow, ARuleThatDecidedTheDenialIsTurnedIntoAnAllow) {
+    const auto mk = proposeAllow({{"kind", "denial"}, {"syscall", "mkdir"}, {"args", {0x1234, 0777, 0, 0, 0, 0}}});
+    PolicyDraft d = PolicyDraft::fromPolicy(parse("name = \"p\"\n[seccomp]\nallow = [\"@default\"]\n"
+                                                  "[[seccomp.rule]]\nsyscall = \"mkdir\"\naction = \"errno:EACCES\"\n"));
+    const std::string text = applyAllow(d, mk).toToml();
+    auto r = moat::policy::parse_policy(text, "t.toml");
+    ASSERT_TRUE(r.policy) << text;
+    ASSERT_EQ(r.policy->seccomp.rules.size(), 1u);
+    EXPECT_EQ(r.policy->seccomp.rules[0].action.str(), "allow");
+}
