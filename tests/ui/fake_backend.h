@@ -24,13 +24,18 @@ public:
             done(m_handler(req));
         });
     }
-    State state() const override { return State::Connected; }
-    QString role() const override { return QStringLiteral("admin"); }
+    State state() const override { return m_state; }
+    QString role() const override { return m_state == State::Offline ? QStringLiteral("offline") : QStringLiteral("admin"); }
+    void setState(State s) {
+        m_state = s;
+        emit stateChanged();
+    }
     QString describe() const override { return QStringLiteral("fake"); }
     std::vector<nlohmann::json> requests;
 
 private:
     Handler m_handler;
+    State m_state = State::Connected;
 };
 
 // Runs the event loop until pred() or timeout.

@@ -11,7 +11,9 @@
 #include "models/policy_list_model.h"
 #include "models/proposal_model.h"
 #include "moat/common/base64.h"
+#include "views/investigate_view.h"
 #include "views/job_detail_view.h"
+#include <QPushButton>
 #include "moat/policy/parser.h"
 
 using nlohmann::json;
@@ -337,4 +339,48 @@ TEST(JobDetailView, ShowsAVmJobsAcceleratorBootAndGuestKernel) {
     row = JobRow::fromJson(job(23, "finished"));
     view.showJob(&row);
     EXPECT_FALSE(view.infoText().contains(QStringLiteral("Accelerator"))) << view.infoText().toStdString();
+}
+
+// Issue 13, item 4: "Allow in a new policy version…" is enabled only for a
+// selected denial, and never in an offline (read-only) window.
+TEST(InvestigateView, AllowIsOnlyForASelectedDenialInAConnectedWindow) {
+    FakeBackend backend([](const json& req) -> json {
+        if (req["op"] == "events")
+            return {{"ok", true}, {"events", {event(1, "lifecycle"), event(2, "denial"), event(3, "denial")}}, {"next", nullptr}};
+        return {{"ok", true}, {"jobs", json::array()}};
+    });
+    JobTableModel jobs(&backend);
+    InvestigateView view(&backend, &jobs);
+    view.reload();
+    ASSERT_TRUE(waitFor([&] { return view.model()->rowCount() == 3; }));
+    QPushButton* allow = view.allowButton();
+    bool available = true;
+    QObject::connect(&view, &InvestigateView::allowAvailableChanged, [&](bool a) { available = a; });
+    EXPECT_FALSE(allow->isEnabled());  // nothing selected
+    int denialRow = -1, otherRow = -1;
+    for (int r = 0; r < view.model()->rowCount(); ++r)
+        (view.model()->event(r)->kind == "denial" ? denialRow : otherRow) = r;
+    ASSERT_GE(denialRow, 0);
+    ASSERT_GE(otherRow, 0);
+    view.selectRow(otherRow);
+    EXPECT_FALSE(allow->isEnabled());
+    view.selectRow(denialRow);
+    EXPECT_TRUE(allow->isEnabled());
+    EXPECT_TRUE(available);
+    // A reload drops the selection without selectionChanged.
+    view.reload();
+    ASSERT_TRUE(waitFor([&] { return view.model()->rowCount() == 3; }));
+    EXPECT_FALSE(allow->isEnabled());
+    EXPECT_FALSE(available);
+    view.selectRow(denialRow);
+    EXPECT_TRUE(allow->isEnabled());
+    // Offline: a denial is selected, but there is no daemon to open its policy in.
+    int asked = 0;
+    QObject::connect(&view, &InvestigateView::allowDenialRequested, [&] { ++asked; });
+    backend.setState(Backend::State::Offline);
+    EXPECT_FALSE(allow->isEnabled());
+    EXPECT_FALSE(available);
+    view.allowSelected();
+    QCoreApplication::processEvents();
+    EXPECT_EQ(asked, 0);
 }

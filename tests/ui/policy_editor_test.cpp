@@ -1,15 +1,20 @@
 // The policy editor's newer parts: the syscall checklist (allow-list editing,
 // descriptions, risk flags, search, sync with the form and the TOML tab).
+#include <QCoreApplication>
+#include <QListWidget>
 #include <QPlainTextEdit>
+#include <QTest>
 #include <QTreeWidget>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <sstream>
 
 #include "fake_backend.h"
 #include "models/allow_list.h"
 #include "models/denial_allow.h"
+#include "models/policy_draft.h"
 #include "models/syscall_args.h"
 #include "models/status_color.h"
 #include "views/denial_detail.h"
@@ -292,4 +297,197 @@ TEST(StatusColor, FollowsThePalette) {
     QGuiApplication::setPalette(light);
     EXPECT_LT(statusColor(Status::Bad).lightness(), 128);
     QGuiApplication::setPalette(saved);
+}
+
+// Issue 13, item 1: a syscall that was never allowed has a box, and Space on
+// its row (or a click) ticks it. Qt draws no box and ignores the key until a
+// check state is stored in the item.
+TEST(SyscallChecklist, ANeverAllowedSyscallCanBeTickedWithSpace) {
+    SyscallChecklist c;
+    c.setEntries({"@default"});
+    c.resize(900, 600);
+    c.show();
+    for (const char* name : {"ioctl", "sysinfo", "ptrace"}) {
+        c.setFilter(QString::fromLatin1(name));
+        QTreeWidgetItem* row = nullptr;
+        for (int g = 0; g < c.tree()->topLevelItemCount() && !row; ++g)
+            for (int i = 0; i < c.tree()->topLevelItem(g)->childCount(); ++i)
+                if (c.tree()->topLevelItem(g)->child(i)->data(0, Qt::UserRole).toString() == QLatin1String(name))
+                    row = c.tree()->topLevelItem(g)->child(i);
+        ASSERT_NE(row, nullptr) << name;
+        ASSERT_FALSE(c.isChecked(name)) << name;
+        EXPECT_TRUE(row->data(SyscallChecklist::Name, Qt::CheckStateRole).isValid()) << name << " has no box";
+        c.tree()->setFocus();
+        c.tree()->setCurrentItem(row, SyscallChecklist::Name);
+        QTest::keyClick(c.tree(), Qt::Key_Space);
+        EXPECT_TRUE(c.isChecked(name)) << name;
+        EXPECT_TRUE(has(c.entries(), name)) << name;
+    }
+}
+
+// Item 11: the search matches names. A syscall's description is its smallest
+// group's, and @default's mentions mkdir, so "mkdir" listed getrandom.
+TEST(SyscallChecklist, SearchMatchesNamesOnly) {
+    SyscallChecklist c;
+    c.setFilter(QStringLiteral("mkdir"));
+    int shown = 0;
+    for (int g = 0; g < c.tree()->topLevelItemCount(); ++g)
+        for (int i = 0; i < c.tree()->topLevelItem(g)->childCount(); ++i) {
+            const auto* it = c.tree()->topLevelItem(g)->child(i);
+            if (it->isHidden()) continue;
+            ++shown;
+            EXPECT_TRUE(it->data(0, Qt::UserRole).toString().contains(QStringLiteral("mkdir")))
+                << it->data(0, Qt::UserRole).toString().toStdString() << " shown for \"mkdir\"";
+        }
+    EXPECT_GE(shown, 2);  // mkdir, mkdirat
+}
+
+// Item 11: unticking and re-ticking a member of @default gives @default back.
+TEST(AllowList, RetickingTheLastMissingMemberGivesTheGroupBack) {
+    const Entries start{"@default", "ioctl"};
+    for (const char* s : {"getrandom", "mkdir", "read"}) {
+        const Entries without = withSyscall(start, s, false);
+        ASSERT_FALSE(has(without, "@default")) << s;
+        EXPECT_EQ(withSyscall(without, s, true), start) << s;
+    }
+    // Two members out: the first back does not complete the group yet.
+    Entries e = withSyscall(withSyscall(start, "mkdir", false), "getrandom", false);
+    e = withSyscall(e, "mkdir", true);
+    EXPECT_FALSE(has(e, "@default"));
+    EXPECT_EQ(withSyscall(e, "getrandom", true), start);
+    // Loose names that make up no whole group stay as written.
+    EXPECT_EQ(withSyscall({"read"}, "write", true), (Entries{"read", "write"}));
+    // Through the checklist, as the operator does it.
+    SyscallChecklist c;
+    c.setEntries({"@default"});
+    c.toggle("getrandom", false);
+    EXPECT_GT(c.entries().size(), 10u);
+    c.toggle("getrandom", true);
+    EXPECT_EQ(c.entries(), Entries{"@default"});
+}
+
+// Item 11: long arrays are written wrapped, a few names to a line.
+TEST(PolicyDraft, LongArraysAreWrappedAndStillParse) {
+    PolicyDraft d;
+    d.name = "wide";
+    d.allow = withSyscall({"@default"}, "getrandom", false);
+    d.allowSet = true;
+    ASSERT_GT(d.allow.size(), 40u);
+    const std::string text = d.toToml();
+    size_t longest = 0, lines = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line); ++lines) longest = std::max(longest, line.size());
+    EXPECT_LE(longest, 80u) << text;
+    EXPECT_LT(lines, 60u) << "not one name per line";
+    const auto p = parse(text);
+    EXPECT_EQ(p.seccomp.allowed, [&] {
+        auto want = parse("name = \"w\"\n[seccomp]\nallow = [\"@default\"]\n").seccomp.allowed;
+        want.erase("getrandom");
+        return want;
+    }());
+    // Short ones stay on one line.
+    d.allow = {"@default", "ioctl"};
+    EXPECT_NE(d.toToml().find("allow = [\"@default\", \"ioctl\"]\n"), std::string::npos);
+}
+
+// Item 11: the header names the policy being typed and marks unsaved edits.
+TEST(PolicyView, HeaderFollowsTheNameAndMarksUnsavedEdits) {
+    moat::ui::test::FakeBackend backend([](const nlohmann::json&) {
+        return nlohmann::json{{"ok", true}, {"policies", nlohmann::json::array()}};
+    });
+    PolicyView view(&backend);
+    EXPECT_TRUE(view.titleText().contains(QStringLiteral("<b>new-policy</b> — new, not stored"))) << view.titleText().toStdString();
+    EXPECT_FALSE(view.isModified());
+    EXPECT_FALSE(view.titleText().contains(QStringLiteral("modified")));
+    bool modified = false;
+    QObject::connect(&view, &PolicyView::modifiedChanged, [&](bool m) { modified = m; });
+    QString text = view.tomlText();
+    text.replace(QStringLiteral("name = \"new-policy\""), QStringLiteral("name = \"thumbs\""));
+    view.setTomlText(text);
+    EXPECT_TRUE(view.titleText().contains(QStringLiteral("thumbs"))) << view.titleText().toStdString();
+    EXPECT_FALSE(view.titleText().contains(QStringLiteral("new-policy")));
+    EXPECT_TRUE(view.titleText().contains(QStringLiteral("not stored")));
+    EXPECT_TRUE(view.titleText().contains(QStringLiteral("modified")));
+    EXPECT_TRUE(view.isModified());
+    EXPECT_TRUE(modified);
+    view.newPolicy();
+    EXPECT_FALSE(view.isModified());
+    EXPECT_FALSE(modified);
+}
+
+// Item 4: allowing a denial into the version that is already open still
+// opens it with the allow (selecting the selected row changes nothing).
+TEST(PolicyView, AllowDenialActsWhenThatVersionIsAlreadySelected) {
+    const std::string v1 = "name = \"web\"\n[seccomp]\nallow = [\"@default\"]\n";
+    moat::ui::test::FakeBackend backend([&](const nlohmann::json& r) -> nlohmann::json {
+        if (r["op"] == "policies")
+            return {{"ok", true},
+                    {"policies", {{{"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"created_at", "2026-11-29T16:38:33Z"}}}}};
+        if (r["op"] == "policy") return {{"ok", true}, {"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"toml", v1}};
+        return {{"ok", false}, {"code", "bad-request"}, {"error", "?"}};
+    });
+    PolicyView view(&backend);
+    view.selectPolicy(QStringLiteral("web"), 3);
+    ASSERT_TRUE(moat::ui::test::waitFor([&] { return view.tomlText() == QString::fromStdString(v1); }));
+    const nlohmann::json denial{{"id", 9}, {"kind", "denial"}, {"job", 2}, {"syscall", "sysinfo"}, {"action", "errno:EPERM"},
+                                {"args", {0, 0, 0, 0, 0, 0}}};
+    view.allowDenial(QStringLiteral("web"), 3, QString::fromStdString(denial.dump()));
+    ASSERT_TRUE(moat::ui::test::waitFor([&] { return view.tomlText().contains(QStringLiteral("sysinfo")); }));
+    EXPECT_TRUE(view.form()->checklist()->isChecked("sysinfo"));
+    EXPECT_TRUE(view.isModified());
+}
+
+// Item 11: the checklist gets the height it needs, not a slice of a
+// scrolling form.
+TEST(PolicyForm, ChecklistTakesTheRoomOfItsPane) {
+    moat::ui::test::FakeBackend backend([](const nlohmann::json&) {
+        return nlohmann::json{{"ok", true}, {"policies", nlohmann::json::array()}};
+    });
+    PolicyView view(&backend);
+    view.resize(1400, 860);
+    view.show();
+    QCoreApplication::processEvents();
+    // What is on screen of the list as the form opens, not how tall the list
+    // is inside a scroll area that clips it.
+    QTreeWidget* t = view.form()->checklist()->tree();
+    const int rowHeight = t->visualItemRect(t->topLevelItem(0)).height();
+    ASSERT_GT(rowHeight, 0);
+    const int visible = t->viewport()->visibleRegion().boundingRect().height();
+    EXPECT_GE(visible / rowHeight, 14) << "visible " << visible << " px of " << t->viewport()->height();
+}
+
+// Item 11: lint's sentences wrap in the pane instead of running off it.
+TEST(PolicyView, LintTextWraps) {
+    moat::ui::test::FakeBackend backend([](const nlohmann::json&) {
+        return nlohmann::json{{"ok", true}, {"policies", nlohmann::json::array()}};
+    });
+    PolicyView view(&backend);
+    view.resize(700, 800);
+    view.show();
+    view.setTomlText(QStringLiteral("name = \"p\"\n[network]\nmode = \"host\"\n[seccomp]\nallow = [\"@default\", \"ptrace\", \"bpf\"]\n"));
+    QCoreApplication::processEvents();
+    QListWidget* lint = view.lintList();
+    ASSERT_NE(lint, nullptr);
+    ASSERT_GT(lint->count(), 0);
+    bool wrapped = false;
+    for (int i = 0; i < lint->count(); ++i) {
+        const QRect r = lint->visualItemRect(lint->item(i));
+        EXPECT_LE(r.right(), lint->viewport()->width()) << lint->item(i)->text().toStdString();
+        wrapped |= r.height() > lint->fontMetrics().height() * 3 / 2;
+    }
+    EXPECT_TRUE(wrapped) << "no lint line is long enough to wrap at this width?";
+}
+
+// Allowing a denial that a condition-less rule decided (mkdir -> EACCES)
+// changes that rule's action: a second rule with the same conditions and
+// another action is refused by the parser, so the proposal was unsavable.
+TEST(DenialAllow, ARuleThatDecidedTheDenialIsTurnedIntoAnAllow) {
+    const auto mk = proposeAllow({{"kind", "denial"}, {"syscall", "mkdir"}, {"args", {0x1234, 0777, 0, 0, 0, 0}}});
+    PolicyDraft d = PolicyDraft::fromPolicy(parse("name = \"p\"\n[seccomp]\nallow = [\"@default\"]\n"
+                                                  "[[seccomp.rule]]\nsyscall = \"mkdir\"\naction = \"errno:EACCES\"\n"));
+    const std::string text = applyAllow(d, mk).toToml();
+    auto r = moat::policy::parse_policy(text, "t.toml");
+    ASSERT_TRUE(r.policy) << text;
+    ASSERT_EQ(r.policy->seccomp.rules.size(), 1u);
+    EXPECT_EQ(r.policy->seccomp.rules[0].action.str(), "allow");
 }

@@ -31,7 +31,8 @@
 namespace moat::ui {
 
 MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent), m_backend(backend) {
-    setWindowTitle(tr("Moat Console"));
+    // [*] shows while the policy editor holds unsaved edits.
+    setWindowTitle(tr("Moat Console[*]"));
     setWindowIcon(QIcon(QStringLiteral(":/moat-console.svg")));
     m_jobModel = new JobTableModel(backend, this);
     m_jobs = new JobsView(backend, m_jobModel);
@@ -78,6 +79,11 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
     connect(m_jobs, &JobsView::message, this, &MainWindow::showMessage);
     connect(m_investigate, &InvestigateView::message, this, &MainWindow::showMessage);
     connect(m_policies, &PolicyView::message, this, &MainWindow::showMessage);
+    connect(m_policies, &PolicyView::modifiedChanged, this, [this](bool modified) {
+        setWindowModified(modified);
+        m_tabs->setTabText(2, modified ? tr("&Policies •") : tr("&Policies"));
+        m_tabs->setTabToolTip(2, modified ? tr("The policy editor has unsaved edits") : QString());
+    });
     connect(m_jobModel, &JobTableModel::failed, this, [this](const QString& m) { showMessage(m, 5000); });
     connect(m_jobs->detail(), &JobDetailView::policyLinkActivated, this, [this](const QString& name, int version) {
         showView(View::Policies);
@@ -239,6 +245,8 @@ void MainWindow::buildMenus() {
     });
     QAction* allow = policy->addAction(tr("&Allow Selected Denial in a New Version…"));
     connect(allow, &QAction::triggered, m_investigate, &InvestigateView::allowSelected);
+    allow->setEnabled(m_investigate->canAllowSelected());
+    connect(m_investigate, &InvestigateView::allowAvailableChanged, allow, &QAction::setEnabled);
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     QAction* syntax = help->addAction(tr("&Filter Syntax"));

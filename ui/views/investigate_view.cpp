@@ -72,8 +72,9 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
     m_allowBtn = new QPushButton(tr("Allow in a new policy version…"));
     m_allowBtn->setObjectName(QStringLiteral("allowDenial"));
     m_allowBtn->setEnabled(false);
-    m_allowBtn->setToolTip(tr("Open the job's policy version in the editor with this syscall allowed "
-                              "(an argument rule where one fits), to review and save"));
+    m_allowTip = tr("Open the job's policy version in the editor with this syscall allowed "
+                    "(an argument rule where one fits), to review and save");
+    m_allowBtn->setToolTip(m_allowTip);
     auto* detailPane = new QWidget;
     auto* dpl = new QVBoxLayout(detailPane);
     dpl->setContentsMargins(0, 0, 0, 0);
@@ -122,6 +123,9 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
     });
     connect(m_model, &EventTableModel::failed, this, [this](const QString& m) { emit message(m, 8000); });
     connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this, &InvestigateView::showSelected);
+    // A reset (new filter, reload) drops the selection without selectionChanged.
+    connect(m_model, &QAbstractItemModel::modelReset, this, &InvestigateView::showSelected);
+    connect(m_backend, &Backend::stateChanged, this, &InvestigateView::updateAllowAction);
     connect(m_timeline, &DenialTimelineChart::rangeSelected, this, [this](qint64 since, qint64 until) {
         auto iso = [](qint64 ns) {
             return QDateTime::fromMSecsSinceEpoch(ns / 1'000'000, Qt::UTC).toString(Qt::ISODate);
@@ -199,13 +203,33 @@ void InvestigateView::showSelected() {
     const auto rows = m_table->selectionModel()->selectedRows();
     const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
     m_detail->setHtml(e ? eventDetailHtml(e->toJson()) : QString());
-    m_allowBtn->setEnabled(e && e->kind == "denial");
+    updateAllowAction();
+}
+
+const EventRow* InvestigateView::selectedDenial() const {
+    const auto rows = m_table->selectionModel()->selectedRows();
+    const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
+    return e && e->kind == "denial" ? e : nullptr;
+}
+
+void InvestigateView::updateAllowAction() {
+    // Only a denial can be allowed, and only a live daemon has the policy
+    // versions to open: an offline window (a database copy) is read-only.
+    const bool can = canAllowSelected();
+    m_allowBtn->setEnabled(can);
+    m_allowBtn->setToolTip(can ? m_allowTip
+                           : selectedDenial() ? tr("Allowing a denial needs a connection to moatd (this window is offline or disconnected)")
+                                              : tr("Select a denial event to allow it in a new policy version"));
+    emit allowAvailableChanged(can);
+}
+
+bool InvestigateView::canAllowSelected() const {
+    return selectedDenial() && m_backend->state() == Backend::State::Connected;
 }
 
 void InvestigateView::allowSelected() {
-    const auto rows = m_table->selectionModel()->selectedRows();
-    const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
-    if (!e || e->kind != "denial") return;
+    if (!canAllowSelected()) return;
+    const EventRow* e = selectedDenial();
     const QString raw = QString::fromStdString(e->raw);
     const int64_t job = e->job;
     if (const JobRow* j = m_jobs->jobById(job)) {

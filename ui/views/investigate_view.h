@@ -18,6 +18,7 @@ namespace moat::ui {
 
 class Backend;
 class DenialTimelineChart;
+struct EventRow;
 class EventTableModel;
 class JobTableModel;
 class TopSyscallsChart;
@@ -36,6 +37,8 @@ public:
     // Proposes allowing the selected denial (emits allowDenialRequested).
     void allowSelected();
     QPushButton* allowButton() const { return m_allowBtn; }
+    // A denial is selected and the window is connected to moatd.
+    bool canAllowSelected() const;
 
     EventTableModel* model() const { return m_model; }
     QTableView* table() const { return m_table; }
@@ -50,11 +53,14 @@ signals:
     void filterApplied(const QString& text);
     // "Allow in a new policy version…" on a denial: the job's policy version and the event's JSON.
     void allowDenialRequested(const QString& policyName, int version, const QString& eventJson);
+    void allowAvailableChanged(bool available);
 
 private:
     bool validate(bool apply);
     void rebuildStats();
     void showSelected();
+    void updateAllowAction();
+    const EventRow* selectedDenial() const;
 
     Backend* m_backend;
     JobTableModel* m_jobs;
@@ -65,6 +71,7 @@ private:
     QTableView* m_table;
     QTextBrowser* m_detail;
     QPushButton* m_allowBtn;
+    QString m_allowTip;
     DenialTimelineChart* m_timeline;
     TopSyscallsChart* m_top;
     QSplitter* m_vsplit;

@@ -9,6 +9,7 @@
 #include <QPlainTextEdit>
 #include <QScrollArea>
 #include <QScrollBar>
+#include <QSplitter>
 #include <QVBoxLayout>
 
 #include <set>
@@ -104,7 +105,6 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     auto* cl = new QVBoxLayout(checks);
     m_checklist = new SyscallChecklist;
     cl->addWidget(m_checklist);
-    grid->addWidget(checks, 2, 0, 1, 3);
     m_checksBox = checks;
     connect(m_checklist, &SyscallChecklist::entriesChanged, this, [this](const std::vector<std::string>& entries) {
         m_allow->setPlainText(toList(entries).join(u'\n'));  // textChanged -> changed()
@@ -114,7 +114,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     auto* rl = new QVBoxLayout(rulesBox);
     m_ruleTable = new RuleTable;
     rl->addWidget(m_ruleTable);
-    grid->addWidget(rulesBox, 3, 0, 1, 3);
+    grid->addWidget(rulesBox, 2, 0, 1, 3);
     connect(m_ruleTable, &RuleTable::changed, this, [this] {
         syncChecklist();
         if (!m_filling) emit changed();
@@ -123,15 +123,25 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     grid->setColumnStretch(0, 3);
     grid->setColumnStretch(1, 3);
     grid->setColumnStretch(2, 3);
-    grid->setRowStretch(2, 1);
+    grid->setRowStretch(3, 1);
 
     auto* scroll = m_scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
     scroll->setFrameShape(QFrame::NoFrame);
     scroll->setWidget(content);
+    // The checklist is a list of some 370 rows: inside the scrolling form it
+    // got a fixed slice of the page. In a pane of its own below the fields it
+    // scrolls by itself and takes whatever height the splitter gives it.
+    m_split = new QSplitter(Qt::Vertical);
+    m_split->setObjectName(QStringLiteral("policyFormSplitter"));
+    m_split->setChildrenCollapsible(false);
+    m_split->addWidget(scroll);
+    m_split->addWidget(checks);
+    m_split->setStretchFactor(0, 2);
+    m_split->setStretchFactor(1, 3);
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
-    layout->addWidget(scroll);
+    layout->addWidget(m_split);
 }
 
 QLineEdit* PolicyForm::addLine(QFormLayout* form, const QString& label, const QString& placeholder, const QString& tip) {
@@ -245,8 +255,10 @@ void PolicyForm::setDraft(const PolicyDraft& d) {
 
 void PolicyForm::showSyscalls(const QString& filter) {
     m_checklist->setFilter(filter);
-    m_scroll->ensureWidgetVisible(m_checksBox, 0, 0);
-    m_scroll->verticalScrollBar()->setValue(m_checksBox->y());
+    // Give the checklist at least half of the form when it was dragged small.
+    const QList<int> sz = m_split->sizes();
+    const int total = sz.value(0) + sz.value(1);
+    if (total > 0 && sz.value(1) < total / 2) m_split->setSizes({total / 2, total - total / 2});
 }
 
 void PolicyForm::syncChecklist() {

@@ -13,6 +13,7 @@ class QLabel;
 class QFormLayout;
 class QGroupBox;
 class QScrollArea;
+class QSplitter;
 
 namespace moat::ui {
 
@@ -28,6 +29,7 @@ public:
     PolicyDraft draft() const;
     void setReadOnly(bool ro);
     SyscallChecklist* checklist() const { return m_checklist; }
+    QSplitter* splitter() const { return m_split; }
     RuleTable* ruleTable() const { return m_ruleTable; }
     // Scrolls to the syscall checklist and filters it ("" shows all).
     void showSyscalls(const QString& filter);
@@ -70,6 +72,7 @@ private:
     RuleTable* m_ruleTable;
     QScrollArea* m_scroll;
     QGroupBox* m_checksBox;
+    QSplitter* m_split;
     QLineEdit* m_sample;
     SyscallChecklist* m_checklist;
     QList<QWidget*> m_inputs;

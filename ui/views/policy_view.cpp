@@ -96,6 +96,15 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
 
     m_diags = new QListWidget;
     m_lint = new QListWidget;
+    // Lint's reasons are sentences: wrap them to the pane instead of hiding
+    // their ends past a horizontal scroll bar. Adjust re-lays the items out
+    // when the pane is resized, so the wrap follows the width.
+    for (QListWidget* l : {m_diags, m_lint}) {
+        l->setWordWrap(true);
+        l->setResizeMode(QListView::Adjust);
+        l->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+        l->setTextElideMode(Qt::ElideNone);
+    }
     m_problemTabs = new QTabWidget;
     m_problemTabs->addTab(m_diags, tr("Problems"));
     m_problemTabs->addTab(m_lint, tr("Lint"));
@@ -146,8 +155,15 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
                                          : m_model->latestRowOf(m_pendingName.toStdString());
         if (row >= 0) {
             m_pendingName.clear();
+            const auto sel = m_list->selectionModel()->selectedRows();
+            const bool already = !sel.isEmpty() && sel.first().row() == row;
             m_list->selectRow(row);
             m_list->scrollTo(m_model->index(row, 0));
+            // Selecting the row that is already selected changes nothing, so
+            // loadSelected() would not run and a pending allow would wait
+            // forever: load it again (the operator asked for that version with
+            // the denial allowed on top).
+            if (already && !m_pendingAllowName.isEmpty()) loadSelected();
         }
     });
     auto jump = [this](QListWidgetItem* item) {
@@ -163,8 +179,8 @@ PolicyView::PolicyView(Backend* backend, QWidget* parent) : QWidget(parent), m_b
     connect(m_lint, &QListWidget::itemActivated, this, jump);
     connect(m_backend, &Backend::stateChanged, this, &PolicyView::updateActions);
 
-    m_title->setText(tr("<b>New policy</b> (not stored)"));
-    setTomlText(QString::fromLatin1(kNewPolicy));
+    m_title->setWordWrap(true);
+    newPolicy();
     updateActions();
 }
 
@@ -196,7 +212,7 @@ void PolicyView::allowDenial(const QString& name, int version, const QString& ev
     selectPolicy(name, version);
 }
 
-void PolicyView::applyPendingAllow(const QString& label) {
+void PolicyView::applyPendingAllow() {
     const auto event = nlohmann::json::parse(m_pendingAllowEvent.toStdString(), nullptr, false);
     m_pendingAllowName.clear();
     m_pendingAllowEvent.clear();
@@ -205,8 +221,9 @@ void PolicyView::applyPendingAllow(const QString& label) {
     m_form->setDraft(applyAllow(m_form->draft(), a));
     regenerateFromForm();
     m_form->showSyscalls(QString::fromStdString(a.syscall));
-    m_title->setText(tr("<b>%1</b> + <b>%2</b> — review, then <i>Save as new version</i>")
-                         .arg(label.toHtmlEscaped(), QString::fromStdString(a.summary).toHtmlEscaped()));
+    m_titleNote = tr(" + <b>%1</b> — review, then <i>Save as new version</i>")
+                      .arg(QString::fromStdString(a.summary).toHtmlEscaped());
+    updateTitle();
     emit message(tr("Proposed: %1 (not saved yet)").arg(QString::fromStdString(a.summary)), 8000);
 }
 
@@ -231,8 +248,41 @@ void PolicyView::selectPolicy(const QString& name, int version) {
 
 void PolicyView::newPolicy() {
     m_list->clearSelection();
-    m_title->setText(tr("<b>New policy</b> (not stored)"));
-    setTomlText(QString::fromLatin1(kNewPolicy));
+    m_loadedLabel.clear();
+    m_loadedName.clear();
+    m_loadedSha.clear();
+    m_titleNote.clear();
+    m_baseText = QString::fromLatin1(kNewPolicy);
+    setTomlText(m_baseText);
+}
+
+QString PolicyView::titleText() const { return m_title->text(); }
+
+bool PolicyView::isModified() const { return m_text->toPlainText() != m_baseText; }
+
+void PolicyView::updateTitle() {
+    // The name comes from the text being edited, so a new policy is called
+    // what the operator typed, and a loaded version whose name was changed
+    // says under which name Save will store it.
+    const QString name = QString::fromStdString(m_form->draft().name).trimmed();
+    QString t;
+    if (m_loadedLabel.isEmpty()) {
+        t = tr("<b>%1</b> — new, not stored").arg(name.isEmpty() ? tr("New policy") : name.toHtmlEscaped());
+    } else {
+        t = tr("<b>%1</b> &nbsp; sha256 %2 — edits are saved as a new version")
+                .arg(m_loadedLabel.toHtmlEscaped(), m_loadedSha.toHtmlEscaped());
+        if (!name.isEmpty() && name != m_loadedName) t += tr(" of <b>%1</b>").arg(name.toHtmlEscaped());
+    }
+    t += m_titleNote;
+    const bool modified = isModified();
+    if (modified)
+        t += QStringLiteral(" &nbsp;<span style='color:%1'><b>• %2</b></span>")
+                 .arg(statusColor(Status::Warn).name(), tr("modified, not saved"));
+    m_title->setText(t);
+    if (modified != m_lastModified) {
+        m_lastModified = modified;
+        emit modifiedChanged(modified);
+    }
 }
 
 void PolicyView::loadSelected() {
@@ -250,10 +300,13 @@ void PolicyView::loadSelected() {
             m_title->setText(tr("<b>%1</b> — could not load: %2").arg(label.toHtmlEscaped(), Backend::errorText(a).toHtmlEscaped()));
             return;
         }
-        m_title->setText(tr("<b>%1</b> &nbsp; sha256 %2 — edits are saved as a new version")
-                             .arg(label.toHtmlEscaped(), QString::fromStdString(a.value("sha256", std::string()).substr(0, 12))));
-        setTomlText(QString::fromStdString(a.value("toml", std::string())));
-        if (!m_pendingAllowName.isEmpty() && label.startsWith(m_pendingAllowName + u' ')) applyPendingAllow(label);
+        m_loadedLabel = label;
+        m_loadedName = QString::fromStdString(a.value("name", std::string()));
+        m_loadedSha = QString::fromStdString(a.value("sha256", std::string()).substr(0, 12));
+        m_titleNote.clear();
+        m_baseText = QString::fromStdString(a.value("toml", std::string()));
+        setTomlText(m_baseText);
+        if (!m_pendingAllowName.isEmpty() && label.startsWith(m_pendingAllowName + u' ')) applyPendingAllow();
     });
 }
 
@@ -287,6 +340,7 @@ void PolicyView::validateNow() {
     m_problemTabs->setTabText(1, parsed.policy ? tr("Lint (%1)").arg(lintCount) : tr("Lint (needs a valid policy)"));
     markLines(all);
     updateActions();
+    updateTitle();
 }
 
 void PolicyView::markLines(const std::vector<Diagnostic>& diags) {

@@ -51,18 +51,24 @@ public:
     // Opens NAME vVERSION with the denial (event JSON) allowed, for review.
     void allowDenial(const QString& name, int version, const QString& eventJson);
     PolicyHistory* history() const { return m_history; }
+    QListWidget* lintList() const { return m_lint; }
+    // The text differs from the version loaded (or the new-policy template).
+    bool isModified() const;
+    QString titleText() const;
 
 signals:
     void message(const QString& text, int timeoutMs);
+    void modifiedChanged(bool modified);
 
 private:
     void loadSelected();
     void validateNow();
     void regenerateFromForm();
-    void applyPendingAllow(const QString& label);
+    void applyPendingAllow();
     void formChanged();
     void markLines(const std::vector<moat::policy::Diagnostic>& diags);
     void updateActions();
+    void updateTitle();
 
     Backend* m_backend;
     PolicyListModel* m_model;
@@ -90,6 +96,12 @@ private:
     QString m_pendingAllowName;
     QString m_pendingAllowEvent;
     uint64_t m_loadGeneration = 0;
+    QString m_loadedLabel;  // "web v3", empty for a new policy
+    QString m_loadedName;
+    QString m_loadedSha;
+    QString m_titleNote;    // e.g. the proposed allow
+    QString m_baseText;     // the text as loaded, to tell whether it was edited
+    bool m_lastModified = false;
 };
 
 }  // namespace moat::ui

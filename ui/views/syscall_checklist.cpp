@@ -25,7 +25,7 @@ const QString kOther = QStringLiteral("(in no group)");
 
 SyscallChecklist::SyscallChecklist(QWidget* parent) : QWidget(parent) {
     m_search = new QLineEdit;
-    m_search->setPlaceholderText(tr("Search syscalls, groups, descriptions, risks…"));
+    m_search->setPlaceholderText(tr("Search syscall and group names…"));
     m_search->setClearButtonEnabled(true);
     m_search->setObjectName(QStringLiteral("syscallSearch"));
     m_riskyOnly = new QCheckBox(tr("Risky only"));
@@ -38,7 +38,7 @@ SyscallChecklist::SyscallChecklist(QWidget* parent) : QWidget(parent) {
     m_tree->header()->setStretchLastSection(true);
     m_tree->setColumnWidth(Name, fontMetrics().horizontalAdvance(QStringLiteral("M")) * 21);
     m_tree->setColumnWidth(Risk, fontMetrics().horizontalAdvance(QStringLiteral("M")) * 22);
-    m_tree->setMinimumHeight(fontMetrics().height() * 22);
+    m_tree->setMinimumHeight(fontMetrics().height() * 8);
 
     auto* top = new QHBoxLayout;
     top->addWidget(m_search, 1);
@@ -131,7 +131,10 @@ void SyscallChecklist::refresh() {
             const bool a = allowed.contains(s);
             on += a;
             const auto state = a ? Qt::Checked : Qt::Unchecked;
-            if (it->checkState(Name) != state) it->setCheckState(Name, state);
+            // checkState() reads an unset state as Unchecked, but Qt draws no box
+            // (and takes no click or Space) until a state is stored: a syscall
+            // that was never allowed needs its Unchecked written once.
+            if (it->checkState(Name) != state || it->data(Name, Qt::CheckStateRole).isNull()) it->setCheckState(Name, state);
             const bool ruled = m_ruled.contains(s);
             it->setText(Name, ruled ? QString::fromStdString(s) + tr(" (rule)") : QString::fromStdString(s));
             it->setForeground(Name, ruled ? QBrush(ruleColor) : QBrush());
@@ -182,16 +185,17 @@ void SyscallChecklist::applyFilter() {
     const QString needle = m_search->text().trimmed();
     const bool risky = m_riskyOnly->isChecked();
     const bool filtering = !needle.isEmpty() || risky;
+    // Names only. A syscall's description is the description of the smallest
+    // group that holds it, and group descriptions name other syscalls
+    // (@default's says it was derived from straces of mkdir, ...), so matching
+    // descriptions made "mkdir" list getrandom and every other @default-only
+    // call. Risks are narrowed with "Risky only".
     auto matches = [&](const QTreeWidgetItem* it) {
-        if (needle.isEmpty()) return true;
-        for (int c = 0; c < ColumnCount; ++c)
-            if (it->text(c).contains(needle, Qt::CaseInsensitive)) return true;
-        return false;
+        return needle.isEmpty() || it->data(Name, kNameRole).toString().contains(needle, Qt::CaseInsensitive);
     };
     for (int g = 0; g < m_tree->topLevelItemCount(); ++g) {
         QTreeWidgetItem* gi = m_tree->topLevelItem(g);
-        // A group name ("@net") shows all its members; its description does not
-        // (it mentions syscalls, e.g. @default's "derived from strace of ... mkdir").
+        // A group name ("@net") shows all its members.
         const bool groupMatches = !needle.isEmpty() && gi->data(Name, kNameRole).toString().contains(needle, Qt::CaseInsensitive);
         int shown = 0;
         for (int i = 0; i < gi->childCount(); ++i) {

@@ -4,7 +4,6 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLineEdit>
-#include <QProcess>
 #include <QPushButton>
 #include <QTextBrowser>
 #include <QVBoxLayout>
@@ -12,6 +11,7 @@
 #include "models/status_color.h"
 #include "backend/backend.h"
 #include "backend/test_run.h"
+#include "models/shell_words.h"
 #include "models/syscall_args.h"
 
 namespace moat::ui {
@@ -32,7 +32,13 @@ TestRunPanel::TestRunPanel(Backend* backend, std::function<std::string()> policy
     m_runBtn = new QPushButton(tr("Test run"));
     m_runBtn->setToolTip(tr("Run the command under this policy text (op run, on a separate connection); Ctrl+R"));
     m_cancelBtn = new QPushButton(tr("Cancel"));
+    m_argvLabel = new QLabel;
+    m_argvLabel->setObjectName(QStringLiteral("testRunArgv"));
+    m_argvLabel->setTextFormat(Qt::RichText);
+    m_argvLabel->setWordWrap(true);
+    m_argvLabel->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_status = new QLabel;
+    m_status->setWordWrap(true);
     m_result = new QTextBrowser;
     m_result->setPlaceholderText(tr("Run a command to see its result, output and denials here. "
                                     "moatd stores the policy text as a version when it runs it."));
@@ -44,11 +50,13 @@ TestRunPanel::TestRunPanel(Backend* backend, std::function<std::string()> policy
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
     layout->addLayout(bar);
+    layout->addWidget(m_argvLabel);
     layout->addWidget(m_status);
     layout->addWidget(m_result, 1);
 
     connect(m_runBtn, &QPushButton::clicked, this, &TestRunPanel::run);
     connect(m_command, &QLineEdit::returnPressed, this, &TestRunPanel::run);
+    connect(m_command, &QLineEdit::textChanged, this, &TestRunPanel::parseCommand);
     connect(m_cancelBtn, &QPushButton::clicked, this, &TestRunPanel::cancel);
     connect(m_run, &TestRun::started, this, [this](qint64 job) {
         m_status->setText(tr("Job %1 running…").arg(job));
@@ -76,8 +84,34 @@ TestRunPanel::TestRunPanel(Backend* backend, std::function<std::string()> policy
                                emit done();
                            });
     });
+    parseCommand();
     updateButtons();
 }
+
+void TestRunPanel::parseCommand() {
+    const QByteArray text = m_command->text().toUtf8();
+    auto words = splitShellWords(std::string_view(text.constData(), size_t(text.size())));
+    m_parsed.clear();
+    m_parseError.clear();
+    if (!words) {
+        // The offset is in UTF-8 bytes; the operator counts characters.
+        const qsizetype column = QString::fromUtf8(text.left(qsizetype(words.error().offset))).size() + 1;
+        m_parseError = tr("%1 (column %2)").arg(QString::fromStdString(words.error().message)).arg(column);
+        m_argvLabel->setText(QStringLiteral("<span style='color:%1'>%2</span>")
+                                 .arg(statusColor(Status::Bad).name(), m_parseError.toHtmlEscaped()));
+    } else {
+        for (const auto& w : *words) m_parsed << QString::fromStdString(w);
+        // Each word in its own box, so spaces inside a word and empty words show.
+        QStringList shown;
+        for (const QString& w : m_parsed)
+            shown << QStringLiteral("<tt>[%1]</tt>").arg(w.toHtmlEscaped().replace(u' ', QStringLiteral("&nbsp;")));
+        m_argvLabel->setText(m_parsed.isEmpty() ? tr("argv: (empty)")
+                                                : tr("argv (%1): %2").arg(m_parsed.size()).arg(shown.join(u' ')));
+    }
+    updateButtons();
+}
+
+QStringList TestRunPanel::argv() const { return m_parsed; }
 
 void TestRunPanel::setSocketPath(const QString& path) {
     m_socket = path;
@@ -89,18 +123,26 @@ void TestRunPanel::setCommand(const QString& command) { m_command->setText(comma
 bool TestRunPanel::running() const { return m_run->running(); }
 
 void TestRunPanel::updateButtons() {
-    m_runBtn->setEnabled(!m_socket.isEmpty() && !m_run->running());
+    m_runBtn->setEnabled(!m_socket.isEmpty() && !m_run->running() && m_parseError.isEmpty() && !m_parsed.isEmpty());
     m_cancelBtn->setEnabled(m_run->running());
-    if (m_socket.isEmpty()) m_status->setText(tr("Test runs need a connection to moatd (not an offline database)."));
+    // The note is the status line's text only while there is no socket: the
+    // panel is built before the main window hands it one.
+    const QString note = tr("Test runs need a connection to moatd (not an offline database).");
+    if (m_socket.isEmpty()) m_status->setText(note);
+    else if (m_status->text() == note) m_status->clear();
 }
 
 void TestRunPanel::run() {
     if (m_run->running() || m_socket.isEmpty()) return;
-    m_argv = QProcess::splitCommand(m_command->text());
-    if (m_argv.isEmpty()) {
+    if (!m_parseError.isEmpty()) {
+        emit message(tr("Not run: %1").arg(m_parseError), 8000);
+        return;
+    }
+    if (m_parsed.isEmpty()) {
         emit message(tr("Type a command to run"), 5000);
         return;
     }
+    m_argv = m_parsed;
     m_job = json();
     m_denials = json();
     m_error.clear();
@@ -114,7 +156,9 @@ void TestRunPanel::cancel() { m_run->cancel(); }
 
 void TestRunPanel::render() {
     QString h;
-    h += QStringLiteral("<p><b>$</b> <tt>%1</tt></p>").arg(m_argv.join(u' ').toHtmlEscaped());
+    QStringList quoted;
+    for (const QString& w : m_argv) quoted << QStringLiteral("[%1]").arg(w.toHtmlEscaped());
+    h += QStringLiteral("<p><b>argv</b> <tt>%1</tt></p>").arg(quoted.join(u' '));
     if (!m_error.isEmpty())
         h += QStringLiteral("<p style='color:%1'><b>%2</b></p>").arg(statusColor(Status::Bad).name(), m_error.toHtmlEscaped().replace(u'\n', QStringLiteral("<br>")));
     if (m_job.is_object()) {
@@ -159,5 +203,7 @@ void TestRunPanel::render() {
 }
 
 QString TestRunPanel::resultText() const { return m_result->toPlainText(); }
+
+QString TestRunPanel::statusText() const { return m_status->text(); }
 
 }  // namespace moat::ui

@@ -4,6 +4,7 @@
 // stdout/stderr, and the job's denials (op `events`, kind denial) once moatd
 // sends the `finished` answer. The run uses its own connection (TestRun).
 // moatd stores the policy text as a version when it runs it, like any `run`.
+#include <QStringList>
 #include <QWidget>
 
 #include <functional>
@@ -32,6 +33,11 @@ public:
     void cancel();
     bool running() const;
     QString resultText() const;  // the result pane as plain text
+    // The command's words as it will run them (empty when it does not parse).
+    QStringList argv() const;
+    QString commandError() const { return m_parseError; }
+    QString statusText() const;
+    QLabel* argvLabel() const { return m_argvLabel; }
     QTextBrowser* result() const { return m_result; }
 
 signals:
@@ -40,6 +46,7 @@ signals:
 
 private:
     void render();
+    void parseCommand();
     void updateButtons();
 
     Backend* m_backend;
@@ -49,12 +56,15 @@ private:
     QLineEdit* m_command;
     QPushButton* m_runBtn;
     QPushButton* m_cancelBtn;
+    QLabel* m_argvLabel;
     QLabel* m_status;
     QTextBrowser* m_result;
     nlohmann::json m_job;      // the finished job, or null
     nlohmann::json m_denials;  // array, or null while loading
     QString m_error;
-    QStringList m_argv;
+    QStringList m_argv;        // what the last run ran
+    QStringList m_parsed;      // the command field's words now
+    QString m_parseError;      // why the command field does not parse, or empty
 };
 
 }  // namespace moat::ui

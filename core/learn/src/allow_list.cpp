@@ -31,6 +31,44 @@ void membersWithout(const std::string& group, const std::string& syscall, std::v
     }
 }
 
+// After `syscall` was allowed again: the largest group holding it that the
+// entries now cover completely, counting only entries inside that group, is
+// written back as the group in place of those entries. Unchecking one member
+// of @default replaced @default by its members; checking that member again
+// must give @default back, not leave some 80 names behind. The list allows
+// exactly the same syscalls before and after.
+std::vector<std::string> regroup(std::vector<std::string> entries, const std::string& syscall) {
+    std::string best;
+    std::set<std::string> bestMembers;
+    for (const auto& [name, g] : moat::policy::syscall_groups()) {
+        const auto expanded = moat::policy::expand_group(name);
+        const std::set<std::string> members(expanded.begin(), expanded.end());
+        if (!members.contains(syscall) || members.size() <= bestMembers.size() || contains(entries, name)) continue;
+        std::set<std::string> covered;
+        size_t inside = 0;
+        for (const auto& e : entries) {
+            const auto part = isGroup(e) ? moat::policy::expand_group(e) : std::vector<std::string>{e};
+            if (part.empty() || !std::all_of(part.begin(), part.end(), [&](const auto& s) { return members.contains(s); }))
+                continue;
+            covered.insert(part.begin(), part.end());
+            ++inside;
+        }
+        if (inside >= 2 && covered == members) {
+            best = name;
+            bestMembers = members;
+        }
+    }
+    if (best.empty()) return entries;
+    std::vector<std::string> out;
+    for (const auto& e : entries) {
+        const auto part = isGroup(e) ? moat::policy::expand_group(e) : std::vector<std::string>{e};
+        const bool inside = !part.empty() && std::all_of(part.begin(), part.end(), [&](const auto& s) { return bestMembers.contains(s); });
+        if (!inside) out.push_back(e);
+        else if (!contains(out, best)) out.push_back(best);
+    }
+    return out;
+}
+
 }  // namespace
 
 std::set<std::string> expandAllowList(const std::vector<std::string>& entries) {
@@ -47,8 +85,9 @@ std::set<std::string> expandAllowList(const std::vector<std::string>& entries) {
 
 std::vector<std::string> withSyscall(std::vector<std::string> entries, const std::string& syscall, bool allowed) {
     if (allowed) {
-        if (!expandAllowList(entries).contains(syscall)) entries.push_back(syscall);
-        return entries;
+        if (expandAllowList(entries).contains(syscall)) return entries;
+        entries.push_back(syscall);
+        return regroup(std::move(entries), syscall);
     }
     std::vector<std::string> out;
     for (const auto& e : entries) {

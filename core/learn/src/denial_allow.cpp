@@ -62,8 +62,16 @@ PolicyDraft applyAllow(PolicyDraft d, const DenialAllow& a) {
     bool hasRules = false;
     for (const auto& r : d.rules) hasRules |= r.syscall == a.syscall;
     if (a.narrow() || hasRules) {
-        for (const auto& r : d.rules)
+        for (auto& r : d.rules) {
             if (r == a.rule) return d;
+            // A rule with these very conditions decided the denial (e.g. mkdir
+            // -> errno:EACCES): a second one with another action is an error
+            // (the parser refuses it), so allowing means changing that rule.
+            if (r.syscall == a.rule.syscall && r.args == a.rule.args) {
+                r.action = a.rule.action;
+                return d;
+            }
+        }
         d.rules.push_back(a.rule);
     } else {
         d.allow = withSyscall(std::move(d.allow), a.syscall, true);

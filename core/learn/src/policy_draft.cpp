@@ -10,10 +10,29 @@ namespace moat::learn {
 
 namespace {
 
-std::string quoteList(const std::vector<std::string>& v) {
-    std::string s = "[";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + tomlQuote(v[i]);
-    return s + "]";
+// `key = [...]` on one line when it fits in kWidth columns; otherwise one
+// item per line would make an 80-name allow list 80 lines long and one line
+// would run off the editor, so the items are packed a few to a line under
+// the key (a TOML 1.0 multi-line array, trailing comma allowed).
+constexpr size_t kWidth = 80;
+
+std::string keyList(const std::string& key, const std::vector<std::string>& v) {
+    std::string one = key + " = [";
+    for (size_t i = 0; i < v.size(); ++i) one += (i ? ", " : "") + tomlQuote(v[i]);
+    one += "]";
+    if (one.size() <= kWidth) return one;
+    std::string out = key + " = [\n";
+    std::string line;
+    for (const auto& item : v) {
+        const std::string q = tomlQuote(item) + ",";
+        if (!line.empty() && 4 + line.size() + 1 + q.size() > kWidth) {
+            out += "    " + line + "\n";
+            line.clear();
+        }
+        line += (line.empty() ? "" : " ") + q;
+    }
+    if (!line.empty()) out += "    " + line + "\n";
+    return out + "]";
 }
 
 bool isDecimal(const std::string& s) {
@@ -111,7 +130,7 @@ std::string PolicyDraft::toToml() const {
         o << key << " = " << (isDecimal(v) ? v : tomlQuote(v)) << "\n";
     };
     auto list = [&](const char* key, const std::vector<std::string>& v, bool set) {
-        if (set || !v.empty()) o << key << " = " << quoteList(v) << "\n";
+        if (set || !v.empty()) o << keyList(key, v) << "\n";
     };
 
     str("name", name);

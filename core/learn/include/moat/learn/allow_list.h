@@ -11,7 +11,9 @@ namespace moat::learn {
 // Every syscall the entries allow (groups expanded).
 std::set<std::string> expandAllowList(const std::vector<std::string>& entries);
 
-// The list with `syscall` allowed (appended when not already allowed) or not
+// The list with `syscall` allowed (appended when not already allowed; when
+// that completes a group the list had been holding as loose members, the group
+// is written back in their place) or not
 // allowed: its own entries are removed and every @group that brings it in is
 // replaced by that group's members (nested groups kept where they do not
 // contain it), so everything else stays allowed.
