@@ -38,4 +38,53 @@ inline QColor seriesColor(int i) {
     return kColors[i % 10];
 }
 
+// One colour per syscall name, the same in every chart and every filter: the
+// name's FNV-1a hash picks from the palette (qHash is seeded per process, so
+// it would not be stable across runs). Two names may share a colour; the
+// legend and the axis labels still tell them apart.
+inline QColor syscallColor(const QString& name) {
+    uint32_t h = 2166136261u;
+    for (const QChar c : name) {
+        h ^= c.unicode();
+        h *= 16777619u;
+    }
+    return seriesColor(int(h % 10));
+}
+
+// Counts (denials, pids) have no fractional ticks: steps of 1, 2, 5, 10...
+inline void setIntegerTicks(QCPAxis* axis) {
+    auto t = QSharedPointer<QCPAxisTickerFixed>::create();
+    t->setTickStep(1.0);
+    t->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+    axis->setTicker(t);
+    axis->setNumberFormat(QStringLiteral("f"));
+    axis->setNumberPrecision(0);
+}
+
+// A message in the middle of the plot area ("no denials") that replaces an
+// empty chart's meaningless axes; hidden with an empty text.
+inline QCPItemText* makeEmptyText(QCustomPlot* plot) {
+    auto* t = new QCPItemText(plot);
+    t->position->setType(QCPItemPosition::ptAxisRectRatio);
+    t->position->setCoords(0.5, 0.5);
+    t->setPositionAlignment(Qt::AlignCenter);
+    t->setTextAlignment(Qt::AlignCenter);
+    QColor c = plot->palette().color(QPalette::Text);
+    c.setAlpha(170);
+    t->setColor(c);
+    t->setVisible(false);
+    return t;
+}
+
+inline void setEmptyState(QCustomPlot* plot, QCPItemText* text, const QString& message) {
+    const bool empty = !message.isEmpty();
+    text->setText(message);
+    text->setVisible(empty);
+    // Tick labels over nothing read as data (1e-9, 17:02:13): hide them.
+    for (QCPAxis* a : {plot->xAxis, plot->yAxis}) {
+        a->setTickLabels(!empty);
+        a->grid()->setVisible(!empty);
+    }
+}
+
 }  // namespace moat::ui

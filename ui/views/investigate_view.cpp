@@ -198,7 +198,10 @@ bool InvestigateView::selectRow(int row) {
 void InvestigateView::showSelected() {
     const auto rows = m_table->selectionModel()->selectedRows();
     const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
-    m_detail->setHtml(e ? eventDetailHtml(e->toJson()) : QString());
+    EventJobContext ctx;
+    const JobRow* j = e ? m_jobs->jobById(e->job) : nullptr;
+    if (j) ctx = {j->policyName, j->policyVersion, j->argv};
+    m_detail->setHtml(e ? eventDetailHtml(e->toJson(), j ? &ctx : nullptr) : QString());
     m_allowBtn->setEnabled(e && e->kind == "denial");
 }
 
