@@ -159,6 +159,10 @@ TEST(Charts, EmptyShortAndStable) {
     top.setStats(b);
     EXPECT_EQ(timeline.colorOf(QStringLiteral("mkdir")), mkdirA) << "the same colour under another filter";
     EXPECT_EQ(top.colorOf(QStringLiteral("mkdir")), mkdirA);
+    // Syscalls shown together get different colours.
+    EXPECT_NE(top.colorOf(QStringLiteral("mkdir")), top.colorOf(QStringLiteral("openat")));
+    EXPECT_NE(top.colorOf(QStringLiteral("socket")), top.colorOf(QStringLiteral("openat")));
+    EXPECT_NE(top.colorOf(QStringLiteral("socket")), top.colorOf(QStringLiteral("mkdir")));
     EXPECT_FALSE(timeline.legendInsidePlot());
 
     // Integer ticks on count axes (a single denial once gave 0.25 steps).

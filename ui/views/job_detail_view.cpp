@@ -138,7 +138,10 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     m_denialTable->setColumnWidth(EventTableModel::Count, width("Count"));
     m_denialTable->setColumnWidth(EventTableModel::What, width("Syscall / event"));
     m_denialTable->setColumnWidth(EventTableModel::Action, width("errno:EACCES"));
-    m_denialTable->setColumnWidth(EventTableModel::Target, width("/tmp/some/longer/path"));
+    m_denialTable->setColumnWidth(EventTableModel::Module, width("libc.so.6+0x11f0a"));
+    // The path takes the spare width; Module is short.
+    m_denialTable->horizontalHeader()->setStretchLastSection(false);
+    m_denialTable->horizontalHeader()->setSectionResizeMode(EventTableModel::Target, QHeaderView::Stretch);
     auto* denialBox = new QGroupBox(tr("Denials"));
     auto* dl = new QVBoxLayout(denialBox);
     dl->setContentsMargins(4, 4, 4, 4);
