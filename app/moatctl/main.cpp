@@ -28,6 +28,7 @@
 #include "moat/policy/lint.h"
 #include "moat/policy/oci.h"
 #include "moat/policy/parser.h"
+#include "moat/store/backup.h"
 
 extern char** environ;
 
@@ -656,6 +657,26 @@ int cmd_jobs(const Global& g, bool as_json, int limit, bool watch) {
     return 0;
 }
 
+// `db backup FILE`: the copy is made by this process with the operator's own
+// rights (docs/cli.md, "db backup"). moatd is only asked where its database
+// is (hello's "database"); it never opens or writes a path for a client,
+// because it runs as root and the path is the client's to name.
+int cmd_db_backup(const Global& g, std::string db, const std::string& dest) {
+    if (db.empty()) {
+        if (auto c = connect(g)) {
+            if (auto r = c->call({{"op", "hello"}}); r && r->contains("database") && (*r)["database"].is_string())
+                db = (*r)["database"].get<std::string>();
+        }
+        if (db.empty()) db = "/var/lib/moat/moat.db";  // moatd's default --state-dir
+    }
+    auto info = moat::store::backup_database(db, dest);
+    if (!info) return die("db backup: " + info.error().message);
+    printf("%s: copy of %s, %s: %lld jobs, %lld events, %lld policy versions\n", moat::for_terminal(dest).c_str(),
+           moat::for_terminal(db).c_str(), human_size(info->bytes).c_str(), (long long)info->jobs,
+           (long long)info->events, (long long)info->policies);
+    return 0;
+}
+
 int cmd_stop(const Global& g, int64_t job) {
     auto c = connect(g);
     if (!c) return die(c.error().message);
@@ -829,6 +850,15 @@ int main(int argc, char** argv) {
     pdiff->add_option("b", file_b, "new policy")->required();
     pdiff->add_flag("--json", as_json);
 
+    auto* db = app.add_subcommand("db", "the state database");
+    db->require_subcommand(1);
+    std::string db_path, db_dest;
+    auto* backup = db->add_subcommand(
+        "backup", "a consistent copy of moatd's database while it runs (SQLite online backup), for moat-console --open-db");
+    backup->add_option("file", db_dest, "the copy to create (must not exist)")->required();
+    backup->add_option("--db", db_path,
+                       "the database to copy (default: the one moatd reports, else /var/lib/moat/moat.db)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -844,6 +874,7 @@ int main(int argc, char** argv) {
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
     if (stop->parsed()) return cmd_stop(g, job);
+    if (backup->parsed()) return cmd_db_backup(g, db_path, db_dest);
     if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
     if (check->parsed()) return cmd_policy_check(file, explain);

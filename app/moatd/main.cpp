@@ -424,6 +424,11 @@ int main(int argc, char** argv) {
     scfg.admin_group = admin_group;
     scfg.viewer_group = viewer_group;
     scfg.artifacts = &*artifacts;
+    {
+        // Absolute, so a client in another working directory can open it.
+        char real[PATH_MAX];
+        scfg.database_path = ::realpath(state_dir.c_str(), real) ? std::string(real) + "/moat.db" : state_dir + "/moat.db";
+    }
     scfg.max_clients = max_clients;
     scfg.admin_reserved_clients = admin_reserved_clients;
     scfg.max_clients_per_uid = max_clients_per_uid;

@@ -11,6 +11,7 @@
 // copied into a world-readable temp dir that the policies list in read_only.
 #include "fixture.h"
 #include "moat/common/base64.h"
+#include "moat/store/store.h"
 
 namespace {
 
@@ -1007,6 +1008,73 @@ TEST_F(Scenario, AWatcherSeesTheJobsOutputWhileItRuns) {
     EXPECT_FALSE(ended_first) << "the output came only after the job's end";
     EXPECT_TRUE(job.running()) << "the job should still be sleeping when its first line arrived";
     EXPECT_EQ(job.wait(15), 0) << job.err();
+}
+
+// ---- 9. incident copies (issue 13 item 10) ----------------------------------------------
+
+TEST_F(Scenario, DbBackupCopiesWhatIsStillInTheWal) {
+    rmdir("/tmp/moat-demo");
+    JobRun r = run_job(std::string(POLICY_DIR) + "/demo.toml", {"/bin/mkdir", "/tmp/moat-demo"});
+    ASSERT_GT(r.id, 0) << describe(r);
+    ASSERT_EQ(denials(events(r.id), "mkdir").size(), 1u);
+    const std::string db = s_daemon->state() + "/moat.db";
+    // The precondition that makes a plain copy fail: moatd's writes since its
+    // start are still in the WAL, not in moat.db.
+    struct stat wal{};
+    ASSERT_EQ(stat((db + "-wal").c_str(), &wal), 0) << "moatd runs the store in WAL mode";
+    ASSERT_GT(wal.st_size, 0);
+
+    // cp moat.db alone: no job in it, and the read-only open says why.
+    const std::string plain = s_root + "/plain-copy.db";
+    unlink(plain.c_str());
+    fs::copy_file(db, plain);
+    auto po = moat::store::Store::open_read_only(plain);
+    if (po) {
+        auto jobs = (*po)->list_jobs();
+        ASSERT_TRUE(jobs.has_value());
+        for (const auto& j : *jobs) EXPECT_NE(j.id, r.id) << "the plain copy has the job: the WAL was checkpointed";
+    } else {
+        EXPECT_NE(po.error().message.find("moatctl db backup"), std::string::npos) << po.error().message;
+        EXPECT_NE(po.error().message.find("-wal"), std::string::npos) << po.error().message;
+    }
+
+    // moatctl db backup, moatd still running: asks moatd where its database is.
+    const std::string copy = s_root + "/incident.db";
+    unlink(copy.c_str());
+    Proc b = ctl({"db", "backup", copy});
+    ASSERT_EQ(b.status, 0) << b.out << b.err;
+    EXPECT_NE(b.out.find(" jobs, "), std::string::npos) << b.out;
+    struct stat st{};
+    ASSERT_EQ(stat(copy.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << "an incident copy holds everything the jobs did: owner only";
+    EXPECT_FALSE(fs::exists(copy + "-wal")) << "the copy is one self-contained file";
+    auto co = moat::store::Store::open_read_only(copy);
+    ASSERT_TRUE(co.has_value()) << co.error().message;
+    auto job = (*co)->get_job(r.id);
+    ASSERT_TRUE(job.has_value()) << job.error().message;
+    moat::store::EventQuery q;
+    q.job = r.id;
+    q.kind = moat::store::EventKind::Denial;
+    auto evs = (*co)->query_events(q);
+    ASSERT_TRUE(evs.has_value()) << evs.error().message;
+    ASSERT_EQ(evs->size(), 1u);
+    EXPECT_EQ(evs->front().fields.value("decoded", json()), "/tmp/moat-demo");
+
+    // It never replaces a file, nor writes through a symlink planted at FILE.
+    Proc again = ctl({"db", "backup", copy});
+    EXPECT_NE(again.status, 0);
+    EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
+    const std::string target = s_root + "/victim", link = s_root + "/link.db";
+    write_text(target, "keep");
+    unlink(link.c_str());
+    ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+    Proc viaLink = ctl({"db", "backup", link});
+    EXPECT_NE(viaLink.status, 0);
+    EXPECT_EQ(read_text(target), "keep");
+    // A file that is not a Moat database is not copied (a wrong --db).
+    Proc wrong = ctl({"db", "backup", s_root + "/other.db", "--db", target});
+    EXPECT_NE(wrong.status, 0);
+    EXPECT_FALSE(fs::exists(s_root + "/other.db"));
 }
 
 }  // namespace

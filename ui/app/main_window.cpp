@@ -14,6 +14,10 @@
 #include <QStatusBar>
 #include <QTabWidget>
 #include <QTableView>
+#include <QDateTime>
+#include <QPointer>
+#include <QThread>
+#include <QVBoxLayout>
 
 #include "backend/backend.h"
 #include "models/event_filter.h"
@@ -27,6 +31,10 @@
 #include "backend/daemon_client.h"
 #include "backend/watcher.h"
 #include "models/policy_list_model.h"
+#include "backend/offline_store.h"
+#include "models/format.h"
+#include "models/status_color.h"
+#include "moat/store/backup.h"
 
 namespace moat::ui {
 
@@ -69,7 +77,19 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
     m_tabs->addTab(m_jobs, tr("&Jobs"));
     m_tabs->addTab(m_investigate, tr("&Investigate"));
     m_tabs->addTab(m_policies, tr("&Policies"));
-    setCentralWidget(m_tabs);
+    m_banner = new QLabel;
+    m_banner->setObjectName(QStringLiteral("openFailure"));
+    m_banner->setWordWrap(true);
+    m_banner->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_banner->setMargin(8);
+    m_banner->setVisible(false);
+    auto* central = new QWidget;
+    auto* cl = new QVBoxLayout(central);
+    cl->setContentsMargins(0, 0, 0, 0);
+    cl->setSpacing(0);
+    cl->addWidget(m_banner);
+    cl->addWidget(m_tabs, 1);
+    setCentralWidget(central);
 
     m_connLabel = new QLabel;
     m_roleLabel = new QLabel;
@@ -140,6 +160,22 @@ void MainWindow::buildMenus() {
         if (!QProcess::startDetached(QCoreApplication::applicationFilePath(), {QStringLiteral("--open-db"), f}))
             showMessage(tr("Could not start a second console"), 8000);
     });
+    QAction* saveCopy = file->addAction(tr("&Save Incident Copy…"));
+    saveCopy->setObjectName(QStringLiteral("saveIncidentCopy"));
+    saveCopy->setToolTip(tr("A consistent copy of the database (as moatctl db backup makes), for --open-db"));
+    connect(saveCopy, &QAction::triggered, this, [this] {
+        const QString src = incidentSource();
+        if (src.isEmpty()) {
+            showMessage(tr("No database to copy: the daemon has not said where its database is"), 8000);
+            return;
+        }
+        const QString f = QFileDialog::getSaveFileName(this, tr("Save an incident copy of %1").arg(src),
+                                                       QStringLiteral("moat-incident-%1.db").arg(QDateTime::currentDateTime().toString(QStringLiteral("yyyyMMdd-HHmmss"))),
+                                                       tr("SQLite databases (*.db);;All files (*)"), nullptr,
+                                                       QFileDialog::DontConfirmOverwrite);
+        if (!f.isEmpty()) saveIncidentCopy(f);
+    });
+    connect(this, &MainWindow::incidentCopyDone, this, [this](bool, const QString& m) { showMessage(m, 15000); });
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"));
     quit->setShortcut(QKeySequence::Quit);
@@ -304,6 +340,39 @@ ReplayPanel* MainWindow::openReplay(int64_t job, bool learn) {
 
 void MainWindow::showMessage(const QString& text, int timeoutMs) { statusBar()->showMessage(text, timeoutMs); }
 
+QString MainWindow::incidentSource() const {
+    if (auto* o = qobject_cast<OfflineStore*>(m_backend)) return o->path();
+    if (auto* c = qobject_cast<DaemonClient*>(m_backend))
+        return c->databasePath().isEmpty() ? QStringLiteral("/var/lib/moat/moat.db") : c->databasePath();
+    return {};
+}
+
+QString MainWindow::bannerText() const { return m_banner->isHidden() ? QString() : m_banner->text(); }
+
+void MainWindow::saveIncidentCopy(const QString& dest) {
+    const std::string src = incidentSource().toStdString();
+    const std::string to = dest.toStdString();
+    showMessage(tr("Copying %1 to %2…").arg(QString::fromStdString(src), dest), 0);
+    // The copy reads the whole database: a worker thread, never the GUI's.
+    // It runs as the operator (the console is never privileged), so it can
+    // copy only what the operator may read.
+    QPointer<MainWindow> self(this);
+    QThread* t = QThread::create([self, src, to, dest] {
+        auto r = moat::store::backup_database(src, to);
+        const bool ok = r.has_value();
+        const QString m = ok ? tr("Saved an incident copy to %1: %2, %3 jobs, %4 events (open it with File > Open Database Copy)")
+                                   .arg(dest, formatBytes(r->bytes))
+                                   .arg(r->jobs)
+                                   .arg(r->events)
+                             : tr("Incident copy failed: %1").arg(QString::fromStdString(r.error().message));
+        QMetaObject::invokeMethod(qApp, [self, ok, m] {
+            if (self) emit self->incidentCopyDone(ok, m);
+        }, Qt::QueuedConnection);
+    });
+    connect(t, &QThread::finished, t, &QObject::deleteLater);
+    t->start();
+}
+
 void MainWindow::updateConnection() {
     QString colour;
     switch (m_backend->state()) {
@@ -311,6 +380,19 @@ void MainWindow::updateConnection() {
         case Backend::State::Offline: colour = QStringLiteral("#1565c0"); break;
         case Backend::State::Connecting: colour = QStringLiteral("#f9a825"); break;
         default: colour = QStringLiteral("#c62828"); break;
+    }
+    // Which daemon or which file this window shows: two consoles side by side
+    // (live and a copy) must not be confused.
+    if (auto* o = qobject_cast<OfflineStore*>(m_backend))
+        setWindowTitle(tr("Moat Console — %1 (offline copy, read-only)").arg(o->path()));
+    else if (!m_socketPath.isEmpty())
+        setWindowTitle(tr("Moat Console — moatd at %1").arg(m_socketPath));
+    if (auto* o = qobject_cast<OfflineStore*>(m_backend); o && m_backend->state() == Backend::State::Failed) {
+        m_banner->setText(tr("<b>Cannot open %1</b><br>%2").arg(o->path().toHtmlEscaped(), o->failure().toHtmlEscaped()));
+        m_banner->setStyleSheet(QStringLiteral("QLabel#openFailure { border: 2px solid %1; }").arg(statusColor(Status::Bad).name()));
+        m_banner->setVisible(true);
+    } else {
+        m_banner->setVisible(false);
     }
     m_connLabel->setText(QStringLiteral("<span style='color:%1'>●</span> %2").arg(colour, m_backend->describe().toHtmlEscaped()));
     const QString role = m_backend->role();

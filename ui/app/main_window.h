@@ -42,6 +42,18 @@ public:
 
     static std::optional<View> viewFromName(const QString& name);
 
+    // File > Save incident copy...: a consistent copy (SQLite online backup)
+    // of the daemon's database, or of the open copy, made by the console with
+    // the operator's own rights on a worker thread; incidentCopyDone reports.
+    void saveIncidentCopy(const QString& dest);
+    // The database a copy would be made of ("" when unknown).
+    QString incidentSource() const;
+    // The banner shown above the views when an offline copy cannot be opened.
+    QString bannerText() const;
+
+signals:
+    void incidentCopyDone(bool ok, const QString& message);
+
 protected:
     void closeEvent(QCloseEvent* e) override;
 
@@ -58,6 +70,7 @@ private:
     InvestigateView* m_investigate;
     PolicyView* m_policies;
     QLabel* m_connLabel;
+    QLabel* m_banner;
     QLabel* m_roleLabel;
     QString m_socketPath;  // the live daemon's socket; replays use connections of their own
     class Watcher* m_watcher = nullptr;  // pushed jobs and policies (live daemon only)

@@ -90,6 +90,8 @@ void DaemonClient::tryConnect() {
     hello.done = [this](const json& a) {
         if (a.value("ok", false)) {
             m_role = QString::fromStdString(a.value("role", std::string()));
+            if (auto it = a.find("database"); it != a.end() && it->is_string())
+                m_database = QString::fromStdString(it->get<std::string>());
             m_backoffMs = kMinBackoffMs;
             setState(State::Connected, {});
         } else {

@@ -31,6 +31,8 @@ public:
     QString role() const override { return m_role; }
     QString describe() const override;
     const QString& socketPath() const { return m_path; }
+    // The daemon's state database as its `hello` named it ("" from older daemons).
+    const QString& databasePath() const { return m_database; }
 
 private:
     struct Pending {
@@ -52,6 +54,7 @@ private:
     QString m_path;
     State m_state = State::Disconnected;
     QString m_role;
+    QString m_database;
     QString m_detail;
     int m_fd = -1;
     std::unique_ptr<QSocketNotifier> m_readNotifier;

@@ -24,6 +24,9 @@ public:
     State state() const override { return m_state; }
     QString role() const override { return QStringLiteral("offline"); }
     QString describe() const override;
+    const QString& path() const { return m_path; }
+    // Why the open failed (with what to do), "" while it has not failed.
+    const QString& failure() const { return m_detail; }
 
 private:
     void post(std::function<void()> work);

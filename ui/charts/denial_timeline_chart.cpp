@@ -14,17 +14,31 @@ DenialTimelineChart::DenialTimelineChart(QWidget* parent) : QCustomPlot(parent) 
     plotLayout()->insertRow(0);
     m_title = new QCPTextElement(this, tr("Denials per second"), QFont(font().family(), font().pointSize(), QFont::Bold));
     plotLayout()->addElement(0, 0, m_title);
-    auto ticker = QSharedPointer<QCPAxisTickerDateTime>::create();
-    ticker->setDateTimeFormat(QStringLiteral("HH:mm:ss"));
-    xAxis->setTicker(ticker);
+    m_ticker = QSharedPointer<QCPAxisTickerDateTime>::create();
+    m_ticker->setDateTimeFormat(QStringLiteral("HH:mm:ss"));
+    xAxis->setTicker(m_ticker);
     yAxis->setLabel(tr("denials/s"));
+    setIntegerTicks(yAxis);
     legend->setVisible(true);
     legend->setFont(QFont(font().family(), std::max(7, font().pointSize() - 1)));
-    axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    // The legend sits right of the plot, not over it: inside it would cover
+    // the newest bars, which are the ones an operator looks at.
+    axisRect()->insetLayout()->take(legend);
+    auto* side = new QCPLayoutGrid;
+    plotLayout()->addElement(1, 1, side);
+    side->addElement(0, 0, legend);
+    side->addElement(1, 0, new QCPLayoutElement(this));  // takes the height below the legend
+    side->setRowStretchFactor(0, 0.001);
+    side->setRowStretchFactor(1, 1);
+    plotLayout()->setColumnStretchFactor(0, 1);
+    plotLayout()->setColumnStretchFactor(1, 0.001);
+    legend->setMargins(QMargins(4, 2, 4, 2));
     applyChartPalette(this);
     m_title->setTextColor(palette().color(QPalette::Text));
+    m_empty = makeEmptyText(this);
     setSelectionRectMode(QCP::srmCustom);
     connect(selectionRect(), &QCPSelectionRect::accepted, this, [this](const QRect& r, QMouseEvent*) {
+        if (m_empty->visible()) return;
         double a = xAxis->pixelToCoord(r.left()), b = xAxis->pixelToCoord(r.right());
         if (a > b) std::swap(a, b);
         if (b - a < 0.5) return;
@@ -41,6 +55,15 @@ int DenialTimelineChart::barCount() const {
     return n;
 }
 
+QString DenialTimelineChart::emptyText() const { return m_empty->visible() ? m_empty->text() : QString(); }
+
+QColor DenialTimelineChart::colorOf(const QString& syscall) const {
+    auto* self = const_cast<DenialTimelineChart*>(this);
+    for (int i = 0; i < self->plottableCount(); ++i)
+        if (auto* b = qobject_cast<QCPBars*>(self->plottable(i)); b && b->name() == syscall) return b->brush().color();
+    return {};
+}
+
 void DenialTimelineChart::setStats(const DenialStats& stats) {
     clearPlottables();
     const auto top = stats.top(kStacked);
@@ -51,8 +74,9 @@ void DenialTimelineChart::setStats(const DenialStats& stats) {
     QCPBars* below = nullptr;
     for (size_t i = 0; i < names.size() + (hasOther ? 1 : 0); ++i) {
         auto* b = new QCPBars(xAxis, yAxis);
-        b->setName(i < names.size() ? QString::fromStdString(names[i]) : tr("other"));
-        QColor c = i < names.size() ? seriesColor(int(i)) : QColor(0x9e, 0x9e, 0x9e);
+        const QString name = i < names.size() ? QString::fromStdString(names[i]) : tr("other");
+        b->setName(name);
+        QColor c = i < names.size() ? syscallColor(name) : QColor(0x9e, 0x9e, 0x9e);
         b->setPen(QPen(c.darker(120)));
         b->setBrush(c);
         b->setWidth(0.8);
@@ -80,16 +104,21 @@ void DenialTimelineChart::setStats(const DenialStats& stats) {
         any = true;
     }
     if (any) {
+        // At least 10 s wide, so a job that denied within one second shows
+        // one bar with readable ticks around it, not one tick per pixel.
         const double pad = std::max(2.0, (last - first) * 0.05);
-        xAxis->setRange(first - pad, last + pad);
+        const double span = last - first + 2 * pad;
+        const double extra = span < 10 ? (10 - span) / 2 : 0;
+        xAxis->setRange(first - pad - extra, last + pad + extra);
+        m_ticker->setDateTimeFormat(last - first > 2 * 86400 ? QStringLiteral("MM-dd HH:mm") : QStringLiteral("HH:mm:ss"));
     } else {
-        const double now = double(QDateTime::currentSecsSinceEpoch());
-        xAxis->setRange(now - 60, now);
+        xAxis->setRange(0, 1);
     }
-    // Headroom for the legend, which sits in the top right corner.
-    yAxis->setRange(0, std::max(1.0, maxSum * (bars.size() > 1 ? 1.2 + 0.17 * double(bars.size()) : 1.15)));
+    yAxis->setRange(0, std::max(2.0, std::ceil(maxSum * 1.1)));
     legend->setVisible(!bars.empty());
-    m_title->setText(tr("Denials per second (%1 in the loaded events; drag to select a time range)").arg(stats.total()));
+    setEmptyState(this, m_empty, any ? QString() : tr("No denials in the loaded events"));
+    m_title->setText(any ? tr("Denials per second (%1 in the loaded events; drag to select a time range)").arg(stats.total())
+                         : tr("Denials per second"));
     replot(QCustomPlot::rpQueuedReplot);
 }
 

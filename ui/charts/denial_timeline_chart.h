@@ -13,6 +13,11 @@ public:
     explicit DenialTimelineChart(QWidget* parent = nullptr);
     void setStats(const DenialStats& stats);
     int barCount() const;
+    // The message shown instead of bars ("No denials ..."), "" when there are bars.
+    QString emptyText() const;
+    // The colour of a syscall's series (invalid when it has none).
+    QColor colorOf(const QString& syscall) const;
+    bool legendInsidePlot() const { return axisRect()->insetLayout()->elementCount() > 0; }
 
 signals:
     // Nanoseconds since the epoch, inclusive.
@@ -20,6 +25,8 @@ signals:
 
 private:
     QCPTextElement* m_title = nullptr;
+    QCPItemText* m_empty = nullptr;
+    QSharedPointer<QCPAxisTickerDateTime> m_ticker;
 };
 
 }  // namespace moat::ui

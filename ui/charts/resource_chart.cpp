@@ -2,6 +2,8 @@
 
 #include "charts/chart_style.h"
 
+#include <cmath>
+
 namespace moat::ui {
 
 ResourceChart::ResourceChart(const QString& title, const QString& unit, double scale, QWidget* parent)
@@ -26,6 +28,8 @@ ResourceChart::ResourceChart(const QString& title, const QString& unit, double s
     m_title->setTextColor(palette().color(QPalette::Text));
     xAxis->setRange(0, 60);
     yAxis->setRange(0, 1);
+    m_empty = makeEmptyText(this);
+    m_emptyMessage = tr("no samples yet");
     // Many charts replot at the sampling rate (issue 7, target 6c: 20 at
     // 10 Hz). In the raster engine antialiasing is a large part of a replot:
     // only the curves are antialiased (fills, grid and axes are not), and wide
@@ -46,6 +50,13 @@ void ResourceChart::clear() {
 
 int ResourceChart::sampleCount() const { return m_value->dataCount(); }
 
+QString ResourceChart::shownEmptyText() const { return m_empty->visible() ? m_empty->text() : QString(); }
+
+void ResourceChart::setIntegerValues(bool on) {
+    m_integer = on;
+    if (on) setIntegerTicks(yAxis);
+}
+
 void ResourceChart::addSample(double t, double value, double limit) {
     const double v = value / m_scale;
     m_value->addData(t, v);
@@ -65,11 +76,14 @@ void ResourceChart::refresh() {
     // limit would flatten a 3 MiB curve; it is then named in the title instead).
     double maxV = 0;
     for (auto it = m_value->data()->findBegin(lo); it != m_value->data()->constEnd(); ++it) maxV = std::max(maxV, it->value);
-    double top = std::max(maxV * 1.2, maxV + 1e-9);
+    // An all-zero series still gets a readable axis (0..1, or 0..5 for counts),
+    // never a 1e-9 span.
+    double top = maxV > 0 ? maxV * 1.2 : (m_integer ? 5.0 : 1.0);
+    if (m_integer) top = std::max(top, std::ceil(maxV) + 1);
     if (m_lastLimit > 0 && m_lastLimit <= std::max(maxV, 1e-9) * 4) top = std::max(top, m_lastLimit * 1.1);
-    if (top <= 0) top = 1;
     m_limit->setVisible(m_lastLimit > 0 && m_lastLimit <= top);
     yAxis->setRange(0, top);
+    setEmptyState(this, m_empty, sampleCount() == 0 ? m_emptyMessage : QString());
     replot(QCustomPlot::rpQueuedReplot);
 }
 

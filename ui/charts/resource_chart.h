@@ -21,11 +21,19 @@ public:
     void refresh();
     void setWindowSeconds(double s) { m_window = s; }
     int sampleCount() const;
+    // What the chart says while it has no sample ("no samples: ..."); counts
+    // (pids) get integer ticks.
+    void setEmptyText(const QString& text) { m_emptyMessage = text; }
+    QString shownEmptyText() const;
+    void setIntegerValues(bool on);
 
 private:
     QCPGraph* m_value = nullptr;
     QCPGraph* m_limit = nullptr;
     QCPTextElement* m_title = nullptr;
+    QCPItemText* m_empty = nullptr;
+    QString m_emptyMessage;
+    bool m_integer = false;
     double m_scale;
     double m_window = 300;
     double m_lastT = 0;

@@ -1,5 +1,7 @@
 #pragma once
 // The most denied syscalls of the loaded events, as horizontal bars.
+#include <vector>
+
 #include <qcustomplot.h>
 
 namespace moat::ui {
@@ -11,10 +13,13 @@ class TopSyscallsChart final : public QCustomPlot {
 public:
     explicit TopSyscallsChart(QWidget* parent = nullptr);
     void setStats(const DenialStats& stats);
-    int barCount() const { return m_bars ? m_bars->dataCount() : 0; }
+    int barCount() const;
+    QColor colorOf(const QString& syscall) const;
+    QString emptyText() const;
 
 private:
-    QCPBars* m_bars = nullptr;
+    std::vector<QCPBars*> m_bars;
+    QCPItemText* m_empty = nullptr;
     QSharedPointer<QCPAxisTickerText> m_ticker;
 };
 

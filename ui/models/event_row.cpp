@@ -1,5 +1,6 @@
 #include "models/event_row.h"
 
+#include "models/event_summary.h"
 #include "models/format.h"
 
 namespace moat::ui {
@@ -35,9 +36,13 @@ EventRow EventRow::fromJson(const nlohmann::json& j) {
         e.decoded = str(j, "path");
         e.detail = str(j, "detail");
         if (e.event == "finished") e.detail = str(j, "cause") + (e.detail.empty() ? "" : ": " + e.detail);
-    } else if (e.kind == "limit") {
-        e.event = str(j, "limit");
-        e.detail = str(j, "reason");
+    } else if (e.kind == "limit" || e.kind == "resource") {
+        // Built once per row rather than in data(): unlike a denial's fields,
+        // these figures need units and wording, and the row keeps no JSON object.
+        const EventSummary s = summarizeEvent(j);
+        e.event = s.what.toStdString();
+        e.outcome = s.action.toStdString();
+        e.detail = s.target.toStdString();
     }
     e.raw = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     return e;

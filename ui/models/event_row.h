@@ -21,8 +21,9 @@ struct EventRow {
     std::string module;    // denial
     std::string rule;      // denial
     std::string arch;      // denial
-    std::string event;     // lifecycle: created/exec/...; limit: which limit
-    std::string detail;    // lifecycle/limit: detail or cause text
+    std::string event;     // lifecycle: created/exec/...; limit: "memory limit"; resource: "sample"
+    std::string detail;    // lifecycle: detail or cause text; resource/limit: the figures with units
+    std::string outcome;   // limit: what happened ("OOM kill", "job killed"), for the Action column
     int64_t pid = -1;
     std::string raw;       // the event's JSON
 

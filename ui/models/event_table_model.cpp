@@ -41,7 +41,7 @@ QVariant EventTableModel::data(const QModelIndex& index, int role) const {
         return int((col == Id || col == Job || col == Count ? Qt::AlignRight : Qt::AlignLeft) | Qt::AlignVCenter);
     if (role == Qt::ForegroundRole) {
         if (e.kind == "denial" && (col == What || col == Action)) return QBrush(statusColor(Status::Bad));
-        if (e.kind == "limit" && col == What) return QBrush(statusColor(Status::Limit));
+        if (e.kind == "limit" && (col == What || col == Action)) return QBrush(statusColor(Status::Limit));
         return {};
     }
     if (role == Qt::ToolTipRole && col == Target) return QString::fromStdString(e.decoded.empty() ? e.detail : e.decoded);
@@ -53,7 +53,7 @@ QVariant EventTableModel::data(const QModelIndex& index, int role) const {
         case Kind: return QString::fromStdString(e.kind);
         case Count: return QVariant::fromValue<qulonglong>(e.count);
         case What: return QString::fromStdString(e.kind == "denial" ? e.syscall : e.event);
-        case Action: return QString::fromStdString(e.action);
+        case Action: return QString::fromStdString(e.kind == "denial" ? e.action : e.outcome);
         case Target: return QString::fromStdString(e.decoded.empty() ? e.detail : e.decoded);
         case Module: return QString::fromStdString(e.module);
         default: return {};

@@ -4,6 +4,7 @@
 #include <QColor>
 #include <QDateTime>
 #include <QFont>
+#include <QStringList>
 
 #include <chrono>
 
@@ -88,6 +89,23 @@ JobRow JobRow::fromJson(const json& j) {
     return r;
 }
 
+QString JobRow::commandFull() const {
+    QStringList parts;
+    for (const auto& a : argv) {
+        QString q = QString::fromStdString(a);
+        if (q.isEmpty() || q.contains(u' ') || q.contains(u'\n') || q.contains(u'\t') || q.contains(u'\''))
+            q = QLatin1Char('\'') + q.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
+        parts << q;
+    }
+    return parts.join(u' ');
+}
+
+QString JobRow::commandLine() const {
+    // One table row per job: a script's line breaks become visible marks
+    // instead of being lost (the tooltip and the detail pane have the lines).
+    return commandFull().replace(QLatin1Char('\n'), QStringLiteral("⏎"));
+}
+
 JobTableModel::JobTableModel(Backend* backend, QObject* parent) : QAbstractTableModel(parent), m_backend(backend) {
     connect(&m_timer, &QTimer::timeout, this, &JobTableModel::refresh);
 }
@@ -98,7 +116,7 @@ int JobTableModel::columnCount(const QModelIndex& parent) const { return parent.
 QVariant JobTableModel::headerData(int section, Qt::Orientation o, int role) const {
     if (o != Qt::Horizontal || role != Qt::DisplayRole) return {};
     static const char* kNames[] = {"ID", "Policy", "Tier", "State", "Started", "Duration",
-                                   "CPU %", "Memory", "PIDs", "Denials", "Exit / cause"};
+                                   "CPU %", "Memory", "PIDs", "Denials", "Exit / cause", "Command"};
     return section >= 0 && section < ColumnCount ? QString::fromLatin1(kNames[section]) : QVariant();
 }
 
@@ -129,9 +147,9 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
     if (role == Qt::ToolTipRole) {
         if (col == Result) return QString::fromStdString(j.detail);
         if (col == Policy) return QString::fromStdString("sha256 " + j.policySha);
-        QStringList argv;
-        for (const auto& a : j.argv) argv << QString::fromStdString(a);
-        return argv.join(u' ');
+        if ((col == Cpu || col == Memory || col == Pids) && j.neverRan())
+            return tr("the sandbox could not be set up, so the program never ran");
+        return j.commandFull();
     }
     if (role != Qt::DisplayRole) return {};
     const int64_t end = j.endedNs.value_or(nowNs());
@@ -143,18 +161,22 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
         case Started: return j.startedNs ? formatTimeNs(j.startedNs) : QString();
         case Duration: return formatDurationNs(end - j.startedNs);
         case Cpu: {
+            if (j.neverRan()) return QStringLiteral("—");
             if (j.running()) return j.hasSample ? QString::number(j.cpuPercent, 'f', 1) : QStringLiteral("…");
             const int64_t wall = end - j.startedNs;
             return wall > 0 ? QString::number(100.0 * double(j.cpuTimeNs) / double(wall), 'f', 1) : QString();
         }
         case Memory:
+            if (j.neverRan()) return QStringLiteral("—");
             if (j.running()) return j.hasSample ? formatBytes(j.memory) : QStringLiteral("…");
             return formatBytes(j.peakMemory);
         case Pids:
+            if (j.neverRan()) return QStringLiteral("—");
             if (j.running()) return j.hasSample ? QString::number(j.pids) : QStringLiteral("…");
             return QString::number(j.peakPids);
         case Denials: return QVariant::fromValue<qulonglong>(j.denials);
         case Result: return resultText(j);
+        case Command: return j.commandLine();
         default: return {};
     }
 }

@@ -6,6 +6,7 @@
 // figures of running jobs come with the pushed rows (`sample`), or, when
 // polling, from the `resource` events the model tails.
 #include <QAbstractTableModel>
+#include <QString>
 #include <QTimer>
 
 #include <map>
@@ -51,13 +52,19 @@ struct JobRow {
     // From a `resource` event's fields (or a pushed row's `sample`).
     void setSample(const nlohmann::json& e);
     bool running() const { return state == "running"; }
+    // The sandbox was never built, so the program never ran: its usage figures
+    // are moatd's own set-up work, not the job's.
+    bool neverRan() const { return !running() && cause == "setup-failed"; }
+    // argv as one line (arguments with spaces quoted, newlines as ⏎), and as is.
+    QString commandLine() const;
+    QString commandFull() const;
     bool sameData(const JobRow& o) const { return object == o.object; }
 };
 
 class JobTableModel final : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Id, Policy, Tier, State, Started, Duration, Cpu, Memory, Pids, Denials, Result, ColumnCount };
+    enum Column { Id, Policy, Tier, State, Started, Duration, Cpu, Memory, Pids, Denials, Result, Command, ColumnCount };
     static constexpr int kIdRole = Qt::UserRole + 1;
 
     explicit JobTableModel(Backend* backend, QObject* parent = nullptr);

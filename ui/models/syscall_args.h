@@ -4,6 +4,7 @@
 
 namespace moat::ui {
 using moat::learn::argMeaning;
+using moat::learn::argNames;
 using moat::learn::argSymbol;
 using moat::learn::errnoText;
 }  // namespace moat::ui

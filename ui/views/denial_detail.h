@@ -5,10 +5,20 @@
 // the syscall risky; for other kinds, their fields.
 #include <QString>
 
+#include <string>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 namespace moat::ui {
 
-QString eventDetailHtml(const nlohmann::json& event);
+// The event's job, where the console knows it (the Jobs model, or `show`).
+struct EventJobContext {
+    std::string policyName;
+    int policyVersion = 0;
+    std::vector<std::string> argv;
+};
+
+QString eventDetailHtml(const nlohmann::json& event, const EventJobContext* job = nullptr);
 
 }  // namespace moat::ui

@@ -57,6 +57,10 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
                              "kill-process", "/var/lib/something/longer/path.txt", "libc.so.6+0x11f0a"};
     for (int c = 0; c < EventTableModel::ColumnCount; ++c)
         m_table->setColumnWidth(c, fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
+    // Path / detail takes the spare width (paths and limit figures are the
+    // long texts), not Module, which is short.
+    m_table->horizontalHeader()->setStretchLastSection(false);
+    m_table->horizontalHeader()->setSectionResizeMode(EventTableModel::Target, QHeaderView::Stretch);
 
     m_detail = new QTextBrowser;
     m_detail->setOpenLinks(false);
@@ -202,7 +206,10 @@ bool InvestigateView::selectRow(int row) {
 void InvestigateView::showSelected() {
     const auto rows = m_table->selectionModel()->selectedRows();
     const EventRow* e = rows.isEmpty() ? nullptr : m_model->event(rows.first().row());
-    m_detail->setHtml(e ? eventDetailHtml(e->toJson()) : QString());
+    EventJobContext ctx;
+    const JobRow* j = e ? m_jobs->jobById(e->job) : nullptr;
+    if (j) ctx = {j->policyName, j->policyVersion, j->argv};
+    m_detail->setHtml(e ? eventDetailHtml(e->toJson(), j ? &ctx : nullptr) : QString());
     updateAllowAction();
 }
 

@@ -138,7 +138,10 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     m_denialTable->setColumnWidth(EventTableModel::Count, width("Count"));
     m_denialTable->setColumnWidth(EventTableModel::What, width("Syscall / event"));
     m_denialTable->setColumnWidth(EventTableModel::Action, width("errno:EACCES"));
-    m_denialTable->setColumnWidth(EventTableModel::Target, width("/tmp/some/longer/path"));
+    m_denialTable->setColumnWidth(EventTableModel::Module, width("libc.so.6+0x11f0a"));
+    // The path takes the spare width; Module is short.
+    m_denialTable->horizontalHeader()->setStretchLastSection(false);
+    m_denialTable->horizontalHeader()->setSectionResizeMode(EventTableModel::Target, QHeaderView::Stretch);
     auto* denialBox = new QGroupBox(tr("Denials"));
     auto* dl = new QVBoxLayout(denialBox);
     dl->setContentsMargins(4, 4, 4, 4);
@@ -179,6 +182,7 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
     m_cpu = new ResourceChart(tr("CPU"), tr("%"), 1.0);
     m_memory = new ResourceChart(tr("Memory"), tr("MiB"), 1024.0 * 1024.0);
     m_pids = new ResourceChart(tr("Processes and threads"), tr("pids"), 1.0);
+    m_pids->setIntegerValues(true);
     auto* charts = new QWidget;
     auto* cl = new QVBoxLayout(charts);
     cl->setContentsMargins(0, 0, 0, 0);
@@ -339,6 +343,17 @@ void JobDetailView::showJob(const JobRow* job) {
         loadOutput();
     }
     m_startedNs = job->startedNs;
+    // Why a chart may stay empty, said on the chart rather than left to look broken.
+    QString noSamples;
+    if (job->running()) noSamples = m_vm ? tr("no samples yet: the guest is booting") : tr("no samples yet");
+    else if (job->neverRan()) noSamples = tr("no samples: the sandbox was never set up, so the program never ran");
+    else if (m_vm) noSamples = tr("no samples: the job ended before its guest sent one\n(the vm tier samples inside the guest, after it boots)");
+    else noSamples = tr("no samples: the job ended before the first sample\n(it ran %1; monitor.sample_interval sets the rate)")
+                          .arg(formatDurationNs(job->endedNs.value_or(job->startedNs) - job->startedNs));
+    for (ResourceChart* c : {m_cpu, m_memory, m_pids}) {
+        c->setEmptyText(noSamples);
+        if (c->sampleCount() == 0) c->refresh();
+    }
     m_title->setText(tr("Job %1 — %2").arg(job->id).arg(QString::fromStdString(job->state)));
     auto row = [](const QString& k, const QString& v) {
         return QStringLiteral("<tr><td style='padding-right:10px; white-space:nowrap'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
@@ -346,7 +361,9 @@ void JobDetailView::showJob(const JobRow* job) {
     QStringList argv;
     for (const auto& a : job->argv) argv << shellQuote(a);
     QString h = QStringLiteral("<table cellspacing='2'>");
-    h += row(tr("Command"), QStringLiteral("<tt>%1</tt>").arg(argv.join(u' ').toHtmlEscaped()));
+    // A multi-line script argument keeps its lines: ⏎ marks each break.
+    h += row(tr("Command"), QStringLiteral("<tt>%1</tt>")
+                                .arg(argv.join(u' ').toHtmlEscaped().replace(QLatin1Char('\n'), QStringLiteral("⏎<br>"))));
     h += row(tr("Policy"), QStringLiteral("<a href=\"policy:%1:%2\">%1 v%2</a> &nbsp; sha256 %3 &nbsp; tier %4")
                                .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
                                .arg(job->policyVersion)
@@ -358,8 +375,11 @@ void JobDetailView::showJob(const JobRow* job) {
     } else {
         result = QStringLiteral("<b>%1</b>").arg(QString::fromStdString(job->cause).toHtmlEscaped());
         if (!job->detail.empty()) result += QStringLiteral(": ") + QString::fromStdString(job->detail).toHtmlEscaped();
-        if (job->exitCode) result += tr(" (exit code %1)").arg(*job->exitCode);
-        if (job->signal) result += tr(" (signal %1)").arg(*job->signal);
+        // moatd's detail often says it already ("exit code 0"): once is enough.
+        const QString detail = QString::fromStdString(job->detail);
+        if (job->exitCode && !detail.contains(tr("exit code %1").arg(*job->exitCode)))
+            result += tr(" (exit code %1)").arg(*job->exitCode);
+        if (job->signal && !detail.contains(tr("signal %1").arg(*job->signal))) result += tr(" (signal %1)").arg(*job->signal);
     }
     h += row(tr("Result"), result);
     // Right under the result, where the pane shows it without scrolling.

@@ -33,6 +33,7 @@ public:
     int64_t jobId() const { return m_jobId; }
     EventTableModel* denialModel() const { return m_denials; }
     ResourceChart* cpuChart() const { return m_cpu; }
+    ResourceChart* pidsChart() const { return m_pids; }
     void updateActions();
     // The recorded output shown for the job ("" while not loaded).
     QString outputText(bool stderrStream) const;

@@ -2,6 +2,9 @@
 // Live monitoring: the job table (polled every second) above the selected job.
 #include <QWidget>
 
+class QComboBox;
+class QLabel;
+class QLineEdit;
 class QSplitter;
 class QTableView;
 
@@ -9,6 +12,7 @@ namespace moat::ui {
 
 class Backend;
 class JobDetailView;
+class JobFilterProxy;
 class JobTableModel;
 
 class JobsView final : public QWidget {
@@ -21,6 +25,9 @@ public:
     JobDetailView* detail() const { return m_detail; }
     QTableView* table() const { return m_table; }
     QSplitter* splitter() const { return m_splitter; }
+    QLineEdit* filterEdit() const { return m_filter; }
+    QComboBox* stateFilter() const { return m_state; }
+    JobFilterProxy* proxy() const { return m_proxy; }
 
 signals:
     void message(const QString& text, int timeoutMs);
@@ -28,7 +35,13 @@ signals:
 private:
     void selectionChanged();
 
+    void updateCount();
+
     JobTableModel* m_model;
+    JobFilterProxy* m_proxy;
+    QLineEdit* m_filter;
+    QComboBox* m_state;
+    QLabel* m_count;
     QTableView* m_table;
     JobDetailView* m_detail;
     QSplitter* m_splitter;

@@ -894,8 +894,10 @@ void Server::handle_request(Client& c, const std::string& frame) {
         return;
     }
     if (*op == "hello") {
-        reply(c.id, {{"ok", true}, {"role", role_name(c.role)}, {"uid", c.uid}, {"version", "0.1.0"},
-                     {"running", m_sup->running()}});
+        json a = {{"ok", true}, {"role", role_name(c.role)}, {"uid", c.uid}, {"version", "0.1.0"},
+                  {"running", m_sup->running()}};
+        if (!m_cfg.database_path.empty()) a["database"] = m_cfg.database_path;
+        reply(c.id, std::move(a));
     } else if (*op == "run") {
         if (!need_admin()) { c.fds.clear(); return; }
         handle_run(c, req);

@@ -149,9 +149,27 @@ Kind kindOf(const std::string& s, unsigned i) {
 
 }  // namespace
 
+std::optional<std::vector<std::string>> argNames(const std::string& syscall) {
+    struct Entry {
+        const char* name;
+        std::vector<const char*> args;
+    };
+    // The kernel's own names, generated from its syscall metadata (see the
+    // .inc's header); a syscall it does not list there is nullopt, not "no arguments".
+    static const std::vector<Entry> kTable = {
+#include "syscall_arg_names.inc"
+    };
+    for (const auto& e : kTable)
+        if (syscall == e.name) return std::vector<std::string>(e.args.begin(), e.args.end());
+    return std::nullopt;
+}
+
 std::string argMeaning(const std::string& syscall, unsigned index, uint64_t value, const std::vector<uint64_t>& all) {
     switch (kindOf(syscall, index)) {
-        case Kind::None: return {};
+        case Kind::None:
+            // ioctl requests (TCGETS), prctl options, fcntl commands: the names
+            // a policy rule accepts, from the system headers.
+            return moat::policy::arg_constant_name(syscall, index, value).value_or("");
         case Kind::OpenFlags: return openFlags(value);
         case Kind::Mode: {
             // open/openat only use the mode with O_CREAT or O_TMPFILE.

@@ -28,6 +28,7 @@
 #include "moat/common/fd.h"
 #include "moat/common/timeutil.h"
 #include "moat/store/store.h"
+#include "moat/store/backup.h"
 #include "schema.h"
 #include "sqlite.h"
 #include "test_access.h"
@@ -592,7 +593,13 @@ Result<std::unique_ptr<Store>> Store::open_read_only(const std::string& db_path)
         auto lease = d.reader();
         if (!lease) return std::unexpected(lease.error().wrap("opening " + db_path + " read-only"));
         auto v = schema::check_read_only(**lease, db_path);
-        if (!v) return std::unexpected(v.error());
+        if (!v) {
+            // A valid SQLite file without Moat's tables is, in practice, a
+            // copy of moat.db taken without its -wal: say so and what to do.
+            Error e = v.error();
+            if (e.message.find("not a Moat database") != std::string::npos) e.message += ". " + wal_hint(db_path);
+            return std::unexpected(e);
+        }
         d.version = *v;
     }
     {

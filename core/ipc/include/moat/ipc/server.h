@@ -42,6 +42,10 @@ struct ServerConfig {
     int64_t frame_timeout_ns = 30'000'000'000;  // a started frame must complete within this
     size_t max_output_bytes = 64u << 20;        // per client; a client that does not read is dropped
     const store::Artifacts* artifacts = nullptr;  // replay: recorded stdin blobs
+    // Absolute path of the state database, told to clients in `hello` so
+    // `moatctl db backup` and the console's incident copy find it (they open it
+    // themselves, with their own rights). The default is documented anyway.
+    std::string database_path;
 };
 
 class Server final {

@@ -15,6 +15,10 @@ namespace moat::learn {
 // console has no decoder for it.
 std::string argMeaning(const std::string& syscall, unsigned index, uint64_t value, const std::vector<uint64_t>& all = {});
 
+// The syscall's argument names in order (mkdir: pathname, mode), as the
+// kernel declares them; nullopt when unknown (then all six registers may matter).
+std::optional<std::vector<std::string>> argNames(const std::string& syscall);
+
 // A symbolic name for a single value where one exists ("AF_UNIX" for socket's
 // arg 0 = 1), for writing rules the way people read them.
 std::optional<std::string> argSymbol(const std::string& syscall, unsigned index, uint64_t value);
