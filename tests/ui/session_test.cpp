@@ -411,8 +411,13 @@ TEST_F(Session, JobsAndPoliciesArePushedWithoutPolling) {
     jobs->setPollInterval(0);  // nothing polls from here on: what arrives was pushed
     PolicyView* pv = w.policyView();
     ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 0 && pv->model()->rowCount() == 0; }));
+    InvestigateView* inv = w.investigateView();
+    ASSERT_TRUE(inv->setFilterText(QStringLiteral("kind=denial")));
+    ASSERT_TRUE(waitFor([&] { return inv->model()->atEnd() && inv->model()->rowCount() == 0; }));
     // A job (and with it its policy's first version) stored by another client.
     ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
+    // The Investigate list does not poll on a live daemon: moatd's "stored" hint fetches the tail.
+    EXPECT_TRUE(waitFor([&] { return inv->model()->rowCount() == 1; }, 3000)) << "the new denial was not fetched";
     EXPECT_TRUE(waitFor([&] { return pv->model()->rowCount() == 1; })) << "the policy list was not pushed";
     ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 1 && !jobs->job(0)->running(); })) << "the job was not pushed";
     EXPECT_EQ(jobs->job(0)->denials, 1u);

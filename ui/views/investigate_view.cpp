@@ -15,6 +15,8 @@
 
 #include "models/status_color.h"
 #include "backend/backend.h"
+#include "backend/daemon_client.h"
+#include "backend/watcher.h"
 #include "charts/denial_timeline_chart.h"
 #include "charts/top_syscalls_chart.h"
 #include "models/event_filter.h"
@@ -44,7 +46,17 @@ InvestigateView::InvestigateView(Backend* backend, JobTableModel* jobs, QWidget*
 
     m_model = new EventTableModel(backend, this);
     m_model->setPolicyLookup([jobs](int64_t job) { return jobs->policyOfJob(job); });
-    m_model->setTailInterval(2000);
+    if (auto* client = qobject_cast<DaemonClient*>(backend)) {
+        // Live daemon: moatd says when events were stored (op watch,
+        // "stored"), and only then is the tail fetched with the filter.
+        auto* hint = new Watcher(this);
+        connect(hint, &Watcher::pushed, this, [this](const nlohmann::json& f) {
+            if (f.value("push", std::string()) == "stored") m_model->tailNow();
+        });
+        hint->start(client->socketPath(), {{"op", "watch"}, {"stored", true}});
+    } else {
+        m_model->setTailInterval(2000);  // an offline copy does not change; a test backend may
+    }
     m_table = new QTableView;
     m_table->setModel(m_model);
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);

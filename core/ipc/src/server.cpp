@@ -52,6 +52,8 @@ struct WatchState {
     bool output_dirty = false;
     uint64_t out_off[2] = {0, 0};     // the next stream offset to push
     bool in_pump = false, repump = false;  // pump_watch is re-entered through reply() -> on_writable()
+    bool stored = false;              // a hint whenever any job's events were stored
+    bool stored_dirty = false;
 };
 
 struct Server::Client {
@@ -542,13 +544,14 @@ void Server::handle_watch(Client& c, const json& req) {
         if (!it->is_boolean()) return std::nullopt;
         return it->get<bool>();
     };
-    auto jobs = flag("jobs"), policies = flag("policies");
-    if (!jobs || !policies) {
-        reply(c.id, error_reply("bad-request", "\"jobs\" and \"policies\" must be booleans"));
+    auto jobs = flag("jobs"), policies = flag("policies"), stored = flag("stored");
+    if (!jobs || !policies || !stored) {
+        reply(c.id, error_reply("bad-request", "\"jobs\", \"policies\" and \"stored\" must be booleans"));
         return;
     }
     w->jobs = *jobs;
     w->policies = *policies;
+    w->stored = *stored;
     if (auto job = get_int(req, "job")) {
         if (*job <= 0) {
             reply(c.id, error_reply("bad-request", "\"job\" must be a job id"));
@@ -575,8 +578,9 @@ void Server::handle_watch(Client& c, const json& req) {
         w->output = out != req.end() && out->get<bool>();
         w->output_dirty = w->output;
     }
-    if (!w->jobs && !w->policies && !w->job) {
-        reply(c.id, error_reply("bad-request", "watch needs \"jobs\": true, \"policies\": true or a \"job\""));
+    if (!w->jobs && !w->policies && !w->stored && !w->job) {
+        reply(c.id, error_reply("bad-request",
+                                "watch needs \"jobs\": true, \"policies\": true, \"stored\": true or a \"job\""));
         return;
     }
     w->jobs_snapshot = w->jobs;
@@ -584,6 +588,7 @@ void Server::handle_watch(Client& c, const json& req) {
     json what = json::array();
     if (w->jobs) what.push_back("jobs");
     if (w->policies) what.push_back("policies");
+    if (w->stored) what.push_back("stored");
     json ok = {{"ok", true}, {"watching", what}};
     if (w->job) ok["job"] = w->job;
     c.watch = std::move(w);
@@ -614,6 +619,7 @@ void Server::on_committed(const store::Committed& news) {
             w.missed += news.jobs.size();
         }
         if (w.policies && news.policies) w.policies_dirty = true;
+        if (w.stored && !news.event_jobs.empty()) w.stored_dirty = true;
         if (w.job && !w.ended) {
             for (const auto* list : {&news.event_jobs, &news.jobs})
                 if (std::find(list->begin(), list->end(), w.job) != list->end()) w.events_dirty = true;
@@ -679,6 +685,13 @@ void Server::pump_watch_once(Client& c) {
             if (!m_clients.count(id)) return;
         }
         if (c.out.size() > kPushHighWater) return;
+    }
+    if (w.stored_dirty) {
+        // Only a hint (no store read, nothing per event): the client asks
+        // for what it wants with `events`, its own filter and cursor.
+        w.stored_dirty = false;
+        reply(id, {{"push", "stored"}});
+        if (!m_clients.count(id)) return;
     }
     if (w.busy) return;
     // reply() may drop a client (over its output bound): after a reply the
