@@ -1077,5 +1077,41 @@ TEST_F(Scenario, DbBackupCopiesWhatIsStillInTheWal) {
     EXPECT_FALSE(fs::exists(s_root + "/other.db"));
 }
 
+TEST_F(Scenario, DbBackupByANonRootAdminGoesThroughMoatdIntoTheirOwnFile) {
+    if (!getgrnam("moat-admin")) {
+        Proc g = run_cmd({"/usr/sbin/groupadd", "--system", "moat-admin"});
+        if (g.status != 0 || !getgrnam("moat-admin")) GTEST_SKIP() << "no group moat-admin and groupadd failed: " << g.err;
+    }
+    JobRun r = run_job(std::string(POLICY_DIR) + "/demo.toml", {"/bin/mkdir", "/tmp/moat-backup-admin"});
+    ASSERT_GT(r.id, 0) << describe(r);
+    // nobody in moat-admin: may ask moatd, cannot read the 0700 state directory.
+    const std::string dir = s_root + "/backup-admin";
+    mkdir(dir.c_str(), 0777);
+    chmod(dir.c_str(), 0777);
+    Opts o;
+    o.as = Creds{65534, 65534, {getgrnam("moat-admin")->gr_gid}};
+    const std::string copy = dir + "/incident.db";
+    Proc p = ctl({"db", "backup", copy}, o);
+    ASSERT_EQ(p.status, 0) << p.out << p.err;
+    EXPECT_NE(p.out.find("copy made by moatd"), std::string::npos) << p.out;
+    struct stat st{};
+    ASSERT_EQ(stat(copy.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u) << "the file is the client's own";
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    Proc q = run_cmd({"/usr/bin/sqlite3", "-readonly", copy, "SELECT count(*) FROM jobs WHERE id = " + std::to_string(r.id)});
+    if (q.status == 0) {
+        EXPECT_EQ(q.out, "1\n") << q.err;
+    }
+    // Refused: an existing file is not overwritten, and a viewer may not.
+    EXPECT_NE(ctl({"db", "backup", copy}, o).status, 0);
+    if (getgrnam("moat-viewer")) {
+        Opts v;
+        v.as = Creds{65534, 65534, {getgrnam("moat-viewer")->gr_gid}};
+        Proc pv = ctl({"db", "backup", dir + "/viewer.db"}, v);
+        EXPECT_NE(pv.status, 0) << pv.out;
+        EXPECT_FALSE(fs::exists(dir + "/viewer.db")) << "a refused copy leaves no file behind";
+    }
+}
+
 }  // namespace
 

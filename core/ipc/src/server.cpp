@@ -18,6 +18,7 @@
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/ipc/json.h"
+#include "moat/store/backup.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
 
@@ -873,7 +874,14 @@ void Server::handle_request(Client& c, const std::string& frame) {
                                                  "); you are " + role_name(c.role)));
         return false;
     };
-    if (*op != "run") c.fds.clear();  // only `run` carries fds
+    // Only `run` (stdio) and `backup` (the file the client created) carry fds.
+    std::vector<UniqueFd> backup_fds;
+    if (*op == "backup")
+        while (!c.fds.empty()) {
+            backup_fds.push_back(std::move(c.fds.front()));
+            c.fds.pop_front();
+        }
+    if (*op != "run") c.fds.clear();
 
     // A field that is present must have its type: a mistyped filter must never
     // be read as "no filter" (e.g. {"job":"3"} answering with every job's events).
@@ -966,6 +974,56 @@ void Server::handle_request(Client& c, const std::string& frame) {
         });
     } else if (*op == "watch") {
         handle_watch(c, req);
+    } else if (*op == "backup") {
+        // An incident copy for an admin who cannot read the state directory
+        // (docs/cli.md "db backup"). The client created the file with its own
+        // rights and passes it open; moatd never opens a path a client names.
+        // The copy is made by SQLite's backup API into a private file of the
+        // state directory, then written into the client's file.
+        if (!need_admin()) return;
+        if (backup_fds.size() != 1) {
+            reply(c.id, error_reply("bad-request", "backup needs exactly one fd: the new, empty file to write the copy into"));
+            return;
+        }
+        struct stat st{};
+        const int fl = fcntl(backup_fds[0].get(), F_GETFL);
+        if (fstat(backup_fds[0].get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0 || fl < 0 ||
+            (fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND)) {
+            reply(c.id, error_reply("bad-request", "the backup fd must be an empty regular file open for writing"));
+            return;
+        }
+        if (m_cfg.database_path.empty()) {
+            reply(c.id, error_reply("store", "this moatd does not know its database path"));
+            return;
+        }
+        auto out = std::make_shared<UniqueFd>(std::move(backup_fds[0]));
+        static uint64_t seq = 0;
+        const std::string tmp = m_cfg.database_path + ".backup-" + std::to_string(getpid()) + "-" + std::to_string(++seq);
+        query_async(c.id, [this, out, tmp]() -> json {
+            auto info = store::backup_database(m_cfg.database_path, tmp);
+            if (!info) return error_reply("store", info.error().message);
+            UniqueFd in(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+            ::unlink(tmp.c_str());
+            if (!in) return error_reply("store", "reopening the copy: " + std::string(strerror(errno)));
+            char buf[1 << 16];
+            uint64_t done = 0;
+            for (;;) {
+                ssize_t n = ::read(in.get(), buf, sizeof buf);
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) return error_reply("store", "reading the copy: " + std::string(strerror(errno)));
+                if (n == 0) break;
+                for (ssize_t off = 0; off < n;) {
+                    ssize_t w = ::pwrite(out->get(), buf + off, size_t(n - off), off_t(done));
+                    if (w < 0 && errno == EINTR) continue;
+                    if (w <= 0) return error_reply("store", "writing the client's file: " + std::string(strerror(errno)));
+                    off += w;
+                    done += uint64_t(w);
+                }
+            }
+            if (::fsync(out->get()) < 0) return error_reply("store", "fsync of the client's file: " + std::string(strerror(errno)));
+            return {{"ok", true}, {"bytes", done}, {"jobs", info->jobs}, {"events", info->events},
+                    {"policies", info->policies}};
+        });
     } else if (*op == "jobs") {
         int64_t limit = std::clamp<int64_t>(get_int(req, "limit").value_or(100), 1, 10000);
         int64_t before = std::max<int64_t>(0, get_int(req, "before").value_or(0));
