@@ -263,9 +263,22 @@ std::unexpected<Error> read_only_refusal(const char* op) {
 }  // namespace
 
 struct Store::Impl {
-    std::function<void(const Committed&)> commit_hook;  // set once before writes (set_commit_hook)
+    // The watchers' hook: set by the loop thread while the writer thread may
+    // already commit, so it is read and written under hook_mu (a copy is
+    // called outside the lock).
+    mutable std::mutex hook_mu;
+    std::shared_ptr<const std::function<void(const Committed&)>> commit_hook;
+    bool has_hook() const {
+        std::lock_guard lk(hook_mu);
+        return commit_hook != nullptr;
+    }
     void committed(const Committed& c) const {
-        if (commit_hook) commit_hook(c);
+        std::shared_ptr<const std::function<void(const Committed&)>> h;
+        {
+            std::lock_guard lk(hook_mu);
+            h = commit_hook;
+        }
+        if (h && *h) (*h)(c);
     }
 
     std::string path;
@@ -488,7 +501,7 @@ struct Store::Impl {
             uint64_t rejected = 0;
             auto r = write_batch(batch, job_drops, &rejected);
 
-            if (r && commit_hook) {
+            if (r && has_hook()) {
                 Committed c;
                 for (const auto& [seq, ev] : batch) c.event_jobs.push_back(ev.job);
                 for (const auto& [job, jd] : job_drops) c.event_jobs.push_back(job);
@@ -1128,7 +1141,11 @@ StoreStats Store::stats() const {
     return StoreStats{d.queue.size(), d.written, d.dropped, d.batches, d.queued_bytes, d.refused};
 }
 
-void Store::set_commit_hook(std::function<void(const Committed&)> hook) { m_impl->commit_hook = std::move(hook); }
+void Store::set_commit_hook(std::function<void(const Committed&)> hook) {
+    auto h = hook ? std::make_shared<const std::function<void(const Committed&)>>(std::move(hook)) : nullptr;
+    std::lock_guard lk(m_impl->hook_mu);
+    m_impl->commit_hook = std::move(h);
+}
 
 Result<std::string> Store::integrity_check() {
     auto db = m_impl->reader();

@@ -192,8 +192,8 @@ public:
     // Called after each commit that changed something, on the committing
     // thread (the writer thread for events, the caller's for job and policy
     // writes), outside the store's locks. It must be cheap (hand the news to
-    // another thread) and must not block on the store. Set it once, before
-    // anything is written.
+    // another thread) and must not block on the store. It may be set or
+    // replaced at any time (under a lock the writer thread also takes).
     void set_commit_hook(std::function<void(const Committed&)> hook);
 
     Result<std::string> integrity_check();  // "ok" when healthy
