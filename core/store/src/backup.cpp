@@ -15,21 +15,6 @@ namespace moat::store {
 
 namespace {
 
-std::string uri_for(const std::string& path) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out = "file:";
-    for (unsigned char c : path) {
-        if (c == '%' || c == '?' || c == '#' || c <= 0x20 || c >= 0x7f) {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += char(c);
-        }
-    }
-    return out + "?mode=ro";
-}
-
 std::string dir_of(const std::string& path) {
     const auto slash = path.rfind('/');
     if (slash == std::string::npos) return ".";
@@ -63,7 +48,7 @@ Result<BackupInfo> backup_database(const std::string& src, const std::string& de
     // Read-only, through the WAL: moatd's uncheckpointed writes are part of
     // what the snapshot sees. The schema check refuses to copy something that
     // is not a Moat database (a wrong --db) with the reason.
-    auto in = sql::Db::open(uri_for(src), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX);
+    auto in = sql::Db::open(sql::read_only_uri(src), SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX);
     if (!in) {
         std::string m = in.error().message;
         if (::access(src.c_str(), R_OK) != 0)

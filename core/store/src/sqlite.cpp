@@ -110,4 +110,19 @@ void Transaction::rollback() noexcept {
     m_db = nullptr;
 }
 
+std::string read_only_uri(const std::string& path) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out = "file:";
+    for (unsigned char c : path) {
+        if (c == '%' || c == '?' || c == '#' || c <= 0x20 || c >= 0x7f) {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += char(c);
+        }
+    }
+    return out + "?mode=ro";
+}
+
 }  // namespace moat::store::sql

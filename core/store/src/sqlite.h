@@ -166,4 +166,8 @@ private:
     Db* m_db;
 };
 
+// "file:PATH?mode=ro" with PATH percent-encoded where a character would end
+// or alter the path part of an SQLite URI (open with SQLITE_OPEN_URI).
+std::string read_only_uri(const std::string& path);
+
 }  // namespace moat::store::sql

@@ -70,23 +70,6 @@ Result<std::vector<std::string>> string_array(const std::string& text, const cha
     return out;
 }
 
-// Percent-encodes the characters that would end or alter the path part of an
-// SQLite "file:" URI.
-std::string uri_path(const std::string& path) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : path) {
-        if (c == '%' || c == '?' || c == '#' || c <= 0x20 || c >= 0x7f) {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += char(c);
-        }
-    }
-    return out;
-}
-
 // Creates the database file with mode 0600 before SQLite sees it (SQLite would
 // create it 0644 & ~umask). SQLite gives the -wal and -shm files the same mode
 // as the database. An existing file is left as it is. O_NOFOLLOW: the state
@@ -600,7 +583,7 @@ Result<std::unique_ptr<Store>> Store::open_read_only(const std::string& db_path)
     d.read_only = true;
     // mode=ro: SQLite never writes the database (it may still create the -shm
     // index next to it when the directory is writable, as WAL readers need one).
-    d.reader_path = "file:" + uri_path(db_path) + "?mode=ro";
+    d.reader_path = sql::read_only_uri(db_path);
     d.reader_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX;
     {
         auto lease = d.reader();
