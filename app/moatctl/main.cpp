@@ -603,43 +603,49 @@ int watch_jobs(const Global& g, bool as_json) {
     if (!c) return die(c.error().message);
     if (auto r = c->call({{"op", "watch"}, {"jobs", true}}); !r) return die(r.error().message);
     bool first = true;
-    // moatd pushes a job whenever something of it was stored (its samples
-    // too); a row is printed only when what it shows changed.
-    std::map<std::string, std::string> shown;
-    auto changed = [&shown](const json& j, const std::string& text) {
-        auto& last = shown[str_or(j, "id")];
-        if (last == text) return false;
+    // The rows as last received (a "live" push carries only a running job's
+    // figures and is merged into its row), and the text last printed for
+    // each: a row is printed again only when what it shows changed.
+    std::map<int64_t, json> rows;
+    std::map<int64_t, std::string> shown;
+    auto print_if_changed = [&](const json& j) {
+        const std::string text = as_json ? j.dump() + "\n" : job_row(j);
+        auto& last = shown[j.value("id", int64_t(0))];
+        if (last == text) return;
         last = text;
-        return true;
+        printf("%s", text.c_str());
     };
     for (;;) {
         auto m = c->receive();
         if (!m) return die("moatd: " + m.error().message);
         const std::string push = m->value("push", "");
-        if (push == "jobs") {
+        if (push == "jobs" && m->value("snapshot", false)) {
             const json& jobs = (*m)["jobs"];
-            if (m->value("snapshot", false)) {
-                if (!first) fprintf(stderr, "moatctl: fell behind by %llu changes; the list again:\n",
-                                    (unsigned long long)m->value("missed", uint64_t(0)));
-                shown.clear();
-                if (as_json) printf("%s\n", jobs.dump().c_str());
-                else print_jobs_header();
-                for (const auto& j : jobs) {
-                    std::string text = as_json ? j.dump() : job_row(j);
-                    changed(j, text);
-                    if (!as_json) printf("%s", text.c_str());
-                }
-                first = false;
-            } else {
-                for (const auto& j : jobs) {
-                    std::string text = as_json ? j.dump() + "\n" : job_row(j);
-                    if (changed(j, text)) printf("%s", text.c_str());
-                }
+            if (!first) fprintf(stderr, "moatctl: fell behind by %llu changes; the list again:\n",
+                                (unsigned long long)m->value("missed", uint64_t(0)));
+            first = false;
+            rows.clear();
+            shown.clear();
+            if (as_json) printf("%s\n", jobs.dump().c_str());
+            else print_jobs_header();
+            for (const auto& j : jobs) {
+                const int64_t id = j.value("id", int64_t(0));
+                rows[id] = j;
+                shown[id] = as_json ? j.dump() + "\n" : job_row(j);
+                if (!as_json) printf("%s", shown[id].c_str());
             }
-            fflush(stdout);
+        } else if (push == "jobs" || push == "live") {
+            for (const auto& j : (*m)["jobs"]) {
+                const int64_t id = j.value("id", int64_t(0));
+                if (push == "jobs") rows[id] = j;
+                else if (auto it = rows.find(id); it != rows.end()) it->second.update(j);
+                else continue;  // figures of a job whose row has not come yet
+                print_if_changed(rows[id]);
+            }
         } else if (push == "error" || m->contains("ok")) {
             return die(m->value("error", std::string("moatd ended the watch")));
         }
+        fflush(stdout);
     }
 }
 

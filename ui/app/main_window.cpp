@@ -63,6 +63,8 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
                 } else {
                     m_jobModel->applyJobUpdates(f.value("jobs", nlohmann::json::array()));
                 }
+            } else if (push == "live") {
+                m_jobModel->applyLive(f.value("jobs", nlohmann::json::array()));
             } else if (push == "policies") {
                 m_policies->model()->applyPushed(f.value("policies", nlohmann::json::array()));
             }

@@ -302,6 +302,22 @@ void JobTableModel::applyJobUpdates(const json& jobs) {
     emit refreshed();
 }
 
+void JobTableModel::applyLive(const json& figures) {
+    if (!figures.is_array()) return;
+    for (const auto& f : figures) {
+        const int row = rowOfId(f.value("id", int64_t(0)));
+        if (row < 0 || !f.is_object()) continue;
+        JobRow& r = m_rows[size_t(row)];
+        if (!r.running()) continue;  // a finished row's figures are final
+        json merged = r.object;
+        merged.update(f);
+        JobRow next = JobRow::fromJson(merged);
+        keepSample(r, next);
+        r = std::move(next);
+        emit dataChanged(index(row, 0), index(row, ColumnCount - 1));
+    }
+}
+
 const JobRow* JobTableModel::job(int row) const {
     return row >= 0 && row < int(m_rows.size()) ? &m_rows[size_t(row)] : nullptr;
 }

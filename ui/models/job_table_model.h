@@ -85,6 +85,8 @@ public:
     // The job rows arrive by push: refresh() then only polls running jobs'
     // resource samples (the live CPU/memory columns).
     void setJobsPushed(bool pushed) { m_jobsPushed = pushed; }
+    // Merges a `live` push: running jobs' denial count, usage and last sample.
+    void applyLive(const nlohmann::json& figures);
     void applyResourceEvents(const nlohmann::json& events);
 
     const JobRow* job(int row) const;

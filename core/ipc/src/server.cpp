@@ -44,7 +44,8 @@ struct WatchState {
     std::optional<store::EventKind> kind;
     int64_t cursor = 0;               // the last event id pushed
     bool ended = false;               // "end" was pushed
-    std::set<int64_t> changed_jobs;   // at most kMaxWatchedChanges
+    std::set<int64_t> changed_jobs;   // rows to re-read from the store; at most kMaxWatchedChanges
+    std::set<int64_t> live_jobs;      // jobs whose events were stored: their live figures (no store read)
     bool jobs_snapshot = false;       // push the whole (recent) list instead
     uint64_t missed = 0;              // changes folded into that snapshot
     bool policies_dirty = false, events_dirty = false;
@@ -521,16 +522,21 @@ void Server::query_then(uint64_t client, std::function<json()> work, std::functi
     m_cv.notify_one();
 }
 
+std::optional<json> Server::live_figures(int64_t job) const {
+    auto rec = m_sup->live(job);
+    if (!rec) return std::nullopt;
+    json f = {{"denial_count", rec->denial_count},
+              {"resources", {{"cpu_time_ns", rec->resources.cpu_time_ns},
+                             {"peak_memory_bytes", rec->resources.peak_memory_bytes},
+                             {"peak_pids", rec->resources.peak_pids}}}};
+    if (auto sample = m_sup->last_sample(job); sample.is_object()) f["sample"] = std::move(sample);
+    return f;
+}
+
 void Server::overlay_live(json& job) const {
     if (!job.is_object() || job.value("state", "") != "running" || !job.contains("id") || !job["id"].is_number_integer())
         return;
-    if (auto live = m_sup->live(job["id"].get<int64_t>())) {
-        if (auto sample = m_sup->last_sample(job["id"].get<int64_t>()); sample.is_object()) job["sample"] = sample;
-        job["denial_count"] = live->denial_count;
-        job["resources"] = {{"cpu_time_ns", live->resources.cpu_time_ns},
-                            {"peak_memory_bytes", live->resources.peak_memory_bytes},
-                            {"peak_pids", live->resources.peak_pids}};
-    }
+    if (auto f = live_figures(job["id"].get<int64_t>())) job.update(*f);
 }
 
 void Server::handle_watch(Client& c, const json& req) {
@@ -603,22 +609,26 @@ void Server::on_committed(const store::Committed& news) {
         if (!c->watch || c->closing) continue;
         WatchState& w = *c->watch;
         if (w.jobs && !w.jobs_snapshot) {
-            // A job's row changed, or its events did (its live denial count).
-            for (const auto* list : {&news.jobs, &news.event_jobs})
-                for (int64_t j : *list) {
-                    if (w.jobs_snapshot) break;
-                    if (w.changed_jobs.size() >= kMaxWatchedChanges && !w.changed_jobs.count(j)) {
-                        // Too far behind to list what changed: one snapshot instead.
-                        w.missed += w.changed_jobs.size() + 1;
-                        w.changed_jobs.clear();
-                        w.jobs_snapshot = true;
-                    } else {
-                        w.changed_jobs.insert(j);
-                    }
+            // A job's row changed: it is read again from the store.
+            for (int64_t j : news.jobs) {
+                if (w.changed_jobs.size() >= kMaxWatchedChanges && !w.changed_jobs.count(j)) {
+                    // Too far behind to list what changed: one snapshot instead.
+                    w.missed += w.changed_jobs.size() + 1;
+                    w.changed_jobs.clear();
+                    w.jobs_snapshot = true;
+                    break;
                 }
+                w.changed_jobs.insert(j);
+            }
         } else if (w.jobs) {
             w.missed += news.jobs.size();
         }
+        // Its events were stored (samples, denials): only the live figures
+        // changed, and the loop has them; bounded like the rows (a job left
+        // out here is in the next commit's set: its figures keep moving).
+        if (w.jobs)
+            for (int64_t j : news.event_jobs)
+                if (w.live_jobs.size() < kMaxWatchedChanges) w.live_jobs.insert(j);
         if (w.policies && news.policies) w.policies_dirty = true;
         if (w.stored && !news.event_jobs.empty()) w.stored_dirty = true;
         if (w.job && !w.ended) {
@@ -686,6 +696,21 @@ void Server::pump_watch_once(Client& c) {
             if (!m_clients.count(id)) return;
         }
         if (c.out.size() > kPushHighWater) return;
+    }
+    if (!w.live_jobs.empty() && !w.jobs_snapshot) {
+        // Running jobs' live figures, from the supervisor on the loop: no
+        // store read per sample (a finished job's row push has its final ones).
+        json live = json::array();
+        for (int64_t j : w.live_jobs)
+            if (auto f = live_figures(j)) {
+                (*f)["id"] = j;
+                live.push_back(std::move(*f));
+            }
+        w.live_jobs.clear();
+        if (!live.empty()) {
+            reply(id, {{"push", "live"}, {"jobs", std::move(live)}});
+            if (!m_clients.count(id)) return;
+        }
     }
     if (w.stored_dirty) {
         // Only a hint (no store read, nothing per event): the client asks

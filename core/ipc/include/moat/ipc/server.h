@@ -77,6 +77,8 @@ private:
     // Running jobs' figures in a job's JSON are the supervisor's (the store's
     // are written at the end): denial_count and resources. Loop only.
     void overlay_live(nlohmann::json& job) const;
+    // {denial_count, resources, sample} of a running job (nullopt otherwise).
+    std::optional<nlohmann::json> live_figures(int64_t job) const;
     // Pushed updates (op "watch", docs/protocol.md).
     void handle_watch(Client& c, const nlohmann::json& req);
     void on_committed(const store::Committed& news);
