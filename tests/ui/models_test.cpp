@@ -384,3 +384,16 @@ TEST(InvestigateView, AllowIsOnlyForASelectedDenialInAConnectedWindow) {
     QCoreApplication::processEvents();
     EXPECT_EQ(asked, 0);
 }
+
+TEST(JobTableModel, JobTextInToolTipsIsNeverRenderedAsHtml) {
+    moat::ui::test::FakeBackend backend([](const nlohmann::json&) { return nlohmann::json{{"ok", true}, {"jobs", nlohmann::json::array()}}; });
+    JobTableModel m(&backend);
+    m.applyJobs(nlohmann::json::array({{{"id", 1}, {"state", "finished"}, {"argv", {"<img src=x>", "<b>bold</b>"}},
+                                        {"termination", {{"cause", "signaled"}, {"detail", "<h1>big</h1>"}}}}}));
+    ASSERT_EQ(m.rowCount(), 1);
+    const QString cmd = m.data(m.index(0, JobTableModel::Command), Qt::ToolTipRole).toString();
+    EXPECT_FALSE(cmd.contains(QStringLiteral("<img"))) << cmd.toStdString();
+    EXPECT_TRUE(cmd.contains(QStringLiteral("&lt;img src=x&gt;"))) << cmd.toStdString();
+    const QString res = m.data(m.index(0, JobTableModel::Result), Qt::ToolTipRole).toString();
+    EXPECT_FALSE(res.contains(QStringLiteral("<h1>"))) << res.toStdString();
+}

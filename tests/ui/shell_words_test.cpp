@@ -101,3 +101,18 @@ TEST(TestRunPanel, TheNeedsAConnectionNoteGoesOnceItHasASocket) {
     panel.setSocketPath(QString());
     EXPECT_TRUE(panel.statusText().contains(QStringLiteral("need a connection")));
 }
+
+TEST(ShellWords, JoinedWordsSplitBackToTheSameArgv) {
+    const std::vector<std::vector<std::string>> cases = {
+        {"/bin/sh", "-c", "id; mkdir /tmp/x"},
+        {"echo", "", "it's", "a\\b", "x\"y", "$HOME", "*", "two\nlines", "tab\there"},
+        {"plain", "--opt=1", "a/b.c:d@e%f+g,h-i"},
+    };
+    for (const auto& argv : cases) {
+        const std::string line = moat::ui::joinShellWords(argv);
+        auto back = moat::ui::splitShellWords(line);
+        ASSERT_TRUE(back) << line;
+        EXPECT_EQ(*back, argv) << line;
+    }
+    EXPECT_EQ(moat::ui::joinShellWords({"ls", "-l", "/tmp"}), "ls -l /tmp") << "plain words stay unquoted";
+}

@@ -52,14 +52,15 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
         // Jobs and policies are pushed by moatd as they are stored (op
         // `watch`), not polled: a job's end or a new denial count is on
         // screen one loop pass after the store has it.
+        // Until the first push (and after a refused watch: an older moatd)
+        // the table is polled as before.
         m_watcher = new Watcher(this);
-        m_jobModel->setJobsPushed(true);
         connect(m_watcher, &Watcher::pushed, this, [this](const nlohmann::json& f) {
             const std::string push = f.value("push", std::string());
             if (push == "jobs") {
+                m_jobModel->setJobsPushed(true);
                 if (f.value("snapshot", false)) {
                     m_jobModel->applyJobs(f.value("jobs", nlohmann::json::array()));
-                    emit m_jobModel->refreshed();
                 } else {
                     m_jobModel->applyJobUpdates(f.value("jobs", nlohmann::json::array()));
                 }
@@ -70,6 +71,7 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
             }
         });
         connect(m_watcher, &Watcher::problem, this, [this](const QString& why) {
+            m_jobModel->setJobsPushed(false);  // polled until the watch is back (its snapshot re-syncs)
             showMessage(tr("Live updates: %1").arg(why), 5000);
         });
         m_watcher->start(m_socketPath, {{"op", "watch"}, {"jobs", true}, {"policies", true}});
@@ -386,9 +388,9 @@ void MainWindow::updateConnection() {
     // Which daemon or which file this window shows: two consoles side by side
     // (live and a copy) must not be confused.
     if (auto* o = qobject_cast<OfflineStore*>(m_backend))
-        setWindowTitle(tr("Moat Console — %1 (offline copy, read-only)").arg(o->path()));
+        setWindowTitle(tr("Moat Console — %1 (offline copy, read-only)[*]").arg(o->path()));
     else if (!m_socketPath.isEmpty())
-        setWindowTitle(tr("Moat Console — moatd at %1").arg(m_socketPath));
+        setWindowTitle(tr("Moat Console — moatd at %1[*]").arg(m_socketPath));
     if (auto* o = qobject_cast<OfflineStore*>(m_backend); o && m_backend->state() == Backend::State::Failed) {
         m_banner->setText(tr("<b>Cannot open %1</b><br>%2").arg(o->path().toHtmlEscaped(), o->failure().toHtmlEscaped()));
         m_banner->setStyleSheet(QStringLiteral("QLabel#openFailure { border: 2px solid %1; }").arg(statusColor(Status::Bad).name()));

@@ -44,7 +44,8 @@ QVariant EventTableModel::data(const QModelIndex& index, int role) const {
         if (e.kind == "limit" && (col == What || col == Action)) return QBrush(statusColor(Status::Limit));
         return {};
     }
-    if (role == Qt::ToolTipRole && col == Target) return QString::fromStdString(e.decoded.empty() ? e.detail : e.decoded);
+    if (role == Qt::ToolTipRole && col == Target)
+        return plainToolTip(QString::fromStdString(e.decoded.empty() ? e.detail : e.decoded));
     if (role != Qt::DisplayRole) return {};
     switch (col) {
         case Id: return QVariant::fromValue<qlonglong>(e.id);

@@ -1,5 +1,7 @@
 #include "models/format.h"
 
+#include <QTextDocument>
+
 #include <QDateTime>
 
 #include <charconv>
@@ -71,6 +73,11 @@ QString formatDurationNs(int64_t ns) {
     const int64_t secs = ns / 1'000'000'000;
     if (secs < 3600) return QStringLiteral("%1m %2s").arg(secs / 60).arg(secs % 60, 2, 10, QLatin1Char('0'));
     return QStringLiteral("%1h %2m").arg(secs / 3600).arg((secs % 3600) / 60, 2, 10, QLatin1Char('0'));
+}
+
+QString plainToolTip(const QString& text) {
+    if (!Qt::mightBeRichText(text)) return text;
+    return QStringLiteral("<p style='white-space:pre-wrap'>") + text.toHtmlEscaped() + QStringLiteral("</p>");
 }
 
 }  // namespace moat::ui

@@ -16,5 +16,9 @@ QString formatTimeNs(int64_t ns, bool withMillis = false);
 QString formatBytes(uint64_t bytes);
 // "850 ms", "12.3 s", "4m 05s", "2h 03m".
 QString formatDurationNs(int64_t ns);
+// Text from a job, a guest or the daemon for a tooltip: Qt renders a tooltip
+// that looks like HTML as rich text, so such text is escaped (and its line
+// breaks kept) instead of rendered.
+QString plainToolTip(const QString& text);
 
 }  // namespace moat::ui

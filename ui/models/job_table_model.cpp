@@ -11,6 +11,7 @@
 #include "models/status_color.h"
 #include "backend/backend.h"
 #include "models/format.h"
+#include "models/shell_words.h"
 
 namespace moat::ui {
 
@@ -86,24 +87,14 @@ JobRow JobRow::fromJson(const json& j) {
     r.denials = opt<uint64_t>(j, "denial_count").value_or(0);
     // moatd adds a running job's last sample to jobs it pushes (op watch).
     if (auto it = j.find("sample"); it != j.end() && it->is_object()) r.setSample(*it);
+    r.command = QString::fromStdString(joinShellWords(r.argv));
     return r;
-}
-
-QString JobRow::commandFull() const {
-    QStringList parts;
-    for (const auto& a : argv) {
-        QString q = QString::fromStdString(a);
-        if (q.isEmpty() || q.contains(u' ') || q.contains(u'\n') || q.contains(u'\t') || q.contains(u'\''))
-            q = QLatin1Char('\'') + q.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
-        parts << q;
-    }
-    return parts.join(u' ');
 }
 
 QString JobRow::commandLine() const {
     // One table row per job: a script's line breaks become visible marks
     // instead of being lost (the tooltip and the detail pane have the lines).
-    return commandFull().replace(QLatin1Char('\n'), QStringLiteral("⏎"));
+    return QString(command).replace(QLatin1Char('\n'), QStringLiteral("⏎"));
 }
 
 JobTableModel::JobTableModel(Backend* backend, QObject* parent) : QAbstractTableModel(parent), m_backend(backend) {
@@ -145,11 +136,11 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
         return {};
     }
     if (role == Qt::ToolTipRole) {
-        if (col == Result) return QString::fromStdString(j.detail);
+        if (col == Result) return plainToolTip(QString::fromStdString(j.detail));
         if (col == Policy) return QString::fromStdString("sha256 " + j.policySha);
         if ((col == Cpu || col == Memory || col == Pids) && j.neverRan())
             return tr("the sandbox could not be set up, so the program never ran");
-        return j.commandFull();
+        return plainToolTip(j.commandFull());
     }
     if (role != Qt::DisplayRole) return {};
     const int64_t end = j.endedNs.value_or(nowNs());
@@ -200,7 +191,6 @@ void JobTableModel::refresh() {
                 return;
             }
             applyJobs(a.value("jobs", json::array()));
-            emit refreshed();
         });
     }
     pollResources();
@@ -275,6 +265,7 @@ void JobTableModel::applyJobs(const json& jobs) {
         ++i;
         ++k;
     }
+    emit refreshed();
 }
 
 void JobTableModel::applyJobUpdates(const json& jobs) {
@@ -298,6 +289,12 @@ void JobTableModel::applyJobUpdates(const json& jobs) {
         beginInsertRows({}, at, at);
         m_rows.insert(it, std::move(next));
         endInsertRows();
+    }
+    // As many rows as a `jobs` request asks for: the oldest go.
+    if (m_rows.size() > size_t(m_limit)) {
+        beginRemoveRows({}, m_limit, int(m_rows.size()) - 1);
+        m_rows.resize(size_t(m_limit));
+        endRemoveRows();
     }
     emit refreshed();
 }

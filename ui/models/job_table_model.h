@@ -55,9 +55,11 @@ struct JobRow {
     // The sandbox was never built, so the program never ran: its usage figures
     // are moatd's own set-up work, not the job's.
     bool neverRan() const { return !running() && cause == "setup-failed"; }
-    // argv as one line (arguments with spaces quoted, newlines as ⏎), and as is.
+    // argv as one shell command line (joinShellWords, built once in fromJson),
+    // and the same with newlines shown as ⏎ for a one-line cell.
+    QString command;
     QString commandLine() const;
-    QString commandFull() const;
+    QString commandFull() const { return command; }
     bool sameData(const JobRow& o) const { return object == o.object; }
 };
 
@@ -82,8 +84,8 @@ public:
     // Merges pushed jobs (moatd's `watch`): each one updated in place or
     // inserted where its id belongs; no other row is touched.
     void applyJobUpdates(const nlohmann::json& jobs);
-    // The job rows arrive by push: refresh() then only polls running jobs'
-    // resource samples (the live CPU/memory columns).
+    // The job rows arrive by push (with their live figures): refresh() then
+    // requests nothing.
     void setJobsPushed(bool pushed) { m_jobsPushed = pushed; }
     // Merges a `live` push: running jobs' denial count, usage and last sample.
     void applyLive(const nlohmann::json& figures);

@@ -74,4 +74,28 @@ std::expected<std::vector<std::string>, ShellWordsError> splitShellWords(std::st
     return words;
 }
 
+std::string joinShellWords(const std::vector<std::string>& argv) {
+    auto plain = [](unsigned char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               std::string_view("_./:=@%+,-").find(char(c)) != std::string_view::npos;
+    };
+    std::string out;
+    for (const auto& a : argv) {
+        if (!out.empty()) out += ' ';
+        bool quote = a.empty();
+        for (unsigned char c : a) quote = quote || !plain(c);
+        if (!quote) {
+            out += a;
+            continue;
+        }
+        out += '\'';
+        for (char c : a) {
+            if (c == '\'') out += "'\\''";
+            else out += c;
+        }
+        out += '\'';
+    }
+    return out;
+}
+
 }  // namespace moat::ui

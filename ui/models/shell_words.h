@@ -25,4 +25,10 @@ struct ShellWordsError {
 // a NUL byte (which no argv string can hold) are errors.
 std::expected<std::vector<std::string>, ShellWordsError> splitShellWords(std::string_view text);
 
+// The inverse, for showing an argv as one command line: a word made only of
+// characters no shell treats specially stays as it is, any other (and an
+// empty one) is single-quoted with ' written as '\''. splitShellWords of the
+// result gives the argv back.
+std::string joinShellWords(const std::vector<std::string>& argv);
+
 }  // namespace moat::ui

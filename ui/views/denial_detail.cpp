@@ -1,5 +1,7 @@
 #include "views/denial_detail.h"
 
+#include "models/shell_words.h"
+
 #include <QRegularExpression>
 #include <QStringList>
 
@@ -43,17 +45,10 @@ QString actionText(const std::string& action) {
     return t;
 }
 
-// The job's command as one line: each argument shell-quoted when it needs
-// it, newlines shown as ⏎ so a multi-line script reads as one command.
+// The job's command as one line (joinShellWords), newlines shown as ⏎ so a
+// multi-line script reads as one command.
 QString commandText(const std::vector<std::string>& argv) {
-    QStringList parts;
-    for (const auto& a : argv) {
-        QString q = QString::fromStdString(a);
-        if (q.isEmpty() || q.contains(QRegularExpression(QStringLiteral("[^A-Za-z0-9_./:=@%+,-]"))))
-            q = QLatin1Char('\'') + q.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
-        parts << q;
-    }
-    return parts.join(u' ').replace(QLatin1Char('\n'), QStringLiteral("⏎"));
+    return QString::fromStdString(joinShellWords(argv)).replace(QLatin1Char('\n'), QStringLiteral("⏎"));
 }
 
 QString jobRow(const EventJobContext* job) {

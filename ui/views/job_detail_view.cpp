@@ -33,11 +33,6 @@ namespace moat::ui {
 using nlohmann::json;
 
 namespace {
-QString shellQuote(const std::string& a) {
-    QString s = QString::fromStdString(a);
-    if (!s.isEmpty() && !s.contains(QRegularExpression(QStringLiteral("[^A-Za-z0-9_./:=@%+,-]")))) return s;
-    return QLatin1Char('\'') + s.replace(QLatin1Char('\''), QStringLiteral("'\\''")) + QLatin1Char('\'');
-}
 QString text(const json& o, const char* key) {
     auto it = o.find(key);
     return it != o.end() && it->is_string() ? QString::fromStdString(it->get<std::string>()) : QString();
@@ -358,12 +353,10 @@ void JobDetailView::showJob(const JobRow* job) {
     auto row = [](const QString& k, const QString& v) {
         return QStringLiteral("<tr><td style='padding-right:10px; white-space:nowrap'><b>%1</b></td><td>%2</td></tr>").arg(k, v);
     };
-    QStringList argv;
-    for (const auto& a : job->argv) argv << shellQuote(a);
     QString h = QStringLiteral("<table cellspacing='2'>");
     // A multi-line script argument keeps its lines: ⏎ marks each break.
     h += row(tr("Command"), QStringLiteral("<tt>%1</tt>")
-                                .arg(argv.join(u' ').toHtmlEscaped().replace(QLatin1Char('\n'), QStringLiteral("⏎<br>"))));
+                                .arg(job->command.toHtmlEscaped().replace(QLatin1Char('\n'), QStringLiteral("⏎<br>"))));
     h += row(tr("Policy"), QStringLiteral("<a href=\"policy:%1:%2\">%1 v%2</a> &nbsp; sha256 %3 &nbsp; tier %4")
                                .arg(QString::fromStdString(job->policyName).toHtmlEscaped())
                                .arg(job->policyVersion)
