@@ -25,6 +25,7 @@
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
 #include "moat/ipc/frame.h"
+#include "moat/ipc/incident_copy.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/oci.h"
@@ -664,44 +665,16 @@ int cmd_jobs(const Global& g, bool as_json, int limit, bool watch) {
     return 0;
 }
 
-// An admin who cannot read the state directory (not root): this process
-// creates FILE with its own rights and hands it to moatd open (op "backup"),
-// which writes a consistent copy into it. Nothing else of the path reaches moatd.
-int backup_through_moatd(const Global& g, const std::string& dest) {
-    auto c = connect(g);
-    if (!c) return die(c.error().message);
-    moat::UniqueFd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!out) return die("db backup: creating " + dest + ": " + strerror(errno));
-    auto sent = c->send({{"op", "backup"}}, {out.get()});
-    auto r = sent ? c->receive() : moat::Result<json>(std::unexpected(sent.error()));
-    if (!r || !r->value("ok", false)) {
-        ::unlink(dest.c_str());
-        return die("db backup through moatd: " + (r ? r->value("error", std::string("refused")) : r.error().message));
-    }
-    printf("%s: copy made by moatd, %s: %lld jobs, %lld events, %lld policy versions\n", moat::for_terminal(dest).c_str(),
-           human_size(r->value("bytes", uint64_t(0))).c_str(), (long long)r->value("jobs", int64_t(0)),
-           (long long)r->value("events", int64_t(0)), (long long)r->value("policies", int64_t(0)));
-    return 0;
-}
-
-// `db backup FILE`: the copy is made by this process with the operator's own
-// rights (docs/cli.md, "db backup"). moatd is only asked where its database
-// is (hello's "database"); it never opens or writes a path for a client,
-// because it runs as root and the path is the client's to name.
+// `db backup FILE` (docs/cli.md, "db backup"): made with the operator's own
+// rights, or, for an admin who cannot read the state directory, written by
+// moatd into the file this process created (moat/ipc/incident_copy.h).
 int cmd_db_backup(const Global& g, std::string db, const std::string& dest) {
-    if (db.empty()) {
-        if (auto c = connect(g)) {
-            if (auto r = c->call({{"op", "hello"}}); r && r->contains("database") && (*r)["database"].is_string())
-                db = (*r)["database"].get<std::string>();
-        }
-        if (db.empty()) db = "/var/lib/moat/moat.db";  // moatd's default --state-dir
-    }
-    if (::access(db.c_str(), R_OK) != 0 && errno == EACCES) return backup_through_moatd(g, dest);
-    auto info = moat::store::backup_database(db, dest);
-    if (!info) return die("db backup: " + info.error().message);
-    printf("%s: copy of %s, %s: %lld jobs, %lld events, %lld policy versions\n", moat::for_terminal(dest).c_str(),
-           moat::for_terminal(db).c_str(), human_size(info->bytes).c_str(), (long long)info->jobs,
-           (long long)info->events, (long long)info->policies);
+    auto r = moat::ipc::make_incident_copy(moat::ipc::socket_path(g.socket), std::move(db), dest);
+    if (!r) return die("db backup: " + r.error().message);
+    printf("%s: %s %s, %s: %lld jobs, %lld events, %lld policy versions\n", moat::for_terminal(dest).c_str(),
+           r->by_moatd ? "copy made by moatd of" : "copy of", moat::for_terminal(r->source).c_str(),
+           human_size(r->info.bytes).c_str(), (long long)r->info.jobs, (long long)r->info.events,
+           (long long)r->info.policies);
     return 0;
 }
 
@@ -885,7 +858,7 @@ int main(int argc, char** argv) {
         "backup", "a consistent copy of moatd's database while it runs (SQLite online backup), for moat-console --open-db");
     backup->add_option("file", db_dest, "the copy to create (must not exist)")->required();
     backup->add_option("--db", db_path,
-                       "the database to copy (default: the one moatd reports, else /var/lib/moat/moat.db)");
+                       std::string("the database to copy (default: the one moatd reports, else ") + moat::ipc::kDefaultDatabase + ")");
 
     try {
         app.parse(argc, argv);

@@ -30,6 +30,7 @@
 #include "views/test_run_panel.h"
 #include "backend/daemon_client.h"
 #include "backend/watcher.h"
+#include "moat/ipc/incident_copy.h"
 #include "models/policy_list_model.h"
 #include "backend/offline_store.h"
 #include "models/format.h"
@@ -347,7 +348,7 @@ void MainWindow::showMessage(const QString& text, int timeoutMs) { statusBar()->
 QString MainWindow::incidentSource() const {
     if (auto* o = qobject_cast<OfflineStore*>(m_backend)) return o->path();
     if (auto* c = qobject_cast<DaemonClient*>(m_backend))
-        return c->databasePath().isEmpty() ? QStringLiteral("/var/lib/moat/moat.db") : c->databasePath();
+        return c->databasePath().isEmpty() ? QString::fromLatin1(moat::ipc::kDefaultDatabase) : c->databasePath();
     return {};
 }
 
@@ -360,14 +361,17 @@ void MainWindow::saveIncidentCopy(const QString& dest) {
     // The copy reads the whole database: a worker thread, never the GUI's.
     // It runs as the operator (the console is never privileged), so it can
     // copy only what the operator may read.
+    // On a live daemon an operator who cannot read its state directory gets
+    // the copy written by moatd into a file the console created (the same
+    // path as `moatctl db backup`, moat/ipc/incident_copy.h).
+    const std::string socket = m_socketPath.toStdString();
     QPointer<MainWindow> self(this);
-    QThread* t = QThread::create([self, src, to, dest] {
-        auto r = moat::store::backup_database(src, to);
+    QThread* t = QThread::create([self, src, to, dest, socket] {
+        auto r = moat::ipc::make_incident_copy(socket, src, to);
         const bool ok = r.has_value();
-        const QString m = ok ? tr("Saved an incident copy to %1: %2, %3 jobs, %4 events (open it with File > Open Database Copy)")
-                                   .arg(dest, formatBytes(r->bytes))
-                                   .arg(r->jobs)
-                                   .arg(r->events)
+        const QString m = ok ? tr("Saved an incident copy%1 to %2: %3, %4 jobs, %5 events (open it with File > Open Database Copy)")
+                                   .arg(r->by_moatd ? tr(" (made by moatd)") : QString(), dest, formatBytes(r->info.bytes),
+                                        QString::number(r->info.jobs), QString::number(r->info.events))
                              : tr("Incident copy failed: %1").arg(QString::fromStdString(r.error().message));
         QMetaObject::invokeMethod(qApp, [self, ok, m] {
             if (self) emit self->incidentCopyDone(ok, m);
