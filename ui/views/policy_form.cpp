@@ -8,7 +8,6 @@
 #include <QLineEdit>
 #include <QPlainTextEdit>
 #include <QScrollArea>
-#include <QScrollBar>
 #include <QSplitter>
 #include <QVBoxLayout>
 
@@ -105,7 +104,6 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     auto* cl = new QVBoxLayout(checks);
     m_checklist = new SyscallChecklist;
     cl->addWidget(m_checklist);
-    m_checksBox = checks;
     connect(m_checklist, &SyscallChecklist::entriesChanged, this, [this](const std::vector<std::string>& entries) {
         m_allow->setPlainText(toList(entries).join(u'\n'));  // textChanged -> changed()
     });
@@ -125,7 +123,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
     grid->setColumnStretch(2, 3);
     grid->setRowStretch(3, 1);
 
-    auto* scroll = m_scroll = new QScrollArea;
+    auto* scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
     scroll->setFrameShape(QFrame::NoFrame);
     scroll->setWidget(content);

@@ -31,7 +31,7 @@ public:
     SyscallChecklist* checklist() const { return m_checklist; }
     QSplitter* splitter() const { return m_split; }
     RuleTable* ruleTable() const { return m_ruleTable; }
-    // Scrolls to the syscall checklist and filters it ("" shows all).
+    // Shows the syscall checklist (widening its pane if it was dragged small) and filters it ("" shows all).
     void showSyscalls(const QString& filter);
 
 signals:
@@ -70,8 +70,6 @@ private:
     QComboBox* m_defaultAction;
     QPlainTextEdit* m_allow;
     RuleTable* m_ruleTable;
-    QScrollArea* m_scroll;
-    QGroupBox* m_checksBox;
     QSplitter* m_split;
     QLineEdit* m_sample;
     SyscallChecklist* m_checklist;

@@ -66,6 +66,9 @@ void SyscallChecklist::build() {
         item->setData(Name, kNameRole, QString::fromStdString(s));
         item->setData(Name, kGroupRole, false);
         item->setFlags(Qt::ItemIsEnabled | Qt::ItemIsSelectable | Qt::ItemIsUserCheckable);
+        // Qt draws no box (and takes no click or Space) until a check state is
+        // stored: every row gets one when it is made.
+        item->setCheckState(Name, Qt::Unchecked);
         std::string desc = syscallDescription(s);
         if (desc.empty()) desc = fallbackDesc;
         item->setText(Description, QString::fromStdString(desc));
@@ -91,6 +94,7 @@ void SyscallChecklist::build() {
         gi->setText(Description, QString::fromStdString(g->description));
         gi->setToolTip(Description, QString::fromStdString(g->description));
         gi->setFlags(Qt::ItemIsEnabled | Qt::ItemIsUserCheckable);
+        gi->setCheckState(Name, Qt::Unchecked);
         QFont f = gi->font(Name);
         f.setBold(true);
         gi->setFont(Name, f);
@@ -131,17 +135,14 @@ void SyscallChecklist::refresh() {
             const bool a = allowed.contains(s);
             on += a;
             const auto state = a ? Qt::Checked : Qt::Unchecked;
-            // checkState() reads an unset state as Unchecked, but Qt draws no box
-            // (and takes no click or Space) until a state is stored: a syscall
-            // that was never allowed needs its Unchecked written once.
-            if (it->checkState(Name) != state || it->data(Name, Qt::CheckStateRole).isNull()) it->setCheckState(Name, state);
+            if (it->checkState(Name) != state) it->setCheckState(Name, state);
             const bool ruled = m_ruled.contains(s);
             it->setText(Name, ruled ? QString::fromStdString(s) + tr(" (rule)") : QString::fromStdString(s));
             it->setForeground(Name, ruled ? QBrush(ruleColor) : QBrush());
         }
         if (gi->flags() & Qt::ItemIsUserCheckable) {
             const auto state = on == 0 ? Qt::Unchecked : on == gi->childCount() ? Qt::Checked : Qt::PartiallyChecked;
-            if (gi->checkState(Name) != state || gi->data(Name, Qt::CheckStateRole).isNull()) gi->setCheckState(Name, state);
+            if (gi->checkState(Name) != state) gi->setCheckState(Name, state);
         }
         const QString base = gi->data(Name, kNameRole).toString();
         gi->setText(Name, QStringLiteral("%1  %2/%3").arg(base.isEmpty() ? kOther : base).arg(on).arg(gi->childCount()));

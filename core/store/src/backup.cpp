@@ -80,16 +80,9 @@ Result<BackupInfo> backup_database(const std::string& src, const std::string& de
         if (!b) return std::unexpected(sql::make_error(out->get(), "sqlite3_backup_init"));
         // step(-1): every page in one read transaction of the source, so the
         // copy is one consistent snapshot. The WAL lets moatd keep writing
-        // meanwhile; BUSY only happens while a checkpoint resets the WAL.
-        int rc;
-        for (int tries = 0;; ++tries) {
-            rc = sqlite3_backup_step(b.get(), -1);
-            if ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && tries < 100) {
-                sqlite3_sleep(50);
-                continue;
-            }
-            break;
-        }
+        // meanwhile; a lock it holds for a moment (a checkpoint resetting the
+        // WAL) is waited for by the source's busy timeout (5 s, above).
+        const int rc = sqlite3_backup_step(b.get(), -1);
         if (rc != SQLITE_DONE) {
             std::string m = std::string("sqlite3_backup_step(\"") + src + "\"): " + sqlite3_errstr(rc);
             return fail(m);

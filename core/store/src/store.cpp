@@ -593,7 +593,11 @@ Result<std::unique_ptr<Store>> Store::open_read_only(const std::string& db_path)
             // A valid SQLite file without Moat's tables is, in practice, a
             // copy of moat.db taken without its -wal: say so and what to do.
             Error e = v.error();
-            if (e.message.find("not a Moat database") != std::string::npos) e.message += ". " + wal_hint(db_path);
+            // Only the empty case (schema::check_read_only's "no Moat schema"):
+            // another application's database is not a copy missing its WAL.
+            if (e.message.find("(no Moat schema)") != std::string::npos) {
+                if (auto hint = wal_hint(db_path); !hint.empty()) e.message += ". " + hint;
+            }
             return std::unexpected(e);
         }
         d.version = *v;
