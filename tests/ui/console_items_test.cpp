@@ -172,6 +172,7 @@ TEST(Charts, EmptyShortAndStable) {
     top.replot();
     ASSERT_FALSE(timeline.yAxis->tickVector().isEmpty());
     for (double t : timeline.yAxis->tickVector()) EXPECT_EQ(t, std::round(t)) << "denials/s tick " << t;
+    ASSERT_FALSE(top.xAxis->tickVector().isEmpty());
     for (double t : top.xAxis->tickVector()) EXPECT_EQ(t, std::round(t)) << "denials tick " << t;
 }
 

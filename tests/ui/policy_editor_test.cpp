@@ -200,15 +200,20 @@ TEST(DenialAllow, NarrowRuleWhereTheArgumentsFit) {
     EXPECT_TRUE(p.seccomp.allowed.contains("mkdir"));
 }
 
-TEST(PolicyView, AllowDenialOpensTheJobsPolicyWithTheRule) {
-    const std::string v1 = "name = \"web\"\n[seccomp]\nallow = [\"@default\"]\n";
-    moat::ui::test::FakeBackend backend([&](const nlohmann::json& r) -> nlohmann::json {
+// A daemon with one policy version, web v3, whose text is `toml`.
+std::function<nlohmann::json(const nlohmann::json&)> webV3Backend(const std::string& toml) {
+    return [toml](const nlohmann::json& r) -> nlohmann::json {
         if (r["op"] == "policies")
             return {{"ok", true},
                     {"policies", {{{"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"created_at", "2026-11-29T16:38:33Z"}}}}};
-        if (r["op"] == "policy") return {{"ok", true}, {"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"toml", v1}};
+        if (r["op"] == "policy") return {{"ok", true}, {"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"toml", toml}};
         return {{"ok", false}, {"code", "bad-request"}, {"error", "?"}};
-    });
+    };
+}
+
+TEST(PolicyView, AllowDenialOpensTheJobsPolicyWithTheRule) {
+    const std::string v1 = "name = \"web\"\n[seccomp]\nallow = [\"@default\"]\n";
+    moat::ui::test::FakeBackend backend(webV3Backend(v1));
     PolicyView view(&backend);
     const nlohmann::json denial{{"id", 9}, {"kind", "denial"}, {"job", 2}, {"syscall", "socket"}, {"action", "errno:EPERM"},
                                 {"args", {1, 524289, 0, 0, 0, 0}}};
@@ -419,13 +424,7 @@ TEST(PolicyView, HeaderFollowsTheNameAndMarksUnsavedEdits) {
 // opens it with the allow (selecting the selected row changes nothing).
 TEST(PolicyView, AllowDenialActsWhenThatVersionIsAlreadySelected) {
     const std::string v1 = "name = \"web\"\n[seccomp]\nallow = [\"@default\"]\n";
-    moat::ui::test::FakeBackend backend([&](const nlohmann::json& r) -> nlohmann::json {
-        if (r["op"] == "policies")
-            return {{"ok", true},
-                    {"policies", {{{"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"created_at", "2026-11-29T16:38:33Z"}}}}};
-        if (r["op"] == "policy") return {{"ok", true}, {"id", 5}, {"name", "web"}, {"version", 3}, {"sha256", "aa"}, {"toml", v1}};
-        return {{"ok", false}, {"code", "bad-request"}, {"error", "?"}};
-    });
+    moat::ui::test::FakeBackend backend(webV3Backend(v1));
     PolicyView view(&backend);
     view.selectPolicy(QStringLiteral("web"), 3);
     ASSERT_TRUE(moat::ui::test::waitFor([&] { return view.tomlText() == QString::fromStdString(v1); }));

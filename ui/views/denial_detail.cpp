@@ -120,7 +120,7 @@ QString eventDetailHtml(const json& e, const EventJobContext* job) {
                                                       : QStringLiteral("<span style='color:%1'>%2</span>").arg(statusColor(Status::Bad).name(), esc(risk)));
     } else {
         const EventSummary sum = summarizeEvent(e);
-        const QString title = kind == "limit" ? sum.what : kind == "resource" ? QStringLiteral("Resource sample") : QStringLiteral("%1 event").arg(esc(kind));
+        const QString title = kind == "limit" ? sum.what : kind == "resource" ? QStringLiteral("Resource sample") : QStringLiteral("%1 event").arg(QString::fromStdString(kind));
         h = QStringLiteral("<h3 style='margin:0'>%1</h3>").arg(title.toHtmlEscaped()) + h;
         h += row(QStringLiteral("Event"), QStringLiteral("#%1, job %2, %3").arg(e.value("id", int64_t(0))).arg(e.value("job", int64_t(0))).arg(when));
         h += jobRow(job);
