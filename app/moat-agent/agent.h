@@ -24,7 +24,6 @@ struct Options {
     bool test_mode = false;
     int ctl_fd = -1;
     std::string root_dir = "/mnt/root";  // where bind sources "/mnt/root/..." really are
-    std::string init_path = "/moat-init";
     std::string work_dir;                // inputs and the job's new root; default /run/moat (guest) or a temp dir
     uid_t uid_base = 100000;             // container root -> uid_base, the job (uid 1000 inside) -> uid_base + 1
     std::string cgroup_parent;           // default "moat" (guest) / "moat-agent-test-<pid>" (test mode)

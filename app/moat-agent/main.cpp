@@ -1,6 +1,6 @@
 // moat-agent: pid 1 of a vm-tier guest (see agent.h and docs/vm-protocol.md).
 //   moat-agent                          in the guest (started by the kernel)
-//   moat-agent --test-mode --ctl-fd N [--root-dir DIR] [--init PATH]
+//   moat-agent --test-mode --ctl-fd N [--root-dir DIR]
 //              [--work-dir DIR] [--uid-base N] [--cgroup-parent NAME]
 //                                       on a host, for the tests
 #include <dirent.h>
@@ -23,7 +23,7 @@ namespace {
 [[noreturn]] void usage(const char* why) {
     fprintf(stderr,
             "moat-agent: %s\n"
-            "usage: moat-agent [--test-mode --ctl-fd N [--root-dir DIR] [--init PATH] [--work-dir DIR]\n"
+            "usage: moat-agent [--test-mode --ctl-fd N [--root-dir DIR] [--work-dir DIR]\n"
             "                   [--uid-base N] [--cgroup-parent NAME]]\n",
             why);
     exit(2);
@@ -115,7 +115,6 @@ int main(int argc, char** argv) {
         if (a == "--test-mode") o.test_mode = true;
         else if (a == "--ctl-fd") o.ctl_fd = int(number(val(), 0, 1 << 20));
         else if (a == "--root-dir") o.root_dir = val();
-        else if (a == "--init") o.init_path = val();
         else if (a == "--work-dir") o.work_dir = val();
         else if (a == "--uid-base") o.uid_base = uid_t(number(val(), 1, 0x7ffffff0));
         else if (a == "--cgroup-parent") o.cgroup_parent = val();

@@ -159,14 +159,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     // The vm tier (docs/vm.md).
     bool vm_off = false;
-    std::string vm_agent, vm_init, vm_guest_dir, vm_cache_dir = "/var/cache/moat", vm_pool_idle = "5m";
+    std::string vm_agent, vm_guest_dir, vm_cache_dir = "/var/cache/moat", vm_pool_idle = "5m";
     std::string vm_boot_timeout = "30s", vm_guest_overhead = "64MiB", vm_vmm_overhead = "160MiB";
     uint32_t vm_pool_size = 1;
     app.add_flag("--vm-off", vm_off, "turn the vm tier off (no guest is ever booted)");
     app.add_option("--vm-agent", vm_agent,
                    "the static guest agent, the guest's /init (default: moat-agent next to moatd, then "
                    "../moat-agent/moat-agent, then /usr/libexec/moat/moat-agent)");
-    app.add_option("--vm-init", vm_init, "the static moat-init the agent runs the job with (default: found like --vm-agent)");
     app.add_option("--vm-guest-dir", vm_guest_dir,
                    "the guest kernel kit (packaging/moat.sh guest-kernel; default $MOAT_GUEST_DIR or /var/cache/moat/guest)");
     app.add_option("--vm-cache-dir", vm_cache_dir, "initramfs and root images, cached by content hash")->capture_default_str();
@@ -408,7 +407,6 @@ int main(int argc, char** argv) {
             return std::string();
         };
         v.agent_exe = find_helper(vm_agent, "moat-agent");
-        v.init_exe = find_helper(vm_init, "moat-init-static");
         v.probe_exe = find_helper("", "moat-vm-probe-init");
     }
     moat::supervisor::Supervisor sup(cfg);

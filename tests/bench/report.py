@@ -198,7 +198,9 @@ moatd's host clock):
 | moatd: started → finished (the program, its Exit, QEMU killed on it, record) | {f(s2f, '', 0)} (bare "bye" → QEMU exit: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
 
 Warm start: request → first byte {f(wfb, ' ms', 1)} (per run: {R.get('vm_warm_first_byte_all', '?')} ms),
-moatd created → started {f(wcs, ' ms', 1)} (per run: {R.get('vm_warm_created_started_all', '?')} ms),
+moatd created → started {f(wcs, ' ms', 1)} (per run: {R.get('vm_warm_created_started_all', '?')} ms);
+split on the wall clock: request (before moatctl starts) → created {f(num('vm_warm_request_created_ms'), ' ms', 1)},
+started → the byte reaches the client {f(num('vm_warm_started_first_byte_ms'), ' ms', 1)};
 request → moatctl returned {f(num('vm_warm_total_ms'), ' ms', 0)}; each run waited
 {f(num('vm_warm_refill_wait_s'), ' s', 1)} (median) for the pool's new guest to boot and go idle.
 

@@ -62,7 +62,7 @@ if [ $DO_BUILD = 1 ]; then
     cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop spawn_bench store_bench >/dev/null ||
         cmake --build "$BUILD" -j2 --target moatd moatctl moat-init moat-syscall-loop >/dev/null || exit 1
     # The vm tier's pieces: a failure here skips section 8 (it says so), not the suite.
-    cmake --build "$BUILD" -j2 --target moat-agent moat-init-static moat-vm-probe-init vm-test-init vm_bench \
+    cmake --build "$BUILD" -j2 --target moat-agent moat-vm-probe-init vm-test-init vm_bench \
         moat-first-byte >/dev/null 2>"$BUILD/vm-build.err" || log "the vm tier's pieces did not build (see $BUILD/vm-build.err)"
 fi
 MOATD=$BUILD/app/moatd/moatd

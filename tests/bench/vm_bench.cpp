@@ -100,14 +100,14 @@ int main(int argc, char** argv) {
     auto kernel = vm::GuestKernel::find(guest_dir.empty() ? vm::default_guest_dir() : guest_dir);
     if (!kernel) skip(kernel.error().message);
     if (cache_dir.empty()) cache_dir = "/tmp";
-    auto initrd = vm::BaseInitramfs::build(*kernel, {init, "", cache_dir + "/initramfs"});
+    auto initrd = vm::BaseInitramfs::build(*kernel, {init, cache_dir + "/initramfs"});
     if (!initrd) die(initrd.error().message);
 
     // The accelerator as the tier chooses it (the probe boots only where
     // /dev/kvm exists; without a probe init, TCG like the tier).
     vm::Accel accel = vm::Accel::Tcg;
     if (!probe_init.empty()) {
-        auto pr = vm::BaseInitramfs::build(*kernel, {probe_init, "", cache_dir + "/initramfs"});
+        auto pr = vm::BaseInitramfs::build(*kernel, {probe_init, cache_dir + "/initramfs"});
         if (pr) {
             vm::ProbeConfig pc;
             pc.qemu = qemu;

@@ -190,6 +190,7 @@ def wait_pool(parent, timeout_s, settle_s=0.3):
 def warm(a):
     c = Ctl(a.moatctl, a.socket)
     first, c2s, done, missed, fails, waits = [], [], [], 0, 0, []
+    r2c, s2b = [], []  # request -> created, started -> first byte (wall clock, moatd's event times)
     idf = a.work + "/vm-warm.id"
     for _ in range(a.runs):
         w0 = time.monotonic()
@@ -198,6 +199,7 @@ def warm(a):
             fails += 1
             continue
         waits.append(time.monotonic() - w0)
+        w0 = time.time_ns()
         t0 = time.monotonic_ns()
         p = subprocess.Popen(c.base + ["run", "--policy", a.policy, "--tier", "vm", "--id-file", idf, "--", a.prog],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -218,6 +220,8 @@ def warm(a):
         done.append((t2 - t0) / 1e6)
         if "created" in ev and "started" in ev:
             c2s.append((ev["started"] - ev["created"]) / 1e6)
+            r2c.append((ev["created"] - w0) / 1e6)
+            s2b.append((w0 + (t1 - t0) - ev["started"]) / 1e6)
     put(f"{a.prefix}_n", len(first))
     put(f"{a.prefix}_missed", missed)
     put(f"{a.prefix}_fail", fails)
@@ -226,6 +230,8 @@ def warm(a):
     put(f"{a.prefix}_first_byte_max_ms", f"{max(first):.1f}" if first else "nan")
     put(f"{a.prefix}_created_started_ms", f"{med(c2s):.1f}")
     put(f"{a.prefix}_created_started_all", " ".join(f"{x:.0f}" for x in c2s))
+    put(f"{a.prefix}_request_created_ms", f"{med(r2c):.1f}")
+    put(f"{a.prefix}_started_first_byte_ms", f"{med(s2b):.1f}")
     put(f"{a.prefix}_total_ms", f"{med(done):.1f}")
     put(f"{a.prefix}_refill_wait_s", f"{med(waits):.2f}")
     return 0 if first else 1

@@ -100,8 +100,7 @@ protected:
         if (m_pid == 0) {
             dup2(guest.get(), 3);  // dup2 clears close-on-exec on the copy
             const std::string base = std::to_string(uid_base());
-            execl(MOAT_AGENT_PATH, "moat-agent", "--test-mode", "--ctl-fd", "3", "--root-dir", "/", "--init",
-                  MOAT_INIT_PATH, "--uid-base", base.c_str(), (char*)nullptr);
+            execl(MOAT_AGENT_PATH, "moat-agent", "--test-mode", "--ctl-fd", "3", "--root-dir", "/", "--uid-base", base.c_str(), (char*)nullptr);
             _exit(127);
         }
         auto hello = next(10);

@@ -111,7 +111,7 @@ protected:
         auto k = GuestKernel::find();
         if (!k) GTEST_SKIP() << k.error().message;
         kernel = std::move(*k);
-        auto ir = BaseInitramfs::build(*kernel, {MOAT_VM_TEST_INIT, "", cache / "initramfs"});
+        auto ir = BaseInitramfs::build(*kernel, {MOAT_VM_TEST_INIT, cache / "initramfs"});
         ASSERT_TRUE(ir) << ir.error().message;
         initrd = ir->path();
     }
@@ -255,7 +255,7 @@ TEST_F(VmBoot, RootImageIsReadOnlyInTheGuest) {
 
 TEST_F(VmBoot, AcceleratorProbe) {
     TempDir probe_cache;
-    auto ir = BaseInitramfs::build(*kernel, {MOAT_VM_PROBE_INIT, "", probe_cache / "initramfs"});
+    auto ir = BaseInitramfs::build(*kernel, {MOAT_VM_PROBE_INIT, probe_cache / "initramfs"});
     ASSERT_TRUE(ir) << ir.error().message;
     ProbeConfig p;
     p.qemu = kQemu;

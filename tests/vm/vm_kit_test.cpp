@@ -162,15 +162,13 @@ TEST(BaseInitramfs, HoldsTheAgentModulesAndMountPoints) {
     ASSERT_TRUE(k);
     TempDir work;
     write_file(work / "agent", "agent-bytes", 0755);
-    write_file(work / "init2", "moat-init-bytes", 0755);
-    auto r = BaseInitramfs::build(*k, {work / "agent", work / "init2", work / "cache"});
+    auto r = BaseInitramfs::build(*k, {work / "agent", work / "cache"});
     ASSERT_TRUE(r) << r.error().message;
     EXPECT_FALSE(r->cache_hit());
     auto c = read_cpio(r->path());
     ASSERT_TRUE(c.count("init"));
     EXPECT_EQ(c["init"].data, "agent-bytes");
     EXPECT_EQ(c["init"].mode, mode_t(S_IFREG | 0755));
-    EXPECT_EQ(c["moat-init"].data, "moat-init-bytes");
     EXPECT_EQ(c["modules.order"].data, "virtio_ring\nvirtio\nvirtio_mmio\n");
     EXPECT_EQ(c["lib/modules/virtio.ko"].data, "module virtio");
     for (const char* d : {"dev", "proc", "sys", "tmp", "mnt"}) {
@@ -182,22 +180,24 @@ TEST(BaseInitramfs, HoldsTheAgentModulesAndMountPoints) {
     // Same inputs: the same file, not rebuilt.
     struct stat st1, st2;
     stat(r->path().c_str(), &st1);
-    auto again = BaseInitramfs::build(*k, {work / "agent", work / "init2", work / "cache"});
+    auto again = BaseInitramfs::build(*k, {work / "agent", work / "cache"});
     ASSERT_TRUE(again);
     EXPECT_TRUE(again->cache_hit());
     EXPECT_EQ(again->path(), r->path());
     stat(again->path().c_str(), &st2);
     EXPECT_EQ(st1.st_ino, st2.st_ino);
 
-    // A rebuilt agent: another key; no moat-init: not in the cpio.
+    // A rebuilt agent: another key. It is the only program: moat-init's
+    // code runs inside it (ContainerSpawnPlan::plan_in_process).
     write_file(work / "agent", "agent-bytes-2", 0755);
-    auto other = BaseInitramfs::build(*k, {work / "agent", "", work / "cache"});
+    auto other = BaseInitramfs::build(*k, {work / "agent", work / "cache"});
     ASSERT_TRUE(other);
     EXPECT_FALSE(other->cache_hit());
     EXPECT_NE(other->key(), r->key());
     auto c2 = read_cpio(other->path());
     EXPECT_EQ(c2["init"].data, "agent-bytes-2");
     EXPECT_FALSE(c2.count("moat-init"));
+    EXPECT_FALSE(c.count("moat-init"));
 }
 
 TEST(BaseInitramfs, MissingAgentIsAnError) {
@@ -205,7 +205,7 @@ TEST(BaseInitramfs, MissingAgentIsAnError) {
     auto k = GuestKernel::find(kit.dir.path);
     ASSERT_TRUE(k);
     TempDir work;
-    auto r = BaseInitramfs::build(*k, {work / "nope", "", work / "cache"});
+    auto r = BaseInitramfs::build(*k, {work / "nope", work / "cache"});
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("nope"), std::string::npos) << r.error().message;
 }

@@ -344,8 +344,8 @@ Result<std::string> encode(const StdinConsumed& m) {
 }
 
 namespace {
-// Job and Rehearse share one payload layout.
-Result<std::string> encode_job(const Job& m, Type type, const char* name) {
+// Job and Rehearse share one payload layout (Rehearse adds prefetch after it).
+Result<Writer> job_payload(const Job& m, const char* name) {
     MOAT_CHECK_LEN(name, "plan_json", m.plan_json, 1, kMaxPlan);
     if (m.sample_interval_ns != 0 && m.sample_interval_ns < 1'000'000)
         return fail(std::string("guest protocol: ") + name + ": sample_interval_ns below 1 ms");
@@ -354,12 +354,24 @@ Result<std::string> encode_job(const Job& m, Type type, const char* name) {
     w.u64(m.memory_max);
     w.u64(m.pids_max);
     w.str(m.plan_json);
-    return frame(type, w, kMaxHostPayload);
+    return w;
 }
 }  // namespace
 
-Result<std::string> encode(const Job& m) { return encode_job(m, Type::Job, "Job"); }
-Result<std::string> encode(const Rehearse& m) { return encode_job(m.job, Type::Rehearse, "Rehearse"); }
+Result<std::string> encode(const Job& m) {
+    auto w = job_payload(m, "Job");
+    if (!w) return std::unexpected(w.error());
+    return frame(Type::Job, *w, kMaxHostPayload);
+}
+Result<std::string> encode(const Rehearse& m) {
+    auto w = job_payload(m.job, "Rehearse");
+    if (!w) return std::unexpected(w.error());
+    MOAT_CHECK_LEN("Rehearse", "prefetch", m.prefetch, 0, kMaxPath);
+    if (!m.prefetch.empty() && m.prefetch[0] != '/') return fail("guest protocol: Rehearse: prefetch must be absolute");
+    if (m.prefetch.find('\0') != std::string::npos) return fail("guest protocol: Rehearse: prefetch holds a NUL");
+    w->str(m.prefetch);
+    return frame(Type::Rehearse, *w, kMaxHostPayload);
+}
 
 Result<std::string> encode(const InputFile& m) {
     MOAT_CHECK_LEN("InputFile", "path", m.path, 2, kMaxPath);
@@ -540,23 +552,29 @@ Result<StdinConsumed> parse_stdin_consumed(std::string_view p) {
 }
 
 namespace {
-Result<Job> parse_job_as(std::string_view p, const char* name) {
-    Reader r(p, name);
+Job read_job(Reader& r) {
     Job m;
     m.sample_interval_ns = r.u64("sample_interval_ns");
     if (r.ok() && m.sample_interval_ns != 0 && m.sample_interval_ns < 1'000'000) r.bad("sample_interval_ns", "is below 1 ms");
     m.memory_max = r.u64("memory_max");
     m.pids_max = r.u64("pids_max");
     m.plan_json = r.str("plan_json", 1, kMaxPlan);
-    return r.done(std::move(m));
+    return m;
 }
 }  // namespace
 
-Result<Job> parse_job(std::string_view p) { return parse_job_as(p, "Job"); }
+Result<Job> parse_job(std::string_view p) {
+    Reader r(p, "Job");
+    Job m = read_job(r);
+    return r.done(std::move(m));
+}
 Result<Rehearse> parse_rehearse(std::string_view p) {
-    auto j = parse_job_as(p, "Rehearse");
-    if (!j) return std::unexpected(j.error());
-    return Rehearse{std::move(*j)};
+    Reader r(p, "Rehearse");
+    Rehearse m{read_job(r), {}};
+    m.prefetch = r.str("prefetch", 0, kMaxPath);
+    if (r.ok() && !m.prefetch.empty() && m.prefetch[0] != '/') r.bad("prefetch", "is not absolute");
+    if (r.ok() && m.prefetch.find('\0') != std::string::npos) r.bad("prefetch", "holds a NUL");
+    return r.done(std::move(m));
 }
 
 Result<InputFile> parse_input_file(std::string_view p) {

@@ -302,7 +302,9 @@ void step_network(bool loopback) {
     for (const auto& s : p.env) envp.push_back(const_cast<char*>(s.c_str()));
     envp.push_back(nullptr);
     sock_fprog prog{(unsigned short)p.filter.size(), const_cast<sock_filter*>(p.filter.data())};
-    report("filter", 0, kSetupFilterNext, "");  // moatd sleeps until this, then fetches the listener
+    // moatd sleeps until this, then copies the listener at the number we give.
+    // Nothing allocates an fd between here and seccomp().
+    report("filter", predict_listener_fd(), kSetupFilterNext, "");
     // Last step: from here every syscall is judged; the first execve waits for moatd.
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
         die("seccomp(SET_MODE_FILTER)", errno, "");
@@ -358,7 +360,11 @@ int container_init_main() {
     fcntl(kInitPlanFd, F_SETFD, FD_CLOEXEC);
     if (getpid() != 1) die("moat-init", EINVAL, "must be pid 1 of a new pid namespace (started by moatd)");
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl(PDEATHSIG)", errno, "");
-    ContainerPlan plan = read_plan();
+    container_init_run(read_plan());
+}
+
+void container_init_run(const ContainerPlan& plan) {
+    if (getpid() != 1) die("moat-init", EINVAL, "must be pid 1 of a new pid namespace (started by moatd)");
     // Now inside the job's cgroup (moatd moved us): root the cgroup namespace here.
     if (unshare(CLONE_NEWCGROUP) < 0) die("unshare(CLONE_NEWCGROUP)", errno, "");
     if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) die("mount(/, MS_PRIVATE)", errno, "/");

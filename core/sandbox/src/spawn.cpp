@@ -1,6 +1,6 @@
 #include "moat/sandbox/spawn.h"
 
-#include <dirent.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -178,6 +178,7 @@ void step_seccomp(const ChildArgs& a) {
     SetupRecord mark{};
     memcpy(mark.step, "filter", 7);
     mark.fatal = kSetupFilterNext;
+    mark.err = predict_listener_fd();  // nothing opens an fd between here and seccomp()
     (void)!write(a.status_fd, &mark, sizeof mark);
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &a.prog);
     if (fd < 0) child_fail(a.status_fd, "seccomp(SET_MODE_FILTER)", errno, nullptr);
@@ -207,6 +208,19 @@ void step_seccomp(const ChildArgs& a) {
 
 // ---- parent side ----------------------------------------------------------------
 
+}  // namespace
+
+int predict_listener_fd() {
+    // The lowest free number, found by asking for it (F_DUPFD of fd 0, which
+    // the job always has) and giving it back.
+    int fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ::close(fd);
+    return fd;
+}
+
+namespace {
+
 int read_last_cap() {
     int fd = ::open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 63;
@@ -216,8 +230,22 @@ int read_last_cap() {
     return n > 0 ? atoi(buf) : 63;
 }
 
-// Finds the job's seccomp listener among its open fds ("anon_inode:seccomp notify").
-int find_listener_fd(pid_t pid);
+// This process's threads (/proc/self/stat field 20); 0 if unknown.
+long thread_count() {
+    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[1024];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char* p = strrchr(buf, ')');  // the command name may hold spaces
+    if (!p) return 0;
+    // After ") ": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt
+    // majflt cmajflt utime stime cutime cstime priority nice num_threads(20).
+    for (int field = 2; field < 20 && p; ++field) p = strchr(p + 1, ' ');
+    return p ? strtol(p + 1, nullptr, 10) : 0;
+}
 
 // The host pids of pid's children (/proc/PID/task/PID/children).
 std::vector<pid_t> children_of(pid_t pid) {
@@ -241,28 +269,6 @@ std::vector<pid_t> children_of(pid_t pid) {
         while (*p == ' ' || *p == '\n') ++p;
     }
     return out;
-}
-
-int find_listener_fd(pid_t pid) {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/fd", pid);
-    DIR* d = opendir(dir);
-    if (!d) return -1;
-    int found = -1;
-    while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        char link[320], target[128];
-        snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
-        ssize_t n = readlink(link, target, sizeof target - 1);
-        if (n <= 0) continue;
-        target[n] = 0;
-        if (strcmp(target, "anon_inode:seccomp notify") == 0) {
-            found = atoi(e->d_name);
-            break;
-        }
-    }
-    closedir(d);
-    return found;
 }
 
 // Copies the seccomp listener out of `pid` (or, for the container tier, out of
@@ -296,11 +302,12 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
     fcntl(status_fd, F_SETFL, fl | O_NONBLOCK);
     const int64_t deadline = now_monotonic_ns() + int64_t(timeout_ms) * 1'000'000;
     bool filter_next = false;
+    int listener_fd = -1;  // its number in the job's process, from the kSetupFilterNext record
     for (;;) {
         const int64_t now = now_monotonic_ns();
         if (now > deadline) return fail("job setup timed out after " + std::to_string(timeout_ms / 1000) + " s");
         // Sleep on the pipe until the child says the filter comes next; after
-        // that the listener exists within microseconds, so look for it.
+        // that the listener exists within microseconds, so try to copy it.
         pollfd p{status_fd, POLLIN, 0};
         int wait_ms = filter_next ? 0 : int(std::min<int64_t>((deadline - now) / 1'000'000 + 1, 100));
         ::poll(&p, 1, wait_ms);
@@ -312,21 +319,34 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
                     if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
                     return std::unexpected(Error::sys(msg, rec.err));
                 }
-                if (rec.fatal == kSetupFilterNext) filter_next = true;
-                else out.warnings.push_back(rec);
+                if (rec.fatal == kSetupFilterNext) {
+                    filter_next = true;
+                    listener_fd = rec.err;
+                } else {
+                    out.warnings.push_back(rec);
+                }
             }
             if (s.eof) return fail("job setup ended without exec or error report");
         }
-        if (!filter_next) continue;
+        // No free fd in the job (its open_files limit): seccomp() fails with
+        // EMFILE and the record saying so is on its way.
+        if (!filter_next || listener_fd < 0) continue;
         std::vector<pid_t> where = in_children ? children_of(pid) : std::vector<pid_t>{pid};
         for (pid_t target : where) {
-            int lfd = find_listener_fd(target);
-            if (lfd < 0) continue;
             UniqueFd tpidfd(int(syscall(SYS_pidfd_open, target, 0)));
             if (!tpidfd) continue;
-            int got = int(syscall(SYS_pidfd_getfd, tpidfd.get(), lfd, 0));
-            if (got < 0) return fail_sys("pidfd_getfd(listener)", errno);
-            out.listener.reset(got);
+            UniqueFd got(int(syscall(SYS_pidfd_getfd, tpidfd.get(), listener_fd, 0)));
+            if (!got) {
+                if (errno == EBADF) continue;  // seccomp() has not returned yet
+                return fail_sys("pidfd_getfd(listener)", errno);
+            }
+            // The number was free when the child reported it and nothing but
+            // seccomp() allocates an fd after that, so this is the listener;
+            // checked anyway (only a listener answers this ioctl with ENOENT).
+            uint64_t id = 0;
+            if (ioctl(got.get(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 || errno != ENOENT)
+                return fail("fd " + std::to_string(listener_fd) + " of the job is not its seccomp listener");
+            out.listener = std::move(got);
             return {};
         }
         sched_yield();  // let the child finish seccomp() on a busy machine
@@ -440,6 +460,31 @@ struct ContainerChildArgs {
     if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
     if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    if (a.plan->plan_in_process) {
+        // moat-init's code in this process (single-threaded caller): fds 0-2
+        // and 4 as moat-init would find them, everything else of the caller's
+        // closed now (there is no exec to close the O_CLOEXEC ones), caught
+        // signals back to their defaults as an exec would set them.
+        int want[4] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.status_fd};
+        int tmp[4];
+        for (int i = 0; i < 4; ++i) {
+            tmp[i] = fcntl(want[i], F_DUPFD_CLOEXEC, 10);
+            if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
+        }
+        for (int i = 0; i < 3; ++i)
+            if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
+        if (dup2(tmp[3], kInitStatusFd) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
+        ::close(kInitPlanFd);
+        if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
+        for (int sig = 1; sig < NSIG; ++sig) {
+            struct sigaction sa{};
+            if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;
+            if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);
+        }
+        prctl(PR_SET_NAME, "moat-init", 0, 0, 0);  // what ps and /proc/1/comm show, as with the exec
+        a.plan->run_in_process(*a.plan->plan_in_process);
+        _exit(125);
+    }
     int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.plan->plan_fd, a.status_fd};
     int tmp[5];
     for (int i = 0; i < 5; ++i) {
@@ -478,8 +523,13 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     if (plan.host_root_uid == 0 || plan.host_job_uid == 0 || plan.host_root_gid == 0 || plan.host_job_gid == 0)
         return fail("refusing to map a container uid or gid to host 0");
     if (plan.inside_uid == 0 || plan.inside_gid == 0) return fail("the job may not run as uid 0 inside");
-    if (plan.init_exe_fd < 0) return fail("moat-init (the container tier's stage-2 helper) was not found");
-    if (plan.plan_fd < 0) return fail("no container plan");
+    if (plan.plan_in_process) {
+        if (!plan.run_in_process) return fail("an in-process container plan without the code to run it");
+        if (thread_count() != 1) return fail("moat-init's code runs in-process only for a single-threaded caller");
+    } else {
+        if (plan.init_exe_fd < 0) return fail("moat-init (the container tier's stage-2 helper) was not found");
+        if (plan.plan_fd < 0) return fail("no container plan");
+    }
     for (int i = 0; i < 3; ++i)
         if (plan.stdio[i] < 0) return fail("stdio fd " + std::to_string(i) + " missing");
     std::string uid_map = "0 " + std::to_string(plan.host_root_uid) + " 1\n" + std::to_string(plan.inside_uid) + " " +

@@ -100,8 +100,6 @@ Result<BaseInitramfs> BaseInitramfs::build(const GuestKernel& kernel, const Init
         return {};
     };
     if (auto r = load(in.agent, "init", 0755); !r) return std::unexpected(r.error());
-    if (!in.moat_init.empty())
-        if (auto r = load(in.moat_init, "moat-init", 0755); !r) return std::unexpected(r.error());
     std::string order;
     for (const auto& m : kernel.modules()) {
         if (auto r = load(m.path, "lib/modules/" + m.name + ".ko", 0644); !r) return std::unexpected(r.error());

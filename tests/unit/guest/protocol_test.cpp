@@ -158,6 +158,20 @@ TEST(GuestProtocol, RoundTripHostMessages) {
     ASSERT_TRUE(rf);
     EXPECT_EQ(uint8_t((*rf)[4]), uint8_t(Type::Rehearse));
     EXPECT_FALSE(encode(Rehearse{Job{"", 0, 0, 0}})) << "an empty plan is refused as in a Job";
+    // The program to prefetch travels with it: absolute, no NUL, bounded.
+    EXPECT_EQ(round_trip_host(Rehearse{Job{"{}", 0, 0, 0}, "/usr/bin/env"}).prefetch, "/usr/bin/env");
+    EXPECT_EQ(round_trip_host(Rehearse{Job{"{}", 0, 0, 0}, ""}).prefetch, "");
+    EXPECT_FALSE(encode(Rehearse{Job{"{}", 0, 0, 0}, "usr/bin/env"}));
+    EXPECT_FALSE(encode(Rehearse{Job{"{}", 0, 0, 0}, std::string("/a\0b", 4)}));
+    EXPECT_FALSE(encode(Rehearse{Job{"{}", 0, 0, 0}, "/" + std::string(kMaxPath, 'a')}));
+    // The parser refuses what the encoder would not write.
+    const std::string job = le64(0) + le64(0) + le64(0) + str("{}");
+    EXPECT_TRUE(parse_rehearse(job + str("/bin/true")));
+    EXPECT_FALSE(parse_rehearse(job + str("bin/true"))) << "relative";
+    EXPECT_FALSE(parse_rehearse(job + str(std::string("/a\0b", 4)))) << "NUL";
+    EXPECT_FALSE(parse_rehearse(job + str("/" + std::string(kMaxPath, 'a')))) << "over kMaxPath";
+    EXPECT_FALSE(parse_rehearse(job)) << "truncated: no prefetch field";
+    EXPECT_FALSE(parse_rehearse(job + str("/x") + "z")) << "trailing byte";
 }
 
 TEST(GuestProtocol, DecoderSplitsAndJoinsFrames) {

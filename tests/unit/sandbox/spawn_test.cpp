@@ -9,12 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <sstream>
 
 #include "moat/compiler/seccomp_compiler.h"
 #include "moat/policy/parser.h"
 #include "moat/sandbox/landlock.h"
+#include "moat/sandbox/container_plan.h"
 #include "moat/sandbox/spawn.h"
 
 using namespace moat;
@@ -189,6 +192,52 @@ TEST_F(SpawnTest, RefusesRootAndRelativePrograms) {
     plan.uid = plan.gid = 700997;
     plan.exe = "true";
     EXPECT_FALSE(sandbox::spawn_seccomp_job(plan));
+}
+
+TEST_F(SpawnTest, AJobWithNoFreeFdForItsListenerFailsWithSeccompsError) {
+    // The listener's number is the lowest free fd, sent ahead of seccomp();
+    // with none free the child says "unknown" and seccomp()'s own EMFILE is
+    // the reported failure (not a 5 s wait for a listener that never comes).
+    auto f = filter_for("\"@default\"");
+    int out[2];
+    ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+    sandbox::SpawnPlan plan;
+    plan.exe = "/bin/true";
+    plan.argv = {"true"};
+    plan.uid = plan.gid = 700997;
+    plan.cwd = "/";
+    plan.rlimits.open_files = 3;
+    plan.stdio[0] = plan.stdio[2] = 2;
+    plan.stdio[1] = out[1];
+    plan.filter = &f->program();
+    auto r = sandbox::spawn_seccomp_job(plan);
+    close(out[0]);
+    close(out[1]);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("seccomp"), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().sys_errno, EMFILE) << r.error().message;
+}
+
+TEST_F(SpawnTest, MoatInitsCodeRunsInProcessOnlyForASingleThreadedCaller) {
+    // The guest agent runs moat-init's code in its cloned child; from a
+    // multi-threaded process (moatd) that child could deadlock in malloc.
+    sandbox::ContainerPlan cp;
+    sandbox::ContainerSpawnPlan sp;
+    sp.host_root_uid = sp.host_root_gid = 700990;
+    sp.host_job_uid = sp.host_job_gid = 700991;
+    sp.stdio[0] = sp.stdio[1] = sp.stdio[2] = 2;
+    sp.plan_in_process = &cp;
+    auto r = sandbox::spawn_container_job(sp);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("without the code"), std::string::npos) << r.error().message;
+    sp.run_in_process = [](const sandbox::ContainerPlan&) { _exit(0); };
+    std::atomic<bool> stop{false};
+    std::thread other([&] { while (!stop) usleep(1000); });
+    r = sandbox::spawn_container_job(sp);
+    stop = true;
+    other.join();
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("single-threaded"), std::string::npos) << r.error().message;
 }
 
 TEST_F(SpawnTest, LandlockRulesetFollowsThePolicy) {

@@ -318,6 +318,10 @@ public:
     // This job's plan scrubbed of what is the job's own, as a Rehearse frame
     // for the pool's next guest of the same key (empty if it did not encode).
     const std::string& rehearsal_frame() const { return m_rehearsal_frame; }
+    // Called once, when the job's first exec has its verdict (the program
+    // starts), and once when this job ends.
+    void on_program_start(std::function<void()> f) { m_on_program_start = std::move(f); }
+    void on_end(std::function<void()> f) { m_on_end = std::move(f); }
 
 private:
     void on_message(guest::GuestMessage&& m);
@@ -327,6 +331,7 @@ private:
     void drain_output(int stream);
     void close_output(int stream);
     void boot_failed(const std::string& why);
+    std::function<void()> m_on_program_start, m_on_end;
 
     const VmTier& m_tier;
     std::unique_ptr<Guest> m_guest;
@@ -385,7 +390,6 @@ public:
         }
         vm::InitramfsInputs ii;
         ii.agent = v.agent_exe;
-        ii.moat_init = v.init_exe;
         ii.cache_dir = v.cache_dir + "/initramfs";
         auto rd = vm::BaseInitramfs::build(*m_kernel, ii);
         if (!rd) {
@@ -521,12 +525,19 @@ public:
         }
         auto run = std::make_unique<VmRunning>(*this, std::move(g), p, in, warm);
         m_last_image[p.pool_key] = {p.prepared, p.guest_ram, now_monotonic_ns(), run->rehearsal_frame()};
-        // The pool's next guest boots once this job's Job frame is out (the
-        // loop runs posted work after this wake-up): its QEMU start is not in
-        // the job's start.
-        m_host.loop->post([alive = std::weak_ptr<int>(m_alive), this, key = p.pool_key] {
-            if (alive.lock()) refill(key);
-        });
+        // The pool's next guest boots when this job ends, or a second after
+        // its program started, whichever comes first: under TCG a booting
+        // QEMU takes a host core for seconds, and booting it while this job
+        // set up or exec'd put 20-80 ms into most warm starts on the 2-core
+        // machine. (A job that needs a guest meanwhile boots its own.)
+        auto once = std::make_shared<bool>(false);
+        auto go = [alive = std::weak_ptr<int>(m_alive), this, key = p.pool_key, once] {
+            if (*once || !alive.lock()) return;
+            *once = true;
+            refill(key);
+        };
+        run->on_program_start([loop = m_host.loop, go] { (void)loop->add_timer(1'000'000'000, 0, go); });
+        run->on_end([loop = m_host.loop, go] { loop->post(go); });
         return run;
     }
 
@@ -828,7 +839,7 @@ VmRunning::VmRunning(const VmTier& tier, std::unique_ptr<Guest> g, VmPlan& plan,
     rp.argv = {kRehearsalExe};
     rp.env.clear();
     rp.cwd = "/";
-    guest::Rehearse rehearse{job};
+    guest::Rehearse rehearse{job, cp.exe};  // prefetch: the program's files, read only
     rehearse.job.plan_json = rp.to_json().dump();
     if (auto f = guest::encode(rehearse)) m_rehearsal_frame = std::move(*f);
     m_inputs = std::move(plan.inputs);
@@ -843,6 +854,7 @@ VmRunning::VmRunning(const VmTier& tier, std::unique_ptr<Guest> g, VmPlan& plan,
 
 VmRunning::~VmRunning() {
     if (m_loop) unwatch(*m_loop);
+    if (m_on_end) m_on_end();
 }
 
 void VmRunning::watch(EventLoop& loop, JobEvents& events) {
@@ -1008,6 +1020,7 @@ void VmRunning::on_message(guest::GuestMessage&& msg) {
                     case Answer::Kind::Kill: return;  // the supervisor is destroying the VM
                 }
                 if (auto f = guest::encode(v)) m_guest->send(std::move(*f));
+                if (m_on_program_start) std::exchange(m_on_program_start, nullptr)();
             } else if constexpr (std::is_same_v<T, guest::Output>) {
                 m_out_bytes += m.bytes.size();
                 on_output(m.stream, std::move(m.bytes));

@@ -218,6 +218,11 @@ struct Kill {};
 // that pays for it. moatd sends it only with argv, env and exe scrubbed.
 struct Rehearse {
     Job job;
+    // The key's last program, as the job sees it (absolute, 0..kMaxPath, no
+    // NUL; empty: none). The agent reads it and the ELF interpreter and
+    // libraries it names from the root image into the guest's page cache, so
+    // the job's exec does not wait on virtio-blk. Nothing of it is executed.
+    std::string prefetch;
 };
 
 using HostMessage = std::variant<Job, InputFile, InputData, InputEnd, Stdin, StdinEof, Verdict, Kill, Rehearse>;

@@ -6,4 +6,8 @@
 // reported on fd 4 as SetupRecords naming the step, the path and the errno.
 namespace moat::sandbox {
 int container_init_main();
+// The same on a plan already in memory (ContainerSpawnPlan::plan_in_process):
+// fds 0-2 are the job's stdio and 4 the status pipe.
+struct ContainerPlan;
+[[noreturn]] void container_init_run(const ContainerPlan& plan);
 }

@@ -44,11 +44,20 @@ struct SetupRecord {
     char step[32];     // "setresuid", "landlock_restrict_self", "execve", ...
     int err;           // errno
     int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback);
-                       // kSetupFilterNext = progress: the filter is being installed now
+                       // kSetupFilterNext = progress: the filter is being installed now, and
+                       // err is the fd number its listener will get (-1: unknown)
     char detail[480];  // the record stays far below PIPE_BUF: one write is atomic
 };
 
 inline constexpr int kSetupFilterNext = 2;
+
+// The fd number the next seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) in this
+// process will return: the kernel always hands out the lowest free number. The
+// job's process sends it with the kSetupFilterNext record, so the supervisor
+// copies the listener with pidfd_getfd() at that number instead of searching
+// /proc/PID/fd. Async-signal-safe (fcntl and close only); -1 when no fd is free
+// (seccomp() will then fail with EMFILE and say so).
+int predict_listener_fd();
 
 // How a failed execve() after the filter is reported (issue 11, item 7). Once
 // the job's filter is installed, any syscall may be denied (a policy may allow
@@ -112,9 +121,7 @@ struct SetupStatus {
 };
 SetupStatus read_setup_status(int fd);
 
-}  // namespace moat::sandbox
-
-namespace moat::sandbox {
+struct ContainerPlan;
 
 // The container tier: moatd clones a child into new user, mount, pid, network,
 // ipc and uts namespaces, writes its uid/gid maps, places it in the job cgroup
@@ -129,6 +136,14 @@ struct ContainerSpawnPlan {
     uint32_t inside_uid = 1000, inside_gid = 1000;
     int stdio[3] = {-1, -1, -1};
     const cgroup::JobCgroup* cgroup = nullptr;
+    // Instead of init_exe_fd and plan_fd: the cloned child calls
+    // run_in_process(*plan_in_process) (container_init_run: moat-init's code)
+    // itself, with no exec of moat-init and no JSON round trip of the plan.
+    // Only for a single-threaded caller (the vm tier's guest agent; spawn
+    // refuses otherwise): the child of a raw clone of a multi-threaded process
+    // may only make async-signal-safe calls, and moat-init's code allocates.
+    const ContainerPlan* plan_in_process = nullptr;
+    void (*run_in_process)(const ContainerPlan&) = nullptr;  // does not return
 };
 
 // fd numbers moat-init finds its inputs at.

@@ -58,7 +58,6 @@ struct Config {
         bool enabled = true;
         std::string guest_dir;              // the kit (packaging/moat.sh guest-kernel); "" = the default
         std::string agent_exe;              // static moat-agent, the guest's /init
-        std::string init_exe;               // static moat-init, the guest's /moat-init
         std::string probe_exe;              // static moat-vm-probe-init: the KVM test boot's /init
         std::string cache_dir = "/var/cache/moat";  // initramfs and root images
         std::string qemu = "/usr/bin/qemu-system-x86_64";

@@ -3,7 +3,6 @@
 // over the virtio ports): a newc cpio, uncompressed (the kernel unpacks 1-2 MB
 // of cpio faster than it inflates it), written with libarchive.
 //   /init                      the guest agent (a static executable)
-//   /moat-init                 a second static executable (optional)
 //   /lib/modules/<name>.ko     the kit's modules
 //   /modules.order             their names, one a line, in load order
 //   /dev /proc /sys /tmp /mnt  empty mount points; /dev/console (c 5 1)
@@ -18,7 +17,6 @@ namespace moat::vm {
 
 struct InitramfsInputs {
     std::string agent;      // host path of the static agent, becomes /init (required)
-    std::string moat_init;  // host path, becomes /moat-init; "" = none
     std::string cache_dir = "/var/cache/moat/initramfs";
 };
 
@@ -26,7 +24,7 @@ class BaseInitramfs final {
 public:
     // Returns <cache_dir>/initramfs-<key>.cpio, building it only when no file
     // with that key exists. key = sha256 over a format tag and the sha256 of
-    // every input's bytes (agent, moat-init, each module with its name), so a
+    // every input's bytes (the agent, each module with its name), so a
     // rebuilt agent or another kernel kit gets a new file; a second call with
     // the same inputs costs the hashing of the inputs (a few ms).
     static Result<BaseInitramfs> build(const GuestKernel& kernel, const InitramfsInputs& in);
