@@ -12,7 +12,7 @@
 # Needs root (moatd), a build with -DMOAT_BUILD_GUI=ON, and xvfb-run (xvfb, xauth).
 # vm-job.png also needs the vm tier: QEMU, the guest kernel kit
 # (packaging/moat.sh guest-kernel) and the static helpers built next to moatd
-# (targets moat-agent, moat-init-static, moat-vm-probe-init); without them
+# (targets moat-agent, moat-vm-probe-init); without them
 # moatd says why the tier is unavailable and that screenshot is skipped.
 set -euo pipefail
 

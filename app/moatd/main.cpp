@@ -398,7 +398,7 @@ int main(int argc, char** argv) {
                 self[n] = 0;
                 std::string dir(self);
                 dir = dir.substr(0, dir.rfind('/'));
-                c = {dir + "/" + name, dir + "/../moat-agent/" + name, dir + "/../moat-init/" + name,
+                c = {dir + "/" + name, dir + "/../moat-agent/" + name,
                      dir + "/../../core/vm/" + name, dir + "/../libexec/moat/" + name};
             }
             c.push_back("/usr/libexec/moat/" + name);
