@@ -647,9 +647,9 @@ private:
             while (waitpid(j.proc.pid, &ws, 0) < 0 && errno == EINTR) {}
         }
         if (j.cg) {
+            // The parent (with its controllers enabled) stays for the job.
             (void)j.cg->kill_all(2000);
             (void)j.cg->destroy();
-            remove_cgroup_parent();
         }
         const int64_t t1 = now_monotonic_ns();
         console("rehearsal: set-up " + std::to_string((spawned - t0) / 1'000'000) + " ms, to the end " +
