@@ -17,20 +17,22 @@
 #include <iostream>
 #include <sstream>
 
-#include "moat/common/base64.h"
 #include "moat/common/fd.h"
 #include "moat/common/text.h"
 #include "moat/common/timeutil.h"
-#include "moat/learn/replay.h"
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
 #include "moat/ipc/frame.h"
-#include "moat/ipc/incident_copy.h"
+#include "moat/ipc/incident_copy.h"  // kDefaultDatabase (light: only the constant is used)
+#include "moat/policy/parser.h"       // kMaxPolicyBytes (likewise)
+#if !MOATCTL_LIGHT
+#include "moat/learn/replay.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/oci.h"
-#include "moat/policy/parser.h"
 #include "moat/store/backup.h"
+#include "moat/common/base64.h"
+#endif
 
 extern char** environ;
 
@@ -367,7 +369,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
 
 // Writes `text` to `out` ("" = stdout). A partial file is removed so a failed
 // write never leaves something that looks like a result.
-bool write_output(const std::string& out, const std::string& text) {
+[[maybe_unused]] bool write_output(const std::string& out, const std::string& text) {
     if (out.empty()) {
         if (fwrite(text.data(), 1, text.size(), stdout) == text.size() && fflush(stdout) == 0) return true;
         die(std::string("stdout: ") + strerror(errno));
@@ -386,7 +388,7 @@ bool write_output(const std::string& out, const std::string& text) {
 }
 
 // Every denial event of a job (paged).
-moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job) {
+[[maybe_unused]] moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job) {
     std::vector<json> out;
     int64_t after = 0;
     for (;;) {
@@ -399,6 +401,7 @@ moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job)
     return out;
 }
 
+#if !MOATCTL_LIGHT
 // Exit status: like `run`, the replayed job's (0 when it passed); 125 when it
 // could not be replayed or set up.
 int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, const std::string& tier, bool learn,
@@ -496,6 +499,9 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
     return kExitSetup;
 }
 
+#endif  // !MOATCTL_LIGHT
+
+#if !MOATCTL_LIGHT
 int cmd_output(const Global& g, int64_t job, bool err_stream, bool as_json) {
     auto c = connect(g);
     if (!c) return die(c.error().message);
@@ -512,6 +518,8 @@ int cmd_output(const Global& g, int64_t job, bool err_stream, bool as_json) {
                 (unsigned long long)(*r).value("total_bytes", uint64_t(0)));
     return write_output("", *data) ? 0 : 1;
 }
+
+#endif  // !MOATCTL_LIGHT
 
 int cmd_show(const Global& g, int64_t job, bool as_json) {
     auto c = connect(g);
@@ -665,6 +673,7 @@ int cmd_jobs(const Global& g, bool as_json, int limit, bool watch) {
     return 0;
 }
 
+#if !MOATCTL_LIGHT
 // `db backup FILE` (docs/cli.md, "db backup"): made with the operator's own
 // rights, or, for an admin who cannot read the state directory, written by
 // moatd into the file this process created (moat/ipc/incident_copy.h).
@@ -678,6 +687,8 @@ int cmd_db_backup(const Global& g, std::string db, const std::string& dest) {
     return 0;
 }
 
+#endif  // !MOATCTL_LIGHT
+
 int cmd_stop(const Global& g, int64_t job) {
     auto c = connect(g);
     if (!c) return die(c.error().message);
@@ -686,6 +697,7 @@ int cmd_stop(const Global& g, int64_t job) {
     return 0;
 }
 
+#if !MOATCTL_LIGHT
 int cmd_policy_check(const std::string& file, bool explain) {
     std::string err;
     auto text = read_file(file, &err);
@@ -761,6 +773,33 @@ int cmd_policy_diff(const std::string& a, const std::string& b, bool as_json) {
     if (!write_output("", text)) return 2;
     return d.empty() ? 0 : 1;
 }
+
+#endif  // !MOATCTL_LIGHT
+
+#if MOATCTL_LIGHT
+// Runs moatctl-full with our arguments: next to this program (the build
+// tree, or an install's bin/), then ../libexec/moat/, then /usr/libexec/moat/.
+int exec_full(char** argv, int fail_code) {
+    std::vector<std::string> candidates;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        std::string dir(self);
+        dir = dir.substr(0, dir.rfind('/'));
+        candidates = {dir + "/moatctl-full", dir + "/../libexec/moat/moatctl-full"};
+    }
+    candidates.push_back("/usr/libexec/moat/moatctl-full");
+    for (const auto& c : candidates) {
+        if (access(c.c_str(), X_OK) != 0) continue;
+        execv(c.c_str(), argv);
+        return die(c + ": " + strerror(errno), fail_code);
+    }
+    return die("this command needs moatctl-full, which was not found (looked in " + candidates.front() + " and " +
+                   candidates.back() + ")",
+               fail_code);
+}
+#endif
 
 }  // namespace
 
@@ -870,17 +909,35 @@ int main(int argc, char** argv) {
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
+#if MOATCTL_LIGHT
+    // The policy tools, replay, output and db backup parse TOML, compile
+    // filters, decode base64 or open SQLite: their libraries (toml++,
+    // libseccomp, libcrypto, sqlite) would cost every `moatctl run` their
+    // loading. moatctl-full, the same program with them, does those commands
+    // (docs/cli.md).
+    if (backup->parsed() || replay->parsed() || check->parsed() || import->parsed() || export_->parsed() ||
+        pdiff->parsed() || output->parsed())
+        return exec_full(argv, replay->parsed() ? kExitSetup : 2);
+#endif
     if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
     if (stop->parsed()) return cmd_stop(g, job);
+#if !MOATCTL_LIGHT
     if (backup->parsed()) return cmd_db_backup(g, db_path, db_dest);
+#endif
+#if !MOATCTL_LIGHT
     if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
+#endif
+#if !MOATCTL_LIGHT
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
+#endif
+#if !MOATCTL_LIGHT
     if (check->parsed()) return cmd_policy_check(file, explain);
     if (import->parsed()) return cmd_policy_import(file, out, name);
     if (export_->parsed()) return cmd_policy_export(file, out);
     if (pdiff->parsed()) return cmd_policy_diff(file, file_b, as_json);
+#endif
     return 2;
 }
