@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "moat/common/fd.h"
+#include "moat/common/paths.h"
 #include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -781,14 +782,8 @@ int cmd_policy_diff(const std::string& a, const std::string& b, bool as_json) {
 // tree, or an install's bin/), then ../libexec/moat/, then /usr/libexec/moat/.
 int exec_full(char** argv, int fail_code) {
     std::vector<std::string> candidates;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = 0;
-        std::string dir(self);
-        dir = dir.substr(0, dir.rfind('/'));
+    if (std::string dir = moat::exe_dir(); !dir.empty())
         candidates = {dir + "/moatctl-full", dir + "/../libexec/moat/moatctl-full"};
-    }
     candidates.push_back("/usr/libexec/moat/moatctl-full");
     for (const auto& c : candidates) {
         if (access(c.c_str(), X_OK) != 0) continue;

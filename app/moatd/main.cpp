@@ -22,6 +22,7 @@
 
 #include "moat/cgroup/cgroup.h"
 #include "moat/common/event_loop.h"
+#include "moat/common/paths.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/store/artifacts.h"
@@ -301,12 +302,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> candidates;
     if (!init_path.empty()) candidates.push_back(init_path);
     else {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n > 0) {
-            self[n] = 0;
-            std::string dir(self);
-            dir = dir.substr(0, dir.rfind('/'));
+        if (std::string dir = moat::exe_dir(); !dir.empty()) {
             candidates.push_back(dir + "/moat-init");
             candidates.push_back(dir + "/../moat-init/moat-init");
             candidates.push_back(dir + "/../libexec/moat/moat-init");
@@ -391,13 +387,8 @@ int main(int argc, char** argv) {
         // Static helpers: next to moatd (installed or in the build tree).
         auto find_helper = [](const std::string& given, const std::string& name) {
             if (!given.empty()) return given;
-            char self[PATH_MAX];
-            ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
             std::vector<std::string> c;
-            if (n > 0) {
-                self[n] = 0;
-                std::string dir(self);
-                dir = dir.substr(0, dir.rfind('/'));
+            if (std::string dir = moat::exe_dir(); !dir.empty()) {
                 c = {dir + "/" + name, dir + "/../moat-agent/" + name,
                      dir + "/../../core/vm/" + name, dir + "/../libexec/moat/" + name};
             }

@@ -460,21 +460,24 @@ struct ContainerChildArgs {
     if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
     if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
-    if (a.plan->plan_in_process) {
-        // moat-init's code in this process (single-threaded caller): fds 0-2
-        // and 4 as moat-init would find them, everything else of the caller's
-        // closed now (there is no exec to close the O_CLOEXEC ones), caught
-        // signals back to their defaults as an exec would set them.
-        int want[4] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.status_fd};
-        int tmp[4];
-        for (int i = 0; i < 4; ++i) {
-            tmp[i] = fcntl(want[i], F_DUPFD_CLOEXEC, 10);
-            if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
-        }
-        for (int i = 0; i < 3; ++i)
-            if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
-        if (dup2(tmp[3], kInitStatusFd) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
-        ::close(kInitPlanFd);
+    // fds 0-2 the job's stdio, 3 the plan (none when moat-init's code runs
+    // in this process), 4 the status pipe: where moat-init finds them.
+    const bool in_process = a.plan->plan_in_process != nullptr;
+    int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], in_process ? -1 : a.plan->plan_fd, a.status_fd};
+    int tmp[5];
+    for (int i = 0; i < 5; ++i) {
+        tmp[i] = want[i] < 0 ? -1 : fcntl(want[i], F_DUPFD_CLOEXEC, 10);
+        if (want[i] >= 0 && tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
+    }
+    for (int i = 0; i < 5; ++i) {
+        if (tmp[i] < 0) ::close(i);
+        else if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
+    }
+    if (in_process) {
+        // moat-init's code in this process (a single-threaded caller):
+        // everything else of the caller's closed now (there is no exec to
+        // close the O_CLOEXEC ones), caught signals back to their defaults as
+        // an exec would set them.
         if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
         for (int sig = 1; sig < NSIG; ++sig) {
             struct sigaction sa{};
@@ -485,14 +488,6 @@ struct ContainerChildArgs {
         a.plan->run_in_process(*a.plan->plan_in_process);
         _exit(125);
     }
-    int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], a.plan->plan_fd, a.status_fd};
-    int tmp[5];
-    for (int i = 0; i < 5; ++i) {
-        tmp[i] = fcntl(want[i], F_DUPFD_CLOEXEC, 10);
-        if (tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
-    }
-    for (int i = 0; i < 5; ++i)
-        if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
     int exe = fcntl(a.plan->init_exe_fd, F_DUPFD_CLOEXEC, 5);
     if (syscall(SYS_close_range, 5U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
         child_fail(kInitStatusFd, "close_range(5.., CLOEXEC)", errno, nullptr);
