@@ -146,11 +146,33 @@ row("8a", "(baseline) bare QEMU boot to user space: launch → READY on the port
     f(ready, " ms", 0), f"same boot to QEMU's exit after \"bye\" {f(bexit, ' ms', 0)}", "—", None)
 ov = None if cold is None or ready is None else cold - ready
 ov_cycle = None if cold is None or bexit is None else cold - bexit
+
+
+def fast_half_median(key):
+    """Median of the faster half of a run list. Boots here are bimodal
+    (~2.3 s or ~3.3 s, the baseline's as much as the tier's), and a median
+    that falls between the modes moves by ±0.3 s from run to run; the faster
+    half of each list compares like with like when each has at least half
+    its runs in the fast mode."""
+    try:
+        xs = sorted(float(x) for x in R.get(key, "").split())
+    except ValueError:
+        return None
+    if len(xs) < 2:
+        return None
+    half = xs[: len(xs) // 2]
+    n = len(half)
+    return half[n // 2] if n % 2 else (half[n // 2 - 1] + half[n // 2]) / 2
+
+
+fb, fc = fast_half_median("vm_bare_ready_all"), fast_half_median("vm_cold_all")
+ov_fast = None if fb is None or fc is None else fc - fb
 row("8b", "cold job (pool off), request → recorded result: overhead (cold − bare boot) ≤ 10 % of the bare boot",
-    f(cold, " ms", 0), f"bare boot {f(ready, ' ms', 0)}; bare boot + shutdown {f(bexit, ' ms', 0)}",
-    f"+{f(ov, ' ms', 0)} = {f(None if ov is None else 100 * ov / ready, ' %', 1)} of the boot "
-    f"(vs boot + shutdown: +{f(ov_cycle, ' ms', 0)} = {f(None if ov_cycle is None else 100 * ov_cycle / ready, ' %', 1)})",
-    None if ov is None else ov <= 0.1 * ready)
+    f"{f(cold, ' ms', 0)} (faster half: {f(fc, ' ms', 0)})",
+    f"bare boot {f(ready, ' ms', 0)} (faster half: {f(fb, ' ms', 0)}); bare boot + shutdown {f(bexit, ' ms', 0)}",
+    f"+{f(ov, ' ms', 0)} = {f(None if ov is None else 100 * ov / ready, ' %', 1)} of the boot; "
+    f"faster halves: +{f(ov_fast, ' ms', 0)} = {f(None if ov_fast is None else 100 * ov_fast / fb, ' %', 1)}",
+    None if ov is None else (ov <= 0.1 * ready and (ov_fast is None or ov_fast <= 0.1 * fb)))
 wfb, wcs = num("vm_warm_first_byte_ms"), num("vm_warm_created_started_ms")
 row("8c", "warm start, request → the job's first instruction < 100 ms (TCG)",
     f"{f(wfb, ' ms', 0)} to the first stdout byte on the client (max {f(num('vm_warm_first_byte_max_ms'), ' ms', 0)})",
