@@ -57,6 +57,17 @@ TEST(Prefetch, ADynamicProgramNamesItsInterpreterAndLibraries) {
     EXPECT_NE(std::find(d.needed.begin(), d.needed.end(), "libc.so.6"), d.needed.end());
 }
 
+TEST(Prefetch, AHandBuiltElfGivesItsInterpreterAndNeededInOrder) {
+    // The fuzzer's seed (tests/fuzz/corpus/elf_deps/minimal): one PT_LOAD at
+    // address 0, DT_STRTAB an address inside it, two DT_NEEDED.
+    int fd = ::open(ELF_SEED_DIR "/minimal", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ElfDeps d = elf_deps(fd);
+    ::close(fd);
+    EXPECT_EQ(d.interp, "/lib64/ld-linux-x86-64.so.2");
+    EXPECT_EQ(d.needed, (std::vector<std::string>{"libc.so.6", "libm.so.6"}));
+}
+
 TEST(Prefetch, ReadsTheProgramItsInterpreterAndItsLibrariesTransitively) {
     int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     // ls needs libselinux, which needs libpcre2: two levels of DT_NEEDED.
