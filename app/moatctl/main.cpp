@@ -368,9 +368,13 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     }
 }
 
+#if !MOATCTL_LIGHT
+// What only moatctl-full does (replay, output; below: db backup and the
+// policy tools).
+
 // Writes `text` to `out` ("" = stdout). A partial file is removed so a failed
 // write never leaves something that looks like a result.
-[[maybe_unused]] bool write_output(const std::string& out, const std::string& text) {
+bool write_output(const std::string& out, const std::string& text) {
     if (out.empty()) {
         if (fwrite(text.data(), 1, text.size(), stdout) == text.size() && fflush(stdout) == 0) return true;
         die(std::string("stdout: ") + strerror(errno));
@@ -389,7 +393,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
 }
 
 // Every denial event of a job (paged).
-[[maybe_unused]] moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job) {
+moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job) {
     std::vector<json> out;
     int64_t after = 0;
     for (;;) {
@@ -402,7 +406,6 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     return out;
 }
 
-#if !MOATCTL_LIGHT
 // Exit status: like `run`, the replayed job's (0 when it passed); 125 when it
 // could not be replayed or set up.
 int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, const std::string& tier, bool learn,
@@ -500,9 +503,6 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
     return kExitSetup;
 }
 
-#endif  // !MOATCTL_LIGHT
-
-#if !MOATCTL_LIGHT
 int cmd_output(const Global& g, int64_t job, bool err_stream, bool as_json) {
     auto c = connect(g);
     if (!c) return die(c.error().message);
@@ -904,35 +904,26 @@ int main(int argc, char** argv) {
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
+    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
+    if (show->parsed()) return cmd_show(g, job, as_json);
+    if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
+    if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
+    if (stop->parsed()) return cmd_stop(g, job);
 #if MOATCTL_LIGHT
     // The policy tools, replay, output and db backup parse TOML, compile
     // filters, decode base64 or open SQLite: their libraries (toml++,
     // libseccomp, libcrypto, sqlite) would cost every `moatctl run` their
     // loading. moatctl-full, the same program with them, does those commands
     // (docs/cli.md).
-    if (backup->parsed() || replay->parsed() || check->parsed() || import->parsed() || export_->parsed() ||
-        pdiff->parsed() || output->parsed())
-        return exec_full(argv, replay->parsed() ? kExitSetup : 2);
-#endif
-    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
-    if (show->parsed()) return cmd_show(g, job, as_json);
-    if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
-    if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
-    if (stop->parsed()) return cmd_stop(g, job);
-#if !MOATCTL_LIGHT
+    return exec_full(argv, replay->parsed() ? kExitSetup : 2);
+#else
     if (backup->parsed()) return cmd_db_backup(g, db_path, db_dest);
-#endif
-#if !MOATCTL_LIGHT
     if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
-#endif
-#if !MOATCTL_LIGHT
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
-#endif
-#if !MOATCTL_LIGHT
     if (check->parsed()) return cmd_policy_check(file, explain);
     if (import->parsed()) return cmd_policy_import(file, out, name);
     if (export_->parsed()) return cmd_policy_export(file, out);
     if (pdiff->parsed()) return cmd_policy_diff(file, file_b, as_json);
-#endif
     return 2;
+#endif
 }

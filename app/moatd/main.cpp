@@ -167,6 +167,11 @@ int main(int argc, char** argv) {
     app.add_option("--vm-agent", vm_agent,
                    "the static guest agent, the guest's /init (default: moat-agent next to moatd, then "
                    "../moat-agent/moat-agent, then /usr/libexec/moat/moat-agent)");
+    // Accepted and ignored (docs/cli.md): scripts written for the static
+    // moat-init that the agent no longer needs keep starting moatd.
+    std::string vm_init_unused;
+    app.add_option("--vm-init", vm_init_unused, "no longer used: the agent runs moat-init's code itself (ignored)")
+        ->group("");
     app.add_option("--vm-guest-dir", vm_guest_dir,
                    "the guest kernel kit (packaging/moat.sh guest-kernel; default $MOAT_GUEST_DIR or /var/cache/moat/guest)");
     app.add_option("--vm-cache-dir", vm_cache_dir, "initramfs and root images, cached by content hash")->capture_default_str();
@@ -182,6 +187,8 @@ int main(int argc, char** argv) {
                    "QEMU's own memory, on top of the guest's RAM, in the job cgroup's memory limit")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    if (!vm_init_unused.empty())
+        fprintf(stderr, "moatd: --vm-init is no longer used (the guest agent runs moat-init's code itself); ignored\n");
     if (admin_reserved_clients >= max_clients) {
         fprintf(stderr, "moatd: --admin-reserved-clients %zu must be less than --max-clients %zu\n",
                 admin_reserved_clients, max_clients);

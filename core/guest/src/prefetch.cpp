@@ -126,16 +126,19 @@ ElfDeps elf_deps(int fd) {
 PrefetchResult prefetch_program(int root_fd, const std::string& program, const PrefetchLimits& lim) {
     PrefetchResult r;
     if (program.empty() || program[0] != '/') return r;
-    std::deque<std::string> todo{program};
+    // Each entry: a path, and its fd when the library search has opened it.
+    std::deque<std::pair<std::string, UniqueFd>> todo;
+    todo.emplace_back(program, UniqueFd());
     std::set<std::string> seen{program};
     std::vector<char> buf(64 * 1024);
-    auto queue = [&](const std::string& path) {
-        if (seen.size() < lim.max_files * 4 && seen.insert(path).second) todo.push_back(path);
+    auto queue = [&](const std::string& path, UniqueFd fd) {
+        if (seen.size() < lim.max_files * 4 && seen.insert(path).second) todo.emplace_back(path, std::move(fd));
     };
     while (!todo.empty() && r.files.size() < lim.max_files) {
-        const std::string path = todo.front();
+        const std::string path = std::move(todo.front().first);
+        UniqueFd fd = std::move(todo.front().second);
         todo.pop_front();
-        UniqueFd fd = open_in_root(root_fd, path);
+        if (!fd) fd = open_in_root(root_fd, path);
         if (!fd) {
             r.skipped.push_back(path + ": " + strerror(errno));
             continue;
@@ -162,14 +165,15 @@ PrefetchResult prefetch_program(int root_fd, const std::string& program, const P
         r.bytes += got;
         r.files.push_back(path);
         ElfDeps deps = elf_deps(fd.get());
-        if (!deps.interp.empty()) queue(deps.interp);
+        if (!deps.interp.empty()) queue(deps.interp, UniqueFd());
         for (const auto& name : deps.needed) {
-            // The first standard directory that has it.
+            // The first standard directory that has it (kept open for its turn).
             for (const char* dir : kLibDirs) {
                 std::string cand = std::string(dir) + "/" + name;
-                UniqueFd probe = open_in_root(root_fd, cand);
-                if (!probe) continue;
-                queue(cand);
+                if (seen.count(cand)) break;
+                UniqueFd found = open_in_root(root_fd, cand);
+                if (!found) continue;
+                queue(cand, std::move(found));
                 break;
             }
         }
