@@ -462,6 +462,22 @@ void Parser::parse_filesystem(const toml::table& t) {
     for (const auto& [path, at] : rw)
         if (std::find(fs.read_only.begin(), fs.read_only.end(), path) != fs.read_only.end())
             error(at, quoted(path) + " is in both filesystem.read_only and filesystem.read_write; keep one");
+    // One mount per path. An explicit bind at a path replaces the default
+    // tmpfs there (read_write = ["/tmp"] means "the host's /tmp", not a second
+    // mount on top of a fresh tmpfs); a tmpfs the file names itself at a bound
+    // path is a conflict the file must resolve.
+    auto bound = [&](const std::string& path) {
+        return std::find(fs.read_only.begin(), fs.read_only.end(), path) != fs.read_only.end() ||
+               std::find(fs.read_write.begin(), fs.read_write.end(), path) != fs.read_write.end();
+    };
+    if (!t.contains("tmpfs")) {
+        std::erase_if(fs.tmpfs, bound);
+    } else {
+        for (const auto& [path, at] : tmp)
+            if (bound(path))
+                error(at, quoted(path) + " is in filesystem.tmpfs and also bound from the host (read_only or "
+                              "read_write); a path gets one mount, keep one");
+    }
 
     if (auto v = get_quantity(t, "tmpfs_size", "filesystem.tmpfs_size", false)) {
         fs.tmpfs_size_bytes = *v;

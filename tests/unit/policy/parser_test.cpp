@@ -267,6 +267,22 @@ TEST(PolicyParse, PathsAreNormalisedAndChecked) {
     EXPECT_EQ(r.diagnostics[0].severity, Diagnostic::Severity::Warning);
 }
 
+// Whatever `policy check` accepts must set up: one mount per path.
+TEST(PolicyParse, AnExplicitBindReplacesTheDefaultTmpfsAtItsPath) {
+    Policy p = parse_ok("name = \"x\"\n[filesystem]\nread_write = [\"/tmp\"]\n");
+    EXPECT_EQ(p.filesystem.read_write, std::vector<std::string>{"/tmp"});
+    EXPECT_TRUE(p.filesystem.tmpfs.empty());
+    Policy q = parse_ok("name = \"x\"\n[filesystem]\nread_only = [\"/usr\", \"/tmp/\"]\n");
+    EXPECT_TRUE(q.filesystem.tmpfs.empty());
+    // Another path keeps the default tmpfs.
+    Policy r = parse_ok("name = \"x\"\n[filesystem]\nread_write = [\"/srv/out\"]\n");
+    EXPECT_EQ(r.filesystem.tmpfs, std::vector<std::string>{"/tmp"});
+    // Both written: the file must choose, and the error is at the tmpfs entry.
+    EXPECT_EQ(one_error("name = \"x\"\n[filesystem]\nread_write = [\"/tmp\"]\ntmpfs = [\"/run\", \"/tmp\"]\n"),
+              "test.toml:4:18: error: \"/tmp\" is in filesystem.tmpfs and also bound from the host (read_only or "
+              "read_write); a path gets one mount, keep one");
+}
+
 TEST(PolicyParse, Environment) {
     Policy p = parse_ok("name = \"x\"\n[environment]\npass = [\"HOME\", \"_X1\"]\n[environment.set]\nA = \"1\"\nB = \"\"\n");
     EXPECT_EQ(p.environment.pass, (std::vector<std::string>{"HOME", "_X1"}));
