@@ -408,9 +408,24 @@ moat::Result<std::vector<json>> fetch_denials(moat::ipc::Client& c, int64_t job)
 
 // Exit status: like `run`, the replayed job's (0 when it passed); 125 when it
 // could not be replayed or set up.
+// The last bytes of a job's stderr as one printable line ("" when none).
+std::string stderr_tail(moat::ipc::Client& c, int64_t job) {
+    constexpr size_t kTail = 400;
+    auto r = c.call({{"op", "output"}, {"job", job}, {"stream", "stderr"}});
+    if (!r) return {};
+    auto data = moat::base64_decode(r->value("data_b64", std::string()));
+    if (!data || data->empty()) return {};
+    std::string t = data->size() > kTail ? "..." + data->substr(data->size() - kTail) : *data;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+    for (char& ch : t)
+        if (ch == '\n') ch = ' ';
+    return moat::for_terminal(t);
+}
+
 int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, const std::string& tier, bool learn,
-               bool force, bool as_json, const std::string& write_policy) {
+               bool force, bool override_rules, bool as_json, const std::string& write_policy) {
     json req = {{"op", "replay"}, {"job", job}, {"learn", learn}, {"force", force}};
+    if (override_rules) req["override_deny_rules"] = true;
     std::string err;
     std::optional<std::string> toml;
     if (!policy_file.empty()) {
@@ -469,7 +484,14 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
         }
         auto base = moat::policy::parse_policy(*toml, policy_file.empty() ? "recorded policy" : policy_file);
         if (!base.policy) return die("the replay's policy does not parse any more", kExitSetup);
-        proposal = moat::learn::propose(*base.policy, *d_again, o2);
+        moat::learn::LearnContext ctx;
+        ctx.original_job = job;
+        // Only the original's own policy can have let it pass.
+        ctx.original_passed = policy_file.empty() && o1.cause == "exited" && o1.exit_code == 0;
+        ctx.through_rules = override_rules;
+        ctx.replay_job = aj;
+        if (!(o2.cause == "exited" && o2.exit_code == 0)) ctx.stderr_tail = stderr_tail(*c, new_job);
+        proposal = moat::learn::propose(*base.policy, *d_again, o2, ctx);
         fragment = moat::learn::fragment(*base.policy, proposal->additions);
         full = moat::learn::apply(*base.policy, proposal->additions);
         report["proposal"] = proposal->to_json();
@@ -491,7 +513,8 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
         }
         for (const auto& n : cmp.notes) printf("  note: %s\n", for_terminal(n).c_str());
         if (proposal) {
-            if (proposal->empty()) printf("learn: no syscall was denied; the policy needs no seccomp change\n");
+            if (proposal->empty())
+                printf("learn: no change proposed%s\n", proposal->notes.empty() ? "; nothing was denied" : " (notes below)");
             else printf("\n%s", lines_for_terminal(fragment).c_str());
             for (const auto& n : proposal->notes) printf("# note: %s\n", for_terminal(n).c_str());
             if (!write_policy.empty()) printf("# the whole proposed policy was written to %s\n", write_policy.c_str());
@@ -850,6 +873,10 @@ int main(int argc, char** argv) {
     replay->add_option("--tier", tier, "override the tier")->check(CLI::IsMember({"seccomp", "container", "vm"}));
     replay->add_flag("--learn", learn, "record denials without enforcing them, then propose the smallest policy change");
     replay->add_flag("--force", force, "allow --learn in the seccomp tier (denied calls then run on the host)");
+    bool override_rules = false;
+    replay->add_flag("--override-deny-rules", override_rules,
+                     "with --learn: also let calls run that an explicit [[seccomp.rule]] denies, and propose "
+                     "allowing them (overrides the operator's deny)");
     replay->add_option("-o,--write-policy", write_policy, "with --learn: write the whole proposed policy here");
     replay->add_flag("--json", as_json, "after the id line, one JSON object with the comparison (and proposal)");
 
@@ -918,7 +945,7 @@ int main(int argc, char** argv) {
     return exec_full(argv, replay->parsed() ? kExitSetup : 2);
 #else
     if (backup->parsed()) return cmd_db_backup(g, db_path, db_dest);
-    if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, as_json, write_policy);
+    if (replay->parsed()) return cmd_replay(g, job, replay_policy, tier, learn, force, override_rules, as_json, write_policy);
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
     if (check->parsed()) return cmd_policy_check(file, explain);
     if (import->parsed()) return cmd_policy_import(file, out, name);

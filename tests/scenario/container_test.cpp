@@ -26,6 +26,7 @@ struct Ctr {
     std::string tmpfs_size;  // empty: no key (default 64MiB)
     std::string default_action = "errno:EPERM";
     std::vector<std::string> allow = {"@default", "@signal", "capget", "prctl"};
+    std::string rules;  // appended after [seccomp] ([[seccomp.rule]] tables)
 };
 
 std::string toml_list(const std::vector<std::string>& v) {
@@ -43,7 +44,7 @@ std::string toml(const Ctr& c) {
     if (!c.tmpfs_size.empty()) t += "tmpfs_size = \"" + c.tmpfs_size + "\"\n";
     t += "[network]\nmode = \"" + c.network + "\"\n";
     t += "[seccomp]\ndefault_action = \"" + c.default_action + "\"\nallow = " + toml_list(c.allow) + "\n";
-    return t;
+    return t + c.rules;
 }
 
 std::string dump_all(const std::vector<json>& ev) {
@@ -770,6 +771,63 @@ TEST_F(Container, BrittleAllowlistIsLearnedFixedAndVerifiedByReplay) {
     EXPECT_EQ(still.status, 1) << still.raw;
     EXPECT_TRUE(still.report["comparison"].value("reproduced", false)) << still.report.dump();
     EXPECT_EQ(show(still.id)["policy"].value("version", 0), 1);
+}
+
+// Issue 14 item 3: learn never widens what passes and never overrides an
+// operator's deny unless asked to, by a flag that says so.
+TEST_F(Container, LearnKeepsExplicitDeniesAndAPassingJobNeedsNoChange) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    Ctr c;
+    c.name = "no-sockets";
+    c.rules = "\n[[seccomp.rule]]\nsyscall = \"socket\"\naction = \"errno:EACCES\"\n";
+    const std::string pol = ctr_policy(c);
+
+    // A job that falls back when refused a socket passes: nothing to learn.
+    JobRun ok = run_job(*s_daemon, pol, {testprog(), "socket-or-not", "unix"});
+    ASSERT_EQ(ok.proc.status, 0) << describe(ok);
+    EXPECT_EQ(kv(ok.proc.out, "errno"), "EACCES") << describe(ok);
+    ReplayOut calm = replay_json(ctl_fn, ok.id, {"--learn"});
+    EXPECT_EQ(calm.status, 0) << calm.raw;
+    ASSERT_TRUE(calm.report.is_object()) << calm.raw;
+    EXPECT_TRUE(calm.report["proposal"]["additions"].empty()) << calm.report.dump(2);
+    const json& notes = calm.report["proposal"]["notes"];
+    ASSERT_FALSE(notes.empty()) << calm.report.dump(2);
+    EXPECT_EQ(notes[0], "job " + std::to_string(ok.id) + " passed under this policy (exited 0): no change needed");
+    // The rule was enforced in the learn replay as in production.
+    EXPECT_EQ(kv(ctl({"output", std::to_string(calm.id)}).out, "errno"), "EACCES");
+    bool enforced = false;
+    for (const auto& e : events(calm.id))
+        if (e.value("kind", "") == "denial" && e.value("syscall", "") == "socket") enforced = e.value("enforced", false);
+    EXPECT_TRUE(enforced) << dump_all(events(calm.id));
+
+    // A job that fails on the denied socket: reported, not proposed.
+    JobRun bad = run_job(*s_daemon, pol, {testprog(), "socket", "unix"});
+    ASSERT_EQ(bad.proc.status, 1) << describe(bad);
+    ReplayOut kept = replay_json(ctl_fn, bad.id, {"--learn"});
+    EXPECT_EQ(kept.status, 1) << kept.raw;
+    ASSERT_TRUE(kept.report.is_object()) << kept.raw;
+    EXPECT_TRUE(kept.report["proposal"]["additions"].empty()) << kept.report.dump(2);
+    EXPECT_NE(kept.report["proposal"]["notes"].dump().find("denied by your rule seccomp.rule[0] (errno:EACCES)"),
+              std::string::npos) << kept.report.dump(2);
+    EXPECT_NE(kept.report["replay"].value("outcome", "").find("denied: socket"), std::string::npos) << kept.report.dump();
+
+    // Asked for: the call runs and the override is proposed, narrow, and says so.
+    const std::string v2 = s_root + "/policies/no-sockets-v2.toml";
+    ReplayOut over = replay_json(ctl_fn, bad.id, {"--learn", "--override-deny-rules", "-o", v2});
+    EXPECT_EQ(over.status, 0) << over.raw;
+    ASSERT_TRUE(over.report.is_object()) << over.raw;
+    const json& adds = over.report["proposal"]["additions"];
+    ASSERT_EQ(adds.size(), 1u) << over.report.dump(2);
+    EXPECT_EQ(adds[0].value("entry", ""), "allow socket when arg0 == AF_UNIX");
+    EXPECT_NE(adds[0].value("risk", "").find("overrides your explicit deny seccomp.rule[0]"), std::string::npos)
+        << adds.dump();
+    EXPECT_NE(over.report["replay"].value("outcome", "").find("let through (learn): socket"), std::string::npos)
+        << over.report.dump();
+    ReplayOut fixed = replay_json(ctl_fn, bad.id, {"--policy", v2});
+    EXPECT_EQ(fixed.status, 0) << fixed.raw;
+    // Other families are still refused by the operator's rule.
+    JobRun inet = run_job(*s_daemon, v2, {testprog(), "socket", "inet"});
+    EXPECT_EQ(kv(inet.proc.out, "errno"), "EACCES") << describe(inet);
 }
 
 TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {

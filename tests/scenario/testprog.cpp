@@ -290,6 +290,12 @@ int mode_socket(int argc, char** argv) {
     return report("socket", fd, err);
 }
 
+// A program with a fallback: it tries a socket and goes on without one.
+int mode_socket_or_not(int argc, char** argv) {
+    mode_socket(argc, argv);
+    return 0;
+}
+
 int mode_kill(int argc, char** argv) {
     int r = kill(pid_t(arg_num(argc, argv, 2)), SIGKILL);
     return report("kill", r, errno);
@@ -556,6 +562,7 @@ const Mode kModes[] = {
     {"clone-newuser", mode_clone_newuser}, {"clone3", mode_clone3},
     {"read-file", mode_read_file},   {"connect-tcp", mode_connect_tcp},
     {"socket", mode_socket},         {"kill", mode_kill},
+    {"socket-or-not", mode_socket_or_not},
     {"signal", mode_signal},         {"exit", mode_exit},
     {"whoami", mode_whoami},         {"netdevs", mode_netdevs},
     {"tcp-self", mode_tcp_self},     {"cat", mode_cat},

@@ -338,6 +338,11 @@ void ReplayPanel::showComparison(const Fetched& orig, const Fetched& rep) {
     const moat::learn::Comparison cmp = moat::learn::compare(a, b, orig.job);
     m_replayDenials = rep.denials;
     m_replayOutcome = b;
+    // The console replays under the recorded policy: a job that passed under it needs no change.
+    m_learnContext = {};
+    m_learnContext.original_job = m_job;
+    m_learnContext.original_passed = a.cause == "exited" && a.exit_code == 0;
+    m_learnContext.replay_job = rep.job;
     if (!m_learn) m_reproduced = cmp.reproduced;
 
     // A cell of the replay column is marked when it differs from the original.
@@ -399,11 +404,11 @@ void ReplayPanel::loadBasePolicy(int64_t policyId) {
             return onFailed(QStringLiteral("bad-policy"), tr("the replay's policy %1 does not parse any more")
                                                                .arg(QString::fromStdString(source)));
         m_base = std::move(*parsed.policy);
-        const moat::learn::Proposal p = moat::learn::propose(*m_base, m_replayDenials, m_replayOutcome);
+        const moat::learn::Proposal p = moat::learn::propose(*m_base, m_replayDenials, m_replayOutcome, m_learnContext);
         m_proposal->setAdditions(p.additions);
         m_proposalTable->resizeRowsToContents();
         QStringList notes;
-        if (p.empty()) notes << tr("No syscall was denied: the policy needs no seccomp change.");
+        if (p.empty() && p.notes.empty()) notes << tr("Nothing was denied: the policy needs no change.");
         for (const auto& n : p.notes) notes << QString::fromStdString(n);
         m_notes->setText(notes.join(u'\n'));
         m_notes->setVisible(!notes.isEmpty());

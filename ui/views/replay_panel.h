@@ -111,6 +111,7 @@ private:
     std::optional<bool> m_reproduced;
     std::vector<nlohmann::json> m_replayDenials;
     moat::learn::Outcome m_replayOutcome;
+    moat::learn::LearnContext m_learnContext;
     QString m_errorCode;
     std::optional<moat::policy::Policy> m_base;
     QString m_appliedToml, m_appliedName;

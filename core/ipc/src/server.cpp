@@ -1293,7 +1293,7 @@ void Server::handle_replay(Client& c, const json& req) {
     }
     auto job = get_int(req, "job");
     if (!job) { reply(c.id, error_reply("bad-request", "replay needs an integer \"job\"")); return; }
-    for (const char* key : {"learn", "force"}) {
+    for (const char* key : {"learn", "force", "override_deny_rules"}) {
         if (req.contains(key) && !req[key].is_boolean()) {
             reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be true or false"));
             return;
@@ -1362,6 +1362,7 @@ void Server::handle_replay(Client& c, const json& req) {
     jr.require_stdio = false;   // stdin comes from the recording, output is only recorded
     jr.replay_of = orig->id;
     jr.learn = learn;
+    jr.learn_through_rules = learn && req.value("override_deny_rules", false);
     jr.client = {c.uid, c.gid, c.groups};  // a host file is checked with the replaying client's rights
     if (rec.contains("stdin") && rec["stdin"].is_object() && rec["stdin"].value("sha256", json()).is_string()) {
         std::string sha = rec["stdin"]["sha256"].get<std::string>();

@@ -1,11 +1,13 @@
 #include "moat/learn/replay.h"
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <sstream>
 
 #include "moat/learn/allow_list.h"
 #include "moat/learn/denial_allow.h"
+#include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
 #include "moat/policy/syscalls.h"
@@ -38,7 +40,12 @@ std::string Outcome::describe() const {
     std::string s = cause.empty() ? "running" : cause;
     if (exit_code) s += " (exit " + std::to_string(*exit_code) + ")";
     else if (signal) s += " (signal " + std::to_string(*signal) + ")";
-    s += denied.empty() ? ", no denials" : ", denied: " + join(denied);
+    std::set<std::string> enforced;
+    std::set_difference(denied.begin(), denied.end(), let_through.begin(), let_through.end(),
+                        std::inserter(enforced, enforced.end()));
+    if (denied.empty()) s += ", no denials";
+    if (!enforced.empty()) s += ", denied: " + join(enforced);
+    if (!let_through.empty()) s += ", let through (learn): " + join(let_through);
     return s;
 }
 
@@ -60,6 +67,7 @@ Outcome outcome_of(const json& job, const std::vector<json>& denials) {
         if (arch != "x86_64") name = arch + ":" + name;
         o.denied.insert(name);
         o.denial_count += e.value("count", uint64_t(1));
+        if (e.contains("enforced") && e["enforced"].is_boolean() && !e["enforced"].get<bool>()) o.let_through.insert(name);
     }
     return o;
 }
@@ -116,16 +124,88 @@ json Proposal::to_json() const {
     return {{"policy", policy_name}, {"additions", adds}, {"notes", notes}};
 }
 
-Proposal propose(const policy::Policy& base, const std::vector<json>& denials, const Outcome& learned) {
+namespace {
+
+// One narrow rule's share of a syscall's calls: evidence is per value.
+struct RuleSeen {
+    PolicyDraft::Rule rule;
+    uint64_t value = 0;  // the narrowed argument's value
+    uint64_t calls = 0;
+    std::string first;
+};
+
+struct Seen {
+    uint64_t calls = 0;
+    std::string first;             // "renameat2(/tmp/x) at libc.so.6+0x..."
+    std::vector<RuleSeen> rules;   // distinct narrow rules
+    bool plain = false;            // some call fits no narrow rule
+};
+
+// Calls an explicit deny rule of the policy refused.
+struct ByRule {
+    std::set<size_t> rules;
+    std::set<std::string> actions;
+    uint64_t calls = 0;
+    std::string first;
+};
+
+std::optional<size_t> rule_index(const std::string& rule) {
+    constexpr std::string_view kPrefix = "seccomp.rule[";
+    if (!rule.starts_with(kPrefix) || !rule.ends_with("]")) return std::nullopt;
+    size_t v = 0;
+    const char* b = rule.data() + kPrefix.size();
+    const char* e = rule.data() + rule.size() - 1;
+    auto [ptr, ec] = std::from_chars(b, e, v);
+    if (ec != std::errc() || ptr != e) return std::nullopt;
+    return v;
+}
+
+bool denies(const policy::SeccompRule& r) {
+    using Kind = policy::Action::Kind;
+    return r.action.kind != Kind::Allow && r.action.kind != Kind::Log;
+}
+
+std::string rule_list(const std::vector<size_t>& idx) {
+    std::string out;
+    for (size_t i : idx) out += (out.empty() ? "" : ", ") + std::string("seccomp.rule[") + std::to_string(i) + "]";
+    return out;
+}
+
+// A narrow allow (arg I == V) cannot match a call a deny rule matches when
+// that rule requires arg I to equal another value. Anything else may overlap,
+// and the filter's allow would then win over the supervisor's deny.
+bool disjoint(const RuleSeen& allow, const policy::SeccompRule& deny) {
+    for (const auto& a : allow.rule.args)
+        for (const auto& c : deny.args)
+            if (std::to_string(c.index) == a.index && c.op == policy::ArgCondition::Op::Eq && c.value != allow.value)
+                return true;
+    return false;
+}
+
+std::string call_of(const json& e, const std::string& name, bool& shows_decoded) {
+    const bool has = e.contains("decoded") && e["decoded"].is_string() && !e["decoded"].get_ref<const std::string&>().empty();
+    shows_decoded = shows_decoded || has;
+    std::string s = name + "(" + (has ? e["decoded"].get<std::string>() : "") + ")";
+    if (e.contains("module") && e["module"].is_string()) s += " at " + e["module"].get<std::string>();
+    return s;
+}
+
+uint64_t arg_value(const json& e, const std::string& index) {
+    const json& args = e.contains("args") ? e["args"] : json();
+    size_t i = index.empty() ? 9 : size_t(index[0] - '0');
+    if (!args.is_array() || i >= args.size()) return 0;
+    const json& a = args[i];
+    return a.is_number_unsigned() ? a.get<uint64_t>() : a.is_number_integer() ? uint64_t(a.get<int64_t>()) : 0;
+}
+
+}  // namespace
+
+Proposal propose(const policy::Policy& base, const std::vector<json>& denials, const Outcome& learned,
+                 const LearnContext& ctx) {
     Proposal p;
     p.policy_name = base.name;
-    struct Seen {
-        uint64_t calls = 0;
-        std::string first;                         // "renameat2(/tmp/x) at libc.so.6+0x..."
-        std::vector<PolicyDraft::Rule> rules;      // distinct narrow rules
-        bool plain = false;                        // some call fits no narrow rule
-    };
     std::map<std::string, Seen> seen;
+    std::map<std::string, ByRule> by_rule;
     std::set<std::string> foreign;
     bool clone3 = false;
     bool shows_decoded = false;
@@ -142,24 +222,74 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             clone3 = true;
             continue;
         }
+        const uint64_t count = e.value("count", uint64_t(1));
+        const std::string action = e.value("action", std::string());
+        const std::string call = call_of(e, name, shows_decoded);
+        if (auto idx = rule_index(e.value("rule", std::string())); idx && action != "log" && action != "allow") {
+            ByRule& b = by_rule[name];
+            b.rules.insert(*idx);
+            b.actions.insert(action);
+            b.calls += count;
+            if (b.first.empty()) b.first = call;
+            if (!ctx.through_rules) continue;  // reported below, never proposed
+        }
         Seen& s = seen[name];
-        s.calls += e.value("count", uint64_t(1));
-        if (s.first.empty()) {
-            const bool has = e.contains("decoded") && e["decoded"].is_string() && !e["decoded"].get_ref<const std::string&>().empty();
-            shows_decoded = shows_decoded || has;
-            s.first = name + "(" + (has ? e["decoded"].get<std::string>() : "") + ")";
-            if (e.contains("module") && e["module"].is_string()) s.first += " at " + e["module"].get<std::string>();
-        }
+        s.calls += count;
+        if (s.first.empty()) s.first = call;
         DenialAllow a = proposeAllow(e);
-        if (a.narrow()) {
-            if (std::find(s.rules.begin(), s.rules.end(), a.rule) == s.rules.end()) s.rules.push_back(a.rule);
-        } else {
+        if (!a.narrow()) {
             s.plain = true;
+            continue;
         }
+        auto it = std::find_if(s.rules.begin(), s.rules.end(), [&](const RuleSeen& r) { return r.rule == a.rule; });
+        if (it == s.rules.end()) {
+            s.rules.push_back({a.rule, arg_value(e, a.rule.args.front().index), 0, call});
+            it = std::prev(s.rules.end());
+        }
+        it->calls += count;
+    }
+
+    auto explicit_notes = [&] {
+        if (ctx.through_rules) return;
+        for (const auto& [name, b] : by_rule) {
+            std::string actions;
+            for (const auto& a : b.actions) actions += (actions.empty() ? "" : ", ") + a;
+            p.notes.push_back(name + ": " + std::to_string(b.calls) + " call(s) denied by your rule " +
+                              rule_list({b.rules.begin(), b.rules.end()}) + " (" + actions +
+                              "), enforced in this replay as in production; first " + b.first +
+                              ". An explicit deny is reported, never proposed (replay with --override-deny-rules "
+                              "to let such calls run and see them proposed)");
+        }
+    };
+
+    if (ctx.original_passed) {
+        // A job that passed needs no change, whatever it was refused on the way.
+        p.notes.push_back("job " + std::to_string(ctx.original_job) +
+                          " passed under this policy (exited 0): no change needed");
+        if (!seen.empty()) {
+            std::string names;
+            uint64_t calls = 0;
+            for (const auto& [name, s] : seen) {
+                names += (names.empty() ? "" : ", ") + name;
+                calls += s.calls;
+            }
+            p.notes.push_back("it went on without " + names + " (" + std::to_string(calls) +
+                              " call(s) denied by default_action); not proposed: the job did not need them");
+        }
+        explicit_notes();
+        return p;
+    }
+
+    // Rules of the base policy, per syscall, by what they do.
+    std::map<std::string, std::vector<size_t>> deny_rules, allow_rules;
+    for (size_t i = 0; i < base.seccomp.rules.size(); ++i) {
+        const auto& r = base.seccomp.rules[i];
+        (denies(r) ? deny_rules : allow_rules)[r.syscall].push_back(i);
     }
 
     // Plain syscalls, then whole groups where every member the policy lacks
-    // was needed: the group adds nothing beyond what the job did.
+    // was needed: the group adds nothing beyond what the job did. A syscall
+    // with rules is decided by its rules, so a group cannot allow it.
     std::set<std::string> plain;
     for (auto& [name, s] : seen)
         if (s.plain || s.rules.empty() || s.rules.size() > kMaxRulesPerSyscall) plain.insert(name);
@@ -169,7 +299,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         bool whole = true;
         for (const auto& m : policy::expand_group(gname)) {
             if (base.seccomp.allowed.count(m)) continue;
-            if (!plain.count(m)) {
+            if (!plain.count(m) || deny_rules.count(m) || allow_rules.count(m)) {
                 whole = false;
                 break;
             }
@@ -205,31 +335,61 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     for (auto& [name, s] : seen) {
         if (covered.count(name)) continue;
         const std::string risk = policy::risk_of(name);
-        const std::string evidence = std::to_string(s.calls) + " call(s); first " + s.first;
+        const std::vector<size_t>& denying = deny_rules[name];
+        const std::string overrides =
+            denying.empty() ? "" : "overrides your explicit deny " + rule_list(denying) + " (--override-deny-rules)";
+        auto with = [](std::string a, const std::string& b) { return a.empty() ? b : b.empty() ? a : a + "; " + b; };
         if (plain.count(name)) {
+            if (!denying.empty() && !ctx.through_rules) {
+                p.notes.push_back(name + ": " + std::to_string(s.calls) + " call(s) with arguments no narrow rule "
+                                  "covers (first " + s.first + "), but your rule(s) " + rule_list(denying) +
+                                  " deny some " + name + " calls and an allow of every " + name +
+                                  " call would defeat them; not proposed: write an allow rule for the arguments you "
+                                  "mean");
+                continue;
+            }
             Addition a;
             a.entry = name;
             a.syscalls = {name};
-            a.risk = risk;
-            a.evidence = evidence;
+            a.risk = with(overrides, risk);
+            a.evidence = std::to_string(s.calls) + " call(s); first " + s.first;
             if (!s.plain && s.rules.size() > kMaxRulesPerSyscall)
                 a.evidence += " (" + std::to_string(s.rules.size()) + " different argument values: a rule per value "
                               "would not be narrow)";
+            // Rules decide their syscall: an allow of every call replaces them.
+            a.removes_rules = allow_rules[name];
+            if (ctx.through_rules) a.removes_rules.insert(a.removes_rules.end(), denying.begin(), denying.end());
+            std::sort(a.removes_rules.begin(), a.removes_rules.end());
+            if (!a.removes_rules.empty())
+                a.entry += " (any arguments; replaces " + rule_list(a.removes_rules) + ")";
             p.additions.push_back(std::move(a));
             continue;
         }
         for (const auto& r : s.rules) {
+            std::vector<size_t> overlapping;
+            for (size_t i : denying)
+                if (!disjoint(r, base.seccomp.rules[i])) overlapping.push_back(i);
+            if (!overlapping.empty() && !ctx.through_rules) {
+                p.notes.push_back(name + " with arg" + r.rule.args.front().index + " == " + r.rule.args.front().value +
+                                  ": " + std::to_string(r.calls) + " call(s), but your rule(s) " +
+                                  rule_list(overlapping) + " may deny some of the same calls and an allow rule would "
+                                  "win over them; not proposed");
+                continue;
+            }
             Addition a;
             a.syscalls = {name};
-            a.rule = r;
+            a.rule = r.rule;
             a.entry = "allow " + name + " when";
-            for (size_t i = 0; i < r.args.size(); ++i)
-                a.entry += std::string(i ? " and" : "") + " arg" + r.args[i].index + " == " + r.args[i].value;
-            a.risk = risk.empty() ? "" : risk + " (narrowed to this argument value)";
-            a.evidence = evidence;
+            for (size_t i = 0; i < r.rule.args.size(); ++i)
+                a.entry += std::string(i ? " and" : "") + " arg" + r.rule.args[i].index + " == " + r.rule.args[i].value;
+            a.risk = with(overlapping.empty() ? "" : "overrides your explicit deny " + rule_list(overlapping) +
+                                                         " (--override-deny-rules)",
+                          risk.empty() ? "" : risk + " (narrowed to this argument value)");
+            a.evidence = std::to_string(r.calls) + " call(s); first " + r.first;
             p.additions.push_back(std::move(a));
         }
     }
+    explicit_notes();
     for (const auto& f : foreign)
         p.notes.push_back(f + ": a foreign-ABI call; policies judge only native x86_64 calls, so this is not "
                           "proposed (a program that needs it is not built for this machine)");
@@ -241,17 +401,31 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
                           "the call was held; a multithreaded job can change that memory before or after the kernel "
                           "reads it, so they describe the call, they do not prove it. The proposal itself uses only "
                           "syscall numbers and register arguments");
-    if (!learned.cause.empty() && !(learned.cause == "exited" && learned.exit_code == 0))
+    if (!learned.cause.empty() && !(learned.cause == "exited" && learned.exit_code == 0)) {
         p.notes.push_back("the learn replay still ended " + learned.describe() +
                           ": that part is not a denied syscall (look at filesystem paths, limits and the job's "
                           "output); the proposal covers only the syscalls");
+        if (!ctx.stderr_tail.empty()) p.notes.push_back("the replay's stderr ended with: " + ctx.stderr_tail);
+    }
     return p;
 }
 
 namespace {
 PolicyDraft applied(const policy::Policy& base, const std::vector<Addition>& additions) {
     PolicyDraft d = PolicyDraft::fromPolicy(base);
+    // Rules the additions replace go first (the draft's rules are in the
+    // base's order), so that what is added is judged against what stays.
+    std::set<size_t> removed;
+    for (const auto& a : additions) removed.insert(a.removes_rules.begin(), a.removes_rules.end());
+    for (auto it = removed.rbegin(); it != removed.rend(); ++it)
+        if (*it < d.rules.size()) d.rules.erase(d.rules.begin() + std::ptrdiff_t(*it));
     for (const auto& a : additions) {
+        if (!a.read_only.empty()) {
+            if (std::find(d.readOnly.begin(), d.readOnly.end(), a.read_only) == d.readOnly.end())
+                d.readOnly.push_back(a.read_only);
+            d.readOnlySet = true;
+            continue;
+        }
         if (a.group) {
             d.allow = withGroup(std::move(d.allow), a.entry, true);
             d.allowSet = true;
@@ -281,6 +455,16 @@ std::string fragment(const policy::Policy& base, const std::vector<Addition>& ad
     for (const auto& a : additions) {
         o << "#   + " << a.entry << "  (" << a.evidence << ")\n";
         if (!a.risk.empty()) o << "#     risk: " << a.risk << "\n";
+    }
+    std::set<size_t> removed;
+    for (const auto& a : additions) removed.insert(a.removes_rules.begin(), a.removes_rules.end());
+    for (size_t i : removed)
+        if (i < base.seccomp.rules.size())
+            o << "#   - seccomp.rule[" << i << "] " << policy::rule_summary(base.seccomp.rules[i]) << "  (removed)\n";
+    if (before.readOnly != after.readOnly) {
+        o << "[filesystem]\nread_only = [";
+        for (size_t i = 0; i < after.readOnly.size(); ++i) o << (i ? ", " : "") << policy::toml_quote(after.readOnly[i]);
+        o << "]\n";
     }
     if (before.allow != after.allow) {
         o << "[seccomp]\nallow = [";

@@ -1,6 +1,7 @@
 // Symbolic constants for [[seccomp.rule]] argument values. The numbers come from
 // the system headers (the compiler supplies them), never from a hand-copied
 // table, so they match the x86_64 ABI the filter is compiled for.
+#include <asm/prctl.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -54,12 +55,22 @@ const std::vector<NamedConstant>& arg_constants() {
         // fcntl(2) commands and flags
         MOAT_CONST(F_DUPFD), MOAT_CONST(F_DUPFD_CLOEXEC), MOAT_CONST(F_GETFD), MOAT_CONST(F_SETFD),
         MOAT_CONST(F_GETFL), MOAT_CONST(F_SETFL), MOAT_CONST(F_GETLK), MOAT_CONST(F_SETLK),
-        MOAT_CONST(F_SETLKW), MOAT_CONST(FD_CLOEXEC),
+        MOAT_CONST(F_SETLKW), MOAT_CONST(FD_CLOEXEC), MOAT_CONST(F_GETOWN), MOAT_CONST(F_SETOWN),
+        MOAT_CONST(F_GETSIG), MOAT_CONST(F_SETSIG), MOAT_CONST(F_OFD_GETLK), MOAT_CONST(F_OFD_SETLK),
+        MOAT_CONST(F_OFD_SETLKW), MOAT_CONST(F_SETLEASE), MOAT_CONST(F_GETLEASE), MOAT_CONST(F_NOTIFY),
+        MOAT_CONST(F_SETPIPE_SZ), MOAT_CONST(F_GETPIPE_SZ), MOAT_CONST(F_ADD_SEALS), MOAT_CONST(F_GET_SEALS),
+        // arch_prctl(2) codes
+        MOAT_CONST(ARCH_SET_GS), MOAT_CONST(ARCH_SET_FS), MOAT_CONST(ARCH_GET_FS), MOAT_CONST(ARCH_GET_GS),
+        MOAT_CONST(ARCH_GET_CPUID), MOAT_CONST(ARCH_SET_CPUID),
         // prctl(2) options
         MOAT_CONST(PR_SET_NAME), MOAT_CONST(PR_GET_NAME), MOAT_CONST(PR_SET_NO_NEW_PRIVS),
         MOAT_CONST(PR_GET_NO_NEW_PRIVS), MOAT_CONST(PR_SET_PDEATHSIG), MOAT_CONST(PR_GET_PDEATHSIG),
         MOAT_CONST(PR_SET_DUMPABLE), MOAT_CONST(PR_GET_DUMPABLE), MOAT_CONST(PR_SET_SECCOMP),
-        MOAT_CONST(PR_CAPBSET_READ),
+        MOAT_CONST(PR_CAPBSET_READ), MOAT_CONST(PR_SET_KEEPCAPS), MOAT_CONST(PR_GET_KEEPCAPS),
+        MOAT_CONST(PR_GET_SECCOMP), MOAT_CONST(PR_SET_CHILD_SUBREAPER), MOAT_CONST(PR_GET_CHILD_SUBREAPER),
+        MOAT_CONST(PR_SET_TIMERSLACK), MOAT_CONST(PR_GET_TIMERSLACK), MOAT_CONST(PR_SET_THP_DISABLE),
+        MOAT_CONST(PR_GET_THP_DISABLE), MOAT_CONST(PR_CAP_AMBIENT), MOAT_CONST(PR_SET_MM),
+        MOAT_CONST(PR_SET_PTRACER), MOAT_CONST(PR_GET_TID_ADDRESS),
     };
     return table;
 }
@@ -142,6 +153,7 @@ std::optional<std::string> arg_constant_name(std::string_view syscall, unsigned 
     else if (syscall == "ioctl" && index == 1) prefixes = {"TIOC", "TC", "FIO"};
     else if (syscall == "prctl" && index == 0) prefixes = {"PR_"};
     else if (syscall == "fcntl" && index == 1) prefixes = {"F_"};
+    else if (syscall == "arch_prctl" && index == 0) prefixes = {"ARCH_"};
     else return std::nullopt;
     for (const auto& c : detail::arg_constants())
         for (auto p : prefixes)

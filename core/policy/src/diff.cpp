@@ -10,6 +10,7 @@
 #include <set>
 
 #include "moat/common/units.h"
+#include "moat/policy/syscalls.h"
 
 namespace moat::policy {
 
@@ -97,6 +98,7 @@ std::string rule_summary(const SeccompRule& r) {
         s += i ? " && " : ": ";
         s += "arg" + std::to_string(c.index) + " ";
         if (c.op == ArgCondition::Op::MaskedEq) s += "& " + number(c.mask) + " == " + number(c.value);
+        else if (auto name = arg_constant_name(r.syscall, c.index, c.value)) s += std::string(kSym[int(c.op)]) + " " + *name;
         else s += std::string(kSym[int(c.op)]) + " " + number(c.value);
     }
     return s + " -> " + r.action.str();

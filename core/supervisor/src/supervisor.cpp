@@ -81,6 +81,7 @@ struct Supervisor::Job {
     uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
     std::string kill_cause, kill_detail;
     bool execs = false;
+    bool learn_through_rules = false;  // JobRequest::learn_through_rules
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
     int64_t last_sample_mono = 0;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
@@ -359,6 +360,7 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.state = "running";
     job->rec.replay_of = req.replay_of;
     job->rec.learn = req.learn;
+    job->learn_through_rules = req.learn && req.learn_through_rules;
     job->start_mono = now_monotonic_ns();
 
     if (auto id = m_cfg.store->create_job(job->rec); !id) {
@@ -396,7 +398,11 @@ StartResult Supervisor::start(JobRequest req) {
     if (req.learn)
         emit(job->id, store::EventKind::Lifecycle,
              {{"event", "learn-mode"},
-              {"detail", "denials are recorded but not enforced: every notified syscall continues"}});
+              {"detail", req.learn_through_rules
+                             ? "denials are recorded but not enforced: every notified syscall continues, also "
+                               "those an explicit [[seccomp.rule]] denies (--override-deny-rules)"
+                             : "denials by default_action are recorded but not enforced (the call continues); "
+                               "an explicit [[seccomp.rule]] deny is still enforced"}});
 
     // Identities the tier needs besides the job's own uid. Reserved early:
     // replayed inputs are staged for them.
@@ -861,6 +867,11 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     compiler::Verdict v = job.filter->decide(nr, arch, args);
     if (!native) v.rule = "abi";
     using Kind = policy::Action::Kind;
+    // What learn mode lets run: native calls the policy denies by default. An
+    // operator's explicit deny rule stays enforced (the replay then does what
+    // production did) unless the replay was asked to go through them.
+    const bool by_rule = v.rule.starts_with("seccomp.rule[") && v.action.kind != Kind::Log;
+    const bool learn_continues = job.rec.learn && native && (!by_rule || job.learn_through_rules);
 
     // Record first (coalesced), then answer. Identical denials share a key
     // built from the raw values; the JSON row is built only for a new key, so
@@ -902,7 +913,7 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
                                  {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
                                  {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
         if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
-        if (job.rec.learn) fields["enforced"] = !native;  // learn mode lets native calls continue
+        if (job.rec.learn) fields["enforced"] = !learn_continues;
         if (modules_off) fields["module_note"] = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
         const uint64_t bytes = kRowOverhead + key.size();
         if (!take_budget(job, bytes)) {
@@ -916,13 +927,13 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
         }
     }
 
-    if (job.rec.learn) {
+    if (learn_continues) {
         // Learn mode (replay --learn): recorded above, then let it run. Foreign
-        // ABIs are never learned: a policy cannot allow them.
-        if (!native) return {Answer::Kind::Fail, EPERM};
+        // ABIs are never learned (a policy cannot allow them): refused below.
         if (is_exec) job.execs = true;
         return {Answer::Kind::Continue, 0};
     }
+    if (job.rec.learn && !native) return {Answer::Kind::Fail, EPERM};
     switch (v.action.kind) {
         case Kind::Allow:  // unreachable for allow-rules (the filter allows them); keep safe
         case Kind::Log:

@@ -176,4 +176,134 @@ TEST(Learn, EvidenceWithADecodedPathCarriesTheRaceNote) {
     EXPECT_TRUE(moat::learn::propose(base, {plain}, moat::learn::outcome_of(job("exited", 0), {plain})).notes.empty());
 }
 
+// Issue 14 item 3: a deny the operator wrote is never overridden in silence.
+const char* kWithDenyRule = R"(name = "conv"
+[seccomp]
+allow = ["@default"]
+
+[[seccomp.rule]]
+syscall = "socket"
+action = "errno:EACCES"
+)";
+
+json by_rule(json d, const std::string& rule, const std::string& action, bool enforced) {
+    d["rule"] = rule;
+    d["action"] = action;
+    d["enforced"] = enforced;
+    return d;
+}
+
+TEST(Learn, AnExplicitDenyIsReportedNotProposed) {
+    auto base = parse(kWithDenyRule);
+    std::vector<json> d = {by_rule(denial("socket", {AF_UNIX, SOCK_STREAM}, "x86_64", 3), "seccomp.rule[0]", "errno:EACCES", true),
+                           denial("renameat2")};
+    auto learned = moat::learn::outcome_of(job("exited", 1), d);
+    EXPECT_EQ(learned.describe(), "exited (exit 1), denied: renameat2, socket");
+    auto p = moat::learn::propose(base, d, learned);
+    ASSERT_EQ(p.additions.size(), 1u);
+    EXPECT_EQ(p.additions[0].entry, "renameat2");
+    bool noted = false;
+    for (const auto& n : p.notes)
+        noted = noted || (n.find("socket: 3 call(s) denied by your rule seccomp.rule[0] (errno:EACCES)") == 0 &&
+                          n.find("--override-deny-rules") != std::string::npos);
+    EXPECT_TRUE(noted) << ::testing::PrintToString(p.notes);
+    auto v2 = parse(moat::learn::apply(base, p.additions));
+    ASSERT_EQ(v2.seccomp.rules.size(), 1u);
+    EXPECT_EQ(v2.seccomp.rules[0].action.str(), "errno:EACCES") << "the operator's rule is kept as written";
+
+    // Asked for with the flag: proposed, the rule it overrides removed, and said so.
+    moat::learn::LearnContext through;
+    through.through_rules = true;
+    std::vector<json> t = {by_rule(denial("socket", {AF_INET6, SOCK_DGRAM}), "seccomp.rule[0]", "errno:EACCES", false),
+                           by_rule(denial("socket", {AF_UNIX, SOCK_STREAM}), "seccomp.rule[0]", "errno:EACCES", false),
+                           by_rule(denial("socket", {AF_INET, SOCK_STREAM}), "seccomp.rule[0]", "errno:EACCES", false)};
+    auto q = moat::learn::propose(base, t, moat::learn::outcome_of(job("exited", 0), t), through);
+    ASSERT_EQ(q.additions.size(), 3u);
+    for (const auto& a : q.additions) {
+        ASSERT_TRUE(a.rule.has_value());
+        EXPECT_NE(a.risk.find("overrides your explicit deny seccomp.rule[0]"), std::string::npos) << a.risk;
+    }
+}
+
+TEST(Learn, APlainAllowNeverDefeatsADenyRuleOfTheSameSyscall) {
+    auto base = parse(R"(name = "x"
+[seccomp]
+allow = ["@default"]
+[[seccomp.rule]]
+syscall = "mkdir"
+args = [{ index = 1, op = "eq", value = 0o700 }]
+action = "errno:EPERM"
+)");
+    // mkdir has no narrow form: a plain allow would let every mode through.
+    std::vector<json> d = {denial("mkdir", {0, 0755})};
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 1), d));
+    EXPECT_TRUE(p.empty());
+    ASSERT_FALSE(p.notes.empty());
+    EXPECT_NE(p.notes[0].find("would defeat them"), std::string::npos) << p.notes[0];
+}
+
+TEST(Learn, AJobThatPassedNeedsNoChange) {
+    auto base = parse(kWithDenyRule);
+    std::vector<json> d = {by_rule(denial("socket", {AF_UNIX}), "seccomp.rule[0]", "errno:EACCES", true),
+                           denial("sched_getaffinity")};
+    moat::learn::LearnContext ctx;
+    ctx.original_passed = true;
+    ctx.original_job = 12;
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 0), d), ctx);
+    EXPECT_TRUE(p.empty());
+    ASSERT_EQ(p.notes.size(), 3u) << ::testing::PrintToString(p.notes);
+    EXPECT_EQ(p.notes[0], "job 12 passed under this policy (exited 0): no change needed");
+    EXPECT_NE(p.notes[1].find("went on without sched_getaffinity"), std::string::npos) << p.notes[1];
+    EXPECT_EQ(p.notes[2].find("socket: 1 call(s) denied by your rule"), 0u) << p.notes[2];
+}
+
+// Issue 14 item 5: evidence per value; names, not numbers.
+TEST(Learn, EvidenceIsCountedPerValueAndConstantsAreNamed) {
+    auto base = parse(kBase);
+    std::vector<json> d = {denial("ioctl", {1, 0x5401 /* TCGETS */}, "x86_64", 42), denial("ioctl", {3, 0x5451 /* FIOCLEX */}),
+                           denial("arch_prctl", {0x1002 /* ARCH_SET_FS */, 0}), denial("fcntl", {3, 1 /* F_GETFD */})};
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 1), d));
+    std::map<std::string, const Addition*> by;
+    for (const auto& a : p.additions) by[a.entry] = &a;
+    ASSERT_TRUE(by.count("allow ioctl when arg1 == TCGETS")) << ::testing::PrintToString(by.size());
+    ASSERT_TRUE(by.count("allow ioctl when arg1 == FIOCLEX"));
+    ASSERT_TRUE(by.count("allow arch_prctl when arg0 == ARCH_SET_FS"));
+    ASSERT_TRUE(by.count("allow fcntl when arg1 == F_GETFD"));
+    EXPECT_EQ(by["allow ioctl when arg1 == TCGETS"]->evidence.find("42 call(s)"), 0u);
+    EXPECT_EQ(by["allow ioctl when arg1 == FIOCLEX"]->evidence.find("1 call(s)"), 0u);
+    auto v2 = parse(moat::learn::apply(base, p.additions));
+    EXPECT_NE(moat::policy::to_text(moat::policy::diff(base, v2)).find("ioctl: arg1 == TCGETS -> allow"), std::string::npos)
+        << moat::policy::to_text(moat::policy::diff(base, v2));
+}
+
+TEST(Learn, ManyValuesOfARuledSyscallBecomeOnePlainAllowThatReplacesItsRules) {
+    auto base = parse(R"(name = "x"
+[seccomp]
+allow = ["@default"]
+[[seccomp.rule]]
+syscall = "fcntl"
+args = [{ index = 1, op = "eq", value = "F_GETFD" }]
+action = "allow"
+)");
+    std::vector<json> d;
+    for (uint64_t cmd : {2u /* F_SETFD */, 3u, 4u, 1030u, 1031u}) d.push_back(denial("fcntl", {3, cmd}));
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 1), d));
+    ASSERT_EQ(p.additions.size(), 1u);
+    EXPECT_EQ(p.additions[0].entry, "fcntl (any arguments; replaces seccomp.rule[0])");
+    EXPECT_NE(p.additions[0].evidence.find("5 different argument values"), std::string::npos);
+    auto v2 = parse(moat::learn::apply(base, p.additions));
+    EXPECT_TRUE(v2.seccomp.allowed.count("fcntl"));
+    EXPECT_TRUE(v2.seccomp.rules.empty()) << "no rule with args = [] next to the header's plain fcntl";
+    const std::string frag = moat::learn::fragment(base, p.additions);
+    EXPECT_NE(frag.find("#   - seccomp.rule[0] fcntl: arg1 == F_GETFD -> allow  (removed)"), std::string::npos) << frag;
+    EXPECT_EQ(frag.find("args = []"), std::string::npos) << frag;
+}
+
+TEST(Learn, ALearnReplaySummarySaysLetThroughNotDenied) {
+    json d = denial("renameat2");
+    d["enforced"] = false;
+    auto o = moat::learn::outcome_of(job("exited", 0), {d, denial("mkdir")});
+    EXPECT_EQ(o.describe(), "exited (exit 0), denied: mkdir, let through (learn): renameat2");
+}
+
 }  // namespace

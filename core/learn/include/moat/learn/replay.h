@@ -23,10 +23,12 @@ struct Outcome {
     std::string cause;
     std::optional<int> exit_code, signal;
     std::set<std::string> denied;  // syscall names ("x32:..." / "i386:..." for foreign ABIs)
+    std::set<std::string> let_through;  // learn mode: the members of `denied` whose calls were not enforced
     uint64_t denial_count = 0;
     uint64_t stdout_bytes = 0, stderr_bytes = 0;
     bool passed() const { return cause == "exited" && exit_code == 0 && denied.empty(); }
-    std::string describe() const;  // "exited 1, denied: mkdir" / "seccomp (kill-process), denied: ptrace"
+    // "exited (exit 1), denied: mkdir" / "exited (exit 0), let through (learn): mkdir"
+    std::string describe() const;
 };
 // `job` is a `show` object, `denials` the job's denial events.
 Outcome outcome_of(const nlohmann::json& job, const std::vector<nlohmann::json>& denials);
@@ -46,6 +48,12 @@ struct Addition {
     std::vector<std::string> syscalls; // what it lets through
     std::optional<PolicyDraft::Rule> rule;  // a narrow argument rule instead of a plain allow
     bool group = false;
+    // Rules of the base policy (indexes into seccomp.rule) this addition
+    // removes: narrow allow rules a plain allow makes redundant, or, only with
+    // --override-deny-rules, the operator's deny rule it overrides.
+    std::vector<size_t> removes_rules;
+    // A filesystem addition instead of a syscall: a path for [filesystem] read_only.
+    std::string read_only;
     std::string risk;                  // what it would let an attacker do ("" when not risky)
     std::string evidence;              // what the job did: "2 calls; first renameat2(/tmp/a) at libc.so.6+0x..."
     nlohmann::json to_json() const;
@@ -59,10 +67,29 @@ struct Proposal {
     nlohmann::json to_json() const;
 };
 
+// What else the proposal needs to know about the replay.
+struct LearnContext {
+    // The original job exited 0 under the policy the replay ran (no other
+    // policy was given): it needs no change, whatever was denied on the way.
+    bool original_passed = false;
+    int64_t original_job = 0;
+    // The replay let calls through that an explicit deny rule refuses
+    // (--override-deny-rules); only then are such calls proposed.
+    bool through_rules = false;
+    // The learn replay's `show` object; its sandbox.learn holds what moatd
+    // observed besides denials (paths missing in the sandbox, CPUs, clone3).
+    nlohmann::json replay_job;
+    // The last bytes of the replay's stderr, shown when it failed for a
+    // reason no syscall change fixes.
+    std::string stderr_tail;
+};
+
 // `denials`: the learn replay's denial events. Never proposes a default
 // action change or an allow-all; foreign ABIs and clone3 are explained, not
-// proposed.
-Proposal propose(const policy::Policy& base, const std::vector<nlohmann::json>& denials, const Outcome& learned);
+// proposed; an explicit deny rule is reported, not proposed (unless
+// ctx.through_rules), and a plain allow never defeats one.
+Proposal propose(const policy::Policy& base, const std::vector<nlohmann::json>& denials, const Outcome& learned,
+                 const LearnContext& ctx = {});
 
 // The base policy with some additions applied (the console lets the operator
 // trim the list), as a complete TOML text. Comments of the original are not kept.

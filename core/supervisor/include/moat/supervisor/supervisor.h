@@ -113,6 +113,9 @@ struct JobRequest {
     int64_t replay_of = 0;
     std::string stdin_snapshot;     // replay: the recorded stdin blob (sha256)
     bool learn = false;             // denials recorded, not enforced (container/vm, or forced)
+    // Learn mode: an explicit deny ([[seccomp.rule]] with errno/trap/kill) is
+    // still enforced unless this is set (moatctl replay --override-deny-rules).
+    bool learn_through_rules = false;
     // Called on the loop thread.
     std::function<void(const store::JobRecord&)> on_finished;
 };
