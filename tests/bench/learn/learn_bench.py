@@ -149,12 +149,23 @@ class Moat:
                 except OSError:
                     pass
 
-    def ctl(self, *args, timeout=300, check_json=False):
+    def ctl(self, *args, timeout=300):
         try:
-            return subprocess.run([self.moatctl, "--socket", self.sock, *args], stdin=subprocess.DEVNULL,
-                                  capture_output=True, env=CLIENT_ENV, cwd="/", timeout=timeout)
+            r = subprocess.run([self.moatctl, "--socket", self.sock, *args], stdin=subprocess.DEVNULL,
+                               capture_output=True, env=CLIENT_ENV, cwd="/", timeout=timeout)
         except subprocess.TimeoutExpired as e:
             raise HarnessError(f"moatctl {' '.join(args[:3])} did not answer in {timeout}s") from e
+        # A crash must not pass for a refusal (which is a result): moatctl
+        # reports a job's signal as 128+N, so a negative status is its own.
+        if r.returncode < 0:
+            raise HarnessError(f"moatctl {' '.join(args[:3])} died of signal {-r.returncode}")
+        self.alive()
+        return r
+
+    def alive(self):
+        if self.proc is None or self.proc.poll() is not None:
+            code = self.proc.returncode if self.proc else None
+            raise HarnessError(f"moatd is gone (exit status {code}): {open(self.log_path).read()[-600:]}")
 
     def local(self, *args):
         """moatctl subcommands that run without moatd (policy ...)."""
