@@ -276,13 +276,21 @@ def strace_baseline(wl, argv, work, table):
     plain = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=HOST_ENV, cwd="/", timeout=300)
     if plain.returncode != 0 or plain.stdout != r.stdout:
         raise HarnessError(f"{wl['name']}: the host run is not deterministic or fails (exit {plain.returncode})")
-    names = set()
+    first = {}  # syscall -> its first line, with the path of the last successful openat before it
     pat = re.compile(r"^\d+\s+(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)")
+    last_open = None
     for line in open(trace, errors="replace"):
         m = pat.match(line)
-        if m:
-            names.add(m.group(1))
-    return {n for n in names if table.native(n)}, r.stdout
+        if not m:
+            continue
+        n = m.group(1)
+        call = re.sub(r"\s+", " ", line.split(None, 1)[1].strip())
+        if n not in first:
+            first[n] = call[:120] + (f" (after {last_open})" if last_open else "")
+        o = re.match(r'openat\([^,]+, "([^"]+)".*\) = \d+$', call)
+        if o:
+            last_open = o.group(1)
+    return {n: first[n] for n in first if table.native(n)}, r.stdout
 
 
 # ----------------------------------------------------------------- Docker's default profile
@@ -515,6 +523,9 @@ def markdown(R):
                 fails = [f"rerun {i + 1}: " + " / ".join(sorted(set(x["failures"])))
                          for i, x in enumerate(rr) if not x["passed"]]
                 notes.append(f"- **{w['name']}** passed learning, but not every rerun: " + "; ".join(fails))
+            if v["status"] == "passed" and v.get("missing"):
+                notes.append(f"- **{w['name']}** passes without " + "; ".join(
+                    f"`{n}` (on the host: `{v.get('missing_first', {}).get(n, '?')}`)" for n in v["missing"]))
             if v["status"] == "passed":
                 rp = str(v["rounds_to_pass"])
             else:
@@ -533,8 +544,8 @@ def markdown(R):
         L += ["", f"{len(conv)} of {len(vs)} workloads converged; {len(solid)} of them passed every rerun"
               " (the issue's \"done\" needs both, for every workload, from the empty view).", ""]
         if notes:
-            L += ["¹ Why (a workload that did not converge: in the last proposal's or replay's words):", ""] \
-                + notes + [""]
+            L += ["¹ Why (a workload that did not converge: in the last proposal's or replay's words), and"
+                  " what a passing policy lacks from the baseline:", ""] + notes + [""]
         if any(w["views"].get(view, {}).get("status") != "passed" for w in R["workloads"]):
             L += ["For a workload that did not converge, the syscall columns describe the last policy it"
                   " reached.", ""]
@@ -642,6 +653,8 @@ def main():
             want = (host_out, wl.get("compare", "bytes"))
             W["strace"] = sorted(base)
             W["strace_count"] = len(base)
+            W["strace_first"] = base
+            base = set(base)
             for view in views:
                 t0 = time.monotonic()
                 log(f"{wl['name']}: learning from the {view} view")
@@ -652,6 +665,7 @@ def main():
                 v["allowed_count"] = len(allowed)
                 v["conditional"] = sorted(cond)
                 v["missing"] = sorted(base - allowed - BY_DESIGN)
+                v["missing_first"] = {n: W["strace_first"][n] for n in v["missing"]}
                 v["extra"] = sorted(allowed - base)
                 v["extra_count"] = len(v["extra"])
                 v["filesystem"] = policy_filesystem(v["policy"])
