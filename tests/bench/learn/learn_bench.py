@@ -22,7 +22,8 @@ The learn loop, per workload and start view:
            the proposal's -o file: the harness never edits a policy.
 A policy passes when its job exits 0 with no denial and stdout equal, byte for
 byte, to the host run's. The loop stops at a pass, after --rounds rounds, or
-when a proposal adds nothing (the next round would be the same): then the
+when a proposal changes nothing (`moatctl policy diff` finds no semantic
+difference: the next round would be the same): then the
 workload "did not converge" and the last proposal's notes say why.
 
 Reruns: --reruns times, the machine's CPU count of fresh `moatctl run` jobs
@@ -417,14 +418,21 @@ def learn_loop(moat, wl, view, argv, inputs, want, rounds, work):
         last_notes = prop.get("notes", [])
         lo = (rep or {}).get("replay", {})
         entry = {"round": k, "learn_job": lid, "additions": [a.get("entry") for a in adds], "notes": last_notes,
-                 "learn_outcome": lo.get("outcome")}
+                 "learn_outcome": lo.get("outcome"), "proposal": prop}
         res["rounds"].append(entry)
         if not os.path.exists(nxt):
             res.update(status="no-proposal", note=f"round {k}: no -o file was written ({err[-200:]})")
             return res
-        if not adds:
+        # Progress is judged on the policies themselves, not on the proposal's
+        # syscall additions: a proposal may change other keys (filesystem
+        # paths, once learn proposes them).
+        d = moat.local("policy", "diff", cur, nxt)
+        if d.returncode not in (0, 1):
+            raise HarnessError(f"policy diff {cur} {nxt}: {d.stderr.decode(errors='replace').strip()}")
+        entry["diff"] = d.stdout.decode(errors="replace").splitlines() if d.returncode == 1 else []
+        if d.returncode == 0:
             res.update(status="stuck", note=f"round {k}: the learn replay ({entry['learn_outcome']}) proposes "
-                       f"nothing, but the policy still fails enforced: {describe(o)}"
+                       f"no change (policy diff: none), but the policy still fails enforced: {describe(o)}"
                        + (f"; last note: {last_notes[-1]}" if last_notes else ""))
             return res
         cur = nxt
