@@ -426,11 +426,11 @@ def learn_loop(moat, wl, view, argv, inputs, want, rounds, work):
         # Progress is judged on the policies themselves, not on the proposal's
         # syscall additions: a proposal may change other keys (filesystem
         # paths, once learn proposes them).
-        d = moat.local("policy", "diff", cur, nxt)
-        if d.returncode not in (0, 1):
-            raise HarnessError(f"policy diff {cur} {nxt}: {d.stderr.decode(errors='replace').strip()}")
-        entry["diff"] = d.stdout.decode(errors="replace").splitlines() if d.returncode == 1 else []
-        if d.returncode == 0:
+        pd = moat.local("policy", "diff", cur, nxt)
+        if pd.returncode not in (0, 1):
+            raise HarnessError(f"policy diff {cur} {nxt}: {pd.stderr.decode(errors='replace').strip()}")
+        entry["diff"] = pd.stdout.decode(errors="replace").splitlines() if pd.returncode == 1 else []
+        if pd.returncode == 0:
             res.update(status="stuck", note=f"round {k}: the learn replay ({entry['learn_outcome']}) proposes "
                        f"no change (policy diff: none), but the policy still fails enforced: {describe(o)}"
                        + (f"; last note: {last_notes[-1]}" if last_notes else ""))
