@@ -288,6 +288,8 @@ Measured by `tests/bench/run.sh{' --short' if short else ''}` (issue 7). Every f
 its baseline was measured in the same run on the same machine; the machine is
 shared (2 vCPU, other builds and tests running), so compare ratios, not
 absolute times, between runs. {"**This is a --short run: too few iterations to mean anything; it only shows the suite still works.**" if short else ""}
+The learning benchmark (section 9: how many `replay --learn` rounds real
+programs need) writes its own page, [learning.md](learning.md).
 
 ## Machine
 

@@ -3,7 +3,7 @@
 # baseline in the same run, and reported as medians and ratios, because the
 # machine is shared and absolute numbers move from run to run.
 #
-#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE] [--only vm]
+#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE] [--only vm|learn]
 #
 # Full mode writes docs/performance.md (or --out FILE). --short runs few
 # iterations (CI: catches breakage, not regressions) and writes
@@ -14,6 +14,13 @@
 # 8) needs QEMU and the guest kernel kit (packaging/moat.sh guest-kernel);
 # without them it is skipped with the reason. --only vm measures only the vm
 # tier and rewrites only its section of the output file.
+# Section 9, the learning benchmark (tests/bench/learn/learn_bench.py: real
+# programs, `replay --learn` round after round from a bare policy, against a
+# strace baseline and Docker's default profile), writes docs/learning.md and
+# docs/learning.json (short mode: $BUILD/learning-short.{md,json}, its short
+# workloads only); --only learn runs only it. A workload that does not
+# converge is a result, not a failure; a harness error counts as a broken step.
+# MOAT_BENCH_LEARN_NOTE, when set, is put at the top of docs/learning.md.
 set -uo pipefail
 
 SHORT=0
@@ -30,12 +37,12 @@ while [ $# -gt 0 ]; do
     --no-build) DO_BUILD=0 ;;
     --out) OUT=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    -h | --help) sed -n 2,17p "$0"; exit 0 ;;
+    -h | --help) sed -n 2,24p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
-case "$ONLY" in "" | vm) ;; *) echo "run.sh: --only takes vm" >&2; exit 2 ;; esac
+case "$ONLY" in "" | vm | learn) ;; *) echo "run.sh: --only takes vm or learn" >&2; exit 2 ;; esac
 if [ -z "$OUT" ]; then
     if [ $SHORT = 1 ]; then OUT="$BUILD/performance-short.md"; else OUT="$REPO/docs/performance.md"; fi
 fi
@@ -77,7 +84,7 @@ FIRST_BYTE=$BUILD/tests/bench/moat-first-byte
 VM_TEST_INIT=$BUILD/tests/vm/vm-test-init
 VM_PROBE_INIT=$BUILD/core/vm/moat-vm-probe-init
 NEED=("$MOATD" "$MOATCTL")
-[ "$ONLY" = vm ] || NEED+=("$LOOP_BIN")
+[ -n "$ONLY" ] || NEED+=("$LOOP_BIN")
 for f in "${NEED[@]}"; do [ -x "$f" ] || { echo "run.sh: missing $f" >&2; exit 1; }; done
 
 # ------------------------------------------------------------------ scratch, moatd
@@ -166,7 +173,7 @@ action = "allow"
 args = [{ index = 2, op = "le", value = 4096 }]' 'read_write = ["/dev/zero"]'
 
 cd "$WORK" || exit 1
-if [ "$ONLY" != vm ]; then # sections 1-7 (not re-indented)
+if [ -z "$ONLY" ]; then # sections 1-7 (not re-indented)
 log "starting moatd (state $WORK/state, cgroup parent $CGPARENT)"
 start_moatd || exit 1
 
@@ -506,7 +513,36 @@ EOF
         { log "vm cold jobs failed"; BROKEN=$((BROKEN + 1)); }
     stop_moatd
 }
-vm_section
+[ "$ONLY" = learn ] || vm_section
+
+# ------------------------------------------------------------------ 9. learning benchmark
+# The driver starts its own moatd on a fresh state dir (each section above
+# has stopped ours) and says per workload how far learn got.
+learn_section() {
+    local md json args=()
+    if [ $SHORT = 1 ]; then
+        md=$BUILD/learning-short.md json=$BUILD/learning-short.json
+        args+=(--short)
+    else
+        md=$REPO/docs/learning.md json=$REPO/docs/learning.json
+    fi
+    log "9. learning benchmark ($([ $SHORT = 1 ] && echo "short workloads" || echo "every workload")) -> $md"
+    python3 "$REPO/tests/bench/learn/learn_bench.py" --moatd "$MOATD" --moatctl "$MOATCTL" "${args[@]}" \
+        --keep "$WORK/learn" --md "$md" --json "$json" --preface "${MOAT_BENCH_LEARN_NOTE:-}"
+    local rc=$?
+    if [ $rc != 0 ]; then
+        echo "run.sh: the learning benchmark failed (exit $rc; see above)" >&2
+        BROKEN=$((BROKEN + 1))
+        return 1
+    fi
+    # The table, for CI's log.
+    sed -n '/^## From the/,/^## Workloads/p' "$md" | grep -v '^## Workloads' >&2
+}
+[ "$ONLY" = vm ] || learn_section
+[ "$ONLY" != learn ] || {
+    [ "$BROKEN" = 0 ] || { echo "run.sh: $BROKEN benchmark step(s) failed (see above)" >&2; exit 1; }
+    exit 0
+}
 
 # ------------------------------------------------------------------ report
 log "writing $OUT"
