@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "local.h"
+#include "moat/common/sha256.h"
 #include "moat/sandbox/landlock.h"
 
 namespace moat::supervisor {
@@ -48,6 +49,29 @@ std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vec
     return "";
 }
 
+// The sha256 of the manifest of the tree at `dirfd` now, read with the
+// replaying client's rights (as the recording was read with the client's),
+// within the bounds of the recorded tree.
+Result<std::string> tree_sha256(int dirfd, const ClientCreds& who, const TreeManifest& recorded, uint64_t* bytes,
+                                const std::atomic<bool>& cancel) {
+    TreeLimits limits;
+    limits.max_entries = recorded.entries.size() + 1;
+    limits.max_bytes = 0;
+    for (const auto& e : recorded.entries) limits.max_bytes += e.size;
+    FileSink hash = [&](int fd, uint64_t max) -> Result<FileDigest> {
+        FileDigest d;
+        auto sha = fd_sha256(fd, &d.bytes, cancel);
+        if (!sha) return std::unexpected(sha.error());
+        d.sha256 = std::move(*sha);
+        d.truncated = d.bytes > max;
+        return d;
+    };
+    auto w = walk_tree_as_client(dirfd, who, limits, hash, cancel);
+    if (!w) return std::unexpected(w.error());
+    *bytes = w->bytes;
+    return sha256_hex(encode_manifest(w->manifest));
+}
+
 struct SeccompPlan final : Plan {
     sandbox::LandlockRuleset landlock;
 };
@@ -66,9 +90,10 @@ public:
         if (!f) return std::unexpected(f.error().wrap("input " + in.host_path));
         fd = std::move(*f);
         uint64_t size = 0;
-        auto now = fd_sha256(fd.get(), &size, cancel);
+        auto now = in.tree ? tree_sha256(fd.get(), who, *in.tree, &size, cancel) : fd_sha256(fd.get(), &size, cancel);
         if (!now || *now != in.snapshot)
-            return fail("input " + in.host_path + " is not the file the job saw (recorded sha256 " +
+            return fail("input " + in.host_path + " is not the " + (in.tree ? "directory tree" : "file") +
+                        " the job saw (recorded sha256 " +
                         in.snapshot.substr(0, 12) + "..., now " +
                         (now ? now->substr(0, 12) + "..." : now.error().message) +
                         "); the seccomp tier has no mount namespace to put the snapshot back: restore the file or "
