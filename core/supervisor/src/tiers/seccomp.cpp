@@ -51,13 +51,10 @@ std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vec
 
 // The sha256 of the manifest of the tree at `dirfd` now, read with the
 // replaying client's rights (as the recording was read with the client's),
-// within the bounds of the recorded tree.
-Result<std::string> tree_sha256(int dirfd, const ClientCreds& who, const TreeManifest& recorded, uint64_t* bytes,
+// within the bounds a recording has.
+Result<std::string> tree_sha256(int dirfd, const ClientCreds& who, const Config& cfg, uint64_t* bytes,
                                 const std::atomic<bool>& cancel) {
-    TreeLimits limits;
-    limits.max_entries = recorded.entries.size() + 1;
-    limits.max_bytes = 0;
-    for (const auto& e : recorded.entries) limits.max_bytes += e.size;
+    const TreeLimits limits{cfg.record_input_max, cfg.record_input_entries};
     FileSink hash = [&](int fd, uint64_t max) -> Result<FileDigest> {
         FileDigest d;
         auto sha = fd_sha256(fd, &d.bytes, cancel);
@@ -81,7 +78,7 @@ public:
     policy::Tier kind() const override { return policy::Tier::Seccomp; }
     std::optional<Error> unavailable() const override { return std::nullopt; }
 
-    Result<void> restore_input(const Config&, int64_t, size_t, InputFile& in, const std::string&, const Identities&,
+    Result<void> restore_input(const Config& cfg, int64_t, size_t, InputFile& in, const std::string&, const Identities&,
                                const ClientCreds& who, const std::atomic<bool>& cancel, std::string&, UniqueFd& fd,
                                struct stat& st, nlohmann::json& rec) const override {
         // The host file must still be the one the job saw. It is opened with
@@ -90,7 +87,7 @@ public:
         if (!f) return std::unexpected(f.error().wrap("input " + in.host_path));
         fd = std::move(*f);
         uint64_t size = 0;
-        auto now = in.tree ? tree_sha256(fd.get(), who, *in.tree, &size, cancel) : fd_sha256(fd.get(), &size, cancel);
+        auto now = in.tree ? tree_sha256(fd.get(), who, cfg, &size, cancel) : fd_sha256(fd.get(), &size, cancel);
         if (!now || *now != in.snapshot)
             return fail("input " + in.host_path + " is not the " + (in.tree ? "directory tree" : "file") +
                         " the job saw (recorded sha256 " +
