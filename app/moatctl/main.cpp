@@ -251,6 +251,21 @@ int open_input(const std::string& host, bool no_symlinks, std::string* err) {
     return fd;
 }
 
+// Says on stderr which inputs of a job that ran were not snapshotted (and
+// why): a replay of the job will refuse them, and the operator should learn
+// that now, not at the replay. Daemons that do not send the recording with
+// `finished` say nothing.
+void warn_unrecorded_inputs(int64_t job, const json& finished) {
+    const json rec = finished.value("recording", json::object());
+    if (!rec.is_object() || !rec.value("inputs", json()).is_array()) return;
+    for (const auto& in : rec["inputs"]) {
+        if (!in.is_object() || in.value("sha256", json()).is_string()) continue;
+        fprintf(stderr, "moatctl: warning: job %lld: input %s was not snapshotted, so `moatctl replay %lld` will "
+                        "refuse it: %s\n",
+                (long long)job, str_or(in, "host").c_str(), (long long)job, str_or(in, "note").c_str());
+    }
+}
+
 int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
             const std::vector<std::string>& inputs, bool no_symlinks, const std::string& id_file,
             const std::vector<std::string>& argv) {
@@ -353,6 +368,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
                         str_or(j["termination"], "detail").c_str());
                 return kExitSetup;
             }
+            warn_unrecorded_inputs(job, j);
             if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
             if (j["signal"].is_number_integer()) {
                 if (cause != "exited" && cause != "signaled")

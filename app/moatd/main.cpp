@@ -138,7 +138,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--record-output-max", record_output_max, "tail of stdout and of stderr kept per job")
         ->capture_default_str();
-    app.add_option("--record-input-max", record_input_max, "largest --input file snapshotted for replay")
+    app.add_option("--record-input-max", record_input_max,
+                   "largest --input file (for a directory: its files together) snapshotted for replay")
+        ->capture_default_str();
+    uint64_t record_input_entries = 100000;
+    app.add_option("--record-input-entries", record_input_entries,
+                   "most entries (directories, files, symlinks) of a directory --input snapshotted for replay")
+        ->check(CLI::Range(uint64_t(1), uint64_t(1000000)))
         ->capture_default_str();
     app.add_option("--record-budget", record_budget,
                    "total size of recorded stdin and input snapshots; oldest recordings are dropped beyond it")
@@ -355,6 +361,7 @@ int main(int argc, char** argv) {
     cfg.record_stdin_max = rec_limits[0];
     cfg.record_output_max = rec_limits[1];
     cfg.record_input_max = rec_limits[2];
+    cfg.record_input_entries = record_input_entries;
     cfg.init_exe_fd = init_fd.get();
     cfg.newroot_dir = newroot;
     cfg.store = store->get();

@@ -828,6 +828,91 @@ TEST_F(Container, LearnKeepsExplicitDeniesAndAPassingJobNeedsNoChange) {
     // Other families are still refused by the operator's rule.
     JobRun inet = run_job(*s_daemon, v2, {testprog(), "socket", "inet"});
     EXPECT_EQ(kv(inet.proc.out, "errno"), "EACCES") << describe(inet);
+
+// A directory input: nested directories, a file only its owner (the client)
+// may read, a symlink, a FIFO. What the job sees of it, as moat-testprog's
+// `tree` lists it (sorted, symlinks not followed).
+std::string make_input_tree(const std::string& dir) {
+    mkdir(dir.c_str(), 0755);
+    mkdir((dir + "/sub").c_str(), 0755);
+    mkdir((dir + "/sub/private").c_str(), 0700);
+    write_text(dir + "/top.txt", "top\n", 0644);
+    write_text(dir + "/sub/secret", "only the client\n", 0600);
+    write_text(dir + "/sub/private/x", "x\n", 0644);
+    symlink("sub/secret", (dir + "/link").c_str());
+    mkfifo((dir + "/fifo").c_str(), 0644);
+    return dir;
+}
+
+TEST_F(Container, DirectoryInputIsSnapshottedAndReplayedAsTheJobSawIt) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    const std::string dir = make_input_tree(s_root + "/tree-in");
+    Ctr c;
+    c.name = "dir-input";
+    JobRun r = run_ctr(c, {"tree", "/data/tree"}, {"--input", dir + ":/data/tree"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    const std::string seen = r.proc.out;
+    EXPECT_NE(seen.find("tree: top.txt 0644 file data=top|"), std::string::npos) << seen;
+    EXPECT_NE(seen.find("tree: link 0777 symlink -> sub/secret"), std::string::npos) << seen;
+    EXPECT_NE(seen.find("tree: sub/secret 0600 file open=Permission denied"), std::string::npos) << seen;
+    EXPECT_NE(seen.find("tree: sub/private 0700 dir"), std::string::npos) << seen;
+    EXPECT_EQ(r.proc.err.find("not snapshotted"), std::string::npos) << r.proc.err;
+
+    json in = show(r.id)["recording"]["inputs"].at(0);
+    EXPECT_EQ(in.value("kind", ""), "directory") << in.dump();
+    EXPECT_TRUE(in["sha256"].is_string()) << in.dump();
+    EXPECT_EQ(in.value("entries", 0), 6) << in.dump();   // top.txt link sub sub/secret sub/private sub/private/x
+    EXPECT_EQ(in.value("bytes", 0), 4 + 16 + 2) << in.dump();
+    EXPECT_NE(in.value("note", "").find("fifo: a FIFO (not recorded)"), std::string::npos) << in.dump();
+
+    // The host tree changes afterwards: the replay still sees the snapshot,
+    // with the recorded modes and the symlink as a symlink.
+    write_text(dir + "/top.txt", "CHANGED\n", 0644);
+    unlink((dir + "/link").c_str());
+    unlink((dir + "/fifo").c_str());  // the original saw it; the replay cannot (the note said so)
+    ReplayOut again = replay_json(ctl_fn, r.id);
+    ASSERT_EQ(again.status, 0) << again.raw;
+    EXPECT_TRUE(again.report["comparison"].value("reproduced", false)) << again.report.dump();
+    auto without_fifo = [](const std::string& text) {
+        std::istringstream in(text);
+        std::string kept;
+        for (std::string line; std::getline(in, line);)
+            if (line.find("tree: fifo ") != 0 && line.find("tree=ok") != 0) kept += line + "\n";
+        return kept;
+    };
+    Proc out = ctl({"output", std::to_string(again.id)});
+    EXPECT_NE(seen.find("tree: fifo "), std::string::npos) << seen;
+    EXPECT_EQ(out.out.find("tree: fifo "), std::string::npos) << out.out;
+    EXPECT_EQ(without_fifo(out.out), without_fifo(seen)) << "the replay saw another tree";
+    json rin = show(again.id)["recording"]["inputs"].at(0);
+    EXPECT_EQ(rin.value("kind", ""), "directory") << rin.dump();
+    EXPECT_EQ(rin.value("sha256", ""), in.value("sha256", "")) << rin.dump();
+
+    // The seccomp tier reads the host tree, which is no longer the recorded one.
+    Proc sec = ctl({"replay", std::to_string(r.id), "--tier", "seccomp"});
+    EXPECT_EQ(sec.status, 125) << sec.out << sec.err;
+    EXPECT_NE(sec.err.find("is not the directory tree the job saw"), std::string::npos) << sec.err;
+    EXPECT_NE(sec.err.find("--tier container"), std::string::npos) << sec.err;
+}
+
+TEST_F(Container, DirectoryInputOverTheEntryBoundRunsButSaysAtOnceThatItWillNotReplay) {
+    Daemon d(s_root, "few-entries");
+    std::string why;
+    ASSERT_TRUE(d.start(&why, {"--record-input-entries", "3"})) << why;
+    const std::string dir = make_input_tree(s_root + "/tree-big");
+    Ctr c;
+    c.name = "dir-input-big";
+    JobRun r = run_job(d, ctr_policy(c), {testprog(), "tree", "/data/tree"}, {}, {"--input", dir + ":/data/tree"});
+    EXPECT_EQ(r.proc.status, 0) << describe(r);
+    EXPECT_NE(r.proc.out.find("tree: top.txt 0644 file data=top|"), std::string::npos) << r.proc.out;
+    EXPECT_NE(r.proc.err.find("tree-big was not snapshotted, so `moatctl replay " + std::to_string(r.id) +
+                              "` will refuse it: not snapshotted: more than 3 entries (moatd --record-input-entries)"),
+              std::string::npos)
+        << r.proc.err;
+    Proc p = ctl(d, {"replay", std::to_string(r.id)});
+    EXPECT_EQ(p.status, 125) << p.out << p.err;
+    EXPECT_NE(p.err.find("more than 3 entries"), std::string::npos) << p.err;
+    EXPECT_EQ(d.terminate(), 0) << d.log();
 }
 
 TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {

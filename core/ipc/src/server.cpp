@@ -1385,6 +1385,7 @@ void Server::handle_replay(Client& c, const json& req) {
                 return;
             }
             f.snapshot = in["sha256"].get<std::string>();
+            f.directory = in.value("kind", json()) == "directory";
             jr.inputs.push_back(std::move(f));
         }
     }

@@ -104,6 +104,18 @@ Result<BlobInfo> Artifacts::adopt(const std::string& temp_path) const {
     return info;
 }
 
+Result<BlobInfo> Artifacts::put_bytes(std::string_view bytes) const {
+    auto tmp = make_temp();
+    if (!tmp) return std::unexpected(tmp.error());
+    UniqueFd out(tmp->first);
+    if (auto r = write_all(out.get(), bytes.data(), bytes.size()); !r) {
+        unlink(tmp->second.c_str());
+        return std::unexpected(r.error().wrap("writing " + tmp->second));
+    }
+    out.reset();
+    return adopt(tmp->second);
+}
+
 Result<BlobInfo> Artifacts::put_fd(int src, uint64_t max, const std::atomic<bool>* cancel) const {
     auto tmp = make_temp();
     if (!tmp) return std::unexpected(tmp.error());

@@ -501,6 +501,7 @@ void Supervisor::inputs_ready(int64_t job_id) {
     p->ending->blobs = prep.blobs;
     p->ending->stage = prep.stage;
     (void)m_cfg.store->set_recording(job.id, p->ending->recording, p->ending->blobs);
+    job.rec.recording = p->ending->recording;
 
     auto on_finished = job.on_finished;
     if (!p->stop_why.empty()) {
@@ -663,17 +664,60 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
 }
 
 
+namespace {
+
+// The calling thread's identity, switched to a client's and back.
+// Credentials are per thread in the kernel. The raw syscalls change this
+// thread alone (glibc's wrappers would change all of moatd's threads). Only
+// the effective ids change: with a non-zero effective uid no capability of
+// moatd's is effective, so DAC, ACLs and LSMs judge every open as they would
+// the client's; the saved uid stays moatd's, which is what lets back() return.
+class ThreadCreds final {
+public:
+    ThreadCreds() : m_uid(geteuid()), m_gid(getegid()) {
+        int n = getgroups(0, nullptr);
+        m_groups.resize(size_t(std::max(n, 0)));
+        if (n > 0) m_groups.resize(size_t(std::max(getgroups(n, m_groups.data()), 0)));
+    }
+    ~ThreadCreds() { (void)back(); }
+    ThreadCreds(const ThreadCreds&) = delete;
+    ThreadCreds& operator=(const ThreadCreds&) = delete;
+
+    Result<void> take(const ClientCreds& who) {
+        m_taken = true;
+        if (syscall(SYS_setgroups, who.groups.size(), who.groups.data()) < 0 ||
+            syscall(SYS_setresgid, -1, who.gid, -1) < 0 || syscall(SYS_setresuid, -1, who.uid, -1) < 0)
+            return fail_sys("taking the identity of uid " + std::to_string(who.uid), errno);
+        return {};
+    }
+    // moatd's own identity again (the uid first: it brings back the
+    // capabilities that changing the gid and groups needs).
+    Result<void> back() {
+        if (!m_taken) return {};
+        if (syscall(SYS_setresuid, -1, m_uid, -1) < 0 || syscall(SYS_setresgid, -1, m_gid, -1) < 0 ||
+            syscall(SYS_setgroups, m_groups.size(), m_groups.data()) < 0)
+            return fail_sys("taking moatd's identity back", errno);
+        m_taken = false;
+        return {};
+    }
+
+private:
+    uid_t m_uid;
+    gid_t m_gid;
+    std::vector<gid_t> m_groups;
+    bool m_taken = false;
+};
+
+}  // namespace
+
 Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path) {
     int fd = -1, err = 0;
     std::string what;
-    // Credentials are per thread in the kernel. The raw syscalls change this
-    // short-lived thread alone (glibc's wrappers would change all of moatd's
-    // threads); with a non-zero effective uid no capability of moatd's is
-    // effective, so DAC, ACLs and LSMs judge the open as they would the client's.
+    // A short-lived thread: its credentials are changed alone (ThreadCreds).
     std::thread t([&] {
-        if (syscall(SYS_setgroups, who.groups.size(), who.groups.data()) < 0 ||
-            syscall(SYS_setresgid, -1, who.gid, -1) < 0 || syscall(SYS_setresuid, -1, who.uid, -1) < 0) {
-            err = errno;
+        ThreadCreds creds;
+        if (auto r = creds.take(who); !r) {
+            err = r.error().sys_errno;
             what = "taking the client's identity";
             return;
         }
@@ -714,10 +758,150 @@ Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path)
     return UniqueFd(fd);
 }
 
+Result<TreeWalk> walk_tree_as_client(int dirfd, const ClientCreds& who, const TreeLimits& limits, const FileSink& sink,
+                                     const std::atomic<bool>& cancel) {
+    ThreadCreds creds;
+    if (auto r = creds.take(who); !r) return std::unexpected(r.error());
+    // The file is open already (with the client's rights); what the sink does
+    // with it, like writing moatd's 0700 blob store, needs moatd's.
+    FileSink as_moatd = [&](int fd, uint64_t max) -> Result<FileDigest> {
+        if (auto r = creds.back(); !r) return std::unexpected(r.error());
+        auto d = sink(fd, max);
+        if (auto r = creds.take(who); !r) return std::unexpected(r.error());
+        return d;
+    };
+    auto w = walk_tree(dirfd, limits, as_moatd, cancel);
+    if (auto r = creds.back(); !r) return std::unexpected(r.error());
+    return w;
+}
+
+namespace {
+
+// The blobs a job's recording refers to, and those stored now (registered in
+// the store even when the recording does not keep them: an unreferenced blob
+// goes at the next expiry).
+struct BlobLists {
+    std::vector<std::string>& referenced;
+    std::vector<std::pair<std::string, uint64_t>>& stored;
+};
+
+// A file input: its bytes, read through the client's fd. An error only when cancelled.
+Result<void> snapshot_file(const Config& cfg, int fd, const struct stat& st, const std::atomic<bool>& cancel,
+                           nlohmann::json& rec, BlobLists blobs) {
+    if (uint64_t(st.st_size) > cfg.record_input_max) {
+        rec["note"] = "not snapshotted: " + format_size(uint64_t(st.st_size)) + " is over the snapshot limit of " +
+                      format_size(cfg.record_input_max) + " (moatd --record-input-max)";
+        return {};
+    }
+    auto b = cfg.artifacts->put_fd(fd, cfg.record_input_max, &cancel);
+    if (!b) {
+        if (cancel) return fail("cancelled");
+        rec["note"] = "not snapshotted: " + b.error().message;
+        return {};
+    }
+    rec["sha256"] = b->sha256;
+    rec["bytes"] = b->bytes;
+    if (b->truncated) rec["note"] = "the file grew while it was snapshotted; the first bytes are kept";
+    blobs.referenced.push_back(b->sha256);
+    blobs.stored.emplace_back(b->sha256, b->bytes);
+    return {};
+}
+
+// What a directory snapshot left out, or "".
+std::string tree_note(const TreeWalk& w) {
+    auto listed = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (size_t i = 0; i < v.size() && i < 5; ++i) s += (i ? "; " : "") + v[i];
+        return v.size() > 5 ? s + "; and " + std::to_string(v.size() - 5) + " more" : s;
+    };
+    std::string note;
+    if (!w.skipped.empty()) note = "not recorded, the job saw them but a replay will not: " + listed(w.skipped);
+    if (!w.grown.empty())
+        note += (note.empty() ? "" : ". ") + std::string("grew while snapshotted (the first bytes are kept): ") +
+                listed(w.grown);
+    return note;
+}
+
+// A directory input: its tree read as the client (walk_tree_as_client), each
+// file a blob, the manifest a blob whose sha256 stands for the tree. An error
+// only when cancelled.
+Result<void> snapshot_tree(const Config& cfg, int dirfd, const ClientCreds& who, const std::atomic<bool>& cancel,
+                           nlohmann::json& rec, BlobLists blobs) {
+    std::vector<std::string> files;
+    FileSink store_file = [&](int fd, uint64_t max) -> Result<FileDigest> {
+        auto b = cfg.artifacts->put_fd(fd, max, &cancel);
+        if (!b) return std::unexpected(b.error());
+        blobs.stored.emplace_back(b->sha256, b->bytes);
+        files.push_back(b->sha256);
+        return FileDigest{b->sha256, b->bytes, b->truncated};
+    };
+    auto w = walk_tree_as_client(dirfd, who, {cfg.record_input_max, cfg.record_input_entries}, store_file, cancel);
+    if (cancel) return fail("cancelled");
+    if (!w) {
+        rec["note"] = "not snapshotted: " + w.error().message;
+        return {};
+    }
+    auto m = cfg.artifacts->put_bytes(encode_manifest(w->manifest));
+    if (!m) {
+        rec["note"] = "not snapshotted: " + m.error().wrap("storing its manifest").message;
+        return {};
+    }
+    blobs.stored.emplace_back(m->sha256, m->bytes);
+    blobs.referenced.push_back(m->sha256);
+    blobs.referenced.insert(blobs.referenced.end(), files.begin(), files.end());
+    rec["sha256"] = m->sha256;
+    rec["bytes"] = w->bytes;
+    rec["entries"] = w->manifest.entries.size();
+    if (std::string note = tree_note(*w); !note.empty()) rec["note"] = note;
+    return {};
+}
+
+Result<std::string> read_blob(const Config& cfg, const std::string& sha256, uint64_t max) {
+    UniqueFd fd(::open(cfg.artifacts->path(sha256).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st{};
+    if (!fd || fstat(fd.get(), &st) < 0) return fail_sys("open blob " + sha256, errno);
+    if (uint64_t(st.st_size) > max) return fail("blob " + sha256 + " is larger than " + format_size(max));
+    std::string text(size_t(st.st_size), '\0');
+    if (pread(fd.get(), text.data(), text.size(), 0) != ssize_t(text.size())) return fail_sys("read blob " + sha256, errno);
+    return text;
+}
+
+// Replay of a directory input: its manifest, and every file blob it names
+// (referenced by the replay's recording too, so eviction keeps them with it).
+Result<void> load_tree(const Config& cfg, InputFile& in, std::vector<std::string>& referenced) {
+    auto text = read_blob(cfg, in.snapshot, kMaxManifestBytes);
+    if (!text) return std::unexpected(text.error());
+    auto m = parse_manifest(*text);
+    if (!m) return std::unexpected(m.error().wrap("the recorded manifest"));
+    for (const TreeEntry& e : m->entries) {
+        if (e.type != TreeEntry::Type::File) continue;
+        if (!cfg.artifacts->exists(e.sha256)) return fail("the snapshot of " + e.path + " is gone from the artifact store");
+        referenced.push_back(e.sha256);
+    }
+    in.tree = std::make_shared<const TreeManifest>(std::move(*m));
+    return {};
+}
+
+// The input the client passed, or the path it named opened with its rights.
+Result<UniqueFd> client_input(InputFile& in, const ClientCreds& who, nlohmann::json& rec) {
+    rec["client_uid"] = who.uid;
+    if (in.fd) {
+        rec["opened_by"] = "client";
+        return std::move(in.fd);
+    }
+    auto f = open_as_client(who, in.host_path);
+    if (!f) return std::unexpected(f.error().wrap("input " + in.host_path));
+    rec["opened_by"] = "moatd as uid " + std::to_string(who.uid) + " (the client's credentials)";
+    return f;
+}
+
+}  // namespace
+
 void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<InputFile>& inputs, const Tier& tier,
                                 const Identities& ids, const ClientCreds& who, const std::atomic<bool>& cancel,
                                 Prepared& out) {
     auto failed = [&](Error e) { out.error = std::move(e); };
+    BlobLists blobs{out.blobs, out.new_blobs};
     for (size_t k = 0; k < inputs.size(); ++k) {
         if (cancel) return failed(Error::msg("cancelled"));
         InputFile& in = inputs[k];
@@ -729,54 +913,35 @@ void Supervisor::prepare_inputs(const Config& cfg, int64_t job_id, std::vector<I
             if (!cfg.artifacts || !store::valid_sha256(in.snapshot) || !cfg.artifacts->exists(in.snapshot))
                 return failed(Error::msg("the recorded snapshot of input " + in.host_path +
                                          " is gone from the artifact store"));
+            if (in.directory)
+                if (auto r = load_tree(cfg, in, out.blobs); !r) return failed(r.error().wrap("input " + in.host_path));
             const std::string blob = cfg.artifacts->path(in.snapshot);
             if (auto r = tier.restore_input(cfg, job_id, k, in, blob, ids, who, cancel, out.stage, fd, st, rec); !r)
                 return failed(r.error());
             rec["sha256"] = in.snapshot;
+            rec["kind"] = in.directory ? "directory" : "file";
             out.blobs.push_back(in.snapshot);
         } else {
-            if (in.fd) {
-                fd = std::move(in.fd);
-                rec["opened_by"] = "client";
-            } else {
-                // The host-path spelling of the protocol: opened as the client.
-                auto f = open_as_client(who, in.host_path);
-                if (!f) return failed(f.error().wrap("input " + in.host_path));
-                fd = std::move(*f);
-                rec["opened_by"] = "moatd as uid " + std::to_string(who.uid) + " (the client's credentials)";
-            }
-            rec["client_uid"] = who.uid;
+            auto f = client_input(in, who, rec);
+            if (!f) return failed(f.error());
+            fd = std::move(*f);
             if (fstat(fd.get(), &st) < 0) return failed(Error::sys("fstat(input " + in.host_path + ")", errno));
             if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
                 return failed(Error::msg("input " + in.host_path +
                                          ": the client passed something that is neither a regular file nor a "
                                          "directory"));
-            if (!cfg.artifacts) {
-                rec["note"] = "not snapshotted: moatd keeps no recordings";
-            } else if (!S_ISREG(st.st_mode)) {
-                rec["note"] = "not snapshotted: not a regular file (only files are recorded for replay)";
-            } else if (uint64_t(st.st_size) > cfg.record_input_max) {
-                rec["note"] = "not snapshotted: " + format_size(uint64_t(st.st_size)) +
-                              " is over the snapshot limit of " + format_size(cfg.record_input_max) +
-                              " (moatd --record-input-max)";
-            } else if (auto b = cfg.artifacts->put_fd(fd.get(), cfg.record_input_max, &cancel); !b) {
-                if (cancel) return failed(Error::msg("cancelled"));
-                rec["note"] = "not snapshotted: " + b.error().message;
-            } else {
-                // What was snapshotted: these bytes, read through the client's fd.
-                rec["sha256"] = b->sha256;
-                rec["bytes"] = b->bytes;
-                if (b->truncated) rec["note"] = "the file grew while it was snapshotted; the first bytes are kept";
-                out.blobs.push_back(b->sha256);
-                out.new_blobs.emplace_back(b->sha256, b->bytes);
-            }
+            rec["kind"] = S_ISDIR(st.st_mode) ? "directory" : "file";
+            Result<void> r;
+            if (!cfg.artifacts) rec["note"] = "not snapshotted: moatd keeps no recordings";
+            else if (S_ISDIR(st.st_mode)) r = snapshot_tree(cfg, fd.get(), who, cancel, rec, blobs);
+            else r = snapshot_file(cfg, fd.get(), st, cancel, rec, blobs);
+            if (!r) return failed(r.error());
         }
         out.list.push_back(std::move(rec));
         out.fds.push_back(std::move(fd));
         out.st.push_back(st);
     }
 }
-
 
 void Supervisor::relay_done(int64_t job_id, RelayResult res) {
     auto it = m_ending.find(job_id);
@@ -818,6 +983,7 @@ void Supervisor::complete(int64_t job_id) {
     if (auto s = m_cfg.store->set_recording(job_id, e->recording, e->blobs); !s)
         fprintf(stderr, "moatd: job %lld: recording not saved: %s\n", (long long)job_id, s.error().message.c_str());
     if (!e->stage.empty()) remove_tree(e->stage);
+    e->rec.recording = e->recording;  // the client's `finished` answer says what was not snapshotted
     if (e->on_finished) e->on_finished(e->rec);
     maybe_all_done();
 }

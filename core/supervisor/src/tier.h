@@ -29,6 +29,7 @@
 #include "moat/sandbox/spawn.h"
 #include "moat/store/store.h"
 #include "moat/supervisor/supervisor.h"
+#include "tree.h"
 
 namespace moat::supervisor {
 
@@ -216,5 +217,11 @@ bool program_under_binds(const std::string& exe, const std::vector<sandbox::Moun
 void remove_tree(const std::string& dir);
 Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& cancel);
 Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel);
+// walk_tree (tree.h) with the credentials of `who` on this thread for every
+// lookup and open in the tree (as open_as_client), and moatd's own back for
+// each call of `sink` (which may write moatd's blob store). The thread ends
+// with moatd's credentials whatever happens.
+Result<TreeWalk> walk_tree_as_client(int dirfd, const ClientCreds& who, const TreeLimits& limits, const FileSink& sink,
+                                     const std::atomic<bool>& cancel);
 
 }  // namespace moat::supervisor

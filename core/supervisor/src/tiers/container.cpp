@@ -23,6 +23,22 @@ std::string hostname_of(const policy::Policy& pol, int64_t job_id) {
     return pol.hostname.empty() ? "job-" + std::to_string(job_id) : pol.hostname;
 }
 
+// A directory input's tree rebuilt in the stage directory (tree.h: every
+// entry is created relative to its parent's fd, never through a symlink).
+Result<void> restore_tree_in(const std::string& stage, const std::string& name, const TreeManifest& m, uid_t owner,
+                             const Config& cfg, const std::atomic<bool>& cancel) {
+    UniqueFd dir(::open(stage.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) return std::unexpected(Error::sys("open " + stage, errno));
+    auto blob_path = [&](const std::string& sha) { return cfg.artifacts->path(sha); };
+    return restore_tree(m, dir.get(), name, owner, blob_path, cancel);
+}
+
+uint64_t tree_bytes(const TreeManifest& m) {
+    uint64_t n = 0;
+    for (const auto& e : m.entries) n += e.size;
+    return n;
+}
+
 class ContainerTier final : public Tier {
 public:
     explicit ContainerTier(const Config& cfg) : m_cfg(cfg) {}
@@ -57,13 +73,17 @@ public:
             stage = dir;
             if (chown(dir.c_str(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + dir, errno));
         }
-        std::string staged = stage + "/input-" + std::to_string(index);
-        if (auto r = copy_file(blob, staged, owner, cancel); !r)
+        const std::string name = "input-" + std::to_string(index);
+        const std::string staged = stage + "/" + name;
+        if (auto r = in.tree ? restore_tree_in(stage, name, *in.tree, owner, cfg, cancel)
+                             : copy_file(blob, staged, owner, cancel);
+            !r)
             return std::unexpected(r.error().wrap("putting back input " + in.host_path));
         in.host_path = staged;
         fd.reset(::open(staged.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
         if (!fd || fstat(fd.get(), &st) < 0) return std::unexpected(Error::sys("open " + staged, errno));
-        rec["bytes"] = uint64_t(st.st_size);
+        rec["bytes"] = in.tree ? tree_bytes(*in.tree) : uint64_t(st.st_size);
+        if (in.tree) rec["entries"] = in.tree->entries.size();
         return {};
     }
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "local.h"
+#include "moat/common/sha256.h"
 #include "moat/sandbox/landlock.h"
 
 namespace moat::supervisor {
@@ -48,6 +49,26 @@ std::string unenforceable_read_only(const policy::Filesystem& fs, const std::vec
     return "";
 }
 
+// The sha256 of the manifest of the tree at `dirfd` now, read with the
+// replaying client's rights (as the recording was read with the client's),
+// within the bounds a recording has.
+Result<std::string> tree_sha256(int dirfd, const ClientCreds& who, const Config& cfg, uint64_t* bytes,
+                                const std::atomic<bool>& cancel) {
+    const TreeLimits limits{cfg.record_input_max, cfg.record_input_entries};
+    FileSink hash = [&](int fd, uint64_t max) -> Result<FileDigest> {
+        FileDigest d;
+        auto sha = fd_sha256(fd, &d.bytes, cancel);
+        if (!sha) return std::unexpected(sha.error());
+        d.sha256 = std::move(*sha);
+        d.truncated = d.bytes > max;
+        return d;
+    };
+    auto w = walk_tree_as_client(dirfd, who, limits, hash, cancel);
+    if (!w) return std::unexpected(w.error());
+    *bytes = w->bytes;
+    return sha256_hex(encode_manifest(w->manifest));
+}
+
 struct SeccompPlan final : Plan {
     sandbox::LandlockRuleset landlock;
 };
@@ -57,7 +78,7 @@ public:
     policy::Tier kind() const override { return policy::Tier::Seccomp; }
     std::optional<Error> unavailable() const override { return std::nullopt; }
 
-    Result<void> restore_input(const Config&, int64_t, size_t, InputFile& in, const std::string&, const Identities&,
+    Result<void> restore_input(const Config& cfg, int64_t, size_t, InputFile& in, const std::string&, const Identities&,
                                const ClientCreds& who, const std::atomic<bool>& cancel, std::string&, UniqueFd& fd,
                                struct stat& st, nlohmann::json& rec) const override {
         // The host file must still be the one the job saw. It is opened with
@@ -66,9 +87,10 @@ public:
         if (!f) return std::unexpected(f.error().wrap("input " + in.host_path));
         fd = std::move(*f);
         uint64_t size = 0;
-        auto now = fd_sha256(fd.get(), &size, cancel);
+        auto now = in.tree ? tree_sha256(fd.get(), who, cfg, &size, cancel) : fd_sha256(fd.get(), &size, cancel);
         if (!now || *now != in.snapshot)
-            return fail("input " + in.host_path + " is not the file the job saw (recorded sha256 " +
+            return fail("input " + in.host_path + " is not the " + (in.tree ? "directory tree" : "file") +
+                        " the job saw (recorded sha256 " +
                         in.snapshot.substr(0, 12) + "..., now " +
                         (now ? now->substr(0, 12) + "..." : now.error().message) +
                         "); the seccomp tier has no mount namespace to put the snapshot back: restore the file or "

@@ -1,7 +1,5 @@
 // The tiers this moatd has, and what they share.
-#include <dirent.h>
 #include <fcntl.h>
-#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include <climits>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "../tier.h"
+#include "../tree.h"
 #include "moat/common/sha256.h"
 
 namespace moat::supervisor {
@@ -43,13 +42,9 @@ bool program_under_binds(const std::string& exe, const std::vector<sandbox::Moun
 }
 
 void remove_tree(const std::string& dir) {
-    // A stage directory holds plain files only (see restore_input).
-    if (DIR* d = opendir(dir.c_str())) {
-        while (auto* e = readdir(d))
-            if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
-        closedir(d);
-    }
-    rmdir(dir.c_str());
+    // A stage directory holds files and, for directory inputs, trees whose
+    // symlinks must not be followed on the way out (tree.h).
+    remove_tree_at(AT_FDCWD, dir);
 }
 
 // Hashes the file behind `fd` from its start (pread: the client's offset is untouched).
@@ -70,22 +65,12 @@ Result<std::string> fd_sha256(int fd, uint64_t* size, const std::atomic<bool>& c
     return h.hex();
 }
 
-// Copies in 8 MiB steps so a stop (or moatd's shutdown) is noticed promptly.
 Result<void> copy_file(const std::string& from, const std::string& to, uid_t owner, const std::atomic<bool>& cancel) {
     UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!in) return std::unexpected(Error::sys("open " + from, errno));
     UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444));
     if (!out) return std::unexpected(Error::sys("create " + to, errno));
-    for (;;) {
-        if (cancel) return fail("cancelled");
-        ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 8 << 20, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS)) {
-            n = sendfile(out.get(), in.get(), nullptr, 8 << 20);
-        }
-        if (n < 0) return std::unexpected(Error::sys("copy " + from + " -> " + to, errno));
-        if (n == 0) break;
-    }
+    if (auto r = copy_bytes(in.get(), out.get(), cancel); !r) return std::unexpected(r.error().wrap(from + " -> " + to));
     if (fchown(out.get(), owner, owner) < 0) return std::unexpected(Error::sys("chown " + to, errno));
     return {};
 }

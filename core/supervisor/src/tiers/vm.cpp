@@ -450,7 +450,11 @@ public:
                                const ClientCreds&, const std::atomic<bool>&, std::string&, UniqueFd& fd, struct stat& st,
                                nlohmann::json& rec) const override {
         // The snapshot itself is streamed into the guest: nothing on the host
-        // is staged or shared.
+        // is staged or shared. A guest gets files only (as in a run).
+        if (in.directory)
+            return fail("input " + in.host_path +
+                        " is a directory: the vm tier streams regular files only into the guest; replay this job "
+                        "with --tier container");
         fd.reset(::open(blob.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd || fstat(fd.get(), &st) < 0) return std::unexpected(Error::sys("open the snapshot of " + in.host_path, errno));
         rec["bytes"] = uint64_t(st.st_size);

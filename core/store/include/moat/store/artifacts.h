@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "moat/common/error.h"
 
@@ -29,6 +30,8 @@ public:
     // `cancel`, when given, is checked between reads (a stopped job's snapshot
     // ends early with an error).
     Result<BlobInfo> put_fd(int fd, uint64_t max, const std::atomic<bool>* cancel = nullptr) const;
+    // Stores `bytes` as a blob (a directory input's manifest).
+    Result<BlobInfo> put_bytes(std::string_view bytes) const;
     // A new temp file for a writer that streams (mode 0600, O_EXCL); the
     // caller writes it, then adopt()s it. Returns the open fd and its path.
     Result<std::pair<int, std::string>> make_temp() const;

@@ -51,7 +51,8 @@ struct Config {
     std::string stage_dir = "/run/moat/stage";   // replay: snapshots put back for the container tier
     uint64_t record_stdin_max = 16ull << 20;     // stdin kept for replay; beyond it the recording is marked cut
     uint64_t record_output_max = 1ull << 20;     // tail of stdout and of stderr kept per job
-    uint64_t record_input_max = 1ull << 30;      // largest --input file snapshotted
+    uint64_t record_input_max = 1ull << 30;      // largest --input file (or directory tree's files) snapshotted
+    uint64_t record_input_entries = 100000;      // most entries of a directory input snapshotted
     // The vm tier (docs/vm.md). Without a guest kernel kit and the static
     // agent the tier is unavailable, with the reason.
     struct Vm {
@@ -71,10 +72,14 @@ struct Config {
 };
 
 
+struct TreeManifest;
+
 struct InputFile {
     std::string host_path;     // as the client named it (its canonical path when the client sent an fd)
     std::string sandbox_path;  // where the job sees it (== host_path in the seccomp tier)
     std::string snapshot;      // replay: the recorded blob's sha256 to put there instead
+    bool directory = false;    // replay: `snapshot` is a directory tree's manifest (recording kind "directory")
+    std::shared_ptr<const TreeManifest> tree;  // replay: that manifest, read by prepare_inputs
     // The file as the client opened it with its own rights (SCM_RIGHTS). moatd
     // snapshots from it and grants exactly it; it never opens host_path with
     // its own rights. Empty: a host-path request, opened with the client's
