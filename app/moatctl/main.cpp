@@ -468,7 +468,10 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
             finished = (*m)["finished"];
         }
     }
-    if (str_or(finished["termination"], "cause") == "setup-failed")
+    // A learn replay that could not be set up may still have learned what
+    // the set-up lacked (a program outside the view): the proposal says.
+    const bool setup_failed = str_or(finished["termination"], "cause") == "setup-failed";
+    if (setup_failed && !learn)
         return die("replay job " + std::to_string(new_job) + " could not be set up: " +
                        str_or(finished["termination"], "detail"), kExitSetup);
 
@@ -506,7 +509,8 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
         ctx.original_passed = policy_file.empty() && o1.cause == "exited" && o1.exit_code == 0;
         ctx.through_rules = override_rules;
         ctx.replay_job = aj;
-        if (!(o2.cause == "exited" && o2.exit_code == 0)) ctx.stderr_tail = stderr_tail(*c, new_job);
+        if (setup_failed) ctx.setup_detail = str_or(finished["termination"], "detail");
+        else if (!(o2.cause == "exited" && o2.exit_code == 0)) ctx.stderr_tail = stderr_tail(*c, new_job);
         proposal = moat::learn::propose(*base.policy, *d_again, o2, ctx);
         fragment = moat::learn::fragment(*base.policy, proposal->additions);
         full = moat::learn::apply(*base.policy, proposal->additions);
@@ -537,6 +541,11 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
         }
     }
     fflush(stdout);
+    if (setup_failed) {
+        fprintf(stderr, "moatctl: replay job %lld could not be set up: %s\n", (long long)new_job,
+                moat::for_terminal(str_or(finished["termination"], "detail")).c_str());
+        return kExitSetup;
+    }
     if (finished["exit_code"].is_number_integer()) return finished["exit_code"].get<int>();
     if (finished["signal"].is_number_integer()) return 128 + finished["signal"].get<int>();
     return kExitSetup;

@@ -358,6 +358,11 @@ int main(int argc, char** argv) {
     moat::supervisor::Config cfg;
     cfg.artifacts = &*artifacts;
     cfg.stage_dir = runtime_dir + "/stage";
+    {
+        char real[PATH_MAX];
+        cfg.private_dirs = {::realpath(state_dir.c_str(), real) ? std::string(real) : state_dir,
+                            ::realpath(runtime_dir.c_str(), real) ? std::string(real) : runtime_dir};
+    }
     cfg.record_stdin_max = rec_limits[0];
     cfg.record_output_max = rec_limits[1];
     cfg.record_input_max = rec_limits[2];

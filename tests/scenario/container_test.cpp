@@ -828,6 +828,7 @@ TEST_F(Container, LearnKeepsExplicitDeniesAndAPassingJobNeedsNoChange) {
     // Other families are still refused by the operator's rule.
     JobRun inet = run_job(*s_daemon, v2, {testprog(), "socket", "inet"});
     EXPECT_EQ(kv(inet.proc.out, "errno"), "EACCES") << describe(inet);
+}
 
 // A directory input: nested directories, a file only its owner (the client)
 // may read, a symlink, a FIFO. What the job sees of it, as moat-testprog's

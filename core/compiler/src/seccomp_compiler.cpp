@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <set>
 
 #include "moat/common/fd.h"
 
@@ -79,6 +80,17 @@ Verdict CompiledFilter::decide(int nr, uint32_t arch, const uint64_t args[6]) co
                     ? policy::Action{policy::Action::Kind::Errno, EPERM}
                     : m_default,
                 "abi"};
+    if (auto w = m_watched.find(nr); w != m_watched.end()) {
+        // Reached us only to be watched: judge it as the filter would have.
+        if (auto ar = m_watched_allow_rules.find(nr); ar != m_watched_allow_rules.end())
+            for (const auto& [index, rule] : ar->second) {
+                bool all = true;
+                for (const auto& c : rule.args)
+                    if (c.index > 5 || !holds(c, args[c.index])) { all = false; break; }
+                if (all) return {rule.action, "watch"};
+            }
+        if (w->second) return {policy::Action{policy::Action::Kind::Allow, 0}, "watch"};
+    }
     auto it = m_rules.find(nr);
     if (it != m_rules.end()) {
         for (const auto& [index, rule] : it->second) {
@@ -91,7 +103,7 @@ Verdict CompiledFilter::decide(int nr, uint32_t arch, const uint64_t args[6]) co
     return {m_default, "seccomp.default_action"};
 }
 
-Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
+Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p, const CompileOptions& opt) {
     using Kind = policy::Action::Kind;
     auto out = std::make_shared<CompiledFilter>();
     out->m_sha = p.sha256;
@@ -111,6 +123,13 @@ Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
     seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2);
 
     const bool clone_allowed = p.seccomp.allowed.count("clone") > 0;
+    std::set<int> watch;
+    for (const auto& name : opt.watch) {
+        int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, name.c_str());
+        if (nr < 0) continue;
+        watch.insert(nr);
+        out->m_watched[nr] = false;
+    }
     for (const auto& name : p.seccomp.allowed) {
         int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, name.c_str());
         if (nr == __NR_SCMP_ERROR) return fail("seccomp: unknown syscall \"" + name + "\"");
@@ -119,6 +138,10 @@ Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
             continue;  // always notified: the supervisor records every exec
         }
         if (name == "clone3" || name == "clone") continue;  // handled below
+        if (watch.count(nr)) {
+            out->m_watched[nr] = true;  // notified; decide() allows it
+            continue;
+        }
         if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ALLOW, nr, 0); rc < 0)
             return fail_sys("seccomp_rule_add(allow " + name + ")", -rc);
     }
@@ -142,6 +165,11 @@ Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
             if (r.syscall == "execve" || r.syscall == "execveat" || r.syscall == "clone3") {
                 return fail("seccomp.rule[" + std::to_string(index) + "]: " + r.syscall +
                             " cannot be allowed by an argument rule");
+            }
+            if (watch.count(nr)) {
+                out->m_watched_allow_rules[nr].emplace_back(index, r);
+                ++index;
+                continue;
             }
             auto conds = conditions(r);
             if (r.syscall == "clone") {
@@ -181,16 +209,21 @@ Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p) {
     return std::shared_ptr<const CompiledFilter>(std::move(out));
 }
 
-Result<std::shared_ptr<const CompiledFilter>> FilterCache::get(const policy::Policy& p) {
+Result<std::shared_ptr<const CompiledFilter>> FilterCache::get(const policy::Policy& p, const CompileOptions& opt) {
+    std::string key = p.sha256;
+    for (const auto& w : opt.watch) {
+        key += '\0';
+        key += w;
+    }
     {
         std::lock_guard lk(m_mu);
-        auto it = m_cache.find(p.sha256);
+        auto it = m_cache.find(key);
         if (it != m_cache.end()) return it->second;
     }
-    auto f = compile(p);
+    auto f = compile(p, opt);
     if (!f) return f;
     std::lock_guard lk(m_mu);
-    return m_cache.emplace(p.sha256, *f).first->second;
+    return m_cache.emplace(key, *f).first->second;
 }
 
 size_t FilterCache::size() const {

@@ -123,6 +123,8 @@ ElfDeps elf_deps(int fd) {
     return out;
 }
 
+std::vector<std::string> library_dirs() { return {std::begin(kLibDirs), std::end(kLibDirs)}; }
+
 PrefetchResult prefetch_program(int root_fd, const std::string& program, const PrefetchLimits& lim) {
     PrefetchResult r;
     if (program.empty() || program[0] != '/') return r;

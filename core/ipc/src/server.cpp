@@ -1319,8 +1319,12 @@ void Server::handle_replay(Client& c, const json& req) {
                                                       rec["evicted"].get<std::string>() + "); see moatd --record-retention"));
         return;
     }
-    if (orig->cause == "setup-failed" && orig->pid <= 0) {
-        reply(c.id, error_reply("not-replayable", who + " never started (setup-failed: " + orig->detail + ")"));
+    // A job that never started replays the same failure under the same
+    // policy; learn mode finds what its set-up lacked (a program outside the
+    // view), and another policy may have it.
+    if (orig->cause == "setup-failed" && orig->pid <= 0 && !learn && !req.contains("policy_toml")) {
+        reply(c.id, error_reply("not-replayable", who + " never started (setup-failed: " + orig->detail +
+                                                      "); replay --learn finds the paths its set-up lacked"));
         return;
     }
 

@@ -7,6 +7,7 @@
 
 #include "moat/learn/allow_list.h"
 #include "moat/learn/denial_allow.h"
+#include "moat/learn/paths.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -390,6 +391,19 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         }
     }
     explicit_notes();
+    // The filesystem view: what moatd found missing in it (container and seccomp tiers).
+    const json* lp = nullptr;
+    if (ctx.replay_job.is_object() && ctx.replay_job.contains("sandbox") && ctx.replay_job["sandbox"].is_object() &&
+        ctx.replay_job["sandbox"].contains("learn_paths"))
+        lp = &ctx.replay_job["sandbox"]["learn_paths"];
+    const bool replay_passed = learned.cause == "exited" && learned.exit_code == 0;
+    size_t path_additions = 0;
+    if (lp) {
+        PathsProposal fs = propose_paths(base, *lp, replay_passed);
+        path_additions = fs.additions.size();
+        for (auto& a : fs.additions) p.additions.push_back(std::move(a));
+        for (auto& n : fs.notes) p.notes.push_back(std::move(n));
+    }
     for (const auto& f : foreign)
         p.notes.push_back(f + ": a foreign-ABI call; policies judge only native x86_64 calls, so this is not "
                           "proposed (a program that needs it is not built for this machine)");
@@ -401,10 +415,18 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
                           "the call was held; a multithreaded job can change that memory before or after the kernel "
                           "reads it, so they describe the call, they do not prove it. The proposal itself uses only "
                           "syscall numbers and register arguments");
-    if (!learned.cause.empty() && !(learned.cause == "exited" && learned.exit_code == 0)) {
-        p.notes.push_back("the learn replay still ended " + learned.describe() +
-                          ": that part is not a denied syscall (look at filesystem paths, limits and the job's "
-                          "output); the proposal covers only the syscalls");
+    if (!learned.cause.empty() && !replay_passed) {
+        if (path_additions > 0)
+            p.notes.push_back("the learn replay still ended " + learned.describe() +
+                              ": the proposal adds the paths it was missing; replay again with the new policy to see "
+                              "what the job does with them");
+        else
+            p.notes.push_back("the learn replay still ended " + learned.describe() +
+                              ": that part is not a denied syscall" +
+                              (lp ? std::string(" and no missing path explains it") : std::string()) +
+                              " (look at limits and the job's output); the proposal covers only the syscalls" +
+                              (lp ? " and paths" : ""));
+        if (!ctx.setup_detail.empty()) p.notes.push_back("its set-up failed: " + ctx.setup_detail);
         if (!ctx.stderr_tail.empty()) p.notes.push_back("the replay's stderr ended with: " + ctx.stderr_tail);
     }
     return p;

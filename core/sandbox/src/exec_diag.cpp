@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "moat/common/fd.h"
+#include "moat/sandbox/path_walk.h"
 #include "moat/sandbox/spawn.h"
 
 namespace moat::sandbox {
@@ -80,16 +81,10 @@ std::deque<std::string> components(const std::string& path) {
     return out;
 }
 
-// One path resolved like the kernel resolves it, remembering every symlink.
-struct Walk {
-    std::vector<std::string> links;  // "LINK -> TARGET", in the order followed
-    std::string stuck;               // the path that could not be looked up ("" when all resolved)
-    int err = 0;                     // why (ENOENT, ENOTDIR, ELOOP, ...)
-    std::string resolved;            // the final path when all resolved
-};
+}  // namespace
 
-Walk walk(const std::string& path) {
-    Walk w;
+PathWalk walk_path(const std::string& path, bool nofollow) {
+    PathWalk w;
     std::string done;  // resolved prefix; "" is "/"
     std::deque<std::string> todo = components(path);
     int hops = 0;
@@ -108,7 +103,7 @@ Walk walk(const std::string& path) {
             w.stuck = cand;
             return w;
         }
-        if (S_ISLNK(st.st_mode)) {
+        if (S_ISLNK(st.st_mode) && !(nofollow && todo.empty())) {
             char buf[PATH_MAX];
             ssize_t n = readlink(cand.c_str(), buf, sizeof buf - 1);
             if (n < 0 || ++hops > 40) {
@@ -117,7 +112,7 @@ Walk walk(const std::string& path) {
                 return w;
             }
             std::string target(buf, size_t(n));
-            w.links.push_back(cand + " -> " + target);
+            w.links.push_back({cand, target});
             if (!target.empty() && target[0] == '/') done.clear();
             auto more = components(target);
             todo.insert(todo.begin(), more.begin(), more.end());
@@ -128,23 +123,27 @@ Walk walk(const std::string& path) {
             w.stuck = cand;
             return w;
         }
+        w.is_dir = S_ISDIR(st.st_mode);
         done = cand;
     }
     w.resolved = done.empty() ? "/" : done;
+    if (done.empty()) w.is_dir = true;
     return w;
 }
 
-std::string join(const std::vector<std::string>& v) {
+namespace {
+
+std::string join(const std::vector<PathWalk::Link>& v) {
     std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x.path + " -> " + x.target;
     return s;
 }
 
 // "LINKS: STUCK does not exist in the sandbox", or the like for other errors.
-std::string explain(const std::string& path, const Walk& w) {
+std::string explain(const std::string& path, const PathWalk& w) {
     std::string s;
     if (!w.links.empty()) {
-        if (w.links.front().rfind(path + " -> ", 0) != 0) s = path + ": ";
+        if (w.links.front().path != path) s = path + ": ";
         s += join(w.links) + ": ";
     } else if (w.stuck != path) {
         s = path + ": ";
@@ -190,14 +189,14 @@ std::string interpreter_of(const std::string& path) {
 }  // namespace
 
 std::string describe_exec_failure(const std::string& exe, int err) {
-    Walk w = walk(exe);
+    PathWalk w = walk_path(exe);
     if (w.err) return explain(exe, w);
-    std::string s = w.links.empty() ? exe : (w.links.front().rfind(exe + " -> ", 0) == 0 ? "" : exe + ": ") + join(w.links);
+    std::string s = w.links.empty() ? exe : (w.links.front().path == exe ? "" : exe + ": ") + join(w.links);
     if (err == ENOENT || err == ELIBBAD || err == ENOEXEC) {
         // The program is there, so the kernel missed what it loads first.
         std::string interp = interpreter_of(w.resolved);
         if (!interp.empty()) {
-            Walk iw = walk(interp);
+            PathWalk iw = walk_path(interp);
             if (iw.err) return s + ": its interpreter " + explain(interp, iw);
         }
     }

@@ -28,6 +28,7 @@
 #include "moat/policy/syscalls.h"
 #include "moat/sandbox/spawn.h"
 #include "moat/supervisor/decode.h"
+#include "path_learn.h"
 #include "relay.h"
 #include "tier.h"
 
@@ -82,6 +83,8 @@ struct Supervisor::Job {
     std::string kill_cause, kill_detail;
     bool execs = false;
     bool learn_through_rules = false;  // JobRequest::learn_through_rules
+    std::unique_ptr<PathLearner> learner;  // learn mode in the container and seccomp tiers
+    ClientCreds client;                    // who asked (the learner looks host paths up as them)
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
     int64_t last_sample_mono = 0;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
@@ -361,6 +364,7 @@ StartResult Supervisor::start(JobRequest req) {
     job->rec.replay_of = req.replay_of;
     job->rec.learn = req.learn;
     job->learn_through_rules = req.learn && req.learn_through_rules;
+    job->client = req.client;
     job->start_mono = now_monotonic_ns();
 
     if (auto id = m_cfg.store->create_job(job->rec); !id) {
@@ -537,9 +541,32 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.input_st = &prep.st;
     in.prepared = prep.tier_data;
 
+    // Learn mode watches the paths the job looks up (container tier: in its
+    // mount namespace; seccomp tier: against Landlock's rules).
+    const policy::Tier kind = job->tier->kind();
+    if (job->rec.learn && (kind == policy::Tier::Container ||
+                           (kind == policy::Tier::Seccomp && pol->filesystem.landlock != policy::LandlockMode::Off))) {
+        PathLearner::View v;
+        v.visible = pol->filesystem.read_only;
+        v.visible.insert(v.visible.end(), pol->filesystem.read_write.begin(), pol->filesystem.read_write.end());
+        for (const auto& input : req.inputs) v.visible.push_back(kind == policy::Tier::Container ? input.sandbox_path : input.host_path);
+        if (kind == policy::Tier::Container) v.scratch = pol->filesystem.tmpfs;
+        v.mount_namespace = kind == policy::Tier::Container;
+        v.cwd = job->rec.cwd;
+        v.private_dirs = m_cfg.private_dirs;
+        job->learner = std::make_unique<PathLearner>(std::move(v));
+    }
+
     // The tier checks the policy against itself and builds the filesystem view.
     auto plan = job->tier->plan(in);
-    if (!plan) return plan.error();
+    if (!plan) {
+        if (job->learner) {
+            // The program is not in the view: what it takes is learned now.
+            job->learner->missing(*exe, "execve", true);
+            record_learned_paths(*job);
+        }
+        return plan.error();
+    }
     prep.fds.clear();  // granted (Landlock) or described (mount checks); not needed any more
 
     // The job's stdio: pipes whose other ends the relay owns.
@@ -552,7 +579,9 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         our_ends[i].reset(i == 0 ? p[1] : p[0]);
     }
 
-    auto filter = m_filters.get(*pol);
+    compiler::CompileOptions copt;
+    if (job->learner) copt.watch = watched_path_syscalls();
+    auto filter = m_filters.get(*pol, copt);
     if (!filter) return filter.error().wrap("compiling the seccomp filter");
     job->filter = *filter;
 
@@ -1011,6 +1040,7 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     }
     if (name.empty()) name = "syscall_" + std::to_string(nr);
 
+    if (job.learner && native) job.learner->observe(tid, name, args);
     const bool is_exec = native && (name == "execve" || name == "execveat");
     if (is_exec && job.policy->seccomp.allowed.count(name)) {
         // The policy allows exec unconditionally, so letting the kernel carry on
@@ -1033,6 +1063,8 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     compiler::Verdict v = job.filter->decide(nr, arch, args);
     if (!native) v.rule = "abi";
     using Kind = policy::Action::Kind;
+    // Sent here only to be watched (learn mode), and the policy allows it.
+    if (native && v.action.kind == Kind::Allow && v.rule == "watch") return {Answer::Kind::Continue, 0};
     // What learn mode lets run: native calls the policy denies by default. An
     // operator's explicit deny rule stays enforced (the replay then does what
     // production did) unless the replay was asked to go through them.
@@ -1308,6 +1340,13 @@ void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_d
     for (auto& [id, job] : m_jobs) kill_job(*job, "stopped", why);
 }
 
+void Supervisor::record_learned_paths(Job& job) {
+    if (!job.learner) return;
+    if (!job.rec.info.is_object()) job.rec.info = nlohmann::json::object();
+    job.rec.info["learn_paths"] = job.learner->report(job.client);
+    (void)m_cfg.store->update_job_runtime(job.id, job.rec.pid, job.rec.uid, job.rec.cgroup, job.rec.info);
+}
+
 void Supervisor::finish(Job& job) {
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
@@ -1315,6 +1354,7 @@ void Supervisor::finish(Job& job) {
     sample(job, true);
     flush_denials(job);
     flush_aggregate(job);
+    record_learned_paths(job);
 
     store::JobRecord& r = job.rec;
     r.exit_code = out.exit_code;

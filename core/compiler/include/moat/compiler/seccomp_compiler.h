@@ -28,6 +28,13 @@ struct Verdict {
     std::string rule;  // "seccomp.rule[2]" or "seccomp.default_action" or "abi"
 };
 
+// Learn mode's filesystem half (docs/replay.md, "Filesystem"): these allowed
+// syscalls are sent to the supervisor too, which looks their path up in the
+// job's view and lets them run (decide() answers allow, rule "watch").
+struct CompileOptions {
+    std::vector<std::string> watch;  // syscall names
+};
+
 class CompiledFilter final {
 public:
     const std::vector<sock_filter>& program() const { return m_program; }
@@ -35,21 +42,29 @@ public:
     // The action for a syscall that reached the supervisor. `args` are the
     // values the kernel captured (race-free; pointer targets are never judged).
     Verdict decide(int nr, uint32_t arch, const uint64_t args[6]) const;
+    // The syscall is watched (CompileOptions::watch) and reaches the supervisor
+    // even when the policy allows it.
+    bool watched(int nr) const { return m_watched.count(nr) > 0; }
 
 private:
-    friend Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy&);
+    friend Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy&, const CompileOptions&);
     std::vector<sock_filter> m_program;
     std::string m_sha;
     policy::Action m_default;
     std::map<int, std::vector<std::pair<size_t, policy::SeccompRule>>> m_rules;  // non-allow rules by nr
+    // Watched syscalls: their allow rules (checked first, as the filter would)
+    // and whether the policy allows them outright.
+    std::map<int, std::vector<std::pair<size_t, policy::SeccompRule>>> m_watched_allow_rules;
+    std::map<int, bool> m_watched;
 };
 
-Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p);
+Result<std::shared_ptr<const CompiledFilter>> compile(const policy::Policy& p, const CompileOptions& opt = {});
 
-// Thread-safe cache keyed by policy sha256: libseccomp runs once per version.
+// Thread-safe cache keyed by policy sha256 (and the watch list): libseccomp
+// runs once per version.
 class FilterCache final {
 public:
-    Result<std::shared_ptr<const CompiledFilter>> get(const policy::Policy& p);
+    Result<std::shared_ptr<const CompiledFilter>> get(const policy::Policy& p, const CompileOptions& opt = {});
     size_t size() const;
 
 private:

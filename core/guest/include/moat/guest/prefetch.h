@@ -41,4 +41,8 @@ struct ElfDeps {
 };
 ElfDeps elf_deps(int fd);
 
+// The directories a DT_NEEDED name is looked for in, in the dynamic loader's
+// order for a binary without RUNPATH on Debian x86-64.
+std::vector<std::string> library_dirs();
+
 }  // namespace moat::guest

@@ -82,6 +82,8 @@ struct LearnContext {
     // The last bytes of the replay's stderr, shown when it failed for a
     // reason no syscall change fixes.
     std::string stderr_tail;
+    // Why the replay could not be set up ("" when it started).
+    std::string setup_detail;
 };
 
 // `denials`: the learn replay's denial events. Never proposes a default

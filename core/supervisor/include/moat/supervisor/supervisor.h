@@ -48,6 +48,8 @@ struct Config {
     // Replay recordings (docs/replay.md). Without artifacts nothing is recorded
     // but stdout/stderr tails.
     const store::Artifacts* artifacts = nullptr;
+    // moatd's own directories (state, runtime): learn never proposes a path in them.
+    std::vector<std::string> private_dirs;
     std::string stage_dir = "/run/moat/stage";   // replay: snapshots put back for the container tier
     uint64_t record_stdin_max = 16ull << 20;     // stdin kept for replay; beyond it the recording is marked cut
     uint64_t record_output_max = 1ull << 20;     // tail of stdout and of stderr kept per job
@@ -184,6 +186,7 @@ private:
     // Decides a notified syscall, records it and says what the tier answers.
     Answer judge(Job& job, const Notice& n);
     void sample(Job& job, bool final);
+    void record_learned_paths(Job& job);
     void kill_job(Job& job, const std::string& cause, const std::string& detail);
     void flush_denials(Job& job);
     void finish(Job& job);

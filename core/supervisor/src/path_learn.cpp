@@ -1,0 +1,299 @@
+#include "path_learn.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "moat/common/fd.h"
+#include "moat/guest/prefetch.h"
+#include "moat/sandbox/path_walk.h"
+#include "moat/supervisor/decode.h"
+
+namespace moat::supervisor {
+
+namespace {
+
+using nlohmann::json;
+
+struct Watched {
+    const char* name;
+    PathArg arg;
+};
+// Calls that look a path up for reading or running; calls that create or
+// change a path are left to the policy's read_write entries.
+const Watched kWatched[] = {
+    {"open", {-1, 0, -1, false, true}},
+    {"openat", {0, 1, -1, false, true}},
+    {"openat2", {0, 1, -1, false, true}},
+    {"execve", {-1, 0, -1, false, true}},
+    {"execveat", {0, 1, 4, false, true}},
+    {"stat", {-1, 0, -1, false, false}},
+    {"lstat", {-1, 0, -1, true, false}},
+    {"newfstatat", {0, 1, 3, false, false}},
+    {"statx", {0, 1, 2, false, false}},
+    {"access", {-1, 0, -1, false, false}},
+    {"faccessat", {0, 1, -1, false, false}},
+    {"faccessat2", {0, 1, 3, false, false}},
+    {"readlink", {-1, 0, -1, true, false}},
+    {"readlinkat", {0, 1, -1, true, false}},
+    {"chdir", {-1, 0, -1, false, false}},
+};
+
+// Paths the sandbox makes itself; a policy cannot bind them from the host.
+bool sandbox_own(const std::string& path) {
+    for (const char* p : {"/proc", "/sys", "/dev"}) {
+        const size_t n = strlen(p);
+        if (path.compare(0, n, p) == 0 && (path.size() == n || path[n] == '/')) return true;
+    }
+    return false;
+}
+
+bool under(const std::string& path, const std::string& dir) {
+    if (dir == "/") return true;
+    return path.compare(0, dir.size(), dir) == 0 && (path.size() == dir.size() || path[dir.size()] == '/');
+}
+
+// Lexically normalised: "//" and "/./" folded; ".." is kept (only the kernel
+// knows where it leads once links are involved).
+std::string normalised(const std::string& path) {
+    std::string out;
+    size_t i = 0;
+    while (i < path.size()) {
+        size_t j = path.find('/', i);
+        if (j == std::string::npos) j = path.size();
+        std::string c = path.substr(i, j - i);
+        if (!c.empty() && c != ".") out += "/" + c;
+        i = j + 1;
+    }
+    return out.empty() ? "/" : out;
+}
+
+// What executing `file` loads before the program's first instruction: a
+// script's interpreter, an ELF's PT_INTERP and its DT_NEEDED libraries
+// (transitively, in the standard directories). Runs with the client's rights.
+std::vector<std::pair<std::string, std::string>> exec_deps(const std::string& file) {
+    constexpr size_t kMaxDeps = 64;
+    std::vector<std::pair<std::string, std::string>> out;  // path, why
+    std::deque<std::string> todo{file};
+    std::set<std::string> seen{file};
+    const auto dirs = guest::library_dirs();
+    while (!todo.empty() && out.size() < kMaxDeps) {
+        const std::string f = todo.front();
+        todo.pop_front();
+        UniqueFd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+        if (!fd) continue;
+        struct stat st{};
+        if (fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
+        char head[256];
+        ssize_t n = pread(fd.get(), head, sizeof head, 0);
+        if (n >= 2 && head[0] == '#' && head[1] == '!') {
+            std::string line(head + 2, size_t(n - 2));
+            line = line.substr(0, line.find('\n'));
+            size_t b = line.find_first_not_of(" \t");
+            if (b == std::string::npos) continue;
+            std::string interp = line.substr(b, line.find_first_of(" \t", b) - b);
+            if (!interp.empty() && interp[0] == '/' && seen.insert(interp).second) {
+                out.emplace_back(interp, "the interpreter of " + f);
+                todo.push_back(interp);
+            }
+            continue;
+        }
+        guest::ElfDeps deps = guest::elf_deps(fd.get());
+        if (!deps.interp.empty() && seen.insert(deps.interp).second) {
+            out.emplace_back(deps.interp, "the ELF interpreter of " + f);
+            todo.push_back(deps.interp);
+        }
+        for (const auto& name : deps.needed) {
+            for (const auto& dir : dirs) {
+                const std::string cand = dir + "/" + name;
+                if (access(cand.c_str(), F_OK) != 0) continue;
+                if (seen.insert(cand).second) {
+                    out.emplace_back(cand, "a library " + f + " needs (" + name + ")");
+                    todo.push_back(cand);
+                }
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::optional<PathArg> watched_path_arg(const std::string& syscall) {
+    for (const auto& w : kWatched)
+        if (syscall == w.name) return w.arg;
+    return std::nullopt;
+}
+
+const std::vector<std::string>& watched_path_syscalls() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> v;
+        for (const auto& w : kWatched)
+            if (std::string_view(w.name).substr(0, 6) != "execve") v.emplace_back(w.name);  // always notified
+        return v;
+    }();
+    return names;
+}
+
+bool PathLearner::covered(const std::string& path) const {
+    for (const auto& v : m_view.visible)
+        if (under(path, v)) return true;
+    for (const auto& v : m_view.scratch)
+        if (under(path, v)) return true;
+    return false;
+}
+
+bool PathLearner::same_cwd(pid_t tid) const {
+    char cwd[64];
+    snprintf(cwd, sizeof cwd, "/proc/%d/cwd", int(tid));
+    struct stat a{}, b{};
+    if (stat(cwd, &a) < 0) return false;
+    if (!m_view.mount_namespace) return stat(m_view.cwd.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    char root[64];
+    snprintf(root, sizeof root, "/proc/%d/root", int(tid));
+    UniqueFd r(::open(root, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!r) return false;
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    UniqueFd d(int(syscall(SYS_openat2, r.get(), m_view.cwd.c_str(), &how, sizeof how)));
+    return d && fstat(d.get(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+bool PathLearner::missing_inside(pid_t tid, const std::string& path, bool nofollow, bool opens) const {
+    if (m_view.mount_namespace) {
+        // Looked up in the job's own root: its mounts, its symlinks.
+        char root[64];
+        snprintf(root, sizeof root, "/proc/%d/root", int(tid));
+        UniqueFd r(::open(root, O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!r) return false;
+        open_how how{};
+        how.flags = O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0);
+        how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+        UniqueFd f(int(syscall(SYS_openat2, r.get(), path.c_str(), &how, sizeof how)));
+        if (f) return false;
+        return errno == ENOENT || errno == ENOTDIR;
+    }
+    // No mount namespace (seccomp tier): the job sees the host's tree and
+    // Landlock decides what it may open or run, by where the file really is.
+    if (!opens) return false;
+    UniqueFd f(::open(path.c_str(), O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0)));
+    if (!f) return false;  // not on the host either: nothing a policy could add
+    char self[64], real[PATH_MAX];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", f.get());
+    ssize_t n = readlink(self, real, sizeof real - 1);
+    if (n <= 0) return false;
+    return !covered(std::string(real, size_t(n)));
+}
+
+void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t args[6]) {
+    auto pa = watched_path_arg(syscall);
+    if (!pa) return;
+    auto raw = read_remote_string(tid, args[pa->path], PATH_MAX);
+    if (!raw || raw->empty()) return;
+    std::string path = *raw;
+    if (path[0] != '/') {
+        const bool from_cwd = pa->dirfd < 0 || int(args[pa->dirfd]) == AT_FDCWD;
+        if (!from_cwd || !same_cwd(tid)) {
+            ++m_relative;
+            return;
+        }
+        path = m_view.cwd + "/" + path;
+    }
+    path = normalised(path);
+    if (auto it = m_missing.find(path); it != m_missing.end()) {
+        ++it->second.calls;
+        return;
+    }
+    if (m_present.count(path) || sandbox_own(path)) return;
+    for (const auto& s : m_view.scratch)
+        if (under(path, s)) return;  // the job's own tmpfs
+    const bool nofollow = pa->nofollow || (pa->flags >= 0 && (args[pa->flags] & AT_SYMLINK_NOFOLLOW));
+    if (!missing_inside(tid, path, nofollow, pa->opens)) {
+        if (m_present.size() < kMaxLookups) m_present.insert(path);
+        return;
+    }
+    missing(path, syscall, syscall.starts_with("execve"));
+}
+
+void PathLearner::missing(const std::string& path, const std::string& syscall, bool exec, uint64_t calls) {
+    auto it = m_missing.find(path);
+    if (it == m_missing.end()) {
+        if (m_missing.size() >= kMaxPaths) {
+            m_dropped += calls;
+            return;
+        }
+        it = m_missing.emplace(path, Seen{syscall, 0, false}).first;
+    }
+    it->second.calls += calls;
+    it->second.exec = it->second.exec || exec;
+}
+
+json PathLearner::report(const ClientCreds& who) const {
+    json paths = json::array();
+    std::string failed;
+    auto hops = [&](const sandbox::PathWalk& w, json& add, const std::string& why_final) {
+        for (const auto& l : w.links)
+            if (!covered(l.path))
+                add.push_back({{"path", l.path}, {"kind", "symlink"}, {"why", "a symlink on the way: " + l.path + " -> " + l.target}});
+        if (w.err == 0 && !covered(w.resolved))
+            add.push_back({{"path", w.resolved}, {"kind", w.is_dir ? "directory" : "file"}, {"why", why_final}});
+    };
+    // Credentials are per thread in the kernel: this short-lived thread alone
+    // takes the client's (raw syscalls; see open_as_client), so nothing is
+    // looked up, read or reported that the client could not see itself.
+    std::thread t([&] {
+        if (syscall(SYS_setgroups, who.groups.size(), who.groups.data()) < 0 ||
+            syscall(SYS_setresgid, -1, who.gid, -1) < 0 || syscall(SYS_setresuid, -1, who.uid, -1) < 0) {
+            failed = std::string("taking the client's identity: ") + strerror(errno);
+            return;
+        }
+        for (const auto& [path, s] : m_missing) {
+            json e = {{"path", path}, {"syscall", s.syscall}, {"calls", s.calls}};
+            bool priv = false;
+            for (const auto& d : m_view.private_dirs) priv = priv || under(path, d);
+            if (priv) {
+                e["host"] = "moatd's own";
+                e["add"] = json::array();
+                paths.push_back(std::move(e));
+                continue;
+            }
+            const sandbox::PathWalk w = sandbox::walk_path(path);
+            json add = json::array();
+            if (w.err) {
+                e["host"] = w.err == ENOENT || w.err == ENOTDIR ? std::string("absent") : std::string(strerror(w.err));
+            } else {
+                e["host"] = w.is_dir ? "directory" : "file";
+                hops(w, add, w.links.empty() ? "the path itself" : "where " + path + " leads");
+                if (s.exec && !w.is_dir)
+                    for (const auto& [dep, why] : exec_deps(w.resolved)) {
+                        const sandbox::PathWalk dw = sandbox::walk_path(dep);
+                        if (dw.err == 0) hops(dw, add, why);
+                    }
+            }
+            if (!w.links.empty()) {
+                json chain = json::array();
+                for (const auto& l : w.links) chain.push_back(l.path + " -> " + l.target);
+                e["links"] = std::move(chain);
+            }
+            e["add"] = std::move(add);
+            paths.push_back(std::move(e));
+        }
+    });
+    t.join();
+    json out = {{"paths", paths}, {"dropped", m_dropped}, {"relative_not_followed", m_relative},
+                {"tier_view", m_view.mount_namespace ? "mount namespace" : "landlock"}};
+    if (!failed.empty()) out["error"] = failed;
+    return out;
+}
+
+}  // namespace moat::supervisor
