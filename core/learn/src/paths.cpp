@@ -169,12 +169,53 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         out.notes.push_back("more paths were missing than learn keeps per job; replay again after this change");
     if (learned.contains("error") && learned["error"].is_string())
         out.notes.push_back("the host side of the paths could not be looked up: " + learned["error"].get<std::string>());
-    if (chosen.empty()) return out;
+    // Directories the job created files in that its view lacks (or has
+    // read-only): a tmpfs there, scratch space that ends with the job. Never
+    // over a path the view binds from the host (that would hide it), never
+    // read_write (the host's files stay out of reach).
+    std::vector<std::pair<std::string, std::string>> scratch;  // dir, evidence
+    for (const auto& w : learned.value("write_dirs", json::array())) {
+        if (!w.is_object()) continue;
+        const std::string dir = w.value("path", std::string());
+        if (dir.empty() || dir[0] != '/') continue;
+        const std::string ev = std::to_string(w.value("calls", uint64_t(1))) + " call(s), first " +
+                               w.value("syscall", std::string()) + " " + w.value("example", std::string());
+        bool under_tmpfs = false;
+        for (const auto& t : base.filesystem.tmpfs) under_tmpfs = under_tmpfs || under(dir, t);
+        if (under_tmpfs) continue;
+        if (w.value("private", false) || !secret_reason(dir).empty() || dir == "/") {
+            out.notes.push_back(dir + ": the job writes there; not proposed (" +
+                                (dir == "/" ? std::string("the root stays read-only") : "a protected path") + ")");
+        } else if (w.value("in_view", false)) {
+            out.notes.push_back(dir + ": the job writes there (" + ev + "), but the view has it read-only from the "
+                                "host; not proposed: add it to read_write if the job must change the host's files, "
+                                "or give it another directory to write in");
+        } else {
+            scratch.emplace_back(dir, ev);
+        }
+    }
+    // The outermost directories only.
+    std::vector<std::pair<std::string, std::string>> outer;
+    for (const auto& [d, ev] : scratch) {
+        bool inside = false;
+        for (const auto& [e, _] : scratch) inside = inside || (e != d && under(d, e));
+        if (!inside) outer.emplace_back(d, ev);
+    }
+    if (chosen.empty() && outer.empty()) return out;
     if (replay_passed) {
         std::string list;
         for (const auto& [p, _] : chosen) list += (list.empty() ? "" : ", ") + p;
+        for (const auto& [d, _] : outer) list += (list.empty() ? "" : ", ") + d + " (to write in)";
         out.notes.push_back("the job looked for " + list + " outside its view and passed without them: not proposed");
         return out;
+    }
+    for (const auto& [d, ev] : outer) {
+        Addition a;
+        a.tmpfs = d;
+        a.entry = "tmpfs " + d;
+        a.evidence = "the job creates files there; " + ev;
+        a.risk = "scratch space: what the job writes there is gone when it ends (read_write keeps it, on the host)";
+        out.additions.push_back(std::move(a));
     }
     for (const auto& [p, c] : chosen) {
         Addition a;

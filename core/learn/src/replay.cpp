@@ -442,6 +442,11 @@ PolicyDraft applied(const policy::Policy& base, const std::vector<Addition>& add
     for (auto it = removed.rbegin(); it != removed.rend(); ++it)
         if (*it < d.rules.size()) d.rules.erase(d.rules.begin() + std::ptrdiff_t(*it));
     for (const auto& a : additions) {
+        if (!a.tmpfs.empty()) {
+            if (std::find(d.tmpfs.begin(), d.tmpfs.end(), a.tmpfs) == d.tmpfs.end()) d.tmpfs.push_back(a.tmpfs);
+            d.tmpfsSet = true;
+            continue;
+        }
         if (!a.read_only.empty()) {
             if (std::find(d.readOnly.begin(), d.readOnly.end(), a.read_only) == d.readOnly.end())
                 d.readOnly.push_back(a.read_only);
@@ -483,11 +488,14 @@ std::string fragment(const policy::Policy& base, const std::vector<Addition>& ad
     for (size_t i : removed)
         if (i < base.seccomp.rules.size())
             o << "#   - seccomp.rule[" << i << "] " << policy::rule_summary(base.seccomp.rules[i]) << "  (removed)\n";
-    if (before.readOnly != after.readOnly) {
-        o << "[filesystem]\nread_only = [";
-        for (size_t i = 0; i < after.readOnly.size(); ++i) o << (i ? ", " : "") << policy::toml_quote(after.readOnly[i]);
+    if (before.readOnly != after.readOnly || before.tmpfs != after.tmpfs) o << "[filesystem]\n";
+    auto list = [&](const char* key, const std::vector<std::string>& v) {
+        o << key << " = [";
+        for (size_t i = 0; i < v.size(); ++i) o << (i ? ", " : "") << policy::toml_quote(v[i]);
         o << "]\n";
-    }
+    };
+    if (before.readOnly != after.readOnly) list("read_only", after.readOnly);
+    if (before.tmpfs != after.tmpfs) list("tmpfs", after.tmpfs);
     if (before.allow != after.allow) {
         o << "[seccomp]\nallow = [";
         for (size_t i = 0; i < after.allow.size(); ++i) o << (i ? ", " : "") << policy::toml_quote(after.allow[i]);

@@ -4,11 +4,13 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <deque>
 #include <thread>
 
@@ -30,8 +32,9 @@ struct Watched {
 // Calls that look a path up for reading or running; calls that create or
 // change a path are left to the policy's read_write entries.
 const Watched kWatched[] = {
-    {"open", {-1, 0, -1, false, true}},
-    {"openat", {0, 1, -1, false, true}},
+    {"open", {-1, 0, -1, false, true, 1}},
+    {"openat", {0, 1, -1, false, true, 2}},
+    {"creat", {-1, 0, -1, false, false, -2}},  // -2: always creates
     {"openat2", {0, 1, -1, false, true}},
     {"execve", {-1, 0, -1, false, true}},
     {"execveat", {0, 1, 4, false, true}},
@@ -214,15 +217,58 @@ void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t 
         ++it->second.calls;
         return;
     }
-    if (m_present.count(path) || sandbox_own(path)) return;
+    if (sandbox_own(path)) return;
     for (const auto& s : m_view.scratch)
         if (under(path, s)) return;  // the job's own tmpfs
+    if (pa->open_flags != -1) {
+        const uint64_t f = pa->open_flags >= 0 ? args[pa->open_flags] : uint64_t(O_CREAT);
+        if ((f & __O_TMPFILE) == __O_TMPFILE) {  // an unnamed file in the directory `path`
+            observe_write(tid, syscall, path + "/.");
+            return;
+        }
+        if (f & (O_CREAT | O_WRONLY | O_RDWR)) {
+            observe_write(tid, syscall, path);
+            return;
+        }
+    }
+    if (m_present.count(path)) return;
     const bool nofollow = pa->nofollow || (pa->flags >= 0 && (args[pa->flags] & AT_SYMLINK_NOFOLLOW));
     if (!missing_inside(tid, path, nofollow, pa->opens)) {
         if (m_present.size() < kMaxLookups) m_present.insert(path);
         return;
     }
     missing(path, syscall, syscall.starts_with("execve"));
+}
+
+void PathLearner::observe_write(pid_t tid, const std::string& syscall, const std::string& path) {
+    // Only the container tier has a view of its own to be read-only in.
+    if (!m_view.mount_namespace || path == "/") return;
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+    if (auto it = m_write_dirs.find(dir); it != m_write_dirs.end()) {
+        ++it->second.calls;
+        return;
+    }
+    if (m_present.count("\1" + dir)) return;  // known writable
+    char root[64];
+    snprintf(root, sizeof root, "/proc/%d/root", int(tid));
+    UniqueFd r(::open(root, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!r) return;
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    UniqueFd d(int(::syscall(SYS_openat2, r.get(), dir.c_str(), &how, sizeof how)));
+    struct statvfs sv{};
+    const bool writable = d && fstatvfs(d.get(), &sv) == 0 && !(sv.f_flag & ST_RDONLY);
+    if (writable || (!d && errno != ENOENT && errno != ENOTDIR)) {
+        if (m_present.size() < kMaxLookups) m_present.insert("\1" + dir);
+        return;
+    }
+    if (m_write_dirs.size() >= kMaxPaths) {
+        ++m_dropped;
+        return;
+    }
+    m_write_dirs.emplace(dir, WriteDir{syscall, path, 1});
 }
 
 void PathLearner::missing(const std::string& path, const std::string& syscall, bool exec, uint64_t calls) {
@@ -290,7 +336,16 @@ json PathLearner::report(const ClientCreds& who) const {
         }
     });
     t.join();
-    json out = {{"paths", paths}, {"dropped", m_dropped}, {"relative_not_followed", m_relative},
+    json writes = json::array();
+    for (const auto& [dir, w] : m_write_dirs) {
+        bool priv = false;
+        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d);
+        writes.push_back({{"path", dir}, {"syscall", w.syscall}, {"calls", w.calls}, {"example", w.example},
+                          {"in_view", std::any_of(m_view.visible.begin(), m_view.visible.end(),
+                                                  [&](const std::string& v) { return under(dir, v); })},
+                          {"private", priv}});
+    }
+    json out = {{"paths", paths}, {"write_dirs", writes}, {"dropped", m_dropped}, {"relative_not_followed", m_relative},
                 {"tier_view", m_view.mount_namespace ? "mount namespace" : "landlock"}};
     if (!failed.empty()) out["error"] = failed;
     return out;

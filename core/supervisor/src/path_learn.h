@@ -29,6 +29,7 @@ struct PathArg {
     int flags = -1;         // argument with AT_* flags (-1: none)
     bool nofollow = false;  // never follows a final symlink (lstat, readlink)
     bool opens = false;     // opens or executes the file (what Landlock judges)
+    int open_flags = -1;    // argument with O_* flags (-1: none); O_CREAT/O_WRONLY/O_RDWR write
 };
 // nullopt when the syscall is not one whose path learn mode watches.
 std::optional<PathArg> watched_path_arg(const std::string& syscall);
@@ -69,7 +70,15 @@ private:
     bool same_cwd(pid_t tid) const;
 
     View m_view;
+    // A file created or written in a directory the view lacks or has read-only.
+    struct WriteDir {
+        std::string syscall, example;
+        uint64_t calls = 0;
+    };
+    void observe_write(pid_t tid, const std::string& syscall, const std::string& path);
+
     std::map<std::string, Seen> m_missing;
+    std::map<std::string, WriteDir> m_write_dirs;
     std::set<std::string> m_present;  // looked up and found: not looked up again
     uint64_t m_dropped = 0;           // missing paths past kMaxPaths
     uint64_t m_relative = 0;          // relative paths not followed (another directory than the recorded cwd)

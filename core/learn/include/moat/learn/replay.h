@@ -52,8 +52,10 @@ struct Addition {
     // removes: narrow allow rules a plain allow makes redundant, or, only with
     // --override-deny-rules, the operator's deny rule it overrides.
     std::vector<size_t> removes_rules;
-    // A filesystem addition instead of a syscall: a path for [filesystem] read_only.
+    // A filesystem addition instead of a syscall: a path for [filesystem]
+    // read_only, or a directory for tmpfs (scratch space the job writes in).
     std::string read_only;
+    std::string tmpfs;
     std::string risk;                  // what it would let an attacker do ("" when not risky)
     std::string evidence;              // what the job did: "2 calls; first renameat2(/tmp/a) at libc.so.6+0x..."
     nlohmann::json to_json() const;
