@@ -7,6 +7,7 @@
 
 #include "moat/learn/allow_list.h"
 #include "moat/learn/denial_allow.h"
+#include "moat/learn/threads.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -393,9 +394,11 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     for (const auto& f : foreign)
         p.notes.push_back(f + ": a foreign-ABI call; policies judge only native x86_64 calls, so this is not "
                           "proposed (a program that needs it is not built for this machine)");
-    if (clone3)
-        p.notes.push_back("clone3: always answered ENOSYS (its flags cannot be checked by a filter); glibc falls "
-                          "back to clone, which the policy judges");
+    // Threads, CPU counts and clone3 (threads.cpp): what one run cannot show.
+    (void)clone3;  // its note, with the counts moatd records, comes from thread_paths
+    ThreadPaths tp = thread_paths(base, denials, ctx.original, ctx.replay_job);
+    p.additions.insert(p.additions.end(), tp.additions.begin(), tp.additions.end());
+    p.notes.insert(p.notes.end(), tp.notes.begin(), tp.notes.end());
     if (shows_decoded)
         p.notes.push_back("the paths and addresses in the evidence are what moatd read from the job's memory when "
                           "the call was held; a multithreaded job can change that memory before or after the kernel "
