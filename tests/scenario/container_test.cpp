@@ -876,8 +876,9 @@ TEST_F(Container, LearnedPolicyOfAThreadedJobPassesReruns) {
     for (const auto& a : proposal["additions"]) {
         const std::string entry = a.value("entry", "");
         // A thread-set call this run did not make is proposed on the thread evidence.
-        if (std::find(thread_set.begin(), thread_set.end(), entry) != thread_set.end() && !denied.count(entry))
+        if (std::find(thread_set.begin(), thread_set.end(), entry) != thread_set.end() && !denied.count(entry)) {
             EXPECT_NE(a.value("evidence", "").find("the job starts threads"), std::string::npos) << a.dump();
+        }
     }
     EXPECT_NE(proposal["notes"].dump().find("clone3: "), std::string::npos) << proposal.dump(2);
     EXPECT_NE(proposal["notes"].dump().find("Moat never lets clone3 run, by design"), std::string::npos)

@@ -386,7 +386,7 @@ TEST(LearnThreads, TheBaseOrAnOperatorsRuleKeepsItsOwnWord) {
     auto ruled = parse(std::string(kNoThreads) + R"([[seccomp.rule]]
 syscall = "madvise"
 action = "errno:EPERM"
-args = [{ index = 2, op = "eq", value = "8" }]
+args = [{ index = 2, op = "eq", value = 8 }]
 )");
     auto t = moat::learn::thread_paths(ruled, {}, json(), replay);
     EXPECT_FALSE(entries(t.additions).count("madvise"));
