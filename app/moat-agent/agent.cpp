@@ -306,6 +306,7 @@ private:
     struct Pending {
         pid_t pid;
         bool exec;
+        bool clone3 = false;  // never continued, whatever the verdict (as in moatd's local tiers)
     };
     struct RunningJob {
         sandbox::Spawned proc;
@@ -481,6 +482,12 @@ private:
         resp->id = v.id;
         resp->error = -v.error;
         resp->flags = (v.flags & g::Verdict::kContinue) ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
+        if (p.clone3 && resp->flags) {
+            // A learn replay's or a logging policy's "continue" never runs
+            // clone3 (docs/policy.md): the denial is recorded, the answer ENOSYS.
+            resp->flags = 0;
+            resp->error = -ENOSYS;
+        }
         if ((v.flags & g::Verdict::kContinue) && p.exec) j.modules.forget(p.pid);
         seccomp_notify_respond(j.proc.listener.get(), resp);  // ENOENT: the task is gone
     }
@@ -729,7 +736,7 @@ private:
         n.decoded = std::move(decoded);
         n.module = std::move(module);
         const bool exec = native && (nr == SYS_execve || nr == SYS_execveat);
-        j.pending[req->id] = Pending{tid, exec};
+        j.pending[req->id] = Pending{tid, exec, native && nr == SYS_clone3};
         send(n);
     }
 

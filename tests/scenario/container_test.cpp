@@ -916,6 +916,71 @@ TEST_F(Container, DirectoryInputOverTheEntryBoundRunsButSaysAtOnceThatItWillNotR
     EXPECT_EQ(d.terminate(), 0) << d.log();
 }
 
+// Issue 14 item 4: a threaded job's learned policy must hold the thread
+// start/exit set however many CPUs the learn replay had, moatd records the
+// CPUs and the clone3 probes it answered, and the clone3 note appears.
+TEST_F(Container, LearnedPolicyOfAThreadedJobPassesReruns) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    Ctr c;
+    c.name = "threads";
+    // @default without what only a thread's start and exit need.
+    c.allow = {"execve", "brk", "mmap", "munmap", "mprotect", "mremap", "arch_prctl", "set_tid_address",
+               "set_robust_list", "rseq", "prlimit64", "getrandom", "access", "faccessat", "faccessat2", "uname",
+               "openat", "read", "pread64", "readv", "write", "writev", "close", "lseek", "newfstatat", "fstat",
+               "stat", "lstat", "statx", "statfs", "fstatfs", "readlink", "readlinkat", "getcwd", "getdents64",
+               "fcntl", "dup", "dup2", "dup3", "pipe2", "getuid", "geteuid", "getgid", "getegid", "getpid",
+               "getppid", "gettid", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
+               "sched_getaffinity", "sched_yield", "clock_gettime", "clock_nanosleep", "nanosleep", "wait4",
+               "kill", "exit_group", "restart_syscall", "capget", "prctl"};
+    const std::string v1 = ctr_policy(c);
+    const std::vector<std::string> thread_set = {"clone", "futex", "madvise", "exit"};
+
+    // No thread can start: clone is refused (after clone3's ENOSYS).
+    JobRun bad = run_job(*s_daemon, v1, {testprog(), "threads", "4"});
+    ASSERT_EQ(bad.proc.status, 1) << describe(bad);
+    EXPECT_TRUE(kv(bad.proc.out, "pthread_create_errno").has_value()) << describe(bad);
+    json sb = show(bad.id).value("sandbox", json::object());
+    EXPECT_GE(sb.value("cpus", 0), 1) << sb.dump();
+    ASSERT_TRUE(sb.contains("clone3")) << sb.dump();
+    EXPECT_GE(sb["clone3"].value("threads", 0), 1) << sb.dump();
+    EXPECT_FALSE(sb.contains("cpus_learn")) << "only a learn replay has its affinity widened: " << sb.dump();
+
+    // Learn: the proposal holds the whole thread set, and says why.
+    const std::string v2 = s_root + "/policies/threads-v2.toml";
+    ReplayOut learn = replay_json(ctl_fn, bad.id, {"--learn", "-o", v2});
+    EXPECT_EQ(learn.status, 0) << learn.raw;
+    ASSERT_TRUE(learn.report.is_object()) << learn.raw;
+    json lsb = show(learn.id).value("sandbox", json::object());
+    EXPECT_GE(lsb.value("cpus", 0), 1) << lsb.dump();
+    ASSERT_TRUE(lsb.contains("cpus_learn")) << lsb.dump();
+    EXPECT_EQ(lsb["cpus_learn"].value("after", 0), lsb.value("cpus", -1)) << lsb.dump();
+    EXPECT_GE(lsb["clone3"].value("threads", 0), 4) << lsb.dump();
+    const json& proposal = learn.report["proposal"];
+    std::set<std::string> denied;
+    for (const auto& e : events(learn.id))
+        if (e.value("kind", "") == "denial") denied.insert(e.value("syscall", ""));
+    for (const auto& a : proposal["additions"]) {
+        const std::string entry = a.value("entry", "");
+        // A thread-set call this run did not make is proposed on the thread evidence.
+        if (std::find(thread_set.begin(), thread_set.end(), entry) != thread_set.end() && !denied.count(entry)) {
+            EXPECT_NE(a.value("evidence", "").find("the job starts threads"), std::string::npos) << a.dump();
+        }
+    }
+    EXPECT_NE(proposal["notes"].dump().find("clone3: "), std::string::npos) << proposal.dump(2);
+    EXPECT_NE(proposal["notes"].dump().find("Moat never lets clone3 run, by design"), std::string::npos)
+        << proposal.dump(2);
+    Proc d = ctl({"policy", "diff", v1, v2});
+    for (const auto& name : thread_set)
+        EXPECT_NE(d.out.find("+ allow " + name + "\n"), std::string::npos) << name << "\n" << d.out << learn.raw;
+
+    // The learned policy passes fresh runs with every CPU moatd has.
+    for (int i = 0; i < 4; ++i) {
+        JobRun again = run_job(*s_daemon, v2, {testprog(), "threads"});
+        EXPECT_EQ(again.proc.status, 0) << "run " << i << ": " << describe(again);
+        EXPECT_TRUE(kv(again.proc.out, "threads").has_value()) << describe(again);
+    }
+}
+
 TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {
     JobRun r = run_job(*s_daemon, policy("base"), {testprog(), "mkdir", "/tmp/moat-learn-x"});
     ASSERT_GT(r.id, 0) << describe(r);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -585,6 +586,40 @@ int mode_convert(int argc, char** argv) {
     return 0;
 }
 
+// threads [N]: starts N threads (default: the CPUs the job may run on), each
+// adding to a counter under a mutex, and joins them: a thread library's start
+// and exit paths (issue 14 item 4). How many of those calls one run makes
+// depends on timing and the CPU count (futex only under contention, munmap
+// only when a stack leaves glibc's cache), which is what learn must not miss.
+pthread_mutex_t g_threads_mu = PTHREAD_MUTEX_INITIALIZER;
+long g_threads_sum = 0;
+
+void* thread_work(void*) {
+    for (int i = 0; i < 20000; ++i) {
+        pthread_mutex_lock(&g_threads_mu);
+        ++g_threads_sum;
+        pthread_mutex_unlock(&g_threads_mu);
+    }
+    return nullptr;
+}
+
+int mode_threads(int argc, char** argv) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    long n = argc > 2 ? arg_num(argc, argv, 2) : cpus;
+    if (n < 1 || n > 256) return 2;
+    pthread_t t[256];
+    for (long i = 0; i < n; ++i)
+        if (int e = pthread_create(&t[i], nullptr, thread_work, nullptr); e != 0) {
+            printf("pthread_create_errno=%s started=%ld\n", errname(e), i);
+            return 1;
+        }
+    for (long i = 0; i < n; ++i) pthread_join(t[i], nullptr);
+    printf("threads=%ld cpus=%ld sum=%ld\n", n, cpus, g_threads_sum);
+    return g_threads_sum == n * 20000 ? 0 : 1;
+}
+
 int mode_deny_then_sleep(int argc, char** argv) {
     // N distinct denials, then a sleep: a running job with denials stored
     // (what the live counts and pushed updates are checked against).
@@ -628,6 +663,7 @@ const Mode kModes[] = {
     {"convert", mode_convert},
     {"deny-then-sleep", mode_deny_then_sleep},
     {"tree", mode_tree},
+    {"threads", mode_threads},
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "moat/learn/allow_list.h"
 #include "moat/learn/denial_allow.h"
 #include "moat/learn/paths.h"
+#include "moat/learn/threads.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -208,7 +209,6 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     std::map<std::string, Seen> seen;
     std::map<std::string, ByRule> by_rule;
     std::set<std::string> foreign;
-    bool clone3 = false;
     bool shows_decoded = false;
     for (const auto& e : denials) {
         if (e.value("kind", std::string()) != "denial") continue;
@@ -219,10 +219,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             foreign.insert(arch + ":" + name);
             continue;
         }
-        if (name == "clone3") {
-            clone3 = true;
-            continue;
-        }
+        if (name == "clone3") continue;  // never proposed; thread_paths explains it with moatd's counts
         const uint64_t count = e.value("count", uint64_t(1));
         const std::string action = e.value("action", std::string());
         const std::string call = call_of(e, name, shows_decoded);
@@ -407,9 +404,10 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     for (const auto& f : foreign)
         p.notes.push_back(f + ": a foreign-ABI call; policies judge only native x86_64 calls, so this is not "
                           "proposed (a program that needs it is not built for this machine)");
-    if (clone3)
-        p.notes.push_back("clone3: always answered ENOSYS (its flags cannot be checked by a filter); glibc falls "
-                          "back to clone, which the policy judges");
+    // Threads, CPU counts and clone3 (threads.cpp): what one run cannot show.
+    ThreadPaths tp = thread_paths(base, denials, ctx.original, ctx.replay_job);
+    p.additions.insert(p.additions.end(), tp.additions.begin(), tp.additions.end());
+    p.notes.insert(p.notes.end(), tp.notes.begin(), tp.notes.end());
     if (shows_decoded)
         p.notes.push_back("the paths and addresses in the evidence are what moatd read from the job's memory when "
                           "the call was held; a multithreaded job can change that memory before or after the kernel "

@@ -125,6 +125,13 @@ std::string risk_of(std::string_view syscall) {
     return "";
 }
 
+std::string clone3_design() {
+    return "Moat never lets clone3 run, by design: its flags are in memory, where the filter cannot check them for "
+           "namespace flags. It is answered with ENOSYS (and one asking for new namespaces gets default_action and "
+           "is recorded as a denial); glibc then falls back to clone, which runs only if allowed and only without "
+           "CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET or the other namespace flags";
+}
+
 std::vector<Diagnostic> lint(const Policy& p) {
     using S = Diagnostic::Severity;
     std::vector<Diagnostic> out;
@@ -149,12 +156,8 @@ std::vector<Diagnostic> lint(const Policy& p) {
     // policy claims otherwise, in the words the compiler and supervisor act on.
     if (p.seccomp.allowed.contains("clone3"))
         out.push_back(at(p, allow_entry_pos(p, "clone3"), S::Warning,
-                         "seccomp.allow lists clone3" + via(p, "clone3") + ", but Moat never lets clone3 run, by "
-                         "design: its flags are in memory, where the filter cannot check them for namespace flags. "
-                         "It is answered with ENOSYS (and one asking for new namespaces gets default_action and is "
-                         "recorded as a denial); glibc then falls back to clone, which runs only if allowed and only "
-                         "without CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET or the other namespace "
-                         "flags. Remove clone3 from the list to silence this"));
+                         "seccomp.allow lists clone3" + via(p, "clone3") + ", but " + clone3_design() +
+                             ". Remove clone3 from the list to silence this"));
     for (const SeccompRule& r : p.seccomp.rules)
         if (r.syscall == "clone3" && r.action.kind == Action::Kind::Allow)
             out.push_back(at(p, r.pos, S::Error,

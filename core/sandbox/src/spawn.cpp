@@ -355,6 +355,27 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
 
 }  // namespace
 
+void place_cpus(pid_t pid, bool all_cpus, Spawned& out) {
+    // Room for machines far larger than CPU_SETSIZE (the kernel wants at
+    // least nr_cpu_ids bits).
+    constexpr int kMaxCpus = 8192;
+    cpu_set_t* set = CPU_ALLOC(kMaxCpus);
+    if (!set) return;
+    const size_t size = CPU_ALLOC_SIZE(kMaxCpus);
+    auto count = [&]() -> int {
+        CPU_ZERO_S(size, set);
+        return sched_getaffinity(pid, size, set) == 0 ? CPU_COUNT_S(size, set) : 0;
+    };
+    out.cpus = out.cpus_before = count();
+    if (all_cpus) {
+        // Every bit: the kernel keeps the CPUs that are online and in the
+        // task's cpuset (cgroup), which is exactly "all it is allowed".
+        for (int i = 0; i < kMaxCpus; ++i) CPU_SET_S(i, size, set);
+        if (sched_setaffinity(pid, size, set) == 0) out.cpus = count();
+    }
+    CPU_FREE(set);
+}
+
 Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.uid == 0 || plan.gid == 0) return fail("refusing to run a job as uid or gid 0");
     if (!plan.filter || plan.filter->empty()) return fail("no seccomp filter in the plan");
@@ -412,6 +433,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.cgroup) {
         if (auto r = plan.cgroup->add_pid(pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
+    place_cpus(pid, plan.all_cpus, out);
     char one = 1;
     if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();
@@ -566,6 +588,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     if (plan.cgroup) {
         if (auto r = plan.cgroup->add_pid(out.pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
+    place_cpus(out.pid, plan.all_cpus, out);
     char one = 1;
     if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();

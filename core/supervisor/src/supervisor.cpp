@@ -605,6 +605,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.rlimits.core = pol->limits.core_bytes;
     in.rlimits.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
     for (int i = 0; i < 3; ++i) in.stdio[i] = job_ends[i].get();
+    in.learn = job->rec.learn;
 
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();
@@ -1351,6 +1352,8 @@ void Supervisor::finish(Job& job) {
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
     const Outcome out = job.run->outcome();
+    // The tier's counts (clone3 answered ENOSYS...): one info write per job.
+    if (auto extra = job.run->end_info(); extra.is_object() && !extra.empty() && job.events) job.events->info(extra);
     sample(job, true);
     flush_denials(job);
     flush_aggregate(job);

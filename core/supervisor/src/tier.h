@@ -113,6 +113,10 @@ public:
     // Non-fatal set-up problems met while starting (each becomes a note in the
     // job's info and a setup-warning event).
     virtual std::vector<std::string> setup_notes() const { return {}; }
+    // What the tier counted while the job ran, merged into the job's `sandbox`
+    // info once, when it ends (never a store write per call): e.g. the clone3
+    // calls answered ENOSYS. Empty when there is nothing to add.
+    virtual nlohmann::json end_info() const { return nlohmann::json::object(); }
 };
 
 // Everything a tier plans and launches from. Owned by the supervisor.
@@ -138,6 +142,9 @@ struct LaunchInput {
     sandbox::Rlimits rlimits;
     const compiler::CompiledFilter* filter = nullptr;
     int stdio[3] = {-1, -1, -1};  // the job's ends of its stdio pipes
+    // A learn replay (JobRequest::learn): the job gets every CPU its cgroup
+    // allows, whatever moatd's own affinity (docs/replay.md, "--learn").
+    bool learn = false;
 };
 
 // Host uids a tier needs beyond the job's own, reserved before the inputs are

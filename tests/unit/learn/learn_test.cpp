@@ -6,6 +6,7 @@
 #include <map>
 
 #include "moat/learn/replay.h"
+#include "moat/learn/threads.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -304,6 +305,142 @@ TEST(Learn, ALearnReplaySummarySaysLetThroughNotDenied) {
     d["enforced"] = false;
     auto o = moat::learn::outcome_of(job("exited", 0), {d, denial("mkdir")});
     EXPECT_EQ(o.describe(), "exited (exit 0), denied: mkdir, let through (learn): renameat2");
+}
+
+// ---- threads, CPUs and clone3 (issue 14 item 4; threads.cpp) ------------------
+
+// A policy with everything a single-threaded program needs and none of the
+// thread start/exit set.
+const char* kNoThreads = R"(name = "nothreads"
+[seccomp]
+allow = ["execve", "brk", "arch_prctl", "read", "write", "openat", "close", "exit_group", "newfstatat"]
+)";
+
+json show_with(json sandbox) { return {{"id", 9}, {"sandbox", std::move(sandbox)}}; }
+
+std::set<std::string> entries(const std::vector<Addition>& v) {
+    std::set<std::string> s;
+    for (const auto& a : v) s.insert(a.entry);
+    return s;
+}
+
+TEST(LearnThreads, Clone3ThreadProbesProposeTheThreadSetTheBaseLacks) {
+    auto base = parse(kNoThreads);
+    // The run reached clone and futex (denied, proposed by propose() itself).
+    const uint64_t clone_thread = 0x3d0f00;  // glibc's flags: CLONE_VM|...|CLONE_THREAD|...
+    std::vector<json> d = {denial("clone", {clone_thread}), denial("futex", {0, 0x80})};
+    json replay = show_with({{"cpus", 2}, {"clone3", {{"calls", 3}, {"threads", 3}}}});
+    auto t = moat::learn::thread_paths(base, d, show_with({{"cpus", 2}}), replay);
+    std::set<std::string> want(moat::learn::thread_start_set().begin(), moat::learn::thread_start_set().end());
+    want.erase("clone");
+    want.erase("futex");
+    EXPECT_EQ(entries(t.additions), want) << "the set minus what the denials cover";
+    for (const auto& a : t.additions) {
+        EXPECT_NE(a.evidence.find("the job starts threads: 3 clone3 attempt(s) with CLONE_THREAD answered ENOSYS, "
+                                  "glibc then uses clone"), std::string::npos) << a.evidence;
+        EXPECT_NE(a.evidence.find("whether or not this run reached them"), std::string::npos) << a.evidence;
+    }
+
+    // Through propose(): the whole set ends up allowed, each syscall once.
+    moat::learn::LearnContext ctx;
+    ctx.replay_job = replay;
+    ctx.original = show_with({{"cpus", 2}});
+    auto p = moat::learn::propose(base, d, moat::learn::outcome_of(job("exited", 0), d), ctx);
+    auto v2 = parse(moat::learn::apply(base, p.additions));
+    for (const auto& name : moat::learn::thread_start_set()) EXPECT_TRUE(v2.seccomp.allowed.count(name)) << name;
+    std::map<std::string, int> times;
+    for (const auto& a : p.additions)
+        for (const auto& s : a.syscalls) ++times[s];
+    for (const auto& [name, n] : times) EXPECT_EQ(n, 1) << name;
+}
+
+TEST(LearnThreads, ACloneWithCloneThreadIsThreadEvidenceToo) {
+    auto base = parse(kNoThreads);
+    std::vector<json> d = {denial("clone", {0x10000 /* CLONE_THREAD */ | 0x100 /* CLONE_VM */}, "x86_64", 2)};
+    auto t = moat::learn::thread_paths(base, d, json(), show_with(json::object()));
+    EXPECT_TRUE(entries(t.additions).count("exit"));
+    ASSERT_FALSE(t.additions.empty());
+    EXPECT_NE(t.additions[0].evidence.find("2 clone call(s) with CLONE_THREAD"), std::string::npos)
+        << t.additions[0].evidence;
+}
+
+TEST(LearnThreads, NoThreadEvidenceNoThreadSet) {
+    auto base = parse(kNoThreads);
+    // A fork-like clone (no CLONE_THREAD) and clone3 probes without threads (posix_spawn).
+    std::vector<json> d = {denial("clone", {0x01200011 /* SIGCHLD|CLONE_CHILD_* */})};
+    json replay = show_with({{"cpus", 4}, {"clone3", {{"calls", 1}, {"threads", 0}}}});
+    auto t = moat::learn::thread_paths(base, d, show_with({{"cpus", 4}}), replay);
+    EXPECT_TRUE(t.additions.empty()) << entries(t.additions).size();
+    // And nothing at all when the replay's info has no clone3 or cpus (an older moatd).
+    auto none = moat::learn::thread_paths(base, {}, json(), show_with(json::object()));
+    EXPECT_TRUE(none.additions.empty());
+    EXPECT_TRUE(none.notes.empty());
+}
+
+TEST(LearnThreads, TheBaseOrAnOperatorsRuleKeepsItsOwnWord) {
+    // @default has the whole set: nothing to add.
+    auto full = parse(kBase);
+    json replay = show_with({{"cpus", 2}, {"clone3", {{"calls", 2}, {"threads", 2}}}});
+    EXPECT_TRUE(moat::learn::thread_paths(full, {}, json(), replay).additions.empty());
+    // A rule on madvise decides it: reported, not overridden by a plain allow.
+    auto ruled = parse(std::string(kNoThreads) + R"([[seccomp.rule]]
+syscall = "madvise"
+action = "errno:EPERM"
+args = [{ index = 2, op = "eq", value = 8 }]
+)");
+    auto t = moat::learn::thread_paths(ruled, {}, json(), replay);
+    EXPECT_FALSE(entries(t.additions).count("madvise"));
+    EXPECT_NE(::testing::PrintToString(t.notes).find("madvise: threads need it"), std::string::npos);
+}
+
+TEST(LearnThreads, Clone3NoteAppearsForENOSYSProbesAndAgreesWithLint) {
+    auto base = parse(kBase);
+    json replay = show_with({{"cpus", 2}, {"clone3", {{"calls", 5}, {"threads", 4}}}});
+    moat::learn::LearnContext ctx;
+    ctx.replay_job = replay;
+    // No clone3 denial at all: the probes were answered ENOSYS without one.
+    auto p = moat::learn::propose(base, {}, moat::learn::outcome_of(job("exited", 0), {}), ctx);
+    std::string note;
+    for (const auto& n : p.notes)
+        if (n.starts_with("clone3: ")) note = n;
+    ASSERT_FALSE(note.empty()) << ::testing::PrintToString(p.notes);
+    EXPECT_NE(note.find("5 call(s) answered with ENOSYS (4 starting a thread)"), std::string::npos) << note;
+    EXPECT_NE(note.find(moat::policy::clone3_design()), std::string::npos) << note;
+    // The lint warning for clone3 in allow carries the same explanation.
+    auto listed = parse("name = \"c\"\n[seccomp]\nallow = [\"@default\", \"clone3\"]\n");
+    bool found = false;
+    for (const auto& w : moat::policy::lint(listed))
+        found = found || w.message.find(moat::policy::clone3_design()) != std::string::npos;
+    EXPECT_TRUE(found);
+    // A clone3 asking for namespaces is a denial: counted in the note, never proposed.
+    std::vector<json> ns = {denial("clone3", {0x7ffc0000, 88})};
+    auto q = moat::learn::propose(base, ns, moat::learn::outcome_of(job("exited", 0), ns), {});
+    EXPECT_TRUE(q.additions.empty());
+    EXPECT_NE(::testing::PrintToString(q.notes).find("1 asking for new namespaces, recorded as denials"),
+              std::string::npos) << ::testing::PrintToString(q.notes);
+    // No probes, no note.
+    ctx.replay_job = show_with({{"cpus", 2}, {"clone3", {{"calls", 0}, {"threads", 0}}}});
+    for (const auto& n : moat::learn::propose(base, {}, moat::learn::outcome_of(job("exited", 0), {}), ctx).notes)
+        EXPECT_FALSE(n.starts_with("clone3")) << n;
+}
+
+TEST(LearnThreads, WarnsWhenTheReplayHadOneCpuOrFewerThanTheOriginal) {
+    auto base = parse(kBase);
+    auto warning = [&](json original, json replay) {
+        std::string w;
+        for (const auto& n : moat::learn::thread_paths(base, {}, original, replay).notes)
+            if (n.find("may not show every threaded or CPU-count dependent path") != std::string::npos) w = n;
+        return w;
+    };
+    std::string one = warning(show_with({{"cpus", 1}}), show_with({{"cpus", 1}}));
+    EXPECT_NE(one.find("the learn replay ran on 1 CPU(s)"), std::string::npos) << one;
+    EXPECT_NE(one.find("taskset"), std::string::npos) << "says what to do: " << one;
+    std::string fewer = warning(show_with({{"cpus", 8}}), show_with({{"cpus", 2}, {"cpus_learn", {{"before", 1}, {"after", 2}}}}));
+    EXPECT_NE(fewer.find("the learn replay ran on 2 CPU(s), the original job on 8"), std::string::npos) << fewer;
+    EXPECT_NE(fewer.find("every CPU its cgroup allows"), std::string::npos) << fewer;
+    EXPECT_EQ(warning(show_with({{"cpus", 2}}), show_with({{"cpus", 4}})), "") << "more CPUs than the original: fine";
+    EXPECT_EQ(warning(show_with({{"cpus", 2}}), show_with({{"cpus", 2}})), "");
+    EXPECT_EQ(warning(json(), show_with(json::object())), "") << "unknown counts: no guess";
 }
 
 }  // namespace

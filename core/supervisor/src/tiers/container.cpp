@@ -143,6 +143,7 @@ public:
         csp.inside_gid = cp.gid;
         for (int i = 0; i < 3; ++i) csp.stdio[i] = in.stdio[i];
         csp.cgroup = in.cgroup;
+        csp.all_cpus = in.learn;
         auto s = sandbox::spawn_container_job(csp);
         if (!s) return std::unexpected(s.error());
         return std::make_unique<LocalRunning>(std::move(*s));
@@ -151,6 +152,7 @@ public:
     void describe(const Plan&, const LaunchInput& in, const Running& run, nlohmann::json& info) const override {
         const auto& proc = static_cast<const LocalRunning&>(run).proc();
         info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
+        describe_cpus(proc, in.learn, info);
         info["notes"] = nlohmann::json::array();
         info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
         info["hostname"] = hostname_of(*in.policy, in.job_id);

@@ -112,6 +112,20 @@ nlohmann::json LocalRunning::costs() const {
     return {{"maps_reads", m_modules.reads()}, {"module_lookups_skipped", m_modules_skipped}};
 }
 
+nlohmann::json LocalRunning::end_info() const {
+    return {{"clone3", {{"calls", m_clone3_calls}, {"threads", m_clone3_threads}}}};
+}
+
+void describe_cpus(const sandbox::Spawned& proc, bool learn, nlohmann::json& info) {
+    if (proc.cpus > 0) info["cpus"] = proc.cpus;
+    // What moatd did for a learn replay: every CPU the job's cgroup allows,
+    // so threaded and CPU-count dependent paths show (docs/replay.md).
+    if (learn)
+        info["cpus_learn"] = {{"affinity", "every CPU the job's cgroup allows"},
+                              {"before", proc.cpus_before},
+                              {"after", proc.cpus}};
+}
+
 std::vector<std::string> LocalRunning::setup_notes() const {
     std::vector<std::string> out;
     for (const auto& w : m_proc.warnings)
@@ -186,6 +200,10 @@ void LocalRunning::on_notify() {
         auto raw = read_remote(n.pid, n.args[0], sizeof flags);
         if (raw) memcpy(&flags, raw->data(), sizeof flags);
         if (!raw || !(flags & compiler::kCloneNamespaceFlags)) {
+            // Counted for the job's info (end_info): a learn proposal needs to
+            // know that the job starts threads, which these probes alone show.
+            ++m_clone3_calls;
+            if (flags & CLONE_THREAD) ++m_clone3_threads;
             resp->error = -ENOSYS;
             seccomp_notify_respond(listener, resp);
             return;
@@ -200,7 +218,15 @@ void LocalRunning::on_notify() {
         n.decoded = "flags " + names;
     }
 
-    const Answer a = m_events->notice(n);
+    Answer a = m_events->notice(n);
+    if (native && n.nr == SYS_clone3 && a.kind == Answer::Kind::Continue) {
+        // clone3 never runs, even where the verdict would let a call through
+        // (a learn replay, a default_action of log): the denial is recorded,
+        // the answer is ENOSYS (docs/policy.md, "clone3"). Other verdicts
+        // (default_action) stand.
+        a = {Answer::Kind::Fail, ENOSYS};
+        ++m_clone3_calls;
+    }
     switch (a.kind) {
         case Answer::Kind::Continue:
             resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;

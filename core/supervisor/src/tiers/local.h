@@ -19,6 +19,7 @@ public:
     Outcome outcome() override;
     nlohmann::json costs() const override;
     std::vector<std::string> setup_notes() const override;
+    nlohmann::json end_info() const override;
 
     const sandbox::Spawned& proc() const { return m_proc; }
 
@@ -39,6 +40,13 @@ private:
     int64_t m_work_window_mono = 0, m_work_ns = 0, m_modules_off_until = 0;
     uint64_t m_modules_skipped = 0;
     bool m_work_limit_reported = false;
+    // clone3 calls answered ENOSYS, and how many of them asked for CLONE_THREAD
+    // (a thread library starting a thread; glibc then falls back to clone).
+    uint64_t m_clone3_calls = 0, m_clone3_threads = 0;
 };
+
+// The job's `cpus` (and, for a learn replay, what moatd did to its affinity)
+// into its `sandbox` info.
+void describe_cpus(const sandbox::Spawned& proc, bool learn, nlohmann::json& info);
 
 }  // namespace moat::supervisor

@@ -152,6 +152,7 @@ public:
         sp.filter = &in.filter->program();
         sp.landlock_fd = p.landlock.fd.get();
         sp.cgroup = in.cgroup;
+        sp.all_cpus = in.learn;
         auto s = sandbox::spawn_seccomp_job(sp);
         if (!s) return std::unexpected(s.error());
         return std::make_unique<LocalRunning>(std::move(*s));
@@ -161,6 +162,7 @@ public:
         const auto& ll = static_cast<const SeccompPlan&>(plan).landlock;
         const auto& proc = static_cast<const LocalRunning&>(run).proc();
         info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
+        describe_cpus(proc, in.learn, info);
         info["notes"] = ll.notes;
         info["landlock_abi"] = ll.abi;
         info["landlock"] = ll.abi > 0 ? "enforced"

@@ -554,6 +554,9 @@ public:
         info["guest_kernel"] = m_kernel->release();
         info["guest_kernel_package"] = m_kernel->package();
         info["guest_memory_bytes"] = p.guest_ram;
+        // The guest has one vCPU (qemu_jail.cpp: -smp 1), in learn mode too:
+        // learn's CPU warning says what that hides (docs/replay.md).
+        info["cpus"] = 1;
         info["vmm"] = "qemu microvm";
         info["vmm_uid"] = in.uid;
         info["root_image"] = {{"sha256", p.prepared->image.key},

@@ -81,6 +81,9 @@ struct LearnContext {
     // The learn replay's `show` object; its sandbox.learn holds what moatd
     // observed besides denials (paths missing in the sandbox, CPUs, clone3).
     nlohmann::json replay_job;
+    // The original job's `show` object (null when not known): its
+    // sandbox.cpus is compared with the replay's (threads.h).
+    nlohmann::json original;
     // The last bytes of the replay's stderr, shown when it failed for a
     // reason no syscall change fixes.
     std::string stderr_tail;

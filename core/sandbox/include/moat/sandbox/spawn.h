@@ -37,6 +37,7 @@ struct SpawnPlan {
     const std::vector<sock_filter>* filter = nullptr;  // required
     int landlock_fd = -1;            // -1: no Landlock
     const cgroup::JobCgroup* cgroup = nullptr;         // joined before the job runs
+    bool all_cpus = false;           // learn mode: run on every CPU the cgroup allows (see place_cpus)
 };
 
 // Written by the child over a pipe (fixed size, one write) when a step fails.
@@ -103,7 +104,19 @@ struct Spawned {
     std::vector<SetupRecord> warnings;  // non-fatal set-up records (e.g. cwd fallback)
     ExecFailureWord exec_word;          // seccomp tier: set by the child when execve failed
     std::string exe;                    // seccomp tier: what it executed (for exec_failure)
+    // The CPUs the job's first process may run on (sched_getaffinity once it
+    // joined its cgroup, so the cgroup's cpuset is applied), and before
+    // place_cpus widened them (equal unless all_cpus); 0 when unknown.
+    int cpus = 0, cpus_before = 0;
 };
+
+// Between joining the cgroup and being let go: records the child's CPU count
+// and, with `all_cpus`, gives it every CPU its cgroup allows (the kernel
+// intersects the full mask with the task's cpuset), so a moatd started under
+// `taskset` does not pass its own narrow affinity on to a learn replay. The
+// child is single-threaded and has not run anything yet: all it starts
+// inherits the mask. Failures only leave the counts as read.
+void place_cpus(pid_t pid, bool all_cpus, Spawned& out);
 
 // Seccomp tier, after the job's first process exited: the "execve" record of a
 // failed exec (detail: describe_exec_failure), or nothing.
@@ -136,6 +149,7 @@ struct ContainerSpawnPlan {
     uint32_t inside_uid = 1000, inside_gid = 1000;
     int stdio[3] = {-1, -1, -1};
     const cgroup::JobCgroup* cgroup = nullptr;
+    bool all_cpus = false;       // as SpawnPlan::all_cpus (moat-init and the job inherit it)
     // Instead of init_exe_fd and plan_fd: the cloned child calls
     // run_in_process(*plan_in_process) (container_init_run: moat-init's code)
     // itself, with no exec of moat-init and no JSON round trip of the plan.
