@@ -510,6 +510,7 @@ int cmd_replay(const Global& g, int64_t job, const std::string& policy_file, con
         ctx.through_rules = override_rules;
         ctx.replay_job = aj;
         ctx.original = oj;
+        ctx.original_denials = *d_orig;
         if (setup_failed) ctx.setup_detail = str_or(finished["termination"], "detail");
         else if (!(o2.cause == "exited" && o2.exit_code == 0)) ctx.stderr_tail = stderr_tail(*c, new_job);
         proposal = moat::learn::propose(*base.policy, *d_again, o2, ctx);

@@ -344,6 +344,8 @@ void ReplayPanel::showComparison(const Fetched& orig, const Fetched& rep) {
     m_learnContext.original_passed = a.cause == "exited" && a.exit_code == 0;
     m_learnContext.replay_job = rep.job;
     m_learnContext.original = orig.job;
+    m_learnContext.original_denials = orig.denials;
+    m_learnContext.original = orig.job;
     if (!m_learn) m_reproduced = cmp.reproduced;
 
     // A cell of the replay column is marked when it differs from the original.

@@ -210,6 +210,23 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
     std::map<std::string, ByRule> by_rule;
     std::set<std::string> foreign;
     bool shows_decoded = false;
+    // One denied call as evidence: a narrow rule per argument value, or plain.
+    auto take = [&](const json& e, const std::string& name, uint64_t count, const std::string& call) {
+        Seen& s = seen[name];
+        s.calls += count;
+        if (s.first.empty()) s.first = call;
+        DenialAllow a = proposeAllow(e);
+        if (!a.narrow()) {
+            s.plain = true;
+            return;
+        }
+        auto it = std::find_if(s.rules.begin(), s.rules.end(), [&](const RuleSeen& r) { return r.rule == a.rule; });
+        if (it == s.rules.end()) {
+            s.rules.push_back({a.rule, arg_value(e, a.rule.args.front().index), 0, call});
+            it = std::prev(s.rules.end());
+        }
+        it->calls += count;
+    };
     for (const auto& e : denials) {
         if (e.value("kind", std::string()) != "denial") continue;
         const std::string name = e.value("syscall", std::string());
@@ -231,20 +248,29 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             if (b.first.empty()) b.first = call;
             if (!ctx.through_rules) continue;  // reported below, never proposed
         }
-        Seen& s = seen[name];
-        s.calls += count;
-        if (s.first.empty()) s.first = call;
-        DenialAllow a = proposeAllow(e);
-        if (!a.narrow()) {
-            s.plain = true;
+        take(e, name, count, call);
+    }
+    // What the original job was denied by default and this replay never
+    // reached (a call that depends on timing, like xz's poll on a full pipe,
+    // may not happen when learn mode slows the job): its own denial is the
+    // evidence. Only syscalls the replay's policy still does not allow.
+    std::set<std::string> from_original;
+    for (const auto& e : ctx.original_denials) {
+        if (e.value("kind", std::string()) != "denial" || e.value("arch", std::string("x86_64")) != "x86_64") continue;
+        const std::string name = e.value("syscall", std::string());
+        if (name.empty() || name == "clone3" || seen.count(name) || by_rule.count(name)) continue;
+        if (e.value("rule", std::string()) != "seccomp.default_action" || base.seccomp.allowed.count(name)) continue;
+        if (std::any_of(base.seccomp.rules.begin(), base.seccomp.rules.end(),
+                        [&](const policy::SeccompRule& r) { return r.syscall == name; }))
             continue;
-        }
-        auto it = std::find_if(s.rules.begin(), s.rules.end(), [&](const RuleSeen& r) { return r.rule == a.rule; });
-        if (it == s.rules.end()) {
-            s.rules.push_back({a.rule, arg_value(e, a.rule.args.front().index), 0, call});
-            it = std::prev(s.rules.end());
-        }
-        it->calls += count;
+        from_original.insert(name);
+    }
+    for (const auto& e : ctx.original_denials) {
+        const std::string name = e.value("syscall", std::string());
+        if (!from_original.count(name)) continue;
+        take(e, name, e.value("count", uint64_t(1)),
+             call_of(e, name, shows_decoded) + " (in the original job " + std::to_string(ctx.original_job) +
+                 "; this replay did not reach it)");
     }
 
     auto explicit_notes = [&] {

@@ -443,4 +443,30 @@ TEST(LearnThreads, WarnsWhenTheReplayHadOneCpuOrFewerThanTheOriginal) {
     EXPECT_EQ(warning(json(), show_with(json::object())), "") << "unknown counts: no guess";
 }
 
+// The learning benchmark's xz: poll is denied in production only when the
+// pipe fills, which a slowed learn replay may never reach.
+TEST(Learn, ACallOnlyTheOriginalReachedIsProposedFromItsDenial) {
+    auto base = parse(kBase);
+    json orig_poll = denial("poll", {0, 1, 0}, "x86_64", 2);
+    orig_poll["rule"] = "seccomp.default_action";
+    json orig_read = denial("read");
+    orig_read["rule"] = "seccomp.default_action";
+    moat::learn::LearnContext ctx;
+    ctx.original_job = 34;
+    ctx.original_denials = {orig_poll, orig_read};
+    std::vector<json> replay = {denial("read")};
+    auto p = moat::learn::propose(base, replay, moat::learn::outcome_of(job("exited", 0), replay), ctx);
+    std::map<std::string, const Addition*> by;
+    for (const auto& a : p.additions) by[a.entry] = &a;
+    ASSERT_TRUE(by.count("poll")) << ::testing::PrintToString(p.notes);
+    EXPECT_NE(by["poll"]->evidence.find("in the original job 34; this replay did not reach it"), std::string::npos)
+        << by["poll"]->evidence;
+    EXPECT_EQ(by["poll"]->evidence.find("2 call(s)"), 0u);
+    EXPECT_EQ(by["read"]->evidence.find("1 call(s)"), 0u) << "seen in the replay: its own evidence, not doubled";
+    // A syscall the replay's policy already allows is not proposed again.
+    auto allows = parse("name = \"conv\"\n[seccomp]\nallow = [\"@default\", \"poll\"]\n");
+    auto q = moat::learn::propose(allows, replay, moat::learn::outcome_of(job("exited", 0), replay), ctx);
+    for (const auto& a : q.additions) EXPECT_NE(a.entry, "poll");
+}
+
 }  // namespace

@@ -89,6 +89,9 @@ struct LearnContext {
     std::string stderr_tail;
     // Why the replay could not be set up ("" when it started).
     std::string setup_detail;
+    // The original job's denial events: a call it was denied that the replay
+    // did not reach (timing) is proposed from this evidence.
+    std::vector<nlohmann::json> original_denials;
 };
 
 // `denials`: the learn replay's denial events. Never proposes a default
