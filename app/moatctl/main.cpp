@@ -166,6 +166,35 @@ void print_vm_sandbox(const json& j, const json& s) {
     }
 }
 
+// What replay will have of the job: stdin, inputs, and every note that says
+// what was not recorded or not delivered (the same as `show --json`'s recording).
+void print_recording(const json& rec) {
+    if (!rec.is_object() || rec.empty()) return;
+    auto line = [](const char* key, const std::string& text) {
+        printf("  %-12s %s\n", key, moat::for_terminal(text).c_str());
+    };
+    if (rec.contains("evicted") && rec["evicted"].is_string())
+        line("recording:", "removed (" + rec["evicted"].get<std::string>() + "): the job cannot be replayed");
+    const json in = rec.value("stdin", json());
+    if (in.is_object()) {
+        std::string t = in["sha256"].is_string() ? human_size(in.value("bytes", 0ULL)) + " recorded" : "not recorded";
+        if (in.value("truncated", false)) t += " (truncated at the recording limit)";
+        if (in.contains("complete") && !in.value("complete", true)) t += " (the job closed stdin before its end)";
+        if (in.contains("note") && in["note"].is_string()) t += ": " + in["note"].get<std::string>();
+        line("stdin:", t);
+    }
+    for (const auto& i : rec.value("inputs", json::array())) {
+        if (!i.is_object()) continue;
+        std::string t = str_or(i, "host") + " -> " + str_or(i, "sandbox", "(same path)");
+        t += i["sha256"].is_string() ? ", snapshot " + str_or(i, "sha256").substr(0, 12) : ", no snapshot";
+        if (i.contains("kind") && i["kind"].is_string()) t += " (" + i["kind"].get<std::string>() + ")";
+        if (i.contains("note") && i["note"].is_string()) t += ": " + i["note"].get<std::string>();
+        line("input:", t);
+    }
+    for (const char* k : {"output_cut", "warning"})
+        if (rec.contains(k) && rec[k].is_string()) line("recording:", rec[k].get<std::string>());
+}
+
 void print_job(const json& j) {
     printf("job %s  %s  tier %s\n", str_or(j, "id").c_str(), str_or(j, "state").c_str(), str_or(j, "tier").c_str());
     printf("  argv:        %s\n", joined_for_terminal(j.value("argv", json::array())).c_str());
@@ -190,6 +219,10 @@ void print_job(const json& j) {
                str_or(s, "cgroup_version").c_str(), str_or(s, "landlock").c_str(), str_or(s, "landlock_abi").c_str());
     for (const auto& n : s.value("notes", json::array()))
         printf("  note:        %s\n", moat::for_terminal(n.is_string() ? n.get<std::string>() : n.dump()).c_str());
+    if (j.contains("replay_of") && j["replay_of"].is_number_integer())
+        printf("  replay of:   job %s%s\n", str_or(j, "replay_of").c_str(),
+               j.value("learn", false) ? " (learn: denials recorded, not enforced)" : "");
+    print_recording(j.value("recording", json::object()));
     (void)duration_of;
 }
 

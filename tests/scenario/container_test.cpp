@@ -721,6 +721,10 @@ TEST_F(Container, BrittleAllowlistIsLearnedFixedAndVerifiedByReplay) {
     ASSERT_EQ(rec["inputs"].size(), 1u) << rec.dump();
     EXPECT_EQ(rec["inputs"][0].value("sandbox", ""), "/data/in.txt");
     EXPECT_TRUE(rec["inputs"][0]["sha256"].is_string()) << rec.dump();
+    // The text form says the same (issue 14 item 6: it showed only in --json).
+    Proc shown = ctl({"show", std::to_string(bad.id)});
+    EXPECT_NE(shown.out.find("  stdin:       6B recorded"), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("  input:       " + input + " -> /data/in.txt, snapshot "), std::string::npos) << shown.out;
     Proc out = ctl({"output", std::to_string(bad.id)});
     EXPECT_NE(out.out.find("rename errno=EPERM"), std::string::npos) << out.out << out.err;
     Proc err = ctl({"output", std::to_string(bad.id), "--stderr"});
