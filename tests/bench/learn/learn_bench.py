@@ -17,9 +17,13 @@ The learn loop, per workload and start view:
            (`empty`: read_only = read_write = tmpfs = [], as the issue asks;
            `default`: the policy defaults, docs/policy.md#filesystem, which
            measures syscall learning alone).
-  round k  `moatctl replay J --policy P(k-1) --learn --json -o P(k)`, then
+  round k  `moatctl replay F --policy P(k-1) --learn --json -o P(k)`, then
            `moatctl replay J --policy P(k) --json` to verify. P(k) is exactly
-           the proposal's -o file: the harness never edits a policy.
+           the proposal's -o file: the harness never edits a policy. F is the
+           newest failure, as an operator would take it: J in round 1, then
+           the previous round's verifying replay (a call that depends on
+           timing may show only there, and learn proposes it from that
+           job's own denial).
 A policy passes when its job exits 0 with no denial and stdout equal, byte for
 byte, to the host run's. The loop stops at a pass, after --rounds rounds, or
 when a proposal changes nothing (`moatctl policy diff` finds no semantic
@@ -405,11 +409,12 @@ def learn_loop(moat, wl, view, argv, inputs, want, rounds, work):
     res["rounds"].append({"round": 0, "outcome": o})
     cur = p0
     last_notes = []
+    failing = job  # the newest failure: what the next round learns from
     for k in range(1, rounds + 1):
         if o["passed"]:
             break
         nxt = os.path.join(d, f"p{k}.toml")
-        lid, rep, err = replay(moat, job, cur, learn_out=nxt)
+        lid, rep, err = replay(moat, failing, cur, learn_out=nxt)
         if lid is None:
             res.update(status="refused", note=f"round {k}: the learn replay was refused: {err}")
             return res
@@ -443,6 +448,7 @@ def learn_loop(moat, wl, view, argv, inputs, want, rounds, work):
             return res
         o = job_outcome(moat, vid, want)
         entry["outcome"] = o
+        failing = vid
     if o["passed"]:
         res.update(status="passed", rounds_to_pass=len(res["rounds"]) - 1)
     else:
@@ -463,9 +469,23 @@ def reruns(moat, policy, argv, inputs, want, n, copies, work, tag):
             outs.append(job_outcome(moat, job, want) if job is not None
                         else {"passed": False, "cause": "refused", "detail": err, "denied": [],
                               "exit_code": None, "stdout_same": False})
+        failed = [job for (job, _), o in zip(jobs, outs) if not o["passed"] and job is not None]
         results.append({"passed": all(o["passed"] for o in outs),
-                        "failures": [describe(o) for o in outs if not o["passed"]]})
+                        "failures": [describe(o) for o in outs if not o["passed"]],
+                        "failed_job": failed[0] if failed else None})
     return results
+
+
+def learn_from_rerun(moat, job, policy, work, tag, k):
+    """A rerun failed: learn from that job, as an operator learns from a
+    production failure. Returns the new policy, or None when the proposal
+    changes nothing."""
+    nxt = os.path.join(work, f"{tag}-rerun-learn{k}.toml")
+    lid, rep, err = replay(moat, job, policy, learn_out=nxt)
+    if lid is None or not os.path.exists(nxt):
+        return None
+    pd = moat.local("policy", "diff", policy, nxt)
+    return nxt if pd.returncode == 1 else None
 
 
 # ----------------------------------------------------------------- report
@@ -499,7 +519,9 @@ def markdown(R):
           " and `tmpfs` all `[]`, the issue's criterion) or **default** (the policy defaults:"
           " `/usr`, `/lib`, `/lib64`, `/bin`, `/sbin`, `/etc/ld.so.cache` read-only, `/tmp` tmpfs),"
           " which measures syscall learning alone.",
-          "- **A round**: `moatctl replay J --policy P --learn -o NEXT`, then `moatctl replay J --policy NEXT`."
+          "- **A round**: `moatctl replay F --policy P --learn -o NEXT`, then `moatctl replay J --policy NEXT`; "
+          "F is the newest failure (J, then the previous round's verifying replay). A rerun that fails "
+          "is learned from the same way (one more round), and the reruns start again."
           " NEXT is the proposal's own file; nothing is edited by hand.",
           "- **Passes**: the job exits 0, with no denial, and its stdout is byte for byte the host run's.",
           "- **Baseline**: the native syscalls `strace -f` sees when the same argv runs on the host"
@@ -526,6 +548,9 @@ def markdown(R):
             if v is None:
                 continue
             prog = f"`{w['program']}`" + (" via /etc/alternatives" if w["alternatives"] else "")
+            for lr in v.get("learned_from_reruns", []):
+                notes.append(f"- **{w['name']}**: a rerun failed ({lr['failure']}); one more round learned from "
+                             f"that job (counted in the rounds), and the reruns started again")
             rr = v.get("reruns")
             if rr and not all(x["passed"] for x in rr):
                 fails = [f"rerun {i + 1}: " + " / ".join(sorted(set(x["failures"])))
@@ -667,6 +692,28 @@ def main():
                 t0 = time.monotonic()
                 log(f"{wl['name']}: learning from the {view} view")
                 v = learn_loop(moat, wl, view, argv, inputs, want, a.rounds, work)
+                if v["status"] == "passed":
+                    log(f"{wl['name']}: {view}: passed after {v['rounds_to_pass']} round(s); reruns")
+                    v["reruns"] = reruns(moat, v["policy"], argv, inputs, want, a.reruns, nproc, work,
+                                         f"{wl['name']}-{view}")
+                    # A rerun that fails is learned from (at most twice), and
+                    # counts as a round; the reruns then start again.
+                    for k in range(1, 3):
+                        bad = next((r["failed_job"] for r in v["reruns"] if r.get("failed_job")), None)
+                        if bad is None:
+                            break
+                        nxt = learn_from_rerun(moat, bad, v["policy"], work, f"{wl['name']}-{view}", k)
+                        if nxt is None:
+                            break
+                        v.setdefault("learned_from_reruns", []).append(
+                            {"job": bad, "failure": next(r["failures"][0] for r in v["reruns"] if r["failures"])})
+                        v["policy"] = nxt
+                        v["rounds_to_pass"] += 1
+                        log(f"{wl['name']}: {view}: a rerun failed; learned from job {bad}; reruns again")
+                        v["reruns"] = reruns(moat, v["policy"], argv, inputs, want, a.reruns, nproc, work,
+                                             f"{wl['name']}-{view}-{k}")
+                else:
+                    log(f"{wl['name']}: {view}: {v['status']}: {v.get('note', '')[:300]}")
                 v["seconds"] = round(time.monotonic() - t0, 1)
                 allowed, cond = policy_syscalls(moat, v["policy"], work)
                 v["allowed"] = sorted(allowed)
@@ -678,12 +725,6 @@ def main():
                 v["extra_count"] = len(v["extra"])
                 v["filesystem"] = policy_filesystem(v["policy"])
                 v["policy_text"] = open(v["policy"]).read()
-                if v["status"] == "passed":
-                    log(f"{wl['name']}: {view}: passed after {v['rounds_to_pass']} round(s); reruns")
-                    v["reruns"] = reruns(moat, v["policy"], argv, inputs, want, a.reruns, nproc, work,
-                                         f"{wl['name']}-{view}")
-                else:
-                    log(f"{wl['name']}: {view}: {v['status']}: {v.get('note', '')[:300]}")
                 W["views"][view] = v
             R["workloads"].append(W)
     except HarnessError as e:
