@@ -55,6 +55,13 @@ row("1c", "job start, container tier < 0.5× crun", f(con, " ms"),
     f"crun {f(crun, ' ms')} (its unshare wrapper alone {f(crunw, ' ms')})", f(ratio(con, crun), "×"),
     None if con is None or crun is None else con < 0.5 * crun)
 row("1·", "(reference) bare /bin/true", f(bare, " ms"), "—", f"seccomp {f(ratio(sec, bare), '×', 1)}", None)
+# The client (issue 15 item 1): start-up against /bin/true; a request adds
+# the round trip and moatd's answer (the difference is shown, not judged).
+ch, cr = num("start_moatctl_help"), num("start_moatctl_request")
+row("1e", "moatctl start-up (--help) ≤ 1.5× /bin/true", f(ch, " ms"), f"/bin/true {f(bare, ' ms')}",
+    f(ratio(ch, bare), "×"), None if ch is None or bare is None else ch <= 1.5 * bare)
+row("1f", "(reference) moatctl request (jobs --limit 1)", f(cr, " ms"), f"--help {f(ch, ' ms')}",
+    f"+{f(None if cr is None or ch is None else cr - ch, ' ms')} round trip and answer", None)
 sp, bf = num("gb_BM_SpawnSeccompTrue_us"), num("gb_BM_BareForkExec_us")
 d = None if sp is None or bf is None else sp - bf
 row("1d", "spawn-to-exec in moatd ≤ bare fork+exec + 0.3 ms", f(sp, " µs", 0), f"fork+exec {f(bf, ' µs', 0)}",

@@ -213,6 +213,8 @@ put crun_ok $CRUN_OK
 put bwrap_ok $BWRAP_OK
 
 NAMES=(bare) CMDS=(/bin/true)
+# The client alone (issue 15 item 1): start-up, and one request's round trip.
+NAMES+=(moatctl_help moatctl_request) CMDS+=("$MOATCTL --help" "$MOATCTL --socket $SOCK jobs --limit 1")
 [ $BWRAP_OK = 1 ] && NAMES+=(bwrap) CMDS+=("bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true")
 [ $CRUN_OK = 1 ] && NAMES+=(crun crun_wrapper) CMDS+=("$CRUN_CMD" "$CRUN_WRAP")
 [ $SECCOMP_OK = 1 ] && NAMES+=(moat_seccomp) CMDS+=("$MOATCTL --socket $SOCK run --policy $WORK/true.toml -- /bin/true")
