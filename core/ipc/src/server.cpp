@@ -83,6 +83,18 @@ struct Server::Client {
 
 namespace {
 
+// A job in a list: what a learn replay found on the host (sandbox.learn_paths,
+// up to about 256 KiB) is left to `show`, so a few learn jobs cannot swell
+// every list and watch snapshot.
+json listed(json j) {
+    if (j.contains("sandbox") && j["sandbox"].is_object() && j["sandbox"].contains("learn_paths")) {
+        const json& lp = j["sandbox"]["learn_paths"];
+        const size_t n = lp.is_object() && lp.contains("paths") && lp["paths"].is_array() ? lp["paths"].size() : 0;
+        j["sandbox"]["learn_paths"] = {{"paths", n}, {"omitted", "moatctl show JOB --json has them"}};
+    }
+    return j;
+}
+
 std::optional<gid_t> group_gid(const std::string& name) {
     std::vector<char> buf(16384);
     group g{};
@@ -739,7 +751,7 @@ void Server::pump_watch_once(Client& c) {
                 auto r = m_store->list_jobs(kJobsSnapshot, 0);
                 if (!r) return error_reply("store", r.error().message);
                 json arr = json::array();
-                for (const auto& j : *r) arr.push_back(job_to_json(j));
+                for (const auto& j : *r) arr.push_back(listed(job_to_json(j)));
                 return arr;
             },
             [this, done, missed](Client& cl, json& jobs) {
@@ -768,7 +780,7 @@ void Server::pump_watch_once(Client& c) {
             [this, want]() -> json {
                 json arr = json::array();
                 for (int64_t j : want)
-                    if (auto r = m_store->get_job(j)) arr.push_back(job_to_json(*r));
+                    if (auto r = m_store->get_job(j)) arr.push_back(listed(job_to_json(*r)));
                 return arr;
             },
             [this, done](Client& cl, json& jobs) {
@@ -1058,7 +1070,7 @@ void Server::handle_request(Client& c, const std::string& frame) {
                 auto r = m_store->list_jobs(int(limit), before);
                 if (!r) return error_reply("store", r.error().message);
                 json arr = json::array();
-                for (const auto& j : *r) arr.push_back(job_to_json(j));
+                for (const auto& j : *r) arr.push_back(listed(job_to_json(j)));
                 return {{"ok", true}, {"jobs", arr}};
             },
             [this](Client& cl, json& res) {

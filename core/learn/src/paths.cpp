@@ -30,6 +30,7 @@ constexpr const char* kSecretTrees[] = {
     "/etc/ssh", "/etc/ssl/private", "/etc/security/opasswd", "/etc/krb5.keytab", "/etc/wireguard",
     "/etc/letsencrypt", "/etc/NetworkManager/system-connections", "/etc/moat", "/root", "/var/lib/moat",
     "/var/lib/sss", "/var/lib/docker", "/var/lib/containers", "/run/secrets", "/var/run/secrets",
+    "/run/moat", "/var/run/moat",
 };
 // Below a home directory.
 constexpr const char* kSecretHomeDirs[] = {".ssh", ".gnupg", ".aws", ".kube", ".docker", ".password-store",
@@ -53,6 +54,10 @@ constexpr const char* kBroad[] = {"/",        "/etc",      "/usr",       "/var",
 // Files in one directory before the directory is proposed instead of each.
 constexpr size_t kCoalesce = 16;
 
+bool has_control(const std::string& s) {
+    return std::any_of(s.begin(), s.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; });
+}
+
 }  // namespace
 
 std::string secret_reason(const std::string& path) {
@@ -66,6 +71,21 @@ std::string secret_reason(const std::string& path) {
     }
     if (secret_name(base_of(path))) return "a key file by its name";
     return {};
+}
+
+// A directory that holds secrets somewhere below it: never proposed whole
+// (a home directory holds .ssh and .aws, ~/.config holds gcloud...).
+bool holds_secret(const std::string& dir) {
+    for (const char* t : kSecretTrees)
+        if (under(t, dir)) return true;
+    if (dir == "/home") return true;
+    if (dir.rfind("/home/", 0) == 0) {
+        const size_t user_end = dir.find('/', 6);
+        if (user_end == std::string::npos) return true;  // /home/USER itself
+        for (const char* d : kSecretHomeDirs)
+            if (under(dir.substr(0, user_end) + "/" + d, dir)) return true;
+    }
+    return false;
 }
 
 bool broad_dir(const std::string& path) {
@@ -101,9 +121,17 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         }
         for (const auto& a : add) {
             const std::string p = a.value("path", std::string());
-            if (p.empty() || p[0] != '/') continue;
+            if (p.empty() || p[0] != '/' || has_control(p)) continue;  // moatd sends none; a policy takes none
             if (auto why = secret_reason(p); !why.empty()) {
                 refused[p] = why;
+                continue;
+            }
+            if (a.value("private", false)) {
+                refused[p] = "moatd's state or runtime directory";
+                continue;
+            }
+            if (a.value("kind", std::string()) == "directory" && holds_secret(p)) {
+                refused[p] = "a directory that holds credentials or keys; add what the job reads in it";
                 continue;
             }
             // A symlink is recreated, not bound: only a directory can be too broad.
@@ -132,9 +160,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         if (!in_base(p)) by_dir[parent_of(p)].push_back(p);
     std::map<std::string, Cand> chosen;
     for (auto& [dir, files] : by_dir) {
-        bool holds_secret = false;
-        for (const char* t : kSecretTrees) holds_secret = holds_secret || under(t, dir);
-        if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret && secret_reason(dir).empty()) {
+        if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret(dir) && secret_reason(dir).empty()) {
             Cand c;
             c.why = std::to_string(files.size()) + " files in it the job needed (" + base_of(files[0]) + ", " +
                     base_of(files[1]) + ", ...)";
@@ -165,6 +191,11 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         out.notes.push_back(std::to_string(learned["relative_not_followed"].get<uint64_t>()) +
                             " relative path(s) from another directory than the job's working directory were not "
                             "looked up");
+    if (learned.value("not_followed", uint64_t(0)) > 0)
+        out.notes.push_back(std::to_string(learned["not_followed"].get<uint64_t>()) +
+                            " path(s) with \"..\", control characters or over 1024 bytes were not looked up");
+    if (learned.value("truncated", false))
+        out.notes.push_back("the host lookups stopped at their time or size budget; replay again after this change");
     if (learned.value("dropped", uint64_t(0)) > 0)
         out.notes.push_back("more paths were missing than learn keeps per job; replay again after this change");
     if (learned.contains("error") && learned["error"].is_string())
@@ -177,13 +208,13 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
     for (const auto& w : learned.value("write_dirs", json::array())) {
         if (!w.is_object()) continue;
         const std::string dir = w.value("path", std::string());
-        if (dir.empty() || dir[0] != '/') continue;
+        if (dir.empty() || dir[0] != '/' || has_control(dir)) continue;
         const std::string ev = std::to_string(w.value("calls", uint64_t(1))) + " call(s), first " +
                                w.value("syscall", std::string()) + " " + w.value("example", std::string());
         bool under_tmpfs = false;
         for (const auto& t : base.filesystem.tmpfs) under_tmpfs = under_tmpfs || under(dir, t);
         if (under_tmpfs) continue;
-        if (w.value("private", false) || !secret_reason(dir).empty() || dir == "/") {
+        if (w.value("private", false) || !secret_reason(dir).empty() || holds_secret(dir) || dir == "/") {
             out.notes.push_back(dir + ": the job writes there; not proposed (" +
                                 (dir == "/" ? std::string("the root stays read-only") : "a protected path") + ")");
         } else if (w.value("in_view", false)) {

@@ -503,9 +503,24 @@ std::string fragment(const policy::Policy& base, const std::vector<Addition>& ad
     std::ostringstream o;
     o << "# Proposed change to policy " << policy::toml_quote(base.name) << ": " << additions.size()
       << " addition(s)\n";
+    // Entries and evidence quote what the job did (paths it chose): one
+    // comment line each, whatever bytes they hold.
+    auto comment = [](const std::string& text) {
+        std::string out;
+        for (unsigned char c : text) {
+            if (c < 0x20 || c == 0x7f) {
+                char esc[8];
+                snprintf(esc, sizeof esc, "\\x%02x", c);
+                out += esc;
+            } else {
+                out += char(c);
+            }
+        }
+        return out;
+    };
     for (const auto& a : additions) {
-        o << "#   + " << a.entry << "  (" << a.evidence << ")\n";
-        if (!a.risk.empty()) o << "#     risk: " << a.risk << "\n";
+        o << "#   + " << comment(a.entry) << "  (" << comment(a.evidence) << ")\n";
+        if (!a.risk.empty()) o << "#     risk: " << comment(a.risk) << "\n";
     }
     std::set<size_t> removed;
     for (const auto& a : additions) removed.insert(a.removes_rules.begin(), a.removes_rules.end());

@@ -88,6 +88,11 @@ std::optional<std::string> normalise_path(std::string_view s, std::string* why) 
         *why = "path contains a NUL byte";
         return std::nullopt;
     }
+    // A newline or escape in a path is a trick, never a file anyone means.
+    if (std::any_of(s.begin(), s.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; })) {
+        *why = "path contains a control character";
+        return std::nullopt;
+    }
     if (s.front() != '/') {
         *why = "path " + quoted(s) + " is not absolute (paths are as seen inside the sandbox and start with /)";
         return std::nullopt;

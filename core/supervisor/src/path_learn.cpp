@@ -12,9 +12,12 @@
 #include <cstring>
 #include <algorithm>
 #include <deque>
+#include <future>
 #include <thread>
 
 #include "moat/common/fd.h"
+#include "moat/common/timeutil.h"
+#include "moat/common/units.h"
 #include "moat/guest/prefetch.h"
 #include "moat/sandbox/path_walk.h"
 #include "moat/supervisor/decode.h"
@@ -187,15 +190,11 @@ bool PathLearner::missing_inside(pid_t tid, const std::string& path, bool nofoll
         return errno == ENOENT || errno == ENOTDIR;
     }
     // No mount namespace (seccomp tier): the job sees the host's tree and
-    // Landlock decides what it may open or run, by where the file really is.
-    if (!opens) return false;
-    UniqueFd f(::open(path.c_str(), O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0)));
-    if (!f) return false;  // not on the host either: nothing a policy could add
-    char self[64], real[PATH_MAX];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", f.get());
-    ssize_t n = readlink(self, real, sizeof real - 1);
-    if (n <= 0) return false;
-    return !covered(std::string(real, size_t(n)));
+    // Landlock decides what it may open or run. Nothing is looked up here
+    // with moatd's rights: a path outside the rules' names is a candidate, and
+    // report() resolves it with the client's (where it really leads decides).
+    (void)nofollow;
+    return opens && !covered(path);
 }
 
 void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t args[6]) {
@@ -204,6 +203,16 @@ void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t 
     auto raw = read_remote_string(tid, args[pa->path], PATH_MAX);
     if (!raw || raw->empty()) return;
     std::string path = *raw;
+    // Control bytes (a newline in a path would reach a proposal's comment
+    // lines), "..", or a long path: not followed, only counted.
+    const bool hostile = path.size() > kMaxPathBytes ||
+                         std::any_of(path.begin(), path.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; }) ||
+                         path == ".." || path.starts_with("../") || path.find("/../") != std::string::npos ||
+                         path.ends_with("/..");
+    if (hostile) {
+        ++m_unfollowed;
+        return;
+    }
     if (path[0] != '/') {
         const bool from_cwd = pa->dirfd < 0 || int(args[pa->dirfd]) == AT_FDCWD;
         if (!from_cwd || !same_cwd(tid)) {
@@ -231,10 +240,11 @@ void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t 
             return;
         }
     }
-    if (m_present.count(path)) return;
+    const uint64_t h = std::hash<std::string>{}(path);
+    if (m_present.count(h)) return;
     const bool nofollow = pa->nofollow || (pa->flags >= 0 && (args[pa->flags] & AT_SYMLINK_NOFOLLOW));
     if (!missing_inside(tid, path, nofollow, pa->opens)) {
-        if (m_present.size() < kMaxLookups) m_present.insert(path);
+        if (m_present.size() < kMaxLookups) m_present.insert(h);
         return;
     }
     missing(path, syscall, syscall.starts_with("execve"));
@@ -249,7 +259,8 @@ void PathLearner::observe_write(pid_t tid, const std::string& syscall, const std
         ++it->second.calls;
         return;
     }
-    if (m_present.count("\1" + dir)) return;  // known writable
+    const uint64_t h = std::hash<std::string>{}("\1" + dir);
+    if (m_present.count(h)) return;  // known writable
     char root[64];
     snprintf(root, sizeof root, "/proc/%d/root", int(tid));
     UniqueFd r(::open(root, O_PATH | O_DIRECTORY | O_CLOEXEC));
@@ -261,7 +272,7 @@ void PathLearner::observe_write(pid_t tid, const std::string& syscall, const std
     struct statvfs sv{};
     const bool writable = d && fstatvfs(d.get(), &sv) == 0 && !(sv.f_flag & ST_RDONLY);
     if (writable || (!d && errno != ENOENT && errno != ENOTDIR)) {
-        if (m_present.size() < kMaxLookups) m_present.insert("\1" + dir);
+        if (m_present.size() < kMaxLookups) m_present.insert(h);
         return;
     }
     if (m_write_dirs.size() >= kMaxPaths) {
@@ -285,69 +296,116 @@ void PathLearner::missing(const std::string& path, const std::string& syscall, b
 }
 
 json PathLearner::report(const ClientCreds& who) const {
-    json paths = json::array();
-    std::string failed;
-    auto hops = [&](const sandbox::PathWalk& w, json& add, const std::string& why_final) {
-        for (const auto& l : w.links)
-            if (!covered(l.path))
-                add.push_back({{"path", l.path}, {"kind", "symlink"}, {"why", "a symlink on the way: " + l.path + " -> " + l.target}});
-        if (w.err == 0 && !covered(w.resolved))
-            add.push_back({{"path", w.resolved}, {"kind", w.is_dir ? "directory" : "file"}, {"why", why_final}});
+    // The lookups run on a thread of their own with the client's rights, on
+    // a copy of what they need: moatd's loop waits at most kReportBudgetNs
+    // (a hung NFS or FUSE mount the job named must not stall every job), and
+    // a thread that overruns finishes alone and is forgotten.
+    struct State {
+        std::map<std::string, Seen> missing;
+        View view;
+        ClientCreds who;
+        json paths = json::array();
+        std::string failed;
+        bool truncated = false;
+        std::promise<void> done;
     };
-    // Credentials are per thread in the kernel: this short-lived thread alone
-    // takes the client's (raw syscalls; see open_as_client), so nothing is
-    // looked up, read or reported that the client could not see itself.
-    std::thread t([&] {
-        if (syscall(SYS_setgroups, who.groups.size(), who.groups.data()) < 0 ||
-            syscall(SYS_setresgid, -1, who.gid, -1) < 0 || syscall(SYS_setresuid, -1, who.uid, -1) < 0) {
-            failed = std::string("taking the client's identity: ") + strerror(errno);
-            return;
-        }
-        for (const auto& [path, s] : m_missing) {
-            json e = {{"path", path}, {"syscall", s.syscall}, {"calls", s.calls}};
-            bool priv = false;
-            for (const auto& d : m_view.private_dirs) priv = priv || under(path, d);
-            if (priv) {
-                e["host"] = "moatd's own";
-                e["add"] = json::array();
-                paths.push_back(std::move(e));
-                continue;
+    auto st = std::make_shared<State>();
+    st->missing = m_missing;
+    st->view = m_view;
+    st->who = who;
+    const int64_t deadline = now_monotonic_ns() + kReportBudgetNs;
+    std::future<void> finished = st->done.get_future();
+    try {
+        std::thread([st, deadline] {
+            State& S = *st;
+            PathLearner scope(S.view);  // covered() on the copied view
+            auto priv = [&](const std::string& p) {
+                for (const auto& d : S.view.private_dirs)
+                    if (under(p, d) || under(d, p)) return true;
+                return false;
+            };
+            auto add_path = [&](json& add, const std::string& p, const char* kind, const std::string& why) {
+                json a = {{"path", p}, {"kind", kind}, {"why", why}};
+                if (priv(p)) a["private"] = true;
+                add.push_back(std::move(a));
+            };
+            // Under Landlock a symlink is followed freely: only where it leads matters.
+            const bool links_matter = S.view.mount_namespace;
+            auto hops = [&](const sandbox::PathWalk& w, json& add, const std::string& why_final) {
+                if (links_matter)
+                    for (const auto& l : w.links)
+                        if (!scope.covered(l.path))
+                            add_path(add, l.path, "symlink", "a symlink on the way: " + l.path + " -> " + l.target);
+                if (w.err == 0 && !scope.covered(w.resolved))
+                    add_path(add, w.resolved, w.is_dir ? "directory" : "file", why_final);
+            };
+            if (syscall(SYS_setgroups, S.who.groups.size(), S.who.groups.data()) < 0 ||
+                syscall(SYS_setresgid, -1, S.who.gid, -1) < 0 || syscall(SYS_setresuid, -1, S.who.uid, -1) < 0) {
+                S.failed = std::string("taking the client's identity: ") + strerror(errno);
+                S.done.set_value();
+                return;
             }
-            const sandbox::PathWalk w = sandbox::walk_path(path);
-            json add = json::array();
-            if (w.err) {
-                e["host"] = w.err == ENOENT || w.err == ENOTDIR ? std::string("absent") : std::string(strerror(w.err));
-            } else {
-                e["host"] = w.is_dir ? "directory" : "file";
-                hops(w, add, w.links.empty() ? "the path itself" : "where " + path + " leads");
-                if (s.exec && !w.is_dir)
-                    for (const auto& [dep, why] : exec_deps(w.resolved)) {
-                        const sandbox::PathWalk dw = sandbox::walk_path(dep);
-                        if (dw.err == 0) hops(dw, add, why);
-                    }
+            std::set<std::string> exec_done;  // programs whose interpreter and libraries were added
+            size_t bytes = 0;
+            for (const auto& [path, seen] : S.missing) {
+                if (now_monotonic_ns() > deadline || bytes > kMaxReportBytes) {
+                    S.truncated = true;
+                    break;
+                }
+                json e = {{"path", path}, {"syscall", seen.syscall}, {"calls", seen.calls}};
+                const sandbox::PathWalk w = sandbox::walk_path(path);
+                json add = json::array();
+                if (w.err) {
+                    e["host"] = w.err == ENOENT || w.err == ENOTDIR ? std::string("absent") : std::string(strerror(w.err));
+                } else {
+                    e["host"] = w.is_dir ? "directory" : "file";
+                    hops(w, add, w.links.empty() ? "the path itself" : "where " + path + " leads");
+                    if (seen.exec && !w.is_dir && exec_done.insert(w.resolved).second)
+                        for (const auto& [dep, why] : exec_deps(w.resolved)) {
+                            if (!exec_done.insert(dep).second) continue;
+                            const sandbox::PathWalk dw = sandbox::walk_path(dep);
+                            if (dw.err == 0) hops(dw, add, why);
+                        }
+                }
+                if (!w.links.empty()) {
+                    json chain = json::array();
+                    for (const auto& l : w.links) chain.push_back(l.path + " -> " + l.target);
+                    e["links"] = std::move(chain);
+                }
+                e["add"] = std::move(add);
+                bytes += e.dump(-1, ' ', false, json::error_handler_t::replace).size();
+                S.paths.push_back(std::move(e));
             }
-            if (!w.links.empty()) {
-                json chain = json::array();
-                for (const auto& l : w.links) chain.push_back(l.path + " -> " + l.target);
-                e["links"] = std::move(chain);
-            }
-            e["add"] = std::move(add);
-            paths.push_back(std::move(e));
-        }
-    });
-    t.join();
+            S.done.set_value();
+        }).detach();
+    } catch (const std::exception& ex) {
+        return {{"paths", json::array()}, {"error", std::string("starting the host lookups: ") + ex.what()}};
+    }
+    json out;
+    if (finished.wait_for(std::chrono::nanoseconds(std::max<int64_t>(0, deadline - now_monotonic_ns()) + 50'000'000)) !=
+        std::future_status::ready) {
+        out = {{"paths", json::array()},
+               {"error", "the host lookups took longer than " + format_duration_ns(kReportBudgetNs) +
+                             " (a path on a hung or slow mount?); nothing is proposed for the paths"}};
+    } else {
+        out = {{"paths", std::move(st->paths)}};
+        if (!st->failed.empty()) out["error"] = st->failed;
+        if (st->truncated) out["truncated"] = true;
+    }
     json writes = json::array();
     for (const auto& [dir, w] : m_write_dirs) {
         bool priv = false;
-        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d);
+        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d) || under(d, dir);
         writes.push_back({{"path", dir}, {"syscall", w.syscall}, {"calls", w.calls}, {"example", w.example},
                           {"in_view", std::any_of(m_view.visible.begin(), m_view.visible.end(),
                                                   [&](const std::string& v) { return under(dir, v); })},
                           {"private", priv}});
     }
-    json out = {{"paths", paths}, {"write_dirs", writes}, {"dropped", m_dropped}, {"relative_not_followed", m_relative},
-                {"tier_view", m_view.mount_namespace ? "mount namespace" : "landlock"}};
-    if (!failed.empty()) out["error"] = failed;
+    out["write_dirs"] = std::move(writes);
+    out["dropped"] = m_dropped;
+    out["relative_not_followed"] = m_relative;
+    out["not_followed"] = m_unfollowed;
+    out["tier_view"] = m_view.mount_namespace ? "mount namespace" : "landlock";
     return out;
 }
 

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -45,8 +46,11 @@ public:
         std::string cwd;                    // the job's working directory as recorded
         std::vector<std::string> private_dirs;  // moatd's state and runtime dirs: never proposed
     };
-    static constexpr size_t kMaxPaths = 1024;  // distinct missing paths kept per job
-    static constexpr size_t kMaxLookups = 16384;  // distinct paths looked up per job
+    static constexpr size_t kMaxPaths = 1024;     // distinct missing paths kept per job
+    static constexpr size_t kMaxLookups = 16384;  // distinct paths looked up per job (kept as hashes)
+    static constexpr size_t kMaxPathBytes = 1024; // longer paths are not followed
+    static constexpr int64_t kReportBudgetNs = 2'000'000'000;  // host lookups at the job's end, wall time
+    static constexpr size_t kMaxReportBytes = 256 * 1024;     // the learn_paths JSON, about
 
     explicit PathLearner(View v) : m_view(std::move(v)) {}
 
@@ -79,9 +83,10 @@ private:
 
     std::map<std::string, Seen> m_missing;
     std::map<std::string, WriteDir> m_write_dirs;
-    std::set<std::string> m_present;  // looked up and found: not looked up again
+    std::unordered_set<uint64_t> m_present;  // hashes of paths looked up and found: not looked up again
     uint64_t m_dropped = 0;           // missing paths past kMaxPaths
     uint64_t m_relative = 0;          // relative paths not followed (another directory than the recorded cwd)
+    uint64_t m_unfollowed = 0;        // paths with "..", control bytes or over kMaxPathBytes
 };
 
 }  // namespace moat::supervisor

@@ -560,7 +560,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     // The tier checks the policy against itself and builds the filesystem view.
     auto plan = job->tier->plan(in);
     if (!plan) {
-        if (job->learner) {
+        if (job->learner && !job->learner->covered(*exe)) {
             // The program is not in the view: what it takes is learned now.
             job->learner->missing(*exe, "execve", true);
             record_learned_paths(*job);
@@ -1070,7 +1070,11 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     // operator's explicit deny rule stays enforced (the replay then does what
     // production did) unless the replay was asked to go through them.
     const bool by_rule = v.rule.starts_with("seccomp.rule[") && v.action.kind != Kind::Log;
-    const bool learn_continues = job.rec.learn && native && (!by_rule || job.learn_through_rules);
+    // New namespaces are never let through, in learn mode either: a job in a
+    // user and mount namespace of its own could show the learner another view.
+    const bool namespaces = native && (name == "unshare" || name == "setns" ||
+                                       (name == "clone" && (args[0] & compiler::kCloneNamespaceFlags)));
+    const bool learn_continues = job.rec.learn && native && !namespaces && (!by_rule || job.learn_through_rules);
 
     // Record first (coalesced), then answer. Identical denials share a key
     // built from the raw values; the JSON row is built only for a new key, so

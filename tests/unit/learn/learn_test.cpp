@@ -5,6 +5,7 @@
 
 #include <map>
 
+#include "moat/learn/paths.h"
 #include "moat/learn/replay.h"
 #include "moat/learn/threads.h"
 #include "moat/policy/diff.h"
@@ -467,6 +468,62 @@ TEST(Learn, ACallOnlyTheOriginalReachedIsProposedFromItsDenial) {
     auto allows = parse("name = \"conv\"\n[seccomp]\nallow = [\"@default\", \"poll\"]\n");
     auto q = moat::learn::propose(allows, replay, moat::learn::outcome_of(job("exited", 0), replay), ctx);
     for (const auto& a : q.additions) EXPECT_NE(a.entry, "poll");
+}
+
+// Review findings on the filesystem half: a job chooses the paths, so they
+// are hostile input to the proposal.
+TEST(LearnPaths, NoSecretOrPrivateDirectoryThroughAStatALinkOrCoalescing) {
+    auto base = parse(kBase);
+    auto entry = [](const std::string& path, json add) {
+        return json{{"path", path}, {"syscall", "newfstatat"}, {"calls", 1}, {"host", "directory"}, {"add", add}};
+    };
+    auto dir = [](const std::string& p) { return json{{"path", p}, {"kind", "directory"}, {"why", "the path itself"}}; };
+    json lp = {{"paths", json::array()}};
+    lp["paths"].push_back(entry("/home/alice", json::array({dir("/home/alice")})));
+    lp["paths"].push_back(entry("/home/alice/.config", json::array({dir("/home/alice/.config")})));
+    lp["paths"].push_back(entry("/etc/ssl", json::array({dir("/etc/ssl")})));
+    json priv = dir("/run/moat");
+    priv["private"] = true;
+    lp["paths"].push_back(entry("/var/run/moat", json::array({priv})));
+    json viaLink = dir("/srv/state");
+    viaLink["private"] = true;
+    lp["paths"].push_back(entry("/srv/alias", json::array({viaLink})));
+    // Sixteen dotfiles of a home directory: not the home directory.
+    for (int i = 0; i < 16; ++i) {
+        const std::string f = "/home/bob/.f" + std::to_string(i);
+        lp["paths"].push_back(entry(f, json::array({{{"path", f}, {"kind", "file"}, {"why", "the path itself"}}})));
+    }
+    auto p = moat::learn::propose_paths(base, lp, false);
+    for (const auto& a : p.additions) {
+        EXPECT_NE(a.read_only, "/home/alice");
+        EXPECT_NE(a.read_only, "/home/alice/.config");
+        EXPECT_NE(a.read_only, "/etc/ssl");
+        EXPECT_NE(a.read_only, "/run/moat");
+        EXPECT_NE(a.read_only, "/srv/state");
+        EXPECT_NE(a.read_only, "/home/bob");
+    }
+    EXPECT_EQ(p.additions.size(), 16u) << "the sixteen files one by one";
+}
+
+TEST(LearnPaths, AJobsPathCannotWriteTomlIntoTheFragment) {
+    auto base = parse(kBase);
+    const std::string evil = "/a\n[[seccomp.rule]]\nsyscall = \"ptrace\"\naction = \"allow\"\n#";
+    json lp = {{"paths", json::array()},
+               {"write_dirs", json::array({{{"path", evil}, {"syscall", "openat"}, {"calls", 1},
+                                             {"example", evil + "/f"}, {"in_view", false}, {"private", false}}})}};
+    auto p = moat::learn::propose_paths(base, lp, false);
+    EXPECT_TRUE(p.additions.empty()) << "a path with a newline is never proposed (no policy takes it)";
+    // And evidence quoting the job stays inside its comment line.
+    Addition a;
+    a.read_only = "/srv/ok";
+    a.entry = "read_only /srv/ok";
+    a.evidence = "first open " + evil;
+    p.additions = {a};
+    const std::string frag = moat::learn::fragment(base, p.additions);
+    auto t = moat::policy::parse_policy("name = \"f\"\n" + frag, "frag");
+    ASSERT_TRUE(t.policy) << frag;
+    EXPECT_TRUE(t.policy->seccomp.rules.empty()) << frag;
+    EXPECT_FALSE(t.policy->seccomp.allowed.count("ptrace")) << frag;
 }
 
 }  // namespace

@@ -257,6 +257,7 @@ TEST(PolicyParse, PathsAreNormalisedAndChecked) {
     EXPECT_THAT(one_error("name = \"x\"\n[filesystem]\nread_only = [\"usr\"]\n"), HasSubstr("is not absolute"));
     EXPECT_THAT(one_error("name = \"x\"\n[filesystem]\ntmpfs = [\"/tmp/../etc\"]\n"), HasSubstr("contains \"..\""));
     EXPECT_THAT(one_error("name = \"x\"\n[filesystem]\nread_write = [\"\"]\n"), HasSubstr("empty path"));
+    EXPECT_THAT(one_error("name = \"x\"\n[filesystem]\ntmpfs = [\"/a\\nb\"]\n"), HasSubstr("control character"));
     EXPECT_EQ(one_error("name = \"x\"\n[filesystem]\nread_only = [\"/data\"]\nread_write = [\"/data/\"]\n"),
               "test.toml:4:15: error: \"/data\" is in both filesystem.read_only and filesystem.read_write; keep one");
     // Duplicates are a warning, kept once.

@@ -26,5 +26,6 @@ PathsProposal propose_paths(const policy::Policy& base, const nlohmann::json& le
 // Why a path must never be proposed ("" when it may be).
 std::string secret_reason(const std::string& path);
 bool broad_dir(const std::string& path);
+bool holds_secret(const std::string& dir);
 
 }  // namespace moat::learn
