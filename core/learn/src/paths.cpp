@@ -132,8 +132,16 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         if (!in_base(p)) by_dir[parent_of(p)].push_back(p);
     std::map<std::string, Cand> chosen;
     for (auto& [dir, files] : by_dir) {
+        // What the directory would expose besides the files: a secret tree
+        // below it, a home directory's key stores (a home directory is not a
+        // secret itself, its .ssh is), or a path refused just now.
         bool holds_secret = false;
         for (const char* t : kSecretTrees) holds_secret = holds_secret || under(t, dir);
+        if (dir.rfind("/home/", 0) == 0) {
+            const std::string home = dir.substr(0, dir.find('/', 6));
+            for (const char* d : kSecretHomeDirs) holds_secret = holds_secret || under(home + "/" + d, dir);
+        }
+        for (const auto& [r, _] : refused) holds_secret = holds_secret || under(r, dir);
         if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret && secret_reason(dir).empty()) {
             Cand c;
             c.why = std::to_string(files.size()) + " files in it the job needed (" + base_of(files[0]) + ", " +
