@@ -130,13 +130,13 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
                 refused[p] = "moatd's state or runtime directory";
                 continue;
             }
-            if (a.value("kind", std::string()) == "directory" && holds_secret(p)) {
-                refused[p] = "a directory that holds credentials or keys; add what the job reads in it";
-                continue;
-            }
             // A symlink is recreated, not bound: only a directory can be too broad.
             if (a.value("kind", std::string()) == "directory" && broad_dir(p)) {
                 refused[p] = "too broad to add whole; add what the job reads in it";
+                continue;
+            }
+            if (a.value("kind", std::string()) == "directory" && holds_secret(p)) {
+                refused[p] = "a directory that holds credentials or keys; add what the job reads in it";
                 continue;
             }
             Cand& c = cand[p];
@@ -160,7 +160,12 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         if (!in_base(p)) by_dir[parent_of(p)].push_back(p);
     std::map<std::string, Cand> chosen;
     for (auto& [dir, files] : by_dir) {
-        if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret(dir) && secret_reason(dir).empty()) {
+        // What the directory would expose besides the files: a secret tree
+        // below it, a home directory's key stores, or a path refused just now.
+        bool refused_below = false;
+        for (const auto& [r, _] : refused) refused_below = refused_below || under(r, dir);
+        if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret(dir) && !refused_below &&
+            secret_reason(dir).empty()) {
             Cand c;
             c.why = std::to_string(files.size()) + " files in it the job needed (" + base_of(files[0]) + ", " +
                     base_of(files[1]) + ", ...)";
