@@ -185,6 +185,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
 
     for (const auto& [p, why] : refused)
         out.notes.push_back(p + ": not proposed (" + why + ")");
+    out.refused = refused.size();
     if (!absent.empty()) {
         std::string list;
         for (size_t i = 0; i < absent.size() && i < 5; ++i) list += (i ? ", " : "") + absent[i];

@@ -105,6 +105,9 @@ Comparison compare(const Outcome& a, const Outcome& b, const json& original_job)
 
 json Addition::to_json() const {
     json j = {{"entry", entry}, {"syscalls", syscalls}, {"group", group}, {"evidence", evidence}};
+    j["read_only"] = read_only.empty() ? json(nullptr) : json(read_only);
+    j["tmpfs"] = tmpfs.empty() ? json(nullptr) : json(tmpfs);
+    if (!removes_rules.empty()) j["removes_rules"] = removes_rules;
     j["risk"] = risk.empty() ? json(nullptr) : json(risk);
     if (rule) {
         json args = json::array();
@@ -420,10 +423,11 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         ctx.replay_job["sandbox"].contains("learn_paths"))
         lp = &ctx.replay_job["sandbox"]["learn_paths"];
     const bool replay_passed = learned.cause == "exited" && learned.exit_code == 0;
-    size_t path_additions = 0;
+    size_t path_additions = 0, paths_refused = 0;
     if (lp) {
         PathsProposal fs = propose_paths(base, *lp, replay_passed);
         path_additions = fs.additions.size();
+        paths_refused = fs.refused;
         for (auto& a : fs.additions) p.additions.push_back(std::move(a));
         for (auto& n : fs.notes) p.notes.push_back(std::move(n));
     }
@@ -444,6 +448,9 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             p.notes.push_back("the learn replay still ended " + learned.describe() +
                               ": the proposal adds the paths it was missing; replay again with the new policy to see "
                               "what the job does with them");
+        else if (paths_refused > 0)
+            p.notes.push_back("the learn replay still ended " + learned.describe() +
+                              ": the job lacked paths that are never proposed (the notes above say which and why)");
         else
             p.notes.push_back("the learn replay still ended " + learned.describe() +
                               ": that part is not a denied syscall" +

@@ -17,6 +17,7 @@ namespace moat::learn {
 struct PathsProposal {
     std::vector<Addition> additions;
     std::vector<std::string> notes;
+    size_t refused = 0;  // paths the job lacked that are never proposed (secrets, broad, moatd's)
 };
 
 // `replay_passed`: the learn replay passed without the paths (then they are
