@@ -1182,6 +1182,37 @@ TEST_F(Container, ASecretTheJobReadsIsRefusedWithANote) {
     EXPECT_EQ(path_adds(l.report["proposal"]).read_only, std::set<std::string>{pem}) << l.report.dump(2);
 }
 
+// Issue 14 item 1 in the seccomp tier: Landlock refuses a file outside the
+// policy's paths (EACCES, no mount namespace); a forced learn replay
+// proposes exactly that file, looked up as the client.
+TEST_F(Container, LandlockInTheSeccompTierIsLearnedToo) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    mkdir((s_root + "/outside").c_str(), 0755);
+    const std::string data = s_root + "/outside/data.txt";
+    write_text(data, "data\n", 0644);
+    const std::string pol = write_policy("landlock-learn", R"(name = "landlock-learn"
+tier = "seccomp"
+[filesystem]
+read_only = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "@TESTDIR@"]
+tmpfs = []
+[seccomp]
+allow = ["@default", "@signal", "capget", "prctl"]
+)");
+    JobRun bad = run_job(*s_daemon, pol, {testprog(), "read-file", data});
+    ASSERT_EQ(bad.proc.status, 1) << describe(bad);
+    EXPECT_EQ(kv(bad.proc.out, "errno"), "EACCES") << describe(bad);
+    const std::string v2 = s_root + "/policies/landlock-learn-v2.toml";
+    ReplayOut learn = replay_json(ctl_fn, bad.id, {"--learn", "--force", "-o", v2});
+    ASSERT_TRUE(learn.report.is_object()) << learn.raw;
+    std::vector<std::string> ro;
+    for (const auto& a : learn.report["proposal"]["additions"])
+        if (a["read_only"].is_string()) ro.push_back(a["read_only"].get<std::string>());
+    EXPECT_EQ(ro, std::vector<std::string>{data}) << learn.report.dump(2);
+    EXPECT_EQ(show(learn.id)["sandbox"]["learn_paths"].value("tier_view", ""), "landlock");
+    ReplayOut fixed = replay_json(ctl_fn, bad.id, {"--policy", v2});
+    EXPECT_EQ(fixed.status, 0) << fixed.raw;
+}
+
 TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {
     JobRun r = run_job(*s_daemon, policy("base"), {testprog(), "mkdir", "/tmp/moat-learn-x"});
     ASSERT_GT(r.id, 0) << describe(r);
