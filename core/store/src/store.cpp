@@ -753,8 +753,13 @@ Result<void> Store::finish_job(const JobRecord& job) {
     auto q = d.writer.query(
         "UPDATE jobs (finish)",
         "UPDATE jobs SET state = 'finished', ended_ns = ?2, exit_code = ?3, signal = ?4, cause = ?5, detail = ?6,"
-        " cpu_time_ns = ?7, peak_memory_bytes = ?8, peak_pids = ?9, denial_count = ?10 WHERE id = ?1");
+        " cpu_time_ns = ?7, peak_memory_bytes = ?8, peak_pids = ?9, denial_count = ?10,"
+        " info = coalesce(?11, info) WHERE id = ?1");
     if (!q) return std::unexpected(q.error());
+    // What was learned at the end (the tier's counts, a learn replay's paths)
+    // is part of this one write; an empty info (never set here) keeps the column.
+    std::optional<std::string> info;
+    if (job.info.is_object() && !job.info.empty()) info = dump(job.info);
     q->bind(1, job.id)
         .bind(2, job.ended_ns.value_or(now_realtime_ns()))
         .bind(3, job.exit_code)
@@ -764,7 +769,8 @@ Result<void> Store::finish_job(const JobRecord& job) {
         .bind(7, job.resources.cpu_time_ns)
         .bind(8, job.resources.peak_memory_bytes)
         .bind(9, job.resources.peak_pids)
-        .bind(10, job.denial_count);
+        .bind(10, job.denial_count)
+        .bind(11, info);
     if (auto r = q->run(); !r) return r;
     if (d.writer.changes() == 0) return fail("finish_job: job " + std::to_string(job.id) + " not found");
     lk.unlock();

@@ -1348,16 +1348,19 @@ void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_d
 void Supervisor::record_learned_paths(Job& job) {
     if (!job.learner) return;
     if (!job.rec.info.is_object()) job.rec.info = nlohmann::json::object();
-    job.rec.info["learn_paths"] = job.learner->report(job.client);
-    (void)m_cfg.store->update_job_runtime(job.id, job.rec.pid, job.rec.uid, job.rec.cgroup, job.rec.info);
+    job.rec.info["learn_paths"] = job.learner->report(job.client);  // stored by finish_job
 }
 
 void Supervisor::finish(Job& job) {
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
     const Outcome out = job.run->outcome();
-    // The tier's counts (clone3 answered ENOSYS...): one info write per job.
-    if (auto extra = job.run->end_info(); extra.is_object() && !extra.empty() && job.events) job.events->info(extra);
+    // The tier's counts (clone3 answered ENOSYS...): stored with the job's
+    // finish, not as a write of their own on the loop thread.
+    if (auto extra = job.run->end_info(); extra.is_object() && !extra.empty()) {
+        if (!job.rec.info.is_object()) job.rec.info = nlohmann::json::object();
+        job.rec.info.update(extra);
+    }
     sample(job, true);
     flush_denials(job);
     flush_aggregate(job);
