@@ -400,8 +400,11 @@ json PathLearner::report(const ClientCreds& who) const {
     }
     json writes = json::array();
     for (const auto& [dir, w] : m_write_dirs) {
+        // A fresh tmpfs over an ancestor of moatd's directories hides them
+        // (moatd's state under /tmp must not cost a job its /tmp): only a
+        // directory inside them is refused.
         bool priv = false;
-        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d) || under(d, dir);
+        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d);
         writes.push_back({{"path", dir}, {"syscall", w.syscall}, {"calls", w.calls}, {"example", w.example},
                           {"in_view", std::any_of(m_view.visible.begin(), m_view.visible.end(),
                                                   [&](const std::string& v) { return under(dir, v); })},
