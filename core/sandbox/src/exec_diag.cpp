@@ -153,12 +153,11 @@ std::string explain(const std::string& path, const PathWalk& w) {
     return s + w.stuck + ": " + strerror(w.err);
 }
 
-// The interpreter the kernel loads for `path`: "#!" line or ELF PT_INTERP.
-std::string interpreter_of(const std::string& path) {
-    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) return "";
+}  // namespace
+
+std::string interpreter_of(int fd) {
     char head[256];
-    ssize_t n = pread(fd.get(), head, sizeof head, 0);
+    ssize_t n = pread(fd, head, sizeof head, 0);
     if (n >= 2 && head[0] == '#' && head[1] == '!') {
         std::string line(head + 2, size_t(n - 2));
         line = line.substr(0, line.find('\n'));
@@ -171,12 +170,12 @@ std::string interpreter_of(const std::string& path) {
         if (size_t(n) < sizeof ehdr) return "";
         memcpy(&ehdr, head, sizeof ehdr);
         for (unsigned i = 0; i < ehdr.e_phnum && i < 256; ++i) {
-            if (pread(fd.get(), &phdr, sizeof phdr, off_t(ehdr.e_phoff + uint64_t(i) * ehdr.e_phentsize)) !=
+            if (pread(fd, &phdr, sizeof phdr, off_t(ehdr.e_phoff + uint64_t(i) * ehdr.e_phentsize)) !=
                 ssize_t(sizeof phdr))
                 return "";
             if (phdr.p_type != PT_INTERP || phdr.p_filesz == 0 || phdr.p_filesz > PATH_MAX) continue;
             std::string interp(size_t(phdr.p_filesz), '\0');
-            if (pread(fd.get(), interp.data(), interp.size(), off_t(phdr.p_offset)) != ssize_t(interp.size())) return "";
+            if (pread(fd, interp.data(), interp.size(), off_t(phdr.p_offset)) != ssize_t(interp.size())) return "";
             return interp.c_str();  // up to the NUL
         }
         return "";
@@ -184,6 +183,13 @@ std::string interpreter_of(const std::string& path) {
     if (head[EI_CLASS] == ELFCLASS64) return find(Elf64_Ehdr{}, Elf64_Phdr{});
     if (head[EI_CLASS] == ELFCLASS32) return find(Elf32_Ehdr{}, Elf32_Phdr{});
     return "";
+}
+
+namespace {
+
+std::string interpreter_at(const std::string& path) {
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    return fd ? interpreter_of(fd.get()) : std::string();
 }
 
 }  // namespace
@@ -194,7 +200,7 @@ std::string describe_exec_failure(const std::string& exe, int err) {
     std::string s = w.links.empty() ? exe : (w.links.front().path == exe ? "" : exe + ": ") + join(w.links);
     if (err == ENOENT || err == ELIBBAD || err == ENOEXEC) {
         // The program is there, so the kernel missed what it loads first.
-        std::string interp = interpreter_of(w.resolved);
+        std::string interp = interpreter_at(w.resolved);
         if (!interp.empty()) {
             PathWalk iw = walk_path(interp);
             if (iw.err) return s + ": its interpreter " + explain(interp, iw);

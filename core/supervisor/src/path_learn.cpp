@@ -98,24 +98,12 @@ std::vector<std::pair<std::string, std::string>> exec_deps(const std::string& fi
         if (!fd) continue;
         struct stat st{};
         if (fstat(fd.get(), &st) < 0 || !S_ISREG(st.st_mode)) continue;
-        char head[256];
-        ssize_t n = pread(fd.get(), head, sizeof head, 0);
-        if (n >= 2 && head[0] == '#' && head[1] == '!') {
-            std::string line(head + 2, size_t(n - 2));
-            line = line.substr(0, line.find('\n'));
-            size_t b = line.find_first_not_of(" \t");
-            if (b == std::string::npos) continue;
-            std::string interp = line.substr(b, line.find_first_of(" \t", b) - b);
-            if (!interp.empty() && interp[0] == '/' && seen.insert(interp).second) {
-                out.emplace_back(interp, "the interpreter of " + f);
-                todo.push_back(interp);
-            }
-            continue;
-        }
-        guest::ElfDeps deps = guest::elf_deps(fd.get());
-        if (!deps.interp.empty() && seen.insert(deps.interp).second) {
-            out.emplace_back(deps.interp, "the ELF interpreter of " + f);
-            todo.push_back(deps.interp);
+        // A script's interpreter, or an ELF's PT_INTERP and its libraries.
+        const guest::ElfDeps deps = guest::elf_deps(fd.get());
+        const std::string interp = sandbox::interpreter_of(fd.get());
+        if (!interp.empty() && interp[0] == '/' && seen.insert(interp).second) {
+            out.emplace_back(interp, (deps.interp.empty() ? "the interpreter of " : "the ELF interpreter of ") + f);
+            todo.push_back(interp);
         }
         for (const auto& name : deps.needed) {
             for (const auto& dir : dirs) {
@@ -150,11 +138,10 @@ const std::vector<std::string>& watched_path_syscalls() {
     return names;
 }
 
-bool PathLearner::covered(const std::string& path) const {
-    for (const auto& v : m_view.visible)
-        if (under(path, v)) return true;
-    for (const auto& v : m_view.scratch)
-        if (under(path, v)) return true;
+bool PathLearner::View::covers(const std::string& path) const {
+    for (const auto* list : {&visible, &scratch})
+        for (const auto& v : *list)
+            if (under(path, v)) return true;
     return false;
 }
 
@@ -318,7 +305,6 @@ json PathLearner::report(const ClientCreds& who) const {
     try {
         std::thread([st, deadline] {
             State& S = *st;
-            PathLearner scope(S.view);  // covered() on the copied view
             auto priv = [&](const std::string& p) {
                 for (const auto& d : S.view.private_dirs)
                     if (under(p, d) || under(d, p)) return true;
@@ -334,9 +320,9 @@ json PathLearner::report(const ClientCreds& who) const {
             auto hops = [&](const sandbox::PathWalk& w, json& add, const std::string& why_final) {
                 if (links_matter)
                     for (const auto& l : w.links)
-                        if (!scope.covered(l.path))
+                        if (!S.view.covers(l.path))
                             add_path(add, l.path, "symlink", "a symlink on the way: " + l.path + " -> " + l.target);
-                if (w.err == 0 && !scope.covered(w.resolved))
+                if (w.err == 0 && !S.view.covers(w.resolved))
                     add_path(add, w.resolved, w.is_dir ? "directory" : "file", why_final);
             };
             if (syscall(SYS_setgroups, S.who.groups.size(), S.who.groups.data()) < 0 ||

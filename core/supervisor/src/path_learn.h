@@ -45,6 +45,7 @@ public:
         bool mount_namespace = true;        // container tier; false: the seccomp tier under Landlock
         std::string cwd;                    // the job's working directory as recorded
         std::vector<std::string> private_dirs;  // moatd's state and runtime dirs: never proposed
+        bool covers(const std::string& path) const;  // visible or scratch
     };
     static constexpr size_t kMaxPaths = 1024;     // distinct missing paths kept per job
     static constexpr size_t kMaxLookups = 16384;  // distinct paths looked up per job (kept as hashes)
@@ -62,7 +63,7 @@ public:
     // The host side, with the client's rights, as JSON for the job's info.
     nlohmann::json report(const ClientCreds& who) const;
 
-    bool covered(const std::string& path) const;  // visible or scratch in the view
+    bool covered(const std::string& path) const { return m_view.covers(path); }
 
 private:
     struct Seen {

@@ -11,6 +11,7 @@
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
+#include "test_util.h"
 #include "moat/policy/syscalls.h"
 
 namespace {
@@ -19,11 +20,7 @@ using moat::learn::Addition;
 using moat::learn::Outcome;
 using nlohmann::json;
 
-moat::policy::Policy parse(const std::string& text) {
-    auto r = moat::policy::parse_policy(text, "test.toml");
-    EXPECT_TRUE(r.policy) << (r.diagnostics.empty() ? "" : r.diagnostics[0].str());
-    return r.policy ? *r.policy : moat::policy::Policy{};
-}
+using moat::learn::test::parse;
 
 const char* kBase = R"(name = "conv"
 [seccomp]

@@ -15,6 +15,7 @@
 #include "moat/learn/replay.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/parser.h"
+#include "test_util.h"
 
 namespace {
 
@@ -22,11 +23,7 @@ using moat::learn::Addition;
 using moat::learn::propose_paths;
 using nlohmann::json;
 
-moat::policy::Policy parse(const std::string& text) {
-    auto r = moat::policy::parse_policy(text, "test.toml");
-    EXPECT_TRUE(r.policy) << (r.diagnostics.empty() ? "" : r.diagnostics[0].str());
-    return r.policy ? *r.policy : moat::policy::Policy{};
-}
+using moat::learn::test::parse;
 
 // A container policy with a small view: /usr/lib and /tmp scratch.
 const char* kCtr = R"(name = "view"

@@ -23,4 +23,8 @@ struct PathWalk {
 // `nofollow`: a final symlink is not followed (lstat, readlink, O_NOFOLLOW).
 PathWalk walk_path(const std::string& path, bool nofollow = false);
 
+// The interpreter the kernel loads first for the file at `fd`: the "#!"
+// line's program or the ELF's PT_INTERP ("" when neither).
+std::string interpreter_of(int fd);
+
 }  // namespace moat::sandbox
