@@ -376,8 +376,9 @@ void ReplayPanel::showComparison(const Fetched& orig, const Fetched& rep) {
     h += QStringLiteral("</table>");
     if (m_learn) {
         h += QStringLiteral("<p><b>%1</b></p>")
-                 .arg(tr("Learn mode: the replay's denied calls were allowed to continue and recorded, so its result "
-                         "shows what the job does when the policy lets it; the proposal below covers those calls."));
+                 .arg(tr("Learn mode: calls the policy denies by default were recorded and let through (your explicit "
+                         "deny rules still applied), and the paths the job lacked were noted, so its result shows what "
+                         "the job does when the policy lets it; the proposal below covers those calls and paths."));
     } else if (cmp.reproduced) {
         h += QStringLiteral("<p style='color:%1'><b>%2</b> %3</p>")
                  .arg(colour(Status::Good), tr("Reproduced: yes"), tr("(same cause, exit code and denied syscalls)"));

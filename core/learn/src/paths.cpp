@@ -186,7 +186,9 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
     for (const auto& [p, why] : refused)
         out.notes.push_back(p + ": not proposed (" + why + ")");
     out.refused = refused.size();
-    if (!absent.empty()) {
+    // Probes that find nothing anywhere (ld.so.preload, locale variants) are
+    // normal; they are worth a line only when the job failed.
+    if (!absent.empty() && !replay_passed) {
         std::string list;
         for (size_t i = 0; i < absent.size() && i < 5; ++i) list += (i ? ", " : "") + absent[i];
         if (absent.size() > 5) list += ", ...";

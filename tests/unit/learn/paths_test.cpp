@@ -283,6 +283,8 @@ TEST(LearnPaths, AbsentAndUnreadablePathsAddNothing) {
         << all_notes(p.notes);
     EXPECT_FALSE(has_note(p.notes, "/srv/locked/f")) << "a path the client cannot see tells nothing more: "
                                                      << all_notes(p.notes);
+    // A job that passed: its fruitless probes are not worth a line.
+    EXPECT_FALSE(has_note(propose_paths(base, l, true).notes, "exist neither")) << all_notes(p.notes);
     EXPECT_TRUE(has_note(p.notes, "2 relative path(s)")) << all_notes(p.notes);
     EXPECT_TRUE(has_note(p.notes, "could not be looked up: taking the client's identity")) << all_notes(p.notes);
 }
