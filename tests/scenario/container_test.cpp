@@ -1213,6 +1213,28 @@ allow = ["@default", "@signal", "capget", "prctl"]
     EXPECT_EQ(fixed.status, 0) << fixed.raw;
 }
 
+// A learn replay never makes namespaces of its own: a clone3 asking for one
+// is recorded as enforced and answered as in production (default_action).
+TEST_F(Container, LearnNeverLetsANamespaceClone3Run) {
+    auto ctl_fn = [](std::vector<std::string> a) { return ctl(std::move(a)); };
+    Ctr c;
+    c.name = "no-userns";
+    JobRun r = run_ctr(c, {"clone3", "newuser"});
+    ASSERT_GT(r.id, 0) << describe(r);
+    ReplayOut learn = replay_json(ctl_fn, r.id, {"--learn"});
+    ASSERT_TRUE(learn.report.is_object()) << learn.raw;
+    EXPECT_EQ(kv(r.proc.out, "errno"), "EPERM") << describe(r);
+    EXPECT_EQ(kv(ctl({"output", std::to_string(learn.id)}).out, "errno"), "EPERM");
+    bool seen = false;
+    for (const auto& e : events(learn.id))
+        if (e.value("kind", "") == "denial" && e.value("syscall", "") == "clone3") {
+            seen = true;
+            EXPECT_TRUE(e.value("enforced", false)) << e.dump();
+        }
+    EXPECT_TRUE(seen) << dump_all(events(learn.id));
+    for (const auto& a : learn.report["proposal"]["additions"]) EXPECT_EQ(a["syscalls"].dump().find("clone3"), std::string::npos);
+}
+
 TEST_F(Container, LearnIsRefusedInTheSeccompTierUnlessForced) {
     JobRun r = run_job(*s_daemon, policy("base"), {testprog(), "mkdir", "/tmp/moat-learn-x"});
     ASSERT_GT(r.id, 0) << describe(r);

@@ -253,9 +253,10 @@ int mode_clone_newuser(int, char**) {
     return report("clone_newuser", ret, err);
 }
 
-int mode_clone3(int, char**) {
+int mode_clone3(int argc, char** argv) {
     clone_args ca{};
     ca.exit_signal = SIGCHLD;
+    if (argc > 2 && strcmp(argv[2], "newuser") == 0) ca.flags = CLONE_NEWUSER;  // asks for a namespace
     long ret = syscall(SYS_clone3, &ca, sizeof ca);
     if (ret == 0) _exit(0);
     int err = errno;

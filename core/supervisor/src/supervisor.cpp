@@ -1072,7 +1072,10 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     const bool by_rule = v.rule.starts_with("seccomp.rule[") && v.action.kind != Kind::Log;
     // New namespaces are never let through, in learn mode either: a job in a
     // user and mount namespace of its own could show the learner another view.
-    const bool namespaces = native && (name == "unshare" || name == "setns" ||
+    // clone3 reaches us only when its flags ask for namespaces (the tier
+    // answers glibc's ordinary probes ENOSYS itself), and it never runs.
+    const bool is_clone3 = native && name == "clone3";
+    const bool namespaces = native && (name == "unshare" || name == "setns" || is_clone3 ||
                                        (name == "clone" && (args[0] & compiler::kCloneNamespaceFlags)));
     const bool learn_continues = job.rec.learn && native && !namespaces && (!by_rule || job.learn_through_rules);
 
@@ -1141,6 +1144,9 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
         case Kind::Allow:  // unreachable for allow-rules (the filter allows them); keep safe
         case Kind::Log:
             if (!native) return {Answer::Kind::Fail, EPERM};
+            // Recorded, but clone3 is answered ENOSYS whatever lets calls run
+            // (docs/policy.md, "clone3"): glibc falls back to clone.
+            if (is_clone3) return {Answer::Kind::Fail, ENOSYS};
             return {Answer::Kind::Continue, 0};
         case Kind::Errno:
             return {Answer::Kind::Fail, v.action.errno_value};

@@ -218,15 +218,8 @@ void LocalRunning::on_notify() {
         n.decoded = "flags " + names;
     }
 
-    Answer a = m_events->notice(n);
-    if (native && n.nr == SYS_clone3 && a.kind == Answer::Kind::Continue) {
-        // clone3 never runs, even where the verdict would let a call through
-        // (a learn replay, a default_action of log): the denial is recorded,
-        // the answer is ENOSYS (docs/policy.md, "clone3"). Other verdicts
-        // (default_action) stand.
-        a = {Answer::Kind::Fail, ENOSYS};
-        ++m_clone3_calls;
-    }
+    // The verdict (Supervisor::judge) never lets a clone3 run.
+    const Answer a = m_events->notice(n);
     switch (a.kind) {
         case Answer::Kind::Continue:
             resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
