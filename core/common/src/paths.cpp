@@ -13,4 +13,9 @@ std::string exe_dir() {
     return dir.substr(0, dir.rfind('/'));
 }
 
+bool path_under(std::string_view path, std::string_view dir) {
+    if (dir == "/") return true;
+    return path == dir || (path.size() > dir.size() && path.substr(0, dir.size()) == dir && path[dir.size()] == '/');
+}
+
 }  // namespace moat

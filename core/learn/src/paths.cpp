@@ -1,5 +1,7 @@
 #include "moat/learn/paths.h"
 
+#include "moat/common/paths.h"
+
 #include <cstring>
 
 #include <algorithm>
@@ -12,10 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-bool under(const std::string& path, const std::string& dir) {
-    if (dir == "/") return true;
-    return path.compare(0, dir.size(), dir) == 0 && (path.size() == dir.size() || path[dir.size()] == '/');
-}
 
 std::string parent_of(const std::string& path) {
     const size_t slash = path.rfind('/');
@@ -62,12 +60,12 @@ bool has_control(const std::string& s) {
 
 std::string secret_reason(const std::string& path) {
     for (const char* t : kSecretTrees)
-        if (under(path, t)) return std::string("under ") + t + ", where credentials and keys live";
+        if (path_under(path, t)) return std::string("under ") + t + ", where credentials and keys live";
     if (path.rfind("/home/", 0) == 0) {
         const size_t user_end = path.find('/', 6);
         if (user_end != std::string::npos)
             for (const char* d : kSecretHomeDirs)
-                if (under(path, path.substr(0, user_end) + "/" + d)) return std::string("a home directory's ") + d;
+                if (path_under(path, path.substr(0, user_end) + "/" + d)) return std::string("a home directory's ") + d;
     }
     if (secret_name(base_of(path))) return "a key file by its name";
     return {};
@@ -77,13 +75,13 @@ std::string secret_reason(const std::string& path) {
 // (a home directory holds .ssh and .aws, ~/.config holds gcloud...).
 bool holds_secret(const std::string& dir) {
     for (const char* t : kSecretTrees)
-        if (under(t, dir)) return true;
+        if (path_under(t, dir)) return true;
     if (dir == "/home") return true;
     if (dir.rfind("/home/", 0) == 0) {
         const size_t user_end = dir.find('/', 6);
         if (user_end == std::string::npos) return true;  // /home/USER itself
         for (const char* d : kSecretHomeDirs)
-            if (under(dir.substr(0, user_end) + "/" + d, dir)) return true;
+            if (path_under(dir.substr(0, user_end) + "/" + d, dir)) return true;
     }
     return false;
 }
@@ -151,7 +149,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
     auto in_base = [&](const std::string& p) {
         for (const auto* list : {&base.filesystem.read_only, &base.filesystem.read_write})
             for (const auto& v : *list)
-                if (under(p, v)) return true;
+                if (path_under(p, v)) return true;
         return false;
     };
     // Many files of one directory (not a broad one, holding no secret): the directory.
@@ -163,7 +161,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         // What the directory would expose besides the files: a secret tree
         // below it, a home directory's key stores, or a path refused just now.
         bool refused_below = false;
-        for (const auto& [r, _] : refused) refused_below = refused_below || under(r, dir);
+        for (const auto& [r, _] : refused) refused_below = refused_below || path_under(r, dir);
         if (files.size() >= kCoalesce && !broad_dir(dir) && !holds_secret(dir) && !refused_below &&
             secret_reason(dir).empty()) {
             Cand c;
@@ -179,7 +177,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
     // A path under another chosen directory is covered by it.
     for (auto it = chosen.begin(); it != chosen.end();) {
         bool inside = false;
-        for (const auto& [q, _] : chosen) inside = inside || (q != it->first && under(it->first, q));
+        for (const auto& [q, _] : chosen) inside = inside || (q != it->first && path_under(it->first, q));
         it = inside ? chosen.erase(it) : std::next(it);
     }
 
@@ -220,7 +218,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
         const std::string ev = std::to_string(w.value("calls", uint64_t(1))) + " call(s), first " +
                                w.value("syscall", std::string()) + " " + w.value("example", std::string());
         bool under_tmpfs = false;
-        for (const auto& t : base.filesystem.tmpfs) under_tmpfs = under_tmpfs || under(dir, t);
+        for (const auto& t : base.filesystem.tmpfs) under_tmpfs = under_tmpfs || path_under(dir, t);
         if (under_tmpfs) continue;
         if (w.value("private", false) || !secret_reason(dir).empty() || holds_secret(dir) || dir == "/") {
             out.notes.push_back(dir + ": the job writes there; not proposed (" +
@@ -237,7 +235,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
     std::vector<std::pair<std::string, std::string>> outer;
     for (const auto& [d, ev] : scratch) {
         bool inside = false;
-        for (const auto& [e, _] : scratch) inside = inside || (e != d && under(d, e));
+        for (const auto& [e, _] : scratch) inside = inside || (e != d && path_under(d, e));
         if (!inside) outer.emplace_back(d, ev);
     }
     if (chosen.empty() && outer.empty()) return out;

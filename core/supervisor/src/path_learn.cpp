@@ -16,11 +16,13 @@
 #include <thread>
 
 #include "moat/common/fd.h"
+#include "moat/common/paths.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/guest/prefetch.h"
 #include "moat/sandbox/path_walk.h"
 #include "moat/supervisor/decode.h"
+#include "creds.h"
 
 namespace moat::supervisor {
 
@@ -62,10 +64,6 @@ bool sandbox_own(const std::string& path) {
     return false;
 }
 
-bool under(const std::string& path, const std::string& dir) {
-    if (dir == "/") return true;
-    return path.compare(0, dir.size(), dir) == 0 && (path.size() == dir.size() || path[dir.size()] == '/');
-}
 
 // Lexically normalised: "//" and "/./" folded; ".." is kept (only the kernel
 // knows where it leads once links are involved).
@@ -141,7 +139,7 @@ const std::vector<std::string>& watched_path_syscalls() {
 bool PathLearner::View::covers(const std::string& path) const {
     for (const auto* list : {&visible, &scratch})
         for (const auto& v : *list)
-            if (under(path, v)) return true;
+            if (path_under(path, v)) return true;
     return false;
 }
 
@@ -215,7 +213,7 @@ void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t 
     }
     if (sandbox_own(path)) return;
     for (const auto& s : m_view.scratch)
-        if (under(path, s)) return;  // the job's own tmpfs
+        if (path_under(path, s)) return;  // the job's own tmpfs
     if (pa->open_flags != -1) {
         const uint64_t f = pa->open_flags >= 0 ? args[pa->open_flags] : uint64_t(O_CREAT);
         if ((f & __O_TMPFILE) == __O_TMPFILE) {  // an unnamed file in the directory `path`
@@ -307,7 +305,7 @@ json PathLearner::report(const ClientCreds& who) const {
             State& S = *st;
             auto priv = [&](const std::string& p) {
                 for (const auto& d : S.view.private_dirs)
-                    if (under(p, d) || under(d, p)) return true;
+                    if (path_under(p, d) || path_under(d, p)) return true;
                 return false;
             };
             auto add_path = [&](json& add, const std::string& p, const char* kind, const std::string& why) {
@@ -325,9 +323,9 @@ json PathLearner::report(const ClientCreds& who) const {
                 if (w.err == 0 && !S.view.covers(w.resolved))
                     add_path(add, w.resolved, w.is_dir ? "directory" : "file", why_final);
             };
-            if (syscall(SYS_setgroups, S.who.groups.size(), S.who.groups.data()) < 0 ||
-                syscall(SYS_setresgid, -1, S.who.gid, -1) < 0 || syscall(SYS_setresuid, -1, S.who.uid, -1) < 0) {
-                S.failed = std::string("taking the client's identity: ") + strerror(errno);
+            ThreadCreds creds;
+            if (auto r = creds.take(S.who); !r) {
+                S.failed = r.error().message;
                 S.done.set_value();
                 return;
             }
@@ -390,10 +388,10 @@ json PathLearner::report(const ClientCreds& who) const {
         // (moatd's state under /tmp must not cost a job its /tmp): only a
         // directory inside them is refused.
         bool priv = false;
-        for (const auto& d : m_view.private_dirs) priv = priv || under(dir, d);
+        for (const auto& d : m_view.private_dirs) priv = priv || path_under(dir, d);
         writes.push_back({{"path", dir}, {"syscall", w.syscall}, {"calls", w.calls}, {"example", w.example},
                           {"in_view", std::any_of(m_view.visible.begin(), m_view.visible.end(),
-                                                  [&](const std::string& v) { return under(dir, v); })},
+                                                  [&](const std::string& v) { return path_under(dir, v); })},
                           {"private", priv}});
     }
     out["write_dirs"] = std::move(writes);

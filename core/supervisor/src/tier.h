@@ -20,9 +20,11 @@
 #include <nlohmann/json.hpp>
 
 #include "moat/cgroup/cgroup.h"
+#include "moat/common/paths.h"
 #include "moat/common/error.h"
 #include "moat/common/event_loop.h"
 #include "moat/common/fd.h"
+#include "moat/common/paths.h"
 #include "moat/compiler/seccomp_compiler.h"
 #include "moat/policy/policy.h"
 #include "moat/sandbox/container_plan.h"
@@ -217,7 +219,7 @@ struct TierHost {
 std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host);
 
 // Helpers shared by tiers.
-bool path_under(const std::string& path, const std::string& dir);
+using moat::path_under;  // moat/common/paths.h
 // Whether `exe` (as named, or resolved through host symlinks) lies under the
 // target of a bind mount in `mounts` (read-only ones only, when asked).
 bool program_under_binds(const std::string& exe, const std::vector<sandbox::MountSpec>& mounts, bool read_only_only);

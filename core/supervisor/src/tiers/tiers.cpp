@@ -25,11 +25,6 @@ std::vector<std::unique_ptr<Tier>> make_tiers(const Config& cfg, TierHost host) 
     return out;
 }
 
-bool path_under(const std::string& path, const std::string& dir) {
-    if (dir == "/") return true;
-    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
-}
-
 bool program_under_binds(const std::string& exe, const std::vector<sandbox::MountSpec>& mounts, bool read_only_only) {
     char real[PATH_MAX];
     const std::string resolved = realpath(exe.c_str(), real) ? std::string(real) : exe;
