@@ -306,16 +306,8 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     auto toml = read_file(policy_file, &err);
     if (!toml) return die(err, kExitSetup);
     if (argv.empty()) return die("run: no program given (use: moatctl run --policy FILE -- PROGRAM [ARG...])", kExitSetup);
-    auto valid_utf8 = [](const std::string& s) {
-        try {
-            (void)json(s).dump();
-            return true;
-        } catch (const json::exception&) {
-            return false;
-        }
-    };
     for (size_t i = 0; i < argv.size(); ++i)
-        if (!valid_utf8(argv[i]))
+        if (!moat::valid_utf8(argv[i]))
             return die("argument " + std::to_string(i) + " is not valid UTF-8; moatd's protocol carries text only",
                        kExitSetup);
     json req = {{"op", "run"}, {"policy_toml", *toml}, {"policy_source", policy_file}, {"argv", argv}};
@@ -324,7 +316,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     // Variables that are not UTF-8 cannot be carried; the policy would have to
     // name them to pass them anyway.
     for (char** e = environ; *e; ++e)
-        if (valid_utf8(*e)) env.emplace_back(*e);
+        if (moat::valid_utf8(*e)) env.emplace_back(*e);
     req["env"] = env;
     char cwd[PATH_MAX];
     req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";

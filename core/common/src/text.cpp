@@ -49,7 +49,7 @@ bool is_bidi_control(char32_t c) {
 std::string escape(std::string_view s, bool double_backslash) {
     std::string out;
     out.reserve(s.size());
-    char buf[8];
+    char buf[16];  // "\\uXXXX" needs 7; room for what -Wformat-truncation assumes a char32_t may print
     size_t i = 0;
     while (i < s.size()) {
         char32_t cp = 0;
@@ -75,6 +75,16 @@ std::string escape(std::string_view s, bool double_backslash) {
 }
 
 }  // namespace
+
+bool valid_utf8(std::string_view s) {
+    char32_t cp;
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = utf8_at(s, i, &cp);
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
 
 std::string printable(std::string_view s) { return escape(s, true); }
 std::string for_terminal(std::string_view s) { return escape(s, false); }

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moat/common/fd.h"
+#include "moat/common/text.h"
 #include "moat/common/units.h"
 #include "moat/store/artifacts.h"
 
@@ -37,17 +38,6 @@ const char* type_name(TreeEntry::Type t) {
         case TreeEntry::Type::Symlink: return "symlink";
     }
     return "?";
-}
-
-// The manifest is JSON text: a name that is not UTF-8 cannot be carried
-// without changing it (nlohmann refuses it on dump).
-bool utf8_ok(const std::string& s) {
-    try {
-        (void)json(s).dump();
-        return true;
-    } catch (const json::exception&) {
-        return false;
-    }
 }
 
 size_t components(std::string_view path) { return size_t(std::count(path.begin(), path.end(), '/')) + 1; }
@@ -121,7 +111,8 @@ private:
             return fail("more than " + std::to_string(m_limits.max_entries) +
                         " entries (moatd --record-input-entries)");
         if (std::string why = bad_path(rel); !why.empty()) return fail(rel.substr(0, 256) + "...: " + why);
-        if (!utf8_ok(rel)) return fail("a name that is not UTF-8 (" + rel.substr(0, 256) + ")");
+        if (!valid_utf8(rel))  // the manifest is JSON text: it could not carry the name unchanged
+            return fail("a name that is not UTF-8 (" + rel.substr(0, 256) + ")");
         struct stat st{};
         if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return fail_sys("stat(" + rel + ")", errno);
         TreeEntry en;
@@ -147,7 +138,7 @@ private:
         if (size_t(n) > kMaxTreePath) return fail(en.path + ": a symlink target longer than " +
                                                   std::to_string(kMaxTreePath) + " bytes");
         target.resize(size_t(n));
-        if (target.empty() || !utf8_ok(target)) return fail(en.path + ": a symlink target that is not UTF-8 text");
+        if (target.empty() || !valid_utf8(target)) return fail(en.path + ": a symlink target that is not UTF-8 text");
         en.type = TreeEntry::Type::Symlink;
         en.mode = 0;
         en.target = std::move(target);

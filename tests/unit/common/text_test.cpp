@@ -99,3 +99,17 @@ TEST(Text, ForTerminalIsIdempotentAndNeverLeavesControls) {
 }
 
 }  // namespace
+
+namespace {
+// valid_utf8: what JSON text can carry unchanged (the same decoder as printable).
+TEST(Text, ValidUtf8AcceptsWellFormedTextOnly) {
+    EXPECT_TRUE(moat::valid_utf8(""));
+    EXPECT_TRUE(moat::valid_utf8("plain /usr/bin/awk"));
+    EXPECT_TRUE(moat::valid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+    EXPECT_FALSE(moat::valid_utf8("\xc3"));              // truncated
+    EXPECT_FALSE(moat::valid_utf8("\xc0\xaf"));          // overlong
+    EXPECT_FALSE(moat::valid_utf8("\xed\xa0\x80"));      // surrogate
+    EXPECT_FALSE(moat::valid_utf8("\x9b[31m"));          // a raw C1 byte
+    EXPECT_FALSE(moat::valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+}
+}  // namespace

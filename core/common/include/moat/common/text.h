@@ -22,6 +22,8 @@ namespace moat {
 // already printable() (or already for_terminal()) changes nothing, so display
 // code can apply it to every string it prints without double escaping.
 std::string printable(std::string_view s);
+// Well-formed UTF-8 in the sense above (what JSON text can carry unchanged).
+bool valid_utf8(std::string_view s);
 std::string for_terminal(std::string_view s);
 
 }  // namespace moat
