@@ -828,15 +828,25 @@ Result<std::vector<JobRecord>> Store::running_jobs() {
 
 // ---------------------------------------------------------------- recordings
 
-Result<void> Store::put_blob(const std::string& sha256, uint64_t size) {
+Result<void> Store::put_blob(const std::string& sha256, uint64_t size) { return put_blobs({{sha256, size}}); }
+
+Result<void> Store::put_blobs(const std::vector<std::pair<std::string, uint64_t>>& blobs) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_blob");
+    if (blobs.empty()) return {};
     std::lock_guard lk(d.wmu);
-    auto q = d.writer.query("INSERT INTO blobs",
-                            "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
-    if (!q) return std::unexpected(q.error());
-    q->bind(1, sha256).bind(2, size).bind(3, now_realtime_ns());
-    return q->run();
+    // One transaction (one commit) for a directory input's many files.
+    auto tx = sql::Transaction::begin(d.writer);
+    if (!tx) return std::unexpected(tx.error());
+    const int64_t now = now_realtime_ns();
+    for (const auto& [sha256, size] : blobs) {
+        auto q = d.writer.query("INSERT INTO blobs",
+                                "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, sha256).bind(2, size).bind(3, now);
+        if (auto r = q->run(); !r) return r;
+    }
+    return tx->commit();
 }
 
 Result<void> Store::set_recording(int64_t job, const json& recording, const std::vector<std::string>& blobs) {

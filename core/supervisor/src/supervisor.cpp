@@ -495,12 +495,8 @@ void Supervisor::inputs_ready(int64_t job_id) {
     Prepared& prep = p->prepared;
 
     // What was snapshotted is recorded even when the job never starts.
-    for (const auto& [sha, bytes] : prep.new_blobs) {
-        if (auto r = m_cfg.store->put_blob(sha, bytes); !r) {
-            prep.error = r.error().wrap("registering the snapshot of an input");
-            break;
-        }
-    }
+    if (auto r = m_cfg.store->put_blobs(prep.new_blobs); !r)
+        prep.error = r.error().wrap("registering the snapshot of an input");
     p->ending->recording["inputs"] = prep.list;
     p->ending->recording["stdin"] = nullptr;
     p->ending->blobs = prep.blobs;

@@ -1045,6 +1045,12 @@ TEST(StoreRecordings, BlobsAreContentAddressedAndDeduplicated) {
     EXPECT_EQ(cut->sha256, moat::sha256_hex("0123"));
     EXPECT_FALSE(whole->truncated);
     EXPECT_EQ(whole->sha256, moat::sha256_hex("0123456789"));
+
+    // A directory input's files, registered in one transaction: duplicates once.
+    const std::string p = moat::sha256_hex("p"), q = moat::sha256_hex("q");
+    ASSERT_TRUE(s->put_blobs({{p, 100}, {q, 1000}, {p, 100}}));
+    ASSERT_TRUE(s->put_blobs({}));
+    EXPECT_EQ(s->blob_bytes().value(), 10u + 100u + 1000u);
 }
 
 TEST(StoreRecordings, RecordingAndOutputRoundTripIncludingBinaryBytes) {

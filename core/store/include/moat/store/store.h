@@ -157,6 +157,7 @@ public:
     // Replay recordings. Blobs are files in the artifact directory named by
     // their sha256; the store keeps their sizes and which job uses which.
     Result<void> put_blob(const std::string& sha256, uint64_t size);
+    Result<void> put_blobs(const std::vector<std::pair<std::string, uint64_t>>& blobs);  // one transaction
     Result<void> set_recording(int64_t job, const nlohmann::json& recording, const std::vector<std::string>& blobs);
     Result<void> put_output(int64_t job, const std::string& stream, const JobOutput& out);
     Result<std::optional<JobOutput>> get_output(int64_t job, const std::string& stream);
