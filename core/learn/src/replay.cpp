@@ -5,6 +5,7 @@
 #include <map>
 #include <sstream>
 
+#include "internal.h"
 #include "moat/learn/allow_list.h"
 #include "moat/learn/denial_allow.h"
 #include "moat/learn/paths.h"
@@ -170,11 +171,6 @@ bool denies(const policy::SeccompRule& r) {
     return r.action.kind != Kind::Allow && r.action.kind != Kind::Log;
 }
 
-std::string rule_list(const std::vector<size_t>& idx) {
-    std::string out;
-    for (size_t i : idx) out += (out.empty() ? "" : ", ") + std::string("seccomp.rule[") + std::to_string(i) + "]";
-    return out;
-}
 
 // A narrow allow (arg I == V) cannot match a call a deny rule matches when
 // that rule requires arg I to equal another value. Anything else may overlap,
@@ -195,13 +191,6 @@ std::string call_of(const json& e, const std::string& name, bool& shows_decoded)
     return s;
 }
 
-uint64_t arg_value(const json& e, const std::string& index) {
-    const json& args = e.contains("args") ? e["args"] : json();
-    size_t i = index.empty() ? 9 : size_t(index[0] - '0');
-    if (!args.is_array() || i >= args.size()) return 0;
-    const json& a = args[i];
-    return a.is_number_unsigned() ? a.get<uint64_t>() : a.is_number_integer() ? uint64_t(a.get<int64_t>()) : 0;
-}
 
 }  // namespace
 
@@ -225,7 +214,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         }
         auto it = std::find_if(s.rules.begin(), s.rules.end(), [&](const RuleSeen& r) { return r.rule == a.rule; });
         if (it == s.rules.end()) {
-            s.rules.push_back({a.rule, arg_value(e, a.rule.args.front().index), 0, call});
+            s.rules.push_back({a.rule, detail::arg_value(e, size_t(a.rule.args.front().index[0] - '0')), 0, call});
             it = std::prev(s.rules.end());
         }
         it->calls += count;
@@ -282,7 +271,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             std::string actions;
             for (const auto& a : b.actions) actions += (actions.empty() ? "" : ", ") + a;
             p.notes.push_back(name + ": " + std::to_string(b.calls) + " call(s) denied by your rule " +
-                              rule_list({b.rules.begin(), b.rules.end()}) + " (" + actions +
+                              detail::rule_list({b.rules.begin(), b.rules.end()}) + " (" + actions +
                               "), enforced in this replay as in production; first " + b.first +
                               ". An explicit deny is reported, never proposed (replay with --override-deny-rules "
                               "to let such calls run and see them proposed)");
@@ -364,12 +353,12 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
         const std::string risk = policy::risk_of(name);
         const std::vector<size_t>& denying = deny_rules[name];
         const std::string overrides =
-            denying.empty() ? "" : "overrides your explicit deny " + rule_list(denying) + " (--override-deny-rules)";
+            denying.empty() ? "" : "overrides your explicit deny " + detail::rule_list(denying) + " (--override-deny-rules)";
         auto with = [](std::string a, const std::string& b) { return a.empty() ? b : b.empty() ? a : a + "; " + b; };
         if (plain.count(name)) {
             if (!denying.empty() && !ctx.through_rules) {
                 p.notes.push_back(name + ": " + std::to_string(s.calls) + " call(s) with arguments no narrow rule "
-                                  "covers (first " + s.first + "), but your rule(s) " + rule_list(denying) +
+                                  "covers (first " + s.first + "), but your rule(s) " + detail::rule_list(denying) +
                                   " deny some " + name + " calls and an allow of every " + name +
                                   " call would defeat them; not proposed: write an allow rule for the arguments you "
                                   "mean");
@@ -388,7 +377,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             if (ctx.through_rules) a.removes_rules.insert(a.removes_rules.end(), denying.begin(), denying.end());
             std::sort(a.removes_rules.begin(), a.removes_rules.end());
             if (!a.removes_rules.empty())
-                a.entry += " (any arguments; replaces " + rule_list(a.removes_rules) + ")";
+                a.entry += " (any arguments; replaces " + detail::rule_list(a.removes_rules) + ")";
             p.additions.push_back(std::move(a));
             continue;
         }
@@ -399,7 +388,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             if (!overlapping.empty() && !ctx.through_rules) {
                 p.notes.push_back(name + " with arg" + r.rule.args.front().index + " == " + r.rule.args.front().value +
                                   ": " + std::to_string(r.calls) + " call(s), but your rule(s) " +
-                                  rule_list(overlapping) + " may deny some of the same calls and an allow rule would "
+                                  detail::rule_list(overlapping) + " may deny some of the same calls and an allow rule would "
                                   "win over them; not proposed");
                 continue;
             }
@@ -409,7 +398,7 @@ Proposal propose(const policy::Policy& base, const std::vector<json>& denials, c
             a.entry = "allow " + name + " when";
             for (size_t i = 0; i < r.rule.args.size(); ++i)
                 a.entry += std::string(i ? " and" : "") + " arg" + r.rule.args[i].index + " == " + r.rule.args[i].value;
-            a.risk = with(overlapping.empty() ? "" : "overrides your explicit deny " + rule_list(overlapping) +
+            a.risk = with(overlapping.empty() ? "" : "overrides your explicit deny " + detail::rule_list(overlapping) +
                                                          " (--override-deny-rules)",
                           risk.empty() ? "" : risk + " (narrowed to this argument value)");
             a.evidence = std::to_string(r.calls) + " call(s); first " + r.first;
@@ -562,5 +551,22 @@ std::string fragment(const policy::Policy& base, const std::vector<Addition>& ad
     }
     return o.str();
 }
+
+namespace detail {
+
+std::string rule_list(const std::vector<size_t>& indexes) {
+    std::string out;
+    for (size_t i : indexes) out += (out.empty() ? "" : ", ") + std::string("seccomp.rule[") + std::to_string(i) + "]";
+    return out;
+}
+
+uint64_t arg_value(const json& e, size_t index) {
+    auto it = e.find("args");
+    if (it == e.end() || !it->is_array() || index >= it->size()) return 0;
+    const json& a = (*it)[index];
+    return a.is_number_unsigned() ? a.get<uint64_t>() : a.is_number_integer() ? uint64_t(a.get<int64_t>()) : 0;
+}
+
+}  // namespace detail
 
 }  // namespace moat::learn

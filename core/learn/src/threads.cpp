@@ -1,5 +1,7 @@
 #include "moat/learn/threads.h"
 
+#include "internal.h"
+
 #include <linux/sched.h>
 
 #include <map>
@@ -27,42 +29,39 @@ std::optional<uint64_t> number(const json& j, const char* key) {
     return it->get<uint64_t>();
 }
 
-uint64_t arg0(const json& e) {
-    auto it = e.find("args");
-    if (it == e.end() || !it->is_array() || it->empty()) return 0;
-    const json& a = (*it)[0];
-    return a.is_number_unsigned() ? a.get<uint64_t>() : a.is_number_integer() ? uint64_t(a.get<int64_t>()) : 0;
-}
-
-// Why each call is in the set, for the evidence line.
-const std::map<std::string, std::string>& roles() {
-    static const std::map<std::string, std::string> r = {
-        {"clone", "starts the thread after clone3 is answered ENOSYS (namespace flags are refused by the filter anyway)"},
-        {"futex", "pthread_join and every lock shared between threads"},
-        {"set_robust_list", "the new thread registers its robust mutex list"},
-        {"rseq", "the new thread registers its restartable sequence area"},
-        {"rt_sigprocmask", "signals are blocked around the start and when the thread ends"},
-        {"madvise", "the ending thread gives back its stack (MADV_DONTNEED)"},
-        {"mmap", "the new thread's stack"},
-        {"mprotect", "the stack's guard page"},
-        {"munmap", "a cached thread stack released"},
-        {"exit", "the thread ends (exit, not exit_group)"},
-    };
-    return r;
-}
+// The thread start/exit set and why each call is in it, for the evidence line.
+// Checked on Debian 12 (glibc 2.36, x86_64) with `strace -f -e
+// inject=clone3:error=ENOSYS` on a program that starts two threads and
+// joins them (what moatd's ENOSYS answer makes glibc do). Parent:
+// rt_sigprocmask, mmap (stack), mprotect (guard), clone3 -> ENOSYS, clone,
+// futex (join). New thread: rseq, set_robust_list, rt_sigprocmask,
+// madvise(MADV_DONTNEED) of its stack, exit. munmap frees cached stacks
+// once more threads have ended than the cache keeps.
+struct ThreadCall {
+    const char* name;
+    const char* role;
+};
+constexpr ThreadCall kThreadCalls[] = {
+    {"clone", "starts the thread after clone3 is answered ENOSYS (namespace flags are refused by the filter anyway)"},
+    {"futex", "pthread_join and every lock shared between threads"},
+    {"set_robust_list", "the new thread registers its robust mutex list"},
+    {"rseq", "the new thread registers its restartable sequence area"},
+    {"rt_sigprocmask", "signals are blocked around the start and when the thread ends"},
+    {"madvise", "the ending thread gives back its stack (MADV_DONTNEED)"},
+    {"mmap", "the new thread's stack"},
+    {"mprotect", "the stack's guard page"},
+    {"munmap", "a cached thread stack released"},
+    {"exit", "the thread ends (exit, not exit_group)"},
+};
 
 }  // namespace
 
 const std::vector<std::string>& thread_start_set() {
-    // Checked on Debian 12 (glibc 2.36, x86_64) with `strace -f -e
-    // inject=clone3:error=ENOSYS` on a program that starts two threads and
-    // joins them (what moatd's ENOSYS answer makes glibc do). Parent:
-    // rt_sigprocmask, mmap (stack), mprotect (guard), clone3 -> ENOSYS, clone,
-    // futex (join). New thread: rseq, set_robust_list, rt_sigprocmask,
-    // madvise(MADV_DONTNEED) of its stack, exit. munmap frees cached stacks
-    // once more threads have ended than the cache keeps.
-    static const std::vector<std::string> s = {"clone",   "futex",    "set_robust_list", "rseq",   "rt_sigprocmask",
-                                               "madvise", "mmap",     "mprotect",        "munmap", "exit"};
+    static const std::vector<std::string> s = [] {
+        std::vector<std::string> v;
+        for (const auto& c : kThreadCalls) v.emplace_back(c.name);
+        return v;
+    }();
     return s;
 }
 
@@ -85,7 +84,7 @@ ThreadPaths thread_paths(const policy::Policy& base, const std::vector<json>& de
         const std::string name = e.value("syscall", std::string());
         const uint64_t count = e.value("count", uint64_t(1));
         denied.insert(name);
-        if (name == "clone" && (arg0(e) & CLONE_THREAD)) clone_threads += count;
+        if (name == "clone" && (detail::arg_value(e, 0) & CLONE_THREAD)) clone_threads += count;
         if (name == "clone3") clone3_denied += count;
     }
 
@@ -101,13 +100,12 @@ ThreadPaths thread_paths(const policy::Policy& base, const std::vector<json>& de
         std::map<std::string, std::vector<size_t>> ruled;
         for (size_t i = 0; i < base.seccomp.rules.size(); ++i) ruled[base.seccomp.rules[i].syscall].push_back(i);
         const bool logs_only = base.seccomp.default_action.kind == policy::Action::Kind::Log;
-        for (const auto& name : thread_start_set()) {
+        for (const auto& call : kThreadCalls) {
+            const std::string name = call.name, role = call.role;
             if (logs_only || base.seccomp.allowed.contains(name) || denied.contains(name)) continue;
             if (auto r = ruled.find(name); r != ruled.end()) {
-                std::string list;
-                for (size_t i : r->second)
-                    list += (list.empty() ? "" : ", ") + std::string("seccomp.rule[") + std::to_string(i) + "]";
-                out.notes.push_back(name + ": threads need it (" + roles().at(name) + "), but your rule(s) " + list +
+                const std::string list = detail::rule_list(r->second);
+                out.notes.push_back(name + ": threads need it (" + role + "), but your rule(s) " + list +
                                     " decide " + name + " calls; not proposed: check that they allow what a thread "
                                     "start and exit does");
                 continue;
@@ -116,7 +114,7 @@ ThreadPaths thread_paths(const policy::Policy& base, const std::vector<json>& de
             a.entry = name;
             a.syscalls = {name};
             a.risk = policy::risk_of(name);
-            a.evidence = roles().at(name) + "; " + why;
+            a.evidence = role + "; " + why;
             out.additions.push_back(std::move(a));
         }
     }
