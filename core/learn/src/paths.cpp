@@ -199,7 +199,7 @@ PathsProposal propose_paths(const policy::Policy& base, const json& learned, boo
                             "looked up");
     if (learned.value("not_followed", uint64_t(0)) > 0)
         out.notes.push_back(std::to_string(learned["not_followed"].get<uint64_t>()) +
-                            " path(s) with \"..\", control characters or over 1024 bytes were not looked up");
+                            " path(s) with \"..\", control characters, bytes that are not UTF-8 or over 1024 bytes were not looked up");
     if (learned.value("truncated", false))
         out.notes.push_back("the host lookups stopped at their time or size budget; replay again after this change");
     if (learned.value("dropped", uint64_t(0)) > 0)

@@ -17,6 +17,7 @@
 
 #include "moat/common/fd.h"
 #include "moat/common/paths.h"
+#include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/guest/prefetch.h"
@@ -189,8 +190,9 @@ void PathLearner::observe(pid_t tid, const std::string& syscall, const uint64_t 
     if (!raw || raw->empty()) return;
     std::string path = *raw;
     // Control bytes (a newline in a path would reach a proposal's comment
-    // lines), "..", or a long path: not followed, only counted.
-    const bool hostile = path.size() > kMaxPathBytes ||
+    // lines), bytes that are not UTF-8 (no policy file can name them), "..",
+    // or a long path: not followed, only counted.
+    const bool hostile = path.size() > kMaxPathBytes || !valid_utf8(path) ||
                          std::any_of(path.begin(), path.end(), [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; }) ||
                          path == ".." || path.starts_with("../") || path.find("/../") != std::string::npos ||
                          path.ends_with("/..");
