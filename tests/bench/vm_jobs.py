@@ -83,7 +83,7 @@ def bare_boot(cmd):
     for line in out.stdout.splitlines():
         if line.startswith("boot "):
             f = dict(kv.split("=") for kv in line.split()[1:])
-            return float(f["ready_ms"]), float(f["exit_ms"])
+            return float(f["ready_ms"]), float(f["exit_ms"]), float(f["run_ms"]) if "run_ms" in f else None
     put("vm_bare_error", (out.stdout + out.stderr).strip().replace("\n", " ")[-300:])
     return None
 
@@ -91,7 +91,7 @@ def bare_boot(cmd):
 def cold(a):
     c = Ctl(a.moatctl, a.socket)
     total, boot, c2s, s2f, f2r, fails = [], [], [], [], [], 0
-    bready, bexit = [], []
+    bready, bexit, brun = [], [], []
     bare_cmd = open(a.bare_cmd).read().split("\n")[:-1]
     idf = a.work + "/vm-cold.id"
     for _ in range(a.runs):
@@ -99,6 +99,8 @@ def cold(a):
         if b:
             bready.append(b[0])
             bexit.append(b[1])
+            if b[2] is not None:
+                brun.append(b[2])
         t0 = time.monotonic_ns()
         p = subprocess.run(c.base + ["run", "--policy", a.policy, "--tier", "vm", "--id-file", idf, "--", "/usr/bin/true"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -127,6 +129,12 @@ def cold(a):
     put("vm_bare_ready_ms", f"{med(bready):.1f}")
     put("vm_bare_ready_all", " ".join(f"{x:.0f}" for x in bready))
     put("vm_bare_exit_ms", f"{med(bexit):.1f}")
+    put("vm_bare_exit_all", " ".join(f"{x:.0f}" for x in bexit))
+    if brun:
+        # The bare cycle ran the cold job's program (vm_bench --run): exit_ms
+        # includes that run.
+        put("vm_bare_ran", "/usr/bin/true")
+        put("vm_bare_run_ms", f"{med(brun):.1f}")
     put(f"{a.prefix}_n", len(total))
     put(f"{a.prefix}_fail", fails)
     put(f"{a.prefix}_ms", f"{med(total):.1f}")

@@ -144,7 +144,7 @@ const std::vector<Attack> kAttacks = {
      {{"seccomp:EACCES", "Landlock net rule (EACCES)"},
       {"ENETUNREACH", "empty network namespace (ENETUNREACH)"},
       {"ECONNREFUSED", "empty network namespace (ECONNREFUSED)"},
-      {"vm:ENETUNREACH", "no network device in the guest, empty network namespace (ENETUNREACH); the host listener got no connection"}}},
+      {"vm:ENETUNREACH", "no network device in the guest, `lo` down (ENETUNREACH); the host listener got no connection"}}},
     {"kill-host",
      "`kill(SIGTERM)` of a host process",
      {},

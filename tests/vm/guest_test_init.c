@@ -7,6 +7,11 @@
  *                  line of /mnt/PATH or "ERR <errno>"
  *   touch PATH  -> tries to create /mnt/PATH: "OK" or "ERR <errno>"
  *   mounts      -> the /proc/mounts line for /mnt
+ *   run PATH    -> runs PATH (no arguments) rooted in the mounted image
+ *                  (chroot /mnt, stdio on /dev/null), with no sandbox at all:
+ *                  "EXIT <wait status>" or "ERR ...". The vm benchmark's bare
+ *                  baseline runs the cold job's program this way, so the
+ *                  program's own first run under TCG is not counted as Moat's.
  *   bye         -> sync and reboot (QEMU runs with -no-reboot, so it exits)
  * It writes "READY" first. Anything unexpected ends in a reboot, never a
  * kernel panic loop: the host test waits for QEMU to exit. */
@@ -20,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -149,6 +155,23 @@ int main(void) {
                     int fd = open(path, O_WRONLY | O_CREAT, 0644);
                     if (fd >= 0) { close(fd); snprintf(out, sizeof out, "OK"); }
                     else snprintf(out, sizeof out, "ERR %s", strerror(errno));
+                }
+                reply(port, out);
+            } else if (strncmp(line, "run ", 4) == 0) {
+                if (mount_root(out, sizeof out) == 0) {
+                    pid_t pid = fork();
+                    if (pid == 0) {
+                        int null = open("/dev/null", O_RDWR);
+                        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+                        if (chroot("/mnt") < 0 || chdir("/") < 0) _exit(126);
+                        char *argv[] = {line + 4, NULL}, *envp[] = {NULL};
+                        execve(line + 4, argv, envp);
+                        _exit(127);
+                    }
+                    int st = 0;
+                    if (pid < 0) snprintf(out, sizeof out, "ERR fork %s", strerror(errno));
+                    else if (waitpid(pid, &st, 0) < 0) snprintf(out, sizeof out, "ERR waitpid %s", strerror(errno));
+                    else snprintf(out, sizeof out, "EXIT %d", st);
                 }
                 reply(port, out);
             } else if (strcmp(line, "mounts") == 0) {

@@ -107,6 +107,38 @@ TEST_F(VmTier, ADeniedMkdirInsideTheGuestIsRecordedWithItsPath) {
     EXPECT_EQ(first.value("action", ""), "errno:EACCES") << first.dump(2);
 }
 
+// network = none: the job keeps the guest's own network and ipc namespaces
+// (no device, `lo` down; the agent uses neither), and the record says which
+// namespaces it has. loopback: a network namespace of its own with `lo` up.
+TEST_F(VmTier, TheNetworkModeDecidesTheJobsNetworkInsideTheGuest) {
+    // /proc/net/fib_trie lists 127.0.0.1 only once `lo` is up.
+    const std::vector<std::string> argv = {"/bin/sh", "-c", "cat /proc/net/dev; echo ---; cat /proc/net/fib_trie"};
+    Opts o;
+    o.timeout_s = 120;
+    for (const std::string mode : {"none", "loopback"}) {
+        SCOPED_TRACE(mode);
+        std::string pol = write_policy("vm-net-" + mode, vm_policy("vm-net-" + mode, "wall_time = \"60s\"\n",
+                                                                 "[network]\nmode = \"" + mode + "\"\n"));
+        JobRun r = run_job(pol, argv, o);
+        ASSERT_EQ(r.proc.status, 0) << r.proc.out << r.proc.err;
+        const std::string devs = r.proc.out.substr(0, r.proc.out.find("---"));
+        // Interfaces: a line "<name>: <counters>"; only lo, whichever the mode.
+        std::vector<std::string> names;
+        std::istringstream in(devs);
+        for (std::string line; std::getline(in, line);)
+            if (auto c = line.find(':'); c != std::string::npos && line.find('|') == std::string::npos)
+                names.push_back(line.substr(line.find_first_not_of(' '), c - line.find_first_not_of(' ')));
+        EXPECT_EQ(names, std::vector<std::string>{"lo"}) << devs;
+        const bool lo_up = r.proc.out.find("127.0.0.1") != std::string::npos;
+        EXPECT_EQ(lo_up, mode == "loopback") << r.proc.out;
+        json ns = show(r.id).value("sandbox", json::object()).value("namespaces", json::array());
+        const bool has_net = std::find(ns.begin(), ns.end(), json("net")) != ns.end();
+        EXPECT_EQ(has_net, mode == "loopback") << ns.dump();
+        EXPECT_NE(std::find(ns.begin(), ns.end(), json("user")), ns.end()) << ns.dump();
+        EXPECT_NE(std::find(ns.begin(), ns.end(), json("mnt")), ns.end()) << ns.dump();
+    }
+}
+
 TEST_F(VmTier, NothingOfTheGuestIsLeftAfterTheJob) {
     std::string pol = write_policy("vm-leftover", vm_policy("vm-leftover"));
     Opts o;

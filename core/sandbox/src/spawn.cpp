@@ -565,10 +565,12 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     out.fork_ns = now_monotonic_ns();
     // Raw clone(2) like fork(2), plus the namespaces. The cgroup namespace is
     // created later by moat-init, once we have moved it into the job's cgroup.
-    const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-                                CLONE_NEWUTS | SIGCHLD;
+    const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
+                                (plan.new_net_ipc ? CLONE_NEWNET | CLONE_NEWIPC : 0) | SIGCHLD;
     long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
-    if (pid < 0) return fail_sys("clone(NEWUSER|NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS)", errno);
+    if (pid < 0)
+        return fail_sys(plan.new_net_ipc ? "clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWNET|NEWIPC)" : "clone(NEWUSER|NEWNS|NEWPID|NEWUTS)",
+                        errno);
     if (pid == 0) container_child_main(a);
     out.pid = pid_t(pid);
     go_r.reset();

@@ -86,6 +86,26 @@ TEST(Prefetch, ReadsTheProgramItsInterpreterAndItsLibrariesTransitively) {
     EXPECT_GT(r.bytes, uint64_t(fs::file_size("/usr/bin/ls")));
 }
 
+TEST(Prefetch, AdviseFollowsTheSameFilesAsAReadAndStaysWithinTheLimits) {
+    // advise (a cold guest at its Job): the reads are only started, but the
+    // same files are followed, in the same order, under the same bounds.
+    int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    PrefetchResult read = prefetch_program(root, "/usr/bin/ls");
+    PrefetchLimits adv;
+    adv.advise = true;
+    PrefetchResult asked = prefetch_program(root, "/usr/bin/ls", adv);
+    EXPECT_EQ(asked.files, read.files);
+    EXPECT_EQ(asked.bytes, read.bytes) << "each file's whole size is asked for";
+    adv.max_files = 2;
+    EXPECT_EQ(prefetch_program(root, "/usr/bin/ls", adv).files.size(), 2u);
+    adv.max_files = 32;
+    adv.max_bytes = uint64_t(fs::file_size("/usr/bin/ls"));  // the program fits, nothing after it
+    PrefetchResult small = prefetch_program(root, "/usr/bin/ls", adv);
+    ::close(root);
+    EXPECT_EQ(small.files, std::vector<std::string>{"/usr/bin/ls"});
+    EXPECT_FALSE(small.skipped.empty());
+}
+
 TEST(Prefetch, StaysInsideTheRootAndWithinItsLimits) {
     TempDir d;
     // An absolute symlink resolves inside the root (RESOLVE_IN_ROOT): the

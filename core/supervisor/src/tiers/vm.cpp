@@ -564,7 +564,13 @@ public:
                               {"entries", p.prepared->image.entries},
                               {"cached", p.prepared->image.cache_hit}};
         info["network"] = policy::network_mode_name(in.policy->network);
-        info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
+        // Inside the guest. Without loopback the job keeps the guest's own
+        // network (no device; `lo` down) and ipc namespaces (the agent uses
+        // neither): docs/vm.md, "Network".
+        if (in.policy->network == policy::NetworkMode::Loopback)
+            info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
+        else
+            info["namespaces"] = {"user", "mnt", "pid", "uts", "cgroup"};
         info["landlock"] = "not used (mount namespace in the guest)";
     }
 

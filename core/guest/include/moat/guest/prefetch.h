@@ -19,6 +19,12 @@ namespace moat::guest {
 struct PrefetchLimits {
     size_t max_files = 32;              // the program and everything it names
     uint64_t max_bytes = 32ull << 20;   // total read; a file that would pass it is skipped
+    // false: each file is read whole (a warm guest with time to spare: on
+    // return everything is in the page cache). true: only the ELF headers are
+    // read, and the rest is asked for with posix_fadvise(WILLNEED), which
+    // starts the reads and returns (a cold guest at its Job: virtio-blk fills
+    // the page cache while the vCPU builds the job's sandbox).
+    bool advise = false;
 };
 
 struct PrefetchResult {
