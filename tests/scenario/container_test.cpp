@@ -168,6 +168,21 @@ TEST_F(Container, PolicyHostnameIsHonoured) {
     EXPECT_NE(std::string(host), "moat-scn-box") << "the job renamed the host";
 }
 
+// As Scenario.PeakPidsIsTheKernelsPeakNotASample, in the container tier
+// (moat-init is one more process of the job's cgroup).
+TEST_F(Container, PeakPidsIsTheKernelsPeakNotASample) {
+    if (!kernel_has_pids_peak())
+        GTEST_SKIP() << "no pids.peak on this kernel: peak_pids is sampled here (docs/store.md)";
+    Ctr c;
+    c.name = "ctr-peak-pids";
+    c.limits = "wall_time = \"20s\"\npids = 64\n";
+    c.rules = "[monitor]\nsample_interval = \"1h\"\n";
+    JobRun r = run_job(*s_daemon, ctr_policy(c), {"/bin/sh", "-c", "for i in 1 2 3 4 5 6; do /bin/sleep 0.1 & done; wait"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    json j = record(r);
+    EXPECT_GE(j["resources"].value("peak_pids", 0), 7) << "sh and its six children: " << j.dump();
+}
+
 // ---- 2. network -------------------------------------------------------------------
 
 TEST_F(Container, NetworkNoneHasOnlyLoDownAndCannotReachHost) {

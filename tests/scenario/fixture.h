@@ -48,6 +48,21 @@ struct Creds {
     std::vector<gid_t> groups;
 };
 
+// Whether the kernel keeps pids.peak in a job's cgroup: a probe group is
+// made (the v1 pids hierarchy, else the v2 root, where moatd enables pids),
+// looked at and removed.
+inline bool kernel_has_pids_peak() {
+    for (const std::string root : {"/sys/fs/cgroup/pids", "/sys/fs/cgroup"}) {
+        if (!fs::exists(root + "/cgroup.procs")) continue;
+        const std::string probe = root + "/moat-peak-probe-" + std::to_string(getpid());
+        if (mkdir(probe.c_str(), 0755) < 0 && errno != EEXIST) continue;
+        const bool has = fs::exists(probe + "/pids.peak");
+        rmdir(probe.c_str());
+        if (has) return true;
+    }
+    return false;
+}
+
 struct Opts {
     std::vector<std::string> env;  // extra NAME=VALUE entries
     std::optional<Creds> as;       // switch to these credentials before exec

@@ -297,6 +297,22 @@ TEST_F(Scenario, PidsLimitStopsForkBomb) {
     EXPECT_LE(j["resources"].value("peak_pids", 0), 8) << j.dump();
 }
 
+// Six children that live 0.1 s, in a job sampled once an hour: the peak is
+// the kernel's own (pids.peak), not what a sample happened to see (1).
+TEST_F(Scenario, PeakPidsIsTheKernelsPeakNotASample) {
+    if (!kernel_has_pids_peak())
+        GTEST_SKIP() << "no pids.peak on this kernel: peak_pids is sampled here (docs/store.md)";
+    std::string pol = write_policy("peak-pids",
+                                   "name = \"peak-pids\"\n[limits]\nwall_time = \"20s\"\npids = 64\n"
+                                   "[filesystem]\nread_only = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc/ld.so.cache\"]\n"
+                                   "[monitor]\nsample_interval = \"1h\"\n"
+                                   "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\", \"@signal\"]\n");
+    JobRun r = run_job(pol, {"/bin/sh", "-c", "for i in 1 2 3 4 5 6; do /bin/sleep 0.1 & done; wait"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    json j = show(r.id);
+    EXPECT_GE(j["resources"].value("peak_pids", 0), 7) << "sh and its six children: " << j.dump();
+}
+
 // ---- 3. sandbox properties ------------------------------------------------------
 
 TEST_F(Scenario, JobIdentityHasNoPrivileges) {

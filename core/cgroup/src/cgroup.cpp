@@ -341,6 +341,7 @@ Result<Sample> JobCgroup::sample() const {
         }
         if (!m_pids.empty()) {
             if (auto v = stat_u64(d + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+            if (auto v = stat_u64(d + "/pids.peak")) s.pids_peak = *v;
             if (auto v = stat_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
         }
         if (!s.has_pids) s.pids = procs_of(d).size();
@@ -363,6 +364,7 @@ Result<Sample> JobCgroup::sample() const {
     if (auto v = stat_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
     if (auto v = stat_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
     if (auto v = stat_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
+    if (auto v = stat_u64(m_pids + "/pids.peak")) s.pids_peak = *v;
     if (auto v = stat_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
     if (!m_io.empty()) {
         // "MAJ:MIN Read N" / "MAJ:MIN Write N" lines per device, then "Total N".

@@ -1241,7 +1241,10 @@ void Supervisor::sample(Job& job, bool final) {
     job.last_sample_mono = now;
     job.cpu_ns = s->cpu_ns;
     job.peak_mem = std::max({job.peak_mem, s->memory_bytes, s->memory_peak_bytes});
-    job.peak_pids = std::max(job.peak_pids, s->pids);
+    // The kernel's own peaks where it keeps them (memory.peak / pids.peak on
+    // v2, memory.max_usage_in_bytes / pids.peak on v1): exact, not sampled,
+    // so a burst of forks between two ticks is counted (docs/store.md).
+    job.peak_pids = std::max({job.peak_pids, s->pids, s->pids_peak});
     if (job.peak_pids == 0 && job.execs) job.peak_pids = 1;  // it ran, so at least one process existed
     if (s->pids_max_hits > job.pid_hits) {
         emit(job.id, store::EventKind::Limit,

@@ -1127,6 +1127,9 @@ cgroup::Sample VmRunning::adjust_sample(const cgroup::Sample& host) {
     // what the guest cannot misreport); memory, pids and OOM kills are the
     // guest's figures for the job's own cgroup in the guest.
     cgroup::Sample s = host;
+    // QEMU's thread peak is not the job's; the guest reports no peak of its
+    // own (its Sample has none), so pids stay sampled in this tier.
+    s.pids_peak = 0;
     if (!m_sample) {
         // Nothing from the guest yet (it is booting): QEMU's own memory and
         // threads are not the job's.

@@ -40,6 +40,7 @@ struct Sample {
     uint64_t memory_bytes = 0;
     uint64_t memory_peak_bytes = 0;  // kernel's own peak where it has one, else 0
     uint64_t pids = 0;
+    uint64_t pids_peak = 0;          // kernel's own peak (pids.peak, v1 and v2) where it has one, else 0
     uint64_t oom_kills = 0;          // OOM kills inside the group so far
     uint64_t pids_max_hits = 0;      // fork/clone refused by the pids limit so far
     uint64_t io_read_bytes = 0;      // block I/O (v2 io.stat; v1 blkio, when that hierarchy is mounted)
