@@ -7,6 +7,7 @@
 #include <QTableView>
 #include <QTemporaryDir>
 
+#include <QTest>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -187,6 +188,41 @@ TEST(Charts, ResourceChartWithoutOrWithZeroSamples) {
     chart.refresh();
     EXPECT_EQ(chart.shownEmptyText(), QString());
     EXPECT_GE(chart.yAxis->range().upper, 1.0) << "an all-zero series once got a 1e-9 axis";
+}
+
+// Issue 15, target 6c: a sample that leaves the axes as they were redraws the
+// curves' layer only; a sample past the x step (a tenth of the window) or
+// above the round y top replots all; a hidden chart draws nothing until shown.
+TEST(Charts, ResourceChartRedrawsOnlyItsCurvesWhileTheAxesStay) {
+    ResourceChart chart(QStringLiteral("CPU"), QStringLiteral("%"), 1.0);
+    chart.setWindowSeconds(60);
+    chart.resize(500, 200);
+    chart.addSample(0.5, 40, 100);
+    chart.refresh();  // hidden: nothing drawn, the axes are set
+    EXPECT_EQ(chart.fullReplots(), 0);
+    EXPECT_EQ(chart.curveRedraws(), 0);
+    EXPECT_EQ(chart.xAxis->range().upper, 10.0);
+    chart.show();
+    ASSERT_TRUE(QTest::qWaitForWindowExposed(&chart));
+    chart.replot(QCustomPlot::rpImmediateRefresh);
+    const int full = chart.fullReplots();
+    EXPECT_GE(full, 1) << "shown: the pending state is drawn";
+    EXPECT_NEAR(chart.yAxis->range().upper, 110.0, 1e-9) << "the limit (100) in reach, with room";
+    for (int i = 1; i <= 20; ++i) {  // 0.6 s .. 2.5 s: inside the first step, below the y top
+        chart.addSample(0.5 + 0.1 * i, 40 + i, 100);
+        chart.refresh();
+    }
+    EXPECT_EQ(chart.fullReplots(), full);
+    EXPECT_EQ(chart.curveRedraws(), 20);
+    EXPECT_EQ(chart.xAxis->range().upper, 10.0);
+    chart.addSample(10.5, 50, 100);  // past the step: the x-axis moves on
+    chart.refresh();
+    EXPECT_EQ(chart.fullReplots(), full + 1);
+    EXPECT_EQ(chart.xAxis->range().upper, 12.0);
+    chart.addSample(10.6, 500, 0);  // above the y top: the y-axis grows to a round number
+    chart.refresh();
+    EXPECT_EQ(chart.fullReplots(), full + 2);
+    EXPECT_EQ(chart.yAxis->range().upper, 600.0);
 }
 
 // Item 8/9: a finished vm job without samples, and a setup-failed job.

@@ -26,8 +26,28 @@ public:
     void setEmptyText(const QString& text) { m_emptyMessage = text; }
     QString shownEmptyText() const;
     void setIntegerValues(bool on);
+    // Full replots since construction (axes, grid, text and the curves), as
+    // against redraws of the curves' layer alone: for tests and the bench.
+    int fullReplots() const { return m_fullReplots; }
+    int curveRedraws() const { return m_curveRedraws; }
+
+protected:
+    void showEvent(QShowEvent* e) override;
 
 private:
+    // The axes a refresh() decides on; while they stay the same, only the
+    // curves' layer is redrawn.
+    struct View {
+        double lo = -1, hi = -1, top = -1;
+        bool limit = false;
+        QString empty;
+        bool operator==(const View&) const = default;
+    };
+    QCPLayer* m_curves = nullptr;
+    View m_shown;             // the axes as set
+    bool m_needFull = true;   // the axes changed since the last full replot
+    bool m_dirty = false;     // a refresh() came while hidden
+    int m_fullReplots = 0, m_curveRedraws = 0;
     QCPGraph* m_value = nullptr;
     QCPGraph* m_limit = nullptr;
     QCPTextElement* m_title = nullptr;
