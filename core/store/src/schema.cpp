@@ -117,6 +117,14 @@ CREATE TABLE job_output(
     PRIMARY KEY (job_id, stream)
 ) WITHOUT ROWID;
 )sql"},
+    // One job's events of one kind, in id order (the first page of a job's
+    // denials, a job's resource samples): events_job(job_id, id) had to read
+    // every row of the job to test its kind, all 100,000 of a job with no
+    // denial in a 10M-event store (~300 ms); this index goes straight to them.
+    // ~8 % more file; built once on upgrade (~7 s for 10M events here).
+    {4, "events by job and kind", R"sql(
+CREATE INDEX events_job_kind ON events(job_id, kind, id);
+)sql"},
 };
 
 Result<int64_t> read_version(sql::Db& db) { return db.scalar("PRAGMA user_version", "PRAGMA user_version"); }

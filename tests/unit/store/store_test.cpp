@@ -188,7 +188,8 @@ TEST(StoreSchema, UpgradesAVersion1DatabaseAndBackfillsDenialTotals) {
     raw_exec(path,
              "DROP TABLE job_output; DROP TABLE job_blobs; DROP TABLE blobs; ALTER TABLE jobs DROP COLUMN replay_of;"
              " ALTER TABLE jobs DROP COLUMN learn; ALTER TABLE jobs DROP COLUMN recording;"
-             " DROP TABLE denial_totals; DELETE FROM schema_migrations WHERE version >= 2; PRAGMA user_version = 1");
+             " DROP TABLE denial_totals; DROP INDEX events_job_kind; DELETE FROM schema_migrations WHERE version >= 2;"
+             " PRAGMA user_version = 1");
     auto ro = Store::open_read_only(path);
     ASSERT_FALSE(ro) << "a read-only open cannot migrate";
     EXPECT_NE(ro.error().message.find("older"), std::string::npos) << ro.error().message;
@@ -202,6 +203,31 @@ TEST(StoreSchema, UpgradesAVersion1DatabaseAndBackfillsDenialTotals) {
     EXPECT_EQ(top[0].count, 15u);
     expect_totals_match_events(path);
     EXPECT_EQ(raw_int(path, "SELECT count(*) FROM schema_migrations"), schema::latest_version());
+}
+
+// Schema 4: a job's events of one kind are found through events_job_kind,
+// not by reading every row of the job (a job with 100,000 samples and no
+// denial made the first page of its denials ~300 ms at 10M events).
+TEST(StoreSchema, AJobsEventsOfOneKindAreFoundThroughTheirIndex) {
+    TempDir d;
+    const std::string path = d.file("moat.db");
+    { auto s = open_store(path); ASSERT_TRUE(s); }
+    // The text Store::query_events prepares for a job and a kind.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "EXPLAIN QUERY PLAN SELECT id, job_id, time_ns, kind, count, syscall, data FROM events "
+                                 "WHERE id > ?1 AND job_id = ?2 AND kind = ?3 ORDER BY id LIMIT ?4",
+                                 -1, &st, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    std::string plan;
+    while (sqlite3_step(st) == SQLITE_ROW) plan += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string("\n");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    EXPECT_NE(plan.find("events_job_kind"), std::string::npos) << plan;
+    EXPECT_EQ(plan.find("TEMP B-TREE"), std::string::npos) << "no sort: the index gives id order\n" << plan;
 }
 
 TEST(StoreSchema, RefusesANewerSchema) {
