@@ -211,9 +211,10 @@ TEST(Charts, ResourceChartRedrawsOnlyItsCurvesWhileTheAxesStay) {
     for (int i = 1; i <= 20; ++i) {  // 0.6 s .. 2.5 s: inside the first step, below the y top
         chart.addSample(0.5 + 0.1 * i, 40 + i, 100);
         chart.refresh();
+        if (i % 5 == 0) QCoreApplication::processEvents();  // bursts of 5 samples per pass of the loop
     }
     EXPECT_EQ(chart.fullReplots(), full);
-    EXPECT_EQ(chart.curveRedraws(), 20);
+    EXPECT_EQ(chart.curveRedraws(), 4) << "one redraw of the curves per burst, not per sample";
     EXPECT_EQ(chart.xAxis->range().upper, 10.0);
     chart.addSample(10.5, 50, 100);  // past the step: the x-axis moves on
     chart.refresh();

@@ -134,8 +134,16 @@ void ResourceChart::refresh() {
     }
     m_dirty = false;
     if (!m_needFull && !hasInvalidatedPaintBuffers()) {
-        ++m_curveRedraws;
-        m_curves->replot();
+        // Once per pass of the event loop, however many samples came in it
+        // (a burst of events from a watch): coalesced like rpQueuedReplot.
+        if (m_curvesQueued) return;
+        m_curvesQueued = true;
+        QMetaObject::invokeMethod(this, [this] {
+            m_curvesQueued = false;
+            if (m_needFull || hasInvalidatedPaintBuffers()) return;  // a full replot draws them
+            ++m_curveRedraws;
+            m_curves->replot();
+        }, Qt::QueuedConnection);
         return;
     }
     m_needFull = false;

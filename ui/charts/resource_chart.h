@@ -27,7 +27,8 @@ public:
     QString shownEmptyText() const;
     void setIntegerValues(bool on);
     // Full replots since construction (axes, grid, text and the curves), as
-    // against redraws of the curves' layer alone: for tests and the bench.
+    // against redraws of the curves' layer alone (queued, one per pass of the
+    // event loop): for tests and the bench.
     int fullReplots() const { return m_fullReplots; }
     int curveRedraws() const { return m_curveRedraws; }
 
@@ -47,6 +48,7 @@ private:
     View m_shown;             // the axes as set
     bool m_needFull = true;   // the axes changed since the last full replot
     bool m_dirty = false;     // a refresh() came while hidden
+    bool m_curvesQueued = false;  // a redraw of the curves' layer is queued
     int m_fullReplots = 0, m_curveRedraws = 0;
     QCPGraph* m_value = nullptr;
     QCPGraph* m_limit = nullptr;

@@ -14,7 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-
 std::string parent_of(const std::string& path) {
     const size_t slash = path.rfind('/');
     return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);

@@ -171,7 +171,6 @@ bool denies(const policy::SeccompRule& r) {
     return r.action.kind != Kind::Allow && r.action.kind != Kind::Log;
 }
 
-
 // A narrow allow (arg I == V) cannot match a call a deny rule matches when
 // that rule requires arg I to equal another value. Anything else may overlap,
 // and the filter's allow would then win over the supervisor's deny.
@@ -190,7 +189,6 @@ std::string call_of(const json& e, const std::string& name, bool& shows_decoded)
     if (e.contains("module") && e["module"].is_string()) s += " at " + e["module"].get<std::string>();
     return s;
 }
-
 
 }  // namespace
 

@@ -568,9 +568,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
                                 (plan.new_net_ipc ? CLONE_NEWNET | CLONE_NEWIPC : 0) | SIGCHLD;
     long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
-    if (pid < 0)
-        return fail_sys(plan.new_net_ipc ? "clone(NEWUSER|NEWNS|NEWPID|NEWUTS|NEWNET|NEWIPC)" : "clone(NEWUSER|NEWNS|NEWPID|NEWUTS)",
-                        errno);
+    if (pid < 0) return fail_sys(std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") + (plan.new_net_ipc ? "|NEWNET|NEWIPC)" : ")"), errno);
     if (pid == 0) container_child_main(a);
     out.pid = pid_t(pid);
     go_r.reset();

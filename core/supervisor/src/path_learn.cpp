@@ -65,7 +65,6 @@ bool sandbox_own(const std::string& path) {
     return false;
 }
 
-
 // Lexically normalised: "//" and "/./" folded; ".." is kept (only the kernel
 // knows where it leads once links are involved).
 std::string normalised(const std::string& path) {

@@ -20,7 +20,6 @@
 #include <nlohmann/json.hpp>
 
 #include "moat/cgroup/cgroup.h"
-#include "moat/common/paths.h"
 #include "moat/common/error.h"
 #include "moat/common/event_loop.h"
 #include "moat/common/fd.h"

@@ -567,10 +567,8 @@ public:
         // Inside the guest. Without loopback the job keeps the guest's own
         // network (no device; `lo` down) and ipc namespaces (the agent uses
         // neither): docs/vm.md, "Network".
-        if (in.policy->network == policy::NetworkMode::Loopback)
-            info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
-        else
-            info["namespaces"] = {"user", "mnt", "pid", "uts", "cgroup"};
+        info["namespaces"] = {"user", "mnt", "pid", "uts", "cgroup"};
+        if (in.policy->network == policy::NetworkMode::Loopback) info["namespaces"].insert(info["namespaces"].end(), {"net", "ipc"});
         info["landlock"] = "not used (mount namespace in the guest)";
     }
 
