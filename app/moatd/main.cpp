@@ -119,6 +119,11 @@ int main(int argc, char** argv) {
     app.add_option("--cgroup", cgroup_mode, "cgroup version: auto, v1 or v2")
         ->check(CLI::IsMember({"auto", "v1", "v2"}))->capture_default_str();
     app.add_option("--cgroup-parent", cgroup_parent, "parent group for jobs in each hierarchy")->capture_default_str();
+    std::string cgroup_parent_wait = "5s";
+    app.add_option("--cgroup-parent-wait", cgroup_parent_wait,
+                   "how long to wait for another moatd's hold on the same --cgroup-parent (a dead one's orphan "
+                   "reaper finishing its kills) before refusing to start")
+        ->capture_default_str();
     app.add_option("--uid-base", uid_base, "first host uid for jobs")->capture_default_str();
     app.add_option("--uid-count", uid_count, "number of job uids")->capture_default_str();
     app.add_option("--uid-lock-dir", uid_lock_dir,
@@ -274,6 +279,22 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    // One moatd per cgroup parent (docs/cli.md, --cgroup-parent): job-N groups
+    // must be ours alone, and the orphan reaper kills everything under job-*.
+    // The lock fds are inherited by the reaper, so the next moatd waits for a
+    // dead one's reaper to finish its kills.
+    auto parent_wait = moat::parse_duration_ns(cgroup_parent_wait);
+    if (!parent_wait || *parent_wait > 3600'000'000'000ULL) {
+        fprintf(stderr, "moatd: --cgroup-parent-wait %s: %s\n", cgroup_parent_wait.c_str(),
+                parent_wait ? "at most 1h" : parent_wait.error().message.c_str());
+        return 1;
+    }
+    auto parent_lock = moat::cgroup::JobCgroup::lock_parent(*layout, cgroup_parent, int(*parent_wait / 1'000'000));
+    if (!parent_lock) {
+        fprintf(stderr, "moatd: %s\n", parent_lock.error().message.c_str());
+        return 1;
+    }
+
     // The orphan reaper: a small process forked before any thread exists (so it
     // may allocate and print) that
     // waits for moatd to go away (its pipe reaches EOF, however moatd died) and
@@ -426,6 +447,17 @@ int main(int argc, char** argv) {
         fprintf(stderr, "moatd: recovering jobs of a previous run failed: %s\n", n.error().message.c_str());
     else if (*n)
         fprintf(stderr, "moatd: %zu job(s) of a previous run marked supervisor-lost\n", *n);
+    // What the store did not know of (a wiped state dir, another state dir on
+    // the same parent): job groups an earlier moatd left behind.
+    {
+        auto sw = moat::cgroup::JobCgroup::sweep_stale_jobs(*layout, cgroup_parent);
+        if (sw.removed)
+            fprintf(stderr,
+                    "moatd: removed %zu job cgroup(s) an earlier moatd left under \"%s\" (%zu still held processes, "
+                    "killed)\n",
+                    sw.removed, cgroup_parent.c_str(), sw.killed);
+        for (const auto& f : sw.failed) fprintf(stderr, "moatd: a stale job cgroup could not be removed: %s\n", f.c_str());
+    }
 
     moat::ipc::ServerConfig scfg;
     scfg.socket_path = socket;

@@ -266,9 +266,8 @@ protected:
 void CrashRecovery::kill9_with_running_jobs(const std::string& tier) {
     constexpr int kJobs = 20;
     const std::string name = "crash-" + tier;
-    // fixture.h's Daemon names its cgroup parent like this.
-    const std::string cgparent = "moat-scn-" + std::to_string(getpid()) + "-" + name;
     Daemon d(s_root, name);
+    const std::string cgparent = d.cgroup_parent();
     std::string why;
     ASSERT_TRUE(d.start(&why)) << why;
     const std::string pol = long_policy();
@@ -557,7 +556,7 @@ TEST_F(Rel, ClientKilledMidJobStopsTheJobAsDocumented) {
     ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << client->err();
     int64_t id = read_id(idf);
     pid_t pid = running["pid"].get<pid_t>();
-    const std::string cgparent = "moat-scn-" + std::to_string(getpid()) + "-moatd";
+    const std::string cgparent = s_daemon->cgroup_parent();
     ASSERT_TRUE(wait_for([&] { return cgroup_pids(cgparent).size() >= 2; }, 10)) << "the job did not fork";
 
     kill(client->pid(), SIGKILL);  // moatctl gets no chance to send `stop`
@@ -738,6 +737,55 @@ TEST_F(Rel, OverlappingUidRangeIsRefusedAndAStaleLockIsTakenOver) {
     EXPECT_EQ(read_text(locks + "/uids-" + std::to_string(base) + "-1000"), std::to_string(d.pid()) + "\n");
     EXPECT_EQ(c.terminate(), 0) << c.log();
     EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
+// One moatd per --cgroup-parent, and job groups an earlier moatd left there
+// (its state dir wiped, so job ids start at 1 again) are swept at start: a
+// leftover job-1 once made the next moatd's first job a setup failure
+// (mkdir: EEXIST).
+TEST_F(Rel, ACgroupParentHasOneMoatdAndItsStaleJobGroupsAreSwept) {
+    std::string why;
+    Daemon a(s_root, "cgp-a");
+    ASSERT_TRUE(a.start(&why)) << why;
+    const std::string parent = a.cgroup_parent();
+
+    Daemon b(s_root, "cgp-b", parent);
+    EXPECT_FALSE(b.start(&why, {"--cgroup-parent-wait", "0s"})) << "a second moatd on the same parent must be refused";
+    EXPECT_NE(b.log().find("another moatd holds cgroup parent \"" + parent + "\""), std::string::npos) << b.log();
+    ASSERT_EQ(a.terminate(), 0) << a.log();
+
+    // Plant a stale job-1 (with a process in it) in every hierarchy moatd made
+    // the parent in.
+    std::vector<std::string> planted;
+    for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
+        for (const fs::path base : {e.path() / parent, fs::path("/sys/fs/cgroup") / parent})
+            if (fs::is_directory(base) && !fs::exists(base / "job-1")) {
+                ASSERT_EQ(mkdir((base / "job-1").c_str(), 0755), 0) << base;
+                planted.push_back((base / "job-1").string());
+            }
+    }
+    ASSERT_FALSE(planted.empty()) << "moatd made no parent group for " << parent;
+    pid_t left = fork();
+    if (left == 0) {
+        pause();
+        _exit(0);
+    }
+    for (const auto& d : planted) {
+        std::ofstream(d + "/cgroup.procs") << left << "\n";
+    }
+
+    Daemon c(s_root, "cgp-c", parent);
+    ASSERT_TRUE(c.start(&why)) << why;
+    EXPECT_NE(c.log().find("removed 1 job cgroup(s) an earlier moatd left under \"" + parent + "\" (1 still held"),
+              std::string::npos)
+        << c.log();
+    int st = 0;
+    EXPECT_EQ(waitpid(left, &st, 0), left);
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "the stale group's process is killed";
+    JobRun r = run_job(c, policy("base"), {testprog(), "exit", "0"});
+    EXPECT_EQ(r.id, 1) << "a fresh state dir numbers jobs from 1 again";
+    EXPECT_EQ(r.proc.status, 0) << "job-1's group is free again\n" << describe(r);
+    EXPECT_EQ(c.terminate(), 0) << c.log();
 }
 
 // =================================================================================

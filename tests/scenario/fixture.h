@@ -494,11 +494,16 @@ class Daemon {
 public:
     // state_dir and socket live under dir; the cgroup parent is unique per
     // daemon so concurrent runs (other suites, other developers) never share one.
+    // The parent also carries the start time: a pid the kernel hands out again
+    // (a later test process) never meets groups an earlier one left behind.
     Daemon(const std::string& dir, const std::string& name)
+        : Daemon(dir, name, "moat-scn-" + std::to_string(getpid()) + "-" + std::to_string(start_stamp()) + "-" + name) {}
+    // With an explicit cgroup parent (tests of moatd's hold on it).
+    Daemon(const std::string& dir, const std::string& name, std::string cgparent)
         : m_state(dir + "/" + name + "-state"),
           m_sock(dir + "/" + name + ".sock"),
           m_log(dir + "/" + name + ".log"),
-          m_cgparent("moat-scn-" + std::to_string(getpid()) + "-" + name) {}
+          m_cgparent(std::move(cgparent)) {}
     ~Daemon() {
         if (m_pid > 0) {
             kill(m_pid, SIGKILL);
@@ -509,6 +514,7 @@ public:
 
     const std::string& socket() const { return m_sock; }
     const std::string& state() const { return m_state; }
+    const std::string& cgroup_parent() const { return m_cgparent; }
     pid_t pid() const { return m_pid; }
     std::string log() const { return read_text(m_log); }
 
@@ -589,20 +595,35 @@ public:
     }
 
 private:
+    static long long start_stamp() {
+        static const long long t = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count() %
+                                   100000000;
+        return t;
+    }
+
     void remove_cgroups() {
         // Only our own per-daemon parent group, in every hierarchy (v1) or at
-        // the root (v2); deepest first, as rmdir needs empty groups.
+        // the root (v2); deepest first, as rmdir needs empty groups. A killed
+        // moatd's orphan reaper may still be emptying job groups: retry a while.
         std::error_code ec;
         std::vector<fs::path> parents = {fs::path("/sys/fs/cgroup") / m_cgparent};
         for (const auto& hier : fs::directory_iterator("/sys/fs/cgroup", ec))
             parents.push_back(hier.path() / m_cgparent);
-        for (const auto& p : parents) {
-            if (!fs::is_directory(p, ec)) continue;
-            std::vector<fs::path> dirs;
-            for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); ++it)
-                if (it->is_directory(ec)) dirs.push_back(it->path());
-            for (auto d = dirs.rbegin(); d != dirs.rend(); ++d) rmdir(d->c_str());
-            rmdir(p.c_str());
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        for (;;) {
+            bool left = false;
+            for (const auto& p : parents) {
+                if (!fs::is_directory(p, ec)) continue;
+                std::vector<fs::path> dirs;
+                for (auto it = fs::recursive_directory_iterator(p, ec); it != fs::recursive_directory_iterator(); ++it)
+                    if (it->is_directory(ec)) dirs.push_back(it->path());
+                for (auto d = dirs.rbegin(); d != dirs.rend(); ++d) rmdir(d->c_str());
+                if (rmdir(p.c_str()) < 0 && errno != ENOENT) left = true;
+            }
+            if (!left || std::chrono::steady_clock::now() > until) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     }
 

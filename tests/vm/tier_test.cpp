@@ -151,7 +151,7 @@ TEST_F(VmTier, NothingOfTheGuestIsLeftAfterTheJob) {
     EXPECT_TRUE(wait_for([&] { return qemus_of(vmm) == 0; }, 5)) << "QEMU of uid " << vmm << " still runs";
     // Its cgroup is gone: what is left under this moatd's cgroup parent are
     // warm guests' groups, each holding its QEMU; no group is left empty.
-    const std::string parent = "moat-scn-" + std::to_string(getpid()) + "-moatd";
+    const std::string parent = s_daemon->cgroup_parent();
     std::error_code ec;
     std::vector<fs::path> roots = {fs::path("/sys/fs/cgroup/pids") / parent, fs::path("/sys/fs/cgroup") / parent};
     EXPECT_TRUE(wait_for(

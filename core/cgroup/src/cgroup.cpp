@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -422,21 +424,84 @@ Result<void> kill_dirs(const std::vector<std::string>& dirs, bool v2, int timeou
 
 }  // namespace
 
-size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent) {
+namespace {
+
+// <hierarchy>/<parent> for every hierarchy a job group is made in (create()),
+// each once (co-mounted controllers share a directory).
+std::vector<std::string> parent_dirs(const Layout& layout, const std::string& parent) {
     std::vector<std::string> roots;
     if (layout.version == Version::V2) roots.push_back(layout.v2_root + "/" + parent);
     else
         for (auto& [ctl, mnt] : layout.v1)
-            if (ctl == "memory" || ctl == "pids" || ctl == "cpuacct") roots.push_back(mnt + "/" + parent);
+            if (ctl == "memory" || ctl == "pids" || ctl == "cpuacct" || ctl == "blkio") {
+                std::string r = mnt + "/" + parent;
+                if (std::find(roots.begin(), roots.end(), r) == roots.end()) roots.push_back(r);
+            }
+    return roots;
+}
+
+std::vector<std::string> job_dirs_under(const std::string& root) {
+    std::vector<std::string> dirs;
+    DIR* d = opendir(root.c_str());
+    if (!d) return dirs;
+    while (dirent* e = readdir(d))
+        if (e->d_type == DT_DIR && strncmp(e->d_name, "job-", 4) == 0) dirs.push_back(root + "/" + e->d_name);
+    closedir(d);
+    return dirs;
+}
+
+}  // namespace
+
+Result<std::vector<UniqueFd>> JobCgroup::lock_parent(const Layout& layout, const std::string& parent, int wait_ms) {
+    if (parent.empty() || parent.find("..") != std::string::npos || parent.front() == '/')
+        return fail("invalid cgroup parent \"" + parent + "\"");
+    std::vector<UniqueFd> held;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    for (const auto& dir : parent_dirs(layout, parent)) {
+        if (auto r = mkdir_p(dir); !r) return std::unexpected(r.error());
+        UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) return fail_sys("open(\"" + dir + "\")", errno);
+        while (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EWOULDBLOCK) return fail_sys("flock(\"" + dir + "\")", errno);
+            if (std::chrono::steady_clock::now() >= deadline)
+                return fail("another moatd holds cgroup parent \"" + parent + "\" (flock on " + dir +
+                            "); give each moatd its own --cgroup-parent");
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        held.push_back(std::move(fd));
+    }
+    return held;
+}
+
+JobCgroup::Sweep JobCgroup::sweep_stale_jobs(const Layout& layout, const std::string& parent) {
+    Sweep s;
+    std::set<std::string> names;  // job-N, counted once over the hierarchies
+    std::set<std::string> with_procs;
+    for (const auto& root : parent_dirs(layout, parent)) {
+        for (const auto& dir : job_dirs_under(root)) {
+            std::string name = dir.substr(dir.rfind('/') + 1);
+            names.insert(name);
+            if (!procs_of(dir).empty()) {
+                with_procs.insert(name);
+                if (auto r = kill_dirs({dir}, layout.version == Version::V2, 2000); !r)
+                    s.failed.push_back(dir + ": " + r.error().message);
+            }
+            int tries = 0;
+            while (::rmdir(dir.c_str()) < 0 && errno == EBUSY && ++tries < 200)
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            if (::access(dir.c_str(), F_OK) == 0) s.failed.push_back(dir + ": still there after rmdir");
+        }
+    }
+    s.removed = names.size();
+    s.killed = with_procs.size();
+    return s;
+}
+
+size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent) {
     size_t n = 0;
-    for (const auto& root : roots) {
-        DIR* d = opendir(root.c_str());
-        if (!d) continue;
-        std::vector<std::string> dirs;
-        while (dirent* e = readdir(d))
-            if (strncmp(e->d_name, "job-", 4) == 0) dirs.push_back(root + "/" + e->d_name);
-        closedir(d);
-        for (const auto& dir : dirs) {
+    for (const auto& root : parent_dirs(layout, parent)) {
+        for (const auto& dir : job_dirs_under(root)) {
             if (procs_of(dir).empty()) continue;
             ++n;
             (void)kill_dirs({dir}, layout.version == Version::V2, 2000);

@@ -167,3 +167,47 @@ TEST_F(CgroupTest, RejectsNamesThatEscapeTheParent) {
     EXPECT_FALSE(JobCgroup::create(*l, "moat-test", "..", {}));
     EXPECT_FALSE(JobCgroup::create(*l, "moat-test", "", {}));
 }
+
+// Both code paths: v1 (here) and the v2 mount (controller-less here, which
+// is enough for groups without limits).
+class CgroupParent : public CgroupTest, public ::testing::WithParamInterface<Version> {};
+INSTANTIATE_TEST_SUITE_P(BothVersions, CgroupParent, ::testing::Values(Version::V1, Version::V2),
+                         [](const auto& info) { return std::string(info.param == Version::V1 ? "v1" : "v2"); });
+
+TEST_P(CgroupParent, IsHeldByOneHolderAndItsStaleJobGroupsAreSwept) {
+    auto l = Layout::detect(GetParam());
+    if (!l) GTEST_SKIP() << "no such cgroup layout here: " << l.error().message;
+    const std::string parent = std::string("moat-test-") + (GetParam() == Version::V1 ? "v1-" : "v2-") + unique_name("lock");
+    {
+        auto first = JobCgroup::lock_parent(*l, parent, 0);
+        ASSERT_TRUE(first) << first.error().message;
+        auto second = JobCgroup::lock_parent(*l, parent, 50);
+        ASSERT_FALSE(second) << "a second holder of the same parent";
+        EXPECT_NE(second.error().message.find("another moatd holds cgroup parent \"" + parent + "\""), std::string::npos)
+            << second.error().message;
+        EXPECT_FALSE(JobCgroup::lock_parent(*l, "../escape", 0)) << "a parent outside the hierarchy is refused";
+    }
+    auto again = JobCgroup::lock_parent(*l, parent, 0);
+    ASSERT_TRUE(again) << "released with its fds: " << again.error().message;
+
+    // Two leftovers: an empty job-7 and a job-8 that still holds a process.
+    auto empty = JobCgroup::create(*l, parent, "job-7", {});
+    auto busy = JobCgroup::create(*l, parent, "job-8", {});
+    auto other = JobCgroup::create(*l, parent, "vm-warm-1-1", {});
+    ASSERT_TRUE(empty && busy && other);
+    Sleeper sl = spawn_sleeper();
+    ASSERT_TRUE(busy->add_pid(sl.pid));
+    sl.go();
+    auto sw = JobCgroup::sweep_stale_jobs(*l, parent);
+    EXPECT_EQ(sw.removed, 2u);
+    EXPECT_EQ(sw.killed, 1u);
+    EXPECT_TRUE(sw.failed.empty()) << sw.failed.front();
+    int st;
+    EXPECT_EQ(waitpid(sl.pid, &st, 0), sl.pid);
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    for (const auto& d : empty->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
+    for (const auto& d : busy->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
+    for (const auto& d : other->dirs()) EXPECT_EQ(access(d.c_str(), F_OK), 0) << "only job-* groups are swept: " << d;
+    ASSERT_TRUE(other->destroy());
+    for (const auto& d : other->dirs()) rmdir(d.substr(0, d.rfind('/')).c_str());
+}
