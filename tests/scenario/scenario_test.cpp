@@ -313,6 +313,31 @@ TEST_F(Scenario, PeakPidsIsTheKernelsPeakNotASample) {
     EXPECT_GE(j["resources"].value("peak_pids", 0), 7) << "sh and its six children: " << j.dump();
 }
 
+// At a 100 ms interval a job whose figures do not change has a resource event
+// stored once a second, not ten times; a busy one's samples are all stored
+// (its CPU time moves every interval).
+TEST_F(Scenario, AnIdleJobsUnchangedSamplesAreStoredOnceASecond) {
+    std::string pol = write_policy("sample-backoff",
+                                   "name = \"sample-backoff\"\n[limits]\nwall_time = \"20s\"\n"
+                                   "[filesystem]\nread_only = [\"@TESTDIR@\", \"/usr\", \"/lib\", \"/lib64\"]\n"
+                                   "[monitor]\nsample_interval = \"100ms\"\n"
+                                   "[seccomp]\ndefault_action = \"errno:EPERM\"\nallow = [\"@default\"]\n");
+    auto resources = [&](int64_t id) {
+        int n = 0;
+        for (const auto& e : events(id)) n += e.value("kind", "") == "resource";
+        return n;
+    };
+    JobRun idle = run_job(pol, {testprog(), "sleep", "2.5"});
+    ASSERT_EQ(idle.proc.status, 0) << describe(idle);
+    JobRun busy = run_job(pol, {testprog(), "spin", "2"});
+    ASSERT_EQ(busy.proc.status, 0) << describe(busy);
+    const int n_idle = resources(idle.id), n_busy = resources(busy.id);
+    // Idle: the first sample (the program starting), then about one a second.
+    EXPECT_GE(n_idle, 2) << "an idle job still has its once-a-second samples";
+    EXPECT_LE(n_idle, 6) << "25 samples of a sleeping job, most of them the same";
+    EXPECT_GE(n_busy, 12) << "about 20 samples of a spinning job, each with new CPU time";
+}
+
 // ---- 3. sandbox properties ------------------------------------------------------
 
 TEST_F(Scenario, JobIdentityHasNoPrivileges) {

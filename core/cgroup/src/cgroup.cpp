@@ -331,20 +331,25 @@ std::optional<uint64_t> JobCgroup::cpu_ns() const {
     return stat_u64(m_cpu + "/cpuacct.usage");
 }
 
-Result<Sample> JobCgroup::sample() const {
+Result<Sample> JobCgroup::sample(Detail detail) const {
     Sample s;
+    const bool full = detail == Detail::Full;
     if (m_version == Version::V2) {
         const std::string& d = m_dirs.front();
         if (auto v = stat_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
         if (!m_mem.empty()) {
             if (auto v = stat_u64(d + "/memory.current")) { s.memory_bytes = *v; s.has_memory = true; }
-            if (auto v = stat_u64(d + "/memory.peak")) s.memory_peak_bytes = *v;
-            if (auto v = stat_keyed(d + "/memory.events", "oom_kill")) s.oom_kills = *v;
+            if (full) {
+                if (auto v = stat_u64(d + "/memory.peak")) s.memory_peak_bytes = *v;
+                if (auto v = stat_keyed(d + "/memory.events", "oom_kill")) s.oom_kills = *v;
+            }
         }
         if (!m_pids.empty()) {
             if (auto v = stat_u64(d + "/pids.current")) { s.pids = *v; s.has_pids = true; }
-            if (auto v = stat_u64(d + "/pids.peak")) s.pids_peak = *v;
-            if (auto v = stat_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
+            if (full) {
+                if (auto v = stat_u64(d + "/pids.peak")) s.pids_peak = *v;
+                if (auto v = stat_keyed(d + "/pids.events", "max")) s.pids_max_hits = *v;
+            }
         }
         if (!s.has_pids) s.pids = procs_of(d).size();
         if (!m_io.empty()) {
@@ -363,11 +368,13 @@ Result<Sample> JobCgroup::sample() const {
     }
     if (auto v = stat_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
     if (auto v = stat_u64(m_mem + "/memory.usage_in_bytes")) { s.memory_bytes = *v; s.has_memory = true; }
-    if (auto v = stat_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
-    if (auto v = stat_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
     if (auto v = stat_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
-    if (auto v = stat_u64(m_pids + "/pids.peak")) s.pids_peak = *v;
-    if (auto v = stat_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
+    if (full) {
+        if (auto v = stat_u64(m_mem + "/memory.max_usage_in_bytes")) s.memory_peak_bytes = *v;
+        if (auto v = stat_keyed(m_mem + "/memory.oom_control", "oom_kill")) s.oom_kills = *v;
+        if (auto v = stat_u64(m_pids + "/pids.peak")) s.pids_peak = *v;
+        if (auto v = stat_keyed(m_pids + "/pids.events", "max")) s.pids_max_hits = *v;
+    }
     if (!m_io.empty()) {
         // "MAJ:MIN Read N" / "MAJ:MIN Write N" lines per device, then "Total N".
         if (auto t = read_stat(m_io + "/blkio.throttle.io_service_bytes_recursive")) {

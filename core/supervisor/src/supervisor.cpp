@@ -47,7 +47,11 @@ constexpr uint64_t kMaxPendingBytes = 16ull << 20;
 // action, rule) in aggregate rows: at most this many keys per job (the syscall
 // number is the job's choice), the rest share one "(other)" key.
 constexpr size_t kMaxAggregateKeys = 128;
-constexpr int64_t kAggregateFlushNs = 30'000'000'000;  // aggregate rows are stored this often, and at the end
+constexpr int64_t kAggregateFlushNs = 30'000'000'000;
+// Resource sampling (docs/policy.md, monitor.sample_interval): at most this
+// long between two reads of the kernel's peaks and event counts, and between
+// two stored resource events of a job whose figures do not change.
+constexpr int64_t kSampleHeartbeatNs = 1'000'000'000;  // aggregate rows are stored this often, and at the end
 constexpr uint64_t kRowOverhead = 256;                 // a denial row's fixed part, for the byte budget
 const char* arch_name(uint32_t arch) {
     switch (arch) {
@@ -88,6 +92,11 @@ struct Supervisor::Job {
     ClientCreds client;                    // who asked (the learner looks host paths up as them)
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
     int64_t last_sample_mono = 0;
+    int64_t last_full_mono = 0;    // the last sample that read the kernel's peaks and event counts
+    int64_t last_stored_mono = 0;  // the last resource event stored
+    // What the last stored resource event said: a sample that says the same
+    // again within kSampleHeartbeatNs is not stored (an idle job).
+    uint64_t stored_cpu = 0, stored_mem = 0, stored_pids = 0, stored_io_r = 0, stored_io_w = 0;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
     struct Pending {
@@ -1228,12 +1237,16 @@ void Supervisor::flush_aggregate(Job& job) {
 
 void Supervisor::sample(Job& job, bool final) {
     if (!job.cg) return;
-    auto s = job.cg->sample();
+    const int64_t now = now_monotonic_ns();
+    // The peaks and event counts are the kernel's and only grow: read them at
+    // the end and at least once a second, the counters every interval.
+    const bool full = final || now - job.last_full_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2;
+    auto s = job.cg->sample(full ? cgroup::JobCgroup::Detail::Full : cgroup::JobCgroup::Detail::Counters);
     if (!s) return;
+    if (full) job.last_full_mono = now;
     if (job.run) *s = job.run->adjust_sample(*s);
     // CPU time counts from the job's clock (a VM's boot is not the job's).
     s->cpu_ns = job.wall_started ? s->cpu_ns - std::min(s->cpu_ns, job.cpu_at_clock) : 0;
-    const int64_t now = now_monotonic_ns();
     double cpu_pct = 0;
     if (now > job.last_sample_mono && s->cpu_ns >= job.last_cpu_ns)
         cpu_pct = 100.0 * double(s->cpu_ns - job.last_cpu_ns) / double(now - job.last_sample_mono);
@@ -1256,7 +1269,17 @@ void Supervisor::sample(Job& job, bool final) {
              {{"limit", "memory"}, {"value", job.policy->limits.memory_bytes}, {"oom_kills", s->oom_kills - job.ooms}});
         job.ooms = s->oom_kills;
     }
-    if (!final) {
+    // An idle job's samples say the same thing again: stored once a second.
+    const bool same = job.last_stored_mono && s->cpu_ns == job.stored_cpu && s->memory_bytes == job.stored_mem &&
+                      s->pids == job.stored_pids && s->io_read_bytes == job.stored_io_r &&
+                      s->io_write_bytes == job.stored_io_w;
+    if (!final && (!same || now - job.last_stored_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2)) {
+        job.last_stored_mono = now;
+        job.stored_cpu = s->cpu_ns;
+        job.stored_mem = s->memory_bytes;
+        job.stored_pids = s->pids;
+        job.stored_io_r = s->io_read_bytes;
+        job.stored_io_w = s->io_write_bytes;
         nlohmann::json fields = {{"cpu_time_ns", s->cpu_ns},
                                  {"cpu_percent", std::round(cpu_pct * 10) / 10},
                                  {"memory_bytes", s->memory_bytes},

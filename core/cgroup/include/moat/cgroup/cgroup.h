@@ -59,7 +59,12 @@ public:
     ~JobCgroup() = default;  // removal is explicit (destroy) because it can fail
 
     Result<void> add_pid(pid_t pid) const;
-    Result<Sample> sample() const;
+    // Full: every figure of Sample. Counters: only the four that change from
+    // one tick to the next (CPU time, memory and pids now, block I/O): the
+    // kernel's peaks and event counts are monotonic, so reading them once a
+    // second and at the end loses nothing of the record (docs/store.md).
+    enum class Detail { Full, Counters };
+    Result<Sample> sample(Detail detail = Detail::Full) const;
     // Only the CPU time used so far (the supervisor's CPU-limit check, every
     // tick): one read instead of a whole sample.
     std::optional<uint64_t> cpu_ns() const;
