@@ -305,6 +305,38 @@ notes_path = os.path.join(here, "notes.md")
 notes = open(notes_path).read() if os.path.exists(notes_path) else ""
 
 raw_lines = "\n".join(f"    {k} = {v}" for k, v in R.items() if not k.startswith("vm_"))
+
+
+def startup_breakdown():
+    """Issue 15 item 2: moatd's own steps of a /bin/true job, from the jobs'
+    sandbox.startup_us (µs since moatd took the request; medians per tier)."""
+    by_tier = {}
+    for k, v in R.items():
+        if not k.startswith("startup_us_"):
+            continue
+        tier, step = k[len("startup_us_"):].split("_", 1)
+        try:
+            by_tier.setdefault(tier, []).append((step, float(v)))
+        except ValueError:
+            pass
+    if not by_tier:
+        return ""
+    out = ["### Where a job's start goes inside moatd",
+           "",
+           "Every `/bin/true` job of the 1a/1b runs records `sandbox.startup_us`: microseconds from moatd taking",
+           "the request to each step (docs/protocol.md). Medians per tier; *step* is the time since the step before.",
+           "The client's own start-up and the round trip are the rest of 1a/1b.",
+           ""]
+    for tier, steps in sorted(by_tier.items()):
+        steps.sort(key=lambda sv: sv[1])
+        out.append(f"| {tier} tier | since the request | step |")
+        out.append("|---|---|---|")
+        prev = 0.0
+        for step, v in steps:
+            out.append(f"| {step} | {v:,.0f} µs | {v - prev:,.0f} µs |")
+            prev = v
+        out.append("")
+    return "\n".join(out)
 doc = f"""# Performance
 
 Measured by `tests/bench/run.sh{' --short' if short else ''}` (issue 7). Every figure is a median, and
@@ -337,6 +369,8 @@ store queries on {size_s} events; monitoring over {R.get('mon_secs', '?')} s.
 {table}
 
 Missed targets this run: {', '.join(sorted(missed)) if missed else 'none'}.
+
+{startup_breakdown()}
 
 {notes}
 

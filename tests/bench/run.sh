@@ -250,6 +250,19 @@ if [ $SECCOMP_OK = 1 ]; then
         ctl show "$(cat "$WORK/t.id")" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandbox"].get("spawn_us", "nan"))'
     done | median | awk '{print "spawn_us_in_moatd\t" $1}' >>"$RES"
 fi
+# Where a job's start goes inside moatd (issue 15 item 2): every /bin/true job
+# of the runs above records sandbox.startup_us, the microseconds from moatd
+# taking the request to each step. Median per step and tier.
+python3 - "$WORK/state/moat.db" >>"$RES" <<'EOF'
+import json, sqlite3, statistics, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+steps = {}
+for tier, info in db.execute("SELECT tier, info FROM jobs WHERE argv = '[\"/bin/true\"]' AND state = 'finished'"):
+    for k, v in json.loads(info).get("startup_us", {}).items():
+        steps.setdefault((tier, k), []).append(v)
+for (tier, k), v in sorted(steps.items(), key=lambda kv: (kv[0][0], statistics.median(kv[1]))):
+    print(f"startup_us_{tier}_{k}\t{statistics.median(v):.0f}")
+EOF
 
 # ------------------------------------------------------------------ 2. spawn-to-exec inside moatd
 if [ -x "$SPAWN_BENCH" ]; then

@@ -338,6 +338,23 @@ TEST_F(Scenario, AnIdleJobsUnchangedSamplesAreStoredOnceASecond) {
     EXPECT_GE(n_busy, 12) << "about 20 samples of a spinning job, each with new CPU time";
 }
 
+// Where the start went (issue 15 item 2): every step, in order, in the job's
+// sandbox info, so a benchmark can print the breakdown.
+TEST_F(Scenario, TheJobRecordsWhereItsStartWent) {
+    JobRun r = run_tp("base", {"exit", "0"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    json st = show(r.id).value("sandbox", json::object()).value("startup_us", json());
+    ASSERT_TRUE(st.is_object()) << show(r.id).dump(2);
+    int64_t prev = 0;
+    for (const char* step :
+         {"recorded", "resolved", "planned", "filter", "cgroup", "spawned", "relay", "exec", "exited", "recording"}) {
+        ASSERT_TRUE(st.contains(step) && st[step].is_number_integer()) << step << " missing: " << st.dump();
+        EXPECT_GE(st[step].get<int64_t>(), prev) << step << " before the step ahead of it: " << st.dump();
+        prev = st[step].get<int64_t>();
+    }
+    EXPECT_LT(prev, 20'000'000) << "microseconds, not nanoseconds: " << st.dump();
+}
+
 // ---- 3. sandbox properties ------------------------------------------------------
 
 TEST_F(Scenario, JobIdentityHasNoPrivileges) {

@@ -82,6 +82,15 @@ struct Supervisor::Job {
     Identities ids;                      // host uids the tier reserved
     bool started = false;
     int64_t start_mono = 0;
+    // Where the job's start went (docs/protocol.md, sandbox.startup_us): step
+    // name and microseconds since moatd took the request, in order.
+    std::vector<std::pair<const char*, int64_t>> steps;
+    void mark(const char* step) { steps.emplace_back(step, (now_monotonic_ns() - start_mono) / 1000); }
+    nlohmann::json steps_json() const {
+        nlohmann::json j = nlohmann::json::object();
+        for (const auto& [k, v] : steps) j[k] = v;
+        return j;
+    }
     EventLoop::TimerId wall_timer = 0, sample_timer = 0;
     bool wall_started = false;
     uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
@@ -385,6 +394,7 @@ StartResult Supervisor::start(JobRequest req) {
     result.job_id = job->id;
     emit(job->id, store::EventKind::Lifecycle,
          {{"event", "created"}, {"tier", job->rec.tier}, {"policy_sha256", pol->sha256}});
+    job->mark("recorded");
 
     auto ending = std::make_unique<Ending>();
     // Any failure from here on is a recorded setup failure.
@@ -502,6 +512,7 @@ void Supervisor::inputs_ready(int64_t job_id) {
     if (p->thread.joinable()) p->thread.join();  // it has posted us and returned
     Job& job = *p->job;
     Prepared& prep = p->prepared;
+    job.mark("prepared");
 
     // What was snapshotted is recorded even when the job never starts.
     if (auto r = m_cfg.store->put_blobs(prep.new_blobs); !r)
@@ -533,6 +544,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto pol = job->policy;
     auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
     if (!exe) return exe.error();
+    job->mark("resolved");
 
     LaunchInput in;
     in.job_id = job->id;
@@ -574,6 +586,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         return plan.error();
     }
     prep.fds.clear();  // granted (Landlock) or described (mount checks); not needed any more
+    job->mark("planned");
 
     // The job's stdio: pipes whose other ends the relay owns.
     UniqueFd job_ends[3], our_ends[3];
@@ -590,6 +603,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto filter = m_filters.get(*pol, copt);
     if (!filter) return filter.error().wrap("compiling the seccomp filter");
     job->filter = *filter;
+    job->mark("filter");
 
     auto uid = allocate_uid();
     if (!uid) return uid.error();
@@ -599,6 +613,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, "job-" + std::to_string(job->id), cl);
     if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
+    job->mark("cgroup");
 
     in.uid = job->uid;
     in.root_uid = job->ids.root_uid;
@@ -616,6 +631,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();
     job->run = std::move(*run);
+    job->mark("spawned");
     for (auto& fd : job_ends) fd.reset();  // the job holds them now
 
     // The relay: client stdin (or the recorded one) -> job -> client, recording on the way.
@@ -684,6 +700,8 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
         info["notes"].push_back(note);
         emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
     }
+    job->mark("relay");
+    info["startup_us"] = job->steps_json();
     job->rec.info = info;
     if (info.contains("accelerator") && info["accelerator"].is_string()) job->rec.accelerator = info["accelerator"];
     (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
@@ -1008,6 +1026,7 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
         job.execs = true;
         if (!job.started) {
             job.started = true;
+            job.mark("exec");
             emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", tid}});
         }
         // An exec event is a row the job can make at will: it takes from the
@@ -1334,6 +1353,7 @@ void Supervisor::record_learned_paths(Job& job) {
 }
 
 void Supervisor::finish(Job& job) {
+    job.mark("exited");
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);
     const Outcome out = job.run->outcome();
@@ -1403,6 +1423,9 @@ void Supervisor::finish(Job& job) {
                      {"execs_not_stored", job.execs_unstored}};
     fin["events"].update(job.run->costs());
     emit(job.id, store::EventKind::Lifecycle, fin);
+    job.mark("recording");
+    if (!r.info.is_object()) r.info = nlohmann::json::object();
+    r.info["startup_us"] = job.steps_json();
     if (auto res = m_cfg.store->finish_job(r); !res) {
         // Never leave a job that ended looking "running" (a restart would call
         // it supervisor-lost): keep the record and retry on every tick until
