@@ -379,7 +379,7 @@ void JobDetailView::showJob(const JobRow* job) {
     if (job->tier == "vm") h += vmRows(*job, row);
     if (auto it = job->object.find("replay_of"); it != job->object.end() && it->is_number_integer()) {
         QString r = tr("replay of <a href=\"job:%1\">job %1</a>").arg(it->get<int64_t>());
-        if (job->object.value("learn", false)) r += tr(" in learn mode (denied calls continued and were recorded, not enforced)");
+        if (job->object.value("learn", false)) r += tr(" in learn mode (calls the default action denies continued and were recorded; explicit deny rules still applied unless the replay overrode them)");
         h += row(tr("Replay"), r);
     }
     if (auto rec = job->object.find("recording"); rec != job->object.end() && rec->is_object()) {

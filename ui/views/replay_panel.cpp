@@ -360,7 +360,7 @@ void ReplayPanel::showComparison(const Fetched& orig, const Fetched& rep) {
     QString h = QStringLiteral("<table cellspacing='2'>");
     h += QStringLiteral("<tr><th></th><th align='left'>%1</th><th align='left'>%2</th></tr>")
              .arg(tr("Original — job %1").arg(m_job),
-                  m_learn ? tr("Learn replay — job %1 (not enforced)").arg(m_replayJob) : tr("Replay — job %1").arg(m_replayJob));
+                  m_learn ? tr("Learn replay — job %1 (default action not enforced)").arg(m_replayJob) : tr("Replay — job %1").arg(m_replayJob));
     h += row(tr("Policy"), policyOf(orig.job), policyOf(rep.job));
     h += row(tr("Tier"), QString::fromStdString(str(orig.job, "tier")), QString::fromStdString(str(rep.job, "tier")),
              differs(str(orig.job, "tier") != str(rep.job, "tier"), Status::Warn));
