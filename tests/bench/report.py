@@ -115,9 +115,9 @@ row("5", f"moatd CPU, {n100} jobs sampled every 100 ms < 5 %", f(c100, " %"),
 # 6. console
 # Measured by a separate offscreen Qt benchmark (needs the GUI build): run
 #   QT_QPA_PLATFORM=offscreen BUILD/tests/ui/console_bench [--events N]
-# and copy its figures into rows 6a-6c of docs/performance.md (see the note).
+# and copy its figures into rows 6a-6d of docs/performance.md (see the note).
 row("6", "console: 1M-event view opens < 300 ms, page < 16 ms, charts < 20 %",
-    "see rows 6a-6c (tests/ui/console_bench)", "—", "—", None)
+    "see rows 6a-6d (tests/ui/console_bench)", "—", "—", None)
 
 # 7. memory
 rj, ri, re_ = num("rss_jobs_kib"), num("rss_idle_kib"), num("rss_after_events_kib")
