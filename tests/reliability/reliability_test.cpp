@@ -43,15 +43,7 @@ bool long_mode() {
     return v && *v && strcmp(v, "0") != 0;
 }
 
-// No request may take longer (seconds). Under ThreadSanitizer (CI runs the
-// load, storm and crash tests there for their races) moatd runs 5-15x slower
-// and the 50-client load test's worst request, on a 2-vCPU nested VM, came to
-// 10.7 s with a p50 of 1.5 s: there the bound catches a hang, not slowness.
-#if defined(__SANITIZE_THREAD__)
-constexpr double kLiveness = 30.0;
-#else
-constexpr double kLiveness = 10.0;
-#endif
+constexpr double kLiveness = 10.0;    // no request may take longer (seconds)
 // moatd's VmRSS must stay under this. In the asan preset freed memory sits in
 // AddressSanitizer's quarantine (up to 256 MiB by default) and every block
 // carries redzones, so RSS there is mostly ASan's own: the bound is raised by
