@@ -448,13 +448,13 @@ int main(int argc, char** argv) {
     else if (*n)
         fprintf(stderr, "moatd: %zu job(s) of a previous run marked supervisor-lost\n", *n);
     // What the store did not know of (a wiped state dir, another state dir on
-    // the same parent): job groups an earlier moatd left behind.
+    // the same parent): job and warm-guest groups an earlier moatd left behind.
     {
-        auto sw = moat::cgroup::JobCgroup::sweep_stale_jobs(*layout, cgroup_parent);
+        auto sw = moat::cgroup::JobCgroup::sweep_stale_groups(*layout, cgroup_parent);
         if (sw.removed)
             fprintf(stderr,
-                    "moatd: removed %zu job cgroup(s) an earlier moatd left under \"%s\" (%zu still held processes, "
-                    "killed)\n",
+                    "moatd: removed %zu job or warm-guest cgroup(s) an earlier moatd left under \"%s\" (%zu still "
+                    "held processes, killed)\n",
                     sw.removed, cgroup_parent.c_str(), sw.killed);
         for (const auto& f : sw.failed) fprintf(stderr, "moatd: a stale job cgroup could not be removed: %s\n", f.c_str());
     }

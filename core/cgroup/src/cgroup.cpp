@@ -64,6 +64,17 @@ Result<void> mkdir_p(const std::string& path) {
     return {};
 }
 
+// rmdir of a cgroup can briefly fail with EBUSY while exiting tasks are
+// released: retried for up to a second. ENOENT counts as removed.
+Result<void> rmdir_group(const std::string& dir) {
+    for (int tries = 0; ::rmdir(dir.c_str()) < 0; ++tries) {
+        if (errno == ENOENT) return {};
+        if (errno != EBUSY || tries >= 200) return fail_sys("rmdir(\"" + dir + "\")", errno);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return {};
+}
+
 std::vector<std::string> split_ws(const std::string& s) {
     std::vector<std::string> out;
     std::istringstream in(s);
@@ -331,12 +342,17 @@ std::optional<uint64_t> JobCgroup::cpu_ns() const {
     return stat_u64(m_cpu + "/cpuacct.usage");
 }
 
-Result<Sample> JobCgroup::sample(Detail detail) const {
+Result<Sample> JobCgroup::sample(Detail detail, std::optional<uint64_t> cpu_ns) const {
     Sample s;
     const bool full = detail == Detail::Full;
+    if (cpu_ns) {
+        s.cpu_ns = *cpu_ns;
+        s.has_cpu = true;
+    }
     if (m_version == Version::V2) {
         const std::string& d = m_dirs.front();
-        if (auto v = stat_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
+        if (!s.has_cpu)
+            if (auto v = stat_keyed(d + "/cpu.stat", "usage_usec")) { s.cpu_ns = *v * 1000; s.has_cpu = true; }
         if (!m_mem.empty()) {
             if (auto v = stat_u64(d + "/memory.current")) { s.memory_bytes = *v; s.has_memory = true; }
             if (full) {
@@ -366,7 +382,8 @@ Result<Sample> JobCgroup::sample(Detail detail) const {
         }
         return s;
     }
-    if (auto v = stat_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
+    if (!s.has_cpu)
+        if (auto v = stat_u64(m_cpu + "/cpuacct.usage")) { s.cpu_ns = *v; s.has_cpu = true; }
     if (auto v = stat_u64(m_mem + "/memory.usage_in_bytes")) { s.memory_bytes = *v; s.has_memory = true; }
     if (auto v = stat_u64(m_pids + "/pids.current")) { s.pids = *v; s.has_pids = true; }
     if (full) {
@@ -447,12 +464,14 @@ std::vector<std::string> parent_dirs(const Layout& layout, const std::string& pa
     return roots;
 }
 
-std::vector<std::string> job_dirs_under(const std::string& root) {
+// The child groups of `root` whose names start with `prefix`.
+std::vector<std::string> groups_under(const std::string& root, const char* prefix) {
     std::vector<std::string> dirs;
     DIR* d = opendir(root.c_str());
     if (!d) return dirs;
+    const size_t n = strlen(prefix);
     while (dirent* e = readdir(d))
-        if (e->d_type == DT_DIR && strncmp(e->d_name, "job-", 4) == 0) dirs.push_back(root + "/" + e->d_name);
+        if (e->d_type == DT_DIR && strncmp(e->d_name, prefix, n) == 0) dirs.push_back(root + "/" + e->d_name);
     closedir(d);
     return dirs;
 }
@@ -481,12 +500,16 @@ Result<std::vector<UniqueFd>> JobCgroup::lock_parent(const Layout& layout, const
     return held;
 }
 
-JobCgroup::Sweep JobCgroup::sweep_stale_jobs(const Layout& layout, const std::string& parent) {
+JobCgroup::Sweep JobCgroup::sweep_stale_groups(const Layout& layout, const std::string& parent) {
     Sweep s;
-    std::set<std::string> names;  // job-N, counted once over the hierarchies
-    std::set<std::string> with_procs;
+    // This moatd's own warm guests (vm-warm-<pid>-N) are not stale.
+    const std::string own_warm = "vm-warm-" + std::to_string(getpid()) + "-";
+    std::set<std::string> names, with_procs;  // each group once over the hierarchies
     for (const auto& root : parent_dirs(layout, parent)) {
-        for (const auto& dir : job_dirs_under(root)) {
+        auto dirs = groups_under(root, "job-");
+        for (auto& w : groups_under(root, "vm-warm-"))
+            if (w.compare(root.size() + 1, own_warm.size(), own_warm) != 0) dirs.push_back(std::move(w));
+        for (const auto& dir : dirs) {
             std::string name = dir.substr(dir.rfind('/') + 1);
             names.insert(name);
             if (!procs_of(dir).empty()) {
@@ -494,10 +517,7 @@ JobCgroup::Sweep JobCgroup::sweep_stale_jobs(const Layout& layout, const std::st
                 if (auto r = kill_dirs({dir}, layout.version == Version::V2, 2000); !r)
                     s.failed.push_back(dir + ": " + r.error().message);
             }
-            int tries = 0;
-            while (::rmdir(dir.c_str()) < 0 && errno == EBUSY && ++tries < 200)
-                std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            if (::access(dir.c_str(), F_OK) == 0) s.failed.push_back(dir + ": still there after rmdir");
+            if (auto r = rmdir_group(dir); !r) s.failed.push_back(r.error().message);
         }
     }
     s.removed = names.size();
@@ -508,7 +528,7 @@ JobCgroup::Sweep JobCgroup::sweep_stale_jobs(const Layout& layout, const std::st
 size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent) {
     size_t n = 0;
     for (const auto& root : parent_dirs(layout, parent)) {
-        for (const auto& dir : job_dirs_under(root)) {
+        for (const auto& dir : groups_under(root, "job-")) {
             if (procs_of(dir).empty()) continue;
             ++n;
             (void)kill_dirs({dir}, layout.version == Version::V2, 2000);
@@ -522,19 +542,8 @@ Result<void> JobCgroup::kill_all(int timeout_ms) const { return kill_dirs(m_dirs
 Result<void> JobCgroup::destroy() const {
     m_stat_fds.clear();  // nothing of ours stays open in a group being removed
     Result<void> res;
-    for (const auto& d : m_dirs) {
-        // rmdir of a cgroup can briefly fail with EBUSY while exiting tasks are released.
-        int tries = 0;
-        while (::rmdir(d.c_str()) < 0) {
-            if (errno == ENOENT) break;
-            if (errno == EBUSY && ++tries < 200) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(5));
-                continue;
-            }
-            res = fail_sys("rmdir(\"" + d + "\")", errno);
-            break;
-        }
-    }
+    for (const auto& d : m_dirs)
+        if (auto r = rmdir_group(d); !r && res) res = r;
     return res;
 }
 

@@ -48,7 +48,7 @@ constexpr uint64_t kMaxPendingBytes = 16ull << 20;
 // action, rule) in aggregate rows: at most this many keys per job (the syscall
 // number is the job's choice), the rest share one "(other)" key.
 constexpr size_t kMaxAggregateKeys = 128;
-constexpr int64_t kAggregateFlushNs = 30'000'000'000;
+constexpr int64_t kAggregateFlushNs = 30'000'000'000;  // aggregate rows are stored this often, and at the end
 // Resource sampling (docs/policy.md, monitor.sample_interval): at most this
 // long between two reads of the kernel's peaks and event counts, and between
 // two stored resource events of a job whose figures do not change.
@@ -67,7 +67,8 @@ uint64_t aligned_first(uint64_t period_ns, uint64_t slot = 0) {
     uint64_t first = period_ns - (now + period_ns - phase) % period_ns;
     if (first < period_ns / 2) first += period_ns;
     return first;
-}  // aggregate rows are stored this often, and at the end
+}
+
 constexpr uint64_t kRowOverhead = 256;                 // a denial row's fixed part, for the byte budget
 const char* arch_name(uint32_t arch) {
     switch (arch) {
@@ -120,10 +121,10 @@ struct Supervisor::Job {
     int64_t last_full_mono = 0;    // the last sample that read the kernel's peaks and event counts
     int64_t next_cpu_check_mono = 0;  // the tick's CPU-limit check: not before then (see the tick)
     std::optional<uint64_t> sampled_raw_cpu;  // the cgroup's CPU counter at the last sample
-    int64_t last_stored_mono = 0;  // the last resource event stored
+    int64_t last_stored_mono = 0;  // the last resource event stored (0: none yet)
     // What the last stored resource event said: a sample that says the same
     // again within kSampleHeartbeatNs is not stored (an idle job).
-    uint64_t stored_cpu = 0, stored_mem = 0, stored_pids = 0, stored_io_r = 0, stored_io_w = 0;
+    cgroup::Sample stored;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
     struct Pending {
@@ -1289,17 +1290,18 @@ void Supervisor::sample(Job& job, bool final) {
     // The peaks and event counts are the kernel's and only grow: read them at
     // the end and at least once a second, the counters every interval.
     const bool full = final || now - job.last_full_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2;
+    std::optional<uint64_t> cpu;
     if (!full) {
         // A job that has used no CPU since the last sample has not forked,
         // allocated or written: only its CPU counter is read until the
         // once-a-second sample (docs/policy.md, monitor.sample_interval).
-        auto c = job.cg->cpu_ns();
-        if (c && job.sampled_raw_cpu && *c == *job.sampled_raw_cpu) {
+        cpu = job.cg->cpu_ns();
+        if (cpu && job.sampled_raw_cpu && *cpu == *job.sampled_raw_cpu) {
             job.last_sample_mono = now;
             return;
         }
     }
-    auto s = job.cg->sample(full ? cgroup::JobCgroup::Detail::Full : cgroup::JobCgroup::Detail::Counters);
+    auto s = job.cg->sample(full ? cgroup::JobCgroup::Detail::Full : cgroup::JobCgroup::Detail::Counters, cpu);
     if (!s) return;
     if (full) job.last_full_mono = now;
     if (s->has_cpu) job.sampled_raw_cpu = s->cpu_ns;
@@ -1329,16 +1331,13 @@ void Supervisor::sample(Job& job, bool final) {
         job.ooms = s->oom_kills;
     }
     // An idle job's samples say the same thing again: stored once a second.
-    const bool same = job.last_stored_mono && s->cpu_ns == job.stored_cpu && s->memory_bytes == job.stored_mem &&
-                      s->pids == job.stored_pids && s->io_read_bytes == job.stored_io_r &&
-                      s->io_write_bytes == job.stored_io_w;
+    const cgroup::Sample& was = job.stored;
+    const bool same = job.last_stored_mono && s->cpu_ns == was.cpu_ns && s->memory_bytes == was.memory_bytes &&
+                      s->pids == was.pids && s->io_read_bytes == was.io_read_bytes &&
+                      s->io_write_bytes == was.io_write_bytes;
     if (!final && (!same || now - job.last_stored_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2)) {
         job.last_stored_mono = now;
-        job.stored_cpu = s->cpu_ns;
-        job.stored_mem = s->memory_bytes;
-        job.stored_pids = s->pids;
-        job.stored_io_r = s->io_read_bytes;
-        job.stored_io_w = s->io_write_bytes;
+        job.stored = *s;
         nlohmann::json fields = {{"cpu_time_ns", s->cpu_ns},
                                  {"cpu_percent", std::round(cpu_pct * 10) / 10},
                                  {"memory_bytes", s->memory_bytes},

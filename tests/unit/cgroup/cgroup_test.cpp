@@ -190,24 +190,31 @@ TEST_P(CgroupParent, IsHeldByOneHolderAndItsStaleJobGroupsAreSwept) {
     auto again = JobCgroup::lock_parent(*l, parent, 0);
     ASSERT_TRUE(again) << "released with its fds: " << again.error().message;
 
-    // Two leftovers: an empty job-7 and a job-8 that still holds a process.
+    // Leftovers: an empty job-7, a job-8 that still holds a process, and
+    // another (dead) moatd's warm guest group; our own warm group and an
+    // unrelated group stay.
+    const std::string own = "vm-warm-" + std::to_string(getpid()) + "-1";
     auto empty = JobCgroup::create(*l, parent, "job-7", {});
     auto busy = JobCgroup::create(*l, parent, "job-8", {});
-    auto other = JobCgroup::create(*l, parent, "vm-warm-1-1", {});
-    ASSERT_TRUE(empty && busy && other);
+    auto dead_warm = JobCgroup::create(*l, parent, "vm-warm-999999999-1", {});
+    auto own_warm = JobCgroup::create(*l, parent, own, {});
+    auto other = JobCgroup::create(*l, parent, "bare-boot-1", {});
+    ASSERT_TRUE(empty && busy && dead_warm && own_warm && other);
     Sleeper sl = spawn_sleeper();
     ASSERT_TRUE(busy->add_pid(sl.pid));
     sl.go();
-    auto sw = JobCgroup::sweep_stale_jobs(*l, parent);
-    EXPECT_EQ(sw.removed, 2u);
+    auto sw = JobCgroup::sweep_stale_groups(*l, parent);
+    EXPECT_EQ(sw.removed, 3u);
     EXPECT_EQ(sw.killed, 1u);
     EXPECT_TRUE(sw.failed.empty()) << sw.failed.front();
     int st;
     EXPECT_EQ(waitpid(sl.pid, &st, 0), sl.pid);
     EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-    for (const auto& d : empty->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
-    for (const auto& d : busy->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
-    for (const auto& d : other->dirs()) EXPECT_EQ(access(d.c_str(), F_OK), 0) << "only job-* groups are swept: " << d;
+    for (const auto* g : {&*empty, &*busy, &*dead_warm})
+        for (const auto& d : g->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
+    for (const auto* g : {&*own_warm, &*other})
+        for (const auto& d : g->dirs()) EXPECT_EQ(access(d.c_str(), F_OK), 0) << "must stay: " << d;
+    ASSERT_TRUE(own_warm->destroy());
     ASSERT_TRUE(other->destroy());
     for (const auto& d : other->dirs()) rmdir(d.substr(0, d.rfind('/')).c_str());
 }

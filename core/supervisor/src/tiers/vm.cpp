@@ -10,7 +10,6 @@
 // per (root image, guest memory) recently used. A guest serves one job and is
 // destroyed. Everything the guest says is read through the framed, bounded,
 // validated protocol of core/guest (docs/vm-protocol.md).
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -405,7 +404,9 @@ public:
             pi.cache_dir = v.cache_dir + "/initramfs";
             if (auto pr = vm::BaseInitramfs::build(*m_kernel, pi)) m_probe_initramfs = std::move(*pr);
         }
-        sweep_stale_warm_groups();
+        // Warm guests' groups of a moatd that was killed (its QEMUs died with
+        // it: PR_SET_PDEATHSIG) are removed by moatd's start-up sweep
+        // (JobCgroup::sweep_stale_groups), under its hold on the parent.
         if (m_host.loop) {
             if (auto t = m_host.loop->add_timer(kPoolSweepNs, kPoolSweepNs, [this] { sweep_pool(); })) m_sweep = *t;
         }
@@ -576,40 +577,6 @@ public:
 
 private:
     friend class VmRunning;
-
-    // Warm guests' groups left by a moatd that was killed (its QEMUs died
-    // with it: PR_SET_PDEATHSIG) are emptied and removed at start.
-    void sweep_stale_warm_groups() const {
-        const auto& l = m_cfg.cgroups;
-        std::vector<std::string> roots;
-        if (l.version == cgroup::Version::V2) roots.push_back(l.v2_root + "/" + m_cfg.cgroup_parent);
-        else
-            for (const auto& [ctl, mnt] : l.v1) roots.push_back(mnt + "/" + m_cfg.cgroup_parent);
-        for (const auto& root : roots) {
-            DIR* d = opendir(root.c_str());
-            if (!d) continue;
-            std::vector<std::string> stale;
-            while (dirent* e = readdir(d)) {
-                if (strncmp(e->d_name, "vm-warm-", 8) != 0) continue;
-                // vm-warm-<moatd pid>-<n>: another moatd on the same parent
-                // that still runs keeps its guests.
-                const pid_t owner = pid_t(atoi(e->d_name + 8));
-                if (owner > 0 && owner != getpid() && ::kill(owner, 0) == 0) {
-                    char comm[32] = {0};
-                    if (FILE* f = fopen(("/proc/" + std::to_string(owner) + "/comm").c_str(), "re")) {
-                        if (!fgets(comm, sizeof comm, f)) comm[0] = 0;
-                        fclose(f);
-                    }
-                    if (strncmp(comm, "moatd", 5) == 0) continue;
-                }
-                stale.push_back(root + "/" + e->d_name);
-            }
-            closedir(d);
-            for (const auto& dir : stale)
-                (void)cgroup::JobCgroup::reap_described(
-                    std::string(l.version == cgroup::Version::V2 ? "v2:" : "v1:") + dir);
-        }
-    }
 
     uint64_t guest_ram(const policy::Policy& pol) const {
         return round_mib(pol.limits.memory_bytes + m_cfg.vm.guest_overhead_bytes) << 20;

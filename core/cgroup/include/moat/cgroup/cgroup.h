@@ -63,8 +63,10 @@ public:
     // one tick to the next (CPU time, memory and pids now, block I/O): the
     // kernel's peaks and event counts are monotonic, so reading them once a
     // second and at the end loses nothing of the record (docs/store.md).
+    // `cpu_ns`: the CPU counter when the caller has just read it (cpu_ns()),
+    // so it is not read twice.
     enum class Detail { Full, Counters };
-    Result<Sample> sample(Detail detail = Detail::Full) const;
+    Result<Sample> sample(Detail detail = Detail::Full, std::optional<uint64_t> cpu_ns = std::nullopt) const;
     // Only the CPU time used so far (the supervisor's CPU-limit check, every
     // tick): one read instead of a whole sample.
     std::optional<uint64_t> cpu_ns() const;
@@ -89,16 +91,17 @@ public:
     // them). A lock held elsewhere is waited for up to wait_ms (a dead moatd's
     // reaper finishing its kills), then the error names the directory.
     static Result<std::vector<UniqueFd>> lock_parent(const Layout& layout, const std::string& parent, int wait_ms);
-    // With the parent's lock held, every job-* group under it belongs to an
-    // earlier moatd that is gone: its processes are killed and the groups are
-    // removed (a fresh state dir numbers jobs from 1 again, and job-N must be
-    // free). `removed` counts groups, `killed` those that still held processes,
+    // With the parent's lock held, every job-* group under it, and every
+    // vm-warm-<pid>-* group of a pid other than ours, belongs to an earlier
+    // moatd that is gone: their processes are killed and the groups removed
+    // (a fresh state dir numbers jobs from 1 again, and job-N must be free).
+    // `removed` counts groups, `killed` those that still held processes,
     // `failed` names what could not be removed.
     struct Sweep {
         size_t removed = 0, killed = 0;
         std::vector<std::string> failed;
     };
-    static Sweep sweep_stale_jobs(const Layout& layout, const std::string& parent);
+    static Sweep sweep_stale_groups(const Layout& layout, const std::string& parent);
 
 private:
     JobCgroup() = default;
