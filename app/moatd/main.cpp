@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 #include <cstdio>
+#include <chrono>
 #include <cstring>
 
+#include <thread>
 #include "moat/cgroup/cgroup.h"
 #include "moat/common/event_loop.h"
 #include "moat/common/paths.h"
@@ -32,11 +34,90 @@
 
 namespace {
 
+// Lock files live in DIR (--uid-lock-dir): made when missing, and it must be a
+// directory owned by root that nobody else may write (anyone who could plant
+// or delete files there could make moatd share uids or cgroups). Returns the
+// directory, or an invalid fd after setting *why.
+moat::UniqueFd open_lock_dir(const std::string& dir, std::string* why) {
+    for (size_t i = 1; i <= dir.size(); ++i)
+        if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0755);
+    moat::UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st{};
+    if (!dfd || fstat(dfd.get(), &st) < 0) {
+        *why = std::string("open: ") + strerror(errno);
+        return {};
+    }
+    if (st.st_uid != 0 || (st.st_mode & 022)) {
+        *why = "must be a directory owned by root and writable only by it";
+        return {};
+    }
+    return dfd;
+}
+
+// A lock file in the lock directory: root's, mode 0600. The locks are never
+// taken on anything another user can open (the directory itself, a cgroup
+// directory): any local user could flock that and keep moatd from starting.
+moat::UniqueFd open_lock_file(int dfd, const std::string& name, std::string* why) {
+    moat::UniqueFd f(::openat(dfd, name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    struct stat st{};
+    if (!f || fstat(f.get(), &st) < 0) {
+        *why = "open " + name + ": " + strerror(errno);
+        return {};
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 077)) {
+        *why = name + " must be a regular file owned by root, mode 0600";
+        return {};
+    }
+    return f;
+}
+
+// One moatd per --cgroup-parent (docs/cli.md): job-N groups must be its alone,
+// and its orphan reaper kills everything under job-*. It holds an flock on
+// DIR/cgroup-<parent> (its pid inside) for its lifetime; the reaper inherits
+// it, so the next moatd waits (up to wait_ns) for a dead one's reaper to
+// finish its kills. Returns the held lock, or -1 after printing why.
+int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64_t wait_ns) {
+    std::string why, name = "cgroup-";
+    for (char c : parent) name += c == '/' ? std::string("%2F") : c == '%' ? std::string("%25") : std::string(1, c);
+    moat::UniqueFd dfd = open_lock_dir(dir, &why);
+    moat::UniqueFd f = dfd ? open_lock_file(dfd.get(), name, &why) : moat::UniqueFd();
+    if (!f) {
+        fprintf(stderr, "moatd: cgroup parent lock %s: %s\n", dir.c_str(), why.c_str());
+        return -1;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
+    while (flock(f.get(), LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            fprintf(stderr, "moatd: cgroup parent lock %s/%s: flock: %s\n", dir.c_str(), name.c_str(), strerror(errno));
+            return -1;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            char pid[32] = {};
+            ssize_t n = pread(f.get(), pid, sizeof pid - 1, 0);
+            std::string holder = n > 0 ? std::string(pid, size_t(n)) : std::string("?");
+            while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+            fprintf(stderr,
+                    "moatd: another moatd holds cgroup parent \"%s\" (pid %s, %s/%s); give each moatd its own "
+                    "--cgroup-parent\n",
+                    parent.c_str(), holder.c_str(), dir.c_str(), name.c_str());
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(f.get(), 0) < 0 || pwrite(f.get(), pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+        fprintf(stderr, "moatd: cgroup parent lock %s/%s: write: %s\n", dir.c_str(), name.c_str(), strerror(errno));
+        return -1;
+    }
+    return f.release();
+}
+
 // Job uids are what keeps jobs apart (docs/architecture.md), so two moatd on
 // one host must never hand out the same ones. Each moatd holds an flock on
 // DIR/uids-<base>-<count> (its pid inside) for its lifetime; at start, under an
 // flock on DIR itself, every other range file is tried: lockable means its
-// moatd is gone (removed), held and overlapping means refuse to start.
+// moatd is gone (removed), held and overlapping means refuse to start. The
+// directory-wide lock is DIR/.lock (a root-only file, see open_lock_file).
 // Returns the held lock (the fd stays open, and is inherited by the orphan
 // reaper, which kills a dead moatd's jobs before it lets go), or -1 after
 // printing why.
@@ -45,20 +126,14 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
         fprintf(stderr, "moatd: uid range lock %s: %s: %s\n", dir.c_str(), what.c_str(), strerror(err));
         return -1;
     };
-    // mkdir -p, then insist on a root-owned directory nobody else may write:
-    // anyone who could plant or delete files here could make moatd share uids.
-    for (size_t i = 1; i <= dir.size(); ++i)
-        if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0755);
-    moat::UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dfd) return fail("open", errno);
-    struct stat st{};
-    if (fstat(dfd.get(), &st) < 0) return fail("fstat", errno);
-    if (st.st_uid != 0 || (st.st_mode & 022)) {
-        fprintf(stderr, "moatd: uid range lock %s: must be a directory owned by root and writable only by it\n",
-                dir.c_str());
+    std::string why;
+    moat::UniqueFd dfd = open_lock_dir(dir, &why);
+    moat::UniqueFd dir_lock = dfd ? open_lock_file(dfd.get(), ".lock", &why) : moat::UniqueFd();
+    if (!dir_lock) {
+        fprintf(stderr, "moatd: uid range lock %s: %s\n", dir.c_str(), why.c_str());
         return -1;
     }
-    if (flock(dfd.get(), LOCK_EX) < 0) return fail("flock", errno);  // released with dfd
+    if (flock(dir_lock.get(), LOCK_EX) < 0) return fail("flock", errno);  // released with dir_lock
     const uint64_t lo = base, hi = uint64_t(base) + count;
     const std::string own = "uids-" + std::to_string(base) + "-" + std::to_string(count);
     DIR* d = fdopendir(fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0));
@@ -127,8 +202,9 @@ int main(int argc, char** argv) {
     app.add_option("--uid-base", uid_base, "first host uid for jobs")->capture_default_str();
     app.add_option("--uid-count", uid_count, "number of job uids")->capture_default_str();
     app.add_option("--uid-lock-dir", uid_lock_dir,
-                   "where each moatd locks its job uid range; a moatd whose range overlaps a running one's refuses "
-                   "to start (give every moatd on the host the same directory)")
+                   "where each moatd locks its job uid range and its --cgroup-parent; a moatd whose range overlaps a "
+                   "running one's, or whose parent a running one holds, refuses to start (give every moatd on the "
+                   "host the same directory)")
         ->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
     app.add_option("--init", init_path,
@@ -279,21 +355,21 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    // One moatd per cgroup parent (docs/cli.md, --cgroup-parent): job-N groups
-    // must be ours alone, and the orphan reaper kills everything under job-*.
-    // The lock fds are inherited by the reaper, so the next moatd waits for a
-    // dead one's reaper to finish its kills.
+    // One moatd per cgroup parent (lock_cgroup_parent). Before the reaper is
+    // forked: it inherits the lock.
     auto parent_wait = moat::parse_duration_ns(cgroup_parent_wait);
     if (!parent_wait || *parent_wait > 3600'000'000'000ULL) {
         fprintf(stderr, "moatd: --cgroup-parent-wait %s: %s\n", cgroup_parent_wait.c_str(),
                 parent_wait ? "at most 1h" : parent_wait.error().message.c_str());
         return 1;
     }
-    auto parent_lock = moat::cgroup::JobCgroup::lock_parent(*layout, cgroup_parent, int(*parent_wait / 1'000'000));
-    if (!parent_lock) {
-        fprintf(stderr, "moatd: %s\n", parent_lock.error().message.c_str());
+    if (cgroup_parent.empty() || cgroup_parent.front() == '/' || cgroup_parent.find("..") != std::string::npos) {
+        fprintf(stderr, "moatd: --cgroup-parent \"%s\": a relative name without \"..\" is required\n",
+                cgroup_parent.c_str());
         return 1;
     }
+    const int parent_lock = lock_cgroup_parent(uid_lock_dir, cgroup_parent, *parent_wait);
+    if (parent_lock < 0) return 1;
 
     // The orphan reaper: a small process forked before any thread exists (so it
     // may allocate and print) that

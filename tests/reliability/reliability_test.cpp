@@ -19,6 +19,8 @@
 // Figures (API latency p50/p99, moatd's RSS) are printed on stdout and
 // recorded as test properties (--gtest_output=xml). Only generous liveness
 // and memory bounds are asserted: performance lives in tests/bench.
+#include <grp.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -704,7 +706,7 @@ TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
 // test independent of the daemons other tests run meanwhile.
 TEST_F(Rel, OverlappingUidRangeIsRefusedAndAStaleLockIsTakenOver) {
     const std::string locks = s_root + "/uid-locks";
-    mkdir(locks.c_str(), 0700);
+    mkdir(locks.c_str(), 0755);  // like the default /run/moat/uid-ranges: anyone may open it
     auto args = [&](uint32_t base, uint32_t count) {
         return std::vector<std::string>{"--uid-lock-dir", locks, "--uid-base", std::to_string(base), "--uid-count",
                                         std::to_string(count)};
@@ -745,20 +747,73 @@ TEST_F(Rel, OverlappingUidRangeIsRefusedAndAStaleLockIsTakenOver) {
 // (mkdir: EEXIST).
 TEST_F(Rel, ACgroupParentHasOneMoatdAndItsStaleJobGroupsAreSwept) {
     std::string why;
+    const std::string locks = s_root + "/cgp-locks";
+    mkdir(locks.c_str(), 0755);  // like the default /run/moat/uid-ranges: anyone may open it
+    const std::vector<std::string> lock_dir = {"--uid-lock-dir", locks};
     Daemon a(s_root, "cgp-a");
-    ASSERT_TRUE(a.start(&why)) << why;
+    ASSERT_TRUE(a.start(&why, lock_dir)) << why;
     const std::string parent = a.cgroup_parent();
+    // The hold is a root-only file in the lock directory, with its pid.
+    struct stat lk{};
+    ASSERT_EQ(stat((locks + "/cgroup-" + parent).c_str(), &lk), 0) << strerror(errno);
+    EXPECT_TRUE(S_ISREG(lk.st_mode) && lk.st_uid == 0 && (lk.st_mode & 0777) == 0600) << std::oct << lk.st_mode;
+    EXPECT_EQ(read_text(locks + "/cgroup-" + parent), std::to_string(a.pid()) + "\n");
 
     Daemon b(s_root, "cgp-b", parent);
-    EXPECT_FALSE(b.start(&why, {"--cgroup-parent-wait", "0s"})) << "a second moatd on the same parent must be refused";
-    EXPECT_NE(b.log().find("another moatd holds cgroup parent \"" + parent + "\""), std::string::npos) << b.log();
+    std::vector<std::string> no_wait = lock_dir;
+    no_wait.insert(no_wait.end(), {"--cgroup-parent-wait", "0s"});
+    EXPECT_FALSE(b.start(&why, no_wait)) << "a second moatd on the same parent must be refused";
+    EXPECT_NE(b.log().find("another moatd holds cgroup parent \"" + parent + "\" (pid " + std::to_string(a.pid())),
+              std::string::npos)
+        << b.log();
+    // A job makes the parent groups (moatd makes them when a job needs them).
+    JobRun first = run_job(a, policy("base"), {testprog(), "exit", "0"});
+    ASSERT_EQ(first.proc.status, 0) << describe(first);
     ASSERT_EQ(a.terminate(), 0) << a.log();
+
+    // A local user who flocks the parent's cgroup directories or the lock
+    // directory (anyone may open them) must not keep moatd from starting.
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    pid_t holder = fork();
+    if (holder == 0) {
+        close(ready[0]);
+        if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
+            _exit(2);
+        int n = 0;
+        for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
+            for (const fs::path& dir : {e.path() / parent, fs::path("/sys/fs/cgroup") / parent}) {
+                int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) ++n;
+            }
+        }
+        // The lock directory too (the uid-range check once took a blocking
+        // flock on it).
+        int dfd = open(locks.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char b = n > 0 && dfd >= 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0 ? 1 : 0;
+        (void)!write(ready[1], &b, 1);
+        pause();
+        _exit(0);
+    }
+    close(ready[1]);
+    struct Reap {
+        pid_t pid;
+        ~Reap() {
+            if (pid <= 0) return;
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+    } reap_holder{holder};
+    char held = 0;
+    ASSERT_EQ(read(ready[0], &held, 1), 1);
+    close(ready[0]);
+    EXPECT_EQ(held, 1) << "uid 65534 could not flock the lock directory and a parent directory (the hostile hold was not tried)";
 
     // Plant a stale job-1 (with a process in it) in every hierarchy moatd made
     // the parent in.
     std::vector<std::string> planted;
     for (const auto& e : fs::directory_iterator("/sys/fs/cgroup")) {
-        for (const fs::path base : {e.path() / parent, fs::path("/sys/fs/cgroup") / parent})
+        for (const fs::path& base : {e.path() / parent, fs::path("/sys/fs/cgroup") / parent})
             if (fs::is_directory(base) && !fs::exists(base / "job-1")) {
                 ASSERT_EQ(mkdir((base / "job-1").c_str(), 0755), 0) << base;
                 planted.push_back((base / "job-1").string());
@@ -770,17 +825,20 @@ TEST_F(Rel, ACgroupParentHasOneMoatdAndItsStaleJobGroupsAreSwept) {
         pause();
         _exit(0);
     }
+    Reap reap_left{left};  // if an assertion below ends the test early
     for (const auto& d : planted) {
         std::ofstream(d + "/cgroup.procs") << left << "\n";
     }
 
     Daemon c(s_root, "cgp-c", parent);
-    ASSERT_TRUE(c.start(&why)) << why;
+    const bool c_started = c.start(&why, no_wait);
+    ASSERT_TRUE(c_started) << "a user's flock on the cgroup directory blocked moatd: " << why;
     EXPECT_NE(c.log().find("removed 1 job or warm-guest cgroup(s) an earlier moatd left under \"" + parent + "\" (1 still held"),
               std::string::npos)
         << c.log();
     int st = 0;
     EXPECT_EQ(waitpid(left, &st, 0), left);
+    reap_left.pid = 0;
     EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "the stale group's process is killed";
     JobRun r = run_job(c, policy("base"), {testprog(), "exit", "0"});
     EXPECT_EQ(r.id, 1) << "a fresh state dir numbers jobs from 1 again";

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -477,28 +476,6 @@ std::vector<std::string> groups_under(const std::string& root, const char* prefi
 }
 
 }  // namespace
-
-Result<std::vector<UniqueFd>> JobCgroup::lock_parent(const Layout& layout, const std::string& parent, int wait_ms) {
-    if (parent.empty() || parent.find("..") != std::string::npos || parent.front() == '/')
-        return fail("invalid cgroup parent \"" + parent + "\"");
-    std::vector<UniqueFd> held;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-    for (const auto& dir : parent_dirs(layout, parent)) {
-        if (auto r = mkdir_p(dir); !r) return std::unexpected(r.error());
-        UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!fd) return fail_sys("open(\"" + dir + "\")", errno);
-        while (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EWOULDBLOCK) return fail_sys("flock(\"" + dir + "\")", errno);
-            if (std::chrono::steady_clock::now() >= deadline)
-                return fail("another moatd holds cgroup parent \"" + parent + "\" (flock on " + dir +
-                            "); give each moatd its own --cgroup-parent");
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-        held.push_back(std::move(fd));
-    }
-    return held;
-}
 
 JobCgroup::Sweep JobCgroup::sweep_stale_groups(const Layout& layout, const std::string& parent) {
     Sweep s;

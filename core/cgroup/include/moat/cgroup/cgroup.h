@@ -85,15 +85,9 @@ public:
     // (the orphan reaper's last act when moatd dies). Returns how many groups held processes.
     static size_t kill_all_jobs(const Layout& layout, const std::string& parent);
 
-    // One moatd per parent group: an flock on <hierarchy>/<parent> in every
-    // hierarchy jobs use (created if missing), held for as long as the returned
-    // fds stay open (moatd's lifetime, and its orphan reaper's, which inherits
-    // them). A lock held elsewhere is waited for up to wait_ms (a dead moatd's
-    // reaper finishing its kills), then the error names the directory.
-    static Result<std::vector<UniqueFd>> lock_parent(const Layout& layout, const std::string& parent, int wait_ms);
-    // With the parent's lock held, every job-* group under it, and every
-    // vm-warm-<pid>-* group of a pid other than ours, belongs to an earlier
-    // moatd that is gone: their processes are killed and the groups removed
+    // Under moatd's hold on the parent (lock_cgroup_parent in moatd), every
+    // job-* group under it, and every vm-warm-<pid>-* group of a pid other
+    // than ours, belongs to an earlier moatd that is gone: their processes are killed and the groups removed
     // (a fresh state dir numbers jobs from 1 again, and job-N must be free).
     // `removed` counts groups, `killed` those that still held processes,
     // `failed` names what could not be removed.
