@@ -128,7 +128,7 @@ void bind(int rootfd, const MountSpec& m) {
     struct stat st{};
     if (fstat(src.get(), &st) < 0) die("fstat(mount source)", errno, m.source);
     const bool dir = S_ISDIR(st.st_mode);
-    if (!dir && !S_ISREG(st.st_mode)) die("mount source is neither a directory nor a file", EINVAL, m.source);
+    if (!dir && !S_ISREG(st.st_mode)) die("bind(neither a directory nor a regular file)", EINVAL, m.source);
     // An --input: the file the client opened, not whatever the path names now.
     if (m.verify && (uint64_t(st.st_dev) != m.dev || uint64_t(st.st_ino) != m.ino))
         die("input is no longer the file the client opened (it was replaced after the client's open)", ESTALE,
@@ -183,7 +183,7 @@ void step_dev(int rootfd) {
     // A minimal /dev: the harmless character devices, bound from the host (a
     // user namespace cannot mknod), and the usual /proc/self/fd links. No tty.
     mount_tmpfs(rootfd, "/dev", 256 * 1024, "0755", MS_NOEXEC);
-    for (const char* d : {"null", "zero", "full", "random", "urandom"}) {
+    for (const char* d : kContainerDevices) {
         std::string target = std::string("/dev/") + d;
         UniqueFd tgt = make_target(rootfd, target, false);
         UniqueFd tree(sys_open_tree(AT_FDCWD, target.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));

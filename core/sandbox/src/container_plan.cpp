@@ -189,12 +189,34 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
         }
         return {};
     };
-    for (const auto& p : read_only)
+    // The container's /dev is its own (container_init.cpp, step_dev: a tmpfs
+    // mounted after the binds). The devices it has satisfy a policy that lists
+    // them (the seccomp tier needs them listed for Landlock); anything else
+    // under /dev would be hidden by that tmpfs, so it is refused, not dropped.
+    auto dev_entry = [](const std::string& p) -> Result<bool> {
+        if (p != "/dev" && p.rfind("/dev/", 0) != 0) return false;
+        for (const char* d : kContainerDevices)
+            if (p == std::string("/dev/") + d) return true;
+        return fail(p + ": the container tier has its own /dev (null, zero, full, random, urandom); other device "
+                        "paths cannot be bound into it");
+    };
+    for (const auto& p : read_only) {
+        auto dev = dev_entry(p);
+        if (!dev) return std::unexpected(dev.error());
+        if (*dev) continue;
         if (auto r = add_bind(p, p, false); !r) return std::unexpected(r.error());
-    for (const auto& p : read_write)
+    }
+    for (const auto& p : read_write) {
+        auto dev = dev_entry(p);
+        if (!dev) return std::unexpected(dev.error());
+        if (*dev) continue;
         if (auto r = add_bind(p, p, true); !r) return std::unexpected(r.error());
+    }
     for (const auto& p : tmpfs) {
         if (!valid_abs(p)) return fail("not a normalised absolute path: " + p);
+        if (auto dev = dev_entry(p); !dev || *dev)
+            return fail(p + ": the container tier has its own /dev (null, zero, full, random, urandom); no tmpfs "
+                            "can be mounted under it");
         out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
     }
     for (const auto& in : inputs)

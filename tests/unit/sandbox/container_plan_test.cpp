@@ -2,6 +2,7 @@
 // numbers (the wire fuzzer found a float root_size converted with undefined
 // behaviour; corpus/wire/regression-plan-float-root-size).
 #include <gtest/gtest.h>
+#include <tuple>
 
 #include "moat/sandbox/container_plan.h"
 
@@ -44,6 +45,40 @@ TEST(ContainerPlan, NumbersMustBeIntegersInRange) {
     json f = good;
     f["filter"] = json::array({json::array({6, 300, 0, 0})});
     EXPECT_FALSE(ContainerPlan::from_json(f)) << "a jump offset above 255 must not be truncated";
+}
+
+}  // namespace
+
+namespace {
+
+// The container's /dev is its own (step_dev mounts a tmpfs over it after the
+// binds): a policy that lists one of its devices (the seccomp tier needs them
+// listed for Landlock) runs unchanged, and any other /dev path is refused at
+// plan time instead of being hidden under that tmpfs (it once failed in
+// moat-init with a truncated step name).
+TEST(ContainerPlan, DevPathsAreTheContainersOwnOrRefused) {
+    using moat::sandbox::plan_mounts;
+    auto ok = plan_mounts({"/usr", "/dev/null", "/dev/urandom"}, {"/dev/zero"}, {}, 1 << 20, {});
+    ASSERT_TRUE(ok) << ok.error().message;
+    ASSERT_EQ(ok->size(), 1u);
+    EXPECT_EQ(ok->at(0).target, "/usr");
+    for (auto [ro, rw, tmp] : {std::tuple<const char*, const char*, const char*>{"/dev/sda", nullptr, nullptr},
+                               {"/dev", nullptr, nullptr},
+                               {nullptr, "/dev/shm", nullptr},
+                               {nullptr, nullptr, "/dev/shm"},
+                               {nullptr, nullptr, "/dev"}}) {
+        std::vector<std::string> r, w, t;
+        if (ro) r.push_back(ro);
+        if (rw) w.push_back(rw);
+        if (tmp) t.push_back(tmp);
+        auto bad = plan_mounts(r, w, t, 1 << 20, {});
+        ASSERT_FALSE(bad) << (ro ? ro : rw ? rw : tmp) << " was accepted";
+        EXPECT_NE(bad.error().message.find("has its own /dev"), std::string::npos) << bad.error().message;
+    }
+    // A path that only starts with "/dev" is an ordinary path.
+    auto devices = plan_mounts({"/devices-not-dev"}, {}, {}, 1 << 20, {});
+    ASSERT_FALSE(devices);
+    EXPECT_EQ(devices.error().message.find("has its own /dev"), std::string::npos) << devices.error().message;
 }
 
 }  // namespace

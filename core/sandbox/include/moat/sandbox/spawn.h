@@ -42,13 +42,15 @@ struct SpawnPlan {
 
 // Written by the child over a pipe (fixed size, one write) when a step fails.
 struct SetupRecord {
-    char step[32];     // "setresuid", "landlock_restrict_self", "execve", ...
+    char step[96];     // "setresuid", "landlock_restrict_self", "execve", ...
     int err;           // errno
     int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback);
                        // kSetupFilterNext = progress: the filter is being installed now, and
                        // err is the fd number its listener will get (-1: unknown)
     char detail[480];  // the record stays far below PIPE_BUF: one write is atomic
 };
+
+static_assert(sizeof(SetupRecord) <= 4096, "one write of a SetupRecord must stay atomic (PIPE_BUF)");
 
 inline constexpr int kSetupFilterNext = 2;
 
