@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "moat/policy/container_dev.h"
 #include "moat/policy/syscalls.h"
 
 namespace moat::policy {
@@ -203,6 +204,17 @@ std::vector<Diagnostic> lint(const Policy& p) {
             }
             out.push_back(at(p, pos, S::Error, "in the seccomp tier, " + nested_read_only_message(n) + how));
         }
+    }
+    // A container or vm job's /dev is its own (container_dev): moatd refuses
+    // the job at set-up, so check says so first.
+    if (p.tier != Tier::Seccomp) {
+        for (auto [key, list, tmpfs] : {std::tuple{"read_only", &p.filesystem.read_only, false},
+                                        std::tuple{"read_write", &p.filesystem.read_write, false},
+                                        std::tuple{"tmpfs", &p.filesystem.tmpfs, true}})
+            for (size_t i = 0; i < list->size(); ++i)
+                if (container_dev((*list)[i], tmpfs) == ContainerDev::Refused)
+                    out.push_back(at(p, pos_of(p, std::string("filesystem.") + key + "[" + std::to_string(i) + "]"),
+                                     S::Error, container_dev_message((*list)[i])));
     }
     for (size_t i = 0; i < p.filesystem.read_write.size(); ++i)
         if (p.filesystem.read_write[i] == "/")

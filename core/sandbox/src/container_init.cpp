@@ -1,5 +1,7 @@
 #include "moat/sandbox/container_init.h"
 
+#include "moat/policy/container_dev.h"
+
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -183,7 +185,7 @@ void step_dev(int rootfd) {
     // A minimal /dev: the harmless character devices, bound from the host (a
     // user namespace cannot mknod), and the usual /proc/self/fd links. No tty.
     mount_tmpfs(rootfd, "/dev", 256 * 1024, "0755", MS_NOEXEC);
-    for (const char* d : kContainerDevices) {
+    for (const char* d : policy::kContainerDevices) {
         std::string target = std::string("/dev/") + d;
         UniqueFd tgt = make_target(rootfd, target, false);
         UniqueFd tree(sys_open_tree(AT_FDCWD, target.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));

@@ -1,5 +1,7 @@
 #include "moat/sandbox/container_plan.h"
 
+#include "moat/policy/container_dev.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,34 +191,32 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
         }
         return {};
     };
-    // The container's /dev is its own (container_init.cpp, step_dev: a tmpfs
-    // mounted after the binds). The devices it has satisfy a policy that lists
-    // them (the seccomp tier needs them listed for Landlock); anything else
-    // under /dev would be hidden by that tmpfs, so it is refused, not dropped.
-    auto dev_entry = [](const std::string& p) -> Result<bool> {
-        if (p != "/dev" && p.rfind("/dev/", 0) != 0) return false;
-        for (const char* d : kContainerDevices)
-            if (p == std::string("/dev/") + d) return true;
-        return fail(p + ": the container tier has its own /dev (null, zero, full, random, urandom); other device "
-                        "paths cannot be bound into it");
+    // The container's /dev is its own (policy::container_dev): its devices
+    // satisfy a policy that lists them; anything else there is refused, not
+    // hidden under the /dev tmpfs container_init mounts after the binds.
+    auto dev_entry = [](const std::string& p, bool is_tmpfs) -> Result<bool> {
+        switch (policy::container_dev(p, is_tmpfs)) {
+            case policy::ContainerDev::Ordinary: return false;
+            case policy::ContainerDev::OwnDevice: return true;
+            case policy::ContainerDev::Refused: break;
+        }
+        return fail(policy::container_dev_message(p));
     };
     for (const auto& p : read_only) {
-        auto dev = dev_entry(p);
+        auto dev = dev_entry(p, false);
         if (!dev) return std::unexpected(dev.error());
         if (*dev) continue;
         if (auto r = add_bind(p, p, false); !r) return std::unexpected(r.error());
     }
     for (const auto& p : read_write) {
-        auto dev = dev_entry(p);
+        auto dev = dev_entry(p, false);
         if (!dev) return std::unexpected(dev.error());
         if (*dev) continue;
         if (auto r = add_bind(p, p, true); !r) return std::unexpected(r.error());
     }
     for (const auto& p : tmpfs) {
         if (!valid_abs(p)) return fail("not a normalised absolute path: " + p);
-        if (auto dev = dev_entry(p); !dev || *dev)
-            return fail(p + ": the container tier has its own /dev (null, zero, full, random, urandom); no tmpfs "
-                            "can be mounted under it");
+        if (auto dev = dev_entry(p, true); !dev) return std::unexpected(dev.error());
         out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
     }
     for (const auto& in : inputs)

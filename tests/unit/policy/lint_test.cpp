@@ -248,5 +248,31 @@ action = "allow"
     EXPECT_THAT(re[0].message, HasSubstr("clone3 cannot be allowed by a rule"));
 }
 
+// The container tier's /dev is its own: its five devices may be listed (the
+// seccomp tier needs them for Landlock), anything else there is an error at
+// its entry, because moatd would refuse the job at set-up.
+TEST(PolicyLint, ContainerTierDevPathsOtherThanItsOwnDevicesAreErrors) {
+    const std::string text = R"(name = "x"
+tier = "container"
+[filesystem]
+read_only = ["/usr", "/dev/null", "/dev/sda"]
+read_write = ["/dev/zero", "/dev/shm"]
+tmpfs = ["/tmp", "/dev/mqueue"]
+)";
+    std::vector<Diagnostic> e = only(lint(parse_ok(text, "d.toml")), S::Error);
+    ASSERT_EQ(e.size(), 3u) << dump(e);
+    EXPECT_THAT(e[0].str(), HasSubstr("d.toml:4:35: error: /dev/sda: a container or vm job has its own /dev"));
+    EXPECT_THAT(e[1].str(), HasSubstr("d.toml:5:28: error: /dev/shm:"));
+    EXPECT_THAT(e[2].str(), HasSubstr("d.toml:6:18: error: /dev/mqueue:"));
+    // The seccomp tier binds nothing: Landlock rules on device paths are fine there.
+    std::string seccomp = text;
+    seccomp.replace(seccomp.find("container"), 9, "seccomp");
+    EXPECT_TRUE(only(lint(parse_ok(seccomp)), S::Error).empty()) << dump(lint(parse_ok(seccomp)));
+    // The vm tier's guest runs the job in the same kind of container.
+    std::string vm = text;
+    vm.replace(vm.find("container"), 9, "vm");
+    EXPECT_EQ(only(lint(parse_ok(vm)), S::Error).size(), 3u) << dump(lint(parse_ok(vm)));
+}
+
 }  // namespace
 }  // namespace moat::policy

@@ -14,10 +14,6 @@
 
 namespace moat::sandbox {
 
-// The container's own /dev: these host devices, bound in (a user namespace
-// cannot mknod). Nothing else under /dev can be mounted (plan_mounts).
-inline constexpr const char* kContainerDevices[] = {"null", "zero", "full", "random", "urandom"};
-
 struct MountSpec {
     enum class Kind { BindRo, BindRw, Tmpfs, Symlink };
     Kind kind = Kind::BindRo;
