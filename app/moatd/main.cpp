@@ -23,6 +23,7 @@
 
 #include <thread>
 #include "moat/cgroup/cgroup.h"
+#include "moat/ipc/metrics_http.h"
 #include "moat/common/event_loop.h"
 #include "moat/common/paths.h"
 #include "moat/common/timeutil.h"
@@ -207,6 +208,10 @@ int main(int argc, char** argv) {
                    "host the same directory)")
         ->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
+    std::string metrics_listen;
+    app.add_option("--metrics", metrics_listen,
+                   "serve Prometheus metrics at http://ADDR/metrics; ADDR is PORT (127.0.0.1:PORT), IP:PORT or "
+                   "[IPv6]:PORT (off unless given)");
     app.add_option("--init", init_path,
                    "moat-init, the container tier's stage-2 helper (default: next to moatd, then "
                    "../moat-init/moat-init, then /usr/libexec/moat/moat-init)");
@@ -555,6 +560,32 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    // The metrics endpoint (docs/metrics.md): read-only figures, no request
+    // reaches the supervisor or the store beyond these two calls.
+    std::unique_ptr<moat::ipc::MetricsHttp> metrics;
+    if (!metrics_listen.empty()) {
+        const std::string db = state_dir + "/moat.db";
+        moat::store::Store* st = store->get();
+        auto m = moat::ipc::MetricsHttp::create({.listen = metrics_listen}, loop->get(), [&sup, st, db] {
+            moat::supervisor::StoreFigures f{.stats = st->stats()};
+            struct stat sb{};
+            if (::stat(db.c_str(), &sb) == 0) f.db_bytes = uint64_t(sb.st_size);
+            if (::stat((db + "-wal").c_str(), &sb) == 0) f.wal_bytes = uint64_t(sb.st_size);
+            return moat::supervisor::render_metrics(sup.metrics(), f);
+        });
+        if (!m) {
+            fprintf(stderr, "moatd: metrics: %s\n", m.error().message.c_str());
+            return 1;
+        }
+        metrics = std::move(*m);
+        if (!moat::ipc::parse_listen_address(metrics_listen)->loopback)
+            fprintf(stderr,
+                    "moatd: warning: --metrics %s is not a loopback address: whoever can reach it sees policy names, "
+                    "denied syscalls and job counts\n",
+                    metrics->address().c_str());
+        fprintf(stderr, "moatd: metrics at http://%s/metrics\n", metrics->address().c_str());
+    }
+
     moat::UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     bool stopping = false;
     (void)(*loop)->add_fd(sfd.get(), EPOLLIN, [&](uint32_t) {
@@ -570,6 +601,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "moatd: serving %s; state in %s; cgroup %s; job uids %u..%u\n", socket.c_str(), state_dir.c_str(),
             layout->describe().c_str(), uid_base, uid_base + uid_count - 1);
     (*loop)->run();
+    metrics.reset();
     server->reset();
     (*store)->flush();
     fprintf(stderr, "moatd: stopped\n");

@@ -19,7 +19,9 @@
 // Figures (API latency p50/p99, moatd's RSS) are printed on stdout and
 // recorded as test properties (--gtest_output=xml). Only generous liveness
 // and memory bounds are asserted: performance lives in tests/bench.
+#include <arpa/inet.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -844,6 +846,78 @@ TEST_F(Rel, ACgroupParentHasOneMoatdAndItsStaleJobGroupsAreSwept) {
     EXPECT_EQ(r.id, 1) << "a fresh state dir numbers jobs from 1 again";
     EXPECT_EQ(r.proc.status, 0) << "job-1's group is free again\n" << describe(r);
     EXPECT_EQ(c.terminate(), 0) << c.log();
+}
+
+// The metrics endpoint (docs/metrics.md) on a real moatd: a job's start,
+// end and denials show in the series, a bad address stops moatd at start, and
+// moatd keeps serving its socket while a peer holds a metrics connection open.
+TEST_F(Rel, MetricsEndpointCountsJobsDenialsAndStartLatency) {
+    std::string why;
+    Daemon bad(s_root, "metrics-bad");
+    EXPECT_FALSE(bad.start(&why, {"--metrics", "localhost:9464"}));
+    EXPECT_NE(bad.log().find("moatd: metrics: --metrics localhost:9464: \"localhost\" is not an IP address"),
+              std::string::npos)
+        << bad.log();
+
+    Daemon d(s_root, "metrics");
+    ASSERT_TRUE(d.start(&why, {"--metrics", "127.0.0.1:0"})) << why;
+    const std::string log = d.log();
+    const std::string tag = "metrics at http://127.0.0.1:";
+    const size_t at = log.find(tag);
+    ASSERT_NE(at, std::string::npos) << log;
+    const int port = std::atoi(log.c_str() + at + tag.size());
+    ASSERT_GT(port, 0) << log;
+    auto scrape = [port] {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(uint16_t(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        std::string out;
+        if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+            const char req[] = "GET /metrics HTTP/1.1\r\nHost: moatd\r\n\r\n";
+            (void)!write(fd, req, sizeof req - 1);
+            char buf[8192];
+            for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+        }
+        close(fd);
+        return out;
+    };
+    auto line = [](const std::string& page, const std::string& l) {
+        return page.find("\n" + l + "\n") != std::string::npos;
+    };
+    std::string before = scrape();
+    ASSERT_TRUE(before.starts_with("HTTP/1.1 200 OK")) << before;
+    EXPECT_FALSE(line(before, "moat_jobs_created_total{tier=\"seccomp\"} 1")) << before;
+
+    // A peer that connects and says nothing does not hold up moatd's socket.
+    int idle = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+
+    JobRun r = run_job(d, policy("base"), {testprog(), "deny-loop", "40"}, {}, {"--tier", "seccomp"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    JobRun c = run_job(d, policy("base"), {testprog(), "exit", "3"}, {}, {"--tier", "container"});
+    EXPECT_EQ(c.proc.status, 3) << describe(c);
+    close(idle);
+
+    const std::string page = scrape();
+    for (const char* l : {"moat_jobs_created_total{tier=\"seccomp\"} 1",
+                          "moat_jobs_ended_total{tier=\"seccomp\",cause=\"exited\"} 1",
+                          "moat_jobs_created_total{tier=\"container\"} 1",
+                          "moat_jobs_ended_total{tier=\"container\",cause=\"exited\"} 1",
+                          "moat_jobs_running{tier=\"seccomp\"} 0",
+                          "moat_job_start_seconds_count{tier=\"seccomp\"} 1",
+                          "moat_job_start_seconds_bucket{tier=\"seccomp\",le=\"+Inf\"} 1",
+                          "moat_job_start_seconds_count{tier=\"container\"} 1",
+                          "moat_denials_total{policy=\"scn-base\",syscall=\"rmdir\"} 40",
+                          "moat_store_events_dropped_total 0"})
+        EXPECT_TRUE(line(page, l)) << l << "\n---\n" << page;
+    EXPECT_NE(page.find("\nmoat_store_bytes{file=\"db\"} "), std::string::npos) << page;
+    EXPECT_EQ(d.terminate(), 0) << d.log();
 }
 
 // =================================================================================

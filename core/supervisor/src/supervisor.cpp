@@ -127,6 +127,10 @@ struct Supervisor::Job {
     cgroup::Sample stored;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
+    // Denials by syscall name for the metrics (folded into Metrics at the end);
+    // at most kMaxSyscallKeys names, the rest under "_other".
+    std::unordered_map<std::string, uint64_t> denied_by_syscall;
+    static constexpr size_t kMaxSyscallKeys = 512;
     struct Pending {
         int64_t first_ns;
         uint64_t count;
@@ -342,6 +346,7 @@ Result<size_t> Supervisor::recover() {
         job.ended_ns = now_realtime_ns();
         job.cause = "supervisor-lost";
         job.detail = detail;
+        count_end(job.tier, job.cause);
         if (auto c = m_cfg.store->count_denials(job.id)) job.denial_count = *c;
         if (auto r = m_cfg.store->finish_job(job); !r) return std::unexpected(r.error());
         emit(job.id, store::EventKind::Lifecycle, {{"event", "finished"}, {"cause", "supervisor-lost"}, {"detail", detail}});
@@ -423,6 +428,7 @@ StartResult Supervisor::start(JobRequest req) {
     emit(job->id, store::EventKind::Lifecycle,
          {{"event", "created"}, {"tier", job->rec.tier}, {"policy_sha256", pol->sha256}});
     job->mark("recorded");
+    ++m_metrics.tiers[job->rec.tier].created;
 
     auto ending = std::make_unique<Ending>();
     // Any failure from here on is a recorded setup failure.
@@ -498,6 +504,15 @@ StartResult Supervisor::start(JobRequest req) {
 void Supervisor::start_wall_clock(Job& job) {
     if (job.wall_timer || job.wall_started) return;
     job.wall_started = true;
+    {
+        Metrics::PerTier& t = m_metrics.tiers[job.rec.tier];
+        const double s = double(now_monotonic_ns() - job.start_mono) / 1e9;
+        size_t b = 0;
+        while (b < std::size(Metrics::kStartBuckets) && s > Metrics::kStartBuckets[b]) ++b;
+        if (b < std::size(Metrics::kStartBuckets)) ++t.start_buckets[b];  // past the last: only in +Inf
+        ++t.start_count;
+        t.start_sum_s += s;
+    }
     if (job.run && !job.run->clock_at_launch() && job.cg)
         if (auto c = job.cg->cpu_ns()) job.cpu_at_clock = *c;
     Job* raw = &job;
@@ -521,6 +536,7 @@ void Supervisor::end_unstarted(Job& job, Ending* ending, const std::string& caus
     job.rec.ended_ns = now_realtime_ns();
     job.rec.cause = cause;
     job.rec.detail = detail;
+    count_end(job.rec.tier, cause);
     emit(job.id, store::EventKind::Lifecycle, {{"event", "finished"}, {"cause", cause}, {"detail", detail}});
     if (auto r = m_cfg.store->finish_job(job.rec); !r) m_unrecorded.push_back(job.rec);
     if (job.cg) {
@@ -1091,6 +1107,10 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     // built from the raw values; the JSON row is built only for a new key, so
     // a storm of repeats costs a string and a hash lookup, not a JSON dump.
     ++job.denials;
+    if (auto d = job.denied_by_syscall.find(name); d != job.denied_by_syscall.end())
+        ++d->second;
+    else
+        ++job.denied_by_syscall[job.denied_by_syscall.size() < Job::kMaxSyscallKeys ? name : std::string("_other")];
     std::string key;
     key.reserve(160 + (decoded ? decoded->size() : 0) + (module ? module->size() : 0));
     char head[192];
@@ -1452,6 +1472,9 @@ void Supervisor::finish(Job& job) {
         }
     }
     if (job.ooms > 0 && r.cause != "memory") r.detail += "; " + std::to_string(job.ooms) + " OOM kill(s) inside the job";
+    count_end(r.tier, r.cause);
+    for (const auto& [syscall, n] : job.denied_by_syscall) count_denials(job.policy->name, syscall, n);
+    job.denied_by_syscall.clear();
     nlohmann::json fin = {{"event", "finished"}, {"cause", r.cause}, {"detail", r.detail}};
     fin["exit_code"] = r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr);
     fin["signal"] = r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr);
@@ -1554,6 +1577,35 @@ std::optional<store::JobRecord> Supervisor::live(int64_t job_id) const {
     r.resources.peak_pids = j.peak_pids;
     r.denial_count = j.denials;
     return r;
+}
+
+void Supervisor::count_denials(const std::string& policy, const std::string& syscall, uint64_t n) {
+    count_denials_into(m_metrics, policy, syscall, n);
+}
+
+void count_denials_into(Metrics& m, const std::string& policy, const std::string& syscall, uint64_t n) {
+    auto key = std::make_pair(policy, syscall);
+    if (auto it = m.denials.find(key); it != m.denials.end()) {
+        it->second += n;
+        return;
+    }
+    if (m.denials.size() < Metrics::kMaxDenialSeries) {
+        m.denials.emplace(std::move(key), n);
+        return;
+    }
+    // Full: the policy's "_other", if it has one, else the global one (which
+    // may take the last slot even when full, so nothing is lost).
+    if (auto it = m.denials.find({policy, "_other"}); it != m.denials.end()) it->second += n;
+    else m.denials[{"_other", "_other"}] += n;
+}
+
+Metrics Supervisor::metrics() const {
+    Metrics m = m_metrics;
+    for (const auto& [id, job] : m_jobs) {
+        ++m.tiers[job->rec.tier].running;
+        for (const auto& [syscall, n] : job->denied_by_syscall) count_denials_into(m, job->policy->name, syscall, n);
+    }
+    return m;
 }
 
 }  // namespace moat::supervisor

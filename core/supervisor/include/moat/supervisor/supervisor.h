@@ -141,6 +141,38 @@ struct StartResult {
     std::optional<Error> setup_error;
 };
 
+// What moatd has done since it started, for its metrics endpoint
+// (docs/metrics.md): counters only grow while moatd runs.
+struct Metrics {
+    // Job start latency buckets, in seconds: from moatd taking the request to
+    // the job's clock starting (its process launched; vm tier: the guest took it).
+    static constexpr double kStartBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    // Denial series (policy, syscall) beyond this many are counted under
+    // syscall "_other" of their policy, then under ("_other", "_other"): a job
+    // cannot grow the scrape without bound.
+    static constexpr size_t kMaxDenialSeries = 2048;
+    struct PerTier {
+        uint64_t running = 0;                   // jobs running now
+        uint64_t created = 0;                   // jobs recorded (also those that failed to set up)
+        std::map<std::string, uint64_t> ended;  // by termination cause
+        uint64_t start_buckets[std::size(kStartBuckets)] = {};  // not cumulative: bucket i = (b[i-1], b[i]]
+        uint64_t start_count = 0;
+        double start_sum_s = 0;
+    };
+    std::map<std::string, PerTier> tiers;
+    std::map<std::pair<std::string, std::string>, uint64_t> denials;  // (policy name, syscall)
+};
+
+// Adds n denials of (policy, syscall), within kMaxDenialSeries.
+void count_denials_into(Metrics& m, const std::string& policy, const std::string& syscall, uint64_t n);
+
+// The Prometheus text exposition (format 0.0.4) of moatd's figures.
+struct StoreFigures {
+    store::StoreStats stats;
+    uint64_t db_bytes = 0, wal_bytes = 0;  // moat.db and moat.db-wal on disk
+};
+std::string render_metrics(const Metrics& m, const StoreFigures& store);
+
 class Supervisor final {
 public:
     explicit Supervisor(Config cfg);
@@ -159,6 +191,8 @@ public:
     void stop_all(const std::string& why, std::function<void()> on_all_done);
 
     size_t running() const { return m_jobs.size(); }
+    // A snapshot of the metrics, running jobs' denials folded in.
+    Metrics metrics() const;
     // Each tier this moatd knows and why it cannot run it ("" when it can).
     std::vector<std::pair<std::string, std::string>> tiers() const;
     std::vector<int64_t> running_ids() const;
@@ -241,6 +275,10 @@ private:
     void flush_aggregate(Job& job);
     uint64_t m_pending_bytes = 0;  // Σ pending_bytes of all jobs (kMaxPendingBytes)
     uint64_t m_cpus = 1;           // the machine's CPUs (get_nprocs_conf): the most CPU time a job gains per second
+
+    Metrics m_metrics;  // running counts and running jobs' denials are added by metrics()
+    void count_denials(const std::string& policy, const std::string& syscall, uint64_t n);
+    void count_end(const std::string& tier, const std::string& cause) { ++m_metrics.tiers[tier].ended[cause]; }
 };
 
 }  // namespace moat::supervisor
