@@ -9,9 +9,12 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -34,6 +37,28 @@
 #include "moat/supervisor/supervisor.h"
 
 namespace {
+
+// sd_notify(3) without libsystemd (the protocol is stable and documented as
+// such: one datagram to $NOTIFY_SOCKET, '@' meaning the abstract namespace).
+// Type=notify in moatd.service waits for READY=1. The first call (state
+// null, before any thread) takes $NOTIFY_SOCKET out of the environment.
+void notify_systemd(const char* state) {
+    static const std::string path = [] {
+        const char* p = getenv("NOTIFY_SOCKET");
+        std::string s = p ? p : "";
+        unsetenv("NOTIFY_SOCKET");  // nothing moatd starts may talk to systemd as moatd
+        return s;
+    }();
+    sockaddr_un a{};
+    if (!state || path.empty() || path.size() >= sizeof a.sun_path || (path[0] != '/' && path[0] != '@')) return;
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path, path.data(), path.size());
+    if (a.sun_path[0] == '@') a.sun_path[0] = 0;
+    moat::UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) return;
+    (void)::sendto(fd.get(), state, strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&a),
+                   socklen_t(offsetof(sockaddr_un, sun_path) + path.size()));
+}
 
 // Lock files live in DIR (--uid-lock-dir): made when missing, and it must be a
 // directory owned by root that nobody else may write (anyone who could plant
@@ -72,6 +97,20 @@ moat::UniqueFd open_lock_file(int dfd, const std::string& name, std::string* why
     return f;
 }
 
+bool valid_cgroup_parent(const std::string& p) {
+    if (p.empty() || p.size() > 128) return false;
+    size_t start = 0;
+    for (;;) {
+        const size_t end = std::min(p.find('/', start), p.size());
+        const std::string c = p.substr(start, end - start);
+        if (c.empty() || c == "." || c == "..") return false;
+        for (char ch : c)
+            if (!isalnum(static_cast<unsigned char>(ch)) && !strchr("._@:+-", ch)) return false;
+        if (end == p.size()) return true;
+        start = end + 1;
+    }
+}
+
 // One moatd per --cgroup-parent (docs/cli.md): job-N groups must be its alone,
 // and its orphan reaper kills everything under job-*. It holds an flock on
 // DIR/cgroup-<parent> (its pid inside) for its lifetime; the reaper inherits
@@ -79,7 +118,7 @@ moat::UniqueFd open_lock_file(int dfd, const std::string& name, std::string* why
 // finish its kills. Returns the held lock, or -1 after printing why.
 int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64_t wait_ns) {
     std::string why, name = "cgroup-";
-    for (char c : parent) name += c == '/' ? std::string("%2F") : c == '%' ? std::string("%25") : std::string(1, c);
+    for (char c : parent) name += c == '/' ? std::string("%2F") : std::string(1, c);
     moat::UniqueFd dfd = open_lock_dir(dir, &why);
     moat::UniqueFd f = dfd ? open_lock_file(dfd.get(), name, &why) : moat::UniqueFd();
     if (!f) {
@@ -278,7 +317,41 @@ int main(int argc, char** argv) {
     app.add_option("--vm-vmm-overhead", vm_vmm_overhead,
                    "QEMU's own memory, on top of the guest's RAM, in the job cgroup's memory limit")
         ->capture_default_str();
+    // Every option is also a key of the config file (docs/cli.md, "The config
+    // file"); the command line wins over the file.
+    app.set_config("--config", "/etc/moat/moatd.toml",
+                   "read options from this TOML file: each key is an option's long name (state-dir = \"...\"); "
+                   "a missing default file is fine, a missing named one is an error",
+                   false);
+    app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
     CLI11_PARSE(app, argc, argv);
+    if (auto* cfg = app.get_config_ptr(); (cfg && cfg->count() > 0) || ::access("/etc/moat/moatd.toml", F_OK) == 0) {
+        // moatd runs as root: its config must be root's, like sshd_config.
+        const std::string path = cfg && cfg->count() > 0 ? cfg->as<std::string>() : "/etc/moat/moatd.toml";
+        struct stat cs{};
+        if (::stat(path.c_str(), &cs) == 0 && (cs.st_uid != 0 || (cs.st_mode & 022))) {
+            fprintf(stderr, "moatd: %s must be owned by root and writable only by it (it sets what moatd runs as root)\n",
+                    path.c_str());
+            return 1;
+        }
+    }
+    // systemd socket activation (sd_listen_fds(3), a stable protocol: fds
+    // from 3, LISTEN_PID naming us). moatd takes exactly one socket.
+    int inherited_listen = -1;
+    if (const char* lp = getenv("LISTEN_PID"); lp && std::string(lp) == std::to_string(getpid())) {
+        const char* lf = getenv("LISTEN_FDS");
+        if (!lf || std::string(lf) != "1") {
+            fprintf(stderr, "moatd: socket activation passed LISTEN_FDS=%s; moatd serves exactly one socket "
+                            "(moatd.socket: one ListenStream=)\n", lf ? lf : "(unset)");
+            return 1;
+        }
+        inherited_listen = 3;
+        fcntl(inherited_listen, F_SETFD, FD_CLOEXEC);
+    }
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    notify_systemd(nullptr);
     if (!vm_init_unused.empty())
         fprintf(stderr, "moatd: --vm-init is no longer used (the guest agent runs moat-init's code itself); ignored\n");
     if (admin_reserved_clients >= max_clients) {
@@ -368,8 +441,14 @@ int main(int argc, char** argv) {
                 parent_wait ? "at most 1h" : parent_wait.error().message.c_str());
         return 1;
     }
-    if (cgroup_parent.empty() || cgroup_parent.front() == '/' || cgroup_parent.find("..") != std::string::npos) {
-        fprintf(stderr, "moatd: --cgroup-parent \"%s\": a relative name without \"..\" is required\n",
+    // One spelling per directory: the lock file is named after the text, so
+    // "moat/", "./moat" or "moat//x" must not pass for other parents than
+    // "moat" and "moat/x" (two moatds would then share one and sweep each
+    // other's jobs).
+    if (!valid_cgroup_parent(cgroup_parent)) {
+        fprintf(stderr,
+                "moatd: --cgroup-parent \"%s\": use 1 to 128 characters, components of A-Z a-z 0-9 . _ @ : + - "
+                "separated by single '/', none of them \".\" or \"..\", no leading or trailing '/'\n",
                 cgroup_parent.c_str());
         return 1;
     }
@@ -390,6 +469,7 @@ int main(int argc, char** argv) {
     pid_t reaper = fork();
     if (reaper == 0) {
         close(reaper_pipe[1]);
+        if (inherited_listen >= 0) close(inherited_listen);  // clients must never wait on the reaper
         prctl(PR_SET_NAME, "moatd-reaper");
         // Keep nothing of moatd's but the pipe (the store is not open yet).
         char b;
@@ -542,6 +622,7 @@ int main(int argc, char** argv) {
 
     moat::ipc::ServerConfig scfg;
     scfg.socket_path = socket;
+    scfg.listen_fd = inherited_listen;
     scfg.admin_group = admin_group;
     scfg.viewer_group = viewer_group;
     scfg.artifacts = &*artifacts;
@@ -598,9 +679,13 @@ int main(int argc, char** argv) {
                          [&] { (*loop)->stop(); });
         }
     });
-    fprintf(stderr, "moatd: serving %s; state in %s; cgroup %s; job uids %u..%u\n", socket.c_str(), state_dir.c_str(),
-            layout->describe().c_str(), uid_base, uid_base + uid_count - 1);
+    fprintf(stderr, "moatd: serving %s%s; state in %s; cgroup %s; job uids %u..%u\n",
+            inherited_listen >= 0 ? "the socket systemd passed" : socket.c_str(),
+            inherited_listen >= 0 ? " (socket activation)" : "", state_dir.c_str(), layout->describe().c_str(),
+            uid_base, uid_base + uid_count - 1);
+    notify_systemd("READY=1\nSTATUS=serving");
     (*loop)->run();
+    notify_systemd("STOPPING=1");
     metrics.reset();
     server->reset();
     (*store)->flush();

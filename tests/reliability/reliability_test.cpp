@@ -21,6 +21,9 @@
 // and memory bounds are asserted: performance lives in tests/bench.
 #include <arpa/inet.h>
 #include <grp.h>
+#include <sys/wait.h>
+#include <sys/un.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/mount.h>
@@ -918,6 +921,155 @@ TEST_F(Rel, MetricsEndpointCountsJobsDenialsAndStartLatency) {
         EXPECT_TRUE(line(page, l)) << l << "\n---\n" << page;
     EXPECT_NE(page.find("\nmoat_store_bytes{file=\"db\"} "), std::string::npos) << page;
     EXPECT_EQ(d.terminate(), 0) << d.log();
+}
+
+// systemd's side of moatd.service/moatd.socket (docs/systemd.md), done the
+// way systemd does it: a listening socket at fd 3 with LISTEN_FDS=1 and
+// LISTEN_PID, and $NOTIFY_SOCKET for Type=notify. moatd serves that socket
+// (not its --socket path), says READY=1 once it does and STOPPING=1 at SIGTERM,
+// and leaves the socket file to the socket unit. A wrong hand-over is refused.
+TEST_F(Rel, SocketActivationAndReadinessNotification) {
+    const std::string dir = s_root + "/sd";
+    mkdir(dir.c_str(), 0755);
+    const std::string sock = dir + "/activated.sock", unused = dir + "/unused.sock", log = dir + "/moatd.log";
+    const std::string parent = "moat-scn-sd-" + std::to_string(getpid());
+    // The notification socket, abstract like systemd's.
+    const std::string notify_name = "moat-scn-notify-" + std::to_string(getpid());
+    int notify = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un na{};
+    na.sun_family = AF_UNIX;
+    memcpy(na.sun_path + 1, notify_name.data(), notify_name.size());
+    ASSERT_EQ(bind(notify, reinterpret_cast<sockaddr*>(&na), socklen_t(offsetof(sockaddr_un, sun_path) + 1 + notify_name.size())), 0)
+        << strerror(errno);
+    auto next_notice = [notify](int timeout_ms) {
+        pollfd p{notify, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) <= 0) return std::string("<none>");
+        char buf[512];
+        ssize_t n = recv(notify, buf, sizeof buf, 0);
+        return n > 0 ? std::string(buf, size_t(n)) : std::string("<none>");
+    };
+    auto listening = [](const std::string& path, int type) {
+        int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+        unlink(path.c_str());
+        EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << strerror(errno);
+        if (type == SOCK_STREAM) {
+            EXPECT_EQ(listen(fd, 16), 0);
+        }
+        chmod(path.c_str(), 0666);
+        return fd;
+    };
+    // Forks moatd with fd as its fd 3 and LISTEN_FDS=nfds, as systemd does.
+    auto activate = [&](int fd, const char* nfds) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int lf = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            dup2(lf, 1);
+            dup2(lf, 2);
+            if (fd != 3) dup2(fd, 3);  // dup2 leaves fd 3 open across exec
+            else fcntl(3, F_SETFD, 0);
+            setenv("LISTEN_FDS", nfds, 1);
+            setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
+            setenv("NOTIFY_SOCKET", ("@" + notify_name).c_str(), 1);
+            execl(MOATD_PATH, MOATD_PATH, "--state-dir", (dir + "/state").c_str(), "--socket", unused.c_str(),
+                  "--cgroup-parent", parent.c_str(), "--uid-lock-dir", (dir + "/locks").c_str(), "--uid-base",
+                  "3900000", "--uid-count", "1024", (char*)nullptr);
+            _exit(127);
+        }
+        return pid;
+    };
+    auto exit_status = [](pid_t pid, int timeout_s) {
+        int st = -1;
+        for (int i = 0; i < timeout_s * 50; ++i) {
+            if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            usleep(20000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -1;
+    };
+
+    // Refused: two sockets, and a socket of the wrong kind.
+    int stream = listening(sock, SOCK_STREAM);
+    EXPECT_EQ(exit_status(activate(stream, "2"), 10), 1);
+    EXPECT_NE(read_text(log).find("socket activation passed LISTEN_FDS=2; moatd serves exactly one socket"),
+              std::string::npos)
+        << read_text(log);
+    int dgram = listening(dir + "/dgram.sock", SOCK_DGRAM);
+    EXPECT_EQ(exit_status(activate(dgram, "1"), 10), 1);
+    EXPECT_NE(read_text(log).find("is not a listening Unix stream socket"), std::string::npos) << read_text(log);
+    close(dgram);
+    EXPECT_EQ(next_notice(0), "<none>") << "no READY=1 from a moatd that did not start";
+
+    // The real hand-over.
+    pid_t pid = activate(stream, "1");
+    EXPECT_EQ(next_notice(15000), "READY=1\nSTATUS=serving") << read_text(log);
+    EXPECT_NE(read_text(log).find("serving the socket systemd passed (socket activation)"), std::string::npos)
+        << read_text(log);
+    Proc jobs = run_cmd({s_root + "/bin/moatctl", "--socket", sock, "jobs", "--json"}, {});
+    EXPECT_EQ(jobs.status, 0) << jobs.err;
+    struct stat st{};
+    EXPECT_NE(stat(unused.c_str(), &st), 0) << "--socket is not bound when systemd passed one";
+    kill(pid, SIGTERM);
+    EXPECT_EQ(next_notice(15000), "STOPPING=1");
+    EXPECT_EQ(exit_status(pid, 30), 0) << read_text(log);
+    EXPECT_EQ(stat(sock.c_str(), &st), 0) << "the socket unit's file is left in place";
+    // Still listening (the test holds it like systemd): a restarted moatd would take it again.
+    close(stream);
+    close(notify);
+}
+
+// /etc/moat/moatd.toml (docs/cli.md, "The config file"): every option is a
+// key, a misspelt key is an error, and a file others may write is refused
+// (it says what moatd runs as root).
+TEST_F(Rel, ConfigFileKeysAreOptionsAndItMustBeRoots) {
+    const std::string dir = s_root + "/conf";
+    mkdir(dir.c_str(), 0755);
+    const std::string conf = dir + "/moatd.toml", sock = dir + "/conf.sock";
+    auto write_conf = [&](const std::string& text, mode_t mode) {
+        std::ofstream(conf) << text;
+        chmod(conf.c_str(), mode);
+    };
+    const std::string good = "state-dir = \"" + dir + "/state\"\nsocket = \"" + sock +
+                             "\"\ncgroup-parent = \"moat-scn-conf-" + std::to_string(getpid()) + "\"\nuid-lock-dir = \"" +
+                             dir + "/locks\"\nuid-base = 3910000\nuid-count = 1024\nmetrics = \"127.0.0.1:0\"\n";
+    auto run_moatd = [&](const std::vector<std::string>& extra) {
+        std::vector<std::string> argv = {MOATD_PATH, "--config", conf};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        Opts o;
+        o.timeout_s = 20;
+        return run_cmd(argv, o);
+    };
+    write_conf(good + "state_dri = \"/tmp/x\"\n", 0644);
+    Proc typo = run_moatd({});
+    EXPECT_NE(typo.status, 0);
+    EXPECT_NE((typo.out + typo.err).find("state_dri"), std::string::npos) << typo.out << typo.err;
+    write_conf(good, 0664);
+    Proc writable = run_moatd({});
+    EXPECT_EQ(writable.status, 1);
+    EXPECT_NE(writable.err.find("must be owned by root and writable only by it"), std::string::npos) << writable.err;
+
+    write_conf(good, 0644);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int lf = open((dir + "/log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        dup2(lf, 2);
+        execl(MOATD_PATH, MOATD_PATH, "--config", conf.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    bool up = false;
+    for (int i = 0; i < 500 && !up; ++i) {
+        up = read_text(dir + "/log").find("moatd: serving " + sock) != std::string::npos;
+        if (!up) usleep(20000);
+    }
+    EXPECT_TRUE(up) << read_text(dir + "/log");
+    EXPECT_NE(read_text(dir + "/log").find("metrics at http://127.0.0.1:"), std::string::npos) << "the metrics key";
+    kill(pid, SIGTERM);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << read_text(dir + "/log");
 }
 
 // =================================================================================

@@ -5,6 +5,7 @@
 #include <sys/timerfd.h>
 
 #include <cerrno>
+#include <string>
 
 namespace moat {
 
@@ -32,19 +33,30 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create() {
 
 EventLoop::~EventLoop() = default;
 
+namespace {
+// An event carries its fd and the registration's generation: an event already
+// fetched for an fd that a callback then closed must not reach whatever
+// registers that fd number next in the same batch (a seccomp listener would
+// block the loop in NOTIF_RECV on an event that was not its own).
+uint64_t tag(int fd, uint64_t generation) { return (generation << 32) | uint32_t(fd); }
+}  // namespace
+
 Result<void> EventLoop::add_fd(int fd, uint32_t events, FdCallback cb) {
+    const uint64_t gen = ++m_generation & 0xffffffffu;
     epoll_event ev{};
     ev.events = events;
-    ev.data.fd = fd;
+    ev.data.u64 = tag(fd, gen);
     if (epoll_ctl(m_epoll.get(), EPOLL_CTL_ADD, fd, &ev) < 0) return fail_sys("epoll_ctl(ADD)", errno);
-    m_fds[fd] = std::make_shared<Entry>(Entry{std::move(cb), ++m_generation});
+    m_fds[fd] = std::make_shared<Entry>(Entry{std::move(cb), gen});
     return {};
 }
 
 Result<void> EventLoop::modify_fd(int fd, uint32_t events) {
+    auto it = m_fds.find(fd);
+    if (it == m_fds.end()) return fail("epoll_ctl(MOD): fd " + std::to_string(fd) + " is not registered");
     epoll_event ev{};
     ev.events = events;
-    ev.data.fd = fd;
+    ev.data.u64 = tag(fd, it->second->generation);
     if (epoll_ctl(m_epoll.get(), EPOLL_CTL_MOD, fd, &ev) < 0) return fail_sys("epoll_ctl(MOD)", errno);
     return {};
 }
@@ -105,8 +117,10 @@ void EventLoop::run() {
             break;
         }
         for (int i = 0; i < n && m_running; ++i) {
-            auto it = m_fds.find(evs[i].data.fd);
-            if (it == m_fds.end()) continue;  // removed by an earlier callback
+            const int fd = int(uint32_t(evs[i].data.u64));
+            auto it = m_fds.find(fd);
+            // Removed by an earlier callback, or removed and its number taken again.
+            if (it == m_fds.end() || it->second->generation != evs[i].data.u64 >> 32) continue;
             auto entry = it->second;          // keeps the callback alive while it runs
             entry->cb(evs[i].events);
         }

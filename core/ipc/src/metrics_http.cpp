@@ -82,14 +82,26 @@ void MetricsHttp::on_accept() {
         UniqueFd fd(::accept4(m_listen.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd) return;  // EAGAIN, or a peer that left: nothing to do
         if (m_conns.size() >= m_cfg.max_connections) {
+            // Full. Peers that hold connections without sending a request
+            // must not lock the scraper out: the oldest one still being read
+            // makes room. If every connection is being answered, the new one
+            // is closed (a scraper retries).
+            auto oldest = m_conns.end();
+            for (auto it = m_conns.begin(); it != m_conns.end(); ++it)
+                if (it->second->out.empty() && (oldest == m_conns.end() || it->second->seq < oldest->second->seq))
+                    oldest = it;
             ++m_refused;
-            continue;  // closed: a scraper retries, a flood costs one accept each
+            if (oldest == m_conns.end()) continue;
+            close_conn(oldest->first);
         }
         const int n = fd.get();
         auto c = std::make_unique<Conn>();
         c->fd = std::move(fd);
-        if (!m_loop->add_fd(n, EPOLLIN | EPOLLRDHUP, [this, n](uint32_t ev) {
-                if (ev & EPOLLOUT) on_writable(n);
+        c->seq = ++m_accepted;
+        if (!m_loop->add_fd(n, EPOLLIN | EPOLLRDHUP, [this, n](uint32_t) {
+                // Answering: only writing is left (an error or hang-up ends
+                // it there, never as a read that returns at once and spins).
+                if (auto it = m_conns.find(n); it != m_conns.end() && !it->second->out.empty()) on_writable(n);
                 else on_readable(n);
             }))
             continue;
@@ -117,7 +129,6 @@ void MetricsHttp::on_readable(int fd) {
     auto it = m_conns.find(fd);
     if (it == m_conns.end()) return;
     Conn& c = *it->second;
-    if (!c.out.empty()) return;  // answering: the rest of what it sends is ignored
     char buf[4096];
     for (;;) {
         ssize_t n = ::read(fd, buf, sizeof buf);
@@ -131,6 +142,7 @@ void MetricsHttp::on_readable(int fd) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
+        if (n == 0 && c.in.find("\r\n\r\n") != std::string::npos) break;  // sent it all, then shut down its side
         close_conn(fd);  // EOF before a whole request, or an error
         return;
     }

@@ -201,34 +201,60 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
     s->m_loop = loop;
     s->m_sup = sup;
     s->m_store = store;
-    const std::string& path = s->m_cfg.socket_path;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (s->m_cfg.listen_fd >= 0) {
+        // Socket activation: check it is what moatd.socket makes before
+        // serving it (a unit with ListenDatagram= or a TCP port must not be).
+        UniqueFd fd(s->m_cfg.listen_fd);
+        int domain = 0, type = 0, listening = 0;
+        socklen_t l = sizeof domain;
+        if (getsockopt(fd.get(), SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) return fail_sys("inherited socket", errno);
+        l = sizeof type;
+        getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &l);
+        l = sizeof listening;
+        getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &l);
+        if (domain != AF_UNIX || type != SOCK_STREAM || !listening)
+            return fail("the inherited socket (fd " + std::to_string(s->m_cfg.listen_fd) +
+                        ") is not a listening Unix stream socket (moatd.socket must use ListenStream=PATH)");
+        int fl = fcntl(fd.get(), F_GETFL);
+        if (fl < 0 || fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd.get(), F_SETFD, FD_CLOEXEC) < 0)
+            return fail_sys("fcntl(inherited socket)", errno);
+        sockaddr_un bound{};
+        socklen_t bl = sizeof bound;
+        if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &bl) == 0 && bl > sizeof(sa_family_t) &&
+            bound.sun_path[0])
+            s->m_cfg.socket_path = std::string(bound.sun_path, strnlen(bound.sun_path, sizeof bound.sun_path));
+        s->m_listen = std::move(fd);
+        s->m_owns_path = false;
+    } else {
+        const std::string& path = s->m_cfg.socket_path;
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
+        memcpy(addr.sun_path, path.c_str(), path.size() + 1);
 
-    // Create the parent directory; refuse to replace a live daemon's socket.
-    auto slash = path.rfind('/');
-    if (slash != std::string::npos && slash > 0) {
-        std::string dir = path.substr(0, slash);
-        if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return fail_sys("mkdir(\"" + dir + "\")", errno);
+        // Create the parent directory; refuse to replace a live daemon's socket.
+        auto slash = path.rfind('/');
+        if (slash != std::string::npos && slash > 0) {
+            std::string dir = path.substr(0, slash);
+            if (::mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return fail_sys("mkdir(\"" + dir + "\")", errno);
+        }
+        struct stat st{};
+        if (::lstat(path.c_str(), &st) == 0) {
+            if (!S_ISSOCK(st.st_mode)) return fail(path + " exists and is not a socket; refusing to replace it");
+            UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+                return fail("another moatd is already listening on " + path);
+            ::unlink(path.c_str());
+        }
+        s->m_listen.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!s->m_listen) return fail_sys("socket(AF_UNIX)", errno);
+        if (::bind(s->m_listen.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+            return fail_sys("bind(\"" + path + "\")", errno);
+        // Anyone may connect; what they may do is decided from SO_PEERCRED, and
+        // strangers get a clear refusal instead of a bare EACCES.
+        if (::chmod(path.c_str(), 0666) < 0) return fail_sys("chmod(\"" + path + "\")", errno);
+        if (::listen(s->m_listen.get(), 128) < 0) return fail_sys("listen", errno);
     }
-    struct stat st{};
-    if (::lstat(path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) return fail(path + " exists and is not a socket; refusing to replace it");
-        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
-            return fail("another moatd is already listening on " + path);
-        ::unlink(path.c_str());
-    }
-    s->m_listen.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!s->m_listen) return fail_sys("socket(AF_UNIX)", errno);
-    if (::bind(s->m_listen.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return fail_sys("bind(\"" + path + "\")", errno);
-    // Anyone may connect; what they may do is decided from SO_PEERCRED, and
-    // strangers get a clear refusal instead of a bare EACCES.
-    if (::chmod(path.c_str(), 0666) < 0) return fail_sys("chmod(\"" + path + "\")", errno);
-    if (::listen(s->m_listen.get(), 128) < 0) return fail_sys("listen", errno);
     Server* raw = s.get();
     if (auto r = loop->add_fd(s->m_listen.get(), EPOLLIN, [raw](uint32_t) { raw->on_accept(); }); !r)
         return std::unexpected(r.error());
@@ -275,7 +301,7 @@ Server::~Server() {
     if (m_tick) m_loop->cancel_timer(m_tick);
     for (auto& [id, c] : m_clients) m_loop->remove_fd(c->fd.get());
     m_loop->remove_fd(m_listen.get());
-    ::unlink(m_cfg.socket_path.c_str());
+    if (m_owns_path) ::unlink(m_cfg.socket_path.c_str());
 }
 
 std::optional<std::string> Server::over_limit(uid_t uid, Role role) const {

@@ -219,8 +219,11 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
         if (auto dev = dev_entry(p, true); !dev) return std::unexpected(dev.error());
         out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
     }
-    for (const auto& in : inputs)
+    for (const auto& in : inputs) {
+        if (policy::container_dev(in.sandbox, true) != policy::ContainerDev::Ordinary)
+            return fail("--input " + in.sandbox + ": " + policy::container_dev_message(in.sandbox));
         if (auto r = add_bind(in.host, in.sandbox, false, &in); !r) return std::unexpected(r.error());
+    }
     for (size_t a = 0; a < out.size(); ++a)
         for (size_t b = a + 1; b < out.size(); ++b)
             if (out[a].target == out[b].target) return fail("two mounts at " + out[a].target);

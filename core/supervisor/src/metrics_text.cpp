@@ -90,7 +90,7 @@ std::string render_metrics(const Metrics& m, const StoreFigures& s) {
     }
     head(o, "moat_denials_total", "counter",
          "Denied syscalls since moatd started, by policy name and syscall (running jobs included; past 2048 "
-         "series, syscall=\"_other\").");
+         "series, policy=\"_other\",syscall=\"_other\").");
     for (const auto& [key, n] : m.denials) {
         o += "moat_denials_total{policy=\"" + label(key.first) + "\",syscall=\"" + label(key.second) + "\"} ";
         num(o, n);

@@ -127,9 +127,10 @@ struct Supervisor::Job {
     cgroup::Sample stored;
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
-    // Denials by syscall name for the metrics (folded into Metrics at the end);
-    // at most kMaxSyscallKeys names, the rest under "_other".
-    std::unordered_map<std::string, uint64_t> denied_by_syscall;
+    // The metrics' denial counters this job has used, by syscall name (a
+    // cache of denial_slot: one hash lookup per denial); at most
+    // kMaxSyscallKeys names are cached, the rest are looked up each time.
+    std::unordered_map<std::string, uint64_t*> denial_slots;
     static constexpr size_t kMaxSyscallKeys = 512;
     struct Pending {
         int64_t first_ns;
@@ -1107,10 +1108,13 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     // built from the raw values; the JSON row is built only for a new key, so
     // a storm of repeats costs a string and a hash lookup, not a JSON dump.
     ++job.denials;
-    if (auto d = job.denied_by_syscall.find(name); d != job.denied_by_syscall.end())
-        ++d->second;
-    else
-        ++job.denied_by_syscall[job.denied_by_syscall.size() < Job::kMaxSyscallKeys ? name : std::string("_other")];
+    if (auto d = job.denial_slots.find(name); d != job.denial_slots.end()) {
+        ++*d->second;
+    } else {
+        uint64_t& slot = denial_slot(m_metrics, job.policy->name, name);
+        ++slot;
+        if (job.denial_slots.size() < Job::kMaxSyscallKeys) job.denial_slots.emplace(name, &slot);
+    }
     std::string key;
     key.reserve(160 + (decoded ? decoded->size() : 0) + (module ? module->size() : 0));
     char head[192];
@@ -1473,8 +1477,6 @@ void Supervisor::finish(Job& job) {
     }
     if (job.ooms > 0 && r.cause != "memory") r.detail += "; " + std::to_string(job.ooms) + " OOM kill(s) inside the job";
     count_end(r.tier, r.cause);
-    for (const auto& [syscall, n] : job.denied_by_syscall) count_denials(job.policy->name, syscall, n);
-    job.denied_by_syscall.clear();
     nlohmann::json fin = {{"event", "finished"}, {"cause", r.cause}, {"detail", r.detail}};
     fin["exit_code"] = r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr);
     fin["signal"] = r.signal ? nlohmann::json(*r.signal) : nlohmann::json(nullptr);
@@ -1579,32 +1581,17 @@ std::optional<store::JobRecord> Supervisor::live(int64_t job_id) const {
     return r;
 }
 
-void Supervisor::count_denials(const std::string& policy, const std::string& syscall, uint64_t n) {
-    count_denials_into(m_metrics, policy, syscall, n);
-}
-
-void count_denials_into(Metrics& m, const std::string& policy, const std::string& syscall, uint64_t n) {
+uint64_t& denial_slot(Metrics& m, const std::string& policy, const std::string& syscall) {
     auto key = std::make_pair(policy, syscall);
-    if (auto it = m.denials.find(key); it != m.denials.end()) {
-        it->second += n;
-        return;
-    }
-    if (m.denials.size() < Metrics::kMaxDenialSeries) {
-        m.denials.emplace(std::move(key), n);
-        return;
-    }
-    // Full: the policy's "_other", if it has one, else the global one (which
-    // may take the last slot even when full, so nothing is lost).
-    if (auto it = m.denials.find({policy, "_other"}); it != m.denials.end()) it->second += n;
-    else m.denials[{"_other", "_other"}] += n;
+    if (auto it = m.denials.find(key); it != m.denials.end()) return it->second;
+    if (m.denials.size() < Metrics::kMaxDenialSeries) return m.denials.emplace(std::move(key), 0).first->second;
+    // Full: one shared series, past the bound by one, so nothing is lost.
+    return m.denials[{"_other", "_other"}];
 }
 
 Metrics Supervisor::metrics() const {
     Metrics m = m_metrics;
-    for (const auto& [id, job] : m_jobs) {
-        ++m.tiers[job->rec.tier].running;
-        for (const auto& [syscall, n] : job->denied_by_syscall) count_denials_into(m, job->policy->name, syscall, n);
-    }
+    for (const auto& [id, job] : m_jobs) ++m.tiers[job->rec.tier].running;
     return m;
 }
 

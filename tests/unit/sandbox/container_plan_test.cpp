@@ -75,6 +75,13 @@ TEST(ContainerPlan, DevPathsAreTheContainersOwnOrRefused) {
         ASSERT_FALSE(bad) << (ro ? ro : rw ? rw : tmp) << " was accepted";
         EXPECT_NE(bad.error().message.find("has its own /dev"), std::string::npos) << bad.error().message;
     }
+    // An --input placed under /dev would be hidden the same way.
+    moat::sandbox::InputMount in;
+    in.host = "/usr/bin/true";
+    in.sandbox = "/dev/input-file";
+    auto input = plan_mounts({}, {}, {}, 1 << 20, {in});
+    ASSERT_FALSE(input);
+    EXPECT_NE(input.error().message.find("--input /dev/input-file: "), std::string::npos) << input.error().message;
     // A path that only starts with "/dev" is an ordinary path.
     auto devices = plan_mounts({"/devices-not-dev"}, {}, {}, 1 << 20, {});
     ASSERT_FALSE(devices);

@@ -78,6 +78,13 @@ TEST(Metrics, DenialSeriesAreBoundedAndNoCountIsLost) {
     for (const auto& [k, n] : m.denials) sum += n;
     EXPECT_EQ(sum, total);
     EXPECT_GT((m.denials[{"_other", "_other"}]), 0u);
+    // A series made before the bound keeps counting in place.
+    const uint64_t before = m.denials[{"p0", "syscall_0"}];
+    count_denials_into(m, "p0", "syscall_0", 5);
+    EXPECT_EQ((m.denials[{"p0", "syscall_0"}]), before + 5);
+    // And its counter is the same object (the supervisor caches it per job).
+    uint64_t* slot = &moat::supervisor::denial_slot(m, "p0", "syscall_0");
+    EXPECT_EQ(slot, (&m.denials[{"p0", "syscall_0"}]));
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ namespace moat::ipc {
 
 struct MetricsHttpConfig {
     std::string listen;                          // "PORT", "HOST:PORT" or "[V6]:PORT"; HOST an IP literal
-    size_t max_connections = 8;                  // more are closed at accept (counted)
+    size_t max_connections = 8;                  // past it the oldest peer still sending its request is evicted
     int64_t request_timeout_ns = 5'000'000'000;  // request read and answer written within this
     size_t max_request_bytes = 8192;             // request line and headers
 };
@@ -47,7 +47,7 @@ public:
 
     uint16_t port() const { return m_port; }
     const std::string& address() const { return m_address; }  // bound address, printed
-    uint64_t refused() const { return m_refused; }               // connections closed at accept (over the limit)
+    uint64_t refused() const { return m_refused; }  // over the limit: an idle peer evicted, or the new one closed
     uint64_t timed_out() const { return m_timed_out; }
 
 private:
@@ -56,6 +56,7 @@ private:
         std::string in, out;
         size_t sent = 0;
         EventLoop::TimerId timer = 0;
+        uint64_t seq = 0;  // accept order
     };
     MetricsHttp() = default;
     void on_accept();
@@ -71,7 +72,8 @@ private:
     uint16_t m_port = 0;
     std::string m_address;
     std::map<int, std::unique_ptr<Conn>> m_conns;
-    std::atomic<uint64_t> m_refused{0}, m_timed_out{0};  // read from other threads (tests)
+    std::atomic<uint64_t> m_refused{0}, m_timed_out{0};
+    uint64_t m_accepted = 0;  // read from other threads (tests)
 };
 
 }  // namespace moat::ipc

@@ -29,6 +29,10 @@ const char* role_name(Role r);
 
 struct ServerConfig {
     std::string socket_path;
+    // A listening socket handed over by systemd (socket activation, fd 3):
+    // served instead of binding socket_path, and never unlinked (the socket
+    // unit owns it). -1: bind socket_path.
+    int listen_fd = -1;
     std::string admin_group = "moat-admin";
     std::string viewer_group = "moat-viewer";
     // Connections held at once. Refused peers (no role) are answered and closed
@@ -96,6 +100,7 @@ private:
     supervisor::Supervisor* m_sup = nullptr;
     store::Store* m_store = nullptr;
     UniqueFd m_listen;
+    bool m_owns_path = true;  // we bound socket_path (unlinked at the end), not systemd
     std::map<uint64_t, std::unique_ptr<Client>> m_clients;
     uint64_t m_next_client = 1;
     EventLoop::TimerId m_tick = 0;

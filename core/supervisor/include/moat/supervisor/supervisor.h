@@ -148,8 +148,7 @@ struct Metrics {
     // the job's clock starting (its process launched; vm tier: the guest took it).
     static constexpr double kStartBuckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
     // Denial series (policy, syscall) beyond this many are counted under
-    // syscall "_other" of their policy, then under ("_other", "_other"): a job
-    // cannot grow the scrape without bound.
+    // ("_other", "_other"): a job cannot grow the scrape without bound.
     static constexpr size_t kMaxDenialSeries = 2048;
     struct PerTier {
         uint64_t running = 0;                   // jobs running now
@@ -163,8 +162,13 @@ struct Metrics {
     std::map<std::pair<std::string, std::string>, uint64_t> denials;  // (policy name, syscall)
 };
 
-// Adds n denials of (policy, syscall), within kMaxDenialSeries.
-void count_denials_into(Metrics& m, const std::string& policy, const std::string& syscall, uint64_t n);
+// The counter for denials of (policy, syscall): its own series while fewer
+// than kMaxDenialSeries exist, else ("_other", "_other"). A series, once made, is never moved or removed, so the
+// reference stays valid and a counter never jumps between series.
+uint64_t& denial_slot(Metrics& m, const std::string& policy, const std::string& syscall);
+inline void count_denials_into(Metrics& m, const std::string& policy, const std::string& syscall, uint64_t n) {
+    denial_slot(m, policy, syscall) += n;
+}
 
 // The Prometheus text exposition (format 0.0.4) of moatd's figures.
 struct StoreFigures {
@@ -191,7 +195,7 @@ public:
     void stop_all(const std::string& why, std::function<void()> on_all_done);
 
     size_t running() const { return m_jobs.size(); }
-    // A snapshot of the metrics, running jobs' denials folded in.
+    // A snapshot of the metrics (running counts added).
     Metrics metrics() const;
     // Each tier this moatd knows and why it cannot run it ("" when it can).
     std::vector<std::pair<std::string, std::string>> tiers() const;
@@ -276,8 +280,7 @@ private:
     uint64_t m_pending_bytes = 0;  // Σ pending_bytes of all jobs (kMaxPendingBytes)
     uint64_t m_cpus = 1;           // the machine's CPUs (get_nprocs_conf): the most CPU time a job gains per second
 
-    Metrics m_metrics;  // running counts and running jobs' denials are added by metrics()
-    void count_denials(const std::string& policy, const std::string& syscall, uint64_t n);
+    Metrics m_metrics;  // running counts are added by metrics()
     void count_end(const std::string& tier, const std::string& cause) { ++m_metrics.tiers[tier].ended[cause]; }
 };
 
