@@ -30,6 +30,7 @@
 #include "moat/learn/replay.h"
 #include "moat/policy/diff.h"
 #include "moat/policy/lint.h"
+#include "moat/policy/k8s.h"
 #include "moat/policy/oci.h"
 #include "moat/store/backup.h"
 #include "moat/common/base64.h"
@@ -829,9 +830,15 @@ std::optional<moat::policy::Policy> load_policy(const std::string& file) {
     return std::move(res.policy);
 }
 
-int cmd_policy_export(const std::string& file, const std::string& out) {
+int cmd_policy_export(const std::string& to, const std::string& file, const std::string& out) {
     auto p = load_policy(file);
     if (!p) return 1;
+    if (to == "k8s") {
+        auto res = moat::policy::export_k8s(*p);
+        print_diagnostics(res.diagnostics);
+        if (moat::policy::has_errors(res.diagnostics) || res.yaml.empty()) return 1;
+        return write_output(out, res.yaml) ? 0 : 1;
+    }
     auto res = moat::policy::export_oci(*p);
     print_diagnostics(res.diagnostics);
     if (moat::policy::has_errors(res.diagnostics)) return 1;
@@ -953,8 +960,12 @@ int main(int argc, char** argv) {
     import->add_option("-o,--output", out, "write the policy here instead of stdout");
     import->add_option("--name", name, "policy name (default: from the file name)");
 
-    auto* export_ = policy->add_subcommand("export", "convert a policy's [seccomp] to an OCI seccomp profile (JSON)");
-    export_->add_option("--to", to, "output format")->required()->check(CLI::IsMember({"oci"}));
+    auto* export_ = policy->add_subcommand(
+        "export", "convert a policy to an OCI seccomp profile (JSON) or a Kubernetes SeccompProfile (YAML)");
+    export_->add_option("--to", to, "oci: OCI seccomp profile; k8s: Security Profiles Operator SeccompProfile with "
+                                    "the Pod securityContext/resources to use it")
+        ->required()
+        ->check(CLI::IsMember({"oci", "k8s"}));
     export_->add_option("file", file, "policy TOML file")->required();
     export_->add_option("-o,--output", out, "write the profile here instead of stdout");
 
@@ -1001,7 +1012,7 @@ int main(int argc, char** argv) {
     if (output->parsed()) return cmd_output(g, job, err_stream, as_json);
     if (check->parsed()) return cmd_policy_check(file, explain);
     if (import->parsed()) return cmd_policy_import(file, out, name);
-    if (export_->parsed()) return cmd_policy_export(file, out);
+    if (export_->parsed()) return cmd_policy_export(to, file, out);
     if (pdiff->parsed()) return cmd_policy_diff(file, file_b, as_json);
     return 2;
 #endif

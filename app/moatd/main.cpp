@@ -319,22 +319,48 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     // Every option is also a key of the config file (docs/cli.md, "The config
     // file"); the command line wins over the file.
-    app.set_config("--config", "/etc/moat/moatd.toml",
+    app.set_config("--config", "",
                    "read options from this TOML file: each key is an option's long name (state-dir = \"...\"); "
-                   "a missing default file is fine, a missing named one is an error",
+                   "default /etc/moat/moatd.toml when it exists; a named file that is missing is an error",
                    false);
     app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
-    CLI11_PARSE(app, argc, argv);
-    if (auto* cfg = app.get_config_ptr(); (cfg && cfg->count() > 0) || ::access("/etc/moat/moatd.toml", F_OK) == 0) {
-        // moatd runs as root: its config must be root's, like sshd_config.
-        const std::string path = cfg && cfg->count() > 0 ? cfg->as<std::string>() : "/etc/moat/moatd.toml";
+    // moatd runs as root, so its config must be root's and writable only by
+    // root (like sshd_config). The file is opened once and checked through the
+    // fd, and CLI11 reads that same open file (/proc/self/fd/N): a file
+    // swapped between the check and the read is never read.
+    std::vector<std::string> args(argv, argv + argc);
+    moat::UniqueFd config_fd;
+    {
+        std::string path = "/etc/moat/moatd.toml";
+        size_t at = 0;  // the argument holding the path (0: not on the command line)
+        for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
+            if (args[i] == "--config" && i + 1 < args.size()) at = i + 1;
+            else if (args[i].rfind("--config=", 0) == 0) at = i;
+        }
+        if (at) path = args[at].rfind("--config=", 0) == 0 ? args[at].substr(9) : args[at];
+        config_fd.reset(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
         struct stat cs{};
-        if (::stat(path.c_str(), &cs) == 0 && (cs.st_uid != 0 || (cs.st_mode & 022))) {
-            fprintf(stderr, "moatd: %s must be owned by root and writable only by it (it sets what moatd runs as root)\n",
+        if (!config_fd) {
+            if (at || errno != ENOENT) {
+                fprintf(stderr, "moatd: --config %s: %s\n", path.c_str(), strerror(errno));
+                return 1;
+            }
+        } else if (fstat(config_fd.get(), &cs) < 0 || !S_ISREG(cs.st_mode) || cs.st_uid != 0 || (cs.st_mode & 022)) {
+            fprintf(stderr,
+                    "moatd: %s must be a regular file owned by root and writable only by it (it sets what moatd "
+                    "runs as root)\n",
                     path.c_str());
             return 1;
+        } else {
+            const std::string via = "/proc/self/fd/" + std::to_string(config_fd.get());
+            if (!at) args.insert(args.begin() + 1, {"--config", via});
+            else args[at] = args[at].rfind("--config=", 0) == 0 ? "--config=" + via : via;
         }
     }
+    std::vector<char*> cargv;
+    for (auto& a : args) cargv.push_back(a.data());
+    CLI11_PARSE(app, int(cargv.size()), cargv.data());
+    config_fd.reset();
     // systemd socket activation (sd_listen_fds(3), a stable protocol: fds
     // from 3, LISTEN_PID naming us). moatd takes exactly one socket.
     int inherited_listen = -1;
@@ -343,6 +369,18 @@ int main(int argc, char** argv) {
         if (!lf || std::string(lf) != "1") {
             fprintf(stderr, "moatd: socket activation passed LISTEN_FDS=%s; moatd serves exactly one socket "
                             "(moatd.socket: one ListenStream=)\n", lf ? lf : "(unset)");
+            return 1;
+        }
+        // Checked here, before anything else could take fd 3's number.
+        int domain = 0, type = 0, listening = 0;
+        socklen_t l = sizeof domain;
+        const bool ok = getsockopt(3, SOL_SOCKET, SO_DOMAIN, &domain, &l) == 0 &&
+                        (l = sizeof type, getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &l) == 0) &&
+                        (l = sizeof listening, getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) == 0) &&
+                        domain == AF_UNIX && type == SOCK_STREAM && listening;
+        if (!ok) {
+            fprintf(stderr, "moatd: the inherited socket (fd 3) is not a listening Unix stream socket (moatd.socket "
+                            "must use ListenStream=PATH)\n");
             return 1;
         }
         inherited_listen = 3;
@@ -674,6 +712,7 @@ int main(int argc, char** argv) {
         while (read(sfd.get(), &si, sizeof si) == sizeof si) {
             if (stopping) continue;
             stopping = true;
+            notify_systemd("STOPPING=1");
             fprintf(stderr, "moatd: %s: stopping %zu running job(s)\n", strsignal(int(si.ssi_signo)), sup.running());
             sup.stop_all(std::string("moatd received SIG") + sigabbrev_np(int(si.ssi_signo)),
                          [&] { (*loop)->stop(); });
@@ -685,7 +724,6 @@ int main(int argc, char** argv) {
             uid_base, uid_base + uid_count - 1);
     notify_systemd("READY=1\nSTATUS=serving");
     (*loop)->run();
-    notify_systemd("STOPPING=1");
     metrics.reset();
     server->reset();
     (*store)->flush();

@@ -1049,9 +1049,22 @@ TEST_F(Rel, ConfigFileKeysAreOptionsAndItMustBeRoots) {
     write_conf(good, 0664);
     Proc writable = run_moatd({});
     EXPECT_EQ(writable.status, 1);
-    EXPECT_NE(writable.err.find("must be owned by root and writable only by it"), std::string::npos) << writable.err;
+    EXPECT_NE(writable.err.find("must be a regular file owned by root and writable only by it"), std::string::npos)
+        << writable.err;
 
+    // A symlink is not followed, and a named file that is missing is an error.
+    const std::string link = dir + "/link.toml";
+    unlink(link.c_str());
+    ASSERT_EQ(symlink(conf.c_str(), link.c_str()), 0);
     write_conf(good, 0644);
+    Proc via_link = run_cmd({MOATD_PATH, "--config=" + link}, {});
+    EXPECT_EQ(via_link.status, 1);
+    EXPECT_NE(via_link.err.find("--config " + link + ": Too many levels of symbolic links"), std::string::npos)
+        << via_link.err;
+    Proc missing = run_cmd({MOATD_PATH, "--config", dir + "/none.toml"}, {});
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_NE(missing.err.find("none.toml: No such file or directory"), std::string::npos) << missing.err;
+
     pid_t pid = fork();
     if (pid == 0) {
         int lf = open((dir + "/log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

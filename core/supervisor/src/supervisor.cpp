@@ -128,8 +128,8 @@ struct Supervisor::Job {
     nlohmann::json last_sample;  // the last resource event's fields (null before the first)
     uint64_t denials = 0;
     // The metrics' denial counters this job has used, by syscall name (a
-    // cache of denial_slot: one hash lookup per denial); at most
-    // kMaxSyscallKeys names are cached, the rest are looked up each time.
+    // cache of denial_slot: one hash lookup per denial). Past kMaxSyscallKeys
+    // names the job makes no new series (its new names count as _other).
     std::unordered_map<std::string, uint64_t*> denial_slots;
     static constexpr size_t kMaxSyscallKeys = 512;
     struct Pending {
@@ -1110,10 +1110,15 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     ++job.denials;
     if (auto d = job.denial_slots.find(name); d != job.denial_slots.end()) {
         ++*d->second;
-    } else {
+    } else if (job.denial_slots.size() < Job::kMaxSyscallKeys) {
         uint64_t& slot = denial_slot(m_metrics, job.policy->name, name);
         ++slot;
-        if (job.denial_slots.size() < Job::kMaxSyscallKeys) job.denial_slots.emplace(name, &slot);
+        job.denial_slots.emplace(name, &slot);
+    } else {
+        // A job past 512 syscall names (foreign-ABI syscall_N) makes no more
+        // series: it must not use up the page's bound for every other job.
+        auto it = m_metrics.denials.find({job.policy->name, name});
+        ++(it != m_metrics.denials.end() ? it->second : denial_slot(m_metrics, "_other", "_other"));
     }
     std::string key;
     key.reserve(160 + (decoded ? decoded->size() : 0) + (module ? module->size() : 0));

@@ -72,8 +72,8 @@ private:
     uint16_t m_port = 0;
     std::string m_address;
     std::map<int, std::unique_ptr<Conn>> m_conns;
-    std::atomic<uint64_t> m_refused{0}, m_timed_out{0};
-    uint64_t m_accepted = 0;  // read from other threads (tests)
+    std::atomic<uint64_t> m_refused{0}, m_timed_out{0};  // read from other threads (tests)
+    uint64_t m_accepted = 0;                             // loop thread only
 };
 
 }  // namespace moat::ipc
