@@ -334,15 +334,17 @@ int main(int argc, char** argv) {
         std::string path = "/etc/moat/moatd.toml";
         size_t at = 0;  // the argument holding the path (0: not on the command line)
         for (size_t i = 1; i < args.size() && args[i] != "--"; ++i) {
-            if (args[i] == "--config" && i + 1 < args.size()) at = i + 1;
+            if (args[i] == "--config" && i + 1 < args.size()) at = ++i;  // the value is not an option
             else if (args[i].rfind("--config=", 0) == 0) at = i;
         }
         if (at) path = args[at].rfind("--config=", 0) == 0 ? args[at].substr(9) : args[at];
-        config_fd.reset(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
+        // O_NONBLOCK: a FIFO must not hang moatd before the regular-file check.
+        config_fd.reset(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
         struct stat cs{};
         if (!config_fd) {
             if (at || errno != ENOENT) {
-                fprintf(stderr, "moatd: --config %s: %s\n", path.c_str(), strerror(errno));
+                fprintf(stderr, "moatd: %sconfig file %s: %s\n", at ? "--" : "", path.c_str(),
+                        errno == ELOOP ? "a symlink (refused: name the file itself)" : strerror(errno));
                 return 1;
             }
         } else if (fstat(config_fd.get(), &cs) < 0 || !S_ISREG(cs.st_mode) || cs.st_uid != 0 || (cs.st_mode & 022)) {

@@ -14,8 +14,10 @@ std::string k8s_name(const std::string& policy_name) {
         const unsigned char u = static_cast<unsigned char>(c);
         out += std::isalnum(u) ? char(std::tolower(u)) : '-';
     }
-    // A label starts and ends with an alphanumeric character.
+    // A label: at most 63 characters, starting and ending with an
+    // alphanumeric character.
     while (!out.empty() && out.front() == '-') out.erase(out.begin());
+    if (out.size() > 63) out.resize(63);
     while (!out.empty() && out.back() == '-') out.pop_back();
     return out.empty() ? std::string("moat-policy") : out;
 }
@@ -33,18 +35,32 @@ K8sExportResult export_k8s(const Policy& p) {
         r.diagnostics.push_back({p.source_name, 0, 0, Diagnostic::Severity::Error, "the OCI export is not a JSON object"});
         return r;
     }
-    // The SeccompProfile CRD (v1beta1) is the OCI object with two differences
-    // that matter: no defaultErrnoRet (the runtime's default errno, EPERM,
-    // applies) and errnoRet as a string.
+    // The SeccompProfile CRD (v1beta1) is the OCI object without
+    // defaultErrnoRet (the runtime's default errno, EPERM, applies). errnoRet
+    // stays a number: the operator writes the spec to the node as it is, and
+    // runtimes read a number (older operator releases typed it as a string,
+    // which made every such Pod fail to start: operator issue #1769).
     if (auto d = spec.find("defaultErrnoRet"); d != spec.end()) {
         if (!(d->is_number_unsigned() && d->get<uint64_t>() == 1))
             warn("the SeccompProfile CRD has no defaultErrnoRet: calls the policy denies by default fail with EPERM "
                  "instead of errno " + d->dump());
         spec.erase(d);
     }
+    bool big_values = false;
     if (auto sc = spec.find("syscalls"); sc != spec.end() && sc->is_array())
-        for (auto& e : *sc)
-            if (auto er = e.find("errnoRet"); er != e.end() && er->is_number()) *er = er->dump();
+        for (const auto& e : *sc)
+            if (auto args = e.find("args"); args != e.end() && args->is_array())
+                for (const auto& a : *args)
+                    for (const char* f : {"value", "valueTwo"})
+                        if (a.contains(f) && a[f].is_number_unsigned() && a[f].get<uint64_t>() > (1ull << 53))
+                            big_values = true;
+    if (big_values)
+        warn("a rule compares an argument with a value above 2^53; JSON readers that use doubles (kubectl, the API "
+             "server) may round it: check the applied object");
+    if (!p.filesystem.tmpfs.empty())
+        warn("filesystem.tmpfs becomes an emptyDir volume per path in the Pod snippet (medium Memory, sizeLimit = "
+             "filesystem.tmpfs_size); add them to the Pod, or a read-only root filesystem leaves those paths "
+             "unwritable");
     const std::string name = k8s_name(p.name);
     const Limits& l = p.limits;
 
@@ -75,6 +91,13 @@ K8sExportResult export_k8s(const Policy& p) {
     y += "#       seccompProfile:\n";
     y += "#         type: Localhost\n";
     y += "#         localhostProfile: operator/NAMESPACE/" + name + ".json\n";
+    const auto& tmpfs = p.filesystem.tmpfs;
+    if (!tmpfs.empty()) {
+        y += "#     volumes:   # filesystem.tmpfs\n";
+        for (size_t i = 0; i < tmpfs.size(); ++i)
+            y += "#     - name: tmpfs-" + std::to_string(i) + "\n#       emptyDir: {medium: Memory, sizeLimit: \"" +
+                 std::to_string(p.filesystem.tmpfs_size_bytes) + "\"}\n";
+    }
     y += "#     containers:\n";
     y += "#     - name: CONTAINER\n";
     y += "#       securityContext:\n";
@@ -83,6 +106,11 @@ K8sExportResult export_k8s(const Policy& p) {
     y += "#         capabilities:\n";
     y += "#           drop: [\"ALL\"]\n";
     if (p.filesystem.read_write.empty()) y += "#         readOnlyRootFilesystem: true   # filesystem.read_write is empty\n";
+    if (!tmpfs.empty()) {
+        y += "#       volumeMounts:\n";
+        for (size_t i = 0; i < tmpfs.size(); ++i)
+            y += "#       - {name: tmpfs-" + std::to_string(i) + ", mountPath: \"" + tmpfs[i] + "\"}\n";
+    }
     y += "#       resources:\n";
     y += "#         limits:\n";
     y += "#           memory: \"" + std::to_string(l.memory_bytes) + "\"   # limits.memory\n";

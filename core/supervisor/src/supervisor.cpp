@@ -1111,7 +1111,10 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     if (auto d = job.denial_slots.find(name); d != job.denial_slots.end()) {
         ++*d->second;
     } else if (job.denial_slots.size() < Job::kMaxSyscallKeys) {
-        uint64_t& slot = denial_slot(m_metrics, job.policy->name, name);
+        // Numbers libseccomp has no name for (syscall_N: any N a job picks)
+        // share one series per policy, so jobs cannot fill the page's bound.
+        static const std::string kUnnamed = "_unnamed";
+        uint64_t& slot = denial_slot(m_metrics, job.policy->name, name.starts_with("syscall_") ? kUnnamed : name);
         ++slot;
         job.denial_slots.emplace(name, &slot);
     } else {

@@ -1,6 +1,6 @@
 // moatctl policy export --to k8s (docs/policy.md, "Kubernetes"): a Security
-// Profiles Operator SeccompProfile in the CRD's own shape (no defaultErrnoRet,
-// errnoRet as a string), the Pod snippet, and every loss named.
+// Profiles Operator SeccompProfile in the CRD's own shape
+// (no defaultErrnoRet, errnoRet a number as runtimes read it), the Pod snippet, and every loss named.
 #include <cerrno>
 #include <string>
 
@@ -35,7 +35,8 @@ wall_time = "90s"
 [filesystem]
 read_only = ["/usr"]
 read_write = []
-tmpfs = []
+tmpfs = ["/tmp"]
+tmpfs_size = "16MiB"
 [seccomp]
 default_action = "errno:EPERM"
 allow = ["@default"]
@@ -50,6 +51,8 @@ action = "errno:EACCES"
     EXPECT_EQ(k8s_name("Img_Convert.v2"), "img-convert-v2");
     EXPECT_EQ(k8s_name("_x_"), "x");
     EXPECT_EQ(k8s_name("___"), "moat-policy");
+    EXPECT_EQ(k8s_name(std::string(64, 'a')), std::string(63, 'a'));
+    EXPECT_EQ(k8s_name(std::string(62, 'a') + "_b"), std::string(62, 'a'));
 
     EXPECT_THAT(r.yaml, HasSubstr("\napiVersion: security-profiles-operator.x-k8s.io/v1beta1\nkind: SeccompProfile\n"));
     json meta = top(r.yaml, "metadata");
@@ -62,12 +65,14 @@ action = "errno:EACCES"
     EXPECT_FALSE(spec.contains("defaultErrnoRet")) << "the CRD has no such field";
     bool saw_socket = false;
     for (const json& e : spec["syscalls"]) {
+        // A number: runtimes read the operator's file with errnoRet as uint
+        // (a string made every Pod fail to start, operator issue #1769).
         if (e.contains("errnoRet")) {
-            EXPECT_TRUE(e["errnoRet"].is_string()) << e.dump();
+            EXPECT_TRUE(e["errnoRet"].is_number_unsigned()) << e.dump();
         }
         if (e["names"] == json({"socket"})) {
             saw_socket = true;
-            EXPECT_EQ(e["errnoRet"], std::to_string(EACCES));
+            EXPECT_EQ(e["errnoRet"], EACCES);
         }
     }
     EXPECT_TRUE(saw_socket) << spec.dump();
@@ -77,6 +82,8 @@ action = "errno:EACCES"
     EXPECT_THAT(r.yaml, HasSubstr("#     activeDeadlineSeconds: 90   # limits.wall_time\n"));
     EXPECT_THAT(r.yaml, HasSubstr("#           memory: \"268435456\"   # limits.memory\n"));
     EXPECT_THAT(r.yaml, HasSubstr("#         readOnlyRootFilesystem: true"));
+    EXPECT_THAT(r.yaml, HasSubstr("#     - name: tmpfs-0\n#       emptyDir: {medium: Memory, sizeLimit: \"16777216\"}\n"));
+    EXPECT_THAT(r.yaml, HasSubstr("#       - {name: tmpfs-0, mountPath: \"/tmp\"}\n"));
     // Every line before the document is a comment (kubectl apply sees one object).
     const std::string head = r.yaml.substr(0, r.yaml.find("\napiVersion:") + 1);
     for (size_t i = 0; i < head.size(); i = head.find('\n', i) + 1) EXPECT_EQ(head[i], '#') << head.substr(i, 60);

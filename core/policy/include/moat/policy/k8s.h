@@ -17,8 +17,10 @@ struct K8sExportResult {
     std::vector<Diagnostic> diagnostics;  // warnings: what Kubernetes cannot express
 };
 
-// The SeccompProfile's name: the policy name lowercased, '_' and '.' as '-'
-// (an RFC 1123 label; policy names are [A-Za-z0-9._-]{1,64}).
+// The SeccompProfile's name: the policy name lowercased, '_' and '.' as '-',
+// leading and trailing '-' dropped, at most 63 characters (an RFC 1123
+// label; policy names are [A-Za-z0-9._-]{1,64}); "moat-policy" if nothing is
+// left. Names that differ only there ("a.b", "a_b") map to the same label.
 std::string k8s_name(const std::string& policy_name);
 
 K8sExportResult export_k8s(const Policy& p);
