@@ -97,6 +97,15 @@ moat::UniqueFd open_lock_file(int dfd, const std::string& name, std::string* why
     return f;
 }
 
+// The pid a lock file's holder wrote into it ("?" if none), for refusals.
+std::string lock_holder(int fd) {
+    char pid[32] = {};
+    ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+    std::string holder = n > 0 ? std::string(pid, size_t(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return holder;
+}
+
 bool valid_cgroup_parent(const std::string& p) {
     if (p.empty() || p.size() > 128) return false;
     size_t start = 0;
@@ -132,10 +141,7 @@ int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64
             return -1;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
-            char pid[32] = {};
-            ssize_t n = pread(f.get(), pid, sizeof pid - 1, 0);
-            std::string holder = n > 0 ? std::string(pid, size_t(n)) : std::string("?");
-            while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+            const std::string holder = lock_holder(f.get());
             fprintf(stderr,
                     "moatd: another moatd holds cgroup parent \"%s\" (pid %s, %s/%s); give each moatd its own "
                     "--cgroup-parent\n",
@@ -192,10 +198,7 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
             continue;
         }
         if (!(lo < b + c && b < hi)) continue;  // held, but no uid in common
-        char pid[32] = {};
-        ssize_t n = pread(f.get(), pid, sizeof pid - 1, 0);
-        std::string holder = n > 0 ? std::string(pid, size_t(n)) : std::string("?");
-        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+        const std::string holder = lock_holder(f.get());
         fprintf(stderr,
                 "moatd: job uids %u..%llu overlap %llu..%llu, which moatd pid %s is using (%s/%s); "
                 "give each moatd its own --uid-base/--uid-count\n",
