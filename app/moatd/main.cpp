@@ -377,15 +377,8 @@ int main(int argc, char** argv) {
             return 1;
         }
         // Checked here, before anything else could take fd 3's number.
-        int domain = 0, type = 0, listening = 0;
-        socklen_t l = sizeof domain;
-        const bool ok = getsockopt(3, SOL_SOCKET, SO_DOMAIN, &domain, &l) == 0 &&
-                        (l = sizeof type, getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &l) == 0) &&
-                        (l = sizeof listening, getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) == 0) &&
-                        domain == AF_UNIX && type == SOCK_STREAM && listening;
-        if (!ok) {
-            fprintf(stderr, "moatd: the inherited socket (fd 3) is not a listening Unix stream socket (moatd.socket "
-                            "must use ListenStream=PATH)\n");
+        if (auto ok = moat::ipc::check_inherited_listener(3); !ok) {
+            fprintf(stderr, "moatd: %s\n", ok.error().message.c_str());
             return 1;
         }
         inherited_listen = 3;

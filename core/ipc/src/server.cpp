@@ -194,6 +194,19 @@ Role Server::role_for(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, co
     return Role::None;
 }
 
+Result<void> check_inherited_listener(int fd) {
+    int domain = 0, type = 0, listening = 0;
+    socklen_t l = sizeof domain;
+    const bool ok = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) == 0 &&
+                    (l = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0) &&
+                    (l = sizeof listening, getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l) == 0) &&
+                    domain == AF_UNIX && type == SOCK_STREAM && listening;
+    if (!ok)
+        return fail("the inherited socket (fd " + std::to_string(fd) +
+                    ") is not a listening Unix stream socket (moatd.socket must use ListenStream=PATH)");
+    return {};
+}
+
 Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop, supervisor::Supervisor* sup,
                                                store::Store* store) {
     std::unique_ptr<Server> s(new Server);
@@ -205,16 +218,7 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
         // Socket activation: check it is what moatd.socket makes before
         // serving it (a unit with ListenDatagram= or a TCP port must not be).
         UniqueFd fd(s->m_cfg.listen_fd);
-        int domain = 0, type = 0, listening = 0;
-        socklen_t l = sizeof domain;
-        if (getsockopt(fd.get(), SOL_SOCKET, SO_DOMAIN, &domain, &l) < 0) return fail_sys("inherited socket", errno);
-        l = sizeof type;
-        getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &l);
-        l = sizeof listening;
-        getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &l);
-        if (domain != AF_UNIX || type != SOCK_STREAM || !listening)
-            return fail("the inherited socket (fd " + std::to_string(s->m_cfg.listen_fd) +
-                        ") is not a listening Unix stream socket (moatd.socket must use ListenStream=PATH)");
+        if (auto ok = check_inherited_listener(fd.get()); !ok) return std::unexpected(ok.error());
         int fl = fcntl(fd.get(), F_GETFL);
         if (fl < 0 || fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd.get(), F_SETFD, FD_CLOEXEC) < 0)
             return fail_sys("fcntl(inherited socket)", errno);

@@ -202,18 +202,13 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
         }
         return fail(policy::container_dev_message(p));
     };
-    for (const auto& p : read_only) {
-        auto dev = dev_entry(p, false);
-        if (!dev) return std::unexpected(dev.error());
-        if (*dev) continue;
-        if (auto r = add_bind(p, p, false); !r) return std::unexpected(r.error());
-    }
-    for (const auto& p : read_write) {
-        auto dev = dev_entry(p, false);
-        if (!dev) return std::unexpected(dev.error());
-        if (*dev) continue;
-        if (auto r = add_bind(p, p, true); !r) return std::unexpected(r.error());
-    }
+    for (auto [list, rw] : {std::pair{&read_only, false}, std::pair{&read_write, true}})
+        for (const auto& p : *list) {
+            auto dev = dev_entry(p, false);
+            if (!dev) return std::unexpected(dev.error());
+            if (*dev) continue;
+            if (auto r = add_bind(p, p, rw); !r) return std::unexpected(r.error());
+        }
     for (const auto& p : tmpfs) {
         if (!valid_abs(p)) return fail("not a normalised absolute path: " + p);
         if (auto dev = dev_entry(p, true); !dev) return std::unexpected(dev.error());

@@ -52,6 +52,10 @@ struct ServerConfig {
     std::string database_path;
 };
 
+// A socket systemd handed over (ServerConfig::listen_fd) must be what
+// moatd.socket makes: a listening Unix stream socket. Error text names fd.
+Result<void> check_inherited_listener(int fd);
+
 class Server final {
 public:
     static Result<std::unique_ptr<Server>> create(ServerConfig cfg, EventLoop* loop, supervisor::Supervisor* sup,
