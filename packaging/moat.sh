@@ -36,7 +36,23 @@ deps() {
         say "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
+        # openssh-server is here for the remote-host test's own sshd (a
+        # loopback one, started by the test). Installing it must not leave a
+        # network daemon running or enabled on the machine: policy-rc.d stops
+        # its start during the install, and the unit is disabled after.
+        local new_sshd=0 own_policy=0
+        case " ${missing[*]} " in *" openssh-server "*) new_sshd=1 ;; esac
+        if [ $new_sshd = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+        if [ $new_sshd = 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+            say "openssh-server installed for the tests; its ssh service is left disabled"
+        fi
     fi
 }
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "moat/common/fd.h"
@@ -24,6 +25,9 @@
 #include "moat/common/units.h"
 #include "moat/ipc/client.h"
 #include "moat/ipc/frame.h"
+#include "moat/ipc/input.h"
+#include "moat/ipc/proxy.h"
+#include "moat/ipc/remote.h"
 #include "moat/ipc/incident_copy.h"  // kDefaultDatabase (light: only the constant is used)
 #include "moat/policy/parser.h"       // kMaxPolicyBytes (likewise)
 #if !MOATCTL_LIGHT
@@ -252,38 +256,19 @@ std::string event_summary(const json& e) {
 
 struct Global {
     std::string socket;
+    std::string connect;  // ssh://[USER@]HOST[:PORT][/SOCKET]: moatd on another host (docs/remote.md)
 };
 
-moat::Result<moat::ipc::Client> connect(const Global& g) { return moat::ipc::Client::connect(moat::ipc::socket_path(g.socket)); }
-
-// Opens an --input with the operator's own rights: the last component is never
-// followed (O_NOFOLLOW), or, with --input-no-symlinks, no component is
-// (openat2 RESOLVE_NO_SYMLINKS). moatd gets this fd, never the path to open.
-int open_input(const std::string& host, bool no_symlinks, std::string* err) {
-    const int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
-    int fd;
-    if (no_symlinks) {
-        open_how how{};
-        how.flags = flags;
-        how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-        fd = int(syscall(SYS_openat2, AT_FDCWD, host.c_str(), &how, sizeof how));
-    } else {
-        fd = ::open(host.c_str(), flags);
-    }
-    if (fd < 0) {
-        *err = errno == ELOOP ? std::string("a symlink") + (no_symlinks ? " on the path" : "") +
-                                    ": inputs are opened without following symlinks; name the file itself"
-                              : std::string(strerror(errno));
-        return -1;
-    }
-    struct stat st{};
-    if (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
-        ::close(fd);
-        *err = "only regular files and directories can be inputs";
-        return -1;
-    }
-    return fd;
+// The local socket, or the ssh:// address with the remote socket filled in
+// from --socket when the address names none.
+std::string target(const Global& g) {
+    if (g.connect.empty()) return moat::ipc::socket_path(g.socket);
+    std::string t = g.connect;
+    if (!g.socket.empty() && t.find('/', 6) == std::string::npos) t += g.socket;
+    return t;
 }
+
+moat::Result<moat::ipc::Client> connect(const Global& g) { return moat::ipc::Client::connect_to(target(g)); }
 
 // Says on stderr which inputs of a job that ran were not snapshotted (and
 // why): a replay of the job will refuse them, and the operator should learn
@@ -300,6 +285,125 @@ void warn_unrecorded_inputs(int64_t job, const json& finished) {
     }
 }
 
+// What one answer to a `run` means for moatctl: nullopt = keep going, else
+// the exit status.
+struct RunState {
+    int64_t job = 0;
+    bool stop_sent = false;
+    std::string id_file;
+};
+
+std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, const json& m) {
+    if (!m.value("ok", false)) {
+        std::string code = str_or(m, "code");
+        if (st.stop_sent && code == "not-found") return std::nullopt;  // it ended before our stop arrived
+        return die(m.value("error", std::string("-")), kExitSetup);
+    }
+    if (m.contains("job") && m["job"].is_number_integer() && !m.contains("finished")) {
+        st.job = m["job"].get<int64_t>();
+        if (!st.id_file.empty()) {
+            std::ofstream out(st.id_file);
+            out << st.job << "\n";
+        }
+        if (g_signal && !st.stop_sent) {
+            st.stop_sent = true;
+            (void)c.send({{"op", "stop"}, {"job", st.job}});
+        }
+        return std::nullopt;
+    }
+    if (!m.contains("finished")) return std::nullopt;
+    const json& j = m["finished"];
+    const int64_t job = st.job;
+    std::string cause = str_or(j["termination"], "cause");
+    if (cause == "setup-failed") {
+        fprintf(stderr, "moatctl: job %lld could not be set up: %s\n", (long long)job,
+                str_or(j["termination"], "detail").c_str());
+        return kExitSetup;
+    }
+    warn_unrecorded_inputs(job, j);
+    if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
+    if (j["signal"].is_number_integer()) {
+        if (cause != "exited" && cause != "signaled")
+            fprintf(stderr, "moatctl: job %lld ended: %s: %s\n", (long long)job, cause.c_str(),
+                    str_or(j["termination"], "detail").c_str());
+        return 128 + j["signal"].get<int>();
+    }
+    // It never ran (e.g. stopped while its inputs were being copied).
+    fprintf(stderr, "moatctl: job %lld ended before it started: %s: %s\n", (long long)job, cause.c_str(),
+            str_or(j["termination"], "detail").c_str());
+    return kExitSetup;
+}
+
+bool write_all(int fd, const char* p, size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false;
+        p += w;
+        n -= size_t(w);
+    }
+    return true;
+}
+
+// A run over SSH: our stdin goes out in relay frames (at most kRelayWindow
+// bytes not yet taken by the far side), the job's stdout and stderr come back
+// in them (moat/ipc/remote.h).
+int relay_run(moat::ipc::Client& c, RunState& st) {
+    namespace ipc = moat::ipc;
+    bool stdin_open = true, out_broken = false;
+    size_t unacked = 0;
+    for (;;) {
+        const bool want_stdin = stdin_open && unacked + ipc::kRelayChunk <= ipc::kRelayWindow;
+        pollfd p[3] = {{c.fd(), POLLIN, 0}, {g_sigpipe[0], POLLIN, 0}, {want_stdin ? 0 : -1, POLLIN, 0}};
+        if (::poll(p, 3, -1) < 0 && errno != EINTR) return die("poll", kExitSetup);
+        if (g_signal && st.job && !st.stop_sent) {
+            st.stop_sent = true;
+            (void)c.send({{"op", "stop"}, {"job", st.job}});
+        }
+        if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[ipc::kRelayChunk];
+            ssize_t n = ::read(0, buf, sizeof buf);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            } else if (n <= 0) {
+                stdin_open = false;
+                if (auto r = c.send_bytes(ipc::relay_frame(ipc::kRelayStdin, nullptr, 0)); !r)
+                    return die(r.error().message, kExitSetup);
+            } else {
+                unacked += size_t(n);
+                if (auto r = c.send_bytes(ipc::relay_frame(ipc::kRelayStdin, buf, size_t(n))); !r)
+                    return die(r.error().message, kExitSetup);
+            }
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        auto f = c.receive_frame();
+        if (!f) return die(f.error().message, kExitSetup);
+        if (f->empty() || (*f)[0] == '{') {
+            auto m = json::parse(*f, nullptr, false);
+            if (!m.is_object()) return die("moatd sent a malformed answer", kExitSetup);
+            if (auto rc = on_run_answer(c, st, m)) return *rc;
+            continue;
+        }
+        const char tag = (*f)[0];
+        if (tag == ipc::kRelayAck) {
+            const int64_t n = ipc::relay_ack_count(*f);
+            if (n < 0 || size_t(n) > unacked) return die("the remote proxy sent a malformed acknowledgement", kExitSetup);
+            unacked -= size_t(n);
+        } else if ((tag == ipc::kRelayStdout || tag == ipc::kRelayStderr) && f->size() > 1) {
+            const int to = tag == ipc::kRelayStdout ? 1 : 2;
+            if (!write_all(to, f->data() + 1, f->size() - 1) && to == 1 && !out_broken) {
+                // Our reader went away (`| head`): locally the job would get
+                // SIGPIPE at its next write; here it is stopped instead.
+                out_broken = true;
+                if (st.job && !st.stop_sent) {
+                    fprintf(stderr, "moatctl: stdout closed; stopping job %lld\n", (long long)st.job);
+                    st.stop_sent = true;
+                    (void)c.send({{"op", "stop"}, {"job", st.job}});
+                }
+            }
+        }
+    }
+}
+
 int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
             const std::vector<std::string>& inputs, bool no_symlinks, const std::string& id_file,
             const std::vector<std::string>& argv) {
@@ -311,6 +415,7 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
         if (!moat::valid_utf8(argv[i]))
             return die("argument " + std::to_string(i) + " is not valid UTF-8; moatd's protocol carries text only",
                        kExitSetup);
+    const bool remote = !g.connect.empty();
     json req = {{"op", "run"}, {"policy_toml", *toml}, {"policy_source", policy_file}, {"argv", argv}};
     if (!tier.empty()) req["tier"] = tier;
     std::vector<std::string> env;
@@ -319,8 +424,10 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     for (char** e = environ; *e; ++e)
         if (moat::valid_utf8(*e)) env.emplace_back(*e);
     req["env"] = env;
+    // Over SSH our directory means nothing on the far host: the proxy's own
+    // (the SSH user's home) is used.
     char cwd[PATH_MAX];
-    req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";
+    if (!remote) req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";
     json ins = json::array();
     std::vector<int> fds = {0, 1, 2};
     if (inputs.size() > moat::ipc::kMaxInputs)
@@ -329,19 +436,22 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
         auto colon = spec.find(':');
         std::string host = spec.substr(0, colon);
         std::string sandbox = colon == std::string::npos ? "" : spec.substr(colon + 1);
+        if (remote) {
+            // A path on the far host, opened there by the proxy with the SSH
+            // user's rights, exactly as below.
+            ins.push_back({{"host", host}, {"sandbox", sandbox}, {"no_symlinks", no_symlinks}});
+            continue;
+        }
         // Opened here, with the operator's own rights, and passed to moatd
         // (SCM_RIGHTS): moatd snapshots and grants exactly this file and never
         // opens the path itself (a swap after this open changes nothing).
         std::string why;
-        int fd = open_input(host, no_symlinks, &why);
+        int fd = moat::ipc::open_input(host, no_symlinks, &why);
         if (fd < 0) return die("--input " + host + ": " + why, kExitSetup);
         fds.push_back(fd);
-        // The name the kernel has for what was opened: no symlink, no "..".
-        char real[PATH_MAX];
-        ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), real, sizeof real - 1);
-        if (n <= 0 || real[0] != '/') return die("--input " + host + ": cannot name the opened file", kExitSetup);
-        real[n] = 0;
-        ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? std::string(real) : sandbox}, {"fd", true}});
+        std::string real = moat::ipc::opened_name(fd);
+        if (real.empty()) return die("--input " + host + ": cannot name the opened file", kExitSetup);
+        ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? real : sandbox}, {"fd", true}});
     }
     req["inputs"] = ins;
 
@@ -355,58 +465,26 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     sigaction(SIGHUP, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
+    RunState st;
+    st.id_file = id_file;
+    if (remote) {
+        req["relay_stdio"] = true;
+        if (auto r = c->send(req); !r) return die(r.error().message, kExitSetup);
+        return relay_run(*c, st);
+    }
     if (auto r = c->send(req, fds); !r) return die(r.error().message, kExitSetup);
     for (size_t i = 3; i < fds.size(); ++i) ::close(fds[i]);
-    int64_t job = 0;
-    bool stop_sent = false;
     for (;;) {
         pollfd p[2] = {{c->fd(), POLLIN, 0}, {g_sigpipe[0], POLLIN, 0}};
         if (::poll(p, 2, -1) < 0 && errno != EINTR) return die("poll", kExitSetup);
-        if (g_signal && job && !stop_sent) {
-            stop_sent = true;
-            (void)c->send({{"op", "stop"}, {"job", job}});
+        if (g_signal && st.job && !st.stop_sent) {
+            st.stop_sent = true;
+            (void)c->send({{"op", "stop"}, {"job", st.job}});
         }
         if (!(p[0].revents & (POLLIN | POLLHUP))) continue;
         auto m = c->receive();
         if (!m) return die(m.error().message, kExitSetup);
-        if (!m->value("ok", false)) {
-            std::string code = str_or(*m, "code");
-            if (stop_sent && code == "not-found") continue;  // it ended before our stop arrived
-            return die(m->value("error", std::string("-")), kExitSetup);
-        }
-        if (m->contains("job") && (*m)["job"].is_number_integer()) {
-            job = (*m)["job"].get<int64_t>();
-            if (!id_file.empty()) {
-                std::ofstream out(id_file);
-                out << job << "\n";
-            }
-            if (g_signal && !stop_sent) {
-                stop_sent = true;
-                (void)c->send({{"op", "stop"}, {"job", job}});
-            }
-            continue;
-        }
-        if (m->contains("finished")) {
-            const json& j = (*m)["finished"];
-            std::string cause = str_or(j["termination"], "cause");
-            if (cause == "setup-failed") {
-                fprintf(stderr, "moatctl: job %lld could not be set up: %s\n", (long long)job,
-                        str_or(j["termination"], "detail").c_str());
-                return kExitSetup;
-            }
-            warn_unrecorded_inputs(job, j);
-            if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
-            if (j["signal"].is_number_integer()) {
-                if (cause != "exited" && cause != "signaled")
-                    fprintf(stderr, "moatctl: job %lld ended: %s: %s\n", (long long)job, cause.c_str(),
-                            str_or(j["termination"], "detail").c_str());
-                return 128 + j["signal"].get<int>();
-            }
-            // It never ran (e.g. stopped while its inputs were being copied).
-            fprintf(stderr, "moatctl: job %lld ended before it started: %s: %s\n", (long long)job, cause.c_str(),
-                    str_or(j["termination"], "detail").c_str());
-            return kExitSetup;
-        }
+        if (auto rc = on_run_answer(*c, st, *m)) return *rc;
     }
 }
 
@@ -755,6 +833,9 @@ int cmd_jobs(const Global& g, bool as_json, int limit, bool watch) {
 // rights, or, for an admin who cannot read the state directory, written by
 // moatd into the file this process created (moat/ipc/incident_copy.h).
 int cmd_db_backup(const Global& g, std::string db, const std::string& dest) {
+    if (!g.connect.empty())
+        return die("db backup passes the new file to moatd, which SSH cannot carry: run `moatctl db backup` on the "
+                   "far host and copy the file");
     auto r = moat::ipc::make_incident_copy(moat::ipc::socket_path(g.socket), std::move(db), dest);
     if (!r) return die("db backup: " + r.error().message);
     printf("%s: %s %s, %s: %lld jobs, %lld events, %lld policy versions\n", moat::for_terminal(dest).c_str(),
@@ -884,7 +965,17 @@ int main(int argc, char** argv) {
     CLI::App app{"moatctl: run jobs in Moat sandboxes and investigate what they did"};
     app.require_subcommand(1);
     Global g;
-    app.add_option("--socket", g.socket, "moatd socket (default: $MOAT_SOCKET, else /run/moat/moatd.sock)");
+    app.add_option("--socket", g.socket, "moatd socket (default: $MOAT_SOCKET, else /run/moat/moatd.sock); with "
+                                         "--connect, the socket on the far host");
+    app.add_option("--connect", g.connect,
+                   "reach moatd on another host over SSH: ssh://[USER@]HOST[:PORT][/SOCKET] (runs `moatctl proxy` there)")
+        ->check([](const std::string& v) {
+            auto t = moat::ipc::parse_ssh_uri(v);
+            return t ? std::string() : t.error().message;
+        });
+
+    auto* proxy = app.add_subcommand(
+        "proxy", "bridge stdin/stdout to the local moatd socket (what --connect ssh:// runs on the far host)");
 
     auto* run = app.add_subcommand("run", "run a program in a sandbox; exit status is the job's");
     std::string policy_file, tier, id_file;
@@ -993,6 +1084,10 @@ int main(int argc, char** argv) {
         if (rc != 0 && (run->parsed() || replay->parsed())) return kExitSetup;
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
+    }
+    if (proxy->parsed()) {
+        if (!g.connect.empty()) return die("proxy bridges to the local moatd; --connect makes no sense here", 2);
+        return moat::ipc::run_proxy(0, 1, moat::ipc::socket_path(g.socket));
     }
     if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);

@@ -31,6 +31,38 @@ Result<Client> Client::connect(const std::string& path) {
     return c;
 }
 
+Result<Client> Client::connect_to(const std::string& target, int stderr_fd) {
+    if (!is_ssh_uri(target)) return connect(target);
+    auto t = parse_ssh_uri(target);
+    if (!t) return std::unexpected(t.error());
+    auto s = spawn_ssh(*t, stderr_fd);
+    if (!s) return std::unexpected(s.error());
+    Client c;
+    c.m_fd = std::move(s->fd);
+    c.m_ssh = std::move(s->child);
+    c.m_peer = t->display();
+    return c;
+}
+
+Result<void> Client::send_bytes(const std::string& bytes) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+        ssize_t n = ::send(m_fd.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail_sys("send", errno);
+        }
+        off += size_t(n);
+    }
+    return {};
+}
+
+Result<std::string> Client::receive_frame() {
+    auto f = recv_frame(m_fd.get());
+    if (!f && relayed()) return std::unexpected(f.error().wrap("over ssh to " + m_peer));
+    return f;
+}
+
 Result<void> Client::send(const nlohmann::json& req, const std::vector<int>& fds) {
     std::string payload;
     try {
@@ -57,7 +89,7 @@ Result<void> Client::send(const nlohmann::json& req, const std::vector<int>& fds
 }
 
 Result<nlohmann::json> Client::receive() {
-    auto f = recv_frame(m_fd.get());
+    auto f = receive_frame();
     if (!f) return std::unexpected(f.error());
     auto j = nlohmann::json::parse(*f, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return fail("moatd sent a malformed answer");
