@@ -14,6 +14,7 @@
 
 #include "app/main_window.h"
 #include "backend/daemon_client.h"
+#include "moat/ipc/remote.h"
 #include "backend/offline_store.h"
 #include "models/event_table_model.h"
 #include "models/job_table_model.h"
@@ -41,6 +42,10 @@ int main(int argc, char** argv) {
     cli.addVersionOption();
     QCommandLineOption socketOpt(QStringLiteral("socket"), QStringLiteral("moatd's socket (default: $MOAT_SOCKET, else /run/moat/moatd.sock)."),
                                  QStringLiteral("PATH"));
+    QCommandLineOption connectOpt(QStringLiteral("connect"),
+                                  QStringLiteral("moatd on another host over SSH: ssh://[USER@]HOST[:PORT][/SOCKET] "
+                                                 "(runs `moatctl proxy` there; docs/remote.md)."),
+                                  QStringLiteral("URI"));
     QCommandLineOption dbOpt(QStringLiteral("open-db"), QStringLiteral("Open a copied moatd database read-only; no daemon needed."),
                              QStringLiteral("FILE"));
     QCommandLineOption viewOpt(QStringLiteral("show-view"), QStringLiteral("Start in this view: jobs, investigate or policies."),
@@ -72,7 +77,7 @@ int main(int argc, char** argv) {
     for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt,
                     &replayOpt, &learnOpt})
         o->setFlags(QCommandLineOption::HiddenFromHelp);
-    for (auto* o : {&socketOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
+    for (auto* o : {&socketOpt, &connectOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
                     &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt, &replayOpt, &learnOpt})
         cli.addOption(*o);
     cli.process(app);
@@ -105,6 +110,18 @@ int main(int argc, char** argv) {
     std::unique_ptr<Backend> backend;
     if (cli.isSet(dbOpt)) {
         backend = std::make_unique<OfflineStore>(cli.value(dbOpt));
+    } else if (cli.isSet(connectOpt)) {
+        QString target = cli.value(connectOpt);
+        auto t = moat::ipc::parse_ssh_uri(target.toStdString());
+        if (!t) {
+            fprintf(stderr, "moat-console: --connect: %s\n", t.error().message.c_str());
+            return 2;
+        }
+        // --socket names the far host's socket when the address has none.
+        if (t->socket.empty() && cli.isSet(socketOpt)) target += cli.value(socketOpt);
+        auto client = std::make_unique<DaemonClient>(target);
+        client->start();
+        backend = std::move(client);
     } else {
         auto client = std::make_unique<DaemonClient>(
             QString::fromStdString(moat::ipc::socket_path(cli.value(socketOpt).toStdString())));

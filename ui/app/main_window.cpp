@@ -29,6 +29,7 @@
 #include "views/replay_panel.h"
 #include "views/test_run_panel.h"
 #include "backend/daemon_client.h"
+#include "backend/endpoint.h"
 #include "backend/watcher.h"
 #include "moat/ipc/incident_copy.h"
 #include "models/policy_list_model.h"
@@ -365,6 +366,14 @@ void MainWindow::saveIncidentCopy(const QString& dest) {
     // the copy written by moatd into a file the console created (the same
     // path as `moatctl db backup`, moat/ipc/incident_copy.h).
     const std::string socket = m_socketPath.toStdString();
+    if (isRemote(m_socketPath)) {
+        // The copy is made by the operator, or written by moatd into a file
+        // passed to it: neither crosses ssh.
+        emit incidentCopyDone(false, tr("Incident copy failed: %1 is reached over ssh; run `moatctl db backup FILE` "
+                                        "on that host and open the copy here")
+                                         .arg(displayName(m_socketPath)));
+        return;
+    }
     QPointer<MainWindow> self(this);
     QThread* t = QThread::create([self, src, to, dest, socket] {
         auto r = moat::ipc::make_incident_copy(socket, src, to);
@@ -394,7 +403,8 @@ void MainWindow::updateConnection() {
     if (auto* o = qobject_cast<OfflineStore*>(m_backend))
         setWindowTitle(tr("Moat Console — %1 (offline copy, read-only)[*]").arg(o->path()));
     else if (!m_socketPath.isEmpty())
-        setWindowTitle(tr("Moat Console — moatd at %1[*]").arg(m_socketPath));
+        setWindowTitle(isRemote(m_socketPath) ? tr("Moat Console — moatd on %1 (ssh)[*]").arg(displayName(m_socketPath))
+                                              : tr("Moat Console — moatd at %1[*]").arg(m_socketPath));
     if (auto* o = qobject_cast<OfflineStore*>(m_backend); o && m_backend->state() == Backend::State::Failed) {
         m_banner->setText(tr("<b>Cannot open %1</b><br>%2").arg(o->path().toHtmlEscaped(), o->failure().toHtmlEscaped()));
         m_banner->setStyleSheet(QStringLiteral("QLabel#openFailure { border: 2px solid %1; }").arg(statusColor(Status::Bad).name()));

@@ -33,9 +33,9 @@ void DaemonClient::start() { tryConnect(); }
 
 QString DaemonClient::describe() const {
     switch (m_state) {
-        case State::Connected: return QStringLiteral("Connected to %1").arg(m_path);
-        case State::Connecting: return QStringLiteral("Connecting to %1…").arg(m_path);
-        default: return QStringLiteral("Not connected to %1: %2").arg(m_path, m_detail);
+        case State::Connected: return QStringLiteral("Connected to %1").arg(displayName(m_path));
+        case State::Connecting: return QStringLiteral("Connecting to %1…").arg(displayName(m_path));
+        default: return QStringLiteral("Not connected to %1: %2").arg(displayName(m_path), m_detail);
     }
 }
 
@@ -49,7 +49,7 @@ void DaemonClient::setState(State s, const QString& detail) {
 void DaemonClient::closeSocket() {
     m_readNotifier.reset();
     m_writeNotifier.reset();
-    if (m_fd >= 0) ::close(m_fd);
+    m_ep.close();
     m_fd = -1;
     m_out.clear();
     m_decoder = moat::ipc::FrameDecoder(moat::ipc::kMaxResponseBytes);
@@ -58,25 +58,12 @@ void DaemonClient::closeSocket() {
 void DaemonClient::tryConnect() {
     closeSocket();
     setState(State::Connecting, {});
-    const QByteArray path = m_path.toLocal8Bit();
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (size_t(path.size()) >= sizeof addr.sun_path) {
-        setState(State::Failed, QStringLiteral("socket path too long"));
+    QString why;
+    if (!openEndpoint(m_path, &m_ep, &why)) {
+        lose(why);
         return;
     }
-    memcpy(addr.sun_path, path.constData(), size_t(path.size()));
-    m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (m_fd < 0) {
-        lose(QStringLiteral("socket(): %1").arg(QString::fromLocal8Bit(strerror(errno))));
-        return;
-    }
-    // A Unix stream connect() completes at once or fails at once (EAGAIN only
-    // when the listen backlog is full), so there is no EINPROGRESS to wait for.
-    if (::connect(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        lose(QString::fromLocal8Bit(strerror(errno)));
-        return;
-    }
+    m_fd = m_ep.fd.get();
     m_readNotifier = std::make_unique<QSocketNotifier>(m_fd, QSocketNotifier::Read);
     connect(m_readNotifier.get(), &QSocketNotifier::activated, this, &DaemonClient::onReadable);
     m_writeNotifier = std::make_unique<QSocketNotifier>(m_fd, QSocketNotifier::Write);
@@ -194,7 +181,11 @@ void DaemonClient::deliver(Pending p, const json& answer) {
     if (p.done) p.done(answer);
 }
 
-void DaemonClient::lose(const QString& why) {
+void DaemonClient::lose(const QString& reason) {
+    QString why = reason;
+    // Over ssh, its own complaint (host key, authentication, no moatctl on
+    // the far host) is usually the real reason.
+    if (const QString e = m_ep.sshErrors(); !e.isEmpty()) why += QStringLiteral(" (ssh: %1)").arg(e.section(u'\n', -1));
     closeSocket();
     m_answerTimeout.stop();
     m_role.clear();

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backend/endpoint.h"
 #include "moat/ipc/frame.h"
 
 namespace moat::ui {
@@ -56,7 +57,8 @@ private:
     QString m_role;
     QString m_database;
     QString m_detail;
-    int m_fd = -1;
+    Endpoint m_ep;
+    int m_fd = -1;  // m_ep.fd, while open
     std::unique_ptr<QSocketNotifier> m_readNotifier;
     std::unique_ptr<QSocketNotifier> m_writeNotifier;
     std::string m_out;

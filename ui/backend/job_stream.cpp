@@ -26,7 +26,7 @@ JobStream::~JobStream() { closeSocket(); }
 void JobStream::closeSocket() {
     m_readN.reset();
     m_writeN.reset();
-    if (m_sock >= 0) ::close(m_sock);
+    m_ep.close();
     m_sock = -1;
 }
 
@@ -51,16 +51,22 @@ void JobStream::start(const QString& socketPath, const json& req, std::vector<in
         closeSocket();
         QTimer::singleShot(0, this, [this, why] { fail(QStringLiteral("disconnected"), why); });
     };
-    const QByteArray path = socketPath.toLocal8Bit();
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.isEmpty() || size_t(path.size()) >= sizeof addr.sun_path) return later(tr("no usable moatd socket path"));
-    memcpy(addr.sun_path, path.constData(), size_t(path.size()));
-    m_sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (m_sock < 0) return later(sysError("socket"));
-    // A Unix stream connect() completes or fails at once (see DaemonClient).
-    if (::connect(m_sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return later(sysError("connect"));
-    m_out = moat::ipc::encode_frame(req.dump());
+    QString why;
+    if (!openEndpoint(socketPath, &m_ep, &why)) return later(why);
+    m_sock = m_ep.fd.get();
+    if (m_ep.relayed && req.value("op", std::string()) == "run") {
+        // No fd crosses ssh: the proxy makes the job's pipes and the output
+        // comes back in the stream. The job's stdin is empty, like the
+        // /dev/null a local run is given.
+        for (int fd : fds) ::close(fd);
+        fds.clear();
+        json r = req;
+        r["relay_stdio"] = true;
+        m_out = moat::ipc::encode_frame(r.dump()) + moat::ipc::relay_frame(moat::ipc::kRelayStdin, nullptr, 0);
+        fds.clear();
+    } else {
+        m_out = moat::ipc::encode_frame(req.dump());
+    }
     if (!fds.empty()) {
         // The fds ride on the first byte; whatever the socket does not take
         // now is sent when it becomes writable.
@@ -121,6 +127,13 @@ void JobStream::onReadable() {
             return fail(QStringLiteral("disconnected"), QString::fromStdString(r.error().message));
     }
     while (auto frame = m_decoder.next()) {
+        if (!frame->empty() && (*frame)[0] != '{') {
+            const char tag = (*frame)[0];
+            if ((tag == moat::ipc::kRelayStdout || tag == moat::ipc::kRelayStderr) && frame->size() > 1)
+                emit output(tag == moat::ipc::kRelayStdout ? 1 : 2,
+                            QByteArray(frame->data() + 1, qsizetype(frame->size() - 1)));
+            continue;
+        }
         const json a = json::parse(*frame, nullptr, false);
         if (!a.is_object()) return fail(QStringLiteral("disconnected"), tr("moatd sent something that is not JSON"));
         if (!a.value("ok", false)) {

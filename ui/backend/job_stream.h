@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/endpoint.h"
 #include "moat/ipc/frame.h"
 
 namespace moat::ui {
@@ -42,6 +43,9 @@ signals:
     // "disconnected" when the connection itself failed. `why` includes
     // moatd's diagnostics (one per line) when it sent any.
     void failed(const QString& code, const QString& why);
+    // A run over ssh (docs/remote.md): the job's output comes in the stream,
+    // not through the fds given to start() (stream 1 = stdout, 2 = stderr).
+    void output(int stream, const QByteArray& data);
 
 private:
     void onReadable();
@@ -49,7 +53,8 @@ private:
     void fail(const QString& code, const QString& why);
     void closeSocket();
 
-    int m_sock = -1;
+    Endpoint m_ep;
+    int m_sock = -1;  // m_ep.fd, while open
     std::unique_ptr<QSocketNotifier> m_readN, m_writeN;
     std::string m_out;
     moat::ipc::FrameDecoder m_decoder{moat::ipc::kMaxResponseBytes};

@@ -19,6 +19,12 @@ QString sysError(const char* what) { return QStringLiteral("%1: %2").arg(QLatin1
 }  // namespace
 
 TestRun::TestRun(QObject* parent) : QObject(parent), m_stream(new JobStream(this)) {
+    connect(m_stream, &JobStream::output, this, [this](int stream, const QByteArray& data) {
+        QByteArray& dst = stream == 1 ? m_out : m_err;
+        dst.append(data);
+        if (dst.size() > kMaxOutput) dst.remove(0, dst.size() - kMaxOutput);
+        emit outputChanged();
+    });
     connect(m_stream, &JobStream::started, this, [this](qint64 job) {
         m_job = job;
         emit started(job);

@@ -30,7 +30,7 @@ void Watcher::stop() {
     m_retry.stop();
     m_readN.reset();
     m_writeN.reset();
-    if (m_fd >= 0) ::close(m_fd);
+    m_ep.close();
     m_fd = -1;
     m_acked = false;
 }
@@ -44,16 +44,9 @@ void Watcher::lose(const QString& why, bool retry) {
 }
 
 void Watcher::connectNow() {
-    const QByteArray path = m_path.toLocal8Bit();
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.isEmpty() || size_t(path.size()) >= sizeof addr.sun_path) return lose(tr("no usable moatd socket path"), false);
-    memcpy(addr.sun_path, path.constData(), size_t(path.size()));
-    m_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (m_fd < 0) return lose(QString::fromLocal8Bit(strerror(errno)), true);
-    // A Unix stream connect() completes or fails at once.
-    if (::connect(m_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return lose(tr("connect(%1): %2").arg(m_path, QString::fromLocal8Bit(strerror(errno))), true);
+    QString why;
+    if (!openEndpoint(m_path, &m_ep, &why)) return lose(why, !m_path.isEmpty());
+    m_fd = m_ep.fd.get();
     m_decoder = moat::ipc::FrameDecoder(moat::ipc::kMaxResponseBytes);
     m_out = moat::ipc::encode_frame(m_req.dump());
     m_readN = std::make_unique<QSocketNotifier>(m_fd, QSocketNotifier::Read);

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/endpoint.h"
 #include "moat/ipc/frame.h"
 
 namespace moat::ui {
@@ -45,7 +46,8 @@ private:
 
     QString m_path;
     nlohmann::json m_req;
-    int m_fd = -1;
+    Endpoint m_ep;
+    int m_fd = -1;  // m_ep.fd, while open
     bool m_acked = false;
     std::unique_ptr<QSocketNotifier> m_readN, m_writeN;
     std::string m_out;

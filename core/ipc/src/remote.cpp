@@ -155,6 +155,12 @@ void ChildProcess::reap() {
     m_pid = -1;
 }
 
+void ChildProcess::terminate() {
+    if (m_pid <= 0) return;
+    kill(m_pid, SIGTERM);
+    reap();
+}
+
 Result<SshStream> spawn_ssh(const SshTarget& t, int stderr_fd) {
     auto argv = ssh_argv(t);
     if (!argv) return std::unexpected(argv.error());

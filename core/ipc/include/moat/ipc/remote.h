@@ -73,6 +73,8 @@ public:
     ~ChildProcess() { reap(); }
     pid_t pid() const { return m_pid; }
     void reap();
+    // SIGTERM now, then reap (for callers that must not wait on the far side).
+    void terminate();
 
 private:
     pid_t m_pid = -1;
