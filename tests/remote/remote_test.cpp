@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <set>
+
 #include "fixture.h"
 
 namespace {
@@ -288,6 +290,60 @@ TEST_F(Remote, TheProxysOwnUserDecidesTheRoleOnTheFarHost) {
     EXPECT_EQ(q.status, 1);
     EXPECT_NE(q.err.find("moatctl proxy on"), std::string::npos) << q.err;
     EXPECT_NE(q.err.find("/nonexistent/moatd.sock"), std::string::npos) << q.err;
+}
+
+// moat-console with the local daemon and the same daemon over ssh (two
+// hosts as far as the console knows): the all-hosts table has each host's
+// jobs with its name in the Host column. Then the connection saved in
+// QSettings brings the hosts window back without --connect.
+TEST_F(Remote, ConsoleShowsTheJobsOfTheLocalAndTheSshHostWithAHostColumn) {
+#ifndef CONSOLE_PATH
+    GTEST_SKIP() << "moat-console is not built (-DMOAT_BUILD_GUI=OFF)";
+#else
+    Proc r = rctl({"run", "--policy", plain_policy(), "--", "/bin/true"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    json jobs = json::parse(rctl({"jobs", "--json"}).out, nullptr, false);
+    ASSERT_TRUE(jobs.is_array() && !jobs.empty());
+    const std::string cfg = s_root + "/console-config";
+    mkdir(cfg.c_str(), 0700);
+    auto console = [&](std::vector<std::string> extra, const std::string& dump) {
+        Opts o = remote_opts();
+        o.env.push_back("QT_QPA_PLATFORM=offscreen");
+        o.env.push_back("XDG_CONFIG_HOME=" + cfg);
+        o.env.push_back("XDG_RUNTIME_DIR=" + cfg);
+        o.timeout_s = 60;
+        std::vector<std::string> argv = {CONSOLE_PATH, "--socket", s_daemon->socket()};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        argv.insert(argv.end(), {"--show-view", "hosts", "--screenshot", s_root + "/fleet.png", "--dump-hosts", dump,
+                                 "--screenshot-delay", "5000"});
+        Proc p = run_cmd(argv, o);
+        EXPECT_EQ(p.status, 0) << p.err;
+        return json::parse(read_text(dump), nullptr, false);
+    };
+    const std::string remote_name = "root@127.0.0.1:" + std::to_string(s_port);
+    auto check = [&](const json& d) {
+        ASSERT_TRUE(d.is_object()) << "no --dump-hosts output";
+        ASSERT_EQ(d["hosts"].size(), 2u) << d.dump(2);
+        EXPECT_EQ(d["hosts"][0].value("name", ""), "local");
+        EXPECT_EQ(d["hosts"][1].value("name", ""), remote_name);
+        for (const auto& h : d["hosts"]) {
+            EXPECT_EQ(h.value("state", ""), "connected") << h.dump();
+            EXPECT_EQ(h.value("role", ""), "admin") << h.dump();
+        }
+        std::set<int64_t> local_ids, remote_ids, want;
+        for (const auto& j : jobs) want.insert(j["id"].get<int64_t>());
+        for (const auto& row : d["all_jobs"])
+            (row.value("host", "") == "local" ? local_ids : remote_ids).insert(row["id"].get<int64_t>());
+        EXPECT_EQ(local_ids, want) << d.dump(2);
+        EXPECT_EQ(remote_ids, want) << "the ssh host's rows (Host column " << remote_name << ")\n" << d.dump(2);
+    };
+    check(console({"--connect", uri()}, s_root + "/hosts1.json"));
+
+    // Saved connections (Hosts > Connect to Host... writes this key).
+    mkdir((cfg + "/moat").c_str(), 0700);
+    write_text(cfg + "/moat/moat-console.conf", "[General]\nconnections=" + uri() + "\n");
+    check(console({}, s_root + "/hosts2.json"));
+#endif
 }
 
 TEST(RemoteAddress, SshUrisAreParsedStrictlyAndHostileOnesRefused) {

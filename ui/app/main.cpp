@@ -1,5 +1,6 @@
 // moat-console: parse arguments, pick the data source, show the window.
 #include <QApplication>
+#include <QFile>
 #include <QCommandLineParser>
 #include <QDir>
 #include <QIcon>
@@ -13,6 +14,7 @@
 #include <memory>
 
 #include "app/main_window.h"
+#include "app/fleet_window.h"
 #include "backend/daemon_client.h"
 #include "moat/ipc/remote.h"
 #include "backend/offline_store.h"
@@ -60,6 +62,10 @@ int main(int argc, char** argv) {
                                QStringLiteral("FILE"));
     QCommandLineOption delayOpt(QStringLiteral("screenshot-delay"), QStringLiteral("Delay before --screenshot, ms."),
                                 QStringLiteral("MS"), QStringLiteral("4000"));
+    QCommandLineOption dumpHostsOpt(QStringLiteral("dump-hosts"),
+                                    QStringLiteral("With --screenshot and several hosts: also write the hosts and "
+                                                   "the all-hosts table as JSON to FILE."),
+                                    QStringLiteral("FILE"));
     QCommandLineOption tomlTabOpt(QStringLiteral("toml-tab"), QStringLiteral("Show the policy editor's TOML tab."));
     QCommandLineOption historyOpt(QStringLiteral("history-tab"), QStringLiteral("Show the policy editor's History tab."));
     QCommandLineOption testRunOpt(QStringLiteral("test-run"), QStringLiteral("Test-run this command under the selected policy."),
@@ -74,10 +80,10 @@ int main(int argc, char** argv) {
                                  QStringLiteral("ID"));
     QCommandLineOption learnOpt(QStringLiteral("learn-job"), QStringLiteral("Open the learn window on this job."),
                                 QStringLiteral("ID"));
-    for (auto* o : {&rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt,
+    for (auto* o : {&dumpHostsOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt, &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt,
                     &replayOpt, &learnOpt})
         o->setFlags(QCommandLineOption::HiddenFromHelp);
-    for (auto* o : {&socketOpt, &connectOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
+    for (auto* o : {&socketOpt, &connectOpt, &dumpHostsOpt, &dbOpt, &viewOpt, &jobOpt, &filterOpt, &policyOpt, &rowOpt, &shotOpt, &delayOpt, &tomlTabOpt,
                     &historyOpt, &testRunOpt, &darkOpt, &allowRowOpt, &syscallsOpt, &replayOpt, &learnOpt})
         cli.addOption(*o);
     cli.process(app);
@@ -107,11 +113,11 @@ int main(int argc, char** argv) {
         QApplication::setPalette(p);
     }
 
-    std::unique_ptr<Backend> backend;
-    if (cli.isSet(dbOpt)) {
-        backend = std::make_unique<OfflineStore>(cli.value(dbOpt));
-    } else if (cli.isSet(connectOpt)) {
-        QString target = cli.value(connectOpt);
+    // Several hosts (docs/remote.md): --connect given, or ssh:// connections
+    // saved from an earlier session. The local daemon is always listed.
+    const QString localSocket = QString::fromStdString(moat::ipc::socket_path(cli.value(socketOpt).toStdString()));
+    QStringList remotes;
+    for (QString target : cli.values(connectOpt)) {
         auto t = moat::ipc::parse_ssh_uri(target.toStdString());
         if (!t) {
             fprintf(stderr, "moat-console: --connect: %s\n", t.error().message.c_str());
@@ -119,22 +125,43 @@ int main(int argc, char** argv) {
         }
         // --socket names the far host's socket when the address has none.
         if (t->socket.empty() && cli.isSet(socketOpt)) target += cli.value(socketOpt);
-        auto client = std::make_unique<DaemonClient>(target);
-        client->start();
-        backend = std::move(client);
-    } else {
-        auto client = std::make_unique<DaemonClient>(
-            QString::fromStdString(moat::ipc::socket_path(cli.value(socketOpt).toStdString())));
-        client->start();
-        backend = std::move(client);
+        remotes << target;
     }
+    const bool fleetMode = !cli.isSet(dbOpt) && (!remotes.isEmpty() || !FleetWindow::savedConnections().isEmpty());
 
-    MainWindow w(backend.get());
-    w.restoreLayout();
-    if (cli.isSet(viewOpt)) {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<MainWindow> single;
+    std::unique_ptr<FleetWindow> fleet;
+    MainWindow* wp = nullptr;
+    if (fleetMode) {
+        QStringList all = remotes;
+        for (const QString& saved : FleetWindow::savedConnections())
+            if (!all.contains(saved)) all << saved;
+        fleet = std::make_unique<FleetWindow>(localSocket, all);
+        fleet->restoreLayout();
+        // The options below act on the first --connect host (else local).
+        const int primary = remotes.isEmpty() ? 0 : fleet->indexOf(remotes.first());
+        wp = fleet->hostWindow(primary);
+        if (cli.value(viewOpt) == QLatin1String("hosts")) fleet->showAllHosts();
+        else fleet->showHost(primary);
+    } else {
+        if (cli.isSet(dbOpt)) {
+            backend = std::make_unique<OfflineStore>(cli.value(dbOpt));
+        } else {
+            auto client = std::make_unique<DaemonClient>(localSocket);
+            client->start();
+            backend = std::move(client);
+        }
+        single = std::make_unique<MainWindow>(backend.get());
+        wp = single.get();
+        wp->restoreLayout();
+    }
+    MainWindow& w = *wp;
+    QWidget* top = fleet ? static_cast<QWidget*>(fleet.get()) : static_cast<QWidget*>(single.get());
+    if (cli.isSet(viewOpt) && !(fleet && cli.value(viewOpt) == QLatin1String("hosts"))) {
         auto v = MainWindow::viewFromName(cli.value(viewOpt));
         if (!v) {
-            fprintf(stderr, "moat-console: --show-view takes jobs, investigate or policies\n");
+            fprintf(stderr, "moat-console: --show-view takes jobs, investigate or policies (with hosts: also hosts)\n");
             return 2;
         }
         w.showView(*v);
@@ -189,15 +216,23 @@ int main(int argc, char** argv) {
             w.openReplay(id, learn);
         });
     }
-    w.show();
+    top->show();
 
     if (cli.isSet(shotOpt)) {
         const QString file = cli.value(shotOpt);
-        QTimer::singleShot(cli.value(delayOpt).toInt(), &w, [&w, file] {
+        const QString dump = cli.value(dumpHostsOpt);
+        FleetWindow* f = fleet.get();
+        QTimer::singleShot(cli.value(delayOpt).toInt(), &w, [&w, top, file, dump, f] {
+            if (!dump.isEmpty()) {
+                QFile out(dump);
+                const std::string text = (f ? f->describe() : nlohmann::json::object()).dump(2) + "\n";
+                if (!out.open(QIODevice::WriteOnly | QIODevice::Truncate) || out.write(text.data(), qint64(text.size())) < 0)
+                    fprintf(stderr, "moat-console: could not write %s\n", qPrintable(dump));
+            }
             // Charts replot lazily; draw them now so the grab shows current data.
-            for (QCustomPlot* p : w.findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
+            for (QCustomPlot* p : top->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
             // An open replay / learn window is what was asked for: grab it instead.
-            QWidget* target = w.lastReplay() ? static_cast<QWidget*>(w.lastReplay()) : &w;
+            QWidget* target = w.lastReplay() ? static_cast<QWidget*>(w.lastReplay()) : top;
             const bool ok = target->grab().save(file, "PNG");
             fprintf(stderr, "moat-console: %s %s\n", ok ? "saved" : "could not save", qPrintable(file));
             QApplication::exit(ok ? 0 : 1);

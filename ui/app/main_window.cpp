@@ -126,7 +126,7 @@ MainWindow::MainWindow(Backend* backend, QWidget* parent) : QMainWindow(parent),
                 m_policies->allowDenial(name, version, event);
             });
     connect(m_investigate, &InvestigateView::filterApplied, this,
-            [](const QString& text) { QSettings().setValue(QStringLiteral("investigate/filter"), text); });
+            [this](const QString& text) { QSettings().setValue(filterKey(), text); });
     connect(m_backend, &Backend::stateChanged, this, &MainWindow::updateConnection);
     connect(m_backend, &Backend::stateChanged, this, [this] {
         if (m_backend->state() == Backend::State::Connected || m_backend->state() == Backend::State::Offline) {
@@ -420,19 +420,34 @@ void MainWindow::updateConnection() {
 
 void MainWindow::restoreLayout() {
     QSettings s;
-    if (s.contains(QStringLiteral("window/geometry"))) restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());
-    restoreState(s.value(QStringLiteral("window/state")).toByteArray());
+    if (!m_embedded) {
+        if (s.contains(QStringLiteral("window/geometry")))
+            restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());
+        restoreState(s.value(QStringLiteral("window/state")).toByteArray());
+    }
     for (QSplitter* sp : findChildren<QSplitter*>())
         if (!sp->objectName().isEmpty())
             sp->restoreState(s.value(QStringLiteral("splitters/") + sp->objectName()).toByteArray());
     m_tabs->setCurrentIndex(s.value(QStringLiteral("window/tab"), 0).toInt());
-    m_investigate->setFilterText(s.value(QStringLiteral("investigate/filter"), QStringLiteral("kind=denial")).toString());
+    m_investigate->setFilterText(s.value(filterKey(), QStringLiteral("kind=denial")).toString());
+}
+
+QString MainWindow::filterKey() const { return m_settingsPrefix + QStringLiteral("investigate/filter"); }
+
+void MainWindow::setEmbedded(const QString& settingsKey) {
+    m_embedded = true;
+    QString key = settingsKey;
+    key.replace(u'/', u'_');  // one QSettings group per host
+    m_settingsPrefix = QStringLiteral("hosts/%1/").arg(key);
+    setWindowFlags(Qt::Widget);
 }
 
 void MainWindow::saveLayout() {
     QSettings s;
-    s.setValue(QStringLiteral("window/geometry"), saveGeometry());
-    s.setValue(QStringLiteral("window/state"), saveState());
+    if (!m_embedded) {
+        s.setValue(QStringLiteral("window/geometry"), saveGeometry());
+        s.setValue(QStringLiteral("window/state"), saveState());
+    }
     s.setValue(QStringLiteral("window/tab"), m_tabs->currentIndex());
     for (QSplitter* sp : findChildren<QSplitter*>())
         if (!sp->objectName().isEmpty()) s.setValue(QStringLiteral("splitters/") + sp->objectName(), sp->saveState());

@@ -33,6 +33,11 @@ public:
     PolicyView* policyView() const { return m_policies; }
     JobTableModel* jobModel() const { return m_jobModel; }
     void restoreLayout();
+    void saveLayout();
+    // Inside the console's hosts window (FleetWindow): no window geometry of
+    // its own, and its investigation (the filter) kept per host under
+    // "hosts/<key>/" in QSettings.
+    void setEmbedded(const QString& settingsKey);
     // Opens a non-modal replay (learn=false) or learn window on a finished job
     // and starts it; nullptr (and a status message) when replaying is not
     // possible (no live daemon, not admin).
@@ -61,7 +66,7 @@ private:
     void buildMenus();
     void updateConnection();
     void showMessage(const QString& text, int timeoutMs);
-    void saveLayout();
+    QString filterKey() const;
 
     Backend* m_backend;
     JobTableModel* m_jobModel;
@@ -75,6 +80,8 @@ private:
     QString m_socketPath;  // the live daemon's socket; replays use connections of their own
     class Watcher* m_watcher = nullptr;  // pushed jobs and policies (live daemon only)
     QPointer<ReplayPanel> m_lastReplay;
+    bool m_embedded = false;
+    QString m_settingsPrefix;  // "" or "hosts/<key>/"
 };
 
 }  // namespace moat::ui

@@ -107,7 +107,7 @@ int JobTableModel::columnCount(const QModelIndex& parent) const { return parent.
 QVariant JobTableModel::headerData(int section, Qt::Orientation o, int role) const {
     if (o != Qt::Horizontal || role != Qt::DisplayRole) return {};
     static const char* kNames[] = {"ID", "Policy", "Tier", "State", "Started", "Duration",
-                                   "CPU %", "Memory", "PIDs", "Denials", "Exit / cause", "Command"};
+                                   "CPU %", "Memory", "PIDs", "Denials", "Exit / cause", "Command", "Host"};
     return section >= 0 && section < ColumnCount ? QString::fromLatin1(kNames[section]) : QVariant();
 }
 
@@ -124,6 +124,10 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
     const JobRow& j = m_rows[size_t(index.row())];
     const int col = index.column();
     if (role == kIdRole) return QVariant::fromValue<qlonglong>(j.id);
+    if (role == kSortRole) {
+        if (col == Started) return QVariant::fromValue<qlonglong>(j.startedNs);
+        role = Qt::DisplayRole;
+    }
     if (role == Qt::TextAlignmentRole) {
         if (col == Id || col == Cpu || col == Memory || col == Pids || col == Denials || col == Duration)
             return int(Qt::AlignRight | Qt::AlignVCenter);
@@ -168,6 +172,7 @@ QVariant JobTableModel::data(const QModelIndex& index, int role) const {
         case Denials: return QVariant::fromValue<qulonglong>(j.denials);
         case Result: return resultText(j);
         case Command: return j.commandLine();
+        case Host: return m_host;
         default: return {};
     }
 }

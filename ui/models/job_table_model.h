@@ -66,8 +66,12 @@ struct JobRow {
 class JobTableModel final : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Id, Policy, Tier, State, Started, Duration, Cpu, Memory, Pids, Denials, Result, Command, ColumnCount };
+    // Host is last so a single host's views keep their columns (it is hidden
+    // there); the console's all-hosts table shows it first.
+    enum Column { Id, Policy, Tier, State, Started, Duration, Cpu, Memory, Pids, Denials, Result, Command, Host, ColumnCount };
     static constexpr int kIdRole = Qt::UserRole + 1;
+    // A value that sorts like the column (Started: nanoseconds; others: the display value).
+    static constexpr int kSortRole = Qt::UserRole + 2;
 
     explicit JobTableModel(Backend* backend, QObject* parent = nullptr);
 
@@ -75,6 +79,10 @@ public:
     int columnCount(const QModelIndex& parent = {}) const override;
     QVariant data(const QModelIndex& index, int role = Qt::DisplayRole) const override;
     QVariant headerData(int section, Qt::Orientation o, int role = Qt::DisplayRole) const override;
+
+    // The host the rows come from (the Host column); "" on a single host.
+    void setHost(const QString& host) { m_host = host; }
+    const QString& host() const { return m_host; }
 
     // Polls every intervalMs; 0 stops polling.
     void setPollInterval(int intervalMs);
@@ -106,6 +114,7 @@ private:
     QString resultText(const JobRow& j) const;
 
     Backend* m_backend;
+    QString m_host;
     std::vector<JobRow> m_rows;  // newest first, ids strictly decreasing
     QTimer m_timer;
     bool m_jobsInFlight = false;

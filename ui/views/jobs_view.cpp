@@ -1,5 +1,7 @@
 #include "views/jobs_view.h"
 
+#include <iterator>
+
 #include <QComboBox>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -52,9 +54,14 @@ JobsView::JobsView(Backend* backend, JobTableModel* model, QWidget* parent) : QW
     // Widths from sample contents, so they follow the font and DPI.
     // Command is last and takes the rest of the width.
     const char* samples[] = {"000000", "thumbnailer-long v12", "container", "finished", "2026-11-29 17:07:23",
-                             "12m 05s", "100.0", "1023 MiB", "1024", "Denials", "signaled (signal 9)", "sh -c 'x'"};
+                             "12m 05s", "100.0", "1023 MiB", "1024", "Denials", "signaled (signal 9)", "sh -c 'x'",
+                             "operator@build-host-01"};
+    static_assert(std::size(samples) == JobTableModel::ColumnCount);
     for (int c = 0; c < JobTableModel::ColumnCount; ++c)
         m_table->setColumnWidth(c, fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
+    // One host's own view: its host is in the window, not in every row (the
+    // all-hosts table shows the column).
+    m_table->setColumnHidden(JobTableModel::Host, true);
 
     m_detail = new JobDetailView(backend);
     m_splitter = new QSplitter(Qt::Vertical);
