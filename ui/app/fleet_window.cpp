@@ -109,9 +109,7 @@ FleetWindow::FleetWindow(const QString& localSocket, const QStringList& remotes,
         if (indexOf(r) < 0) addHost(r, displayName(r));
     // The Host column first; widths after the first host's model is in.
     m_table->horizontalHeader()->moveSection(JobTableModel::Host, 0);
-    m_table->setColumnWidth(JobTableModel::Host, fontMetrics().horizontalAdvance(QStringLiteral("operator@build-host-01")) + 24);
-    m_table->setColumnWidth(JobTableModel::Started, fontMetrics().horizontalAdvance(QStringLiteral("2026-11-29 17:07:23")) + 24);
-    m_table->setColumnWidth(JobTableModel::Policy, fontMetrics().horizontalAdvance(QStringLiteral("thumbnailer-long v12")) + 24);
+    JobsView::sizeColumns(m_table);
     m_table->sortByColumn(JobTableModel::Started, Qt::DescendingOrder);
     buildMenus();
     m_list->setCurrentRow(0);

@@ -51,14 +51,7 @@ JobsView::JobsView(Backend* backend, JobTableModel* model, QWidget* parent) : QW
     m_table->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->horizontalHeader()->setHighlightSections(false);
-    // Widths from sample contents, so they follow the font and DPI.
-    // Command is last and takes the rest of the width.
-    const char* samples[] = {"000000", "thumbnailer-long v12", "container", "finished", "2026-11-29 17:07:23",
-                             "12m 05s", "100.0", "1023 MiB", "1024", "Denials", "signaled (signal 9)", "sh -c 'x'",
-                             "operator@build-host-01"};
-    static_assert(std::size(samples) == JobTableModel::ColumnCount);
-    for (int c = 0; c < JobTableModel::ColumnCount; ++c)
-        m_table->setColumnWidth(c, fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
+    sizeColumns(m_table);
     // One host's own view: its host is in the window, not in every row (the
     // all-hosts table shows the column).
     m_table->setColumnHidden(JobTableModel::Host, true);
@@ -133,5 +126,16 @@ void JobsView::updateCount() {
 }
 
 void JobsView::selectionChanged() { m_detail->showJob(m_model->jobById(selectedJob())); }
+
+void JobsView::sizeColumns(QTableView* table) {
+    // Widths from sample contents, so they follow the font and DPI.
+    // Command is last and takes the rest of the width.
+    const char* samples[] = {"000000", "thumbnailer-long v12", "container", "finished", "2026-11-29 17:07:23",
+                             "12m 05s", "100.0", "1023 MiB", "1024", "Denials", "signaled (signal 9)", "sh -c 'x'",
+                             "operator@build-host-01"};
+    static_assert(std::size(samples) == JobTableModel::ColumnCount);
+    for (int c = 0; c < JobTableModel::ColumnCount; ++c)
+        table->setColumnWidth(c, table->fontMetrics().horizontalAdvance(QString::fromLatin1(samples[c])) + 24);
+}
 
 }  // namespace moat::ui

@@ -21,6 +21,9 @@ public:
     JobsView(Backend* backend, JobTableModel* model, QWidget* parent = nullptr);
 
     bool selectJob(int64_t id);
+    // Column widths from sample contents (they follow the font and DPI); also
+    // the console's all-hosts table.
+    static void sizeColumns(QTableView* table);
     int64_t selectedJob() const;
     JobDetailView* detail() const { return m_detail; }
     QTableView* table() const { return m_table; }
