@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include <thread>
+#include "moat/common/log.h"
 #include "moat/cgroup/cgroup.h"
 #include "moat/ipc/metrics_http.h"
 #include "moat/common/event_loop.h"
@@ -131,19 +132,19 @@ int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64
     moat::UniqueFd dfd = open_lock_dir(dir, &why);
     moat::UniqueFd f = dfd ? open_lock_file(dfd.get(), name, &why) : moat::UniqueFd();
     if (!f) {
-        fprintf(stderr, "moatd: cgroup parent lock %s: %s\n", dir.c_str(), why.c_str());
+        moat::logf(moat::LogLevel::Error, "cgroup parent lock %s: %s\n", dir.c_str(), why.c_str());
         return -1;
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
     while (flock(f.get(), LOCK_EX | LOCK_NB) < 0) {
         if (errno != EWOULDBLOCK && errno != EINTR) {
-            fprintf(stderr, "moatd: cgroup parent lock %s/%s: flock: %s\n", dir.c_str(), name.c_str(), strerror(errno));
+            moat::logf(moat::LogLevel::Error, "cgroup parent lock %s/%s: flock: %s\n", dir.c_str(), name.c_str(), strerror(errno));
             return -1;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
             const std::string holder = lock_holder(f.get());
-            fprintf(stderr,
-                    "moatd: another moatd holds cgroup parent \"%s\" (pid %s, %s/%s); give each moatd its own "
+            moat::logf(moat::LogLevel::Error,
+                    "another moatd holds cgroup parent \"%s\" (pid %s, %s/%s); give each moatd its own "
                     "--cgroup-parent\n",
                     parent.c_str(), holder.c_str(), dir.c_str(), name.c_str());
             return -1;
@@ -152,7 +153,7 @@ int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64
     }
     std::string pid = std::to_string(getpid()) + "\n";
     if (ftruncate(f.get(), 0) < 0 || pwrite(f.get(), pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
-        fprintf(stderr, "moatd: cgroup parent lock %s/%s: write: %s\n", dir.c_str(), name.c_str(), strerror(errno));
+        moat::logf(moat::LogLevel::Error, "cgroup parent lock %s/%s: write: %s\n", dir.c_str(), name.c_str(), strerror(errno));
         return -1;
     }
     return f.release();
@@ -169,14 +170,14 @@ int lock_cgroup_parent(const std::string& dir, const std::string& parent, uint64
 // printing why.
 int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
     auto fail = [&](const std::string& what, int err) {
-        fprintf(stderr, "moatd: uid range lock %s: %s: %s\n", dir.c_str(), what.c_str(), strerror(err));
+        moat::logf(moat::LogLevel::Error, "uid range lock %s: %s: %s\n", dir.c_str(), what.c_str(), strerror(err));
         return -1;
     };
     std::string why;
     moat::UniqueFd dfd = open_lock_dir(dir, &why);
     moat::UniqueFd dir_lock = dfd ? open_lock_file(dfd.get(), ".lock", &why) : moat::UniqueFd();
     if (!dir_lock) {
-        fprintf(stderr, "moatd: uid range lock %s: %s\n", dir.c_str(), why.c_str());
+        moat::logf(moat::LogLevel::Error, "uid range lock %s: %s\n", dir.c_str(), why.c_str());
         return -1;
     }
     if (flock(dir_lock.get(), LOCK_EX) < 0) return fail("flock", errno);  // released with dir_lock
@@ -199,8 +200,8 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
         }
         if (!(lo < b + c && b < hi)) continue;  // held, but no uid in common
         const std::string holder = lock_holder(f.get());
-        fprintf(stderr,
-                "moatd: job uids %u..%llu overlap %llu..%llu, which moatd pid %s is using (%s/%s); "
+        moat::logf(moat::LogLevel::Error,
+                "job uids %u..%llu overlap %llu..%llu, which moatd pid %s is using (%s/%s); "
                 "give each moatd its own --uid-base/--uid-count\n",
                 base, (unsigned long long)(hi - 1), b, b + c - 1, holder.c_str(), dir.c_str(), name.c_str());
         return -1;
@@ -224,6 +225,7 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    moat::log_init("moatd");  // the journal is recognised from the first line on
     CLI::App app{"moatd: runs untrusted jobs in sandboxes and records everything they try"};
     std::string state_dir = "/var/lib/moat";
     std::string socket = "/run/moat/moatd.sock";
@@ -251,6 +253,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
     std::string metrics_listen;
+    std::string log_level = "info";
+    app.add_option("--log-level", log_level,
+                   "least important log lines written: error, warning, notice, info or debug (under systemd each "
+                   "line carries its level for the journal)")
+        ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
+        ->capture_default_str();
     app.add_option("--metrics", metrics_listen,
                    "serve Prometheus metrics at http://ADDR/metrics; ADDR is PORT (127.0.0.1:PORT), IP:PORT or "
                    "[IPv6]:PORT (off unless given)");
@@ -346,13 +354,13 @@ int main(int argc, char** argv) {
         struct stat cs{};
         if (!config_fd) {
             if (at || errno != ENOENT) {
-                fprintf(stderr, "moatd: %sconfig file %s: %s\n", at ? "--" : "", path.c_str(),
+                moat::logf(moat::LogLevel::Error, "%sconfig file %s: %s\n", at ? "--" : "", path.c_str(),
                         errno == ELOOP ? "a symlink (refused: name the file itself)" : strerror(errno));
                 return 1;
             }
         } else if (fstat(config_fd.get(), &cs) < 0 || !S_ISREG(cs.st_mode) || cs.st_uid != 0 || (cs.st_mode & 022)) {
-            fprintf(stderr,
-                    "moatd: %s must be a regular file owned by root and writable only by it (it sets what moatd "
+            moat::logf(moat::LogLevel::Error,
+                    "%s must be a regular file owned by root and writable only by it (it sets what moatd "
                     "runs as root)\n",
                     path.c_str());
             return 1;
@@ -367,18 +375,19 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, int(cargv.size()), cargv.data());
     config_fd.reset();
     // systemd socket activation (sd_listen_fds(3), a stable protocol: fds
+    moat::log_init("moatd", *moat::log_level_from_name(log_level));
     // from 3, LISTEN_PID naming us). moatd takes exactly one socket.
     int inherited_listen = -1;
     if (const char* lp = getenv("LISTEN_PID"); lp && std::string(lp) == std::to_string(getpid())) {
         const char* lf = getenv("LISTEN_FDS");
         if (!lf || std::string(lf) != "1") {
-            fprintf(stderr, "moatd: socket activation passed LISTEN_FDS=%s; moatd serves exactly one socket "
+            moat::logf(moat::LogLevel::Error, "socket activation passed LISTEN_FDS=%s; moatd serves exactly one socket "
                             "(moatd.socket: one ListenStream=)\n", lf ? lf : "(unset)");
             return 1;
         }
         // Checked here, before anything else could take fd 3's number.
         if (auto ok = moat::ipc::check_inherited_listener(3); !ok) {
-            fprintf(stderr, "moatd: %s\n", ok.error().message.c_str());
+            moat::logf(moat::LogLevel::Error, "%s\n", ok.error().message.c_str());
             return 1;
         }
         inherited_listen = 3;
@@ -389,9 +398,9 @@ int main(int argc, char** argv) {
     unsetenv("LISTEN_FDNAMES");
     notify_systemd(nullptr);
     if (!vm_init_unused.empty())
-        fprintf(stderr, "moatd: --vm-init is no longer used (the guest agent runs moat-init's code itself); ignored\n");
+        moat::logf(moat::LogLevel::Warning, "--vm-init is no longer used (the guest agent runs moat-init's code itself); ignored\n");
     if (admin_reserved_clients >= max_clients) {
-        fprintf(stderr, "moatd: --admin-reserved-clients %zu must be less than --max-clients %zu\n",
+        moat::logf(moat::LogLevel::Error, "--admin-reserved-clients %zu must be less than --max-clients %zu\n",
                 admin_reserved_clients, max_clients);
         return 1;
     }
@@ -399,7 +408,7 @@ int main(int argc, char** argv) {
     if (client_idle_timeout != "0") {
         auto d = moat::parse_duration_ns(client_idle_timeout);
         if (!d || *d > uint64_t(INT64_MAX)) {
-            fprintf(stderr, "moatd: --client-idle-timeout %s: %s\n", client_idle_timeout.c_str(),
+            moat::logf(moat::LogLevel::Error, "--client-idle-timeout %s: %s\n", client_idle_timeout.c_str(),
                     d ? "too large" : d.error().message.c_str());
             return 1;
         }
@@ -415,25 +424,25 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < 4; ++i) {
             auto v = moat::parse_size(*sizes[i].second);
             if (!v) {
-                fprintf(stderr, "moatd: %s %s: %s\n", sizes[i].first, sizes[i].second->c_str(), v.error().message.c_str());
+                moat::logf(moat::LogLevel::Error, "%s %s: %s\n", sizes[i].first, sizes[i].second->c_str(), v.error().message.c_str());
                 return 1;
             }
             rec_limits[i] = *v;
         }
         auto d = moat::parse_duration_ns(record_retention);
         if (!d) {
-            fprintf(stderr, "moatd: --record-retention %s: %s\n", record_retention.c_str(), d.error().message.c_str());
+            moat::logf(moat::LogLevel::Error, "--record-retention %s: %s\n", record_retention.c_str(), d.error().message.c_str());
             return 1;
         }
         rec_limits[4] = *d;
     }
 
     if (geteuid() != 0) {
-        fprintf(stderr, "moatd: must run as root (cgroups, switching to job uids, seccomp notification)\n");
+        moat::logf(moat::LogLevel::Error, "must run as root (cgroups, switching to job uids, seccomp notification)\n");
         return 1;
     }
     if (uid_base == 0 || uid_count == 0 || uint64_t(uid_base) + uid_count > 0xFFFFFFFEULL) {
-        fprintf(stderr, "moatd: invalid job uid range\n");
+        moat::logf(moat::LogLevel::Error, "invalid job uid range\n");
         return 1;
     }
     // Before anything forks: the orphan reaper inherits the lock.
@@ -456,7 +465,7 @@ int main(int argc, char** argv) {
     }
 
     if (::mkdir(state_dir.c_str(), 0700) < 0 && errno != EEXIST) {
-        fprintf(stderr, "moatd: mkdir(\"%s\"): %s\n", state_dir.c_str(), strerror(errno));
+        moat::logf(moat::LogLevel::Error, "mkdir(\"%s\"): %s\n", state_dir.c_str(), strerror(errno));
         return 1;
     }
     ::chmod(state_dir.c_str(), 0700);
@@ -465,7 +474,7 @@ int main(int argc, char** argv) {
     if (cgroup_mode == "v2") prefer = moat::cgroup::Version::V2;
     auto layout = moat::cgroup::Layout::detect(prefer);
     if (!layout) {
-        fprintf(stderr, "moatd: %s\n", layout.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "%s\n", layout.error().message.c_str());
         return 1;
     }
 
@@ -473,7 +482,7 @@ int main(int argc, char** argv) {
     // forked: it inherits the lock.
     auto parent_wait = moat::parse_duration_ns(cgroup_parent_wait);
     if (!parent_wait || *parent_wait > 3600'000'000'000ULL) {
-        fprintf(stderr, "moatd: --cgroup-parent-wait %s: %s\n", cgroup_parent_wait.c_str(),
+        moat::logf(moat::LogLevel::Error, "--cgroup-parent-wait %s: %s\n", cgroup_parent_wait.c_str(),
                 parent_wait ? "at most 1h" : parent_wait.error().message.c_str());
         return 1;
     }
@@ -482,8 +491,8 @@ int main(int argc, char** argv) {
     // "moat" and "moat/x" (two moatds would then share one and sweep each
     // other's jobs).
     if (!valid_cgroup_parent(cgroup_parent)) {
-        fprintf(stderr,
-                "moatd: --cgroup-parent \"%s\": use 1 to 128 characters, components of A-Z a-z 0-9 . _ @ : + - "
+        moat::logf(moat::LogLevel::Error,
+                "--cgroup-parent \"%s\": use 1 to 128 characters, components of A-Z a-z 0-9 . _ @ : + - "
                 "separated by single '/', none of them \".\" or \"..\", no leading or trailing '/'\n",
                 cgroup_parent.c_str());
         return 1;
@@ -499,7 +508,7 @@ int main(int argc, char** argv) {
     // they forked. The next moatd start records those jobs as supervisor-lost.
     int reaper_pipe[2];
     if (pipe2(reaper_pipe, O_CLOEXEC) < 0) {
-        fprintf(stderr, "moatd: pipe2: %s\n", strerror(errno));
+        moat::logf(moat::LogLevel::Error, "pipe2: %s\n", strerror(errno));
         return 1;
     }
     pid_t reaper = fork();
@@ -508,24 +517,25 @@ int main(int argc, char** argv) {
         if (inherited_listen >= 0) close(inherited_listen);  // clients must never wait on the reaper
         prctl(PR_SET_NAME, "moatd-reaper");
         // Keep nothing of moatd's but the pipe (the store is not open yet).
+        moat::log_init("moatd-reaper", moat::LogLevel::Warning);
         char b;
         while (read(reaper_pipe[0], &b, 1) != 0) {
             if (errno != EINTR) break;
         }
         size_t n = moat::cgroup::JobCgroup::kill_all_jobs(*layout, cgroup_parent);
-        if (n) fprintf(stderr, "moatd-reaper: moatd is gone; killed the processes of %zu job(s)\n", n);
+        if (n) moat::logf(moat::LogLevel::Warning, "moatd is gone; killed the processes of %zu job(s)\n", n);
         _exit(0);
     }
     close(reaper_pipe[0]);  // the write end stays open (O_CLOEXEC) for moatd's lifetime
 
     auto store = moat::store::Store::open(state_dir + "/moat.db");
     if (!store) {
-        fprintf(stderr, "moatd: opening the store: %s\n", store.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "opening the store: %s\n", store.error().message.c_str());
         return 1;
     }
     auto loop = moat::EventLoop::create();
     if (!loop) {
-        fprintf(stderr, "moatd: %s\n", loop.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "%s\n", loop.error().message.c_str());
         return 1;
     }
     // The container tier's helper: opened once, executed from the fd (so its
@@ -548,24 +558,24 @@ int main(int argc, char** argv) {
             break;
         }
     }
-    if (!init_fd) fprintf(stderr, "moatd: moat-init not found (%s): the container tier is unavailable\n", candidates.front().c_str());
+    if (!init_fd) moat::logf(moat::LogLevel::Warning, "moat-init not found (%s): the container tier is unavailable\n", candidates.front().c_str());
     std::string newroot = runtime_dir + "/newroot";
     ::mkdir(runtime_dir.c_str(), 0755);
     if (::mkdir(newroot.c_str(), 0755) < 0 && errno != EEXIST) {
-        fprintf(stderr, "moatd: mkdir(\"%s\"): %s\n", newroot.c_str(), strerror(errno));
+        moat::logf(moat::LogLevel::Error, "mkdir(\"%s\"): %s\n", newroot.c_str(), strerror(errno));
         return 1;
     }
 
     auto artifacts = moat::store::Artifacts::open(state_dir + "/artifacts");
     if (!artifacts) {
-        fprintf(stderr, "moatd: %s\n", artifacts.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "%s\n", artifacts.error().message.c_str());
         return 1;
     }
     // Retention and budget of replay recordings: at start and every 10 minutes.
     auto expire = [&] {
         auto gone = (*store)->expire_recordings(moat::now_realtime_ns() - int64_t(rec_limits[4]), rec_limits[3]);
         if (!gone) {
-            fprintf(stderr, "moatd: expiring recordings: %s\n", gone.error().message.c_str());
+            moat::logf(moat::LogLevel::Warning, "expiring recordings: %s\n", gone.error().message.c_str());
             return;
         }
         for (const auto& sha : *gone) artifacts->remove(sha);
@@ -602,7 +612,7 @@ int main(int argc, char** argv) {
         auto dur = [](const std::string& what, const std::string& text, uint64_t& out) {
             auto d = moat::parse_duration_ns(text);
             if (!d) {
-                fprintf(stderr, "moatd: %s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
+                moat::logf(moat::LogLevel::Error, "%s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
                 return false;
             }
             out = *d;
@@ -611,7 +621,7 @@ int main(int argc, char** argv) {
         auto size = [](const std::string& what, const std::string& text, uint64_t& out) {
             auto d = moat::parse_size(text);
             if (!d) {
-                fprintf(stderr, "moatd: %s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
+                moat::logf(moat::LogLevel::Error, "%s %s: %s\n", what.c_str(), text.c_str(), d.error().message.c_str());
                 return false;
             }
             out = *d;
@@ -639,21 +649,21 @@ int main(int argc, char** argv) {
     }
     moat::supervisor::Supervisor sup(cfg);
     for (const auto& [name, why] : sup.tiers())
-        if (!why.empty()) fprintf(stderr, "moatd: tier %s unavailable: %s\n", name.c_str(), why.c_str());
+        if (!why.empty()) moat::logf(moat::LogLevel::Warning, "tier %s unavailable: %s\n", name.c_str(), why.c_str());
     if (auto n = sup.recover(); !n)
-        fprintf(stderr, "moatd: recovering jobs of a previous run failed: %s\n", n.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "recovering jobs of a previous run failed: %s\n", n.error().message.c_str());
     else if (*n)
-        fprintf(stderr, "moatd: %zu job(s) of a previous run marked supervisor-lost\n", *n);
+        moat::logf(moat::LogLevel::Notice, "%zu job(s) of a previous run marked supervisor-lost\n", *n);
     // What the store did not know of (a wiped state dir, another state dir on
     // the same parent): job and warm-guest groups an earlier moatd left behind.
     {
         auto sw = moat::cgroup::JobCgroup::sweep_stale_groups(*layout, cgroup_parent);
         if (sw.removed)
-            fprintf(stderr,
-                    "moatd: removed %zu job or warm-guest cgroup(s) an earlier moatd left under \"%s\" (%zu still "
+            moat::logf(moat::LogLevel::Notice,
+                    "removed %zu job or warm-guest cgroup(s) an earlier moatd left under \"%s\" (%zu still "
                     "held processes, killed)\n",
                     sw.removed, cgroup_parent.c_str(), sw.killed);
-        for (const auto& f : sw.failed) fprintf(stderr, "moatd: a stale job cgroup could not be removed: %s\n", f.c_str());
+        for (const auto& f : sw.failed) moat::logf(moat::LogLevel::Warning, "a stale job cgroup could not be removed: %s\n", f.c_str());
     }
 
     moat::ipc::ServerConfig scfg;
@@ -673,7 +683,7 @@ int main(int argc, char** argv) {
     scfg.client_idle_timeout_ns = int64_t(idle_ns);
     auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
     if (!server) {
-        fprintf(stderr, "moatd: %s\n", server.error().message.c_str());
+        moat::logf(moat::LogLevel::Error, "%s\n", server.error().message.c_str());
         return 1;
     }
 
@@ -691,16 +701,16 @@ int main(int argc, char** argv) {
             return moat::supervisor::render_metrics(sup.metrics(), f);
         });
         if (!m) {
-            fprintf(stderr, "moatd: metrics: %s\n", m.error().message.c_str());
+            moat::logf(moat::LogLevel::Error, "metrics: %s\n", m.error().message.c_str());
             return 1;
         }
         metrics = std::move(*m);
         if (!moat::ipc::parse_listen_address(metrics_listen)->loopback)
-            fprintf(stderr,
-                    "moatd: warning: --metrics %s is not a loopback address: whoever can reach it sees policy names, "
+            moat::logf(moat::LogLevel::Warning,
+                    "--metrics %s is not a loopback address: whoever can reach it sees policy names, "
                     "denied syscalls and job counts\n",
                     metrics->address().c_str());
-        fprintf(stderr, "moatd: metrics at http://%s/metrics\n", metrics->address().c_str());
+        moat::logf(moat::LogLevel::Notice, "metrics at http://%s/metrics\n", metrics->address().c_str());
     }
 
     moat::UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
@@ -711,12 +721,12 @@ int main(int argc, char** argv) {
             if (stopping) continue;
             stopping = true;
             notify_systemd("STOPPING=1");
-            fprintf(stderr, "moatd: %s: stopping %zu running job(s)\n", strsignal(int(si.ssi_signo)), sup.running());
+            moat::logf(moat::LogLevel::Notice, "%s: stopping %zu running job(s)\n", strsignal(int(si.ssi_signo)), sup.running());
             sup.stop_all(std::string("moatd received SIG") + sigabbrev_np(int(si.ssi_signo)),
                          [&] { (*loop)->stop(); });
         }
     });
-    fprintf(stderr, "moatd: serving %s%s; state in %s; cgroup %s; job uids %u..%u\n",
+    moat::logf(moat::LogLevel::Notice, "serving %s%s; state in %s; cgroup %s; job uids %u..%u\n",
             inherited_listen >= 0 ? "the socket systemd passed" : socket.c_str(),
             inherited_listen >= 0 ? " (socket activation)" : "", state_dir.c_str(), layout->describe().c_str(),
             uid_base, uid_base + uid_count - 1);
@@ -725,6 +735,6 @@ int main(int argc, char** argv) {
     metrics.reset();
     server->reset();
     (*store)->flush();
-    fprintf(stderr, "moatd: stopped\n");
+    moat::logf(moat::LogLevel::Notice, "stopped\n");
     return 0;
 }

@@ -858,7 +858,7 @@ TEST_F(Rel, MetricsEndpointCountsJobsDenialsAndStartLatency) {
     std::string why;
     Daemon bad(s_root, "metrics-bad");
     EXPECT_FALSE(bad.start(&why, {"--metrics", "localhost:9464"}));
-    EXPECT_NE(bad.log().find("moatd: metrics: --metrics localhost:9464: \"localhost\" is not an IP address"),
+    EXPECT_NE(bad.log().find("moatd: error: metrics: --metrics localhost:9464: \"localhost\" is not an IP address"),
               std::string::npos)
         << bad.log();
 

@@ -14,6 +14,7 @@
 #include <expected>
 #include <set>
 
+#include "moat/common/log.h"
 #include "moat/common/base64.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -916,7 +917,7 @@ void Server::handle(Client& c, const std::string& frame) {
     try {
         handle_request(c, frame);
     } catch (const std::exception& e) {
-        fprintf(stderr, "moatd: internal error while handling a request from uid %u: %s\n", uid, e.what());
+        moat::logf(moat::LogLevel::Error, "internal error while handling a request from uid %u: %s\n", uid, e.what());
         reply(id, error_reply("internal", std::string("internal error: ") + e.what()));
     }
 }

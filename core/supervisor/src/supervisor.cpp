@@ -23,6 +23,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "moat/common/log.h"
 #include "moat/common/sha256.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -258,7 +259,7 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
 void Supervisor::retry_unrecorded() {
     for (auto it = m_unrecorded.begin(); it != m_unrecorded.end();) {
         if (m_cfg.store->finish_job(*it)) {
-            fprintf(stderr, "moatd: the end of job %lld is recorded now\n", (long long)it->id);
+            moat::logf(moat::LogLevel::Notice, "the end of job %lld is recorded now\n", (long long)it->id);
             it = m_unrecorded.erase(it);
         } else {
             ++it;
@@ -1035,7 +1036,7 @@ void Supervisor::complete(int64_t job_id) {
     if (r.cancelled) e->recording["output_cut"] = "the client stopped reading; output was recorded but not all delivered";
     if (!e->recording.contains("inputs")) e->recording["inputs"] = nlohmann::json::array();
     if (auto s = m_cfg.store->set_recording(job_id, e->recording, e->blobs); !s)
-        fprintf(stderr, "moatd: job %lld: recording not saved: %s\n", (long long)job_id, s.error().message.c_str());
+        moat::logf(moat::LogLevel::Warning, "job %lld: recording not saved: %s\n", (long long)job_id, s.error().message.c_str());
     if (!e->stage.empty()) remove_tree(e->stage);
     e->rec.recording = e->recording;  // the client's `finished` answer says what was not snapshotted
     if (e->on_finished) e->on_finished(e->rec);
@@ -1502,7 +1503,7 @@ void Supervisor::finish(Job& job) {
         // Never leave a job that ended looking "running" (a restart would call
         // it supervisor-lost): keep the record and retry on every tick until
         // the store takes it (e.g. once a full disk has room again).
-        fprintf(stderr, "moatd: recording the end of job %lld failed (will retry): %s\n", (long long)job.id,
+        moat::logf(moat::LogLevel::Warning, "recording the end of job %lld failed (will retry): %s\n", (long long)job.id,
                 res.error().message.c_str());
         m_unrecorded.push_back(r);
     }
@@ -1513,7 +1514,7 @@ void Supervisor::finish(Job& job) {
     if (job.sample_timer) m_cfg.loop->cancel_timer(job.sample_timer);
     if (job.cg) {
         if (auto d = job.cg->destroy(); !d)
-            fprintf(stderr, "moatd: job %lld: %s\n", (long long)job.id, d.error().message.c_str());
+            moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)job.id, d.error().message.c_str());
     }
     m_uids_in_use.erase(job.uid);
     if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);

@@ -25,6 +25,7 @@
 #include <mutex>
 
 #include "../tier.h"
+#include "moat/common/log.h"
 #include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -630,7 +631,7 @@ private:
             if (k == key) ++have;
         while (have < m_cfg.vm.pool_size) {
             if (auto r = boot_warm(key, li->second); !r) {
-                fprintf(stderr, "moatd: vm pool: %s\n", r.error().message.c_str());
+                moat::logf(moat::LogLevel::Warning, "vm pool: %s\n", r.error().message.c_str());
                 return;
             }
             ++have;
@@ -681,7 +682,7 @@ private:
         if (auto t = m_host.loop->add_timer(m_cfg.vm.boot_timeout_ns, 0, [this, raw] {
                 m_boot_timers.erase(raw);
                 if (m_booting.count(raw)) {
-                    fprintf(stderr, "moatd: vm pool: a warm guest did not boot in %s; console: %s\n",
+                    moat::logf(moat::LogLevel::Warning, "vm pool: a warm guest did not boot in %s; console: %s\n",
                             format_duration_ns(m_cfg.vm.boot_timeout_ns).c_str(), raw->console_tail().c_str());
                     drop_booting(raw);
                 }
@@ -713,7 +714,7 @@ private:
 
     void on_warm_end(Guest* g) const {
         if (m_booting.count(g)) {
-            fprintf(stderr, "moatd: vm pool: a warm guest ended while booting (QEMU: %s; console: %s)\n",
+            moat::logf(moat::LogLevel::Warning, "vm pool: a warm guest ended while booting (QEMU: %s; console: %s)\n",
                     g->qemu_log_tail().c_str(), g->console_tail().c_str());
             drop_booting(g);
         }
@@ -748,7 +749,7 @@ private:
         for (auto& [key, q] : m_pool)
             for (auto it = q.begin(); it != q.end(); ++it)
                 if (it->guest.get() == g) {
-                    fprintf(stderr, "moatd: vm pool: a warm guest was destroyed: %s\n", why.c_str());
+                    moat::logf(moat::LogLevel::Warning, "vm pool: a warm guest was destroyed: %s\n", why.c_str());
                     bury(std::move(it->guest));
                     q.erase(it);
                     return;
