@@ -963,6 +963,7 @@ int exec_full(char** argv, int fail_code) {
 
 int main(int argc, char** argv) {
     CLI::App app{"moatctl: run jobs in Moat sandboxes and investigate what they did"};
+    app.set_version_flag("--version", "moatctl " MOAT_VERSION);
     app.require_subcommand(1);
     Global g;
     app.add_option("--socket", g.socket, "moatd socket (default: $MOAT_SOCKET, else /run/moat/moatd.sock); with "

@@ -227,6 +227,7 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
 int main(int argc, char** argv) {
     moat::log_init("moatd");  // the journal is recognised from the first line on
     CLI::App app{"moatd: runs untrusted jobs in sandboxes and records everything they try"};
+    app.set_version_flag("--version", "moatd " MOAT_VERSION);
     std::string state_dir = "/var/lib/moat";
     std::string socket = "/run/moat/moatd.sock";
     std::string cgroup_mode = "auto";
