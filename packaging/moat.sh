@@ -5,6 +5,7 @@
 #                             the sanitizer runs and the benchmarks' short mode
 #   packaging/moat.sh sanitize  only the sanitizer runs (ASan+UBSan: every test; TSan: moatd's threaded parts)
 #   packaging/moat.sh build   install missing packages, configure and build (./build)
+#   packaging/moat.sh deb     install missing packages, build, and make the Debian package in ./build/deb (docs/packaging.md)
 #   packaging/moat.sh deps    install missing Debian packages only
 #   packaging/moat.sh guest-kernel  fetch the vm tier's guest kernel kit (docs/vm.md); idempotent
 # Environment: MOAT_BUILD_DIR (default ./build), MOAT_JOBS (default nproc),
@@ -209,12 +210,29 @@ guest_kernel_if_possible() {
 build() {
     deps
     guest_kernel_if_possible
+    configure_and_build
+}
+
+configure_and_build() {
     say "configuring ($BUILD)"
     # The console is built by default; MOAT_GUI=OFF builds and tests the daemon alone.
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOAT_BUILD_GUI="${MOAT_GUI:-ON}" \
         ${MOAT_CMAKE_ARGS:-} >/dev/null
     say "building with $JOBS jobs"
     cmake --build "$BUILD" -j "$JOBS"
+}
+
+# The .deb (docs/packaging.md). No guest kernel: the package holds none.
+deb() {
+    deps
+    configure_and_build
+    say "building the Debian package ($BUILD/deb)"
+    rm -f "$BUILD"/deb/moat_*.deb
+    cpack -G DEB --config "$BUILD/CPackConfig.cmake" -B "$BUILD/deb" >"$BUILD/cpack.log" 2>&1 || {
+        cat "$BUILD/cpack.log" >&2
+        exit 1
+    }
+    ls "$BUILD"/deb/moat_*.deb
 }
 
 run_tests() {
@@ -312,8 +330,9 @@ case "${1:-}" in
     deps) deps ;;
     guest-kernel) need_root; guest_kernel ;;
     build) build ;;
+    deb) deb ;;
     test) run_tests ;;
     sanitize) sanitize ;;
     demo) demo ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac

@@ -130,6 +130,29 @@ for g in moat-admin moat-viewer; do
     getent group "$g" >/dev/null || fail "group $g does not exist after the install"
 done
 echo "groups moat-admin and moat-viewer exist (before the install: ${had_groups:-neither})"
+# Where the groups existed already, the install did not show that postinst
+# makes them: run its configure again in a private mount namespace, over a
+# copy of /etc without them (and a scratch /var/lib), so the host's groups
+# are never touched.
+mkdir "$tmp/ns" "$tmp/ns/varlib"
+cp -a /etc "$tmp/ns/etc"
+cp "$tmp/control/postinst" "$tmp/ns/postinst"
+unshare -m bash -c '
+    set -e
+    mount --make-rprivate /
+    mount --bind "$1/etc" /etc
+    mount --bind "$1/varlib" /var/lib
+    for g in moat-admin moat-viewer; do if getent group $g >/dev/null; then groupdel $g; fi; done
+    if getent group moat-admin || getent group moat-viewer; then exit 1; fi
+    DPKG_MAINTSCRIPT_PACKAGE=moat DPKG_MAINTSCRIPT_NAME=postinst "$1/postinst" configure \
+        >"$1/postinst.log" 2>&1 || true
+    getent group moat-admin && getent group moat-viewer
+    [ "$(stat -c "%a %U" /var/lib/moat)" = "700 root" ]
+' _ "$tmp/ns" >"$tmp/ns/groups" 2>&1 || {
+    cat "$tmp/ns/groups" "$tmp/ns/postinst.log" 2>/dev/null
+    fail "postinst configure did not make the groups and /var/lib/moat where they were missing"
+}
+echo "postinst, on a copy of /etc without them, made: $(cut -d: -f1,3 "$tmp/ns/groups" | tr '\n' ' ')"
 [ "$(stat -c '%a %U %G' /var/lib/moat)" = "700 root root" ] || fail "/var/lib/moat is $(stat -c '%a %U %G' /var/lib/moat)"
 [ "$(/usr/bin/moatd --version)" = "moatd $(dpkg-query -W -f='${Version}' moat | cut -d- -f1)" ] ||
     fail "moatd --version says $(/usr/bin/moatd --version), the package is $(dpkg-query -W -f='${Version}' moat)"
@@ -179,9 +202,23 @@ id=$(cat "$tmp/job.id")
 "${ctl[@]}" events "$id" --json --kind denial >"$tmp/denials"
 grep -qE '"syscall":"mkdir(at)?"' "$tmp/denials" || { cat "$tmp/denials"; fail "job $id has no recorded mkdir denial"; }
 echo "job $id: exit 1, denial recorded: $(grep -oE '"syscall":"[a-z]+"' "$tmp/denials" | head -1)"
+# The container tier runs /usr/libexec/moat/moat-init, which the installed
+# moatd found from its own directory.
+set +e
+"${ctl[@]}" run --tier container --policy /usr/share/moat/policies/demo-mkdir.toml --id-file "$tmp/job2.id" \
+    -- /bin/mkdir "$target" >"$tmp/run2.out" 2>&1
+rc=$?
+set -e
+cat "$tmp/run2.out"
+id2=$(cat "$tmp/job2.id")
+[ $rc = 1 ] || { cat "$tmp/moatd.log"; fail "the container-tier job exited $rc, not 1"; }
+"${ctl[@]}" events "$id2" --json --kind denial | grep -qE '"syscall":"mkdir(at)?"' ||
+    fail "container-tier job $id2 has no recorded mkdir denial"
+echo "job $id2 (container tier): exit 1, denial recorded"
 "${ctl[@]}" jobs >"$tmp/jobs"
 cat "$tmp/jobs"
-grep -qE "^ *$id " "$tmp/jobs" || fail "moatctl jobs does not list job $id"
+grep -qE "^ *$id +seccomp " "$tmp/jobs" && grep -qE "^ *$id2 +container " "$tmp/jobs" ||
+    fail "moatctl jobs does not list jobs $id and $id2"
 # The policy tools run in /usr/libexec/moat/moatctl-full.
 /usr/bin/moatctl policy check /usr/share/moat/policies/demo-mkdir.toml >/dev/null ||
     fail "moatctl policy check (moatctl-full) failed"
