@@ -24,6 +24,10 @@ fail() {
 for tool in dpkg dpkg-deb dpkg-shlibdeps lintian; do
     command -v "$tool" >/dev/null || skip "$tool is not installed (bash packaging/moat.sh deps)"
 done
+# One run at a time on a machine (two build trees' suites): the checks below
+# and the install-run-purge happen under this lock.
+exec 9>/run/lock/moat-deb-test.lock
+flock -w 240 9 || skip "another run of this test held /run/lock/moat-deb-test.lock for 240 s"
 status=$(dpkg-query -W -f='${Status}' moat 2>/dev/null || true)
 if [ -n "$status" ] && [[ $status != *not-installed ]]; then
     skip "a moat package is on this machine ($(dpkg-query -W -f='${Version}: ${Status}' moat)); this test installs and purges its own"
