@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -46,6 +48,12 @@ namespace {
 
 using nlohmann::json;
 constexpr int kExitSetup = 125;
+
+// An answer's JSON lacking a key or holding the wrong type (a broken or
+// hostile far host) throws from nlohmann::json (cmake/json_assert.h); the
+// commands let it reach main(), which says so and exits with the command's
+// failure status.
+int g_fail_status = 1;
 
 volatile sig_atomic_t g_signal = 0;
 int g_sigpipe[2] = {-1, -1};
@@ -141,7 +149,7 @@ std::string boot_time(const json& ms) {
 // and memory, the root image. Strings the guest reported (its kernel
 // release) are escaped like every other job-controlled text; a field the
 // record does not have yet (the guest has not booted) prints as "-".
-void print_vm_sandbox(const json& j, const json& s) {
+void print_vm_sandbox(json j, json s) {
     printf("  sandbox:     uid %s, cgroup %s, %s as uid %s\n", str_or(j, "uid").c_str(),
            str_or(s, "cgroup_version").c_str(), str_or(s, "vmm", "qemu microvm").c_str(), str_or(s, "vmm_uid").c_str());
     std::string accel = str_or(s, "accelerator", str_or(j, "accelerator").c_str());
@@ -200,7 +208,7 @@ void print_recording(const json& rec) {
         if (rec.contains(k) && rec[k].is_string()) line("recording:", rec[k].get<std::string>());
 }
 
-void print_job(const json& j) {
+void print_job(json j) {  // a copy: a missing key reads as null
     printf("job %s  %s  tier %s\n", str_or(j, "id").c_str(), str_or(j, "state").c_str(), str_or(j, "tier").c_str());
     printf("  argv:        %s\n", joined_for_terminal(j.value("argv", json::array())).c_str());
     const json& p = j["policy"];
@@ -264,6 +272,8 @@ struct Global {
 std::string target(const Global& g) {
     if (g.connect.empty()) return moat::ipc::socket_path(g.socket);
     std::string t = g.connect;
+    // main() has checked that such a --socket is absolute; it becomes the
+    // address's path, never part of the host name.
     if (!g.socket.empty() && t.find('/', 6) == std::string::npos) t += g.socket;
     return t;
 }
@@ -293,7 +303,7 @@ struct RunState {
     std::string id_file;
 };
 
-std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, const json& m) {
+std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, json m) {
     if (!m.value("ok", false)) {
         std::string code = str_or(m, "code");
         if (st.stop_sent && code == "not-found") return std::nullopt;  // it ended before our stop arrived
@@ -312,7 +322,9 @@ std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, const json&
         return std::nullopt;
     }
     if (!m.contains("finished")) return std::nullopt;
-    const json& j = m["finished"];
+    json j = m["finished"];
+    if (!j.is_object() || !j["termination"].is_object())
+        return die("moatd sent a malformed job record", kExitSetup);
     const int64_t job = st.job;
     std::string cause = str_or(j["termination"], "cause");
     if (cause == "setup-failed") {
@@ -321,6 +333,10 @@ std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, const json&
         return kExitSetup;
     }
     warn_unrecorded_inputs(job, j);
+    if (j["recording"].is_object() && j["recording"]["output_cut"].is_string())
+        fprintf(stderr, "moatctl: warning: job %lld: not all of its output reached this terminal (%s); `moatctl output "
+                        "%lld` shows the recorded tail\n",
+                (long long)job, str_or(j["recording"], "output_cut").c_str(), (long long)job);
     if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
     if (j["signal"].is_number_integer()) {
         if (cause != "exited" && cause != "signaled")
@@ -350,8 +366,14 @@ bool write_all(int fd, const char* p, size_t n) {
 // in them (moat/ipc/remote.h).
 int relay_run(moat::ipc::Client& c, RunState& st) {
     namespace ipc = moat::ipc;
+    // ensure_stdio_open() keeps the stream off fds 0-2; checked again here
+    // because the job's output must never be written into the stream.
+    if (c.fd() <= 2) return die("internal error: the ssh stream is on a standard fd", kExitSetup);
     bool stdin_open = true, out_broken = false;
     size_t unacked = 0;
+    // Frames are read as they arrive (never a blocking read of a whole
+    // frame), so a stalled far side cannot make Ctrl-C go unheard.
+    ipc::FrameDecoder decoder(ipc::kMaxResponseBytes);
     for (;;) {
         const bool want_stdin = stdin_open && unacked + ipc::kRelayChunk <= ipc::kRelayWindow;
         pollfd p[3] = {{c.fd(), POLLIN, 0}, {g_sigpipe[0], POLLIN, 0}, {want_stdin ? 0 : -1, POLLIN, 0}};
@@ -359,6 +381,14 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
         if (g_signal && st.job && !st.stop_sent) {
             st.stop_sent = true;
             (void)c.send({{"op", "stop"}, {"job", st.job}});
+        }
+        if (g_signal && (p[1].revents & POLLIN)) {
+            char drain[16];
+            while (::read(g_sigpipe[0], drain, sizeof drain) > 0) {
+            }
+            // A second signal while the far side does not answer: give up.
+            static int seen = 0;
+            if (++seen > 1 && st.stop_sent) return die("interrupted; the far side did not answer the stop", 128 + g_signal);
         }
         if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
             char buf[ipc::kRelayChunk];
@@ -375,29 +405,35 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
             }
         }
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-        auto f = c.receive_frame();
-        if (!f) return die(f.error().message, kExitSetup);
-        if (f->empty() || (*f)[0] == '{') {
-            auto m = json::parse(*f, nullptr, false);
-            if (!m.is_object()) return die("moatd sent a malformed answer", kExitSetup);
-            if (auto rc = on_run_answer(c, st, m)) return *rc;
-            continue;
-        }
-        const char tag = (*f)[0];
-        if (tag == ipc::kRelayAck) {
-            const int64_t n = ipc::relay_ack_count(*f);
-            if (n < 0 || size_t(n) > unacked) return die("the remote proxy sent a malformed acknowledgement", kExitSetup);
-            unacked -= size_t(n);
-        } else if ((tag == ipc::kRelayStdout || tag == ipc::kRelayStderr) && f->size() > 1) {
-            const int to = tag == ipc::kRelayStdout ? 1 : 2;
-            if (!write_all(to, f->data() + 1, f->size() - 1) && to == 1 && !out_broken) {
-                // Our reader went away (`| head`): locally the job would get
-                // SIGPIPE at its next write; here it is stopped instead.
-                out_broken = true;
-                if (st.job && !st.stop_sent) {
-                    fprintf(stderr, "moatctl: stdout closed; stopping job %lld\n", (long long)st.job);
-                    st.stop_sent = true;
-                    (void)c.send({{"op", "stop"}, {"job", st.job}});
+        char in[65536];
+        ssize_t got = ::recv(c.fd(), in, sizeof in, MSG_DONTWAIT);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (got <= 0) return die("the connection to " + c.peer() + " ended before the job's record came", kExitSetup);
+        if (auto r = decoder.feed(in, size_t(got)); !r) return die(r.error().message, kExitSetup);
+        while (auto f = decoder.next()) {
+            if (f->empty() || (*f)[0] == '{') {
+                auto m = json::parse(*f, nullptr, false);
+                if (!m.is_object()) return die("moatd sent a malformed answer", kExitSetup);
+                if (auto rc = on_run_answer(c, st, m)) return *rc;
+                continue;
+            }
+            const char tag = (*f)[0];
+            if (tag == ipc::kRelayAck) {
+                const int64_t n = ipc::relay_ack_count(*f);
+                if (n < 0 || size_t(n) > unacked)
+                    return die("the remote proxy sent a malformed acknowledgement", kExitSetup);
+                unacked -= size_t(n);
+            } else if ((tag == ipc::kRelayStdout || tag == ipc::kRelayStderr) && f->size() > 1) {
+                const int to = tag == ipc::kRelayStdout ? 1 : 2;
+                if (!write_all(to, f->data() + 1, f->size() - 1) && to == 1 && !out_broken) {
+                    // Our reader went away (`| head`): locally the job would get
+                    // SIGPIPE at its next write; here it is stopped instead.
+                    out_broken = true;
+                    if (st.job && !st.stop_sent) {
+                        fprintf(stderr, "moatctl: stdout closed; stopping job %lld\n", (long long)st.job);
+                        st.stop_sent = true;
+                        (void)c.send({{"op", "stop"}, {"job", st.job}});
+                    }
                 }
             }
         }
@@ -407,6 +443,7 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
 int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
             const std::vector<std::string>& inputs, bool no_symlinks, const std::string& id_file,
             const std::vector<std::string>& argv) {
+    g_fail_status = kExitSetup;
     std::string err;
     auto toml = read_file(policy_file, &err);
     if (!toml) return die(err, kExitSetup);
@@ -420,9 +457,25 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
     if (!tier.empty()) req["tier"] = tier;
     std::vector<std::string> env;
     // Variables that are not UTF-8 cannot be carried; the policy would have to
-    // name them to pass them anyway.
-    for (char** e = environ; *e; ++e)
-        if (moat::valid_utf8(*e)) env.emplace_back(*e);
+    // name them to pass them anyway. Over ssh only the ones the policy passes
+    // leave this host: the far host has no business with the rest (tokens,
+    // agent sockets). moatd applies the same filter either way.
+    std::vector<std::string> pass;
+#if !MOATCTL_LIGHT
+    if (remote) {
+        auto parsed = moat::policy::parse_policy(*toml, policy_file);
+        if (parsed.policy) pass = parsed.policy->environment.pass;
+    }
+#endif
+    for (char** e = environ; *e; ++e) {
+        if (!moat::valid_utf8(*e)) continue;
+        if (remote) {
+            const std::string_view kv(*e);
+            const std::string_view name = kv.substr(0, kv.find('='));
+            if (std::find(pass.begin(), pass.end(), name) == pass.end()) continue;
+        }
+        env.emplace_back(*e);
+    }
     req["env"] = env;
     // Over SSH our directory means nothing on the far host: the proxy's own
     // (the SSH user's home) is used.
@@ -740,7 +793,7 @@ int cmd_events(const Global& g, int64_t job, bool as_json, const std::string& ki
     return 0;
 }
 
-std::string job_row(const json& j) {
+std::string job_row(json j) {
     std::string argv = joined_for_terminal(j["argv"]);
     if (argv.size() > 40) argv = moat::for_terminal(argv.substr(0, 37)) + "...";
     std::string pol = str_or(j["policy"], "name") + " v" + str_or(j["policy"], "version");
@@ -959,9 +1012,23 @@ int exec_full(char** argv, int fail_code) {
 }
 #endif
 
+int moatctl_main(int argc, char** argv);
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    moat::ensure_stdio_open();
+    try {
+        return moatctl_main(argc, argv);
+    } catch (const std::exception& e) {
+        fprintf(stderr, "moatctl: moatd sent a malformed answer (%s)\n", e.what());
+        return g_fail_status;
+    }
+}
+
+namespace {
+
+int moatctl_main(int argc, char** argv) {
     CLI::App app{"moatctl: run jobs in Moat sandboxes and investigate what they did"};
     app.set_version_flag("--version", "moatctl " MOAT_VERSION);
     app.require_subcommand(1);
@@ -1086,10 +1153,17 @@ int main(int argc, char** argv) {
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
+    if (!g.connect.empty() && !g.socket.empty() && g.socket[0] != '/')
+        return die("--socket with --connect names the far host's socket: give an absolute path, not " + g.socket, 2);
     if (proxy->parsed()) {
         if (!g.connect.empty()) return die("proxy bridges to the local moatd; --connect makes no sense here", 2);
         return moat::ipc::run_proxy(0, 1, moat::ipc::socket_path(g.socket));
     }
+#if MOATCTL_LIGHT
+    // A run over ssh sends only the environment the policy passes, which
+    // takes the policy parser: moatctl-full does it.
+    if (run->parsed() && !g.connect.empty()) return exec_full(argv, kExitSetup);
+#endif
     if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
@@ -1113,3 +1187,5 @@ int main(int argc, char** argv) {
     return 2;
 #endif
 }
+
+}  // namespace

@@ -225,6 +225,7 @@ int lock_uid_range(const std::string& dir, uint32_t base, uint32_t count) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    moat::ensure_stdio_open();
     moat::log_init("moatd");  // the journal is recognised from the first line on
     CLI::App app{"moatd: runs untrusted jobs in sandboxes and records everything they try"};
     app.set_version_flag("--version", "moatd " MOAT_VERSION);
@@ -253,13 +254,13 @@ int main(int argc, char** argv) {
                    "host the same directory)")
         ->capture_default_str();
     app.add_option("--admin-group", admin_group)->capture_default_str();
-    std::string metrics_listen;
     std::string log_level = "info";
     app.add_option("--log-level", log_level,
                    "least important log lines written: error, warning, notice, info or debug (under systemd each "
                    "line carries its level for the journal)")
         ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
         ->capture_default_str();
+    std::string metrics_listen;
     app.add_option("--metrics", metrics_listen,
                    "serve Prometheus metrics at http://ADDR/metrics; ADDR is PORT (127.0.0.1:PORT), IP:PORT or "
                    "[IPv6]:PORT (off unless given)");
@@ -375,8 +376,8 @@ int main(int argc, char** argv) {
     for (auto& a : args) cargv.push_back(a.data());
     CLI11_PARSE(app, int(cargv.size()), cargv.data());
     config_fd.reset();
-    // systemd socket activation (sd_listen_fds(3), a stable protocol: fds
     moat::log_init("moatd", *moat::log_level_from_name(log_level));
+    // systemd socket activation (sd_listen_fds(3), a stable protocol: fds
     // from 3, LISTEN_PID naming us). moatd takes exactly one socket.
     int inherited_listen = -1;
     if (const char* lp = getenv("LISTEN_PID"); lp && std::string(lp) == std::to_string(getpid())) {
@@ -517,8 +518,8 @@ int main(int argc, char** argv) {
         close(reaper_pipe[1]);
         if (inherited_listen >= 0) close(inherited_listen);  // clients must never wait on the reaper
         prctl(PR_SET_NAME, "moatd-reaper");
-        // Keep nothing of moatd's but the pipe (the store is not open yet).
         moat::log_init("moatd-reaper", moat::LogLevel::Warning);
+        // Keep nothing of moatd's but the pipe (the store is not open yet).
         char b;
         while (read(reaper_pipe[0], &b, 1) != 0) {
             if (errno != EINTR) break;

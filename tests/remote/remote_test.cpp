@@ -269,6 +269,42 @@ TEST_F(Remote, InterruptStopsTheRemoteJobAndAKilledClientEndsIt) {
     }
 }
 
+// moatctl started with its stdout closed (`>&-`): the next fd it opens (its
+// connection to moatd, or the ssh stream) must not take number 1, or the job's
+// output would be written into that connection as requests with the
+// operator's role. A job prints a `stop` frame for another running job; the
+// other job must survive, locally and over ssh.
+TEST_F(Remote, AJobCannotSpeakForItsClientWhenTheClientsStdoutIsClosed) {
+    std::string idf = new_id_file();
+    auto victim = std::make_unique<Bg>(std::vector<std::string>{s_root + "/bin/moatctl", "--socket", s_daemon->socket(), "run",
+                                                                "--policy", plain_policy(), "--id-file", idf, "--",
+                                                                "/bin/sleep", "100"},
+                                       s_root);
+    json running = wait_running(*s_daemon, idf, 20);
+    ASSERT_EQ(running.value("state", ""), "running") << victim->err();
+    const int64_t id = read_id(idf);
+    const std::string payload = json{{"op", "stop"}, {"job", id}}.dump();
+    std::string frame;
+    for (int shift : {24, 16, 8, 0}) frame += char((payload.size() >> shift) & 0xff);
+    frame += payload;
+    const std::string frame_file = s_root + "/stop-frame";
+    write_text(frame_file, frame + frame + frame, 0644);
+    const std::string ctl_bin = s_root + "/bin/moatctl";
+    for (const std::string& how : {"--socket " + s_daemon->socket(), "--connect " + uri()}) {
+        Opts o = remote_opts();
+        o.cwd = s_root;
+        Proc p = run_cmd({"/bin/sh", "-c",
+                          "exec " + ctl_bin + " " + how + " run --policy " + plain_policy() + " -- /bin/cat " + frame_file +
+                              " >&-"},
+                         o);
+        EXPECT_EQ(p.status, 0) << how << ": " << p.err;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        EXPECT_EQ(show(id).value("state", ""), "running") << how << ": the job's output stopped job " << id;
+    }
+    kill(victim->pid(), SIGINT);
+    victim->wait(20);
+}
+
 // The proxy connects as the user it runs as: the far host's roles decide.
 // sshd cannot log in as a user without a shell (uid 65534 here), so this one
 // runs the far side through a stand-in for ssh that starts the same remote

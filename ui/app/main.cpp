@@ -16,6 +16,7 @@
 #include "app/main_window.h"
 #include "app/fleet_window.h"
 #include "backend/daemon_client.h"
+#include "moat/common/fd.h"
 #include "moat/ipc/remote.h"
 #include "backend/offline_store.h"
 #include "models/event_table_model.h"
@@ -31,6 +32,7 @@
 using namespace moat::ui;
 
 int main(int argc, char** argv) {
+    moat::ensure_stdio_open();
     QApplication app(argc, argv);
     QApplication::setApplicationName(QStringLiteral("moat-console"));
     QApplication::setOrganizationName(QStringLiteral("moat"));

@@ -160,7 +160,7 @@ void DaemonClient::onReadable() {
             if (!m_inflight) {
                 // A refusal (no role) arrives before any request; anything else
                 // unsolicited is a protocol error.
-                if (!answer.value("ok", true)) {
+                if (const auto ok = answer.find("ok"); ok == answer.end() || !ok->is_boolean() || !ok->get<bool>()) {
                     lose(errorText(answer));
                     return;
                 }
@@ -178,7 +178,15 @@ void DaemonClient::onReadable() {
 
 void DaemonClient::deliver(Pending p, const json& answer) {
     if (p.hasContext && !p.context) return;
-    if (p.done) p.done(answer);
+    if (!p.done) return;
+    // An answer of an unexpected shape (a broken or hostile daemon, possibly
+    // on another host) throws where it is read (cmake/json_assert.h): the
+    // connection is dropped with that reason, the console keeps running.
+    try {
+        p.done(answer);
+    } catch (const std::exception& e) {
+        if (m_fd >= 0) lose(QStringLiteral("moatd sent a malformed answer (%1)").arg(QString::fromUtf8(e.what())));
+    }
 }
 
 void DaemonClient::lose(const QString& reason) {

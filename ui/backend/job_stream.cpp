@@ -134,24 +134,28 @@ void JobStream::onReadable() {
                             QByteArray(frame->data() + 1, qsizetype(frame->size() - 1)));
             continue;
         }
-        const json a = json::parse(*frame, nullptr, false);
-        if (!a.is_object()) return fail(QStringLiteral("disconnected"), tr("moatd sent something that is not JSON"));
-        if (!a.value("ok", false)) {
-            QString why = QString::fromStdString(a.value("error", std::string()));
-            if (auto d = a.find("diagnostics"); d != a.end() && d->is_array())
-                for (const auto& x : *d) why += u'\n' + QString::fromStdString(x.is_string() ? x.get<std::string>() : x.dump());
-            return fail(QString::fromStdString(a.value("code", std::string())), why);
-        }
-        if (auto f = a.find("finished"); f != a.end()) {
-            const json job = *f;
-            m_done = true;
-            closeSocket();
-            emit finished(job);
-            return;
-        }
-        if (auto j = a.find("job"); j != a.end() && j->is_number_integer()) {
-            m_job = j->get<int64_t>();
-            emit started(m_job);
+        try {
+            const json a = json::parse(*frame, nullptr, false);
+            if (!a.is_object()) return fail(QStringLiteral("disconnected"), tr("moatd sent something that is not JSON"));
+            if (!a.value("ok", false)) {
+                QString why = QString::fromStdString(a.value("error", std::string()));
+                if (auto d = a.find("diagnostics"); d != a.end() && d->is_array())
+                    for (const auto& x : *d) why += u'\n' + QString::fromStdString(x.is_string() ? x.get<std::string>() : x.dump());
+                return fail(QString::fromStdString(a.value("code", std::string())), why);
+            }
+            if (auto f = a.find("finished"); f != a.end()) {
+                const json job = *f;
+                m_done = true;
+                closeSocket();
+                emit finished(job);
+                return;
+            }
+            if (auto j = a.find("job"); j != a.end() && j->is_number_integer()) {
+                m_job = j->get<int64_t>();
+                emit started(m_job);
+            }
+        } catch (const std::exception& e) {  // a frame of an unexpected shape (cmake/json_assert.h)
+            return fail(QStringLiteral("disconnected"), tr("moatd sent a malformed answer (%1)").arg(QString::fromUtf8(e.what())));
         }
     }
 }

@@ -86,16 +86,21 @@ void Watcher::onReadable() {
         if (!frame) break;
         json f = json::parse(*frame, nullptr, false);
         if (!f.is_object()) return lose(tr("moatd sent something that is not JSON"), true);
-        if (f.contains("push")) {
-            m_backoffMs = 250;
-            emit pushed(f);
-            continue;
-        }
-        if (!f.value("ok", false)) {
-            // The watch itself was refused (or moatd closes as idle/busy):
-            // a bad request is not retried, anything else is.
-            const bool bad = f.value("code", std::string()) == "bad-request" || f.value("code", std::string()) == "forbidden";
-            return lose(QString::fromStdString(f.value("error", std::string("refused"))), !bad);
+        try {
+            if (f.contains("push")) {
+                m_backoffMs = 250;
+                emit pushed(f);
+                continue;
+            }
+            if (!f.value("ok", false)) {
+                // The watch itself was refused (or moatd closes as idle/busy):
+                // a bad request is not retried, anything else is.
+                const bool bad =
+                    f.value("code", std::string()) == "bad-request" || f.value("code", std::string()) == "forbidden";
+                return lose(QString::fromStdString(f.value("error", std::string("refused"))), !bad);
+            }
+        } catch (const std::exception& e) {  // a frame of an unexpected shape (cmake/json_assert.h)
+            return lose(tr("moatd sent a malformed frame (%1)").arg(QString::fromUtf8(e.what())), true);
         }
         m_acked = true;
     }

@@ -45,6 +45,17 @@ void set_nonblock(int fd) {
     if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+// A key of a peer's JSON, or the default when missing or of another type
+// (json::value() would throw on the wrong type).
+std::string str_of(const json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+bool bool_of(const json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 std::string host_name() {
     char h[HOST_NAME_MAX + 1] = {};
     if (gethostname(h, sizeof h - 1) < 0) return "?";
@@ -85,12 +96,15 @@ public:
             // client that ran it disconnected"), as for a local client.
             if (m_client_eof && (m_to_daemon.empty() || m_daemon_eof)) return m_status;
             if (m_daemon_eof && !m_relay.active && (client_pending() == 0 || m_client_dead)) return m_status;
-            if (m_daemon_eof && m_to_daemon.size()) m_to_daemon.clear();
 
             pollfd p[6];
             int n = 0;
             int i_in = -1, i_out = -1, i_d = -1, i_stdin = -1, i_o[2] = {-1, -1};
-            if (!m_client_eof && daemon_pending() < kMaxToDaemon) p[i_in = n++] = {m_in, POLLIN, 0};
+            // The client is read only while both of its queues have room: its
+            // requests towards moatd, and the answers (and refusals of the
+            // proxy's own) waiting for it to read them.
+            if (!m_client_eof && daemon_pending() < kMaxToDaemon && client_pending() < kMaxToClient)
+                p[i_in = n++] = {m_in, POLLIN, 0};
             if (!m_client_dead && client_pending() > 0) p[i_out = n++] = {m_out, POLLOUT, 0};
             if (!m_daemon_eof) {
                 short ev = 0;
@@ -130,11 +144,7 @@ public:
 
 private:
     size_t client_pending() const { return m_to_client.size() - m_client_off; }
-    size_t daemon_pending() const {
-        size_t s = 0;
-        for (const auto& o : m_to_daemon) s += o.data.size() - o.off;
-        return s;
-    }
+    size_t daemon_pending() const { return m_to_daemon_bytes; }
 
     Result<void> connect_daemon(const std::string& path) {
         sockaddr_un addr{};
@@ -203,6 +213,13 @@ private:
     void client_eof() { m_client_eof = true; }
 
     void queue_daemon(std::string bytes, std::vector<UniqueFd> fds) {
+        m_to_daemon_bytes += bytes.size();
+        // Frames without fds join the last buffer: a flood of tiny frames
+        // costs their bytes, not a queue entry each.
+        if (fds.empty() && !m_to_daemon.empty()) {
+            m_to_daemon.back().data += bytes;
+            return;
+        }
         m_to_daemon.push_back(Out{std::move(bytes), 0, std::move(fds)});
     }
 
@@ -234,6 +251,7 @@ private:
             }
             o.fds.clear();  // they went with the first byte
             o.off += size_t(w);
+            m_to_daemon_bytes -= size_t(w);
             if (o.off == o.data.size()) m_to_daemon.pop_front();
         }
     }
@@ -251,12 +269,18 @@ private:
             m_fatal = true;
             return;
         }
-        while (auto frame = m_from_daemon.next()) on_daemon_frame(*frame);
+        try {
+            while (auto frame = m_from_daemon.next()) on_daemon_frame(*frame);
+        } catch (const std::exception& e) {  // a JSON shape nothing above expected
+            report(std::string("from moatd: ") + e.what());
+            m_fatal = true;
+        }
     }
 
     void daemon_gone() {
         m_daemon_eof = true;
         m_to_daemon.clear();
+        m_to_daemon_bytes = 0;
         if (m_relay.active) {
             drain_outputs();
             end_relay();
@@ -268,7 +292,7 @@ private:
         if (m_relay.active) {
             auto j = json::parse(p, nullptr, false);
             if (j.is_object()) {
-                const bool ok = j.value("ok", false);
+                const bool ok = bool_of(j, "ok");
                 if (ok && m_relay.job == 0 && j.contains("job") && j["job"].is_number_integer()) {
                     m_relay.job = j["job"].get<int64_t>();
                 } else if (!ok && m_relay.job == 0) {
@@ -296,9 +320,14 @@ private:
             m_fatal = true;
             return;
         }
-        while (auto frame = m_from_client.next()) {
-            on_client_frame(*frame);
-            if (m_fatal) return;
+        try {
+            while (auto frame = m_from_client.next()) {
+                on_client_frame(*frame);
+                if (m_fatal) return;
+            }
+        } catch (const std::exception& e) {  // a JSON shape nothing above expected
+            report(std::string("from the client: ") + e.what());
+            m_fatal = true;
         }
     }
 
@@ -325,7 +354,7 @@ private:
         }
         if (p.find("\"relay_stdio\"") != std::string::npos) {
             auto j = json::parse(p, nullptr, false);
-            if (j.is_object() && j.value("op", std::string()) == "run" && j.value("relay_stdio", false)) {
+            if (j.is_object() && str_of(j, "op") == "run" && bool_of(j, "relay_stdio")) {
                 start_run(std::move(j));
                 return;
             }
@@ -371,7 +400,7 @@ private:
                 }
                 const std::string host = in["host"].get<std::string>();
                 std::string why;
-                int fd = open_input(host, in.value("no_symlinks", false), &why);
+                int fd = open_input(host, bool_of(in, "no_symlinks"), &why);
                 if (fd < 0) {
                     undo();
                     return refuse("input", "--input " + host + " on " + host_name() + ": " + why);
@@ -460,7 +489,10 @@ private:
         }
     }
 
-    void end_relay() { m_relay = Relay{}; }
+    void end_relay() {
+        m_ack += m_relay.stdin_buf.size();  // never taken: counted, so the client's window is whole again
+        m_relay = Relay{};
+    }
 
     int m_in, m_out;
     UniqueFd m_daemon;
@@ -469,6 +501,7 @@ private:
     std::string m_to_client;
     size_t m_client_off = 0;
     std::deque<Out> m_to_daemon;
+    size_t m_to_daemon_bytes = 0;
     Relay m_relay;
     uint64_t m_ack = 0;
     bool m_client_eof = false, m_client_dead = false, m_daemon_eof = false, m_fatal = false;

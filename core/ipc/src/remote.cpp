@@ -117,7 +117,19 @@ Result<std::vector<std::string>> ssh_argv(const SshTarget& t) {
     std::string remote_cmd = remote && *remote ? remote : "moatctl";
     if (!all_of(remote_cmd, "/._-+"))
         return fail("MOAT_REMOTE_MOATCTL may hold only letters, digits and /._-+: " + remote_cmd);
-    std::vector<std::string> argv = {ssh && *ssh ? ssh : "ssh", "-T", "-e", "none", "-o", "BatchMode=yes"};
+    // This channel carries frames between two programs: whatever the user's
+    // ssh config says, no agent, X11 or port forwarding (a hostile far host
+    // must not get the user's agent through it), no local command, and a
+    // dead link noticed within a minute.
+    std::vector<std::string> argv = {ssh && *ssh ? ssh : "ssh",  "-T",
+                                     "-e",                       "none",
+                                     "-o",                       "BatchMode=yes",
+                                     "-o",                       "ForwardAgent=no",
+                                     "-o",                       "ForwardX11=no",
+                                     "-o",                       "ClearAllForwardings=yes",
+                                     "-o",                       "PermitLocalCommand=no",
+                                     "-o",                       "ServerAliveInterval=15",
+                                     "-o",                       "ServerAliveCountMax=4"};
     if (t.port) argv.insert(argv.end(), {"-p", std::to_string(t.port)});
     if (!t.user.empty()) argv.insert(argv.end(), {"-l", t.user});
     argv.insert(argv.end(), {"--", t.host});

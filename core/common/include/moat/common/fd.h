@@ -1,4 +1,6 @@
 #pragma once
+#include <fcntl.h>
+#include <cerrno>
 #include <unistd.h>
 #include <utility>
 
@@ -29,5 +31,18 @@ public:
 private:
     int m_fd = -1;
 };
+
+// Opens /dev/null on each of fds 0-2 that is closed, first thing in main().
+// Otherwise the next socket or file the program opens takes that number, and
+// whatever is written to "stdout" or "stderr" (a job's relayed output, a log
+// line) lands in it: a job started by `moatctl run >&-` could write requests
+// into moatctl's own connection to moatd.
+inline void ensure_stdio_open() {
+    for (int fd = 0; fd < 3; ++fd)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            const int n = ::open("/dev/null", O_RDWR);
+            if (n >= 0 && n != fd) ::close(n);  // cannot happen: the lowest free number is fd
+        }
+}
 
 }  // namespace moat

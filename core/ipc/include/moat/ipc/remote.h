@@ -54,7 +54,8 @@ bool is_ssh_uri(const std::string& s);
 Result<SshTarget> parse_ssh_uri(const std::string& uri);
 
 // The ssh command: $MOAT_SSH (default "ssh"; a program, not a shell line),
-// -T -e none -o BatchMode=yes [-p PORT] [-l USER] -- HOST, then the remote
+// -T -e none, BatchMode, no agent/X11/port forwarding, no local command,
+// keepalives, [-p PORT] [-l USER] -- HOST, then the remote
 // command `$MOAT_REMOTE_MOATCTL [--socket PATH] proxy` (default "moatctl"),
 // each word single-quoted for the remote shell.
 Result<std::vector<std::string>> ssh_argv(const SshTarget& t);
