@@ -126,7 +126,13 @@ int main(int argc, char** argv) {
             return 2;
         }
         // --socket names the far host's socket when the address has none.
-        if (t->socket.empty() && cli.isSet(socketOpt)) target += cli.value(socketOpt);
+        if (t->socket.empty() && cli.isSet(socketOpt)) {
+            if (!cli.value(socketOpt).startsWith(u'/')) {
+                fprintf(stderr, "moat-console: --socket with --connect names the far host's socket: give an absolute path\n");
+                return 2;
+            }
+            target += cli.value(socketOpt);
+        }
         remotes << target;
     }
     const bool fleetMode = !cli.isSet(dbOpt) && (!remotes.isEmpty() || !FleetWindow::savedConnections().isEmpty());
