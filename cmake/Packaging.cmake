@@ -26,52 +26,61 @@ install(FILES ${_moat_pkg}/debian/lintian-overrides DESTINATION ${CMAKE_INSTALL_
 # The config file, the man pages and moatctl's completion are written from
 # each program's --help (packaging/gen-*.sh): an option is named once, where
 # it is defined. So they run the programs just built.
-add_custom_command(OUTPUT ${_moat_gen}/moatd.toml
-  COMMAND bash ${_moat_pkg}/gen-moatd-toml.sh $<TARGET_FILE:moatd> ${_moat_gen}/moatd.toml
-  DEPENDS moatd ${_moat_pkg}/gen-moatd-toml.sh ${_moat_pkg}/cli11-help.sh
-  COMMENT "Writing moatd.toml from moatd --help" VERBATIM)
-add_custom_command(OUTPUT ${_moat_gen}/moatctl.bash
-  COMMAND bash ${_moat_pkg}/gen-bash-completion.sh $<TARGET_FILE:moatctl> ${_moat_gen}/moatctl.bash
-  DEPENDS moatctl ${_moat_pkg}/gen-bash-completion.sh ${_moat_pkg}/cli11-help.sh
-  COMMENT "Writing moatctl's bash completion from moatctl --help" VERBATIM)
-# Debian wants the changelog compressed reproducibly (no name, no time).
-add_custom_command(OUTPUT ${_moat_gen}/changelog.Debian.gz
-  COMMAND gzip -9n -c ${_moat_pkg}/debian/changelog > ${_moat_gen}/changelog.Debian.gz
-  DEPENDS ${_moat_pkg}/debian/changelog VERBATIM)
-set(_moat_generated ${_moat_gen}/moatd.toml ${_moat_gen}/moatctl.bash ${_moat_gen}/changelog.Debian.gz)
-install(FILES ${_moat_gen}/moatd.toml DESTINATION /etc/moat)
-install(FILES ${_moat_gen}/moatctl.bash DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions
-        RENAME moatctl)
-install(FILES ${_moat_gen}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DOCDIR})
-
-# Man pages: help2man (Debian's help2man package) on each program's --help
-# and --version, with packaging/man/NAME.h2m for what the help cannot say.
-find_program(MOAT_HELP2MAN help2man)
-if(MOAT_HELP2MAN)
-  set(_moat_manpages moatd 8 moatctl 1)
-  if(TARGET moat-console)
-    list(APPEND _moat_manpages moat-console 1)
-  endif()
-  while(_moat_manpages)
-    list(POP_FRONT _moat_manpages _prog _section)
-    set(_extra)
-    if(_prog STREQUAL "moatctl")
-      set(_extra --commands)  # a COMMANDS section from each command's --help
-    endif()
-    set(_page ${_moat_gen}/${_prog}.${_section}.gz)
-    add_custom_command(OUTPUT ${_page}
-      COMMAND bash ${_moat_pkg}/gen-manpage.sh ${MOAT_HELP2MAN} $<TARGET_FILE:${_prog}> ${_section}
-              ${_moat_pkg}/man/${_prog}.h2m ${_page} ${_extra}
-      DEPENDS ${_prog} ${_moat_pkg}/gen-manpage.sh ${_moat_pkg}/cli11-help.sh ${_moat_pkg}/man/${_prog}.h2m
-      COMMENT "Writing ${_prog}.${_section} with help2man" VERBATIM)
-    list(APPEND _moat_generated ${_page})
-    install(FILES ${_page} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${_section})
-  endwhile()
+# Not in sanitizer and fuzz builds: they are never packaged, and running
+# their programs at build time would only add a way for the build to fail.
+# cmake/PackagingCheck.cmake makes cpack refuse a package whenever
+# CPACK_MOAT_REFUSE says why.
+if(MOAT_SANITIZE OR MOAT_TSAN OR MOAT_FUZZ)
+  set(CPACK_MOAT_REFUSE "a sanitizer or fuzz build (MOAT_SANITIZE, MOAT_TSAN, MOAT_FUZZ) is not packaged")
 else()
-  message(STATUS "man pages are not built: help2man not found (Debian's help2man; packaging/debian-packages.txt)")
+  add_custom_command(OUTPUT ${_moat_gen}/moatd.toml
+    COMMAND bash ${_moat_pkg}/gen-moatd-toml.sh $<TARGET_FILE:moatd> ${_moat_gen}/moatd.toml
+    DEPENDS moatd ${_moat_pkg}/gen-moatd-toml.sh ${_moat_pkg}/cli11-help.sh
+    COMMENT "Writing moatd.toml from moatd --help" VERBATIM)
+  add_custom_command(OUTPUT ${_moat_gen}/moatctl.bash
+    COMMAND bash ${_moat_pkg}/gen-bash-completion.sh $<TARGET_FILE:moatctl> ${_moat_gen}/moatctl.bash
+    DEPENDS moatctl ${_moat_pkg}/gen-bash-completion.sh ${_moat_pkg}/cli11-help.sh
+    COMMENT "Writing moatctl's bash completion from moatctl --help" VERBATIM)
+  # Debian wants the changelog compressed reproducibly (no name, no time).
+  add_custom_command(OUTPUT ${_moat_gen}/changelog.Debian.gz
+    COMMAND gzip -9n -c ${_moat_pkg}/debian/changelog > ${_moat_gen}/changelog.Debian.gz
+    DEPENDS ${_moat_pkg}/debian/changelog VERBATIM)
+  set(_moat_generated ${_moat_gen}/moatd.toml ${_moat_gen}/moatctl.bash ${_moat_gen}/changelog.Debian.gz)
+  install(FILES ${_moat_gen}/moatd.toml DESTINATION /etc/moat)
+  install(FILES ${_moat_gen}/moatctl.bash DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions
+          RENAME moatctl)
+  install(FILES ${_moat_gen}/changelog.Debian.gz DESTINATION ${CMAKE_INSTALL_DOCDIR})
+
+  # Man pages: help2man (Debian's help2man package) on each program's --help
+  # and --version, with packaging/man/NAME.h2m for what the help cannot say.
+  find_program(MOAT_HELP2MAN help2man)
+  if(MOAT_HELP2MAN)
+    set(_moat_manpages moatd 8 moatctl 1)
+    if(TARGET moat-console)
+      list(APPEND _moat_manpages moat-console 1)
+    endif()
+    while(_moat_manpages)
+      list(POP_FRONT _moat_manpages _prog _section)
+      set(_extra)
+      if(_prog STREQUAL "moatctl")
+        set(_extra --commands)  # a COMMANDS section from each command's --help
+      endif()
+      set(_page ${_moat_gen}/${_prog}.${_section}.gz)
+      add_custom_command(OUTPUT ${_page}
+        COMMAND bash ${_moat_pkg}/gen-manpage.sh ${MOAT_HELP2MAN} $<TARGET_FILE:${_prog}> ${_section}
+                ${_moat_pkg}/man/${_prog}.h2m ${_page} ${_extra}
+        DEPENDS ${_prog} ${_moat_pkg}/gen-manpage.sh ${_moat_pkg}/cli11-help.sh ${_moat_pkg}/man/${_prog}.h2m
+        COMMENT "Writing ${_prog}.${_section} with help2man" VERBATIM)
+      list(APPEND _moat_generated ${_page})
+      install(FILES ${_page} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${_section})
+    endwhile()
+  else()
+    set(CPACK_MOAT_REFUSE
+        "the man pages were not built: help2man was not found when CMake ran (packaging/moat.sh deps; configure again)")
+    message(STATUS "man pages are not built: help2man not found (Debian's help2man; packaging/debian-packages.txt)")
+  endif()
+  add_custom_target(moat_packaging_files ALL DEPENDS ${_moat_generated})
 endif()
-set(CPACK_MOAT_MANPAGES ${MOAT_HELP2MAN})  # for cmake/PackagingCheck.cmake
-add_custom_target(moat_packaging_files ALL DEPENDS ${_moat_generated})
 
 # ---- the Debian package ----------------------------------------------------
 # The Debian revision comes from packaging/debian/changelog's first entry,

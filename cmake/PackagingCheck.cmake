@@ -5,7 +5,6 @@ if(NOT CPACK_MOAT_CHANGELOG_VERSION STREQUAL CPACK_PACKAGE_VERSION)
   message(FATAL_ERROR "packaging/debian/changelog's first entry is for ${CPACK_MOAT_CHANGELOG_VERSION} but the "
                       "project is ${CPACK_PACKAGE_VERSION}: add a changelog entry (docs/packaging.md)")
 endif()
-if(NOT CPACK_MOAT_MANPAGES)
-  message(FATAL_ERROR "the man pages were not built (help2man not found when CMake ran): "
-                      "bash packaging/moat.sh deps, then configure again")
+if(CPACK_MOAT_REFUSE)
+  message(FATAL_ERROR "no package: ${CPACK_MOAT_REFUSE}")
 endif()
