@@ -57,6 +57,12 @@ cleanup() {
     for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
         [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
     done
+    # moatd's hold on that parent name, a file it leaves in --uid-lock-dir,
+    # once no process holds it (moatd's orphan reaper may, for a moment,
+    # after moatd exits). Its uid range file is not a name of this test's
+    # own: the next moatd to start removes it, as it does every stale one.
+    local f=/run/moat/uid-ranges/cgroup-$cgparent
+    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
     rm -rf "$tmp"
     exit $rc
 }
@@ -99,8 +105,10 @@ if ! diff -u "$tmp/want" "$tmp/have" >"$tmp/files.diff"; then
     cat "$tmp/files.diff"
     fail "the package's files are not the expected ones (- missing, + unexpected)"
 fi
-# Owned by root, nothing writable by group or others, no setuid.
-awk '$2 != "root/root" || substr($1, 6, 1) == "w" || substr($1, 9, 1) == "w" || $1 ~ /[sS]/' "$tmp/contents" >"$tmp/bad-modes"
+# Owned by root, nothing writable by group or others, no setuid (a symlink's
+# own mode means nothing).
+awk '$2 != "root/root" || ($1 !~ /^l/ && (substr($1, 6, 1) == "w" || substr($1, 9, 1) == "w" || $1 ~ /[sS]/))' \
+    "$tmp/contents" >"$tmp/bad-modes"
 [ ! -s "$tmp/bad-modes" ] || { cat "$tmp/bad-modes"; fail "files not root's or writable by others"; }
 echo "file list: $(wc -l <"$tmp/have") files, as expected ($gui)"
 
@@ -251,7 +259,10 @@ echo "completion and man pages: checked"
 # ---- purge ----------------------------------------------------------------------
 dpkg --purge moat >"$tmp/purge.log" 2>&1 || { cat "$tmp/purge.log"; fail "dpkg --purge failed"; }
 installed=0
-for p in /usr/bin/moatd /usr/bin/moatctl /usr/libexec/moat /etc/moat /var/lib/moat /lib/systemd/system/moatd.service \
+while read -r p; do
+    [ ! -e "${p#.}" ] || fail "${p#.} is left after dpkg --purge"
+done <"$tmp/have"
+for p in /usr/libexec/moat /usr/share/moat /etc/moat /var/lib/moat \
     /var/lib/systemd/deb-systemd-helper-enabled/moatd.socket.dsh-also; do
     [ ! -e "$p" ] || fail "$p is left after dpkg --purge"
 done
