@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     QApplication app(argc, argv);
     QApplication::setApplicationName(QStringLiteral("moat-console"));
     QApplication::setOrganizationName(QStringLiteral("moat"));
-    QApplication::setApplicationVersion(QStringLiteral("0.1.0"));
+    QApplication::setApplicationVersion(QStringLiteral(MOAT_VERSION));  // the project version (CMake)
     QApplication::setDesktopFileName(QStringLiteral("moat-console"));
     QApplication::setWindowIcon(QIcon(QStringLiteral(":/moat-console.svg")));
 
