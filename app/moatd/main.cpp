@@ -683,14 +683,10 @@ int main(int argc, char** argv) {
     scfg.admin_reserved_clients = admin_reserved_clients;
     scfg.max_clients_per_uid = max_clients_per_uid;
     scfg.client_idle_timeout_ns = int64_t(idle_ns);
-    auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
-    if (!server) {
-        moat::logf(moat::LogLevel::Error, "%s\n", server.error().message.c_str());
-        return 1;
-    }
-
     // The metrics endpoint (docs/metrics.md): read-only figures, no request
-    // reaches the supervisor or the store beyond these two calls.
+    // reaches the supervisor or the store beyond these two calls. Bound before
+    // the socket is served: a moatd that exits over a bad --metrics must never
+    // have accepted a client first.
     std::unique_ptr<moat::ipc::MetricsHttp> metrics;
     if (!metrics_listen.empty()) {
         const std::string db = state_dir + "/moat.db";
@@ -713,6 +709,12 @@ int main(int argc, char** argv) {
                     "denied syscalls and job counts\n",
                     metrics->address().c_str());
         moat::logf(moat::LogLevel::Notice, "metrics at http://%s/metrics\n", metrics->address().c_str());
+    }
+
+    auto server = moat::ipc::Server::create(scfg, loop->get(), &sup, store->get());
+    if (!server) {
+        moat::logf(moat::LogLevel::Error, "%s\n", server.error().message.c_str());
+        return 1;
     }
 
     moat::UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
