@@ -164,7 +164,14 @@ TEST(Proxy, AClientThatNeverReadsIsStoppedAtTheQueueLimits) {
         while (std::getline(st, line))
             if (line.rfind("VmRSS:", 0) == 0) rss_kb = std::stol(line.substr(6));
         EXPECT_GT(rss_kb, 0);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+        // A sanitizer's shadow memory and quarantine are most of the RSS
+        // there (321 MB measured after 4 MB taken): the bytes taken above
+        // are the check.
+        (void)rss_kb;
+#else
         EXPECT_LT(rss_kb, 48 * 1024) << "proxy RSS in KiB after " << taken << " bytes were sent";
+#endif
         close(peer);
     }
 }
