@@ -267,18 +267,14 @@ struct Global {
     std::string connect;  // ssh://[USER@]HOST[:PORT][/SOCKET]: moatd on another host (docs/remote.md)
 };
 
-// The local socket, or the ssh:// address with the remote socket filled in
-// from --socket when the address names none.
-std::string target(const Global& g) {
-    if (g.connect.empty()) return moat::ipc::socket_path(g.socket);
-    std::string t = g.connect;
-    // main() has checked that such a --socket is absolute; it becomes the
-    // address's path, never part of the host name.
-    if (!g.socket.empty() && t.find('/', 6) == std::string::npos) t += g.socket;
-    return t;
+// The local socket, or the ssh:// address with --socket as the far socket
+// when the address names none.
+moat::Result<moat::ipc::Client> connect(const Global& g) {
+    if (g.connect.empty()) return moat::ipc::Client::connect(moat::ipc::socket_path(g.socket));
+    auto t = moat::ipc::with_far_socket(g.connect, g.socket);
+    if (!t) return std::unexpected(t.error());
+    return moat::ipc::Client::connect_to(*t);
 }
-
-moat::Result<moat::ipc::Client> connect(const Global& g) { return moat::ipc::Client::connect_to(target(g)); }
 
 // Says on stderr which inputs of a job that ran were not snapshotted (and
 // why): a replay of the job will refuse them, and the operator should learn
@@ -371,6 +367,7 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
     if (c.fd() <= 2) return die("internal error: the ssh stream is on a standard fd", kExitSetup);
     bool stdin_open = true, out_broken = false;
     size_t unacked = 0;
+    int signals = 0;
     // Frames are read as they arrive (never a blocking read of a whole
     // frame), so a stalled far side cannot make Ctrl-C go unheard.
     ipc::FrameDecoder decoder(ipc::kMaxResponseBytes);
@@ -387,8 +384,7 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
             while (::read(g_sigpipe[0], drain, sizeof drain) > 0) {
             }
             // A second signal while the far side does not answer: give up.
-            static int seen = 0;
-            if (++seen > 1 && st.stop_sent) return die("interrupted; the far side did not answer the stop", 128 + g_signal);
+            if (++signals > 1 && st.stop_sent) return die("interrupted; the far side did not answer the stop", 128 + g_signal);
         }
         if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
             char buf[ipc::kRelayChunk];
@@ -1153,8 +1149,8 @@ int moatctl_main(int argc, char** argv) {
         if (rc != 0 && (import->parsed() || export_->parsed())) return 1;
         return rc == 0 ? 0 : 2;
     }
-    if (!g.connect.empty() && !g.socket.empty() && g.socket[0] != '/')
-        return die("--socket with --connect names the far host's socket: give an absolute path, not " + g.socket, 2);
+    if (!g.connect.empty())
+        if (auto t = moat::ipc::with_far_socket(g.connect, g.socket); !t) return die(t.error().message, 2);
     if (proxy->parsed()) {
         if (!g.connect.empty()) return die("proxy bridges to the local moatd; --connect makes no sense here", 2);
         return moat::ipc::run_proxy(0, 1, moat::ipc::socket_path(g.socket));

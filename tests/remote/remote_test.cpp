@@ -146,6 +146,25 @@ protected:
                             "allow = [\"@default\", \"@signal\", \"@file-system\"]\n");
     }
 
+    // A `moatctl --connect ... run` of a long sleep in the background, once its
+    // job runs (its id in *id); null (with a test failure) when it does not.
+    static std::unique_ptr<Bg> remote_sleep_running(int64_t* id) {
+        const std::string idf = new_id_file();
+        auto c = std::make_unique<Bg>(std::vector<std::string>{s_root + "/bin/moatctl", "--connect", uri(), "run",
+                                                               "--policy", plain_policy(), "--id-file", idf, "--",
+                                                               "/bin/sleep", "100"},
+                                      s_root, remote_opts([] {
+                                          Opts o;
+                                          o.cwd = s_root;
+                                          return o;
+                                      }()));
+        json running = wait_running(*s_daemon, idf, 20);
+        EXPECT_EQ(running.value("state", ""), "running") << running.dump() << c->err();
+        if (running.value("state", "") != "running") return nullptr;
+        *id = read_id(idf);
+        return c;
+    }
+
     static int fd_of(const std::string& path, const std::string& text) {
         write_text(path, text);
         return open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -228,45 +247,29 @@ TEST_F(Remote, AnInputIsOpenedOnTheFarHostByTheProxyAndAMissingOneIsASetupError)
 
 TEST_F(Remote, InterruptStopsTheRemoteJobAndAKilledClientEndsIt) {
     // Ctrl-C: moatctl sends `stop` over the stream and waits for the record.
-    std::string idf = new_id_file();
-    {
-        Opts o = remote_opts();
-        o.cwd = s_root;
-        Bg c({s_root + "/bin/moatctl", "--connect", uri(), "run", "--policy", plain_policy(), "--id-file", idf, "--",
-              "/bin/sleep", "100"},
-             s_root, o);
-        json running = wait_running(*s_daemon, idf, 20);
-        ASSERT_EQ(running.value("state", ""), "running") << running.dump() << c.err();
-        kill(c.pid(), SIGINT);
-        int st = c.wait(20);
-        EXPECT_EQ(st, 128 + SIGKILL) << c.err();
-        json j = show(read_id(idf));
-        EXPECT_EQ(cause(j), "stopped") << j.dump();
-    }
+    int64_t id = 0;
+    auto c = remote_sleep_running(&id);
+    ASSERT_TRUE(c);
+    kill(c->pid(), SIGINT);
+    EXPECT_EQ(c->wait(20), 128 + SIGKILL) << c->err();
+    EXPECT_EQ(cause(show(id)), "stopped") << show(id).dump();
+
     // SIGKILL: ssh sees EOF, the proxy's connection closes, moatd stops the
     // job as for a local client that disconnects.
-    idf = new_id_file();
-    {
-        Opts o = remote_opts();
-        o.cwd = s_root;
-        Bg c({s_root + "/bin/moatctl", "--connect", uri(), "run", "--policy", plain_policy(), "--id-file", idf, "--",
-              "/bin/sleep", "100"},
-             s_root, o);
-        json running = wait_running(*s_daemon, idf, 20);
-        ASSERT_EQ(running.value("state", ""), "running") << running.dump() << c.err();
-        kill(c.pid(), SIGKILL);
-        c.wait(5);
-        json j;
-        ASSERT_TRUE(wait_for(
-            [&] {
-                j = show(read_id(idf));
-                return j.value("state", "") == "finished";
-            },
-            20, 0.1))
-            << "the remote job outlived its client: " << j.dump();
-        EXPECT_EQ(cause(j), "stopped") << j.dump();
-        EXPECT_EQ(detail(j), "the client that ran it disconnected") << j.dump();
-    }
+    c = remote_sleep_running(&id);
+    ASSERT_TRUE(c);
+    kill(c->pid(), SIGKILL);
+    c->wait(5);
+    json j;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            j = show(id);
+            return j.value("state", "") == "finished";
+        },
+        20, 0.1))
+        << "the remote job outlived its client: " << j.dump();
+    EXPECT_EQ(cause(j), "stopped") << j.dump();
+    EXPECT_EQ(detail(j), "the client that ran it disconnected") << j.dump();
 }
 
 // moatctl started with its stdout closed (`>&-`): the next fd it opens (its

@@ -72,13 +72,7 @@ FleetWindow::FleetWindow(const QString& localSocket, const QStringList& remotes,
     m_table->setObjectName(QStringLiteral("allHostsJobs"));
     m_table->setModel(m_sorted);
     m_table->setSortingEnabled(true);
-    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
-    m_table->setSelectionMode(QAbstractItemView::SingleSelection);
-    m_table->setAlternatingRowColors(true);
-    m_table->verticalHeader()->hide();
-    m_table->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
-    m_table->horizontalHeader()->setStretchLastSection(true);
-    m_table->horizontalHeader()->setHighlightSections(false);
+    JobsView::styleTable(m_table);
     m_summary = new QLabel;
     m_summary->setMargin(4);
     auto* hint = new QLabel(tr("Double-click a job to open it on its host's page."));

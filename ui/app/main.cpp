@@ -119,21 +119,14 @@ int main(int argc, char** argv) {
     // saved from an earlier session. The local daemon is always listed.
     const QString localSocket = QString::fromStdString(moat::ipc::socket_path(cli.value(socketOpt).toStdString()));
     QStringList remotes;
-    for (QString target : cli.values(connectOpt)) {
-        auto t = moat::ipc::parse_ssh_uri(target.toStdString());
+    for (const QString& target : cli.values(connectOpt)) {
+        // --socket names the far host's socket when the address has none.
+        auto t = moat::ipc::with_far_socket(target.toStdString(), cli.value(socketOpt).toStdString());
         if (!t) {
             fprintf(stderr, "moat-console: --connect: %s\n", t.error().message.c_str());
             return 2;
         }
-        // --socket names the far host's socket when the address has none.
-        if (t->socket.empty() && cli.isSet(socketOpt)) {
-            if (!cli.value(socketOpt).startsWith(u'/')) {
-                fprintf(stderr, "moat-console: --socket with --connect names the far host's socket: give an absolute path\n");
-                return 2;
-            }
-            target += cli.value(socketOpt);
-        }
-        remotes << target;
+        remotes << QString::fromStdString(*t);
     }
     const bool fleetMode = !cli.isSet(dbOpt) && (!remotes.isEmpty() || !FleetWindow::savedConnections().isEmpty());
 

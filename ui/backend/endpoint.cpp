@@ -1,9 +1,9 @@
 #include "backend/endpoint.h"
 
+#include "moat/ipc/frame.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,9 +14,6 @@ namespace moat::ui {
 namespace {
 constexpr off_t kErrTail = 600;
 
-QString sysText(const char* what) {
-    return QStringLiteral("%1: %2").arg(QLatin1String(what), QString::fromLocal8Bit(strerror(errno)));
-}
 }  // namespace
 
 void Endpoint::close() {
@@ -66,26 +63,12 @@ bool openEndpoint(const QString& target, Endpoint* out, QString* why) {
         fcntl(out->fd.get(), F_SETFL, fl | O_NONBLOCK);
         return true;
     }
-    const QByteArray path = target.toLocal8Bit();
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.isEmpty() || size_t(path.size()) >= sizeof addr.sun_path) {
-        *why = QStringLiteral("no usable moatd socket path");
+    auto fd = moat::ipc::connect_unix(target.toStdString(), true);
+    if (!fd) {
+        *why = QString::fromStdString(fd.error().message);
         return false;
     }
-    memcpy(addr.sun_path, path.constData(), size_t(path.size()));
-    out->fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!out->fd) {
-        *why = sysText("socket");
-        return false;
-    }
-    // A Unix stream connect() completes at once or fails at once (EAGAIN only
-    // when the listen backlog is full), so there is no EINPROGRESS to wait for.
-    if (::connect(out->fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-        *why = QStringLiteral("connect(%1): %2").arg(target, QString::fromLocal8Bit(strerror(errno)));
-        out->fd.reset();
-        return false;
-    }
+    out->fd = std::move(*fd);
     return true;
 }
 

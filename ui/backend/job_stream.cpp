@@ -63,27 +63,14 @@ void JobStream::start(const QString& socketPath, const json& req, std::vector<in
         json r = req;
         r["relay_stdio"] = true;
         m_out = moat::ipc::encode_frame(r.dump()) + moat::ipc::relay_frame(moat::ipc::kRelayStdin, nullptr, 0);
-        fds.clear();
     } else {
         m_out = moat::ipc::encode_frame(req.dump());
     }
     if (!fds.empty()) {
         // The fds ride on the first byte; whatever the socket does not take
         // now is sent when it becomes writable.
-        iovec iov{m_out.data(), m_out.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        std::vector<char> cbuf(CMSG_SPACE(fds.size() * sizeof(int)));
-        msg.msg_control = cbuf.data();
-        msg.msg_controllen = cbuf.size();
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-        memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
         ssize_t n;
-        do n = ::sendmsg(m_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        do n = moat::ipc::send_with_fds(m_sock, m_out.data(), m_out.size(), fds.data(), fds.size(), MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
         const int sendErrno = errno;
         // moatd holds its own copies now (or nothing was sent): ours close either way.

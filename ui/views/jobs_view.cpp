@@ -44,13 +44,7 @@ JobsView::JobsView(Backend* backend, JobTableModel* model, QWidget* parent) : QW
 
     m_table = new QTableView;
     m_table->setModel(m_proxy);
-    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
-    m_table->setSelectionMode(QAbstractItemView::SingleSelection);
-    m_table->setAlternatingRowColors(true);
-    m_table->verticalHeader()->hide();
-    m_table->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
-    m_table->horizontalHeader()->setStretchLastSection(true);
-    m_table->horizontalHeader()->setHighlightSections(false);
+    styleTable(m_table);
     sizeColumns(m_table);
     // One host's own view: its host is in the window, not in every row (the
     // all-hosts table shows the column).
@@ -126,6 +120,16 @@ void JobsView::updateCount() {
 }
 
 void JobsView::selectionChanged() { m_detail->showJob(m_model->jobById(selectedJob())); }
+
+void JobsView::styleTable(QTableView* table) {
+    table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    table->setSelectionMode(QAbstractItemView::SingleSelection);
+    table->setAlternatingRowColors(true);
+    table->verticalHeader()->hide();
+    table->verticalHeader()->setDefaultSectionSize(table->fontMetrics().height() + 6);
+    table->horizontalHeader()->setStretchLastSection(true);
+    table->horizontalHeader()->setHighlightSections(false);
+}
 
 void JobsView::sizeColumns(QTableView* table) {
     // Widths from sample contents, so they follow the font and DPI.

@@ -24,6 +24,8 @@ public:
     // Column widths from sample contents (they follow the font and DPI); also
     // the console's all-hosts table.
     static void sizeColumns(QTableView* table);
+    // Row selection, alternating rows, compact rows: the Jobs table's look.
+    static void styleTable(QTableView* table);
     int64_t selectedJob() const;
     JobDetailView* detail() const { return m_detail; }
     QTableView* table() const { return m_table; }

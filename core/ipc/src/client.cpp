@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -19,15 +18,10 @@ std::string socket_path(const std::string& flag) {
 }
 
 Result<Client> Client::connect(const std::string& path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return fail("socket path too long: " + path);
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    auto fd = connect_unix(path);
+    if (!fd) return std::unexpected(moat::Error{fd.error().message + " (is moatd running? set --socket or MOAT_SOCKET)", fd.error().sys_errno});
     Client c;
-    c.m_fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!c.m_fd) return fail_sys("socket(AF_UNIX)", errno);
-    if (::connect(c.m_fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        return fail_sys("connect(\"" + path + "\") (is moatd running? set --socket or MOAT_SOCKET)", errno);
+    c.m_fd = std::move(*fd);
     return c;
 }
 

@@ -1,6 +1,7 @@
 #include "moat/ipc/frame.h"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,33 +42,53 @@ std::string encode_frame(const std::string& payload) {
     return out;
 }
 
+Result<UniqueFd> connect_unix(const std::string& path, bool nonblocking) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof addr.sun_path) return fail("socket path too long or empty: " + path);
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
+    if (!fd) return fail_sys("socket(AF_UNIX)", errno);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        return fail_sys("connect(\"" + path + "\")", errno);
+    return fd;
+}
+
+ssize_t send_with_fds(int sock, const char* data, size_t len, const int* fds, size_t nfds, int flags) {
+    iovec iov{const_cast<char*>(data), len};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
+    if (nfds > kMaxFdsPerFrame) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (nfds > 0) {
+        msg.msg_control = cbuf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
+}
+
 Result<void> send_frame(int fd, const std::string& payload, const std::vector<int>& fds) {
     if (payload.size() > kMaxRequestBytes) return fail("request too large");
+    if (fds.size() > kMaxFdsPerFrame) return fail("too many fds for one frame");
     std::string data = encode_frame(payload);
     size_t off = 0;
-    bool first = true;
     while (off < data.size()) {
-        iovec iov{data.data() + off, data.size() - off};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
-        if (first && !fds.empty()) {
-            if (fds.size() > kMaxFdsPerFrame) return fail("too many fds for one frame");
-            msg.msg_control = cbuf;
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-        }
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        // The fds ride on the first byte only.
+        ssize_t n = off == 0 ? send_with_fds(fd, data.data(), data.size(), fds.data(), fds.size(), 0)
+                             : send_with_fds(fd, data.data() + off, data.size() - off, nullptr, 0, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
             return fail_sys("sendmsg", errno);
         }
-        first = false;
         off += size_t(n);
     }
     return {};

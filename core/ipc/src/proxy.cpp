@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <stdexcept>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -70,7 +70,7 @@ struct Out {
 
 struct Relay {
     bool active = false;
-    int64_t job = 0;
+    bool started = false;  // moatd answered the run with its job id
     UniqueFd stdin_w;
     UniqueFd out_r[2];  // stdout, stderr
     std::string stdin_buf;
@@ -147,14 +147,9 @@ private:
     size_t daemon_pending() const { return m_to_daemon_bytes; }
 
     Result<void> connect_daemon(const std::string& path) {
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        if (path.size() >= sizeof addr.sun_path) return moat::fail("socket path too long: " + path);
-        memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-        m_daemon.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (!m_daemon) return moat::fail_sys("socket(AF_UNIX)", errno);
-        if (::connect(m_daemon.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-            return moat::fail_sys("connect(\"" + path + "\") (is moatd running there?)", errno);
+        auto fd = connect_unix(path, true);
+        if (!fd) return std::unexpected(moat::Error{fd.error().message + " (is moatd running there?)", fd.error().sys_errno});
+        m_daemon = std::move(*fd);
         return {};
     }
 
@@ -226,23 +221,11 @@ private:
     void write_daemon() {
         while (!m_to_daemon.empty()) {
             Out& o = m_to_daemon.front();
-            iovec iov{o.data.data() + o.off, o.data.size() - o.off};
-            msghdr msg{};
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFdsPerFrame)];
-            if (o.off == 0 && !o.fds.empty()) {
-                std::vector<int> raw;
+            std::vector<int> raw;  // sent with the first byte only
+            if (o.off == 0)
                 for (auto& f : o.fds) raw.push_back(f.get());
-                msg.msg_control = cbuf;
-                msg.msg_controllen = CMSG_SPACE(sizeof(int) * raw.size());
-                cmsghdr* c = CMSG_FIRSTHDR(&msg);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * raw.size());
-                memcpy(CMSG_DATA(c), raw.data(), sizeof(int) * raw.size());
-            }
-            ssize_t w = sendmsg(m_daemon.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t w = send_with_fds(m_daemon.get(), o.data.data() + o.off, o.data.size() - o.off, raw.data(),
+                                      raw.size(), MSG_DONTWAIT);
             if (w < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return;
@@ -256,25 +239,29 @@ private:
         }
     }
 
-    void read_daemon() {
+    // One read from a side into its decoder, then its complete frames to
+    // `handle`; false at end of stream. Both sides take this path.
+    template <class Handle>
+    bool read_side(int fd, FrameDecoder& dec, const char* side, Handle handle) {
         char buf[65536];
-        ssize_t r = ::read(m_daemon.get(), buf, sizeof buf);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
-        if (r <= 0) {
-            daemon_gone();
-            return;
-        }
-        if (auto f = m_from_daemon.feed(buf, size_t(r)); !f) {
-            report("from moatd: " + f.error().message);
-            m_fatal = true;
-            return;
-        }
+        ssize_t r = ::read(fd, buf, sizeof buf);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+        if (r <= 0) return false;
         try {
-            while (auto frame = m_from_daemon.next()) on_daemon_frame(*frame);
-        } catch (const std::exception& e) {  // a JSON shape nothing above expected
-            report(std::string("from moatd: ") + e.what());
+            if (auto f = dec.feed(buf, size_t(r)); !f) throw std::runtime_error(f.error().message);
+            while (!m_fatal)
+                if (auto frame = dec.next()) handle(*frame);
+                else break;
+        } catch (const std::exception& e) {  // too large, or a JSON shape nothing here expected
+            report(std::string("from ") + side + ": " + e.what());
             m_fatal = true;
         }
+        return true;
+    }
+
+    void read_daemon() {
+        if (!read_side(m_daemon.get(), m_from_daemon, "moatd", [this](const std::string& f) { on_daemon_frame(f); }))
+            daemon_gone();
     }
 
     void daemon_gone() {
@@ -293,9 +280,9 @@ private:
             auto j = json::parse(p, nullptr, false);
             if (j.is_object()) {
                 const bool ok = bool_of(j, "ok");
-                if (ok && m_relay.job == 0 && j.contains("job") && j["job"].is_number_integer()) {
-                    m_relay.job = j["job"].get<int64_t>();
-                } else if (!ok && m_relay.job == 0) {
+                if (ok && !m_relay.started && j.contains("job")) {
+                    m_relay.started = true;
+                } else if (!ok && !m_relay.started) {
                     end_relay();  // refused: it never started
                 }
                 if (j.contains("finished")) {
@@ -308,27 +295,8 @@ private:
     }
 
     void read_client() {
-        char buf[65536];
-        ssize_t r = ::read(m_in, buf, sizeof buf);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
-        if (r <= 0) {
+        if (!read_side(m_in, m_from_client, "the client", [this](const std::string& f) { on_client_frame(f); }))
             client_eof();
-            return;
-        }
-        if (auto f = m_from_client.feed(buf, size_t(r)); !f) {
-            report("from the client: " + f.error().message);
-            m_fatal = true;
-            return;
-        }
-        try {
-            while (auto frame = m_from_client.next()) {
-                on_client_frame(*frame);
-                if (m_fatal) return;
-            }
-        } catch (const std::exception& e) {  // a JSON shape nothing above expected
-            report(std::string("from the client: ") + e.what());
-            m_fatal = true;
-        }
     }
 
     void on_client_frame(const std::string& p) {

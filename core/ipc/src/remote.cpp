@@ -111,6 +111,17 @@ Result<SshTarget> parse_ssh_uri(const std::string& uri) {
     return t;
 }
 
+Result<std::string> with_far_socket(const std::string& uri, const std::string& socket) {
+    auto t = parse_ssh_uri(uri);
+    if (!t) return std::unexpected(t.error());
+    if (!t->socket.empty() || socket.empty()) return uri;
+    if (socket[0] != '/')
+        return fail("--socket with --connect names the far host's socket: give an absolute path, not " + socket);
+    auto with = uri + socket;
+    if (auto c = parse_ssh_uri(with); !c) return std::unexpected(c.error());
+    return with;
+}
+
 Result<std::vector<std::string>> ssh_argv(const SshTarget& t) {
     const char* ssh = getenv("MOAT_SSH");
     const char* remote = getenv("MOAT_REMOTE_MOATCTL");
@@ -169,8 +180,12 @@ void ChildProcess::reap() {
 
 void ChildProcess::terminate() {
     if (m_pid <= 0) return;
-    kill(m_pid, SIGTERM);
-    reap();
+    // SIGKILL, so the wait below returns at once: ssh keeps nothing worth a
+    // clean exit, and the caller (the GUI thread) must not sleep on it.
+    kill(m_pid, SIGKILL);
+    while (waitpid(m_pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    m_pid = -1;
 }
 
 Result<SshStream> spawn_ssh(const SshTarget& t, int stderr_fd) {

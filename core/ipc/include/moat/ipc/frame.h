@@ -34,6 +34,15 @@ private:
 
 std::string encode_frame(const std::string& payload);
 
+// A connected Unix stream socket (close-on-exec; non-blocking when asked: a
+// Unix connect() completes or fails at once). The error names the path.
+Result<UniqueFd> connect_unix(const std::string& path, bool nonblocking = false);
+
+// One sendmsg() of data with fds as SCM_RIGHTS on its first byte (none when
+// nfds is 0), MSG_NOSIGNAL added to flags. Returns sendmsg's result; errno
+// as it left it.
+ssize_t send_with_fds(int sock, const char* data, size_t len, const int* fds, size_t nfds, int flags);
+
 // Blocking helpers for clients.
 Result<void> send_frame(int fd, const std::string& payload, const std::vector<int>& fds = {});
 Result<std::string> recv_frame(int fd, uint32_t max = kMaxResponseBytes);

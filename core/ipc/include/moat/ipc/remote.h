@@ -52,6 +52,11 @@ struct SshTarget {
 
 bool is_ssh_uri(const std::string& s);
 Result<SshTarget> parse_ssh_uri(const std::string& uri);
+// The address with a --socket for the far host filled in when the address
+// names none (socket "" = none given). The socket must be absolute: it
+// becomes the address's path, never part of the host name. The result is a
+// valid address.
+Result<std::string> with_far_socket(const std::string& uri, const std::string& socket);
 
 // The ssh command: $MOAT_SSH (default "ssh"; a program, not a shell line),
 // -T -e none, BatchMode, no agent/X11/port forwarding, no local command,
@@ -74,7 +79,8 @@ public:
     ~ChildProcess() { reap(); }
     pid_t pid() const { return m_pid; }
     void reap();
-    // SIGTERM now, then reap (for callers that must not wait on the far side).
+    // SIGKILL now and reap at once (for callers that must not wait, such as
+    // the GUI thread closing a connection).
     void terminate();
 
 private:
