@@ -203,6 +203,13 @@ TEST(SshAddress, PartsAreParsedAndTheRemoteCommandIsQuoted) {
     EXPECT_EQ(*(dd + 1), "build-07");
     EXPECT_EQ(argv->back(), "'moatctl' --socket '/run/moat/moatd.sock' proxy");
     EXPECT_NE(std::find(argv->begin(), argv->end(), "ForwardAgent=no"), argv->end());
+    // --socket for the far host: appended as the path only when absolute,
+    // never glued onto the host name (a review found ssh://ops@h + ".evil.example").
+    EXPECT_EQ(with_far_socket("ssh://ops@h", "/run/m.sock").value_or(""), "ssh://ops@h/run/m.sock");
+    EXPECT_EQ(with_far_socket("ssh://ops@h/x.sock", "/run/m.sock").value_or(""), "ssh://ops@h/x.sock");
+    EXPECT_EQ(with_far_socket("ssh://ops@h", "").value_or(""), "ssh://ops@h");
+    EXPECT_FALSE(with_far_socket("ssh://ops@h", ".evil.example"));
+    EXPECT_FALSE(with_far_socket("ssh://ops@h", "/a;b"));
     for (const char* bad : {"ssh://-oProxyCommand=x", "ssh://a@-h", "ssh://h:0", "ssh://h:65536", "ssh://h:",
                             "ssh://u'@h", "ssh://h/a;b", "ssh://h/a b", "ssh://h/a//b", "ssh://[::1", "ssh://", "sftp://h"})
         EXPECT_FALSE(parse_ssh_uri(bad)) << bad;
