@@ -64,3 +64,15 @@ cli11_entries() {
          /^   +[^ ]/ && names != "" && desc == "" { desc = $0; sub(/^ +/, "", desc); next }
          END { flush() }'
 }
+
+# Every command path under PROG, depth first: "run", "policy",
+# "policy check", ... (PROG is run with each path's --help).
+cli11_command_paths() {
+    local prog=$1 sub
+    shift
+    local prefix=("$@")
+    for sub in $("$prog" "${prefix[@]}" --help | cli11_subcommands); do
+        echo "${prefix[*]}${prefix[*]:+ }$sub"
+        cli11_command_paths "$prog" "${prefix[@]}" "$sub"
+    done
+}

@@ -10,14 +10,6 @@ set -euo pipefail
 prog=$1 out=$2
 . "$(dirname "${BASH_SOURCE[0]}")/cli11-help.sh"
 
-# Every command path, depth first, the top level ("") first.
-command_paths() {
-    local prefix=("$@") sub
-    for sub in $("$prog" "${prefix[@]}" --help | cli11_subcommands); do
-        echo "${prefix[*]}${prefix[*]:+ }$sub"
-        command_paths "${prefix[@]}" "$sub"
-    done
-}
 
 spec_cases=() choice_cases=()
 while read -r path; do
@@ -45,7 +37,7 @@ while read -r path; do
         case $type in TEXT*) pos=file ;; esac
     done < <(cli11_positionals <<<"$help")
     spec_cases+=("        '$path') subs='${subs% }' opts='${opts% }' vals='${vals% }' pos='$pos' ;;")
-done < <(echo; command_paths)
+done < <(echo; cli11_command_paths "$prog")
 
 {
     cat <<'EOF'

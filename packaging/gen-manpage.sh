@@ -41,21 +41,12 @@ roff_entries() {
     done
 }
 
-# Every command path under the program, depth first: "run", "policy",
-# "policy check", ...
-command_paths() {
-    local prefix=("$@") sub
-    for sub in $("$name" "${prefix[@]}" --help | cli11_subcommands); do
-        echo "${prefix[*]}${prefix[*]:+ }$sub"
-        command_paths "${prefix[@]}" "$sub"
-    done
-}
 
 includes=(--include="$include")
 if [ "$commands" = --commands ]; then
     {
         echo "[COMMANDS]"
-        command_paths | while read -r path; do
+        cli11_command_paths "$name" | while read -r path; do
             # shellcheck disable=SC2086  # the path is words
             help=$("$name" $path --help)
             # The usage line names the command; the first line says what it does.
