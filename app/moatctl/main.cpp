@@ -438,7 +438,7 @@ int relay_run(moat::ipc::Client& c, RunState& st) {
 
 int cmd_run(const Global& g, const std::string& policy_file, const std::string& tier,
             const std::vector<std::string>& inputs, bool no_symlinks, const std::string& id_file,
-            const std::vector<std::string>& argv) {
+            const std::string& rootfs, const std::vector<std::string>& argv) {
     g_fail_status = kExitSetup;
     std::string err;
     auto toml = read_file(policy_file, &err);
@@ -503,6 +503,25 @@ int cmd_run(const Global& g, const std::string& policy_file, const std::string& 
         ins.push_back({{"host", real}, {"sandbox", sandbox.empty() ? real : sandbox}, {"fd", true}});
     }
     req["inputs"] = ins;
+    if (!rootfs.empty()) {
+        // The job's root: this directory, opened here with the operator's
+        // rights and passed as an fd (moatd clones its mount tree; it never
+        // looks the path up). DIR:rw makes it writable.
+        if (remote) return die("--rootfs passes a directory as an fd, which cannot cross ssh", kExitSetup);
+        std::string dir = rootfs;
+        bool rw = false;
+        if (dir.size() > 3 && dir.compare(dir.size() - 3, 3, ":rw") == 0) {
+            rw = true;
+            dir.resize(dir.size() - 3);
+        } else if (dir.size() > 3 && dir.compare(dir.size() - 3, 3, ":ro") == 0) {
+            dir.resize(dir.size() - 3);
+        }
+        int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return die("--rootfs " + dir + ": " + strerror(errno), kExitSetup);
+        fds.push_back(fd);
+        std::string real = moat::ipc::opened_name(fd);
+        req["rootfs"] = {{"read_only", !rw}, {"origin", "moatctl run --rootfs " + (real.empty() ? dir : real)}};
+    }
 
     auto c = connect(g);
     if (!c) return die(c.error().message, kExitSetup);
@@ -904,6 +923,24 @@ int cmd_stop(const Global& g, int64_t job) {
     return 0;
 }
 
+// SIGTERM, TERM or 15.
+int cmd_signal(const Global& g, int64_t job, const std::string& name) {
+    int sig = 0;
+    std::string n = name;
+    if (n.rfind("SIG", 0) == 0) n = n.substr(3);
+    if (!n.empty() && std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) && n.size() < 3)
+        sig = std::stoi(n);
+    else
+        for (int k = 1; k < 65; ++k)
+            if (const char* a = sigabbrev_np(k); a && n == a) sig = k;
+    if (sig < 1 || sig > 64) return die("unknown signal \"" + name + "\"");
+    auto c = connect(g);
+    if (!c) return die(c.error().message);
+    auto r = c->call({{"op", "signal"}, {"job", job}, {"signal", sig}});
+    if (!r) return die(r.error().message);
+    return 0;
+}
+
 #if !MOATCTL_LIGHT
 int cmd_policy_check(const std::string& file, bool explain) {
     std::string err;
@@ -1052,6 +1089,9 @@ int moatctl_main(int argc, char** argv) {
     run->add_flag("--input-no-symlinks", no_symlinks,
                   "refuse an --input whose path has a symlink anywhere (default: only the last component)");
     run->add_option("--id-file", id_file, "write the job id to FILE as soon as it exists");
+    std::string rootfs;
+    run->add_option("--rootfs", rootfs,
+                    "DIR[:rw]: the job's root filesystem is this directory (container tier; read-only unless :rw)");
     run->add_option("program", prog, "-- PROGRAM [ARG...]")->required();
 
     bool as_json = false;
@@ -1078,6 +1118,11 @@ int moatctl_main(int argc, char** argv) {
 
     auto* stop = app.add_subcommand("stop", "stop a running job (cause \"stopped\")");
     stop->add_option("job", job)->required();
+    std::string signame;
+    auto* sigcmd = app.add_subcommand("signal", "send a running job's program a signal (TERM, INT, HUP, QUIT, USR1, "
+                                                "USR2, WINCH; KILL stops it)");
+    sigcmd->add_option("job", job)->required();
+    sigcmd->add_option("signal", signame, "name (TERM, SIGTERM) or number")->required();
 
     std::string replay_policy, write_policy;
     bool learn = false, force = false;
@@ -1160,11 +1205,12 @@ int moatctl_main(int argc, char** argv) {
     // takes the policy parser: moatctl-full does it.
     if (run->parsed() && !g.connect.empty()) return exec_full(argv, kExitSetup);
 #endif
-    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, prog);
+    if (run->parsed()) return cmd_run(g, policy_file, tier, inputs, no_symlinks, id_file, rootfs, prog);
     if (show->parsed()) return cmd_show(g, job, as_json);
     if (events->parsed()) return cmd_events(g, job, as_json, kind, syscall, follow);
     if (jobs->parsed()) return cmd_jobs(g, as_json, limit, watch);
     if (stop->parsed()) return cmd_stop(g, job);
+    if (sigcmd->parsed()) return cmd_signal(g, job, signame);
 #if MOATCTL_LIGHT
     // The policy tools, replay, output and db backup parse TOML, compile
     // filters, decode base64 or open SQLite: their libraries (toml++,

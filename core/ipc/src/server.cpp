@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/mount.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 
 #include "moat/common/log.h"
 #include "moat/common/base64.h"
+#include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/ipc/json.h"
@@ -962,7 +965,8 @@ void Server::handle_request(Client& c, const std::string& frame) {
         {"policy_source", json::value_t::string}, {"cwd", json::value_t::string},
         {"tier", json::value_t::string},          {"argv", json::value_t::array},
         {"env", json::value_t::array},            {"inputs", json::value_t::array},
-        {"stream", json::value_t::string}};
+        {"stream", json::value_t::string},        {"signal", json::value_t::number_integer},
+        {"rootfs", json::value_t::object}};
     for (const auto& [key, type] : kTyped) {
         auto it = req.find(key);
         if (it == req.end()) continue;
@@ -1018,6 +1022,16 @@ void Server::handle_request(Client& c, const std::string& frame) {
         if (!job) { reply(c.id, error_reply("bad-request", "stop needs an integer \"job\"")); return; }
         auto r = m_sup->stop(*job, "stopped by uid " + std::to_string(c.uid));
         reply(c.id, r ? json{{"ok", true}} : error_reply("not-found", r.error().message));
+    } else if (*op == "signal") {
+        if (!need_admin()) return;
+        auto job = get_int(req, "job");
+        auto sig = get_int(req, "signal");
+        if (!job || !sig || *sig < 1 || *sig > 64) {
+            reply(c.id, error_reply("bad-request", "signal needs an integer \"job\" and a \"signal\" number (1-64)"));
+            return;
+        }
+        auto r = m_sup->signal(*job, int(*sig), "uid " + std::to_string(c.uid));
+        reply(c.id, r ? json{{"ok", true}} : error_reply("refused", r.error().message));
     } else if (*op == "show") {
         auto job = get_int(req, "job");
         if (!job) { reply(c.id, error_reply("bad-request", "show needs an integer \"job\"")); return; }
@@ -1193,6 +1207,91 @@ void Server::handle_request(Client& c, const std::string& frame) {
     }
 }
 
+namespace {
+
+// A normalised absolute path inside the job ("/a/b": no "//", ".", "..", no
+// trailing "/", at most 4096 bytes).
+bool job_path(const std::string& p) {
+    if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string::npos) return false;
+    if (p == "/") return true;
+    if (p.back() == '/') return false;
+    for (size_t i = 1; i <= p.size();) {
+        size_t j = p.find('/', i);
+        if (j == std::string::npos) j = p.size();
+        std::string c = p.substr(i, j - i);
+        if (c.empty() || c == "." || c == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
+// moatd's own copy of a tree the client passed: a clone (open_tree), so the
+// flags set here change nothing of the client's, made nosuid and nodev (and
+// read-only when asked). An fd that cannot be cloned here (a mount tree of
+// another mount namespace, which older kernels do not clone) is passed as it
+// is; moat-init can only move a detached tree, and sets the same flags.
+UniqueFd own_tree(UniqueFd fd, bool read_only) {
+    UniqueFd clone(int(syscall(SYS_open_tree, fd.get(), "",
+                               OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)));
+    if (!clone) return fd;
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0);
+    (void)syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
+    return clone;
+}
+
+// The "rootfs" object of a run (docs/protocol.md): the root tree's fd and one
+// per bind follow the inputs' fds. Returns the error text, or "".
+std::string parse_rootfs(const json& r, std::shared_ptr<supervisor::ClientRootfs>& out) {
+    if (!r.is_object()) return "\"rootfs\" must be an object";
+    static const std::set<std::string> known = {"read_only", "binds", "dev_shm_bytes", "origin"};
+    for (const auto& [k, v] : r.items())
+        if (!known.count(k)) return "\"rootfs\" has an unknown key \"" + k + "\"";
+    auto rf = std::make_shared<supervisor::ClientRootfs>();
+    rf->root.target = "/";
+    if (auto it = r.find("read_only"); it != r.end()) {
+        if (!it->is_boolean()) return "\"rootfs.read_only\" must be true or false";
+        rf->root.read_only = it->get<bool>();
+    }
+    if (auto it = r.find("dev_shm_bytes"); it != r.end()) {
+        if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0))
+            return "\"rootfs.dev_shm_bytes\" must be a non-negative integer";
+        rf->dev_shm_bytes = it->get<uint64_t>();
+        if (rf->dev_shm_bytes > (16ull << 30)) return "\"rootfs.dev_shm_bytes\" is above 16 GiB";
+        if (rf->dev_shm_bytes && rf->dev_shm_bytes < 4096) return "\"rootfs.dev_shm_bytes\" is below 4 KiB";
+    }
+    if (auto it = r.find("origin"); it != r.end()) {
+        if (!it->is_string() || it->get_ref<const std::string&>().size() > 512)
+            return "\"rootfs.origin\" must be a string of at most 512 bytes";
+        rf->origin = it->get<std::string>();
+        if (!valid_utf8(rf->origin)) return "\"rootfs.origin\" is not UTF-8";
+    }
+    if (auto it = r.find("binds"); it != r.end()) {
+        if (!it->is_array() || it->size() > kMaxClientBinds)
+            return "\"rootfs.binds\" must be an array of at most " + std::to_string(kMaxClientBinds) + " objects";
+        for (const auto& b : *it) {
+            if (!b.is_object() || !b.contains("target") || !b["target"].is_string())
+                return "each of \"rootfs.binds\" needs a \"target\" path";
+            supervisor::ClientTree t;
+            t.target = b["target"].get<std::string>();
+            if (!job_path(t.target) || t.target == "/")
+                return "rootfs bind target \"" + t.target.substr(0, 200) + "\" is not a normalised absolute path below /";
+            if (auto ro = b.find("read_only"); ro != b.end()) {
+                if (!ro->is_boolean()) return "rootfs bind \"read_only\" must be true or false";
+                t.read_only = ro->get<bool>();
+            }
+            for (const auto& k : b.items())
+                if (k.key() != "target" && k.key() != "read_only")
+                    return "a rootfs bind has an unknown key \"" + k.key() + "\"";
+            rf->binds.push_back(std::move(t));
+        }
+    }
+    out = std::move(rf);
+    return "";
+}
+
+}  // namespace
+
 void Server::handle_run(Client& c, const json& req) {
     std::vector<UniqueFd> fds;
     while (!c.fds.empty()) {
@@ -1271,14 +1370,28 @@ void Server::handle_run(Client& c, const json& req) {
         }
     }
 
-    if (fds.size() != 3 + with_fd) {
-        reply(c.id, error_reply("bad-request", "run must pass 3 fds (stdin, stdout, stderr) and one for each input "
-                                               "with \"fd\": true (" + std::to_string(3 + with_fd) + " in all); got " +
+    std::shared_ptr<supervisor::ClientRootfs> rootfs;
+    if (auto it = req.find("rootfs"); it != req.end()) {
+        if (auto why = parse_rootfs(*it, rootfs); !why.empty()) {
+            reply(c.id, error_reply("bad-request", why));
+            return;
+        }
+    }
+    const size_t trees = rootfs ? 1 + rootfs->binds.size() : 0;
+    if (fds.size() != 3 + with_fd + trees) {
+        reply(c.id, error_reply("bad-request", "run must pass 3 fds (stdin, stdout, stderr), one for each input "
+                                               "with \"fd\": true and, with \"rootfs\", one for its root and each "
+                                               "of its binds (" + std::to_string(3 + with_fd + trees) + " in all); got " +
                                                    std::to_string(fds.size())));
         return;
     }
-    for (size_t k = 0, next = 3; k < inputs.size(); ++k)
+    size_t next = 3;
+    for (size_t k = 0; k < inputs.size(); ++k)
         if (wants_fd[k]) inputs[k].fd = std::move(fds[next++]);
+    if (rootfs) {
+        rootfs->root.fd = own_tree(std::move(fds[next++]), rootfs->root.read_only);
+        for (auto& b : rootfs->binds) b.fd = own_tree(std::move(fds[next++]), b.read_only);
+    }
 
     auto parsed = validate_policy(*toml, source);
     if (!parsed) {
@@ -1297,6 +1410,7 @@ void Server::handle_run(Client& c, const json& req) {
     jr.cwd = cwd;
     for (int i = 0; i < 3; ++i) jr.stdio[i] = std::move(fds[size_t(i)]);
     jr.inputs = std::move(inputs);
+    jr.rootfs = std::move(rootfs);
     jr.client = {c.uid, c.gid, c.groups};
     start_for(c, std::move(jr), *stored);
 }
@@ -1360,6 +1474,16 @@ void Server::handle_replay(Client& c, const json& req) {
     if (rec.contains("evicted")) {
         reply(c.id, error_reply("not-replayable", who + ": its recording was removed (" +
                                                       rec["evicted"].get<std::string>() + "); see moatd --record-retention"));
+        return;
+    }
+    // Its root filesystem came from its client as mount trees (moat-runtime,
+    // --rootfs) and was not snapshotted: nothing here can put it back.
+    if (rec.contains("rootfs")) {
+        reply(c.id, error_reply("not-replayable",
+                                who + " ran on a root filesystem its client passed (" +
+                                    rec["rootfs"].value("origin", std::string("no origin given")) +
+                                    "), which moatd does not snapshot; run it again through its client (for a "
+                                    "container: podman/containerd with moat-runtime) to reproduce it"));
         return;
     }
     // A job that never started replays the same failure under the same

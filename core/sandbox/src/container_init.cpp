@@ -154,6 +154,32 @@ void bind(int rootfd, const MountSpec& m) {
     }
 }
 
+// Flags every client tree gets once it is ours (it came from another mount
+// namespace: only now may we change it), checked like a bind's.
+void secure_tree(int treefd, bool read_only, const std::string& what) {
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0);
+    if (sys_mount_setattr(treefd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0)
+        die(read_only ? "mount_setattr(tree: ro,nosuid,nodev)" : "mount_setattr(tree: nosuid,nodev)", errno, what);
+    struct statvfs sv{};
+    if (fstatvfs(treefd, &sv) < 0 || !(sv.f_flag & ST_NOSUID) || (read_only && !(sv.f_flag & ST_RDONLY)))
+        die("verify tree mount flags", EPERM, what);
+}
+
+// A tree the client passed (moatd never looked its path up): moved onto its
+// mount point, which must already exist inside the job's root.
+void tree_bind(int rootfd, const MountSpec& m) {
+    const int treefd = kInitTreeFd0 + m.tree;
+    struct stat st{};
+    if (fstat(treefd, &st) < 0) die("fstat(tree)", errno, m.target);
+    const bool dir = S_ISDIR(st.st_mode);
+    if (!dir && !S_ISREG(st.st_mode)) die("bind(tree is neither a directory nor a regular file)", EINVAL, m.target);
+    UniqueFd tgt = make_target(rootfd, m.target, dir);
+    if (sys_move_mount(treefd, "", tgt.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        die("move_mount(tree)", errno, m.target);
+    secure_tree(treefd, m.kind == MountSpec::Kind::TreeRo, m.target);
+}
+
 void mount_tmpfs(int rootfd, const std::string& target, uint64_t size, const char* mode, unsigned long extra) {
     UniqueFd tgt = make_target(rootfd, target, true);
     std::string opts = "size=" + std::to_string(size) + ",mode=" + mode;
@@ -177,11 +203,13 @@ void step_mounts(int rootfd, const ContainerPlan& p) {
             case MountSpec::Kind::BindRw: bind(rootfd, m); break;
             case MountSpec::Kind::Tmpfs: mount_tmpfs(rootfd, m.target, m.size, "1777", 0); break;
             case MountSpec::Kind::Symlink: symlink_in_root(rootfd, m); break;
+            case MountSpec::Kind::TreeRo:
+            case MountSpec::Kind::TreeRw: tree_bind(rootfd, m); break;
         }
     }
 }
 
-void step_dev(int rootfd) {
+void step_dev(int rootfd, uint64_t shm_size) {
     // A minimal /dev: the harmless character devices, bound from the host (a
     // user namespace cannot mknod), and the usual /proc/self/fd links. No tty.
     mount_tmpfs(rootfd, "/dev", 256 * 1024, "0755", MS_NOEXEC);
@@ -198,6 +226,9 @@ void step_dev(int rootfd) {
         {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}};
     for (auto& l : links)
         if (symlinkat(l.to, dev.get(), l.name) < 0) die("symlink(/dev)", errno, l.name);
+    // POSIX shared memory (shm_open) for a job that asked for it, before
+    // /dev itself becomes read-only.
+    if (shm_size) mount_tmpfs(rootfd, "/dev/shm", shm_size, "1777", MS_NOEXEC);
     if (mount(nullptr, fd_path(dev.get()).c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) < 0)
         die("remount(/dev, ro)", errno, "/dev");
 }
@@ -238,14 +269,14 @@ void step_proc(int rootfd) {
     }
 }
 
-void step_pivot_root(const std::string& newroot) {
+void step_pivot_root(const std::string& newroot, bool read_only) {
     if (chdir(newroot.c_str()) < 0) die("chdir(new root)", errno, newroot);
     // pivot_root(".", "."): the old root ends up on top of the new one and is
     // detached right away; nothing of the host's tree stays reachable.
     if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root", errno, newroot);
     if (umount2(".", MNT_DETACH) < 0) die("umount2(old root)", errno, "/");
     if (chdir("/") < 0) die("chdir(/)", errno, "/");
-    if (mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) < 0)
+    if (read_only && mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) < 0)
         die("remount(/, ro)", errno, "/");
 }
 
@@ -259,6 +290,27 @@ void step_network(bool loopback) {
     ifr.ifr_flags = short(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) die("ioctl(SIOCSIFFLAGS)", errno, "lo");
     close(s);
+}
+
+// execvp's search: the first regular executable file along PATH (default
+// as glibc's); a name found nowhere stays as it is and fails at execve with
+// the usual words.
+std::string resolve_in_path(const std::string& name, const std::vector<std::string>& env) {
+    std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (const auto& kv : env)
+        if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find(':', start);
+        if (end == std::string::npos) end = path.size();
+        std::string dir = path.substr(start, end - start);
+        start = end + 1;
+        if (dir.empty() || dir[0] != '/') continue;
+        std::string cand = dir + "/" + name;
+        struct stat st{};
+        if (stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(cand.c_str(), X_OK) == 0) return cand;
+    }
+    return "/" + name;  // ENOENT at execve, described with the name
 }
 
 [[noreturn]] void job_main(const ContainerPlan& p, const ExecFailureWord& exec_word) {
@@ -298,6 +350,10 @@ void step_network(bool loopback) {
         if (chdir("/") < 0) die("chdir(/)", errno, "/");
     }
     if (syscall(SYS_close_range, 3U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0) die("close_range", errno, "");
+    // A name in a client's root: looked up here, as the job, in the job's own
+    // PATH, the way execvp would (moatd cannot see into that root).
+    std::string exe = p.exe;
+    if (p.resolve_exe) exe = resolve_in_path(p.exe, p.env);
     std::vector<char*> argv, envp;
     for (const auto& s : p.argv) argv.push_back(const_cast<char*>(s.c_str()));
     argv.push_back(nullptr);
@@ -310,7 +366,7 @@ void step_network(bool loopback) {
     // Last step: from here every syscall is judged; the first execve waits for moatd.
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
         die("seccomp(SET_MODE_FILTER)", errno, "");
-    execve(p.exe.c_str(), argv.data(), envp.data());
+    execve(exe.c_str(), argv.data(), envp.data());
     // The filter is installed: a write (die()) may be denied, and would be
     // recorded as the job's own denial. A memory store needs no syscall; init
     // (our parent, not under the filter) reports it when we are gone.
@@ -370,15 +426,30 @@ void container_init_run(const ContainerPlan& plan) {
     // Now inside the job's cgroup (moatd moved us): root the cgroup namespace here.
     if (unshare(CLONE_NEWCGROUP) < 0) die("unshare(CLONE_NEWCGROUP)", errno, "");
     if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) die("mount(/, MS_PRIVATE)", errno, "/");
-    std::string opts = "size=" + std::to_string(plan.root_size) + ",mode=0755";
-    if (mount("tmpfs", plan.newroot.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0)
-        die("mount(root tmpfs)", errno, plan.newroot);
+    if (plan.root_tree >= 0) {
+        // The client's root filesystem: its tree moved onto the new root. The
+        // mount points below must exist in it (moat-init never writes there).
+        const int treefd = kInitTreeFd0 + plan.root_tree;
+        struct stat st{};
+        if (fstat(treefd, &st) < 0 || !S_ISDIR(st.st_mode)) die("root tree is not a directory", ENOTDIR, plan.newroot);
+        if (sys_move_mount(treefd, "", AT_FDCWD, plan.newroot.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            die("move_mount(root tree)", errno, plan.newroot);
+        secure_tree(treefd, false, "/");  // read-only, if asked, once its mount points are used
+        // pivot_root refuses a shared mount; nothing of the job's propagates anywhere.
+        if (mount(nullptr, plan.newroot.c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
+            die("mount(root tree, MS_PRIVATE)", errno, plan.newroot);
+    } else {
+        std::string opts = "size=" + std::to_string(plan.root_size) + ",mode=0755";
+        if (mount("tmpfs", plan.newroot.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0)
+            die("mount(root tmpfs)", errno, plan.newroot);
+    }
     UniqueFd root(open(plan.newroot.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) die("open(new root)", errno, plan.newroot);
     step_mounts(root.get(), plan);
-    step_dev(root.get());
+    step_dev(root.get(), plan.dev_shm_size);
     step_proc(root.get());
-    step_pivot_root(plan.newroot);
+    step_pivot_root(plan.newroot, plan.root_tree < 0 || plan.root_read_only);
+    for (size_t i = 0; i < plan.trees; ++i) close(kInitTreeFd0 + int(i));
     if (sethostname(plan.hostname.data(), plan.hostname.size()) < 0) die("sethostname", errno, plan.hostname);
     step_network(plan.loopback);
 

@@ -21,6 +21,8 @@ const char* kind_name(MountSpec::Kind k) {
         case MountSpec::Kind::BindRw: return "bind-rw";
         case MountSpec::Kind::Tmpfs: return "tmpfs";
         case MountSpec::Kind::Symlink: return "symlink";
+        case MountSpec::Kind::TreeRo: return "tree-ro";
+        case MountSpec::Kind::TreeRw: return "tree-rw";
     }
     return "?";
 }
@@ -73,6 +75,7 @@ nlohmann::json ContainerPlan::to_json() const {
     for (const auto& x : mounts) {
         m.push_back({{"kind", kind_name(x.kind)}, {"source", x.source}, {"target", x.target}, {"size", x.size}});
         if (x.verify) m.back()["expect"] = {x.dev, x.ino};
+        if (x.tree >= 0) m.back()["tree"] = x.tree;
     }
     nlohmann::json f = nlohmann::json::array();
     for (const auto& i : filter) f.push_back({i.code, i.jt, i.jf, i.k});
@@ -89,7 +92,12 @@ nlohmann::json ContainerPlan::to_json() const {
             {"env", env},
             {"exe", exe},
             {"cwd", cwd},
-            {"filter", f}};
+            {"filter", f},
+            {"root_tree", root_tree},
+            {"root_read_only", root_read_only},
+            {"dev_shm_size", dev_shm_size},
+            {"resolve_exe", resolve_exe},
+            {"trees", trees}};
 }
 
 Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
@@ -108,6 +116,8 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
             else if (k == "bind-rw") s.kind = MountSpec::Kind::BindRw;
             else if (k == "tmpfs") s.kind = MountSpec::Kind::Tmpfs;
             else if (k == "symlink") s.kind = MountSpec::Kind::Symlink;
+            else if (k == "tree-ro") s.kind = MountSpec::Kind::TreeRo;
+            else if (k == "tree-rw") s.kind = MountSpec::Kind::TreeRw;
             else return fail("plan: unknown mount kind " + k);
             s.source = m.at("source").get<std::string>();
             s.target = m.at("target").get<std::string>();
@@ -118,6 +128,9 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
                 s.dev = plan_uint((*e)[0], "mount expect dev");
                 s.ino = plan_uint((*e)[1], "mount expect ino");
             }
+            const bool is_tree = s.kind == MountSpec::Kind::TreeRo || s.kind == MountSpec::Kind::TreeRw;
+            if (auto t = m.find("tree"); t != m.end()) s.tree = int(plan_uint(*t, "mount tree", kMaxTrees - 1));
+            if (is_tree != (s.tree >= 0)) return fail("plan: a tree mount needs a tree index, and only it");
             if (!valid_abs(s.target)) return fail("plan: bad mount target " + s.target);
             p.mounts.push_back(std::move(s));
         }
@@ -139,6 +152,17 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
                                            uint32_t(plan_uint(i[3], "filter k", UINT32_MAX))});
         }
         if (p.filter.empty() || p.filter.size() > 4096) return fail("plan: filter size out of range");
+        // Absent in a plan from an older moatd: a tmpfs root, as before.
+        p.trees = size_t(plan_uint(j.value("trees", nlohmann::json(0)), "trees", kMaxTrees));
+        if (auto r = j.value("root_tree", nlohmann::json(-1)); !(r.is_number_integer() && r.get<int64_t>() == -1))
+            p.root_tree = int(plan_uint(r, "root_tree", kMaxTrees - 1));
+        p.root_read_only = j.value("root_read_only", true);
+        p.dev_shm_size = plan_uint(j.value("dev_shm_size", nlohmann::json(0)), "dev_shm_size", 1ull << 40);
+        p.resolve_exe = j.value("resolve_exe", false);
+        if (p.root_tree >= 0 && size_t(p.root_tree) >= p.trees) return fail("plan: root tree index out of range");
+        for (const auto& m : p.mounts)
+            if (m.tree >= 0 && size_t(m.tree) >= p.trees) return fail("plan: mount tree index out of range");
+        if (p.resolve_exe && p.exe.find('/') != std::string::npos) return fail("plan: a name to resolve has no '/'");
         if (p.argv.empty() || p.exe.empty()) return fail("plan: no program");
         if (p.uid == 0 || p.gid == 0) return fail("plan: the job may not run as uid/gid 0 inside");
         return p;

@@ -491,16 +491,30 @@ struct ContainerChildArgs {
         tmp[i] = want[i] < 0 ? -1 : fcntl(want[i], F_DUPFD_CLOEXEC, 10);
         if (want[i] >= 0 && tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD)", errno, nullptr);
     }
+    // The trees go to 5.. (after the five above): copied above every target
+    // first, so no dup2 below closes one still to be moved.
+    const size_t ntrees = a.plan->tree_fds.size();
+    int tree_tmp[64];
+    for (size_t i = 0; i < ntrees; ++i) {
+        tree_tmp[i] = fcntl(a.plan->tree_fds[i], F_DUPFD_CLOEXEC, 128);
+        if (tree_tmp[i] < 0) child_fail(a.status_fd, "fcntl(F_DUPFD, tree)", errno, nullptr);
+    }
+    // moat-init's own fd may sit where a tree is about to go.
+    const int exe = in_process ? -1 : fcntl(a.plan->init_exe_fd, F_DUPFD_CLOEXEC, 128);
+    if (!in_process && exe < 0) child_fail(a.status_fd, "fcntl(F_DUPFD, moat-init)", errno, nullptr);
     for (int i = 0; i < 5; ++i) {
         if (tmp[i] < 0) ::close(i);
         else if (dup2(tmp[i], i) < 0) child_fail(a.status_fd, "dup2", errno, nullptr);
     }
+    for (size_t i = 0; i < ntrees; ++i)
+        if (dup2(tree_tmp[i], kInitTreeFd0 + int(i)) < 0) child_fail(kInitStatusFd, "dup2(tree)", errno, nullptr);
+    const unsigned first_free = unsigned(kInitTreeFd0) + unsigned(ntrees);
     if (in_process) {
         // moat-init's code in this process (a single-threaded caller):
         // everything else of the caller's closed now (there is no exec to
         // close the O_CLOEXEC ones), caught signals back to their defaults as
         // an exec would set them.
-        if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
+        if (syscall(SYS_close_range, first_free, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
         for (int sig = 1; sig < NSIG; ++sig) {
             struct sigaction sa{};
             if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;
@@ -510,8 +524,7 @@ struct ContainerChildArgs {
         a.plan->run_in_process(*a.plan->plan_in_process);
         _exit(125);
     }
-    int exe = fcntl(a.plan->init_exe_fd, F_DUPFD_CLOEXEC, 5);
-    if (syscall(SYS_close_range, 5U, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
+    if (syscall(SYS_close_range, first_free, ~0U, 4U /*CLOSE_RANGE_CLOEXEC*/) < 0)
         child_fail(kInitStatusFd, "close_range(5.., CLOEXEC)", errno, nullptr);
     char arg0[] = "moat-init";
     char* argv[] = {arg0, nullptr};
@@ -549,6 +562,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     }
     for (int i = 0; i < 3; ++i)
         if (plan.stdio[i] < 0) return fail("stdio fd " + std::to_string(i) + " missing");
+    if (plan.tree_fds.size() > 64) return fail("too many mount trees for one job");
     std::string uid_map = "0 " + std::to_string(plan.host_root_uid) + " 1\n" + std::to_string(plan.inside_uid) + " " +
                           std::to_string(plan.host_job_uid) + " 1\n";
     std::string gid_map = "0 " + std::to_string(plan.host_root_gid) + " 1\n" + std::to_string(plan.inside_gid) + " " +

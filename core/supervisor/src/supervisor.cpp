@@ -113,6 +113,8 @@ struct Supervisor::Job {
     bool wall_started = false;
     uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
     std::string kill_cause, kill_detail;
+    int sent_signal = 0;        // the last operator signal (Supervisor::signal)
+    std::string sent_why;
     bool execs = false;
     bool learn_through_rules = false;  // JobRequest::learn_through_rules
     std::unique_ptr<PathLearner> learner;  // learn mode in the container and seccomp tiers
@@ -565,6 +567,12 @@ void Supervisor::inputs_ready(int64_t job_id) {
         prep.error = r.error().wrap("registering the snapshot of an input");
     p->ending->recording["inputs"] = prep.list;
     p->ending->recording["stdin"] = nullptr;
+    if (const auto& r = p->req.rootfs) {
+        nlohmann::json binds = nlohmann::json::array();
+        for (const auto& b : r->binds) binds.push_back({{"target", b.target}, {"read_only", b.read_only}});
+        p->ending->recording["rootfs"] = {{"origin", r->origin}, {"read_only", r->root.read_only}, {"binds", binds},
+                                          {"snapshot", nullptr}};
+    }
     p->ending->blobs = prep.blobs;
     p->ending->stage = prep.stage;
     (void)m_cfg.store->set_recording(job.id, p->ending->recording, p->ending->blobs);
@@ -588,7 +596,22 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
                                         Prepared& prep) {
     Job* job = job_ptr.get();
     auto pol = job->policy;
-    auto exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
+    Result<std::string> exe = std::string();
+    if (req.rootfs) {
+        // The program lives in the client's root, which moatd cannot see:
+        // a path is taken as named (relative to the job's cwd there), a bare
+        // name is looked up inside by the tier.
+        if (job->tier->kind() != policy::Tier::Container)
+            return Error::msg(std::string("a root filesystem from the client (moat-runtime, moatctl run --rootfs) needs "
+                                          "the container tier; this job's tier is ") +
+                              policy::tier_name(job->tier->kind()));
+        const std::string& name = req.argv[0];
+        if (name.empty()) return Error::msg("empty program name");
+        exe = name.find('/') == std::string::npos || name[0] == '/' ? name
+              : (job->rec.cwd == "/" ? "/" : job->rec.cwd + "/") + name;
+    } else {
+        exe = resolve_program(req.argv[0], job->rec.env, job->rec.cwd);
+    }
     if (!exe) return exe.error();
     job->mark("resolved");
 
@@ -604,6 +627,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.input_fds = &prep.fds;
     in.input_st = &prep.st;
     in.prepared = prep.tier_data;
+    in.rootfs = req.rootfs.get();
 
     // Learn mode watches the paths the job looks up (container tier: in its
     // mount namespace; seccomp tier: against Landlock's rules).
@@ -1405,6 +1429,24 @@ Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
     return {};
 }
 
+Result<void> Supervisor::signal(int64_t job_id, int sig, const std::string& why) {
+    if (sig == SIGKILL) return stop(job_id, "SIGKILL sent by " + why);
+    static const int kPassed[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+    if (std::find(std::begin(kPassed), std::end(kPassed), sig) == std::end(kPassed))
+        return fail("signal " + std::to_string(sig) +
+                    " is not passed to jobs (only SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH)");
+    if (m_preparing.count(job_id)) return stop(job_id, std::string("SIG") + sigabbrev_np(sig) + " sent by " + why + " before it started");
+    auto it = m_jobs.find(job_id);
+    if (it == m_jobs.end() || !it->second->run) return fail("job " + std::to_string(job_id) + " is not running");
+    Job& job = *it->second;
+    if (auto r = job.run->signal(sig); !r) return r;
+    job.sent_signal = sig;
+    job.sent_why = why;
+    emit(job.id, store::EventKind::Lifecycle,
+         {{"event", "signal"}, {"signal", std::string("SIG") + sigabbrev_np(sig)}, {"detail", "sent by " + why}});
+    return {};
+}
+
 void Supervisor::stop_all(const std::string& why, std::function<void()> on_all_done) {
     m_on_all_done = std::move(on_all_done);
     for (auto& [id, p] : m_preparing) {
@@ -1479,6 +1521,9 @@ void Supervisor::finish(Job& job) {
         } else if (sig == SIGSYS) {
             r.cause = "seccomp";
             r.detail = "SIGSYS from the seccomp policy (trap action)";
+        } else if (sig == job.sent_signal) {
+            r.cause = "stopped";
+            r.detail = std::string("SIG") + sigabbrev_np(sig) + " sent by " + job.sent_why;
         } else {
             r.cause = "signaled";
             r.detail = std::string("signal ") + std::to_string(sig) + " (" + (sigabbrev_np(sig) ? "SIG" + std::string(sigabbrev_np(sig)) : "?") + ")";

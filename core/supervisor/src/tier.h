@@ -104,6 +104,11 @@ public:
     virtual bool clock_at_launch() const { return true; }
     // SIGKILL to what runs the job; the supervisor also empties its cgroup.
     virtual void kill() = 0;
+    // Delivers an operator's catchable signal to the job's program.
+    virtual Result<void> signal(int sig) {
+        (void)sig;
+        return fail("this tier cannot pass a signal to its job; stop it instead");
+    }
     // After exited(): reads what is left to read and says how the job ended.
     virtual Outcome outcome() = 0;
     // Figures the finished lifecycle event carries about this tier's work.
@@ -143,6 +148,9 @@ struct LaunchInput {
     sandbox::Rlimits rlimits;
     const compiler::CompiledFilter* filter = nullptr;
     int stdio[3] = {-1, -1, -1};  // the job's ends of its stdio pipes
+    // The client's root filesystem (JobRequest::rootfs), or null; the
+    // program is then `exe` as named (resolved inside by the tier).
+    const ClientRootfs* rootfs = nullptr;
     // A learn replay (JobRequest::learn): the job gets every CPU its cgroup
     // allows, whatever moatd's own affinity (docs/replay.md, "--learn").
     bool learn = false;

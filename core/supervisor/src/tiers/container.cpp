@@ -5,10 +5,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 
 #include "local.h"
+#include "moat/policy/container_dev.h"
 #include "moat/sandbox/container_plan.h"
 
 namespace moat::supervisor {
@@ -110,11 +112,43 @@ public:
         if (!m) return std::unexpected(m.error().wrap("planning the container's mounts"));
         auto p = std::make_unique<ContainerPlanned>();
         p->mounts = std::move(*m);
+        if (in.rootfs) return plan_client_trees(*in.rootfs, std::move(p));
         // The program must be reachable inside: under a bind mount, directly or
         // through a host symlink the plan recreates (/bin -> usr/bin).
         if (!program_under_binds(in.exe, p->mounts, false))
             return fail("program " + in.exe + " is not inside any filesystem.read_only or read_write mount of the container");
         return p;
+    }
+
+    // The client's trees join the policy's mounts, parent before child; the
+    // program is in the client's root, where moat-init looks a bare name up.
+    static Result<std::unique_ptr<Plan>> plan_client_trees(const ClientRootfs& r, std::unique_ptr<ContainerPlanned> p) {
+        if (r.binds.size() + 1 > sandbox::kMaxTrees)
+            return fail("at most " + std::to_string(sandbox::kMaxTrees - 1) + " client mounts per job");
+        struct stat st{};
+        if (!r.root.fd || fstat(r.root.fd.get(), &st) < 0 || !S_ISDIR(st.st_mode))
+            return fail("the client's root filesystem is not a directory");
+        for (size_t i = 0; i < r.binds.size(); ++i) {
+            const auto& b = r.binds[i];
+            if (policy::container_dev(b.target, true) != policy::ContainerDev::Ordinary)
+                return fail("client mount " + b.target + ": " + policy::container_dev_message(b.target));
+            if (b.target == "/proc" || b.target.rfind("/proc/", 0) == 0)
+                return fail("client mount " + b.target + ": the container's /proc is its own");
+            sandbox::MountSpec ms;
+            ms.kind = b.read_only ? sandbox::MountSpec::Kind::TreeRo : sandbox::MountSpec::Kind::TreeRw;
+            ms.source = "(client tree " + std::to_string(i + 1) + ")";
+            ms.target = b.target;
+            ms.tree = int(i + 1);  // 0 is the root
+            p->mounts.push_back(std::move(ms));
+        }
+        for (size_t a = 0; a < p->mounts.size(); ++a)
+            for (size_t b = a + 1; b < p->mounts.size(); ++b)
+                if (p->mounts[a].target == p->mounts[b].target) return fail("two mounts at " + p->mounts[a].target);
+        std::stable_sort(p->mounts.begin(), p->mounts.end(), [](const sandbox::MountSpec& x, const sandbox::MountSpec& y) {
+            auto depth = [](const std::string& t) { return std::count(t.begin(), t.end(), '/'); };
+            return depth(x.target) != depth(y.target) ? depth(x.target) < depth(y.target) : x.target < y.target;
+        });
+        return std::unique_ptr<Plan>(std::move(p));
     }
 
     Result<std::unique_ptr<Running>> launch(Plan& plan, const LaunchInput& in) const override {
@@ -130,11 +164,20 @@ public:
         cp.exe = in.exe;
         cp.cwd = in.cwd;
         cp.filter = in.filter->program();
+        sandbox::ContainerSpawnPlan csp;
+        if (in.rootfs) {
+            cp.root_tree = 0;
+            cp.root_read_only = in.rootfs->root.read_only;
+            cp.dev_shm_size = in.rootfs->dev_shm_bytes;
+            cp.resolve_exe = in.exe.find('/') == std::string::npos;
+            csp.tree_fds.push_back(in.rootfs->root.fd.get());
+            for (const auto& b : in.rootfs->binds) csp.tree_fds.push_back(b.fd.get());
+            cp.trees = csp.tree_fds.size();
+        }
         std::string text = cp.to_json().dump();
         UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
         if (!planfd || ::write(planfd.get(), text.data(), text.size()) != ssize_t(text.size()))
             return std::unexpected(Error::sys("memfd(plan)", errno));
-        sandbox::ContainerSpawnPlan csp;
         csp.init_exe_fd = m_cfg.init_exe_fd;
         csp.plan_fd = planfd.get();
         csp.host_root_uid = csp.host_root_gid = in.root_uid;
@@ -160,6 +203,15 @@ public:
         info["host_root_uid"] = in.root_uid;
         info["network"] = policy::network_mode_name(in.policy->network);
         info["landlock"] = "not used (mount namespace)";
+        if (const auto* r = in.rootfs) {
+            nlohmann::json binds = nlohmann::json::array();
+            for (const auto& b : r->binds) binds.push_back({{"target", b.target}, {"read_only", b.read_only}});
+            info["root"] = {{"from", "client"},
+                            {"read_only", r->root.read_only},
+                            {"origin", r->origin},
+                            {"binds", binds},
+                            {"dev_shm_bytes", r->dev_shm_bytes}};
+        }
     }
 
 private:

@@ -61,6 +61,12 @@ void LocalRunning::unwatch(EventLoop& loop) {
     m_listener_registered = m_status_registered = m_pidfd_registered = false;
 }
 
+Result<void> LocalRunning::signal(int sig) {
+    if (m_proc.pidfd && syscall(SYS_pidfd_send_signal, m_proc.pidfd.get(), sig, nullptr, 0) == 0) return {};
+    if (!m_proc.pidfd && ::kill(m_proc.pid, sig) == 0) return {};
+    return std::unexpected(Error::sys("sending the signal", errno));
+}
+
 void LocalRunning::kill() { ::kill(m_proc.pid, SIGKILL); }
 
 void LocalRunning::on_exit() {

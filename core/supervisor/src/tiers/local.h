@@ -16,6 +16,9 @@ public:
     void watch(EventLoop& loop, JobEvents& events) override;
     void unwatch(EventLoop& loop) override;
     void kill() override;
+    // The seccomp tier's pid is the program; the container tier's is its
+    // init, which passes these signals on to the program.
+    Result<void> signal(int sig) override;
     Outcome outcome() override;
     nlohmann::json costs() const override;
     std::vector<std::string> setup_notes() const override;

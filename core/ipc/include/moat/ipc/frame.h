@@ -13,9 +13,11 @@ namespace moat::ipc {
 
 inline constexpr uint32_t kMaxRequestBytes = 4u << 20;    // a policy is at most 1 MiB; argv/env the rest
 inline constexpr uint32_t kMaxResponseBytes = 64u << 20;
-// `run` carries the job's stdio and one fd per --input the client opened.
+// `run` carries the job's stdio, one fd per --input the client opened, and
+// the mount trees of a root filesystem from the client (its root and binds).
 inline constexpr size_t kMaxInputs = 64;
-inline constexpr size_t kMaxFdsPerFrame = 3 + kMaxInputs;
+inline constexpr size_t kMaxClientBinds = 32;
+inline constexpr size_t kMaxFdsPerFrame = 3 + kMaxInputs + 1 + kMaxClientBinds;
 
 // Incremental decoder for the server: feed bytes, take complete frames.
 class FrameDecoder final {

@@ -166,11 +166,15 @@ struct ContainerSpawnPlan {
     // namespace was ~20 ms of a cold guest's job set-up under TCG, and would
     // isolate the job from nothing. Every host tier keeps both.
     bool new_net_ipc = true;
+    // Mount trees the client passed (ContainerPlan::trees): moat-init finds
+    // them at kInitTreeFd0 onwards, in this order.
+    std::vector<int> tree_fds;
 };
 
 // fd numbers moat-init finds its inputs at.
 inline constexpr int kInitPlanFd = 3;
 inline constexpr int kInitStatusFd = 4;
+inline constexpr int kInitTreeFd0 = 5;
 
 // On return the job (a grandchild: moatd -> init -> job) is blocked in its
 // first execve() with its listener copied into `listener`; `pid`/`pidfd` are

@@ -89,6 +89,21 @@ struct InputFile {
     UniqueFd fd;
 };
 
+// A filesystem the client built and passed as mount trees (SCM_RIGHTS), the
+// way an OCI bundle's rootfs and mounts reach moatd through moat-runtime
+// (docs/fleet.md): moatd never looks their paths up. Container tier only.
+struct ClientTree {
+    UniqueFd fd;             // a mount tree (open_tree) or a directory/file the client opened
+    std::string target;      // where the job sees it ("/" for the root)
+    bool read_only = true;
+};
+struct ClientRootfs {
+    ClientTree root;
+    std::vector<ClientTree> binds;  // mounted on top, parent before child
+    uint64_t dev_shm_bytes = 0;     // > 0: a tmpfs of this size at /dev/shm
+    std::string origin;             // what the client says it is (e.g. "oci:ID bundle"), recorded
+};
+
 // Who asked: opening a client-named path happens with these credentials
 // (SO_PEERCRED / SO_PEERGROUPS), never with moatd's.
 struct ClientCreds {
@@ -123,6 +138,8 @@ struct JobRequest {
     // Learn mode: an explicit deny ([[seccomp.rule]] with errno/trap/kill) is
     // still enforced unless this is set (moatctl replay --override-deny-rules).
     bool learn_through_rules = false;
+    // The job's root filesystem from the client (container tier), or none.
+    std::shared_ptr<ClientRootfs> rootfs;
     // Called on the loop thread.
     std::function<void(const store::JobRecord&)> on_finished;
 };
@@ -191,6 +208,11 @@ public:
     StartResult start(JobRequest req);
     // Operator stop: kills the job, cause "stopped" with `why` as detail.
     Result<void> stop(int64_t job_id, const std::string& why);
+    // Operator signal (moat-runtime kill, podman stop): SIGKILL is a stop;
+    // SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH reach
+    // the job's program (through the container's init). A job that then dies
+    // of that signal ends with cause "stopped" and `why` in the detail.
+    Result<void> signal(int64_t job_id, int sig, const std::string& why);
     // Stops every job (moatd shutdown); on_all_done runs once none is left.
     void stop_all(const std::string& why, std::function<void()> on_all_done);
 
