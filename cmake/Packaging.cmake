@@ -55,14 +55,14 @@ else()
   # and --version, with packaging/man/NAME.h2m for what the help cannot say.
   find_program(MOAT_HELP2MAN help2man)
   if(MOAT_HELP2MAN)
-    set(_moat_manpages moatd 8 moatctl 1)
+    set(_moat_manpages moatd 8 moatctl 1 moat-runtime 8)
     if(TARGET moat-console)
       list(APPEND _moat_manpages moat-console 1)
     endif()
     while(_moat_manpages)
       list(POP_FRONT _moat_manpages _prog _section)
       set(_extra)
-      if(_prog STREQUAL "moatctl")
+      if(_prog STREQUAL "moatctl" OR _prog STREQUAL "moat-runtime")
         set(_extra --commands)  # a COMMANDS section from each command's --help
       endif()
       set(_page ${_moat_gen}/${_prog}.${_section}.gz)
@@ -109,8 +109,9 @@ string(JOIN "\n" CPACK_PACKAGE_DESCRIPTION
   "which library, in which job and under which policy version."
   ""
   "The package holds moatd (the service, with its systemd units), moatctl"
-  "(the command line client: run, investigate, replay, policy tools) and,"
-  "when the build has it, moat-console (the Qt GUI).")
+  "(the command line client: run, investigate, replay, policy tools),"
+  "moat-runtime (an OCI runtime, so podman or containerd run containers as"
+  "Moat jobs) and, when the build has it, moat-console (the Qt GUI).")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)

@@ -470,6 +470,15 @@ StartResult Supervisor::start(JobRequest req) {
     // replayed inputs are staged for them.
     if (auto r = job->tier->reserve(job->ids, [this] { return allocate_uid(); }); !r) return setup_failed(r.error());
 
+    // A root filesystem from the client is not snapshotted; its recording
+    // says so (and replay refuses it, naming where it came from).
+    if (const auto& r = req.rootfs) {
+        nlohmann::json binds = nlohmann::json::array();
+        for (const auto& b : r->binds) binds.push_back({{"target", b.target}, {"read_only", b.read_only}});
+        ending->recording["rootfs"] = {{"origin", r->origin}, {"read_only", r->root.read_only}, {"binds", binds},
+                                       {"snapshot", nullptr}};
+    }
+
     if (req.inputs.empty() && !job->tier->prepares()) {
         Prepared none;
         if (auto err = launch(job, ending, req, none)) return setup_failed(*err);
@@ -567,12 +576,6 @@ void Supervisor::inputs_ready(int64_t job_id) {
         prep.error = r.error().wrap("registering the snapshot of an input");
     p->ending->recording["inputs"] = prep.list;
     p->ending->recording["stdin"] = nullptr;
-    if (const auto& r = p->req.rootfs) {
-        nlohmann::json binds = nlohmann::json::array();
-        for (const auto& b : r->binds) binds.push_back({{"target", b.target}, {"read_only", b.read_only}});
-        p->ending->recording["rootfs"] = {{"origin", r->origin}, {"read_only", r->root.read_only}, {"binds", binds},
-                                          {"snapshot", nullptr}};
-    }
     p->ending->blobs = prep.blobs;
     p->ending->stage = prep.stage;
     (void)m_cfg.store->set_recording(job.id, p->ending->recording, p->ending->blobs);
