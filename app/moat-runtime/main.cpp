@@ -571,6 +571,10 @@ int cmd_kill(const std::string& id, const std::string& signame) {
     if (!st) return die("container " + id + " does not exist");
     const int sig = parse_signal(signame.empty() ? "TERM" : signame);
     if (sig < 1 || sig > 31) return die("unknown signal \"" + signame + "\"");
+    static const int kPassed[] = {SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+    if (std::find(std::begin(kPassed), std::end(kPassed), sig) == std::end(kPassed))
+        return die(std::string("SIG") + sigabbrev_np(sig) +
+                   " is not passed to a Moat job (KILL, TERM, INT, HUP, QUIT, USR1, USR2 and WINCH are)");
     if (!shim_alive(*st)) return die("container " + id + " is not running");
     return kill_container(*st, id, sig);
 }
