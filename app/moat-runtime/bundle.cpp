@@ -23,6 +23,15 @@ constexpr const char* kContainerTime = "720h";
 constexpr uint64_t kDevShmBytes = 64ull << 20;  // podman's and docker's default /dev/shm
 constexpr size_t kMaxArgs = 4096, kMaxEnv = 4096, kMaxMounts = 256;
 
+// A note quotes config.json and ends up on a comment line of the policy and
+// a line of the log: no control character may start a line of its own.
+std::string one_line(std::string s) {
+    for (char& c : s)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    if (s.size() > 1000) s = s.substr(0, 1000) + "...";
+    return s;
+}
+
 bool abs_path(const std::string& p) {
     if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string::npos) return false;
     return true;
@@ -74,7 +83,9 @@ std::optional<uint64_t> tmpfs_size(const json& m) {
             if (mult != 1) v.pop_back();
         }
         if (v.empty() || v.size() > 15 || !std::all_of(v.begin(), v.end(), ::isdigit)) return std::nullopt;
-        return std::stoull(v) * mult;
+        const uint64_t n = std::stoull(v);
+        if (n > (1ull << 44) / mult) return std::nullopt;  // above 16 TiB: not a size this job can have
+        return n * mult;
     }
     return std::nullopt;
 }
@@ -345,7 +356,7 @@ Result<BundleJob> convert_bundle(std::string_view text, const std::string& bundl
                              "filter: give it a profile (podman: the default, or --security-opt seccomp=FILE)");
         if (!errors.empty()) {
             std::string all;
-            for (const auto& e : errors) all += (all.empty() ? "" : "; ") + e;
+            for (const auto& e : errors) all += (all.empty() ? "" : "; ") + one_line(e);
             return fail(all);
         }
         std::string short_id = id.substr(0, 12);
@@ -377,8 +388,9 @@ Result<BundleJob> convert_bundle(std::string_view text, const std::string& bundl
         env.insert_or_assign("set", env_set);
         pol.insert_or_assign("environment", env);
 
+        for (auto& n : notes) n = one_line(std::move(n));
         std::ostringstream out;
-        out << "# Made by moat-runtime from the OCI bundle " << bundle << " (container " << id << ").\n";
+        out << "# Made by moat-runtime from the OCI bundle " << one_line(bundle) << " (container " << id << ").\n";
         out << "# Not honoured or changed (" << notes.size() << "):\n";
         for (const auto& n : notes) out << "#   " << n << "\n";
         out << "\n" << pol << "\n";

@@ -17,6 +17,7 @@
 #include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,7 +64,9 @@ Global g;
 
 // Errors go to stderr and, when the engine gave one, to its log file (where
 // podman and containerd look for a failed runtime's words).
-void log_line(const char* level, const std::string& msg, bool to_stderr = true) {
+void log_line(const char* level, std::string msg, bool to_stderr = true) {
+    for (char& c : msg)  // one line each, whatever a config.json said
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
     if (to_stderr) fprintf(stderr, "moat-runtime: %s%s\n", strcmp(level, "error") == 0 ? "" : "warning: ", msg.c_str());
     if (g.log.empty()) return;
     int fd = ::open(g.log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -112,7 +115,8 @@ uint64_t start_time(pid_t pid) {
     auto s = read_small("/proc/" + std::to_string(pid) + "/stat", 4096);
     if (!s) return 0;
     auto close = s->rfind(')');
-    if (close == std::string::npos) return 0;
+    if (close == std::string::npos || close + 2 >= s->size()) return 0;
+    if ((*s)[close + 2] == 'Z' || (*s)[close + 2] == 'X') return 0;  // ended, not yet reaped: not running
     std::istringstream in(s->substr(close + 2));
     std::string f;
     for (int i = 3; i <= 22 && in >> f; ++i)
@@ -192,9 +196,9 @@ moat::Result<std::string> mount_point(int rootfd, const std::string& rootreal, c
     if (!fd) return std::unexpected(moat::Error::sys("mount point " + target, errno));
     struct stat st{};
     if (fstat(fd.get(), &st) < 0) return std::unexpected(moat::Error::sys("mount point " + target, errno));
-    if (S_ISDIR(st.st_mode) != dir)
-        return moat::fail("mount point " + target + " in the rootfs is " + (dir ? "not a directory" : "a directory") +
-                          " but its source is " + (dir ? "one" : "a file"));
+    if (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+        return moat::fail("mount point " + target + " in the rootfs is not a " +
+                          (dir ? "directory" : "regular file") + ", as its source is");
     std::string real = fd_name(fd.get());
     if (real == rootreal) return std::string("/");
     if (real.rfind(rootreal + "/", 0) != 0) return moat::fail("mount point " + target + " resolves outside the rootfs");
@@ -205,6 +209,12 @@ moat::Result<UniqueFd> tree_of(const std::string& path, bool recursive) {
     UniqueFd t(int(syscall(SYS_open_tree, AT_FDCWD, path.c_str(),
                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0))));
     if (!t) return std::unexpected(moat::Error::sys("open_tree(" + path + ")", errno));
+    // A clone of a shared mount stays in its peer group: made private at once,
+    // nothing mounted below it in the job can reach the source.
+    mount_attr attr{};
+    attr.propagation = MS_PRIVATE;
+    if (syscall(SYS_mount_setattr, t.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return std::unexpected(moat::Error::sys("mount_setattr(" + path + ", private)", errno));
     return t;
 }
 
@@ -212,7 +222,7 @@ struct Shim {
     std::string id, dir;
     json request;
     std::vector<UniqueFd> trees;
-    moat::ipc::Client client;
+    moat::ipc::Client client;  // connected at start: moatd closes idle connections
     UniqueFd ctl;
     UniqueFd ready;  // write end: 'R', or 'E' and the reason
 };
@@ -250,7 +260,7 @@ bool save(const std::string& dir, json st) { return write_atomic(dir + "/state.j
     };
     int64_t job = 0;
     for (;;) {
-        pollfd p[3] = {{sfd.get(), POLLIN, 0}, {job ? -1 : s.ctl.get(), POLLIN, 0}, {job ? s.client.fd() : -1, POLLIN, 0}};
+        pollfd p[3] = {{sfd.get(), POLLIN, 0}, {s.ctl.get(), POLLIN, 0}, {job ? s.client.fd() : -1, POLLIN, 0}};
         if (::poll(p, 3, -1) < 0) {
             if (errno == EINTR) continue;
             end(125, std::string("poll: ") + strerror(errno));
@@ -268,19 +278,30 @@ bool save(const std::string& dir, json st) { return write_atomic(dir + "/state.j
                 }
             }
         }
-        if (!job && (p[1].revents & POLLIN)) {
+        if (p[1].revents & POLLIN) {
             UniqueFd c(::accept4(s.ctl.get(), nullptr, nullptr, SOCK_CLOEXEC));
             if (!c) continue;
             timeval tv{5, 0};
             setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
             char buf[16] = {};
             ssize_t n = ::read(c.get(), buf, sizeof buf - 1);
             if (n < 5 || strncmp(buf, "start", 5) != 0) continue;
+            if (job) {
+                const std::string busy = "error it was started already (job " + std::to_string(job) + ")\n";
+                (void)!::write(c.get(), busy.data(), busy.size());
+                continue;
+            }
             std::vector<int> fds = {0, 1, 2};
             for (const auto& t : s.trees) fds.push_back(t.get());
             std::string answer;
             int fail_code = 0;
-            if (auto r = s.client.send(s.request, fds); !r) {
+            auto conn = moat::ipc::Client::connect(socket_path());
+            if (conn) s.client = std::move(*conn);
+            if (!conn) {
+                answer = "error moatd: " + conn.error().message;
+                fail_code = 125;
+            } else if (auto r = s.client.send(s.request, fds); !r) {
                 answer = "error moatd: " + r.error().message;
                 fail_code = 125;
             } else {
@@ -362,37 +383,79 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
     if (!realpath(job->rootfs.c_str(), rootreal)) return die("rootfs " + job->rootfs + ": " + strerror(errno));
     UniqueFd rootfd(::open(rootreal, O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!rootfd) return die(std::string("rootfs ") + rootreal + ": " + strerror(errno));
-    for (const auto& mp : job->mount_points) {
-        auto r = mount_point(rootfd.get(), rootreal, mp, true);
-        if (!r) return die("container " + id + ": " + r.error().message);
-    }
+    // Every mount point, parent before child. One below a bind is made in
+    // that bind's source (where moat-init will find it), not in the image.
+    struct Need {
+        std::string target;
+        const moat::runtime::BundleBind* bind = nullptr;  // null: /proc, /dev, a tmpfs
+    };
+    std::vector<Need> needs;
+    for (const auto& mp : job->mount_points) needs.push_back({mp, nullptr});
+    for (const auto& b : job->binds) needs.push_back({b.target, &b});
+    auto depth = [](const std::string& t) { return std::count(t.begin(), t.end(), '/'); };
+    std::stable_sort(needs.begin(), needs.end(), [&](const Need& a, const Need& b) { return depth(a.target) < depth(b.target); });
+    struct Placed {
+        std::string target;  // where it is inside the container, resolved
+        std::string source;  // its source's real host path
+    };
+    std::vector<Placed> placed;  // directory binds made so far
+    auto place = [&](const std::string& target, bool dir) -> moat::Result<std::string> {
+        const Placed* parent = nullptr;
+        for (const auto& p : placed)
+            if (target.size() > p.target.size() && target.compare(0, p.target.size(), p.target) == 0 &&
+                (p.target == "/" || target[p.target.size()] == '/') && (!parent || p.target.size() > parent->target.size()))
+                parent = &p;
+        if (!parent) return mount_point(rootfd.get(), rootreal, target, dir);
+        UniqueFd pfd(::open(parent->source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!pfd) return std::unexpected(moat::Error::sys("bind source " + parent->source, errno));
+        auto r = mount_point(pfd.get(), parent->source, target.substr(parent->target.size()), dir);
+        if (!r) return r;
+        return parent->target + (*r == "/" ? "" : *r);
+    };
     std::vector<UniqueFd> trees;
     auto root_tree = tree_of(rootreal, true);
     if (!root_tree) return die("container " + id + ": rootfs: " + root_tree.error().message);
     trees.push_back(std::move(*root_tree));
     json binds = json::array();
-    for (auto& b : job->binds) {
+    for (const auto& n : needs) {
+        if (!n.bind) {
+            auto r = place(n.target, true);
+            if (!r) return die("container " + id + ": " + r.error().message);
+            // moat-init follows no symlink: these are mounted where they are named.
+            if (*r != n.target)
+                return die("container " + id + ": " + n.target + " is a symlink in the image (to " + *r +
+                           "); moat-runtime mounts /proc, /dev and tmpfs only on real directories");
+            continue;
+        }
+        const auto& b = *n.bind;
+        char real[PATH_MAX];
         struct stat st{};
-        if (::stat(b.source.c_str(), &st) < 0) return die("bind source " + b.source + ": " + strerror(errno));
+        if (!realpath(b.source.c_str(), real) || ::stat(real, &st) < 0)
+            return die("bind source " + b.source + ": " + strerror(errno));
         if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
             return die("bind source " + b.source + " is neither a directory nor a regular file");
-        auto at = mount_point(rootfd.get(), rootreal, b.target, S_ISDIR(st.st_mode));
+        auto at = place(b.target, S_ISDIR(st.st_mode));
         if (!at) return die("container " + id + ": " + at.error().message);
-        auto t = tree_of(b.source, b.recursive);
+        auto t = tree_of(real, b.recursive);
         if (!t) return die("container " + id + ": bind " + b.target + ": " + t.error().message);
         trees.push_back(std::move(*t));
         binds.push_back({{"target", *at}, {"read_only", b.read_only}});
+        if (S_ISDIR(st.st_mode)) placed.push_back({*at, real});
     }
 
     // moatd must be there and let us run jobs before the engine is told the
-    // container exists.
-    auto client = moat::ipc::Client::connect(socket_path());
-    if (!client) return die("moatd: " + client.error().message);
-    auto hello = client->call({{"op", "hello"}});
-    if (!hello) return die("moatd: " + hello.error().message);
-    if (hello->value("role", std::string()) != "admin")
-        return die("moatd at " + socket_path() + " gives this user the role \"" + hello->value("role", std::string("?")) +
-                   "\"; running containers needs admin (root or group moat-admin)");
+    // container exists. (The shim connects again at start: moatd closes a
+    // connection that stays idle, and create and start may be far apart.)
+    {
+        auto client = moat::ipc::Client::connect(socket_path());
+        if (!client) return die("moatd: " + client.error().message);
+        auto hello = client->call({{"op", "hello"}});
+        if (!hello) return die("moatd: " + hello.error().message);
+        if (hello->value("role", std::string()) != "admin")
+            return die("moatd at " + socket_path() + " gives this user the role \"" +
+                       hello->value("role", std::string("?")) +
+                       "\"; running containers needs admin (root or group moat-admin)");
+    }
 
     json req = {{"op", "run"},
                 {"policy_toml", job->policy_toml},
@@ -450,7 +513,7 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
         setsid();  // the engine's terminal signals are not the container's
         // Nothing of the engine's reaches the shim but stdio (which becomes
         // the job's): no pipe of the engine's stays open because of us.
-        std::vector<int> keep = {0, 1, 2, ready_w.get(), ctl.get(), client->fd()};
+        std::vector<int> keep = {0, 1, 2, ready_w.get(), ctl.get()};
         for (const auto& t : trees) keep.push_back(t.get());
         std::vector<int> stray;
         if (DIR* d = opendir("/proc/self/fd")) {
@@ -467,7 +530,6 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
         s.dir = dir;
         s.request = std::move(req);
         s.trees = std::move(trees);
-        s.client = std::move(*client);
         s.ctl = std::move(ctl);
         s.ready = std::move(ready_w);
         run_shim(s, std::move(st));
@@ -488,8 +550,12 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
         return undo("container " + id + ": the shim did not start: " +
                     (answer.size() > 1 ? answer.substr(1) : std::string("it ended without a word")));
     }
-    if (!pid_file.empty() && !write_atomic(pid_file, std::to_string(pid)))
-        return die("--pid-file " + pid_file + ": " + strerror(errno));
+    if (!pid_file.empty() && !write_atomic(pid_file, std::to_string(pid))) {
+        const int e = errno;
+        ::kill(pid, SIGKILL);  // the engine will never know this shim: nothing may be left of it
+        waitpid(pid, nullptr, 0);
+        return undo("--pid-file " + pid_file + ": " + strerror(e));
+    }
     return 0;
 }
 
@@ -503,6 +569,10 @@ int cmd_start(const std::string& id) {
     if (status != "created") return die("container " + id + " is " + status + ", not created");
     auto c = moat::ipc::connect_unix(state_dir(id) + "/ctl.sock");
     if (!c) return die("container " + id + ": " + c.error().message);
+    // moatd answers a run at once (the job's set-up goes on after); a shim
+    // that says nothing in a minute is not going to.
+    timeval tv{60, 0};
+    setsockopt(c->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (::write(c->get(), "start\n", 6) != 6) return die("container " + id + ": the shim does not listen");
     std::string answer;
     char buf[4096];
@@ -561,7 +631,12 @@ int kill_container(const json& st, const std::string& id, int sig) {
             }
         }
     }
-    if (::kill(pid, sig) < 0 && errno != ESRCH) return die("kill " + id + ": " + strerror(errno));
+    // Through a pidfd taken, then checked to be the shim: a pid reused since
+    // the check cannot be signalled by mistake.
+    UniqueFd pfd(int(syscall(SYS_pidfd_open, pid, 0)));
+    if (!pfd || !shim_alive(st)) return 0;  // it ended meanwhile
+    if (syscall(SYS_pidfd_send_signal, pfd.get(), sig, nullptr, 0) < 0 && errno != ESRCH)
+        return die("kill " + id + ": " + strerror(errno));
     return 0;
 }
 

@@ -26,11 +26,18 @@ busybox=$(command -v busybox) || skip "busybox is not installed (busybox-static)
 tmp=$(mktemp -d /tmp/moat-podman.XXXXXX)
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-moatd_pid=
+moatd_pid= cgparent=
 cleanup() {
+    umount -R "$tmp/shared" 2>/dev/null
     pod rm -af >/dev/null 2>&1
     pod rmi -af >/dev/null 2>&1
     [ -n "$moatd_pid" ] && kill "$moatd_pid" 2>/dev/null && wait "$moatd_pid" 2>/dev/null
+    local d
+    for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
+        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    local f=/run/moat/uid-ranges/cgroup-$cgparent
+    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
     rm -rf "$tmp" 2>/dev/null || { umount -R "$tmp"/storage/* 2>/dev/null; rm -rf "$tmp"; }
 }
 trap cleanup EXIT
@@ -48,9 +55,22 @@ pod() {
 }
 limits=(--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
-"$moatd" --state-dir "$tmp/state" --socket "$sock" >"$tmp/moatd.log" 2>&1 &
-moatd_pid=$!
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+# A cgroup parent and a job uid range of its own: tests run in parallel, and
+# moatd refuses a range or a parent another moatd holds (the scenario tests
+# use 800000.., the demo 12000000.., the benchmarks 14000000.., the package
+# test 30000000..).
+cgparent=moat-podman-test-$$
+for attempt in 1 2 3 4 5; do
+    uid_base=$((40000000 + (($$ + attempt) % 4096) * 1024))
+    "$moatd" --state-dir "$tmp/state" --socket "$sock" --cgroup-parent "$cgparent" --uid-base $uid_base \
+        --uid-count 1024 --vm-off --client-idle-timeout 2s >"$tmp/moatd.log" 2>&1 &
+    moatd_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $moatd_pid 2>/dev/null || break; sleep 0.1; done
+    [ -S "$sock" ] && break
+    wait $moatd_pid 2>/dev/null
+    moatd_pid=
+    grep -q "give each moatd its own" "$tmp/moatd.log" || break
+done
 [ -S "$sock" ] || { cat "$tmp/moatd.log"; echo "FAIL: moatd did not start"; exit 1; }
 
 # ---- the image: busybox, imported from a tarball (no registry here) ----------
@@ -139,7 +159,7 @@ grep -q "no seccomp profile" "$tmp/unconf.err" "$tmp/runtime.log" || fail "the r
 
 # ---- 6. no shim, no state left ---------------------------------------------------------
 sleep 0.5
-pgrep -f "$runtime" >/dev/null && fail "a moat-runtime shim is still running: $(pgrep -af "$runtime")"
+pgrep -f "^$runtime " >/dev/null && fail "a moat-runtime shim is still running: $(pgrep -af "^$runtime ")"
 for id in "${ids[@]}"; do [ ! -e "$rt/$id" ] || fail "state left in $rt/$id"; done
 [ -z "$(pod ps -aq)" ] || fail "containers left: $(pod ps -a)"
 
@@ -169,6 +189,46 @@ rc=$?
 show=$(ctl show "$(cat "$tmp/id")" --json)
 [ "$(field 'd["termination"]["cause"]' <<<"$show")" = stopped ] || fail "moatctl signal: $show"
 if ctl signal "$(cat "$tmp/id")" STOP 2>/dev/null; then fail "SIGSTOP to an ended job was accepted"; fi
+
+# ---- 8. moat-runtime without an engine: shared mounts, nesting, a slow start ---------
+# A bind source on a shared mount (as on any systemd host; the podman runs
+# above are in private namespaces), a tmpfs and a bind nested below it: what
+# the job mounts there must not appear on the host, and the mount points
+# below the bind are made in its source. create and start 3 s apart, past
+# moatd's idle timeout (2 s here): the shim connects at start.
+fixture=$(dirname "$0")/../unit/runtime/podman-4.3-config.json
+shared=$tmp/shared
+mkdir -p "$shared/data" "$tmp/other" "$tmp/bundle"
+mount --bind "$shared" "$shared" && mount --make-shared "$shared" || fail "cannot make a shared mount"
+echo nested >"$tmp/other/file"
+python3 - "$fixture" "$root" "$shared/data" "$tmp/other" >"$tmp/bundle/config.json" <<'EOF2'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["root"] = {"path": sys.argv[2], "readonly": True}
+c["process"]["args"] = ["sh", "-c", "cat /data/sub/file; ls /data; echo ok-direct"]
+c["mounts"] = [m for m in c["mounts"] if m["type"] in ("proc", "tmpfs") and m["destination"] == "/proc" or m["destination"] == "/dev"]
+c["mounts"] += [{"destination": "/data", "type": "bind", "source": sys.argv[3], "options": ["rbind"]},
+                {"destination": "/data/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+                {"destination": "/data/sub", "type": "bind", "source": sys.argv[4], "options": ["rbind", "ro"]}]
+print(json.dumps(c))
+EOF2
+rtroot=$tmp/rt-direct
+rtc() { "$runtime" --root "$rtroot" --moat-socket "$sock" --log "$tmp/direct.log" "$@"; }
+rtc create --bundle "$tmp/bundle" --pid-file "$tmp/direct.pid" direct-1 >"$tmp/direct.out" 2>&1 ||
+    fail "moat-runtime create: $(cat "$tmp/direct.out")"
+[ "$(rtc state direct-1 | field 'd["status"]')" = created ] || fail "state after create: $(rtc state direct-1)"
+sleep 3
+rtc start direct-1 2>>"$tmp/direct.out" || fail "moat-runtime start after 3 s: $(cat "$tmp/direct.out")"
+for _ in $(seq 100); do [ "$(rtc state direct-1 | field 'd["status"]')" = stopped ] && break; sleep 0.1; done
+grep -q "^nested$" "$tmp/direct.out" && grep -q "^ok-direct$" "$tmp/direct.out" ||
+    fail "the direct container's output: $(cat "$tmp/direct.out")"
+[ -d "$shared/data/scratch" ] && [ -d "$shared/data/sub" ] || fail "the nested mount points are not in the bind's source"
+if grep -q "$shared/data/" /proc/self/mountinfo; then
+    fail "a job's mount appeared on the host: $(grep "$shared/data/" /proc/self/mountinfo)"
+fi
+rtc delete direct-1 || fail "moat-runtime delete of a stopped container"
+[ ! -e "$rtroot/direct-1" ] || fail "delete left $rtroot/direct-1"
+umount "$shared"
 
 if [ $failures -gt 0 ]; then
     echo "--- moat-runtime log"; tail -20 "$tmp/runtime.log" 2>/dev/null

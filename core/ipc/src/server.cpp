@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <linux/mount.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -1230,13 +1231,17 @@ bool job_path(const std::string& p) {
 // read-only when asked). An fd that cannot be cloned here (a mount tree of
 // another mount namespace, which older kernels do not clone) is passed as it
 // is; moat-init can only move a detached tree, and sets the same flags.
-UniqueFd own_tree(UniqueFd fd, bool read_only) {
+// Private as well: a clone of a shared mount would otherwise carry what the
+// job mounts below it back to the client's source.
+Result<UniqueFd> own_tree(UniqueFd fd, bool read_only) {
     UniqueFd clone(int(syscall(SYS_open_tree, fd.get(), "",
                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE)));
     if (!clone) return fd;
     mount_attr attr{};
     attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0);
-    (void)syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
+    attr.propagation = MS_PRIVATE;
+    if (syscall(SYS_mount_setattr, clone.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        return std::unexpected(Error::sys("mount_setattr on moatd's clone of a client tree", errno));
     return clone;
 }
 
@@ -1389,8 +1394,16 @@ void Server::handle_run(Client& c, const json& req) {
     for (size_t k = 0; k < inputs.size(); ++k)
         if (wants_fd[k]) inputs[k].fd = std::move(fds[next++]);
     if (rootfs) {
-        rootfs->root.fd = own_tree(std::move(fds[next++]), rootfs->root.read_only);
-        for (auto& b : rootfs->binds) b.fd = own_tree(std::move(fds[next++]), b.read_only);
+        std::vector<supervisor::ClientTree*> trees = {&rootfs->root};
+        for (auto& b : rootfs->binds) trees.push_back(&b);
+        for (auto* t : trees) {
+            auto own = own_tree(std::move(fds[next++]), t->read_only);
+            if (!own) {
+                reply(c.id, error_reply("bad-request", "rootfs " + t->target + ": " + own.error().message));
+                return;
+            }
+            t->fd = std::move(*own);
+        }
     }
 
     auto parsed = validate_policy(*toml, source);

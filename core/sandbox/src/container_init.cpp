@@ -107,11 +107,15 @@ UniqueFd make_target(int rootfd, const std::string& target, bool dir) {
             if (fd < 0) die("open(mount point)", errno, target);
             cur.reset(fd);
         } else {
-            int fd = openat(cur.get(), comp.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-            if (fd >= 0) close(fd);
-            else if (errno != EEXIST && errno != EISDIR && errno != EROFS && errno != EACCES)
-                die("create(mount point)", errno, target);
-            fd = openat(cur.get(), comp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            // Looked at before anything opens it for writing: a FIFO (or a
+            // device) a client's root put there must not block or act.
+            int fd = openat(cur.get(), comp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0 && errno == ENOENT) {
+                fd = openat(cur.get(), comp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (fd >= 0) close(fd);
+                else if (errno != EEXIST) die("create(mount point)", errno, target);
+                fd = openat(cur.get(), comp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            }
             if (fd < 0) die("open(mount point)", errno, target);
             struct stat st{};
             if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) die("mount point is not a regular file", ENOTDIR, target);
@@ -156,13 +160,19 @@ void bind(int rootfd, const MountSpec& m) {
 
 // Flags every client tree gets once it is ours (it came from another mount
 // namespace: only now may we change it), checked like a bind's.
+// Private too: a clone of a shared mount is in its peer group, and every
+// mount made below it here would appear on the client's source (and stay
+// there after the job).
 void secure_tree(int treefd, bool read_only, const std::string& what) {
     mount_attr attr{};
     attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (read_only ? MOUNT_ATTR_RDONLY : 0);
+    attr.propagation = MS_PRIVATE;
     if (sys_mount_setattr(treefd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0)
-        die(read_only ? "mount_setattr(tree: ro,nosuid,nodev)" : "mount_setattr(tree: nosuid,nodev)", errno, what);
+        die(read_only ? "mount_setattr(tree: ro,nosuid,nodev,private)" : "mount_setattr(tree: nosuid,nodev,private)",
+            errno, what);
     struct statvfs sv{};
-    if (fstatvfs(treefd, &sv) < 0 || !(sv.f_flag & ST_NOSUID) || (read_only && !(sv.f_flag & ST_RDONLY)))
+    if (fstatvfs(treefd, &sv) < 0 || !(sv.f_flag & ST_NOSUID) || !(sv.f_flag & ST_NODEV) ||
+        (read_only && !(sv.f_flag & ST_RDONLY)))
         die("verify tree mount flags", EPERM, what);
 }
 
@@ -382,7 +392,7 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
     // the job, report the job's wait status, then end the namespace.
     sigset_t set;
     sigemptyset(&set);
-    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, s);
     for (;;) {
         siginfo_t si{};
         int sig = sigwaitinfo(&set, &si);
@@ -434,10 +444,11 @@ void container_init_run(const ContainerPlan& plan) {
         if (fstat(treefd, &st) < 0 || !S_ISDIR(st.st_mode)) die("root tree is not a directory", ENOTDIR, plan.newroot);
         if (sys_move_mount(treefd, "", AT_FDCWD, plan.newroot.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
             die("move_mount(root tree)", errno, plan.newroot);
-        secure_tree(treefd, false, "/");  // read-only, if asked, once its mount points are used
-        // pivot_root refuses a shared mount; nothing of the job's propagates anywhere.
-        if (mount(nullptr, plan.newroot.c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) < 0)
-            die("mount(root tree, MS_PRIVATE)", errno, plan.newroot);
+        // Private (pivot_root refuses a shared mount, and nothing of the
+        // job's may propagate back); read-only, if asked, with every mount
+        // below it that came with the tree (its mount points were made by
+        // the client: moat-init writes nothing here).
+        secure_tree(treefd, plan.root_read_only, "/");
     } else {
         std::string opts = "size=" + std::to_string(plan.root_size) + ",mode=0755";
         if (mount("tmpfs", plan.newroot.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0)
@@ -455,7 +466,7 @@ void container_init_run(const ContainerPlan& plan) {
 
     sigset_t set;
     sigemptyset(&set);
-    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+    for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, s);
     sigprocmask(SIG_BLOCK, &set, nullptr);
     auto exec_word = ExecFailureWord::create();
     if (!exec_word) die("mmap(exec failure word)", ENOMEM, exec_word.error().message);

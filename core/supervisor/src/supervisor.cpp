@@ -1438,7 +1438,12 @@ Result<void> Supervisor::signal(int64_t job_id, int sig, const std::string& why)
     if (std::find(std::begin(kPassed), std::end(kPassed), sig) == std::end(kPassed))
         return fail("signal " + std::to_string(sig) +
                     " is not passed to jobs (only SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH)");
-    if (m_preparing.count(job_id)) return stop(job_id, std::string("SIG") + sigabbrev_np(sig) + " sent by " + why + " before it started");
+    if (m_preparing.count(job_id)) {
+        // Nothing runs yet: a terminating signal ends it, the others have no one to reach.
+        if (sig == SIGUSR1 || sig == SIGUSR2 || sig == SIGWINCH)
+            return fail("job " + std::to_string(job_id) + " has not started yet (its inputs are being prepared)");
+        return stop(job_id, std::string("SIG") + sigabbrev_np(sig) + " sent by " + why + " before it started");
+    }
     auto it = m_jobs.find(job_id);
     if (it == m_jobs.end() || !it->second->run) return fail("job " + std::to_string(job_id) + " is not running");
     Job& job = *it->second;

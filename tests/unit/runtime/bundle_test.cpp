@@ -135,6 +135,29 @@ TEST(Bundle, LimitsComeFromResourcesRlimitsAndAnnotations) {
     EXPECT_EQ(j->mount_points, (std::vector<std::string>{"/proc", "/dev", "/scratch"}));
 }
 
+TEST(Bundle, TextFromConfigJsonCannotWriteThePolicy) {
+    // A note quotes config.json on a comment line of the policy: a newline in
+    // it must not start a line (a key) of its own.
+    json c = podman_config();
+    c["process"]["rlimits"].push_back(
+        {{"type", "RLIMIT_X\nmonitor.max_events = 100\n#"}, {"hard", 1}, {"soft", 1}});
+    c["mounts"].push_back({{"destination", "/dev/x\n[limits]"}, {"type", "mqueue"}, {"source", "m"}});
+    auto j = convert_bundle(c.dump(), "/bundle", kId);
+    ASSERT_TRUE(j) << j.error().message;
+    auto p = moat::policy::parse_policy(j->policy_toml, "x.toml").policy;
+    ASSERT_TRUE(p) << j->policy_toml;
+    EXPECT_EQ(p->monitor.max_events, moat::policy::Monitor{}.max_events) << j->policy_toml;
+    for (const auto& n : j->notes) EXPECT_EQ(n.find('\n'), std::string::npos) << n;
+    EXPECT_TRUE(has_note(*j, "RLIMIT_X?monitor.max_events"));
+    // A tmpfs size past what any job can have is not a size (no wrap to 0).
+    json d = podman_config();
+    d["mounts"].push_back({{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"},
+                           {"options", {"size=17179869184g"}}});
+    auto k = convert_bundle(d.dump(), "/bundle", kId);
+    ASSERT_TRUE(k) << k.error().message;
+    EXPECT_EQ(k->dev_shm_bytes, 64ull << 20);
+}
+
 TEST(Bundle, TerminalIsFlaggedAndRelativeRootIsTheBundles) {
     json c = podman_config();
     c["process"]["terminal"] = true;
