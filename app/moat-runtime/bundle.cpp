@@ -253,10 +253,20 @@ Result<BundleJob> convert_bundle(std::string_view text, const std::string& bundl
                 if (!n.is_object()) continue;
                 std::string type = str_or(n, "type");
                 asked.insert(type);
-                if (!str_or(n, "path").empty())
-                    errors.push_back("linux.namespaces: joining the " + type + " namespace at " + str_or(n, "path") +
-                                     " is not supported; a Moat job gets new namespaces (for podman: --network none, "
-                                     "no --pod, no --ipc/--pid/--uts container:...)");
+                const std::string path = str_or(n, "path");
+                if (!path.empty() && type == "network") {
+                    if (!abs_path(path)) errors.push_back("linux.namespaces: network path must be absolute");
+                    job.netns_path = path;
+                } else if (!path.empty() && type == "mount") {
+                    errors.push_back("linux.namespaces: joining the mount namespace at " + path +
+                                     " is not supported; a Moat job's root is built in a new one");
+                } else if (!path.empty()) {
+                    // Stricter, not weaker: what the container would have shared
+                    // with others (a pod's IPC, hostname, processes) it does not.
+                    notes.push_back("linux.namespaces: the " + type + " namespace at " + path +
+                                    " is not joined; the job gets its own (it shares no " + type +
+                                    " namespace with other containers)");
+                }
                 if (type == "time") notes.push_back("linux.namespaces: no time namespace");
             }
         for (const char* t : {"pid", "network", "ipc", "uts", "mount"})
@@ -382,7 +392,7 @@ Result<BundleJob> convert_bundle(std::string_view text, const std::string& bundl
         fs.insert_or_assign("tmpfs", tmpfs);
         if (tmpfs_bytes) fs.insert_or_assign("tmpfs_size", bytes(std::max<uint64_t>(tmpfs_bytes, 4096)));
         pol.insert_or_assign("filesystem", fs);
-        pol.insert_or_assign("network", toml::table{{"mode", "loopback"}});
+        pol.insert_or_assign("network", toml::table{{"mode", job.netns_path.empty() ? "loopback" : "engine"}});
         toml::table env;
         env.insert_or_assign("pass", toml::array{});
         env.insert_or_assign("set", env_set);

@@ -37,6 +37,9 @@ struct BundleJob {
     std::vector<BundleBind> binds;
     std::vector<std::string> mount_points;  // directories the job's mounts need in the rootfs (/proc, /dev, tmpfs targets)
     uint64_t dev_shm_bytes = 0;
+    // The network namespace the engine made for the container (its path):
+    // the job joins it (network.mode = "engine"). Empty: a new one, lo up.
+    std::string netns_path;
     bool terminal = false;
     std::vector<std::string> notes;      // what was not honoured, or changed
 };

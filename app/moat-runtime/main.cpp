@@ -14,8 +14,11 @@
 // outright, moatd stops the job ("client disconnected").
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
@@ -443,6 +446,16 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
         if (S_ISDIR(st.st_mode)) placed.push_back({*at, real});
     }
 
+    // The engine's network namespace, when it made one: passed as an fd
+    // (it is checked to be a network namespace here and again by moatd).
+    if (!job->netns_path.empty()) {
+        UniqueFd ns(::open(job->netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ns) return die("network namespace " + job->netns_path + ": " + strerror(errno));
+        if (ioctl(ns.get(), NS_GET_NSTYPE) != CLONE_NEWNET)
+            return die(job->netns_path + " is not a network namespace");
+        trees.push_back(std::move(ns));
+    }
+
     // moatd must be there and let us run jobs before the engine is told the
     // container exists. (The shim connects again at start: moatd closes a
     // connection that stays idle, and create and start may be far apart.)
@@ -468,6 +481,7 @@ int cmd_create(const std::string& bundle_in, const std::string& pid_file, const 
                  {{"read_only", job->root_read_only},
                   {"binds", binds},
                   {"dev_shm_bytes", job->dev_shm_bytes},
+                  {"netns", !job->netns_path.empty()},
                   {"origin", "oci container " + id + " (bundle " + bundle + ")"}}}};
 
     ::mkdir(g.root.c_str(), 0700);

@@ -26,9 +26,10 @@ busybox=$(command -v busybox) || skip "busybox is not installed (busybox-static)
 tmp=$(mktemp -d /tmp/moat-podman.XXXXXX)
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-moatd_pid= cgparent=
+moatd_pid= cgparent= netns=
 cleanup() {
     umount -R "$tmp/shared" 2>/dev/null
+    [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null
     pod rm -af >/dev/null 2>&1
     pod rmi -af >/dev/null 2>&1
     [ -n "$moatd_pid" ] && kill "$moatd_pid" 2>/dev/null && wait "$moatd_pid" 2>/dev/null
@@ -78,7 +79,7 @@ done
 root=$tmp/rootfs
 mkdir -p "$root/bin" "$root/etc" "$root/tmp"
 cp "$busybox" "$root/bin/busybox"
-for a in sh echo cat sleep swapon id ls; do ln -s busybox "$root/bin/$a"; done
+for a in sh echo cat sleep swapon id ls readlink; do ln -s busybox "$root/bin/$a"; done
 tar -C "$root" -cf "$tmp/rootfs.tar" .
 pod import "$tmp/rootfs.tar" localhost/moat-podman-test:1 >/dev/null 2>"$tmp/import.err" ||
     { cat "$tmp/import.err"; echo "FAIL: podman import"; exit 1; }
@@ -117,6 +118,21 @@ for _ in $(seq 50); do [ -z "$(pod ps -aq)" ] && break; sleep 0.1; done
 pod run --rm "${limits[@]}" "$img" sh -c 'exit 7' 2>/dev/null
 rc=$?
 [ $rc = 7 ] || fail "a container exiting 7 made podman exit $rc"
+
+# ---- 2b. a network namespace podman was given is the job's ------------------------
+netns=moat-podman-test-$$
+if ip netns add "$netns"; then
+    want="net:[$(stat -L -c %i "/run/netns/$netns")]"
+    out=$(pod run --rm --network "ns:/run/netns/$netns" --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$img" \
+        readlink /proc/self/ns/net 2>"$tmp/ns.err")
+    [ "$out" = "$want" ] || fail "--network ns:PATH: the job's network namespace is $out, not $want: $(cat "$tmp/ns.err")"
+    show=$(ctl show "$(newest_job)" --json)
+    [ "$(field 'd["sandbox"]["network"]' <<<"$show")" = engine ] || fail "--network ns:PATH: the job's network is not engine"
+    ip netns del "$netns"
+else
+    fail "ip netns add $netns"
+fi
+netns=
 
 # ---- 3. podman kill: SIGKILL stops the job through moatd ------------------------
 id=$(pod run -d "${limits[@]}" "$img" sleep 100)
@@ -228,6 +244,20 @@ if grep -q "$shared/data/" /proc/self/mountinfo; then
 fi
 rtc delete direct-1 || fail "moat-runtime delete of a stopped container"
 [ ! -e "$rtroot/direct-1" ] || fail "delete left $rtroot/direct-1"
+# An engine that names the host's own network namespace gets a refusal, not the host network.
+python3 - "$tmp/bundle/config.json" <<'EOF2' >"$tmp/bundle/c2.json" && mv "$tmp/bundle/c2.json" "$tmp/bundle/config.json"
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["linux"]["namespaces"] = [n if n["type"] != "network" else {"type": "network", "path": "/proc/self/ns/net"}
+                            for n in c["linux"]["namespaces"]]
+print(json.dumps(c))
+EOF2
+rtc create --bundle "$tmp/bundle" direct-2 >"$tmp/direct2.out" 2>&1 || fail "create direct-2: $(cat "$tmp/direct2.out")"
+if rtc start direct-2 >>"$tmp/direct2.out" 2>&1; then fail "a container joining the host's network namespace started"; fi
+grep -q "moatd's own (the host's) network namespace" "$tmp/direct2.out" ||
+    fail "the refusal of the host's network namespace does not say why: $(cat "$tmp/direct2.out")"
+rtc delete --force direct-2 >/dev/null 2>&1
+[ ! -e "$rtroot/direct-2" ] || fail "delete --force left $rtroot/direct-2"
 umount "$shared"
 
 if [ $failures -gt 0 ]; then

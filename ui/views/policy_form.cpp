@@ -63,7 +63,7 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
                          "container (namespaces and a root of its own), vm (a QEMU microvm guest per job; "
                          "its root image holds exactly read_only, so list narrow paths)."));
     m_network = addCombo(general, tr("network.mode"),
-                         {QStringLiteral("none"), QStringLiteral("loopback"), QStringLiteral("host")}, false,
+                         {QStringLiteral("none"), QStringLiteral("loopback"), QStringLiteral("host"), QStringLiteral("engine")}, false,
                          tr("none (default): no network; loopback: only lo; host: lint warns."));
     m_sample = addLine(general, tr("monitor.sample_interval"), QStringLiteral("1s"), tr("Resource sampling period, 50ms … 1h."));
 

@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/mount.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -1226,6 +1229,21 @@ bool job_path(const std::string& p) {
     return true;
 }
 
+// A network namespace a client passes for the job to join: a network
+// namespace, and never moatd's own (that would be network.mode = "host",
+// which the container tier refuses).
+Result<UniqueFd> job_netns(UniqueFd fd) {
+    int type = ioctl(fd.get(), NS_GET_NSTYPE);
+    if (type < 0) return std::unexpected(Error::sys("the fd passed as rootfs.netns is not a namespace", errno));
+    if (type != CLONE_NEWNET) return fail("the fd passed as rootfs.netns is a namespace, but not a network one");
+    struct stat a{}, b{};
+    if (fstat(fd.get(), &a) < 0 || stat("/proc/self/ns/net", &b) < 0)
+        return std::unexpected(Error::sys("fstat(rootfs.netns)", errno));
+    if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return fail("rootfs.netns is moatd's own (the host's) network namespace; a container job never joins it");
+    return fd;
+}
+
 // moatd's own copy of a tree the client passed: a clone (open_tree), so the
 // flags set here change nothing of the client's, made nosuid and nodev (and
 // read-only when asked). An fd that cannot be cloned here (a mount tree of
@@ -1247,9 +1265,9 @@ Result<UniqueFd> own_tree(UniqueFd fd, bool read_only) {
 
 // The "rootfs" object of a run (docs/protocol.md): the root tree's fd and one
 // per bind follow the inputs' fds. Returns the error text, or "".
-std::string parse_rootfs(const json& r, std::shared_ptr<supervisor::ClientRootfs>& out) {
+std::string parse_rootfs(const json& r, std::shared_ptr<supervisor::ClientRootfs>& out, bool& want_netns) {
     if (!r.is_object()) return "\"rootfs\" must be an object";
-    static const std::set<std::string> known = {"read_only", "binds", "dev_shm_bytes", "origin"};
+    static const std::set<std::string> known = {"read_only", "binds", "dev_shm_bytes", "origin", "netns"};
     for (const auto& [k, v] : r.items())
         if (!known.count(k)) return "\"rootfs\" has an unknown key \"" + k + "\"";
     auto rf = std::make_shared<supervisor::ClientRootfs>();
@@ -1264,6 +1282,10 @@ std::string parse_rootfs(const json& r, std::shared_ptr<supervisor::ClientRootfs
         rf->dev_shm_bytes = it->get<uint64_t>();
         if (rf->dev_shm_bytes > (16ull << 30)) return "\"rootfs.dev_shm_bytes\" is above 16 GiB";
         if (rf->dev_shm_bytes && rf->dev_shm_bytes < 4096) return "\"rootfs.dev_shm_bytes\" is below 4 KiB";
+    }
+    if (auto it = r.find("netns"); it != r.end()) {
+        if (!it->is_boolean()) return "\"rootfs.netns\" must be true or false";
+        want_netns = it->get<bool>();
     }
     if (auto it = r.find("origin"); it != r.end()) {
         if (!it->is_string() || it->get_ref<const std::string&>().size() > 512)
@@ -1376,17 +1398,18 @@ void Server::handle_run(Client& c, const json& req) {
     }
 
     std::shared_ptr<supervisor::ClientRootfs> rootfs;
+    bool want_netns = false;
     if (auto it = req.find("rootfs"); it != req.end()) {
-        if (auto why = parse_rootfs(*it, rootfs); !why.empty()) {
+        if (auto why = parse_rootfs(*it, rootfs, want_netns); !why.empty()) {
             reply(c.id, error_reply("bad-request", why));
             return;
         }
     }
-    const size_t trees = rootfs ? 1 + rootfs->binds.size() : 0;
+    const size_t trees = rootfs ? 1 + rootfs->binds.size() + (want_netns ? 1 : 0) : 0;
     if (fds.size() != 3 + with_fd + trees) {
         reply(c.id, error_reply("bad-request", "run must pass 3 fds (stdin, stdout, stderr), one for each input "
-                                               "with \"fd\": true and, with \"rootfs\", one for its root and each "
-                                               "of its binds (" + std::to_string(3 + with_fd + trees) + " in all); got " +
+                                               "with \"fd\": true and, with \"rootfs\", one for its root, each "
+                                               "of its binds and its netns (" + std::to_string(3 + with_fd + trees) + " in all); got " +
                                                    std::to_string(fds.size())));
         return;
     }
@@ -1403,6 +1426,14 @@ void Server::handle_run(Client& c, const json& req) {
                 return;
             }
             t->fd = std::move(*own);
+        }
+        if (want_netns) {
+            auto ns = job_netns(std::move(fds[next++]));
+            if (!ns) {
+                reply(c.id, error_reply("bad-request", ns.error().message));
+                return;
+            }
+            rootfs->netns = std::move(*ns);
         }
     }
 

@@ -69,7 +69,7 @@ K8sExportResult export_k8s(const Policy& p) {
     warn("limits.pids has no per-Pod field (it is the kubelet's podPidsLimit)");
     warn("limits.file_size, limits.open_files, limits.stack and limits.core have no Pod fields (rlimits come from "
          "the container runtime)");
-    if (p.network != NetworkMode::Host)
+    if (p.network != NetworkMode::Host && p.network != NetworkMode::Engine)
         warn(std::string("network.mode = \"") + network_mode_name(p.network) +
              "\" needs a NetworkPolicy that denies all egress and ingress; a Pod has the cluster network by default");
     if (!p.filesystem.read_only.empty() || !p.filesystem.read_write.empty())

@@ -506,9 +506,11 @@ void Parser::parse_network(const toml::table& t) {
         if (*v == "none") m_policy.network = NetworkMode::None;
         else if (*v == "loopback") m_policy.network = NetworkMode::Loopback;
         else if (*v == "host") m_policy.network = NetworkMode::Host;
+        else if (*v == "engine") m_policy.network = NetworkMode::Engine;
         else
-            error(pos_of(*t.get("mode")), "network.mode must be \"none\", \"loopback\" or \"host\", not " + quoted(*v) +
-                                              did_you_mean(*v, {"none", "loopback", "host"}));
+            error(pos_of(*t.get("mode")),
+                  "network.mode must be \"none\", \"loopback\", \"host\" or \"engine\", not " + quoted(*v) +
+                      did_you_mean(*v, {"none", "loopback", "host", "engine"}));
     }
 }
 

@@ -122,6 +122,7 @@ const char* network_mode_name(NetworkMode m) {
         case NetworkMode::None: return "none";
         case NetworkMode::Loopback: return "loopback";
         case NetworkMode::Host: return "host";
+        case NetworkMode::Engine: return "engine";
     }
     return "?";
 }

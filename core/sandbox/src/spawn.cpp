@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -579,11 +580,34 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     out.fork_ns = now_monotonic_ns();
     // Raw clone(2) like fork(2), plus the namespaces. The cgroup namespace is
     // created later by moat-init, once we have moved it into the job's cgroup.
+    const bool join_net = plan.join_netns_fd >= 0;
     const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
-                                (plan.new_net_ipc ? CLONE_NEWNET | CLONE_NEWIPC : 0) | SIGCHLD;
+                                (plan.new_net_ipc ? CLONE_NEWIPC : 0) |
+                                (plan.new_net_ipc && !join_net ? CLONE_NEWNET : 0) | SIGCHLD;
+    // Joining a network namespace the host's user namespace owns cannot be
+    // done from inside the job's new user namespace (no capability there), so
+    // this thread enters it for the clone, which the child inherits, and
+    // returns at once. setns(CLONE_NEWNET) changes only the calling thread.
+    UniqueFd own_net;
+    if (join_net) {
+        own_net.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+        if (!own_net) return fail_sys("open(/proc/thread-self/ns/net)", errno);
+        if (setns(plan.join_netns_fd, CLONE_NEWNET) < 0) return fail_sys("setns(the client's network namespace)", errno);
+    }
     long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
-    if (pid < 0) return fail_sys(std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") + (plan.new_net_ipc ? "|NEWNET|NEWIPC)" : ")"), errno);
+    const int clone_errno = errno;
     if (pid == 0) container_child_main(a);
+    if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) {
+        // moatd's own thread would stay in a job's network: nothing it does
+        // afterwards could be trusted. Its crash recovery takes over.
+        fprintf(stderr, "moatd: error: cannot return to its own network namespace after starting a job: %s\n",
+                strerror(errno));
+        abort();
+    }
+    if (pid < 0)
+        return fail_sys(std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") +
+                            (plan.new_net_ipc ? (join_net ? "|NEWIPC)" : "|NEWNET|NEWIPC)") : ")"),
+                        clone_errno);
     out.pid = pid_t(pid);
     go_r.reset();
     st_w.reset();

@@ -75,9 +75,9 @@ TEST(Bundle, WhatWouldWeakenOrBreakTheContainerIsRefusedInWords) {
     } cases[] = {
         {"no seccomp", [](json& c) { c["linux"].erase("seccomp"); }, "no seccomp profile"},
         {"a hook", [](json& c) { c["hooks"] = {{"prestart", {{{"path", "/bin/true"}}}}}; }, "hooks.prestart"},
-        {"joining a netns",
-         [](json& c) { c["linux"]["namespaces"][1] = {{"type", "network"}, {"path", "/run/netns/x"}}; },
-         "joining the network namespace at /run/netns/x"},
+        {"joining a mount namespace",
+         [](json& c) { c["linux"]["namespaces"][4] = {{"type", "mount"}, {"path", "/proc/1/ns/mnt"}}; },
+         "joining the mount namespace at /proc/1/ns/mnt"},
         {"a mount of another type",
          [](json& c) { c["mounts"].push_back({{"destination", "/data"}, {"type", "nfs"}, {"source", "x:/y"}}); },
          "mount type \"nfs\" at /data"},
@@ -156,6 +156,25 @@ TEST(Bundle, TextFromConfigJsonCannotWriteThePolicy) {
     auto k = convert_bundle(d.dump(), "/bundle", kId);
     ASSERT_TRUE(k) << k.error().message;
     EXPECT_EQ(k->dev_shm_bytes, 64ull << 20);
+}
+
+TEST(Bundle, TheEnginesNetworkNamespaceIsJoinedOthersAreNotShared) {
+    // What a pod's container (or podman --network ns:PATH / a bridge network) gets.
+    json c = podman_config();
+    c["linux"]["namespaces"][1] = {{"type", "network"}, {"path", "/run/netns/cni-1"}};
+    c["linux"]["namespaces"][2] = {{"type", "ipc"}, {"path", "/proc/42/ns/ipc"}};
+    auto j = convert_bundle(c.dump(), "/bundle", kId);
+    ASSERT_TRUE(j) << j.error().message;
+    EXPECT_EQ(j->netns_path, "/run/netns/cni-1");
+    auto p = moat::policy::parse_policy(j->policy_toml, "x.toml").policy;
+    ASSERT_TRUE(p) << j->policy_toml;
+    EXPECT_EQ(p->network, moat::policy::NetworkMode::Engine);
+    EXPECT_TRUE(has_note(*j, "the ipc namespace at /proc/42/ns/ipc is not joined"));
+    // Without a path: a new one with lo up.
+    auto k = convert_bundle(podman_config().dump(), "/bundle", kId);
+    ASSERT_TRUE(k);
+    EXPECT_TRUE(k->netns_path.empty());
+    EXPECT_EQ(moat::policy::parse_policy(k->policy_toml, "x.toml").policy->network, moat::policy::NetworkMode::Loopback);
 }
 
 TEST(Bundle, TerminalIsFlaggedAndRelativeRootIsTheBundles) {

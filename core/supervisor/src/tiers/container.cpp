@@ -95,6 +95,13 @@ public:
         if (pol.network == policy::NetworkMode::Host)
             return fail("network.mode = \"host\" is not supported in the container tier "
                         "(it always gets its own network namespace)");
+        const bool given = in.rootfs && in.rootfs->netns;
+        if (pol.network == policy::NetworkMode::Engine && !given)
+            return fail("network.mode = \"engine\" joins the network namespace the client passes (moat-runtime: the "
+                        "container engine's), and this client passed none");
+        if (given && pol.network != policy::NetworkMode::Engine)
+            return fail(std::string("the client passed a network namespace, but the policy's network.mode is \"") +
+                        policy::network_mode_name(pol.network) + "\" (\"engine\" joins it)");
         std::vector<sandbox::InputMount> ins;
         for (size_t k = 0; k < in.inputs->size(); ++k) {
             const auto& input = (*in.inputs)[k];
@@ -173,6 +180,7 @@ public:
             csp.tree_fds.push_back(in.rootfs->root.fd.get());
             for (const auto& b : in.rootfs->binds) csp.tree_fds.push_back(b.fd.get());
             cp.trees = csp.tree_fds.size();
+            if (in.rootfs->netns) csp.join_netns_fd = in.rootfs->netns.get();
         }
         std::string text = cp.to_json().dump();
         UniqueFd planfd(memfd_create("moat-plan", MFD_CLOEXEC));
@@ -198,6 +206,7 @@ public:
         describe_cpus(proc, in.learn, info);
         info["notes"] = nlohmann::json::array();
         info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
+        if (in.rootfs && in.rootfs->netns) info["namespaces"] = {"user", "mnt", "pid", "ipc", "uts", "cgroup"};
         info["hostname"] = hostname_of(*in.policy, in.job_id);
         info["uid_inside"] = 1000;
         info["host_root_uid"] = in.root_uid;
@@ -210,7 +219,8 @@ public:
                             {"read_only", r->root.read_only},
                             {"origin", r->origin},
                             {"binds", binds},
-                            {"dev_shm_bytes", r->dev_shm_bytes}};
+                            {"dev_shm_bytes", r->dev_shm_bytes},
+                            {"netns", r->netns ? "joined the client's" : "new"}};
         }
     }
 

@@ -103,6 +103,8 @@ public:
 
     Result<std::unique_ptr<Plan>> plan(const LaunchInput& in) const override {
         const auto& fs = in.policy->filesystem;
+        if (in.policy->network == policy::NetworkMode::Engine)
+            return fail("network.mode = \"engine\" (a network namespace from the client) needs the container tier");
         const auto& inputs = *in.inputs;
         std::vector<sandbox::ExtraPath> extra;
         for (size_t k = 0; k < inputs.size(); ++k) {

@@ -469,6 +469,8 @@ public:
         if (pol.network == policy::NetworkMode::Host)
             return fail("network.mode = \"host\" is not supported in the vm tier (a guest has no network device "
                         "unless the policy asks for loopback)");
+        if (pol.network == policy::NetworkMode::Engine)
+            return fail("network.mode = \"engine\" (a network namespace from the client) needs the container tier");
         auto p = std::make_unique<VmPlan>();
         p->prepared = std::static_pointer_cast<Prepared>(in.prepared);
         if (!p->prepared) return fail("the vm tier's preparation did not run");

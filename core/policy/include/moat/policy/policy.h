@@ -98,7 +98,9 @@ std::vector<NestedReadOnly> read_only_inside_read_write(const std::vector<std::s
 // with the reason and the two ways out; one wording for lint and moatd.
 std::string nested_read_only_message(const NestedReadOnly& n);
 
-enum class NetworkMode { None, Loopback, Host };
+// Engine: the container joins the network namespace its client passes
+// (moat-runtime: the one the container engine made); container tier only.
+enum class NetworkMode { None, Loopback, Host, Engine };
 const char* network_mode_name(NetworkMode m);
 
 struct Environment {

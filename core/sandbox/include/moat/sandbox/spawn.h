@@ -169,6 +169,10 @@ struct ContainerSpawnPlan {
     // Mount trees the client passed (ContainerPlan::trees): moat-init finds
     // them at kInitTreeFd0 onwards, in this order.
     std::vector<int> tree_fds;
+    // >= 0: the job joins this network namespace instead of a new one
+    // (new_net_ipc still gives it a new ipc namespace). moatd's calling
+    // thread enters it for the clone and returns at once.
+    int join_netns_fd = -1;
 };
 
 // fd numbers moat-init finds its inputs at.

@@ -101,6 +101,8 @@ struct ClientRootfs {
     ClientTree root;
     std::vector<ClientTree> binds;  // mounted on top, parent before child
     uint64_t dev_shm_bytes = 0;     // > 0: a tmpfs of this size at /dev/shm
+    // A network namespace to join (network.mode = "engine"): never moatd's own.
+    UniqueFd netns;
     std::string origin;             // what the client says it is (e.g. "oci:ID bundle"), recorded
 };
 
