@@ -64,7 +64,8 @@ PolicyForm::PolicyForm(QWidget* parent) : QWidget(parent) {
                          "its root image holds exactly read_only, so list narrow paths)."));
     m_network = addCombo(general, tr("network.mode"),
                          {QStringLiteral("none"), QStringLiteral("loopback"), QStringLiteral("host"), QStringLiteral("engine")}, false,
-                         tr("none (default): no network; loopback: only lo; host: lint warns."));
+                         tr("none (default): no network; loopback: only lo; host: lint warns; engine: the network "
+                            "namespace a container engine made, through moat-runtime (container tier)."));
     m_sample = addLine(general, tr("monitor.sample_interval"), QStringLiteral("1s"), tr("Resource sampling period, 50ms … 1h."));
 
     auto* limits = group(tr("Limits"), 1, 0);
