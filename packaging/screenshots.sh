@@ -3,7 +3,8 @@
 # saves docs/screenshots/*.png: jobs, investigate, policy (form), policy-toml,
 # policy-diff (history), policy-test-run, allow-denial, learn (the learn
 # window with a proposal), vm-job (a vm-tier job's detail: accelerator, boot,
-# guest kernel, root image), and two checks of the look: dark.png (Fusion,
+# guest kernel, root image), container-job (a podman container run through
+# moat-runtime, with its denial), and two checks of the look: dark.png (Fusion,
 # dark palette) and hidpi.png (QT_SCALE_FACTOR=2).
 #
 #   sudo packaging/screenshots.sh [BUILD_DIR]     (default: build-gui next to the repo)
@@ -206,6 +207,28 @@ TOML
     ctl run --policy "$TMP/vm.toml" -- /bin/sh -c 'uname -r' >/dev/null 2>&1 || true
     [[ -n $VM ]] && ctl show "$VM" || true
 fi
+# A podman container run through moat-runtime (docs/fleet.md), with a denial
+# inside: needs podman and busybox-static (packaging/debian-packages.txt).
+CTR=
+RUNTIME=$BUILD/app/moat-runtime/moat-runtime
+if command -v podman >/dev/null && command -v busybox >/dev/null && [[ -x $RUNTIME ]]; then
+    mkdir -p "$TMP/rootfs/bin" "$TMP/rootfs/etc"
+    cp "$(command -v busybox)" "$TMP/rootfs/bin/"
+    for a in sh echo swapon id; do ln -s busybox "$TMP/rootfs/bin/$a"; done
+    tar -C "$TMP/rootfs" -cf "$TMP/rootfs.tar" .
+    pod() {
+        unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh podman --root "$TMP/storage" \
+            --runroot "$TMP/runroot" --cgroup-manager=cgroupfs --runtime "$RUNTIME" --runtime-flag "moat-socket=$SOCK" "$@"
+    }
+    pod import "$TMP/rootfs.tar" localhost/moat-shots:1 >/dev/null 2>&1 &&
+        pod run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 localhost/moat-shots:1 \
+            sh -c 'echo "converting as uid $(id -u)"; swapon /bin/busybox || echo "swapon refused"' >/dev/null 2>&1 || true
+    CTR=$(ctl jobs --json | python3 -c 'import json,sys; j=[x for x in json.load(sys.stdin) if x["policy"]["name"].startswith("oci-")]; print(j[0]["id"] if j else "")')
+    pod rmi -af >/dev/null 2>&1 || true
+    umount -R "$TMP/storage" 2>/dev/null || true
+else
+    echo "screenshots.sh: no container-job.png: needs podman, busybox-static and moat-runtime" >&2
+fi
 sleep 16   # let the busy job collect samples
 
 # A fresh settings dir so a developer's saved layout does not leak in.
@@ -231,6 +254,7 @@ shot allow-denial.png --show-view investigate --filter "kind=denial and syscall=
 # The learn window: its replay runs when the console starts, so give it time.
 shot learn.png --show-view jobs --select-job "$CONVERT" --learn-job "$CONVERT"
 [[ -n $VM ]] && shot vm-job.png --show-view jobs --select-job "$VM"
+[[ -n $CTR ]] && shot container-job.png --show-view jobs --select-job "$CTR"
 shot dark.png --show-view investigate --filter "kind=denial" --select-event-row 0 --dark-palette
 [[ -z ${SHOTS:-} || " $SHOTS " == *" hidpi.png "* ]] && QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 2800x1800x24" "$CONSOLE" --socket "$SOCK" --screenshot "$OUT/hidpi.png" \
     --screenshot-delay 5000 --show-view policies --select-policy demo-noisy:1

@@ -236,12 +236,15 @@ JobDetailView::JobDetailView(Backend* backend, QWidget* parent) : QWidget(parent
 void JobDetailView::updateActions() {
     m_stop->setEnabled(m_jobId && m_running && m_backend->canWrite());
     m_investigate->setEnabled(m_jobId != 0);
-    const bool replayable = m_jobId && !m_running && m_backend->canWrite();
+    const bool replayable = m_jobId && !m_running && m_backend->canWrite() && !m_clientRoot;
     m_replay->setEnabled(replayable);
     m_learn->setEnabled(replayable);
     const QString why = !m_backend->canWrite() ? tr("Replaying needs a connection to moatd with the admin role")
                         : m_running             ? tr("The job is still running; it can be replayed when it ends")
-                                                : QString();
+                        : m_clientRoot ? tr("The job ran on a root filesystem its client passed (a container run by "
+                                            "moat-runtime, or moatctl run --rootfs), which is not snapshotted: run it "
+                                            "again through its client")
+                                       : QString();
     m_replay->setToolTip(why.isEmpty() ? tr("Run the finished job again from its recording and compare the outcomes (op replay)") : why);
     m_learn->setToolTip(why.isEmpty() ? tr("Replay the job with denied calls let through and recorded, and propose the "
                                            "policy change that lets it pass (op replay, learn)")
@@ -291,6 +294,11 @@ void JobDetailView::showJob(const JobRow* job) {
     const bool changed = id != m_jobId;
     m_jobId = id;
     m_running = job && job->running();
+    m_clientRoot = false;
+    if (job) {
+        auto sb = job->object.find("sandbox");
+        m_clientRoot = sb != job->object.end() && sb->is_object() && sb->contains("root");
+    }
     m_vm = job && job->tier == "vm";
     if (changed) {
         m_cpu->clear();
@@ -423,6 +431,20 @@ void JobDetailView::showJob(const JobRow* job) {
         parts << ll;
     }
     if (sb.contains("program")) parts << tr("program %1").arg(QString::fromStdString(sb.value("program", std::string())));
+    // A root filesystem from its client (a container run by moat-runtime,
+    // moatctl run --rootfs): what it was, and that replay cannot bring it back.
+    if (auto it = sb.find("root"); it != sb.end() && it->is_object()) {
+        const json& r = *it;
+        const QString origin = r.contains("origin") && r["origin"].is_string()
+                                   ? QString::fromStdString(r["origin"].get<std::string>())
+                                   : tr("no origin given");
+        const bool ro = r.contains("read_only") && r["read_only"].is_boolean() && r["read_only"].get<bool>();
+        const qsizetype binds = r.contains("binds") && r["binds"].is_array() ? qsizetype(r["binds"].size()) : 0;
+        parts << tr("root from its client: %1 (%2, %n bind(s); not snapshotted, so not replayable)", nullptr, int(binds))
+                     .arg(origin, ro ? tr("read-only") : tr("writable"));
+    }
+    if (auto it = sb.find("network"); it != sb.end() && it->is_string() && it->get<std::string>() == "engine")
+        parts << tr("network: the namespace its container engine made");
     if (job->tier == "vm" && sb.contains("vmm_uid"))
         parts << tr("%1 as uid %2").arg(QString::fromStdString(sb.value("vmm", std::string("QEMU microvm"))),
                                         QString::fromStdString(sb["vmm_uid"].dump()));

@@ -59,6 +59,7 @@ private:
     int64_t m_jobId = 0;
     int64_t m_startedNs = 0;
     bool m_running = false;
+    bool m_clientRoot = false;  // ran on a root its client passed (not snapshotted: not replayable)
     bool m_vm = false;  // a vm-tier job: the charts' limits are the guest's
     int64_t m_resCursor = 0;
     bool m_resInFlight = false;
