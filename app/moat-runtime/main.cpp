@@ -732,6 +732,9 @@ int main(int argc, char** argv) {
     app.add_flag("--debug", debug, "accepted; moat-runtime logs errors and notes only");
     app.add_flag("--systemd-cgroup", systemd_cgroup, "accepted; moatd places jobs in its own cgroups");
     app.add_option("--rootless", rootless, "accepted; moatd decides the job's identity");
+    std::string log_level;
+    app.add_option("--log-level", log_level, "accepted (runc's option, passed by CRI-O and containerd); moat-runtime "
+                                             "logs errors and notes");
 
     std::string id, bundle, pid_file, console_socket, signame;
     int preserve_fds = 0;

@@ -18,4 +18,22 @@ bool path_under(std::string_view path, std::string_view dir) {
     return path == dir || (path.size() > dir.size() && path.substr(0, dir.size()) == dir && path[dir.size()] == '/');
 }
 
+std::optional<std::string> search_path(const std::string& name, const std::vector<std::string>& env,
+                                       const std::string& dflt, const std::function<bool(const std::string&)>& usable) {
+    std::string path = dflt;
+    for (const auto& kv : env)
+        if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find(':', start);
+        if (end == std::string::npos) end = path.size();
+        const std::string dir = path.substr(start, end - start);
+        start = end + 1;
+        if (dir.empty() || dir[0] != '/') continue;
+        std::string cand = dir + "/" + name;
+        if (usable(cand)) return cand;
+    }
+    return std::nullopt;
+}
+
 }  // namespace moat

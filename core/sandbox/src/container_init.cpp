@@ -27,6 +27,7 @@
 #include <string>
 
 #include "moat/common/fd.h"
+#include "moat/common/paths.h"
 #include "moat/sandbox/container_plan.h"
 #include "moat/sandbox/spawn.h"
 
@@ -306,21 +307,13 @@ void step_network(bool loopback) {
 // as glibc's); a name found nowhere stays as it is and fails at execve with
 // the usual words.
 std::string resolve_in_path(const std::string& name, const std::vector<std::string>& env) {
-    std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    for (const auto& kv : env)
-        if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
-    size_t start = 0;
-    while (start <= path.size()) {
-        size_t end = path.find(':', start);
-        if (end == std::string::npos) end = path.size();
-        std::string dir = path.substr(start, end - start);
-        start = end + 1;
-        if (dir.empty() || dir[0] != '/') continue;
-        std::string cand = dir + "/" + name;
-        struct stat st{};
-        if (stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(cand.c_str(), X_OK) == 0) return cand;
-    }
-    return "/" + name;  // ENOENT at execve, described with the name
+    auto found = search_path(name, env, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                             [](const std::string& cand) {
+                                 struct stat st{};
+                                 return stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                                        access(cand.c_str(), X_OK) == 0;
+                             });
+    return found ? *found : "/" + name;  // ENOENT at execve, described with the name
 }
 
 [[noreturn]] void job_main(const ContainerPlan& p, const ExecFailureWord& exec_word) {

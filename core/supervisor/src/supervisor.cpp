@@ -386,20 +386,11 @@ Result<std::string> Supervisor::resolve_program(const std::string& name, const s
         if (!check(p)) return fail("program \"" + name + "\" not found or not executable");
         return p;
     }
-    std::string path = "/usr/local/bin:/usr/bin:/bin";
+    const std::string dflt = "/usr/local/bin:/usr/bin:/bin";
+    if (auto p = search_path(name, env, dflt, check)) return *p;
+    std::string path = dflt;
     for (const auto& kv : env)
         if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
-    size_t start = 0;
-    while (start <= path.size()) {
-        size_t end = path.find(':', start);
-        if (end == std::string::npos) end = path.size();
-        std::string dir = path.substr(start, end - start);
-        if (!dir.empty() && dir[0] == '/') {
-            std::string p = dir + "/" + name;
-            if (check(p)) return p;
-        }
-        start = end + 1;
-    }
     return fail("program \"" + name + "\" not found in the job's PATH (" + path + ")");
 }
 

@@ -1,6 +1,9 @@
 #pragma once
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace moat {
 
@@ -13,5 +16,11 @@ std::string exe_dir();
 // under "/srv/data"; everything is under "/"). Both are normalised absolute
 // paths (no "//", "/./" or trailing "/").
 bool path_under(std::string_view path, std::string_view dir);
+
+// execvp's search for a program `name` without '/': the first absolute
+// entry of PATH (from `env`'s "PATH=...", else `dflt`) where dir/name passes
+// `usable`. Used by moatd (on the host) and moat-init (inside a client's root).
+std::optional<std::string> search_path(const std::string& name, const std::vector<std::string>& env,
+                                       const std::string& dflt, const std::function<bool(const std::string&)>& usable);
 
 }  // namespace moat
