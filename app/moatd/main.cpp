@@ -18,6 +18,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 #include <cstdio>
@@ -241,6 +243,10 @@ int main(int argc, char** argv) {
     app.add_option("--cgroup", cgroup_mode, "cgroup version: auto, v1 or v2")
         ->check(CLI::IsMember({"auto", "v1", "v2"}))->capture_default_str();
     app.add_option("--cgroup-parent", cgroup_parent, "parent group for jobs in each hierarchy")->capture_default_str();
+    bool cgroup_delegated = false;
+    app.add_flag("--cgroup-delegated", cgroup_delegated,
+                 "cgroup v2 under systemd's Delegate=yes: move moatd into a leaf of its own cgroup and make the job "
+                 "groups below it (--cgroup-parent is then relative to that cgroup); ignored on v1");
     std::string cgroup_parent_wait = "5s";
     app.add_option("--cgroup-parent-wait", cgroup_parent_wait,
                    "how long to wait for another moatd's hold on the same --cgroup-parent (a dead one's orphan "
@@ -498,6 +504,32 @@ int main(int argc, char** argv) {
                 "separated by single '/', none of them \".\" or \"..\", no leading or trailing '/'\n",
                 cgroup_parent.c_str());
         return 1;
+    }
+    // Under systemd's Delegate=yes the job groups live in moatd's own subtree
+    // (docs/systemd.md): moatd moves into a leaf of it first (v2 lets only
+    // leaves hold processes), before the reaper is forked (it stays there).
+    if (cgroup_delegated && layout->version == moat::cgroup::Version::V1) {
+        moat::logf(moat::LogLevel::Warning,
+                   "--cgroup-delegated: this host uses cgroup v1 for Moat's controllers; jobs go under --cgroup-parent "
+                   "\"%s\" in each hierarchy as without it\n",
+                   cgroup_parent.c_str());
+    } else if (cgroup_delegated) {
+        std::ifstream self("/proc/self/cgroup");
+        std::stringstream text;
+        text << self.rdbuf();
+        auto parent = moat::cgroup::delegate_v2(*layout, text.str(), getpid(), cgroup_parent);
+        if (!parent) {
+            moat::logf(moat::LogLevel::Error, "--cgroup-delegated: %s\n", parent.error().message.c_str());
+            return 1;
+        }
+        cgroup_parent = *parent;
+        if (!valid_cgroup_parent(cgroup_parent)) {
+            moat::logf(moat::LogLevel::Error,
+                       "--cgroup-delegated: the job parent \"%s\" is not a usable --cgroup-parent (at most 128 "
+                       "characters of A-Z a-z 0-9 . _ @ : + -)\n",
+                       cgroup_parent.c_str());
+            return 1;
+        }
     }
     const int parent_lock = lock_cgroup_parent(uid_lock_dir, cgroup_parent, *parent_wait);
     if (parent_lock < 0) return 1;

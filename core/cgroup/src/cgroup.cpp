@@ -149,11 +149,49 @@ Layout Layout::v2_at(std::string root) {
     return l;
 }
 
+Result<std::string> delegate_v2(Layout& layout, const std::string& self_cgroup, pid_t pid, const std::string& parent,
+                                const std::string& leaf) {
+    if (layout.version != Version::V2) return fail("cgroup delegation is used on cgroup v2 only");
+    std::string own;
+    std::istringstream in(self_cgroup);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("0::", 0) == 0) own = line.substr(3);
+    if (own.empty() || own[0] != '/') return fail("no cgroup v2 entry (0::) in /proc/self/cgroup");
+    if (own == "/") return fail("moatd runs in the root cgroup: nothing was delegated to it (run it from moatd.service)");
+    own = own.substr(1);
+    // Already in the leaf (moved there earlier in this process's life): its
+    // parent is the delegated cgroup.
+    const std::string suffix = "/" + leaf;
+    if (own.size() > suffix.size() && own.compare(own.size() - suffix.size(), suffix.size(), suffix) == 0)
+        own.resize(own.size() - suffix.size());
+    const std::string dir = layout.v2_root + "/" + own;
+    auto controllers = read_file(dir + "/cgroup.controllers");
+    if (!controllers) return std::unexpected(controllers.error().wrap("the delegated cgroup " + dir));
+    auto have = split_ws(*controllers);
+    auto has = [&](const char* c) { return std::find(have.begin(), have.end(), c) != have.end(); };
+    if (!has("memory") || !has("pids"))
+        return fail("the delegated cgroup " + dir + " offers no memory or pids controller (cgroup.controllers: \"" +
+                    *controllers + "\"); is Delegate=yes set?");
+    const std::string leaf_dir = dir + "/" + leaf;
+    if (::mkdir(leaf_dir.c_str(), 0755) < 0 && errno != EEXIST) return fail_sys("mkdir(\"" + leaf_dir + "\")", errno);
+    if (auto r = write_file(leaf_dir + "/cgroup.procs", std::to_string(pid)); !r)
+        return std::unexpected(r.error().wrap("moving moatd into its leaf"));
+    std::string enable;
+    for (const char* c : {"memory", "pids", "cpu", "io"})
+        if (has(c)) enable += std::string(enable.empty() ? "" : " ") + "+" + c;
+    if (auto r = write_file(dir + "/cgroup.subtree_control", enable); !r)
+        return std::unexpected(r.error().wrap("enabling controllers in the delegated cgroup"));
+    layout.v2_delegated = own;
+    layout.v2_controllers = have;
+    return own + "/" + parent;
+}
+
 std::string Layout::describe() const {
     if (version == Version::V2) {
         std::string c;
         for (auto& x : v2_controllers) c += (c.empty() ? "" : ",") + x;
-        return "v2 (" + v2_root + "; controllers: " + (c.empty() ? "none" : c) + ")";
+        return "v2 (" + v2_root + "; controllers: " + (c.empty() ? "none" : c) +
+               (v2_delegated.empty() ? "" : "; delegated: /" + v2_delegated) + ")";
     }
     std::string c;
     for (auto& [k, v] : v1) c += (c.empty() ? "" : ",") + k;
@@ -179,9 +217,17 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
         for (const char* c : {"memory", "pids", "cpu", "io"})
             if (has(c)) enable += std::string(enable.empty() ? "" : " ") + "+" + c;
         if (!enable.empty()) {
-            // Enable at each level from the root down to the parent.
+            // Enable at each level from the root down to the parent; under a
+            // delegation, from moatd's own cgroup down (above it is systemd's).
             std::string cur = layout.v2_root;
-            std::istringstream in(parent);
+            std::string below = parent;
+            const std::string& own = layout.v2_delegated;
+            if (!own.empty() && parent.size() > own.size() && parent.compare(0, own.size(), own) == 0 &&
+                parent[own.size()] == '/') {
+                cur += "/" + own;
+                below = parent.substr(own.size() + 1);
+            }
+            std::istringstream in(below);
             std::string part;
             if (auto r = write_file(cur + "/cgroup.subtree_control", enable); !r) return std::unexpected(r.error());
             while (std::getline(in, part, '/')) {

@@ -206,3 +206,80 @@ TEST_P(CgroupParent, StaleJobAndWarmGuestGroupsAreSwept) {
     ASSERT_TRUE(other->destroy());
     for (const auto& d : other->dirs()) rmdir(d.substr(0, d.rfind('/')).c_str());
 }
+
+// systemd's Delegate=yes (docs/systemd.md), on a directory standing in for
+// the v2 mount: no systemd runs on the build machines and their v2 mount has
+// no controllers, so what is checked here is the file protocol (which files
+// moatd writes, and where), not the kernel's answer to it.
+struct FakeV2 {
+    std::string root;
+    FakeV2() {
+        char tmpl[] = "/tmp/moat-fake-v2.XXXXXX";
+        root = mkdtemp(tmpl);
+        put("cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
+        mkdir((root + "/system.slice").c_str(), 0755);
+        mkdir((root + "/system.slice/moatd.service").c_str(), 0755);
+        put("system.slice/moatd.service/cgroup.controllers", "cpu io memory pids\n");
+        put("system.slice/moatd.service/cgroup.subtree_control", "");
+        mkdir((root + "/system.slice/moatd.service/moatd").c_str(), 0755);
+        put("system.slice/moatd.service/moatd/cgroup.procs", "");
+    }
+    ~FakeV2() { (void)!system(("rm -rf " + root).c_str()); }
+    void put(const std::string& rel, const std::string& text) {
+        FILE* f = fopen((root + "/" + rel).c_str(), "w");
+        fputs(text.c_str(), f);
+        fclose(f);
+    }
+    std::string get(const std::string& rel) {
+        FILE* f = fopen((root + "/" + rel).c_str(), "r");
+        if (!f) return "<missing>";
+        char buf[256] = {};
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        return std::string(buf, n);
+    }
+};
+
+TEST(CgroupDelegation, MoatdMovesIntoALeafAndJobsGoBelowItsOwnCgroup) {
+    FakeV2 v2;
+    Layout l = Layout::v2_at(v2.root);
+    auto parent = delegate_v2(l, "0::/system.slice/moatd.service\n", 4242, "moat");
+    ASSERT_TRUE(parent) << parent.error().message;
+    EXPECT_EQ(*parent, "system.slice/moatd.service/moat");
+    EXPECT_EQ(l.v2_delegated, "system.slice/moatd.service");
+    EXPECT_EQ(v2.get("system.slice/moatd.service/moatd/cgroup.procs"), "4242");
+    EXPECT_EQ(v2.get("system.slice/moatd.service/cgroup.subtree_control"), "+memory +pids +cpu +io");
+    // Nothing above the delegated cgroup is moatd's to write.
+    EXPECT_EQ(v2.get("cgroup.subtree_control"), "<missing>");
+    EXPECT_NE(l.describe().find("delegated: /system.slice/moatd.service"), std::string::npos) << l.describe();
+    // A job group: controllers enabled from the delegated cgroup down only.
+    mkdir((v2.root + "/system.slice/moatd.service/moat").c_str(), 0755);
+    v2.put("system.slice/moatd.service/moat/cgroup.subtree_control", "");
+    auto job = JobCgroup::create(l, *parent, "job-1", {});
+    ASSERT_TRUE(job) << job.error().message;
+    EXPECT_EQ(job->dirs(), std::vector<std::string>{v2.root + "/system.slice/moatd.service/moat/job-1"});
+    EXPECT_EQ(v2.get("system.slice/moatd.service/moat/cgroup.subtree_control"), "+memory +pids +cpu +io");
+    EXPECT_EQ(v2.get("cgroup.subtree_control"), "<missing>");
+    EXPECT_EQ(v2.get("system.slice/cgroup.subtree_control"), "<missing>");
+    // Started again from inside its leaf: the same delegated cgroup.
+    Layout again = Layout::v2_at(v2.root);
+    auto p2 = delegate_v2(again, "0::/system.slice/moatd.service/moatd\n", 4243, "moat");
+    ASSERT_TRUE(p2) << p2.error().message;
+    EXPECT_EQ(*p2, "system.slice/moatd.service/moat");
+}
+
+TEST(CgroupDelegation, NothingDelegatedIsRefusedInWords) {
+    FakeV2 v2;
+    Layout l = Layout::v2_at(v2.root);
+    auto root = delegate_v2(l, "0::/\n", 1, "moat");
+    ASSERT_FALSE(root);
+    EXPECT_NE(root.error().message.find("root cgroup"), std::string::npos) << root.error().message;
+    v2.put("system.slice/moatd.service/cgroup.controllers", "cpu io\n");  // Delegate=yes missing
+    auto bare = delegate_v2(l, "0::/system.slice/moatd.service\n", 1, "moat");
+    ASSERT_FALSE(bare);
+    EXPECT_NE(bare.error().message.find("Delegate=yes"), std::string::npos) << bare.error().message;
+    Layout v1 = l;
+    v1.version = Version::V1;
+    EXPECT_FALSE(delegate_v2(v1, "0::/system.slice/moatd.service\n", 1, "moat"));
+    EXPECT_FALSE(delegate_v2(l, "1:name=systemd:/x\n", 1, "moat"));
+}

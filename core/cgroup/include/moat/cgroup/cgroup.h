@@ -22,6 +22,10 @@ struct Layout {
     std::string v2_root;                         // unified mount point (may exist in v1 mode too)
     std::map<std::string, std::string> v1;       // controller -> mount point ("memory" -> /sys/fs/cgroup/memory)
     std::vector<std::string> v2_controllers;     // from cgroup.controllers at v2_root
+    // v2, under systemd's Delegate=yes (delegate_v2): the cgroup delegated to
+    // moatd, relative to v2_root. Job groups are made below it, and moatd
+    // writes no cgroup.subtree_control above it (that is systemd's).
+    std::string v2_delegated;
 
     // Reads /proc/self/mountinfo. `prefer` forces a version (tests, operators).
     static Result<Layout> detect(std::optional<Version> prefer = std::nullopt);
@@ -29,6 +33,17 @@ struct Layout {
     static Layout v2_at(std::string root);
     std::string describe() const;  // "v1 (memory,pids,cpuacct)" / "v2 (/sys/fs/cgroup)"
 };
+
+// systemd's Delegate=yes (docs/systemd.md, "cgroups and Delegate=yes"), v2:
+// takes the cgroup this process is in (from `self_cgroup`, the text of
+// /proc/self/cgroup) as moatd's own subtree. v2 lets only leaves hold
+// processes, so the process moves into <own>/<leaf>; the controllers Moat
+// uses that <own> offers are enabled for its children; layout.v2_delegated
+// and v2_controllers are set. Returns the job parent, "<own>/<parent>"
+// relative to the v2 root. Refused for the root cgroup (nothing was
+// delegated) and for v1.
+Result<std::string> delegate_v2(Layout& layout, const std::string& self_cgroup, pid_t pid, const std::string& parent,
+                                const std::string& leaf = "moatd");
 
 struct Limits {
     std::optional<uint64_t> memory_bytes;
