@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp "$units"/moatd.socket "$units"/moatd.service "$tmp/"
 sed -i "s|^ExecStart=/usr/bin/moatd|ExecStart=$moatd|" "$tmp/moatd.service"
-grep -q "^ExecStart=$moatd\$" "$tmp/moatd.service"
+grep -qE "^ExecStart=$moatd( |$)" "$tmp/moatd.service"
 out=$(cd "$tmp" && systemd-analyze verify --man=no ./moatd.socket ./moatd.service 2>&1) || {
     echo "$out"
     exit 1
