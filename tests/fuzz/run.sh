@@ -10,9 +10,9 @@ BUILD="${MOAT_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 SECS="${1:-30}"
 CC=clang-16 CXX=clang++-16 cmake -S "$ROOT" -B "$BUILD" -DMOAT_FUZZ=ON -DMOAT_SANITIZE=ON \
     -DMOAT_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target policy_fuzz oci_import_fuzz wire_fuzz guest_proto_fuzz elf_deps_fuzz
+cmake --build "$BUILD" -j "$(nproc)" --target policy_fuzz oci_import_fuzz oci_bundle_fuzz wire_fuzz guest_proto_fuzz elf_deps_fuzz
 cd "$BUILD"
-for t in ${MOAT_FUZZ_TARGETS:-policy oci_import wire guest_proto elf_deps}; do
+for t in ${MOAT_FUZZ_TARGETS:-policy oci_import oci_bundle wire guest_proto elf_deps}; do
     echo "==> fuzzing $t for ${SECS}s"
     work="$BUILD/corpus-$t"
     mkdir -p "$work"
