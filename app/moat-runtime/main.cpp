@@ -48,6 +48,7 @@
 
 #include "bundle.h"
 #include "moat/common/fd.h"
+#include "moat/common/signals.h"
 #include "moat/common/timeutil.h"
 #include "moat/ipc/client.h"
 #include "moat/ipc/frame.h"
@@ -242,7 +243,8 @@ bool save(const std::string& dir, json st) { return write_atomic(dir + "/state.j
 [[noreturn]] void run_shim(Shim& s, json st) {
     sigset_t set;
     sigemptyset(&set);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&set, sig);
+    for (int sig : moat::kJobSignals)
+        if (sig != SIGKILL) sigaddset(&set, sig);  // passed on to the job
     sigprocmask(SIG_BLOCK, &set, nullptr);
     signal(SIGPIPE, SIG_IGN);
     UniqueFd sfd(signalfd(-1, &set, SFD_CLOEXEC));
@@ -621,15 +623,6 @@ int cmd_state(const std::string& id) {
     return 0;
 }
 
-int parse_signal(const std::string& name) {
-    std::string n = name;
-    if (n.rfind("SIG", 0) == 0) n = n.substr(3);
-    if (!n.empty() && n.size() < 3 && std::all_of(n.begin(), n.end(), ::isdigit)) return std::stoi(n);
-    for (int k = 1; k < 32; ++k)
-        if (const char* a = sigabbrev_np(k); a && n == a) return k;
-    return 0;
-}
-
 // SIGKILL to a running job goes through moatd (cause "stopped", and the shim
 // exits with 137); any other signal goes to the shim, which passes it on.
 int kill_container(const json& st, const std::string& id, int sig) {
@@ -658,10 +651,9 @@ int cmd_kill(const std::string& id, const std::string& signame) {
     if (!moat::runtime::valid_container_id(id)) return die("container id is not valid");
     auto st = load_state(id);
     if (!st) return die("container " + id + " does not exist");
-    const int sig = parse_signal(signame.empty() ? "TERM" : signame);
-    if (sig < 1 || sig > 31) return die("unknown signal \"" + signame + "\"");
-    static const int kPassed[] = {SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-    if (std::find(std::begin(kPassed), std::end(kPassed), sig) == std::end(kPassed))
+    const int sig = moat::parse_signal(signame.empty() ? "TERM" : signame);
+    if (sig == 0) return die("unknown signal \"" + signame + "\"");
+    if (!moat::job_signal(sig))
         return die(std::string("SIG") + sigabbrev_np(sig) +
                    " is not passed to a Moat job (KILL, TERM, INT, HUP, QUIT, USR1, USR2 and WINCH are)");
     if (!shim_alive(*st)) return die("container " + id + " is not running");

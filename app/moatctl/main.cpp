@@ -22,6 +22,7 @@
 
 #include "moat/common/fd.h"
 #include "moat/common/paths.h"
+#include "moat/common/signals.h"
 #include "moat/common/text.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -925,15 +926,8 @@ int cmd_stop(const Global& g, int64_t job) {
 
 // SIGTERM, TERM or 15.
 int cmd_signal(const Global& g, int64_t job, const std::string& name) {
-    int sig = 0;
-    std::string n = name;
-    if (n.rfind("SIG", 0) == 0) n = n.substr(3);
-    if (!n.empty() && std::all_of(n.begin(), n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) && n.size() < 3)
-        sig = std::stoi(n);
-    else
-        for (int k = 1; k < 65; ++k)
-            if (const char* a = sigabbrev_np(k); a && n == a) sig = k;
-    if (sig < 1 || sig > 64) return die("unknown signal \"" + name + "\"");
+    const int sig = moat::parse_signal(name);
+    if (sig == 0) return die("unknown signal \"" + name + "\"");
     auto c = connect(g);
     if (!c) return die(c.error().message);
     auto r = c->call({{"op", "signal"}, {"job", job}, {"signal", sig}});

@@ -497,14 +497,17 @@ int main(int argc, char** argv) {
     // One spelling per directory: the lock file is named after the text, so
     // "moat/", "./moat" or "moat//x" must not pass for other parents than
     // "moat" and "moat/x" (two moatds would then share one and sweep each
-    // other's jobs).
-    if (!valid_cgroup_parent(cgroup_parent)) {
+    // other's jobs). Checked as given, and again once a delegation put it
+    // below moatd's own cgroup (whose name systemd chose).
+    auto parent_ok = [&](const char* where) {
+        if (valid_cgroup_parent(cgroup_parent)) return true;
         moat::logf(moat::LogLevel::Error,
-                "--cgroup-parent \"%s\": use 1 to 128 characters, components of A-Z a-z 0-9 . _ @ : + - "
-                "separated by single '/', none of them \".\" or \"..\", no leading or trailing '/'\n",
-                cgroup_parent.c_str());
-        return 1;
-    }
+                   "--cgroup-parent \"%s\"%s: use 1 to 128 characters, components of A-Z a-z 0-9 . _ @ : + - "
+                   "separated by single '/', none of them \".\" or \"..\", no leading or trailing '/'\n",
+                   cgroup_parent.c_str(), where);
+        return false;
+    };
+    if (!parent_ok("")) return 1;
     // Under systemd's Delegate=yes the job groups live in moatd's own subtree
     // (docs/systemd.md): moatd moves into a leaf of it first (v2 lets only
     // leaves hold processes), before the reaper is forked (it stays there).
@@ -523,14 +526,9 @@ int main(int argc, char** argv) {
             return 1;
         }
         cgroup_parent = *parent;
-        if (!valid_cgroup_parent(cgroup_parent)) {
-            moat::logf(moat::LogLevel::Error,
-                       "--cgroup-delegated: the job parent \"%s\" is not a usable --cgroup-parent (at most 128 "
-                       "characters of A-Z a-z 0-9 . _ @ : + -)\n",
-                       cgroup_parent.c_str());
-            return 1;
-        }
     }
+    if (cgroup_delegated && !parent_ok(" (below the delegated cgroup)")) return 1;
+
     const int parent_lock = lock_cgroup_parent(uid_lock_dir, cgroup_parent, *parent_wait);
     if (parent_lock < 0) return 1;
 

@@ -18,6 +18,20 @@ bool path_under(std::string_view path, std::string_view dir) {
     return path == dir || (path.size() > dir.size() && path.substr(0, dir.size()) == dir && path[dir.size()] == '/');
 }
 
+bool normalised_abs(std::string_view p) {
+    if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string_view::npos) return false;
+    if (p == "/") return true;
+    size_t i = 1;
+    while (i <= p.size()) {
+        size_t j = p.find('/', i);
+        if (j == std::string_view::npos) j = p.size();
+        const std::string_view c = p.substr(i, j - i);
+        if (c.empty() || c == "." || c == "..") return false;
+        i = j + 1;
+    }
+    return true;
+}
+
 std::optional<std::string> search_path(const std::string& name, const std::vector<std::string>& env,
                                        const std::string& dflt, const std::function<bool(const std::string&)>& usable) {
     std::string path = dflt;

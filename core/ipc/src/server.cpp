@@ -21,6 +21,8 @@
 #include <set>
 
 #include "moat/common/log.h"
+#include "moat/common/paths.h"
+#include "moat/common/signals.h"
 #include "moat/common/base64.h"
 #include "moat/common/text.h"
 #include "moat/common/timeutil.h"
@@ -1213,22 +1215,6 @@ void Server::handle_request(Client& c, const std::string& frame) {
 
 namespace {
 
-// A normalised absolute path inside the job ("/a/b": no "//", ".", "..", no
-// trailing "/", at most 4096 bytes).
-bool job_path(const std::string& p) {
-    if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string::npos) return false;
-    if (p == "/") return true;
-    if (p.back() == '/') return false;
-    for (size_t i = 1; i <= p.size();) {
-        size_t j = p.find('/', i);
-        if (j == std::string::npos) j = p.size();
-        std::string c = p.substr(i, j - i);
-        if (c.empty() || c == "." || c == "..") return false;
-        i = j + 1;
-    }
-    return true;
-}
-
 // A network namespace a client passes for the job to join: a network
 // namespace, and never moatd's own (that would be network.mode = "host",
 // which the container tier refuses).
@@ -1301,7 +1287,7 @@ std::string parse_rootfs(const json& r, std::shared_ptr<supervisor::ClientRootfs
                 return "each of \"rootfs.binds\" needs a \"target\" path";
             supervisor::ClientTree t;
             t.target = b["target"].get<std::string>();
-            if (!job_path(t.target) || t.target == "/")
+            if (!normalised_abs(t.target) || t.target == "/")
                 return "rootfs bind target \"" + t.target.substr(0, 200) + "\" is not a normalised absolute path below /";
             if (auto ro = b.find("read_only"); ro != b.end()) {
                 if (!ro->is_boolean()) return "rootfs bind \"read_only\" must be true or false";

@@ -1,5 +1,6 @@
 #include "moat/sandbox/container_plan.h"
 
+#include "moat/common/paths.h"
 #include "moat/policy/container_dev.h"
 
 #include <sys/stat.h>
@@ -40,19 +41,6 @@ uint64_t plan_uint(const nlohmann::json& v, const char* what, uint64_t max = UIN
 
 int depth(const std::string& p) { return int(std::count(p.begin(), p.end(), '/')) - (p == "/" ? 1 : 0); }
 
-bool valid_abs(const std::string& p) {
-    if (p.empty() || p[0] != '/' || p.size() > 4096 || p.find('\0') != std::string::npos) return false;
-    // no "." or ".." components, no empty components
-    size_t i = 1;
-    while (i <= p.size()) {
-        size_t j = p.find('/', i);
-        if (j == std::string::npos) j = p.size();
-        std::string c = p.substr(i, j - i);
-        if ((c.empty() && p != "/") || c == "." || c == "..") return false;
-        i = j + 1;
-    }
-    return true;
-}
 
 }  // namespace
 
@@ -131,7 +119,7 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
             const bool is_tree = s.kind == MountSpec::Kind::TreeRo || s.kind == MountSpec::Kind::TreeRw;
             if (auto t = m.find("tree"); t != m.end()) s.tree = int(plan_uint(*t, "mount tree", kMaxTrees - 1));
             if (is_tree != (s.tree >= 0)) return fail("plan: a tree mount needs a tree index, and only it");
-            if (!valid_abs(s.target)) return fail("plan: bad mount target " + s.target);
+            if (!normalised_abs(s.target)) return fail("plan: bad mount target " + s.target);
             p.mounts.push_back(std::move(s));
         }
         p.uid = uint32_t(plan_uint(j.at("uid"), "uid", UINT32_MAX));
@@ -180,7 +168,7 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
     std::vector<MountSpec> out;
     auto add_bind = [&](const std::string& path, const std::string& target, bool rw,
                         const InputMount* input = nullptr) -> Result<void> {
-        if (!valid_abs(path) || !valid_abs(target)) return fail("not a normalised absolute path: " + path);
+        if (!normalised_abs(path) || !normalised_abs(target)) return fail("not a normalised absolute path: " + path);
         // Look at each component on the host: only the last may be a symlink.
         std::string cur;
         size_t i = 1;
@@ -234,7 +222,7 @@ Result<std::vector<MountSpec>> plan_mounts(const std::vector<std::string>& read_
             if (auto r = add_bind(p, p, rw); !r) return std::unexpected(r.error());
         }
     for (const auto& p : tmpfs) {
-        if (!valid_abs(p)) return fail("not a normalised absolute path: " + p);
+        if (!normalised_abs(p)) return fail("not a normalised absolute path: " + p);
         if (auto dev = dev_entry(p, true); !dev) return std::unexpected(dev.error());
         out.push_back({MountSpec::Kind::Tmpfs, "tmpfs", p, tmpfs_size});
     }

@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "moat/common/log.h"
+#include "moat/common/signals.h"
 #include "moat/common/sha256.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
@@ -1425,8 +1426,7 @@ Result<void> Supervisor::stop(int64_t job_id, const std::string& why) {
 
 Result<void> Supervisor::signal(int64_t job_id, int sig, const std::string& why) {
     if (sig == SIGKILL) return stop(job_id, "SIGKILL sent by " + why);
-    static const int kPassed[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-    if (std::find(std::begin(kPassed), std::end(kPassed), sig) == std::end(kPassed))
+    if (!job_signal(sig))
         return fail("signal " + std::to_string(sig) +
                     " is not passed to jobs (only SIGKILL, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH)");
     if (m_preparing.count(job_id)) {

@@ -1,6 +1,8 @@
 // printable() / for_terminal(): nothing a terminal acts on survives, and
 // ordinary text (ASCII, accented letters, CJK, emoji) is left alone.
 #include "moat/common/text.h"
+#include "moat/common/paths.h"
+#include "moat/common/signals.h"
 
 #include <gtest/gtest.h>
 
@@ -113,3 +115,22 @@ TEST(Text, ValidUtf8AcceptsWellFormedTextOnly) {
     EXPECT_FALSE(moat::valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
 }
 }  // namespace
+
+
+TEST(Signals, NamesNumbersAndWhatAJobMayBeSent) {
+    EXPECT_EQ(moat::parse_signal("TERM"), 15);
+    EXPECT_EQ(moat::parse_signal("SIGTERM"), 15);
+    EXPECT_EQ(moat::parse_signal("9"), 9);
+    EXPECT_EQ(moat::parse_signal("WINCH"), 28);
+    for (const char* bad : {"", "SIG", "TERMX", "0", "65", "999", "-1", "sigterm"}) EXPECT_EQ(moat::parse_signal(bad), 0) << bad;
+    EXPECT_TRUE(moat::job_signal(15));
+    EXPECT_TRUE(moat::job_signal(9));
+    EXPECT_FALSE(moat::job_signal(19));  // SIGSTOP
+    EXPECT_FALSE(moat::job_signal(11));  // SIGSEGV
+}
+
+TEST(Paths, NormalisedAbsolute) {
+    for (const char* ok : {"/", "/a", "/a/b.c", "/a/..b"}) EXPECT_TRUE(moat::normalised_abs(ok)) << ok;
+    for (const char* bad : {"", "a", "/a/", "//a", "/a/./b", "/a/../b", "/.."}) EXPECT_FALSE(moat::normalised_abs(bad)) << bad;
+    EXPECT_FALSE(moat::normalised_abs(std::string(4097, 'a').insert(0, "/")));
+}

@@ -17,6 +17,10 @@ std::string exe_dir();
 // paths (no "//", "/./" or trailing "/").
 bool path_under(std::string_view path, std::string_view dir);
 
+// A normalised absolute path: "/", or "/a/b" with no empty, "." or ".."
+// component, no trailing "/", no NUL, at most 4096 bytes.
+bool normalised_abs(std::string_view p);
+
 // execvp's search for a program `name` without '/': the first absolute
 // entry of PATH (from `env`'s "PATH=...", else `dflt`) where dir/name passes
 // `usable`. Used by moatd (on the host) and moat-init (inside a client's root).
