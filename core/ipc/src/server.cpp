@@ -982,6 +982,7 @@ void Server::handle_request(Client& c, const std::string& frame) {
             c.fds.clear();
             const char* want = type == json::value_t::number_integer ? "an integer"
                                : type == json::value_t::string       ? "a string"
+                               : type == json::value_t::object       ? "an object"
                                                                      : "an array";
             reply(c.id, error_reply("bad-request", std::string("\"") + key + "\" must be " + want));
             return;
