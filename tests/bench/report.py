@@ -67,6 +67,29 @@ d = None if sp is None or bf is None else sp - bf
 row("1d", "spawn-to-exec in moatd ≤ bare fork+exec + 0.3 ms", f(sp, " µs", 0), f"fork+exec {f(bf, ' µs', 0)}",
     f"{f(ratio(sp, bf), '×')} (+{f(d, ' µs', 0)})", None if d is None else d <= 300)
 
+# 1s. scale (issue 15 item 3): start latency as other jobs run, and batches
+# of concurrent starts against the same batch of bwrap.
+bgs = [b for b in (0, 10, 100) if num(f"scale_bg{b}_start_ms") is not None]
+if bgs:
+    lat = " / ".join(f(num(f"scale_bg{b}_start_ms"), " ms") for b in bgs)
+    p90 = " / ".join(f(num(f"scale_bg{b}_p90_ms"), " ms") for b in bgs)
+    cpu = " / ".join(f(num(f"scale_bg{b}_cpu_pct"), " %", 1) for b in bgs)
+    last = bgs[-1]
+    row("1s", f"(scale) job start with {' / '.join(str(b) for b in bgs)} jobs running: median; p90; moatd CPU",
+        f"{lat}; p90 {p90}; CPU {cpu}", f"0 jobs {f(num('scale_bg0_start_ms'), ' ms')}",
+        f"{f(ratio(num(f'scale_bg{last}_start_ms'), num('scale_bg0_start_ms')), '×')} at {last}", None)
+for n in (20, 100):
+    m, b = num(f"scale_batch{n}_moat_ms"), num(f"scale_batch{n}_bwrap_ms")
+    if m is None:
+        continue
+    slowest = ratio(m, num("scale_bg0_start_ms"))
+    row(f"1s{n}", f"{n} concurrent job starts (seccomp), whole batch ≤ 1.5× the same batch of bwrap",
+        f"{f(m, ' ms')} (median client {f(num(f'scale_batch{n}_moat_median_ms'), ' ms')}; slowest {f(slowest, '×', 1)} a "
+        f"single start; {f(num(f'scale_batch{n}_cpu_s'), ' s', 2)} moatd CPU; "
+        f"{R.get(f'scale_batch{n}_moat_fails', '—')} failed)",
+        f"bwrap {f(b, ' ms')} (median {f(num(f'scale_batch{n}_bwrap_median_ms'), ' ms')})", f(ratio(m, b), "×"),
+        None if m is None or b is None else m <= 1.5 * b)
+
 # 2. syscall cost
 for key, label, limit, bkey in (("loop_job_getpid", "getpid, allowlisted", 40, "loop_bare_getpid"),
                                 ("loop_job_read", "read(1 B), allowlisted", 40, "loop_bare_read"),

@@ -264,6 +264,67 @@ for (tier, k), v in sorted(steps.items(), key=lambda kv: (kv[0][0], statistics.m
     print(f"startup_us_{tier}_{k}\t{statistics.median(v):.0f}")
 EOF
 
+# ------------------------------------------------------------------ 1s. scale (issue 15 item 3)
+# Job start (seccomp tier, /bin/true) with 0, 10 and 100 other jobs running
+# (sleepers sampled every second), with moatd's CPU over those starts; then
+# 20 and 100 clients starting a job at the same instant (tests/bench/batch.py),
+# interleaved with the same batch of bwrap.
+if [ $SECCOMP_OK = 1 ]; then
+    if [ $SHORT = 1 ]; then SCALE_BG="0 10" SCALE_BATCH="20" SCALE_REPS=1; else SCALE_BG="0 10 100" SCALE_BATCH="20 100" SCALE_REPS=3; fi
+    log "1s. scale: job start with $SCALE_BG jobs running; batches of $SCALE_BATCH concurrent starts"
+    scale_ticks() { awk '{print $14 + $15}' "/proc/$MOATD_PID/stat"; }
+    scale_running() {
+        ctl jobs --json --limit 10000 2>/dev/null | python3 -c '
+import json, sys
+t = sys.stdin.read().strip()
+try:
+    v = json.loads(t); items = v if isinstance(v, list) else v.get("jobs", [v])
+except ValueError:
+    items = [json.loads(l) for l in t.splitlines() if l.strip()]
+print(sum(1 for j in items if j.get("state") == "running"))'
+    }
+    for bg in $SCALE_BG; do
+        for _ in $(seq "$bg"); do
+            "$MOATCTL" --socket "$SOCK" run --policy "$WORK/sleep1s.toml" -- /bin/sleep 3600 </dev/null >/dev/null 2>&1 &
+            BG_PIDS+=($!)
+        done
+        for _ in $(seq 600); do [ "$(scale_running)" -ge "$bg" ] && break; sleep 0.1; done
+        sleep 1
+        put "scale_bg${bg}_running" "$(scale_running)"
+        a=$(scale_ticks) t0=$(date +%s%N)
+        for _ in $(seq "$RUNS"); do
+            s0=$(date +%s%N); ctl run --policy "$WORK/true.toml" -- /bin/true; s1=$(date +%s%N)
+            echo $((s1 - s0))
+        done >"$WORK/scale.txt"
+        b=$(scale_ticks) t1=$(date +%s%N)
+        put "scale_bg${bg}_start_ms" "$(median <"$WORK/scale.txt" | awk '{printf "%.3f", $1 / 1e6}')"
+        put "scale_bg${bg}_p90_ms" "$(sort -g "$WORK/scale.txt" | awk '{a[NR]=$1} END {i=int(NR*0.9+0.5); if (i<1) i=1; printf "%.3f", a[i] / 1e6}')"
+        put "scale_bg${bg}_cpu_pct" "$(awk -v d=$((b - a)) -v hz="$(getconf CLK_TCK)" -v ns=$((t1 - t0)) 'BEGIN {printf "%.1f", d / hz / (ns / 1e9) * 100}')"
+        stop_bg
+    done
+    for n in $SCALE_BATCH; do
+        for _ in $(seq "$SCALE_REPS"); do
+            a=$(scale_ticks)
+            python3 "$REPO/tests/bench/batch.py" "$n" "$MOATCTL" --socket "$SOCK" run --policy "$WORK/true.toml" -- /bin/true >>"$WORK/batch-moat-$n.json"
+            b=$(scale_ticks)
+            echo $((b - a)) >>"$WORK/batch-ticks-$n.txt"
+            [ $BWRAP_OK = 1 ] && python3 "$REPO/tests/bench/batch.py" "$n" bwrap --ro-bind / / --unshare-all --die-with-parent /bin/true >>"$WORK/batch-bwrap-$n.json"
+        done
+        for who in moat bwrap; do
+            [ -f "$WORK/batch-$who-$n.json" ] || continue
+            python3 - "$WORK/batch-$who-$n.json" "$who" "$n" >>"$RES" <<'EOF2'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+who, n = sys.argv[2], sys.argv[3]
+print(f"scale_batch{n}_{who}_ms\t{statistics.median(r['batch_ms'] for r in runs):.3f}")
+print(f"scale_batch{n}_{who}_median_ms\t{statistics.median(r['median_ms'] for r in runs):.3f}")
+print(f"scale_batch{n}_{who}_fails\t{sum(r['fails'] for r in runs)}")
+EOF2
+        done
+        put "scale_batch${n}_cpu_s" "$(median <"$WORK/batch-ticks-$n.txt" | awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", $1 / hz}')"
+    done
+fi
+
 # ------------------------------------------------------------------ 2. spawn-to-exec inside moatd
 if [ -x "$SPAWN_BENCH" ]; then
     log "2. spawn_bench"

@@ -43,10 +43,12 @@ ExecFailureWord& ExecFailureWord::operator=(ExecFailureWord&& o) noexcept {
     return *this;
 }
 
-void ExecFailureWord::set(int err) const noexcept {
-    if (!m_word) return;
-    __atomic_store_n(&m_word[1], err, __ATOMIC_RELAXED);
-    __atomic_store_n(&m_word[0], 1, __ATOMIC_RELEASE);
+void ExecFailureWord::set(int err) const noexcept { ref().set(err); }
+
+void ExecFailureWord::Ref::set(int err) const noexcept {
+    if (!word) return;
+    __atomic_store_n(&word[1], err, __ATOMIC_RELAXED);
+    __atomic_store_n(&word[0], 1, __ATOMIC_RELEASE);
 }
 
 std::optional<int> ExecFailureWord::get() const {

@@ -21,6 +21,11 @@
 #include <vector>
 
 #include <sched.h>
+#include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include "moat/common/timeutil.h"
 
@@ -53,9 +58,39 @@ void child_warn(int status_fd, const char* step, int err, const char* detail) {
     (void)!write(status_fd, &rec, sizeof rec);
 }
 
+// The child shares moatd's memory (clone(CLONE_VM)) except under
+// ThreadSanitizer, whose per-thread state lives in the clone's parent thread's
+// TLS: there it gets a copy (fork) as before.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kShareMemory = false;
+#else
+constexpr bool kShareMemory = true;
+#endif
+
+// Every signal back to its default disposition, then nothing blocked: how a
+// job expects to start. moatd ignores SIGPIPE and blocks SIGTERM, SIGINT and
+// SIGHUP for its signalfd, and both an ignored disposition and the mask
+// survive execve. Until here every signal is blocked (the parent blocks them
+// around the clone): a handler of moatd's must never run in this process,
+// which shares moatd's memory.
+void step_signals() {
+    for (int sig = 1; sig < NSIG; ++sig) {
+        struct sigaction sa{};
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;  // glibc's own: EINVAL
+        if (sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) continue;
+        struct sigaction dfl{};
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, nullptr);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
 struct ChildArgs {
     const SpawnPlan* plan;
     int landlock_fd;  // moved to a fixed number by step_fds
+    const char* exe;  // in the ChildMemory, as are argv and envp
     char* const* argv;
     char* const* envp;
     int go_fd;       // read end: parent writes one byte once we are in the cgroup
@@ -63,7 +98,7 @@ struct ChildArgs {
     int last_cap;
     pid_t parent;
     sock_fprog prog;
-    const ExecFailureWord* exec_word;  // shared with the parent: a failed execve lands here
+    ExecFailureWord::Ref exec_word;  // shared with the parent: a failed execve lands here
 };
 
 // The containment sequence, in order. Each step takes only what it needs.
@@ -138,11 +173,16 @@ void step_drop_privileges(const ChildArgs& a) {
     for (int cap = 0; cap <= a.last_cap; ++cap)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             child_fail(a.status_fd, "prctl(PR_CAPBSET_DROP)", errno, nullptr);
-    if (setgroups(0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0)", errno, nullptr);
-    if (setresgid(a.plan->gid, a.plan->gid, a.plan->gid) < 0) child_fail(a.status_fd, "setresgid", errno, nullptr);
+    // Raw syscalls: glibc's setxid wrappers act on every thread they believe
+    // the process has, and this process shares moatd's memory, thread list
+    // included (see the container child).
+    if (syscall(SYS_setgroups, 0, nullptr) < 0) child_fail(a.status_fd, "setgroups(0)", errno, nullptr);
+    if (syscall(SYS_setresgid, a.plan->gid, a.plan->gid, a.plan->gid) < 0)
+        child_fail(a.status_fd, "setresgid", errno, nullptr);
     // Going from uid 0 to a non-zero uid without SECBIT_KEEP_CAPS clears the
     // permitted, effective and ambient sets; we clear them again explicitly.
-    if (setresuid(a.plan->uid, a.plan->uid, a.plan->uid) < 0) child_fail(a.status_fd, "setresuid", errno, nullptr);
+    if (syscall(SYS_setresuid, a.plan->uid, a.plan->uid, a.plan->uid) < 0)
+        child_fail(a.status_fd, "setresuid", errno, nullptr);
     // The kernel clears the parent-death signal on any credential change
     // (commit_creds), so it must be set again as the job's uid.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
@@ -194,18 +234,21 @@ void step_seccomp(const ChildArgs& a) {
     step_drop_privileges(a);
     step_cwd(a);
     step_landlock(a);
+    step_signals();
     step_seccomp(a);
-    execve(a.plan->exe.c_str(), a.argv, a.envp);
+    execve(a.exe, a.argv, a.envp);
     // The filter is installed: any syscall but exit_group may be denied (a
     // write to the status pipe would be, under allow = ["execve",
     // "exit_group"], and recorded as a spurious denial). A memory store needs
     // none; moatd reads the word when we are gone (exec_failure()).
-    a.exec_word->set(errno);
+    a.exec_word.set(errno);
     // The raw exit_group, not _exit(): a sanitizer runtime intercepts _exit
     // (LeakSanitizer's exit-time check) and would make syscalls the filter denies.
     syscall(SYS_exit_group, 125);
     __builtin_unreachable();
 }
+
+int child_entry(void* args) { child_main(*static_cast<const ChildArgs*>(args)); }
 
 // ---- parent side ----------------------------------------------------------------
 
@@ -377,6 +420,122 @@ void place_cpus(pid_t pid, bool all_cpus, Spawned& out) {
     CPU_FREE(set);
 }
 
+namespace {
+constexpr size_t kGuardBytes = 4096;
+constexpr size_t kChildStackBytes = 128 * 1024;  // the child's frames are small; moat-init's trees need 2 KiB
+size_t page_round(size_t n) { return (n + 4095) & ~size_t(4095); }
+}  // namespace
+
+Result<ChildMemory> ChildMemory::create(size_t data_bytes) {
+    if (data_bytes > (size_t(1) << 30)) return fail("a job's exec arguments may not exceed 1 GiB");
+    const size_t size = kGuardBytes + kChildStackBytes + page_round(data_bytes + 64);
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return std::unexpected(Error::sys("mmap(the job's child memory)", errno));
+    // An overflowing child stack faults here instead of running into the data.
+    if (mprotect(p, kGuardBytes, PROT_NONE) < 0) {
+        int e = errno;
+        munmap(p, size);
+        return std::unexpected(Error::sys("mprotect(the child stack's guard page)", e));
+    }
+    ChildMemory m;
+    m.m_base = static_cast<char*>(p);
+    m.m_size = size;
+    m.m_used = kGuardBytes + kChildStackBytes;
+    return m;
+}
+
+ChildMemory::~ChildMemory() { release(); }
+
+ChildMemory::ChildMemory(ChildMemory&& o) noexcept
+    : m_pidfd(std::move(o.m_pidfd)), m_status(std::move(o.m_status)), m_base(o.m_base), m_size(o.m_size),
+      m_used(o.m_used) {
+    o.m_base = nullptr;
+    o.m_size = o.m_used = 0;
+}
+
+ChildMemory& ChildMemory::operator=(ChildMemory&& o) noexcept {
+    if (this != &o) {
+        release();
+        m_pidfd = std::move(o.m_pidfd);
+        m_status = std::move(o.m_status);
+        m_base = o.m_base;
+        m_size = o.m_size;
+        m_used = o.m_used;
+        o.m_base = nullptr;
+        o.m_size = o.m_used = 0;
+    }
+    return *this;
+}
+
+void* ChildMemory::stack_top() const { return m_base ? m_base + kGuardBytes + kChildStackBytes : nullptr; }
+
+void* ChildMemory::alloc(size_t bytes, size_t align) {
+    if (!m_base || align == 0 || (align & (align - 1))) return nullptr;
+    size_t at = (m_used + align - 1) & ~(align - 1);
+    if (at > m_size || bytes > m_size - at) return nullptr;
+    m_used = at + bytes;
+    return m_base + at;
+}
+
+char* ChildMemory::copy(const std::string& s) {
+    auto* p = static_cast<char*>(alloc(s.size() + 1, 1));
+    if (p) {
+        memcpy(p, s.data(), s.size());
+        p[s.size()] = 0;
+    }
+    return p;
+}
+
+size_t ChildMemory::bytes_for(const std::vector<std::string>& v) {
+    size_t n = (v.size() + 1) * sizeof(char*) + alignof(char*);
+    for (const auto& s : v) n += s.size() + 1;
+    return n;
+}
+
+char** ChildMemory::strings(const std::vector<std::string>& v) {
+    auto** out = static_cast<char**>(alloc((v.size() + 1) * sizeof(char*), alignof(char*)));
+    if (!out) return nullptr;
+    for (size_t i = 0; i < v.size(); ++i)
+        if (!(out[i] = copy(v[i]))) return nullptr;
+    out[v.size()] = nullptr;
+    return out;
+}
+
+void ChildMemory::watch(int pidfd, int status_fd) {
+    m_pidfd.reset(fcntl(pidfd, F_DUPFD_CLOEXEC, 3));
+    m_status.reset(fcntl(status_fd, F_DUPFD_CLOEXEC, 3));
+}
+
+void ChildMemory::release() noexcept {
+    if (!m_base) return;
+    if (m_pidfd && m_status) {
+        // The status pipe's write end closes at exec (O_CLOEXEC) or death.
+        // While it is open the process may still run on this memory (an
+        // execve the supervisor never answered returns when the listener
+        // goes): it dies before the memory goes back to moatd.
+        pollfd p{m_status.get(), POLLHUP, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+            // exec'd or gone
+        } else {
+            syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+            pollfd e{m_pidfd.get(), POLLIN, 0};
+            if (::poll(&e, 1, 5000) != 1) {
+                // Never seen: better a leaked mapping than one reused under a live process.
+                m_base = nullptr;
+                return;
+            }
+        }
+    }
+#if defined(__SANITIZE_ADDRESS__)
+    // The child's frames poisoned this stack's shadow and never returned.
+    __asan_unpoison_memory_region(m_base + kGuardBytes, m_size - kGuardBytes);
+#endif
+    munmap(m_base, m_size);
+    m_base = nullptr;
+    m_pidfd.reset();
+    m_status.reset();
+}
+
 Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.uid == 0 || plan.gid == 0) return fail("refusing to run a job as uid or gid 0");
     if (!plan.filter || plan.filter->empty()) return fail("no seccomp filter in the plan");
@@ -384,12 +543,16 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     for (int i = 0; i < 3; ++i)
         if (plan.stdio[i] < 0) return fail("stdio fd " + std::to_string(i) + " missing");
 
-    // Everything the child touches is built now.
-    std::vector<char*> argv, envp;
-    for (const auto& s : plan.argv) argv.push_back(const_cast<char*>(s.c_str()));
-    argv.push_back(nullptr);
-    for (const auto& s : plan.env) envp.push_back(const_cast<char*>(s.c_str()));
-    envp.push_back(nullptr);
+    // Everything the child touches is built now, and what it reads after
+    // spawn_seccomp_job() returned (execve's arguments) lives in its ChildMemory.
+    auto mem = ChildMemory::create(sizeof(ChildArgs) + alignof(ChildArgs) + ChildMemory::bytes_for(plan.exe) +
+                                   ChildMemory::bytes_for(plan.argv) + ChildMemory::bytes_for(plan.env));
+    if (!mem) return std::unexpected(mem.error());
+    auto* slot = mem->alloc(sizeof(ChildArgs), alignof(ChildArgs));
+    const char* exe = mem->copy(plan.exe);
+    char** argv = mem->strings(plan.argv);
+    char** envp = mem->strings(plan.env);
+    if (!slot || !exe || !argv || !envp) return fail("the job's exec arguments do not fit its child memory");
 
     int go[2], status[2];
     if (pipe2(go, O_CLOEXEC) < 0) return fail_sys("pipe2(go)", errno);
@@ -400,24 +563,41 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     auto word = ExecFailureWord::create();
     if (!word) return std::unexpected(word.error());
 
-    ChildArgs a{};
-    a.plan = &plan;
-    a.exec_word = &*word;
-    a.landlock_fd = plan.landlock_fd;
-    a.argv = argv.data();
-    a.envp = envp.data();
-    a.go_fd = go_r.get();
-    a.status_fd = st_w.get();
-    a.last_cap = read_last_cap();
-    a.parent = getpid();
-    a.prog.len = (unsigned short)plan.filter->size();
-    a.prog.filter = const_cast<sock_filter*>(plan.filter->data());
+    auto* a = new (slot) ChildArgs{};
+    a->plan = &plan;
+    a->exec_word = word->ref();
+    a->landlock_fd = plan.landlock_fd;
+    a->exe = exe;
+    a->argv = argv;
+    a->envp = envp;
+    a->go_fd = go_r.get();
+    a->status_fd = st_w.get();
+    a->last_cap = read_last_cap();
+    a->parent = getpid();
+    a->prog.len = (unsigned short)plan.filter->size();
+    a->prog.filter = const_cast<sock_filter*>(plan.filter->data());
 
     Spawned out;
     out.fork_ns = now_monotonic_ns();
-    pid_t pid = fork();
-    if (pid < 0) return fail_sys("fork", errno);
-    if (pid == 0) child_main(a);  // never returns
+    pid_t pid = -1;
+    int clone_errno = 0;
+    if constexpr (kShareMemory) {
+        // No copy of moatd's page tables and no copy-on-write faults in
+        // either process afterwards: on a 2-vCPU VM the fork of a 50 MiB
+        // moatd was most of a job's start (docs/performance.md). Signals stay
+        // blocked in the child until step_signals.
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = clone(child_entry, mem->stack_top(), CLONE_VM | SIGCHLD, a);
+        clone_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    } else {
+        pid = fork();
+        clone_errno = errno;
+        if (pid == 0) child_main(*a);  // never returns
+    }
+    if (pid < 0) return fail_sys(kShareMemory ? "clone(CLONE_VM)" : "fork", clone_errno);
     out.pid = pid;
     go_r.reset();
     st_w.reset();
@@ -446,6 +626,8 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     out.status = std::move(st_r);
     out.exec_word = std::move(*word);
     out.exe = plan.exe;
+    out.child_memory = std::move(*mem);
+    out.child_memory.watch(out.pidfd.get(), out.status.get());
     return out;
 }
 
@@ -483,6 +665,8 @@ struct ContainerChildArgs {
     if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
     if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    // Default dispositions, nothing blocked (moat-init blocks what it waits for).
+    if (!a.plan->plan_in_process) step_signals();
     // fds 0-2 the job's stdio, 3 the plan (none when moat-init's code runs
     // in this process), 4 the status pipe: where moat-init finds them.
     const bool in_process = a.plan->plan_in_process != nullptr;
@@ -535,6 +719,8 @@ struct ContainerChildArgs {
     syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
     child_fail(kInitStatusFd, "execveat(moat-init)", errno, nullptr);
 }
+
+int container_child_entry(void* args) { container_child_main(*static_cast<const ContainerChildArgs*>(args)); }
 
 Result<void> write_id_map(pid_t pid, const char* file, const std::string& map) {
     char path[64];
@@ -594,9 +780,30 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         if (!own_net) return fail_sys("open(/proc/thread-self/ns/net)", errno);
         if (setns(plan.join_netns_fd, CLONE_NEWNET) < 0) return fail_sys("setns(the client's network namespace)", errno);
     }
-    long pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
-    const int clone_errno = errno;
-    if (pid == 0) container_child_main(a);
+    long pid = -1;
+    int clone_errno = 0;
+    // The child shares moatd's memory until it executes moat-init (see
+    // spawn_seccomp_job), which has happened when the listener comes from
+    // moat-init's child, so its memory may go when this function returns.
+    // moat-init's code run in-process (the guest agent) allocates: a copy.
+    Result<ChildMemory> mem = ChildMemory{};
+    if (kShareMemory && !plan.plan_in_process) {
+        mem = ChildMemory::create(sizeof a);
+        if (!mem) return std::unexpected(mem.error());
+        auto* slot = mem->alloc(sizeof a, alignof(ContainerChildArgs));
+        if (!slot) return fail("the container child's arguments do not fit its memory");
+        auto* args = new (slot) ContainerChildArgs(a);
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = clone(container_child_entry, mem->stack_top(), int(flags | CLONE_VM), args);
+        clone_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    } else {
+        pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+        clone_errno = errno;
+        if (pid == 0) container_child_main(a);
+    }
     if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) {
         // moatd's own thread would stay in a job's network: nothing it does
         // afterwards could be trusted. Its crash recovery takes over.

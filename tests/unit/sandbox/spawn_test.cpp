@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
+#include <optional>
+#include <signal.h>
 #include <fstream>
 #include <thread>
 #include <sstream>
@@ -127,7 +130,7 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     sandbox::SpawnPlan plan;
     plan.exe = "/bin/sh";
     // ls of /proc/self/fd needs /proc in Landlock; here there is no Landlock.
-    plan.argv = {"sh", "-c", "id -u; id -G; ls /proc/self/fd | tr '\\n' ' '; echo; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status; ulimit -n; env"};
+    plan.argv = {"sh", "-c", "id -u; id -G; ls /proc/self/fd | tr '\\n' ' '; echo; grep -E 'CapEff|CapBnd|NoNewPrivs|SigBlk|SigIgn' /proc/self/status; ulimit -n; env"};
     plan.env = {"PATH=/usr/bin:/bin", "ONLY=this"};
     plan.cwd = "/nonexistent-moat-dir";  // falls back to / with a warning
     plan.uid = plan.gid = 700998;
@@ -136,7 +139,19 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     plan.stdio[1] = out[1];
     plan.stdio[2] = out[1];
     plan.filter = &f->program();
+    // moatd ignores SIGPIPE and blocks SIGTERM, SIGINT and SIGHUP (its
+    // signalfd); both would survive execve into the job.
+    struct sigaction ign{}, old_pipe{};
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     auto s = sandbox::spawn_seccomp_job(plan);
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    sigaction(SIGPIPE, &old_pipe, nullptr);
     ASSERT_TRUE(s) << s.error().message;
     close(out[1]);
     close(leak);
@@ -172,9 +187,95 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     EXPECT_NE(c.out.find("CapEff:\t0000000000000000"), std::string::npos) << c.out;
     EXPECT_NE(c.out.find("CapBnd:\t0000000000000000"), std::string::npos) << c.out;
     EXPECT_NE(c.out.find("NoNewPrivs:\t1"), std::string::npos) << c.out;
+    EXPECT_NE(c.out.find("SigBlk:\t0000000000000000"), std::string::npos) << "nothing blocked: " << c.out;
+    EXPECT_NE(c.out.find("SigIgn:\t0000000000000000"), std::string::npos) << "nothing ignored: " << c.out;
     EXPECT_NE(c.out.find("\n77\n"), std::string::npos) << "RLIMIT_NOFILE from the plan";
     EXPECT_NE(c.out.find("ONLY=this"), std::string::npos);
     EXPECT_EQ(c.out.find("HOME="), std::string::npos) << "nothing of moatd's environment";
+    close(devnull);
+}
+
+// The job's first process shares our memory until its execve completes, and
+// the kernel reads execve's arguments only once the supervisor answers the
+// notification, after spawn returned: they must not live in the plan.
+TEST_F(SpawnTest, ExecArgumentsOutliveThePlan) {
+    auto f = filter_for(kAllowShell);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    int devnull = open("/dev/null", O_RDWR);
+    std::optional<sandbox::Spawned> s;
+    {
+        auto plan = std::make_unique<sandbox::SpawnPlan>();
+        plan->exe = "/bin/sh";
+        plan->argv = {"sh", "-c", "echo \"$0 $1 $MARK\"", "first-argument-of-some-length", "second-argument"};
+        plan->env = {"PATH=/usr/bin:/bin", "MARK=environment-value-of-some-length"};
+        plan->cwd = "/";
+        plan->uid = plan->gid = 700996;
+        plan->rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+        plan->stdio[0] = devnull;
+        plan->stdio[1] = out[1];
+        plan->stdio[2] = out[1];
+        plan->filter = &f->program();
+        auto r = sandbox::spawn_seccomp_job(*plan);
+        ASSERT_TRUE(r) << r.error().message;
+        s.emplace(std::move(*r));
+        // Scribble over the plan's strings before they go back to the allocator.
+        for (auto& a : plan->argv) std::fill(a.begin(), a.end(), 'X');
+        for (auto& e : plan->env) std::fill(e.begin(), e.end(), 'Y');
+        std::fill(plan->exe.begin(), plan->exe.end(), 'Z');
+    }
+    std::vector<std::string> reuse(64, std::string(200, 'W'));  // take the freed memory back
+    close(out[1]);
+    continue_exec(s->listener.get());
+    for (;;) {  // sh's own notified calls, if any
+        pollfd p[2] = {{s->listener.get(), POLLIN, 0}, {s->pidfd.get(), POLLIN, 0}};
+        poll(p, 2, 5000);
+        if (p[1].revents & POLLIN) break;
+        if (p[0].revents & POLLIN) {
+            seccomp_notif req{};
+            if (ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) continue;
+            seccomp_notif_resp resp{};
+            resp.id = req.id;
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        }
+    }
+    auto c = wait_and_read(*s, out[0]);
+    EXPECT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << c.status;
+    EXPECT_EQ(c.out, "first-argument-of-some-length second-argument environment-value-of-some-length\n");
+    close(devnull);
+}
+
+// A job whose first execve was never answered still runs on memory it shares
+// with us; dropping its Spawned kills it before that memory is given back.
+TEST_F(SpawnTest, DroppingASpawnedBeforeItsExecKillsTheProcess) {
+    auto f = filter_for("\"@default\"");
+    int devnull = open("/dev/null", O_RDWR);
+    sandbox::SpawnPlan plan;
+    plan.exe = "/bin/true";
+    plan.argv = {"true"};
+    plan.env = {};
+    plan.cwd = "/";
+    plan.uid = plan.gid = 700995;
+    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    plan.stdio[0] = plan.stdio[1] = plan.stdio[2] = devnull;
+    plan.filter = &f->program();
+    pid_t pid = -1;
+    {
+        auto r = sandbox::spawn_seccomp_job(plan);
+        ASSERT_TRUE(r) << r.error().message;
+        pid = r->pid;
+        // Keep the listener open elsewhere so the execve stays pending.
+        int keep = dup(r->listener.get());
+        r->listener.reset();
+        {
+            sandbox::Spawned gone = std::move(*r);
+        }
+        close(keep);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
     close(devnull);
 }
 

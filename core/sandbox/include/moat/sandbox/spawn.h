@@ -1,8 +1,11 @@
 #pragma once
-// The seccomp tier runner: fork, contain, install the filter last, exec.
-// Everything the child needs is prepared here in the parent; after fork() the
-// child runs only async-signal-safe code from a fixed plan (moatd is
-// multi-threaded: no allocation, no locks, no exceptions in the child).
+// The seccomp tier runner: clone, contain, install the filter last, exec.
+// Everything the child needs is prepared here in the parent; the child runs
+// only async-signal-safe code from a fixed plan (moatd is multi-threaded: no
+// allocation, no locks, no exceptions in the child). The child shares moatd's
+// memory until its execve (clone(CLONE_VM), as posix_spawn does; see
+// ChildMemory), so it also writes nothing of moatd's but its own stack and
+// runs no glibc call that acts on "all threads" (the setxid family).
 #include <linux/filter.h>
 #include <sys/types.h>
 
@@ -82,6 +85,13 @@ public:
     explicit operator bool() const { return m_word != nullptr; }
     // In the job's process after the filter: plain memory stores only.
     void set(int err) const noexcept;
+    // A plain handle on the same word, for a child that shares moatd's memory
+    // and may outlive the place this object had (it must not outlive the word).
+    struct Ref {
+        int* word = nullptr;
+        void set(int err) const noexcept;
+    };
+    Ref ref() const { return Ref{m_word}; }
     // In the parent after the process exited: the errno, when execve failed.
     std::optional<int> get() const;
 
@@ -97,6 +107,44 @@ private:
 // namespace and root; ordinary (allocating) code, never in a forked child.
 std::string describe_exec_failure(const std::string& exe, int err);
 
+// The memory a job's first process uses while it shares moatd's: a stack
+// above a guard page, then the copies of what its execve reads (the program's
+// path, argv, envp). The kernel reads those only once the supervisor has
+// answered the execve notification, after spawn_*() returned, so Spawned
+// keeps this until the job is gone. Without CLONE_VM (a ThreadSanitizer
+// build) the child has its own copy and this is only a scratch area.
+class ChildMemory {
+public:
+    ChildMemory() = default;
+    static Result<ChildMemory> create(size_t data_bytes);
+    ~ChildMemory();
+    ChildMemory(ChildMemory&& o) noexcept;
+    ChildMemory& operator=(ChildMemory&& o) noexcept;
+    ChildMemory(const ChildMemory&) = delete;
+    ChildMemory& operator=(const ChildMemory&) = delete;
+    explicit operator bool() const { return m_base != nullptr; }
+    void* stack_top() const;
+    // Bump allocation from the data part: nullptr when it does not fit.
+    void* alloc(size_t bytes, size_t align);
+    char* copy(const std::string& s);
+    char** strings(const std::vector<std::string>& v);  // NULL-terminated
+    // What alloc, copy and strings of these need, alignment included.
+    static size_t bytes_for(const std::string& s) { return s.size() + 1; }
+    static size_t bytes_for(const std::vector<std::string>& v);
+    // The process using this memory: its pidfd and the read end of its
+    // O_CLOEXEC status pipe (both duplicated). Released while that pipe has
+    // not hung up (no exec yet, the process alive), the process is killed and
+    // waited for first, so it never runs on memory moatd has reused.
+    void watch(int pidfd, int status_fd);
+
+private:
+    void release() noexcept;
+    UniqueFd m_pidfd, m_status;
+    char* m_base = nullptr;
+    size_t m_size = 0;  // the whole mapping
+    size_t m_used = 0;  // offset of the data part's free space
+};
+
 struct Spawned {
     pid_t pid = -1;
     UniqueFd pidfd;
@@ -110,6 +158,7 @@ struct Spawned {
     // joined its cgroup, so the cgroup's cpuset is applied), and before
     // place_cpus widened them (equal unless all_cpus); 0 when unknown.
     int cpus = 0, cpus_before = 0;
+    ChildMemory child_memory;  // the first process's stack and exec arguments (see ChildMemory)
 };
 
 // Between joining the cgroup and being let go: records the child's CPU count
