@@ -338,7 +338,9 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
     }
     // Capabilities inside the user namespace go too: bounding set first (needs
     // CAP_SETPCAP), then the uid switch clears the rest.
-    for (int cap = 0; cap <= 63; ++cap) prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    // Capabilities are numbered without gaps: EINVAL is the first past the last.
+    for (int cap = 0; cap <= 63; ++cap)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL) break;
     if (setgroups(0, nullptr) < 0) die("setgroups(0)", errno, "");
     if (setresgid(p.gid, p.gid, p.gid) < 0) die("setresgid", errno, std::to_string(p.gid));
     if (setresuid(p.uid, p.uid, p.uid) < 0) die("setresuid", errno, std::to_string(p.uid));

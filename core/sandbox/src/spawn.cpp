@@ -22,6 +22,7 @@
 
 #include <sched.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -347,13 +348,15 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
     const int64_t deadline = now_monotonic_ns() + int64_t(timeout_ms) * 1'000'000;
     bool filter_next = false;
     int listener_fd = -1;  // its number in the job's process, from the kSetupFilterNext record
+    std::vector<UniqueFd> targets;  // pidfds of the process(es) that may hold it
+    long backoff_ns = 20'000;
     for (;;) {
         const int64_t now = now_monotonic_ns();
         if (now > deadline) return fail("job setup timed out after " + std::to_string(timeout_ms / 1000) + " s");
         // Sleep on the pipe until the child says the filter comes next; after
         // that the listener exists within microseconds, so try to copy it.
         pollfd p{status_fd, POLLIN, 0};
-        int wait_ms = filter_next ? 0 : int(std::min<int64_t>((deadline - now) / 1'000'000 + 1, 100));
+        int wait_ms = filter_next && listener_fd >= 0 ? 0 : int(std::min<int64_t>((deadline - now) / 1'000'000 + 1, 100));
         ::poll(&p, 1, wait_ms);
         if (p.revents & (POLLIN | POLLHUP)) {
             SetupStatus s = read_setup_status(status_fd);
@@ -375,13 +378,22 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
         // No free fd in the job (its open_files limit): seccomp() fails with
         // EMFILE and the record saying so is on its way.
         if (!filter_next || listener_fd < 0) continue;
-        std::vector<pid_t> where = in_children ? children_of(pid) : std::vector<pid_t>{pid};
-        for (pid_t target : where) {
-            UniqueFd tpidfd(int(syscall(SYS_pidfd_open, target, 0)));
-            if (!tpidfd) continue;
+        // The job's process: this one, or (container tier) moat-init's child,
+        // looked up once. Then copy the listener as soon as seccomp() has
+        // returned (EBADF before), sleeping in short, growing steps between
+        // tries: a busy loop here took the CPU the child needed to get there
+        // (on 2 vCPUs the filter's install waited 20+ ms behind it).
+        if (targets.empty()) {
+            for (pid_t t : in_children ? children_of(pid) : std::vector<pid_t>{pid}) {
+                UniqueFd tpidfd(int(syscall(SYS_pidfd_open, t, 0)));
+                if (tpidfd) targets.push_back(std::move(tpidfd));
+            }
+        }
+        for (const auto& tpidfd : targets) {
             UniqueFd got(int(syscall(SYS_pidfd_getfd, tpidfd.get(), listener_fd, 0)));
             if (!got) {
                 if (errno == EBADF) continue;  // seccomp() has not returned yet
+                if (errno == ESRCH) continue;  // gone: its record or EOF tells why
                 return fail_sys("pidfd_getfd(listener)", errno);
             }
             // The number was free when the child reported it and nothing but
@@ -393,7 +405,9 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
             out.listener = std::move(got);
             return {};
         }
-        sched_yield();  // let the child finish seccomp() on a busy machine
+        timespec pause{0, backoff_ns};
+        nanosleep(&pause, nullptr);
+        backoff_ns = std::min<long>(backoff_ns * 2, 1'000'000);
     }
 }
 
