@@ -849,23 +849,41 @@ Result<void> Store::put_blobs(const std::vector<std::pair<std::string, uint64_t>
     return tx->commit();
 }
 
+namespace {
+// The statements of set_recording and put_output, for a caller that holds the
+// writer (and, for set_recording's, an open transaction).
+Result<void> write_recording(sql::Db& w, int64_t job, const json& recording, const std::vector<std::string>& blobs) {
+    auto q = w.query("UPDATE jobs (recording)", "UPDATE jobs SET recording = ?2 WHERE id = ?1");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job).bind(2, dump(recording));
+    if (auto r = q->run(); !r) return r;
+    if (w.changes() == 0) return fail("set_recording: job " + std::to_string(job) + " not found");
+    for (const auto& sha : blobs) {
+        auto b = w.query("INSERT INTO job_blobs", "INSERT OR IGNORE INTO job_blobs(job_id, sha256) VALUES (?1, ?2)");
+        if (!b) return std::unexpected(b.error());
+        b->bind(1, job).bind(2, sha);
+        if (auto r = b->run(); !r) return r;
+    }
+    return {};
+}
+
+Result<void> write_output(sql::Db& w, int64_t job, const std::string& stream, const JobOutput& out) {
+    auto q = w.query("INSERT INTO job_output",
+                     "INSERT OR REPLACE INTO job_output(job_id, stream, total_bytes, data) VALUES (?1, ?2, ?3, ?4)");
+    if (!q) return std::unexpected(q.error());
+    // Raw bytes: SQLite keeps TEXT bytes as given and we read them back by length.
+    q->bind(1, job).bind(2, stream).bind(3, out.total_bytes).bind(4, std::string_view(out.data));
+    return q->run();
+}
+}  // namespace
+
 Result<void> Store::set_recording(int64_t job, const json& recording, const std::vector<std::string>& blobs) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("set_recording");
     std::lock_guard lk(d.wmu);
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
-    auto q = d.writer.query("UPDATE jobs (recording)", "UPDATE jobs SET recording = ?2 WHERE id = ?1");
-    if (!q) return std::unexpected(q.error());
-    q->bind(1, job).bind(2, dump(recording));
-    if (auto r = q->run(); !r) return r;
-    if (d.writer.changes() == 0) return fail("set_recording: job " + std::to_string(job) + " not found");
-    for (const auto& sha : blobs) {
-        auto b = d.writer.query("INSERT INTO job_blobs", "INSERT OR IGNORE INTO job_blobs(job_id, sha256) VALUES (?1, ?2)");
-        if (!b) return std::unexpected(b.error());
-        b->bind(1, job).bind(2, sha);
-        if (auto r = b->run(); !r) return r;
-    }
+    if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;
     return tx->commit();
 }
 
@@ -873,12 +891,20 @@ Result<void> Store::put_output(int64_t job, const std::string& stream, const Job
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_output");
     std::lock_guard lk(d.wmu);
-    auto q = d.writer.query("INSERT INTO job_output",
-                            "INSERT OR REPLACE INTO job_output(job_id, stream, total_bytes, data) VALUES (?1, ?2, ?3, ?4)");
-    if (!q) return std::unexpected(q.error());
-    // Raw bytes: SQLite keeps TEXT bytes as given and we read them back by length.
-    q->bind(1, job).bind(2, stream).bind(3, out.total_bytes).bind(4, std::string_view(out.data));
-    return q->run();
+    return write_output(d.writer, job, stream, out);
+}
+
+Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out, const JobOutput& err,
+                                              const json& recording, const std::vector<std::string>& blobs) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("put_outputs_and_recording");
+    std::lock_guard lk(d.wmu);
+    auto tx = sql::Transaction::begin(d.writer);
+    if (!tx) return std::unexpected(tx.error());
+    if (auto r = write_output(d.writer, job, "stdout", out); !r) return r;
+    if (auto r = write_output(d.writer, job, "stderr", err); !r) return r;
+    if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;
+    return tx->commit();
 }
 
 Result<std::optional<JobOutput>> Store::get_output(int64_t job, const std::string& stream) {

@@ -1034,8 +1034,6 @@ void Supervisor::complete(int64_t job_id) {
     if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
     e->relay.reset();  // its thread has returned (or is returning) from `done`
     const RelayResult& r = e->result;
-    (void)m_cfg.store->put_output(job_id, "stdout", r.out);
-    (void)m_cfg.store->put_output(job_id, "stderr", r.err);
     if (!e->stdin_temp.empty()) {
         nlohmann::json in = nullptr;
         if (auto b = m_cfg.artifacts->adopt(e->stdin_temp); b && m_cfg.store->put_blob(b->sha256, b->bytes)) {
@@ -1054,8 +1052,10 @@ void Supervisor::complete(int64_t job_id) {
     if (!r.error.empty()) e->recording["warning"] = r.error;
     if (r.cancelled) e->recording["output_cut"] = "the client stopped reading; output was recorded but not all delivered";
     if (!e->recording.contains("inputs")) e->recording["inputs"] = nlohmann::json::array();
-    if (auto s = m_cfg.store->set_recording(job_id, e->recording, e->blobs); !s)
-        moat::logf(moat::LogLevel::Warning, "job %lld: recording not saved: %s\n", (long long)job_id, s.error().message.c_str());
+    // Output tails and recording in one commit: the client's answer waits for it.
+    if (auto s = m_cfg.store->put_outputs_and_recording(job_id, r.out, r.err, e->recording, e->blobs); !s)
+        moat::logf(moat::LogLevel::Warning, "job %lld: output and recording not saved: %s\n", (long long)job_id,
+                   s.error().message.c_str());
     if (!e->stage.empty()) remove_tree(e->stage);
     e->rec.recording = e->recording;  // the client's `finished` answer says what was not snapshotted
     if (e->on_finished) e->on_finished(e->rec);
@@ -1557,8 +1557,14 @@ void Supervisor::finish(Job& job) {
     if (job.wall_timer) m_cfg.loop->cancel_timer(job.wall_timer);
     if (job.sample_timer) m_cfg.loop->cancel_timer(job.sample_timer);
     if (job.cg) {
-        if (auto d = job.cg->destroy(); !d)
-            moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)job.id, d.error().message.c_str());
+        // After the client's answer (the loop runs posted work next): rmdir in
+        // each hierarchy costs the kernel an RCU grace period or so.
+        auto cg = std::make_shared<cgroup::JobCgroup>(std::move(*job.cg));
+        job.cg.reset();
+        m_cfg.loop->post([cg, id = job.id] {
+            if (auto d = cg->destroy(); !d)
+                moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)id, d.error().message.c_str());
+        });
     }
     m_uids_in_use.erase(job.uid);
     if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);

@@ -1101,6 +1101,30 @@ TEST(StoreRecordings, RecordingAndOutputRoundTripIncludingBinaryBytes) {
     EXPECT_FALSE(s->get_output(job, "stderr").value().has_value());
 }
 
+// A job's end in one commit: both tails and the recording, or none of them.
+TEST(StoreRecordings, OutputsAndRecordingAreWrittenTogether) {
+    TempDir dir;
+    auto a = moat::store::Artifacts::open(dir.file("artifacts")).value();
+    auto s = open_store(dir.file("moat.db"));
+    int64_t job = new_job(*s);
+    std::string sha = write_blob(a, *s, "stdin");
+    nlohmann::json rec = {{"stdin", {{"sha256", sha}, {"bytes", 5}}}, {"inputs", nlohmann::json::array()}};
+    moat::store::JobOutput out, err;
+    out.total_bytes = 7;
+    out.data = std::string("out\0put", 7);
+    err.total_bytes = 5000;
+    err.data = "the tail";
+    ASSERT_TRUE(s->put_outputs_and_recording(job, out, err, rec, {sha}));
+    EXPECT_EQ(s->get_job(job).value().recording, rec);
+    EXPECT_EQ(s->get_output(job, "stdout").value()->data, out.data);
+    EXPECT_EQ(s->get_output(job, "stderr").value()->total_bytes, 5000u);
+    EXPECT_EQ(s->get_output(job, "stderr").value()->data, "the tail");
+    // A job that is gone: refused, and nothing of the transaction stays.
+    auto r = s->put_outputs_and_recording(job + 1000, out, err, rec, {});
+    ASSERT_FALSE(r);
+    EXPECT_FALSE(s->get_output(job + 1000, "stdout").value().has_value()) << r.error().message;
+}
+
 TEST(StoreRecordings, RetentionAndBudgetDropOldestRecordingsAndFreeUnusedBlobs) {
     TempDir dir;
     auto a = moat::store::Artifacts::open(dir.file("artifacts")).value();
