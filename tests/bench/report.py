@@ -319,6 +319,13 @@ if only_vm:
         fh.write(doc)
     sys.exit(0)
 
+if E("ONLY") == "main":
+    # Sections 1-7 only: the vm tier's section of the existing file stays.
+    old = open(out_path).read() if os.path.exists(out_path) else ""
+    if VM_BEGIN in old and VM_END in old:
+        vm_section = old[old.index(VM_BEGIN):old.index(VM_END) + len(VM_END)]
+        vm_rows = []
+
 table = render(rows)
 print(table)
 print(render(vm_rows))

@@ -3,7 +3,7 @@
 # baseline in the same run, and reported as medians and ratios, because the
 # machine is shared and absolute numbers move from run to run.
 #
-#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE] [--only vm|learn]
+#   tests/bench/run.sh [--short] [--build-dir DIR] [--no-build] [--out FILE] [--only vm|learn|main]
 #
 # Full mode writes docs/performance.md (or --out FILE). --short runs few
 # iterations (CI: catches breakage, not regressions) and writes
@@ -21,6 +21,8 @@
 # workloads only); --only learn runs only it. A workload that does not
 # converge is a result, not a failure; a harness error counts as a broken step.
 # MOAT_BENCH_LEARN_NOTE, when set, is put at the top of docs/learning.md.
+# --only main runs sections 1-7 and keeps the output file's vm tier section
+# as it is (the vm and learning sections take most of a full run's time).
 set -uo pipefail
 
 SHORT=0
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case "$ONLY" in "" | vm | learn) ;; *) echo "run.sh: --only takes vm or learn" >&2; exit 2 ;; esac
+case "$ONLY" in "" | vm | learn | main) ;; *) echo "run.sh: --only takes vm, learn or main" >&2; exit 2 ;; esac
 if [ -z "$OUT" ]; then
     if [ $SHORT = 1 ]; then OUT="$BUILD/performance-short.md"; else OUT="$REPO/docs/performance.md"; fi
 fi
@@ -84,7 +86,7 @@ FIRST_BYTE=$BUILD/tests/bench/moat-first-byte
 VM_TEST_INIT=$BUILD/tests/vm/vm-test-init
 VM_PROBE_INIT=$BUILD/core/vm/moat-vm-probe-init
 NEED=("$MOATD" "$MOATCTL")
-[ -n "$ONLY" ] || NEED+=("$LOOP_BIN")
+case "$ONLY" in "" | main) NEED+=("$LOOP_BIN") ;; esac
 for f in "${NEED[@]}"; do [ -x "$f" ] || { echo "run.sh: missing $f" >&2; exit 1; }; done
 
 # ------------------------------------------------------------------ scratch, moatd
@@ -173,7 +175,7 @@ action = "allow"
 args = [{ index = 2, op = "le", value = 4096 }]' 'read_write = ["/dev/zero"]'
 
 cd "$WORK" || exit 1
-if [ -z "$ONLY" ]; then # sections 1-7 (not re-indented)
+if [ -z "$ONLY" ] || [ "$ONLY" = main ]; then # sections 1-7 (not re-indented)
 log "starting moatd (state $WORK/state, cgroup parent $CGPARENT)"
 start_moatd || exit 1
 
@@ -592,7 +594,7 @@ EOF
         { log "vm cold jobs failed"; BROKEN=$((BROKEN + 1)); }
     stop_moatd
 }
-[ "$ONLY" = learn ] || vm_section
+[ "$ONLY" = learn ] || [ "$ONLY" = main ] || vm_section
 
 # ------------------------------------------------------------------ 9. learning benchmark
 # The driver starts its own moatd on a fresh state dir (each section above
@@ -617,7 +619,7 @@ learn_section() {
     # The table, for CI's log.
     sed -n '/^## From the/,/^## Workloads/p' "$md" | grep -v '^## Workloads' >&2
 }
-[ "$ONLY" = vm ] || learn_section
+[ "$ONLY" = vm ] || [ "$ONLY" = main ] || learn_section
 [ "$ONLY" != learn ] || {
     [ "$BROKEN" = 0 ] || { echo "run.sh: $BROKEN benchmark step(s) failed (see above)" >&2; exit 1; }
     exit 0
