@@ -142,23 +142,75 @@ Event make_limit_event(int64_t job, const DropCount& d, const char* reason, cons
 }
 
 // The `data` column: the event's fields minus the envelope keys and, for a
-// denial, minus `syscall` (which has its own indexed column). Consumes the
-// fields: the writer owns the event and needs only its envelope afterwards.
-std::string encode_data(Event& ev, std::optional<std::string>& syscall) {
-    if (!ev.fields.is_object()) {
-        if (ev.fields.is_null()) return "{}";
-        return dump(json{{"fields", std::move(ev.fields)}});
-    }
-    for (const char* key : {"id", "time", "job", "kind", "count"}) ev.fields.erase(key);
-    if (ev.kind == EventKind::Denial) {
-        auto it = ev.fields.find("syscall");
-        if (it != ev.fields.end() && it->is_string()) {
-            syscall = std::move(it->get_ref<std::string&>());
-            ev.fields.erase(it);
+// denial, minus a string `syscall` (which has its own indexed column). The
+// bytes are exactly dump() of that object (compact, UTF-8 kept, invalid UTF-8
+// replaced): nlohmann's own serializer writes the members of the event's
+// object in its order into one reused buffer, so the writer neither erases
+// keys from the event's tree nor allocates a fresh string per row.
+// A key is written by hand only when dump() would copy it byte for byte
+// (printable ASCII without '"' or '\\'); any other key goes through the
+// serializer. One per writer connection (used under wmu).
+class DataEncoder {
+public:
+    DataEncoder()
+        : m_ser(nlohmann::detail::output_adapter<char, std::string>(m_buf), ' ', json::error_handler_t::replace) {}
+    DataEncoder(const DataEncoder&) = delete;
+    DataEncoder& operator=(const DataEncoder&) = delete;
+
+    // The data text, valid until the next encode(). *syscall: a denial's
+    // syscall name (a view into ev.fields), nullopt when absent or not a string.
+    std::string_view encode(const Event& ev, std::optional<std::string_view>* syscall) {
+        m_buf.clear();
+        *syscall = std::nullopt;
+        const json& f = ev.fields;
+        if (!f.is_object()) {
+            if (f.is_null()) {
+                m_buf = "{}";
+            } else {
+                json wrapped{{"fields", f}};
+                m_ser.dump(wrapped, false, false, 0);
+            }
+            return m_buf;
         }
+        m_buf += '{';
+        bool first = true;
+        for (auto it = f.begin(); it != f.end(); ++it) {
+            const std::string& key = it.key();
+            if (is_envelope_key(key)) continue;
+            if (ev.kind == EventKind::Denial && key == "syscall" && it->is_string()) {
+                *syscall = it->get_ref<const std::string&>();
+                continue;
+            }
+            if (!first) m_buf += ',';
+            first = false;
+            if (verbatim(key)) {
+                m_buf += '"';
+                m_buf += key;
+                m_buf += '"';
+            } else {
+                m_ser.dump(json(key), false, false, 0);
+            }
+            m_buf += ':';
+            m_ser.dump(*it, false, false, 0);
+        }
+        m_buf += '}';
+        return m_buf;
     }
-    return dump(ev.fields);
-}
+
+private:
+    // dump() copies these bytes unescaped (ensure_ascii off).
+    static bool verbatim(std::string_view s) {
+        for (unsigned char c : s)
+            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return false;
+        return true;
+    }
+
+    std::string m_buf;  // before m_ser, which writes into it
+    nlohmann::detail::serializer<json> m_ser;
+};
+
+const std::string kInsertEvent =
+    "INSERT INTO events(job_id, time_ns, kind, count, syscall, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 constexpr const char* kEventColumns = "SELECT id, job_id, time_ns, kind, count, syscall, data FROM events";
 
@@ -390,20 +442,26 @@ struct Store::Impl {
 
     // --- writer thread ---
 
-    // Inserts one event on the writer connection; *rc gets SQLite's result code.
-    // A stored denial is added to *totals (job, syscall) -> sum of counts.
-    Result<void> insert_event(Event& ev, int* rc, std::map<std::pair<int64_t, std::string>, uint64_t>* totals) {
-        std::optional<std::string> syscall;
-        std::string data = encode_data(ev, syscall);
-        auto q = writer.query("INSERT INTO events",
-                              "INSERT INTO events(job_id, time_ns, kind, count, syscall, data)"
-                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-        if (!q) return std::unexpected(q.error());
-        q->bind(1, ev.job).bind(2, ev.time_ns).bind(3, kind_name(ev.kind)).bind(4, ev.count).bind(5, syscall)
-            .bind(6, data);
-        auto r = q->run();
-        *rc = q->rc();
-        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, syscall.value_or("")}] += ev.count;
+    DataEncoder encoder;  // the writer's, under wmu
+    using Totals = std::map<std::pair<int64_t, std::string>, uint64_t>;
+
+    // Inserts one event with ins (the batch's INSERT INTO events, reused row
+    // after row); *rc gets SQLite's result code. A stored denial is added to
+    // *totals (job, syscall) -> sum of counts. The text parameters are bound
+    // without a copy: the encoder's buffer and the event outlive the step.
+    Result<void> insert_event(sql::Query& ins, const Event& ev, int* rc, Totals* totals) {
+        std::optional<std::string_view> syscall;
+        std::string_view data = encoder.encode(ev, &syscall);
+        ins.bind(1, ev.job).bind(2, ev.time_ns).bind_static(3, kind_name(ev.kind)).bind(4, ev.count);
+        if (syscall)
+            ins.bind_static(5, *syscall);
+        else
+            ins.bind(5, std::nullopt);
+        ins.bind_static(6, data);
+        auto r = ins.run();
+        *rc = ins.rc();
+        ins.reset();
+        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, std::string(syscall.value_or(""))}] += ev.count;
         return r;
     }
 
@@ -415,12 +473,15 @@ struct Store::Impl {
                              const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
         std::lock_guard lk(wmu);
         try {
-            std::map<std::pair<int64_t, std::string>, uint64_t> totals;
+            Totals totals;
             auto tx = sql::Transaction::begin(writer);
             if (!tx) return std::unexpected(tx.error());
+            // One statement lookup per batch, not per row.
+            auto ins = writer.query("INSERT INTO events", kInsertEvent);
+            if (!ins) return std::unexpected(ins.error());
             for (auto& [seq, ev] : batch) {
                 int rc = SQLITE_OK;
-                if (auto r = insert_event(ev, &rc, &totals); !r) {
+                if (auto r = insert_event(*ins, ev, &rc, &totals); !r) {
                     if (!sql::is_constraint(rc)) return r;
                     ++*rejected;
                 }
@@ -429,12 +490,12 @@ struct Store::Impl {
                 int rc = SQLITE_OK;
                 if (d.overflow.events) {
                     Event ev = make_limit_event(job, d.overflow, "event-queue-overflow", nullptr);
-                    auto r = insert_event(ev, &rc, &totals);
+                    auto r = insert_event(*ins, ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;  // constraint: the job is unknown, nothing to tell
                 }
                 if (d.write_failed.events) {
                     Event ev = make_limit_event(job, d.write_failed, "event-write-failed", &d.error);
-                    auto r = insert_event(ev, &rc, &totals);
+                    auto r = insert_event(*ins, ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;
                 }
             }
