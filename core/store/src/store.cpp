@@ -147,9 +147,9 @@ Event make_limit_event(int64_t job, const DropCount& d, const char* reason, cons
 // replaced): nlohmann's own serializer writes the members of the event's
 // object in its order into one reused buffer, so the writer neither erases
 // keys from the event's tree nor allocates a fresh string per row.
-// A key is written by hand only when dump() would copy it byte for byte
-// (printable ASCII without '"' or '\\'); any other key goes through the
-// serializer. One per writer connection (used under wmu).
+// A key or string value is written by hand only when dump() would copy it
+// byte for byte (printable ASCII without '"' or '\\'); anything else goes
+// through the serializer. One per writer connection (used under wmu).
 class DataEncoder {
 public:
     DataEncoder()
@@ -191,7 +191,13 @@ public:
                 m_ser.dump(json(key), false, false, 0);
             }
             m_buf += ':';
-            m_ser.dump(*it, false, false, 0);
+            if (it->is_string() && verbatim(it->get_ref<const std::string&>())) {
+                m_buf += '"';
+                m_buf += it->get_ref<const std::string&>();
+                m_buf += '"';
+            } else {
+                m_ser.dump(*it, false, false, 0);
+            }
         }
         m_buf += '}';
         return m_buf;
@@ -575,6 +581,12 @@ struct Store::Impl {
             done_seq = std::max(done_seq, done);
             done_cv.notify_all();
             if (!r && stopping && queue.empty()) break;  // shutting down and the disk still refuses: give up
+            // Free the batch's events (a JSON tree each) without qmu: append()
+            // must not wait for thousands of frees.
+            lk.unlock();
+            batch = {};
+            job_drops = {};
+            lk.lock();
         }
         writer_exited = true;
         done_seq = next_seq - 1;
