@@ -65,6 +65,12 @@ public:
         return note(sqlite3_bind_text64(m_st, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
     }
     Query& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+    // Without SQLite's copy: v must stay valid and unchanged until the next
+    // step() has returned (the writer's hot insert; the Query's destructor
+    // clears the bindings, so none outlives it).
+    Query& bind_static(int i, std::string_view v) {
+        return note(sqlite3_bind_text64(m_st, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8));
+    }
     Query& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
     Query& bind(int i, std::nullopt_t) { return note(sqlite3_bind_null(m_st, i)); }
     template <class T>
@@ -77,6 +83,12 @@ public:
     // Steps once expecting no row (INSERT/UPDATE/DDL).
     Result<void> run();
     int rc() const noexcept { return m_rc; }
+    // Ready to be bound and stepped again (one statement for many rows). The
+    // bindings stay: the caller binds every parameter again before stepping.
+    void reset() noexcept {
+        sqlite3_reset(m_st);
+        m_bind_rc = SQLITE_OK;
+    }
 
     bool is_null(int col) const { return sqlite3_column_type(m_st, col) == SQLITE_NULL; }
     int64_t i64(int col) const { return sqlite3_column_int64(m_st, col); }

@@ -7,8 +7,10 @@
 //     so append() never waits for SQLite.
 //   - m_wmu guards the single writer connection. The writer thread holds it for
 //     one batch transaction; create_job / put_policy / ... hold it for their own
-//     statement(s). Lock order: never m_wmu while waiting for m_qmu in the
-//     writer thread (it releases m_qmu before taking m_wmu).
+//     statement(s). Lock order: m_wmu before m_qmu. The writer thread
+//     releases m_qmu before taking m_wmu; inside a batch transaction it takes
+//     m_qmu briefly to pull more queued events (group commit). No thread holds
+//     m_qmu while it waits for m_wmu.
 //   - Reads borrow a connection from a small pool (m_rmu); in WAL mode a reader
 //     sees the last committed snapshot and never waits for a write batch.
 #include <fcntl.h>
@@ -142,23 +144,81 @@ Event make_limit_event(int64_t job, const DropCount& d, const char* reason, cons
 }
 
 // The `data` column: the event's fields minus the envelope keys and, for a
-// denial, minus `syscall` (which has its own indexed column). Consumes the
-// fields: the writer owns the event and needs only its envelope afterwards.
-std::string encode_data(Event& ev, std::optional<std::string>& syscall) {
-    if (!ev.fields.is_object()) {
-        if (ev.fields.is_null()) return "{}";
-        return dump(json{{"fields", std::move(ev.fields)}});
-    }
-    for (const char* key : {"id", "time", "job", "kind", "count"}) ev.fields.erase(key);
-    if (ev.kind == EventKind::Denial) {
-        auto it = ev.fields.find("syscall");
-        if (it != ev.fields.end() && it->is_string()) {
-            syscall = std::move(it->get_ref<std::string&>());
-            ev.fields.erase(it);
+// denial, minus a string `syscall` (which has its own indexed column). The
+// bytes are exactly dump() of that object (compact, UTF-8 kept, invalid UTF-8
+// replaced): nlohmann's own serializer writes the members of the event's
+// object in its order into one reused buffer, so the writer neither erases
+// keys from the event's tree nor allocates a fresh string per row.
+// A key or string value is written by hand only when dump() would copy it
+// byte for byte (printable ASCII without '"' or '\\'); anything else goes
+// through the serializer. One per writer connection (used under wmu).
+class DataEncoder {
+public:
+    DataEncoder()
+        : m_ser(nlohmann::detail::output_adapter<char, std::string>(m_buf), ' ', json::error_handler_t::replace) {}
+    DataEncoder(const DataEncoder&) = delete;
+    DataEncoder& operator=(const DataEncoder&) = delete;
+
+    // The data text, valid until the next encode(). *syscall: a denial's
+    // syscall name (a view into ev.fields), nullopt when absent or not a string.
+    std::string_view encode(const Event& ev, std::optional<std::string_view>* syscall) {
+        m_buf.clear();
+        *syscall = std::nullopt;
+        const json& f = ev.fields;
+        if (!f.is_object()) {
+            if (f.is_null()) {
+                m_buf = "{}";
+            } else {
+                json wrapped{{"fields", f}};
+                m_ser.dump(wrapped, false, false, 0);
+            }
+            return m_buf;
         }
+        m_buf += '{';
+        bool first = true;
+        for (auto it = f.begin(); it != f.end(); ++it) {
+            const std::string& key = it.key();
+            if (is_envelope_key(key)) continue;
+            if (ev.kind == EventKind::Denial && key == "syscall" && it->is_string()) {
+                *syscall = it->get_ref<const std::string&>();
+                continue;
+            }
+            if (!first) m_buf += ',';
+            first = false;
+            if (verbatim(key)) {
+                m_buf += '"';
+                m_buf += key;
+                m_buf += '"';
+            } else {
+                m_ser.dump(json(key), false, false, 0);
+            }
+            m_buf += ':';
+            if (it->is_string() && verbatim(it->get_ref<const std::string&>())) {
+                m_buf += '"';
+                m_buf += it->get_ref<const std::string&>();
+                m_buf += '"';
+            } else {
+                m_ser.dump(*it, false, false, 0);
+            }
+        }
+        m_buf += '}';
+        return m_buf;
     }
-    return dump(ev.fields);
-}
+
+private:
+    // dump() copies these bytes unescaped (ensure_ascii off).
+    static bool verbatim(std::string_view s) {
+        for (unsigned char c : s)
+            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return false;
+        return true;
+    }
+
+    std::string m_buf;  // before m_ser, which writes into it
+    nlohmann::detail::serializer<json> m_ser;
+};
+
+const std::string kInsertEvent =
+    "INSERT INTO events(job_id, time_ns, kind, count, syscall, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 constexpr const char* kEventColumns = "SELECT id, job_id, time_ns, kind, count, syscall, data FROM events";
 
@@ -390,51 +450,91 @@ struct Store::Impl {
 
     // --- writer thread ---
 
-    // Inserts one event on the writer connection; *rc gets SQLite's result code.
-    // A stored denial is added to *totals (job, syscall) -> sum of counts.
-    Result<void> insert_event(Event& ev, int* rc, std::map<std::pair<int64_t, std::string>, uint64_t>* totals) {
-        std::optional<std::string> syscall;
-        std::string data = encode_data(ev, syscall);
-        auto q = writer.query("INSERT INTO events",
-                              "INSERT INTO events(job_id, time_ns, kind, count, syscall, data)"
-                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-        if (!q) return std::unexpected(q.error());
-        q->bind(1, ev.job).bind(2, ev.time_ns).bind(3, kind_name(ev.kind)).bind(4, ev.count).bind(5, syscall)
-            .bind(6, data);
-        auto r = q->run();
-        *rc = q->rc();
-        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, syscall.value_or("")}] += ev.count;
+    DataEncoder encoder;  // the writer's, under wmu
+    using Totals = std::map<std::pair<int64_t, std::string>, uint64_t>;
+
+    // Inserts one event with ins (the batch's INSERT INTO events, reused row
+    // after row); *rc gets SQLite's result code. A stored denial is added to
+    // *totals (job, syscall) -> sum of counts. The text parameters are bound
+    // without a copy: the encoder's buffer and the event outlive the step.
+    Result<void> insert_event(sql::Query& ins, const Event& ev, int* rc, Totals* totals) {
+        std::optional<std::string_view> syscall;
+        std::string_view data = encoder.encode(ev, &syscall);
+        ins.bind(1, ev.job).bind(2, ev.time_ns).bind_static(3, kind_name(ev.kind)).bind(4, ev.count);
+        if (syscall)
+            ins.bind_static(5, *syscall);
+        else
+            ins.bind(5, std::nullopt);
+        ins.bind_static(6, data);
+        auto r = ins.run();
+        *rc = ins.rc();
+        ins.reset();
+        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, std::string(syscall.value_or(""))}] += ev.count;
         return r;
     }
+
+    using Batch = std::vector<std::pair<uint64_t, Event>>;
+
+    // Under qmu: moves events from the front of the queue into batch, within
+    // the batch limits (rows and approximate bytes).
+    void pull(Batch& batch, uint64_t& batch_bytes) {
+        while (!queue.empty() && batch.size() < kMaxBatch && (batch.empty() || batch_bytes < kMaxBatchBytes)) {
+            Queued q = dequeue();
+            batch_bytes += q.bytes;
+            batch.emplace_back(q.seq, std::move(q.ev));
+        }
+    }
+    // Under qmu: every append up to this sequence number is in a batch taken
+    // from the queue or in the drop records.
+    uint64_t taken_seq() const { return queue.empty() ? next_seq - 1 : queue.front().seq - 1; }
 
     // One transaction: the batch, then one `limit` event per job with drops,
     // then the denial_totals of the rows actually inserted. An event whose job
     // does not exist (foreign key) is skipped and counted in *rejected; any
     // other failure rolls the whole transaction back.
-    Result<void> write_batch(std::vector<std::pair<uint64_t, Event>>& batch,
+    // Group commit: while the batch carries no drop records, events queued
+    // meanwhile join the open transaction (within the batch limits) before it
+    // commits, and *done moves up to them. A producer faster than the writer
+    // then costs one commit per batch limit rather than one per wake-up (a
+    // commit rewrites every index page the rows touched: with small batches it
+    // was most of the writer's time); a quiet queue still commits at once.
+    Result<void> write_batch(Batch& batch, uint64_t* batch_bytes, uint64_t* done,
                              const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
         std::lock_guard lk(wmu);
         try {
-            std::map<std::pair<int64_t, std::string>, uint64_t> totals;
+            Totals totals;
             auto tx = sql::Transaction::begin(writer);
             if (!tx) return std::unexpected(tx.error());
-            for (auto& [seq, ev] : batch) {
-                int rc = SQLITE_OK;
-                if (auto r = insert_event(ev, &rc, &totals); !r) {
-                    if (!sql::is_constraint(rc)) return r;
-                    ++*rejected;
+            // One statement lookup per batch, not per row.
+            auto ins = writer.query("INSERT INTO events", kInsertEvent);
+            if (!ins) return std::unexpected(ins.error());
+            for (size_t next = 0;;) {
+                for (; next < batch.size(); ++next) {
+                    int rc = SQLITE_OK;
+                    if (auto r = insert_event(*ins, batch[next].second, &rc, &totals); !r) {
+                        if (!sql::is_constraint(rc)) return r;
+                        ++*rejected;
+                    }
                 }
+                if (!job_drops.empty()) break;
+                // Lock order: wmu, then qmu for O(1) work per event (no thread
+                // holds qmu while it waits for wmu).
+                std::lock_guard qlk(qmu);
+                if (!drops.empty()) break;  // their limit events come first: commit, write them next
+                pull(batch, *batch_bytes);
+                if (next == batch.size()) break;
+                *done = taken_seq();
             }
             for (const auto& [job, d] : job_drops) {
                 int rc = SQLITE_OK;
                 if (d.overflow.events) {
                     Event ev = make_limit_event(job, d.overflow, "event-queue-overflow", nullptr);
-                    auto r = insert_event(ev, &rc, &totals);
+                    auto r = insert_event(*ins, ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;  // constraint: the job is unknown, nothing to tell
                 }
                 if (d.write_failed.events) {
                     Event ev = make_limit_event(job, d.write_failed, "event-write-failed", &d.error);
-                    auto r = insert_event(ev, &rc, &totals);
+                    auto r = insert_event(*ins, ev, &rc, &totals);
                     if (!r && !sql::is_constraint(rc)) return r;
                 }
             }
@@ -468,21 +568,17 @@ struct Store::Impl {
                 continue;
             }
 
-            std::vector<std::pair<uint64_t, Event>> batch;
+            Batch batch;
             batch.reserve(std::min(queue.size(), kMaxBatch));
             uint64_t batch_bytes = 0;
-            while (!queue.empty() && batch.size() < kMaxBatch && (batch.empty() || batch_bytes < kMaxBatchBytes)) {
-                Queued q = dequeue();
-                batch_bytes += q.bytes;
-                batch.emplace_back(q.seq, std::move(q.ev));
-            }
+            pull(batch, batch_bytes);
             auto job_drops = std::exchange(drops, {});
             // Everything up to here is in this batch or in job_drops.
-            uint64_t done = queue.empty() ? next_seq - 1 : queue.front().seq - 1;
+            uint64_t done = taken_seq();
             lk.unlock();
 
             uint64_t rejected = 0;
-            auto r = write_batch(batch, job_drops, &rejected);
+            auto r = write_batch(batch, &batch_bytes, &done, job_drops, &rejected);
 
             if (r && has_hook()) {
                 Committed c;
@@ -514,6 +610,12 @@ struct Store::Impl {
             done_seq = std::max(done_seq, done);
             done_cv.notify_all();
             if (!r && stopping && queue.empty()) break;  // shutting down and the disk still refuses: give up
+            // Free the batch's events (a JSON tree each) without qmu: append()
+            // must not wait for thousands of frees.
+            lk.unlock();
+            batch = {};
+            job_drops = {};
+            lk.lock();
         }
         writer_exited = true;
         done_seq = next_seq - 1;

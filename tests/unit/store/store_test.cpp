@@ -619,6 +619,95 @@ TEST(StoreEvents, DenialWithoutASyscallNameIsCountedButNotRanked) {
     expect_totals_match_events(path);
 }
 
+// The stored bytes are a contract (the sqlite3 CLI, backups, older readers):
+// events.data must be exactly dump() of the fields minus the envelope keys and,
+// for a denial, minus a string syscall; the syscall column that string. The
+// writer serialises member by member into a reused buffer; this pins its
+// output to the library's dump() for keys and values that need escaping,
+// invalid UTF-8 (replaced), nesting, and the non-object cases.
+TEST(StoreEvents, StoredDataIsExactlyTheDumpOfTheFields) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    std::vector<Event> evs;
+    evs.push_back(denial(job, "openat", 1));
+    Event d = denial(job, "conn\"ect\\\n\x01", 2, 7);
+    d.fields["decoded"] = std::string("/tmp/\xff\xfe bad utf8 \xc3\x28 and \xe2\x82\xac \x7f \t\b\f\r");
+    d.fields["k\xc3\xa9y \"q\""] = "v";
+    d.fields["ctl\x1f"] = json::array({1, -2, 3.5, nullptr, true, "s\"", json::object(), json::array()});
+    d.fields["nested"] = {{"b", {{"c", "\\"}}}, {"a", json::array({json::object({{"x", 1}})})}};
+    d.fields["\xff"] = 0;
+    d.fields[""] = "";
+    d.fields["id"] = 5;
+    d.fields["time"] = "x";
+    evs.push_back(d);
+    Event odd = denial(job, "x", 3);
+    odd.fields["syscall"] = 451;
+    evs.push_back(odd);
+    Event lc = lifecycle(job, 4);
+    lc.fields["syscall"] = "stays in data (not a denial)";
+    lc.fields["kind"] = "bogus";
+    evs.push_back(lc);
+    Event only_envelope = lifecycle(job, 5);
+    only_envelope.fields = {{"job", 1}, {"count", 2}};
+    evs.push_back(only_envelope);
+    Event empty = lifecycle(job, 6);
+    empty.fields = json::object();
+    evs.push_back(empty);
+    Event null_fields = lifecycle(job, 7);
+    null_fields.fields = nullptr;
+    evs.push_back(null_fields);
+    Event array_fields = lifecycle(job, 8);
+    array_fields.fields = json::array({1, "two\xff"});
+    evs.push_back(array_fields);
+    Event string_fields = lifecycle(job, 9);
+    string_fields.fields = "just a string";
+    evs.push_back(string_fields);
+    Event only_syscall = denial(job, "openat", 10);
+    only_syscall.fields = {{"syscall", "openat"}};
+    evs.push_back(only_syscall);
+    for (const auto& ev : evs) s->append(ev);
+    s->flush();
+
+    // What the writer stored before it serialised member by member.
+    auto expected = [](Event ev, std::optional<std::string>* syscall) {
+        auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
+        if (!ev.fields.is_object()) return ev.fields.is_null() ? std::string("{}") : dump(json{{"fields", ev.fields}});
+        for (const char* key : {"id", "time", "job", "kind", "count"}) ev.fields.erase(key);
+        if (ev.kind == EventKind::Denial) {
+            auto it = ev.fields.find("syscall");
+            if (it != ev.fields.end() && it->is_string()) {
+                *syscall = it->get<std::string>();
+                ev.fields.erase(it);
+            }
+        }
+        return dump(ev.fields);
+    };
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT syscall, data FROM events ORDER BY id", -1, &st, nullptr), SQLITE_OK);
+    size_t i = 0;
+    for (; sqlite3_step(st) == SQLITE_ROW; ++i) {
+        ASSERT_LT(i, evs.size());
+        std::optional<std::string> want_syscall;
+        std::string want = expected(evs[i], &want_syscall);
+        std::optional<std::string> got_syscall;
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            got_syscall = std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                                      size_t(sqlite3_column_bytes(st, 0)));
+        std::string got(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), size_t(sqlite3_column_bytes(st, 1)));
+        EXPECT_EQ(got, want) << "row " << i;
+        EXPECT_EQ(got_syscall, want_syscall) << "row " << i;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    EXPECT_EQ(i, evs.size());
+    expect_totals_match_events(path);
+}
+
 // ------------------------------------------------------------------ queue
 
 TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {
