@@ -278,14 +278,20 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
         }
         std::string dir = it->second + "/" + parent + "/" + name;
         if (std::find(cg.m_dirs.begin(), cg.m_dirs.end(), dir) == cg.m_dirs.end()) {
-            if (auto r = mkdir_p(it->second + "/" + parent); !r) {
-                (void)cg.destroy();
-                return std::unexpected(r.error());
-            }
+            // The parent exists after the first job: one mkdir, not one per level.
             if (::mkdir(dir.c_str(), 0755) < 0) {
                 int e = errno;
-                (void)cg.destroy();
-                return fail_sys("mkdir(\"" + dir + "\")", e);
+                if (e == ENOENT) {
+                    if (auto r = mkdir_p(it->second + "/" + parent); !r) {
+                        (void)cg.destroy();
+                        return std::unexpected(r.error());
+                    }
+                    e = ::mkdir(dir.c_str(), 0755) < 0 ? errno : 0;
+                }
+                if (e) {
+                    (void)cg.destroy();
+                    return fail_sys("mkdir(\"" + dir + "\")", e);
+                }
             }
             cg.m_dirs.push_back(dir);
         }
@@ -297,7 +303,8 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
     if (auto it = layout.v1.find("blkio"); it != layout.v1.end()) {
         std::string dir = it->second + "/" + parent + "/" + name;
         if (std::find(cg.m_dirs.begin(), cg.m_dirs.end(), dir) == cg.m_dirs.end() &&
-            mkdir_p(it->second + "/" + parent) && ::mkdir(dir.c_str(), 0755) == 0) {
+            (::mkdir(dir.c_str(), 0755) == 0 ||
+             (errno == ENOENT && mkdir_p(it->second + "/" + parent) && ::mkdir(dir.c_str(), 0755) == 0))) {
             cg.m_dirs.push_back(dir);
             cg.m_io = dir;
         }
