@@ -108,6 +108,13 @@ row("3a", "denials answered and recorded ≥ 50k/s", f(dj, "/s"), f"bare rmdir (
 exact = None if calls is None or stored is None else (stored == calls and eperm == calls)
 row("3b", "exact total stored", f"{f(stored, '', 0)} stored, {f(eperm, '', 0)} EPERM seen, {R.get('deny_rows', '—')} rows",
     f"{f(calls, '', 0)} calls", "—", exact)
+# Four denial loops at once (issue 15 item 4): the aggregate over the wall
+# time, at least what one job must reach.
+d4, d4s, d4e = num("deny_4jobs_per_s"), num("deny_4jobs_stored"), num("deny_4jobs_eperm")
+d4_exact = None if calls is None or d4s is None or d4e is None else (d4s == 4 * calls and d4e == 4 * calls)
+row("3c", "denials, 4 jobs at once: aggregate ≥ 50k/s, exact",
+    f"{f(d4, '/s')} ({f(d4s, '', 0)} stored, {f(d4e, '', 0)} EPERM seen)", f"1 job {f(dj, '/s')}",
+    f(ratio(d4, dj), "×"), None if d4 is None else d4 >= 50000 and d4_exact is not False)
 
 # 4. store
 ing, raw = num("sb_BM_StoreIngest_per_s"), num("sb_BM_RawSqliteIngest_per_s")

@@ -252,10 +252,12 @@ std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip, int64
         // denial would cost a full maps read each time. Read again only when
         // the copy is old enough that a new mapping may be the reason.
         if (now_ns - it->second.read_ns < kRereadNs) return std::nullopt;
+        ++m_generation;
         m_mappings -= it->second.maps.size();
         m_maps.erase(it);
     }
     ++m_reads;
+    ++m_generation;
     // Cut at kMaxMapsBytes: a job with more mappings than that gets "no
     // module" for addresses past the cut, never an unbounded read.
     auto all = parse_maps(m_reader(pid, kMaxMapsBytes));
@@ -280,6 +282,7 @@ std::optional<std::string> ModuleResolver::resolve(pid_t pid, uint64_t ip, int64
 void ModuleResolver::forget(pid_t pid) {
     auto it = m_maps.find(pid);
     if (it == m_maps.end()) return;
+    ++m_generation;
     m_mappings -= it->second.maps.size();
     m_maps.erase(it);
 }

@@ -1,5 +1,7 @@
 #include "moat/supervisor/supervisor.h"
 
+#include <charconv>
+
 #include <linux/audit.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
@@ -78,6 +80,31 @@ const char* arch_name(uint32_t arch) {
         case AUDIT_ARCH_I386: return "i386";
         default: return "unknown";
     }
+}
+
+// libseccomp's number-to-name lookup walks its whole table and allocates: on
+// the denial path (one lookup per denial) the names of the numbers a job can
+// pick are kept, per thread, after the first lookup. Numbers past the table
+// (any value a job passes) are looked up each time, as before.
+const std::string& native_syscall_name(int nr) {
+    constexpr int kCached = 1024;
+    thread_local std::vector<std::optional<std::string>> names(kCached);
+    if (nr < 0 || nr >= kCached) {
+        thread_local std::string uncached;
+        uncached = policy::syscall_name(nr);
+        return uncached;
+    }
+    auto& n = names[size_t(nr)];
+    if (!n) n = policy::syscall_name(nr);
+    return *n;
+}
+
+// Appends v in hex and a ':' (a coalescing key's fields).
+void put_hex(std::string& s, uint64_t v) {
+    char b[20];
+    auto r = std::to_chars(b, b + sizeof b, v, 16);
+    s.append(b, r.ptr);
+    s += ':';
 }
 
 std::string hex(uint64_t v) {
@@ -1073,7 +1100,7 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     const bool native = arch == AUDIT_ARCH_X86_64 && !(nr & 0x40000000);
     const std::string arch_str = arch == AUDIT_ARCH_X86_64 && (nr & 0x40000000) ? "x32" : arch_name(arch);
     std::string name;
-    if (arch_str == "x86_64") name = policy::syscall_name(nr);
+    if (arch_str == "x86_64") name = native_syscall_name(nr);
     else if (arch_str == "x32") {
         const char* nm = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X32, nr);
         name = nm ? nm : "";
@@ -1145,12 +1172,13 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     }
     std::string key;
     key.reserve(160 + (decoded ? decoded->size() : 0) + (module ? module->size() : 0));
-    char head[192];
-    snprintf(head, sizeof head, "%d:%d:%u:%llx:%llx:%llx:%llx:%llx:%llx:%llx:", int(tid), nr, arch,
-             (unsigned long long)args[0], (unsigned long long)args[1], (unsigned long long)args[2],
-             (unsigned long long)args[3], (unsigned long long)args[4], (unsigned long long)args[5],
-             (unsigned long long)n.ip);
-    key += head;
+    // tid, nr, arch, the six args and ip, each ended by ':' (to_chars, not
+    // snprintf: this runs once per denial).
+    put_hex(key, uint64_t(uint32_t(tid)));
+    put_hex(key, uint64_t(uint32_t(nr)));
+    put_hex(key, arch);
+    for (int i = 0; i < 6; ++i) put_hex(key, args[i]);
+    put_hex(key, n.ip);
     key += v.rule;
     key += '\0';
     key += v.action.str();

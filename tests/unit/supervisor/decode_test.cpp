@@ -179,6 +179,35 @@ TEST(Decode, ModuleCacheRereadsAtMostOncePerIntervalAndIsBounded) {
     EXPECT_TRUE(r.resolve(100 + pid_t(ModuleResolver::kMaxProcesses) * 2 - 1, 0x1100, t0 + 10'000).has_value());
 }
 
+// LocalRunning reuses a found module answer for the same tid and ip while the
+// resolver's generation is unchanged: every change of what resolve() could
+// answer (a read, a re-read, exec's forget, clear) must change it, and a hit
+// answered from the cache must not.
+TEST(Decode, ModuleGenerationChangesWithEveryReadAndForget) {
+    ModuleResolver r([&](pid_t, size_t) { return std::string("1000-2000 r-xp 00000000 08:01 1 /usr/lib/libfoo.so\n"); });
+    const int64_t t0 = 1'000'000'000'000;
+    uint64_t g = r.generation();
+    EXPECT_TRUE(r.resolve(7, 0x1100, t0).has_value());
+    EXPECT_NE(r.generation(), g) << "a read";
+    g = r.generation();
+    EXPECT_TRUE(r.resolve(7, 0x1200, t0 + 1).has_value());
+    EXPECT_FALSE(r.resolve(7, 0x9000, t0 + 2).has_value());
+    EXPECT_EQ(r.generation(), g) << "answers from the cache change nothing";
+    EXPECT_FALSE(r.resolve(7, 0x9000, t0 + ModuleResolver::kRereadNs + 2).has_value());
+    EXPECT_NE(r.generation(), g) << "a re-read";
+    g = r.generation();
+    r.forget(8);
+    EXPECT_EQ(r.generation(), g) << "forgetting a pid not cached";
+    r.forget(7);
+    EXPECT_NE(r.generation(), g) << "exec";
+    g = r.generation();
+    EXPECT_TRUE(r.resolve(9, 0x1100, t0).has_value());
+    EXPECT_NE(r.generation(), g);
+    g = r.generation();
+    r.clear();
+    EXPECT_NE(r.generation(), g);
+}
+
 TEST(Decode, ModuleCacheHoldsABoundedNumberOfMappings) {
     // A process with many executable file mappings: what is kept is bounded,
     // in total over every cached process too.

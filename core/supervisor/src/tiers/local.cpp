@@ -167,10 +167,17 @@ void LocalRunning::on_notify() {
     }
     n.decoded = native ? decode_args(n.pid, n.nr, n.args) : std::nullopt;
     n.modules_off = work_start < m_modules_off_until;
-    n.module = n.modules_off ? std::nullopt : m_modules.resolve(n.pid, n.ip, work_start);
-    if (n.modules_off) ++m_modules_skipped;
+    if (n.modules_off) {
+        ++m_modules_skipped;
+    } else if (m_last_module.pid == n.pid && m_last_module.ip == n.ip &&
+               m_last_module.generation == m_modules.generation() && m_last_module.module) {
+        n.module = m_last_module.module;  // what resolve() would answer again
+    } else {
+        n.module = m_modules.resolve(n.pid, n.ip, work_start);
+        if (n.module) n.module = printable(*n.module);
+        m_last_module = {n.pid, n.ip, m_modules.generation(), n.module};
+    }
     if (n.decoded) n.decoded = printable(*n.decoded);
-    if (n.module) n.module = printable(*n.module);
     m_work_ns += now_monotonic_ns() - work_start;
     if (m_work_ns > kWorkBudgetNs && !n.modules_off) {
         m_modules_off_until = work_start + kModulesOffNs;

@@ -39,6 +39,15 @@ private:
     std::optional<int> m_inner_status;  // container tier: the job's wait status, reported by moat-init
     std::optional<sandbox::SetupRecord> m_exec_failure;
     ModuleResolver m_modules;
+    // The last module answer (printable), for the same tid and ip: a loop of
+    // denials from one call site resolves once. Valid while m_modules'
+    // generation is the one it was made in (no maps read, no exec since).
+    // Only a found module is reused: "none" may change once kRereadNs passed.
+    struct LastModule {
+        pid_t pid = 0;
+        uint64_t ip = 0, generation = ~0ull;
+        std::optional<std::string> module;
+    } m_last_module;
     // moatd's time spent decoding this job's denials (kWorkBudgetNs).
     int64_t m_work_window_mono = 0, m_work_ns = 0, m_modules_off_until = 0;
     uint64_t m_modules_skipped = 0;

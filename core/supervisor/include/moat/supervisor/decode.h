@@ -67,11 +67,16 @@ public:
     std::optional<std::string> resolve(pid_t pid, uint64_t ip);
     void forget(pid_t pid);
     void clear() {
+        ++m_generation;
         m_maps.clear();
         m_mappings = 0;
     }
 
     uint64_t reads() const { return m_reads; }  // maps files read so far
+    // Changes whenever what resolve() would answer for some (pid, ip) may have
+    // changed (a read, forget, clear): an answer kept by a caller for the same
+    // pid and ip stays the resolver's answer while this is unchanged.
+    uint64_t generation() const { return m_generation; }
     size_t cached() const { return m_maps.size(); }
     size_t cached_mappings() const { return m_mappings; }
 
@@ -87,6 +92,7 @@ private:
     std::map<pid_t, Entry> m_maps;
     size_t m_mappings = 0;  // Σ maps.size() over m_maps
     uint64_t m_reads = 0;
+    uint64_t m_generation = 0;
 };
 
 }  // namespace moat::supervisor
