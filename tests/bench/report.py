@@ -118,8 +118,10 @@ row("3c", "denials, 4 jobs at once: aggregate ≥ 50k/s, exact",
 
 # 4. store
 ing, raw = num("sb_BM_StoreIngest_per_s"), num("sb_BM_RawSqliteIngest_per_s")
-row("4a", "ingest ≥ 200k events/s", f(ing, "/s"), f"raw SQLite {f(raw, '/s')}", f(ratio(ing, raw), "×"),
-    None if ing is None else ing >= 200000)
+# Issue 15 item 5: a ratio against raw SQLite in the same run (the absolute
+# 200k/s of issue 7 depends on the disk and the machine).
+row("4a", "ingest ≥ 0.9× raw SQLite (same rows, same run)", f(ing, "/s"), f"raw SQLite {f(raw, '/s')}",
+    f(ratio(ing, raw), "×"), None if ing is None or raw is None else ing >= 0.9 * raw)
 size = R.get("store_size", "?")
 try:
     size_s = f"{int(size):,}"
@@ -329,8 +331,12 @@ if only_vm:
 if E("ONLY") == "main":
     # Sections 1-7 only: the vm tier's section of the existing file stays.
     old = open(out_path).read() if os.path.exists(out_path) else ""
-    if VM_BEGIN in old and VM_END in old:
-        vm_section = old[old.index(VM_BEGIN):old.index(VM_END) + len(VM_END)]
+    if VM_END in old:
+        end = old.index(VM_END) + len(VM_END)
+        if VM_BEGIN in old:
+            vm_section = old[old.index(VM_BEGIN):end]
+        elif "\n## vm tier" in old[:end]:  # a file written before the begin marker existed
+            vm_section = VM_BEGIN + "\n" + old[old.rindex("\n## vm tier", 0, end) + 1:end]
         vm_rows = []
 
 table = render(rows)

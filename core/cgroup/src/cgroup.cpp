@@ -351,6 +351,10 @@ std::optional<std::string> JobCgroup::read_stat(const std::string& path) const {
         if (n == 0) break;
         out.append(buf, size_t(n));
         off += n;
+        // A cgroup file is a seq_file: one read returns all of it that fits
+        // the buffer, so a short read is the end. Stopping here saves the
+        // second pread (which would return 0) on every sample of every job.
+        if (size_t(n) < sizeof buf) break;
         if (out.size() > (1 << 20)) break;  // cgroup files are small; bound anyway
     }
     return out;
