@@ -465,6 +465,12 @@ int main(int argc, char** argv) {
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     signal(SIGPIPE, SIG_IGN);
+    // Not dumpable: no core file of moatd (client requests, job data) and no
+    // ptrace of it without CAP_SYS_PTRACE. A job's first process shares
+    // moatd's memory until its execve, and its uid change sets this flag on
+    // that memory to fs.suid_dumpable anyway: said once here, not left to
+    // the first job (docs/security.md).
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     umask(022);
     rlimit nof{};
     if (getrlimit(RLIMIT_NOFILE, &nof) == 0) {

@@ -59,14 +59,43 @@ void child_warn(int status_fd, const char* step, int err, const char* detail) {
     (void)!write(status_fd, &rec, sizeof rec);
 }
 
-// The child shares moatd's memory (clone(CLONE_VM)) except under
-// ThreadSanitizer, whose per-thread state lives in the clone's parent thread's
-// TLS: there it gets a copy (fork) as before.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kShareMemory = false;
+// The child shares moatd's memory (clone(CLONE_VM)) except in a sanitizer
+// build: ThreadSanitizer's and AddressSanitizer's per-thread state (fake
+// stacks, the no-return stack cleanup) lives with the spawning thread, which
+// keeps running; there the child is a copy (fork) as before.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kShareMemoryBuild = false;
 #else
-constexpr bool kShareMemory = true;
+constexpr bool kShareMemoryBuild = true;
 #endif
+
+// The child's setresuid makes the kernel set the *shared* memory's dumpable
+// flag to fs.suid_dumpable. At 1 ("debug") the child, running as the job's
+// uid before its exec, would be ptrace-able by that uid, and with it moatd's
+// memory: then the child is a copy. Read at every spawn (a sysctl can change).
+bool share_memory_now() {
+    if (!kShareMemoryBuild) return false;
+    int fd = ::open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char c = 0;
+    ssize_t n = ::read(fd, &c, 1);
+    ::close(fd);
+    return n == 1 && c != '1';
+}
+
+// The child runs on the TLS of moatd's spawning thread, which keeps running,
+// so errno is shared with it: where the child needs an error code after the
+// fact it makes the syscall itself and takes -errno from the return value.
+long raw_syscall3(long nr, long a1, long a2, long a3) {
+#if defined(__x86_64__)
+    long ret;
+    asm volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a1), "S"(a2), "d"(a3) : "rcx", "r11", "memory");
+    return ret;
+#else
+    long r = syscall(nr, a1, a2, a3);
+    return r < 0 ? -errno : r;
+#endif
+}
 
 // Every signal back to its default disposition, then nothing blocked: how a
 // job expects to start. moatd ignores SIGPIPE and blocks SIGTERM, SIGINT and
@@ -76,8 +105,10 @@ constexpr bool kShareMemory = true;
 // which shares moatd's memory.
 void step_signals() {
     for (int sig = 1; sig < NSIG; ++sig) {
+        // glibc's own (32, 33) would only fail with EINVAL, in errno.
+        if (sig == SIGKILL || sig == SIGSTOP || (sig >= 32 && sig < SIGRTMIN)) continue;
         struct sigaction sa{};
-        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;  // glibc's own: EINVAL
+        if (sigaction(sig, nullptr, &sa) < 0) continue;
         if (sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) continue;
         struct sigaction dfl{};
         dfl.sa_handler = SIG_DFL;
@@ -237,12 +268,13 @@ void step_seccomp(const ChildArgs& a) {
     step_landlock(a);
     step_signals();
     step_seccomp(a);
-    execve(a.exe, a.argv, a.envp);
+    const long r = raw_syscall3(SYS_execve, long(a.exe), long(a.argv), long(a.envp));
     // The filter is installed: any syscall but exit_group may be denied (a
     // write to the status pipe would be, under allow = ["execve",
     // "exit_group"], and recorded as a spurious denial). A memory store needs
-    // none; moatd reads the word when we are gone (exec_failure()).
-    a.exec_word.set(errno);
+    // none; moatd reads the word when we are gone (exec_failure()). The error
+    // comes from the return value: errno is the spawning thread's too.
+    a.exec_word.set(int(-r));
     // The raw exit_group, not _exit(): a sanitizer runtime intercepts _exit
     // (LeakSanitizer's exit-time check) and would make syscalls the filter denies.
     syscall(SYS_exit_group, 125);
@@ -515,9 +547,10 @@ char** ChildMemory::strings(const std::vector<std::string>& v) {
     return out;
 }
 
-void ChildMemory::watch(int pidfd, int status_fd) {
+bool ChildMemory::watch(int pidfd, int status_fd) {
     m_pidfd.reset(fcntl(pidfd, F_DUPFD_CLOEXEC, 3));
     m_status.reset(fcntl(status_fd, F_DUPFD_CLOEXEC, 3));
+    return m_pidfd && m_status;
 }
 
 void ChildMemory::release() noexcept {
@@ -595,7 +628,8 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     out.fork_ns = now_monotonic_ns();
     pid_t pid = -1;
     int clone_errno = 0;
-    if constexpr (kShareMemory) {
+    const bool share = share_memory_now();
+    if (share) {
         // No copy of moatd's page tables and no copy-on-write faults in
         // either process afterwards: on a 2-vCPU VM the fork of a 50 MiB
         // moatd was most of a job's start (docs/performance.md). Signals stay
@@ -611,7 +645,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         clone_errno = errno;
         if (pid == 0) child_main(*a);  // never returns
     }
-    if (pid < 0) return fail_sys(kShareMemory ? "clone(CLONE_VM)" : "fork", clone_errno);
+    if (pid < 0) return fail_sys(share ? "clone(CLONE_VM)" : "fork", clone_errno);
     out.pid = pid;
     go_r.reset();
     st_w.reset();
@@ -641,7 +675,9 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     out.exec_word = std::move(*word);
     out.exe = plan.exe;
     out.child_memory = std::move(*mem);
-    out.child_memory.watch(out.pidfd.get(), out.status.get());
+    // Unwatched, the memory could go while the process still runs in it.
+    if (!out.child_memory.watch(out.pidfd.get(), out.status.get()))
+        return abort_child(Error::sys("fcntl(F_DUPFD, the job's pidfd and status pipe)", errno));
     return out;
 }
 
@@ -711,13 +747,13 @@ struct ContainerChildArgs {
     if (in_process) {
         // moat-init's code in this process (a single-threaded caller):
         // everything else of the caller's closed now (there is no exec to
-        // close the O_CLOEXEC ones), caught signals back to their defaults as
-        // an exec would set them.
+        // close the O_CLOEXEC ones), every signal back to its default (the
+        // agent ignores SIGPIPE; an ignored disposition would reach the job).
         if (syscall(SYS_close_range, first_free, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
         for (int sig = 1; sig < NSIG; ++sig) {
             struct sigaction sa{};
             if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;
-            if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);
+            if (sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);  // ignored ones too, as the other tiers
         }
         prctl(PR_SET_NAME, "moat-init", 0, 0, 0);  // what ps and /proc/1/comm show, as with the exec
         a.plan->run_in_process(*a.plan->plan_in_process);
@@ -801,7 +837,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     // moat-init's child, so its memory may go when this function returns.
     // moat-init's code run in-process (the guest agent) allocates: a copy.
     Result<ChildMemory> mem = ChildMemory{};
-    if (kShareMemory && !plan.plan_in_process) {
+    if (!plan.plan_in_process && share_memory_now()) {
         mem = ChildMemory::create(sizeof a);
         if (!mem) return std::unexpected(mem.error());
         auto* slot = mem->alloc(sizeof a, alignof(ContainerChildArgs));

@@ -1208,10 +1208,16 @@ TEST(StoreRecordings, OutputsAndRecordingAreWrittenTogether) {
     EXPECT_EQ(s->get_output(job, "stdout").value()->data, out.data);
     EXPECT_EQ(s->get_output(job, "stderr").value()->total_bytes, 5000u);
     EXPECT_EQ(s->get_output(job, "stderr").value()->data, "the tail");
-    // A job that is gone: refused, and nothing of the transaction stays.
-    auto r = s->put_outputs_and_recording(job + 1000, out, err, rec, {});
+    // The last statement fails (a trigger stands in for a full disk at that
+    // point): the tails written before it in the transaction are gone too.
+    int64_t other = new_job(*s);
+    raw_exec(dir.file("moat.db"), "CREATE TRIGGER fail_recording BEFORE UPDATE OF recording ON jobs WHEN NEW.id = " +
+                                      std::to_string(other) + " BEGIN SELECT RAISE(ABORT, 'no room'); END");
+    auto r = s->put_outputs_and_recording(other, out, err, rec, {});
     ASSERT_FALSE(r);
-    EXPECT_FALSE(s->get_output(job + 1000, "stdout").value().has_value()) << r.error().message;
+    EXPECT_NE(r.error().message.find("no room"), std::string::npos) << r.error().message;
+    EXPECT_FALSE(s->get_output(other, "stdout").value().has_value()) << "a tail outlived its failed transaction";
+    EXPECT_FALSE(s->get_output(other, "stderr").value().has_value());
 }
 
 TEST(StoreRecordings, RetentionAndBudgetDropOldestRecordingsAndFreeUnusedBlobs) {

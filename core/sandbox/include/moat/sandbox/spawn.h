@@ -134,8 +134,9 @@ public:
     // The process using this memory: its pidfd and the read end of its
     // O_CLOEXEC status pipe (both duplicated). Released while that pipe has
     // not hung up (no exec yet, the process alive), the process is killed and
-    // waited for first, so it never runs on memory moatd has reused.
-    void watch(int pidfd, int status_fd);
+    // waited for first, so it never runs on memory moatd has reused. False
+    // when they could not be duplicated: the caller must not keep the process.
+    bool watch(int pidfd, int status_fd);
 
 private:
     void release() noexcept;
