@@ -141,6 +141,16 @@ trap 'exit 130' INT TERM
 
 ctl() { "$MOATCTL" --socket "$SOCK" "$@"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit} if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+count_jobs() { # jobs moatd reports as running
+    ctl jobs --json --limit 10000 2>/dev/null | python3 -c '
+import json, sys
+t = sys.stdin.read().strip()
+try:
+    v = json.loads(t); items = v if isinstance(v, list) else v.get("jobs", [v])
+except ValueError:
+    items = [json.loads(l) for l in t.splitlines() if l.strip()]
+print(sum(1 for j in items if j.get("state") == "running"))'
+}
 
 # Policies. The loop policies list syscalls one by one so that `read` can be
 # either allowlisted or allowed only through an argument rule.
@@ -275,24 +285,14 @@ if [ $SECCOMP_OK = 1 ]; then
     if [ $SHORT = 1 ]; then SCALE_BG="0 10" SCALE_BATCH="20" SCALE_REPS=1; else SCALE_BG="0 10 100" SCALE_BATCH="20 100" SCALE_REPS=3; fi
     log "1s. scale: job start with $SCALE_BG jobs running; batches of $SCALE_BATCH concurrent starts"
     scale_ticks() { awk '{print $14 + $15}' "/proc/$MOATD_PID/stat"; }
-    scale_running() {
-        ctl jobs --json --limit 10000 2>/dev/null | python3 -c '
-import json, sys
-t = sys.stdin.read().strip()
-try:
-    v = json.loads(t); items = v if isinstance(v, list) else v.get("jobs", [v])
-except ValueError:
-    items = [json.loads(l) for l in t.splitlines() if l.strip()]
-print(sum(1 for j in items if j.get("state") == "running"))'
-    }
     for bg in $SCALE_BG; do
         for _ in $(seq "$bg"); do
             "$MOATCTL" --socket "$SOCK" run --policy "$WORK/sleep1s.toml" -- /bin/sleep 3600 </dev/null >/dev/null 2>&1 &
             BG_PIDS+=($!)
         done
-        for _ in $(seq 600); do [ "$(scale_running)" -ge "$bg" ] && break; sleep 0.1; done
+        for _ in $(seq 600); do [ "$(count_jobs)" -ge "$bg" ] && break; sleep 0.1; done
         sleep 1
-        put "scale_bg${bg}_running" "$(scale_running)"
+        put "scale_bg${bg}_running" "$(count_jobs)"
         # Timed as 1a (hyperfine), so 0 jobs running reads as 1a's figure.
         a=$(scale_ticks) t0=$(date +%s%N)
         if command -v hyperfine >/dev/null; then
@@ -475,16 +475,6 @@ cpu_pct() { # seconds
     local a b
     a=$(cpu_ticks); sleep "$1"; b=$(cpu_ticks)
     awk -v d=$((b - a)) -v hz="$HZ" -v s="$1" 'BEGIN {printf "%.2f", d / hz / s * 100}'
-}
-count_jobs() { # jobs moatd reports as running
-    ctl jobs --json --limit 10000 2>/dev/null | python3 -c '
-import json, sys
-t = sys.stdin.read().strip()
-try:
-    v = json.loads(t); items = v if isinstance(v, list) else v.get("jobs", [v])
-except ValueError:
-    items = [json.loads(l) for l in t.splitlines() if l.strip()]
-print(sum(1 for j in items if j.get("state") == "running"))'
 }
 run_sleepers() { # policy
     local i

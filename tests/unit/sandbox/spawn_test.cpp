@@ -49,6 +49,23 @@ void continue_exec(int listener) {
     ASSERT_EQ(ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp), 0);
 }
 
+// Answers every notification with CONTINUE until the job's process exits.
+void continue_until_exit(const sandbox::Spawned& s) {
+    for (;;) {
+        pollfd p[2] = {{s.listener.get(), POLLIN, 0}, {s.pidfd.get(), POLLIN, 0}};
+        poll(p, 2, 5000);
+        if (p[1].revents & POLLIN) break;
+        if (p[0].revents & POLLIN) {
+            seccomp_notif req{};
+            if (ioctl(s.listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) continue;
+            seccomp_notif_resp resp{};
+            resp.id = req.id;
+            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+            ioctl(s.listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
+        }
+    }
+}
+
 struct Captured {
     int status = -1;
     std::string out;
@@ -157,22 +174,9 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     close(leak);
     ASSERT_EQ(s->warnings.size(), 1u);
     EXPECT_STREQ(s->warnings[0].step, "chdir");
-    // Answer every notification (exec of sh and its children) with CONTINUE
-    // until the job ends: we test the process state, not the filter.
-    int pidfd = s->pidfd.get();
-    for (;;) {
-        pollfd p[2] = {{s->listener.get(), POLLIN, 0}, {pidfd, POLLIN, 0}};
-        poll(p, 2, 5000);
-        if (p[1].revents & POLLIN) break;
-        if (p[0].revents & POLLIN) {
-            seccomp_notif req{};
-            if (ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) continue;
-            seccomp_notif_resp resp{};
-            resp.id = req.id;
-            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
-        }
-    }
+    // Every notification (exec of sh and its children) continued: we test
+    // the process state, not the filter.
+    continue_until_exit(*s);
     auto c = wait_and_read(*s, out[0]);
     std::istringstream in(c.out);
     std::string uid, groups, fds;
@@ -227,19 +231,7 @@ TEST_F(SpawnTest, ExecArgumentsOutliveThePlan) {
     std::vector<std::string> reuse(64, std::string(200, 'W'));  // take the freed memory back
     close(out[1]);
     continue_exec(s->listener.get());
-    for (;;) {  // sh's own notified calls, if any
-        pollfd p[2] = {{s->listener.get(), POLLIN, 0}, {s->pidfd.get(), POLLIN, 0}};
-        poll(p, 2, 5000);
-        if (p[1].revents & POLLIN) break;
-        if (p[0].revents & POLLIN) {
-            seccomp_notif req{};
-            if (ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) continue;
-            seccomp_notif_resp resp{};
-            resp.id = req.id;
-            resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-            ioctl(s->listener.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp);
-        }
-    }
+    continue_until_exit(*s);  // sh's own notified calls, if any
     auto c = wait_and_read(*s, out[0]);
     EXPECT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << c.status;
     EXPECT_EQ(c.out, "first-argument-of-some-length second-argument environment-value-of-some-length\n");
