@@ -308,6 +308,11 @@ int main(int argc, char** argv) {
     app.add_option("--client-idle-timeout", client_idle_timeout,
                    "close a connection with no request, answer or job in progress after this long (0 = never)")
         ->capture_default_str();
+    std::string notify_spin = "20us";
+    app.add_option("--notify-spin", notify_spin,
+                   "after answering a job's seccomp notification, poll this long for its next one before sleeping "
+                   "(0 = never; fruitless polling is capped at 10 ms a second)")
+        ->capture_default_str();
     // The vm tier (docs/vm.md).
     bool vm_off = false;
     std::string vm_agent, vm_guest_dir, vm_cache_dir = "/var/cache/moat", vm_pool_idle = "5m";
@@ -411,6 +416,16 @@ int main(int argc, char** argv) {
         moat::logf(moat::LogLevel::Error, "--admin-reserved-clients %zu must be less than --max-clients %zu\n",
                 admin_reserved_clients, max_clients);
         return 1;
+    }
+    uint64_t notify_spin_ns = 0;
+    if (notify_spin != "0") {
+        auto d = moat::parse_duration_ns(notify_spin);
+        if (!d || *d > 1'000'000) {
+            moat::logf(moat::LogLevel::Error, "--notify-spin %s: %s\n", notify_spin.c_str(),
+                       d ? "at most 1ms" : d.error().message.c_str());
+            return 1;
+        }
+        notify_spin_ns = *d;
     }
     uint64_t idle_ns = 0;
     if (client_idle_timeout != "0") {
@@ -637,6 +652,7 @@ int main(int argc, char** argv) {
     cfg.newroot_dir = newroot;
     cfg.store = store->get();
     cfg.loop = loop->get();
+    (*loop)->set_spin_ns(int64_t(notify_spin_ns));
     cfg.cgroups = *layout;
     cfg.cgroup_parent = cgroup_parent;
     cfg.uid_base = uid_base;
@@ -727,12 +743,13 @@ int main(int argc, char** argv) {
     if (!metrics_listen.empty()) {
         const std::string db = state_dir + "/moat.db";
         moat::store::Store* st = store->get();
-        auto m = moat::ipc::MetricsHttp::create({.listen = metrics_listen}, loop->get(), [&sup, st, db] {
+        moat::EventLoop* lp = loop->get();
+        auto m = moat::ipc::MetricsHttp::create({.listen = metrics_listen}, loop->get(), [&sup, st, db, lp] {
             moat::supervisor::StoreFigures f{.stats = st->stats()};
             struct stat sb{};
             if (::stat(db.c_str(), &sb) == 0) f.db_bytes = uint64_t(sb.st_size);
             if (::stat((db + "-wal").c_str(), &sb) == 0) f.wal_bytes = uint64_t(sb.st_size);
-            return moat::supervisor::render_metrics(sup.metrics(), f);
+            return moat::supervisor::render_metrics(sup.metrics(), f, lp->spin_stats());
         });
         if (!m) {
             moat::logf(moat::LogLevel::Error, "metrics: %s\n", m.error().message.c_str());

@@ -920,6 +920,17 @@ TEST_F(Rel, MetricsEndpointCountsJobsDenialsAndStartLatency) {
                           "moat_store_events_dropped_total 0"})
         EXPECT_TRUE(line(page, l)) << l << "\n---\n" << page;
     EXPECT_NE(page.find("\nmoat_store_bytes{file=\"db\"} "), std::string::npos) << page;
+    // Every answered notification (the 40 denials at least) asks the loop to
+    // poll before it sleeps: each request is a poll (hit or miss) or refused.
+    auto value = [&](const std::string& series) -> uint64_t {
+        size_t at = page.find("\n" + series + " ");
+        if (at == std::string::npos) return 0;
+        return std::strtoull(page.c_str() + at + series.size() + 2, nullptr, 10);
+    };
+    EXPECT_GE(value("moat_loop_spins_total{result=\"hit\"}") + value("moat_loop_spins_total{result=\"miss\"}") +
+                  value("moat_loop_spins_total{result=\"refused\"}"),
+              40u)
+        << page;
     EXPECT_EQ(d.terminate(), 0) << d.log();
 }
 

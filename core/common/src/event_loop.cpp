@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <string>
 
+#include "moat/common/timeutil.h"
+
 namespace moat {
 
 Result<std::unique_ptr<EventLoop>> EventLoop::create() {
@@ -111,7 +113,8 @@ void EventLoop::run() {
     m_running = true;
     epoll_event evs[64];
     while (m_running) {
-        int n = epoll_wait(m_epoll.get(), evs, 64, -1);
+        int n = m_spin_wanted ? spin(evs, 64) : 0;
+        if (n == 0) n = epoll_wait(m_epoll.get(), evs, 64, -1);
         if (n < 0) {
             if (errno == EINTR) continue;
             break;
@@ -125,6 +128,35 @@ void EventLoop::run() {
             entry->cb(evs[i].events);
         }
     }
+}
+
+int EventLoop::spin(epoll_event* evs, int max) {
+    m_spin_wanted = false;
+    const int64_t ns = m_spin_len_ns;
+    const int64_t start = now_monotonic_ns();
+    if (start - m_spin_window_start >= kSpinWindowNs) {
+        m_spin_window_start = start;
+        m_spin_window_wasted = 0;
+    }
+    if (m_spin_window_wasted >= kSpinWasteBudgetNs) {
+        ++m_spin.refused;
+        return 0;
+    }
+    ++m_spin.spins;
+    int64_t t = start;
+    do {
+        const int n = epoll_wait(m_epoll.get(), evs, max, 0);
+        if (n != 0) {  // events, or an error the caller handles (EINTR)
+            if (n > 0) ++m_spin.hits;
+            m_spin.spun_ns += now_monotonic_ns() - start;
+            return n;
+        }
+        t = now_monotonic_ns();
+    } while (t - start < ns);
+    m_spin.spun_ns += t - start;
+    m_spin.wasted_ns += t - start;
+    m_spin_window_wasted += t - start;
+    return 0;
 }
 
 void EventLoop::stop() {

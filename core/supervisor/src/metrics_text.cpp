@@ -43,7 +43,7 @@ void num(std::string& o, double v) {
 
 }  // namespace
 
-std::string render_metrics(const Metrics& m, const StoreFigures& s) {
+std::string render_metrics(const Metrics& m, const StoreFigures& s, const EventLoop::SpinStats& spin) {
     std::string o;
     o.reserve(4096 + m.denials.size() * 80);
 
@@ -118,6 +118,20 @@ std::string render_metrics(const Metrics& m, const StoreFigures& s) {
     num(o, s.db_bytes);
     o += "\nmoat_store_bytes{file=\"wal\"} ";
     num(o, s.wal_bytes);
+    head(o += '\n', "moat_loop_spins_total", "counter",
+         "Polls of moatd's event loop before sleeping, after answering a seccomp notification, by result.");
+    o += "moat_loop_spins_total{result=\"hit\"} ";
+    num(o, spin.hits);
+    o += "\nmoat_loop_spins_total{result=\"miss\"} ";
+    num(o, spin.spins - spin.hits);
+    o += "\nmoat_loop_spins_total{result=\"refused\"} ";
+    num(o, spin.refused);
+    head(o += '\n', "moat_loop_spin_seconds_total", "counter",
+         "Time moatd's event loop spent in those polls, by result (miss: found nothing, wasted).");
+    o += "moat_loop_spin_seconds_total{result=\"hit\"} ";
+    num(o, double(spin.spun_ns - spin.wasted_ns) / 1e9);
+    o += "\nmoat_loop_spin_seconds_total{result=\"miss\"} ";
+    num(o, double(spin.wasted_ns) / 1e9);
     o += '\n';
     return o;
 }

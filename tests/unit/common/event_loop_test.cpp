@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "moat/common/event_loop.h"
 
 namespace {
@@ -39,6 +41,91 @@ TEST(EventLoop, AStaleEventDoesNotReachTheFdNumbersNextOwner) {
     l.remove_fd(replaced);
     close(fds[first]);
     close(replaced);
+}
+
+// A callback asks the loop to poll before it sleeps; an event that another
+// thread makes meanwhile is served from that poll (a hit), not after a sleep.
+TEST(EventLoop, AnEventDuringASpinIsServedFromIt) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    const int go = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK), answer = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    std::thread peer;
+    int answered = 0;
+    l.set_spin_ns(10'000'000'000);  // long enough to be certain; a poll ends at the first event
+    ASSERT_TRUE(l.add_fd(go, EPOLLIN, [&](uint32_t) {
+        uint64_t v;
+        (void)!read(go, &v, sizeof v);
+        l.spin_before_sleep();
+        peer = std::thread([answer] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            uint64_t one = 1;
+            (void)!write(answer, &one, sizeof one);
+        });
+    }));
+    ASSERT_TRUE(l.add_fd(answer, EPOLLIN, [&](uint32_t) {
+        uint64_t v;
+        (void)!read(answer, &v, sizeof v);
+        ++answered;
+        l.stop();
+    }));
+    l.run();
+    peer.join();
+    EXPECT_EQ(answered, 1);
+    const auto& st = l.spin_stats();
+    EXPECT_EQ(st.spins, 1u);
+    EXPECT_EQ(st.hits, 1u);
+    EXPECT_EQ(st.wasted_ns, 0);
+    EXPECT_GT(st.spun_ns, 0);
+    l.remove_fd(go);
+    l.remove_fd(answer);
+    close(go);
+    close(answer);
+}
+
+// Polling that finds nothing is bounded: past kSpinWasteBudgetNs in a window,
+// requests are refused (a job that denies one call now and then must not keep
+// moatd spinning).
+TEST(EventLoop, FruitlessSpinningStopsAtItsBudget) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    constexpr int64_t kSpin = 4'000'000;  // 4 ms a request; the timer comes every 20 ms
+    int ticks = 0;
+    l.set_spin_ns(kSpin);
+    auto t = l.add_timer(1, 20'000'000, [&] {
+        if (++ticks == 12) l.stop();
+        else l.spin_before_sleep();
+    });
+    ASSERT_TRUE(t);
+    l.run();
+    const auto& st = l.spin_stats();
+    const uint64_t fruitless = st.spins - st.hits;
+    // 12 ticks take 220 ms: one window. The budget buys at most
+    // ceil(10 ms / 4 ms) = 3 fruitless polls; every later request is refused.
+    EXPECT_GE(st.wasted_ns, moat::EventLoop::kSpinWasteBudgetNs);
+    EXPECT_LE(fruitless, uint64_t((moat::EventLoop::kSpinWasteBudgetNs + kSpin - 1) / kSpin));
+    EXPECT_GE(st.refused, 11u - st.spins);
+    EXPECT_EQ(st.spins + st.refused, 11u);
+    l.cancel_timer(*t);
+}
+
+// set_spin_ns(0) (moatd --notify-spin 0): requests are ignored, nothing polls.
+TEST(EventLoop, NoSpinWhenTurnedOff) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    l.set_spin_ns(0);
+    auto t = l.add_timer(1, 1'000'000, [&] {
+        l.spin_before_sleep();
+        static int n = 0;
+        if (++n == 5) l.stop();
+    });
+    ASSERT_TRUE(t);
+    l.run();
+    EXPECT_EQ(l.spin_stats().spins, 0u);
+    EXPECT_EQ(l.spin_stats().refused, 0u);
+    l.cancel_timer(*t);
 }
 
 }  // namespace

@@ -34,7 +34,13 @@ TEST(Metrics, RendersEveryFamilyWithCumulativeBuckets) {
     s.stats.queued = 9;
     s.stats.dropped = 4;
     s.db_bytes = 4096;
-    const std::string p = render_metrics(m, s);
+    moat::EventLoop::SpinStats spin;
+    spin.spins = 10;
+    spin.hits = 7;
+    spin.refused = 2;
+    spin.spun_ns = 1'500'000'000;
+    spin.wasted_ns = 250'000'000;
+    const std::string p = render_metrics(m, s, spin);
     for (const char* line : {
              "moat_jobs_running{tier=\"container\"} 2",
              "moat_jobs_created_total{tier=\"container\"} 7",
@@ -52,6 +58,11 @@ TEST(Metrics, RendersEveryFamilyWithCumulativeBuckets) {
              "moat_store_queue_events 9",
              "moat_store_events_dropped_total 4",
              "moat_store_bytes{file=\"db\"} 4096",
+             "moat_loop_spins_total{result=\"hit\"} 7",
+             "moat_loop_spins_total{result=\"miss\"} 3",
+             "moat_loop_spins_total{result=\"refused\"} 2",
+             "moat_loop_spin_seconds_total{result=\"hit\"} 1.25",
+             "moat_loop_spin_seconds_total{result=\"miss\"} 0.25",
              "# TYPE moat_job_start_seconds histogram",
              "# TYPE moat_denials_total counter",
          })

@@ -194,7 +194,8 @@ struct StoreFigures {
     store::StoreStats stats;
     uint64_t db_bytes = 0, wal_bytes = 0;  // moat.db and moat.db-wal on disk
 };
-std::string render_metrics(const Metrics& m, const StoreFigures& store);
+// spin: the event loop's polling after seccomp notifications (EventLoop::spin_before_sleep).
+std::string render_metrics(const Metrics& m, const StoreFigures& store, const EventLoop::SpinStats& spin = {});
 
 class Supervisor final {
 public:
