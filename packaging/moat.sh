@@ -17,7 +17,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${MOAT_BUILD_DIR:-$ROOT/build}"
 JOBS="${MOAT_JOBS:-$(nproc)}"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each step says when it began (minutes since this script started): CI's
+# stage times come from its log.
+MOAT_T0=$(date +%s)
+say() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((($(date +%s) - MOAT_T0) / 60)) $((($(date +%s) - MOAT_T0) % 60)) "$*" >&2; }
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then
