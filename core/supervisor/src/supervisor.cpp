@@ -20,6 +20,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -58,12 +59,19 @@ constexpr int64_t kAggregateFlushNs = 30'000'000'000;  // aggregate rows are sto
 // two stored resource events of a job whose figures do not change.
 constexpr int64_t kSampleHeartbeatNs = 1'000'000'000;
 
+// An idle job's sampling backs off: after each sample that finds its CPU
+// counter unchanged, the next one is twice as far away (in intervals), never
+// past the once-a-second sample (kSampleHeartbeatNs); any CPU use brings it
+// back to every interval. This caps the doubling.
+constexpr uint32_t kMaxIdleBackoff = 64;
+
 // The first expiry of a periodic timer, on the next multiple of its period on
 // the monotonic clock plus one of kTimerSlots phases (at least half a period
-// away). Jobs sampled at the same interval then share kTimerSlots wake-ups
-// per period instead of one each (100 jobs at 100 ms: 80 wake-ups a second,
-// not 1,000), and no single wake-up samples more than 1/kTimerSlots of them,
-// so a burst of samples never holds client requests back for long.
+// away). Jobs are sampled by one timer per sample interval (Sampler), which
+// expires kTimerSlots times per interval and samples one slot of its jobs
+// each time: 100 jobs at 100 ms cost 80 wake-ups and 80 timer reads a
+// second, not 1,000, and no single wake-up samples more than 1/kTimerSlots
+// of them, so a burst of samples never holds client requests back for long.
 constexpr uint64_t kTimerSlots = 8;
 uint64_t aligned_first(uint64_t period_ns, uint64_t slot = 0) {
     const uint64_t now = uint64_t(now_monotonic_ns());
@@ -137,7 +145,8 @@ struct Supervisor::Job {
         for (const auto& [k, v] : steps) j[k] = v;
         return j;
     }
-    EventLoop::TimerId wall_timer = 0, sample_timer = 0;
+    EventLoop::TimerId wall_timer = 0;
+    bool sampled = false;  // in a Sampler (add_to_sampler)
     bool wall_started = false;
     uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
     std::string kill_cause, kill_detail;
@@ -149,7 +158,15 @@ struct Supervisor::Job {
     ClientCreds client;                    // who asked (the learner looks host paths up as them)
     uint64_t peak_mem = 0, peak_pids = 0, cpu_ns = 0, last_cpu_ns = 0, pid_hits = 0, ooms = 0;
     int64_t last_sample_mono = 0;
-    int64_t last_full_mono = 0;    // the last sample that read the kernel's peaks and event counts
+    // The last time the kernel's peaks and event counts were known current:
+    // read then, or unchanged since because the job used no CPU.
+    int64_t last_full_mono = 0;
+    std::optional<uint64_t> full_raw_cpu;  // the cgroup's CPU counter when the peaks were last read
+    // Idle back-off (kMaxIdleBackoff): the sampler skips the job before
+    // next_sample_mono; idle_backoff is the current gap in intervals.
+    int64_t next_sample_mono = 0;
+    uint32_t idle_backoff = 1;
+    size_t sample_slot = 0;  // its Sampler slot
     int64_t next_cpu_check_mono = 0;  // the tick's CPU-limit check: not before then (see the tick)
     std::optional<uint64_t> sampled_raw_cpu;  // the cgroup's CPU counter at the last sample
     int64_t last_stored_mono = 0;  // the last resource event stored (0: none yet)
@@ -243,6 +260,16 @@ struct Supervisor::Preparing {
     std::thread thread;
 };
 
+// Every job sampled at one interval shares one timer, which expires
+// kTimerSlots times per interval; each expiry samples the jobs of one slot
+// (the job's id modulo kTimerSlots), so each job is visited once per interval.
+struct Supervisor::Sampler {
+    EventLoop::TimerId timer = 0;
+    std::array<std::vector<Job*>, kTimerSlots> slots;
+    size_t jobs = 0;
+    uint64_t last_turn = 0;  // the last expiry sampled, in periods of the monotonic clock
+};
+
 Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
     m_cpus = uint64_t(std::max(1, get_nprocs_conf()));
     TierHost host;
@@ -311,6 +338,8 @@ Supervisor::~Supervisor() {
     }
     retry_unrecorded();
     if (m_tick) m_cfg.loop->cancel_timer(m_tick);
+    for (auto& [interval, s] : m_samplers) m_cfg.loop->cancel_timer(s->timer);
+    m_samplers.clear();
     for (auto& [id, job] : m_jobs) {
         if (job->cg) {
             (void)job->cg->kill_all();
@@ -802,10 +831,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     raw->events = std::make_unique<Events>(this, raw);
     raw->run->watch(*m_cfg.loop, *raw->events);
     if (raw->run->clock_at_launch()) start_wall_clock(*raw);
-    uint64_t interval = pol->monitor.sample_interval_ns;
-    if (auto t = m_cfg.loop->add_timer(aligned_first(interval, uint64_t(raw->id)), interval,
-                                       [this, raw] { sample(*raw, false); }))
-        raw->sample_timer = *t;
+    add_to_sampler(*raw);
     raw->last_sample_mono = now_monotonic_ns();
     m_jobs.emplace(raw->id, std::move(job_ptr));
     return std::nullopt;
@@ -1364,26 +1390,95 @@ void Supervisor::flush_aggregate(Job& job) {
     }
 }
 
+void Supervisor::add_to_sampler(Job& job) {
+    const uint64_t interval = job.policy->monitor.sample_interval_ns;
+    auto it = m_samplers.find(interval);
+    if (it == m_samplers.end()) {
+        auto s = std::make_unique<Sampler>();
+        const uint64_t period = interval / kTimerSlots;
+        auto t = m_cfg.loop->add_timer(aligned_first(period), period, [this, interval] { run_sampler(interval); });
+        if (!t) {
+            moat::logf(moat::LogLevel::Warning, "job %lld: no sampling timer: %s\n", (long long)job.id,
+                       t.error().message.c_str());
+            return;  // its figures at the end are still read (finish)
+        }
+        s->timer = *t;
+        it = m_samplers.emplace(interval, std::move(s)).first;
+    }
+    job.sample_slot = size_t(uint64_t(job.id) % kTimerSlots);
+    it->second->slots[job.sample_slot].push_back(&job);
+    ++it->second->jobs;
+    job.sampled = true;
+}
+
+void Supervisor::remove_from_sampler(Job& job) {
+    if (!job.sampled) return;
+    job.sampled = false;
+    auto it = m_samplers.find(job.policy->monitor.sample_interval_ns);
+    if (it == m_samplers.end()) return;
+    auto& slot = it->second->slots[job.sample_slot];
+    slot.erase(std::remove(slot.begin(), slot.end(), &job), slot.end());
+    if (--it->second->jobs == 0) {
+        m_cfg.loop->cancel_timer(it->second->timer);
+        m_samplers.erase(it);
+    }
+}
+
+void Supervisor::run_sampler(uint64_t interval_ns) {
+    auto it = m_samplers.find(interval_ns);
+    if (it == m_samplers.end()) return;
+    Sampler& sm = *it->second;
+    const uint64_t period = interval_ns / kTimerSlots;
+    const int64_t now = now_monotonic_ns();
+    // Which expiries these are, from the clock (the timer expires on
+    // multiples of period): when the loop was late for some (one timer read
+    // reports several), their slots are sampled now, each once.
+    const uint64_t turn = (uint64_t(now) + period / 2) / period;
+    if (turn <= sm.last_turn) return;
+    const uint64_t from = sm.last_turn ? std::max(sm.last_turn + 1, turn - (kTimerSlots - 1)) : turn;
+    sm.last_turn = turn;
+    // sample() neither starts nor ends a job, so the slots do not change
+    // while they are walked.
+    for (uint64_t t = from; t <= turn; ++t)
+        for (Job* job : sm.slots[t % kTimerSlots])
+            if (now + int64_t(interval_ns / 2) >= job->next_sample_mono) sample(*job, false);
+}
+
 void Supervisor::sample(Job& job, bool final) {
     if (!job.cg) return;
     const int64_t now = now_monotonic_ns();
-    // The peaks and event counts are the kernel's and only grow: read them at
-    // the end and at least once a second, the counters every interval.
-    const bool full = final || now - job.last_full_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2;
+    const int64_t interval = int64_t(job.policy->monitor.sample_interval_ns);
+    // The peaks and event counts are the kernel's and only grow, and only
+    // while the job runs: they are read at the end, and once a second when
+    // the job used CPU since they were last read; the counters every sample.
+    const bool beat = now - job.last_full_mono >= kSampleHeartbeatNs - int64_t(kTickNs) / 2;
     std::optional<uint64_t> cpu;
-    if (!full) {
+    bool full = final;
+    if (!final) {
         // A job that has used no CPU since the last sample has not forked,
-        // allocated or written: only its CPU counter is read until the
-        // once-a-second sample (docs/policy.md, monitor.sample_interval).
+        // allocated or written: only its CPU counter is read, and less and
+        // less often, until the once-a-second sample (docs/policy.md,
+        // monitor.sample_interval).
         cpu = job.cg->cpu_ns();
-        if (cpu && job.sampled_raw_cpu && *cpu == *job.sampled_raw_cpu) {
-            job.last_sample_mono = now;
-            return;
+        const bool idle = cpu && job.sampled_raw_cpu && *cpu == *job.sampled_raw_cpu;
+        if (idle) {
+            job.idle_backoff = std::min(job.idle_backoff * 2, kMaxIdleBackoff);
+            job.next_sample_mono = std::min(now + int64_t(job.idle_backoff) * interval,
+                                            (beat ? now : job.last_full_mono) + kSampleHeartbeatNs);
+            if (!beat) {
+                job.last_sample_mono = now;
+                return;
+            }
+        } else {
+            job.idle_backoff = 1;
+            job.next_sample_mono = 0;
         }
+        full = beat && !(cpu && job.full_raw_cpu && *cpu == *job.full_raw_cpu);
     }
     auto s = job.cg->sample(full ? cgroup::JobCgroup::Detail::Full : cgroup::JobCgroup::Detail::Counters, cpu);
     if (!s) return;
-    if (full) job.last_full_mono = now;
+    if (beat || final) job.last_full_mono = now;
+    if (full && s->has_cpu) job.full_raw_cpu = s->cpu_ns;
     if (s->has_cpu) job.sampled_raw_cpu = s->cpu_ns;
     if (job.run) *s = job.run->adjust_sample(*s);
     // CPU time counts from the job's clock (a VM's boot is not the job's).
@@ -1583,7 +1678,7 @@ void Supervisor::finish(Job& job) {
     // Tear down.
     job.run->unwatch(*m_cfg.loop);
     if (job.wall_timer) m_cfg.loop->cancel_timer(job.wall_timer);
-    if (job.sample_timer) m_cfg.loop->cancel_timer(job.sample_timer);
+    remove_from_sampler(job);
     if (job.cg) {
         // After the client's answer (the loop runs posted work next): rmdir in
         // each hierarchy costs the kernel an RCU grace period or so.

@@ -249,6 +249,12 @@ private:
     // Decides a notified syscall, records it and says what the tier answers.
     Answer judge(Job& job, const Notice& n);
     void sample(Job& job, bool final);
+    // Resource sampling: one timer per sample interval for all its jobs
+    // (docs/policy.md, monitor.sample_interval).
+    struct Sampler;
+    void add_to_sampler(Job& job);
+    void remove_from_sampler(Job& job);
+    void run_sampler(uint64_t interval_ns);
     void record_learned_paths(Job& job);
     void kill_job(Job& job, const std::string& cause, const std::string& detail);
     void flush_denials(Job& job);
@@ -290,6 +296,7 @@ private:
     uint32_t m_next_uid = 0;
     std::function<void()> m_on_all_done;
     EventLoop::TimerId m_tick = 0;
+    std::map<uint64_t, std::unique_ptr<Sampler>> m_samplers;  // by sample interval (ns)
     // Jobs whose process has ended but whose output relay is still
     // delivering; the client's "finished" answer waits for both.
     std::map<int64_t, std::unique_ptr<Ending>> m_ending;
