@@ -308,7 +308,7 @@ int main(int argc, char** argv) {
     app.add_option("--client-idle-timeout", client_idle_timeout,
                    "close a connection with no request, answer or job in progress after this long (0 = never)")
         ->capture_default_str();
-    std::string notify_spin = "20us";
+    std::string notify_spin = "50us";
     app.add_option("--notify-spin", notify_spin,
                    "after answering a job's seccomp notification, poll this long for its next one before sleeping "
                    "(0 = never; fruitless polling is capped at 10 ms a second)")

@@ -254,7 +254,7 @@ void LocalRunning::on_notify() {
     seccomp_notify_respond(listener, resp);
     // A job in a run of denials makes its next call within microseconds: the
     // loop polls a little before it sleeps (moatd --notify-spin; a sleep and
-    // a wake-up per denial halved the rate on one job here).
+    // a wake-up per denial cost a third of the rate on one job here).
     m_loop->spin_before_sleep();
 }
 

@@ -46,7 +46,7 @@ public:
     // wasted CPU: at most kSpinWasteBudgetNs of it per kSpinWindowNs; past
     // that, requests are refused until the window ends. Every fd is served
     // while polling, so no peer is favoured. set_spin_ns(0): never poll.
-    static constexpr int64_t kDefaultSpinNs = 20'000;
+    static constexpr int64_t kDefaultSpinNs = 50'000;
     static constexpr int64_t kSpinWindowNs = 1'000'000'000;
     static constexpr int64_t kSpinWasteBudgetNs = 10'000'000;  // 1 % of a core
     void set_spin_ns(int64_t ns) { m_spin_len_ns = std::max<int64_t>(ns, 0); }
