@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -152,6 +153,10 @@ Event make_limit_event(int64_t job, const DropCount& d, const char* reason, cons
 // A key or string value is written by hand only when dump() would copy it
 // byte for byte (printable ASCII without '"' or '\\'); anything else goes
 // through the serializer. One per writer connection (used under wmu).
+// A typed denial (Event::denial) is written member by member from the
+// struct, with no tree: the same bytes as dump() of DenialFields::to_json()
+// minus "syscall" (its keys in the tree's sorted order, numbers as its
+// serializer writes them; a unit test pins both forms to dump()).
 class DataEncoder {
 public:
     DataEncoder()
@@ -163,6 +168,10 @@ public:
     // syscall name (a view into ev.fields), nullopt when absent or not a string.
     std::string_view encode(const Event& ev, std::optional<std::string_view>* syscall) {
         m_buf.clear();
+        if (ev.denial && ev.kind == EventKind::Denial) {
+            *syscall = ev.denial->syscall;
+            return encode(*ev.denial);
+        }
         *syscall = std::nullopt;
         const json& f = ev.fields;
         if (!f.is_object()) {
@@ -206,6 +215,64 @@ public:
     }
 
 private:
+    std::string_view encode(const DenialFields& d) {
+        m_buf += "{\"action\":";
+        string(d.action);
+        m_buf += ",\"arch\":";
+        string(d.arch);
+        m_buf += ",\"args\":[";
+        for (int i = 0; i < 6; ++i) {
+            if (i) m_buf += ',';
+            number(d.args[i]);
+        }
+        m_buf += "],\"decoded\":";
+        optional_string(d.decoded);
+        if (d.enforced) {
+            m_buf += ",\"enforced\":";
+            m_buf += *d.enforced ? "true" : "false";
+        }
+        m_buf += ",\"ip\":\"0x";
+        number(d.ip, 16);
+        m_buf += "\",\"module\":";
+        optional_string(d.module);
+        if (d.module_note) {
+            m_buf += ",\"module_note\":";
+            string(*d.module_note);
+        }
+        m_buf += ",\"nr\":";
+        number(d.nr);
+        m_buf += ",\"pid\":";
+        number(d.pid);
+        if (d.reason) {
+            m_buf += ",\"reason\":";
+            string(*d.reason);
+        }
+        m_buf += ",\"rule\":";
+        string(d.rule);
+        m_buf += '}';
+        return m_buf;
+    }
+
+    template <typename T>
+    void number(T v, int base = 10) {
+        char b[24];
+        auto r = std::to_chars(b, b + sizeof b, v, base);
+        m_buf.append(b, r.ptr);
+    }
+    void string(const std::string& s) {
+        if (verbatim(s)) {
+            m_buf += '"';
+            m_buf += s;
+            m_buf += '"';
+        } else {
+            m_ser.dump(json(s), false, false, 0);
+        }
+    }
+    void optional_string(const std::optional<std::string>& s) {
+        if (s) string(*s);
+        else m_buf += "null";
+    }
+
     // dump() copies these bytes unescaped (ensure_ascii off).
     static bool verbatim(std::string_view s) {
         for (unsigned char c : s)
@@ -610,8 +677,9 @@ struct Store::Impl {
             done_seq = std::max(done_seq, done);
             done_cv.notify_all();
             if (!r && stopping && queue.empty()) break;  // shutting down and the disk still refuses: give up
-            // Free the batch's events (a JSON tree each) without qmu: append()
-            // must not wait for thousands of frees.
+            // Free the batch's events (a JSON tree or a typed denial's
+            // strings each) without qmu: append() must not wait for
+            // thousands of frees.
             lk.unlock();
             batch = {};
             job_drops = {};
