@@ -106,7 +106,9 @@ struct Event {
     uint64_t count = 1;     // >1 for a coalesced row
     // Kind-specific fields as in the contract (denial: pid, syscall, nr, arch, args,
     // action, ip, module, decoded; resource: cpu_time_ns, memory_bytes, pids, ...).
-    nlohmann::json fields = nlohmann::json::object();
+    // Null (the default: no allocation, which a typed denial does not need)
+    // means no fields, as an empty object does.
+    nlohmann::json fields;
     // A denial's fields, typed. When set on a Denial event they are its
     // fields and `fields` is ignored (the store ignores `denial` on other
     // kinds). Events read back from the store never have it: they carry `fields`.
