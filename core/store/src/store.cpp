@@ -274,10 +274,12 @@ private:
     }
 
     // dump() copies these bytes unescaped (ensure_ascii off).
+    // No early exit: a row's strings are short and nearly always plain, and
+    // the loop then has no branch per byte.
     static bool verbatim(std::string_view s) {
-        for (unsigned char c : s)
-            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') return false;
-        return true;
+        bool plain = true;
+        for (unsigned char c : s) plain &= (unsigned(c) - 0x20u < 0x5fu) & (c != '"') & (c != '\\');
+        return plain;
     }
 
     std::string m_buf;  // before m_ser, which writes into it
