@@ -525,6 +525,7 @@ struct Store::Impl {
     // --- writer thread ---
 
     DataEncoder encoder;  // the writer's, under wmu
+    std::vector<std::pair<uint64_t, Event>> batch_slots;  // the writer thread's (writer_loop)
     using Totals = std::map<std::pair<int64_t, std::string>, uint64_t>;
 
     // Inserts one event with ins (the batch's INSERT INTO events, reused row
@@ -638,7 +639,10 @@ struct Store::Impl {
                 continue;
             }
 
-            Batch batch;
+            // The writer's batch array keeps its capacity from batch to batch
+            // (at most kMaxBatch slots, ~1.8 MiB with typed denials): growing
+            // it anew while group commit pulls rows moved every event ~twice.
+            Batch& batch = batch_slots;
             batch.reserve(std::min(queue.size(), kMaxBatch));
             uint64_t batch_bytes = 0;
             pull(batch, batch_bytes);
@@ -684,7 +688,7 @@ struct Store::Impl {
             // strings each) without qmu: append() must not wait for
             // thousands of frees.
             lk.unlock();
-            batch = {};
+            batch.clear();
             job_drops = {};
             lk.lock();
         }
