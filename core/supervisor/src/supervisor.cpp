@@ -160,7 +160,7 @@ struct Supervisor::Job {
     struct Pending {
         int64_t first_ns;
         uint64_t count;
-        store::DenialFields fields;  // typed: no JSON tree per row (docs/store.md, "Performance")
+        store::DenialFields fields;  // typed: no JSON tree per row (docs/store.md, "Events: the queue")
         uint64_t bytes = 0;  // its share of the event budget and of kMaxPendingBytes
     };
     std::unordered_map<std::string, Pending> pending;
