@@ -115,12 +115,6 @@ void put_hex(std::string& s, uint64_t v) {
     s += ':';
 }
 
-std::string hex(uint64_t v) {
-    char b[24];
-    snprintf(b, sizeof b, "0x%llx", (unsigned long long)v);
-    return b;
-}
-
 }  // namespace
 
 struct Supervisor::Job {
@@ -183,7 +177,7 @@ struct Supervisor::Job {
     struct Pending {
         int64_t first_ns;
         uint64_t count;
-        nlohmann::json fields;
+        store::DenialFields fields;  // typed: no JSON tree per row (docs/store.md, "Events: the queue")
         uint64_t bytes = 0;  // its share of the event budget and of kMaxPendingBytes
     };
     std::unordered_map<std::string, Pending> pending;
@@ -1222,22 +1216,23 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
         // Past the budget, a denial of a known kind costs a lookup and an add.
         fold(job, ak, nullptr, 1, now_realtime_ns());
     } else {
-        nlohmann::json fields = {{"pid", tid},
-                                 {"syscall", name},
-                                 {"nr", nr & ~0x40000000},
-                                 {"arch", arch_str},
-                                 {"args", {args[0], args[1], args[2], args[3], args[4], args[5]}},
-                                 {"action", v.action.str()},
-                                 {"rule", v.rule},
-                                 {"ip", hex(n.ip)},
-                                 {"module", module ? nlohmann::json(*module) : nlohmann::json(nullptr)},
-                                 {"decoded", decoded ? nlohmann::json(*decoded) : nlohmann::json(nullptr)}};
-        if (!native) fields["reason"] = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
-        if (job.rec.learn) fields["enforced"] = !learn_continues;
-        if (modules_off) fields["module_note"] = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
+        store::DenialFields fields;
+        fields.pid = tid;
+        fields.syscall = name;
+        fields.nr = nr & ~0x40000000;
+        fields.arch = arch_str;
+        std::copy(args, args + 6, fields.args);
+        fields.action = v.action.str();
+        fields.rule = v.rule;
+        fields.ip = n.ip;
+        fields.module = module;
+        fields.decoded = decoded;
+        if (!native) fields.reason = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
+        if (job.rec.learn) fields.enforced = !learn_continues;
+        if (modules_off) fields.module_note = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
         const uint64_t bytes = kRowOverhead + key.size();
         if (!take_budget(job, bytes)) {
-            fold(job, agg_key(), std::move(fields), 1, now_realtime_ns());
+            fold(job, agg_key(), &fields, 1, now_realtime_ns());
         } else {
             if (job.pending.empty()) job.oldest_pending_mono = now_monotonic_ns();
             job.pending.emplace(std::move(key), Job::Pending{now_realtime_ns(), 1, std::move(fields), bytes});
@@ -1290,7 +1285,7 @@ void Supervisor::flush_denials(Job& job) {
         ev.time_ns = p->first_ns;
         ev.kind = store::EventKind::Denial;
         ev.count = p->count;
-        ev.fields = std::move(p->fields);
+        ev.denial = std::move(p->fields);
         if (m_cfg.store->offer(ev)) continue;
         // The store's queue holds this job's fair share (the writer is behind
         // this job's flood): the row is not stored one by one but counted in
@@ -1305,10 +1300,9 @@ void Supervisor::flush_denials(Job& job) {
                   {"detail", "the store's event queue held this job's share of it: denials that did not fit are "
                              "counted in aggregate rows (\"aggregated\": true) instead of stored one by one"}});
         }
-        const auto& f = ev.fields;
-        std::string ak = std::to_string(f.value("nr", 0)) + ':' + f.value("arch", "") + '\0' + f.value("action", "") +
-                         '\0' + f.value("rule", "");
-        fold(job, ak, std::move(ev.fields), ev.count, ev.time_ns);
+        const store::DenialFields& f = *ev.denial;
+        std::string ak = std::to_string(f.nr) + ':' + f.arch + '\0' + f.action + '\0' + f.rule;
+        fold(job, ak, &f, ev.count, ev.time_ns);
     }
     job.pending.clear();
     m_pending_bytes -= std::min(m_pending_bytes, job.pending_bytes);
@@ -1340,8 +1334,10 @@ bool Supervisor::take_budget(Job& job, uint64_t bytes) {
 }
 
 // Counts `count` denials under an aggregate key. `fields` (a denial row's)
-// describe the key when it is new; null when the key is known.
-void Supervisor::fold(Job& job, const std::string& key, nlohmann::json fields, uint64_t count, int64_t time_ns) {
+// describe the key when it is new; null when the key is known. Their JSON is
+// built only here, for a key new to the job (at most kMaxAggregateKeys + 1).
+void Supervisor::fold(Job& job, const std::string& key, const store::DenialFields* fields, uint64_t count,
+                      int64_t time_ns) {
     job.aggregated += count;
     auto it = job.aggregate.find(key);
     if (it == job.aggregate.end()) {
@@ -1349,14 +1345,15 @@ void Supervisor::fold(Job& job, const std::string& key, nlohmann::json fields, u
         if (job.aggregate.size() >= kMaxAggregateKeys) {
             it = job.aggregate.find(kOther);
             if (it == job.aggregate.end()) {
-                nlohmann::json f = fields.is_object() ? std::move(fields) : nlohmann::json::object();
+                nlohmann::json f = fields ? fields->to_json() : nlohmann::json::object();
                 f["syscall"] = kOther;
                 f["nr"] = -1;
                 it = job.aggregate.emplace(kOther, Job::Aggregate{std::move(f), 0, 0}).first;
             }
         } else {
-            if (!fields.is_object()) fields = nlohmann::json::object();  // cannot happen: new keys come with fields
-            it = job.aggregate.emplace(key, Job::Aggregate{std::move(fields), 0, 0}).first;
+            // Null cannot happen: new keys come with fields.
+            it = job.aggregate.emplace(key, Job::Aggregate{fields ? fields->to_json() : nlohmann::json::object(), 0, 0})
+                     .first;
         }
         auto& f = it->second.fields;
         // Every row carries the contract's denial fields.

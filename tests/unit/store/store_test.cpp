@@ -708,6 +708,203 @@ TEST(StoreEvents, StoredDataIsExactlyTheDumpOfTheFields) {
     expect_totals_match_events(path);
 }
 
+// ------------------------------------------------------------------ typed denials
+
+// What Supervisor::judge built for a new denial before the typed payload
+// (copied from it, not derived from DenialFields::to_json()): the typed path
+// must store, read back and approximate exactly this.
+json judge_json(const DenialFields& d) {
+    char ip[24];
+    snprintf(ip, sizeof ip, "0x%llx", (unsigned long long)d.ip);
+    json f = {{"pid", d.pid},
+              {"syscall", d.syscall},
+              {"nr", d.nr},
+              {"arch", d.arch},
+              {"args", {d.args[0], d.args[1], d.args[2], d.args[3], d.args[4], d.args[5]}},
+              {"action", d.action},
+              {"rule", d.rule},
+              {"ip", ip},
+              {"module", d.module ? json(*d.module) : json(nullptr)},
+              {"decoded", d.decoded ? json(*d.decoded) : json(nullptr)}};
+    if (d.reason) f["reason"] = *d.reason;
+    if (d.enforced) f["enforced"] = *d.enforced;
+    if (d.module_note) f["module_note"] = *d.module_note;
+    return f;
+}
+
+DenialFields typed(const std::string& syscall) {
+    DenialFields d;
+    d.pid = 4242;
+    d.syscall = syscall;
+    d.nr = 257;
+    d.arch = "x86_64";
+    const uint64_t args[6] = {4294967196ULL, 140737488346112ULL, 0, 0, 0, UINT64_MAX};
+    std::copy(args, args + 6, d.args);
+    d.action = "errno:EPERM";
+    d.rule = "default_action";
+    d.ip = 0x7f3a1c11f0aULL;
+    d.module = "libc.so.6+0x11f0a";
+    d.decoded = "/etc/shadow";
+    return d;
+}
+
+// The cases the supervisor produces (docs/store.md, "events"), and strings a
+// hostile job controls (decoded paths, module names) that need escaping.
+std::vector<DenialFields> typed_cases() {
+    std::vector<DenialFields> out;
+    out.push_back(typed("openat"));
+    DenialFields nulls = typed("connect");
+    nulls.module.reset();
+    nulls.decoded.reset();
+    out.push_back(nulls);
+    DenialFields foreign = typed("syscall_999");
+    foreign.arch = "i386";
+    foreign.nr = 999;
+    foreign.rule = "abi";
+    foreign.reason = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
+    out.push_back(foreign);
+    DenialFields x32 = typed("openat");
+    x32.arch = "x32";
+    x32.reason = foreign.reason;
+    out.push_back(x32);
+    DenialFields learn_on = typed("mkdir");
+    learn_on.enforced = false;
+    out.push_back(learn_on);
+    DenialFields learn_off = typed("unshare");
+    learn_off.enforced = true;
+    learn_off.action = "kill_process";
+    learn_off.rule = "seccomp.rule[3]";
+    out.push_back(learn_off);
+    DenialFields note = typed("rmdir");
+    note.module.reset();
+    note.module_note = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
+    out.push_back(note);
+    DenialFields everything = foreign;
+    everything.enforced = true;
+    everything.module.reset();
+    everything.module_note = note.module_note;
+    out.push_back(everything);
+    DenialFields hostile = typed("conn\"ect\\\n\x01");
+    hostile.decoded = std::string("/tmp/\xff\xfe bad utf8 \xc3\x28 \"q\" \\ and \xe2\x82\xac \x7f \t\b\f\r");
+    hostile.module = "lib\xc3\xa9.so+0x1";
+    hostile.action = "errno:\"x\"";
+    hostile.rule = "seccomp.rule[\x01]";
+    hostile.arch = "unknown";
+    out.push_back(hostile);
+    DenialFields extremes = typed("");
+    extremes.pid = 0;
+    extremes.nr = -1;
+    extremes.ip = 0;
+    std::fill(std::begin(extremes.args), std::end(extremes.args), UINT64_MAX);
+    extremes.decoded = "";
+    out.push_back(extremes);
+    DenialFields big_ip = typed("ptrace");
+    big_ip.ip = UINT64_MAX;
+    big_ip.pid = INT32_MAX;
+    out.push_back(big_ip);
+    return out;
+}
+
+// The typed payload is stored byte for byte as dump() of the tree the
+// supervisor used to build (minus syscall, which goes to its column), reads
+// back as that tree, takes the same queue share, and feeds denial_totals.
+TEST(StoreEvents, TypedDenialIsStoredExactlyAsTheJsonTheSupervisorBuilt) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    const auto cases = typed_cases();
+    uint64_t count = 1;
+    for (const auto& d : cases) {
+        json want = judge_json(d);
+        EXPECT_EQ(d.to_json(), want) << d.to_json().dump();
+        Event ev;
+        ev.job = job;
+        ev.kind = EventKind::Denial;
+        ev.time_ns = int64_t(100 + count);
+        ev.count = count++;
+        ev.fields = {{"ignored", "the typed payload wins"}};
+        ev.denial = d;
+        Event as_json = ev;
+        as_json.denial.reset();
+        as_json.fields = want;
+        EXPECT_EQ(approx_event_bytes(ev), approx_event_bytes(as_json)) << want.dump();
+        EXPECT_EQ(ev.to_json(), as_json.to_json());
+        EXPECT_TRUE(s->offer(ev));
+    }
+    s->flush();
+
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT syscall, data FROM events ORDER BY id", -1, &st, nullptr), SQLITE_OK);
+    size_t i = 0;
+    for (; sqlite3_step(st) == SQLITE_ROW; ++i) {
+        ASSERT_LT(i, cases.size());
+        json want = judge_json(cases[i]);
+        want.erase("syscall");
+        std::string got(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), size_t(sqlite3_column_bytes(st, 1)));
+        EXPECT_EQ(got, want.dump(-1, ' ', false, json::error_handler_t::replace)) << "case " << i;
+        ASSERT_NE(sqlite3_column_type(st, 0), SQLITE_NULL) << "case " << i;
+        std::string sc(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), size_t(sqlite3_column_bytes(st, 0)));
+        EXPECT_EQ(sc, cases[i].syscall) << "case " << i;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    EXPECT_EQ(i, cases.size());
+    expect_totals_match_events(path);
+
+    // Read back through the store: the fields the supervisor built (a
+    // string that was not valid UTF-8 comes back with U+FFFD, as before).
+    auto evs = all_events(*s, {.job = job});
+    ASSERT_EQ(evs.size(), cases.size());
+    for (size_t k = 0; k < cases.size(); ++k) {
+        json want = json::parse(judge_json(cases[k]).dump(-1, ' ', false, json::error_handler_t::replace));
+        EXPECT_EQ(evs[k].fields, want) << "case " << k;
+        EXPECT_EQ(evs[k].count, k + 1);
+        EXPECT_FALSE(evs[k].denial);
+    }
+    EXPECT_EQ(s->count_denials(job).value(), cases.size() * (cases.size() + 1) / 2);
+}
+
+// A typed denial the queue refuses stays with the caller, whole (the
+// supervisor folds it into an aggregate row from those fields).
+TEST(StoreQueue, ARefusedTypedDenialStaysWithTheCaller) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path, 8);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    size_t queued = 0, refused = 0;
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);
+        for (int i = 0; i < 20; ++i) {
+            Event ev;
+            ev.job = job;
+            ev.kind = EventKind::Denial;
+            ev.time_ns = 100 + i;
+            ev.denial = typed("rmdir");
+            ev.denial->decoded = "/d/" + std::to_string(i);
+            if (s->offer(ev)) {
+                ++queued;
+            } else {
+                ++refused;
+                ASSERT_TRUE(ev.denial);
+                EXPECT_EQ(ev.denial->decoded, "/d/" + std::to_string(i));
+                EXPECT_EQ(ev.denial->to_json(), judge_json(*ev.denial));
+            }
+        }
+    }
+    s->flush();
+    EXPECT_GT(queued, 0u);
+    EXPECT_GT(refused, 0u);
+    EXPECT_EQ(s->stats().dropped, 0u);
+    EXPECT_EQ(all_events(*s, {.job = job}).size(), queued);
+    EXPECT_EQ(s->count_denials(job).value(), queued);
+    expect_totals_match_events(path);
+}
+
 // ------------------------------------------------------------------ queue
 
 TEST(StoreQueue, OverflowIsCountedExactlyInALimitEvent) {

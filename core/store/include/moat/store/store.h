@@ -72,6 +72,32 @@ struct JobOutput {
 enum class EventKind { Lifecycle, Resource, Denial, Limit };
 const char* kind_name(EventKind k);  // "lifecycle" | "resource" | "denial" | "limit"
 
+// A denial row's fields as the supervisor has them (the contract's denial
+// fields, docs/store.md "events"), typed: a denial carried this way costs
+// its strings, not a JSON tree of ~20 allocations built by the producer,
+// handed to the writer, walked and freed there. The writer encodes it
+// straight into the row; the bytes are those of dump() of to_json() minus
+// "syscall" (which has its own column).
+struct DenialFields {
+    int64_t pid = 0;
+    std::string syscall;                  // the name ("syscall_N" when it has none)
+    int64_t nr = 0;
+    std::string arch;                     // "x86_64" | "x32" | "i386" | "unknown"
+    uint64_t args[6] = {};
+    std::string action;                   // "errno:EPERM", "kill_process", ...
+    std::string rule;                     // "default_action", "seccomp.rule[3]", "abi", ...
+    uint64_t ip = 0;                      // "ip": "0x" and lower-case hex
+    std::optional<std::string> module;    // "module": null when absent
+    std::optional<std::string> decoded;   // "decoded": null when absent
+    // Present only when set:
+    std::optional<std::string> reason;       // foreign ABI
+    std::optional<bool> enforced;            // learn mode: whether the call was refused
+    std::optional<std::string> module_note;  // why module was not resolved
+    // The same fields as a JSON object (the form they had before the typed
+    // payload; for aggregate rows and readers that want a tree).
+    nlohmann::json to_json() const;
+};
+
 struct Event {
     int64_t id = 0;         // assigned when stored
     int64_t job = 0;
@@ -80,7 +106,13 @@ struct Event {
     uint64_t count = 1;     // >1 for a coalesced row
     // Kind-specific fields as in the contract (denial: pid, syscall, nr, arch, args,
     // action, ip, module, decoded; resource: cpu_time_ns, memory_bytes, pids, ...).
-    nlohmann::json fields = nlohmann::json::object();
+    // Null (the default: no allocation, which a typed denial does not need)
+    // means no fields, as an empty object does.
+    nlohmann::json fields;
+    // A denial's fields, typed. When set on a Denial event they are its
+    // fields and `fields` is ignored (the store ignores `denial` on other
+    // kinds). Events read back from the store never have it: they carry `fields`.
+    std::optional<DenialFields> denial;
     // The contract's JSON line: {"time","job","kind","count",...fields, "id"}
     nlohmann::json to_json() const;
 };

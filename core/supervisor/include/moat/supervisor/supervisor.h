@@ -307,7 +307,7 @@ private:
 
     // Event budget and aggregate rows (docs/store.md, "Event budget").
     bool take_budget(Job& job, uint64_t bytes);
-    void fold(Job& job, const std::string& key, nlohmann::json fields, uint64_t count, int64_t time_ns);
+    void fold(Job& job, const std::string& key, const store::DenialFields* fields, uint64_t count, int64_t time_ns);
     void flush_aggregate(Job& job);
     uint64_t m_pending_bytes = 0;  // Σ pending_bytes of all jobs (kMaxPendingBytes)
     uint64_t m_cpus = 1;           // the machine's CPUs (get_nprocs_conf): the most CPU time a job gains per second
