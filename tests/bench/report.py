@@ -65,7 +65,7 @@ row("1f", "(reference) moatctl request (jobs --limit 1)", f(cr, " ms"), f"--help
 sp, bf = num("gb_BM_SpawnSeccompTrue_us"), num("gb_BM_BareForkExec_us")
 d = None if sp is None or bf is None else sp - bf
 row("1d", "spawn-to-exec in moatd ≤ bare fork+exec + 0.3 ms", f(sp, " µs", 0), f"fork+exec {f(bf, ' µs', 0)}",
-    f"{f(ratio(sp, bf), '×')} (+{f(d, ' µs', 0)})", None if d is None else d <= 300)
+    f"{f(ratio(sp, bf), '×')} ({'+' if d is not None and d >= 0 else ''}{f(d, ' µs', 0)})", None if d is None else d <= 300)
 
 # 1s. scale (issue 15 item 3): start latency as other jobs run, and batches
 # of concurrent starts against the same batch of bwrap.

@@ -408,7 +408,7 @@ for mode in ("getpid", "read"):
 print(f"loop_rounds\t{len(by_round)}")
 EOF
 # Denials a loop job caused (a missing syscall in the list would show here).
-ctl run --policy "$WORK/argrule.toml" --id-file "$WORK/l.id" -- "$WORK/bin/syscall_loop" read 1000 >/dev/null
+ctl run --policy "$WORK/argrule.toml" --id-file "$WORK/l.id" -- "$WORK/bin/syscall_loop" read 10000 >/dev/null
 put loop_job_denials "$(ctl show "$(cat "$WORK/l.id")" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["denial_count"])')"
 
 # ------------------------------------------------------------------ 4. denial path

@@ -109,7 +109,7 @@ Event make_denial(int64_t job, int i, int64_t time_ns) {
     ev.kind = EventKind::Denial;
     ev.time_ns = time_ns;
     ev.count = 1 + uint64_t(i % 3);
-    ev.denial = make_denial_fields(i);
+    ev.denial = std::make_shared<moat::store::DenialFields>(make_denial_fields(i));
     return ev;
 }
 

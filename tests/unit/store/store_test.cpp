@@ -825,7 +825,7 @@ TEST(StoreEvents, TypedDenialIsStoredExactlyAsTheJsonTheSupervisorBuilt) {
         ev.time_ns = int64_t(100 + count);
         ev.count = count++;
         ev.fields = {{"ignored", "the typed payload wins"}};
-        ev.denial = d;
+        ev.denial = std::make_shared<DenialFields>(d);
         Event as_json = ev;
         as_json.denial.reset();
         as_json.fields = want;
@@ -884,7 +884,7 @@ TEST(StoreQueue, ARefusedTypedDenialStaysWithTheCaller) {
             ev.job = job;
             ev.kind = EventKind::Denial;
             ev.time_ns = 100 + i;
-            ev.denial = typed("rmdir");
+            ev.denial = std::make_shared<DenialFields>(typed("rmdir"));
             ev.denial->decoded = "/d/" + std::to_string(i);
             if (s->offer(ev)) {
                 ++queued;
