@@ -311,7 +311,7 @@ int main(int argc, char** argv) {
     std::string notify_spin = "50us";
     app.add_option("--notify-spin", notify_spin,
                    "after answering a job's seccomp notification, poll this long for its next one before sleeping "
-                   "(0 = never; fruitless polling is capped at 10 ms a second)")
+                   "(0 = never; polling is capped at 250 ms a second, 10 ms of it finding nothing)")
         ->capture_default_str();
     // The vm tier (docs/vm.md).
     bool vm_off = false;

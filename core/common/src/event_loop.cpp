@@ -137,8 +137,9 @@ int EventLoop::spin(epoll_event* evs, int max) {
     if (start - m_spin_window_start >= kSpinWindowNs) {
         m_spin_window_start = start;
         m_spin_window_wasted = 0;
+        m_spin_window_spun = 0;
     }
-    if (m_spin_window_wasted >= kSpinWasteBudgetNs) {
+    if (m_spin_window_wasted >= m_spin_waste_budget_ns || m_spin_window_spun >= m_spin_budget_ns) {
         ++m_spin.refused;
         return 0;
     }
@@ -148,7 +149,9 @@ int EventLoop::spin(epoll_event* evs, int max) {
         const int n = epoll_wait(m_epoll.get(), evs, max, 0);
         if (n != 0) {  // events, or an error the caller handles (EINTR)
             if (n > 0) ++m_spin.hits;
-            m_spin.spun_ns += now_monotonic_ns() - start;
+            const int64_t spent = now_monotonic_ns() - start;
+            m_spin.spun_ns += spent;
+            m_spin_window_spun += spent;
             return n;
         }
         t = now_monotonic_ns();
@@ -156,6 +159,7 @@ int EventLoop::spin(epoll_event* evs, int max) {
     m_spin.spun_ns += t - start;
     m_spin.wasted_ns += t - start;
     m_spin_window_wasted += t - start;
+    m_spin_window_spun += t - start;
     return 0;
 }
 

@@ -449,18 +449,21 @@ struct Store::Impl {
     }
     using Batch = std::vector<std::pair<uint64_t, Event>>;  // (append sequence number, event)
     // Under qmu: the front of the queue leaves it, moved straight into `batch`
-    // (one move, not two: a typed denial is a few hundred bytes). Returns its
-    // approximate bytes.
+    // (one move, not two). Returns its approximate bytes. The batch's slot is
+    // made first: if that allocation throws, the event and its accounting
+    // both stay in the queue (counted off before, the next dequeue would
+    // count it off again and wrap queued_bytes).
     uint64_t dequeue_into(Batch& batch) {
         Queued& q = queue.front();
+        const int64_t job = q.ev.job;
+        batch.emplace_back(q.seq, std::move(q.ev));
         const uint64_t bytes = q.bytes;
         queued_bytes -= bytes;
-        auto it = shares.find(q.ev.job);
+        auto it = shares.find(job);
         if (it != shares.end()) {
             it->second.bytes -= bytes;
             if (--it->second.events == 0) shares.erase(it);
         }
-        batch.emplace_back(q.seq, std::move(q.ev));
         queue.pop_front();
         return bytes;
     }
@@ -640,7 +643,7 @@ struct Store::Impl {
             }
 
             // The writer's batch array keeps its capacity from batch to batch
-            // (at most kMaxBatch slots, ~1.8 MiB with typed denials): growing
+            // (at most kMaxBatch slots, ~320 KiB: a typed denial is behind a pointer): growing
             // it anew while group commit pulls rows moved every event ~twice.
             Batch& batch = batch_slots;
             batch.reserve(std::min(queue.size(), kMaxBatch));

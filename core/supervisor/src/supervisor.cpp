@@ -1285,7 +1285,7 @@ void Supervisor::flush_denials(Job& job) {
         ev.time_ns = p->first_ns;
         ev.kind = store::EventKind::Denial;
         ev.count = p->count;
-        ev.denial = std::make_shared<store::DenialFields>(std::move(p->fields));
+        ev.denial = std::make_shared<const store::DenialFields>(std::move(p->fields));
         if (m_cfg.store->offer(ev)) continue;
         // The store's queue holds this job's fair share (the writer is behind
         // this job's flood): the row is not stored one by one but counted in

@@ -110,15 +110,61 @@ TEST(EventLoop, FruitlessSpinningStopsAtItsBudget) {
     l.cancel_timer(*t);
 }
 
+// Polling that finds events is bounded too: a peer that answers just inside
+// the poll's length (a job spacing its calls so) cannot keep the loop polling
+// all the time. Ping-pong with a peer that takes 3 ms per answer; with 10 ms
+// of polling allowed per window, at most 4 polls run, the rest are refused.
+TEST(EventLoop, PollingThatFindsEventsStopsAtItsBudgetToo) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    l.set_spin_ns(1'000'000'000);
+    l.set_spin_budgets(10'000'000, 10'000'000);
+    const int ping = eventfd(0, EFD_CLOEXEC), answer = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    constexpr int kRounds = 10;
+    std::thread peer([&] {
+        for (int k = 0; k < kRounds; ++k) {
+            uint64_t v;
+            if (k > 0 && read(ping, &v, sizeof v) != sizeof v) return;  // blocks until the loop pings
+            std::this_thread::sleep_for(std::chrono::milliseconds(3));
+            uint64_t one = 1;
+            (void)!write(answer, &one, sizeof one);
+        }
+    });
+    int answers = 0;
+    ASSERT_TRUE(l.add_fd(answer, EPOLLIN, [&](uint32_t) {
+        uint64_t v;
+        (void)!read(answer, &v, sizeof v);
+        if (++answers == kRounds) {
+            l.stop();
+            return;
+        }
+        l.spin_before_sleep();
+        uint64_t one = 1;
+        (void)!write(ping, &one, sizeof one);
+    }));
+    l.run();
+    peer.join();
+    const auto& st = l.spin_stats();
+    EXPECT_EQ(answers, kRounds);
+    EXPECT_EQ(st.spins + st.refused, uint64_t(kRounds - 1));
+    EXPECT_LE(st.spins, 4u) << "each poll lasts at least the peer's 3 ms";
+    EXPECT_GE(st.refused, 5u);
+    EXPECT_GE(st.spun_ns, 10'000'000);
+    l.remove_fd(answer);
+    close(ping);
+    close(answer);
+}
+
 // set_spin_ns(0) (moatd --notify-spin 0): requests are ignored, nothing polls.
 TEST(EventLoop, NoSpinWhenTurnedOff) {
     auto loop = moat::EventLoop::create();
     ASSERT_TRUE(loop);
     moat::EventLoop& l = **loop;
     l.set_spin_ns(0);
+    int n = 0;
     auto t = l.add_timer(1, 1'000'000, [&] {
         l.spin_before_sleep();
-        static int n = 0;
         if (++n == 5) l.stop();
     });
     ASSERT_TRUE(t);

@@ -884,8 +884,9 @@ TEST(StoreQueue, ARefusedTypedDenialStaysWithTheCaller) {
             ev.job = job;
             ev.kind = EventKind::Denial;
             ev.time_ns = 100 + i;
-            ev.denial = std::make_shared<DenialFields>(typed("rmdir"));
-            ev.denial->decoded = "/d/" + std::to_string(i);
+            DenialFields d = typed("rmdir");
+            d.decoded = "/d/" + std::to_string(i);
+            ev.denial = std::make_shared<const DenialFields>(std::move(d));
             if (s->offer(ev)) {
                 ++queued;
             } else {

@@ -42,20 +42,29 @@ public:
     // makes the next call). After spin_before_sleep(), the loop polls its fds
     // for up to spin_ns() before it next sleeps, so an event arriving
     // meanwhile costs no sleep and wake-up (on a VM each is a cross-CPU
-    // interrupt and tens of microseconds). A poll that finds nothing is
-    // wasted CPU: at most kSpinWasteBudgetNs of it per kSpinWindowNs; past
-    // that, requests are refused until the window ends. Every fd is served
+    // interrupt and tens of microseconds). Polling is bounded per
+    // kSpinWindowNs: at most kSpinBudgetNs of it in all (a job that spaces
+    // its calls just under the poll's length could otherwise keep the loop
+    // polling all the time), of which at most kSpinWasteBudgetNs in polls
+    // that find nothing; past either, requests are refused until the window
+    // ends (one poll may overrun by at most spin_ns()). Every fd is served
     // while polling, so no peer is favoured. set_spin_ns(0): never poll.
     static constexpr int64_t kDefaultSpinNs = 50'000;
     static constexpr int64_t kSpinWindowNs = 1'000'000'000;
+    static constexpr int64_t kSpinBudgetNs = 250'000'000;      // a quarter of a core
     static constexpr int64_t kSpinWasteBudgetNs = 10'000'000;  // 1 % of a core
     void set_spin_ns(int64_t ns) { m_spin_len_ns = std::max<int64_t>(ns, 0); }
+    // Tests: other budgets per window than the two above.
+    void set_spin_budgets(int64_t all_ns, int64_t wasted_ns) {
+        m_spin_budget_ns = all_ns;
+        m_spin_waste_budget_ns = wasted_ns;
+    }
     int64_t spin_ns() const { return m_spin_len_ns; }
     void spin_before_sleep() { m_spin_wanted = m_spin_len_ns > 0; }
     struct SpinStats {
         uint64_t spins = 0;    // polls begun
         uint64_t hits = 0;     // ... that found an event
-        uint64_t refused = 0;  // requests refused by the budget
+        uint64_t refused = 0;  // requests refused by a budget
         int64_t spun_ns = 0;   // time spent polling, hits included
         int64_t wasted_ns = 0; // ... in polls that found nothing
     };
@@ -84,6 +93,9 @@ private:
     bool m_spin_wanted = false;
     int64_t m_spin_window_start = 0;
     int64_t m_spin_window_wasted = 0;
+    int64_t m_spin_window_spun = 0;
+    int64_t m_spin_budget_ns = kSpinBudgetNs;
+    int64_t m_spin_waste_budget_ns = kSpinWasteBudgetNs;
     SpinStats m_spin;
 };
 

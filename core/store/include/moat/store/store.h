@@ -115,8 +115,9 @@ struct Event {
     // Behind a pointer: inline it made every Event (the store's query results
     // too, pages of thousands) 432 bytes instead of 80, and moatd's memory
     // with 1M events read grew by ~3 MiB (run.sh row 7). Shared, so an Event
-    // stays copyable; nothing changes a DenialFields once it is in an Event.
-    std::shared_ptr<DenialFields> denial;
+    // stays copyable; const, so a copy cannot change what the original (maybe
+    // queued for the writer thread) holds.
+    std::shared_ptr<const DenialFields> denial;
     // The contract's JSON line: {"time","job","kind","count",...fields, "id"}
     nlohmann::json to_json() const;
 };
