@@ -73,6 +73,10 @@ constexpr uint32_t kMaxIdleBackoff = 64;
 // second, not 1,000, and no single wake-up samples more than 1/kTimerSlots
 // of them, so a burst of samples never holds client requests back for long.
 constexpr uint64_t kTimerSlots = 8;
+// A Sampler's timer period. The policy parser allows 50 ms at least (6.25 ms
+// here); the floor only keeps a zero or tiny interval from a caller that
+// skipped it from dividing by zero or spinning the loop.
+uint64_t sampler_period(uint64_t interval_ns) { return std::max<uint64_t>(interval_ns / kTimerSlots, 1'000'000); }
 uint64_t aligned_first(uint64_t period_ns, uint64_t slot = 0) {
     const uint64_t now = uint64_t(now_monotonic_ns());
     const uint64_t phase = (slot % kTimerSlots) * (period_ns / kTimerSlots);
@@ -1392,7 +1396,7 @@ void Supervisor::add_to_sampler(Job& job) {
     auto it = m_samplers.find(interval);
     if (it == m_samplers.end()) {
         auto s = std::make_unique<Sampler>();
-        const uint64_t period = interval / kTimerSlots;
+        const uint64_t period = sampler_period(interval);
         auto t = m_cfg.loop->add_timer(aligned_first(period), period, [this, interval] { run_sampler(interval); });
         if (!t) {
             moat::logf(moat::LogLevel::Warning, "job %lld: no sampling timer: %s\n", (long long)job.id,
@@ -1425,7 +1429,7 @@ void Supervisor::run_sampler(uint64_t interval_ns) {
     auto it = m_samplers.find(interval_ns);
     if (it == m_samplers.end()) return;
     Sampler& sm = *it->second;
-    const uint64_t period = interval_ns / kTimerSlots;
+    const uint64_t period = sampler_period(interval_ns);
     const int64_t now = now_monotonic_ns();
     // Which expiries these are, from the clock (the timer expires on
     // multiples of period): when the loop was late for some (one timer read
