@@ -71,6 +71,36 @@ int64_t raw_int(const std::string& path, const std::string& sql) {
 }
 
 // denial_totals is derived data: it must equal what the events table says.
+// Every stored event's syscall column and data text, in id order, read with
+// SQLite directly (what the writer wrote, not what the store reads back).
+struct StoredRow {
+    std::optional<std::string> syscall;
+    std::string data;
+};
+std::vector<StoredRow> stored_rows(const std::string& path) {
+    std::vector<StoredRow> out;
+    sqlite3* db = nullptr;
+    if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
+        ADD_FAILURE() << "open " << path;
+        sqlite3_close(db);
+        return out;
+    }
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT syscall, data FROM events ORDER BY id", -1, &st, nullptr) != SQLITE_OK)
+        ADD_FAILURE() << sqlite3_errmsg(db);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        StoredRow r;
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            r.syscall = std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                                    size_t(sqlite3_column_bytes(st, 0)));
+        r.data.assign(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), size_t(sqlite3_column_bytes(st, 1)));
+        out.push_back(std::move(r));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+}
+
 void expect_totals_match_events(const std::string& path) {
     EXPECT_EQ(raw_int(path, "SELECT coalesce(sum(count), 0) FROM events WHERE kind = 'denial'"),
               raw_int(path, "SELECT coalesce(sum(count), 0) FROM denial_totals"));
@@ -685,26 +715,14 @@ TEST(StoreEvents, StoredDataIsExactlyTheDumpOfTheFields) {
         }
         return dump(ev.fields);
     };
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT syscall, data FROM events ORDER BY id", -1, &st, nullptr), SQLITE_OK);
-    size_t i = 0;
-    for (; sqlite3_step(st) == SQLITE_ROW; ++i) {
-        ASSERT_LT(i, evs.size());
+    const auto rows = stored_rows(path);
+    ASSERT_EQ(rows.size(), evs.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
         std::optional<std::string> want_syscall;
         std::string want = expected(evs[i], &want_syscall);
-        std::optional<std::string> got_syscall;
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
-            got_syscall = std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
-                                      size_t(sqlite3_column_bytes(st, 0)));
-        std::string got(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), size_t(sqlite3_column_bytes(st, 1)));
-        EXPECT_EQ(got, want) << "row " << i;
-        EXPECT_EQ(got_syscall, want_syscall) << "row " << i;
+        EXPECT_EQ(rows[i].data, want) << "row " << i;
+        EXPECT_EQ(rows[i].syscall, want_syscall) << "row " << i;
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    EXPECT_EQ(i, evs.size());
     expect_totals_match_events(path);
 }
 
@@ -835,24 +853,14 @@ TEST(StoreEvents, TypedDenialIsStoredExactlyAsTheJsonTheSupervisorBuilt) {
     }
     s->flush();
 
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT syscall, data FROM events ORDER BY id", -1, &st, nullptr), SQLITE_OK);
-    size_t i = 0;
-    for (; sqlite3_step(st) == SQLITE_ROW; ++i) {
-        ASSERT_LT(i, cases.size());
+    const auto rows = stored_rows(path);
+    ASSERT_EQ(rows.size(), cases.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
         json want = judge_json(cases[i]);
         want.erase("syscall");
-        std::string got(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), size_t(sqlite3_column_bytes(st, 1)));
-        EXPECT_EQ(got, want.dump(-1, ' ', false, json::error_handler_t::replace)) << "case " << i;
-        ASSERT_NE(sqlite3_column_type(st, 0), SQLITE_NULL) << "case " << i;
-        std::string sc(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), size_t(sqlite3_column_bytes(st, 0)));
-        EXPECT_EQ(sc, cases[i].syscall) << "case " << i;
+        EXPECT_EQ(rows[i].data, want.dump(-1, ' ', false, json::error_handler_t::replace)) << "case " << i;
+        EXPECT_EQ(rows[i].syscall, std::optional<std::string>(cases[i].syscall)) << "case " << i;
     }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    EXPECT_EQ(i, cases.size());
     expect_totals_match_events(path);
 
     // Read back through the store: the fields the supervisor built (a
