@@ -332,6 +332,19 @@ Result<void> JobCgroup::add_pid(pid_t pid) const {
     return {};
 }
 
+Result<std::vector<JobCgroup::SelfJoin>> JobCgroup::open_self_join() const {
+    std::vector<SelfJoin> out;
+    if (m_version != Version::V1) return out;
+    for (const auto& d : m_dirs) {
+        SelfJoin j;
+        j.path = d + "/tasks";
+        j.fd.reset(::open(j.path.c_str(), O_WRONLY | O_CLOEXEC));
+        if (!j.fd) return fail_sys("open(\"" + j.path + "\")", errno);
+        out.push_back(std::move(j));
+    }
+    return out;
+}
+
 std::optional<std::string> JobCgroup::read_stat(const std::string& path) const {
     auto it = m_stat_fds.find(path);
     if (it == m_stat_fds.end()) {
@@ -571,7 +584,17 @@ size_t JobCgroup::kill_all_jobs(const Layout& layout, const std::string& parent)
     return n;
 }
 
-Result<void> JobCgroup::kill_all(int timeout_ms) const { return kill_dirs(m_dirs, m_version == Version::V2, timeout_ms); }
+Result<void> JobCgroup::kill_all(int timeout_ms) const {
+    // The common end of a job: nothing left in it. The pids controller counts
+    // every task of the group (zombies until they are reaped) in one number,
+    // read through the fd the sampler keeps open: one pread instead of a
+    // cgroup.procs read (and a stat) per hierarchy, ~50 us of every job's end.
+    // A job's processes are in each of its hierarchies (none can move itself
+    // out), so zero here is zero everywhere.
+    if (!m_pids.empty())
+        if (auto n = stat_u64(m_pids + "/pids.current"); n && *n == 0) return {};
+    return kill_dirs(m_dirs, m_version == Version::V2, timeout_ms);
+}
 
 Result<void> JobCgroup::destroy() const {
     m_stat_fds.clear();  // nothing of ours stays open in a group being removed

@@ -20,6 +20,7 @@
 #include <expected>
 #include <set>
 
+#include "moat/common/sha256.h"
 #include "moat/common/log.h"
 #include "moat/common/paths.h"
 #include "moat/common/signals.h"
@@ -1424,12 +1425,12 @@ void Server::handle_run(Client& c, const json& req) {
         }
     }
 
-    auto parsed = validate_policy(*toml, source);
+    auto parsed = validated_policy(*toml, source);
     if (!parsed) {
         reply(c.id, error_reply("bad-policy", parsed.error()));
         return;
     }
-    auto stored = m_store->put_policy(parsed->name, *toml, parsed->sha256);
+    auto stored = m_store->put_policy((*parsed)->name, *toml, (*parsed)->sha256);
     if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
 
     supervisor::JobRequest jr;
@@ -1444,6 +1445,28 @@ void Server::handle_run(Client& c, const json& req) {
     jr.rootfs = std::move(rootfs);
     jr.client = {c.uid, c.gid, c.groups};
     start_for(c, std::move(jr), *stored);
+}
+
+std::expected<std::shared_ptr<const policy::Policy>, std::string> Server::validated_policy(const std::string& toml,
+                                                                                           const std::string& source) {
+    const bool cacheable = toml.size() <= kPolicyCacheMaxText;
+    std::string key;
+    if (cacheable) {
+        key = sha256_hex(source + '\0' + toml);
+        if (auto it = m_policy_cache.find(key); it != m_policy_cache.end()) return it->second;
+    }
+    auto parsed = validate_policy(toml, source);
+    if (!parsed) return std::unexpected(std::move(parsed.error()));
+    auto p = std::make_shared<const policy::Policy>(std::move(*parsed));
+    if (cacheable) {
+        if (m_policy_cache.size() >= kPolicyCacheEntries) {
+            m_policy_cache.erase(m_policy_cache_order.front());
+            m_policy_cache_order.pop_front();
+        }
+        m_policy_cache.emplace(key, p);
+        m_policy_cache_order.push_back(std::move(key));
+    }
+    return p;
 }
 
 void Server::start_for(Client& c, supervisor::JobRequest jr, const store::PolicyRecord& policy) {
@@ -1540,7 +1563,7 @@ void Server::handle_replay(Client& c, const json& req) {
         toml = p->toml;
         source = p->name + " v" + std::to_string(p->version);
     }
-    auto parsed = validate_policy(toml, source);
+    auto parsed = validated_policy(toml, source);
     if (!parsed) { reply(c.id, error_reply("bad-policy", parsed.error())); return; }
     std::optional<policy::Tier> tier = policy::tier_from_name(orig->tier);
     if (auto t = get_string(req, "tier", 16)) {
@@ -1591,7 +1614,7 @@ void Server::handle_replay(Client& c, const json& req) {
             jr.inputs.push_back(std::move(f));
         }
     }
-    auto stored = m_store->put_policy(parsed->name, toml, parsed->sha256);
+    auto stored = m_store->put_policy((*parsed)->name, toml, (*parsed)->sha256);
     if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
     jr.policy = std::move(*parsed);
     jr.policy_id = stored->id;

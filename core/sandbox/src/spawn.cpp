@@ -59,6 +59,26 @@ void child_warn(int status_fd, const char* step, int err, const char* detail) {
     (void)!write(status_fd, &rec, sizeof rec);
 }
 
+// v1: the job's first process moves itself into its cgroup (see
+// JobCgroup::open_self_join), before anything else it does. At most one fd per
+// hierarchy; the paths only name a failure.
+constexpr int kMaxSelfJoin = 16;
+struct SelfJoinArgs {
+    int fds[kMaxSelfJoin];
+    const char* paths[kMaxSelfJoin];
+    int n = 0;
+};
+
+long raw_syscall3(long nr, long a1, long a2, long a3);
+
+void step_join_cgroup(int status_fd, const SelfJoinArgs& j) {
+    for (int i = 0; i < j.n; ++i) {
+        const long r = raw_syscall3(SYS_write, j.fds[i], long("0"), 1);
+        if (r != 1) child_fail(status_fd, "joining the job cgroup: write(\"0\")", r < 0 ? int(-r) : EIO, j.paths[i]);
+        raw_syscall3(SYS_close, j.fds[i], 0, 0);
+    }
+}
+
 // The child shares moatd's memory (clone(CLONE_VM)) except in a sanitizer
 // build: ThreadSanitizer's and AddressSanitizer's per-thread state (fake
 // stacks, the no-return stack cleanup) lives with the spawning thread, which
@@ -131,6 +151,7 @@ struct ChildArgs {
     pid_t parent;
     sock_fprog prog;
     ExecFailureWord::Ref exec_word;  // shared with the parent: a failed execve lands here
+    SelfJoinArgs join;               // v1: the cgroup's tasks files (empty: the parent moved us)
 };
 
 // The containment sequence, in order. Each step takes only what it needs.
@@ -142,11 +163,12 @@ void step_die_with_parent(const ChildArgs& a) {
 
 void step_wait_for_cgroup(const ChildArgs& a) {
     char b;
-    ssize_t n;
-    do n = read(a.go_fd, &b, 1);
-    while (n < 0 && errno == EINTR);
+    long n;
+    do n = raw_syscall3(SYS_read, a.go_fd, long(&b), 1);
+    while (n == -EINTR);
     if (n != 1) _exit(125);  // the parent gave up on us
     close(a.go_fd);
+    place_cpus_self(a.status_fd, a.plan->all_cpus);
 }
 
 void step_fds(ChildArgs& a) {
@@ -259,6 +281,7 @@ void step_seccomp(const ChildArgs& a) {
 
 [[noreturn]] void child_main(ChildArgs a) {  // a copy: step_fds renumbers fds
     step_die_with_parent(a);
+    step_join_cgroup(a.status_fd, a.join);
     step_wait_for_cgroup(a);
     step_fds(a);
     step_session();
@@ -401,6 +424,9 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
                 if (rec.fatal == kSetupFilterNext) {
                     filter_next = true;
                     listener_fd = rec.err;
+                } else if (rec.fatal == kSetupCpus) {
+                    out.cpus = rec.err;
+                    out.cpus_before = rec.extra;
                 } else {
                     out.warnings.push_back(rec);
                 }
@@ -445,25 +471,27 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
 
 }  // namespace
 
-void place_cpus(pid_t pid, bool all_cpus, Spawned& out) {
+void place_cpus_self(int status_fd, bool all_cpus) {
     // Room for machines far larger than CPU_SETSIZE (the kernel wants at
-    // least nr_cpu_ids bits).
-    constexpr int kMaxCpus = 8192;
-    cpu_set_t* set = CPU_ALLOC(kMaxCpus);
-    if (!set) return;
-    const size_t size = CPU_ALLOC_SIZE(kMaxCpus);
+    // least nr_cpu_ids bits); on the child's stack, no allocation.
+    unsigned long mask[8192 / (8 * sizeof(unsigned long))];
     auto count = [&]() -> int {
-        CPU_ZERO_S(size, set);
-        return sched_getaffinity(pid, size, set) == 0 ? CPU_COUNT_S(size, set) : 0;
+        const long n = raw_syscall3(SYS_sched_getaffinity, 0, long(sizeof mask), long(mask));
+        int c = 0;
+        for (long i = 0; n > 0 && i < n / long(sizeof(unsigned long)); ++i) c += __builtin_popcountl(mask[i]);
+        return c;
     };
-    out.cpus = out.cpus_before = count();
+    SetupRecord rec{};
+    memcpy(rec.step, "cpus", 5);
+    rec.fatal = kSetupCpus;
+    rec.extra = rec.err = count();
     if (all_cpus) {
         // Every bit: the kernel keeps the CPUs that are online and in the
         // task's cpuset (cgroup), which is exactly "all it is allowed".
-        for (int i = 0; i < kMaxCpus; ++i) CPU_SET_S(i, size, set);
-        if (sched_setaffinity(pid, size, set) == 0) out.cpus = count();
+        memset(mask, 0xff, sizeof mask);
+        if (raw_syscall3(SYS_sched_setaffinity, 0, long(sizeof mask), long(mask)) == 0) rec.err = count();
     }
-    CPU_FREE(set);
+    (void)raw_syscall3(SYS_write, status_fd, long(&rec), long(sizeof rec));
 }
 
 namespace {
@@ -583,6 +611,27 @@ void ChildMemory::release() noexcept {
     m_status.reset();
 }
 
+namespace {
+
+// The fds and paths the child's step_join_cgroup uses; `held` keeps the fds
+// open until the spawn returns (the child has its own copies by then).
+Result<SelfJoinArgs> self_join_args(const cgroup::JobCgroup* cg, std::vector<cgroup::JobCgroup::SelfJoin>& held) {
+    SelfJoinArgs j{};
+    if (!cg) return j;
+    auto r = cg->open_self_join();
+    if (!r) return std::unexpected(r.error().wrap("opening the job cgroup"));
+    held = std::move(*r);
+    if (held.size() > size_t(kMaxSelfJoin)) return fail("more cgroup hierarchies than a job can join");
+    for (const auto& h : held) {
+        j.fds[j.n] = h.fd.get();
+        j.paths[j.n] = h.path.c_str();
+        ++j.n;
+    }
+    return j;
+}
+
+}  // namespace
+
 Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.uid == 0 || plan.gid == 0) return fail("refusing to run a job as uid or gid 0");
     if (!plan.filter || plan.filter->empty()) return fail("no seccomp filter in the plan");
@@ -609,8 +658,12 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
 
     auto word = ExecFailureWord::create();
     if (!word) return std::unexpected(word.error());
+    std::vector<cgroup::JobCgroup::SelfJoin> join_held;
+    auto join = self_join_args(plan.cgroup, join_held);
+    if (!join) return std::unexpected(join.error());
 
     auto* a = new (slot) ChildArgs{};
+    a->join = *join;
     a->plan = &plan;
     a->exec_word = word->ref();
     a->landlock_fd = plan.landlock_fd;
@@ -659,10 +712,10 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
 
     out.pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
     if (!out.pidfd) return abort_child(Error::sys("pidfd_open", errno));
-    if (plan.cgroup) {
+    // v1: the child joins by itself (step_join_cgroup); v2: moved from here.
+    if (plan.cgroup && join->n == 0) {
         if (auto r = plan.cgroup->add_pid(pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
-    place_cpus(pid, plan.all_cpus, out);
     char one = 1;
     if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();
@@ -688,6 +741,7 @@ struct ContainerChildArgs {
     const ContainerSpawnPlan* plan;
     int go_fd;
     int status_fd;
+    SelfJoinArgs join;  // v1: the cgroup's tasks files (empty: the parent moved us)
 };
 
 [[noreturn]] void container_child_main(const ContainerChildArgs& a) {
@@ -695,11 +749,14 @@ struct ContainerChildArgs {
     // parent is outside our new pid namespace), so the go pipe is the check:
     // EOF means moatd gave up on us.
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    // Into the job's cgroup first (v1), while moatd writes our id maps.
+    step_join_cgroup(a.status_fd, a.join);
     char b;
-    ssize_t n;
-    do n = read(a.go_fd, &b, 1);
-    while (n < 0 && errno == EINTR);
+    long n;
+    do n = raw_syscall3(SYS_read, a.go_fd, long(&b), 1);
+    while (n == -EINTR);
     if (n != 1) _exit(125);
+    place_cpus_self(a.status_fd, a.plan->all_cpus);
     // Become the namespace's root (host uid host_root_uid) before exec: our
     // credentials are still host root's, which is unmapped inside, and execve
     // would give an unmapped uid no capabilities in the new namespace.
@@ -810,7 +867,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     UniqueFd go_r(go[0]), go_w(go[1]);
     if (pipe2(status, O_CLOEXEC) < 0) return fail_sys("pipe2(status)", errno);
     UniqueFd st_r(status[0]), st_w(status[1]);
-    ContainerChildArgs a{&plan, go_r.get(), st_w.get()};
+    std::vector<cgroup::JobCgroup::SelfJoin> join_held;
+    auto join = self_join_args(plan.cgroup, join_held);
+    if (!join) return std::unexpected(join.error());
+    ContainerChildArgs a{&plan, go_r.get(), st_w.get(), *join};
 
     Spawned out;
     out.fork_ns = now_monotonic_ns();
@@ -880,10 +940,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     // root is an unprivileged host uid, so nothing inside is ever host root.
     if (auto r = write_id_map(out.pid, "uid_map", uid_map); !r) return abort_child(r.error());
     if (auto r = write_id_map(out.pid, "gid_map", gid_map); !r) return abort_child(r.error());
-    if (plan.cgroup) {
+    // v1: the child joins by itself (step_join_cgroup); v2: moved from here.
+    if (plan.cgroup && join->n == 0) {
         if (auto r = plan.cgroup->add_pid(out.pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
-    place_cpus(out.pid, plan.all_cpus, out);
     char one = 1;
     if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();

@@ -401,6 +401,24 @@ struct Store::Impl {
     std::mutex wmu;
     sql::Db writer;
 
+    // Policy rows already stored, by name NUL sha256 (under wmu): a policy
+    // version's row never changes and is never deleted, so `run` after `run`
+    // with the same policy finds its id here instead of in a transaction.
+    // Bounded: kKnownPolicies rows; the one first put goes first.
+    static constexpr size_t kKnownPolicies = 16;
+    std::map<std::string, PolicyRecord> known_policies;
+    std::deque<std::string> known_order;
+    void remember_policy(const PolicyRecord& p) {
+        std::string key = p.name + '\0' + p.sha256;
+        if (known_policies.count(key)) return;
+        if (known_policies.size() >= kKnownPolicies) {
+            known_policies.erase(known_order.front());
+            known_order.pop_front();
+        }
+        known_policies.emplace(key, p);
+        known_order.push_back(std::move(key));
+    }
+
     // --- reader pool ---
     std::string reader_path;  // plain path, or a "file:" URI for read-only opens
     int reader_flags = 0;
@@ -799,6 +817,7 @@ Result<PolicyRecord> Store::put_policy(const std::string& name, const std::strin
     if (name.empty()) return fail("put_policy: empty policy name");
     if (sha256.empty()) return fail("put_policy(\"" + name + "\"): empty sha256");
     std::unique_lock lk(d.wmu);
+    if (auto k = d.known_policies.find(name + '\0' + sha256); k != d.known_policies.end()) return k->second;
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
     {
@@ -807,7 +826,11 @@ Result<PolicyRecord> Store::put_policy(const std::string& name, const std::strin
         q->bind(1, name).bind(2, sha256);
         auto row = q->step();
         if (!row) return std::unexpected(row.error());
-        if (*row) return read_policy(*q);  // already stored; tx rolls back a transaction that wrote nothing
+        if (*row) {  // already stored; tx rolls back a transaction that wrote nothing
+            PolicyRecord p = read_policy(*q);
+            d.remember_policy(p);
+            return p;
+        }
     }
     int64_t next = 1;
     {
@@ -829,6 +852,7 @@ Result<PolicyRecord> Store::put_policy(const std::string& name, const std::strin
         p.id = d.writer.last_insert_rowid();
     }
     if (auto r = tx->commit(); !r) return std::unexpected(r.error());
+    d.remember_policy(p);
     lk.unlock();
     d.committed(Committed{{}, {}, true});
     return p;

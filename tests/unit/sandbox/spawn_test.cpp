@@ -17,6 +17,7 @@
 #include <thread>
 #include <sstream>
 
+#include "moat/cgroup/cgroup.h"
 #include "moat/compiler/seccomp_compiler.h"
 #include "moat/policy/parser.h"
 #include "moat/sandbox/landlock.h"
@@ -197,6 +198,66 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     EXPECT_NE(c.out.find("ONLY=this"), std::string::npos);
     EXPECT_EQ(c.out.find("HOME="), std::string::npos) << "nothing of moatd's environment";
     close(devnull);
+}
+
+// The job's first process is in its cgroup before any of the job's code runs
+// (v1: it moved itself in through the tasks files moatd opened; v2: moatd
+// moved it), none of those fds reaches the job, and it reported the CPUs it
+// may run on.
+TEST_F(SpawnTest, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
+    auto layout = cgroup::Layout::detect();
+    if (!layout) GTEST_SKIP() << "no usable cgroup hierarchy: " << layout.error().message;
+    const std::string name = "spawn-" + std::to_string(getpid());
+    auto cg = cgroup::JobCgroup::create(*layout, "moat-test", name, {});
+    ASSERT_TRUE(cg) << cg.error().message;
+    auto joins = cg->open_self_join();
+    ASSERT_TRUE(joins) << joins.error().message;
+    if (layout->version == cgroup::Version::V1) {
+        EXPECT_EQ(joins->size(), cg->dirs().size()) << "one tasks file per hierarchy";
+        for (const auto& j : *joins) EXPECT_TRUE(j.path.ends_with("/tasks")) << j.path;
+    } else {
+        EXPECT_TRUE(joins->empty()) << "v2 moves a process from moatd (no thread moves across domains)";
+    }
+    joins->clear();
+
+    auto f = filter_for(kAllowShell);
+    int out[2];
+    ASSERT_EQ(pipe(out), 0);
+    int devnull = open("/dev/null", O_RDWR);
+    sandbox::SpawnPlan plan;
+    plan.exe = "/bin/sh";
+    plan.argv = {"sh", "-c", "cat /proc/self/cgroup; ls -l /proc/self/fd/ | grep -c cgroup"};
+    plan.env = {"PATH=/usr/bin:/bin"};
+    plan.cwd = "/";
+    plan.uid = plan.gid = 700997;
+    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    plan.stdio[0] = devnull;
+    plan.stdio[1] = out[1];
+    plan.stdio[2] = out[1];
+    plan.filter = &f->program();
+    plan.cgroup = &*cg;
+    auto s = sandbox::spawn_seccomp_job(plan);
+    ASSERT_TRUE(s) << s.error().message;
+    close(out[1]);
+    EXPECT_GT(s->cpus, 0) << "the kSetupCpus record reached the parent";
+    EXPECT_EQ(s->cpus, s->cpus_before) << "all_cpus is off: the mask stays as it was";
+    continue_until_exit(*s);
+    auto c = wait_and_read(*s, out[0]);
+    const std::string want = "/moat-test/" + name + "\n";
+    if (layout->version == cgroup::Version::V1) {
+        for (const char* ctl : {":memory:", ":pids:", ":cpuacct:"}) {
+            auto at = c.out.find(ctl);
+            ASSERT_NE(at, std::string::npos) << c.out;
+            EXPECT_EQ(c.out.compare(at + strlen(ctl), want.size(), want), 0) << ctl << " in\n" << c.out;
+        }
+    } else {
+        EXPECT_NE(c.out.find("0::" + want), std::string::npos) << c.out;
+    }
+    EXPECT_NE(c.out.find("\n0\n"), std::string::npos) << "no fd of the job names a cgroup file:\n" << c.out;
+    EXPECT_TRUE(cg->kill_all());
+    EXPECT_TRUE(cg->destroy());
+    close(devnull);
+    close(out[0]);
 }
 
 // The job's first process shares our memory until its execve completes, and

@@ -325,6 +325,38 @@ TEST(StorePolicies, VersionsByContentPerName) {
     EXPECT_EQ(list[2].version, 2);
 }
 
+// A put of a stored version is answered from memory (Impl::known_policies,
+// bounded): past the bound, and after the store is reopened, every answer is
+// still the row that was stored, and nothing is stored twice.
+TEST(StorePolicies, RepeatedPutsPastTheRememberedOnesStayExact) {
+    TempDir dir;
+    std::vector<moat::store::PolicyRecord> first;
+    {
+        auto s = open_store(dir.file("moat.db"));
+        ASSERT_TRUE(s);
+        for (int round = 0; round < 3; ++round)
+            for (int i = 0; i < 40; ++i) {
+                const std::string name = "p" + std::to_string(i % 20);
+                auto r = s->put_policy(name, "text " + std::to_string(i), "sha" + std::to_string(i)).value();
+                if (round == 0) first.push_back(r);
+                else {
+                    EXPECT_EQ(r.id, first[size_t(i)].id) << name << " round " << round;
+                    EXPECT_EQ(r.version, first[size_t(i)].version);
+                    EXPECT_EQ(r.toml, "text " + std::to_string(i));
+                }
+            }
+        EXPECT_EQ(s->list_policies().value().size(), 40u);
+        EXPECT_EQ(first[25].version, 2) << "p5's second text is its version 2";
+    }
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    auto r = s->put_policy("p5", "text 25", "sha25").value();
+    EXPECT_EQ(r.id, first[25].id);
+    auto n = s->put_policy("p5", "text new", "shanew").value();
+    EXPECT_EQ(n.version, 3);
+    EXPECT_EQ(s->list_policies().value().size(), 41u);
+}
+
 TEST(StorePolicies, ConcurrentPutsGetDistinctVersions) {
     TempDir dir;
     auto s = open_store(dir.file("moat.db"));

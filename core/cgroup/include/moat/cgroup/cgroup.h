@@ -74,6 +74,20 @@ public:
     ~JobCgroup() = default;  // removal is explicit (destroy) because it can fail
 
     Result<void> add_pid(pid_t pid) const;
+    // v1: each hierarchy's `tasks` file, open for writing, so that the job's
+    // first process moves itself in by writing "0" to each (spawn.cpp). The
+    // kernel moves one thread that is the writer itself without taking the
+    // global threadgroup lock, whose write side waits for an RCU grace period
+    // (5-18 ms measured here, per job, when the lock was idle): add_pid()
+    // from moatd costs that, a self-join does not. The process is
+    // single-threaded then, so its one thread is the whole process. Empty on
+    // v2, where a thread cannot be moved alone across domain cgroups (add_pid
+    // there).
+    struct SelfJoin {
+        UniqueFd fd;
+        std::string path;
+    };
+    Result<std::vector<SelfJoin>> open_self_join() const;
     // Full: every figure of Sample. Counters: only the four that change from
     // one tick to the next (CPU time, memory and pids now, block I/O): the
     // kernel's peaks and event counts are monotonic, so reading them once a

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <expected>
 #include <functional>
 #include <map>
 #include <memory>
@@ -98,6 +99,17 @@ private:
     // Starts a validated job for a client and answers {"job"} then {"finished"}.
     void start_for(Client& c, supervisor::JobRequest jr, const store::PolicyRecord& pol);
     void tick();
+    // parse_policy + lint, or the diagnostics that refuse it. Clients send the
+    // same policy text job after job, so a parsed policy is kept for the next
+    // request with the same text and source name (parsing is pure: the text
+    // and name are all it reads). Bounded: kPolicyCacheEntries policies of at
+    // most kPolicyCacheMaxText bytes of text each; the oldest goes first.
+    std::expected<std::shared_ptr<const policy::Policy>, std::string> validated_policy(const std::string& toml,
+                                                                                       const std::string& source);
+    static constexpr size_t kPolicyCacheEntries = 32;
+    static constexpr size_t kPolicyCacheMaxText = 64 * 1024;
+    std::map<std::string, std::shared_ptr<const policy::Policy>> m_policy_cache;  // sha256(source NUL text)
+    std::deque<std::string> m_policy_cache_order;                                // keys, oldest first
 
     ServerConfig m_cfg;
     EventLoop* m_loop = nullptr;

@@ -40,7 +40,7 @@ struct SpawnPlan {
     const std::vector<sock_filter>* filter = nullptr;  // required
     int landlock_fd = -1;            // -1: no Landlock
     const cgroup::JobCgroup* cgroup = nullptr;         // joined before the job runs
-    bool all_cpus = false;           // learn mode: run on every CPU the cgroup allows (see place_cpus)
+    bool all_cpus = false;           // learn mode: run on every CPU the cgroup allows (see place_cpus_self)
 };
 
 // Written by the child over a pipe (fixed size, one write) when a step fails.
@@ -49,13 +49,17 @@ struct SetupRecord {
     int err;           // errno
     int fatal;         // 1 = the job did not start; 0 = a warning (e.g. cwd fallback);
                        // kSetupFilterNext = progress: the filter is being installed now, and
-                       // err is the fd number its listener will get (-1: unknown)
+                       // err is the fd number its listener will get (-1: unknown);
+                       // kSetupCpus = the CPUs the job's first process may run on:
+                       // err after place_cpus_self, extra before (see Spawned::cpus)
+    int extra;
     char detail[480];  // the record stays far below PIPE_BUF: one write is atomic
 };
 
 static_assert(sizeof(SetupRecord) <= 4096, "one write of a SetupRecord must stay atomic (PIPE_BUF)");
 
 inline constexpr int kSetupFilterNext = 2;
+inline constexpr int kSetupCpus = 3;
 
 // The fd number the next seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) in this
 // process will return: the kernel always hands out the lowest free number. The
@@ -157,18 +161,20 @@ struct Spawned {
     std::string exe;                    // seccomp tier: what it executed (for exec_failure)
     // The CPUs the job's first process may run on (sched_getaffinity once it
     // joined its cgroup, so the cgroup's cpuset is applied), and before
-    // place_cpus widened them (equal unless all_cpus); 0 when unknown.
+    // place_cpus_self widened them (equal unless all_cpus); 0 when unknown.
     int cpus = 0, cpus_before = 0;
     ChildMemory child_memory;  // the first process's stack and exec arguments (see ChildMemory)
 };
 
-// Between joining the cgroup and being let go: records the child's CPU count
-// and, with `all_cpus`, gives it every CPU its cgroup allows (the kernel
+// The job's first process, once in its cgroup (so the cgroup's cpuset
+// applies) and before anything of the job runs: counts the CPUs it may run on
+// and, with `all_cpus`, takes every CPU its cgroup allows (the kernel
 // intersects the full mask with the task's cpuset), so a moatd started under
-// `taskset` does not pass its own narrow affinity on to a learn replay. The
-// child is single-threaded and has not run anything yet: all it starts
-// inherits the mask. Failures only leave the counts as read.
-void place_cpus(pid_t pid, bool all_cpus, Spawned& out);
+// `taskset` does not pass its own narrow affinity on to a learn replay. All it
+// starts inherits the mask. Sends both counts to moatd as a kSetupCpus record
+// (Spawned::cpus, cpus_before). Async-signal-safe (raw syscalls, no errno).
+// Failures only leave the counts as read (0: unknown).
+void place_cpus_self(int status_fd, bool all_cpus);
 
 // Seccomp tier, after the job's first process exited: the "execve" record of a
 // failed exec (detail: describe_exec_failure), or nothing.

@@ -122,7 +122,7 @@ struct ClientCreds {
 Result<UniqueFd> open_as_client(const ClientCreds& who, const std::string& path);
 
 struct JobRequest {
-    policy::Policy policy;          // parsed and validated by the caller
+    std::shared_ptr<const policy::Policy> policy;  // parsed and validated by the caller (shared: see ipc's cache)
     int64_t policy_id = 0;          // stored version
     std::optional<policy::Tier> tier_override;
     std::vector<std::string> argv;  // argv[0] is resolved against PATH from the job's environment
