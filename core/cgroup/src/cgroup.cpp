@@ -309,21 +309,47 @@ Result<JobCgroup> JobCgroup::create(const Layout& layout, const std::string& par
             cg.m_io = dir;
         }
     }
-    auto undo = [&](Error e) -> Result<JobCgroup> {
+    if (auto r = cg.apply_v1_limits(limits); !r) {
         (void)cg.destroy();
-        return std::unexpected(std::move(e));
-    };
-    if (limits.memory_bytes) {
-        if (auto r = write_file(cg.m_mem + "/memory.limit_in_bytes", std::to_string(*limits.memory_bytes)); !r)
-            return undo(r.error());
-        // Swap must not extend the limit (memsw = memory + swap).
-        if (exists(cg.m_mem + "/memory.memsw.limit_in_bytes"))
-            (void)write_file(cg.m_mem + "/memory.memsw.limit_in_bytes", std::to_string(*limits.memory_bytes));
-    }
-    if (limits.pids) {
-        if (auto r = write_file(cg.m_pids + "/pids.max", std::to_string(*limits.pids)); !r) return undo(r.error());
+        return std::unexpected(r.error());
     }
     return cg;
+}
+
+Result<void> JobCgroup::apply_v1_limits(const Limits& limits) {
+    if (limits.memory_bytes) {
+        if (auto r = write_file(m_mem + "/memory.limit_in_bytes", std::to_string(*limits.memory_bytes)); !r) return r;
+        // Swap must not extend the limit (memsw = memory + swap).
+        if (exists(m_mem + "/memory.memsw.limit_in_bytes"))
+            (void)write_file(m_mem + "/memory.memsw.limit_in_bytes", std::to_string(*limits.memory_bytes));
+    }
+    if (limits.pids)
+        if (auto r = write_file(m_pids + "/pids.max", std::to_string(*limits.pids)); !r) return r;
+    return {};
+}
+
+Result<void> JobCgroup::rename_to(const std::string& name, const Limits& limits) {
+    if (m_version != Version::V1) return fail("only a cgroup v1 group can be renamed");
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+        return fail("invalid cgroup name \"" + name + "\"");
+    for (auto& d : m_dirs) {
+        const std::string to = d.substr(0, d.rfind('/') + 1) + name;
+        if (::rename(d.c_str(), to.c_str()) < 0) return fail_sys("rename(\"" + d + "\", \"" + to + "\")", errno);
+        for (std::string* role : {&m_mem, &m_pids, &m_cpu, &m_io})
+            if (*role == d) *role = to;
+        for (auto& j : m_join)
+            if (j.path.compare(0, d.size() + 1, d + "/") == 0) j.path = to + j.path.substr(d.size());
+        d = to;
+    }
+    m_stat_fds.clear();  // keyed by path
+    return apply_v1_limits(limits);
+}
+
+Result<void> JobCgroup::prepare_self_join() {
+    auto j = open_self_join();
+    if (!j) return std::unexpected(j.error());
+    m_join = std::move(*j);
+    return {};
 }
 
 Result<void> JobCgroup::add_pid(pid_t pid) const {
@@ -334,6 +360,11 @@ Result<void> JobCgroup::add_pid(pid_t pid) const {
 
 Result<std::vector<JobCgroup::SelfJoin>> JobCgroup::open_self_join() const {
     std::vector<SelfJoin> out;
+    if (!m_join.empty()) {
+        out = std::move(m_join);
+        m_join.clear();
+        return out;
+    }
     if (m_version != Version::V1) return out;
     for (const auto& d : m_dirs) {
         SelfJoin j;
@@ -598,6 +629,7 @@ Result<void> JobCgroup::kill_all(int timeout_ms) const {
 
 Result<void> JobCgroup::destroy() const {
     m_stat_fds.clear();  // nothing of ours stays open in a group being removed
+    m_join.clear();
     Result<void> res;
     for (const auto& d : m_dirs)
         if (auto r = rmdir_group(d); !r && res) res = r;

@@ -1099,12 +1099,20 @@ Result<void> Store::put_output(int64_t job, const std::string& stream, const Job
 }
 
 Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out, const JobOutput& err,
-                                              const json& recording, const std::vector<std::string>& blobs) {
+                                              const json& recording, const std::vector<std::string>& blobs,
+                                              const std::vector<std::pair<std::string, uint64_t>>& new_blobs) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_outputs_and_recording");
     std::lock_guard lk(d.wmu);
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
+    const int64_t now = now_realtime_ns();
+    for (const auto& [sha256, size] : new_blobs) {
+        auto q = d.writer.query("INSERT INTO blobs", "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, sha256).bind(2, size).bind(3, now);
+        if (auto r = q->run(); !r) return r;
+    }
     if (auto r = write_output(d.writer, job, "stdout", out); !r) return r;
     if (auto r = write_output(d.writer, job, "stderr", err); !r) return r;
     if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;

@@ -338,6 +338,8 @@ Supervisor::~Supervisor() {
     if (m_tick) m_cfg.loop->cancel_timer(m_tick);
     for (auto& [interval, s] : m_samplers) m_cfg.loop->cancel_timer(s->timer);
     m_samplers.clear();
+    for (auto& cg : m_spare_cgroups) (void)cg.destroy();
+    m_spare_cgroups.clear();
     for (auto& [id, job] : m_jobs) {
         if (job->cg) {
             (void)job->cg->kill_all();
@@ -373,6 +375,34 @@ void Supervisor::emit(int64_t job, store::EventKind kind, nlohmann::json fields,
     ev.count = count;
     ev.fields = std::move(fields);
     m_cfg.store->append(std::move(ev));
+}
+
+Result<cgroup::JobCgroup> Supervisor::job_cgroup(const std::string& name, const cgroup::Limits& limits) {
+    while (!m_spare_cgroups.empty()) {
+        cgroup::JobCgroup cg = std::move(m_spare_cgroups.front());
+        m_spare_cgroups.pop_front();
+        if (auto r = cg.rename_to(name, limits); r) return cg;
+        else moat::logf(moat::LogLevel::Warning, "a spare cgroup could not become %s (%s); made anew\n", name.c_str(),
+                        r.error().message.c_str());
+        (void)cg.destroy();
+    }
+    return cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, name, limits);
+}
+
+void Supervisor::refill_spare_cgroups() {
+    if (m_cfg.cgroups.version != cgroup::Version::V1) return;
+    while (m_spare_cgroups.size() < kSpareCgroups) {
+        // "job-*": a spare left by a moatd that died goes with the stale job
+        // groups at the next start (JobCgroup::sweep_stale_groups).
+        auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent,
+                                            "job-spare-" + std::to_string(++m_spare_seq), {});
+        if (!cg) return;  // the job's own create() says why, if it matters
+        if (!cg->prepare_self_join()) {
+            (void)cg->destroy();
+            return;
+        }
+        m_spare_cgroups.push_back(std::move(*cg));
+    }
 }
 
 Result<uid_t> Supervisor::allocate_uid() {
@@ -733,7 +763,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     job->uid = *uid;
 
     cgroup::Limits cl = job->tier->host_limits(*pol);
-    auto cg = cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, "job-" + std::to_string(job->id), cl);
+    auto cg = job_cgroup("job-" + std::to_string(job->id), cl);
     if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
     job->mark("cgroup");
@@ -1089,13 +1119,15 @@ void Supervisor::complete(int64_t job_id) {
     if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
     e->relay.reset();  // its thread has returned (or is returning) from `done`
     const RelayResult& r = e->result;
+    std::vector<std::pair<std::string, uint64_t>> new_blobs;  // stored with the recording, in its commit
     if (!e->stdin_temp.empty()) {
         nlohmann::json in = nullptr;
-        if (auto b = m_cfg.artifacts->adopt(e->stdin_temp); b && m_cfg.store->put_blob(b->sha256, b->bytes)) {
+        if (auto b = m_cfg.artifacts->adopt(e->stdin_temp)) {
             in = {{"sha256", b->sha256}, {"bytes", b->bytes}, {"truncated", r.in_truncated},
                   {"complete", r.in_recorded_complete}};
             e->blobs.push_back(b->sha256);
-        } else if (!b) {
+            new_blobs.emplace_back(b->sha256, b->bytes);
+        } else {
             in = {{"sha256", nullptr}, {"note", "not recorded: " + b.error().message}};
         }
         e->recording["stdin"] = in;
@@ -1108,7 +1140,7 @@ void Supervisor::complete(int64_t job_id) {
     if (r.cancelled) e->recording["output_cut"] = "the client stopped reading; output was recorded but not all delivered";
     if (!e->recording.contains("inputs")) e->recording["inputs"] = nlohmann::json::array();
     // Output tails and recording in one commit: the client's answer waits for it.
-    if (auto s = m_cfg.store->put_outputs_and_recording(job_id, r.out, r.err, e->recording, e->blobs); !s)
+    if (auto s = m_cfg.store->put_outputs_and_recording(job_id, r.out, r.err, e->recording, e->blobs, new_blobs); !s)
         moat::logf(moat::LogLevel::Warning, "job %lld: output and recording not saved: %s\n", (long long)job_id,
                    s.error().message.c_str());
     if (!e->stage.empty()) remove_tree(e->stage);
@@ -1150,6 +1182,19 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
             job.started = true;
             job.mark("exec");
             emit(job.id, store::EventKind::Lifecycle, {{"event", "started"}, {"pid", tid}});
+            // While the program starts the loop has nothing to do for this
+            // job: the cgroup files of its end sample are opened now (a full
+            // sample keeps them open), not after it exited, where a short
+            // job's answer waited ~70 us for these opens.
+            // The spare cgroups are made again now too.
+            if (job.cg)
+                m_cfg.loop->post([this, alive_w = std::weak_ptr<std::atomic<bool>>(m_alive), id = job.id] {
+                    auto a = alive_w.lock();
+                    if (!a || !*a) return;
+                    if (auto it = m_jobs.find(id); it != m_jobs.end() && it->second->cg)
+                        (void)it->second->cg->sample(cgroup::JobCgroup::Detail::Full);
+                    refill_spare_cgroups();
+                });
         }
         // An exec event is a row the job can make at will: it takes from the
         // event budget like a denial row, and past it is only counted.

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <thread>
 
 #include "moat/cgroup/cgroup.h"
@@ -90,6 +91,72 @@ TEST_F(CgroupTest, V1LimitsAccountingAndKill) {
     EXPECT_TRUE(cg->pids().empty());
     ASSERT_TRUE(cg->destroy());
     for (const auto& d : cg->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d << " not removed";
+}
+
+// A spare group (made before a job needed it) becomes the job's by rename:
+// its name, its limits, and the tasks files it opened ahead, through which a
+// process moves itself in (the job's first process does, spawn.cpp).
+TEST_F(CgroupTest, V1SpareGroupBecomesTheJobsByRename) {
+    auto l = Layout::detect(Version::V1);
+    if (!l) GTEST_SKIP() << "no cgroup v1 here";
+    auto cg = JobCgroup::create(*l, "moat-test", unique_name("job-spare"), {});
+    ASSERT_TRUE(cg) << cg.error().message;
+    ASSERT_TRUE(cg->prepare_self_join());
+    const std::string name = unique_name("job-renamed");
+    Limits lim;
+    lim.pids = 7;
+    lim.memory_bytes = 32ULL << 20;
+    ASSERT_TRUE(cg->rename_to(name, lim));
+    for (const auto& d : cg->dirs()) {
+        EXPECT_TRUE(d.ends_with("/moat-test/" + name)) << d;
+        EXPECT_EQ(access(d.c_str(), F_OK), 0) << d;
+    }
+    auto joins = cg->open_self_join();
+    ASSERT_TRUE(joins);
+    ASSERT_EQ(joins->size(), cg->dirs().size()) << "the fds opened ahead, not new ones";
+    for (const auto& j : *joins) EXPECT_TRUE(j.path.find("/" + name + "/tasks") != std::string::npos) << j.path;
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (const auto& j : *joins)
+            if (write(j.fd.get(), "0", 1) != 1) _exit(3);
+        (void)!write(p[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    char b;
+    ASSERT_EQ(read(p[0], &b, 1), 1) << "the child could not join through the fds opened before the rename";
+    close(p[0]);
+    auto in = cg->pids();
+    EXPECT_NE(std::find(in.begin(), in.end(), pid), in.end());
+    auto s = cg->sample();
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->pids, 1u);
+    for (const auto& d : cg->dirs()) {
+        if (d.find("/pids/") != std::string::npos) {
+            std::ifstream f(d + "/pids.max");
+            std::string v;
+            f >> v;
+            EXPECT_EQ(v, "7");
+        }
+    }
+    ASSERT_TRUE(cg->kill_all());
+    int st;
+    EXPECT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(cg->destroy());
+    for (const auto& d : cg->dirs()) EXPECT_NE(access(d.c_str(), F_OK), 0) << d;
+}
+
+TEST_F(CgroupTest, V2GroupsAreNotRenamed) {
+    auto l = Layout::detect(Version::V2);
+    if (!l) GTEST_SKIP() << "no cgroup2 mount here";
+    auto cg = JobCgroup::create(*l, "moat-test", unique_name("v2-spare"), {});
+    ASSERT_TRUE(cg) << cg.error().message;
+    auto r = cg->rename_to(unique_name("v2-job"), {});
+    EXPECT_FALSE(r);
+    ASSERT_TRUE(cg->destroy());
 }
 
 TEST_F(CgroupTest, V1ReapDescribedKillsLeftovers) {

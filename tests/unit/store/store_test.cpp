@@ -1451,11 +1451,19 @@ TEST(StoreRecordings, OutputsAndRecordingAreWrittenTogether) {
     int64_t other = new_job(*s);
     raw_exec(dir.file("moat.db"), "CREATE TRIGGER fail_recording BEFORE UPDATE OF recording ON jobs WHEN NEW.id = " +
                                       std::to_string(other) + " BEGIN SELECT RAISE(ABORT, 'no room'); END");
-    auto r = s->put_outputs_and_recording(other, out, err, rec, {});
+    const uint64_t blobs_before = s->blob_bytes().value();
+    const std::string unseen(64, 'e');
+    auto r = s->put_outputs_and_recording(other, out, err, rec, {unseen}, {{unseen, 1234}});
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("no room"), std::string::npos) << r.error().message;
     EXPECT_FALSE(s->get_output(other, "stdout").value().has_value()) << "a tail outlived its failed transaction";
     EXPECT_FALSE(s->get_output(other, "stderr").value().has_value());
+    EXPECT_EQ(s->blob_bytes().value(), blobs_before) << "the new blob's row outlived its failed transaction";
+    // The job's stdin blob goes in with its recording (no commit of its own).
+    int64_t third = new_job(*s);
+    const std::string fresh(64, 'f');
+    ASSERT_TRUE(s->put_outputs_and_recording(third, out, err, rec, {fresh}, {{fresh, 1000}}));
+    EXPECT_EQ(s->blob_bytes().value(), blobs_before + 1000);
 }
 
 TEST(StoreRecordings, RetentionAndBudgetDropOldestRecordingsAndFreeUnusedBlobs) {

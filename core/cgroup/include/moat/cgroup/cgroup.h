@@ -87,7 +87,18 @@ public:
         UniqueFd fd;
         std::string path;
     };
+    // The fds prepare_self_join() opened (moved out: the next call opens anew),
+    // or freshly opened ones.
     Result<std::vector<SelfJoin>> open_self_join() const;
+    Result<void> prepare_self_join();
+
+    // v1: a group made before a job needs it ("job-spare-N", no limits, its
+    // tasks files already open): the mkdirs and opens, ~0.1 ms of a job's
+    // start, happen while no client waits. rename_to() gives it the job's
+    // name (rename(2) of a v1 cgroup keeps its processes, counters and open
+    // files) and applies the job's limits. On failure the group is as before
+    // (removed by the caller). Refused on v2, which cannot rename a cgroup.
+    Result<void> rename_to(const std::string& name, const Limits& limits);
     // Full: every figure of Sample. Counters: only the four that change from
     // one tick to the next (CPU time, memory and pids now, block I/O): the
     // kernel's peaks and event counts are monotonic, so reading them once a
@@ -135,6 +146,8 @@ private:
     // offset 0 (the kernel renders them afresh): sampling 100 jobs ten times
     // a second is then reads, not opens.
     mutable std::map<std::string, UniqueFd> m_stat_fds;
+    mutable std::vector<SelfJoin> m_join;  // prepare_self_join(), until open_self_join() takes them
+    Result<void> apply_v1_limits(const Limits& limits);
     std::optional<std::string> read_stat(const std::string& path) const;
     std::optional<uint64_t> stat_u64(const std::string& path) const;
     std::optional<uint64_t> stat_keyed(const std::string& path, const std::string& key) const;

@@ -197,11 +197,13 @@ public:
     Result<void> put_blobs(const std::vector<std::pair<std::string, uint64_t>>& blobs);  // one transaction
     Result<void> set_recording(int64_t job, const nlohmann::json& recording, const std::vector<std::string>& blobs);
     Result<void> put_output(int64_t job, const std::string& stream, const JobOutput& out);
-    // A job's end in one transaction (one commit instead of three, on the
+    // A job's end in one transaction (one commit instead of four, on the
     // supervisor's loop between the job's exit and its client's answer): the
-    // stdout and stderr tails as put_output, then the recording as set_recording.
+    // blobs first put as put_blobs (the job's recorded stdin), the stdout and
+    // stderr tails as put_output, then the recording as set_recording.
     Result<void> put_outputs_and_recording(int64_t job, const JobOutput& out, const JobOutput& err,
-                                           const nlohmann::json& recording, const std::vector<std::string>& blobs);
+                                           const nlohmann::json& recording, const std::vector<std::string>& blobs,
+                                           const std::vector<std::pair<std::string, uint64_t>>& new_blobs = {});
     Result<std::optional<JobOutput>> get_output(int64_t job, const std::string& stream);
     // Applies the retention and budget: recordings of finished jobs that ended
     // before `ended_before_ns` are dropped, then the oldest until the blobs'

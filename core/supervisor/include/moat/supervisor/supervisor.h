@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -304,6 +305,13 @@ private:
     std::map<int64_t, std::unique_ptr<Preparing>> m_preparing;
     std::function<void(int64_t)> m_output_hook;
     std::shared_ptr<std::atomic<bool>> m_alive = std::make_shared<std::atomic<bool>>(true);  // read by relay threads
+    // cgroup v1: groups made ahead of need (JobCgroup::rename_to), refilled
+    // on the loop while a job's program starts, never while a client waits.
+    static constexpr size_t kSpareCgroups = 2;
+    std::deque<cgroup::JobCgroup> m_spare_cgroups;
+    uint64_t m_spare_seq = 0;
+    Result<cgroup::JobCgroup> job_cgroup(const std::string& name, const cgroup::Limits& limits);
+    void refill_spare_cgroups();
 
     // Event budget and aggregate rows (docs/store.md, "Event budget").
     bool take_budget(Job& job, uint64_t bytes);
