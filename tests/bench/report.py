@@ -62,6 +62,11 @@ row("1e", "moatctl start-up (--help) ≤ 1.5× /bin/true", f(ch, " ms"), f"/bin/
     f(ratio(ch, bare), "×"), None if ch is None or bare is None else ch <= 1.5 * bare)
 row("1f", "(reference) moatctl request (jobs --limit 1)", f(cr, " ms"), f"--help {f(ch, ' ms')}",
     f"+{f(None if cr is None or ch is None else cr - ch, ' ms')} round trip and answer", None)
+ss, sc, sb = num("spaced_moat_seccomp"), num("spaced_moat_container"), num("spaced_bwrap")
+if ss is not None or sc is not None:
+    row("1g", "(reference) job start when starts come 100 ms apart (seccomp; container)",
+        f"{f(ss, ' ms')}; {f(sc, ' ms')}", f"bwrap {f(sb, ' ms')}",
+        f"{f(ratio(ss, sb), '×')}; {f(ratio(sc, sb), '×')}", None)
 sp, bf = num("gb_BM_SpawnSeccompTrue_us"), num("gb_BM_BareForkExec_us")
 d = None if sp is None or bf is None else sp - bf
 row("1d", "spawn-to-exec in moatd ≤ bare fork+exec + 0.3 ms", f(sp, " µs", 0), f"fork+exec {f(bf, ' µs', 0)}",

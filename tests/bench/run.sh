@@ -276,6 +276,32 @@ for (tier, k), v in sorted(steps.items(), key=lambda kv: (kv[0][0], statistics.m
     print(f"startup_us_{tier}_{k}\t{statistics.median(v):.0f}")
 EOF
 
+# Starts that come alone: hyperfine runs them back to back, which hides a cost
+# that depends on the gap (the cgroup v1 attach's RCU grace period: moatd once
+# paid it on most lone starts, see notes.md). Each command RUNS times, 100 ms
+# apart, interleaved; medians. After the startup_us medians above, which are
+# of back-to-back starts.
+python3 - "$MOATCTL" "$SOCK" "$WORK/true.toml" "$BWRAP_OK" "$SECCOMP_OK" "$CONTAINER_OK" "$RUNS" >>"$RES" <<'EOF'
+import statistics, subprocess, sys, time
+ctl, sock, pol, bw, sc, ct, runs = sys.argv[1:8]
+cmds = {}
+if bw == "1":
+    cmds["bwrap"] = ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"]
+if sc == "1":
+    cmds["moat_seccomp"] = [ctl, "--socket", sock, "run", "--policy", pol, "--", "/bin/true"]
+if ct == "1":
+    cmds["moat_container"] = [ctl, "--socket", sock, "run", "--policy", pol, "--tier", "container", "--", "/bin/true"]
+times = {k: [] for k in cmds}
+for _ in range(int(runs)):
+    for k, c in cmds.items():
+        time.sleep(0.1)
+        t = time.perf_counter()
+        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times[k].append((time.perf_counter() - t) * 1000)
+for k, v in times.items():
+    print(f"spaced_{k}\t{statistics.median(v):.3f}")
+EOF
+
 # ------------------------------------------------------------------ 1s. scale (issue 15 item 3)
 # Job start (seccomp tier, /bin/true) with 0, 10 and 100 other jobs running
 # (sleepers sampled every second), with moatd's CPU over those starts; then
