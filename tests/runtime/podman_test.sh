@@ -191,9 +191,12 @@ default_action = "errno:EPERM"
 allow = ["@default", "@file-system", "@process", "ioctl", "prctl", "uname"]
 EOF
 mkdir -p "$root/proc" "$root/dev"
-out=$(ctl run --policy "$tmp/p.toml" --rootfs "$root" -- sh -c 'ls /; echo x > /bin/new 2>/dev/null || echo ro-root' 2>&1)
-grep -qx ro-root <<<"$out" || fail "moatctl run --rootfs: the root is not read-only: $out"
-grep -qx bin <<<"$out" || fail "moatctl run --rootfs does not show the rootfs: $out"
+# stdout only: the shell's own complaint about the redirect goes to stderr,
+# which moatd relays on its own pipe, so 2>&1 here interleaves the two
+# streams at random ("sh: ro-root\ncan't create ..." was seen).
+out=$(ctl run --policy "$tmp/p.toml" --rootfs "$root" -- sh -c 'ls /; echo x > /bin/new 2>/dev/null || echo ro-root' 2>"$tmp/ro.err")
+grep -qx ro-root <<<"$out" || fail "moatctl run --rootfs: the root is not read-only: $out $(cat "$tmp/ro.err")"
+grep -qx bin <<<"$out" || fail "moatctl run --rootfs does not show the rootfs: $out $(cat "$tmp/ro.err")"
 ctl run --policy "$tmp/p.toml" --rootfs "$root" --id-file "$tmp/id" -- sleep 100 >/dev/null 2>&1 &
 runner=$!
 for _ in $(seq 50); do [ -s "$tmp/id" ] && break; sleep 0.1; done

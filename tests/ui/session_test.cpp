@@ -168,13 +168,13 @@ TEST_F(Session, ShowsAJobAndItsDenial) {
     EXPECT_EQ(inv->model()->rowCount(), 1);
 
     // A new job appears on top; the selection stays on the job it was on.
-    ASSERT_EQ(runDemo(), 1);
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
     ASSERT_TRUE(waitFor([&] { return jobs->rowCount() == 2; }));
     EXPECT_EQ(w.jobsView()->selectedJob(), jobs->job(1)->id);  // the selection stayed on its job
 }
 
 TEST_F(Session, SavesAPolicyAsANewVersion) {
-    ASSERT_EQ(runDemo(), 1);
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
     DaemonClient client(QString::fromStdString(m_sock));
     client.start();
     PolicyView view(&client);
@@ -203,7 +203,7 @@ TEST_F(Session, SavesAPolicyAsANewVersion) {
 }
 
 TEST_F(Session, OpensACopiedDatabaseOffline) {
-    ASSERT_EQ(runDemo(), 1);
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
     kill(m_moatd, SIGTERM);
     waitpid(m_moatd, nullptr, 0);
     m_moatd = -1;
@@ -267,7 +267,7 @@ TEST_F(Session, TestRunShowsResultOutputAndDenials) {
 }
 
 TEST_F(Session, AllowsADenialInANewVersion) {
-    ASSERT_EQ(runDemo(), 1);
+    ASSERT_EQ(runDemo(), 1) << readText(m_dir + "/moatctl.log");
     DaemonClient client(QString::fromStdString(m_sock));
     client.start();
     MainWindow w(&client);

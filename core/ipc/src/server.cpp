@@ -1430,7 +1430,7 @@ void Server::handle_run(Client& c, const json& req) {
         reply(c.id, error_reply("bad-policy", parsed.error()));
         return;
     }
-    auto stored = m_store->put_policy((*parsed)->name, *toml, (*parsed)->sha256);
+    auto stored = m_store->put_policy((*parsed)->name, (*parsed)->source_text, (*parsed)->sha256);
     if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
 
     supervisor::JobRequest jr;
@@ -1452,7 +1452,9 @@ std::expected<std::shared_ptr<const policy::Policy>, std::string> Server::valida
     const bool cacheable = toml.size() <= kPolicyCacheMaxText;
     std::string key;
     if (cacheable) {
-        key = sha256_hex(source + '\0' + toml);
+        // Length-prefixed: a source name holding a NUL cannot make two
+        // requests' (source, text) pairs one key.
+        key = sha256_hex(std::to_string(source.size()) + ':' + source + toml);
         if (auto it = m_policy_cache.find(key); it != m_policy_cache.end()) return it->second;
     }
     auto parsed = validate_policy(toml, source);
@@ -1614,7 +1616,7 @@ void Server::handle_replay(Client& c, const json& req) {
             jr.inputs.push_back(std::move(f));
         }
     }
-    auto stored = m_store->put_policy((*parsed)->name, toml, (*parsed)->sha256);
+    auto stored = m_store->put_policy((*parsed)->name, (*parsed)->source_text, (*parsed)->sha256);
     if (!stored) { reply(c.id, error_reply("store", stored.error().message)); return; }
     jr.policy = std::move(*parsed);
     jr.policy_id = stored->id;

@@ -613,6 +613,22 @@ void ChildMemory::release() noexcept {
 
 namespace {
 
+// A child that failed on its own left its fatal record in the pipe; that says
+// why better than what the parent saw next (EPIPE writing the go byte to a
+// child that exited after a failed cgroup join, EOF...). Read once the child
+// is reaped, so everything it wrote is there.
+Error child_reason(Error seen, int status_fd) {
+    if (status_fd < 0) return seen;
+    fcntl(status_fd, F_SETFL, fcntl(status_fd, F_GETFL) | O_NONBLOCK);
+    for (const auto& rec : read_setup_status(status_fd).records) {
+        if (rec.fatal != 1) continue;
+        std::string msg = rec.step;
+        if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
+        return Error::sys(msg, rec.err);
+    }
+    return seen;
+}
+
 // The fds and paths the child's step_join_cgroup uses; `held` keeps the fds
 // open until the spawn returns (the child has its own copies by then).
 Result<SelfJoinArgs> self_join_args(const cgroup::JobCgroup* cg, std::vector<cgroup::JobCgroup::SelfJoin>& held) {
@@ -707,7 +723,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         ::kill(pid, SIGKILL);
         int ws;
         while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-        return std::unexpected(std::move(e));
+        return std::unexpected(child_reason(std::move(e), st_r.get()));
     };
 
     out.pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
@@ -932,7 +948,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         ::kill(out.pid, SIGKILL);
         int ws;
         while (waitpid(out.pid, &ws, 0) < 0 && errno == EINTR) {}
-        return std::unexpected(std::move(e));
+        return std::unexpected(child_reason(std::move(e), st_r.get()));
     };
     out.pidfd.reset(int(syscall(SYS_pidfd_open, out.pid, 0)));
     if (!out.pidfd) return abort_child(Error::sys("pidfd_open", errno));

@@ -378,19 +378,29 @@ void Supervisor::emit(int64_t job, store::EventKind kind, nlohmann::json fields,
 }
 
 Result<cgroup::JobCgroup> Supervisor::job_cgroup(const std::string& name, const cgroup::Limits& limits) {
-    while (!m_spare_cgroups.empty()) {
+    if (!m_spare_cgroups.empty()) {
         cgroup::JobCgroup cg = std::move(m_spare_cgroups.front());
         m_spare_cgroups.pop_front();
-        if (auto r = cg.rename_to(name, limits); r) return cg;
-        else moat::logf(moat::LogLevel::Warning, "a spare cgroup could not become %s (%s); made anew\n", name.c_str(),
-                        r.error().message.c_str());
-        (void)cg.destroy();
+        auto r = cg.rename_to(name, limits);
+        if (r) return cg;
+        // Whatever refused this rename (an LSM, a limit the group takes
+        // only at mkdir) would refuse the next: no more spares in this
+        // moatd, and the groups go after this job's start, not before it.
+        moat::logf(moat::LogLevel::Warning, "a spare cgroup could not become %s (%s): spare cgroups are off\n",
+                   name.c_str(), r.error().message.c_str());
+        m_spares_off = true;
+        auto gone = std::make_shared<std::deque<cgroup::JobCgroup>>(std::move(m_spare_cgroups));
+        m_spare_cgroups.clear();
+        gone->push_back(std::move(cg));
+        m_cfg.loop->post([gone] {
+            for (auto& g : *gone) (void)g.destroy();
+        });
     }
     return cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, name, limits);
 }
 
 void Supervisor::refill_spare_cgroups() {
-    if (m_cfg.cgroups.version != cgroup::Version::V1) return;
+    if (m_cfg.cgroups.version != cgroup::Version::V1 || m_spares_off) return;
     while (m_spare_cgroups.size() < kSpareCgroups) {
         // "job-*": a spare left by a moatd that died goes with the stale job
         // groups at the next start (JobCgroup::sweep_stale_groups).

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -111,9 +112,16 @@ TEST_F(CgroupTest, V1SpareGroupBecomesTheJobsByRename) {
         EXPECT_TRUE(d.ends_with("/moat-test/" + name)) << d;
         EXPECT_EQ(access(d.c_str(), F_OK), 0) << d;
     }
+    auto fds_open = [] {
+        size_t n = 0;
+        for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) n += e.path().filename() != "." ? 1 : 0;
+        return n;
+    };
+    const size_t before = fds_open();
     auto joins = cg->open_self_join();
     ASSERT_TRUE(joins);
-    ASSERT_EQ(joins->size(), cg->dirs().size()) << "the fds opened ahead, not new ones";
+    ASSERT_EQ(joins->size(), cg->dirs().size());
+    EXPECT_EQ(fds_open(), before) << "the fds opened before the rename, handed over; none opened anew";
     for (const auto& j : *joins) EXPECT_TRUE(j.path.find("/" + name + "/tasks") != std::string::npos) << j.path;
     int p[2];
     ASSERT_EQ(pipe(p), 0);

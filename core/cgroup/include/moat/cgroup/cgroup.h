@@ -96,8 +96,9 @@ public:
     // tasks files already open): the mkdirs and opens, ~0.1 ms of a job's
     // start, happen while no client waits. rename_to() gives it the job's
     // name (rename(2) of a v1 cgroup keeps its processes, counters and open
-    // files) and applies the job's limits. On failure the group is as before
-    // (removed by the caller). Refused on v2, which cannot rename a cgroup.
+    // files) and applies the job's limits. On failure the group may be
+    // renamed in some hierarchies only (dirs() names each where it is now);
+    // the caller removes it. Refused on v2, which cannot rename a cgroup.
     Result<void> rename_to(const std::string& name, const Limits& limits);
     // Full: every figure of Sample. Counters: only the four that change from
     // one tick to the next (CPU time, memory and pids now, block I/O): the

@@ -108,7 +108,7 @@ private:
                                                                                        const std::string& source);
     static constexpr size_t kPolicyCacheEntries = 32;
     static constexpr size_t kPolicyCacheMaxText = 64 * 1024;
-    std::map<std::string, std::shared_ptr<const policy::Policy>> m_policy_cache;  // sha256(source NUL text)
+    std::map<std::string, std::shared_ptr<const policy::Policy>> m_policy_cache;  // sha256(len:source text)
     std::deque<std::string> m_policy_cache_order;                                // keys, oldest first
 
     ServerConfig m_cfg;

@@ -310,6 +310,7 @@ private:
     static constexpr size_t kSpareCgroups = 2;
     std::deque<cgroup::JobCgroup> m_spare_cgroups;
     uint64_t m_spare_seq = 0;
+    bool m_spares_off = false;  // a rename failed once (job_cgroup)
     Result<cgroup::JobCgroup> job_cgroup(const std::string& name, const cgroup::Limits& limits);
     void refill_spare_cgroups();
 
