@@ -69,6 +69,35 @@ TEST_F(Scenario, DemoMkdirIsDeniedAndRecorded) {
     EXPECT_EQ(j.value("denial_count", -1), 1) << j.dump();
 }
 
+// moatd keeps parsed policies (ipc Server::validated_policy) and stored
+// policy rows (Store::put_policy) for the next run: an edited file is a new
+// text, so the second run is judged by the edit and recorded as version 2,
+// and going back to the first text is version 1 again.
+TEST_F(Scenario, AnEditedPolicyIsJudgedAsEditedNotAsCached) {
+    std::string text = read_text(std::string(POLICY_DIR) + "/demo.toml");
+    for (size_t p; (p = text.find("name = \"demo\"")) != std::string::npos;) text.replace(p, 13, "name = \"cached\"");
+    text.replace(text.find("tmpfs = []"), 10, "read_write = [\"@RWDIR@\"]\ntmpfs = []");
+    const std::string dir = rw() + "/cache-edit";
+    rmdir(dir.c_str());
+    std::string pol = write_policy("cached", text);
+    JobRun a = run_job(pol, {"/bin/mkdir", dir});
+    EXPECT_EQ(a.proc.status, 1) << describe(a);
+    std::string edited = text;
+    edited.replace(edited.find("\"umask\""), 7, "\"umask\", \"mkdir\"");
+    write_policy("cached", edited);
+    JobRun b = run_job(pol, {"/bin/mkdir", dir});
+    EXPECT_EQ(b.proc.status, 0) << "the edit allows mkdir\n" << describe(b);
+    write_policy("cached", text);
+    rmdir(dir.c_str());
+    JobRun c = run_job(pol, {"/bin/mkdir", dir});
+    EXPECT_EQ(c.proc.status, 1) << describe(c);
+    ASSERT_TRUE(a.id > 0 && b.id > 0 && c.id > 0);
+    EXPECT_EQ(show(a.id)["policy"].value("version", -1), 1);
+    EXPECT_EQ(show(b.id)["policy"].value("version", -1), 2);
+    EXPECT_EQ(show(c.id)["policy"].value("version", -1), 1) << "the first text is still version 1";
+    rmdir(dir.c_str());
+}
+
 // ---- 2. every termination cause ------------------------------------------------
 
 TEST_F(Scenario, CauseExited) {
