@@ -371,6 +371,13 @@ std::vector<pid_t> children_of(pid_t pid) {
     return out;
 }
 
+// A child's fatal record as an error: "step(\"detail\")" and its errno.
+Error record_error(const SetupRecord& rec) {
+    std::string msg = rec.step;
+    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
+    return Error::sys(msg, rec.err);
+}
+
 // Copies the seccomp listener out of `pid` (or, for the container tier, out of
 // one of its children) once the child has announced the filter. Records read
 // on the way: fatal -> error; warnings -> out.warnings.
@@ -416,11 +423,7 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
         if (p.revents & (POLLIN | POLLHUP)) {
             SetupStatus s = read_setup_status(status_fd);
             for (const auto& rec : s.records) {
-                if (rec.fatal == 1) {
-                    std::string msg = std::string(rec.step);
-                    if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
-                    return std::unexpected(Error::sys(msg, rec.err));
-                }
+                if (rec.fatal == 1) return std::unexpected(record_error(rec));
                 if (rec.fatal == kSetupFilterNext) {
                     filter_next = true;
                     listener_fd = rec.err;
@@ -620,12 +623,8 @@ namespace {
 Error child_reason(Error seen, int status_fd) {
     if (status_fd < 0) return seen;
     fcntl(status_fd, F_SETFL, fcntl(status_fd, F_GETFL) | O_NONBLOCK);
-    for (const auto& rec : read_setup_status(status_fd).records) {
-        if (rec.fatal != 1) continue;
-        std::string msg = rec.step;
-        if (rec.detail[0]) msg += "(\"" + std::string(rec.detail) + "\")";
-        return Error::sys(msg, rec.err);
-    }
+    for (const auto& rec : read_setup_status(status_fd).records)
+        if (rec.fatal == 1) return record_error(rec);
     return seen;
 }
 

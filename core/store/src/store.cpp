@@ -1034,6 +1034,20 @@ Result<std::vector<JobRecord>> Store::running_jobs() {
 
 Result<void> Store::put_blob(const std::string& sha256, uint64_t size) { return put_blobs({{sha256, size}}); }
 
+namespace {
+// The blob rows of put_blobs, for a caller that holds the writer and an open transaction.
+Result<void> insert_blobs(sql::Db& w, const std::vector<std::pair<std::string, uint64_t>>& blobs) {
+    const int64_t now = now_realtime_ns();
+    for (const auto& [sha256, size] : blobs) {
+        auto q = w.query("INSERT INTO blobs", "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
+        if (!q) return std::unexpected(q.error());
+        q->bind(1, sha256).bind(2, size).bind(3, now);
+        if (auto r = q->run(); !r) return r;
+    }
+    return {};
+}
+}  // namespace
+
 Result<void> Store::put_blobs(const std::vector<std::pair<std::string, uint64_t>>& blobs) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_blob");
@@ -1042,14 +1056,7 @@ Result<void> Store::put_blobs(const std::vector<std::pair<std::string, uint64_t>
     // One transaction (one commit) for a directory input's many files.
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
-    const int64_t now = now_realtime_ns();
-    for (const auto& [sha256, size] : blobs) {
-        auto q = d.writer.query("INSERT INTO blobs",
-                                "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
-        if (!q) return std::unexpected(q.error());
-        q->bind(1, sha256).bind(2, size).bind(3, now);
-        if (auto r = q->run(); !r) return r;
-    }
+    if (auto r = insert_blobs(d.writer, blobs); !r) return r;
     return tx->commit();
 }
 
@@ -1106,13 +1113,7 @@ Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out,
     std::lock_guard lk(d.wmu);
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
-    const int64_t now = now_realtime_ns();
-    for (const auto& [sha256, size] : new_blobs) {
-        auto q = d.writer.query("INSERT INTO blobs", "INSERT OR IGNORE INTO blobs(sha256, size, created_ns) VALUES (?1, ?2, ?3)");
-        if (!q) return std::unexpected(q.error());
-        q->bind(1, sha256).bind(2, size).bind(3, now);
-        if (auto r = q->run(); !r) return r;
-    }
+    if (auto r = insert_blobs(d.writer, new_blobs); !r) return r;
     if (auto r = write_output(d.writer, job, "stdout", out); !r) return r;
     if (auto r = write_output(d.writer, job, "stderr", err); !r) return r;
     if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;

@@ -1268,7 +1268,6 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
     key += '\0';
     if (module) key += *module;
     else if (modules_off) key += '\1';  // not looked up, as opposed to found in no mapping
-    else if (n.spawn_exec) key += '\2';
     key += '\0';
     if (decoded) key += *decoded;
     auto it = job.pending.find(key);
@@ -1294,9 +1293,6 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
         if (!native) fields.reason = "foreign ABI: only native x86_64 syscalls are judged by the allowlist";
         if (job.rec.learn) fields.enforced = !learn_continues;
         if (modules_off) fields.module_note = "not resolved: the job used up its share of moatd's time (limit supervisor-time)";
-        else if (n.spawn_exec)
-            fields.module_note = "not resolved: the job's first execve is made by moatd's spawn code, before any of the "
-                                 "job's own code ran";
         const uint64_t bytes = kRowOverhead + key.size();
         if (!take_budget(job, bytes)) {
             fold(job, agg_key(), &fields, 1, now_realtime_ns());

@@ -46,7 +46,6 @@ struct Notice {
     std::optional<std::string> decoded;  // printable already
     std::optional<std::string> module;   // printable already
     bool modules_off = false;            // module not looked up (the supervisor-time budget)
-    bool spawn_exec = false;             // the first execve of the job, made by moatd's spawn code (no module)
 };
 
 // The supervisor's verdict on a Notice, which the tier carries out.

@@ -68,6 +68,24 @@ void continue_until_exit(const sandbox::Spawned& s) {
     }
 }
 
+// A plan with the fields every test sets: the program, a job uid, stdin from
+// `in`, stdout and stderr to `out`, 256 fds, and the filter.
+sandbox::SpawnPlan plan_for(std::vector<std::string> argv, uid_t uid, int in, int out,
+                            const compiler::CompiledFilter& f) {
+    sandbox::SpawnPlan plan;
+    plan.exe = argv[0][0] == '/' ? argv[0] : "/bin/" + argv[0];
+    plan.argv = std::move(argv);
+    plan.env = {"PATH=/usr/bin:/bin"};
+    plan.cwd = "/";
+    plan.uid = plan.gid = uid;
+    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    plan.stdio[0] = in;
+    plan.stdio[1] = out;
+    plan.stdio[2] = out;
+    plan.filter = &f.program();
+    return plan;
+}
+
 struct Captured {
     int status = -1;
     std::string out;
@@ -146,18 +164,13 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
     int devnull = open("/dev/null", O_RDWR);
     int leak = open("/etc/hostname", O_RDONLY);  // not O_CLOEXEC: must still not reach the job
     ASSERT_GE(leak, 0);
-    sandbox::SpawnPlan plan;
-    plan.exe = "/bin/sh";
     // ls of /proc/self/fd needs /proc in Landlock; here there is no Landlock.
-    plan.argv = {"sh", "-c", "id -u; id -G; ls /proc/self/fd | tr '\\n' ' '; echo; grep -E 'CapEff|CapBnd|NoNewPrivs|SigBlk|SigIgn' /proc/self/status; ulimit -n; env"};
+    sandbox::SpawnPlan plan = plan_for(
+        {"sh", "-c", "id -u; id -G; ls /proc/self/fd | tr '\\n' ' '; echo; grep -E 'CapEff|CapBnd|NoNewPrivs|SigBlk|SigIgn' /proc/self/status; ulimit -n; env"},
+        700998, devnull, out[1], *f);
     plan.env = {"PATH=/usr/bin:/bin", "ONLY=this"};
     plan.cwd = "/nonexistent-moat-dir";  // falls back to / with a warning
-    plan.uid = plan.gid = 700998;
-    plan.rlimits = {1 << 30, 77, 8 << 20, 0, 0};
-    plan.stdio[0] = devnull;
-    plan.stdio[1] = out[1];
-    plan.stdio[2] = out[1];
-    plan.filter = &f->program();
+    plan.rlimits.open_files = 77;
     // moatd ignores SIGPIPE and blocks SIGTERM, SIGINT and SIGHUP (its
     // signalfd); both would survive execve into the job.
     struct sigaction ign{}, old_pipe{};
@@ -225,17 +238,8 @@ TEST_F(SpawnTest, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
     int out[2];
     ASSERT_EQ(pipe(out), 0);
     int devnull = open("/dev/null", O_RDWR);
-    sandbox::SpawnPlan plan;
-    plan.exe = "/bin/sh";
-    plan.argv = {"sh", "-c", "cat /proc/self/cgroup; ls -l /proc/self/fd/ | grep -c cgroup"};
-    plan.env = {"PATH=/usr/bin:/bin"};
-    plan.cwd = "/";
-    plan.uid = plan.gid = 700997;
-    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
-    plan.stdio[0] = devnull;
-    plan.stdio[1] = out[1];
-    plan.stdio[2] = out[1];
-    plan.filter = &f->program();
+    sandbox::SpawnPlan plan =
+        plan_for({"sh", "-c", "cat /proc/self/cgroup; ls -l /proc/self/fd/ | grep -c cgroup"}, 700997, devnull, out[1], *f);
     plan.cgroup = &*cg;
     auto s = sandbox::spawn_seccomp_job(plan);
     ASSERT_TRUE(s) << s.error().message;
@@ -281,14 +285,7 @@ TEST_F(SpawnTest, AFailedCgroupJoinIsReportedWithItsReason) {
     for (const auto& d : cg->dirs()) ASSERT_EQ(rmdir(d.c_str()), 0) << d << ": " << strerror(errno);
     auto f = filter_for(kAllowShell);
     int devnull = open("/dev/null", O_RDWR);
-    sandbox::SpawnPlan plan;
-    plan.exe = "/bin/true";
-    plan.argv = {"true"};
-    plan.cwd = "/";
-    plan.uid = plan.gid = 700996;
-    plan.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
-    plan.stdio[0] = plan.stdio[1] = plan.stdio[2] = devnull;
-    plan.filter = &f->program();
+    sandbox::SpawnPlan plan = plan_for({"true"}, 700996, devnull, devnull, *f);
     plan.cgroup = &*cg;
     auto s = sandbox::spawn_seccomp_job(plan);
     ASSERT_FALSE(s) << "a job whose cgroup is gone must not start";

@@ -170,11 +170,12 @@ void LocalRunning::on_notify() {
     // Seccomp tier: the first process's first execve runs moatd's spawn code
     // in memory it shares with moatd (clone(CLONE_VM)), so its module would
     // name moatd, and reading moatd's maps took ~0.13 ms of every job's start.
-    // Not looked up; the row says why (judge). Only that one call: any later
-    // execve, and every other process's, is resolved as usual.
-    n.spawn_exec = native && !m_spawn_exec_seen && n.pid == m_proc.pid &&
-                   (n.nr == SYS_execve || n.nr == SYS_execveat);
-    if (n.spawn_exec) {
+    // Not looked up: that execve is always allowed (the policy lint requires
+    // execve), and an allowed exec's row carries no module. Any later execve,
+    // and every other process's, is resolved as usual.
+    const bool spawn_exec = native && !m_spawn_exec_seen && n.pid == m_proc.pid &&
+                            (n.nr == SYS_execve || n.nr == SYS_execveat);
+    if (spawn_exec) {
         m_spawn_exec_seen = true;
     } else if (n.modules_off) {
         ++m_modules_skipped;
