@@ -17,8 +17,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -215,7 +218,73 @@ public:
     }
 
 private:
+    // A denial whose strings all need no escaping (nearly every one): its
+    // text written straight into the buffer, sized once, with no capacity
+    // check per piece. The same bytes as the general path below (a unit test
+    // compares both with dump() of the JSON tree).
+    bool encode_plain(const DenialFields& d) {
+        auto plain = [](const std::optional<std::string>& s) { return !s || verbatim(*s); };
+        if (!(verbatim(d.action) && verbatim(d.arch) && verbatim(d.rule) && plain(d.decoded) && plain(d.module) &&
+              plain(d.module_note) && plain(d.reason)))
+            return false;
+        auto len = [](const std::optional<std::string>& s) { return s ? s->size() : size_t(0); };
+        // Fixed text ~150 bytes, 8 numbers of at most 20 digits: 512 covers them.
+        const size_t cap = 512 + d.action.size() + d.arch.size() + d.rule.size() + len(d.decoded) + len(d.module) +
+                           len(d.module_note) + len(d.reason);
+        m_buf.resize_and_overwrite(cap, [&](char* buf, size_t) {
+            char* p = buf;
+            auto lit = [&](std::string_view v) {
+                memcpy(p, v.data(), v.size());
+                p += v.size();
+            };
+            auto str = [&](const std::string& v) {
+                *p++ = '"';
+                lit(v);
+                *p++ = '"';
+            };
+            auto opt = [&](const std::optional<std::string>& v) {
+                if (v) str(*v);
+                else lit("null");
+            };
+            auto num = [&](auto v, int base) { p = std::to_chars(p, buf + cap, v, base).ptr; };
+            lit("{\"action\":");
+            str(d.action);
+            lit(",\"arch\":");
+            str(d.arch);
+            lit(",\"args\":[");
+            for (int i = 0; i < 6; ++i) {
+                if (i) *p++ = ',';
+                num(d.args[i], 10);
+            }
+            lit("],\"decoded\":");
+            opt(d.decoded);
+            if (d.enforced) lit(*d.enforced ? ",\"enforced\":true" : ",\"enforced\":false");
+            lit(",\"ip\":\"0x");
+            num(d.ip, 16);
+            lit("\",\"module\":");
+            opt(d.module);
+            if (d.module_note) {
+                lit(",\"module_note\":");
+                str(*d.module_note);
+            }
+            lit(",\"nr\":");
+            num(d.nr, 10);
+            lit(",\"pid\":");
+            num(d.pid, 10);
+            if (d.reason) {
+                lit(",\"reason\":");
+                str(*d.reason);
+            }
+            lit(",\"rule\":");
+            str(d.rule);
+            *p++ = '}';
+            return size_t(p - buf);
+        });
+        return true;
+    }
+
     std::string_view encode(const DenialFields& d) {
+        if (encode_plain(d)) return m_buf;
         m_buf += "{\"action\":";
         string(d.action);
         m_buf += ",\"arch\":";
@@ -273,12 +342,30 @@ private:
         else m_buf += "null";
     }
 
-    // dump() copies these bytes unescaped (ensure_ascii off).
-    // No early exit: a row's strings are short and nearly always plain, and
-    // the loop then has no branch per byte.
+    // dump() copies these bytes unescaped (ensure_ascii off): printable
+    // ASCII other than '"' and '\\'. Eight bytes at a time (a row's strings
+    // are nearly always plain; this was most of the encoder's time): a word
+    // is plain when none of its bytes is below 0x20, has the top bit, is
+    // 0x7f, '"' or '\\'. Each test is exact for "any byte" (the classic
+    // zero-byte trick: a false bit can only follow a true one).
     static bool verbatim(std::string_view s) {
-        bool plain = true;
-        for (unsigned char c : s) plain &= (unsigned(c) - 0x20u < 0x5fu) & (c != '"') & (c != '\\');
+        constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        auto zero_byte = [](uint64_t v) { return (v - ones) & ~v & highs; };
+        const char* p = s.data();
+        size_t n = s.size();
+        uint64_t bad = 0;
+        for (; n >= 8; p += 8, n -= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            bad |= ((w - ones * 0x20) & ~w & highs)  // a byte below 0x20
+                   | (w & highs)                      // a byte at or above 0x80
+                   | zero_byte(w ^ (ones * 0x7f)) | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'));
+        }
+        bool plain = bad == 0;
+        for (; n; ++p, --n) {
+            const unsigned char c = static_cast<unsigned char>(*p);
+            plain &= (unsigned(c) - 0x20u < 0x5fu) & (c != '"') & (c != '\\');
+        }
         return plain;
     }
 
@@ -288,6 +375,28 @@ private:
 
 const std::string kInsertEvent =
     "INSERT INTO events(job_id, time_ns, kind, count, syscall, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+// Rows inserted by one execution of the writer's grouped INSERT. Each
+// execution of an INSERT pays a fixed cost (opening and closing its cursors,
+// and the table the CHECK on `kind` builds for its IN list): about a fifth of
+// SQLite's time per row with one row per execution (perf of store_bench,
+// issue 15 row 4a). Sixteen rows share it.
+constexpr size_t kRowsPerInsert = 16;
+
+std::string make_insert_events_sql(size_t rows) {
+    std::string sql = "INSERT INTO events(job_id, time_ns, kind, count, syscall, data) VALUES ";
+    for (size_t i = 0; i < rows; ++i) {
+        const size_t b = i * 6;
+        sql += (i ? ",(" : "(");
+        for (size_t k = 1; k <= 6; ++k) {
+            sql += '?';
+            sql += std::to_string(b + k);
+            sql += k < 6 ? ',' : ')';
+        }
+    }
+    return sql;
+}
+const std::string kInsertEvents = make_insert_events_sql(kRowsPerInsert);
 
 constexpr const char* kEventColumns = "SELECT id, job_id, time_ns, kind, count, syscall, data FROM events";
 
@@ -466,6 +575,40 @@ struct Store::Impl {
         queue.push_back(Queued{next_seq - 1, bytes, std::move(ev)});
     }
     using Batch = std::vector<std::pair<uint64_t, Event>>;  // (append sequence number, event)
+
+    // Committed events are freed by the threads that append, which made them.
+    // Freed on the writer thread, a typed denial's allocations went back to
+    // the producer's malloc arena under that arena's lock, which the producer
+    // takes as often for its next rows: perf of store_bench showed the writer
+    // waiting for it (issue 15, row 4a). So the writer hands a committed
+    // batch over here; each append()/offer() frees a few of its events after
+    // it lets go of qmu; the writer takes the vector back (keeping its
+    // capacity) once all are freed, and frees what is left itself before it
+    // sleeps (the queue is empty: nobody is making rows to contend with).
+    // Holds at most one batch (kMaxBatch rows, kMaxBatchBytes).
+    Batch grave;
+    size_t grave_claimed = 0;            // under qmu: events handed to a thread to free
+    std::atomic<size_t> grave_freed{0};  // of those, freed (grave is not touched while any are not)
+    static constexpr size_t kGraveStep = 8;  // events one append()/offer() frees
+    std::chrono::milliseconds grave_idle{2};  // under qmu: idle this long, the writer frees the rest (test seam)
+
+    // Under qmu: the caller frees [first, second) after unlocking.
+    std::pair<size_t, size_t> claim_grave(size_t n) {
+        const size_t b = grave_claimed, e = std::min(grave.size(), b + std::min(n, grave.size()));
+        grave_claimed = e;
+        return {b, e};
+    }
+    // Without qmu: the claimed events released; the writer may reuse the
+    // vector only once every claimed event is counted here.
+    void free_grave(std::pair<size_t, size_t> r) {
+        if (r.first == r.second) return;
+        for (size_t i = r.first; i < r.second; ++i) grave[i].second = Event{};
+        grave_freed.fetch_add(r.second - r.first, std::memory_order_release);
+    }
+    // Under qmu: every event handed over is freed.
+    bool grave_empty() const {
+        return grave_claimed == grave.size() && grave_freed.load(std::memory_order_acquire) == grave.size();
+    }
     // Under qmu: the front of the queue leaves it, moved straight into `batch`
     // (one move, not two). Returns its approximate bytes. The batch's slot is
     // made first: if that allocation throws, the event and its accounting
@@ -546,8 +689,26 @@ struct Store::Impl {
     // --- writer thread ---
 
     DataEncoder encoder;  // the writer's, under wmu
+    std::array<DataEncoder, kRowsPerInsert> group_encoders;  // one per row of a grouped INSERT, under wmu
     std::vector<std::pair<uint64_t, Event>> batch_slots;  // the writer thread's (writer_loop)
-    using Totals = std::map<std::pair<int64_t, std::string>, uint64_t>;
+    // (job, syscall) -> sum of counts. Looked up with a string_view key: a
+    // row whose pair is already there costs no allocation.
+    struct TotalsLess {
+        using is_transparent = void;
+        template <class A, class B>
+        bool operator()(const A& a, const B& b) const {
+            if (a.first != b.first) return a.first < b.first;
+            return std::string_view(a.second) < std::string_view(b.second);
+        }
+    };
+    using Totals = std::map<std::pair<int64_t, std::string>, uint64_t, TotalsLess>;
+    static void add_total(Totals& totals, int64_t job, std::string_view syscall, uint64_t count) {
+        const std::pair<int64_t, std::string_view> key{job, syscall};
+        auto it = totals.lower_bound(key);
+        if (it == totals.end() || TotalsLess{}(key, it->first))
+            it = totals.emplace_hint(it, std::pair<int64_t, std::string>{job, std::string(syscall)}, 0);
+        it->second += count;
+    }
 
     // Inserts one event with ins (the batch's INSERT INTO events, reused row
     // after row); *rc gets SQLite's result code. A stored denial is added to
@@ -565,7 +726,33 @@ struct Store::Impl {
         auto r = ins.run();
         *rc = ins.rc();
         ins.reset();
-        if (r && ev.kind == EventKind::Denial) (*totals)[{ev.job, std::string(syscall.value_or(""))}] += ev.count;
+        if (r && ev.kind == EventKind::Denial) add_total(*totals, ev.job, syscall.value_or(""), ev.count);
+        return r;
+    }
+
+    // kRowsPerInsert events with one execution of ins (kInsertEvents). When
+    // *rc is a constraint failure, none of them was inserted (SQLite backs
+    // out the whole statement) and *totals is unchanged.
+    Result<void> insert_group(sql::Query& ins, const std::pair<uint64_t, Event>* rows, int* rc, Totals* totals) {
+        std::optional<std::string_view> syscall[kRowsPerInsert];
+        for (size_t i = 0; i < kRowsPerInsert; ++i) {
+            const Event& ev = rows[i].second;
+            std::string_view data = group_encoders[i].encode(ev, &syscall[i]);
+            const int b = int(i) * 6;
+            ins.bind(b + 1, ev.job).bind(b + 2, ev.time_ns).bind_static(b + 3, kind_name(ev.kind)).bind(b + 4, ev.count);
+            if (syscall[i])
+                ins.bind_static(b + 5, *syscall[i]);
+            else
+                ins.bind(b + 5, std::nullopt);
+            ins.bind_static(b + 6, data);
+        }
+        auto r = ins.run();
+        *rc = ins.rc();
+        ins.reset();
+        if (r)
+            for (size_t i = 0; i < kRowsPerInsert; ++i)
+                if (rows[i].second.kind == EventKind::Denial)
+                    add_total(*totals, rows[i].second.job, syscall[i].value_or(""), rows[i].second.count);
         return r;
     }
 
@@ -600,13 +787,35 @@ struct Store::Impl {
             // One statement lookup per batch, not per row.
             auto ins = writer.query("INSERT INTO events", kInsertEvent);
             if (!ins) return std::unexpected(ins.error());
+            auto group = writer.query("INSERT INTO events (grouped)", kInsertEvents);
+            if (!group) return std::unexpected(group.error());
+            auto one = [&](const Event& ev) -> Result<void> {
+                int rc = SQLITE_OK;
+                if (auto r = insert_event(*ins, ev, &rc, &totals); !r) {
+                    if (!sql::is_constraint(rc)) return r;
+                    ++*rejected;
+                }
+                return {};
+            };
             for (size_t next = 0;;) {
-                for (; next < batch.size(); ++next) {
-                    int rc = SQLITE_OK;
-                    if (auto r = insert_event(*ins, batch[next].second, &rc, &totals); !r) {
-                        if (!sql::is_constraint(rc)) return r;
-                        ++*rejected;
+                while (next < batch.size()) {
+                    if (batch.size() - next >= kRowsPerInsert) {
+                        int rc = SQLITE_OK;
+                        auto r = insert_group(*group, &batch[next], &rc, &totals);
+                        if (!r && !sql::is_constraint(rc)) return r;
+                        if (r) {
+                            next += kRowsPerInsert;
+                            continue;
+                        }
+                        // One of them was refused (its job is unknown) and the
+                        // statement backed out: these rows one by one, so only
+                        // the refused are left out.
+                        for (const size_t end = next + kRowsPerInsert; next < end; ++next)
+                            if (auto r1 = one(batch[next].second); !r1) return r1;
+                        continue;
                     }
+                    if (auto r = one(batch[next].second); !r) return r;
+                    ++next;
                 }
                 if (!job_drops.empty()) break;
                 // Lock order: wmu, then qmu for O(1) work per event (no thread
@@ -649,6 +858,21 @@ struct Store::Impl {
         bool failing = false;  // the last batch failed: retry the drop records after a pause
         for (;;) {
             auto ready = [&] { return stopping || !queue.empty() || (!failing && !drops.empty()); };
+            if (!ready() && grave_claimed < grave.size()) {
+                // Nothing to write: the rest of the last batch is ours to free
+                // once no rows came for a moment (a producer woken by flush()
+                // is making its next rows now: freeing at once contended with it).
+                writer_idle = true;
+                qcv.wait_for(lk, grave_idle, ready);
+                writer_idle = false;
+                if (!ready()) {
+                    auto r = claim_grave(grave.size());
+                    lk.unlock();
+                    free_grave(r);
+                    lk.lock();
+                }
+                continue;
+            }
             writer_idle = true;
             if (failing)
                 qcv.wait_for(lk, kRetryDelay, ready);
@@ -705,9 +929,16 @@ struct Store::Impl {
             done_seq = std::max(done_seq, done);
             done_cv.notify_all();
             if (!r && stopping && queue.empty()) break;  // shutting down and the disk still refuses: give up
-            // Free the batch's events (a JSON tree or a typed denial's
-            // strings each) without qmu: append() must not wait for
-            // thousands of frees.
+            // The batch's events go to the producers to free (see grave) when
+            // the last batch handed over is all freed; the vector they come
+            // back in becomes the next batch's. Otherwise they are freed here,
+            // without qmu: append() must not wait for thousands of frees.
+            if (grave_empty()) {
+                grave.clear();  // every event in it is already released
+                std::swap(grave, batch);
+                grave_claimed = 0;
+                grave_freed.store(0, std::memory_order_relaxed);
+            }
             lk.unlock();
             batch.clear();
             job_drops = {};
@@ -1248,8 +1479,10 @@ void Store::append(Event ev) {
     // Wake the writer only when it sleeps: under load it is busy and the
     // notify (a futex syscall) would be wasted on every append.
     bool wake = d.writer_idle;
+    auto grave = d.claim_grave(Impl::kGraveStep);
     lk.unlock();
     if (wake) d.qcv.notify_one();
+    d.free_grave(grave);
 }
 
 bool Store::offer(Event& ev) {
@@ -1277,8 +1510,10 @@ bool Store::offer(Event& ev) {
     d.next_seq++;
     d.enqueue(bytes, std::move(ev));
     bool wake = d.writer_idle;
+    auto grave = d.claim_grave(Impl::kGraveStep);
     lk.unlock();
     if (wake) d.qcv.notify_one();
+    d.free_grave(grave);
     return true;
 }
 
@@ -1408,6 +1643,11 @@ Result<std::string> Store::integrity_check() {
 // ---------------------------------------------------------------- test seam
 
 std::unique_lock<std::mutex> StoreTestAccess::hold_writer(Store& s) { return std::unique_lock(s.m_impl->wmu); }
+
+void StoreTestAccess::set_grave_idle(Store& s, std::chrono::milliseconds idle) {
+    std::lock_guard lk(s.m_impl->qmu);
+    s.m_impl->grave_idle = idle;
+}
 
 Result<int64_t> StoreTestAccess::set_max_page_count(Store& s, int64_t pages) {
     auto& d = *s.m_impl;

@@ -908,6 +908,128 @@ TEST(StoreEvents, TypedDenialIsStoredExactlyAsTheJsonTheSupervisorBuilt) {
     EXPECT_EQ(s->count_denials(job).value(), cases.size() * (cases.size() + 1) / 2);
 }
 
+// Many rows in one batch go through the writer's grouped INSERT (sixteen
+// rows per execution, each with its own encoder): byte for byte what one row
+// at a time stores, in order, and denial_totals sums them all.
+TEST(StoreEvents, TypedDenialsInOneBatchAreStoredAsSingleOnesAre) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    const auto cases = typed_cases();
+    constexpr size_t kRounds = 5;  // several full groups and a partial one
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);  // all in one batch
+        for (size_t r = 0; r < kRounds; ++r)
+            for (size_t i = 0; i < cases.size(); ++i) {
+                Event ev;
+                ev.job = job;
+                ev.kind = EventKind::Denial;
+                ev.time_ns = int64_t(1000 + r * cases.size() + i);
+                ev.denial = std::make_shared<DenialFields>(cases[i]);
+                ASSERT_TRUE(s->offer(ev));
+                if (i % 5 == 0) s->append(lifecycle(job, ev.time_ns));  // other kinds in the same groups
+            }
+    }
+    s->flush();
+    const auto rows = stored_rows(path);
+    size_t k = 0;
+    for (const auto& row : rows) {
+        if (!row.syscall) continue;  // lifecycle
+        const auto& want_fields = cases[k % cases.size()];
+        json want = judge_json(want_fields);
+        want.erase("syscall");
+        EXPECT_EQ(row.data, want.dump(-1, ' ', false, json::error_handler_t::replace)) << "row " << k;
+        EXPECT_EQ(row.syscall, std::optional<std::string>(want_fields.syscall)) << "row " << k;
+        ++k;
+    }
+    EXPECT_EQ(k, kRounds * cases.size());
+    EXPECT_GE(kRounds * cases.size(), 3 * 16u) << "the test must fill several groups";
+    EXPECT_EQ(s->count_denials(job).value(), kRounds * cases.size());
+    EXPECT_EQ(s->stats().dropped, 0u);
+    expect_totals_match_events(path);
+}
+
+// Committed events are released (they hold a job's strings): by the
+// appends that follow, a few each, or by the writer once no rows come.
+// Nothing of a batch stays held after the store goes quiet.
+TEST(StoreEvents, CommittedEventsAreReleasedByLaterAppendsOrAnIdleWriter) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    auto offer_some = [&](int n, std::vector<std::weak_ptr<const DenialFields>>* held) {
+        for (int i = 0; i < n; ++i) {
+            Event ev;
+            ev.job = job;
+            ev.kind = EventKind::Denial;
+            ev.time_ns = 100 + i;
+            auto d = std::make_shared<const DenialFields>(typed("rmdir"));
+            if (held) held->push_back(d);
+            ev.denial = std::move(d);
+            ASSERT_TRUE(s->offer(ev));
+        }
+    };
+    auto alive = [](const std::vector<std::weak_ptr<const DenialFields>>& v) {
+        return size_t(std::count_if(v.begin(), v.end(), [](const auto& w) { return !w.expired(); }));
+    };
+    std::vector<std::weak_ptr<const DenialFields>> first;
+    offer_some(200, &first);
+    s->flush();
+    // The writer frees what no append took once it has been idle a moment.
+    for (int i = 0; i < 500 && alive(first); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_EQ(alive(first), 0u) << "an idle store still holds committed events";
+
+    // Appends free the last committed batch as they go (the writer waits an
+    // hour before it would, and is held).
+    StoreTestAccess::set_grave_idle(*s, std::chrono::hours(1));
+    std::vector<std::weak_ptr<const DenialFields>> second;
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);  // the 64 in one batch, handed over whole
+        offer_some(64, &second);
+    }
+    s->flush();
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);
+        const size_t before = alive(second);
+        EXPECT_EQ(before, 64u) << "committed events were freed, but not by the appends";
+        offer_some(int(before), nullptr);
+        EXPECT_EQ(alive(second), 0u) << "of " << before;
+    }
+    s->flush();
+    EXPECT_EQ(s->stats().dropped, 0u);
+}
+
+// A row the database refuses (its job is unknown) inside a group of the
+// grouped INSERT: the statement is backed out whole, its rows go one by one,
+// and only the refused row is missing; the others keep their order.
+TEST(StoreEvents, AnUnknownJobInsideAGroupDropsOnlyItsRow) {
+    TempDir dir;
+    std::string path = dir.file("moat.db");
+    auto s = open_store(path);
+    ASSERT_TRUE(s);
+    int64_t job = new_job(*s);
+    constexpr int kN = 50;
+    {
+        auto hold = StoreTestAccess::hold_writer(*s);
+        for (int i = 0; i < kN; ++i) s->append(denial(i == 21 || i == 40 ? 9999 : job, "openat", 100 + i));
+    }
+    s->flush();
+    auto evs = all_events(*s, {.job = job});
+    ASSERT_EQ(evs.size(), size_t(kN - 2));
+    int64_t want_time = 100;
+    for (const auto& ev : evs) {
+        if (want_time == 121 || want_time == 140) ++want_time;
+        EXPECT_EQ(ev.time_ns, want_time++);
+    }
+    auto st = s->stats();
+    EXPECT_EQ(st.written, uint64_t(kN - 2));
+    EXPECT_EQ(st.dropped, 2u);
+    EXPECT_EQ(s->count_denials(job).value(), uint64_t(kN - 2));
+    expect_totals_match_events(path);
+}
+
 // A typed denial the queue refuses stays with the caller, whole (the
 // supervisor folds it into an aggregate row from those fields).
 TEST(StoreQueue, ARefusedTypedDenialStaysWithTheCaller) {
