@@ -787,7 +787,7 @@ struct Store::Impl {
             // One statement lookup per batch, not per row.
             auto ins = writer.query("INSERT INTO events", kInsertEvent);
             if (!ins) return std::unexpected(ins.error());
-            auto group = writer.query("INSERT INTO events (grouped)", kInsertEvents);
+            auto group = writer.query("INSERT INTO events", kInsertEvents);  // same words in a recorded error
             if (!group) return std::unexpected(group.error());
             auto one = [&](const Event& ev) -> Result<void> {
                 int rc = SQLITE_OK;

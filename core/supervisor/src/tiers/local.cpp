@@ -6,6 +6,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,10 @@ struct NotifBufs {
 void LocalRunning::watch(EventLoop& loop, JobEvents& events) {
     m_loop = &loop;
     m_events = &events;
+    if (getenv("MOAT_NOTIF_SYNC")) {
+        constexpr unsigned long kSetFlags = _IOW('!', 4, __u64);
+        if (ioctl(m_proc.listener.get(), kSetFlags, 1ULL) < 0) perror("SYNC_WAKE_UP");
+    }
     (void)loop.add_fd(m_proc.listener.get(), EPOLLIN, [this](uint32_t ev) {
         if (ev & EPOLLIN) on_notify();
         if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN) && m_listener_registered) {
