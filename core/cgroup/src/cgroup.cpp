@@ -376,6 +376,13 @@ Result<std::vector<JobCgroup::SelfJoin>> JobCgroup::open_self_join() const {
     return out;
 }
 
+Result<UniqueFd> JobCgroup::open_v2_dir() const {
+    if (m_version != Version::V2 || m_dirs.empty()) return UniqueFd();
+    UniqueFd fd(::open(m_dirs.front().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return fail_sys("open(\"" + m_dirs.front() + "\")", errno);
+    return fd;
+}
+
 std::optional<std::string> JobCgroup::read_stat(const std::string& path) const {
     auto it = m_stat_fds.find(path);
     if (it == m_stat_fds.end()) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
@@ -102,6 +103,70 @@ bool share_memory_now() {
     ::close(fd);
     return n == 1 && c != '1';
 }
+
+#if defined(__x86_64__)
+// clone3(2) for a child that shares our memory and runs fn(arg) on its own
+// stack: glibc exports no clone3 wrapper, and after a raw clone3 the child
+// cannot return into the caller's frames (they are on the parent's stack).
+// The kernel starts the child with rsp = stack + stack_size and the parent's
+// registers except rax (0), rcx and r11, so fn and arg ride in r8 and r9 (rdi
+// and rsi carry the syscall's own arguments). The child calls fn(arg) and
+// exits with its value; the parent gets the pid or -errno.
+extern "C" long moat_clone3_run(clone_args* args, size_t size, int (*fn)(void*), void* arg);
+asm(R"(
+    .text
+    .p2align 4
+    .globl moat_clone3_run
+    .hidden moat_clone3_run
+    .type moat_clone3_run,@function
+moat_clone3_run:
+    .cfi_startproc
+    movq %rdx, %r8
+    movq %rcx, %r9
+    movl $435, %eax
+    syscall
+    testq %rax, %rax
+    jz 1f
+    ret
+1:
+    .cfi_undefined rip
+    xorl %ebp, %ebp
+    movq %r9, %rdi
+    callq *%r8
+    movl %eax, %edi
+    movl $60, %eax
+    syscall
+    hlt
+    .cfi_endproc
+    .size moat_clone3_run, .-moat_clone3_run
+)");
+constexpr bool kHaveClone3Run = true;
+#else
+constexpr bool kHaveClone3Run = false;
+long moat_clone3_run(clone_args*, size_t, int (*)(void*), void*) { return -ENOSYS; }
+#endif
+
+// A job's first process, born in its v2 cgroup (clone3 with
+// CLONE_INTO_CGROUP; the v2 counterpart of the v1 self-join). With `stack`
+// (CLONE_VM) the child runs fn(arg) there; without, it is a copy that
+// returns 0 here, as from fork. -ENOSYS, -EINVAL or -E2BIG: a kernel older
+// than 5.7 (the caller starts the child the old way and moves it).
+long clone_into_cgroup(uint64_t flags, int cgroup_fd, void* stack_top, size_t stack_size, int (*fn)(void*), void* arg) {
+    clone_args ca{};
+    ca.flags = flags | CLONE_INTO_CGROUP;
+    ca.exit_signal = SIGCHLD;
+    ca.cgroup = uint64_t(cgroup_fd);
+    if (stack_top) {
+        if (!kHaveClone3Run) return -ENOSYS;
+        ca.stack = uint64_t(static_cast<char*>(stack_top) - stack_size);
+        ca.stack_size = stack_size;
+        return moat_clone3_run(&ca, sizeof ca, fn, arg);
+    }
+    const long r = syscall(SYS_clone3, &ca, sizeof ca);
+    return r < 0 ? -errno : r;
+}
+
+bool clone3_unsupported(long r) { return r == -ENOSYS || r == -EINVAL || r == -E2BIG; }
 
 // The child runs on the TLS of moatd's spawning thread, which keeps running,
 // so errno is shared with it: where the child needs an error code after the
@@ -692,10 +757,14 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     a->prog.len = (unsigned short)plan.filter->size();
     a->prog.filter = const_cast<sock_filter*>(plan.filter->data());
 
+    auto v2_group = plan.cgroup ? plan.cgroup->open_v2_dir() : Result<UniqueFd>(UniqueFd());
+    if (!v2_group) return std::unexpected(v2_group.error().wrap("opening the job cgroup"));
+
     Spawned out;
     out.fork_ns = now_monotonic_ns();
     pid_t pid = -1;
     int clone_errno = 0;
+    bool born_in_group = false;
     const bool share = share_memory_now();
     if (share) {
         // No copy of moatd's page tables and no copy-on-write faults in
@@ -705,15 +774,34 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        pid = clone(child_entry, mem->stack_top(), CLONE_VM | SIGCHLD, a);
-        clone_errno = errno;
+        long r = -ENOSYS;
+        if (*v2_group) r = clone_into_cgroup(CLONE_VM, v2_group->get(), mem->stack_top(), kChildStackBytes, child_entry, a);
+        if (*v2_group && !clone3_unsupported(r)) {
+            pid = r < 0 ? -1 : pid_t(r);
+            clone_errno = r < 0 ? int(-r) : 0;
+            born_in_group = r > 0;
+        } else {
+            pid = clone(child_entry, mem->stack_top(), CLONE_VM | SIGCHLD, a);
+            clone_errno = errno;
+        }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
-        pid = fork();
-        clone_errno = errno;
+        long r = -ENOSYS;
+        if (*v2_group) r = clone_into_cgroup(0, v2_group->get(), nullptr, 0, nullptr, nullptr);
+        if (*v2_group && !clone3_unsupported(r)) {
+            pid = r < 0 ? -1 : pid_t(r);
+            clone_errno = r < 0 ? int(-r) : 0;
+            born_in_group = r > 0;
+        } else {
+            pid = fork();
+            clone_errno = errno;
+        }
         if (pid == 0) child_main(*a);  // never returns
     }
-    if (pid < 0) return fail_sys(share ? "clone(CLONE_VM)" : "fork", clone_errno);
+    if (pid < 0)
+        return fail_sys(born_in_group || *v2_group ? "clone3(CLONE_INTO_CGROUP)" : share ? "clone(CLONE_VM)" : "fork",
+                        clone_errno);
+    v2_group->reset();
     out.pid = pid;
     go_r.reset();
     st_w.reset();
@@ -727,8 +815,10 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
 
     out.pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
     if (!out.pidfd) return abort_child(Error::sys("pidfd_open", errno));
-    // v1: the child joins by itself (step_join_cgroup); v2: moved from here.
-    if (plan.cgroup && join->n == 0) {
+    // v1: the child joins by itself (step_join_cgroup); v2: born in it
+    // (clone3), or on an older kernel moved from here.
+    out.cgroup_join = !plan.cgroup ? "" : join->n ? "self" : born_in_group ? "clone3" : "moatd";
+    if (plan.cgroup && join->n == 0 && !born_in_group) {
         if (auto r = plan.cgroup->add_pid(pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
     char one = 1;
@@ -905,6 +995,12 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         if (!own_net) return fail_sys("open(/proc/thread-self/ns/net)", errno);
         if (setns(plan.join_netns_fd, CLONE_NEWNET) < 0) return fail_sys("setns(the client's network namespace)", errno);
     }
+    auto v2_group = plan.cgroup ? plan.cgroup->open_v2_dir() : Result<UniqueFd>(UniqueFd());
+    if (!v2_group) {
+        if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) abort();  // as below
+        return std::unexpected(v2_group.error().wrap("opening the job cgroup"));
+    }
+    bool born_in_group = false;
     long pid = -1;
     int clone_errno = 0;
     // The child shares moatd's memory until it executes moat-init (see
@@ -921,14 +1017,33 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        pid = clone(container_child_entry, mem->stack_top(), int(flags | CLONE_VM), args);
-        clone_errno = errno;
+        long r = -ENOSYS;
+        if (*v2_group)
+            r = clone_into_cgroup((flags & ~uint64_t(CSIGNAL)) | CLONE_VM, v2_group->get(), mem->stack_top(),
+                                  kChildStackBytes, container_child_entry, args);
+        if (*v2_group && !clone3_unsupported(r)) {
+            pid = r;
+            clone_errno = r < 0 ? int(-r) : 0;
+            born_in_group = r > 0;
+        } else {
+            pid = clone(container_child_entry, mem->stack_top(), int(flags | CLONE_VM), args);
+            clone_errno = errno;
+        }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
-        pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
-        clone_errno = errno;
+        long r = -ENOSYS;
+        if (*v2_group) r = clone_into_cgroup(flags & ~uint64_t(CSIGNAL), v2_group->get(), nullptr, 0, nullptr, nullptr);
+        if (*v2_group && !clone3_unsupported(r)) {
+            pid = r;
+            clone_errno = r < 0 ? int(-r) : 0;
+            born_in_group = r > 0;
+        } else {
+            pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+            clone_errno = errno;
+        }
         if (pid == 0) container_child_main(a);
     }
+    v2_group->reset();
     if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) {
         // moatd's own thread would stay in a job's network: nothing it does
         // afterwards could be trusted. Its crash recovery takes over.
@@ -955,8 +1070,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     // root is an unprivileged host uid, so nothing inside is ever host root.
     if (auto r = write_id_map(out.pid, "uid_map", uid_map); !r) return abort_child(r.error());
     if (auto r = write_id_map(out.pid, "gid_map", gid_map); !r) return abort_child(r.error());
-    // v1: the child joins by itself (step_join_cgroup); v2: moved from here.
-    if (plan.cgroup && join->n == 0) {
+    // v1: the child joins by itself (step_join_cgroup); v2: born in it
+    // (clone3), or on an older kernel moved from here.
+    out.cgroup_join = !plan.cgroup ? "" : join->n ? "self" : born_in_group ? "clone3" : "moatd";
+    if (plan.cgroup && join->n == 0 && !born_in_group) {
         if (auto r = plan.cgroup->add_pid(out.pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
     char one = 1;

@@ -5,6 +5,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -218,10 +219,18 @@ TEST_F(SpawnTest, TheJobStartsWithNothingOfOurs) {
 // (v1: it moved itself in through the tasks files moatd opened; v2: moatd
 // moved it), none of those fds reaches the job, and it reported the CPUs it
 // may run on.
-TEST_F(SpawnTest, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
-    auto layout = cgroup::Layout::detect();
-    if (!layout) GTEST_SKIP() << "no usable cgroup hierarchy: " << layout.error().message;
-    const std::string name = "spawn-" + std::to_string(getpid());
+// Both joins: v1 (the child writes to each hierarchy's tasks file) and v2
+// (here the controller-less cgroup2 mount, enough for a group without
+// limits: the child is born in its group with clone3(CLONE_INTO_CGROUP)).
+class SpawnCgroup : public SpawnTest, public ::testing::WithParamInterface<cgroup::Version> {};
+INSTANTIATE_TEST_SUITE_P(BothVersions, SpawnCgroup, ::testing::Values(cgroup::Version::V1, cgroup::Version::V2),
+                         [](const auto& info) { return std::string(info.param == cgroup::Version::V1 ? "v1" : "v2"); });
+
+TEST_P(SpawnCgroup, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
+    auto layout = cgroup::Layout::detect(GetParam());
+    if (!layout) GTEST_SKIP() << "no such cgroup hierarchy here: " << layout.error().message;
+    const std::string name = std::string("spawn-") + (GetParam() == cgroup::Version::V1 ? "v1-" : "v2-") +
+                             std::to_string(getpid());
     auto cg = cgroup::JobCgroup::create(*layout, "moat-test", name, {});
     ASSERT_TRUE(cg) << cg.error().message;
     auto joins = cg->open_self_join();
@@ -246,6 +255,8 @@ TEST_F(SpawnTest, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
     close(out[1]);
     EXPECT_GT(s->cpus, 0) << "the kSetupCpus record reached the parent";
     EXPECT_EQ(s->cpus, s->cpus_before) << "all_cpus is off: the mask stays as it was";
+    EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : "clone3")
+        << "v1: the child joins by itself; v2: born in its group (moatd never moves it)";
     continue_until_exit(*s);
     auto c = wait_and_read(*s, out[0]);
     const std::string want = "/moat-test/" + name + "\n";
@@ -269,6 +280,83 @@ TEST_F(SpawnTest, TheJobIsInItsCgroupWithNoFdOfItAndReportsItsCpus) {
     EXPECT_TRUE(cg->destroy());
     close(devnull);
     close(out[0]);
+}
+
+// The container tier's first process (moat-init, pid 1 of the job's
+// namespaces) is in the job's cgroup before it runs anything: v1 by its own
+// write to each tasks file, v2 born there (clone3 with CLONE_INTO_CGROUP and
+// CLONE_NEWUSER|NEWNS|NEWPID|...; the same trampoline as the seccomp tier).
+TEST_P(SpawnCgroup, AContainerJobsInitIsInItsCgroupBeforeItRuns) {
+    auto layout = cgroup::Layout::detect(GetParam());
+    if (!layout) GTEST_SKIP() << "no such cgroup hierarchy here: " << layout.error().message;
+    const std::string name = std::string("spawn-ct-") + (GetParam() == cgroup::Version::V1 ? "v1-" : "v2-") +
+                             std::to_string(getpid());
+    auto cg = cgroup::JobCgroup::create(*layout, "moat-test", name, {});
+    ASSERT_TRUE(cg) << cg.error().message;
+    char root_tmpl[] = "/tmp/moat-spawn-root-XXXXXX";
+    ASSERT_NE(mkdtemp(root_tmpl), nullptr);
+
+    auto f = filter_for(kAllowShell);
+    sandbox::ContainerPlan cp;
+    cp.hostname = "t";
+    cp.newroot = root_tmpl;
+    cp.root_size = 1 << 20;
+    cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, "/usr", "/usr"});
+    for (const char* link : {"/bin", "/lib", "/lib64"}) {
+        char to[256] = {};
+        if (readlink(link, to, sizeof to - 1) > 0)
+            cp.mounts.push_back({sandbox::MountSpec::Kind::Symlink, to, link});
+        else
+            cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, link, link});
+    }
+    cp.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    cp.argv = {"/bin/sh", "-c", "echo in-container"};
+    cp.env = {"PATH=/usr/bin:/bin"};
+    cp.exe = "/bin/sh";
+    cp.cwd = "/";
+    cp.uid = cp.gid = 1000;
+    cp.filter = f->program();
+    std::string text = cp.to_json().dump();
+    int planfd = memfd_create("moat-plan", MFD_CLOEXEC);
+    ASSERT_GE(planfd, 0);
+    ASSERT_EQ(write(planfd, text.data(), text.size()), ssize_t(text.size()));
+    int initfd = open(MOAT_INIT_PATH, O_PATH | O_CLOEXEC);
+    ASSERT_GE(initfd, 0) << MOAT_INIT_PATH;
+    int out[2];
+    ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    sandbox::ContainerSpawnPlan csp;
+    csp.init_exe_fd = initfd;
+    csp.plan_fd = planfd;
+    csp.host_root_uid = csp.host_root_gid = 700970;
+    csp.host_job_uid = csp.host_job_gid = 700971;
+    csp.inside_uid = cp.uid;
+    csp.inside_gid = cp.gid;
+    csp.stdio[0] = devnull;
+    csp.stdio[1] = csp.stdio[2] = out[1];
+    csp.cgroup = &*cg;
+    auto s = sandbox::spawn_container_job(csp);
+    ASSERT_TRUE(s) << s.error().message;
+    close(out[1]);
+    EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : "clone3");
+    // moat-init (s->pid) waits for its job, which waits in its first execve.
+    for (const auto& dir : cg->dirs()) {
+        std::ifstream procs(dir + "/cgroup.procs");
+        std::string all((std::istreambuf_iterator<char>(procs)), std::istreambuf_iterator<char>());
+        EXPECT_NE(("\n" + all).find("\n" + std::to_string(s->pid) + "\n"), std::string::npos)
+            << "moat-init is not in " << dir << ":\n" << all;
+    }
+    continue_until_exit(*s);
+    auto c = wait_and_read(*s, out[0]);
+    EXPECT_NE(c.out.find("in-container"), std::string::npos) << c.out;
+    EXPECT_TRUE(cg->kill_all());
+    EXPECT_TRUE(cg->destroy());
+    close(devnull);
+    close(out[0]);
+    close(initfd);
+    close(planfd);
+    rmdir(root_tmpl);
 }
 
 // A first process that cannot join its cgroup (v1: here its group was

@@ -151,6 +151,7 @@ nlohmann::json LocalRunning::end_info() const {
 
 void describe_cpus(const sandbox::Spawned& proc, bool learn, nlohmann::json& info) {
     if (proc.cpus > 0) info["cpus"] = proc.cpus;
+    if (*proc.cgroup_join) info["cgroup_join"] = proc.cgroup_join;
     // What moatd did for a learn replay: every CPU the job's cgroup allows,
     // so threaded and CPU-count dependent paths show (docs/replay.md).
     if (learn)

@@ -90,6 +90,12 @@ public:
     // The fds prepare_self_join() opened (moved out: the next call opens anew),
     // or freshly opened ones.
     Result<std::vector<SelfJoin>> open_self_join() const;
+    // v2: the group's directory, open, for clone3(CLONE_INTO_CGROUP): the
+    // job's first process is born in its group, and the kernel takes the
+    // threadgroup lock only for reading, as at every fork (add_pid() from
+    // moatd takes it for writing: the RCU grace period above). An empty fd
+    // on v1.
+    Result<UniqueFd> open_v2_dir() const;
     Result<void> prepare_self_join();
 
     // v1: a group made before a job needs it ("job-spare-N", no limits, its

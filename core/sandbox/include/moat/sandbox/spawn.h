@@ -163,6 +163,11 @@ struct Spawned {
     // joined its cgroup, so the cgroup's cpuset is applied), and before
     // place_cpus_self widened them (equal unless all_cpus); 0 when unknown.
     int cpus = 0, cpus_before = 0;
+    // How the job's first process entered its cgroup: "self" (v1: it wrote
+    // to each hierarchy's tasks file), "clone3" (v2: born in it,
+    // CLONE_INTO_CGROUP), "moatd" (v2 on a kernel without that: moved by
+    // moatd), "" without a cgroup. Static strings.
+    const char* cgroup_join = "";
     ChildMemory child_memory;  // the first process's stack and exec arguments (see ChildMemory)
 };
 
