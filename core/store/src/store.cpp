@@ -369,6 +369,18 @@ private:
         return plain;
     }
 
+public:
+    // A buffer grown past kKeepBytes by one big row is given back (called
+    // after each batch): 17 encoders must not each keep the largest row's size.
+    void trim() {
+        constexpr size_t kKeepBytes = 64 * 1024;
+        if (m_buf.capacity() > kKeepBytes) {
+            m_buf.clear();
+            m_buf.shrink_to_fit();
+        }
+    }
+
+private:
     std::string m_buf;  // before m_ser, which writes into it
     nlohmann::detail::serializer<json> m_ser;
 };
@@ -780,6 +792,13 @@ struct Store::Impl {
     Result<void> write_batch(Batch& batch, uint64_t* batch_bytes, uint64_t* done,
                              const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
         std::lock_guard lk(wmu);
+        struct Trim {
+            Impl* d;
+            ~Trim() {
+                d->encoder.trim();
+                for (auto& e : d->group_encoders) e.trim();
+            }
+        } trim{this};
         try {
             Totals totals;
             auto tx = sql::Transaction::begin(writer);
@@ -934,7 +953,8 @@ struct Store::Impl {
             // back in becomes the next batch's. Otherwise they are freed here,
             // without qmu: append() must not wait for thousands of frees.
             if (grave_empty()) {
-                grave.clear();  // every event in it is already released
+                // batch becomes the old grave, whose events are all released
+                // already: its clear() below, without qmu, is cheap.
                 std::swap(grave, batch);
                 grave_claimed = 0;
                 grave_freed.store(0, std::memory_order_relaxed);

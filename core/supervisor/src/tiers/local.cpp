@@ -54,10 +54,10 @@ constexpr unsigned long kNotifFdSyncWakeUp = 1;
 void set_sync_wake_up(int listener) {
     if (ioctl(listener, kNotifSetFlags, kNotifFdSyncWakeUp) == 0) return;
     static std::atomic<bool> said{false};
+    const int e = errno;
     if (!said.exchange(true))
-        fprintf(stderr, "moatd: note: seccomp notifications wake jobs the usual way (SECCOMP_IOCTL_NOTIF_SET_FLAGS: %s; "
-                        "Linux 6.6 or later has it)\n",
-                strerror(errno));
+        fprintf(stderr, "moatd: note: seccomp notifications wake jobs the usual way (SECCOMP_IOCTL_NOTIF_SET_FLAGS: %s%s)\n",
+                strerror(e), e == EINVAL || e == ENOTTY ? "; Linux 6.6 or later has it" : "");
 }
 
 }  // namespace
