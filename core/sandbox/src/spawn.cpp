@@ -168,6 +168,20 @@ long clone_into_cgroup(uint64_t flags, int cgroup_fd, void* stack_top, size_t st
 
 bool clone3_unsupported(long r) { return r == -ENOSYS || r == -EINVAL || r == -E2BIG; }
 
+// clone_into_cgroup() when there is a v2 group: false when the caller must
+// clone the old way (no group, or a kernel without CLONE_INTO_CGROUP);
+// otherwise *pid is the child's (0 in a fork-like child) or -1 with *err.
+bool try_clone_into(const UniqueFd& v2_group, uint64_t flags, void* stack_top, size_t stack_size,
+                    int (*fn)(void*), void* arg, long* pid, int* err, bool* born_in_group) {
+    if (!v2_group) return false;
+    const long r = clone_into_cgroup(flags, v2_group.get(), stack_top, stack_size, fn, arg);
+    if (clone3_unsupported(r)) return false;
+    *pid = r < 0 ? -1 : r;
+    *err = r < 0 ? int(-r) : 0;
+    *born_in_group = r > 0;
+    return true;
+}
+
 // The child runs on the TLS of moatd's spawning thread, which keeps running,
 // so errno is shared with it: where the child needs an error code after the
 // fact it makes the syscall itself and takes -errno from the return value.
@@ -774,24 +788,19 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        long r = -ENOSYS;
-        if (*v2_group) r = clone_into_cgroup(CLONE_VM, v2_group->get(), mem->stack_top(), kChildStackBytes, child_entry, a);
-        if (*v2_group && !clone3_unsupported(r)) {
-            pid = r < 0 ? -1 : pid_t(r);
-            clone_errno = r < 0 ? int(-r) : 0;
-            born_in_group = r > 0;
+        long r = -1;
+        if (try_clone_into(*v2_group, CLONE_VM, mem->stack_top(), kChildStackBytes, child_entry, a, &r, &clone_errno,
+                           &born_in_group)) {
+            pid = pid_t(r);
         } else {
             pid = clone(child_entry, mem->stack_top(), CLONE_VM | SIGCHLD, a);
             clone_errno = errno;
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
-        long r = -ENOSYS;
-        if (*v2_group) r = clone_into_cgroup(0, v2_group->get(), nullptr, 0, nullptr, nullptr);
-        if (*v2_group && !clone3_unsupported(r)) {
-            pid = r < 0 ? -1 : pid_t(r);
-            clone_errno = r < 0 ? int(-r) : 0;
-            born_in_group = r > 0;
+        long r = -1;
+        if (try_clone_into(*v2_group, 0, nullptr, 0, nullptr, nullptr, &r, &clone_errno, &born_in_group)) {
+            pid = pid_t(r);
         } else {
             pid = fork();
             clone_errno = errno;
@@ -1017,27 +1026,15 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        long r = -ENOSYS;
-        if (*v2_group)
-            r = clone_into_cgroup((flags & ~uint64_t(CSIGNAL)) | CLONE_VM, v2_group->get(), mem->stack_top(),
-                                  kChildStackBytes, container_child_entry, args);
-        if (*v2_group && !clone3_unsupported(r)) {
-            pid = r;
-            clone_errno = r < 0 ? int(-r) : 0;
-            born_in_group = r > 0;
-        } else {
+        if (!try_clone_into(*v2_group, (flags & ~uint64_t(CSIGNAL)) | CLONE_VM, mem->stack_top(), kChildStackBytes,
+                            container_child_entry, args, &pid, &clone_errno, &born_in_group)) {
             pid = clone(container_child_entry, mem->stack_top(), int(flags | CLONE_VM), args);
             clone_errno = errno;
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
-        long r = -ENOSYS;
-        if (*v2_group) r = clone_into_cgroup(flags & ~uint64_t(CSIGNAL), v2_group->get(), nullptr, 0, nullptr, nullptr);
-        if (*v2_group && !clone3_unsupported(r)) {
-            pid = r;
-            clone_errno = r < 0 ? int(-r) : 0;
-            born_in_group = r > 0;
-        } else {
+        if (!try_clone_into(*v2_group, flags & ~uint64_t(CSIGNAL), nullptr, 0, nullptr, nullptr, &pid, &clone_errno,
+                            &born_in_group)) {
             pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
             clone_errno = errno;
         }
