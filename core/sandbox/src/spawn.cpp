@@ -83,7 +83,8 @@ void step_join_cgroup(int status_fd, const SelfJoinArgs& j) {
 // The child shares moatd's memory (clone(CLONE_VM)) except in a sanitizer
 // build: ThreadSanitizer's and AddressSanitizer's per-thread state (fake
 // stacks, the no-return stack cleanup) lives with the spawning thread, which
-// keeps running; there the child is a copy (fork) as before.
+// keeps running; there the child is a copy (glibc's fork() for the seccomp
+// tier, a raw clone for the container tier) as before.
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 constexpr bool kShareMemoryBuild = false;
 #else
@@ -114,13 +115,14 @@ bool share_memory_now() {
 // exits with its value; the parent gets the pid or -errno.
 extern "C" long moat_clone3_run(clone_args* args, size_t size, int (*fn)(void*), void* arg);
 asm(R"(
-    .text
+    .pushsection .text
     .p2align 4
     .globl moat_clone3_run
     .hidden moat_clone3_run
     .type moat_clone3_run,@function
 moat_clone3_run:
     .cfi_startproc
+    endbr64
     movq %rdx, %r8
     movq %rcx, %r9
     movl $435, %eax
@@ -131,6 +133,7 @@ moat_clone3_run:
 1:
     .cfi_undefined rip
     xorl %ebp, %ebp
+    andq $-16, %rsp
     movq %r9, %rdi
     callq *%r8
     movl %eax, %edi
@@ -139,6 +142,7 @@ moat_clone3_run:
     hlt
     .cfi_endproc
     .size moat_clone3_run, .-moat_clone3_run
+    .popsection
 )");
 constexpr bool kHaveClone3Run = true;
 #else
@@ -171,6 +175,12 @@ bool clone3_unsupported(long r) { return r == -ENOSYS || r == -EINVAL || r == -E
 // clone_into_cgroup() when there is a v2 group: false when the caller must
 // clone the old way (no group, or a kernel without CLONE_INTO_CGROUP);
 // otherwise *pid is the child's (0 in a fork-like child) or -1 with *err.
+// What a failed clone3 into the job's group is called in the error.
+std::string clone3_what(const cgroup::JobCgroup& cg) {
+    return "joining the job cgroup: clone3(CLONE_INTO_CGROUP, \"" + (cg.dirs().empty() ? std::string() : cg.dirs().front()) +
+           "\")";
+}
+
 bool try_clone_into(const UniqueFd& v2_group, uint64_t flags, void* stack_top, size_t stack_size,
                     int (*fn)(void*), void* arg, long* pid, int* err, bool* born_in_group) {
     if (!v2_group) return false;
@@ -778,7 +788,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     out.fork_ns = now_monotonic_ns();
     pid_t pid = -1;
     int clone_errno = 0;
-    bool born_in_group = false;
+    bool born_in_group = false, tried_clone3 = false;
     const bool share = share_memory_now();
     if (share) {
         // No copy of moatd's page tables and no copy-on-write faults in
@@ -789,8 +799,9 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         long r = -1;
-        if (try_clone_into(*v2_group, CLONE_VM, mem->stack_top(), kChildStackBytes, child_entry, a, &r, &clone_errno,
-                           &born_in_group)) {
+        tried_clone3 = try_clone_into(*v2_group, CLONE_VM, mem->stack_top(), kChildStackBytes, child_entry, a, &r,
+                                      &clone_errno, &born_in_group);
+        if (tried_clone3) {
             pid = pid_t(r);
         } else {
             pid = clone(child_entry, mem->stack_top(), CLONE_VM | SIGCHLD, a);
@@ -798,8 +809,16 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
+        // In a sanitizer build the copy is made by glibc's fork(), whose
+        // handlers let the sanitizer runtime lock its state first (a raw
+        // clone3 would not: the child could hang on a lock another thread
+        // held), and moatd moves it into a v2 group. Otherwise (fs.suid_dumpable
+        // = 1) a fork-like clone3 is as safe as the CLONE_VM child: it runs
+        // the same async-signal-safe code.
         long r = -1;
-        if (try_clone_into(*v2_group, 0, nullptr, 0, nullptr, nullptr, &r, &clone_errno, &born_in_group)) {
+        tried_clone3 = kShareMemoryBuild &&
+                       try_clone_into(*v2_group, 0, nullptr, 0, nullptr, nullptr, &r, &clone_errno, &born_in_group);
+        if (tried_clone3) {
             pid = pid_t(r);
         } else {
             pid = fork();
@@ -808,8 +827,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
         if (pid == 0) child_main(*a);  // never returns
     }
     if (pid < 0)
-        return fail_sys(born_in_group || *v2_group ? "clone3(CLONE_INTO_CGROUP)" : share ? "clone(CLONE_VM)" : "fork",
-                        clone_errno);
+        return fail_sys(tried_clone3 ? clone3_what(*plan.cgroup) : share ? "clone(CLONE_VM)" : "fork", clone_errno);
     v2_group->reset();
     out.pid = pid;
     go_r.reset();
@@ -1009,7 +1027,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) abort();  // as below
         return std::unexpected(v2_group.error().wrap("opening the job cgroup"));
     }
-    bool born_in_group = false;
+    bool born_in_group = false, tried_clone3 = false;
     long pid = -1;
     int clone_errno = 0;
     // The child shares moatd's memory until it executes moat-init (see
@@ -1026,15 +1044,17 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
-        if (!try_clone_into(*v2_group, (flags & ~uint64_t(CSIGNAL)) | CLONE_VM, mem->stack_top(), kChildStackBytes,
-                            container_child_entry, args, &pid, &clone_errno, &born_in_group)) {
+        tried_clone3 = try_clone_into(*v2_group, (flags & ~uint64_t(CSIGNAL)) | CLONE_VM, mem->stack_top(),
+                                      kChildStackBytes, container_child_entry, args, &pid, &clone_errno, &born_in_group);
+        if (!tried_clone3) {
             pid = clone(container_child_entry, mem->stack_top(), int(flags | CLONE_VM), args);
             clone_errno = errno;
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     } else {
-        if (!try_clone_into(*v2_group, flags & ~uint64_t(CSIGNAL), nullptr, 0, nullptr, nullptr, &pid, &clone_errno,
-                            &born_in_group)) {
+        tried_clone3 = try_clone_into(*v2_group, flags & ~uint64_t(CSIGNAL), nullptr, 0, nullptr, nullptr, &pid,
+                                      &clone_errno, &born_in_group);
+        if (!tried_clone3) {
             pid = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
             clone_errno = errno;
         }
@@ -1049,8 +1069,9 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         abort();
     }
     if (pid < 0)
-        return fail_sys(std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") +
-                            (plan.new_net_ipc ? (join_net ? "|NEWIPC)" : "|NEWNET|NEWIPC)") : ")"),
+        return fail_sys(tried_clone3 ? clone3_what(*plan.cgroup)
+                                     : std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") +
+                                           (plan.new_net_ipc ? (join_net ? "|NEWIPC)" : "|NEWNET|NEWIPC)") : ")"),
                         clone_errno);
     out.pid = pid_t(pid);
     go_r.reset();
