@@ -700,8 +700,7 @@ struct Store::Impl {
 
     // --- writer thread ---
 
-    DataEncoder encoder;  // the writer's, under wmu
-    std::array<DataEncoder, kRowsPerInsert> group_encoders;  // one per row of a grouped INSERT, under wmu
+    std::array<DataEncoder, kRowsPerInsert> encoders;  // the writer's, one per row of an INSERT, under wmu
     std::vector<std::pair<uint64_t, Event>> batch_slots;  // the writer thread's (writer_loop)
     // (job, syscall) -> sum of counts. Looked up with a string_view key: a
     // row whose pair is already there costs no allocation.
@@ -727,29 +726,25 @@ struct Store::Impl {
     // *totals (job, syscall) -> sum of counts. The text parameters are bound
     // without a copy: the encoder's buffer and the event outlive the step.
     Result<void> insert_event(sql::Query& ins, const Event& ev, int* rc, Totals* totals) {
-        std::optional<std::string_view> syscall;
-        std::string_view data = encoder.encode(ev, &syscall);
-        ins.bind(1, ev.job).bind(2, ev.time_ns).bind_static(3, kind_name(ev.kind)).bind(4, ev.count);
-        if (syscall)
-            ins.bind_static(5, *syscall);
-        else
-            ins.bind(5, std::nullopt);
-        ins.bind_static(6, data);
-        auto r = ins.run();
-        *rc = ins.rc();
-        ins.reset();
-        if (r && ev.kind == EventKind::Denial) add_total(*totals, ev.job, syscall.value_or(""), ev.count);
-        return r;
+        return insert_rows(ins, 1, [&](size_t) -> const Event& { return ev; }, rc, totals);
     }
 
     // kRowsPerInsert events with one execution of ins (kInsertEvents). When
     // *rc is a constraint failure, none of them was inserted (SQLite backs
     // out the whole statement) and *totals is unchanged.
     Result<void> insert_group(sql::Query& ins, const std::pair<uint64_t, Event>* rows, int* rc, Totals* totals) {
+        return insert_rows(ins, kRowsPerInsert, [&](size_t i) -> const Event& { return rows[i].second; }, rc, totals);
+    }
+
+    // n rows (1, or kRowsPerInsert for the grouped INSERT) with one execution
+    // of ins; row i is bound at parameters 6i+1..6i+6 and encoded by
+    // encoders[i], so every text stays valid until the step.
+    template <class EventAt>
+    Result<void> insert_rows(sql::Query& ins, size_t n, EventAt&& event_at, int* rc, Totals* totals) {
         std::optional<std::string_view> syscall[kRowsPerInsert];
-        for (size_t i = 0; i < kRowsPerInsert; ++i) {
-            const Event& ev = rows[i].second;
-            std::string_view data = group_encoders[i].encode(ev, &syscall[i]);
+        for (size_t i = 0; i < n; ++i) {
+            const Event& ev = event_at(i);
+            std::string_view data = encoders[i].encode(ev, &syscall[i]);
             const int b = int(i) * 6;
             ins.bind(b + 1, ev.job).bind(b + 2, ev.time_ns).bind_static(b + 3, kind_name(ev.kind)).bind(b + 4, ev.count);
             if (syscall[i])
@@ -762,9 +757,9 @@ struct Store::Impl {
         *rc = ins.rc();
         ins.reset();
         if (r)
-            for (size_t i = 0; i < kRowsPerInsert; ++i)
-                if (rows[i].second.kind == EventKind::Denial)
-                    add_total(*totals, rows[i].second.job, syscall[i].value_or(""), rows[i].second.count);
+            for (size_t i = 0; i < n; ++i)
+                if (const Event& ev = event_at(i); ev.kind == EventKind::Denial)
+                    add_total(*totals, ev.job, syscall[i].value_or(""), ev.count);
         return r;
     }
 
@@ -795,8 +790,7 @@ struct Store::Impl {
         struct Trim {
             Impl* d;
             ~Trim() {
-                d->encoder.trim();
-                for (auto& e : d->group_encoders) e.trim();
+                for (auto& e : d->encoders) e.trim();
             }
         } trim{this};
         try {

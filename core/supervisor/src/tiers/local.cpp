@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <cstring>
 
+#include "moat/common/log.h"
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 
@@ -56,8 +56,9 @@ void set_sync_wake_up(int listener) {
     static std::atomic<bool> said{false};
     const int e = errno;
     if (!said.exchange(true))
-        fprintf(stderr, "moatd: note: seccomp notifications wake jobs the usual way (SECCOMP_IOCTL_NOTIF_SET_FLAGS: %s%s)\n",
-                strerror(e), e == EINVAL || e == ENOTTY ? "; Linux 6.6 or later has it" : "");
+        moat::logf(moat::LogLevel::Notice,
+                   "seccomp notifications wake jobs the usual way (SECCOMP_IOCTL_NOTIF_SET_FLAGS: %s%s)\n", strerror(e),
+                   e == EINVAL || e == ENOTTY ? "; Linux 6.6 or later has it" : "");
 }
 
 }  // namespace
