@@ -315,9 +315,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     // The vm tier (docs/vm.md).
     bool vm_off = false;
+    bool no_spawn_helper = false;
     std::string vm_agent, vm_guest_dir, vm_cache_dir = "/var/cache/moat", vm_pool_idle = "5m";
     std::string vm_boot_timeout = "30s", vm_guest_overhead = "64MiB", vm_vmm_overhead = "160MiB";
     uint32_t vm_pool_size = 1;
+    app.add_flag("--no-spawn-helper", no_spawn_helper,
+                 "container tier: moatd clones each job's init and it executes moat-init, instead of the spawn "
+                 "helper cloning it (docs/architecture.md)");
     app.add_flag("--vm-off", vm_off, "turn the vm tier off (no guest is ever booted)");
     app.add_option("--vm-agent", vm_agent,
                    "the static guest agent, the guest's /init (default: moat-agent next to moatd, then "
@@ -650,6 +654,7 @@ int main(int argc, char** argv) {
     cfg.record_input_entries = record_input_entries;
     cfg.init_exe_fd = init_fd.get();
     cfg.newroot_dir = newroot;
+    cfg.spawn_helper = !no_spawn_helper;
     cfg.store = store->get();
     cfg.loop = loop->get();
     (*loop)->set_spin_ns(int64_t(notify_spin_ns));

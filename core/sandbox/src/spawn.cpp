@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +30,9 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
+#include "moat/common/log.h"
 #include "moat/common/timeutil.h"
+#include "spawn_helper_wire.h"
 
 namespace moat::sandbox {
 
@@ -874,6 +877,9 @@ struct ContainerChildArgs {
     int go_fd;
     int status_fd;
     SelfJoinArgs join;  // v1: the cgroup's tasks files (empty: the parent moved us)
+    // Set in the spawn helper's copy: moat-init's code runs in this process
+    // (it reads its plan from fd 3 as the executed moat-init does).
+    int (*init_main)() = nullptr;
 };
 
 [[noreturn]] void container_child_main(const ContainerChildArgs& a) {
@@ -906,10 +912,12 @@ struct ContainerChildArgs {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
     // Default dispositions, nothing blocked (moat-init blocks what it waits for).
     if (!a.plan->plan_in_process) step_signals();
-    // fds 0-2 the job's stdio, 3 the plan (none when moat-init's code runs
-    // in this process), 4 the status pipe: where moat-init finds them.
-    const bool in_process = a.plan->plan_in_process != nullptr;
-    int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], in_process ? -1 : a.plan->plan_fd, a.status_fd};
+    // fds 0-2 the job's stdio, 3 the plan (none when the plan is already in
+    // memory), 4 the status pipe: where moat-init finds them.
+    const bool in_process = a.plan->plan_in_process != nullptr || a.init_main != nullptr;
+    const bool plan_in_memory = a.plan->plan_in_process != nullptr;
+    int want[5] = {a.plan->stdio[0], a.plan->stdio[1], a.plan->stdio[2], plan_in_memory ? -1 : a.plan->plan_fd,
+                   a.status_fd};
     int tmp[5];
     for (int i = 0; i < 5; ++i) {
         tmp[i] = want[i] < 0 ? -1 : fcntl(want[i], F_DUPFD_CLOEXEC, 10);
@@ -945,6 +953,7 @@ struct ContainerChildArgs {
             if (sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);  // ignored ones too, as the other tiers
         }
         prctl(PR_SET_NAME, "moat-init", 0, 0, 0);  // what ps and /proc/1/comm show, as with the exec
+        if (a.init_main) _exit(a.init_main());
         a.plan->run_in_process(*a.plan->plan_in_process);
         _exit(125);
     }
@@ -960,6 +969,22 @@ struct ContainerChildArgs {
 }
 
 int container_child_entry(void* args) { container_child_main(*static_cast<const ContainerChildArgs*>(args)); }
+
+// The namespaces of a job's init (no exit signal). The cgroup namespace is
+// created later by moat-init, once the init is in the job's cgroup.
+uint64_t container_clone_flags(const ContainerSpawnPlan& plan) {
+    const bool join_net = plan.join_netns_fd >= 0;
+    return CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | (plan.new_net_ipc ? CLONE_NEWIPC : 0) |
+           (plan.new_net_ipc && !join_net ? CLONE_NEWNET : 0);
+}
+
+// What a failed clone of a job's init is called.
+std::string container_clone_what(const ContainerSpawnPlan& plan, bool tried_clone3) {
+    if (tried_clone3 && plan.cgroup) return clone3_what(*plan.cgroup);
+    const bool join_net = plan.join_netns_fd >= 0;
+    return std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") +
+           (plan.new_net_ipc ? (join_net ? "|NEWIPC)" : "|NEWNET|NEWIPC)") : ")");
+}
 
 Result<void> write_id_map(pid_t pid, const char* file, const std::string& map) {
     char path[64];
@@ -1009,33 +1034,46 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     // Raw clone(2) like fork(2), plus the namespaces. The cgroup namespace is
     // created later by moat-init, once we have moved it into the job's cgroup.
     const bool join_net = plan.join_netns_fd >= 0;
-    const unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS |
-                                (plan.new_net_ipc ? CLONE_NEWIPC : 0) |
-                                (plan.new_net_ipc && !join_net ? CLONE_NEWNET : 0) | SIGCHLD;
+    const unsigned long flags = container_clone_flags(plan) | SIGCHLD;
+    auto v2_group = plan.cgroup ? plan.cgroup->open_v2_dir() : Result<UniqueFd>(UniqueFd());
+    if (!v2_group) return std::unexpected(v2_group.error().wrap("opening the job cgroup"));
+    bool born_in_group = false, tried_clone3 = false;
+    long pid = -1;
+    int clone_errno = 0;
+    if (plan.helper && plan.helper->usable() && !plan.plan_in_process) {
+        std::vector<int> join_fds(join->fds, join->fds + join->n);
+        std::vector<std::string> join_paths(join->paths, join->paths + join->n);
+        auto c = plan.helper->clone_init(plan, go_r.get(), st_w.get(), v2_group->get(), join_fds, join_paths);
+        if (c) {
+            pid = c->pid;
+            born_in_group = c->born_in_group;
+            out.init_by = "spawn-helper";
+        } else if (!c.error().transport) {
+            // The helper's clone failed as moatd's own would have.
+            return std::unexpected(std::move(c.error().error));
+        } else {
+            moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts this job's init itself\n",
+                       c.error().error.message.c_str());
+        }
+    }
     // Joining a network namespace the host's user namespace owns cannot be
     // done from inside the job's new user namespace (no capability there), so
     // this thread enters it for the clone, which the child inherits, and
     // returns at once. setns(CLONE_NEWNET) changes only the calling thread.
     UniqueFd own_net;
-    if (join_net) {
+    if (join_net && pid < 0) {
         own_net.reset(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
         if (!own_net) return fail_sys("open(/proc/thread-self/ns/net)", errno);
         if (setns(plan.join_netns_fd, CLONE_NEWNET) < 0) return fail_sys("setns(the client's network namespace)", errno);
     }
-    auto v2_group = plan.cgroup ? plan.cgroup->open_v2_dir() : Result<UniqueFd>(UniqueFd());
-    if (!v2_group) {
-        if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) abort();  // as below
-        return std::unexpected(v2_group.error().wrap("opening the job cgroup"));
-    }
-    bool born_in_group = false, tried_clone3 = false;
-    long pid = -1;
-    int clone_errno = 0;
     // The child shares moatd's memory until it executes moat-init (see
     // spawn_seccomp_job), which has happened when the listener comes from
     // moat-init's child, so its memory may go when this function returns.
     // moat-init's code run in-process (the guest agent) allocates: a copy.
     Result<ChildMemory> mem = ChildMemory{};
-    if (!plan.plan_in_process && share_memory_now()) {
+    if (pid > 0) {
+        // cloned by the helper
+    } else if (!plan.plan_in_process && share_memory_now()) {
         mem = ChildMemory::create(sizeof a);
         if (!mem) return std::unexpected(mem.error());
         auto* slot = mem->alloc(sizeof a, alignof(ContainerChildArgs));
@@ -1061,18 +1099,15 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
         if (pid == 0) container_child_main(a);
     }
     v2_group->reset();
-    if (join_net && setns(own_net.get(), CLONE_NEWNET) < 0) {
+    if (own_net && setns(own_net.get(), CLONE_NEWNET) < 0) {
         // moatd's own thread would stay in a job's network: nothing it does
         // afterwards could be trusted. Its crash recovery takes over.
         fprintf(stderr, "moatd: error: cannot return to its own network namespace after starting a job: %s\n",
                 strerror(errno));
         abort();
     }
-    if (pid < 0)
-        return fail_sys(tried_clone3 ? clone3_what(*plan.cgroup)
-                                     : std::string("clone(NEWUSER|NEWNS|NEWPID|NEWUTS") +
-                                           (plan.new_net_ipc ? (join_net ? "|NEWIPC)" : "|NEWNET|NEWIPC)") : ")"),
-                        clone_errno);
+    if (pid < 0) return fail_sys(container_clone_what(plan, tried_clone3), clone_errno);
+    if (!*out.init_by) out.init_by = "moatd";
     out.pid = pid_t(pid);
     go_r.reset();
     st_w.reset();
@@ -1103,6 +1138,316 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     out.ready_ns = now_monotonic_ns();
     out.status = std::move(st_r);
     return out;
+}
+
+
+// ---- the spawn helper (SpawnHelper, moat-init --spawn-helper) -------------------
+
+namespace {
+
+using namespace helper_wire;
+static_assert(kMaxJoin == size_t(kMaxSelfJoin));
+constexpr int kHelperAnswerMs = 5000;
+
+bool send_with_fds(int sock, const void* data, size_t len, const int* fds, size_t nfds) {
+    if (nfds > kMaxRequestFds) {
+        errno = EINVAL;
+        return false;
+    }
+    iovec iov{const_cast<void*>(data), len};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxRequestFds)];
+    if (nfds) {
+        mh.msg_control = cbuf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0 && size_t(n) != len) errno = EMSGSIZE;
+    return n >= 0 && size_t(n) == len;
+}
+
+// One message: its length (0: EOF, -1: error), every fd it carried (owned by
+// `fds`, closed whatever happens next), and whether anything was cut off.
+ssize_t recv_with_fds(int sock, void* data, size_t len, std::vector<UniqueFd>& fds, bool& cut) {
+    iovec iov{data, len};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxRequestFds)];
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    ssize_t n;
+    do n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; ++i) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            fds.emplace_back(fd);
+        }
+    }
+    cut = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
+    return n;
+}
+
+void set_what(HelperReply& r, const char* what) { snprintf(r.what, sizeof r.what, "%s", what); }
+
+// The helper's work for one request: checks it, clones the init (which never
+// returns here) and says what happened. The fds stay the caller's to close.
+HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds, int own_net,
+                         int (*init_main)()) {
+    HelperReply rep{};
+    rep.magic = kHelperMagic;
+    rep.pid = -1;
+    rep.err = EINVAL;
+    if (cut || got != sizeof req || req.magic != kHelperMagic || (req.flags & ~kReqKnown) ||
+        req.n_join > uint32_t(kMaxSelfJoin) || req.n_trees > kMaxRequestTrees) {
+        set_what(rep, "spawn helper: malformed request");
+        return rep;
+    }
+    const bool v2 = req.flags & kReqV2Group, join_net = req.flags & kReqJoinNet;
+    if (fds.size() != kFixedRequestFds + v2 + join_net + req.n_join + req.n_trees) {
+        set_what(rep, "spawn helper: a request's fds do not match its counts");
+        return rep;
+    }
+    ContainerSpawnPlan sp;
+    size_t at = 0;
+    for (int i = 0; i < 3; ++i) sp.stdio[i] = fds[at++].get();
+    sp.plan_fd = fds[at++].get();
+    const int status_fd = fds[at++].get();
+    const int go_fd = fds[at++].get();
+    const int group_fd = v2 ? fds[at++].get() : -1;
+    sp.join_netns_fd = join_net ? fds[at++].get() : -1;
+    SelfJoinArgs join{};
+    char paths[kMaxSelfJoin][kJoinPathBytes];
+    for (uint32_t i = 0; i < req.n_join; ++i) {
+        memcpy(paths[i], req.join_paths[i], kJoinPathBytes);
+        paths[i][kJoinPathBytes - 1] = 0;
+        join.fds[i] = fds[at++].get();
+        join.paths[i] = paths[i];
+    }
+    join.n = int(req.n_join);
+    for (uint32_t i = 0; i < req.n_trees; ++i) sp.tree_fds.push_back(fds[at++].get());
+    sp.new_net_ipc = req.flags & kReqNewNetIpc;
+    sp.all_cpus = req.flags & kReqAllCpus;
+    ContainerChildArgs a{&sp, go_fd, status_fd, join, init_main};
+
+    // CLONE_PARENT: the init is moatd's child, as one moatd clones itself.
+    const uint64_t flags = container_clone_flags(sp) | CLONE_PARENT;
+    if (join_net && setns(sp.join_netns_fd, CLONE_NEWNET) < 0) {
+        rep.err = errno;
+        set_what(rep, "setns(the client's network namespace)");
+        return rep;
+    }
+    // A copy of this small process (no CLONE_VM: moat-init's code allocates).
+    // exit_signal 0: with CLONE_PARENT the kernel takes ours (SIGCHLD).
+    clone_args ca{};
+    ca.flags = flags | (v2 ? CLONE_INTO_CGROUP : 0);
+    ca.cgroup = v2 ? uint64_t(group_fd) : 0;
+    long r = syscall(SYS_clone3, &ca, sizeof ca);
+    int e = r < 0 ? errno : 0;
+    bool into = v2;
+    if (r < 0 && clone3_unsupported(-e)) {  // before 5.7 (CLONE_INTO_CGROUP) or 5.3 (clone3): moatd moves it
+        into = false;
+        r = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+        e = r < 0 ? errno : 0;
+    }
+    if (r == 0) container_child_main(a);  // never returns
+    if (join_net && setns(own_net, CLONE_NEWNET) < 0) _exit(70);  // never serve another job from a job's network
+    if (r < 0) {
+        rep.err = e;
+        rep.clone_failed = into ? 2 : 1;
+        return rep;
+    }
+    rep.pid = int32_t(r);
+    rep.err = 0;
+    rep.born_in_group = into;
+    return rep;
+}
+
+// What moatd's clone child runs to become the helper: fd 3 its socket, then
+// moat-init again with --spawn-helper.
+struct HelperStart {
+    int sock;
+    int exe;
+    pid_t parent;
+};
+
+[[noreturn]] void helper_exec_child(const HelperStart& h) {
+    // Async-signal-safe only (a child of a multi-threaded moatd).
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != h.parent) _exit(126);
+    const int s = fcntl(h.sock, F_DUPFD_CLOEXEC, 10), x = fcntl(h.exe, F_DUPFD_CLOEXEC, 10);
+    if (s < 0 || x < 0 || dup2(s, 3) < 0 || dup3(x, 4, O_CLOEXEC) < 0) _exit(126);
+    if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) _exit(126);
+    step_signals();  // moatd's ignored and blocked signals would survive the exec
+    char a0[] = "moat-init", a1[] = "--spawn-helper";
+    char* argv[] = {a0, a1, nullptr};
+    char* envp[] = {nullptr};
+    syscall(SYS_execveat, 4, "", argv, envp, AT_EMPTY_PATH);
+    _exit(127);
+}
+
+int helper_exec_entry(void* h) { helper_exec_child(*static_cast<const HelperStart*>(h)); }
+
+// A reply within kHelperAnswerMs, exactly one HelperReply.
+Result<HelperReply> read_reply(int sock) {
+    pollfd p{sock, POLLIN, 0};
+    int n;
+    do n = ::poll(&p, 1, kHelperAnswerMs);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) return fail("no answer within " + std::to_string(kHelperAnswerMs / 1000) + " s");
+    if (n < 0) return fail_sys("poll", errno);
+    HelperReply rep{};
+    std::vector<UniqueFd> fds;  // it sends none; any that came are closed
+    bool cut = false;
+    const ssize_t got = recv_with_fds(sock, &rep, sizeof rep, fds, cut);
+    if (got < 0) return fail_sys("recvmsg", errno);
+    if (got == 0) return fail("it exited");
+    if (cut || size_t(got) != sizeof rep || rep.magic != kHelperMagic || !fds.empty())
+        return fail("it answered something that is not a reply");
+    return rep;
+}
+
+}  // namespace
+
+int spawn_helper_main(int sock, int (*init_main)()) {
+    prctl(PR_SET_NAME, "moat-spawner", 0, 0, 0);
+    step_signals();
+    if (fcntl(sock, F_SETFD, FD_CLOEXEC) < 0) return 70;
+    UniqueFd own_net(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!own_net) return 70;
+    HelperReply hello{};
+    hello.magic = kHelperMagic;
+    hello.pid = int32_t(getpid());
+    if (!send_with_fds(sock, &hello, sizeof hello, nullptr, 0)) return 71;
+    for (;;) {
+        HelperRequest req{};
+        std::vector<UniqueFd> fds;
+        bool cut = false;
+        const ssize_t n = recv_with_fds(sock, &req, sizeof req, fds, cut);
+        if (n == 0) return 0;  // moatd closed its end (or exited)
+        if (n < 0) return 72;
+        HelperReply rep = helper_serve(req, size_t(n), cut, fds, own_net.get(), init_main);
+        // Our copies go before the answer: the status pipe's EOF must mean the
+        // init's exec or death, never a copy still held here.
+        fds.clear();
+        if (!send_with_fds(sock, &rep, sizeof rep, nullptr, 0)) return 73;
+    }
+}
+
+Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd) {
+    if (!supported()) return fail("the spawn helper is not used in a ThreadSanitizer build");
+    if (init_exe_fd < 0) return fail("no moat-init to start the spawn helper from");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return fail_sys("socketpair", errno);
+    UniqueFd mine(sv[0]), theirs(sv[1]);
+    HelperStart hs{theirs.get(), init_exe_fd, getpid()};
+    // Runs once: a vfork-like child on a small stack that only executes
+    // moat-init (a fork-like copy in a sanitizer build, as for jobs).
+    long pid;
+    int clone_errno = 0;
+    Result<ChildMemory> mem = ChildMemory{};
+    if (kShareMemoryBuild) {
+        mem = ChildMemory::create(0);
+        if (!mem) return std::unexpected(mem.error());
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = clone(helper_exec_entry, mem->stack_top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &hs);
+        clone_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    } else {
+        pid = syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+        clone_errno = errno;
+        if (pid == 0) helper_exec_child(hs);
+    }
+    if (pid < 0) return fail_sys("clone(spawn helper)", clone_errno);
+    theirs.reset();
+    std::unique_ptr<SpawnHelper> h(new SpawnHelper);
+    h->m_pid = pid_t(pid);
+    h->m_pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
+    h->m_sock = std::move(mine);
+    if (!h->m_pidfd) {
+        const int e = errno;
+        ::kill(pid_t(pid), SIGKILL);
+        int ws;
+        while (waitpid(pid_t(pid), &ws, 0) < 0 && errno == EINTR) {}
+        h->m_pid = -1;
+        return fail_sys("pidfd_open(spawn helper)", e);
+    }
+    auto hello = read_reply(h->m_sock.get());
+    if (!hello || hello->pid != pid)
+        return fail("moat-init did not start as the spawn helper: " +
+                    (hello ? std::string("it gave another pid") : hello.error().message));
+    return h;
+}
+
+SpawnHelper::~SpawnHelper() {
+    m_sock.reset();  // EOF: the helper exits
+    if (!m_pidfd) return;
+    pollfd p{m_pidfd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 1000) != 1) {
+        syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+        p.revents = 0;
+        ::poll(&p, 1, 1000);
+    }
+    siginfo_t si{};
+    waitid(idtype_t(3) /*P_PIDFD*/, id_t(m_pidfd.get()), &si, WEXITED | WNOHANG);
+}
+
+std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init(
+    const ContainerSpawnPlan& plan, int go_fd, int status_fd, int v2_group_fd, const std::vector<int>& join_fds,
+    const std::vector<std::string>& join_paths) {
+    auto transport = [this](Error e) {
+        m_usable = false;
+        // Whatever it was doing, it is not trusted with another job.
+        if (m_pidfd) syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+        return std::unexpected(Failure{std::move(e), true});
+    };
+    if (!m_usable) return std::unexpected(Failure{Error::msg("the spawn helper is gone"), true});
+    if (join_fds.size() > size_t(kMaxSelfJoin) || join_fds.size() != join_paths.size() ||
+        plan.tree_fds.size() > kMaxRequestTrees)
+        return std::unexpected(Failure{Error::msg("too many fds for the spawn helper"), false});
+    HelperRequest req{};
+    req.magic = kHelperMagic;
+    req.flags = (plan.new_net_ipc ? kReqNewNetIpc : 0) | (plan.join_netns_fd >= 0 ? kReqJoinNet : 0) |
+                (v2_group_fd >= 0 ? kReqV2Group : 0) | (plan.all_cpus ? kReqAllCpus : 0);
+    req.n_join = uint32_t(join_fds.size());
+    req.n_trees = uint32_t(plan.tree_fds.size());
+    int fds[kMaxRequestFds];
+    size_t n = 0;
+    for (int i = 0; i < 3; ++i) fds[n++] = plan.stdio[i];
+    fds[n++] = plan.plan_fd;
+    fds[n++] = status_fd;
+    fds[n++] = go_fd;
+    if (v2_group_fd >= 0) fds[n++] = v2_group_fd;
+    if (plan.join_netns_fd >= 0) fds[n++] = plan.join_netns_fd;
+    for (size_t i = 0; i < join_fds.size(); ++i) {
+        fds[n++] = join_fds[i];
+        snprintf(req.join_paths[i], kJoinPathBytes, "%s", join_paths[i].c_str());
+    }
+    for (int t : plan.tree_fds) fds[n++] = t;
+    if (!send_with_fds(m_sock.get(), &req, sizeof req, fds, n))
+        return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno));
+    auto rep = read_reply(m_sock.get());
+    if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"));
+    if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0};
+    if (rep->clone_failed)
+        return std::unexpected(Failure{Error::sys(container_clone_what(plan, rep->clone_failed == 2), rep->err), false});
+    rep->what[sizeof rep->what - 1] = 0;
+    return std::unexpected(Failure{Error::sys(rep->what, rep->err), false});
 }
 
 }  // namespace moat::sandbox

@@ -6,6 +6,8 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 #include "moat/sandbox/landlock.h"
 #include "moat/sandbox/container_plan.h"
 #include "moat/sandbox/spawn.h"
+#include "spawn_helper_wire.h"
 
 using namespace moat;
 
@@ -86,6 +89,44 @@ sandbox::SpawnPlan plan_for(std::vector<std::string> argv, uid_t uid, int in, in
     plan.stdio[2] = out;
     plan.filter = &f.program();
     return plan;
+}
+
+// A container job's plan: /usr read-only and the /bin, /lib, /lib64 links
+// (or binds) on a 1 MiB tmpfs root mounted at `root`, running `argv`.
+sandbox::ContainerPlan container_plan(const char* root, const compiler::CompiledFilter& f,
+                                      std::vector<std::string> argv) {
+    sandbox::ContainerPlan cp;
+    cp.hostname = "t";
+    cp.newroot = root;
+    cp.root_size = 1 << 20;
+    cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, "/usr", "/usr"});
+    for (const char* link : {"/bin", "/lib", "/lib64"}) {
+        char to[256] = {};
+        if (readlink(link, to, sizeof to - 1) > 0)
+            cp.mounts.push_back({sandbox::MountSpec::Kind::Symlink, to, link});
+        else
+            cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, link, link});
+    }
+    cp.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
+    cp.exe = argv[0];
+    cp.argv = std::move(argv);
+    cp.env = {"PATH=/usr/bin:/bin"};
+    cp.cwd = "/";
+    cp.uid = cp.gid = 1000;
+    cp.filter = f.program();
+    return cp;
+}
+
+// The plan as moatd hands it to moat-init: JSON in a memfd.
+int plan_memfd(const sandbox::ContainerPlan& cp) {
+    std::string text = cp.to_json().dump();
+    int fd = memfd_create("moat-plan", MFD_CLOEXEC);
+    if (fd >= 0 && write(fd, text.data(), text.size()) != ssize_t(text.size())) {
+        close(fd);
+        return -1;
+    }
+    if (fd >= 0) lseek(fd, 0, SEEK_SET);
+    return fd;
 }
 
 struct Captured {
@@ -314,63 +355,64 @@ TEST_P(SpawnCgroup, AContainerJobsInitIsInItsCgroupBeforeItRuns) {
     ASSERT_NE(mkdtemp(root_tmpl), nullptr);
 
     auto f = filter_for(kAllowShell);
-    sandbox::ContainerPlan cp;
-    cp.hostname = "t";
-    cp.newroot = root_tmpl;
-    cp.root_size = 1 << 20;
-    cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, "/usr", "/usr"});
-    for (const char* link : {"/bin", "/lib", "/lib64"}) {
-        char to[256] = {};
-        if (readlink(link, to, sizeof to - 1) > 0)
-            cp.mounts.push_back({sandbox::MountSpec::Kind::Symlink, to, link});
-        else
-            cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, link, link});
-    }
-    cp.rlimits = {1 << 30, 256, 8 << 20, 0, 0};
-    cp.argv = {"/bin/sh", "-c", "echo in-container"};
-    cp.env = {"PATH=/usr/bin:/bin"};
-    cp.exe = "/bin/sh";
-    cp.cwd = "/";
-    cp.uid = cp.gid = 1000;
-    cp.filter = f->program();
-    std::string text = cp.to_json().dump();
-    int planfd = memfd_create("moat-plan", MFD_CLOEXEC);
+    const auto cp = container_plan(root_tmpl, *f, {"/bin/sh", "-c", "echo in-container"});
+    int planfd = plan_memfd(cp);
     ASSERT_GE(planfd, 0);
-    ASSERT_EQ(write(planfd, text.data(), text.size()), ssize_t(text.size()));
     int initfd = open(MOAT_INIT_PATH, O_PATH | O_CLOEXEC);
     ASSERT_GE(initfd, 0) << MOAT_INIT_PATH;
     int out[2];
     ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 
-    sandbox::ContainerSpawnPlan csp;
-    csp.init_exe_fd = initfd;
-    csp.plan_fd = planfd;
-    csp.host_root_uid = csp.host_root_gid = 700970;
-    csp.host_job_uid = csp.host_job_gid = 700971;
-    csp.inside_uid = cp.uid;
-    csp.inside_gid = cp.gid;
-    csp.stdio[0] = devnull;
-    csp.stdio[1] = csp.stdio[2] = out[1];
-    csp.cgroup = &*cg;
-    auto s = sandbox::spawn_container_job(csp);
-    ASSERT_TRUE(s) << s.error().message;
-    close(out[1]);
-    EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : expected_v2_join(false));
-    // moat-init (s->pid) waits for its job, which waits in its first execve.
-    for (const auto& dir : cg->dirs()) {
-        std::ifstream procs(dir + "/cgroup.procs");
-        std::string all((std::istreambuf_iterator<char>(procs)), std::istreambuf_iterator<char>());
-        EXPECT_NE(("\n" + all).find("\n" + std::to_string(s->pid) + "\n"), std::string::npos)
-            << "moat-init is not in " << dir << ":\n" << all;
+    // Cloned by us and executing moat-init, then cloned by the spawn helper
+    // and running moat-init's code in its copy: the same joins either way.
+    std::unique_ptr<sandbox::SpawnHelper> helper;
+    if (sandbox::SpawnHelper::supported()) {
+        auto h = sandbox::SpawnHelper::start(initfd);
+        ASSERT_TRUE(h) << h.error().message;
+        helper = std::move(*h);
     }
-    continue_until_exit(*s);
-    auto c = wait_and_read(*s, out[0]);
-    EXPECT_NE(c.out.find("in-container"), std::string::npos) << c.out;
+    std::vector<sandbox::SpawnHelper*> vias = {nullptr};
+    if (helper) vias.push_back(helper.get());
+    for (sandbox::SpawnHelper* via : vias) {
+        SCOPED_TRACE(via ? "through the spawn helper" : "cloned by us");
+        if (out[0] < 0) {
+            ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+        }
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = initfd;
+        csp.plan_fd = planfd;
+        csp.host_root_uid = csp.host_root_gid = 700970;
+        csp.host_job_uid = csp.host_job_gid = 700971;
+        csp.inside_uid = cp.uid;
+        csp.inside_gid = cp.gid;
+        csp.stdio[0] = devnull;
+        csp.stdio[1] = csp.stdio[2] = out[1];
+        csp.cgroup = &*cg;
+        csp.helper = via;
+        auto s = sandbox::spawn_container_job(csp);
+        ASSERT_TRUE(s) << s.error().message;
+        close(out[1]);
+        EXPECT_STREQ(s->init_by, via ? "spawn-helper" : "moatd");
+        EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : expected_v2_join(false));
+        // moat-init (s->pid) waits for its job, which waits in its first execve.
+        for (const auto& dir : cg->dirs()) {
+            std::ifstream procs(dir + "/cgroup.procs");
+            std::string all((std::istreambuf_iterator<char>(procs)), std::istreambuf_iterator<char>());
+            EXPECT_NE(("\n" + all).find("\n" + std::to_string(s->pid) + "\n"), std::string::npos)
+                << "moat-init is not in " << dir << ":\n" << all;
+        }
+        continue_until_exit(*s);
+        auto c = wait_and_read(*s, out[0]);
+        EXPECT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << c.status;
+        EXPECT_NE(c.out.find("in-container"), std::string::npos) << c.out;
+        close(out[0]);
+        out[0] = out[1] = -1;
+        ASSERT_EQ(lseek(planfd, 0, SEEK_SET), 0);
+    }
     EXPECT_TRUE(cg->kill_all());
     EXPECT_TRUE(cg->destroy());
     close(devnull);
-    close(out[0]);
     close(initfd);
     close(planfd);
     rmdir(root_tmpl);
@@ -531,6 +573,161 @@ TEST_F(SpawnTest, MoatInitsCodeRunsInProcessOnlyForASingleThreadedCaller) {
     other.join();
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("single-threaded"), std::string::npos) << r.error().message;
+}
+
+// The spawn helper's init is our child (CLONE_PARENT): we wait for it and
+// get the job's exit status as from an init we cloned. A helper that died is
+// not used again: the next spawn clones the init itself and says so.
+TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndADeadHelperIsNotUsedAgain) {
+    if (!sandbox::SpawnHelper::supported()) GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
+    char root_tmpl[] = "/tmp/moat-spawn-root-XXXXXX";
+    ASSERT_NE(mkdtemp(root_tmpl), nullptr);
+    auto f = filter_for(kAllowShell);
+    int initfd = open(MOAT_INIT_PATH, O_PATH | O_CLOEXEC);
+    ASSERT_GE(initfd, 0) << MOAT_INIT_PATH;
+    auto helper = sandbox::SpawnHelper::start(initfd);
+    ASSERT_TRUE(helper) << helper.error().message;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    auto run = [&](const char* word, int code, const char* expect_by) {
+        SCOPED_TRACE(word);
+        const auto cp = container_plan(root_tmpl, *f, {"/bin/sh", "-c", std::string("echo ") + word + "; exit " +
+                                                                             std::to_string(code)});
+        int planfd = plan_memfd(cp);
+        ASSERT_GE(planfd, 0);
+        int out[2];
+        ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = initfd;
+        csp.plan_fd = planfd;
+        csp.host_root_uid = csp.host_root_gid = 700972;
+        csp.host_job_uid = csp.host_job_gid = 700973;
+        csp.stdio[0] = devnull;
+        csp.stdio[1] = csp.stdio[2] = out[1];
+        csp.helper = helper->get();
+        auto s = sandbox::spawn_container_job(csp);
+        close(out[1]);
+        close(planfd);
+        ASSERT_TRUE(s) << s.error().message;
+        EXPECT_STREQ(s->init_by, expect_by);
+        continue_until_exit(*s);
+        siginfo_t si{};
+        ASSERT_EQ(waitid(idtype_t(3) /*P_PIDFD*/, id_t(s->pidfd.get()), &si, WEXITED), 0)
+            << "the init is not our child: " << strerror(errno);
+        EXPECT_EQ(si.si_code, CLD_EXITED);
+        EXPECT_EQ(si.si_status, 0) << "moat-init's own status";
+        // The job's wait status, as moat-init reports it on the status pipe.
+        std::optional<int> job_status;
+        for (const auto& rec : sandbox::read_setup_status(s->status.get()).records)
+            if (std::string(rec.step) == "exit" && rec.fatal == 0) job_status = rec.err;
+        ASSERT_TRUE(job_status);
+        EXPECT_TRUE(WIFEXITED(*job_status) && WEXITSTATUS(*job_status) == code) << *job_status;
+        std::string got;
+        char buf[256];
+        ssize_t n;
+        while ((n = read(out[0], buf, sizeof buf)) > 0) got.append(buf, size_t(n));
+        close(out[0]);
+        EXPECT_EQ(got, std::string(word) + "\n");
+    };
+    run("first", 7, "spawn-helper");
+    run("second", 0, "spawn-helper");
+    EXPECT_TRUE((*helper)->usable());
+
+    int hpidfd = int(syscall(SYS_pidfd_open, (*helper)->pid(), 0));
+    ASSERT_GE(hpidfd, 0);
+    ASSERT_EQ(kill((*helper)->pid(), SIGKILL), 0);
+    pollfd p{hpidfd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    close(hpidfd);
+    run("after", 3, "moatd");
+    EXPECT_FALSE((*helper)->usable());
+    helper->reset();  // reaps it
+    close(devnull);
+    close(initfd);
+    rmdir(root_tmpl);
+}
+
+// The helper answers every request, malformed ones with a refusal, closes
+// every fd that came with it, keeps serving, and exits at EOF.
+TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
+    namespace w = sandbox::helper_wire;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        dup2(sv[1], 3);
+        char a0[] = "moat-init", a1[] = "--spawn-helper";
+        char* argv[] = {a0, a1, nullptr};
+        char* envp[] = {nullptr};
+        execve(MOAT_INIT_PATH, argv, envp);
+        _exit(127);
+    }
+    close(sv[1]);
+    auto reply = [&](w::HelperReply& r) {
+        pollfd p{sv[0], POLLIN, 0};
+        if (poll(&p, 1, 5000) != 1) return false;
+        return recv(sv[0], &r, sizeof r, 0) == ssize_t(sizeof r) && r.magic == w::kHelperMagic;
+    };
+    w::HelperReply hello{};
+    ASSERT_TRUE(reply(hello));
+    EXPECT_EQ(hello.pid, pid);
+
+    // A request with the wrong size, magic, flags or counts, each carrying
+    // the write end of a pipe: refused, and the helper's copy closed.
+    auto refused = [&](const void* msg, size_t len, const char* why) {
+        SCOPED_TRACE(why);
+        int pfd[2];
+        ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+        iovec iov{const_cast<void*>(msg), len};
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+        msghdr mh{};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pfd[1], sizeof(int));
+        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(len));
+        close(pfd[1]);
+        w::HelperReply r{};
+        ASSERT_TRUE(reply(r));
+        EXPECT_EQ(r.pid, -1);
+        EXPECT_EQ(r.err, EINVAL);
+        EXPECT_EQ(r.clone_failed, 0u);
+        EXPECT_NE(std::string(r.what, strnlen(r.what, sizeof r.what)).find("spawn helper: "), std::string::npos) << r.what;
+        pollfd hup{pfd[0], POLLIN, 0};
+        char b;
+        EXPECT_TRUE(poll(&hup, 1, 2000) == 1 && read(pfd[0], &b, 1) == 0)
+            << "the helper kept the fd a refused request carried";
+        close(pfd[0]);
+    };
+    char junk[16] = "not a request";
+    refused(junk, sizeof junk, "too short");
+    std::vector<char> big(sizeof(w::HelperRequest) + 64, 'x');
+    refused(big.data(), big.size(), "too long");
+    w::HelperRequest req{};
+    req.magic = w::kHelperMagic ^ 1;
+    refused(&req, sizeof req, "wrong magic");
+    req.magic = w::kHelperMagic;
+    req.flags = 1u << 7;
+    refused(&req, sizeof req, "unknown flag");
+    req.flags = w::kReqNewNetIpc;
+    req.n_trees = w::kMaxRequestTrees + 1;
+    refused(&req, sizeof req, "too many trees");
+    req.n_trees = 0;
+    req.n_join = uint32_t(w::kMaxJoin + 1);
+    refused(&req, sizeof req, "too many cgroup joins");
+    req.n_join = 0;
+    refused(&req, sizeof req, "one fd where six are due");
+
+    close(sv[0]);  // EOF: the helper exits cleanly
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
 }
 
 TEST_F(SpawnTest, LandlockRulesetFollowsThePolicy) {

@@ -10,6 +10,8 @@
 #include <cstdlib>
 
 #include "local.h"
+#include "moat/common/log.h"
+#include "moat/common/timeutil.h"
 #include "moat/policy/container_dev.h"
 #include "moat/sandbox/container_plan.h"
 
@@ -195,6 +197,7 @@ public:
         for (int i = 0; i < 3; ++i) csp.stdio[i] = in.stdio[i];
         csp.cgroup = in.cgroup;
         csp.all_cpus = in.learn;
+        csp.helper = helper();
         auto s = sandbox::spawn_container_job(csp);
         if (!s) return std::unexpected(s.error());
         return std::make_unique<LocalRunning>(std::move(*s));
@@ -204,6 +207,7 @@ public:
         const auto& proc = static_cast<const LocalRunning&>(run).proc();
         info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
         describe_cpus(proc, in.learn, info);
+        info["init_started_by"] = proc.init_by;
         info["notes"] = nlohmann::json::array();
         info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
         if (in.rootfs && in.rootfs->netns) info["namespaces"] = {"user", "mnt", "pid", "ipc", "uts", "cgroup"};
@@ -225,7 +229,31 @@ public:
     }
 
 private:
+    // The spawn helper, started on the loop thread by the first container job
+    // (its death would kill every init it cloned: PR_SET_PDEATHSIG) and again
+    // when it is gone; after a failed start moatd clones inits itself and
+    // tries again at most every 10 s.
+    sandbox::SpawnHelper* helper() const {
+        if (!m_cfg.spawn_helper || !sandbox::SpawnHelper::supported()) return nullptr;
+        if (m_helper && m_helper->usable()) return m_helper.get();
+        m_helper.reset();  // a dead one is reaped
+        const int64_t now = now_monotonic_ns();
+        if (now < m_helper_retry_ns) return nullptr;
+        auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd);
+        if (!h) {
+            moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts container inits itself for now\n",
+                       h.error().message.c_str());
+            m_helper_retry_ns = now + 10'000'000'000;
+            return nullptr;
+        }
+        m_helper = std::move(*h);
+        moat::logf(moat::LogLevel::Info, "spawn helper started (pid %d)\n", int(m_helper->pid()));
+        return m_helper.get();
+    }
+
     const Config& m_cfg;
+    mutable std::unique_ptr<sandbox::SpawnHelper> m_helper;
+    mutable int64_t m_helper_retry_ns = 0;
 };
 
 }  // namespace

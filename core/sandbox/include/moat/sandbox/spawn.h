@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <expected>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -168,6 +170,10 @@ struct Spawned {
     // CLONE_INTO_CGROUP), "moatd" (v2 on a kernel without that: moved by
     // moatd), "" without a cgroup. Static strings.
     const char* cgroup_join = "";
+    // Container tier: who cloned the job's init: "spawn-helper" (SpawnHelper,
+    // no exec of moat-init) or "moatd" (moatd, then an exec of moat-init).
+    // "" in the seccomp tier. Static strings.
+    const char* init_by = "";
     ChildMemory child_memory;  // the first process's stack and exec arguments (see ChildMemory)
 };
 
@@ -198,6 +204,7 @@ struct SetupStatus {
 SetupStatus read_setup_status(int fd);
 
 struct ContainerPlan;
+class SpawnHelper;
 
 // The container tier: moatd clones a child into new user, mount, pid, network,
 // ipc and uts namespaces, writes its uid/gid maps, places it in the job cgroup
@@ -234,6 +241,11 @@ struct ContainerSpawnPlan {
     // (new_net_ipc still gives it a new ipc namespace). moatd's calling
     // thread enters it for the clone and returns at once.
     int join_netns_fd = -1;
+    // Not null: the job's init is cloned by this helper (a single-threaded
+    // `moat-init --spawn-helper` started once) and runs moat-init's code with
+    // no exec; see SpawnHelper. Null, or the helper gone: moatd clones it and
+    // it executes moat-init (init_exe_fd, plan_fd are needed either way).
+    SpawnHelper* helper = nullptr;
 };
 
 // fd numbers moat-init finds its inputs at.
@@ -245,5 +257,65 @@ inline constexpr int kInitTreeFd0 = 5;
 // first execve() with its listener copied into `listener`; `pid`/`pidfd` are
 // init's. Setup failures before that are returned as errors.
 Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan);
+
+// The container tier's spawn helper: `moat-init --spawn-helper`, a
+// single-threaded process moatd starts once (and again if it dies). For each
+// job it clones the job's init into the new namespaces with CLONE_PARENT, so
+// the init is moatd's child as before (moatd reaps it with waitid(P_PIDFD)),
+// and the init runs moat-init's code in that copy of the helper: no exec of
+// moat-init and no second start-up of glibc per job (docs/performance.md).
+// moatd still writes the id maps, lets the init go and takes the listener,
+// as for an init it cloned itself. The helper trusts only its socket (a
+// socketpair with moatd: no path, no other client), checks every request's
+// size and fd count, and serves one request at a time.
+class SpawnHelper {
+public:
+    // Starts the helper from moat-init's fd. Call on the thread that starts
+    // jobs: the helper and every init it clones die with that thread
+    // (PR_SET_PDEATHSIG), as the inits moatd clones itself do.
+    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd);
+    // False in a ThreadSanitizer build: its runtime's own thread lives in the
+    // helper too, and the helper's raw clone would copy a half-held lock.
+    static constexpr bool supported() {
+#if defined(__SANITIZE_THREAD__)
+        return false;
+#else
+        return true;
+#endif
+    }
+    ~SpawnHelper();  // the helper sees EOF, exits, and is reaped
+    SpawnHelper(const SpawnHelper&) = delete;
+    SpawnHelper& operator=(const SpawnHelper&) = delete;
+    pid_t pid() const { return m_pid; }
+    // False once a request failed for the transport (the helper died or
+    // answered nonsense): the caller starts a new one.
+    bool usable() const { return m_usable; }
+
+    struct Cloned {
+        pid_t pid = -1;
+        bool born_in_group = false;
+    };
+    // One init: sends the request with its fds, waits (bounded: 5 s) for the
+    // answer. An error with transport=true: the helper is unusable and nothing
+    // was started that moatd knows of (the caller may clone it itself).
+    struct Failure {
+        Error error;
+        bool transport = false;
+    };
+    std::expected<Cloned, Failure> clone_init(const ContainerSpawnPlan& plan, int go_fd, int status_fd,
+                                              int v2_group_fd, const std::vector<int>& join_fds,
+                                              const std::vector<std::string>& join_paths);
+
+private:
+    SpawnHelper() = default;
+    UniqueFd m_sock, m_pidfd;
+    pid_t m_pid = -1;
+    bool m_usable = true;
+};
+
+// The helper's side (moat-init --spawn-helper): serves requests on `sock`
+// until EOF; each cloned init calls init_main() (container_init_main) after
+// taking its fds. Returns the helper's exit status.
+int spawn_helper_main(int sock, int (*init_main)());
 
 }  // namespace moat::sandbox

@@ -46,6 +46,11 @@ struct Config {
     // each job's own mount namespace, so all jobs share it).
     int init_exe_fd = -1;
     std::string newroot_dir = "/run/moat/newroot";
+    // Container tier: a job's init is cloned by the spawn helper (moat-init
+    // --spawn-helper, started on the first container job, again if it dies)
+    // and runs moat-init's code without an exec; false: moatd clones every
+    // init and it executes moat-init (moatd --no-spawn-helper).
+    bool spawn_helper = true;
     // Replay recordings (docs/replay.md). Without artifacts nothing is recorded
     // but stdout/stderr tails.
     const store::Artifacts* artifacts = nullptr;
