@@ -30,7 +30,6 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#include "moat/common/log.h"
 #include "moat/common/timeutil.h"
 #include "spawn_helper_wire.h"
 
@@ -1052,8 +1051,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
             // The helper's clone failed as moatd's own would have.
             return std::unexpected(std::move(c.error().error));
         } else {
-            moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts this job's init itself\n",
-                       c.error().error.message.c_str());
+            out.helper_failure = c.error().error.message;
         }
     }
     // Joining a network namespace the host's user namespace owns cannot be

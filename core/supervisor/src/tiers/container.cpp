@@ -200,6 +200,9 @@ public:
         csp.helper = helper();
         auto s = sandbox::spawn_container_job(csp);
         if (!s) return std::unexpected(s.error());
+        if (!s->helper_failure.empty())
+            moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd cloned job %lld's init itself\n",
+                       s->helper_failure.c_str(), static_cast<long long>(in.job_id));
         return std::make_unique<LocalRunning>(std::move(*s));
     }
 

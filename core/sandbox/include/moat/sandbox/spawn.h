@@ -174,6 +174,9 @@ struct Spawned {
     // no exec of moat-init) or "moatd" (moatd, then an exec of moat-init).
     // "" in the seccomp tier. Static strings.
     const char* init_by = "";
+    // Why the spawn helper could not clone the init (it died, or answered
+    // nonsense), when moatd then cloned it itself; "" otherwise.
+    std::string helper_failure;
     ChildMemory child_memory;  // the first process's stack and exec arguments (see ChildMemory)
 };
 
