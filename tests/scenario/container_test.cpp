@@ -155,6 +155,43 @@ TEST_F(Container, JobIsPid2UnderMoatInitWithJobHostname) {
     EXPECT_NE(kv(r.proc.out, "hostname"), std::string(host)) << "the job sees the host's name";
 }
 
+// Each job's init is cloned by moatd's spawn helper (moat-init
+// --spawn-helper: no exec per job) and is moatd's own child; a helper that
+// was killed is replaced at the next job, which still starts.
+TEST_F(Container, InitsComeFromTheSpawnHelperWhichIsReplacedWhenKilled) {
+#if defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
+#endif
+    auto helper_of = [](pid_t moatd) {
+        for (pid_t c : children_of(moatd)) {
+            std::string cmd = read_text("/proc/" + std::to_string(c) + "/cmdline");
+            if (cmd == std::string("moat-init\0--spawn-helper\0", 25)) return c;
+        }
+        return pid_t(-1);
+    };
+    Ctr c;
+    c.name = "ctr-helper";
+    JobRun a = run_ctr(c, {"whoami"});
+    ASSERT_EQ(a.proc.status, 0) << describe(a);
+    EXPECT_EQ(kv(a.proc.out, "init"), "moat-init") << describe(a);
+    json ja = show(a.id);
+    EXPECT_EQ(ja["sandbox"].value("init_started_by", ""), "spawn-helper") << ja["sandbox"].dump();
+    const pid_t first = helper_of(s_daemon->pid());
+    ASSERT_GT(first, 0) << "no spawn helper among moatd's children";
+
+    ASSERT_EQ(kill(first, SIGKILL), 0);
+    wait_for([&] { return read_text("/proc/" + std::to_string(first) + "/stat").find(") Z") != std::string::npos; }, 5);
+    JobRun b = run_ctr(c, {"exit", "5"});
+    EXPECT_EQ(b.proc.status, 5) << describe(b);
+    json jb = show(b.id);
+    EXPECT_EQ(cause(jb), "exited") << jb.dump();
+    EXPECT_EQ(jb["sandbox"].value("init_started_by", ""), "spawn-helper") << jb["sandbox"].dump();
+    const pid_t second = helper_of(s_daemon->pid());
+    EXPECT_GT(second, 0);
+    EXPECT_NE(second, first);
+    EXPECT_NE(access(("/proc/" + std::to_string(first)).c_str(), F_OK), 0) << "the killed helper was not reaped";
+}
+
 TEST_F(Container, PolicyHostnameIsHonoured) {
     Ctr c;
     c.name = "ctr-hostname";

@@ -1047,8 +1047,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
             pid = c->pid;
             born_in_group = c->born_in_group;
             out.init_by = "spawn-helper";
-        } else if (!c.error().transport) {
-            // The helper's clone failed as moatd's own would have.
+        } else if (!c.error().retry) {
+            // The helper's clone failed as moatd's own would have, or the
+            // request went out unanswered (an init of its may hold our pipes:
+            // no second one; our pipes close on return, and it exits).
             return std::unexpected(std::move(c.error().error));
         } else {
             out.helper_failure = c.error().error.message;
@@ -1392,6 +1394,13 @@ Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd) {
     return h;
 }
 
+bool SpawnHelper::usable() {
+    if (!m_usable) return false;
+    pollfd p{m_pidfd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) m_usable = false;  // exited (or its pidfd is broken)
+    return m_usable;
+}
+
 SpawnHelper::~SpawnHelper() {
     m_sock.reset();  // EOF: the helper exits
     if (!m_pidfd) return;
@@ -1408,13 +1417,13 @@ SpawnHelper::~SpawnHelper() {
 std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init(
     const ContainerSpawnPlan& plan, int go_fd, int status_fd, int v2_group_fd, const std::vector<int>& join_fds,
     const std::vector<std::string>& join_paths) {
-    auto transport = [this](Error e) {
+    auto transport = [this](Error e, bool sent) {
         m_usable = false;
         // Whatever it was doing, it is not trusted with another job.
         if (m_pidfd) syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
-        return std::unexpected(Failure{std::move(e), true});
+        return std::unexpected(Failure{std::move(e), true, !sent});
     };
-    if (!m_usable) return std::unexpected(Failure{Error::msg("the spawn helper is gone"), true});
+    if (!usable()) return std::unexpected(Failure{Error::msg("the spawn helper is gone"), true, true});
     if (join_fds.size() > size_t(kMaxSelfJoin) || join_fds.size() != join_paths.size() ||
         plan.tree_fds.size() > kMaxRequestTrees)
         return std::unexpected(Failure{Error::msg("too many fds for the spawn helper"), false});
@@ -1438,9 +1447,9 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
     }
     for (int t : plan.tree_fds) fds[n++] = t;
     if (!send_with_fds(m_sock.get(), &req, sizeof req, fds, n))
-        return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno));
+        return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno), false);
     auto rep = read_reply(m_sock.get());
-    if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"));
+    if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"), true);
     if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0};
     if (rep->clone_failed)
         return std::unexpected(Failure{Error::sys(container_clone_what(plan, rep->clone_failed == 2), rep->err), false});

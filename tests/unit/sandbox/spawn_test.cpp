@@ -576,9 +576,10 @@ TEST_F(SpawnTest, MoatInitsCodeRunsInProcessOnlyForASingleThreadedCaller) {
 }
 
 // The spawn helper's init is our child (CLONE_PARENT): we wait for it and
-// get the job's exit status as from an init we cloned. A helper that died is
-// not used again: the next spawn clones the init itself and says so.
-TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndADeadHelperIsNotUsedAgain) {
+// get the job's exit status as from an init we cloned. A helper that hangs is
+// killed after 5 s, one that died is not used: the spawn clones the init
+// itself and says so.
+TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
     if (!sandbox::SpawnHelper::supported()) GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
     char root_tmpl[] = "/tmp/moat-spawn-root-XXXXXX";
     ASSERT_NE(mkdtemp(root_tmpl), nullptr);
@@ -633,15 +634,45 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndADeadHelperIsNotUsedAgain) {
     run("second", 0, "spawn-helper");
     EXPECT_TRUE((*helper)->usable());
 
+    // A helper that hangs: no answer within 5 s, so it is killed and the job
+    // fails (an init of its might exist); the next job's init is cloned here.
+    const pid_t first = (*helper)->pid();
+    ASSERT_EQ(kill(first, SIGSTOP), 0);
+    {
+        const auto cp = container_plan(root_tmpl, *f, {"/bin/true"});
+        int planfd = plan_memfd(cp);
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = initfd;
+        csp.plan_fd = planfd;
+        csp.host_root_uid = csp.host_root_gid = 700972;
+        csp.host_job_uid = csp.host_job_gid = 700973;
+        csp.stdio[0] = csp.stdio[1] = csp.stdio[2] = devnull;
+        csp.helper = helper->get();
+        auto s = sandbox::spawn_container_job(csp);
+        close(planfd);
+        ASSERT_FALSE(s);
+        EXPECT_NE(s.error().message.find("spawn helper (pid " + std::to_string(first) + "): no answer within 5 s"),
+                  std::string::npos)
+            << s.error().message;
+    }
+    EXPECT_FALSE((*helper)->usable());
+    run("hung", 3, "moatd");
+    helper->reset();  // reaps it
+    EXPECT_NE(kill(first, 0), 0) << "the hung helper was not killed and reaped";
+
+    // A helper that died is seen before a request is sent.
+    helper = sandbox::SpawnHelper::start(initfd);
+    ASSERT_TRUE(helper) << helper.error().message;
+    run("again", 0, "spawn-helper");
     int hpidfd = int(syscall(SYS_pidfd_open, (*helper)->pid(), 0));
     ASSERT_GE(hpidfd, 0);
     ASSERT_EQ(kill((*helper)->pid(), SIGKILL), 0);
     pollfd p{hpidfd, POLLIN, 0};
     ASSERT_EQ(poll(&p, 1, 5000), 1);
     close(hpidfd);
-    run("after", 3, "moatd");
     EXPECT_FALSE((*helper)->usable());
-    helper->reset();  // reaps it
+    run("after", 4, "moatd");
+    helper->reset();
     close(devnull);
     close(initfd);
     rmdir(root_tmpl);

@@ -290,20 +290,25 @@ public:
     SpawnHelper(const SpawnHelper&) = delete;
     SpawnHelper& operator=(const SpawnHelper&) = delete;
     pid_t pid() const { return m_pid; }
-    // False once a request failed for the transport (the helper died or
-    // answered nonsense): the caller starts a new one.
-    bool usable() const { return m_usable; }
+    // False once the helper has exited (its pidfd says so) or a request
+    // failed for the transport (no answer in time, or nonsense): the caller
+    // starts a new one.
+    bool usable();
 
     struct Cloned {
         pid_t pid = -1;
         bool born_in_group = false;
     };
     // One init: sends the request with its fds, waits (bounded: 5 s) for the
-    // answer. An error with transport=true: the helper is unusable and nothing
-    // was started that moatd knows of (the caller may clone it itself).
+    // answer. On a failure of the transport the helper is unusable (and
+    // killed); with retry=true the request never reached it, so the caller
+    // may clone the init itself. After a request went out unanswered an init
+    // may exist that holds this job's pipes: the job must not start another
+    // (it fails; closing its go pipe makes such an init exit).
     struct Failure {
         Error error;
         bool transport = false;
+        bool retry = false;
     };
     std::expected<Cloned, Failure> clone_init(const ContainerSpawnPlan& plan, int go_fd, int status_fd,
                                               int v2_group_fd, const std::vector<int>& join_fds,
