@@ -192,6 +192,24 @@ TEST_F(Container, InitsComeFromTheSpawnHelperWhichIsReplacedWhenKilled) {
     EXPECT_NE(access(("/proc/" + std::to_string(first)).c_str(), F_OK), 0) << "the killed helper was not reaped";
 }
 
+// The job starts with every signal at its default and none blocked, as in
+// the other tiers, whether its init came from the spawn helper (whose own
+// signals are reset once, at its start) or from moatd (which ignores SIGPIPE
+// and blocks its signalfd's signals).
+TEST_F(Container, TheJobStartsWithDefaultSignalsAndNoneBlocked) {
+    Ctr c;
+    c.name = "ctr-signals";
+    JobRun r = run_ctr(c, {"cat", "/proc/self/status"});
+    ASSERT_EQ(r.proc.status, 0) << describe(r);
+    for (const char* key : {"SigBlk:", "SigIgn:"}) {
+        const auto at = r.proc.out.find(key);
+        ASSERT_NE(at, std::string::npos) << r.proc.out;
+        const auto line = r.proc.out.substr(at, r.proc.out.find('\n', at) - at);
+        EXPECT_EQ(line.find_first_not_of("0", line.find_first_not_of(" \t", strlen(key))), std::string::npos)
+            << line;
+    }
+}
+
 TEST_F(Container, PolicyHostnameIsHonoured) {
     Ctr c;
     c.name = "ctr-hostname";

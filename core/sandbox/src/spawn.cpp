@@ -909,8 +909,10 @@ struct ContainerChildArgs {
     if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
     if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
-    // Default dispositions, nothing blocked (moat-init blocks what it waits for).
-    if (!a.plan->plan_in_process) step_signals();
+    // Default dispositions, nothing blocked (moat-init blocks what it waits
+    // for). The spawn helper's copy has them already: the helper reset them
+    // at its start and never changes them.
+    if (!a.plan->plan_in_process && !a.init_main) step_signals();
     // fds 0-2 the job's stdio, 3 the plan (none when the plan is already in
     // memory), 4 the status pipe: where moat-init finds them.
     const bool in_process = a.plan->plan_in_process != nullptr || a.init_main != nullptr;
@@ -946,7 +948,7 @@ struct ContainerChildArgs {
         // close the O_CLOEXEC ones), every signal back to its default (the
         // agent ignores SIGPIPE; an ignored disposition would reach the job).
         if (syscall(SYS_close_range, first_free, ~0U, 0U) < 0) child_fail(kInitStatusFd, "close_range(5..)", errno, nullptr);
-        for (int sig = 1; sig < NSIG; ++sig) {
+        for (int sig = 1; sig < NSIG && !a.init_main; ++sig) {
             struct sigaction sa{};
             if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, nullptr, &sa) < 0) continue;
             if (sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);  // ignored ones too, as the other tiers
