@@ -317,6 +317,7 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
 }
 
 [[noreturn]] void job_main(const ContainerPlan& p, const ExecFailureWord& exec_word) {
+    report_timing(kInitStatusFd, "forked");
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -451,13 +452,16 @@ void container_init_run(const ContainerPlan& plan) {
     }
     UniqueFd root(open(plan.newroot.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) die("open(new root)", errno, plan.newroot);
+    report_timing(kInitStatusFd, "plan");
     step_mounts(root.get(), plan);
+    report_timing(kInitStatusFd, "mounts");
     step_dev(root.get(), plan.dev_shm_size);
     step_proc(root.get());
     step_pivot_root(plan.newroot, plan.root_tree < 0 || plan.root_read_only);
     for (size_t i = 0; i < plan.trees; ++i) close(kInitTreeFd0 + int(i));
     if (sethostname(plan.hostname.data(), plan.hostname.size()) < 0) die("sethostname", errno, plan.hostname);
     step_network(plan.loopback);
+    report_timing(kInitStatusFd, "root");
 
     sigset_t set;
     sigemptyset(&set);

@@ -476,6 +476,24 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
 
 }  // namespace
 
+void report_timing(int status_fd, const char* step) {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const uint64_t ns = uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+    SetupRecord rec{};
+    for (size_t i = 0; step[i] && i + 1 < sizeof rec.step; ++i) rec.step[i] = step[i];
+    rec.fatal = kSetupTiming;
+    rec.err = int(uint32_t(ns));
+    rec.extra = int(uint32_t(ns >> 32));
+    (void)!write(status_fd, &rec, sizeof rec);
+}
+
+const char* timing_step(const char* step) {
+    for (const char* known : {"init", "go", "plan", "mounts", "root", "forked"})
+        if (strcmp(step, known) == 0) return known;
+    return nullptr;
+}
+
 SetupStatus read_setup_status(int fd) {
     SetupStatus s;
     for (;;) {
@@ -521,6 +539,10 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
                 } else if (rec.fatal == kSetupCpus) {
                     out.cpus = rec.err;
                     out.cpus_before = rec.extra;
+                } else if (rec.fatal == kSetupTiming) {
+                    if (const char* name = timing_step(rec.step))
+                        out.timings.emplace_back(name, int64_t(uint64_t(uint32_t(rec.err)) |
+                                                               (uint64_t(uint32_t(rec.extra)) << 32)));
                 } else {
                     out.warnings.push_back(rec);
                 }
@@ -885,6 +907,7 @@ struct ContainerChildArgs {
     // Async-signal-safe only (see spawn_seccomp_job). getppid() is 0 here (the
     // parent is outside our new pid namespace), so the go pipe is the check:
     // EOF means moatd gave up on us.
+    report_timing(a.status_fd, "init");
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
     // Into the job's cgroup first (v1), while moatd writes our id maps.
     step_join_cgroup(a.status_fd, a.join);
@@ -893,6 +916,7 @@ struct ContainerChildArgs {
     do n = raw_syscall3(SYS_read, a.go_fd, long(&b), 1);
     while (n == -EINTR);
     if (n != 1) _exit(125);
+    report_timing(a.status_fd, "go");
     place_cpus_self(a.status_fd, a.plan->all_cpus);
     // Become the namespace's root (host uid host_root_uid) before exec: our
     // credentials are still host root's, which is unmapped inside, and execve

@@ -794,6 +794,8 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();
     job->run = std::move(*run);
+    for (const auto& [step, ns] : job->run->inner_steps())
+        if (ns >= job->start_mono) job->steps.emplace_back(step, (ns - job->start_mono) / 1000);
     job->mark("spawned");
     for (auto& fd : job_ends) fd.reset();  // the job holds them now
 

@@ -119,6 +119,10 @@ public:
     // Non-fatal set-up problems met while starting (each becomes a note in the
     // job's info and a setup-warning event).
     virtual std::vector<std::string> setup_notes() const { return {}; }
+    // Steps of the start reached inside the sandbox (the container tier's
+    // init: sandbox::report_timing) with their CLOCK_MONOTONIC ns, in order;
+    // they join sandbox.startup_us.
+    virtual std::vector<std::pair<const char*, int64_t>> inner_steps() const { return {}; }
     // What the tier counted while the job ran, merged into the job's `sandbox`
     // info once, when it ends (never a store write per call): e.g. the clone3
     // calls answered ENOSYS. Empty when there is nothing to add.

@@ -394,6 +394,16 @@ TEST_P(SpawnCgroup, AContainerJobsInitIsInItsCgroupBeforeItRuns) {
         ASSERT_TRUE(s) << s.error().message;
         close(out[1]);
         EXPECT_STREQ(s->init_by, via ? "spawn-helper" : "moatd");
+        // The init's steps, in order, each after the one before it.
+        std::vector<std::string> names;
+        int64_t last = s->fork_ns;
+        for (const auto& [step, ns] : s->timings) {
+            names.push_back(step);
+            EXPECT_GE(ns, last) << step;
+            last = ns;
+        }
+        EXPECT_EQ(names, (std::vector<std::string>{"init", "go", "plan", "mounts", "root", "forked"}));
+        EXPECT_LE(last, s->ready_ns);
         EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : expected_v2_join(false));
         // moat-init (s->pid) waits for its job, which waits in its first execve.
         for (const auto& dir : cg->dirs()) {

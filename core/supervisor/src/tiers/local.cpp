@@ -110,7 +110,9 @@ void LocalRunning::on_status() {
     auto s = sandbox::read_setup_status(m_proc.status.get());
     for (const auto& r : s.records) {
         if (std::string(r.step) == "exit" && !r.fatal) m_inner_status = r.err;  // moat-init: the job's wait status
-        else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus) continue;  // progress
+        else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus ||
+                 r.fatal == sandbox::kSetupTiming)
+            continue;  // progress
         else if (r.fatal) m_exec_failure = r;
         else {
             std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);

@@ -22,6 +22,7 @@ public:
     Outcome outcome() override;
     nlohmann::json costs() const override;
     std::vector<std::string> setup_notes() const override;
+    std::vector<std::pair<const char*, int64_t>> inner_steps() const override { return m_proc.timings; }
     nlohmann::json end_info() const override;
 
     const sandbox::Spawned& proc() const { return m_proc; }

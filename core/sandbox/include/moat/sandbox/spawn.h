@@ -53,7 +53,9 @@ struct SetupRecord {
                        // kSetupFilterNext = progress: the filter is being installed now, and
                        // err is the fd number its listener will get (-1: unknown);
                        // kSetupCpus = the CPUs the job's first process may run on:
-                       // err after place_cpus_self, extra before (see Spawned::cpus)
+                       // err after place_cpus_self, extra before (see Spawned::cpus);
+                       // kSetupTiming = a step inside the container's init reached
+                       // (step: its name; err, extra: CLOCK_MONOTONIC ns, low and high half)
     int extra;
     char detail[480];  // the record stays far below PIPE_BUF: one write is atomic
 };
@@ -62,6 +64,17 @@ static_assert(sizeof(SetupRecord) <= 4096, "one write of a SetupRecord must stay
 
 inline constexpr int kSetupFilterNext = 2;
 inline constexpr int kSetupCpus = 3;
+inline constexpr int kSetupTiming = 4;
+
+// Container tier: a kSetupTiming record saying that `step` was reached now.
+// The steps moatd takes (Spawned::timings, sandbox.startup_us): "init" (the
+// init runs), "go" (moatd wrote its id maps and let it go), "plan" (the plan
+// read, the root's tmpfs or tree in place), "mounts" (the policy's mounts
+// made), "root" (/dev, /proc, pivot_root, hostname, network done), "forked"
+// (the job's process runs). Async-signal-safe.
+void report_timing(int status_fd, const char* step);
+// The static name of a timing step, or nullptr for one moatd does not know.
+const char* timing_step(const char* step);
 
 // The fd number the next seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) in this
 // process will return: the kernel always hands out the lowest free number. The
@@ -174,6 +187,9 @@ struct Spawned {
     // no exec of moat-init) or "moatd" (moatd, then an exec of moat-init).
     // "" in the seccomp tier. Static strings.
     const char* init_by = "";
+    // Container tier: steps inside the init and when they were reached
+    // (report_timing; CLOCK_MONOTONIC ns), in the order they came.
+    std::vector<std::pair<const char*, int64_t>> timings;
     // Why the spawn helper could not clone the init (it died, or answered
     // nonsense), when moatd then cloned it itself; "" otherwise.
     std::string helper_failure;
