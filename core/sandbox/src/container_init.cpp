@@ -298,8 +298,12 @@ void step_network(bool loopback) {
     ifreq ifr{};
     strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
     if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) die("ioctl(SIOCGIFFLAGS)", errno, "lo");
-    ifr.ifr_flags = short(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) die("ioctl(SIOCSIFFLAGS)", errno, "lo");
+    // Already up in a network namespace the spawn helper made ahead (which
+    // this init, root of the job's user namespace only, could not change).
+    if (!(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags = short(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) die("ioctl(SIOCSIFFLAGS)", errno, "lo");
+    }
     close(s);
 }
 

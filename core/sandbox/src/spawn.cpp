@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <net/if.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1073,6 +1074,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
             pid = c->pid;
             born_in_group = c->born_in_group;
             out.init_by = "spawn-helper";
+            out.net_made_ahead = c->net_made_ahead;
         } else if (!c.error().retry) {
             // The helper's clone failed as moatd's own would have, or the
             // request went out unanswered (an init of its may hold our pipes:
@@ -1232,8 +1234,30 @@ void set_what(HelperReply& r, const char* what) { snprintf(r.what, sizeof r.what
 
 // The helper's work for one request: checks it, clones the init (which never
 // returns here) and says what happened. The fds stay the caller's to close.
+// A new network namespace for the pool: made by entering it and coming back
+// (this process is single-threaded; it never serves a request from there).
+UniqueFd make_netns(int own_net) {
+    if (unshare(CLONE_NEWNET) < 0) return UniqueFd();
+    UniqueFd ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (setns(own_net, CLONE_NEWNET) < 0) _exit(70);
+    return ns;
+}
+
+// lo up in the network namespace this process is in (as moat-init's
+// step_network does in a namespace of its own).
+int loopback_up() {
+    UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s) return errno;
+    ifreq ifr{};
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(s.get(), SIOCGIFFLAGS, &ifr) < 0) return errno;
+    ifr.ifr_flags = short(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) < 0) return errno;
+    return 0;
+}
+
 HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds, int own_net,
-                         int (*init_main)()) {
+                         std::vector<UniqueFd>& net_pool, int (*init_main)()) {
     HelperReply rep{};
     rep.magic = kHelperMagic;
     rep.pid = -1;
@@ -1271,11 +1295,31 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
     ContainerChildArgs a{&sp, go_fd, status_fd, join, init_main};
 
     // CLONE_PARENT: the init is moatd's child, as one moatd clones itself.
-    const uint64_t flags = container_clone_flags(sp) | CLONE_PARENT;
-    if (join_net && setns(sp.join_netns_fd, CLONE_NEWNET) < 0) {
+    uint64_t flags = container_clone_flags(sp) | CLONE_PARENT;
+    // A new network namespace is taken from the pool when there is one
+    // (creating one is most of the clone's cost: ~0.25 ms here), entered for
+    // the clone like a client's.
+    UniqueFd pooled;
+    if ((flags & CLONE_NEWNET) && !net_pool.empty()) {
+        pooled = std::move(net_pool.back());
+        net_pool.pop_back();
+        flags &= ~uint64_t(CLONE_NEWNET);
+    }
+    const int enter_net = join_net ? sp.join_netns_fd : pooled ? pooled.get() : -1;
+    if (enter_net >= 0 && setns(enter_net, CLONE_NEWNET) < 0) {
         rep.err = errno;
-        set_what(rep, "setns(the client's network namespace)");
+        set_what(rep, join_net ? "setns(the client's network namespace)" : "setns(a network namespace made ahead)");
         return rep;
+    }
+    // The init is root of a user namespace that does not own this network
+    // namespace, so lo comes up here, as real root (moat-init sees it up).
+    if (pooled && (req.flags & kReqLoopback)) {
+        if (const int e = loopback_up()) {
+            if (setns(own_net, CLONE_NEWNET) < 0) _exit(70);
+            rep.err = e;
+            set_what(rep, "ioctl(SIOCSIFFLAGS, lo) in a network namespace made ahead");
+            return rep;
+        }
     }
     // A copy of this small process (no CLONE_VM: moat-init's code allocates).
     // exit_signal 0: with CLONE_PARENT the kernel takes ours (SIGCHLD).
@@ -1291,7 +1335,7 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
         e = r < 0 ? errno : 0;
     }
     if (r == 0) container_child_main(a);  // never returns
-    if (join_net && setns(own_net, CLONE_NEWNET) < 0) _exit(70);  // never serve another job from a job's network
+    if (enter_net >= 0 && setns(own_net, CLONE_NEWNET) < 0) _exit(70);  // never serve another job from a job's network
     if (r < 0) {
         rep.err = e;
         rep.clone_failed = into ? 2 : 1;
@@ -1300,6 +1344,7 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
     rep.pid = int32_t(r);
     rep.err = 0;
     rep.born_in_group = into;
+    rep.net_made_ahead = pooled ? 1 : 0;
     return rep;
 }
 
@@ -1358,14 +1403,26 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     hello.magic = kHelperMagic;
     hello.pid = int32_t(getpid());
     if (!send_with_fds(sock, &hello, sizeof hello, nullptr, 0)) return 71;
+    std::vector<UniqueFd> net_pool;
+    bool pool_works = true;
     for (;;) {
+        // The pool is refilled only while no request waits.
+        if (pool_works && net_pool.size() < kNetPool) {
+            pollfd p{sock, POLLIN, 0};
+            if (::poll(&p, 1, kNetPoolIdleMs) == 0) {
+                UniqueFd ns = make_netns(own_net.get());
+                if (ns) net_pool.push_back(std::move(ns));
+                else pool_works = false;  // e.g. a limit on network namespaces: the init makes its own
+                continue;
+            }
+        }
         HelperRequest req{};
         std::vector<UniqueFd> fds;
         bool cut = false;
         const ssize_t n = recv_with_fds(sock, &req, sizeof req, fds, cut);
         if (n == 0) return 0;  // moatd closed its end (or exited)
         if (n < 0) return 72;
-        HelperReply rep = helper_serve(req, size_t(n), cut, fds, own_net.get(), init_main);
+        HelperReply rep = helper_serve(req, size_t(n), cut, fds, own_net.get(), net_pool, init_main);
         // Our copies go before the answer: the status pipe's EOF must mean the
         // init's exec or death, never a copy still held here.
         fds.clear();
@@ -1456,7 +1513,8 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
     HelperRequest req{};
     req.magic = kHelperMagic;
     req.flags = (plan.new_net_ipc ? kReqNewNetIpc : 0) | (plan.join_netns_fd >= 0 ? kReqJoinNet : 0) |
-                (v2_group_fd >= 0 ? kReqV2Group : 0) | (plan.all_cpus ? kReqAllCpus : 0);
+                (v2_group_fd >= 0 ? kReqV2Group : 0) | (plan.all_cpus ? kReqAllCpus : 0) |
+                (plan.loopback ? kReqLoopback : 0);
     req.n_join = uint32_t(join_fds.size());
     req.n_trees = uint32_t(plan.tree_fds.size());
     int fds[kMaxRequestFds];
@@ -1476,7 +1534,7 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
         return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno), false);
     auto rep = read_reply(m_sock.get());
     if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"), true);
-    if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0};
+    if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0, rep->net_made_ahead != 0};
     if (rep->clone_failed)
         return std::unexpected(Failure{Error::sys(container_clone_what(plan, rep->clone_failed == 2), rep->err), false});
     rep->what[sizeof rep->what - 1] = 0;

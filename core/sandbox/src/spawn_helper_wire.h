@@ -13,7 +13,12 @@ namespace moat::sandbox::helper_wire {
 // the v1 tasks files (n_join), the client's mount trees (n_trees).
 constexpr size_t kMaxJoin = 16;  // spawn.cpp's kMaxSelfJoin
 constexpr uint32_t kHelperMagic = 0x4d544831;  // "MTH1", also the protocol's version
-constexpr uint32_t kReqNewNetIpc = 1, kReqJoinNet = 2, kReqV2Group = 4, kReqAllCpus = 8, kReqKnown = 15;
+constexpr uint32_t kReqNewNetIpc = 1, kReqJoinNet = 2, kReqV2Group = 4, kReqAllCpus = 8, kReqLoopback = 16,
+                   kReqKnown = 31;
+// Network namespaces the helper keeps made ahead (SpawnHelper in spawn.h).
+constexpr size_t kNetPool = 2;
+// How long the helper must have had no request before it makes one.
+constexpr int kNetPoolIdleMs = 1;
 constexpr size_t kJoinPathBytes = 192;
 constexpr uint32_t kMaxRequestTrees = 64;
 constexpr size_t kFixedRequestFds = 6;
@@ -34,7 +39,8 @@ struct HelperReply {
     int32_t err;             // errno of the failed step
     uint32_t born_in_group;  // clone3(CLONE_INTO_CGROUP) put it in the v2 group
     uint32_t clone_failed;   // 1: the clone itself failed (moatd names it as its own); 2: ... into the v2 group
-    char what[236];          // otherwise the failed step
+    uint32_t net_made_ahead; // the init entered a network namespace from the helper's pool
+    char what[232];          // otherwise the failed step
 };
 
 }  // namespace moat::sandbox::helper_wire

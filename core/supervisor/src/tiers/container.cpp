@@ -198,6 +198,7 @@ public:
         csp.cgroup = in.cgroup;
         csp.all_cpus = in.learn;
         csp.helper = helper();
+        csp.loopback = cp.loopback;
         auto s = sandbox::spawn_container_job(csp);
         if (!s) return std::unexpected(s.error());
         if (!s->helper_failure.empty())
@@ -211,6 +212,8 @@ public:
         info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
         describe_cpus(proc, in.learn, info);
         info["init_started_by"] = proc.init_by;
+        if (!(in.rootfs && in.rootfs->netns))
+            info["net_namespace"] = proc.net_made_ahead ? "made ahead by the spawn helper" : "made with the init";
         info["notes"] = nlohmann::json::array();
         info["namespaces"] = {"user", "mnt", "pid", "net", "ipc", "uts", "cgroup"};
         if (in.rootfs && in.rootfs->netns) info["namespaces"] = {"user", "mnt", "pid", "ipc", "uts", "cgroup"};

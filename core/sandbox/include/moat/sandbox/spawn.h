@@ -190,6 +190,9 @@ struct Spawned {
     // Container tier: steps inside the init and when they were reached
     // (report_timing; CLOCK_MONOTONIC ns), in the order they came.
     std::vector<std::pair<const char*, int64_t>> timings;
+    // Container tier: the job's new network namespace was made ahead by the
+    // spawn helper (owned by the host's user namespace, not the job's).
+    bool net_made_ahead = false;
     // Why the spawn helper could not clone the init (it died, or answered
     // nonsense), when moatd then cloned it itself; "" otherwise.
     std::string helper_failure;
@@ -265,6 +268,9 @@ struct ContainerSpawnPlan {
     // no exec; see SpawnHelper. Null, or the helper gone: moatd clones it and
     // it executes moat-init (init_exe_fd, plan_fd are needed either way).
     SpawnHelper* helper = nullptr;
+    // The plan's network is "loopback" (ContainerPlan::loopback): in a network
+    // namespace the helper made ahead, the helper brings lo up.
+    bool loopback = false;
 };
 
 // fd numbers moat-init finds its inputs at.
@@ -314,6 +320,7 @@ public:
     struct Cloned {
         pid_t pid = -1;
         bool born_in_group = false;
+        bool net_made_ahead = false;  // its network namespace came from the helper's pool
     };
     // One init: sends the request with its fds, waits (bounded: 5 s) for the
     // answer. On a failure of the transport the helper is unusable (and
