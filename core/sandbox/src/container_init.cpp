@@ -406,6 +406,7 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
             pid_t w = waitpid(-1, &status, WNOHANG);
             if (w <= 0) break;
             if (w == job) {
+                report_timing(kInitStatusFd, "reaped");
                 if (auto err = exec_word.get())  // the program never ran: say why, with the path walked in here
                     report("execve", *err, 1, describe_exec_failure(p.exe, *err));
                 SetupRecord rec{};
@@ -415,6 +416,7 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
                 (void)!write(kInitStatusFd, &rec, sizeof rec);
                 kill(-1, SIGKILL);  // everything else in the namespace
                 while (waitpid(-1, nullptr, 0) > 0) {}
+                report_timing(kInitStatusFd, "emptied");
                 _exit(0);
             }
         }

@@ -490,7 +490,7 @@ void report_timing(int status_fd, const char* step) {
 }
 
 const char* timing_step(const char* step) {
-    for (const char* known : {"init", "go", "plan", "mounts", "root", "forked"})
+    for (const char* known : {"init", "go", "plan", "mounts", "root", "forked", "reaped", "emptied"})
         if (strcmp(step, known) == 0) return known;
     return nullptr;
 }
@@ -541,9 +541,7 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
                     out.cpus = rec.err;
                     out.cpus_before = rec.extra;
                 } else if (rec.fatal == kSetupTiming) {
-                    if (const char* name = timing_step(rec.step))
-                        out.timings.emplace_back(name, int64_t(uint64_t(uint32_t(rec.err)) |
-                                                               (uint64_t(uint32_t(rec.extra)) << 32)));
+                    if (const char* name = timing_step(rec.step)) out.timings.emplace_back(name, timing_ns(rec));
                 } else {
                     out.warnings.push_back(rec);
                 }

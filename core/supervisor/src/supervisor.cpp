@@ -134,6 +134,14 @@ struct Supervisor::Job {
     Identities ids;                      // host uids the tier reserved
     bool started = false;
     int64_t start_mono = 0;
+    size_t inner_steps_taken = 0;  // Running::inner_steps() already in `steps`
+    void take_inner_steps() {
+        if (!run) return;
+        const auto inner = run->inner_steps();
+        for (size_t i = inner_steps_taken; i < inner.size(); ++i)
+            if (inner[i].second >= start_mono) steps.emplace_back(inner[i].first, (inner[i].second - start_mono) / 1000);
+        inner_steps_taken = inner.size();
+    }
     // Where the job's start went (docs/protocol.md, sandbox.startup_us): step
     // name and microseconds since moatd took the request, in order.
     std::vector<std::pair<const char*, int64_t>> steps;
@@ -794,8 +802,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();
     job->run = std::move(*run);
-    for (const auto& [step, ns] : job->run->inner_steps())
-        if (ns >= job->start_mono) job->steps.emplace_back(step, (ns - job->start_mono) / 1000);
+    job->take_inner_steps();
     job->mark("spawned");
     for (auto& fd : job_ends) fd.reset();  // the job holds them now
 
@@ -1651,6 +1658,7 @@ void Supervisor::record_learned_paths(Job& job) {
 }
 
 void Supervisor::finish(Job& job) {
+    job.take_inner_steps();
     job.mark("exited");
     // The job ends with its first process; anything it left behind goes too.
     if (job.cg) (void)job.cg->kill_all(2000);

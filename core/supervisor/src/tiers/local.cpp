@@ -98,6 +98,9 @@ Result<void> LocalRunning::signal(int sig) {
 void LocalRunning::kill() { ::kill(m_proc.pid, SIGKILL); }
 
 void LocalRunning::on_exit() {
+    // What the process wrote before it ended is read first: its timings
+    // count at the job's end (Supervisor::finish).
+    if (m_status_registered) on_status();
     siginfo_t si{};
     // P_PIDFD (3): reap exactly this child through its pidfd.
     if (waitid(idtype_t(3), id_t(m_proc.pidfd.get()), &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) return;
@@ -110,8 +113,10 @@ void LocalRunning::on_status() {
     auto s = sandbox::read_setup_status(m_proc.status.get());
     for (const auto& r : s.records) {
         if (std::string(r.step) == "exit" && !r.fatal) m_inner_status = r.err;  // moat-init: the job's wait status
-        else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus ||
-                 r.fatal == sandbox::kSetupTiming)
+        else if (r.fatal == sandbox::kSetupTiming) {
+            if (const char* step = sandbox::timing_step(r.step))  // the init's end ("reaped", "emptied")
+                m_proc.timings.emplace_back(step, sandbox::timing_ns(r));
+        } else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus)
             continue;  // progress
         else if (r.fatal) m_exec_failure = r;
         else {

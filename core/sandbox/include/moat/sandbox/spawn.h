@@ -71,10 +71,16 @@ inline constexpr int kSetupTiming = 4;
 // init runs), "go" (moatd wrote its id maps and let it go), "plan" (the plan
 // read, the root's tmpfs or tree in place), "mounts" (the policy's mounts
 // made), "root" (/dev, /proc, pivot_root, hostname, network done), "forked"
-// (the job's process runs). Async-signal-safe.
+// (the job's process runs); at the end "reaped" (the init reaped the job)
+// and "emptied" (every other process of the namespace gone; the init exits
+// next). Async-signal-safe.
 void report_timing(int status_fd, const char* step);
 // The static name of a timing step, or nullptr for one moatd does not know.
 const char* timing_step(const char* step);
+// A kSetupTiming record's CLOCK_MONOTONIC ns.
+inline int64_t timing_ns(const SetupRecord& r) {
+    return int64_t(uint64_t(uint32_t(r.err)) | (uint64_t(uint32_t(r.extra)) << 32));
+}
 
 // The fd number the next seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) in this
 // process will return: the kernel always hands out the lowest free number. The
