@@ -770,7 +770,7 @@ private:
         for (const auto& r : s.records) {
             if (std::string(r.step) == "exit" && !r.fatal) j.inner_status = r.err;  // moat-init: the job's wait status
             else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus ||
-                     r.fatal == sandbox::kSetupTiming)
+                     r.fatal == sandbox::kSetupTiming || r.fatal == sandbox::kSetupCloned)
                 continue;
             else {
                 if (r.fatal) j.exec_failed = true;

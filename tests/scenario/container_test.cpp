@@ -162,11 +162,11 @@ TEST_F(Container, InitsComeFromTheSpawnHelperWhichIsReplacedWhenKilled) {
 #if defined(__SANITIZE_THREAD__)
     GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
 #endif
+    // Its inits are moatd's children too, with the same command line: the
+    // helper is the one named moat-spawner.
     auto helper_of = [](pid_t moatd) {
-        for (pid_t c : children_of(moatd)) {
-            std::string cmd = read_text("/proc/" + std::to_string(c) + "/cmdline");
-            if (cmd == std::string("moat-init\0--spawn-helper\0", 25)) return c;
-        }
+        for (pid_t c : children_of(moatd))
+            if (read_text("/proc/" + std::to_string(c) + "/comm") == "moat-spawner\n") return c;
         return pid_t(-1);
     };
     Ctr c;
@@ -193,9 +193,9 @@ TEST_F(Container, InitsComeFromTheSpawnHelperWhichIsReplacedWhenKilled) {
 }
 
 // The job starts with every signal at its default and none blocked, as in
-// the other tiers, whether its init came from the spawn helper (whose own
-// signals are reset once, at its start) or from moatd (which ignores SIGPIPE
-// and blocks its signalfd's signals).
+// the other tiers. With the spawn helper (whose own signals are reset once,
+// at its start) nothing ignored reaches the job; the mask is also cleared by
+// moat-init's job child (the half of this test that fails without it).
 TEST_F(Container, TheJobStartsWithDefaultSignalsAndNoneBlocked) {
     Ctr c;
     c.name = "ctr-signals";
@@ -289,28 +289,37 @@ TEST_F(Container, NetworkNamespacesMadeAheadBehaveAsTheJobsOwn) {
 #endif
     HostListener host;
     ASSERT_GT(host.port(), 0);
-    for (const char* mode : {"none", "loopback"}) {
+    // A job whose namespace came from the pool: the pool is refilled 1 ms
+    // after the last request, so one normally comes at the first try; on a
+    // loaded machine the job is run again (up to 50 times, 100 ms apart).
+    auto ahead = [&](const Ctr& c, const std::vector<std::string>& args) {
+        JobRun r;
+        for (int i = 0; i < 50; ++i) {
+            usleep(100 * 1000);
+            r = run_ctr(c, args);
+            if (show(r.id)["sandbox"].value("net_namespace", "") == "made ahead by the spawn helper") return r;
+        }
+        ADD_FAILURE() << "no job got a network namespace made ahead";
+        return r;
+    };
+    // loopback first: a pooled namespace that went to two jobs would show lo
+    // up to the `none` ones.
+    for (const char* mode : {"loopback", "none"}) {
         SCOPED_TRACE(mode);
         Ctr c;
         c.name = std::string("ctr-net-ahead-") + mode;
         c.network = mode;
         c.allow = {"@default", "@network-io", "ioctl"};
         (void)run_ctr(c, {"exit", "0"});  // the helper runs from here on
-        usleep(100 * 1000);               // and refills its pool
-        JobRun d = run_ctr(c, {"netdevs"});
+        JobRun d = ahead(c, {"netdevs"});
         ASSERT_EQ(d.proc.status, 0) << describe(d);
-        EXPECT_EQ(show(d.id)["sandbox"].value("net_namespace", ""), "made ahead by the spawn helper")
-            << show(d.id)["sandbox"].dump();
         EXPECT_EQ(kv(d.proc.out, "netdevs"), std::string(mode) == "none" ? "lo:down" : "lo:up") << describe(d);
-        usleep(100 * 1000);
-        JobRun r = run_ctr(c, {"connect-tcp", std::to_string(host.port())});
-        EXPECT_EQ(show(r.id)["sandbox"].value("net_namespace", ""), "made ahead by the spawn helper");
+        JobRun r = ahead(c, {"connect-tcp", std::to_string(host.port())});
         EXPECT_EQ(r.proc.status, 1) << describe(r);
         EXPECT_EQ(kv(r.proc.out, "errno"), std::string(mode) == "none" ? "ENETUNREACH" : "ECONNREFUSED")
             << describe(r);
         if (std::string(mode) == "loopback") {
-            usleep(100 * 1000);
-            JobRun t = run_ctr(c, {"tcp-self"});
+            JobRun t = ahead(c, {"tcp-self"});
             EXPECT_EQ(t.proc.status, 0) << describe(t);
             EXPECT_EQ(kv(t.proc.out, "tcp_self"), "ok") << describe(t);
         }

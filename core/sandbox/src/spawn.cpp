@@ -540,6 +540,8 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
                 } else if (rec.fatal == kSetupCpus) {
                     out.cpus = rec.err;
                     out.cpus_before = rec.extra;
+                } else if (rec.fatal == kSetupCloned) {
+                    // the helper's note of the pid it cloned (moatd knows it)
                 } else if (rec.fatal == kSetupTiming) {
                     if (const char* name = timing_step(rec.step)) out.timings.emplace_back(name, timing_ns(rec));
                 } else {
@@ -1024,6 +1026,32 @@ Result<void> write_id_map(pid_t pid, const char* file, const std::string& map) {
 
 }  // namespace
 
+// The spawn helper took a request and never answered (it hung and was
+// killed, or died): the init it may have cloned is our child and wrote no
+// pid we know, except in the helper's kSetupCloned record on the status
+// pipe. With the go pipe closed it exits at once; the pipe's EOF says so
+// (bounded: 2 s), and it is reaped. Without the record (the helper died
+// between its clone and that write) it stays a zombie.
+void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r) {
+    go_w.reset();
+    st_w.reset();
+    fcntl(st_r, F_SETFL, fcntl(st_r, F_GETFL) | O_NONBLOCK);
+    std::vector<pid_t> cloned;
+    const int64_t deadline = now_monotonic_ns() + 2'000'000'000;
+    for (bool eof = false; !eof && now_monotonic_ns() < deadline;) {
+        pollfd p{st_r, POLLIN, 0};
+        ::poll(&p, 1, 100);
+        SetupStatus got = read_setup_status(st_r);
+        for (const auto& rec : got.records)
+            if (rec.fatal == kSetupCloned && rec.err > 0) cloned.push_back(pid_t(rec.err));
+        eof = got.eof;
+    }
+    for (pid_t pid : cloned) {
+        siginfo_t si{};
+        waitid(P_PID, id_t(pid), &si, WEXITED | WNOHANG);
+    }
+}
+
 Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     if (plan.host_root_uid == 0 || plan.host_job_uid == 0 || plan.host_root_gid == 0 || plan.host_job_gid == 0)
         return fail("refusing to map a container uid or gid to host 0");
@@ -1075,8 +1103,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
             out.net_made_ahead = c->net_made_ahead;
         } else if (!c.error().retry) {
             // The helper's clone failed as moatd's own would have, or the
-            // request went out unanswered (an init of its may hold our pipes:
-            // no second one; our pipes close on return, and it exits).
+            // request went out unanswered: an init of its may hold our pipes,
+            // so no second one. That init (our child) exits once the go pipe
+            // closes, and is reaped here.
+            if (c.error().transport) reap_unanswered_init(go_w, st_w, st_r.get());
             return std::unexpected(std::move(c.error().error));
         } else {
             out.helper_failure = c.error().error.message;
@@ -1173,7 +1203,6 @@ namespace {
 
 using namespace helper_wire;
 static_assert(kMaxJoin == size_t(kMaxSelfJoin));
-constexpr int kHelperAnswerMs = 5000;
 
 bool send_with_fds(int sock, const void* data, size_t len, const int* fds, size_t nfds) {
     if (nfds > kMaxRequestFds) {
@@ -1254,8 +1283,8 @@ int loopback_up() {
     return 0;
 }
 
-HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds, int own_net,
-                         std::vector<UniqueFd>& net_pool, int (*init_main)()) {
+HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds, int sock,
+                         int own_net, std::vector<UniqueFd>& net_pool, int (*init_main)()) {
     HelperReply rep{};
     rep.magic = kHelperMagic;
     rep.pid = -1;
@@ -1303,21 +1332,24 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
         net_pool.pop_back();
         flags &= ~uint64_t(CLONE_NEWNET);
     }
-    const int enter_net = join_net ? sp.join_netns_fd : pooled ? pooled.get() : -1;
-    if (enter_net >= 0 && setns(enter_net, CLONE_NEWNET) < 0) {
-        rep.err = errno;
-        set_what(rep, join_net ? "setns(the client's network namespace)" : "setns(a network namespace made ahead)");
-        return rep;
-    }
-    // The init is root of a user namespace that does not own this network
-    // namespace, so lo comes up here, as real root (moat-init sees it up).
-    if (pooled && (req.flags & kReqLoopback)) {
-        if (const int e = loopback_up()) {
+    // The init is root of a user namespace that does not own a pooled
+    // network namespace, so lo comes up here, as real root (moat-init sees
+    // it up). A pooled namespace that cannot be entered or set up is dropped
+    // and the init makes its own.
+    if (pooled) {
+        if (setns(pooled.get(), CLONE_NEWNET) < 0) {
+            pooled.reset();
+        } else if ((req.flags & kReqLoopback) && loopback_up() != 0) {
             if (setns(own_net, CLONE_NEWNET) < 0) _exit(70);
-            rep.err = e;
-            set_what(rep, "ioctl(SIOCSIFFLAGS, lo) in a network namespace made ahead");
-            return rep;
+            pooled.reset();
         }
+        if (!pooled) flags |= CLONE_NEWNET;
+    }
+    const int enter_net = join_net ? sp.join_netns_fd : pooled ? pooled.get() : -1;
+    if (join_net && setns(sp.join_netns_fd, CLONE_NEWNET) < 0) {
+        rep.err = errno;
+        set_what(rep, "setns(the client's network namespace)");
+        return rep;
     }
     // A copy of this small process (no CLONE_VM: moat-init's code allocates).
     // exit_signal 0: with CLONE_PARENT the kernel takes ours (SIGCHLD).
@@ -1332,13 +1364,28 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
         r = syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
         e = r < 0 ? errno : 0;
     }
-    if (r == 0) container_child_main(a);  // never returns
+    if (r == 0) {
+        // The helper's own fds are not the init's (its socket, its network
+        // namespace, the pool): gone before anything else happens here.
+        ::close(sock);
+        ::close(own_net);
+        for (auto& ns : net_pool) ::close(ns.release());
+        pooled.reset();
+        container_child_main(a);  // never returns
+    }
     if (enter_net >= 0 && setns(own_net, CLONE_NEWNET) < 0) _exit(70);  // never serve another job from a job's network
     if (r < 0) {
         rep.err = e;
         rep.clone_failed = into ? 2 : 1;
         return rep;
     }
+    // The init's pid where moatd finds it even if this answer never comes:
+    // it is moatd's child, and moatd reaps it (spawn_container_job).
+    SetupRecord cloned{};
+    snprintf(cloned.step, sizeof cloned.step, "spawn helper: cloned");
+    cloned.fatal = kSetupCloned;
+    cloned.err = int(r);
+    (void)!write(status_fd, &cloned, sizeof cloned);
     rep.pid = int32_t(r);
     rep.err = 0;
     rep.born_in_group = into;
@@ -1359,6 +1406,10 @@ struct HelperStart {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != h.parent) _exit(126);
     const int s = fcntl(h.sock, F_DUPFD_CLOEXEC, 10), x = fcntl(h.exe, F_DUPFD_CLOEXEC, 10);
     if (s < 0 || x < 0 || dup2(s, 3) < 0 || dup3(x, 4, O_CLOEXEC) < 0) _exit(126);
+    // None of moatd's stdio (a terminal, the journal's stream) and a session
+    // of its own: a terminal's SIGINT or SIGHUP is moatd's to handle.
+    const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || setsid() < 0) _exit(126);
     if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) _exit(126);
     step_signals();  // moatd's ignored and blocked signals would survive the exec
     char a0[] = "moat-init", a1[] = "--spawn-helper";
@@ -1370,13 +1421,13 @@ struct HelperStart {
 
 int helper_exec_entry(void* h) { helper_exec_child(*static_cast<const HelperStart*>(h)); }
 
-// A reply within kHelperAnswerMs, exactly one HelperReply.
-Result<HelperReply> read_reply(int sock) {
+// A reply within answer_ms, exactly one HelperReply.
+Result<HelperReply> read_reply(int sock, int answer_ms) {
     pollfd p{sock, POLLIN, 0};
     int n;
-    do n = ::poll(&p, 1, kHelperAnswerMs);
+    do n = ::poll(&p, 1, answer_ms);
     while (n < 0 && errno == EINTR);
-    if (n == 0) return fail("no answer within " + std::to_string(kHelperAnswerMs / 1000) + " s");
+    if (n == 0) return fail("no answer within " + std::to_string(answer_ms) + " ms");
     if (n < 0) return fail_sys("poll", errno);
     HelperReply rep{};
     std::vector<UniqueFd> fds;  // it sends none; any that came are closed
@@ -1395,6 +1446,13 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     prctl(PR_SET_NAME, "moat-spawner", 0, 0, 0);
     step_signals();
     if (fcntl(sock, F_SETFD, FD_CLOEXEC) < 0) return 70;
+    // Set again (an exec that changes credentials clears it), then checked:
+    // the socket's other end is moatd's, and moatd is the parent.
+    ucred peer{};
+    socklen_t len = sizeof peer;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 ||
+        getppid() != peer.pid)
+        return 74;
     UniqueFd own_net(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
     if (!own_net) return 70;
     HelperReply hello{};
@@ -1402,15 +1460,17 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     hello.pid = int32_t(getpid());
     if (!send_with_fds(sock, &hello, sizeof hello, nullptr, 0)) return 71;
     std::vector<UniqueFd> net_pool;
-    bool pool_works = true;
+    int64_t pool_retry_ns = 0;
     for (;;) {
-        // The pool is refilled only while no request waits.
-        if (pool_works && net_pool.size() < kNetPool) {
+        // The pool is refilled only while no request waits. When the kernel
+        // refuses a namespace (a user.max_net_namespaces limit, memory) the
+        // inits make their own, and the pool is tried again a second later.
+        if (net_pool.size() < kNetPool && now_monotonic_ns() >= pool_retry_ns) {
             pollfd p{sock, POLLIN, 0};
             if (::poll(&p, 1, kNetPoolIdleMs) == 0) {
                 UniqueFd ns = make_netns(own_net.get());
                 if (ns) net_pool.push_back(std::move(ns));
-                else pool_works = false;  // e.g. a limit on network namespaces: the init makes its own
+                else pool_retry_ns = now_monotonic_ns() + kNetPoolRetryNs;
                 continue;
             }
         }
@@ -1420,7 +1480,7 @@ int spawn_helper_main(int sock, int (*init_main)()) {
         const ssize_t n = recv_with_fds(sock, &req, sizeof req, fds, cut);
         if (n == 0) return 0;  // moatd closed its end (or exited)
         if (n < 0) return 72;
-        HelperReply rep = helper_serve(req, size_t(n), cut, fds, own_net.get(), net_pool, init_main);
+        HelperReply rep = helper_serve(req, size_t(n), cut, fds, sock, own_net.get(), net_pool, init_main);
         // Our copies go before the answer: the status pipe's EOF must mean the
         // init's exec or death, never a copy still held here.
         fds.clear();
@@ -1428,7 +1488,7 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     }
 }
 
-Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd) {
+Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int answer_ms) {
     if (!supported()) return fail("the spawn helper is not used in a ThreadSanitizer build");
     if (init_exe_fd < 0) return fail("no moat-init to start the spawn helper from");
     int sv[2];
@@ -1468,7 +1528,8 @@ Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd) {
         h->m_pid = -1;
         return fail_sys("pidfd_open(spawn helper)", e);
     }
-    auto hello = read_reply(h->m_sock.get());
+    h->m_answer_ms = answer_ms;
+    auto hello = read_reply(h->m_sock.get(), answer_ms);
     if (!hello || hello->pid != pid)
         return fail("moat-init did not start as the spawn helper: " +
                     (hello ? std::string("it gave another pid") : hello.error().message));
@@ -1500,6 +1561,7 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
     const std::vector<std::string>& join_paths) {
     auto transport = [this](Error e, bool sent) {
         m_usable = false;
+        m_failed_request = true;
         // Whatever it was doing, it is not trusted with another job.
         if (m_pidfd) syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
         return std::unexpected(Failure{std::move(e), true, !sent});
@@ -1530,7 +1592,7 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
     for (int t : plan.tree_fds) fds[n++] = t;
     if (!send_with_fds(m_sock.get(), &req, sizeof req, fds, n))
         return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno), false);
-    auto rep = read_reply(m_sock.get());
+    auto rep = read_reply(m_sock.get(), m_answer_ms);
     if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"), true);
     if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0, rep->net_made_ahead != 0};
     if (rep->clone_failed)

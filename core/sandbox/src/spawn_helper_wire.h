@@ -17,8 +17,10 @@ constexpr uint32_t kReqNewNetIpc = 1, kReqJoinNet = 2, kReqV2Group = 4, kReqAllC
                    kReqKnown = 31;
 // Network namespaces the helper keeps made ahead (SpawnHelper in spawn.h).
 constexpr size_t kNetPool = 2;
-// How long the helper must have had no request before it makes one.
+// How long the helper must have had no request before it makes one, and
+// how long it waits before trying again after the kernel refused one.
 constexpr int kNetPoolIdleMs = 1;
+constexpr int64_t kNetPoolRetryNs = 1'000'000'000;
 constexpr size_t kJoinPathBytes = 192;
 constexpr uint32_t kMaxRequestTrees = 64;
 constexpr size_t kFixedRequestFds = 6;

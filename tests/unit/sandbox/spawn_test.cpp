@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -587,8 +589,8 @@ TEST_F(SpawnTest, MoatInitsCodeRunsInProcessOnlyForASingleThreadedCaller) {
 
 // The spawn helper's init is our child (CLONE_PARENT): we wait for it and
 // get the job's exit status as from an init we cloned. A helper that hangs is
-// killed after 5 s, one that died is not used: the spawn clones the init
-// itself and says so.
+// killed after its answer time, one that died is not used: the spawn clones
+// the init itself and says so.
 TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
     if (!sandbox::SpawnHelper::supported()) GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
     char root_tmpl[] = "/tmp/moat-spawn-root-XXXXXX";
@@ -596,7 +598,7 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
     auto f = filter_for(kAllowShell);
     int initfd = open(MOAT_INIT_PATH, O_PATH | O_CLOEXEC);
     ASSERT_GE(initfd, 0) << MOAT_INIT_PATH;
-    auto helper = sandbox::SpawnHelper::start(initfd);
+    auto helper = sandbox::SpawnHelper::start(initfd, 2000);
     ASSERT_TRUE(helper) << helper.error().message;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -621,6 +623,21 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         close(planfd);
         ASSERT_TRUE(s) << s.error().message;
         EXPECT_STREQ(s->init_by, expect_by);
+        // While the job waits in its first execve the init holds its stdio,
+        // its new root (3, O_PATH) and the status pipe: nothing of the
+        // helper's (its socket, its network namespaces) or of ours.
+        std::vector<int> init_fds;
+        std::string what;
+        for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(s->pid) + "/fd")) {
+            init_fds.push_back(std::stoi(e.path().filename().string()));
+            std::error_code ec;
+            what += e.path().filename().string() + " -> " + std::filesystem::read_symlink(e.path(), ec).string() + "\n";
+        }
+        std::sort(init_fds.begin(), init_fds.end());
+        EXPECT_EQ(init_fds, (std::vector<int>{0, 1, 2, 3, 4})) << what;
+        EXPECT_EQ(what.find("socket:"), std::string::npos) << what;
+        EXPECT_EQ(what.find("net:"), std::string::npos) << what;
+        EXPECT_NE(what.find("3 -> /\n"), std::string::npos) << what;
         continue_until_exit(*s);
         siginfo_t si{};
         ASSERT_EQ(waitid(idtype_t(3) /*P_PIDFD*/, id_t(s->pidfd.get()), &si, WEXITED), 0)
@@ -629,8 +646,10 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         EXPECT_EQ(si.si_status, 0) << "moat-init's own status";
         // The job's wait status, as moat-init reports it on the status pipe.
         std::optional<int> job_status;
-        for (const auto& rec : sandbox::read_setup_status(s->status.get()).records)
+        const auto rest = sandbox::read_setup_status(s->status.get());
+        for (const auto& rec : rest.records)
             if (std::string(rec.step) == "exit" && rec.fatal == 0) job_status = rec.err;
+        EXPECT_TRUE(rest.eof) << "someone besides the init still holds the status pipe";
         ASSERT_TRUE(job_status);
         EXPECT_TRUE(WIFEXITED(*job_status) && WEXITSTATUS(*job_status) == code) << *job_status;
         std::string got;
@@ -644,8 +663,9 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
     run("second", 0, "spawn-helper");
     EXPECT_TRUE((*helper)->usable());
 
-    // A helper that hangs: no answer within 5 s, so it is killed and the job
-    // fails (an init of its might exist); the next job's init is cloned here.
+    // A helper that hangs: no answer in time (2 s here, 10 s in moatd), so it
+    // is killed and the job fails (an init of its might exist); the next
+    // job's init is cloned here.
     const pid_t first = (*helper)->pid();
     ASSERT_EQ(kill(first, SIGSTOP), 0);
     {
@@ -661,7 +681,7 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         auto s = sandbox::spawn_container_job(csp);
         close(planfd);
         ASSERT_FALSE(s);
-        EXPECT_NE(s.error().message.find("spawn helper (pid " + std::to_string(first) + "): no answer within 5 s"),
+        EXPECT_NE(s.error().message.find("spawn helper (pid " + std::to_string(first) + "): no answer within 2000 ms"),
                   std::string::npos)
             << s.error().message;
     }
@@ -689,7 +709,8 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
 }
 
 // The helper answers every request, malformed ones with a refusal, closes
-// every fd that came with it, keeps serving, and exits at EOF.
+// every fd that came with it, keeps serving (a valid request after the
+// refusals gets an init), and exits at EOF.
 TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
     namespace w = sandbox::helper_wire;
     int sv[2];
@@ -764,6 +785,84 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
     refused(&req, sizeof req, "too many cgroup joins");
     req.n_join = 0;
     refused(&req, sizeof req, "one fd where six are due");
+    {
+        // More fds than any request may carry: cut off by the kernel (MSG_CTRUNC).
+        SCOPED_TRACE("too many fds");
+        int pfd[2];
+        ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+        std::vector<int> many(w::kMaxRequestFds + 10, pfd[1]);
+        iovec iov{&req, sizeof req};
+        std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * many.size()));
+        msghdr mh{};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf.data();
+        mh.msg_controllen = cbuf.size();
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * many.size());
+        memcpy(CMSG_DATA(c), many.data(), sizeof(int) * many.size());
+        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(sizeof req));
+        close(pfd[1]);
+        w::HelperReply r{};
+        ASSERT_TRUE(reply(r));
+        EXPECT_EQ(r.pid, -1);
+        EXPECT_NE(std::string(r.what, strnlen(r.what, sizeof r.what)).find("malformed"), std::string::npos) << r.what;
+        pollfd hup{pfd[0], POLLIN, 0};
+        char b;
+        EXPECT_TRUE(poll(&hup, 1, 2000) == 1 && read(pfd[0], &b, 1) == 0) << "the helper kept fds of a cut request";
+        close(pfd[0]);
+    }
+    {
+        // Still serving: a well-formed request gets an init (our child, since
+        // the helper is), which tells its pid on the status pipe too and exits
+        // when the go pipe closes.
+        SCOPED_TRACE("a valid request after the refusals");
+        auto f = filter_for(kAllowShell);
+        char root_tmpl[] = "/tmp/moat-spawn-root-XXXXXX";
+        ASSERT_NE(mkdtemp(root_tmpl), nullptr);
+        int planfd = plan_memfd(container_plan(root_tmpl, *f, {"/bin/true"}));
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int status[2], go[2];
+        ASSERT_EQ(pipe2(status, O_CLOEXEC), 0);
+        ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+        w::HelperRequest ok{};
+        ok.magic = w::kHelperMagic;
+        ok.flags = w::kReqNewNetIpc;
+        int fds[6] = {devnull, devnull, devnull, planfd, status[1], go[0]};
+        iovec iov{&ok, sizeof ok};
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)];
+        msghdr mh{};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof fds);
+        memcpy(CMSG_DATA(c), fds, sizeof fds);
+        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(sizeof ok));
+        close(status[1]);
+        close(go[0]);
+        w::HelperReply r{};
+        ASSERT_TRUE(reply(r));
+        ASSERT_GT(r.pid, 0) << r.what;
+        close(go[1]);  // no go: the init gives up
+        int st = 0;
+        ASSERT_EQ(waitpid(r.pid, &st, 0), r.pid) << "the init is not the helper's parent's child";
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 125) << st;
+        bool noted = false;
+        fcntl(status[0], F_SETFL, O_NONBLOCK);
+        for (const auto& rec : sandbox::read_setup_status(status[0]).records)
+            noted = noted || (rec.fatal == sandbox::kSetupCloned && rec.err == r.pid);
+        EXPECT_TRUE(noted) << "the helper did not note the init's pid on the status pipe";
+        close(status[0]);
+        close(planfd);
+        close(devnull);
+        rmdir(root_tmpl);
+    }
 
     close(sv[0]);  // EOF: the helper exits cleanly
     int st = 0;

@@ -236,30 +236,37 @@ public:
 
 private:
     // The spawn helper, started on the loop thread by the first container job
-    // (its death would kill every init it cloned: PR_SET_PDEATHSIG) and again
-    // when it is gone; after a failed start moatd clones inits itself and
-    // tries again at most every 10 s.
+    // (the inits it clones are that thread's children: PR_SET_PDEATHSIG kills
+    // them when it goes) and again when it is gone. After a failed start, or
+    // when a helper younger than 10 s failed a request, moatd clones inits
+    // itself for 10 s: a helper that keeps failing must not fail every job.
     sandbox::SpawnHelper* helper() const {
         if (!m_cfg.spawn_helper || !sandbox::SpawnHelper::supported()) return nullptr;
         if (m_helper && m_helper->usable()) return m_helper.get();
-        m_helper.reset();  // a dead one is reaped
         const int64_t now = now_monotonic_ns();
+        if (m_helper) {
+            if (m_helper->failed_a_request() && now - m_helper_started_ns < kHelperBackoffNs)
+                m_helper_retry_ns = now + kHelperBackoffNs;
+            m_helper.reset();  // a dead one is reaped
+        }
         if (now < m_helper_retry_ns) return nullptr;
         auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd);
         if (!h) {
             moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts container inits itself for now\n",
                        h.error().message.c_str());
-            m_helper_retry_ns = now + 10'000'000'000;
+            m_helper_retry_ns = now + kHelperBackoffNs;
             return nullptr;
         }
         m_helper = std::move(*h);
+        m_helper_started_ns = now;
         moat::logf(moat::LogLevel::Info, "spawn helper started (pid %d)\n", int(m_helper->pid()));
         return m_helper.get();
     }
 
     const Config& m_cfg;
     mutable std::unique_ptr<sandbox::SpawnHelper> m_helper;
-    mutable int64_t m_helper_retry_ns = 0;
+    mutable int64_t m_helper_retry_ns = 0, m_helper_started_ns = 0;
+    static constexpr int64_t kHelperBackoffNs = 10'000'000'000;
 };
 
 }  // namespace

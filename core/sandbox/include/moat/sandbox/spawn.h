@@ -65,6 +65,9 @@ static_assert(sizeof(SetupRecord) <= 4096, "one write of a SetupRecord must stay
 inline constexpr int kSetupFilterNext = 2;
 inline constexpr int kSetupCpus = 3;
 inline constexpr int kSetupTiming = 4;
+// The spawn helper cloned the job's init: err is its pid (so that moatd can
+// reap an init whose answer never came; not a warning).
+inline constexpr int kSetupCloned = 5;
 
 // Container tier: a kSetupTiming record saying that `step` was reached now.
 // The steps moatd takes (Spawned::timings, sandbox.startup_us): "init" (the
@@ -304,7 +307,10 @@ public:
     // Starts the helper from moat-init's fd. Call on the thread that starts
     // jobs: the helper and every init it clones die with that thread
     // (PR_SET_PDEATHSIG), as the inits moatd clones itself do.
-    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd);
+    // answer_ms bounds each wait for its answer (a helper that takes longer
+    // is killed and that job fails).
+    static constexpr int kAnswerMs = 10000;
+    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd, int answer_ms = kAnswerMs);
     // False in a ThreadSanitizer build: its runtime's own thread lives in the
     // helper too, and the helper's raw clone would copy a half-held lock.
     static constexpr bool supported() {
@@ -322,14 +328,16 @@ public:
     // failed for the transport (no answer in time, or nonsense): the caller
     // starts a new one.
     bool usable();
+    // A request failed for the transport (not just: it died while idle).
+    bool failed_a_request() const { return m_failed_request; }
 
     struct Cloned {
         pid_t pid = -1;
         bool born_in_group = false;
         bool net_made_ahead = false;  // its network namespace came from the helper's pool
     };
-    // One init: sends the request with its fds, waits (bounded: 5 s) for the
-    // answer. On a failure of the transport the helper is unusable (and
+    // One init: sends the request with its fds, waits (bounded: answer_ms)
+    // for the answer. On a failure of the transport the helper is unusable (and
     // killed); with retry=true the request never reached it, so the caller
     // may clone the init itself. After a request went out unanswered an init
     // may exist that holds this job's pipes: the job must not start another
@@ -347,7 +355,8 @@ private:
     SpawnHelper() = default;
     UniqueFd m_sock, m_pidfd;
     pid_t m_pid = -1;
-    bool m_usable = true;
+    int m_answer_ms = kAnswerMs;
+    bool m_usable = true, m_failed_request = false;
 };
 
 // The helper's side (moat-init --spawn-helper): serves requests on `sock`
