@@ -131,6 +131,23 @@ int plan_memfd(const sandbox::ContainerPlan& cp) {
     return fd;
 }
 
+// One message with `fds` as SCM_RIGHTS, as moatd sends the spawn helper.
+ssize_t send_fds(int sock, const void* data, size_t len, const std::vector<int>& fds) {
+    iovec iov{const_cast<void*>(data), len};
+    std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * fds.size()));
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.data();
+    mh.msg_controllen = cbuf.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    return sendmsg(sock, &mh, 0);
+}
+
 struct Captured {
     int status = -1;
     std::string out;
@@ -741,19 +758,7 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         SCOPED_TRACE(why);
         int pfd[2];
         ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
-        iovec iov{const_cast<void*>(msg), len};
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof cbuf;
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pfd[1], sizeof(int));
-        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(len));
+        ASSERT_EQ(send_fds(sv[0], msg, len, {pfd[1]}), ssize_t(len));
         close(pfd[1]);
         w::HelperReply r{};
         ASSERT_TRUE(reply(r));
@@ -791,19 +796,7 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         int pfd[2];
         ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
         std::vector<int> many(w::kMaxRequestFds + 10, pfd[1]);
-        iovec iov{&req, sizeof req};
-        std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * many.size()));
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf.data();
-        mh.msg_controllen = cbuf.size();
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * many.size());
-        memcpy(CMSG_DATA(c), many.data(), sizeof(int) * many.size());
-        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(sizeof req));
+        ASSERT_EQ(send_fds(sv[0], &req, sizeof req, many), ssize_t(sizeof req));
         close(pfd[1]);
         w::HelperReply r{};
         ASSERT_TRUE(reply(r));
@@ -830,20 +823,8 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         w::HelperRequest ok{};
         ok.magic = w::kHelperMagic;
         ok.flags = w::kReqNewNetIpc;
-        int fds[6] = {devnull, devnull, devnull, planfd, status[1], go[0]};
-        iovec iov{&ok, sizeof ok};
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)];
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof cbuf;
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof fds);
-        memcpy(CMSG_DATA(c), fds, sizeof fds);
-        ASSERT_EQ(sendmsg(sv[0], &mh, 0), ssize_t(sizeof ok));
+        ASSERT_EQ(send_fds(sv[0], &ok, sizeof ok, {devnull, devnull, devnull, planfd, status[1], go[0]}),
+                  ssize_t(sizeof ok));
         close(status[1]);
         close(go[0]);
         w::HelperReply r{};
