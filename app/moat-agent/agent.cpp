@@ -769,8 +769,7 @@ private:
         auto s = sandbox::read_setup_status(j.proc.status.get());
         for (const auto& r : s.records) {
             if (std::string(r.step) == "exit" && !r.fatal) j.inner_status = r.err;  // moat-init: the job's wait status
-            else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus ||
-                     r.fatal == sandbox::kSetupTiming || r.fatal == sandbox::kSetupCloned)
+            else if (sandbox::is_progress_record(r))
                 continue;
             else {
                 if (r.fatal) j.exec_failed = true;

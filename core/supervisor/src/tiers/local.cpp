@@ -116,9 +116,8 @@ void LocalRunning::on_status() {
         else if (r.fatal == sandbox::kSetupTiming) {
             if (const char* step = sandbox::timing_step(r.step))  // the init's end ("reaped", "emptied")
                 m_proc.timings.emplace_back(step, sandbox::timing_ns(r));
-        } else if (r.fatal == sandbox::kSetupFilterNext || r.fatal == sandbox::kSetupCpus ||
-                   r.fatal == sandbox::kSetupCloned)
-            continue;  // progress
+        } else if (sandbox::is_progress_record(r))
+            continue;
         else if (r.fatal) m_exec_failure = r;
         else {
             std::string note = std::string(r.step) + "(\"" + r.detail + "\") failed: " + errno_name(r.err);

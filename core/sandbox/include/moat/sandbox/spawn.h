@@ -80,6 +80,12 @@ inline constexpr int kSetupCloned = 5;
 void report_timing(int status_fd, const char* step);
 // The static name of a timing step, or nullptr for one moatd does not know.
 const char* timing_step(const char* step);
+// Progress, not a warning or a failure: the kinds above that say how the
+// start goes (the listener's number, CPUs, timings, the helper's clone).
+// Every reader of the status pipe skips them (or takes what it needs first).
+inline bool is_progress_record(const SetupRecord& r) {
+    return r.fatal == kSetupFilterNext || r.fatal == kSetupCpus || r.fatal == kSetupTiming || r.fatal == kSetupCloned;
+}
 // A kSetupTiming record's CLOCK_MONOTONIC ns.
 inline int64_t timing_ns(const SetupRecord& r) {
     return int64_t(uint64_t(uint32_t(r.err)) | (uint64_t(uint32_t(r.extra)) << 32));
