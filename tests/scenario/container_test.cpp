@@ -107,6 +107,19 @@ private:
 
 class Container : public Scenario {
 protected:
+    // The job's cgroup directories that exist (every v1 hierarchy, or v2).
+    static std::vector<std::string> job_cgroup_dirs(int64_t id) {
+        std::vector<std::string> out;
+        std::error_code ec;
+        std::vector<fs::path> roots = {"/sys/fs/cgroup"};
+        for (const auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) roots.push_back(h.path());
+        for (const auto& r : roots) {
+            fs::path d = r / s_daemon->cgroup_parent() / ("job-" + std::to_string(id));
+            if (fs::is_directory(d, ec)) out.push_back(d.string());
+        }
+        return out;
+    }
+
     static std::string ctr_policy(const Ctr& c) { return write_policy(c.name, toml(c)); }
 
     // moat-testprog MODE ARGS under the container policy c.
@@ -745,6 +758,53 @@ TEST_F(Container, SignalIsTheJobsNotInits) {
     EXPECT_EQ(cause(j), "signaled") << j.dump();
     EXPECT_EQ(j.value("signal", json()), SIGUSR1) << j.dump();
     EXPECT_TRUE(j["exit_code"].is_null()) << j.dump();
+}
+
+// The job ends with its first process. Its init then kills and reaps what it
+// left, closes the job's stdio and says so; moatd answers at that report, not
+// at the init's exit (issue 15), and reaps the init and removes the job's
+// cgroup after. Nothing of that may be skipped: the orphan is gone, moatd
+// has no zombie, the cgroup directories are gone.
+TEST_F(Container, TheAnswerComesWhenTheJobIsGoneAndTheInitAndCgroupGoAfter) {
+    {
+        // Where a job's cgroup is looked for exists while a job runs.
+        std::string idf = new_id_file();
+        auto job = bg_ctr(Ctr{}, {"sleep", "30"}, idf);
+        json running = wait_running(*s_daemon, idf);
+        ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << job->err();
+        EXPECT_FALSE(job_cgroup_dirs(read_id(idf)).empty());
+        EXPECT_EQ(ctl({"stop", std::to_string(read_id(idf))}).status, 0);
+        job->wait(10);
+    }
+    Ctr c;
+    c.name = "ctr-orphan";
+    auto t0 = Clock::now();
+    JobRun r = run_ctr(c, {"orphan", "5"});
+    EXPECT_LT(since(t0), 10.0) << "the orphan held the answer up";
+    EXPECT_EQ(r.proc.status, 5) << describe(r);
+    EXPECT_NE(r.proc.out.find("orphan="), std::string::npos) << "the job's output was lost: " << describe(r);
+    ASSERT_GT(r.id, 0);
+    json j = show(r.id);
+    EXPECT_EQ(cause(j), "exited") << j.dump();
+    EXPECT_EQ(j.value("exit_code", json()), 5) << j.dump();
+    const json st = j["sandbox"].value("startup_us", json::object());
+    ASSERT_TRUE(st.contains("emptied") && st.contains("exited")) << st.dump();
+    EXPECT_LE(st["emptied"].get<int64_t>(), st["exited"].get<int64_t>()) << st.dump();
+
+    // The init (the job's recorded pid) is reaped: not even a zombie.
+    const pid_t init = j.value("pid", 0);
+    ASSERT_GT(init, 0) << j.dump();
+    EXPECT_TRUE(wait_for([&] { return kill(init, 0) < 0 && errno == ESRCH; }, 3)) << "init " << init << " not reaped";
+    for (pid_t k : children_of(s_daemon->pid()))
+        EXPECT_NE(status_field(k, "State").substr(0, 1), "Z") << "moatd has a zombie child " << k;
+    // Every hierarchy's directory of the job's cgroup is removed.
+    EXPECT_TRUE(wait_for([&] { return job_cgroup_dirs(r.id).empty(); }, 3))
+        << job_cgroup_dirs(r.id).front() << " is still there";
+    // Its uids are free again and the next jobs start as usual.
+    for (int i = 0; i < 3; ++i) {
+        JobRun again = run_ctr(c, {"exit", "0"});
+        EXPECT_EQ(again.proc.status, 0) << describe(again);
+    }
 }
 
 TEST_F(Container, StopEndsTheWholeContainer) {

@@ -317,6 +317,20 @@ int mode_signal(int argc, char** argv) {
 
 int mode_exit(int argc, char** argv) { return int(arg_num(argc, argv, 2)); }
 
+int mode_orphan(int argc, char** argv) {
+    // Leaves a child behind that sleeps for ever with the job's stdout and
+    // stderr open, then exits with CODE: the job ends with its first
+    // process, and what it left must go (and must not hold the answer up).
+    pid_t c = fork();
+    if (c < 0) return 99;
+    if (c == 0) {
+        for (;;) pause();
+    }
+    printf("orphan=%d\n", c);
+    fflush(stdout);
+    return int(arg_num(argc, argv, 2));
+}
+
 
 // ---- container tier ----------------------------------------------------------
 
@@ -655,6 +669,7 @@ const Mode kModes[] = {
     {"socket", mode_socket},         {"kill", mode_kill},
     {"socket-or-not", mode_socket_or_not},
     {"signal", mode_signal},         {"exit", mode_exit},
+    {"orphan", mode_orphan},
     {"whoami", mode_whoami},         {"netdevs", mode_netdevs},
     {"tcp-self", mode_tcp_self},     {"cat", mode_cat},
     {"statvfs", mode_statvfs},       {"openw", mode_openw},

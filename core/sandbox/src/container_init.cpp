@@ -416,6 +416,12 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
                 (void)!write(kInitStatusFd, &rec, sizeof rec);
                 kill(-1, SIGKILL);  // everything else in the namespace
                 while (waitpid(-1, nullptr, 0) > 0) {}
+                // Nothing of the job is left: its stdio ends here (the relay
+                // sees EOF now, not after this process and its namespaces are
+                // torn down), and "emptied" tells moatd it may answer the
+                // client; it reaps this process and removes the cgroup after
+                // (docs/architecture.md, "A container job's end").
+                for (int fd = 0; fd < 3; ++fd) close(fd);
                 report_timing(kInitStatusFd, "emptied");
                 _exit(0);
             }
@@ -462,8 +468,11 @@ void container_init_run(const ContainerPlan& plan) {
     step_mounts(root.get(), plan);
     report_timing(kInitStatusFd, "mounts");
     step_dev(root.get(), plan.dev_shm_size);
+    report_timing(kInitStatusFd, "dev");
     step_proc(root.get());
+    report_timing(kInitStatusFd, "proc");
     step_pivot_root(plan.newroot, plan.root_tree < 0 || plan.root_read_only);
+    report_timing(kInitStatusFd, "pivot");
     for (size_t i = 0; i < plan.trees; ++i) close(kInitTreeFd0 + int(i));
     if (sethostname(plan.hostname.data(), plan.hostname.size()) < 0) die("sethostname", errno, plan.hostname);
     step_network(plan.loopback);

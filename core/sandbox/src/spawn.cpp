@@ -490,7 +490,7 @@ void report_timing(int status_fd, const char* step) {
 }
 
 const char* timing_step(const char* step) {
-    for (const char* known : {"init", "go", "plan", "mounts", "root", "forked", "reaped", "emptied"})
+    for (const char* known : {"init", "go", "plan", "mounts", "dev", "proc", "pivot", "root", "forked", "reaped", "emptied"})
         if (strcmp(step, known) == 0) return known;
     return nullptr;
 }

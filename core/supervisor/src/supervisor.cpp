@@ -16,6 +16,7 @@
 #include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -242,6 +243,15 @@ struct Supervisor::Ending {
     std::shared_ptr<LiveOutput> live;  // the output's last bytes while it is relayed (watchers)
 };
 
+// A container job's init after the job's end was recorded (finish): reaped
+// through its pidfd, then the job's cgroup goes and its uids are free.
+struct Supervisor::Exiting {
+    UniqueFd pidfd;
+    std::shared_ptr<cgroup::JobCgroup> cg;
+    std::vector<uid_t> uids;
+    EventLoop::TimerId late_timer = 0;
+};
+
 // What prepare_inputs produced, per input in request order.
 struct Supervisor::Prepared {
     std::optional<Error> error;
@@ -348,6 +358,22 @@ Supervisor::~Supervisor() {
     m_samplers.clear();
     for (auto& cg : m_spare_cgroups) (void)cg.destroy();
     m_spare_cgroups.clear();
+    // Inits on their way out (normally within a millisecond): up to 2 s in
+    // all, as finish() used to wait for a cgroup to empty, then their
+    // cgroups go. One that has not exited by then keeps its cgroup (removed
+    // at moatd's next start, like any job's left behind).
+    const int64_t exit_deadline = now_monotonic_ns() + 2'000'000'000;
+    for (auto& [id, e] : m_exiting) {
+        if (e->late_timer) m_cfg.loop->cancel_timer(e->late_timer);
+        m_cfg.loop->remove_fd(e->pidfd.get());
+        pollfd p{e->pidfd.get(), POLLIN, 0};
+        const int64_t left_ms = std::max<int64_t>(0, (exit_deadline - now_monotonic_ns()) / 1'000'000);
+        siginfo_t si{};
+        if (::poll(&p, 1, int(left_ms)) == 1 && waitid(idtype_t(3), id_t(e->pidfd.get()), &si, WEXITED | WNOHANG) == 0 &&
+            si.si_pid != 0 && e->cg)
+            (void)e->cg->destroy();
+    }
+    m_exiting.clear();
     for (auto& [id, job] : m_jobs) {
         if (job->cg) {
             (void)job->cg->kill_all();
@@ -1661,7 +1687,13 @@ void Supervisor::finish(Job& job) {
     job.take_inner_steps();
     job.mark("exited");
     // The job ends with its first process; anything it left behind goes too.
-    if (job.cg) (void)job.cg->kill_all(2000);
+    // A container job's init that reported the job's end has emptied its pid
+    // namespace and is exiting: SIGKILL makes sure (its namespace's
+    // processes would go with it); it is reaped and its cgroup removed
+    // after the client's answer (watch_exiting).
+    UniqueFd exiting = job.run->take_exiting();
+    if (exiting) (void)syscall(SYS_pidfd_send_signal, exiting.get(), SIGKILL, nullptr, 0);
+    else if (job.cg) (void)job.cg->kill_all(2000);
     const Outcome out = job.run->outcome();
     // The tier's counts (clone3 answered ENOSYS...): stored with the job's
     // finish, not as a write of their own on the loop thread.
@@ -1749,18 +1781,27 @@ void Supervisor::finish(Job& job) {
     job.run->unwatch(*m_cfg.loop);
     if (job.wall_timer) m_cfg.loop->cancel_timer(job.wall_timer);
     remove_from_sampler(job);
+    std::shared_ptr<cgroup::JobCgroup> cg;
     if (job.cg) {
-        // After the client's answer (the loop runs posted work next): rmdir in
-        // each hierarchy costs the kernel an RCU grace period or so.
-        auto cg = std::make_shared<cgroup::JobCgroup>(std::move(*job.cg));
+        cg = std::make_shared<cgroup::JobCgroup>(std::move(*job.cg));
         job.cg.reset();
-        m_cfg.loop->post([cg, id = job.id] {
-            if (auto d = cg->destroy(); !d)
-                moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)id, d.error().message.c_str());
-        });
     }
-    m_uids_in_use.erase(job.uid);
-    if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);
+    if (exiting) {
+        std::vector<uid_t> uids{job.uid};
+        if (job.ids.root_uid) uids.push_back(job.ids.root_uid);
+        watch_exiting(job.id, std::move(exiting), std::move(cg), std::move(uids));
+    } else {
+        if (cg) {
+            // After the client's answer (the loop runs posted work next): rmdir in
+            // each hierarchy costs the kernel an RCU grace period or so.
+            m_cfg.loop->post([cg, id = job.id] {
+                if (auto d = cg->destroy(); !d)
+                    moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)id, d.error().message.c_str());
+            });
+        }
+        m_uids_in_use.erase(job.uid);
+        if (job.ids.root_uid) m_uids_in_use.erase(job.ids.root_uid);
+    }
     auto cb = std::move(job.on_finished);
     store::JobRecord copy = r;
     const int64_t id = job.id;
@@ -1786,6 +1827,57 @@ void Supervisor::finish(Job& job) {
         cb(copy);
     }
     maybe_all_done();
+}
+
+void Supervisor::watch_exiting(int64_t job_id, UniqueFd pidfd, std::shared_ptr<cgroup::JobCgroup> cg,
+                               std::vector<uid_t> uids) {
+    auto e = std::make_unique<Exiting>();
+    e->pidfd = std::move(pidfd);
+    e->cg = std::move(cg);
+    e->uids = std::move(uids);
+    const int fd = e->pidfd.get();
+    if (!m_cfg.loop->add_fd(fd, EPOLLIN, [this, job_id](uint32_t) { reap_exiting(job_id); })) {
+        // Cannot be watched (no memory for the registration): waited for here,
+        // as finish() did before the init could be left to exit on its own.
+        pollfd p{fd, POLLIN, 0};
+        (void)::poll(&p, 1, 2000);
+        m_exiting.emplace(job_id, std::move(e));
+        reap_exiting(job_id);
+        return;
+    }
+    // Normally reaped within a millisecond; one that is not is said once.
+    if (auto t = m_cfg.loop->add_timer(2'000'000'000, 0, [this, job_id] {
+            auto it = m_exiting.find(job_id);
+            if (it == m_exiting.end()) return;
+            it->second->late_timer = 0;
+            moat::logf(moat::LogLevel::Warning,
+                       "job %lld: its init has not exited 2 s after the job ended; its cgroup is removed once it has\n",
+                       (long long)job_id);
+        }))
+        e->late_timer = *t;
+    m_exiting.emplace(job_id, std::move(e));
+}
+
+void Supervisor::reap_exiting(int64_t job_id) {
+    auto it = m_exiting.find(job_id);
+    if (it == m_exiting.end()) return;
+    Exiting& e = *it->second;
+    siginfo_t si{};
+    // P_PIDFD (3): exactly this child.
+    if (waitid(idtype_t(3), id_t(e.pidfd.get()), &si, WEXITED | WNOHANG) < 0) {
+        if (errno == EINTR) return;  // the pidfd stays readable: called again
+        moat::logf(moat::LogLevel::Warning, "job %lld: reaping its init: %s\n", (long long)job_id, strerror(errno));
+    } else if (si.si_pid == 0) {
+        return;  // not yet (a spurious wake-up)
+    }
+    m_cfg.loop->remove_fd(e.pidfd.get());
+    if (e.late_timer) m_cfg.loop->cancel_timer(e.late_timer);
+    // Its pid namespace is gone with it, so the cgroup is empty.
+    if (e.cg)
+        if (auto d = e.cg->destroy(); !d)
+            moat::logf(moat::LogLevel::Warning, "job %lld: %s\n", (long long)job_id, d.error().message.c_str());
+    for (uid_t u : e.uids) m_uids_in_use.erase(u);
+    m_exiting.erase(it);
 }
 
 void Supervisor::maybe_all_done() {

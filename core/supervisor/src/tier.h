@@ -109,6 +109,13 @@ public:
         (void)sig;
         return fail("this tier cannot pass a signal to its job; stop it instead");
     }
+    // After exited(): a process of the tier's that is still on its way out
+    // although the job's end is known: the container tier's init, which
+    // reported the job's wait status and emptied its pid namespace before
+    // exiting (its namespaces' teardown is not the client's wait). Its pidfd;
+    // the supervisor reaps it, then removes the job's cgroup. Empty (and
+    // the supervisor empties the cgroup itself) when nothing is left.
+    virtual UniqueFd take_exiting() { return {}; }
     // After exited(): reads what is left to read and says how the job ended.
     virtual Outcome outcome() = 0;
     // Figures the finished lifecycle event carries about this tier's work.

@@ -421,7 +421,7 @@ TEST_P(SpawnCgroup, AContainerJobsInitIsInItsCgroupBeforeItRuns) {
             EXPECT_GE(ns, last) << step;
             last = ns;
         }
-        EXPECT_EQ(names, (std::vector<std::string>{"init", "go", "plan", "mounts", "root", "forked"}));
+        EXPECT_EQ(names, (std::vector<std::string>{"init", "go", "plan", "mounts", "dev", "proc", "pivot", "root", "forked"}));
         EXPECT_LE(last, s->ready_ns);
         EXPECT_STREQ(s->cgroup_join, layout->version == cgroup::Version::V1 ? "self" : expected_v2_join(false));
         // moat-init (s->pid) waits for its job, which waits in its first execve.

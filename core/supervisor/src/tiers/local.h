@@ -20,6 +20,7 @@ public:
     // init, which passes these signals on to the program.
     Result<void> signal(int sig) override;
     Outcome outcome() override;
+    UniqueFd take_exiting() override;
     nlohmann::json costs() const override;
     std::vector<std::string> setup_notes() const override;
     std::vector<std::pair<const char*, int64_t>> inner_steps() const override { return m_proc.timings; }
@@ -30,6 +31,7 @@ public:
 private:
     void on_notify();
     void on_status();
+    void on_status_ready();
     void on_exit();
 
     sandbox::Spawned m_proc;
@@ -38,6 +40,10 @@ private:
     bool m_listener_registered = false, m_status_registered = false, m_pidfd_registered = false;
     std::optional<int> m_waited_exit, m_waited_signal;
     std::optional<int> m_inner_status;  // container tier: the job's wait status, reported by moat-init
+    // Container tier: moat-init said "emptied" (nothing of the job is left in
+    // its namespace), so the job's end is known before the init has exited;
+    // then the init's pidfd goes to the supervisor (take_exiting).
+    bool m_emptied = false, m_ended_early = false;
     std::optional<sandbox::SetupRecord> m_exec_failure;
     ModuleResolver m_modules;
     // The last module answer (printable), for the same tid and ip: a loop of

@@ -306,6 +306,13 @@ private:
     // Jobs whose process has ended but whose output relay is still
     // delivering; the client's "finished" answer waits for both.
     std::map<int64_t, std::unique_ptr<Ending>> m_ending;
+    // Container jobs recorded and answered while their init still exits
+    // (Running::take_exiting): the init is reaped here, and only then is the
+    // job's cgroup removed and are its uids free again.
+    struct Exiting;
+    std::map<int64_t, std::unique_ptr<Exiting>> m_exiting;
+    void watch_exiting(int64_t job_id, UniqueFd pidfd, std::shared_ptr<cgroup::JobCgroup> cg, std::vector<uid_t> uids);
+    void reap_exiting(int64_t job_id);
     // Jobs whose inputs are being opened and copied off the loop.
     std::map<int64_t, std::unique_ptr<Preparing>> m_preparing;
     std::function<void(int64_t)> m_output_hook;
