@@ -413,6 +413,30 @@ int predict_listener_fd() {
 
 namespace {
 
+// The child's "go": one byte on a pipe whose reader may be gone already (a
+// child that failed its cgroup join reports it and exits first). EPIPE is
+// the answer then, never SIGPIPE: moatd ignores it, but a caller of this
+// library need not (a test binary was killed by it). SIGPIPE is blocked on
+// this thread for the write and a pending one taken back.
+ssize_t write_go(int fd) {
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    const char one = 1;
+    ssize_t n;
+    do n = ::write(fd, &one, 1);
+    while (n < 0 && errno == EINTR);
+    const int e = errno;
+    if (n < 0 && e == EPIPE && !sigismember(&old, SIGPIPE)) {
+        timespec zero{0, 0};
+        (void)sigtimedwait(&pipe_set, nullptr, &zero);  // ours, sent to this thread
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = e;
+    return n;
+}
+
 int read_last_cap() {
     int fd = ::open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 63;
@@ -873,8 +897,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     if (plan.cgroup && join->n == 0 && !born_in_group) {
         if (auto r = plan.cgroup->add_pid(pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
-    char one = 1;
-    if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
+    if (write_go(go_w.get()) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();
 
     // Wait until the child holds its listener (it is then blocked in execve,
@@ -1185,8 +1208,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     if (plan.cgroup && join->n == 0 && !born_in_group) {
         if (auto r = plan.cgroup->add_pid(out.pid); !r) return abort_child(r.error().wrap("joining the job cgroup"));
     }
-    char one = 1;
-    if (::write(go_w.get(), &one, 1) != 1) return abort_child(Error::sys("write(go)", errno));
+    if (write_go(go_w.get()) != 1) return abort_child(Error::sys("write(go)", errno));
     go_w.reset();
 
     // moat-init builds the root, then the job (its child) installs the filter.

@@ -190,6 +190,17 @@ void Relay::run() {
     };
 
     auto record = [&](const char* p, size_t n) {
+        if (!s.record_in && s.make_record_in && n) {
+            auto t = s.make_record_in();
+            s.make_record_in = nullptr;  // once
+            if (!t) {
+                res.error = "recording stdin: " + t.error().message;
+                res.in_truncated = true;
+                return;
+            }
+            s.record_in.reset(t->first);
+            res.in_temp = t->second;
+        }
         if (!s.record_in) return;
         size_t take = n;
         if (res.in_recorded + take > s.record_in_max) {

@@ -56,6 +56,10 @@ struct RelaySpec {
     UniqueFd src_in;             // the client's stdin or a recorded blob; empty: EOF at once
     UniqueFd dst_out, dst_err;   // the client's stdout/stderr; empty: discard (kept in the tail)
     UniqueFd record_in;          // temp file that receives stdin; empty: not recorded
+    // Or made when the first stdin byte comes (relay thread): a job whose
+    // stdin is empty costs no temp file (its recording is the empty blob).
+    // Returns the open fd and its path (RelayResult::in_temp).
+    std::function<Result<std::pair<int, std::string>>()> make_record_in;
     uint64_t record_in_max = 16ull << 20;
     uint64_t tail_max = 1ull << 20;
     std::shared_ptr<LiveOutput> live;  // may be empty
@@ -69,6 +73,7 @@ struct RelayResult {
     store::JobOutput out, err;
     bool cancelled = false;      // stopped before the job's output was fully delivered
     std::string error;           // a recording write failed (relaying went on)
+    std::string in_temp;         // the temp file make_record_in made; empty: none
 };
 
 class Relay final {

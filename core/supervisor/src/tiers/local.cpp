@@ -224,16 +224,17 @@ void LocalRunning::on_notify() {
     }
     n.decoded = native ? decode_args(n.pid, n.nr, n.args) : std::nullopt;
     n.modules_off = work_start < m_modules_off_until;
-    // Seccomp tier: the first process's first execve runs moatd's spawn code
-    // in memory it shares with moatd (clone(CLONE_VM)), so its module would
-    // name moatd, and reading moatd's maps took ~0.13 ms of every job's start.
-    // Not looked up: that execve is always allowed (the policy lint requires
-    // execve), and an allowed exec's row carries no module. Any later execve,
-    // and every other process's, is resolved as usual.
-    const bool spawn_exec = native && !m_spawn_exec_seen && n.pid == m_proc.pid &&
-                            (n.nr == SYS_execve || n.nr == SYS_execveat);
+    // The job's first notice is its first execve, made by moatd's spawn code
+    // (seccomp tier: in memory it shares with moatd, clone(CLONE_VM)) or
+    // moat-init's (container tier: the init's child), right after the filter
+    // was installed: nothing else runs under the filter before it. Its module
+    // would name moatd or moat-init, and reading those maps took ~0.13 ms of
+    // every job's start. Not looked up: that execve is always allowed (the
+    // policy lint requires execve), and an allowed exec's row carries no
+    // module. Any later execve, and every other call, is resolved as usual.
+    const bool spawn_exec = native && !m_spawn_exec_seen && (n.nr == SYS_execve || n.nr == SYS_execveat);
+    m_spawn_exec_seen = true;  // only the first notice can be that execve
     if (spawn_exec) {
-        m_spawn_exec_seen = true;
     } else if (n.modules_off) {
         ++m_modules_skipped;
     } else if (m_last_module.pid == n.pid && m_last_module.ip == n.ip &&

@@ -59,7 +59,7 @@ private:
     int64_t m_work_window_mono = 0, m_work_ns = 0, m_modules_off_until = 0;
     uint64_t m_modules_skipped = 0;
     bool m_work_limit_reported = false;
-    bool m_spawn_exec_seen = false;  // the first execve (see on_notify) came
+    bool m_spawn_exec_seen = false;  // the job's first notice (its first execve, see on_notify) came
     // clone3 calls answered ENOSYS, and how many of them asked for CLONE_THREAD
     // (a thread library starting a thread; glibc then falls back to clone).
     uint64_t m_clone3_calls = 0, m_clone3_threads = 0;

@@ -265,6 +265,7 @@ private:
     void kill_job(Job& job, const std::string& cause, const std::string& detail);
     void flush_denials(Job& job);
     void finish(Job& job);
+    void store_runtime(Job& job);
     void relay_done(int64_t job_id, RelayResult res);
     void complete(int64_t job_id);
     void maybe_all_done();
