@@ -1591,6 +1591,15 @@ void Server::handle_replay(Client& c, const json& req) {
     jr.learn = learn;
     jr.learn_through_rules = learn && req.value("override_deny_rules", false);
     jr.client = {c.uid, c.gid, c.groups};  // a host file is checked with the replaying client's rights
+    if (rec.contains("stdin") && rec["stdin"].is_object() && rec["stdin"]["sha256"].is_null() &&
+        rec["stdin"].value("bytes", json(0)).is_number_unsigned() && rec["stdin"]["bytes"].get<uint64_t>() > 0) {
+        // The job read stdin that could not be recorded (the artifact store
+        // refused the file): replaying it with an empty stdin would not be a replay.
+        reply(c.id, error_reply("not-replayable", who + ": its stdin (" + std::to_string(rec["stdin"]["bytes"].get<uint64_t>()) +
+                                                      " bytes) was not recorded (" +
+                                                      rec["stdin"].value("note", std::string("no note")) + ")"));
+        return;
+    }
     if (rec.contains("stdin") && rec["stdin"].is_object() && rec["stdin"].value("sha256", json()).is_string()) {
         std::string sha = rec["stdin"]["sha256"].get<std::string>();
         if (!m_cfg.artifacts || !store::valid_sha256(sha) || !m_cfg.artifacts->exists(sha)) {

@@ -196,6 +196,7 @@ void Relay::run() {
             if (!t) {
                 res.error = "recording stdin: " + t.error().message;
                 res.in_truncated = true;
+                res.in_record_failed = true;
                 return;
             }
             s.record_in.reset(t->first);
@@ -215,6 +216,7 @@ void Relay::run() {
             if (w < 0) {
                 res.error = std::string("recording stdin: ") + strerror(errno);
                 res.in_truncated = true;
+                res.in_record_failed = true;
                 s.record_in.reset();
                 return;
             }

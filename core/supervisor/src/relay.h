@@ -74,6 +74,7 @@ struct RelayResult {
     bool cancelled = false;      // stopped before the job's output was fully delivered
     std::string error;           // a recording write failed (relaying went on)
     std::string in_temp;         // the temp file make_record_in made; empty: none
+    bool in_record_failed = false;  // making or writing the stdin recording failed (error says why)
 };
 
 class Relay final {

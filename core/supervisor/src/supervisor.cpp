@@ -1188,7 +1188,7 @@ void Supervisor::complete(int64_t job_id) {
             in = {{"sha256", nullptr}, {"note", "not recorded: " + b.error().message}};
         }
         e->recording["stdin"] = in;
-    } else if (e->stdin_recorded && r.in_recorded == 0 && r.error.empty()) {
+    } else if (e->stdin_recorded && r.in_recorded == 0 && !r.in_record_failed) {
         // Recorded, and it was empty: the empty blob (made once, again if expired).
         nlohmann::json in = nullptr;
         static const std::string kEmpty = sha256_hex("");
@@ -1204,7 +1204,7 @@ void Supervisor::complete(int64_t job_id) {
         }
         e->recording["stdin"] = in;
     } else if (e->stdin_recorded && r.in_recorded == 0) {
-        e->recording["stdin"] = {{"sha256", nullptr}, {"note", "not recorded: " + r.error}};
+        e->recording["stdin"] = {{"sha256", nullptr}, {"bytes", r.in_bytes}, {"note", "not recorded: " + r.error}};
     } else if (!e->recording.contains("stdin")) {
         e->recording["stdin"] = {{"sha256", nullptr}, {"bytes", 0}, {"note", "the job had no stdin"}};
     }
@@ -1811,6 +1811,10 @@ void Supervisor::finish(Job& job) {
                      {"denials_aggregated", job.aggregated},
                      {"execs_not_stored", job.execs_unstored}};
     fin["events"].update(job.run->costs());
+    // Before the row: a watch ends when it reads the row finished, then
+    // flushes the queue and reads once more, so the event must be queued by
+    // then (events --follow prints it last).
+    emit(job.id, store::EventKind::Lifecycle, fin);
     job.mark("recording");
     if (!r.info.is_object()) r.info = nlohmann::json::object();
     r.info["startup_us"] = job.steps_json();
@@ -1822,10 +1826,6 @@ void Supervisor::finish(Job& job) {
                 res.error().message.c_str());
         m_unrecorded.push_back(r);
     }
-    // After the row: queued earlier, the event woke the store's writer, whose
-    // commit then held up finish_job on the store's write lock (~70 us), and a
-    // watcher told of the event now finds the row finished.
-    emit(job.id, store::EventKind::Lifecycle, fin);
 
     // Tear down.
     job.run->unwatch(*m_cfg.loop);
@@ -1887,10 +1887,17 @@ void Supervisor::watch_exiting(int64_t job_id, UniqueFd pidfd, std::shared_ptr<c
     e->uids = std::move(uids);
     const int fd = e->pidfd.get();
     if (!m_cfg.loop->add_fd(fd, EPOLLIN, [this, job_id](uint32_t) { reap_exiting(job_id); })) {
-        // Cannot be watched (no memory for the registration): waited for here,
-        // as finish() did before the init could be left to exit on its own.
+        // Cannot be watched (no memory for the registration): waited for here
+        // (it has SIGKILL), as finish() waited for a cgroup to empty, and
+        // without a bound when it does not go within 2 s: a cgroup and uids
+        // left held for good would be worse than a stalled loop.
         pollfd p{fd, POLLIN, 0};
-        (void)::poll(&p, 1, 2000);
+        if (::poll(&p, 1, 2000) != 1) {
+            moat::logf(moat::LogLevel::Warning,
+                       "job %lld: its init has not exited 2 s after the job ended; waiting for it\n", (long long)job_id);
+            siginfo_t si{};
+            while (waitid(idtype_t(3), id_t(fd), &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+        }
         m_exiting.emplace(job_id, std::move(e));
         reap_exiting(job_id);
         return;
