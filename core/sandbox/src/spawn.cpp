@@ -1053,15 +1053,19 @@ Result<void> write_id_map(pid_t pid, const char* file, const std::string& map) {
 // killed, or died): the init it may have cloned is our child and wrote no
 // pid we know, except in the helper's kSetupCloned record on the status
 // pipe. With the go pipe closed it exits at once; the pipe's EOF says so
-// (bounded: 2 s), and it is reaped. Without the record (the helper died
-// between its clone and that write) it stays a zombie.
+// (bounded: 2 s). Each init named is then reaped, waited for through its
+// pidfd (EOF comes when it closes its files, a moment before it is a zombie:
+// a WNOHANG wait right then left it unreaped for good), and SIGKILLed first
+// if the pipe never closed. Without the record (the helper died between its
+// clone and that write) it stays a zombie.
 void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r) {
     go_w.reset();
     st_w.reset();
     fcntl(st_r, F_SETFL, fcntl(st_r, F_GETFL) | O_NONBLOCK);
     std::vector<pid_t> cloned;
     const int64_t deadline = now_monotonic_ns() + 2'000'000'000;
-    for (bool eof = false; !eof && now_monotonic_ns() < deadline;) {
+    bool eof = false;
+    while (!eof && now_monotonic_ns() < deadline) {
         pollfd p{st_r, POLLIN, 0};
         ::poll(&p, 1, 100);
         SetupStatus got = read_setup_status(st_r);
@@ -1070,8 +1074,15 @@ void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r) {
         eof = got.eof;
     }
     for (pid_t pid : cloned) {
+        // Our unreaped child: the pid cannot have been reused.
+        UniqueFd pidfd(int(syscall(SYS_pidfd_open, pid, 0)));
+        if (!pidfd) continue;  // not ours, or gone (ESRCH)
+        if (!eof) ::kill(pid, SIGKILL);
+        pollfd p{pidfd.get(), POLLIN, 0};
+        const int64_t left_ms = (deadline - now_monotonic_ns()) / 1'000'000;
+        ::poll(&p, 1, int(std::clamp<int64_t>(left_ms, 100, 2000)));
         siginfo_t si{};
-        waitid(P_PID, id_t(pid), &si, WEXITED | WNOHANG);
+        waitid(idtype_t(3) /*P_PIDFD*/, id_t(pidfd.get()), &si, WEXITED | WNOHANG);
     }
 }
 

@@ -851,6 +851,67 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
     EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
 }
 
+// A helper request that went out and was never answered leaves an init
+// (our child: CLONE_PARENT) known only from the helper's kSetupCloned note on
+// the status pipe. reap_unanswered_init must reap it: when the pipe's EOF
+// comes before the process is a zombie (it closes its files, then exits), and
+// when the pipe never closes (killed after the 2 s bound).
+namespace {
+pid_t fake_init(int go_r, int go_w, int st_r, int st_w, bool leaves) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    close(go_w);
+    close(st_r);
+    sandbox::SetupRecord rec{};
+    snprintf(rec.step, sizeof rec.step, "spawn helper: cloned");
+    rec.fatal = sandbox::kSetupCloned;
+    rec.err = getpid();
+    if (write(st_w, &rec, sizeof rec) != ssize_t(sizeof rec)) _exit(1);
+    if (!leaves)
+        for (;;) pause();  // holds the status pipe for ever
+    char c;
+    while (read(go_r, &c, 1) > 0) {}
+    close(st_w);    // the EOF moatd sees...
+    usleep(200000); // ...well before this process exits
+    _exit(0);
+}
+}  // namespace
+
+TEST(SpawnReap, AnInitWhoseAnswerWasLostIsReapedAfterItsPipeCloses) {
+    int go[2], st[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(st, O_CLOEXEC), 0);
+    const pid_t pid = fake_init(go[0], go[1], st[0], st[1], true);
+    ASSERT_GT(pid, 0);
+    close(go[0]);
+    UniqueFd go_w(go[1]), st_w(st[1]), st_r(st[0]);
+    sandbox::reap_unanswered_init(go_w, st_w, st_r.get());
+    EXPECT_FALSE(go_w);
+    EXPECT_FALSE(st_w);
+    int ws = 0;
+    const pid_t w = waitpid(pid, &ws, WNOHANG);
+    EXPECT_EQ(w, -1) << "the init was left unreaped (waitpid: " << w << ")";
+    if (w != -1) waitpid(pid, &ws, 0);
+}
+
+TEST(SpawnReap, AnInitThatKeepsItsPipeIsKilledAndReaped) {
+    int go[2], st[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(st, O_CLOEXEC), 0);
+    const pid_t pid = fake_init(go[0], go[1], st[0], st[1], false);
+    ASSERT_GT(pid, 0);
+    close(go[0]);
+    UniqueFd go_w(go[1]), st_w(st[1]), st_r(st[0]);
+    sandbox::reap_unanswered_init(go_w, st_w, st_r.get());
+    int ws = 0;
+    const pid_t w = waitpid(pid, &ws, WNOHANG);
+    EXPECT_EQ(w, -1) << "the init was left (waitpid: " << w << ")";
+    if (w != -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &ws, 0);
+    }
+}
+
 TEST_F(SpawnTest, LandlockRulesetFollowsThePolicy) {
     if (sandbox::landlock_abi() == 0) GTEST_SKIP() << "kernel without Landlock";
     policy::Filesystem fs;

@@ -298,6 +298,13 @@ inline constexpr int kInitTreeFd0 = 5;
 // init's. Setup failures before that are returned as errors.
 Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan);
 
+// After a spawn-helper request that went out and was never answered: closes
+// the job's go and status write ends, reads the status pipe (st_r) until EOF
+// or 2 s, and reaps every init the helper noted there (kSetupCloned; our
+// children), SIGKILLing one that did not exit. Used by spawn_container_job;
+// declared for its test.
+void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r);
+
 // The container tier's spawn helper: `moat-init --spawn-helper`, a
 // single-threaded process moatd starts once (and again if it dies). For each
 // job it clones the job's init into the new namespaces with CLONE_PARENT, so
