@@ -372,9 +372,13 @@ void step_seccomp(const ChildArgs& a) {
 }
 
 [[noreturn]] void child_main(ChildArgs a) {  // a copy: step_fds renumbers fds
+    // Timings on moatd's clock, like the container init's (startup_us):
+    // where the seccomp tier's spawn goes.
+    report_timing(a.status_fd, "child");
     step_die_with_parent(a);
     step_join_cgroup(a.status_fd, a.join);
     step_wait_for_cgroup(a);
+    report_timing(a.status_fd, "joined");
     step_fds(a);
     step_session();
     step_rlimits(a);
@@ -382,6 +386,7 @@ void step_seccomp(const ChildArgs& a) {
     step_cwd(a);
     step_landlock(a);
     step_signals();
+    report_timing(a.status_fd, "dropped");
     step_seccomp(a);
     const long r = raw_syscall3(SYS_execve, long(a.exe), long(a.argv), long(a.envp));
     // The filter is installed: any syscall but exit_group may be denied (a
@@ -510,11 +515,12 @@ void report_timing(int status_fd, const char* step) {
     rec.fatal = kSetupTiming;
     rec.err = int(uint32_t(ns));
     rec.extra = int(uint32_t(ns >> 32));
-    (void)!write(status_fd, &rec, sizeof rec);
+    // Raw: the seccomp tier's child shares moatd's memory and errno with it.
+    (void)raw_syscall3(SYS_write, status_fd, long(&rec), long(sizeof rec));
 }
 
 const char* timing_step(const char* step) {
-    for (const char* known : {"init", "go", "plan", "mounts", "dev", "proc", "pivot", "root", "forked", "reaped", "emptied"})
+    for (const char* known : {"child", "joined", "dropped", "init", "go", "plan", "mounts", "dev", "proc", "pivot", "root", "forked", "reaped", "emptied"})
         if (strcmp(step, known) == 0) return known;
     return nullptr;
 }
