@@ -1177,28 +1177,20 @@ void Supervisor::complete(int64_t job_id) {
     e->relay.reset();  // its thread has returned (or is returning) from `done`
     const RelayResult& r = e->result;
     std::vector<std::pair<std::string, uint64_t>> new_blobs;  // stored with the recording, in its commit
-    if (!e->stdin_temp.empty()) {
+    const bool had_bytes = !e->stdin_temp.empty();
+    if (had_bytes || (e->stdin_recorded && r.in_recorded == 0 && !r.in_record_failed)) {
+        // What the relay recorded, or an empty stdin: the empty blob (made
+        // once, again if it was expired), with no temp file for it.
+        static const std::string kEmpty = sha256_hex("");
+        Result<store::BlobInfo> b = had_bytes ? m_cfg.artifacts->adopt(e->stdin_temp)
+                                    : m_cfg.artifacts->exists(kEmpty) ? Result<store::BlobInfo>(store::BlobInfo{kEmpty, 0, false})
+                                                                      : m_cfg.artifacts->put_bytes("");
         nlohmann::json in = nullptr;
-        if (auto b = m_cfg.artifacts->adopt(e->stdin_temp)) {
+        if (b) {
             in = {{"sha256", b->sha256}, {"bytes", b->bytes}, {"truncated", r.in_truncated},
                   {"complete", r.in_recorded_complete}};
             e->blobs.push_back(b->sha256);
             new_blobs.emplace_back(b->sha256, b->bytes);
-        } else {
-            in = {{"sha256", nullptr}, {"note", "not recorded: " + b.error().message}};
-        }
-        e->recording["stdin"] = in;
-    } else if (e->stdin_recorded && r.in_recorded == 0 && !r.in_record_failed) {
-        // Recorded, and it was empty: the empty blob (made once, again if expired).
-        nlohmann::json in = nullptr;
-        static const std::string kEmpty = sha256_hex("");
-        auto b = m_cfg.artifacts->exists(kEmpty) ? Result<store::BlobInfo>(store::BlobInfo{kEmpty, 0, false})
-                                                 : m_cfg.artifacts->put_bytes("");
-        if (b) {
-            in = {{"sha256", b->sha256}, {"bytes", 0}, {"truncated", r.in_truncated},
-                  {"complete", r.in_recorded_complete}};
-            e->blobs.push_back(b->sha256);
-            new_blobs.emplace_back(b->sha256, 0);
         } else {
             in = {{"sha256", nullptr}, {"note", "not recorded: " + b.error().message}};
         }
