@@ -94,20 +94,6 @@ constexpr bool kShareMemoryBuild = false;
 constexpr bool kShareMemoryBuild = true;
 #endif
 
-// The child's setresuid makes the kernel set the *shared* memory's dumpable
-// flag to fs.suid_dumpable. At 1 ("debug") the child, running as the job's
-// uid before its exec, would be ptrace-able by that uid, and with it moatd's
-// memory: then the child is a copy. Read at every spawn (a sysctl can change).
-bool share_memory_now() {
-    if (!kShareMemoryBuild) return false;
-    int fd = ::open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    char c = 0;
-    ssize_t n = ::read(fd, &c, 1);
-    ::close(fd);
-    return n == 1 && c != '1';
-}
-
 #if defined(__x86_64__)
 // clone3(2) for a child that shares our memory and runs fn(arg) on its own
 // stack: glibc exports no clone3 wrapper, and after a raw clone3 the child
@@ -414,6 +400,16 @@ int predict_listener_fd() {
     if (fd < 0) return -1;
     ::close(fd);
     return fd;
+}
+
+bool child_may_share_memory() {
+    if (!kShareMemoryBuild) return false;
+    int fd = ::open("/proc/sys/fs/suid_dumpable", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char c = 0;
+    ssize_t n = ::read(fd, &c, 1);
+    ::close(fd);
+    return n == 1 && c != '1';
 }
 
 namespace {
@@ -844,7 +840,7 @@ Result<Spawned> spawn_seccomp_job(const SpawnPlan& plan) {
     pid_t pid = -1;
     int clone_errno = 0;
     bool born_in_group = false, tried_clone3 = false;
-    const bool share = share_memory_now();
+    const bool share = child_may_share_memory();
     if (share) {
         // No copy of moatd's page tables and no copy-on-write faults in
         // either process afterwards: on a 2-vCPU VM the fork of a 50 MiB
@@ -1169,7 +1165,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
     Result<ChildMemory> mem = ChildMemory{};
     if (pid > 0) {
         // cloned by the helper
-    } else if (!plan.plan_in_process && share_memory_now()) {
+    } else if (!plan.plan_in_process && child_may_share_memory()) {
         mem = ChildMemory::create(sizeof a);
         if (!mem) return std::unexpected(mem.error());
         auto* slot = mem->alloc(sizeof a, alignof(ContainerChildArgs));

@@ -99,6 +99,13 @@ inline int64_t timing_ns(const SetupRecord& r) {
 // (seccomp() will then fail with EMFILE and say so).
 int predict_listener_fd();
 
+// Whether a child may run on its parent's memory (clone(CLONE_VM)) until its
+// execve: not in a sanitizer build (per-thread state lives with the parent),
+// and not while fs.suid_dumpable is 1 (the child's setresuid sets the shared
+// memory's dumpable flag from it, and at 1 the job's uid could ptrace that
+// memory before the exec). Read at every call: a sysctl can change.
+bool child_may_share_memory();
+
 // How a failed execve() after the filter is reported (issue 11, item 7). Once
 // the job's filter is installed, any syscall may be denied (a policy may allow
 // only execve and exit_group), so the job's process reports the failure with
