@@ -65,8 +65,16 @@ nlohmann::json ContainerPlan::to_json() const {
         if (x.verify) m.back()["expect"] = {x.dev, x.ino};
         if (x.tree >= 0) m.back()["tree"] = x.tree;
     }
-    nlohmann::json f = nlohmann::json::array();
-    for (const auto& i : filter) f.push_back({i.code, i.jt, i.jf, i.k});
+    // The filter as one string, 16 hex digits per instruction (code, jt, jf,
+    // k, most significant first): an array of arrays was most of the plan's
+    // parse (~0.1 ms of a container start for 115 instructions).
+    std::string f;
+    f.reserve(filter.size() * 16);
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (const auto& i : filter) {
+        const uint64_t v = uint64_t(i.code) << 48 | uint64_t(i.jt) << 40 | uint64_t(i.jf) << 32 | i.k;
+        for (int shift = 60; shift >= 0; shift -= 4) f.push_back(kHex[(v >> shift) & 15]);
+    }
     return {{"hostname", hostname},
             {"loopback", loopback},
             {"newroot", newroot},
@@ -132,14 +140,19 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
         p.env = j.at("env").get<std::vector<std::string>>();
         p.exe = j.at("exe").get<std::string>();
         p.cwd = j.at("cwd").get<std::string>();
-        for (const auto& i : j.at("filter")) {
-            if (!i.is_array() || i.size() != 4) return fail("plan: bad filter instruction");
-            p.filter.push_back(sock_filter{uint16_t(plan_uint(i[0], "filter code", UINT16_MAX)),
-                                           uint8_t(plan_uint(i[1], "filter jt", UINT8_MAX)),
-                                           uint8_t(plan_uint(i[2], "filter jf", UINT8_MAX)),
-                                           uint32_t(plan_uint(i[3], "filter k", UINT32_MAX))});
+        const auto& f = j.at("filter").get_ref<const std::string&>();
+        if (f.empty() || f.size() % 16 != 0 || f.size() / 16 > 4096) return fail("plan: filter size out of range");
+        p.filter.reserve(f.size() / 16);
+        for (size_t at = 0; at < f.size(); at += 16) {
+            uint64_t v = 0;
+            for (size_t d = at; d < at + 16; ++d) {
+                const char c = f[d];
+                const int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                if (x < 0) return fail("plan: the filter is not lower-case hex");
+                v = v << 4 | uint64_t(x);
+            }
+            p.filter.push_back(sock_filter{uint16_t(v >> 48), uint8_t(v >> 40), uint8_t(v >> 32), uint32_t(v)});
         }
-        if (p.filter.empty() || p.filter.size() > 4096) return fail("plan: filter size out of range");
         // Absent in a plan from an older moatd: a tmpfs root, as before.
         p.trees = size_t(plan_uint(j.value("trees", nlohmann::json(0)), "trees", kMaxTrees));
         if (auto r = j.value("root_tree", nlohmann::json(-1)); !(r.is_number_integer() && r.get<int64_t>() == -1))

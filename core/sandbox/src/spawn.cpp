@@ -548,6 +548,14 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
     int listener_fd = -1;  // its number in the job's process, from the kSetupFilterNext record
     std::vector<UniqueFd> targets;  // pidfds of the process(es) that may hold it
     long backoff_ns = 20'000;
+    // The short sleeps below are the time the filter's install takes (tens
+    // of microseconds): the default 50 us of timer slack would double each.
+    const int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    struct SlackBack {
+        int ns;
+        ~SlackBack() { if (ns > 0) prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(ns), 0, 0, 0); }
+    } slack_back{old_slack};
     for (;;) {
         const int64_t now = now_monotonic_ns();
         if (now > deadline) return fail("job setup timed out after " + std::to_string(timeout_ms / 1000) + " s");

@@ -42,9 +42,31 @@ TEST(ContainerPlan, NumbersMustBeIntegersInRange) {
         EXPECT_NE(r.error().message.find("root_size"), std::string::npos) << r.error().message;
     }
     EXPECT_FALSE(with("uid", json(uint64_t(1) << 40))) << "a uid above 2^32 must not be truncated";
-    json f = good;
-    f["filter"] = json::array({json::array({6, 300, 0, 0})});
-    EXPECT_FALSE(ContainerPlan::from_json(f)) << "a jump offset above 255 must not be truncated";
+}
+
+// The filter travels as 16 lower-case hex digits per instruction: every
+// field comes back exactly, and anything else is refused, never truncated.
+TEST(ContainerPlan, TheFilterComesBackExactlyAndABadOneIsRefused) {
+    ContainerPlan p = valid_plan();
+    p.filter = {sock_filter{0xffff, 0xfe, 0x01, 0xfffffffe}, sock_filter{6, 0, 0, 0x7fff0000}, sock_filter{0, 0, 0, 0}};
+    auto back = ContainerPlan::from_json(p.to_json());
+    ASSERT_TRUE(back) << back.error().message;
+    ASSERT_EQ(back->filter.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(back->filter[i].code, p.filter[i].code) << i;
+        EXPECT_EQ(back->filter[i].jt, p.filter[i].jt) << i;
+        EXPECT_EQ(back->filter[i].jf, p.filter[i].jf) << i;
+        EXPECT_EQ(back->filter[i].k, p.filter[i].k) << i;
+    }
+    const json good = p.to_json();
+    EXPECT_EQ(good["filter"], "fffffe01fffffffe00060000" "7fff0000" "0000000000000000");
+    for (json bad : {json(""), json("0006000000ffff7"), json("0006000000ffff7f0"), json("0006000000FFFF7F"),
+                     json("000600000 ffff7f"), json(std::string(4097 * 16, '0')),
+                     json::array({json::array({6, 0, 0, 0})}), json(6)}) {
+        json j = good;
+        j["filter"] = bad;
+        EXPECT_FALSE(ContainerPlan::from_json(j)) << "filter " << bad.dump().substr(0, 60) << " was accepted";
+    }
 }
 
 }  // namespace
