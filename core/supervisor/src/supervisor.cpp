@@ -1681,7 +1681,10 @@ void Supervisor::sample(Job& job, bool final) {
 }
 
 void Supervisor::kill_job(Job& job, const std::string& cause, const std::string& detail) {
-    if (job.kill_cause.empty()) {
+    // A job that already ended on its own (its status known, its end not yet
+    // handled) keeps that end as its cause; what is left of it is killed all
+    // the same.
+    if (job.kill_cause.empty() && !(job.run && job.run->ended())) {
         job.kill_cause = cause;
         job.kill_detail = detail;
     }

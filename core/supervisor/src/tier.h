@@ -104,6 +104,10 @@ public:
     virtual bool clock_at_launch() const { return true; }
     // SIGKILL to what runs the job; the supervisor also empties its cgroup.
     virtual void kill() = 0;
+    // The job's own end is known although exited() has not come yet: a kill
+    // now (a stop, a limit) must not be recorded as its cause. Reads what is
+    // waiting to be read; never blocks.
+    virtual bool ended() { return false; }
     // Delivers an operator's catchable signal to the job's program.
     virtual Result<void> signal(int sig) {
         (void)sig;

@@ -151,5 +151,53 @@ TEST(LocalRunningTest, WithoutTheJobsStatusTheEndWaitsForTheInitsExit) {
     init.pid = -1;  // reaped by LocalRunning
 }
 
+// A stop (or a limit) that lands after the init reported the job's status
+// but before its "emptied": the job ended on its own, and ended() says so
+// (Supervisor::kill_job then keeps the job's own end as its cause), also
+// while the record is still unread on the pipe.
+TEST(LocalRunningTest, TheJobHasEndedOnceItsStatusIsReportedEvenIfUnread) {
+    auto loop = EventLoop::create();
+    ASSERT_TRUE(loop.has_value());
+    FakeInit init;
+    ASSERT_GT(init.pid, 0);
+    init.proc.init_by = "spawn-helper";  // a container job's init
+    LocalRunning run(std::move(init.proc));
+    Events ev(**loop);
+    run.watch(**loop, ev);
+    EXPECT_FALSE(run.ended()) << "nothing reported yet";
+
+    init.exit_record(W_EXITCODE(0, 0));  // on the pipe, the loop has not read it
+    EXPECT_TRUE(run.ended());
+    EXPECT_EQ(ev.exits, 0) << "ended() only reads; the end comes at emptied";
+    sandbox::report_timing(init.status_w, "emptied");
+    run_for(**loop, 5000);
+    ASSERT_EQ(ev.exits, 1);
+    EXPECT_EQ(run.outcome().exit_code, 0);
+    UniqueFd left = run.take_exiting();
+    run.unwatch(**loop);
+}
+
+// The seccomp tier: the job's process is gone but its pidfd's event is not
+// handled yet.
+TEST(LocalRunningTest, ASeccompJobHasEndedOnceItsProcessIsAZombie) {
+    auto loop = EventLoop::create();
+    ASSERT_TRUE(loop.has_value());
+    FakeInit job;
+    ASSERT_GT(job.pid, 0);
+    LocalRunning run(std::move(job.proc));
+    Events ev(**loop);
+    run.watch(**loop, ev);
+    EXPECT_FALSE(run.ended());
+    close(job.go_w);  // it exits now
+    job.go_w = -1;
+    siginfo_t si{};
+    ASSERT_EQ(waitid(P_PID, id_t(job.pid), &si, WEXITED | WNOWAIT), 0);
+    EXPECT_TRUE(run.ended());
+    run_for(**loop, 5000);
+    ASSERT_EQ(ev.exits, 1);
+    run.unwatch(**loop);
+    job.pid = -1;  // reaped by LocalRunning
+}
+
 }  // namespace
 }  // namespace moat::supervisor

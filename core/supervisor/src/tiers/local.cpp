@@ -97,6 +97,18 @@ Result<void> LocalRunning::signal(int sig) {
 
 void LocalRunning::kill() { ::kill(m_proc.pid, SIGKILL); }
 
+// Container tier: moat-init reported the job's wait status (it may still be
+// emptying its namespace, or "emptied" may be unread). Seccomp tier: the
+// job's process is a zombie not yet reaped (its pidfd event unread).
+bool LocalRunning::ended() {
+    if (m_status_registered) on_status();
+    if (m_inner_status || m_waited_exit || m_waited_signal) return true;
+    if (*m_proc.init_by || !m_proc.pidfd) return false;  // a container init's own exit says nothing of the job's
+    siginfo_t si{};
+    return waitid(idtype_t(3) /*P_PIDFD*/, id_t(m_proc.pidfd.get()), &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           si.si_pid != 0;
+}
+
 void LocalRunning::on_exit() {
     // What the process wrote before it ended is read first: its timings
     // count at the job's end (Supervisor::finish).

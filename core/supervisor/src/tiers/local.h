@@ -16,6 +16,7 @@ public:
     void watch(EventLoop& loop, JobEvents& events) override;
     void unwatch(EventLoop& loop) override;
     void kill() override;
+    bool ended() override;
     // The seccomp tier's pid is the program; the container tier's is its
     // init, which passes these signals on to the program.
     Result<void> signal(int sig) override;
