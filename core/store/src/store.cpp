@@ -49,10 +49,6 @@ constexpr size_t kMaxBatch = 4096;          // rows per write transaction
 constexpr uint64_t kMaxBatchBytes = 8 << 20;  // and their approximate size (memory held outside the queue)
 constexpr int kMaxQueryLimit = 10000;
 constexpr int kMaxJobListLimit = 10000;
-// Job rows handed to the writer and not committed (a full disk keeps them
-// until it has room): past this create_job refuses, so that clients retrying
-// against a full disk cannot grow moatd's memory without bound.
-constexpr size_t kMaxUnrecordedJobs = 1024;
 constexpr int kBusyTimeoutMs = 5000;        // another process holding the lock (sqlite3 CLI, backup)
 constexpr size_t kMaxReaders = 4;
 constexpr auto kRetryDelay = std::chrono::milliseconds(500);  // after a failed batch
@@ -1313,11 +1309,6 @@ Result<int64_t> Store::create_job(JobRecord& job) {
     {
         std::lock_guard lk(d.qmu);
         if (d.writer_exited) return fail("create_job: the store is closing");
-        if (d.unrecorded_jobs.size() >= kMaxUnrecordedJobs) {
-            std::string why = d.job_failures.empty() ? "" : ": " + d.job_failures.rbegin()->second;
-            return fail("create_job: " + std::to_string(d.unrecorded_jobs.size()) +
-                        " job rows are still waiting to be written" + why);
-        }
         job.id = d.next_job_id++;
         d.pending_jobs.push_back(job);
         d.unrecorded_jobs.insert(job.id);
