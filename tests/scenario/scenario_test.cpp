@@ -428,7 +428,7 @@ TEST_F(Scenario, TheJobRecordsWhereItsStartWent) {
     ASSERT_TRUE(st.is_object()) << show(r.id).dump(2);
     int64_t prev = 0;
     for (const char* step :
-         {"recorded", "resolved", "planned", "filter", "cgroup", "stored", "child", "joined", "dropped", "spawned", "relay", "exec",
+         {"recorded", "resolved", "planned", "filter", "cgroup", "child", "joined", "dropped", "spawned", "relay", "exec",
           "exited", "recording"}) {
         ASSERT_TRUE(st.contains(step) && st[step].is_number_integer()) << step << " missing: " << st.dump();
         EXPECT_GE(st[step].get<int64_t>(), prev) << step << " before the step ahead of it: " << st.dump();

@@ -28,7 +28,6 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "event_codec.h"
@@ -579,128 +578,6 @@ struct Store::Impl {
     uint64_t written = 0, dropped = 0, batches = 0;
     std::thread thread;
 
-    // Job rows create_job handed over, not committed yet (under qmu). A job's
-    // row is registered here before any of its events can be appended, so a
-    // transaction that takes events from the queue takes the rows registered
-    // by then and inserts them first (foreign keys). Every write that touches
-    // a job's row, and every read, first commits what is here
-    // (commit_pending_jobs); create_job's caller waits for its row with
-    // wait_job_recorded before anything of the job runs.
-    std::vector<JobRecord> pending_jobs;
-    std::set<int64_t> unrecorded_jobs;           // ids of pending_jobs and of rows in an open transaction
-    std::map<int64_t, std::string> job_failures; // the last failed attempt per unrecorded id
-    int64_t next_job_id = 1;                     // the id create_job hands out next
-    std::vector<int64_t> unannounced_jobs;       // rows committed outside the writer thread, for the hook
-
-    // Under qmu: the rows to insert now.
-    std::vector<JobRecord> take_pending_jobs() { return std::exchange(pending_jobs, {}); }
-    // Under qmu: a transaction with `rows` committed (err empty) or rolled
-    // back (err: they go back in front of what came meanwhile, to be retried).
-    void settle_jobs(std::vector<JobRecord>& rows, const std::string& err) {
-        if (rows.empty()) return;
-        // A row given up (give_up_jobs, called first) is neither.
-        std::erase_if(rows, [&](const JobRecord& r) { return !unrecorded_jobs.count(r.id); });
-        if (err.empty()) {
-            for (const auto& r : rows) {
-                unrecorded_jobs.erase(r.id);
-                job_failures.erase(r.id);
-            }
-        } else {
-            for (const auto& r : rows) job_failures[r.id] = err;
-            rows.insert(rows.end(), std::make_move_iterator(pending_jobs.begin()), std::make_move_iterator(pending_jobs.end()));
-            pending_jobs = std::move(rows);
-        }
-        rows.clear();
-        done_cv.notify_all();
-    }
-    // Under wmu, inside a transaction: one job row. A row the database
-    // refuses (a constraint: its id taken, which nothing else should do) is
-    // dropped with its reason, so it cannot fail every later batch; any
-    // other failure fails the transaction.
-    Result<void> insert_job_row(const JobRecord& job, std::map<int64_t, std::string>* refused) {
-        auto q = writer.query(
-            "INSERT INTO jobs",
-            "INSERT INTO jobs(id, policy_id, tier, argv, env, cwd, started_ns, ended_ns, state, exit_code, signal, cause,"
-            " detail, cpu_time_ns, peak_memory_bytes, peak_pids, denial_count, uid, pid, cgroup, accelerator, info,"
-            " replay_of, learn, recording)"
-            " VALUES (?25, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
-            " ?22, ?23, ?24)");
-        if (!q) return std::unexpected(q.error());
-        q->bind(1, job.policy_id ? std::optional<int64_t>(job.policy_id) : std::nullopt)
-            .bind(2, job.tier)
-            .bind(3, dump(json(job.argv)))
-            .bind(4, dump(json(job.env)))
-            .bind(5, job.cwd)
-            .bind(6, job.started_ns)
-            .bind(7, job.ended_ns)
-            .bind(8, job.state)
-            .bind(9, job.exit_code)
-            .bind(10, job.signal)
-            .bind(11, job.cause)
-            .bind(12, job.detail)
-            .bind(13, job.resources.cpu_time_ns)
-            .bind(14, job.resources.peak_memory_bytes)
-            .bind(15, job.resources.peak_pids)
-            .bind(16, job.denial_count)
-            .bind(17, job.uid)
-            .bind(18, job.pid)
-            .bind(19, job.cgroup)
-            .bind(20, job.accelerator)
-            .bind(21, dump(job.info))
-            .bind(22, job.replay_of ? std::optional<int64_t>(job.replay_of) : std::nullopt)
-            .bind(23, job.learn ? 1 : 0)
-            .bind(24, dump(job.recording))
-            .bind(25, job.id);
-        if (auto r = q->run(); !r) {
-            if (!sql::is_constraint(q->rc())) return r;
-            (*refused)[job.id] = r.error().message;
-        }
-        return {};
-    }
-    // Under wmu, in an open transaction: rows[*done..] inserted.
-    Result<void> insert_job_rows(const std::vector<JobRecord>& rows, size_t* done, std::map<int64_t, std::string>* refused) {
-        for (; *done < rows.size(); ++*done)
-            if (auto r = insert_job_row(rows[*done], refused); !r) return r;
-        return {};
-    }
-    // Under qmu: the refused rows are given up (their reason stays for the waiter).
-    void give_up_jobs(const std::map<int64_t, std::string>& refused) {
-        for (const auto& [id, why] : refused) {
-            unrecorded_jobs.erase(id);
-            job_failures[id] = "the database refused job " + std::to_string(id) + "'s row: " + why;
-        }
-    }
-    // Under wmu: what create_job handed over, committed in a transaction of
-    // its own (nothing to do when there is nothing).
-    Result<void> commit_pending_jobs() {
-        std::vector<JobRecord> rows;
-        {
-            std::lock_guard q(qmu);
-            rows = take_pending_jobs();
-        }
-        if (rows.empty()) return {};
-        std::map<int64_t, std::string> refused;
-        size_t done = 0;
-        auto r = [&]() -> Result<void> {
-            auto tx = sql::Transaction::begin(writer);
-            if (!tx) return std::unexpected(tx.error());
-            if (auto r1 = insert_job_rows(rows, &done, &refused); !r1) return r1;
-            return tx->commit();
-        }();
-        {
-            std::lock_guard q(qmu);
-            // Told to the commit hook by the writer thread, outside the
-            // store's locks (this runs under wmu).
-            if (r)
-                for (const auto& row : rows)
-                    if (!refused.count(row.id)) unannounced_jobs.push_back(row.id);
-            give_up_jobs(refused);
-            settle_jobs(rows, r ? std::string() : r.error().message);
-        }
-        qcv.notify_one();
-        return r;
-    }
-
     // Under qmu.
     void enqueue(uint64_t bytes, Event&& ev) {
         Share& sh = shares[ev.job];
@@ -907,29 +784,9 @@ struct Store::Impl {
     // then costs one commit per batch limit rather than one per wake-up (a
     // commit rewrites every index page the rows touched: with small batches it
     // was most of the writer's time); a quiet queue still commits at once.
-    //
-    // The job rows create_job handed over go first, taken under wmu: a row
-    // taken by the writer is committed (or back in pending_jobs) before any
-    // other write can look for it. *jobs_committed: the rows now in the database.
     Result<void> write_batch(Batch& batch, uint64_t* batch_bytes, uint64_t* done,
-                             const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected,
-                             std::vector<int64_t>* jobs_committed) {
+                             const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected) {
         std::lock_guard lk(wmu);
-        std::vector<JobRecord> job_rows;
-        std::map<int64_t, std::string> refused_rows;
-        auto r = write_batch_locked(batch, batch_bytes, done, job_drops, rejected, job_rows, &refused_rows);
-        std::lock_guard q(qmu);
-        if (r)
-            for (const auto& row : job_rows)
-                if (!refused_rows.count(row.id)) jobs_committed->push_back(row.id);
-        give_up_jobs(refused_rows);
-        settle_jobs(job_rows, r ? std::string() : r.error().message);
-        return r;
-    }
-
-    Result<void> write_batch_locked(Batch& batch, uint64_t* batch_bytes, uint64_t* done,
-                                    const std::map<int64_t, JobDrops>& job_drops, uint64_t* rejected,
-                                    std::vector<JobRecord>& job_rows, std::map<int64_t, std::string>* refused_rows) {
         struct Trim {
             Impl* d;
             ~Trim() {
@@ -940,10 +797,6 @@ struct Store::Impl {
             Totals totals;
             auto tx = sql::Transaction::begin(writer);
             if (!tx) return std::unexpected(tx.error());
-            {
-                std::lock_guard q(qmu);
-                job_rows = take_pending_jobs();
-            }
             // One statement lookup per batch, not per row.
             auto ins = writer.query("INSERT INTO events", kInsertEvent);
             if (!ins) return std::unexpected(ins.error());
@@ -957,10 +810,7 @@ struct Store::Impl {
                 }
                 return {};
             };
-            size_t rows_done = 0;
             for (size_t next = 0;;) {
-                // The rows of jobs whose events may follow: first.
-                if (auto r = insert_job_rows(job_rows, &rows_done, refused_rows); !r) return r;
                 while (next < batch.size()) {
                     if (batch.size() - next >= kRowsPerInsert) {
                         int rc = SQLITE_OK;
@@ -985,9 +835,8 @@ struct Store::Impl {
                 // holds qmu while it waits for wmu).
                 std::lock_guard qlk(qmu);
                 if (!drops.empty()) break;  // their limit events come first: commit, write them next
-                for (auto& row : take_pending_jobs()) job_rows.push_back(std::move(row));
                 pull(batch, *batch_bytes);
-                if (next == batch.size() && rows_done == job_rows.size()) break;
+                if (next == batch.size()) break;
                 *done = taken_seq();
             }
             for (const auto& [job, d] : job_drops) {
@@ -1021,10 +870,7 @@ struct Store::Impl {
         std::unique_lock lk(qmu);
         bool failing = false;  // the last batch failed: retry the drop records after a pause
         for (;;) {
-            auto ready = [&] {
-                return stopping || !queue.empty() || !unannounced_jobs.empty() ||
-                       (!failing && (!drops.empty() || !pending_jobs.empty()));
-            };
+            auto ready = [&] { return stopping || !queue.empty() || (!failing && !drops.empty()); };
             if (!ready() && grave_claimed < grave.size()) {
                 // Nothing to write: the rest of the last batch is ours to free
                 // once no rows came for a moment (a producer woken by flush()
@@ -1046,14 +892,7 @@ struct Store::Impl {
             else
                 qcv.wait(lk, ready);
             writer_idle = false;
-            if (!unannounced_jobs.empty()) {
-                Committed c;
-                c.jobs = std::exchange(unannounced_jobs, {});
-                lk.unlock();
-                committed(c);
-                lk.lock();
-            }
-            if (queue.empty() && drops.empty() && pending_jobs.empty()) {
+            if (queue.empty() && drops.empty()) {
                 if (stopping) break;
                 continue;
             }
@@ -1071,8 +910,7 @@ struct Store::Impl {
             lk.unlock();
 
             uint64_t rejected = 0;
-            std::vector<int64_t> jobs_committed;
-            auto r = write_batch(batch, &batch_bytes, &done, job_drops, &rejected, &jobs_committed);
+            auto r = write_batch(batch, &batch_bytes, &done, job_drops, &rejected);
 
             if (r && has_hook()) {
                 Committed c;
@@ -1080,7 +918,6 @@ struct Store::Impl {
                 for (const auto& [job, jd] : job_drops) c.event_jobs.push_back(job);
                 std::sort(c.event_jobs.begin(), c.event_jobs.end());
                 c.event_jobs.erase(std::unique(c.event_jobs.begin(), c.event_jobs.end()), c.event_jobs.end());
-                c.jobs = std::move(jobs_committed);
                 committed(c);
             }
             lk.lock();
@@ -1165,10 +1002,6 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& db_path, QueueLimi
     auto v = schema::migrate(d.writer, db_path);
     if (!v) return std::unexpected(v.error());
     d.version = *v;
-    // Ids are handed out here from now on (create_job): one past the largest.
-    auto max_id = d.writer.scalar("SELECT max(id) FROM jobs", "SELECT coalesce(max(id), 0) FROM jobs");
-    if (!max_id) return std::unexpected(max_id.error().wrap("opening " + db_path));
-    d.next_job_id = *max_id + 1;
 
     d.reader_path = db_path;
     d.reader_flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX;
@@ -1299,64 +1132,54 @@ Result<std::vector<PolicyRecord>> Store::list_policies() {
 
 // ---------------------------------------------------------------- jobs
 
-// The row goes to the writer thread with the job's first events (one
-// commit, off the caller's thread); the id is handed out here. The caller
-// waits for it with wait_job_recorded before anything of the job runs.
 Result<int64_t> Store::create_job(JobRecord& job) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("create_job");
     if (job.started_ns == 0) job.started_ns = now_realtime_ns();
-    {
-        std::lock_guard lk(d.qmu);
-        if (d.writer_exited) return fail("create_job: the store is closing");
-        job.id = d.next_job_id++;
-        d.pending_jobs.push_back(job);
-        d.unrecorded_jobs.insert(job.id);
-    }
-    d.qcv.notify_one();
-    return job.id;
-}
-
-Result<void> Store::wait_job_recorded(int64_t id) {
-    Impl& d = *m_impl;
-    std::unique_lock lk(d.qmu);
-    for (;;) {
-        const bool pending = d.unrecorded_jobs.count(id) > 0;
-        auto f = d.job_failures.find(id);
-        if (f != d.job_failures.end()) {
-            Error e = Error::msg("recording job " + std::to_string(id) + ": " + f->second);
-            if (!pending) d.job_failures.erase(f);  // given up: told once
-            return std::unexpected(e);
-        }
-        if (!pending) return {};
-        if (d.writer_exited) break;
-        d.done_cv.wait(lk);
-    }
+    std::unique_lock lk(d.wmu);
+    auto q = d.writer.query(
+        "INSERT INTO jobs",
+        "INSERT INTO jobs(policy_id, tier, argv, env, cwd, started_ns, ended_ns, state, exit_code, signal, cause,"
+        " detail, cpu_time_ns, peak_memory_bytes, peak_pids, denial_count, uid, pid, cgroup, accelerator, info,"
+        " replay_of, learn, recording)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,"
+        " ?22, ?23, ?24)");
+    if (!q) return std::unexpected(q.error());
+    q->bind(1, job.policy_id ? std::optional<int64_t>(job.policy_id) : std::nullopt)
+        .bind(2, job.tier)
+        .bind(3, dump(json(job.argv)))
+        .bind(4, dump(json(job.env)))
+        .bind(5, job.cwd)
+        .bind(6, job.started_ns)
+        .bind(7, job.ended_ns)
+        .bind(8, job.state)
+        .bind(9, job.exit_code)
+        .bind(10, job.signal)
+        .bind(11, job.cause)
+        .bind(12, job.detail)
+        .bind(13, job.resources.cpu_time_ns)
+        .bind(14, job.resources.peak_memory_bytes)
+        .bind(15, job.resources.peak_pids)
+        .bind(16, job.denial_count)
+        .bind(17, job.uid)
+        .bind(18, job.pid)
+        .bind(19, job.cgroup)
+        .bind(20, job.accelerator)
+        .bind(21, dump(job.info))
+        .bind(22, job.replay_of ? std::optional<int64_t>(job.replay_of) : std::nullopt)
+        .bind(23, job.learn ? 1 : 0)
+        .bind(24, dump(job.recording));
+    if (auto r = q->run(); !r) return std::unexpected(r.error());
+    job.id = d.writer.last_insert_rowid();
     lk.unlock();
-    // No writer thread any more: commit it here.
-    std::lock_guard w(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return fail("recording job " + std::to_string(id) + ": " + r.error().message);
-    std::lock_guard q(d.qmu);
-    if (d.unrecorded_jobs.count(id)) return fail("recording job " + std::to_string(id) + ": not recorded");
-    return {};
-}
-
-void Store::commit_pending_jobs() {
-    Impl& d = *m_impl;
-    if (d.read_only) return;
-    {
-        std::lock_guard q(d.qmu);
-        if (d.pending_jobs.empty()) return;
-    }
-    std::lock_guard w(d.wmu);
-    (void)d.commit_pending_jobs();
+    d.committed(Committed{{}, {job.id}, false});
+    return job.id;
 }
 
 Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::string& cgroup, const nlohmann::json& info) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("update_job_runtime");
     std::unique_lock lk(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return std::unexpected(r.error().wrap("recording a job created before"));
     auto q = d.writer.query("UPDATE jobs (runtime)",
                             "UPDATE jobs SET pid = ?2, uid = ?3, cgroup = ?4, info = ?5, accelerator = ?6 WHERE id = ?1");
     if (!q) return std::unexpected(q.error());
@@ -1376,7 +1199,6 @@ Result<void> Store::finish_job(const JobRecord& job) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("finish_job");
     std::unique_lock lk(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return std::unexpected(r.error().wrap("recording a job created before"));
     auto q = d.writer.query(
         "UPDATE jobs (finish)",
         "UPDATE jobs SET state = 'finished', ended_ns = ?2, exit_code = ?3, signal = ?4, cause = ?5, detail = ?6,"
@@ -1406,7 +1228,6 @@ Result<void> Store::finish_job(const JobRecord& job) {
 }
 
 Result<JobRecord> Store::get_job(int64_t id) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
     auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.id = ?1");
@@ -1434,7 +1255,6 @@ Result<std::vector<JobRecord>> collect_jobs(sql::Query& q) {
 }  // namespace
 
 Result<std::vector<JobRecord>> Store::list_jobs(int limit, int64_t before_id) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     if (limit <= 0) limit = 100;
     limit = std::min(limit, kMaxJobListLimit);
     auto db = m_impl->reader();
@@ -1448,7 +1268,6 @@ Result<std::vector<JobRecord>> Store::list_jobs(int limit, int64_t before_id) {
 }
 
 Result<std::vector<JobRecord>> Store::running_jobs() {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
     auto q = (*db)->query("SELECT FROM jobs", std::string(kJobSelect) + " WHERE j.state = 'running' ORDER BY j.id");
@@ -1518,7 +1337,6 @@ Result<void> Store::set_recording(int64_t job, const json& recording, const std:
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("set_recording");
     std::lock_guard lk(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return std::unexpected(r.error().wrap("recording a job created before"));
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
     if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;
@@ -1529,7 +1347,6 @@ Result<void> Store::put_output(int64_t job, const std::string& stream, const Job
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_output");
     std::lock_guard lk(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return std::unexpected(r.error().wrap("recording a job created before"));
     return write_output(d.writer, job, stream, out);
 }
 
@@ -1539,7 +1356,6 @@ Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out,
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_outputs_and_recording");
     std::lock_guard lk(d.wmu);
-    if (auto r = d.commit_pending_jobs(); !r) return std::unexpected(r.error().wrap("recording a job created before"));
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
     if (auto r = insert_blobs(d.writer, new_blobs); !r) return r;
@@ -1550,7 +1366,6 @@ Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out,
 }
 
 Result<std::optional<JobOutput>> Store::get_output(int64_t job, const std::string& stream) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
     auto q = (*db)->query("SELECT FROM job_output",
@@ -1722,12 +1537,9 @@ void Store::flush() {
     uint64_t target = d.next_seq - 1;
     if (d.writer_idle) d.qcv.notify_one();
     d.done_cv.wait(lk, [&] { return d.done_seq >= target || d.writer_exited; });
-    lk.unlock();
-    commit_pending_jobs();
 }
 
 Result<std::vector<Event>> Store::query_events(const EventQuery& query) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     EventQuery qy = query;
     if (qy.syscall && qy.kind) {
         // Only denial rows have a syscall column. Dropping the redundant kind
@@ -1778,7 +1590,6 @@ Result<std::vector<Event>> Store::query_events(const EventQuery& query) {
 }
 
 Result<uint64_t> Store::count_denials(int64_t job) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     auto db = m_impl->reader();
     if (!db) return std::unexpected(db.error());
     // denial_totals is kept in step with `events` by the writer (same transaction).
@@ -1792,7 +1603,6 @@ Result<uint64_t> Store::count_denials(int64_t job) {
 }
 
 Result<std::vector<SyscallCount>> Store::top_syscalls(std::optional<int64_t> job, int limit) {
-    commit_pending_jobs();  // a job created a moment ago is there to read
     if (limit <= 0) limit = 10;
     limit = std::min(limit, kMaxQueryLimit);
     auto db = m_impl->reader();

@@ -138,10 +138,6 @@ struct Supervisor::Job {
     // store yet: written once the job's first syscall reached moatd (judge),
     // or by finish() if that never happened.
     bool runtime_unstored = false, runtime_posted = false;
-    // Its row could not be committed when the job was to start: the client
-    // is refused without an id, as when the row could not be made (the store
-    // keeps the row and records the failed start once it can).
-    bool row_failed = false;
     int64_t start_mono = 0;
     size_t inner_steps_taken = 0;  // Running::inner_steps() already in `steps`
     void take_inner_steps() {
@@ -556,8 +552,6 @@ StartResult Supervisor::start(JobRequest req) {
     job->client = req.client;
     job->start_mono = now_monotonic_ns();
 
-    // The row is committed by the store's writer thread while the job is
-    // set up; launch() waits for it before anything of the job runs.
     if (auto id = m_cfg.store->create_job(job->rec); !id) {
         result.setup_error = id.error().wrap("recording the job");
         return result;
@@ -574,7 +568,6 @@ StartResult Supervisor::start(JobRequest req) {
     auto setup_failed = [&](const Error& e) {
         fail_setup(*job, ending.get(), e);
         result.setup_error = e;
-        if (job->row_failed) result.job_id = 0;
         return result;
     };
 
@@ -624,11 +617,6 @@ StartResult Supervisor::start(JobRequest req) {
     // Inputs are opened, hashed, snapshotted and staged on a thread of their
     // own: a large (or sparse, or slow) file delays this job's start, never the
     // loop that answers every other job's syscalls and every client.
-    // The client is told the job's id when this returns: its row is there by then.
-    if (auto r = m_cfg.store->wait_job_recorded(job->id); !r) {
-        job->row_failed = true;
-        return setup_failed(r.error());
-    }
     const int64_t id = job->id;
     auto p = std::make_unique<Preparing>();
     Preparing* raw = p.get();
@@ -841,15 +829,6 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     in.rlimits.cpu_seconds = pol->limits.cpu_time_ns / 1'000'000'000 + 2;  // per-process backstop
     for (int i = 0; i < 3; ++i) in.stdio[i] = job_ends[i].get();
     in.learn = job->rec.learn;
-
-    // Nothing of the job runs before its row is in the database (a moatd
-    // that dies later leaves a record its next start finishes): the writer
-    // thread has been committing it while this thread did the above.
-    if (auto r = m_cfg.store->wait_job_recorded(job->id); !r) {
-        job->row_failed = true;
-        return r.error();
-    }
-    job->mark("stored");
 
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();

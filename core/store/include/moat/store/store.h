@@ -184,14 +184,7 @@ public:
     Result<std::vector<PolicyRecord>> list_policies();
 
     // Jobs.
-    // Sets job.id and hands the row to the writer thread, which commits it
-    // with the job's first events (off the caller's thread: ~0.1 ms of a job's
-    // start). Every write touching a job's row and every read commits such
-    // rows first; wait_job_recorded blocks until this one is committed (or
-    // says why it could not be, in which case it is retried with later writes).
-    Result<int64_t> create_job(JobRecord& job);
-    Result<void> wait_job_recorded(int64_t id);
-    void commit_pending_jobs();  // what create_job handed over, committed now (reads do this)
+    Result<int64_t> create_job(JobRecord& job);          // sets job.id
     Result<void> update_job_runtime(int64_t id, int pid, int uid, const std::string& cgroup, const nlohmann::json& info);
     Result<void> finish_job(const JobRecord& job);        // state, ended, exit, signal, cause, detail, resources, denial_count
     Result<JobRecord> get_job(int64_t id);
