@@ -442,7 +442,7 @@ int job_entry(void* p) {
 // The job's process, as posix_spawn makes one: on this process's memory
 // (CLONE_VM) with this process stopped until its execve or exit
 // (CLONE_VFORK), so neither copies page tables nor takes copy-on-write
-// faults (~0.1 ms of a start on this VM, docs/performance.md). Nothing of
+// faults (~0.1-0.25 ms of a start on this VM, docs/performance.md). Nothing of
 // the init's runs meanwhile: there is nothing to reap yet, and a signal
 // for the job stays pending (blocked) until the init waits for it. A
 // plain fork where the memory may not be shared (child_may_share_memory);
