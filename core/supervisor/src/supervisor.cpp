@@ -479,6 +479,13 @@ Result<size_t> Supervisor::recover() {
                 detail += "; cleaning its cgroup failed: " + r.error().message;
             else
                 detail += "; nothing of it was left running (its cgroup was emptied and removed)";
+        } else {
+            // The row's cgroup is written right after the job's first execve
+            // is answered: moatd ended during the job's set-up or its first
+            // moments. Its group (job-<id>) goes with the start-up sweep of
+            // job cgroups that follows (moatd's main).
+            detail += "; its cgroup was not recorded yet (moatd ended during the job's set-up or its first moments): "
+                      "whatever was left of it goes with the start-up sweep of job cgroups";
         }
         job.state = "finished";
         job.ended_ns = now_realtime_ns();
