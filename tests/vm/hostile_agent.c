@@ -26,7 +26,8 @@ static void write_all(int fd, const unsigned char *b, size_t n) {
     }
 }
 
-/* Hello: u32 version 1, str kernel_release "hostile", u64 boot_time_ns, i32 landlock_abi. */
+/* Hello: u32 version (moat::guest::kProtocolVersion, 2), str kernel_release "hostile",
+ * u64 boot_time_ns, i32 landlock_abi. */
 static void hello(int port) {
     unsigned char f[64];
     const char *rel = "hostile";
@@ -34,7 +35,7 @@ static void hello(int port) {
     put_u32(f, (uint32_t)len);
     f[4] = 1;
     unsigned char *p = f + 5;
-    put_u32(p, 1);
+    put_u32(p, 2);
     put_u32(p + 4, (uint32_t)strlen(rel));
     memcpy(p + 8, rel, strlen(rel));
     memset(p + 8 + strlen(rel), 0, 12);

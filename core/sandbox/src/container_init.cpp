@@ -346,9 +346,11 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
     // Capabilities are numbered without gaps: EINVAL is the first past the last.
     for (int cap = 0; cap <= 63; ++cap)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL) break;
-    if (setgroups(0, nullptr) < 0) die("setgroups(0)", errno, "");
-    if (setresgid(p.gid, p.gid, p.gid) < 0) die("setresgid", errno, std::to_string(p.gid));
-    if (setresuid(p.uid, p.uid, p.uid) < 0) die("setresuid", errno, std::to_string(p.uid));
+    // Raw syscalls: glibc's wrappers act on every thread glibc believes the
+    // process has, and this process may share the init's memory (start_job).
+    if (syscall(SYS_setgroups, 0, nullptr) < 0) die("setgroups(0)", errno, "");
+    if (syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) die("setresgid", errno, std::to_string(p.gid));
+    if (syscall(SYS_setresuid, p.uid, p.uid, p.uid) < 0) die("setresuid", errno, std::to_string(p.uid));
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl(PDEATHSIG)", errno, "");  // cleared by setresuid
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -447,6 +449,14 @@ int job_entry(void* p) {
 // for the job stays pending (blocked) until the init waits for it. A
 // plain fork where the memory may not be shared (child_may_share_memory);
 // 0 returned in that child.
+//
+// What this relies on: the init is single-threaded (a fresh exec of
+// moat-init, a copy of the single-threaded spawn helper, or the guest
+// agent's in-process path, which checks), so the child's allocations and
+// glibc calls meet no lock another thread holds; and the init's code after a
+// child that died part-way (init_loop) allocates only once that child's
+// execve failed cleanly (describe_exec_failure), never after a kill in the
+// middle of a malloc.
 pid_t start_job(const ContainerPlan& plan, const ExecFailureWord& exec_word) {
     if (child_may_share_memory()) {
         if (auto mem = ChildMemory::create(0)) {

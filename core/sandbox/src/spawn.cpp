@@ -550,10 +550,11 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
     long backoff_ns = 20'000;
     // The short sleeps below are the time the filter's install takes (tens
     // of microseconds): the default 50 us of timer slack would double each.
-    const int old_slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    // The raw call: the value may exceed an int (systemd's TimerSlackNSec=).
+    const long old_slack = syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0);
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     struct SlackBack {
-        int ns;
+        long ns;
         ~SlackBack() { if (ns > 0) prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(ns), 0, 0, 0); }
     } slack_back{old_slack};
     for (;;) {

@@ -161,6 +161,7 @@ struct Supervisor::Job {
     bool wall_started = false;
     uint64_t cpu_at_clock = 0;  // the cgroup's CPU time when the job's clock started (a VM's boot is not the job's)
     std::string kill_cause, kill_detail;
+    bool killed = false;  // kill_job ran (with or without a cause: the job may have ended on its own first)
     int sent_signal = 0;        // the last operator signal (Supervisor::signal)
     std::string sent_why;
     bool execs = false;
@@ -307,7 +308,7 @@ Supervisor::Supervisor(Config cfg) : m_cfg(std::move(cfg)) {
                 flush_denials(*job);
             if (!job->aggregate.empty() && now - job->aggregate_flushed_mono >= kAggregateFlushNs)
                 flush_aggregate(*job);
-            if (job->cg && job->kill_cause.empty() && now >= job->next_cpu_check_mono) {
+            if (job->cg && !job->killed && now >= job->next_cpu_check_mono) {
                 job->next_cpu_check_mono = now;
                 if (auto cpu = job->cg->cpu_ns()) {
                     // The job's CPU time counts from its clock's start (a VM's boot is not the job's).
@@ -1674,6 +1675,7 @@ void Supervisor::kill_job(Job& job, const std::string& cause, const std::string&
         job.kill_cause = cause;
         job.kill_detail = detail;
     }
+    job.killed = true;  // the CPU check stops here either way (no second limit event)
     if (job.run) job.run->kill();
     if (job.cg) (void)job.cg->kill_all(0);  // one pass; on_exit collects the rest
 }

@@ -27,7 +27,9 @@
 
 namespace moat::guest {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: the plan's seccomp filter is one hex string (ContainerPlan::to_json);
+// an agent of version 1 could not read it, and says so at Hello instead.
+inline constexpr uint32_t kProtocolVersion = 2;
 inline constexpr size_t kHeaderBytes = 5;                 // u32 length + u8 type
 inline constexpr uint32_t kMaxGuestPayload = 64u << 10;   // guest -> host: every message
 inline constexpr uint32_t kMaxHostPayload = 16u << 20;    // host -> guest: a Job carries the plan (filter, argv, env)
