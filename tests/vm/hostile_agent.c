@@ -1,10 +1,11 @@
 /* A hostile guest for vm_tier_test: what a job that owns its guest kernel
  * could make the guest say to moatd. Built as the guest's /init in place of
  * moat-agent (moatd --vm-agent), one behaviour per build (HOSTILE_MODE):
- *   1 garbage  a valid Hello, then a frame header announcing 4 GiB
+ *   1 garbage  a valid Hello, then (in the same write) a frame header announcing 4 GiB
  *   2 mute     a valid Hello, then silence (it never runs the job)
  *   3 nohello  never says anything
  *   4 flood    a valid Hello, then Log frames as fast as it can
+ *   5 badfirst garbage: a frame of an unknown type where the Hello belongs
  * It reuses the boot-test init's module loading and port lookup. */
 #define PORT_NAME "moat.ctl"
 #define MOAT_NO_TEST_INIT_MAIN
@@ -28,8 +29,7 @@ static void write_all(int fd, const unsigned char *b, size_t n) {
 
 /* Hello: u32 version (moat::guest::kProtocolVersion, 2), str kernel_release "hostile",
  * u64 boot_time_ns, i32 landlock_abi. */
-static void hello(int port) {
-    unsigned char f[64];
+static size_t hello_frame(unsigned char f[64]) {
     const char *rel = "hostile";
     size_t len = 4 + 4 + strlen(rel) + 8 + 4;
     put_u32(f, (uint32_t)len);
@@ -39,7 +39,12 @@ static void hello(int port) {
     put_u32(p + 4, (uint32_t)strlen(rel));
     memcpy(p + 8, rel, strlen(rel));
     memset(p + 8 + strlen(rel), 0, 12);
-    write_all(port, f, 5 + len);
+    return 5 + len;
+}
+
+static void hello(int port) {
+    unsigned char f[64];
+    write_all(port, f, hello_frame(f));
 }
 
 int main(void) {
@@ -49,15 +54,23 @@ int main(void) {
     load_modules();
     int port = open_port();
 #if HOSTILE_MODE == 1
-    hello(port);
-    unsigned char bad[5] = {0xff, 0xff, 0xff, 0xff, 6};
-    write_all(port, bad, sizeof bad);
+    /* Hello and the bad header in one write: moatd reads both at once and
+     * must still see the Hello before the break. */
+    unsigned char f[64 + 5];
+    size_t n = hello_frame(f);
+    const unsigned char bad[5] = {0xff, 0xff, 0xff, 0xff, 6};
+    memcpy(f + n, bad, sizeof bad);
+    write_all(port, f, n + sizeof bad);
     for (;;) pause();
 #elif HOSTILE_MODE == 2
     hello(port);
     for (;;) pause();
 #elif HOSTILE_MODE == 3
     (void)port;
+    for (;;) pause();
+#elif HOSTILE_MODE == 5
+    const unsigned char bad[5] = {0, 0, 0, 0, 0xee};
+    write_all(port, bad, sizeof bad);
     for (;;) pause();
 #else
     hello(port);

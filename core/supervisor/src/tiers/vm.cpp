@@ -235,7 +235,10 @@ private:
             if (n <= 0) break;
             budget -= std::min(budget, size_t(n));
             std::vector<guest::Frame> frames;
-            if (auto r = m_decoder.feed({buf, size_t(n)}, frames); !r) return violation(r.error().message);
+            // The frames whole before a break in the same read still count
+            // (a Hello then garbage is a guest that broke the protocol, not
+            // one that never spoke); the break is acted on after them.
+            auto fed = m_decoder.feed({buf, size_t(n)}, frames);
             for (auto& f : frames) {
                 auto m = guest::parse_guest(f);
                 if (!m) return violation(m.error().message);
@@ -252,6 +255,7 @@ private:
                 if (m_on_message) m_on_message(std::move(*m));
                 if (!m_ctl) return;
             }
+            if (!fed) return violation(fed.error().message);
         }
     }
 
@@ -1124,6 +1128,13 @@ Outcome VmRunning::outcome() {
         o.cause = "setup-failed";
         o.detail = m_boot_error + "; QEMU said: " + (m_guest->qemu_log_tail().empty() ? "nothing" : m_guest->qemu_log_tail()) +
                    "; guest console: " + (m_guest->console_tail().empty() ? "(empty)" : m_guest->console_tail());
+        return o;
+    }
+    if (!m_guest->said_hello() && !m_guest->protocol_error().empty()) {
+        o.cause = "setup-failed";
+        o.detail = "the guest broke the protocol before its agent said Hello (" +
+                   printable(m_guest->protocol_error()) + "); its VM was destroyed; guest console: " +
+                   m_guest->console_tail();
         return o;
     }
     if (!m_guest->said_hello()) {
