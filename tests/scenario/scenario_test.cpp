@@ -427,14 +427,20 @@ TEST_F(Scenario, TheJobRecordsWhereItsStartWent) {
     json st = show(r.id).value("sandbox", json::object()).value("startup_us", json());
     ASSERT_TRUE(st.is_object()) << show(r.id).dump(2);
     int64_t prev = 0;
-    for (const char* step :
-         {"recorded", "resolved", "planned", "filter", "cgroup", "child", "joined", "dropped", "spawned", "relay", "exec",
-          "exited", "recording"}) {
+    for (const char* step : {"recorded", "resolved", "planned", "filter", "cgroup", "child", "joined", "dropped",
+                             "spawned", "exited", "recording"}) {
         ASSERT_TRUE(st.contains(step) && st[step].is_number_integer()) << step << " missing: " << st.dump();
         EXPECT_GE(st[step].get<int64_t>(), prev) << step << " before the step ahead of it: " << st.dump();
         prev = st[step].get<int64_t>();
     }
     EXPECT_LT(prev, 20'000'000) << "microseconds, not nanoseconds: " << st.dump();
+    // The first exec is answered as soon as moatd holds the listener, before
+    // or after the relay is made (whichever the job reached first).
+    for (const char* step : {"relay", "exec"}) {
+        ASSERT_TRUE(st.contains(step) && st[step].is_number_integer()) << step << " missing: " << st.dump();
+        EXPECT_GE(st[step].get<int64_t>(), st["spawned"].get<int64_t>()) << step << ": " << st.dump();
+        EXPECT_LE(st[step].get<int64_t>(), st["exited"].get<int64_t>()) << step << ": " << st.dump();
+    }
 }
 
 // ---- 3. sandbox properties ------------------------------------------------------

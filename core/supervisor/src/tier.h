@@ -108,6 +108,10 @@ public:
     // now (a stop, a limit) must not be recorded as its cause. Reads what is
     // waiting to be read; never blocks.
     virtual bool ended() { return false; }
+    // Handles now what already waits on what watch() registered (the
+    // seccomp and container tiers: a pending notification, the job's first
+    // execve), as the loop would on its next turn.
+    virtual void answer_waiting() {}
     // Delivers an operator's catchable signal to the job's program.
     virtual Result<void> signal(int sig) {
         (void)sig;

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,6 +81,12 @@ void LocalRunning::watch(EventLoop& loop, JobEvents& events) {
     m_pidfd_registered = true;
     (void)loop.add_fd(m_proc.status.get(), EPOLLIN, [this](uint32_t) { on_status_ready(); });
     m_status_registered = true;
+}
+
+void LocalRunning::answer_waiting() {
+    if (!m_listener_registered) return;
+    pollfd p{m_proc.listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) on_notify();
 }
 
 void LocalRunning::unwatch(EventLoop& loop) {

@@ -17,6 +17,7 @@ public:
     void unwatch(EventLoop& loop) override;
     void kill() override;
     bool ended() override;
+    void answer_waiting() override;
     // The seccomp tier's pid is the program; the container tier's is its
     // init, which passes these signals on to the program.
     Result<void> signal(int sig) override;
