@@ -616,13 +616,12 @@ int main(int argc, char** argv) {
         }
     }
     if (!init_fd) moat::logf(moat::LogLevel::Warning, "moat-init not found (%s): the container tier is unavailable\n", candidates.front().c_str());
-    std::string newroot = runtime_dir + "/newroot", dev_template = runtime_dir + "/dev-template";
+    std::string newroot = runtime_dir + "/newroot";
     ::mkdir(runtime_dir.c_str(), 0755);
-    for (const auto& d : {newroot, dev_template})
-        if (::mkdir(d.c_str(), 0755) < 0 && errno != EEXIST) {
-            moat::logf(moat::LogLevel::Error, "mkdir(\"%s\"): %s\n", d.c_str(), strerror(errno));
-            return 1;
-        }
+    if (::mkdir(newroot.c_str(), 0755) < 0 && errno != EEXIST) {
+        moat::logf(moat::LogLevel::Error, "mkdir(\"%s\"): %s\n", newroot.c_str(), strerror(errno));
+        return 1;
+    }
 
     auto artifacts = moat::store::Artifacts::open(state_dir + "/artifacts");
     if (!artifacts) {
@@ -655,7 +654,6 @@ int main(int argc, char** argv) {
     cfg.record_input_entries = record_input_entries;
     cfg.init_exe_fd = init_fd.get();
     cfg.newroot_dir = newroot;
-    cfg.dev_template_dir = dev_template;
     cfg.spawn_helper = !no_spawn_helper;
     cfg.store = store->get();
     cfg.loop = loop->get();

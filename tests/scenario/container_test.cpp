@@ -478,59 +478,6 @@ TEST_F(Container, ProcIsTheJobsWithSensitivePathsMaskedOrReadOnly) {
     }
 }
 
-// Every container job's /dev: the devices, the /proc/self/fd links and
-// nothing else, read-only. With the spawn helper it is a clone of the
-// helper's template (a read-only filesystem the jobs share); a moatd whose
-// helper could not make one (here: its place is a file) builds it per job,
-// the same to the job.
-TEST_F(Container, DevIsTheSameClonedFromTheHelpersTemplateOrBuiltPerJob) {
-#if defined(__SANITIZE_THREAD__)
-    GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
-#endif
-    Ctr c;
-    c.name = "ctr-dev";
-    struct Seen {
-        std::string tree, super;  // /dev's entries; its filesystem's options
-    };
-    auto look = [&](Daemon& d) {
-        Seen s;
-        JobRun t = run_job(d, ctr_policy(c), {testprog(), "tree", "/dev"});
-        EXPECT_EQ(t.proc.status, 0) << describe(t);
-        std::istringstream lines(t.proc.out);
-        for (std::string line; std::getline(lines, line);)  // what the devices read is not the point
-            s.tree += line.substr(0, line.find(" file data=")) + "\n";
-        JobRun m = run_job(d, ctr_policy(c), {testprog(), "cat", "/proc/self/mountinfo"});
-        std::istringstream in(m.proc.out);
-        for (std::string line; std::getline(in, line);)
-            if (line.find(" / /dev ") != std::string::npos && line.find(" - tmpfs ") != std::string::npos)
-                s.super = line.substr(line.rfind(' ') + 1);
-        EXPECT_FALSE(s.super.empty()) << m.proc.out;
-        JobRun w = run_job(d, ctr_policy(c), {testprog(), "openw", "/dev/null"});
-        EXPECT_EQ(kv(w.proc.out, "openw"), "ok") << describe(w);
-        JobRun k = run_job(d, ctr_policy(c), {testprog(), "mkdir", "/dev/x"});
-        EXPECT_EQ(kv(k.proc.out, "errno"), "EROFS") << describe(k);
-        return s;
-    };
-    const Seen cloned = look(*s_daemon);
-    EXPECT_EQ(cloned.super.rfind("ro,", 0), 0u) << "not the helper's read-only template: " << cloned.super;
-
-    const std::string run = s_root + "/dev-run";
-    fs::create_directories(run);
-    { std::ofstream(run + "/dev-template") << "not a directory\n"; }
-    Daemon d(s_root, "dev-built");
-    std::string why;
-    ASSERT_TRUE(d.start(&why, {"--runtime-dir", run})) << why;
-    const Seen built = look(d);
-    EXPECT_EQ(built.super.rfind("rw,", 0), 0u) << "a per-job /dev was expected: " << built.super;
-    EXPECT_NE(d.log().find("no /dev template"), std::string::npos) << d.log();
-    EXPECT_EQ(d.terminate(), 0) << d.log();
-
-    EXPECT_EQ(cloned.tree, built.tree);
-    for (const char* e : {"tree: null 0666\n", "tree: zero 0666\n", "tree: full 0666\n", "tree: random 0666\n",
-                          "tree: urandom 0666\n", "tree: fd 0777 symlink -> /proc/self/fd\n", "tree=ok entries=9\n"})
-        EXPECT_NE(cloned.tree.find(e), std::string::npos) << e << "\n" << cloned.tree;
-}
-
 // ---- 4. identity ---------------------------------------------------------------------
 
 TEST_F(Container, JobIsUnprivilegedInsideAndOnTheHost) {

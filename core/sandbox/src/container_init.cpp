@@ -17,9 +17,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/statvfs.h>
-#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,39 +220,7 @@ void step_mounts(int rootfd, const ContainerPlan& p) {
     }
 }
 
-// The usual /proc/self/fd links of a /dev.
-struct DevLink {
-    const char* name;
-    const char* to;
-};
-constexpr DevLink kDevLinks[] = {
-    {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}};
-
-// The spawn helper's template (make_dev_template), cloned whole onto the
-// root's /dev: one recursive clone and one move instead of a tmpfs, five
-// binds, four links and a remount per job (~0.1-0.3 ms here). Taken only
-// if it is what the helper makes (a read-only tmpfs holding the devices):
-// an init moatd cloned itself sees the host's empty directory there.
-bool dev_from_template(int rootfd, const std::string& tmpl) {
-    if (tmpl.empty()) return false;
-    UniqueFd tree(sys_open_tree(AT_FDCWD, tmpl.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
-    if (!tree) return false;
-    struct statfs sf{};
-    if (fstatfs(tree.get(), &sf) < 0 || sf.f_type != TMPFS_MAGIC || !(sf.f_flags & ST_RDONLY)) return false;
-    for (const char* d : policy::kContainerDevices) {
-        struct stat st{};
-        if (fstatat(tree.get(), d, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISCHR(st.st_mode)) return false;
-    }
-    UniqueFd tgt = make_target(rootfd, "/dev", true);
-    if (sys_move_mount(tree.get(), "", tgt.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-        die("move_mount(/dev template)", errno, tmpl);
-    return true;
-}
-
-void step_dev(int rootfd, uint64_t shm_size, const std::string& tmpl) {
-    // A job with a /dev/shm (an OCI bundle's) builds its own: the read-only
-    // template has no mount point for it, and no job's /dev has an empty one.
-    if (!shm_size && dev_from_template(rootfd, tmpl)) return;
+void step_dev(int rootfd, uint64_t shm_size) {
     // A minimal /dev: the harmless character devices, bound from the host (a
     // user namespace cannot mknod), and the usual /proc/self/fd links. No tty.
     mount_tmpfs(rootfd, "/dev", 256 * 1024, "0755", MS_NOEXEC);
@@ -267,7 +233,9 @@ void step_dev(int rootfd, uint64_t shm_size, const std::string& tmpl) {
             die("move_mount(/dev)", errno, target);
     }
     UniqueFd dev = make_target(rootfd, "/dev", true);
-    for (const auto& l : kDevLinks)
+    struct { const char* name; const char* to; } links[] = {
+        {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}};
+    for (auto& l : links)
         if (symlinkat(l.to, dev.get(), l.name) < 0) die("symlink(/dev)", errno, l.name);
     // POSIX shared memory (shm_open) for a job that asked for it, before
     // /dev itself becomes read-only.
@@ -502,44 +470,6 @@ pid_t start_job(const ContainerPlan& plan, const ExecFailureWord& exec_word) {
 
 }  // namespace
 
-std::string make_dev_template(const std::string& path) {
-    bool mounted = false;
-    auto failed = [&](const char* what, int err) {
-        if (mounted) umount2(path.c_str(), MNT_DETACH);  // no half-made template for the inits
-        return std::string(what) + " (" + path + "): " + strerror(err);
-    };
-    // A mount namespace of the helper's own: the template is seen by the
-    // inits it clones (copies of this namespace) and by nothing on the host.
-    // A slave, so what the host mounts later still reaches the jobs' binds.
-    if (unshare(CLONE_NEWNS) < 0) return failed("unshare(CLONE_NEWNS)", errno);
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) < 0) return failed("mount(/, MS_SLAVE)", errno);
-    if (mount("tmpfs", path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755") < 0)
-        return failed("mount(tmpfs)", errno);
-    mounted = true;
-    if (mount(nullptr, path.c_str(), nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) return failed("mount(MS_PRIVATE)", errno);
-    UniqueFd dir(open(path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir) return failed("open", errno);
-    for (const char* d : policy::kContainerDevices) {
-        const std::string host = std::string("/dev/") + d;
-        struct stat st{};
-        if (stat(host.c_str(), &st) < 0 || !S_ISCHR(st.st_mode)) return failed(host.c_str(), st.st_mode ? ENODEV : errno);
-        const int fd = openat(dir.get(), d, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0) return failed("create(mount point)", errno);
-        close(fd);
-        const std::string target = path + "/" + d;
-        if (mount(host.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0) return failed("bind", errno);
-    }
-    for (const auto& l : kDevLinks)
-        if (symlinkat(l.to, dir.get(), l.name) < 0) return failed("symlink", errno);
-    // Read-only as a mount (a clone keeps it, locked in the job's user
-    // namespace) and as a filesystem (the jobs share this one).
-    if (mount(nullptr, path.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
-        return failed("remount(bind, ro)", errno);
-    if (mount(nullptr, path.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0)
-        return failed("remount(ro)", errno);
-    return {};
-}
-
 int container_init_main() {
     fcntl(kInitStatusFd, F_SETFD, FD_CLOEXEC);
     fcntl(kInitPlanFd, F_SETFD, FD_CLOEXEC);
@@ -576,7 +506,7 @@ void container_init_run(const ContainerPlan& plan) {
     report_timing(kInitStatusFd, "plan");
     step_mounts(root.get(), plan);
     report_timing(kInitStatusFd, "mounts");
-    step_dev(root.get(), plan.dev_shm_size, plan.dev_template);
+    step_dev(root.get(), plan.dev_shm_size);
     report_timing(kInitStatusFd, "dev");
     step_proc(root.get());
     report_timing(kInitStatusFd, "proc");

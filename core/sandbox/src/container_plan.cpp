@@ -92,7 +92,6 @@ nlohmann::json ContainerPlan::to_json() const {
             {"root_tree", root_tree},
             {"root_read_only", root_read_only},
             {"dev_shm_size", dev_shm_size},
-            {"dev_template", dev_template},
             {"resolve_exe", resolve_exe},
             {"trees", trees}};
 }
@@ -160,9 +159,6 @@ Result<ContainerPlan> ContainerPlan::from_json(const nlohmann::json& j) {
             p.root_tree = int(plan_uint(r, "root_tree", kMaxTrees - 1));
         p.root_read_only = j.value("root_read_only", true);
         p.dev_shm_size = plan_uint(j.value("dev_shm_size", nlohmann::json(0)), "dev_shm_size", 1ull << 40);
-        p.dev_template = j.value("dev_template", std::string());
-        if (!p.dev_template.empty() && !normalised_abs(p.dev_template))
-            return fail("plan: bad dev_template " + p.dev_template);
         p.resolve_exe = j.value("resolve_exe", false);
         if (p.root_tree >= 0 && size_t(p.root_tree) >= p.trees) return fail("plan: root tree index out of range");
         for (const auto& m : p.mounts)

@@ -1443,7 +1443,6 @@ struct HelperStart {
     int sock;
     int exe;
     pid_t parent;
-    const char* dev_template;  // or null
 };
 
 [[noreturn]] void helper_exec_child(const HelperStart& h) {
@@ -1458,7 +1457,7 @@ struct HelperStart {
     if (syscall(SYS_close_range, 5U, ~0U, 0U) < 0) _exit(126);
     step_signals();  // moatd's ignored and blocked signals would survive the exec
     char a0[] = "moat-init", a1[] = "--spawn-helper";
-    char* argv[] = {a0, a1, const_cast<char*>(h.dev_template), nullptr};
+    char* argv[] = {a0, a1, nullptr};
     char* envp[] = {nullptr};
     syscall(SYS_execveat, 4, "", argv, envp, AT_EMPTY_PATH);
     _exit(127);
@@ -1487,7 +1486,7 @@ Result<HelperReply> read_reply(int sock, int answer_ms) {
 
 }  // namespace
 
-int spawn_helper_main(int sock, int (*init_main)(), const char* note) {
+int spawn_helper_main(int sock, int (*init_main)()) {
     prctl(PR_SET_NAME, "moat-spawner", 0, 0, 0);
     step_signals();
     if (fcntl(sock, F_SETFD, FD_CLOEXEC) < 0) return 70;
@@ -1503,7 +1502,6 @@ int spawn_helper_main(int sock, int (*init_main)(), const char* note) {
     HelperReply hello{};
     hello.magic = kHelperMagic;
     hello.pid = int32_t(getpid());
-    if (note) set_what(hello, note);
     if (!send_with_fds(sock, &hello, sizeof hello, nullptr, 0)) return 71;
     std::vector<UniqueFd> net_pool;
     int64_t pool_retry_ns = 0;
@@ -1534,13 +1532,13 @@ int spawn_helper_main(int sock, int (*init_main)(), const char* note) {
     }
 }
 
-Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int answer_ms, const std::string& dev_template) {
+Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int answer_ms) {
     if (!supported()) return fail("the spawn helper is not used in a ThreadSanitizer build");
     if (init_exe_fd < 0) return fail("no moat-init to start the spawn helper from");
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return fail_sys("socketpair", errno);
     UniqueFd mine(sv[0]), theirs(sv[1]);
-    HelperStart hs{theirs.get(), init_exe_fd, getpid(), dev_template.empty() ? nullptr : dev_template.c_str()};
+    HelperStart hs{theirs.get(), init_exe_fd, getpid()};
     // Runs once: a vfork-like child on a small stack that only executes
     // moat-init (a fork-like copy in a sanitizer build, as for jobs).
     long pid;
@@ -1579,7 +1577,6 @@ Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int ans
     if (!hello || hello->pid != pid)
         return fail("moat-init did not start as the spawn helper: " +
                     (hello ? std::string("it gave another pid") : hello.error().message));
-    h->m_dev_template_note = std::string(hello->what, strnlen(hello->what, sizeof hello->what));
     return h;
 }
 

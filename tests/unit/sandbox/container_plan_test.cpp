@@ -29,29 +29,6 @@ TEST(ContainerPlan, RoundTrips) {
     EXPECT_EQ(back->to_json(), p.to_json());
 }
 
-// The /dev template's path: optional (a plan without it builds /dev per
-// job), else a normalised absolute path.
-TEST(ContainerPlan, TheDevTemplateIsOptionalAndAnAbsolutePath) {
-    ContainerPlan p = valid_plan();
-    p.dev_template = "/run/moat/dev-template";
-    auto back = ContainerPlan::from_json(p.to_json());
-    ASSERT_TRUE(back) << back.error().message;
-    EXPECT_EQ(back->dev_template, "/run/moat/dev-template");
-    json without = p.to_json();
-    without.erase("dev_template");
-    auto none = ContainerPlan::from_json(without);
-    ASSERT_TRUE(none) << none.error().message;
-    EXPECT_EQ(none->dev_template, "");
-    for (const char* bad : {"run/moat", "/run/../etc", "/run//moat", "/run/moat/"}) {
-        json j = p.to_json();
-        j["dev_template"] = bad;
-        EXPECT_FALSE(ContainerPlan::from_json(j)) << bad << " was accepted";
-    }
-    json j = p.to_json();
-    j["dev_template"] = 5;
-    EXPECT_FALSE(ContainerPlan::from_json(j)) << "a number was accepted";
-}
-
 TEST(ContainerPlan, NumbersMustBeIntegersInRange) {
     const json good = valid_plan().to_json();
     auto with = [&](const char* key, json v) {

@@ -166,7 +166,6 @@ public:
         cp.hostname = hostname_of(pol, in.job_id);
         cp.loopback = pol.network == policy::NetworkMode::Loopback;
         cp.newroot = m_cfg.newroot_dir;
-        cp.dev_template = m_cfg.dev_template_dir;
         cp.mounts = static_cast<ContainerPlanned&>(plan).mounts;
         cp.rlimits = in.rlimits;
         cp.argv = *in.argv;
@@ -251,7 +250,7 @@ private:
             m_helper.reset();  // a dead one is reaped
         }
         if (now < m_helper_retry_ns) return nullptr;
-        auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd, sandbox::SpawnHelper::kAnswerMs, m_cfg.dev_template_dir);
+        auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd);
         if (!h) {
             moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts container inits itself for now\n",
                        h.error().message.c_str());
@@ -261,9 +260,6 @@ private:
         m_helper = std::move(*h);
         m_helper_started_ns = now;
         moat::logf(moat::LogLevel::Info, "spawn helper started (pid %d)\n", int(m_helper->pid()));
-        if (!m_helper->dev_template_note().empty())
-            moat::logf(moat::LogLevel::Warning, "spawn helper: %s; each container init builds its /dev itself\n",
-                       m_helper->dev_template_note().c_str());
         return m_helper.get();
     }
 

@@ -43,11 +43,6 @@ struct ContainerPlan {
     int root_tree = -1;
     bool root_read_only = true;      // for a root tree (a tmpfs root is always read-only)
     uint64_t dev_shm_size = 0;       // > 0: a tmpfs of this size at /dev/shm
-    // The spawn helper's ready-made /dev (make_dev_template), visible at this
-    // path in its mount namespace and so in the init's copy of it: cloned
-    // whole instead of built per job. Empty, or not the template there (an
-    // init moatd cloned itself, from the host's namespace): built as before.
-    std::string dev_template;
     // `exe` is a bare name looked up in the PATH of `env` inside the root
     // (a client's root, which moatd cannot look into).
     bool resolve_exe = false;

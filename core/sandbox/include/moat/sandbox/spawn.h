@@ -330,12 +330,7 @@ public:
     // answer_ms bounds each wait for its answer (a helper that takes longer
     // is killed and that job fails).
     static constexpr int kAnswerMs = 10000;
-    // dev_template: an empty directory where the helper mounts, in its own
-    // mount namespace, the /dev its inits clone (ContainerPlan::dev_template).
-    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd, int answer_ms = kAnswerMs,
-                                                      const std::string& dev_template = {});
-    // Why the helper has no /dev template (empty if it has one or none was asked).
-    const std::string& dev_template_note() const { return m_dev_template_note; }
+    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd, int answer_ms = kAnswerMs);
     // False in a ThreadSanitizer build: its runtime's own thread lives in the
     // helper too, and the helper's raw clone would copy a half-held lock.
     static constexpr bool supported() {
@@ -381,15 +376,12 @@ private:
     UniqueFd m_sock, m_pidfd;
     pid_t m_pid = -1;
     int m_answer_ms = kAnswerMs;
-    std::string m_dev_template_note;
     bool m_usable = true, m_failed_request = false;
 };
 
 // The helper's side (moat-init --spawn-helper): serves requests on `sock`
 // until EOF; each cloned init calls init_main() (container_init_main) after
 // taking its fds. Returns the helper's exit status.
-// note: said to moatd with the helper's first message (a /dev template it
-// could not make, make_dev_template); null or empty for nothing.
-int spawn_helper_main(int sock, int (*init_main)(), const char* note = nullptr);
+int spawn_helper_main(int sock, int (*init_main)());
 
 }  // namespace moat::sandbox

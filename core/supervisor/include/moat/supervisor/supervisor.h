@@ -46,10 +46,6 @@ struct Config {
     // each job's own mount namespace, so all jobs share it).
     int init_exe_fd = -1;
     std::string newroot_dir = "/run/moat/newroot";
-    // Empty directory where the spawn helper mounts, in its own mount
-    // namespace, the /dev container inits clone (empty: none; each init
-    // builds its /dev).
-    std::string dev_template_dir;
     // Container tier: a job's init is cloned by the spawn helper (moat-init
     // --spawn-helper, started on the first container job, again if it dies)
     // and runs moat-init's code without an exec; false: moatd clones every
