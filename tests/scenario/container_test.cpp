@@ -478,6 +478,27 @@ TEST_F(Container, ProcIsTheJobsWithSensitivePathsMaskedOrReadOnly) {
     }
 }
 
+// Every container job's /dev: the five devices, the /proc/self/fd links and
+// nothing else, read-only, the devices usable.
+TEST_F(Container, DevHoldsTheFiveDevicesAndTheFdLinksOnlyAndIsReadOnly) {
+    Ctr c;
+    c.name = "ctr-dev";
+    JobRun t = run_ctr(c, {"tree", "/dev"});
+    EXPECT_EQ(t.proc.status, 0) << describe(t);
+    std::string tree;
+    std::istringstream lines(t.proc.out);
+    for (std::string line; std::getline(lines, line);)  // what the devices read is not the point
+        tree += line.substr(0, line.find(" file data=")) + "\n";
+    for (const char* e : {"tree: null 0666\n", "tree: zero 0666\n", "tree: full 0666\n", "tree: random 0666\n",
+                          "tree: urandom 0666\n", "tree: fd 0777 symlink -> /proc/self/fd\n",
+                          "tree: stdin 0777 symlink -> /proc/self/fd/0\n", "tree=ok entries=9\n"})
+        EXPECT_NE(tree.find(e), std::string::npos) << e << "\n" << tree;
+    JobRun w = run_ctr(c, {"openw", "/dev/null"});
+    EXPECT_EQ(kv(w.proc.out, "openw"), "ok") << describe(w);
+    JobRun k = run_ctr(c, {"mkdir", "/dev/x"});
+    EXPECT_EQ(kv(k.proc.out, "errno"), "EROFS") << describe(k);
+}
+
 // ---- 4. identity ---------------------------------------------------------------------
 
 TEST_F(Container, JobIsUnprivilegedInsideAndOnTheHost) {

@@ -372,7 +372,7 @@ TEST_F(HostileGuest, GarbageInsteadOfHelloIsASetupFailureThatNamesTheBreak) {
     Result r = run_hostile(5, "wall_time = \"60s\"\n");
     EXPECT_EQ(r.proc.status, 125) << r.proc.err;
     EXPECT_EQ(cause(r.job), "setup-failed") << r.job.dump(2);
-    EXPECT_NE(detail(r.job).find("broke the protocol before its agent said Hello"), std::string::npos) << detail(r.job);
+    EXPECT_NE(detail(r.job).find("broke the protocol before moatd accepted its Hello"), std::string::npos) << detail(r.job);
     EXPECT_NE(detail(r.job).find("unknown frame type 238"), std::string::npos) << detail(r.job);
 }
 

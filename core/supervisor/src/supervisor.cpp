@@ -853,6 +853,10 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     // and the row is written right after that answer (judge), while the
     // program starts. The vm tier's start has no such point: written below.
     if (job->tier->kind() != policy::Tier::Vm) job->runtime_unstored = true;
+    // Set-up warnings come before the job's start in its events.
+    const std::vector<std::string> setup_notes = job->run->setup_notes();
+    for (const auto& note : setup_notes)
+        emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
     // Watched from now, and what already waits answered now: in the seccomp
     // and container tiers that is the job's first execve, stopped until
     // moatd holds its listener. The relay and the job's info below need not
@@ -926,10 +930,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     };
     job->tier->describe(**plan, in, *job->run, info);
     if (!info.contains("notes")) info["notes"] = nlohmann::json::array();
-    for (const auto& note : job->run->setup_notes()) {
-        info["notes"].push_back(note);
-        emit(job->id, store::EventKind::Lifecycle, {{"event", "setup-warning"}, {"detail", note}});
-    }
+    for (const auto& note : setup_notes) info["notes"].push_back(note);
     job->mark("relay");
     info["startup_us"] = job->steps_json();
     // What the tier said while it was watched already (a warm guest's boot)

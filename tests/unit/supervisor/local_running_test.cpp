@@ -6,7 +6,13 @@
 // supervisor to be reaped. A forked process that does not exit on its own
 // plays the init here, so "ended before the init exited" is not a race.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,7 +30,11 @@ namespace {
 class Events final : public JobEvents {
 public:
     explicit Events(EventLoop& loop) : m_loop(loop) {}
-    Answer notice(const Notice&) override { return {}; }
+    Answer notice(const Notice& n) override {
+        ++notices;
+        last_nr = n.nr;
+        return {Answer::Kind::Continue, 0};
+    }
     void exited() override {
         ++exits;
         m_loop.stop();
@@ -32,7 +42,8 @@ public:
     void event(store::EventKind, nlohmann::json) override {}
     void info(const nlohmann::json&) override {}
     void start_clock() override {}
-    int exits = 0;
+    int exits = 0, notices = 0;
+    int last_nr = -1;
 
 private:
     EventLoop& m_loop;
@@ -197,6 +208,94 @@ TEST(LocalRunningTest, ASeccompJobHasEndedOnceItsProcessIsAZombie) {
     ASSERT_EQ(ev.exits, 1);
     run.unwatch(**loop);
     job.pid = -1;  // reaped by LocalRunning
+}
+
+// answer_waiting(): what already waits on the listener (a job's first
+// execve, stopped until moatd answers) is answered at once, without the loop
+// running; with nothing waiting it returns at once (the FakeInit's listener
+// is never readable).
+TEST(LocalRunningTest, AnswerWaitingAnswersAPendingNoticeWithoutTheLoop) {
+    auto loop = EventLoop::create();
+    ASSERT_TRUE(loop.has_value());
+    {
+        FakeInit idle;
+        ASSERT_GT(idle.pid, 0);
+        LocalRunning run(std::move(idle.proc));
+        Events ev(**loop);
+        run.watch(**loop, ev);
+        run.answer_waiting();  // must not block
+        EXPECT_EQ(ev.notices, 0);
+        run.unwatch(**loop);
+    }
+
+    int sv[2], st[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ASSERT_EQ(pipe2(st, O_CLOEXEC | O_NONBLOCK), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        // getppid goes to the listener; the listener goes to the parent.
+        sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        sock_fprog prog{4, f};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) _exit(90);
+        const int l = int(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
+        if (l < 0) _exit(91);
+        char b = 0;
+        iovec io{&b, 1};
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+        msghdr m{};
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof ctl;
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &l, sizeof l);
+        if (sendmsg(sv[1], &m, 0) != 1) _exit(92);
+        close(l);
+        _exit(syscall(SYS_getppid) > 0 ? 7 : 93);
+    }
+    close(sv[1]);
+    close(st[1]);
+    char b;
+    iovec io{&b, 1};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+    msghdr m{};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+    ASSERT_EQ(recvmsg(sv[0], &m, 0), 1);
+    int listener = -1;
+    memcpy(&listener, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof listener);
+    close(sv[0]);
+    // The child's getppid is waiting once the listener is readable.
+    pollfd p{listener, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+
+    sandbox::Spawned proc;
+    proc.pid = pid;
+    proc.pidfd.reset(int(syscall(SYS_pidfd_open, pid, 0)));
+    proc.status.reset(st[0]);
+    proc.listener.reset(listener);
+    LocalRunning run(std::move(proc));
+    Events ev(**loop);
+    run.watch(**loop, ev);
+    run.answer_waiting();  // the loop never runs in this test's second half
+    EXPECT_EQ(ev.notices, 1);
+    EXPECT_EQ(ev.last_nr, int(SYS_getppid));
+    run.unwatch(**loop);
+    if (ev.notices == 0) kill(pid, SIGKILL);  // still stopped in getppid: fail, do not hang
+    int ws = 0;
+    ASSERT_EQ(waitpid(pid, &ws, 0), pid);
+    EXPECT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 7) << "the child was not let through: " << ws;
 }
 
 }  // namespace

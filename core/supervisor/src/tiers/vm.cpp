@@ -521,6 +521,16 @@ public:
         auto& p = static_cast<VmPlan&>(plan);
         std::unique_ptr<Guest> g;
         bool warm = false;
+        if (auto it = m_pool.find(p.pool_key); it != m_pool.end()) {
+            // A guest that broke the protocol (a Hello and garbage read at
+            // once) or ended after it was pooled, its end not handled yet:
+            // destroyed, never given a job.
+            while (!it->second.empty()) {
+                Guest* f = it->second.front().guest.get();
+                if (!f->ended() && f->protocol_error().empty()) break;
+                drop_ready(f, f->ended() ? "it ended" : "it broke the protocol (" + printable(f->protocol_error()) + ")");
+            }
+        }
         if (auto it = m_pool.find(p.pool_key); it != m_pool.end() && !it->second.empty()) {
             g = std::move(it->second.front().guest);
             it->second.pop_front();
@@ -1132,7 +1142,7 @@ Outcome VmRunning::outcome() {
     }
     if (!m_guest->said_hello() && !m_guest->protocol_error().empty()) {
         o.cause = "setup-failed";
-        o.detail = "the guest broke the protocol before its agent said Hello (" +
+        o.detail = "the guest broke the protocol before moatd accepted its Hello (" +
                    printable(m_guest->protocol_error()) + "); its VM was destroyed; guest console: " +
                    m_guest->console_tail();
         return o;
