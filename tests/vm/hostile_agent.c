@@ -6,6 +6,7 @@
  *   3 nohello  never says anything
  *   4 flood    a valid Hello, then Log frames as fast as it can
  *   5 badfirst garbage: a frame of an unknown type where the Hello belongs
+ *   6 version  a Hello of the next protocol version (an agent moatd does not speak)
  * It reuses the boot-test init's module loading and port lookup. */
 #define PORT_NAME "moat.ctl"
 #define MOAT_NO_TEST_INIT_MAIN
@@ -27,15 +28,19 @@ static void write_all(int fd, const unsigned char *b, size_t n) {
     }
 }
 
-/* Hello: u32 version (moat::guest::kProtocolVersion, 2), str kernel_release "hostile",
+#ifndef MOAT_GUEST_PROTOCOL_VERSION
+#error "MOAT_GUEST_PROTOCOL_VERSION (moat::guest::kProtocolVersion) comes from tests/vm/CMakeLists.txt"
+#endif
+
+/* Hello: u32 version (moat::guest::kProtocolVersion), str kernel_release "hostile",
  * u64 boot_time_ns, i32 landlock_abi. */
-static size_t hello_frame(unsigned char f[64]) {
+static size_t hello_frame(unsigned char f[64], uint32_t version) {
     const char *rel = "hostile";
     size_t len = 4 + 4 + strlen(rel) + 8 + 4;
     put_u32(f, (uint32_t)len);
     f[4] = 1;
     unsigned char *p = f + 5;
-    put_u32(p, 2);
+    put_u32(p, version);
     put_u32(p + 4, (uint32_t)strlen(rel));
     memcpy(p + 8, rel, strlen(rel));
     memset(p + 8 + strlen(rel), 0, 12);
@@ -44,7 +49,7 @@ static size_t hello_frame(unsigned char f[64]) {
 
 static void hello(int port) {
     unsigned char f[64];
-    write_all(port, f, hello_frame(f));
+    write_all(port, f, hello_frame(f, MOAT_GUEST_PROTOCOL_VERSION));
 }
 
 int main(void) {
@@ -57,7 +62,7 @@ int main(void) {
     /* Hello and the bad header in one write: moatd reads both at once and
      * must still see the Hello before the break. */
     unsigned char f[64 + 5];
-    size_t n = hello_frame(f);
+    size_t n = hello_frame(f, MOAT_GUEST_PROTOCOL_VERSION);
     const unsigned char bad[5] = {0xff, 0xff, 0xff, 0xff, 6};
     memcpy(f + n, bad, sizeof bad);
     write_all(port, f, n + sizeof bad);
@@ -67,6 +72,12 @@ int main(void) {
     for (;;) pause();
 #elif HOSTILE_MODE == 3
     (void)port;
+    for (;;) pause();
+#elif HOSTILE_MODE == 6
+    {
+        unsigned char f[64];
+        write_all(port, f, hello_frame(f, MOAT_GUEST_PROTOCOL_VERSION + 1));
+    }
     for (;;) pause();
 #elif HOSTILE_MODE == 5
     const unsigned char bad[5] = {0, 0, 0, 0, 0xee};

@@ -376,6 +376,16 @@ TEST_F(HostileGuest, GarbageInsteadOfHelloIsASetupFailureThatNamesTheBreak) {
     EXPECT_NE(detail(r.job).find("unknown frame type 238"), std::string::npos) << detail(r.job);
 }
 
+TEST_F(HostileGuest, AnAgentOfAnotherProtocolVersionIsRefusedAtItsHello) {
+    Result r = run_hostile(6, "wall_time = \"60s\"\n");
+    EXPECT_EQ(r.proc.status, 125) << r.proc.err;
+    EXPECT_EQ(cause(r.job), "setup-failed") << r.job.dump(2);
+    EXPECT_NE(detail(r.job).find("before moatd accepted its Hello"), std::string::npos) << detail(r.job);
+    const std::string words = "protocol version " + std::to_string(MOAT_GUEST_PROTOCOL_VERSION + 1) +
+                              ", moatd speaks " + std::to_string(MOAT_GUEST_PROTOCOL_VERSION);
+    EXPECT_NE(detail(r.job).find(words), std::string::npos) << detail(r.job);
+}
+
 TEST_F(HostileGuest, ALogFloodIsBoundedAndCounted) {
     Result r = run_hostile(4, "wall_time = \"4s\"\n");
     EXPECT_EQ(cause(r.job), "wall-time") << r.job.dump(2);

@@ -138,6 +138,7 @@ struct Supervisor::Job {
     // store yet: written once the job's first syscall reached moatd (judge),
     // or by finish() if that never happened.
     bool runtime_unstored = false, runtime_posted = false;
+    bool info_made = false;  // launch built the job's info (a tier's patch before that is only merged)
     int64_t start_mono = 0;
     size_t inner_steps_taken = 0;  // Running::inner_steps() already in `steps`
     void take_inner_steps() {
@@ -229,7 +230,10 @@ struct Supervisor::Events final : JobEvents {
     void info(const nlohmann::json& patch) override {
         if (!job->rec.info.is_object()) job->rec.info = nlohmann::json::object();
         job->rec.info.update(patch);
-        (void)sup->m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, job->rec.info);
+        // Before launch made the rest of the info, it writes the whole row.
+        if (job->info_made)
+            (void)sup->m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup,
+                                                       job->rec.info);
     }
 };
 
@@ -937,6 +941,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     // stays: the job is watched before its info is made (above).
     if (job->rec.info.is_object()) info.update(job->rec.info);
     job->rec.info = info;
+    job->info_made = true;
     if (info.contains("accelerator") && info["accelerator"].is_string()) job->rec.accelerator = info["accelerator"];
     if (job->tier->kind() == policy::Tier::Vm)
         (void)m_cfg.store->update_job_runtime(job->id, job->rec.pid, job->rec.uid, job->rec.cgroup, info);
