@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "moat/common/event_loop.h"
+#include "moat/ipc/frame.h"
 #include "moat/sandbox/spawn.h"
 #include "tiers/local.h"
 
@@ -245,20 +246,7 @@ TEST(LocalRunningTest, AnswerWaitingAnswersAPendingNoticeWithoutTheLoop) {
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) _exit(90);
         const int l = int(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog));
         if (l < 0) _exit(91);
-        char b = 0;
-        iovec io{&b, 1};
-        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-        msghdr m{};
-        m.msg_iov = &io;
-        m.msg_iovlen = 1;
-        m.msg_control = ctl;
-        m.msg_controllen = sizeof ctl;
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &l, sizeof l);
-        if (sendmsg(sv[1], &m, 0) != 1) _exit(92);
+        if (ipc::send_with_fds(sv[1], "l", 1, &l, 1, 0) != 1) _exit(92);
         close(l);
         _exit(syscall(SYS_getppid) > 0 ? 7 : 93);
     }
