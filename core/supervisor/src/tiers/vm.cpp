@@ -521,17 +521,16 @@ public:
         auto& p = static_cast<VmPlan&>(plan);
         std::unique_ptr<Guest> g;
         bool warm = false;
-        if (auto it = m_pool.find(p.pool_key); it != m_pool.end()) {
-            // A guest that broke the protocol (a Hello and garbage read at
-            // once) or ended after it was pooled, its end not handled yet:
-            // destroyed, never given a job.
-            while (!it->second.empty()) {
-                Guest* f = it->second.front().guest.get();
-                if (!f->ended() && f->protocol_error().empty()) break;
-                drop_ready(f, f->ended() ? "it ended" : "it broke the protocol (" + printable(f->protocol_error()) + ")");
-            }
+        auto it = m_pool.find(p.pool_key);
+        // A guest that broke the protocol after its Hello put it in the pool
+        // (both read at once): its QEMU is killed, its end not handled yet.
+        // Destroyed now, never given a job. (A pooled guest whose end was
+        // handled has left the pool already: its end handler drops it.)
+        while (it != m_pool.end() && !it->second.empty() && !it->second.front().guest->protocol_error().empty()) {
+            Guest* f = it->second.front().guest.get();
+            drop_ready(f, "it broke the protocol (" + printable(f->protocol_error()) + ")");
         }
-        if (auto it = m_pool.find(p.pool_key); it != m_pool.end() && !it->second.empty()) {
+        if (it != m_pool.end() && !it->second.empty()) {
             g = std::move(it->second.front().guest);
             it->second.pop_front();
             warm = true;
