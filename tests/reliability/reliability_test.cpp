@@ -584,6 +584,41 @@ TEST_F(Rel, ClientKilledMidJobStopsTheJobAsDocumented) {
     EXPECT_EQ(ctl({"jobs", "--json"}).status, 0);
 }
 
+// A client gone before its job's first answer (killed while the job was set
+// up): the answer's write fails and drops it, and its job is stopped like
+// any other whose client went away. It used to be attached only after that
+// answer, and ran on to its end.
+TEST_F(Rel, ClientGoneDuringTheJobsSetUpStopsTheJob) {
+    for (const char* tier : {"seccomp", "container"}) {
+        SCOPED_TRACE(tier);
+        Proc before = ctl({"jobs", "--json", "--limit", "1"});
+        json b = json::parse(before.out, nullptr, false);
+        const int64_t last = b.is_array() && !b.empty() ? b[0].value("id", int64_t(0)) : 0;
+        {
+            RawConn c(s_daemon->socket());
+            ASSERT_TRUE(c.ok());
+            json req = run_request({"sleep", "30"});
+            req["tier"] = tier;
+            int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+            ASSERT_TRUE(c.send_frame(req.dump(), {null, null, null}));
+            close(null);
+        }  // closed before any answer could come
+        json j;
+        ASSERT_TRUE(wait_for(
+            [&] {
+                Proc p = ctl({"jobs", "--json", "--limit", "1"});
+                json a = json::parse(p.out, nullptr, false);
+                if (!a.is_array() || a.empty() || a[0].value("id", int64_t(0)) <= last) return false;
+                j = a[0];
+                return j.value("state", "") == "finished";
+            },
+            10, 0.1))
+            << "the job of a client gone during its set-up did not end: " << j.dump();
+        EXPECT_EQ(cause(j), "stopped") << j.dump();
+        EXPECT_EQ(detail(j), "the client that ran it disconnected") << j.dump();
+    }
+}
+
 // ---- a client whose stdout nobody reads -------------------------------------------
 
 // The relay writes the job's output to the client's own descriptors. It used

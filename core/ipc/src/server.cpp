@@ -1483,19 +1483,21 @@ void Server::start_for(Client& c, supervisor::JobRequest jr, const store::Policy
         r.policy_sha256 = pol.sha256;
         reply(cid, {{"ok", true}, {"finished", job_to_json(r)}});
     };
-    auto res = m_sup->start(std::move(jr));
+    auto res = m_sup->start(std::move(jr));  // `c` may be gone after this (a set-up failure's answer): cid
     if (res.job_id == 0) {
-        reply(c.id, error_reply("setup-failed", res.setup_error ? res.setup_error->message : "job not created"));
+        reply(cid, error_reply("setup-failed", res.setup_error ? res.setup_error->message : "job not created"));
         return;
     }
-    reply(c.id, {{"ok", true}, {"job", res.job_id}});
+    // Attached before the first answer: a client that went away while its
+    // job was set up is dropped by that answer's failed write, and its job
+    // must be stopped then, not left running to its wall time.
+    if (auto it = m_clients.find(cid); it != m_clients.end() && !res.setup_error) it->second->attached_job = res.job_id;
+    reply(cid, {{"ok", true}, {"job", res.job_id}});
     if (res.setup_error) {
         auto rec = m_store->get_job(res.job_id);
         json j = rec ? job_to_json(*rec) : json::object();
-        reply(c.id, {{"ok", true}, {"finished", j}});
-        return;
+        reply(cid, {{"ok", true}, {"finished", j}});
     }
-    if (m_clients.count(cid)) m_clients[cid]->attached_job = res.job_id;
 }
 
 void Server::handle_replay(Client& c, const json& req) {
