@@ -322,6 +322,13 @@ int main(int argc, char** argv) {
     app.add_flag("--no-spawn-helper", no_spawn_helper,
                  "container tier: moatd clones each job's init and it executes moat-init, instead of the spawn "
                  "helper cloning it (docs/architecture.md)");
+    uint32_t inits_ahead = 2;
+    app.add_option("--inits-ahead", inits_ahead,
+                   "container tier: job inits the spawn helper keeps made ahead while idle, so a job's start "
+                   "clones none (0 = none; only where the job joins its cgroup itself: cgroup v1; "
+                   "docs/architecture.md)")
+        ->check(CLI::Range(0, 8))
+        ->capture_default_str();
     app.add_flag("--vm-off", vm_off, "turn the vm tier off (no guest is ever booted)");
     app.add_option("--vm-agent", vm_agent,
                    "the static guest agent, the guest's /init (default: moat-agent next to moatd, then "
@@ -655,6 +662,7 @@ int main(int argc, char** argv) {
     cfg.init_exe_fd = init_fd.get();
     cfg.newroot_dir = newroot;
     cfg.spawn_helper = !no_spawn_helper;
+    cfg.inits_ahead = inits_ahead;
     cfg.store = store->get();
     cfg.loop = loop->get();
     (*loop)->set_spin_ns(int64_t(notify_spin_ns));

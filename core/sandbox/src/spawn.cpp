@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <sched.h>
@@ -936,6 +937,10 @@ struct ContainerChildArgs {
     // Set in the spawn helper's copy: moat-init's code runs in this process
     // (it reads its plan from fd 3 as the executed moat-init does).
     int (*init_main)() = nullptr;
+    // An init made ahead: cloned without a mount namespace of its own (it
+    // shares the helper's, which is moatd's, until its job comes), so it
+    // makes one once it has its job (see make_init_ahead).
+    bool unshare_mnt = false;
 };
 
 [[noreturn]] void container_child_main(const ContainerChildArgs& a) {
@@ -968,6 +973,9 @@ struct ContainerChildArgs {
     if (syscall(SYS_setresgid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresgid(0) in userns", errno, nullptr);
     if (syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(a.status_fd, "setresuid(0) in userns", errno, nullptr);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
+    // The copy of the mount table taken now, not when the init was made: what
+    // the host mounted or unmounted meanwhile is as it is now.
+    if (a.unshare_mnt && unshare(CLONE_NEWNS) < 0) child_fail(a.status_fd, "unshare(CLONE_NEWNS)", errno, nullptr);
     // Default dispositions, nothing blocked (moat-init blocks what it waits
     // for). The spawn helper's copy has them already: the helper reset them
     // at its start and never changes them.
@@ -1146,6 +1154,7 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan) {
             born_in_group = c->born_in_group;
             out.init_by = "spawn-helper";
             out.net_made_ahead = c->net_made_ahead;
+            out.init_made_ahead = c->made_ahead;
         } else if (!c.error().retry) {
             // The helper's clone failed as moatd's own would have, or the
             // request went out unanswered: an init of its may hold our pipes,
@@ -1247,6 +1256,7 @@ namespace {
 
 using namespace helper_wire;
 static_assert(kMaxJoin == size_t(kMaxSelfJoin));
+static_assert(kInitsAhead == SpawnHelper::kMaxInitsAhead);
 
 bool send_with_fds(int sock, const void* data, size_t len, const int* fds, size_t nfds) {
     if (nfds > kMaxRequestFds) {
@@ -1327,43 +1337,61 @@ int loopback_up() {
     return 0;
 }
 
+// A job's request (to the helper, or to an init made ahead) checked and
+// taken apart; the fds stay owned by the caller's vector.
+struct JobRequest {
+    ContainerSpawnPlan sp;
+    int status_fd = -1, go_fd = -1, group_fd = -1;
+    SelfJoinArgs join{};
+    char paths[kMaxSelfJoin][kJoinPathBytes];
+};
+
+// nullptr, or why the request is refused.
+const char* parse_job_request(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds,
+                              JobRequest& out) {
+    if (cut || got != sizeof req || req.magic != kHelperMagic || (req.flags & ~kReqKnown) ||
+        (req.flags & kReqAhead) || req.n_join > uint32_t(kMaxSelfJoin) || req.n_trees > kMaxRequestTrees)
+        return "spawn helper: malformed request";
+    const bool v2 = req.flags & kReqV2Group, join_net = req.flags & kReqJoinNet;
+    if (fds.size() != kFixedRequestFds + v2 + join_net + req.n_join + req.n_trees)
+        return "spawn helper: a request's fds do not match its counts";
+    auto& sp = out.sp;
+    size_t at = 0;
+    for (int i = 0; i < 3; ++i) sp.stdio[i] = fds[at++].get();
+    sp.plan_fd = fds[at++].get();
+    out.status_fd = fds[at++].get();
+    out.go_fd = fds[at++].get();
+    out.group_fd = v2 ? fds[at++].get() : -1;
+    sp.join_netns_fd = join_net ? fds[at++].get() : -1;
+    for (uint32_t i = 0; i < req.n_join; ++i) {
+        memcpy(out.paths[i], req.join_paths[i], kJoinPathBytes);
+        out.paths[i][kJoinPathBytes - 1] = 0;
+        out.join.fds[i] = fds[at++].get();
+        out.join.paths[i] = out.paths[i];
+    }
+    out.join.n = int(req.n_join);
+    for (uint32_t i = 0; i < req.n_trees; ++i) sp.tree_fds.push_back(fds[at++].get());
+    sp.new_net_ipc = req.flags & kReqNewNetIpc;
+    sp.all_cpus = req.flags & kReqAllCpus;
+    sp.loopback = req.flags & kReqLoopback;
+    return nullptr;
+}
+
 HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::vector<UniqueFd>& fds, int sock,
                          int own_net, std::vector<UniqueFd>& net_pool, int (*init_main)()) {
     HelperReply rep{};
     rep.magic = kHelperMagic;
     rep.pid = -1;
     rep.err = EINVAL;
-    if (cut || got != sizeof req || req.magic != kHelperMagic || (req.flags & ~kReqKnown) ||
-        req.n_join > uint32_t(kMaxSelfJoin) || req.n_trees > kMaxRequestTrees) {
-        set_what(rep, "spawn helper: malformed request");
+    JobRequest jr;
+    if (const char* why = parse_job_request(req, got, cut, fds, jr)) {
+        set_what(rep, why);
         return rep;
     }
-    const bool v2 = req.flags & kReqV2Group, join_net = req.flags & kReqJoinNet;
-    if (fds.size() != kFixedRequestFds + v2 + join_net + req.n_join + req.n_trees) {
-        set_what(rep, "spawn helper: a request's fds do not match its counts");
-        return rep;
-    }
-    ContainerSpawnPlan sp;
-    size_t at = 0;
-    for (int i = 0; i < 3; ++i) sp.stdio[i] = fds[at++].get();
-    sp.plan_fd = fds[at++].get();
-    const int status_fd = fds[at++].get();
-    const int go_fd = fds[at++].get();
-    const int group_fd = v2 ? fds[at++].get() : -1;
-    sp.join_netns_fd = join_net ? fds[at++].get() : -1;
-    SelfJoinArgs join{};
-    char paths[kMaxSelfJoin][kJoinPathBytes];
-    for (uint32_t i = 0; i < req.n_join; ++i) {
-        memcpy(paths[i], req.join_paths[i], kJoinPathBytes);
-        paths[i][kJoinPathBytes - 1] = 0;
-        join.fds[i] = fds[at++].get();
-        join.paths[i] = paths[i];
-    }
-    join.n = int(req.n_join);
-    for (uint32_t i = 0; i < req.n_trees; ++i) sp.tree_fds.push_back(fds[at++].get());
-    sp.new_net_ipc = req.flags & kReqNewNetIpc;
-    sp.all_cpus = req.flags & kReqAllCpus;
-    ContainerChildArgs a{&sp, go_fd, status_fd, join, init_main};
+    const bool v2 = jr.group_fd >= 0, join_net = jr.sp.join_netns_fd >= 0;
+    auto& sp = jr.sp;
+    const int status_fd = jr.status_fd, group_fd = jr.group_fd;
+    ContainerChildArgs a{&sp, jr.go_fd, status_fd, jr.join, init_main};
 
     // CLONE_PARENT: the init is moatd's child, as one moatd clones itself.
     uint64_t flags = container_clone_flags(sp) | CLONE_PARENT;
@@ -1437,6 +1465,87 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
     return rep;
 }
 
+// An init made ahead waits here for its job: one request on `ctl` in the
+// helper's form (kReqNewNetIpc, no kReqJoinNet or kReqV2Group: its network
+// and ipc namespaces exist, and on v1 it joins its cgroup itself). EOF (moatd
+// dropped it, or it and the helper are gone) ends it. getppid() says 0 in
+// the new pid namespace, so moatd's death before the prctl below is seen as
+// that EOF: the socket's other end is the helper's until moatd holds it.
+[[noreturn]] void ahead_init_main(int ctl, int (*init_main)()) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) _exit(126);
+    prctl(PR_SET_NAME, "moat-ahead", 0, 0, 0);  // what ps shows while it waits (moat-init once it has a job)
+    HelperRequest req{};
+    std::vector<UniqueFd> fds;
+    bool cut = false;
+    const ssize_t n = recv_with_fds(ctl, &req, sizeof req, fds, cut);
+    if (n <= 0) _exit(0);
+    ::close(ctl);
+    static JobRequest jr;  // lives until the init ends (its args point into it)
+    const char* why = parse_job_request(req, size_t(n), cut, fds, jr);
+    if (!why && (!jr.sp.new_net_ipc || jr.sp.join_netns_fd >= 0 || jr.group_fd >= 0))
+        why = "an init made ahead has its own network and ipc namespaces and joins its cgroup itself";
+    if (why) {
+        if (jr.status_fd >= 0) child_fail(jr.status_fd, why, EINVAL, nullptr);
+        _exit(125);
+    }
+    ContainerChildArgs a{&jr.sp, jr.go_fd, jr.status_fd, jr.join, init_main, true};
+    // `fds` owns the job's fds; this function never returns, so neither
+    // is closed before moat-init's code has moved them where it wants them.
+    static std::vector<UniqueFd> keep;
+    keep = std::move(fds);
+    container_child_main(a);
+}
+
+// One init made ahead (kReqAhead): a copy of this process in new user, pid,
+// uts, ipc and network namespaces, moatd's child (CLONE_PARENT), waiting on
+// a socketpair whose other end goes to moatd in the answer (out_ctl). No
+// mount namespace yet: one copied now would pin every host mount of this
+// moment for as long as the init waits (a filesystem the host unmounts would
+// stay alive in it), and the job would see binds of an old table; the init
+// makes its own once it has its job. Its network namespace is the job's own
+// (lo comes up inside for loopback, as with an init cloned per job).
+HelperReply make_init_ahead(int sock, int own_net, std::vector<UniqueFd>& net_pool, int (*init_main)(),
+                            UniqueFd& out_ctl) {
+    HelperReply rep{};
+    rep.magic = kHelperMagic;
+    rep.pid = -1;
+    rep.ahead = 1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        rep.err = errno;
+        set_what(rep, "socketpair(an init made ahead)");
+        return rep;
+    }
+    UniqueFd mine(sv[0]), theirs(sv[1]);
+    clone_args ca{};
+    ca.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PARENT;
+    // Made only with CPU time nothing else wants (SCHED_IDLE, the clone's
+    // own kernel work included; the init inherits it while it waits): a
+    // start in progress is never slowed by the next one's init. moatd gives
+    // it the normal policy back with its job (the init may not: that takes
+    // CAP_SYS_NICE, which it has only in its own user namespace).
+    sched_param idle{};
+    const bool low = sched_setscheduler(0, SCHED_IDLE, &idle) == 0;
+    const long r = syscall(SYS_clone3, &ca, sizeof ca);
+    if (r == 0) {
+        ::close(sock);
+        ::close(own_net);
+        for (auto& ns : net_pool) ::close(ns.release());
+        ::close(mine.release());
+        ahead_init_main(theirs.release(), init_main);
+    }
+    if (low) sched_setscheduler(0, SCHED_OTHER, &idle);
+    if (r < 0) {
+        rep.err = errno;
+        set_what(rep, "clone3(an init made ahead)");
+        return rep;
+    }
+    rep.pid = int32_t(r);
+    rep.err = 0;
+    out_ctl = std::move(mine);
+    return rep;
+}
+
 // What moatd's clone child runs to become the helper: fd 3 its socket, then
 // moat-init again with --spawn-helper.
 struct HelperStart {
@@ -1465,25 +1574,6 @@ struct HelperStart {
 
 int helper_exec_entry(void* h) { helper_exec_child(*static_cast<const HelperStart*>(h)); }
 
-// A reply within answer_ms, exactly one HelperReply.
-Result<HelperReply> read_reply(int sock, int answer_ms) {
-    pollfd p{sock, POLLIN, 0};
-    int n;
-    do n = ::poll(&p, 1, answer_ms);
-    while (n < 0 && errno == EINTR);
-    if (n == 0) return fail("no answer within " + std::to_string(answer_ms) + " ms");
-    if (n < 0) return fail_sys("poll", errno);
-    HelperReply rep{};
-    std::vector<UniqueFd> fds;  // it sends none; any that came are closed
-    bool cut = false;
-    const ssize_t got = recv_with_fds(sock, &rep, sizeof rep, fds, cut);
-    if (got < 0) return fail_sys("recvmsg", errno);
-    if (got == 0) return fail("it exited");
-    if (cut || size_t(got) != sizeof rep || rep.magic != kHelperMagic || !fds.empty())
-        return fail("it answered something that is not a reply");
-    return rep;
-}
-
 }  // namespace
 
 int spawn_helper_main(int sock, int (*init_main)()) {
@@ -1505,7 +1595,21 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     if (!send_with_fds(sock, &hello, sizeof hello, nullptr, 0)) return 71;
     std::vector<UniqueFd> net_pool;
     int64_t pool_retry_ns = 0;
+    size_t ahead_asked = 0;  // kReqAhead requests not answered yet
     for (;;) {
+        // Inits made ahead, as moatd asked, and only after kAheadIdleMs with
+        // no request (a job's request is served first).
+        if (ahead_asked > 0) {
+            pollfd p{sock, POLLIN, 0};
+            if (::poll(&p, 1, kAheadIdleMs) == 0) {
+                UniqueFd ctl;
+                HelperReply rep = make_init_ahead(sock, own_net.get(), net_pool, init_main, ctl);
+                --ahead_asked;
+                const int fd = ctl.get();
+                if (!send_with_fds(sock, &rep, sizeof rep, ctl ? &fd : nullptr, ctl ? 1 : 0)) return 73;
+                continue;
+            }
+        }
         // The pool is refilled only while no request waits. When the kernel
         // refuses a namespace (a user.max_net_namespaces limit, memory) the
         // inits make their own, and the pool is tried again a second later.
@@ -1524,6 +1628,21 @@ int spawn_helper_main(int sock, int (*init_main)()) {
         const ssize_t n = recv_with_fds(sock, &req, sizeof req, fds, cut);
         if (n == 0) return 0;  // moatd closed its end (or exited)
         if (n < 0) return 72;
+        if (!cut && size_t(n) == sizeof req && req.magic == kHelperMagic && req.flags == kReqAhead && fds.empty() &&
+            req.n_join == 0 && req.n_trees == 0) {
+            if (ahead_asked < kInitsAhead) {
+                ++ahead_asked;
+                continue;
+            }
+            HelperReply no{};  // more than moatd keeps is never asked for
+            no.magic = kHelperMagic;
+            no.pid = -1;
+            no.err = EBUSY;
+            no.ahead = 1;
+            set_what(no, "spawn helper: more inits asked for ahead than are kept");
+            if (!send_with_fds(sock, &no, sizeof no, nullptr, 0)) return 73;
+            continue;
+        }
         HelperReply rep = helper_serve(req, size_t(n), cut, fds, sock, own_net.get(), net_pool, init_main);
         // Our copies go before the answer: the status pipe's EOF must mean the
         // init's exec or death, never a copy still held here.
@@ -1532,7 +1651,7 @@ int spawn_helper_main(int sock, int (*init_main)()) {
     }
 }
 
-Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int answer_ms) {
+Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int answer_ms, size_t inits_ahead) {
     if (!supported()) return fail("the spawn helper is not used in a ThreadSanitizer build");
     if (init_exe_fd < 0) return fail("no moat-init to start the spawn helper from");
     int sv[2];
@@ -1573,7 +1692,8 @@ Result<std::unique_ptr<SpawnHelper>> SpawnHelper::start(int init_exe_fd, int ans
         return fail_sys("pidfd_open(spawn helper)", e);
     }
     h->m_answer_ms = answer_ms;
-    auto hello = read_reply(h->m_sock.get(), answer_ms);
+    h->m_ahead_keep = std::min(inits_ahead, kMaxInitsAhead);
+    auto hello = h->next_reply(answer_ms);
     if (!hello || hello->pid != pid)
         return fail("moat-init did not start as the spawn helper: " +
                     (hello ? std::string("it gave another pid") : hello.error().message));
@@ -1589,6 +1709,13 @@ bool SpawnHelper::usable() {
 
 SpawnHelper::~SpawnHelper() {
     m_sock.reset();  // EOF: the helper exits
+    // Each init made ahead sees EOF and exits (SIGKILL after 1 s); reaped.
+    for (auto& a : m_ahead) {
+        a.ctl.reset();
+        m_dropped.push_back(std::move(a.pidfd));
+    }
+    m_ahead.clear();
+    reap_dropped(true);
     if (!m_pidfd) return;
     pollfd p{m_pidfd.get(), POLLIN, 0};
     if (::poll(&p, 1, 1000) != 1) {
@@ -1634,15 +1761,171 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
         snprintf(req.join_paths[i], kJoinPathBytes, "%s", join_paths[i].c_str());
     }
     for (int t : plan.tree_fds) fds[n++] = t;
+    // An init made ahead takes a job that needs a new network and ipc
+    // namespace and joins its cgroup itself (v1, or no cgroup): the request
+    // goes to it directly. One that is gone (its pidfd readable, or its end
+    // of the socket closed) is let go and the next tried; none left: the
+    // helper clones one as before.
+    if (plan.new_net_ipc && plan.join_netns_fd < 0 && v2_group_fd < 0 && !m_ahead_off && m_ahead_keep > 0) {
+        m_ahead_wanted = true;
+        take_ahead_answers();
+        reap_dropped(false);
+        while (!m_ahead.empty()) {
+            Ahead a = std::move(m_ahead.front());
+            m_ahead.erase(m_ahead.begin());
+            pollfd p{a.pidfd.get(), POLLIN, 0};
+            sched_param normal{};
+            bool taken = ::poll(&p, 1, 0) == 0;
+            if (taken && sched_setscheduler(a.pid, SCHED_OTHER, &normal) < 0) {
+                // Without CAP_SYS_NICE no init made ahead could run its job
+                // at the normal priority: none is made or used again.
+                taken = false;
+                if (errno == EPERM) m_ahead_off = true;
+            }
+            if (taken && send_with_fds(a.ctl.get(), &req, sizeof req, fds, n)) {
+                ask_ahead();
+                return Cloned{a.pid, false, false, true};
+            }
+            a.ctl.reset();  // EOF: it exits, if it has not
+            m_dropped.push_back(std::move(a.pidfd));
+            reap_dropped(false);
+            if (m_ahead_off) {
+                for (auto& o : m_ahead) {
+                    o.ctl.reset();
+                    m_dropped.push_back(std::move(o.pidfd));
+                }
+                m_ahead.clear();
+            }
+        }
+    }
     if (!send_with_fds(m_sock.get(), &req, sizeof req, fds, n))
         return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno), false);
-    auto rep = read_reply(m_sock.get(), m_answer_ms);
+    auto rep = next_reply(m_answer_ms);
     if (!rep) return transport(rep.error().wrap("spawn helper (pid " + std::to_string(m_pid) + ")"), true);
-    if (rep->pid > 0) return Cloned{pid_t(rep->pid), rep->born_in_group != 0, rep->net_made_ahead != 0};
+    if (rep->pid > 0) {
+        ask_ahead();
+        return Cloned{pid_t(rep->pid), rep->born_in_group != 0, rep->net_made_ahead != 0};
+    }
     if (rep->clone_failed)
         return std::unexpected(Failure{Error::sys(container_clone_what(plan, rep->clone_failed == 2), rep->err), false});
     rep->what[sizeof rep->what - 1] = 0;
     return std::unexpected(Failure{Error::sys(rep->what, rep->err), false});
+}
+
+// The helper's next message within timeout_ms that answers a job's request
+// (or its hello). Answers to kReqAhead that come first are taken on the way.
+Result<HelperReply> SpawnHelper::next_reply(int timeout_ms) {
+    const int64_t deadline = now_monotonic_ns() + int64_t(timeout_ms) * 1'000'000;
+    for (;;) {
+        const int64_t left = (deadline - now_monotonic_ns()) / 1'000'000;
+        pollfd p{m_sock.get(), POLLIN, 0};
+        int n;
+        do n = ::poll(&p, 1, int(std::max<int64_t>(left, 0)));
+        while (n < 0 && errno == EINTR);
+        if (n == 0) return fail("no answer within " + std::to_string(timeout_ms) + " ms");
+        if (n < 0) return fail_sys("poll", errno);
+        HelperReply rep{};
+        std::vector<UniqueFd> fds;  // closed unless taken
+        bool cut = false;
+        const ssize_t got = recv_with_fds(m_sock.get(), &rep, sizeof rep, fds, cut);
+        if (got < 0) return fail_sys("recvmsg", errno);
+        if (got == 0) return fail("it exited");
+        if (cut || size_t(got) != sizeof rep || rep.magic != kHelperMagic)
+            return fail("it answered something that is not a reply");
+        if (rep.ahead) {
+            on_ahead_answer(rep, fds);
+            continue;
+        }
+        if (!fds.empty()) return fail("it answered something that is not a reply");
+        return rep;
+    }
+}
+
+// Answers to kReqAhead already waiting (never blocks). Anything else here
+// answers no request: the helper is not used again.
+void SpawnHelper::take_ahead_answers() {
+    while (m_ahead_asked > 0 && m_usable) {
+        pollfd p{m_sock.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) != 1) return;
+        auto rep = next_reply(0);
+        if (rep) {  // an answer to nothing
+            m_usable = false;
+            return;
+        }
+        if (rep.error().message.rfind("no answer", 0) != 0) {
+            m_usable = false;  // it exited, or answered nonsense
+            return;
+        }
+    }
+}
+
+void SpawnHelper::on_ahead_answer(const HelperReply& rep, std::vector<UniqueFd>& fds) {
+    if (m_ahead_asked > 0) --m_ahead_asked;
+    if (rep.pid <= 0 || fds.size() != 1) {
+        // Refused (the kernel's namespace limits, memory): not asked again for a second.
+        m_ahead_retry_ns = now_monotonic_ns() + 1'000'000'000;
+        return;
+    }
+    Ahead a;
+    a.pid = pid_t(rep.pid);
+    a.pidfd.reset(int(syscall(SYS_pidfd_open, a.pid, 0)));
+    // Only a child of ours is taken (waitid on a pidfd of any other process
+    // fails with ECHILD); an unreaped child's pid is never reused.
+    siginfo_t si{};
+    if (!a.pidfd || waitid(idtype_t(3) /*P_PIDFD*/, id_t(a.pidfd.get()), &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        m_ahead_retry_ns = now_monotonic_ns() + 1'000'000'000;
+        return;
+    }
+    a.ctl = std::move(fds[0]);
+    if (m_ahead_off) {  // not used after all: it exits at EOF
+        a.ctl.reset();
+        m_dropped.push_back(std::move(a.pidfd));
+        return;
+    }
+    m_ahead.push_back(std::move(a));
+}
+
+// Asks the helper for inits ahead up to m_ahead_keep, once a job that can use
+// one was seen (never on a v2 host, where each init is born in its group).
+void SpawnHelper::ask_ahead() {
+    if (!m_ahead_wanted || m_ahead_off || !m_usable || now_monotonic_ns() < m_ahead_retry_ns) return;
+    while (m_ahead.size() + m_ahead_asked < m_ahead_keep) {
+        HelperRequest req{};
+        req.magic = kHelperMagic;
+        req.flags = kReqAhead;
+        if (!send_with_fds(m_sock.get(), &req, sizeof req, nullptr, 0)) {
+            m_usable = false;  // its end is closed: it is gone
+            return;
+        }
+        ++m_ahead_asked;
+    }
+}
+
+// Reaps the inits made ahead that were let go (their socket closed, so each
+// exits): those that have, or with `wait` each within 1 s, SIGKILLed after.
+void SpawnHelper::reap_dropped(bool wait) {
+    for (auto it = m_dropped.begin(); it != m_dropped.end();) {
+        pollfd p{it->get(), POLLIN, 0};
+        if (::poll(&p, 1, wait ? 1000 : 0) != 1 && wait) {
+            syscall(SYS_pidfd_send_signal, it->get(), SIGKILL, nullptr, 0);
+            ::poll(&p, 1, 1000);
+        }
+        siginfo_t si{};
+        if (waitid(idtype_t(3) /*P_PIDFD*/, id_t(it->get()), &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0) {
+            it = m_dropped.erase(it);
+        } else if (wait) {
+            it = m_dropped.erase(it);  // not ours after all, or stuck: given up
+        } else {
+            ++it;
+        }
+    }
+}
+
+std::vector<pid_t> SpawnHelper::inits_ahead() {
+    take_ahead_answers();
+    std::vector<pid_t> out;
+    for (const auto& a : m_ahead) out.push_back(a.pid);
+    return out;
 }
 
 }  // namespace moat::sandbox

@@ -11,10 +11,23 @@ namespace moat::sandbox::helper_wire {
 // stdio (3), the plan, the status pipe's write end, the go pipe's read end,
 // the v2 group (kReqV2Group), the network namespace to join (kReqJoinNet),
 // the v1 tasks files (n_join), the client's mount trees (n_trees).
+//
+// kReqAhead (alone, no fds, no counts) asks for an init made ahead: the
+// helper clones it once it has been idle for kAheadIdleMs, and answers
+// (ahead = 1) with the init's pid and, as the message's one fd, moatd's end
+// of a socketpair the init waits on. moatd later sends that init a job's
+// request in the same form as the helper's (with kReqNewNetIpc, without
+// kReqJoinNet or kReqV2Group: the init's network and ipc namespaces are
+// made, and it joins its cgroup itself). Answers to kReqAhead may come
+// before or after the answer to a job's request sent later.
 constexpr size_t kMaxJoin = 16;  // spawn.cpp's kMaxSelfJoin
-constexpr uint32_t kHelperMagic = 0x4d544831;  // "MTH1", also the protocol's version
+constexpr uint32_t kHelperMagic = 0x4d544832;  // "MTH2", also the protocol's version
 constexpr uint32_t kReqNewNetIpc = 1, kReqJoinNet = 2, kReqV2Group = 4, kReqAllCpus = 8, kReqLoopback = 16,
-                   kReqKnown = 31;
+                   kReqAhead = 32, kReqKnown = 63;
+// The most inits moatd keeps made ahead (SpawnHelper::kMaxInitsAhead), and
+// how long the helper must have had no request before it makes one.
+constexpr size_t kInitsAhead = 8;
+constexpr int kAheadIdleMs = 1;
 // Network namespaces the helper keeps made ahead (SpawnHelper in spawn.h).
 constexpr size_t kNetPool = 2;
 // How long the helper must have had no request before it makes one, and
@@ -42,7 +55,8 @@ struct HelperReply {
     uint32_t born_in_group;  // clone3(CLONE_INTO_CGROUP) put it in the v2 group
     uint32_t clone_failed;   // 1: the clone itself failed (moatd names it as its own); 2: ... into the v2 group
     uint32_t net_made_ahead; // the init entered a network namespace from the helper's pool
-    char what[232];          // otherwise the failed step
+    uint32_t ahead;          // answers a kReqAhead request (pid > 0: the init, with its socket as the one fd)
+    char what[228];          // otherwise the failed step
 };
 
 }  // namespace moat::sandbox::helper_wire

@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -682,13 +684,17 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
 
     // A helper that hangs: no answer in time (2 s here, 10 s in moatd), so it
     // is killed and the job fails (an init of its might exist); the next
-    // job's init is cloned here.
+    // job's init is cloned here. The job joins our network namespace, so no
+    // init made ahead takes it: the request goes to the helper.
     const pid_t first = (*helper)->pid();
     ASSERT_EQ(kill(first, SIGSTOP), 0);
     {
         const auto cp = container_plan(root_tmpl, *f, {"/bin/true"});
         int planfd = plan_memfd(cp);
+        int our_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(our_net, 0);
         sandbox::ContainerSpawnPlan csp;
+        csp.join_netns_fd = our_net;
         csp.init_exe_fd = initfd;
         csp.plan_fd = planfd;
         csp.host_root_uid = csp.host_root_gid = 700972;
@@ -697,6 +703,7 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         csp.helper = helper->get();
         auto s = sandbox::spawn_container_job(csp);
         close(planfd);
+        close(our_net);
         ASSERT_FALSE(s);
         EXPECT_NE(s.error().message.find("spawn helper (pid " + std::to_string(first) + "): no answer within 2000 ms"),
                   std::string::npos)
@@ -723,6 +730,166 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
     close(devnull);
     close(initfd);
     rmdir(root_tmpl);
+}
+
+// Inits made ahead (SpawnHelper): after a job one could take, the helper
+// makes two while idle. Each is our child, at SCHED_IDLE, in namespaces of
+// its own except the mount namespace, which it shares with us until its job
+// comes (so it pins no mount of the moment it was made): a mount made on the
+// host afterwards, below a private one (so no propagation could bring it),
+// is in the job's root. The next job goes to one directly and runs at the
+// normal policy; a job that joins a given network namespace never takes one;
+// one that died is passed over and reaped; the rest are reaped when the
+// helper object goes.
+TEST_F(SpawnTest, InitsMadeAheadTakeTheNextJobsAndCopyTheMountTableOnlyThen) {
+    if (!sandbox::SpawnHelper::supported()) GTEST_SKIP() << "no spawn helper in a ThreadSanitizer build";
+    char dir_tmpl[] = "/tmp/moat-ahead-XXXXXX";
+    ASSERT_NE(mkdtemp(dir_tmpl), nullptr);
+    ASSERT_EQ(chmod(dir_tmpl, 0755), 0);  // the job's root (an unprivileged host uid) walks through it
+    const std::string dir = dir_tmpl, outer = dir + "/outer", root = dir + "/root";
+    ASSERT_EQ(mkdir(outer.c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
+    ASSERT_EQ(mount("tmpfs", outer.c_str(), "tmpfs", 0, "size=64k"), 0) << strerror(errno);
+    ASSERT_EQ(mount(nullptr, outer.c_str(), nullptr, MS_PRIVATE, nullptr), 0) << strerror(errno);
+    ASSERT_EQ(mkdir((outer + "/inner").c_str(), 0755), 0);
+    auto f = filter_for(kAllowShell);
+    int initfd = open(MOAT_INIT_PATH, O_PATH | O_CLOEXEC);
+    ASSERT_GE(initfd, 0) << MOAT_INIT_PATH;
+    auto helper = sandbox::SpawnHelper::start(initfd);
+    ASSERT_TRUE(helper) << helper.error().message;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    const auto ns_of = [](pid_t pid, const char* ns) {
+        std::error_code ec;
+        return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + ns, ec).string();
+    };
+
+    struct Run {
+        bool made_ahead = false;
+        pid_t init = -1;
+        int status = -1;
+        std::string out;
+        std::string init_mnt;
+        int init_policy = -1;
+    };
+    auto run = [&](const std::string& script, int join_net) {
+        Run r;
+        auto cp = container_plan(root.c_str(), *f, {"/bin/sh", "-c", script});
+        cp.mounts.push_back({sandbox::MountSpec::Kind::BindRo, outer, "/outer"});
+        int planfd = plan_memfd(cp);
+        int out[2];
+        if (planfd < 0 || pipe2(out, O_CLOEXEC) < 0) return r;
+        sandbox::ContainerSpawnPlan csp;
+        csp.init_exe_fd = initfd;
+        csp.plan_fd = planfd;
+        csp.host_root_uid = csp.host_root_gid = 700974;
+        csp.host_job_uid = csp.host_job_gid = 700975;
+        csp.stdio[0] = devnull;
+        csp.stdio[1] = csp.stdio[2] = out[1];
+        csp.join_netns_fd = join_net;
+        csp.helper = helper->get();
+        auto s = sandbox::spawn_container_job(csp);
+        close(out[1]);
+        close(planfd);
+        if (!s) {
+            ADD_FAILURE() << s.error().message;
+            close(out[0]);
+            return r;
+        }
+        r.made_ahead = s->init_made_ahead;
+        r.init = s->pid;
+        r.init_mnt = ns_of(s->pid, "mnt");
+        r.init_policy = sched_getscheduler(s->pid);
+        continue_until_exit(*s);
+        auto c = wait_and_read(*s, out[0]);
+        r.status = c.status;
+        r.out = c.out;
+        close(out[0]);
+        return r;
+    };
+    auto wait_for_ahead = [&](size_t n) {
+        std::vector<pid_t> got;
+        for (int i = 0; i < 500 && (got = (*helper)->inits_ahead()).size() < n; ++i) usleep(10000);
+        return got;
+    };
+
+    // Nothing is made ahead before a job that could take one was seen.
+    usleep(50000);
+    EXPECT_TRUE((*helper)->inits_ahead().empty());
+    Run first = run("echo first", -1);
+    EXPECT_FALSE(first.made_ahead);
+    EXPECT_EQ(first.out, "first\n");
+
+    auto ahead = wait_for_ahead(2);
+    ASSERT_EQ(ahead.size(), 2u) << "the helper made no inits ahead";
+    const std::string our_mnt = ns_of(getpid(), "mnt");
+    for (pid_t pid : ahead) {
+        SCOPED_TRACE("init made ahead " + std::to_string(pid));
+        EXPECT_EQ(ns_of(pid, "mnt"), our_mnt) << "it holds a copy of the mount table of the moment it was made";
+        EXPECT_NE(ns_of(pid, "net"), ns_of(getpid(), "net"));
+        EXPECT_NE(ns_of(pid, "user"), ns_of(getpid(), "user"));
+        EXPECT_NE(ns_of(pid, "pid_for_children"), "");
+        EXPECT_EQ(sched_getscheduler(pid), SCHED_IDLE);
+        std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+        std::string name;
+        std::getline(comm, name);
+        EXPECT_EQ(name, "moat-ahead");
+        siginfo_t si{};
+        EXPECT_EQ(waitid(P_PID, id_t(pid), &si, WEXITED | WNOHANG | WNOWAIT), 0) << "not our child";
+    }
+
+    // A mount made now, inside a private one: only a mount table copied
+    // after this moment has it.
+    ASSERT_EQ(mount("tmpfs", (outer + "/inner").c_str(), "tmpfs", 0, "size=64k"), 0) << strerror(errno);
+    {
+        std::ofstream mark(outer + "/inner/fresh");
+        mark << "mounted after the init was made\n";
+    }
+    Run second = run("cat /outer/inner/fresh", -1);
+    EXPECT_TRUE(second.made_ahead);
+    EXPECT_TRUE(std::find(ahead.begin(), ahead.end(), second.init) != ahead.end()) << second.init;
+    EXPECT_EQ(second.out, "mounted after the init was made\n");
+    EXPECT_TRUE(WIFEXITED(second.status) && WEXITSTATUS(second.status) == 0) << second.status;
+    EXPECT_NE(second.init_mnt, our_mnt) << "the job's init did not make its own mount namespace";
+    EXPECT_EQ(second.init_policy, SCHED_OTHER) << "the job's init still runs at SCHED_IDLE";
+
+    // A job in a given network namespace is cloned by the helper as before.
+    int our_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(our_net, 0);
+    Run joined = run("echo joined", our_net);
+    close(our_net);
+    EXPECT_FALSE(joined.made_ahead);
+    EXPECT_EQ(joined.out, "joined\n");
+
+    // One that died is passed over (and reaped); the job still starts.
+    ahead = wait_for_ahead(2);
+    ASSERT_EQ(ahead.size(), 2u);
+    ASSERT_EQ(kill(ahead[0], SIGKILL), 0);
+    int pidfd = int(syscall(SYS_pidfd_open, ahead[0], 0));
+    ASSERT_GE(pidfd, 0);
+    pollfd p{pidfd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1);
+    close(pidfd);
+    Run after_kill = run("echo after", -1);
+    EXPECT_EQ(after_kill.out, "after\n");
+    EXPECT_TRUE(after_kill.made_ahead);
+    EXPECT_EQ(after_kill.init, ahead[1]);
+    errno = 0;
+    EXPECT_TRUE(kill(ahead[0], 0) < 0 && errno == ESRCH) << "the dead init made ahead was not reaped";
+
+    // The rest are reaped with the helper (not left as zombies: kill(0)
+    // succeeds on a zombie).
+    ahead = wait_for_ahead(2);
+    EXPECT_FALSE(ahead.empty());
+    helper->reset();
+    for (pid_t pid : ahead) {
+        errno = 0;
+        EXPECT_TRUE(kill(pid, 0) < 0 && errno == ESRCH) << "init made ahead " << pid << " was not reaped";
+    }
+    close(devnull);
+    close(initfd);
+    umount2((outer + "/inner").c_str(), MNT_DETACH);
+    umount2(outer.c_str(), MNT_DETACH);
+    std::filesystem::remove_all(dir);
 }
 
 // The helper answers every request, malformed ones with a refusal, closes
@@ -790,6 +957,84 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
     refused(&req, sizeof req, "too many cgroup joins");
     req.n_join = 0;
     refused(&req, sizeof req, "one fd where six are due");
+    req.flags = w::kReqAhead;
+    refused(&req, sizeof req, "an init asked for ahead, with an fd");
+    req.flags = w::kReqAhead | w::kReqNewNetIpc;
+    refused(&req, sizeof req, "an init asked for ahead, with other flags");
+    {
+        // A request for an init made ahead: answered (after the helper was
+        // idle for a moment) with the init's pid, our child, and its socket;
+        // the init exits when that socket closes.
+        SCOPED_TRACE("an init made ahead");
+        w::HelperRequest ahead{};
+        ahead.magic = w::kHelperMagic;
+        ahead.flags = w::kReqAhead;
+        ASSERT_EQ(send(sv[0], &ahead, sizeof ahead, 0), ssize_t(sizeof ahead));
+        pollfd p{sv[0], POLLIN, 0};
+        ASSERT_EQ(poll(&p, 1, 5000), 1);
+        w::HelperReply r{};
+        iovec iov{&r, sizeof r};
+        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+        msghdr mh{};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        ASSERT_EQ(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC), ssize_t(sizeof r));
+        EXPECT_EQ(r.magic, w::kHelperMagic);
+        EXPECT_EQ(r.ahead, 1u);
+        ASSERT_GT(r.pid, 0) << r.what;
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        ASSERT_TRUE(c && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) << "not exactly one fd";
+        int ctl;
+        memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
+        close(ctl);  // EOF: the init gives up
+        int st = 0;
+        ASSERT_EQ(waitpid(r.pid, &st, 0), r.pid) << "the init made ahead is not the helper's parent's child";
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+    }
+    {
+        // More asked for ahead than moatd ever keeps: the extra one is refused
+        // at once, the others answered.
+        SCOPED_TRACE("too many asked for ahead");
+        w::HelperRequest ahead{};
+        ahead.magic = w::kHelperMagic;
+        ahead.flags = w::kReqAhead;
+        for (size_t i = 0; i <= w::kInitsAhead; ++i)
+            ASSERT_EQ(send(sv[0], &ahead, sizeof ahead, 0), ssize_t(sizeof ahead));
+        size_t made = 0, refusals = 0;
+        for (size_t i = 0; i <= w::kInitsAhead; ++i) {
+            w::HelperReply r{};
+            std::vector<int> got;
+            pollfd p{sv[0], POLLIN, 0};
+            ASSERT_EQ(poll(&p, 1, 5000), 1);
+            iovec iov{&r, sizeof r};
+            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+            msghdr mh{};
+            mh.msg_iov = &iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = cbuf;
+            mh.msg_controllen = sizeof cbuf;
+            ASSERT_EQ(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC), ssize_t(sizeof r));
+            ASSERT_EQ(r.ahead, 1u);
+            if (r.pid > 0) {
+                ++made;
+                cmsghdr* c = CMSG_FIRSTHDR(&mh);
+                ASSERT_TRUE(c);
+                int ctl;
+                memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
+                close(ctl);
+                int st = 0;
+                EXPECT_EQ(waitpid(r.pid, &st, 0), r.pid);
+            } else {
+                ++refusals;
+                EXPECT_EQ(r.err, EBUSY);
+            }
+        }
+        EXPECT_EQ(made, w::kInitsAhead);
+        EXPECT_EQ(refusals, 1u);
+    }
+    req.flags = w::kReqNewNetIpc;
     {
         // More fds than any request may carry: cut off by the kernel (MSG_CTRUNC).
         SCOPED_TRACE("too many fds");

@@ -212,6 +212,7 @@ public:
         info["spawn_us"] = (proc.ready_ns - proc.fork_ns) / 1000;
         describe_cpus(proc, in.learn, info);
         info["init_started_by"] = proc.init_by;
+        info["init_made_ahead"] = proc.init_made_ahead;
         if (!(in.rootfs && in.rootfs->netns))
             info["net_namespace"] = proc.net_made_ahead ? "made ahead by the spawn helper" : "made with the init";
         info["notes"] = nlohmann::json::array();
@@ -250,7 +251,7 @@ private:
             m_helper.reset();  // a dead one is reaped
         }
         if (now < m_helper_retry_ns) return nullptr;
-        auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd);
+        auto h = sandbox::SpawnHelper::start(m_cfg.init_exe_fd, sandbox::SpawnHelper::kAnswerMs, m_cfg.inits_ahead);
         if (!h) {
             moat::logf(moat::LogLevel::Warning, "spawn helper: %s; moatd starts container inits itself for now\n",
                        h.error().message.c_str());

@@ -215,6 +215,9 @@ struct Spawned {
     // Container tier: the job's new network namespace was made ahead by the
     // spawn helper (owned by the host's user namespace, not the job's).
     bool net_made_ahead = false;
+    // Container tier: the init was made ahead by the spawn helper and waited
+    // for this job (SpawnHelper::Cloned::made_ahead).
+    bool init_made_ahead = false;
     // Why the spawn helper could not clone the init (it died, or answered
     // nonsense), when moatd then cloned it itself; "" otherwise.
     std::string helper_failure;
@@ -312,6 +315,10 @@ Result<Spawned> spawn_container_job(const ContainerSpawnPlan& plan);
 // declared for its test.
 void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r);
 
+namespace helper_wire {
+struct HelperReply;  // spawn_helper_wire.h (internal)
+}
+
 // The container tier's spawn helper: `moat-init --spawn-helper`, a
 // single-threaded process moatd starts once (and again if it dies). For each
 // job it clones the job's init into the new namespaces with CLONE_PARENT, so
@@ -322,6 +329,16 @@ void reap_unanswered_init(UniqueFd& go_w, UniqueFd& st_w, int st_r);
 // as for an init it cloned itself. The helper trusts only its socket (a
 // socketpair with moatd: no path, no other client), checks every request's
 // size and fd count, and serves one request at a time.
+//
+// Inits made ahead: once a job came that one could take (a new network
+// namespace, no client's network, no v2 group: v1 or no cgroup), moatd keeps
+// up to `inits_ahead` (default two) inits the helper cloned ahead while idle, at SCHED_IDLE, in new
+// user, pid, uts, ipc and network namespaces but still in moatd's mount
+// namespace (a copy made ahead would pin every host mount of that moment).
+// Each is moatd's child waiting on a socketpair; a job's request goes to one
+// directly (no clone on the start's path), moatd gives it the normal policy
+// back, and it copies the mount table then. The rest is as for a cloned
+// init. Those not used are reaped when the helper object goes.
 class SpawnHelper {
 public:
     // Starts the helper from moat-init's fd. Call on the thread that starts
@@ -329,8 +346,12 @@ public:
     // (PR_SET_PDEATHSIG), as the inits moatd clones itself do.
     // answer_ms bounds each wait for its answer (a helper that takes longer
     // is killed and that job fails).
+    // inits_ahead: how many inits made ahead moatd keeps (at most
+    // kMaxInitsAhead; 0: none).
     static constexpr int kAnswerMs = 10000;
-    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd, int answer_ms = kAnswerMs);
+    static constexpr size_t kDefaultInitsAhead = 2, kMaxInitsAhead = 8;
+    static Result<std::unique_ptr<SpawnHelper>> start(int init_exe_fd, int answer_ms = kAnswerMs,
+                                                      size_t inits_ahead = kDefaultInitsAhead);
     // False in a ThreadSanitizer build: its runtime's own thread lives in the
     // helper too, and the helper's raw clone would copy a half-held lock.
     static constexpr bool supported() {
@@ -355,6 +376,7 @@ public:
         pid_t pid = -1;
         bool born_in_group = false;
         bool net_made_ahead = false;  // its network namespace came from the helper's pool
+        bool made_ahead = false;      // an init made ahead took the job (no clone on the start's path)
     };
     // One init: sends the request with its fds, waits (bounded: answer_ms)
     // for the answer. On a failure of the transport the helper is unusable (and
@@ -371,12 +393,34 @@ public:
                                               int v2_group_fd, const std::vector<int>& join_fds,
                                               const std::vector<std::string>& join_paths);
 
+    // Inits made ahead that moatd holds, after taking what the helper has
+    // answered meanwhile (for tests and measurements).
+    std::vector<pid_t> inits_ahead();
+
 private:
     SpawnHelper() = default;
+    // An init made ahead (helper_wire::kReqAhead): moatd's child, waiting on
+    // `ctl` for a job's request.
+    struct Ahead {
+        pid_t pid = -1;
+        UniqueFd pidfd, ctl;
+    };
+    Result<helper_wire::HelperReply> next_reply(int timeout_ms);
+    void take_ahead_answers();
+    void on_ahead_answer(const helper_wire::HelperReply& rep, std::vector<UniqueFd>& fds);
+    void ask_ahead();
+    void reap_dropped(bool wait);
     UniqueFd m_sock, m_pidfd;
     pid_t m_pid = -1;
     int m_answer_ms = kAnswerMs;
     bool m_usable = true, m_failed_request = false;
+    std::vector<Ahead> m_ahead;
+    std::vector<UniqueFd> m_dropped;  // pidfds of inits made ahead that were let go and not reaped yet
+    size_t m_ahead_asked = 0;         // kReqAhead requests not answered yet
+    size_t m_ahead_keep = kDefaultInitsAhead;
+    bool m_ahead_wanted = false;      // a job that an init made ahead could take was seen
+    bool m_ahead_off = false;         // moatd may not give one its normal priority back: none is used
+    int64_t m_ahead_retry_ns = 0;     // after a refused one: not asked again before
 };
 
 // The helper's side (moat-init --spawn-helper): serves requests on `sock`

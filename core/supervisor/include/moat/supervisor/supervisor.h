@@ -51,6 +51,9 @@ struct Config {
     // and runs moat-init's code without an exec; false: moatd clones every
     // init and it executes moat-init (moatd --no-spawn-helper).
     bool spawn_helper = true;
+    // How many inits the spawn helper keeps made ahead (SpawnHelper; moatd
+    // --inits-ahead, 0-8).
+    uint32_t inits_ahead = 2;
     // Replay recordings (docs/replay.md). Without artifacts nothing is recorded
     // but stdout/stderr tails.
     const store::Artifacts* artifacts = nullptr;
