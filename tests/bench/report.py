@@ -67,6 +67,13 @@ if ss is not None or sc is not None:
     row("1g", "(reference) job start when starts come 100 ms apart (seccomp; container)",
         f"{f(ss, ' ms')}; {f(sc, ' ms')}", f"bwrap {f(sb, ' ms')}",
         f"{f(ratio(ss, sb), '×')}; {f(ratio(sc, sb), '×')}", None)
+cb, cw, cs, cc = (num(f"cpu_per_start_{k}_us") for k in ("bare", "bwrap", "moat_seccomp", "moat_container"))
+if cs is not None or cc is not None:
+    own = lambda v: None if v is None or cb is None else v - cb
+    row("1h", "(reference) CPU per start, all CPUs, back to back (seccomp; container)",
+        f"{f(cs, ' µs', 0)}; {f(cc, ' µs', 0)} (beyond bare /bin/true: {f(own(cs), ' µs', 0)}; {f(own(cc), ' µs', 0)})",
+        f"bwrap {f(cw, ' µs', 0)} (beyond bare: {f(own(cw), ' µs', 0)}); bare /bin/true {f(cb, ' µs', 0)}",
+        f"{f(ratio(cs, cw), '×')}; {f(ratio(cc, cw), '×')}", None)
 sp, bf = num("gb_BM_SpawnSeccompTrue_us"), num("gb_BM_BareForkExec_us")
 d = None if sp is None or bf is None else sp - bf
 row("1d", "spawn-to-exec in moatd ≤ bare fork+exec + 0.3 ms", f(sp, " µs", 0), f"fork+exec {f(bf, ' µs', 0)}",
