@@ -336,9 +336,9 @@ TEST_F(Container, NetworkNamespacesMadeAheadBehaveAsTheJobsOwn) {
         c.network = mode;
         c.allow = {"@default", "@network-io", "ioctl"};
         (void)run_ctr(c, {"exit", "0"});  // the helper runs from here on
-        JobRun d = ahead(c, {"netdevs"});
-        ASSERT_EQ(d.proc.status, 0) << describe(d);
-        EXPECT_EQ(kv(d.proc.out, "netdevs"), std::string(mode) == "none" ? "lo:down" : "lo:up") << describe(d);
+        JobRun nd = ahead(c, {"netdevs"});
+        ASSERT_EQ(nd.proc.status, 0) << describe(nd);
+        EXPECT_EQ(kv(nd.proc.out, "netdevs"), std::string(mode) == "none" ? "lo:down" : "lo:up") << describe(nd);
         JobRun r = ahead(c, {"connect-tcp", std::to_string(host.port())});
         EXPECT_EQ(r.proc.status, 1) << describe(r);
         EXPECT_EQ(kv(r.proc.out, "errno"), std::string(mode) == "none" ? "ENETUNREACH" : "ECONNREFUSED")
@@ -398,8 +398,8 @@ TEST_F(Container, JobsOnInitsMadeAheadAreLikeAnyOther) {
         EXPECT_EQ(kv(w.proc.out, "ppid"), "1") << describe(w);
         EXPECT_EQ(kv(w.proc.out, "init"), "moat-init") << describe(w);
         EXPECT_EQ(kv(w.proc.out, "hostname"), "job-" + std::to_string(w.id)) << describe(w);
-        JobRun d = ahead(c, {"netdevs"});
-        EXPECT_EQ(kv(d.proc.out, "netdevs"), std::string(mode) == "none" ? "lo:down" : "lo:up") << describe(d);
+        JobRun nd = ahead(c, {"netdevs"});
+        EXPECT_EQ(kv(nd.proc.out, "netdevs"), std::string(mode) == "none" ? "lo:down" : "lo:up") << describe(nd);
         JobRun r = ahead(c, {"connect-tcp", std::to_string(host.port())});
         EXPECT_EQ(r.proc.status, 1) << describe(r);
         EXPECT_EQ(kv(r.proc.out, "errno"), std::string(mode) == "none" ? "ENETUNREACH" : "ECONNREFUSED")
@@ -408,9 +408,18 @@ TEST_F(Container, JobsOnInitsMadeAheadAreLikeAnyOther) {
     EXPECT_EQ(host.accepted(), 0) << "a job reached a listener on the host's loopback";
 
     // A policy's bind of a directory that got a mount (below a private one,
-    // so no propagation could bring it) after the helper made its inits.
+    // so no propagation could bring it) after the helper made the init that
+    // runs the job: that init was among moatd's moat-ahead children before
+    // the mount, and is gone after the job.
     const std::string outer = s_root + "/ahead-outer";
     fs::create_directories(outer);
+    struct Unmount {
+        std::string outer;
+        ~Unmount() {
+            umount2((outer + "/inner").c_str(), MNT_DETACH);
+            umount2(outer.c_str(), MNT_DETACH);
+        }
+    } unmount{outer};
     ASSERT_EQ(mount("tmpfs", outer.c_str(), "tmpfs", 0, "size=64k,mode=0755"), 0) << strerror(errno);
     ASSERT_EQ(mount(nullptr, outer.c_str(), nullptr, MS_PRIVATE, nullptr), 0) << strerror(errno);
     fs::create_directories(outer + "/inner");
@@ -418,17 +427,27 @@ TEST_F(Container, JobsOnInitsMadeAheadAreLikeAnyOther) {
     c.name = "ctr-init-ahead-mounts";
     c.read_only.push_back(outer);
     (void)run_ctr(c, {"exit", "0"});
-    usleep(200 * 1000);  // the helper's inits are made by now
+    auto waiting = [] {
+        std::vector<pid_t> out;
+        for (pid_t p : children_of(s_daemon->pid()))
+            if (read_text("/proc/" + std::to_string(p) + "/comm") == "moat-ahead\n") out.push_back(p);
+        return out;
+    };
+    std::vector<pid_t> before;
+    wait_for([&] { return !(before = waiting()).empty(); }, 5);
+    ASSERT_FALSE(before.empty()) << "moatd holds no init made ahead";
     ASSERT_EQ(mount("tmpfs", (outer + "/inner").c_str(), "tmpfs", 0, "size=64k,mode=0755"), 0) << strerror(errno);
     {
         std::ofstream mark(outer + "/inner/fresh");
         mark << "fresh";
     }
-    JobRun f = ahead(c, {"read-file", outer + "/inner/fresh"});
+    JobRun f = run_ctr(c, {"read-file", outer + "/inner/fresh"});
+    EXPECT_TRUE(show(f.id)["sandbox"].value("init_made_ahead", false)) << describe(f);
+    size_t used = 0;
+    for (pid_t p : before) used += kill(p, 0) != 0 || read_text("/proc/" + std::to_string(p) + "/comm") != "moat-ahead\n";
+    EXPECT_GE(used, 1u) << "the job did not run on an init made before the mount";
     EXPECT_EQ(f.proc.status, 0) << describe(f);
     EXPECT_EQ(kv(f.proc.out, "ret"), "5") << "the job's bind was taken from an old mount table\n" << describe(f);
-    umount2((outer + "/inner").c_str(), MNT_DETACH);
-    umount2(outer.c_str(), MNT_DETACH);
 }
 
 // ---- 3. the filesystem --------------------------------------------------------------

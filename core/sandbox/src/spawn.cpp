@@ -1473,7 +1473,6 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
 // that EOF: the socket's other end is the helper's until moatd holds it.
 [[noreturn]] void ahead_init_main(int ctl, int (*init_main)()) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) _exit(126);
-    prctl(PR_SET_NAME, "moat-ahead", 0, 0, 0);  // what ps shows while it waits (moat-init once it has a job)
     HelperRequest req{};
     std::vector<UniqueFd> fds;
     bool cut = false;
@@ -1519,22 +1518,27 @@ HelperReply make_init_ahead(int sock, int own_net, std::vector<UniqueFd>& net_po
     UniqueFd mine(sv[0]), theirs(sv[1]);
     clone_args ca{};
     ca.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PARENT;
-    // Made only with CPU time nothing else wants (SCHED_IDLE, the clone's
-    // own kernel work included; the init inherits it while it waits): a
-    // start in progress is never slowed by the next one's init. moatd gives
-    // it the normal policy back with its job (the init may not: that takes
-    // CAP_SYS_NICE, which it has only in its own user namespace).
-    sched_param idle{};
-    const bool low = sched_setscheduler(0, SCHED_IDLE, &idle) == 0;
+    // Born with its own name (what ps shows while it waits, and what moatd
+    // checks in the answer's pid), so the helper takes it for the clone.
+    char own_name[16] = {};
+    prctl(PR_GET_NAME, own_name, 0, 0, 0);
+    prctl(PR_SET_NAME, "moat-ahead", 0, 0, 0);
     const long r = syscall(SYS_clone3, &ca, sizeof ca);
     if (r == 0) {
+        // It waits with only CPU time nothing else wants (SCHED_IDLE, which
+        // any process may take for itself; the helper's own policy is never
+        // changed): moatd gives it the normal policy back with its job (the
+        // init may not: that takes CAP_SYS_NICE, which it has only in its
+        // own user namespace).
+        sched_param idle{};
+        sched_setscheduler(0, SCHED_IDLE, &idle);
         ::close(sock);
         ::close(own_net);
         for (auto& ns : net_pool) ::close(ns.release());
         ::close(mine.release());
         ahead_init_main(theirs.release(), init_main);
     }
-    if (low) sched_setscheduler(0, SCHED_OTHER, &idle);
+    prctl(PR_SET_NAME, own_name, 0, 0, 0);
     if (r < 0) {
         rep.err = errno;
         set_what(rep, "clone3(an init made ahead)");
@@ -1708,21 +1712,23 @@ bool SpawnHelper::usable() {
 }
 
 SpawnHelper::~SpawnHelper() {
-    m_sock.reset();  // EOF: the helper exits
-    // Each init made ahead sees EOF and exits (SIGKILL after 1 s); reaped.
-    for (auto& a : m_ahead) {
-        a.ctl.reset();
-        m_dropped.push_back(std::move(a.pidfd));
+    if (m_sock) ::shutdown(m_sock.get(), SHUT_WR);  // EOF: the helper exits
+    if (m_pidfd) {
+        pollfd p{m_pidfd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 1000) != 1) {
+            syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
+            p.revents = 0;
+            ::poll(&p, 1, 1000);
+        }
     }
+    // What it answered before it went and was never read names inits made
+    // ahead, our children: taken now, so each is reaped below.
+    if (m_sock) take_ahead_answers();
+    m_sock.reset();
+    for (auto& a : m_ahead) drop(a);
     m_ahead.clear();
     reap_dropped(true);
     if (!m_pidfd) return;
-    pollfd p{m_pidfd.get(), POLLIN, 0};
-    if (::poll(&p, 1, 1000) != 1) {
-        syscall(SYS_pidfd_send_signal, m_pidfd.get(), SIGKILL, nullptr, 0);
-        p.revents = 0;
-        ::poll(&p, 1, 1000);
-    }
     siginfo_t si{};
     waitid(idtype_t(3) /*P_PIDFD*/, id_t(m_pidfd.get()), &si, WEXITED | WNOHANG);
 }
@@ -1786,17 +1792,17 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
                 ask_ahead();
                 return Cloned{a.pid, false, false, true};
             }
-            a.ctl.reset();  // EOF: it exits, if it has not
-            m_dropped.push_back(std::move(a.pidfd));
+            drop(a);
             reap_dropped(false);
             if (m_ahead_off) {
-                for (auto& o : m_ahead) {
-                    o.ctl.reset();
-                    m_dropped.push_back(std::move(o.pidfd));
-                }
+                for (auto& o : m_ahead) drop(o);
                 m_ahead.clear();
             }
         }
+        // It answered something no request asked for: not used again.
+        if (!m_usable)
+            return transport(Error::msg("spawn helper (pid " + std::to_string(m_pid) + "): it answered what was not asked"),
+                             false);
     }
     if (!send_with_fds(m_sock.get(), &req, sizeof req, fds, n))
         return transport(Error::sys("spawn helper (pid " + std::to_string(m_pid) + "): sendmsg", errno), false);
@@ -1810,6 +1816,16 @@ std::expected<SpawnHelper::Cloned, SpawnHelper::Failure> SpawnHelper::clone_init
         return std::unexpected(Failure{Error::sys(container_clone_what(plan, rep->clone_failed == 2), rep->err), false});
     rep->what[sizeof rep->what - 1] = 0;
     return std::unexpected(Failure{Error::sys(rep->what, rep->err), false});
+}
+
+// One message from the helper (the caller has polled): 1, 0 at EOF, -1 for
+// an error or something that is not a reply.
+int SpawnHelper::recv_message(HelperReply& rep, std::vector<UniqueFd>& fds) {
+    bool cut = false;
+    const ssize_t got = recv_with_fds(m_sock.get(), &rep, sizeof rep, fds, cut);
+    if (got == 0) return 0;
+    if (got < 0 || cut || size_t(got) != sizeof rep || rep.magic != kHelperMagic) return -1;
+    return 1;
 }
 
 // The helper's next message within timeout_ms that answers a job's request
@@ -1826,12 +1842,9 @@ Result<HelperReply> SpawnHelper::next_reply(int timeout_ms) {
         if (n < 0) return fail_sys("poll", errno);
         HelperReply rep{};
         std::vector<UniqueFd> fds;  // closed unless taken
-        bool cut = false;
-        const ssize_t got = recv_with_fds(m_sock.get(), &rep, sizeof rep, fds, cut);
-        if (got < 0) return fail_sys("recvmsg", errno);
-        if (got == 0) return fail("it exited");
-        if (cut || size_t(got) != sizeof rep || rep.magic != kHelperMagic)
-            return fail("it answered something that is not a reply");
+        const int r = recv_message(rep, fds);
+        if (r == 0) return fail("it exited");
+        if (r < 0) return fail("it answered something that is not a reply");
         if (rep.ahead) {
             on_ahead_answer(rep, fds);
             continue;
@@ -1844,45 +1857,63 @@ Result<HelperReply> SpawnHelper::next_reply(int timeout_ms) {
 // Answers to kReqAhead already waiting (never blocks). Anything else here
 // answers no request: the helper is not used again.
 void SpawnHelper::take_ahead_answers() {
-    while (m_ahead_asked > 0 && m_usable) {
+    for (;;) {
         pollfd p{m_sock.get(), POLLIN, 0};
-        if (::poll(&p, 1, 0) != 1) return;
-        auto rep = next_reply(0);
-        if (rep) {  // an answer to nothing
+        if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) return;
+        HelperReply rep{};
+        std::vector<UniqueFd> fds;
+        const int r = recv_message(rep, fds);
+        if (r == 0) return;  // it exited: usable() sees it
+        if (r < 0 || !rep.ahead) {
             m_usable = false;
             return;
         }
-        if (rep.error().message.rfind("no answer", 0) != 0) {
-            m_usable = false;  // it exited, or answered nonsense
-            return;
-        }
+        on_ahead_answer(rep, fds);
     }
 }
 
 void SpawnHelper::on_ahead_answer(const HelperReply& rep, std::vector<UniqueFd>& fds) {
     if (m_ahead_asked > 0) --m_ahead_asked;
-    if (rep.pid <= 0 || fds.size() != 1) {
+    if (rep.pid <= 0) {
         // Refused (the kernel's namespace limits, memory): not asked again for a second.
         m_ahead_retry_ns = now_monotonic_ns() + 1'000'000'000;
         return;
     }
+    // Only a child of ours still named moat-ahead is an init made ahead
+    // (waitid on any other process fails with ECHILD; a job's init is named
+    // moat-init, the helper moat-spawner); an unreaped child's pid is never
+    // reused. Anything else: the helper answered nonsense.
     Ahead a;
     a.pid = pid_t(rep.pid);
     a.pidfd.reset(int(syscall(SYS_pidfd_open, a.pid, 0)));
-    // Only a child of ours is taken (waitid on a pidfd of any other process
-    // fails with ECHILD); an unreaped child's pid is never reused.
     siginfo_t si{};
-    if (!a.pidfd || waitid(idtype_t(3) /*P_PIDFD*/, id_t(a.pidfd.get()), &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
-        m_ahead_retry_ns = now_monotonic_ns() + 1'000'000'000;
+    const bool child = a.pid != m_pid && (a.pidfd ? waitid(idtype_t(3) /*P_PIDFD*/, id_t(a.pidfd.get()), &si,
+                                                           WEXITED | WNOHANG | WNOWAIT)
+                                                   : waitid(P_PID, id_t(a.pid), &si, WEXITED | WNOHANG | WNOWAIT)) == 0;
+    char comm[32] = {};
+    if (child) {
+        UniqueFd f(::open(("/proc/" + std::to_string(a.pid) + "/comm").c_str(), O_RDONLY | O_CLOEXEC));
+        if (f) (void)!::read(f.get(), comm, sizeof comm - 1);
+    }
+    if (!child || strcmp(comm, "moat-ahead\n") != 0) {
+        m_usable = false;
+        return;
+    }
+    if (fds.size() != 1 || !a.pidfd || m_ahead_off) {
+        // Not usable (its socket did not come, or no pidfd: EMFILE), or not
+        // wanted: it exits at EOF (or is killed) and is reaped.
+        drop(a);
         return;
     }
     a.ctl = std::move(fds[0]);
-    if (m_ahead_off) {  // not used after all: it exits at EOF
-        a.ctl.reset();
-        m_dropped.push_back(std::move(a.pidfd));
-        return;
-    }
     m_ahead.push_back(std::move(a));
+}
+
+// Lets an init made ahead go: its socket closed (so it exits, if it has not),
+// reaped now or later (reap_dropped).
+void SpawnHelper::drop(Ahead& a) {
+    a.ctl.reset();
+    m_dropped.push_back(Dropped{a.pid, std::move(a.pidfd)});
 }
 
 // Asks the helper for inits ahead up to m_ahead_keep, once a job that can use
@@ -1901,23 +1932,32 @@ void SpawnHelper::ask_ahead() {
     }
 }
 
-// Reaps the inits made ahead that were let go (their socket closed, so each
-// exits): those that have, or with `wait` each within 1 s, SIGKILLed after.
+// Reaps the inits made ahead that were let go: those that have exited, or
+// with `wait` every one (SIGKILLed at once, then waited for together, 2 s at
+// most; one that does not die in that time, stuck in the kernel, is left).
 void SpawnHelper::reap_dropped(bool wait) {
-    for (auto it = m_dropped.begin(); it != m_dropped.end();) {
-        pollfd p{it->get(), POLLIN, 0};
-        if (::poll(&p, 1, wait ? 1000 : 0) != 1 && wait) {
-            syscall(SYS_pidfd_send_signal, it->get(), SIGKILL, nullptr, 0);
-            ::poll(&p, 1, 1000);
-        }
+    auto reaped = [](const Dropped& d) {
         siginfo_t si{};
-        if (waitid(idtype_t(3) /*P_PIDFD*/, id_t(it->get()), &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0) {
-            it = m_dropped.erase(it);
-        } else if (wait) {
-            it = m_dropped.erase(it);  // not ours after all, or stuck: given up
-        } else {
-            ++it;
+        const int r = d.pidfd ? waitid(idtype_t(3) /*P_PIDFD*/, id_t(d.pidfd.get()), &si, WEXITED | WNOHANG)
+                              : waitid(P_PID, id_t(d.pid), &si, WEXITED | WNOHANG);
+        return (r == 0 && si.si_pid != 0) || (r < 0 && errno == ECHILD);
+    };
+    if (wait)
+        for (auto& d : m_dropped) {
+            if (d.pidfd) syscall(SYS_pidfd_send_signal, d.pidfd.get(), SIGKILL, nullptr, 0);
+            else ::kill(d.pid, SIGKILL);  // our unreaped child: the pid is still its
         }
+    const int64_t deadline = now_monotonic_ns() + 2'000'000'000;
+    for (;;) {
+        std::erase_if(m_dropped, reaped);
+        if (!wait || m_dropped.empty()) return;
+        const int64_t left = (deadline - now_monotonic_ns()) / 1'000'000;
+        if (left <= 0) return;
+        std::vector<pollfd> ps;
+        for (const auto& d : m_dropped)
+            if (d.pidfd) ps.push_back({d.pidfd.get(), POLLIN, 0});
+        // A pid without a pidfd is looked at again every 10 ms.
+        ::poll(ps.data(), ps.size(), int(ps.size() == m_dropped.size() ? left : std::min<int64_t>(left, 10)));
     }
 }
 

@@ -2,6 +2,7 @@
 // happens to notified syscalls when the supervisor is gone.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
@@ -131,6 +132,17 @@ int plan_memfd(const sandbox::ContainerPlan& cp) {
     }
     if (fd >= 0) lseek(fd, 0, SEEK_SET);
     return fd;
+}
+
+// waitpid for a child that should end at once: -1 if it has not within 5 s
+// (a bug then fails the test rather than hanging it).
+pid_t wait_child(pid_t pid, int* status) {
+    int fd = int(syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) return -1;
+    pollfd p{fd, POLLIN, 0};
+    const int ready = poll(&p, 1, 5000);
+    close(fd);
+    return ready == 1 ? waitpid(pid, status, 0) : -1;
 }
 
 // One message with `fds` as SCM_RIGHTS, as moatd sends the spawn helper.
@@ -825,9 +837,7 @@ TEST_F(SpawnTest, InitsMadeAheadTakeTheNextJobsAndCopyTheMountTableOnlyThen) {
     for (pid_t pid : ahead) {
         SCOPED_TRACE("init made ahead " + std::to_string(pid));
         EXPECT_EQ(ns_of(pid, "mnt"), our_mnt) << "it holds a copy of the mount table of the moment it was made";
-        EXPECT_NE(ns_of(pid, "net"), ns_of(getpid(), "net"));
-        EXPECT_NE(ns_of(pid, "user"), ns_of(getpid(), "user"));
-        EXPECT_NE(ns_of(pid, "pid_for_children"), "");
+        for (const char* ns : {"net", "user", "pid", "uts", "ipc"}) EXPECT_NE(ns_of(pid, ns), ns_of(getpid(), ns)) << ns;
         EXPECT_EQ(sched_getscheduler(pid), SCHED_IDLE);
         std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
         std::string name;
@@ -877,7 +887,7 @@ TEST_F(SpawnTest, InitsMadeAheadTakeTheNextJobsAndCopyTheMountTableOnlyThen) {
     EXPECT_TRUE(kill(ahead[0], 0) < 0 && errno == ESRCH) << "the dead init made ahead was not reaped";
 
     // The rest are reaped with the helper (not left as zombies: kill(0)
-    // succeeds on a zombie).
+    // succeeds on a zombie), and we have no child left at all.
     ahead = wait_for_ahead(2);
     EXPECT_FALSE(ahead.empty());
     helper->reset();
@@ -885,6 +895,52 @@ TEST_F(SpawnTest, InitsMadeAheadTakeTheNextJobsAndCopyTheMountTableOnlyThen) {
         errno = 0;
         EXPECT_TRUE(kill(pid, 0) < 0 && errno == ESRCH) << "init made ahead " << pid << " was not reaped";
     }
+    siginfo_t none{};
+    errno = 0;
+    EXPECT_TRUE(waitid(P_ALL, 0, &none, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+        << "a child is left: " << none.si_pid;
+
+    // Answers the helper sent that were never read (inits it made after a
+    // job, nobody asked for since) are read and their inits reaped when the
+    // helper object goes.
+    helper = sandbox::SpawnHelper::start(initfd);
+    ASSERT_TRUE(helper) << helper.error().message;
+    Run unread = run("echo unread", -1);
+    EXPECT_EQ(unread.out, "unread\n");
+    usleep(300 * 1000);  // made by now, their answers waiting unread
+    helper->reset();
+    errno = 0;
+    EXPECT_TRUE(waitid(P_ALL, 0, &none, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+        << "an init made ahead whose answer was never read is left: " << none.si_pid;
+
+    // Without CAP_SYS_NICE moatd cannot give an init made ahead its normal
+    // policy back: the job is cloned by the helper instead, and no init is
+    // made ahead or used again (capabilities are per thread: only this one's
+    // effective set changes, and comes back).
+    helper = sandbox::SpawnHelper::start(initfd);
+    ASSERT_TRUE(helper) << helper.error().message;
+    (void)run("echo prime", -1);
+    ASSERT_FALSE(wait_for_ahead(1).empty());
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct caps[2]{};
+    ASSERT_EQ(syscall(SYS_capget, &hdr, caps), 0);
+    const auto saved0 = caps[0];
+    caps[0].effective &= ~(1u << CAP_SYS_NICE);
+    ASSERT_EQ(syscall(SYS_capset, &hdr, caps), 0);
+    Run no_nice = run("echo no-nice", -1);
+    caps[0] = saved0;
+    ASSERT_EQ(syscall(SYS_capset, &hdr, caps), 0);
+    EXPECT_FALSE(no_nice.made_ahead);
+    EXPECT_EQ(no_nice.out, "no-nice\n");
+    EXPECT_EQ(no_nice.init_policy, SCHED_OTHER);
+    Run later = run("echo later", -1);
+    EXPECT_FALSE(later.made_ahead) << "an init made ahead was used after moatd could not reset one";
+    usleep(100 * 1000);
+    EXPECT_TRUE((*helper)->inits_ahead().empty());
+    helper->reset();
+    errno = 0;
+    EXPECT_TRUE(waitid(P_ALL, 0, &none, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+        << "a child is left: " << none.si_pid;
     close(devnull);
     close(initfd);
     umount2((outer + "/inner").c_str(), MNT_DETACH);
@@ -990,7 +1046,7 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
         close(ctl);  // EOF: the init gives up
         int st = 0;
-        ASSERT_EQ(waitpid(r.pid, &st, 0), r.pid) << "the init made ahead is not the helper's parent's child";
+        ASSERT_EQ(wait_child(r.pid, &st), r.pid) << "the init made ahead is not the helper's parent's child";
         EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
     }
     {
@@ -1000,8 +1056,11 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         w::HelperRequest ahead{};
         ahead.magic = w::kHelperMagic;
         ahead.flags = w::kReqAhead;
+        // Stopped while they are sent, so all are there before it makes any.
+        ASSERT_EQ(kill(pid, SIGSTOP), 0);
         for (size_t i = 0; i <= w::kInitsAhead; ++i)
             ASSERT_EQ(send(sv[0], &ahead, sizeof ahead, 0), ssize_t(sizeof ahead));
+        ASSERT_EQ(kill(pid, SIGCONT), 0);
         size_t made = 0, refusals = 0;
         for (size_t i = 0; i <= w::kInitsAhead; ++i) {
             w::HelperReply r{};
@@ -1025,7 +1084,7 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
                 memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
                 close(ctl);
                 int st = 0;
-                EXPECT_EQ(waitpid(r.pid, &st, 0), r.pid);
+                EXPECT_EQ(wait_child(r.pid, &st), r.pid);
             } else {
                 ++refusals;
                 EXPECT_EQ(r.err, EBUSY);

@@ -405,9 +405,15 @@ private:
         pid_t pid = -1;
         UniqueFd pidfd, ctl;
     };
+    struct Dropped {
+        pid_t pid = -1;
+        UniqueFd pidfd;  // may be empty (pidfd_open failed): waited for by pid
+    };
+    int recv_message(helper_wire::HelperReply& rep, std::vector<UniqueFd>& fds);
     Result<helper_wire::HelperReply> next_reply(int timeout_ms);
     void take_ahead_answers();
     void on_ahead_answer(const helper_wire::HelperReply& rep, std::vector<UniqueFd>& fds);
+    void drop(Ahead& a);
     void ask_ahead();
     void reap_dropped(bool wait);
     UniqueFd m_sock, m_pidfd;
@@ -415,7 +421,7 @@ private:
     int m_answer_ms = kAnswerMs;
     bool m_usable = true, m_failed_request = false;
     std::vector<Ahead> m_ahead;
-    std::vector<UniqueFd> m_dropped;  // pidfds of inits made ahead that were let go and not reaped yet
+    std::vector<Dropped> m_dropped;   // inits made ahead that were let go and not reaped yet
     size_t m_ahead_asked = 0;         // kReqAhead requests not answered yet
     size_t m_ahead_keep = kDefaultInitsAhead;
     bool m_ahead_wanted = false;      // a job that an init made ahead could take was seen
