@@ -281,9 +281,19 @@ EOF
 # paid it on most lone starts, see notes.md). Each command RUNS times, 100 ms
 # apart, interleaved; medians. After the startup_us medians above, which are
 # of back-to-back starts.
-python3 - "$MOATCTL" "$SOCK" "$WORK/true.toml" "$BWRAP_OK" "$SECCOMP_OK" "$CONTAINER_OK" "$RUNS" >>"$RES" <<'EOF'
-import statistics, subprocess, sys, time
-ctl, sock, pol, bw, sc, ct, runs = sys.argv[1:8]
+#
+# Then the CPU per start, all CPUs together (/proc/stat: user, nice, system,
+# irq, softirq), back to back as hyperfine runs them: on a 2-CPU machine the
+# back-to-back figures are bound by this work (moatctl, moatd, the spawn
+# helper, the init, the job, the kernel's workers) more than by any one
+# process's latency. Each command CPU_RUNS times after 5 warm-ups,
+# interleaved in four blocks; "bare" is /bin/true from the same launcher (its
+# own cost and the launcher's, which every other figure includes too).
+CPU_RUNS=300
+[ $SHORT = 1 ] && CPU_RUNS=100
+python3 - "$MOATCTL" "$SOCK" "$WORK/true.toml" "$BWRAP_OK" "$SECCOMP_OK" "$CONTAINER_OK" "$RUNS" "$CPU_RUNS" >>"$RES" <<'EOF'
+import os, statistics, subprocess, sys, time
+ctl, sock, pol, bw, sc, ct, runs, cpu_runs = sys.argv[1:9]
 cmds = {}
 if bw == "1":
     cmds["bwrap"] = ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"]
@@ -291,50 +301,33 @@ if sc == "1":
     cmds["moat_seccomp"] = [ctl, "--socket", sock, "run", "--policy", pol, "--", "/bin/true"]
 if ct == "1":
     cmds["moat_container"] = [ctl, "--socket", sock, "run", "--policy", pol, "--tier", "container", "--", "/bin/true"]
+def run(c):
+    subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 times = {k: [] for k in cmds}
 for _ in range(int(runs)):
     for k, c in cmds.items():
         time.sleep(0.1)
         t = time.perf_counter()
-        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run(c)
         times[k].append((time.perf_counter() - t) * 1000)
 for k, v in times.items():
     print(f"spaced_{k}\t{statistics.median(v):.3f}")
-EOF
 
-# CPU per start, all CPUs together (/proc/stat: user, nice, system, irq,
-# softirq), back to back as hyperfine runs them: on a 2-CPU machine the
-# back-to-back figures are bound by this work (moatctl, moatd, the spawn
-# helper, the init, the job, the kernel's workers) more than by any one
-# process's latency. Each command n times after 5 warm-ups, interleaved in
-# four blocks; "bare" is /bin/true from the same launcher (its own cost and
-# the launcher's, which every other figure includes too).
-CPU_RUNS=300
-[ $SHORT = 1 ] && CPU_RUNS=100
-python3 - "$MOATCTL" "$SOCK" "$WORK/true.toml" "$BWRAP_OK" "$SECCOMP_OK" "$CONTAINER_OK" "$CPU_RUNS" >>"$RES" <<'EOF'
-import os, subprocess, sys
-ctl, sock, pol, bw, sc, ct, runs = sys.argv[1:8]
-cmds = {"bare": ["/bin/true"]}
-if bw == "1":
-    cmds["bwrap"] = ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "/bin/true"]
-if sc == "1":
-    cmds["moat_seccomp"] = [ctl, "--socket", sock, "run", "--policy", pol, "--", "/bin/true"]
-if ct == "1":
-    cmds["moat_container"] = [ctl, "--socket", sock, "run", "--policy", pol, "--tier", "container", "--", "/bin/true"]
+cmds = {"bare": ["/bin/true"], **cmds}
 hz = os.sysconf("SC_CLK_TCK")
 def busy():
     f = open("/proc/stat").readline().split()
     return sum(int(x) for x in (f[1], f[2], f[3], f[6], f[7]))
 blocks = 4
-per_block = max(1, int(runs) // blocks)
+per_block = max(1, int(cpu_runs) // blocks)
 ticks = {k: 0 for k in cmds}
 for _ in range(blocks):
     for k, c in cmds.items():
         for _ in range(5):
-            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run(c)
         b0 = busy()
         for _ in range(per_block):
-            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run(c)
         ticks[k] += busy() - b0
 for k, t in ticks.items():
     print(f"cpu_per_start_{k}_us\t{t * 1e6 / hz / (per_block * blocks):.0f}")

@@ -145,6 +145,44 @@ pid_t wait_child(pid_t pid, int* status) {
     return ready == 1 ? waitpid(pid, status, 0) : -1;
 }
 
+// A container job's spawn plan through `helper` (null: cloned here): the
+// init's root at host uid `uid`, the job's user at uid + 1, stdin `in`,
+// stdout and stderr `out`.
+sandbox::ContainerSpawnPlan csp_for(int initfd, int planfd, uid_t uid, int in, int out, sandbox::SpawnHelper* helper) {
+    sandbox::ContainerSpawnPlan csp;
+    csp.init_exe_fd = initfd;
+    csp.plan_fd = planfd;
+    csp.host_root_uid = csp.host_root_gid = uid;
+    csp.host_job_uid = csp.host_job_gid = uid + 1;
+    csp.stdio[0] = in;
+    csp.stdio[1] = csp.stdio[2] = out;
+    csp.helper = helper;
+    return csp;
+}
+
+// One answer of the spawn helper within 5 s, with the fds it carried.
+bool recv_answer(int sock, sandbox::helper_wire::HelperReply& r, std::vector<int>& fds) {
+    pollfd p{sock, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return false;
+    iovec iov{&r, sizeof r};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != ssize_t(sizeof r)) return false;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            fds.push_back(fd);
+        }
+    }
+    return true;
+}
+
 // One message with `fds` as SCM_RIGHTS, as moatd sends the spawn helper.
 ssize_t send_fds(int sock, const void* data, size_t len, const std::vector<int>& fds) {
     iovec iov{const_cast<void*>(data), len};
@@ -641,14 +679,7 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         ASSERT_GE(planfd, 0);
         int out[2];
         ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
-        sandbox::ContainerSpawnPlan csp;
-        csp.init_exe_fd = initfd;
-        csp.plan_fd = planfd;
-        csp.host_root_uid = csp.host_root_gid = 700972;
-        csp.host_job_uid = csp.host_job_gid = 700973;
-        csp.stdio[0] = devnull;
-        csp.stdio[1] = csp.stdio[2] = out[1];
-        csp.helper = helper->get();
+        auto csp = csp_for(initfd, planfd, 700972, devnull, out[1], helper->get());
         auto s = sandbox::spawn_container_job(csp);
         close(out[1]);
         close(planfd);
@@ -790,15 +821,8 @@ TEST_F(SpawnTest, InitsMadeAheadTakeTheNextJobsAndCopyTheMountTableOnlyThen) {
         int planfd = plan_memfd(cp);
         int out[2];
         if (planfd < 0 || pipe2(out, O_CLOEXEC) < 0) return r;
-        sandbox::ContainerSpawnPlan csp;
-        csp.init_exe_fd = initfd;
-        csp.plan_fd = planfd;
-        csp.host_root_uid = csp.host_root_gid = 700974;
-        csp.host_job_uid = csp.host_job_gid = 700975;
-        csp.stdio[0] = devnull;
-        csp.stdio[1] = csp.stdio[2] = out[1];
+        auto csp = csp_for(initfd, planfd, 700974, devnull, out[1], helper->get());
         csp.join_netns_fd = join_net;
-        csp.helper = helper->get();
         auto s = sandbox::spawn_container_job(csp);
         close(out[1]);
         close(planfd);
@@ -1026,25 +1050,14 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         ahead.magic = w::kHelperMagic;
         ahead.flags = w::kReqAhead;
         ASSERT_EQ(send(sv[0], &ahead, sizeof ahead, 0), ssize_t(sizeof ahead));
-        pollfd p{sv[0], POLLIN, 0};
-        ASSERT_EQ(poll(&p, 1, 5000), 1);
         w::HelperReply r{};
-        iovec iov{&r, sizeof r};
-        alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf;
-        mh.msg_controllen = sizeof cbuf;
-        ASSERT_EQ(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC), ssize_t(sizeof r));
+        std::vector<int> got;
+        ASSERT_TRUE(recv_answer(sv[0], r, got));
         EXPECT_EQ(r.magic, w::kHelperMagic);
         EXPECT_EQ(r.ahead, 1u);
         ASSERT_GT(r.pid, 0) << r.what;
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        ASSERT_TRUE(c && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) << "not exactly one fd";
-        int ctl;
-        memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
-        close(ctl);  // EOF: the init gives up
+        ASSERT_EQ(got.size(), 1u) << "not exactly one fd";
+        close(got[0]);  // EOF: the init gives up
         int st = 0;
         ASSERT_EQ(wait_child(r.pid, &st), r.pid) << "the init made ahead is not the helper's parent's child";
         EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
@@ -1065,24 +1078,12 @@ TEST_F(SpawnTest, TheSpawnHelperRefusesMalformedRequestsAndKeepsServing) {
         for (size_t i = 0; i <= w::kInitsAhead; ++i) {
             w::HelperReply r{};
             std::vector<int> got;
-            pollfd p{sv[0], POLLIN, 0};
-            ASSERT_EQ(poll(&p, 1, 5000), 1);
-            iovec iov{&r, sizeof r};
-            alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
-            msghdr mh{};
-            mh.msg_iov = &iov;
-            mh.msg_iovlen = 1;
-            mh.msg_control = cbuf;
-            mh.msg_controllen = sizeof cbuf;
-            ASSERT_EQ(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC), ssize_t(sizeof r));
+            ASSERT_TRUE(recv_answer(sv[0], r, got));
             ASSERT_EQ(r.ahead, 1u);
+            for (int fd : got) close(fd);
             if (r.pid > 0) {
                 ++made;
-                cmsghdr* c = CMSG_FIRSTHDR(&mh);
-                ASSERT_TRUE(c);
-                int ctl;
-                memcpy(&ctl, CMSG_DATA(c), sizeof ctl);
-                close(ctl);
+                EXPECT_EQ(got.size(), 1u);
                 int st = 0;
                 EXPECT_EQ(wait_child(r.pid, &st), r.pid);
             } else {
