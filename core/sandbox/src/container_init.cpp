@@ -321,7 +321,8 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
 }
 
 [[noreturn]] void job_main(const ContainerPlan& p, const ExecFailureWord& exec_word) {
-    report_timing(kInitStatusFd, "forked");
+    HeldTimings held;  // sent with the listener's number: one wake-up of moatd
+    held.note(kInitStatusFd, "forked");
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -374,7 +375,11 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
     sock_fprog prog{(unsigned short)p.filter.size(), const_cast<sock_filter*>(p.filter.data())};
     // moatd sleeps until this, then copies the listener at the number we give.
     // Nothing allocates an fd between here and seccomp().
-    report("filter", predict_listener_fd(), kSetupFilterNext, "");
+    SetupRecord mark{};
+    snprintf(mark.step, sizeof mark.step, "filter");
+    mark.err = predict_listener_fd();
+    mark.fatal = kSetupFilterNext;
+    held.send(kInitStatusFd, &mark);
     // Last step: from here every syscall is judged; the first execve waits for moatd.
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog) < 0)
         die("seccomp(SET_MODE_FILTER)", errno, "");
@@ -408,14 +413,15 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
             pid_t w = waitpid(-1, &status, WNOHANG);
             if (w <= 0) break;
             if (w == job) {
-                report_timing(kInitStatusFd, "reaped");
+                HeldTimings held;  // "reaped" goes with the job's status, in one write
+                held.note(kInitStatusFd, "reaped");
                 if (auto err = exec_word.get())  // the program never ran: say why, with the path walked in here
                     report("execve", *err, 1, describe_exec_failure(p.exe, *err));
                 SetupRecord rec{};
                 snprintf(rec.step, sizeof rec.step, "exit");
                 rec.err = status;  // the raw wait status
                 rec.fatal = 0;
-                (void)!write(kInitStatusFd, &rec, sizeof rec);
+                held.send(kInitStatusFd, &rec);
                 kill(-1, SIGKILL);  // everything else in the namespace
                 while (waitpid(-1, nullptr, 0) > 0) {}
                 // Nothing of the job is left: its stdio ends here (the relay
@@ -503,19 +509,23 @@ void container_init_run(const ContainerPlan& plan) {
     }
     UniqueFd root(open(plan.newroot.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) die("open(new root)", errno, plan.newroot);
-    report_timing(kInitStatusFd, "plan");
+    // The steps' timings are held and sent together before the job's
+    // process starts (one wake-up of moatd instead of six).
+    HeldTimings held;
+    held.note(kInitStatusFd, "plan");
     step_mounts(root.get(), plan);
-    report_timing(kInitStatusFd, "mounts");
+    held.note(kInitStatusFd, "mounts");
     step_dev(root.get(), plan.dev_shm_size);
-    report_timing(kInitStatusFd, "dev");
+    held.note(kInitStatusFd, "dev");
     step_proc(root.get());
-    report_timing(kInitStatusFd, "proc");
+    held.note(kInitStatusFd, "proc");
     step_pivot_root(plan.newroot, plan.root_tree < 0 || plan.root_read_only);
-    report_timing(kInitStatusFd, "pivot");
+    held.note(kInitStatusFd, "pivot");
     for (size_t i = 0; i < plan.trees; ++i) close(kInitTreeFd0 + int(i));
     if (sethostname(plan.hostname.data(), plan.hostname.size()) < 0) die("sethostname", errno, plan.hostname);
     step_network(plan.loopback);
-    report_timing(kInitStatusFd, "root");
+    held.note(kInitStatusFd, "root");
+    held.send(kInitStatusFd);
 
     sigset_t set;
     sigemptyset(&set);

@@ -344,7 +344,7 @@ void step_landlock(const ChildArgs& a) {
         child_fail(a.status_fd, "landlock_restrict_self", errno, nullptr);
 }
 
-void step_seccomp(const ChildArgs& a) {
+void step_seccomp(const ChildArgs& a, HeldTimings& held) {
     // Last step: from here on every syscall is judged. The listener fd is
     // O_CLOEXEC; the supervisor copies it out with pidfd_getfd() while our
     // execve() waits for its answer. The marker lets the parent sleep until
@@ -353,7 +353,7 @@ void step_seccomp(const ChildArgs& a) {
     memcpy(mark.step, "filter", 7);
     mark.fatal = kSetupFilterNext;
     mark.err = predict_listener_fd();  // nothing opens an fd between here and seccomp()
-    (void)!write(a.status_fd, &mark, sizeof mark);
+    held.send(a.status_fd, &mark);
     long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &a.prog);
     if (fd < 0) child_fail(a.status_fd, "seccomp(SET_MODE_FILTER)", errno, nullptr);
 }
@@ -361,11 +361,13 @@ void step_seccomp(const ChildArgs& a) {
 [[noreturn]] void child_main(ChildArgs a) {  // a copy: step_fds renumbers fds
     // Timings on moatd's clock, like the container init's (startup_us):
     // where the seccomp tier's spawn goes.
-    report_timing(a.status_fd, "child");
+    // Held, and sent with the listener's number (one wake-up of moatd).
+    HeldTimings held;
+    held.note(a.status_fd, "child");
     step_die_with_parent(a);
     step_join_cgroup(a.status_fd, a.join);
     step_wait_for_cgroup(a);
-    report_timing(a.status_fd, "joined");
+    held.note(a.status_fd, "joined");
     step_fds(a);
     step_session();
     step_rlimits(a);
@@ -373,8 +375,8 @@ void step_seccomp(const ChildArgs& a) {
     step_cwd(a);
     step_landlock(a);
     step_signals();
-    report_timing(a.status_fd, "dropped");
-    step_seccomp(a);
+    held.note(a.status_fd, "dropped");
+    step_seccomp(a, held);
     const long r = raw_syscall3(SYS_execve, long(a.exe), long(a.argv), long(a.envp));
     // The filter is installed: any syscall but exit_group may be denied (a
     // write to the status pipe would be, under allow = ["execve",
@@ -503,17 +505,36 @@ Result<void> wait_for_listener(Spawned& out, int status_fd, pid_t pid, bool in_c
 
 }  // namespace
 
-void report_timing(int status_fd, const char* step) {
+namespace {
+void stamp_timing(SetupRecord& rec, const char* step) {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     const uint64_t ns = uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
-    SetupRecord rec{};
+    rec = SetupRecord{};
     for (size_t i = 0; step[i] && i + 1 < sizeof rec.step; ++i) rec.step[i] = step[i];
     rec.fatal = kSetupTiming;
     rec.err = int(uint32_t(ns));
     rec.extra = int(uint32_t(ns >> 32));
+}
+}  // namespace
+
+void report_timing(int status_fd, const char* step) {
+    SetupRecord rec;
+    stamp_timing(rec, step);
     // Raw: the seccomp tier's child shares moatd's memory and errno with it.
     (void)raw_syscall3(SYS_write, status_fd, long(&rec), long(sizeof rec));
+}
+
+void HeldTimings::note(int status_fd, const char* step) {
+    if (n == kMax) send(status_fd);
+    stamp_timing(recs[n++], step);
+}
+
+void HeldTimings::send(int status_fd, const SetupRecord* also) {
+    if (also && n == kMax) send(status_fd);
+    if (also) recs[n++] = *also;
+    if (n > 0) (void)raw_syscall3(SYS_write, status_fd, long(recs), long(sizeof(SetupRecord) * size_t(n)));
+    n = 0;
 }
 
 const char* timing_step(const char* step) {
@@ -946,8 +967,10 @@ struct ContainerChildArgs {
 [[noreturn]] void container_child_main(const ContainerChildArgs& a) {
     // Async-signal-safe only (see spawn_seccomp_job). getppid() is 0 here (the
     // parent is outside our new pid namespace), so the go pipe is the check:
-    // EOF means moatd gave up on us.
-    report_timing(a.status_fd, "init");
+    // EOF means moatd gave up on us. The timings are held and sent before
+    // moat-init's code runs (one wake-up of moatd for both).
+    HeldTimings held;
+    held.note(a.status_fd, "init");
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(a.status_fd, "prctl(PDEATHSIG)", errno, nullptr);
     // Into the job's cgroup first (v1), while moatd writes our id maps.
     step_join_cgroup(a.status_fd, a.join);
@@ -956,7 +979,7 @@ struct ContainerChildArgs {
     do n = raw_syscall3(SYS_read, a.go_fd, long(&b), 1);
     while (n == -EINTR);
     if (n != 1) _exit(125);
-    report_timing(a.status_fd, "go");
+    held.note(a.status_fd, "go");
     place_cpus_self(a.status_fd, a.plan->all_cpus);
     // Become the namespace's root (host uid host_root_uid) before exec: our
     // credentials are still host root's, which is unmapped inside, and execve
@@ -1021,6 +1044,7 @@ struct ContainerChildArgs {
             if (sa.sa_handler != SIG_DFL) signal(sig, SIG_DFL);  // ignored ones too, as the other tiers
         }
         prctl(PR_SET_NAME, "moat-init", 0, 0, 0);  // what ps and /proc/1/comm show, as with the exec
+        held.send(kInitStatusFd);
         if (a.init_main) _exit(a.init_main());
         a.plan->run_in_process(*a.plan->plan_in_process);
         _exit(125);
@@ -1030,6 +1054,7 @@ struct ContainerChildArgs {
     char arg0[] = "moat-init";
     char* argv[] = {arg0, nullptr};
     char* envp[] = {nullptr};
+    held.send(kInitStatusFd);
     // execveat of an O_CLOEXEC fd works for ELF binaries (only scripts need the
     // fd to survive the exec).
     syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);

@@ -78,6 +78,25 @@ inline constexpr int kSetupCloned = 5;
 // and "emptied" (every other process of the namespace gone; the init exits
 // next). Async-signal-safe.
 void report_timing(int status_fd, const char* step);
+// Timing records held back and written together with the next record that
+// matters (each write to the status pipe wakes moatd, and on a VM every
+// wake-up costs a few microseconds of CPU on both sides): stamped when the
+// step is reached, sent in one write of at most kMax records, which stays
+// within PIPE_BUF and so is atomic. Lives on the writer's stack (the seccomp
+// tier's child shares moatd's memory); async-signal-safe. Held records are
+// lost if the process dies before sending them: only timings are held,
+// never a failure, a warning or the listener's number.
+struct HeldTimings {
+    static constexpr int kMax = 6;
+    SetupRecord recs[kMax];
+    int n = 0;
+    // Stamps `step` now; writes what is held first if there is no room.
+    void note(int status_fd, const char* step);
+    // Writes what is held, followed by `also` if given, in one write when
+    // they fit (two otherwise).
+    void send(int status_fd, const SetupRecord* also = nullptr);
+};
+static_assert(sizeof(SetupRecord) * HeldTimings::kMax <= 4096, "held timings must go in one atomic write");
 // The static name of a timing step, or nullptr for one moatd does not know.
 const char* timing_step(const char* step);
 // Progress, not a warning or a failure: the kinds above that say how the
