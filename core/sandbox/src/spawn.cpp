@@ -1504,7 +1504,9 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
     const ssize_t n = recv_with_fds(ctl, &req, sizeof req, fds, cut);
     if (n <= 0) _exit(0);
     ::close(ctl);
-    static JobRequest jr;  // lives until the init ends (its args point into it)
+    // `jr` and `fds` (the job's fds) live in this frame, which never returns:
+    // container_child_main and moat-init's code run below it.
+    JobRequest jr;
     const char* why = parse_job_request(req, size_t(n), cut, fds, jr);
     if (!why && (!jr.sp.new_net_ipc || jr.sp.join_netns_fd >= 0 || jr.group_fd >= 0))
         why = "an init made ahead has its own network and ipc namespaces and joins its cgroup itself";
@@ -1513,10 +1515,6 @@ HelperReply helper_serve(const HelperRequest& req, size_t got, bool cut, std::ve
         _exit(125);
     }
     ContainerChildArgs a{&jr.sp, jr.go_fd, jr.status_fd, jr.join, init_main, true};
-    // `fds` owns the job's fds; this function never returns, so neither
-    // is closed before moat-init's code has moved them where it wants them.
-    static std::vector<UniqueFd> keep;
-    keep = std::move(fds);
     container_child_main(a);
 }
 
