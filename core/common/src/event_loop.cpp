@@ -5,6 +5,7 @@
 #include <sys/timerfd.h>
 
 #include <cerrno>
+#include <climits>
 #include <string>
 
 #include "moat/common/timeutil.h"
@@ -17,7 +18,11 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create() {
     if (!l->m_epoll) return fail_sys("epoll_create1", errno);
     l->m_wake.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!l->m_wake) return fail_sys("eventfd", errno);
+    l->m_timer_fd.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!l->m_timer_fd) return fail_sys("timerfd_create", errno);
     EventLoop* raw = l.get();
+    if (auto r = l->add_fd(l->m_timer_fd.get(), EPOLLIN, [raw](uint32_t) { raw->fire_timers(); }); !r)
+        return std::unexpected(r.error());
     if (auto r = l->add_fd(l->m_wake.get(), EPOLLIN, [raw](uint32_t) {
             uint64_t v;
             (void)!read(raw->m_wake.get(), &v, sizeof v);
@@ -68,36 +73,74 @@ void EventLoop::remove_fd(int fd) {
     m_fds.erase(fd);
 }
 
+// Timers: one timerfd for all of them, armed (absolute) for the earliest
+// deadline. A timerfd per timer cost each one five system calls and an fd
+// (create, set, epoll add, epoll remove, close): a job start arms and cancels
+// several (issue 15).
 Result<EventLoop::TimerId> EventLoop::add_timer(uint64_t first_ns, uint64_t period_ns, std::function<void()> cb) {
-    UniqueFd tfd(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-    if (!tfd) return fail_sys("timerfd_create", errno);
     if (first_ns == 0) first_ns = 1;
-    itimerspec its{};
-    its.it_value.tv_sec = time_t(first_ns / 1'000'000'000);
-    its.it_value.tv_nsec = long(first_ns % 1'000'000'000);
-    its.it_interval.tv_sec = time_t(period_ns / 1'000'000'000);
-    its.it_interval.tv_nsec = long(period_ns % 1'000'000'000);
-    if (timerfd_settime(tfd.get(), 0, &its, nullptr) < 0) return fail_sys("timerfd_settime", errno);
-    TimerId id = m_next_timer++;
-    int fd = tfd.get();
-    bool oneshot = period_ns == 0;
-    auto r = add_fd(fd, EPOLLIN, [this, fd, id, oneshot, cb = std::move(cb)](uint32_t) {
-        uint64_t expirations;
-        if (read(fd, &expirations, sizeof expirations) != sizeof expirations) return;
-        auto keep = cb;  // cancel_timer inside cb destroys the entry holding cb
-        if (oneshot) cancel_timer(id);
-        keep();
-    });
-    if (!r) return std::unexpected(r.error());
-    m_timers.emplace(id, std::move(tfd));
+    const int64_t due = now_monotonic_ns() + int64_t(std::min<uint64_t>(first_ns, uint64_t(INT64_MAX / 2)));
+    const TimerId id = m_next_timer++;
+    m_timers.emplace(id, Timer{due, int64_t(std::min<uint64_t>(period_ns, uint64_t(INT64_MAX / 2))),
+                               std::make_shared<std::function<void()>>(std::move(cb))});
+    m_due.emplace(due, id);
+    if (auto r = arm_timers(); !r) {
+        cancel_timer(id);
+        return std::unexpected(r.error());
+    }
     return id;
 }
 
 void EventLoop::cancel_timer(TimerId id) {
     auto it = m_timers.find(id);
     if (it == m_timers.end()) return;
-    remove_fd(it->second.get());
+    m_due.erase({it->second.due, id});
     m_timers.erase(it);
+    // The timerfd stays armed for what may now be nothing due: it then fires
+    // once for nothing and is armed again (a system call saved per cancel).
+}
+
+Result<void> EventLoop::arm_timers() {
+    const int64_t want = m_due.empty() ? 0 : m_due.begin()->first;
+    if (want == m_armed_for || (want != 0 && m_armed_for != 0 && m_armed_for <= want)) return {};
+    itimerspec its{};
+    if (want != 0) {
+        its.it_value.tv_sec = time_t(want / 1'000'000'000);
+        its.it_value.tv_nsec = long(want % 1'000'000'000);
+    }
+    if (timerfd_settime(m_timer_fd.get(), TFD_TIMER_ABSTIME, &its, nullptr) < 0) return fail_sys("timerfd_settime", errno);
+    m_armed_for = want;
+    return {};
+}
+
+void EventLoop::fire_timers() {
+    uint64_t expirations;
+    (void)!read(m_timer_fd.get(), &expirations, sizeof expirations);
+    m_armed_for = 0;
+    const int64_t now = now_monotonic_ns();
+    // What is due now, in deadline order; each runs unless an earlier one
+    // cancelled it. A timer a callback adds runs in a later pass, however
+    // soon it is due, so callbacks that keep adding cannot hold the loop.
+    std::vector<TimerId> fire;
+    for (auto it = m_due.begin(); it != m_due.end() && it->first <= now; ++it) fire.push_back(it->second);
+    for (TimerId id : fire) {
+        auto t = m_timers.find(id);
+        if (t == m_timers.end()) continue;
+        auto cb = t->second.cb;  // the callback may cancel its own timer
+        m_due.erase({t->second.due, id});
+        if (t->second.period == 0) {
+            m_timers.erase(t);  // one-shot: gone before it runs, as if cancelled
+        } else {
+            // The next period after now (a loop that fell behind skips the
+            // missed ones, as a timerfd's expiration count would fold them).
+            int64_t next = t->second.due + t->second.period;
+            if (next <= now) next += ((now - next) / t->second.period + 1) * t->second.period;
+            t->second.due = next;
+            m_due.emplace(next, id);
+        }
+        (*cb)();
+    }
+    (void)arm_timers();
 }
 
 void EventLoop::post(std::function<void()> fn) {

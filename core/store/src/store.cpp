@@ -1195,11 +1195,11 @@ Result<void> Store::update_job_runtime(int64_t id, int pid, int uid, const std::
     return {};
 }
 
-Result<void> Store::finish_job(const JobRecord& job) {
-    Impl& d = *m_impl;
-    if (d.read_only) return read_only_refusal("finish_job");
-    std::unique_lock lk(d.wmu);
-    auto q = d.writer.query(
+namespace {
+// The UPDATE that ends a job's row (finish_job, and put_outputs_and_recording
+// when given the finish).
+Result<void> write_finish(sql::Db& db, const JobRecord& job) {
+    auto q = db.query(
         "UPDATE jobs (finish)",
         "UPDATE jobs SET state = 'finished', ended_ns = ?2, exit_code = ?3, signal = ?4, cause = ?5, detail = ?6,"
         " cpu_time_ns = ?7, peak_memory_bytes = ?8, peak_pids = ?9, denial_count = ?10,"
@@ -1221,7 +1221,16 @@ Result<void> Store::finish_job(const JobRecord& job) {
         .bind(10, job.denial_count)
         .bind(11, info);
     if (auto r = q->run(); !r) return r;
-    if (d.writer.changes() == 0) return fail("finish_job: job " + std::to_string(job.id) + " not found");
+    if (db.changes() == 0) return fail("finish_job: job " + std::to_string(job.id) + " not found");
+    return {};
+}
+}  // namespace
+
+Result<void> Store::finish_job(const JobRecord& job) {
+    Impl& d = *m_impl;
+    if (d.read_only) return read_only_refusal("finish_job");
+    std::unique_lock lk(d.wmu);
+    if (auto r = write_finish(d.writer, job); !r) return r;
     lk.unlock();
     d.committed(Committed{{}, {job.id}, false});
     return {};
@@ -1352,17 +1361,25 @@ Result<void> Store::put_output(int64_t job, const std::string& stream, const Job
 
 Result<void> Store::put_outputs_and_recording(int64_t job, const JobOutput& out, const JobOutput& err,
                                               const json& recording, const std::vector<std::string>& blobs,
-                                              const std::vector<std::pair<std::string, uint64_t>>& new_blobs) {
+                                              const std::vector<std::pair<std::string, uint64_t>>& new_blobs,
+                                              const JobRecord* finished) {
     Impl& d = *m_impl;
     if (d.read_only) return read_only_refusal("put_outputs_and_recording");
-    std::lock_guard lk(d.wmu);
+    std::unique_lock lk(d.wmu);
     auto tx = sql::Transaction::begin(d.writer);
     if (!tx) return std::unexpected(tx.error());
+    if (finished) {
+        if (finished->id != job) return fail("put_outputs_and_recording: the finish is job " + std::to_string(finished->id));
+        if (auto r = write_finish(d.writer, *finished); !r) return r;
+    }
     if (auto r = insert_blobs(d.writer, new_blobs); !r) return r;
     if (auto r = write_output(d.writer, job, "stdout", out); !r) return r;
     if (auto r = write_output(d.writer, job, "stderr", err); !r) return r;
     if (auto r = write_recording(d.writer, job, recording, blobs); !r) return r;
-    return tx->commit();
+    if (auto r = tx->commit(); !r) return r;
+    lk.unlock();
+    if (finished) d.committed(Committed{{}, {job}, false});
+    return {};
 }
 
 Result<std::optional<JobOutput>> Store::get_output(int64_t job, const std::string& stream) {

@@ -15,7 +15,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <thread>
 
 namespace moat::supervisor {
 namespace {
@@ -51,8 +55,42 @@ void install_slice_handler() {
     });
 }
 
+// How the relay does I/O on one client descriptor (relay.h).
+enum class Io { Socket, Own, Plain, Sliced };
+
+// Classifies a client descriptor; a pipe is replaced by a non-blocking open
+// file description of its own (the client's keeps its flags).
+Io prepare(UniqueFd& fd, bool for_write) {
+    struct stat st{};
+    if (!fd || fstat(fd.get(), &st) < 0) return Io::Sliced;
+    if (S_ISSOCK(st.st_mode)) return Io::Socket;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return Io::Plain;
+    if (S_ISFIFO(st.st_mode)) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd.get());
+        UniqueFd own(::open(path, (for_write ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+        struct stat st2{};
+        // ENXIO: a FIFO without a reader (the write would fail anyway);
+        // no /proc: fall back to slices.
+        if (own && fstat(own.get(), &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino) {
+            fd = std::move(own);
+            return Io::Own;
+        }
+    }
+    return Io::Sliced;  // terminals, other character devices, anonymous inodes
+}
+
+// Keeps the last `max` bytes, trimming in large steps so appends stay O(1) amortised.
+void keep_tail(std::string& tail, const char* p, size_t n, uint64_t max) {
+    if (max == 0) return;
+    tail.append(p, n);
+    if (tail.size() > 2 * max) tail.erase(0, tail.size() - max);
+}
+
+}  // namespace
+
 // A per-thread interval timer that keeps interrupting the calling thread while
-// armed. An interval (not one shot) closes the race of an expiry that lands
+// armed (one per relay thread, made when the thread starts). An interval (not one shot) closes the race of an expiry that lands
 // just before the blocking call starts.
 class SliceTimer {
 public:
@@ -92,39 +130,70 @@ private:
     bool m_ok = false;
 };
 
-// How the relay does I/O on one client descriptor (relay.h).
-enum class Io { Socket, Own, Plain, Sliced };
+namespace {
 
-// Classifies a client descriptor; a pipe is replaced by a non-blocking open
-// file description of its own (the client's keeps its flags).
-Io prepare(UniqueFd& fd, bool for_write) {
-    struct stat st{};
-    if (!fd || fstat(fd.get(), &st) < 0) return Io::Sliced;
-    if (S_ISSOCK(st.st_mode)) return Io::Socket;
-    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return Io::Plain;
-    if (S_ISFIFO(st.st_mode)) {
-        char path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd.get());
-        UniqueFd own(::open(path, (for_write ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
-        struct stat st2{};
-        // ENXIO: a FIFO without a reader (the write would fail anyway);
-        // no /proc: fall back to slices.
-        if (own && fstat(own.get(), &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino) {
-            fd = std::move(own);
-            return Io::Own;
+// The relay threads (relay.h). Each runs one relay at a time; one that ends
+// its relay waits for the next (at most kIdleMax do, each for kIdleFor) and
+// otherwise ends. Its slice timer is made once and kept.
+class RelayThreads {
+public:
+    using Task = std::function<void(SliceTimer&)>;
+    // Never destroyed: idle threads may still wait on it while the process exits.
+    static RelayThreads& get() {
+        static RelayThreads* p = new RelayThreads;
+        return *p;
+    }
+    // Runs `task` on an idle thread, or on a new one when none is idle.
+    void run(Task task) {
+        {
+            std::lock_guard lk(m_mu);
+            if (m_idle > m_tasks.size()) {
+                m_tasks.push_back(std::move(task));
+                m_cv.notify_one();
+                return;
+            }
+        }
+        std::thread([this, t = std::move(task)]() mutable { work(std::move(t)); }).detach();
+    }
+    size_t idle() {
+        std::lock_guard lk(m_mu);
+        return m_idle - std::min(m_idle, m_tasks.size());
+    }
+
+private:
+    static constexpr size_t kIdleMax = 4;
+    static constexpr auto kIdleFor = std::chrono::seconds(30);
+    void work(Task task) {
+        pthread_setname_np(pthread_self(), "moat-relay");
+        SliceTimer slice;
+        for (;;) {
+            task(slice);
+            task = nullptr;  // what it holds goes now, not when the next comes
+            std::unique_lock lk(m_mu);
+            if (m_idle >= kIdleMax) return;
+            ++m_idle;
+            m_cv.wait_for(lk, kIdleFor, [&] { return !m_tasks.empty(); });
+            --m_idle;
+            if (m_tasks.empty()) return;  // idle for kIdleFor: the thread ends
+            task = std::move(m_tasks.front());
+            m_tasks.pop_front();
         }
     }
-    return Io::Sliced;  // terminals, other character devices, anonymous inodes
-}
-
-// Keeps the last `max` bytes, trimming in large steps so appends stay O(1) amortised.
-void keep_tail(std::string& tail, const char* p, size_t n, uint64_t max) {
-    if (max == 0) return;
-    tail.append(p, n);
-    if (tail.size() > 2 * max) tail.erase(0, tail.size() - max);
-}
+    std::mutex m_mu;
+    std::condition_variable m_cv;
+    std::deque<Task> m_tasks;
+    size_t m_idle = 0;  // threads waiting in work(); those beyond m_tasks.size() are unclaimed
+};
 
 }  // namespace
+
+// Shared by the relay and its task: the task marks it when run() has
+// returned; the relay's destructor waits for that.
+struct Relay::Finished {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+};
 
 Relay::Relay(RelaySpec spec, std::function<void(RelayResult)> done)
     : m_spec(std::move(spec)), m_done(std::move(done)), m_cancel(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
@@ -132,13 +201,22 @@ Relay::Relay(RelaySpec spec, std::function<void(RelayResult)> done)
     set_nonblock(m_spec.job_in.get());
     set_nonblock(m_spec.job_out.get());
     set_nonblock(m_spec.job_err.get());
-    m_thread = std::thread([this] { run(); });
+    m_finished = std::make_shared<Finished>();
+    RelayThreads::get().run([this, f = m_finished](SliceTimer& slice) {
+        run(slice);
+        std::lock_guard lk(f->mu);
+        f->done = true;
+        f->cv.notify_all();
+    });
 }
 
 Relay::~Relay() {
     cancel();
-    if (m_thread.joinable()) m_thread.join();
+    std::unique_lock lk(m_finished->mu);
+    m_finished->cv.wait(lk, [&] { return m_finished->done; });
 }
+
+size_t Relay::idle_threads() { return RelayThreads::get().idle(); }
 
 void LiveOutput::append(int stream, const char* p, size_t n) {
     {
@@ -155,7 +233,7 @@ void Relay::cancel() {
     if (m_cancel) (void)!::write(m_cancel.get(), &one, sizeof one);
 }
 
-void Relay::run() {
+void Relay::run(SliceTimer& slice) {
     RelaySpec& s = m_spec;
     RelayResult res;
     std::string inbuf, outbuf, errbuf;
@@ -164,7 +242,6 @@ void Relay::run() {
     const Io io_in = prepare(s.src_in, false);
     const Io io_out = prepare(s.dst_out, true);
     const Io io_err = prepare(s.dst_err, true);
-    SliceTimer slice;
     // One read or write of a client descriptor, never blocking past a slice.
     auto client_read = [&](int fd, Io io, char* p, size_t n) -> ssize_t {
         if (io == Io::Socket) return ::recv(fd, p, n, MSG_DONTWAIT);

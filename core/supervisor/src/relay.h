@@ -27,7 +27,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "moat/common/fd.h"
 #include "moat/store/store.h"
@@ -77,22 +76,33 @@ struct RelayResult {
     bool in_record_failed = false;  // making or writing the stdin recording failed (error says why)
 };
 
+class SliceTimer;
+
+// A relay runs on a thread of its own for its whole life. The threads are
+// kept for the next job (relay.cpp, RelayThreads): one made and ended per job
+// cost each start a clone, a POSIX timer and, at the thread's end, the
+// madvise of its stack with a TLB shootdown on every CPU (issue 15). A relay
+// never waits for another's thread: with none idle, a new one starts.
 class Relay final {
 public:
     // `done` runs on the relay thread, once, when the job's stdout and stderr
     // are at EOF and delivered (or on cancel).
     Relay(RelaySpec spec, std::function<void(RelayResult)> done);
-    ~Relay();  // cancels and joins
+    ~Relay();  // cancels and waits until the relay's work has returned
     Relay(const Relay&) = delete;
     Relay& operator=(const Relay&) = delete;
     void cancel();
 
+    // Relay threads waiting for work now (for tests).
+    static size_t idle_threads();
+
 private:
-    void run();
+    struct Finished;
+    void run(SliceTimer& slice);
     RelaySpec m_spec;
     std::function<void(RelayResult)> m_done;
     UniqueFd m_cancel;
-    std::thread m_thread;
+    std::shared_ptr<Finished> m_finished;
 };
 
 }  // namespace moat::supervisor

@@ -1191,7 +1191,18 @@ void Supervisor::relay_done(int64_t job_id, RelayResult res) {
     if (e.job_done) complete(job_id);
 }
 
-void Supervisor::complete(int64_t job_id) {
+void Supervisor::record_finish(const store::JobRecord& r) {
+    if (auto res = m_cfg.store->finish_job(r); !res) {
+        // Never leave a job that ended looking "running" (a restart would call
+        // it supervisor-lost): keep the record and retry on every tick until
+        // the store takes it (e.g. once a full disk has room again).
+        moat::logf(moat::LogLevel::Warning, "recording the end of job %lld failed (will retry): %s\n", (long long)r.id,
+                   res.error().message.c_str());
+        m_unrecorded.push_back(r);
+    }
+}
+
+void Supervisor::complete(int64_t job_id, bool finish_in_commit) {
     auto it = m_ending.find(job_id);
     if (it == m_ending.end()) return;
     std::unique_ptr<Ending> e = std::move(it->second);
@@ -1228,10 +1239,16 @@ void Supervisor::complete(int64_t job_id) {
     if (!r.error.empty()) e->recording["warning"] = r.error;
     if (r.cancelled) e->recording["output_cut"] = "the client stopped reading; output was recorded but not all delivered";
     if (!e->recording.contains("inputs")) e->recording["inputs"] = nlohmann::json::array();
-    // Output tails and recording in one commit: the client's answer waits for it.
-    if (auto s = m_cfg.store->put_outputs_and_recording(job_id, r.out, r.err, e->recording, e->blobs, new_blobs); !s)
+    // Output tails and recording in one commit (with the job's finish when
+    // finish() left it here): the client's answer waits for it.
+    if (auto s = m_cfg.store->put_outputs_and_recording(job_id, r.out, r.err, e->recording, e->blobs, new_blobs,
+                                                        finish_in_commit ? &e->rec : nullptr);
+        !s) {
         moat::logf(moat::LogLevel::Warning, "job %lld: output and recording not saved: %s\n", (long long)job_id,
                    s.error().message.c_str());
+        // The finish must not go with them: written alone (or kept for retry).
+        if (finish_in_commit) record_finish(e->rec);
+    }
     if (!e->stage.empty()) remove_tree(e->stage);
     e->rec.recording = e->recording;  // the client's `finished` answer says what was not snapshotted
     if (e->on_finished) e->on_finished(e->rec);
@@ -1837,14 +1854,13 @@ void Supervisor::finish(Job& job) {
     job.mark("recording");
     if (!r.info.is_object()) r.info = nlohmann::json::object();
     r.info["startup_us"] = job.steps_json();
-    if (auto res = m_cfg.store->finish_job(r); !res) {
-        // Never leave a job that ended looking "running" (a restart would call
-        // it supervisor-lost): keep the record and retry on every tick until
-        // the store takes it (e.g. once a full disk has room again).
-        moat::logf(moat::LogLevel::Warning, "recording the end of job %lld failed (will retry): %s\n", (long long)job.id,
-                res.error().message.c_str());
-        m_unrecorded.push_back(r);
-    }
+    // A job whose output was all relayed already (the usual short job: its
+    // pipes reached EOF when it exited, before its init reported) has its
+    // finish written with its outputs and recording below, in one commit
+    // (complete()); otherwise now, and the outputs when the relay is done.
+    const auto ending_it = m_ending.find(job.id);
+    const bool finish_with_outputs = ending_it != m_ending.end() && ending_it->second->relay_done;
+    if (!finish_with_outputs) record_finish(r);
 
     // Tear down.
     job.run->unwatch(*m_cfg.loop);
@@ -1883,7 +1899,7 @@ void Supervisor::finish(Job& job) {
         e->second->on_finished = std::move(cb);
         e->second->rec = copy;
         if (e->second->relay_done) {
-            complete(id);
+            complete(id, /*finish_in_commit=*/true);
         } else if (auto t = m_cfg.loop->add_timer(5'000'000'000, 0, [this, id] {
                        auto it = m_ending.find(id);
                        if (it == m_ending.end()) return;

@@ -8,7 +8,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
 #include <thread>
+#include <vector>
 
 #include "moat/common/event_loop.h"
 
@@ -175,3 +178,83 @@ TEST(EventLoop, NoSpinWhenTurnedOff) {
 }
 
 }  // namespace
+
+// Timers share one timerfd (issue 15): they must still run in deadline
+// order, a cancelled one never, a one-shot once, a periodic one again and
+// again, and a callback may cancel its own or others and add new ones.
+namespace timers {
+
+TEST(EventLoopTimers, RunInDeadlineOrderAndACancelledOneNever) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    std::vector<int> order;
+    // Added out of order; the 20 ms one is cancelled by the 10 ms one.
+    auto t30 = l.add_timer(30'000'000, 0, [&] { order.push_back(30); });
+    auto t20 = l.add_timer(20'000'000, 0, [&] { order.push_back(20); });
+    ASSERT_TRUE(t30 && t20);
+    auto t10 = l.add_timer(10'000'000, 0, [&] {
+        order.push_back(10);
+        l.cancel_timer(*t20);
+    });
+    auto t5 = l.add_timer(5'000'000, 0, [&] { order.push_back(5); });
+    auto stop = l.add_timer(60'000'000, 0, [&] { l.stop(); });
+    ASSERT_TRUE(t10 && t5 && stop);
+    l.run();
+    EXPECT_EQ(order, (std::vector<int>{5, 10, 30}));
+    l.cancel_timer(*t30);  // already gone: nothing happens
+}
+
+TEST(EventLoopTimers, APeriodicTimerRepeatsUntilItCancelsItself) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    int ticks = 0, once = 0;
+    moat::EventLoop::TimerId self = 0;
+    auto t = l.add_timer(1'000'000, 2'000'000, [&] {
+        if (++ticks == 5) l.cancel_timer(self);
+    });
+    ASSERT_TRUE(t);
+    self = *t;
+    ASSERT_TRUE(l.add_timer(3'000'000, 0, [&] { ++once; }));
+    ASSERT_TRUE(l.add_timer(60'000'000, 0, [&] { l.stop(); }));
+    l.run();
+    EXPECT_EQ(ticks, 5) << "a periodic timer ran on after cancelling itself, or stopped early";
+    EXPECT_EQ(once, 1);
+}
+
+TEST(EventLoopTimers, ATimerAddedByACallbackRunsInALaterPassAndEarlierThanTheArmedOne) {
+    auto loop = moat::EventLoop::create();
+    ASSERT_TRUE(loop);
+    moat::EventLoop& l = **loop;
+    // The timerfd is armed for the 10 s timer; one added later for 1 ms must
+    // re-arm it earlier. A callback that adds a due-now timer each time must
+    // not keep the loop in one pass: the fd added below gets served between.
+    bool late_ran = false;
+    ASSERT_TRUE(l.add_timer(10'000'000'000ull, 0, [&] { late_ran = true; }));
+    int chain = 0, other_fd_calls = 0;
+    std::function<void()> again = [&] {
+        if (++chain < 1000 && !other_fd_calls) ASSERT_TRUE(l.add_timer(0, 0, again));
+        else l.stop();
+    };
+    int efd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    ASSERT_GE(efd, 0);
+    ASSERT_TRUE(l.add_timer(1'000'000, 0, [&] {
+        ASSERT_TRUE(l.add_fd(efd, EPOLLIN, [&](uint32_t) {
+            uint64_t v;
+            (void)!read(efd, &v, sizeof v);
+            ++other_fd_calls;
+        }));
+        again();
+    }));
+    const auto t0 = std::chrono::steady_clock::now();
+    l.run();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << "the 1 ms timer waited for the 10 s one";
+    EXPECT_FALSE(late_ran);
+    EXPECT_EQ(other_fd_calls, 1) << "timers added by callbacks kept the loop from its other fds";
+    EXPECT_LT(chain, 1000);
+    l.remove_fd(efd);
+    close(efd);
+}
+
+}  // namespace timers

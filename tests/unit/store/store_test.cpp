@@ -1600,6 +1600,59 @@ TEST(StoreRecordings, OutputsAndRecordingAreWrittenTogether) {
     EXPECT_EQ(s->blob_bytes().value(), blobs_before + 1000);
 }
 
+// A job whose output was all relayed before it ended has its finish written
+// with its outputs and recording, in one commit (issue 15): all of it lands,
+// or none of it; and a finish for another job is refused.
+TEST(StoreRecordings, TheFinishCanGoInTheSameCommitAsTheOutputs) {
+    TempDir dir;
+    auto s = open_store(dir.file("moat.db"));
+    nlohmann::json rec = {{"stdin", nullptr}, {"inputs", nlohmann::json::array()}};
+    moat::store::JobOutput out, err;
+    out.total_bytes = 3;
+    out.data = "hi\n";
+    auto finish_of = [](int64_t id) {
+        JobRecord f;
+        f.id = id;
+        f.ended_ns = 42;
+        f.exit_code = 3;
+        f.cause = "exited";
+        f.detail = "exit code 3";
+        f.resources = {1000, 2000, 3};
+        f.denial_count = 4;
+        f.info = {{"startup_us", {{"recording", 7}}}};
+        return f;
+    };
+    const int64_t job = new_job(*s);
+    const JobRecord fin = finish_of(job);
+    ASSERT_TRUE(s->put_outputs_and_recording(job, out, err, rec, {}, {}, &fin));
+    auto got = s->get_job(job).value();
+    EXPECT_EQ(got.state, "finished");
+    EXPECT_EQ(got.exit_code, 3);
+    EXPECT_EQ(got.cause, "exited");
+    EXPECT_EQ(got.resources.peak_pids, 3u);
+    EXPECT_EQ(got.denial_count, 4u);
+    EXPECT_EQ(got.info["startup_us"]["recording"], 7);
+    EXPECT_EQ(got.recording, rec);
+    EXPECT_EQ(s->get_output(job, "stdout").value()->data, "hi\n");
+
+    // The recording's write fails: the finish written before it in the same
+    // transaction is gone too (the supervisor then writes it alone).
+    const int64_t other = new_job(*s);
+    raw_exec(dir.file("moat.db"), "CREATE TRIGGER fail_recording BEFORE UPDATE OF recording ON jobs WHEN NEW.id = " +
+                                      std::to_string(other) + " BEGIN SELECT RAISE(ABORT, 'no room'); END");
+    const JobRecord fin2 = finish_of(other);
+    ASSERT_FALSE(s->put_outputs_and_recording(other, out, err, rec, {}, {}, &fin2));
+    EXPECT_EQ(s->get_job(other).value().state, "running") << "the finish outlived its failed transaction";
+    ASSERT_TRUE(s->finish_job(fin2));
+    EXPECT_EQ(s->get_job(other).value().state, "finished");
+
+    // A finish that names another job than the outputs is refused, and nothing is written.
+    const int64_t third = new_job(*s);
+    auto r = s->put_outputs_and_recording(third, out, err, rec, {}, {}, &fin);
+    ASSERT_FALSE(r);
+    EXPECT_FALSE(s->get_output(third, "stdout").value().has_value());
+}
+
 TEST(StoreRecordings, RetentionAndBudgetDropOldestRecordingsAndFreeUnusedBlobs) {
     TempDir dir;
     auto a = moat::store::Artifacts::open(dir.file("artifacts")).value();

@@ -1,5 +1,6 @@
 // The stdio relay (core/supervisor/src/relay.h): what the job is given, what
 // the client gets and what is recorded, with pipes standing in for the job.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -8,8 +9,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <string>
+#include <set>
 #include <thread>
 
 #include "relay.h"
@@ -225,6 +228,77 @@ TEST(Relay, WithoutStdinTheJobReadsEof) {
     job_err.w.reset();
     RelayResult r = done.get_future().get();
     EXPECT_EQ(r.in_bytes, 0u);
+}
+
+// Relay threads are kept for the next job (relay.h): a relay that ended
+// leaves its thread idle, and the next relay runs on such a thread. Relays
+// alive at once each have a thread of their own, more of them than stay idle:
+// six relays whose jobs end only after all six started all finish (one
+// waiting for another's thread would hang here).
+TEST(Relay, ThreadsAreKeptForTheNextRelayAndNoRelayWaitsForAnothers) {
+    auto run_one = [] {
+        Pipe job_out, job_err;
+        RelaySpec s;
+        s.job_out = std::move(job_out.r);
+        s.job_err = std::move(job_err.r);
+        std::promise<pid_t> tid;
+        Relay relay(std::move(s), [&](RelayResult) { tid.set_value(gettid()); });
+        job_out.w.reset();
+        job_err.w.reset();
+        return tid.get_future().get();
+    };
+    // The relay threads of this process now: named moat-relay.
+    auto relay_threads = [] {
+        std::set<pid_t> out;
+        DIR* d = opendir("/proc/self/task");
+        if (!d) return out;
+        while (dirent* e = readdir(d)) {
+            if (e->d_name[0] == '.') continue;
+            std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+            std::string name;
+            std::getline(comm, name);
+            if (name == "moat-relay") out.insert(pid_t(std::atoi(e->d_name)));
+        }
+        closedir(d);
+        return out;
+    };
+    // A thread goes idle just after its relay's destructor returned.
+    auto wait_idle = [] {
+        for (int i = 0; i < 200 && Relay::idle_threads() == 0; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return Relay::idle_threads();
+    };
+    const pid_t first = run_one();
+    EXPECT_NE(first, gettid());
+    EXPECT_GE(wait_idle(), 1u) << "the relay's thread ended with its relay";
+    const std::set<pid_t> kept = relay_threads();
+    EXPECT_TRUE(kept.count(first)) << "the first relay's thread is gone or unnamed";
+    const pid_t second = run_one();
+    EXPECT_TRUE(kept.count(second)) << "the second relay ran on a new thread, not on an idle one";
+
+    constexpr int kAtOnce = 6;
+    Pipe outs[kAtOnce], errs[kAtOnce];
+    std::promise<pid_t> tids[kAtOnce];
+    std::vector<std::unique_ptr<Relay>> relays;
+    for (int i = 0; i < kAtOnce; ++i) {
+        RelaySpec s;
+        s.job_out = std::move(outs[i].r);
+        s.job_err = std::move(errs[i].r);
+        relays.push_back(std::make_unique<Relay>(std::move(s), [&, i](RelayResult) { tids[i].set_value(gettid()); }));
+    }
+    for (int i = 0; i < kAtOnce; ++i) {
+        outs[i].w.reset();
+        errs[i].w.reset();
+    }
+    std::set<pid_t> distinct;
+    for (auto& t : tids) {
+        auto f = t.get_future();
+        ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "a relay waited for another's thread";
+        distinct.insert(f.get());
+    }
+    EXPECT_EQ(distinct.size(), size_t(kAtOnce)) << "two live relays shared a thread";
+    relays.clear();
+    EXPECT_LE(Relay::idle_threads(), 4u) << "more relay threads stay idle than kept";
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "moat/common/error.h"
@@ -30,7 +31,9 @@ public:
     Result<void> modify_fd(int fd, uint32_t events);
     void remove_fd(int fd);
 
-    // Timers (timerfd, CLOCK_MONOTONIC). period_ns = 0: one-shot.
+    // Timers (CLOCK_MONOTONIC; one timerfd for all). period_ns = 0: one-shot,
+    // gone before its callback runs. A callback may add and cancel timers,
+    // its own too; a timer added by a callback runs in a later pass.
     Result<TimerId> add_timer(uint64_t first_ns, uint64_t period_ns, std::function<void()> cb);
     void cancel_timer(TimerId id);
 
@@ -82,7 +85,17 @@ private:
     };
     UniqueFd m_epoll, m_wake;
     std::map<int, std::shared_ptr<Entry>> m_fds;
-    std::map<TimerId, UniqueFd> m_timers;
+    struct Timer {
+        int64_t due;     // CLOCK_MONOTONIC ns
+        int64_t period;  // 0: one-shot
+        std::shared_ptr<std::function<void()>> cb;
+    };
+    std::map<TimerId, Timer> m_timers;
+    std::set<std::pair<int64_t, TimerId>> m_due;  // (due, id), earliest first
+    UniqueFd m_timer_fd;
+    int64_t m_armed_for = 0;  // the deadline the timerfd is set for (0: disarmed)
+    Result<void> arm_timers();
+    void fire_timers();
     TimerId m_next_timer = 1;
     uint64_t m_generation = 0;
     std::mutex m_post_mu;

@@ -201,9 +201,13 @@ public:
     // supervisor's loop between the job's exit and its client's answer): the
     // blobs first put as put_blobs (the job's recorded stdin), the stdout and
     // stderr tails as put_output, then the recording as set_recording.
+    // With `finished` (this job's record), the job's finish as finish_job goes
+    // first in the same commit: a job whose output was all relayed before its
+    // end costs one commit at its end, not two (issue 15).
     Result<void> put_outputs_and_recording(int64_t job, const JobOutput& out, const JobOutput& err,
                                            const nlohmann::json& recording, const std::vector<std::string>& blobs,
-                                           const std::vector<std::pair<std::string, uint64_t>>& new_blobs = {});
+                                           const std::vector<std::pair<std::string, uint64_t>>& new_blobs = {},
+                                           const JobRecord* finished = nullptr);
     Result<std::optional<JobOutput>> get_output(int64_t job, const std::string& stream);
     // Applies the retention and budget: recordings of finished jobs that ended
     // before `ended_before_ns` are dropped, then the oldest until the blobs'
