@@ -896,6 +896,57 @@ TEST_F(Container, SignalIsTheJobsNotInits) {
 // at the init's exit (issue 15), and reaps the init and removes the job's
 // cgroup after. Nothing of that may be skipped: the orphan is gone, moatd
 // has no zombie, the cgroup directories are gone.
+// On cgroup v1 a job starts in a spare group made ahead (job-spare-N) that
+// takes the job's limits before the job is in it and its name, job-<id>,
+// right after the start (issue 15: the renames left the start path). While
+// the job runs: job-<id> in every hierarchy, holding the job's init, with the
+// policy's limits; no spare holds it; and spares are ready for the next job.
+TEST_F(Container, AJobsGroupHasItsLimitsAndItsNameWhileItRuns) {
+    if (!fs::is_directory("/sys/fs/cgroup/memory")) GTEST_SKIP() << "no cgroup v1 memory hierarchy (spares are v1 only)";
+    Ctr c;
+    c.name = "ctr-named-group";
+    c.limits = "wall_time = \"20s\"\nmemory = \"48MiB\"\npids = 23\n";
+    const fs::path parent = s_daemon->cgroup_parent();
+    auto spares_ready = [&] {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(fs::path("/sys/fs/cgroup/memory") / parent, ec))
+            if (e.path().filename().string().starts_with("job-spare-")) return true;
+        return false;
+    };
+    // Spares are made once a job has started (a fresh moatd has none yet).
+    JobRun first = run_ctr(c, {"exit", "0"});
+    ASSERT_EQ(first.proc.status, 0) << describe(first);
+    ASSERT_TRUE(wait_for(spares_ready, 3)) << "moatd made no spare group";
+    std::string idf = new_id_file();
+    auto job = bg_ctr(c, {"sleep", "30"}, idf);
+    json running = wait_running(*s_daemon, idf);
+    ASSERT_EQ(running.value("state", ""), "running") << running.dump() << "\n" << job->err();
+    const int64_t id = read_id(idf);
+    const std::string init = std::to_string(show(id).value("pid", 0));
+    auto slurp = [](const fs::path& p) {
+        std::ifstream f(p);
+        return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    const fs::path mem = fs::path("/sys/fs/cgroup/memory") / parent / ("job-" + std::to_string(id));
+    const fs::path pids = fs::path("/sys/fs/cgroup/pids") / parent / ("job-" + std::to_string(id));
+    EXPECT_TRUE(wait_for([&] { return fs::is_directory(mem) && fs::is_directory(pids); }, 3)) << mem << " or " << pids;
+    EXPECT_EQ(slurp(mem / "memory.limit_in_bytes"), std::to_string(48u << 20) + "\n");
+    EXPECT_EQ(slurp(pids / "pids.max"), "23\n");
+    for (const fs::path& d : {mem, pids}) {
+        EXPECT_NE(("\n" + slurp(d / "cgroup.procs")).find("\n" + init + "\n"), std::string::npos)
+            << "the job's init " << init << " is not in " << d;
+    }
+    size_t spares = 0;
+    for (const auto& e : fs::directory_iterator(fs::path("/sys/fs/cgroup/memory") / parent)) {
+        if (!e.path().filename().string().starts_with("job-spare-")) continue;
+        ++spares;
+        EXPECT_EQ(slurp(e.path() / "cgroup.procs"), "") << e.path() << " holds a process";
+    }
+    EXPECT_GE(spares, 1u) << "no spare group is ready for the next job";
+    EXPECT_EQ(ctl({"stop", std::to_string(id)}).status, 0);
+    job->wait(10);
+}
+
 TEST_F(Container, TheAnswerComesWhenTheJobIsGoneAndTheInitAndCgroupGoAfter) {
     {
         // Where a job's cgroup is looked for exists while a job runs.

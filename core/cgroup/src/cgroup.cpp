@@ -329,6 +329,16 @@ Result<void> JobCgroup::apply_v1_limits(const Limits& limits) {
 }
 
 Result<void> JobCgroup::rename_to(const std::string& name, const Limits& limits) {
+    if (auto r = rename(name); !r) return r;
+    return apply_v1_limits(limits);
+}
+
+Result<void> JobCgroup::apply_limits(const Limits& limits) {
+    if (m_version != Version::V1) return fail("only a cgroup v1 spare group takes its limits after it was made");
+    return apply_v1_limits(limits);
+}
+
+Result<void> JobCgroup::rename(const std::string& name) {
     if (m_version != Version::V1) return fail("only a cgroup v1 group can be renamed");
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
         return fail("invalid cgroup name \"" + name + "\"");
@@ -342,7 +352,7 @@ Result<void> JobCgroup::rename_to(const std::string& name, const Limits& limits)
         d = to;
     }
     m_stat_fds.clear();  // keyed by path
-    return apply_v1_limits(limits);
+    return {};
 }
 
 Result<void> JobCgroup::prepare_self_join() {

@@ -128,6 +128,9 @@ struct Supervisor::Job {
     std::shared_ptr<const policy::Policy> policy;
     std::shared_ptr<const compiler::CompiledFilter> filter;
     std::optional<cgroup::JobCgroup> cg;
+    // A spare group the job runs in before it is renamed to its own name
+    // (settle_cgroup(), once the job runs): the name it gets.
+    std::string cg_name_pending;
     const Tier* tier = nullptr;
     std::unique_ptr<Running> run;        // once launched
     std::unique_ptr<JobEvents> events;   // what `run` reports to
@@ -421,26 +424,48 @@ void Supervisor::emit(int64_t job, store::EventKind kind, nlohmann::json fields,
     m_cfg.store->append(std::move(ev));
 }
 
-Result<cgroup::JobCgroup> Supervisor::job_cgroup(const std::string& name, const cgroup::Limits& limits) {
+Result<cgroup::JobCgroup> Supervisor::job_cgroup(const std::string& name, const cgroup::Limits& limits,
+                                                 std::string* name_pending) {
+    name_pending->clear();
     if (!m_spare_cgroups.empty()) {
         cgroup::JobCgroup cg = std::move(m_spare_cgroups.front());
         m_spare_cgroups.pop_front();
-        auto r = cg.rename_to(name, limits);
-        if (r) return cg;
-        // Whatever refused this rename (an LSM, a limit the group takes
-        // only at mkdir) would refuse the next: no more spares in this
-        // moatd, and the groups go after this job's start, not before it.
-        moat::logf(moat::LogLevel::Warning, "a spare cgroup could not become %s (%s): spare cgroups are off\n",
-                   name.c_str(), r.error().message.c_str());
-        m_spares_off = true;
-        auto gone = std::make_shared<std::deque<cgroup::JobCgroup>>(std::move(m_spare_cgroups));
-        m_spare_cgroups.clear();
-        gone->push_back(std::move(cg));
-        m_cfg.loop->post([gone] {
-            for (auto& g : *gone) (void)g.destroy();
-        });
+        // The job's limits now; its name once it runs (settle_cgroup): the
+        // renames, one per hierarchy, are ~0.1 ms the start need not wait for.
+        auto r = cg.apply_limits(limits);
+        if (r) {
+            *name_pending = name;
+            return cg;
+        }
+        spares_off(name, r.error(), std::move(cg));
     }
     return cgroup::JobCgroup::create(m_cfg.cgroups, m_cfg.cgroup_parent, name, limits);
+}
+
+void Supervisor::spares_off(const std::string& name, const Error& why, std::optional<cgroup::JobCgroup> refused) {
+    // Whatever refused this spare (an LSM, a limit the group takes only at
+    // mkdir, a rename) would refuse the next: no more spares in this moatd,
+    // and the groups go after this job's start, not before it.
+    moat::logf(moat::LogLevel::Warning, "a spare cgroup could not become %s (%s): spare cgroups are off\n", name.c_str(),
+               why.message.c_str());
+    m_spares_off = true;
+    auto gone = std::make_shared<std::deque<cgroup::JobCgroup>>(std::move(m_spare_cgroups));
+    m_spare_cgroups.clear();
+    if (refused) gone->push_back(std::move(*refused));
+    m_cfg.loop->post([gone] {
+        for (auto& g : *gone) (void)g.destroy();
+    });
+}
+
+void Supervisor::settle_cgroup(Job& job) {
+    if (job.cg_name_pending.empty() || !job.cg) return;
+    const std::string name = std::move(job.cg_name_pending);
+    job.cg_name_pending.clear();
+    // On failure the job keeps running in its group under the name it has
+    // (which its record then says, as the cgroup's description); later jobs
+    // get groups made with their own names.
+    if (auto r = job.cg->rename(name); !r) spares_off(name, r.error(), std::nullopt);
+    job.rec.cgroup = job.cg->describe();
 }
 
 void Supervisor::refill_spare_cgroups() {
@@ -824,7 +849,7 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     job->uid = *uid;
 
     cgroup::Limits cl = job->tier->host_limits(*pol);
-    auto cg = job_cgroup("job-" + std::to_string(job->id), cl);
+    auto cg = job_cgroup("job-" + std::to_string(job->id), cl, &job->cg_name_pending);
     if (!cg) return cg.error().wrap("creating the job cgroup");
     job->cg.emplace(std::move(*cg));
     job->mark("cgroup");
@@ -851,6 +876,8 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
 
     job->rec.pid = job->run->pid();
     job->rec.uid = int(job->uid);
+    // The vm tier stores its runtime below, now: its group gets its name first.
+    if (job->tier->kind() == policy::Tier::Vm) settle_cgroup(*job);
     job->rec.cgroup = job->cg->describe();
     // A synchronous write (~0.1 ms here) the job's start need not wait for:
     // the seccomp and container tiers' first execve waits for moatd's answer,
@@ -875,6 +902,15 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     raw->last_sample_mono = now_monotonic_ns();
     m_jobs.emplace(raw->id, std::move(job_ptr));
     raw->run->answer_waiting();
+    // The spare group's rename to job-<id>: next on the loop, while the
+    // program starts (or by whichever of the job's posted tasks runs first:
+    // store_runtime and the end sample's opens settle it too).
+    if (!raw->cg_name_pending.empty())
+        m_cfg.loop->post([this, alive_w = std::weak_ptr<std::atomic<bool>>(m_alive), id = raw->id] {
+            auto a = alive_w.lock();
+            if (!a || !*a) return;
+            if (auto it = m_jobs.find(id); it != m_jobs.end()) settle_cgroup(*it->second);
+        });
 
     // The relay: client stdin (or the recorded one) -> job -> client, recording on the way.
     {
@@ -1256,6 +1292,7 @@ void Supervisor::complete(int64_t job_id, bool finish_in_commit) {
 }
 
 void Supervisor::store_runtime(Job& job) {
+    settle_cgroup(job);  // the row names the group as it stays
     if (!job.runtime_unstored) return;
     job.runtime_unstored = false;
     (void)m_cfg.store->update_job_runtime(job.id, job.rec.pid, job.rec.uid, job.rec.cgroup, job.rec.info);
@@ -1314,8 +1351,10 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
                 m_cfg.loop->post([this, alive_w = std::weak_ptr<std::atomic<bool>>(m_alive), id = job.id] {
                     auto a = alive_w.lock();
                     if (!a || !*a) return;
-                    if (auto it = m_jobs.find(id); it != m_jobs.end() && it->second->cg)
+                    if (auto it = m_jobs.find(id); it != m_jobs.end() && it->second->cg) {
+                        settle_cgroup(*it->second);  // its files are opened below by their final paths
                         (void)it->second->cg->sample(cgroup::JobCgroup::Detail::Full);
+                    }
                     refill_spare_cgroups();
                 });
         }

@@ -106,6 +106,12 @@ public:
     // renamed in some hierarchies only (dirs() names each where it is now);
     // the caller removes it. Refused on v2, which cannot rename a cgroup.
     Result<void> rename_to(const std::string& name, const Limits& limits);
+    // rename_to() in two halves, for a spare whose job starts before it is
+    // renamed (the rename, ~0.1 ms here, then happens while the job runs):
+    // the limits first, before any process of the job is in the group, and
+    // the name after. v1 only, as rename_to().
+    Result<void> apply_limits(const Limits& limits);
+    Result<void> rename(const std::string& name);
     // Full: every figure of Sample. Counters: only the four that change from
     // one tick to the next (CPU time, memory and pids now, block I/O): the
     // kernel's peaks and event counts are monotonic, so reading them once a

@@ -329,8 +329,13 @@ private:
     static constexpr size_t kSpareCgroups = 2;
     std::deque<cgroup::JobCgroup> m_spare_cgroups;
     uint64_t m_spare_seq = 0;
-    bool m_spares_off = false;  // a rename failed once (job_cgroup)
-    Result<cgroup::JobCgroup> job_cgroup(const std::string& name, const cgroup::Limits& limits);
+    bool m_spares_off = false;  // a spare refused its limits or its rename once
+    // The job's group: a spare with the job's limits (its name, `name`, set
+    // in *name_pending for settle_cgroup()), or one made now.
+    Result<cgroup::JobCgroup> job_cgroup(const std::string& name, const cgroup::Limits& limits,
+                                         std::string* name_pending);
+    void spares_off(const std::string& name, const Error& why, std::optional<cgroup::JobCgroup> refused);
+    void settle_cgroup(Job& job);  // a pending rename of the job's spare group, and its description
     void refill_spare_cgroups();
 
     // Event budget and aggregate rows (docs/store.md, "Event budget").
