@@ -424,12 +424,11 @@ std::string resolve_in_path(const std::string& name, const std::vector<std::stri
                 held.send(kInitStatusFd, &rec);
                 kill(-1, SIGKILL);  // everything else in the namespace
                 while (waitpid(-1, nullptr, 0) > 0) {}
-                // Nothing of the job is left: its stdio ends here (the relay
-                // sees EOF now, not after this process and its namespaces are
-                // torn down), and "emptied" tells moatd it may answer the
-                // client; it reaps this process and removes the cgroup after
-                // (docs/architecture.md, "A container job's end").
-                for (int fd = 0; fd < 3; ++fd) close(fd);
+                // Nothing of the job is left: whatever of its stdio an
+                // orphan held is closed now (this process closed its own
+                // copies when the job started), and "emptied" tells moatd it
+                // may answer the client; it reaps this process and removes
+                // the cgroup after (docs/architecture.md, "A container job's end").
                 report_timing(kInitStatusFd, "emptied");
                 _exit(0);
             }
@@ -536,6 +535,13 @@ void container_init_run(const ContainerPlan& plan) {
     pid_t job = start_job(plan, *exec_word);
     if (job < 0) die("fork(job)", errno, "");
     if (job == 0) job_main(plan, *exec_word);
+    // The job has its own copies of its stdio; ours would keep the relay from
+    // EOF until this process reports the job's end and closes them (see
+    // init_loop). Without them the relay is done as soon as the job and
+    // whatever it left holding its output are: a short job's output is then
+    // usually all relayed before moatd hears of its end, and its end and its
+    // outputs are stored in one commit (issue 15).
+    for (int fd = 0; fd < 3; ++fd) close(fd);
     init_loop(job, plan, *exec_word);
 }
 

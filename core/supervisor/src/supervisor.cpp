@@ -254,7 +254,17 @@ struct Supervisor::Ending {
     std::string stage;               // replay: per-job directory of snapshots put back
     EventLoop::TimerId drain_timer = 0;
     std::shared_ptr<LiveOutput> live;  // the output's last bytes while it is relayed (watchers)
+    // The job ended and its finish (rec) is not stored yet: it goes with the
+    // outputs in complete(), or alone when finish_timer fires first.
+    bool finish_pending = false;
+    EventLoop::TimerId finish_timer = 0;
 };
+
+// How long a job's finish waits for its relay to be done, so both are stored
+// in one commit (finish()). A relay still busy then (a client that reads
+// slowly, an orphan holding the output) gets its finish stored alone: the
+// row never says "running" for longer than this after the job ended.
+constexpr uint64_t kFinishWaitsForOutputNs = 50'000'000;
 
 // A container job's init after the job's end was recorded (finish): reaped
 // through its pidfd, then the job's cgroup goes and its uids are free.
@@ -1238,12 +1248,14 @@ void Supervisor::record_finish(const store::JobRecord& r) {
     }
 }
 
-void Supervisor::complete(int64_t job_id, bool finish_in_commit) {
+void Supervisor::complete(int64_t job_id) {
     auto it = m_ending.find(job_id);
     if (it == m_ending.end()) return;
     std::unique_ptr<Ending> e = std::move(it->second);
     m_ending.erase(it);
     if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
+    if (e->finish_timer) m_cfg.loop->cancel_timer(e->finish_timer);
+    const bool finish_in_commit = e->finish_pending;
     e->relay.reset();  // its thread has returned (or is returning) from `done`
     const RelayResult& r = e->result;
     std::vector<std::pair<std::string, uint64_t>> new_blobs;  // stored with the recording, in its commit
@@ -1893,13 +1905,29 @@ void Supervisor::finish(Job& job) {
     job.mark("recording");
     if (!r.info.is_object()) r.info = nlohmann::json::object();
     r.info["startup_us"] = job.steps_json();
-    // A job whose output was all relayed already (the usual short job: its
-    // pipes reached EOF when it exited, before its init reported) has its
-    // finish written with its outputs and recording below, in one commit
-    // (complete()); otherwise now, and the outputs when the relay is done.
-    const auto ending_it = m_ending.find(job.id);
-    const bool finish_with_outputs = ending_it != m_ending.end() && ending_it->second->relay_done;
-    if (!finish_with_outputs) record_finish(r);
+    // The finish is stored with the job's outputs and recording, in one
+    // commit, once the relay is done (complete(); for a short job it
+    // usually is by now, or within microseconds), or alone after
+    // kFinishWaitsForOutputNs. A job without a relay's ending: now.
+    if (auto e = m_ending.find(job.id); e != m_ending.end()) {
+        e->second->finish_pending = true;
+        if (!e->second->relay_done)
+            if (auto t = m_cfg.loop->add_timer(kFinishWaitsForOutputNs, 0, [this, id = job.id] {
+                    auto it = m_ending.find(id);
+                    if (it == m_ending.end()) return;
+                    it->second->finish_timer = 0;
+                    if (!it->second->finish_pending) return;
+                    it->second->finish_pending = false;
+                    record_finish(it->second->rec);
+                }))
+                e->second->finish_timer = *t;
+            else {
+                e->second->finish_pending = false;
+                record_finish(r);
+            }
+    } else {
+        record_finish(r);
+    }
 
     // Tear down.
     job.run->unwatch(*m_cfg.loop);
@@ -1938,7 +1966,7 @@ void Supervisor::finish(Job& job) {
         e->second->on_finished = std::move(cb);
         e->second->rec = copy;
         if (e->second->relay_done) {
-            complete(id, /*finish_in_commit=*/true);
+            complete(id);
         } else if (auto t = m_cfg.loop->add_timer(5'000'000'000, 0, [this, id] {
                        auto it = m_ending.find(id);
                        if (it == m_ending.end()) return;

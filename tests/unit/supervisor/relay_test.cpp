@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -280,12 +281,20 @@ TEST(Relay, ThreadsAreKeptForTheNextRelayAndNoRelayWaitsForAnothers) {
     Pipe outs[kAtOnce], errs[kAtOnce];
     std::promise<pid_t> tids[kAtOnce];
     std::vector<std::unique_ptr<Relay>> relays;
+    std::atomic<int> relayed{0};
     for (int i = 0; i < kAtOnce; ++i) {
         RelaySpec s;
         s.job_out = std::move(outs[i].r);
         s.job_err = std::move(errs[i].r);
+        s.live = std::make_shared<moat::supervisor::LiveOutput>();
+        s.live->on_append = [&] { ++relayed; };
         relays.push_back(std::make_unique<Relay>(std::move(s), [&, i](RelayResult) { tids[i].set_value(gettid()); }));
+        write_all(outs[i].w.get(), "x");
     }
+    // Every relay has taken its job's first byte: all six are running at once
+    // (each stays in its loop until its pipes end), so no two share a thread.
+    for (int i = 0; i < 500 && relayed < kAtOnce; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(relayed.load(), kAtOnce) << "a relay did not run while the others waited for their jobs' end";
     for (int i = 0; i < kAtOnce; ++i) {
         outs[i].w.reset();
         errs[i].w.reset();

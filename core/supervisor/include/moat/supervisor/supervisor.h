@@ -270,9 +270,9 @@ private:
     void finish(Job& job);
     void store_runtime(Job& job);
     void relay_done(int64_t job_id, RelayResult res);
-    // The job's answer once its relay is done and it ended; with
-    // finish_in_commit its finish is stored with its outputs (finish()).
-    void complete(int64_t job_id, bool finish_in_commit = false);
+    // The job's answer once its relay is done and it ended; its finish, when
+    // not stored yet, goes in the same commit as its outputs (finish()).
+    void complete(int64_t job_id);
     void record_finish(const store::JobRecord& r);  // finish_job, or kept for retry
     void maybe_all_done();
     struct Ending;
