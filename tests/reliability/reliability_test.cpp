@@ -705,6 +705,24 @@ TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
     std::vector<Client> first;
     for (const char* kind : {"socket", "pty"})
         first.push_back(start(kind, "/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol));
+    // While the relays still hold output nobody reads (their drain ends 5 s
+    // after the jobs' end), each job's row says it finished already: a
+    // job's finish waits at most 50 ms for its outputs, to be stored with
+    // them (supervisor.cpp, kFinishWaitsForOutputNs).
+    for (auto& c : first) {
+        json j;
+        const bool stored = wait_for(
+            [&] {
+                const int64_t id = read_id(c.idf);
+                if (id <= 0) return false;
+                j = show(d, id);
+                return j.value("state", "") == "finished";
+            },
+            6, 0.05);
+        EXPECT_TRUE(stored) << c.kind << ": the row did not say finished while the output drained: " << j.dump();
+        int ws;
+        EXPECT_EQ(waitpid(c.pid, &ws, WNOHANG), 0) << c.kind << ": moatctl had its answer already (no drain to wait for)";
+    }
     for (auto& c : first) {
         int st = wait_exit(c.pid, 40);
         int64_t id = read_id(c.idf);
