@@ -706,9 +706,16 @@ TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
     for (const char* kind : {"socket", "pty"})
         first.push_back(start(kind, "/usr/bin/yes 0123456789abcdef | /usr/bin/head -c 4000000", pol));
     // While the relays still hold output nobody reads (their drain ends 5 s
-    // after the jobs' end), each job's row says it finished already: a
-    // job's finish waits at most 50 ms for its outputs, to be stored with
-    // them (supervisor.cpp, kFinishWaitsForOutputNs).
+    // after the jobs' end, 8 s after their start), each job's row says it
+    // finished already: a job's finish waits at most 50 ms for its outputs,
+    // to be stored with them (supervisor.cpp, kFinishWaitsForOutputNs). Timed
+    // from the job seen running, so a slow start takes nothing off the margin
+    // (3 s of wall time, then up to 3 s to see the row; 8 s would mean the
+    // finish waited for the drain).
+    for (auto& c : first) {
+        json running = wait_running(d, c.idf, 20);
+        ASSERT_EQ(running.value("state", ""), "running") << c.kind << ": " << running.dump() << "\n" << d.log();
+    }
     for (auto& c : first) {
         json j;
         const bool stored = wait_for(

@@ -891,11 +891,6 @@ TEST_F(Container, SignalIsTheJobsNotInits) {
     EXPECT_TRUE(j["exit_code"].is_null()) << j.dump();
 }
 
-// The job ends with its first process. Its init then kills and reaps what it
-// left, closes the job's stdio and says so; moatd answers at that report, not
-// at the init's exit (issue 15), and reaps the init and removes the job's
-// cgroup after. Nothing of that may be skipped: the orphan is gone, moatd
-// has no zombie, the cgroup directories are gone.
 // On cgroup v1 a job starts in a spare group made ahead (job-spare-N) that
 // takes the job's limits before the job is in it and its name, job-<id>,
 // right after the start (issue 15: the renames left the start path). While
@@ -947,6 +942,11 @@ TEST_F(Container, AJobsGroupHasItsLimitsAndItsNameWhileItRuns) {
     job->wait(10);
 }
 
+// The job ends with its first process. Its init then kills and reaps what it
+// left and says so; moatd answers at that report, not
+// at the init's exit (issue 15), and reaps the init and removes the job's
+// cgroup after. Nothing of that may be skipped: the orphan is gone, moatd
+// has no zombie, the cgroup directories are gone.
 TEST_F(Container, TheAnswerComesWhenTheJobIsGoneAndTheInitAndCgroupGoAfter) {
     {
         // Where a job's cgroup is looked for exists while a job runs.

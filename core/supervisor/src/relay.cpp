@@ -169,6 +169,9 @@ private:
         for (;;) {
             task(slice);
             task = nullptr;  // what it holds goes now, not when the next comes
+            // A thread whose slice timer could not be made ends with its
+            // relay: the next relay gets a new thread and a new try.
+            if (!slice.ok()) return;
             std::unique_lock lk(m_mu);
             if (m_idle >= kIdleMax) return;
             ++m_idle;

@@ -372,7 +372,14 @@ Supervisor::~Supervisor() {
     }
     for (auto& [id, e] : m_ending) {
         if (e->drain_timer) m_cfg.loop->cancel_timer(e->drain_timer);
-        e->relay.reset();  // cancels and joins
+        if (e->finish_timer) m_cfg.loop->cancel_timer(e->finish_timer);
+        // A job that ended while its output still drained: its finish waited
+        // to go with the outputs (finish()); stored now, alone.
+        if (e->finish_pending) {
+            e->finish_pending = false;
+            record_finish(e->rec);
+        }
+        e->relay.reset();  // cancels and waits for it
         if (!e->stage.empty()) remove_tree(e->stage);
     }
     retry_unrecorded();
@@ -877,8 +884,12 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     for (int i = 0; i < 3; ++i) in.stdio[i] = job_ends[i].get();
     in.learn = job->rec.learn;
 
+    const std::vector<std::string> cg_dirs = job->cg->dirs();
     auto run = job->tier->launch(**plan, in);
     if (!run) return run.error();
+    // A tier that gave the job another group (a warm guest's, which holds its
+    // QEMU since boot) destroyed the spare: that group keeps its own name.
+    if (!job->cg || job->cg->dirs() != cg_dirs) job->cg_name_pending.clear();
     job->run = std::move(*run);
     job->take_inner_steps();
     job->mark("spawned");

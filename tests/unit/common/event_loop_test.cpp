@@ -209,17 +209,26 @@ TEST(EventLoopTimers, APeriodicTimerRepeatsUntilItCancelsItself) {
     auto loop = moat::EventLoop::create();
     ASSERT_TRUE(loop);
     moat::EventLoop& l = **loop;
-    int ticks = 0, once = 0;
+    int ticks = 0, once = 0, after = -1;
     moat::EventLoop::TimerId self = 0;
-    auto t = l.add_timer(1'000'000, 2'000'000, [&] {
-        if (++ticks == 5) l.cancel_timer(self);
+    // At its fifth tick it cancels itself and asks for a stop 30 ms later
+    // (six more of its periods): no sixth tick may come meanwhile. A 5 s
+    // timer stops a loop whose periodic timer never got that far.
+    auto t = l.add_timer(1'000'000, 5'000'000, [&] {
+        if (++ticks != 5) return;
+        l.cancel_timer(self);
+        ASSERT_TRUE(l.add_timer(30'000'000, 0, [&] {
+            after = ticks;
+            l.stop();
+        }));
     });
     ASSERT_TRUE(t);
     self = *t;
     ASSERT_TRUE(l.add_timer(3'000'000, 0, [&] { ++once; }));
-    ASSERT_TRUE(l.add_timer(60'000'000, 0, [&] { l.stop(); }));
+    ASSERT_TRUE(l.add_timer(5'000'000'000ull, 0, [&] { l.stop(); }));
     l.run();
-    EXPECT_EQ(ticks, 5) << "a periodic timer ran on after cancelling itself, or stopped early";
+    EXPECT_EQ(ticks, 5) << "the periodic timer did not reach five ticks within 5 s";
+    EXPECT_EQ(after, 5) << "a periodic timer ran on after cancelling itself";
     EXPECT_EQ(once, 1);
 }
 
