@@ -685,9 +685,12 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
         close(planfd);
         ASSERT_TRUE(s) << s.error().message;
         EXPECT_STREQ(s->init_by, expect_by);
-        // While the job waits in its first execve the init holds its stdio,
-        // its new root (3, O_PATH) and the status pipe: nothing of the
-        // helper's (its socket, its network namespaces) or of ours.
+        // While the job waits in its first execve the init holds its new
+        // root (3, O_PATH) and the status pipe, and the job's stdio only
+        // until start_job() returned (it closes its copies then: with a
+        // posix_spawn-like child that is after the job's exec, with the
+        // plain fork of a sanitizer build at once): nothing of the helper's
+        // (its socket, its network namespaces) or of ours.
         std::vector<int> init_fds;
         std::string what;
         for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(s->pid) + "/fd")) {
@@ -696,7 +699,7 @@ TEST_F(SpawnTest, TheSpawnHelpersInitIsOurChildAndAHungOrDeadHelperIsNotUsed) {
             what += e.path().filename().string() + " -> " + std::filesystem::read_symlink(e.path(), ec).string() + "\n";
         }
         std::sort(init_fds.begin(), init_fds.end());
-        EXPECT_EQ(init_fds, (std::vector<int>{0, 1, 2, 3, 4})) << what;
+        EXPECT_TRUE(init_fds == (std::vector<int>{0, 1, 2, 3, 4}) || init_fds == (std::vector<int>{3, 4})) << what;
         EXPECT_EQ(what.find("socket:"), std::string::npos) << what;
         EXPECT_EQ(what.find("net:"), std::string::npos) << what;
         EXPECT_NE(what.find("3 -> /\n"), std::string::npos) << what;
