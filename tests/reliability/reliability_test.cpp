@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <grp.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <poll.h>
 #include <netinet/in.h>
@@ -760,6 +761,36 @@ TEST_F(Rel, UnreadClientStdoutWedgesNeitherTheJobEndNorShutdown) {
         wait_exit(c.pid, 5);
         close(c.peer);
     }
+}
+
+// ---- the socket appears listening ----------------------------------------------------
+
+// moatd binds its socket under PATH.new, makes it world-connectable and
+// listening, then renames it to PATH: a client that starts as soon as PATH
+// exists never meets a socket that does not listen yet (ECONNREFUSED, seen
+// in CI when a test ran moatctl the moment the file appeared). A PATH.new
+// left by a moatd that died there does not stop the next.
+TEST_F(Rel, TheSocketAppearsListeningAndWorldConnectable) {
+    Daemon d(s_root, "sock-rename");
+    const std::string stale = d.socket() + ".new";
+    {
+        std::ofstream f(stale);
+        f << "left by a moatd that died\n";
+    }
+    std::string why;
+    ASSERT_TRUE(d.start(&why)) << why;
+    struct stat st{};
+    ASSERT_EQ(lstat(d.socket().c_str(), &st), 0) << strerror(errno);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0666u);
+    EXPECT_NE(access(stale.c_str(), F_OK), 0) << stale << " is still there";
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", d.socket().c_str());
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << strerror(errno);
+    close(fd);
+    EXPECT_EQ(ctl(d, {"jobs", "--json"}).status, 0);
 }
 
 // ---- two moatd on one host --------------------------------------------------------

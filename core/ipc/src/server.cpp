@@ -263,12 +263,31 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, EventLoop* loop
         }
         s->m_listen.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (!s->m_listen) return fail_sys("socket(AF_UNIX)", errno);
-        if (::bind(s->m_listen.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-            return fail_sys("bind(\"" + path + "\")", errno);
+        // Bound under a name of its own, made accessible and listening, then
+        // renamed into place: whoever sees PATH finds a socket that listens.
+        // (Bound at PATH, a client that waited for the file to appear could
+        // connect between bind() and listen() and get ECONNREFUSED: seen in
+        // CI, a test's moatctl started as soon as the socket file existed.)
+        // A name too long for the temporary falls back to binding PATH.
+        const std::string tmp = path + ".new";
+        sockaddr_un taddr{};
+        taddr.sun_family = AF_UNIX;
+        const bool via_tmp = tmp.size() < sizeof taddr.sun_path;
+        const std::string& at = via_tmp ? tmp : path;
+        memcpy(taddr.sun_path, at.c_str(), at.size() + 1);
+        if (via_tmp) ::unlink(tmp.c_str());  // a moatd that died between its bind and rename left it
+        if (::bind(s->m_listen.get(), reinterpret_cast<sockaddr*>(&taddr), sizeof taddr) < 0)
+            return fail_sys("bind(\"" + at + "\")", errno);
+        auto undo = [&](Error e) {
+            ::unlink(at.c_str());
+            return std::unexpected(std::move(e));
+        };
         // Anyone may connect; what they may do is decided from SO_PEERCRED, and
         // strangers get a clear refusal instead of a bare EACCES.
-        if (::chmod(path.c_str(), 0666) < 0) return fail_sys("chmod(\"" + path + "\")", errno);
-        if (::listen(s->m_listen.get(), 128) < 0) return fail_sys("listen", errno);
+        if (::chmod(at.c_str(), 0666) < 0) return undo(Error::sys("chmod(\"" + at + "\")", errno));
+        if (::listen(s->m_listen.get(), 128) < 0) return undo(Error::sys("listen", errno));
+        if (via_tmp && ::rename(tmp.c_str(), path.c_str()) < 0)
+            return undo(Error::sys("rename(\"" + tmp + "\", \"" + path + "\")", errno));
     }
     Server* raw = s.get();
     if (auto r = loop->add_fd(s->m_listen.get(), EPOLLIN, [raw](uint32_t) { raw->on_accept(); }); !r)
