@@ -922,16 +922,16 @@ std::optional<Error> Supervisor::launch(std::unique_ptr<Job>& job_ptr, std::uniq
     add_to_sampler(*raw);
     raw->last_sample_mono = now_monotonic_ns();
     m_jobs.emplace(raw->id, std::move(job_ptr));
-    raw->run->answer_waiting();
-    // The spare group's rename to job-<id>: next on the loop, while the
-    // program starts (or by whichever of the job's posted tasks runs first:
-    // store_runtime and the end sample's opens settle it too).
+    // The spare group's rename to job-<id>: first of the job's posted work,
+    // while the program starts (posted before the answer below posts the
+    // runtime row and the end sample's opens, which then find it renamed).
     if (!raw->cg_name_pending.empty())
         m_cfg.loop->post([this, alive_w = std::weak_ptr<std::atomic<bool>>(m_alive), id = raw->id] {
             auto a = alive_w.lock();
             if (!a || !*a) return;
             if (auto it = m_jobs.find(id); it != m_jobs.end()) settle_cgroup(*it->second);
         });
+    raw->run->answer_waiting();
 
     // The relay: client stdin (or the recorded one) -> job -> client, recording on the way.
     {
@@ -1315,7 +1315,7 @@ void Supervisor::complete(int64_t job_id) {
 }
 
 void Supervisor::store_runtime(Job& job) {
-    settle_cgroup(job);  // the row names the group as it stays
+    settle_cgroup(job);  // a job that ended before its posted rename ran: the row names the group as it stays
     if (!job.runtime_unstored) return;
     job.runtime_unstored = false;
     (void)m_cfg.store->update_job_runtime(job.id, job.rec.pid, job.rec.uid, job.rec.cgroup, job.rec.info);
@@ -1374,10 +1374,8 @@ Answer Supervisor::judge(Job& job, const Notice& n) {
                 m_cfg.loop->post([this, alive_w = std::weak_ptr<std::atomic<bool>>(m_alive), id = job.id] {
                     auto a = alive_w.lock();
                     if (!a || !*a) return;
-                    if (auto it = m_jobs.find(id); it != m_jobs.end() && it->second->cg) {
-                        settle_cgroup(*it->second);  // its files are opened below by their final paths
+                    if (auto it = m_jobs.find(id); it != m_jobs.end() && it->second->cg)
                         (void)it->second->cg->sample(cgroup::JobCgroup::Detail::Full);
-                    }
                     refill_spare_cgroups();
                 });
         }
