@@ -31,6 +31,7 @@
 #include "moat/ipc/input.h"
 #include "moat/ipc/proxy.h"
 #include "moat/ipc/remote.h"
+#include "moat/ipc/run_end.h"
 #include "moat/ipc/incident_copy.h"  // kDefaultDatabase (light: only the constant is used)
 #include "moat/policy/parser.h"       // kMaxPolicyBytes (likewise)
 #if !MOATCTL_LIGHT
@@ -48,7 +49,7 @@ extern char** environ;
 namespace {
 
 using nlohmann::json;
-constexpr int kExitSetup = 125;
+constexpr int kExitSetup = moat::ipc::kRunSetupFailed;
 
 // An answer's JSON lacking a key or holding the wrong type (a broken or
 // hostile far host) throws from nlohmann::json (cmake/json_assert.h); the
@@ -64,24 +65,8 @@ void on_signal(int sig) {
     (void)!write(g_sigpipe[1], &b, 1);
 }
 
-// Text for a human's terminal. Every string moatctl formats for a person may
-// hold bytes chosen by a job or a client (paths, argv, names, moatd's error
-// messages that echo them): control characters, C1 (CSI), bidi overrides and
-// invalid UTF-8 are shown escaped, never written raw (moat::for_terminal).
-// Line by line for multi-line messages (moatd joins policy diagnostics with
-// newlines); a single field escapes its newlines too (str_or). JSON output and
-// `moatctl output` (the job's own bytes, like cat) are not formatted text.
-std::string lines_for_terminal(std::string_view text) {
-    std::string out;
-    size_t start = 0;
-    for (;;) {
-        size_t nl = text.find('\n', start);
-        out += moat::for_terminal(text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start));
-        if (nl == std::string_view::npos) return out;
-        out += '\n';
-        start = nl + 1;
-    }
-}
+// Text for a human's terminal: moat/ipc/run_end.h says why and how.
+using moat::ipc::lines_for_terminal;
 
 int die(const std::string& msg, int code = 1) {
     fprintf(stderr, "moatctl: %s\n", lines_for_terminal(msg).c_str());
@@ -107,10 +92,7 @@ std::optional<std::string> read_file(const std::string& path, std::string* err,
 
 // A field for display (escaped for the terminal), or dflt when missing/null.
 std::string str_or(const json& j, const char* key, const char* dflt = "-") {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return dflt;
-    if (it->is_string()) return moat::for_terminal(it->get_ref<const std::string&>());
-    return moat::for_terminal(it->dump(-1, ' ', false, json::error_handler_t::replace));
+    return moat::ipc::field_for_terminal(j, key, dflt);
 }
 
 // A JSON string array (argv) joined with spaces, each element escaped.
@@ -277,21 +259,6 @@ moat::Result<moat::ipc::Client> connect(const Global& g) {
     return moat::ipc::Client::connect_to(*t);
 }
 
-// Says on stderr which inputs of a job that ran were not snapshotted (and
-// why): a replay of the job will refuse them, and the operator should learn
-// that now, not at the replay. Daemons that do not send the recording with
-// `finished` say nothing.
-void warn_unrecorded_inputs(int64_t job, const json& finished) {
-    const json rec = finished.value("recording", json::object());
-    if (!rec.is_object() || !rec.value("inputs", json()).is_array()) return;
-    for (const auto& in : rec["inputs"]) {
-        if (!in.is_object() || in.value("sha256", json()).is_string()) continue;
-        fprintf(stderr, "moatctl: warning: job %lld: input %s was not snapshotted, so `moatctl replay %lld` will "
-                        "refuse it: %s\n",
-                (long long)job, str_or(in, "host").c_str(), (long long)job, str_or(in, "note").c_str());
-    }
-}
-
 // What one answer to a `run` means for moatctl: nullopt = keep going, else
 // the exit status.
 struct RunState {
@@ -319,32 +286,10 @@ std::optional<int> on_run_answer(moat::ipc::Client& c, RunState& st, json m) {
         return std::nullopt;
     }
     if (!m.contains("finished")) return std::nullopt;
-    json j = m["finished"];
-    if (!j.is_object() || !j["termination"].is_object())
-        return die("moatd sent a malformed job record", kExitSetup);
-    const int64_t job = st.job;
-    std::string cause = str_or(j["termination"], "cause");
-    if (cause == "setup-failed") {
-        fprintf(stderr, "moatctl: job %lld could not be set up: %s\n", (long long)job,
-                str_or(j["termination"], "detail").c_str());
-        return kExitSetup;
-    }
-    warn_unrecorded_inputs(job, j);
-    if (j["recording"].is_object() && j["recording"]["output_cut"].is_string())
-        fprintf(stderr, "moatctl: warning: job %lld: not all of its output reached this terminal (%s); `moatctl output "
-                        "%lld` shows the recorded tail\n",
-                (long long)job, str_or(j["recording"], "output_cut").c_str(), (long long)job);
-    if (j["exit_code"].is_number_integer()) return j["exit_code"].get<int>();
-    if (j["signal"].is_number_integer()) {
-        if (cause != "exited" && cause != "signaled")
-            fprintf(stderr, "moatctl: job %lld ended: %s: %s\n", (long long)job, cause.c_str(),
-                    str_or(j["termination"], "detail").c_str());
-        return 128 + j["signal"].get<int>();
-    }
-    // It never ran (e.g. stopped while its inputs were being copied).
-    fprintf(stderr, "moatctl: job %lld ended before it started: %s: %s\n", (long long)job, cause.c_str(),
-            str_or(j["termination"], "detail").c_str());
-    return kExitSetup;
+    // The same words and status moatd gives a brief client (moat/ipc/run_end.h).
+    const moat::ipc::RunEnd end = moat::ipc::describe_run_end(st.job, m["finished"]);
+    fputs(end.text.c_str(), stderr);
+    return end.status;
 }
 
 bool write_all(int fd, const char* p, size_t n) {

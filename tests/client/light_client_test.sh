@@ -1,8 +1,9 @@
 #!/bin/bash
-# moatctl's two builds (app/moatctl/CMakeLists.txt): `moatctl` must not load
-# the policy, store or crypto libraries, and hands the commands that need
-# them to moatctl-full; without moatctl-full it says so and fails cleanly.
-#   light_client_test.sh MOATCTL MOATCTL_FULL
+# moatctl's C++ builds (app/moatctl/CMakeLists.txt): `moatctl-light` must not
+# load the policy, store or crypto libraries, and hands the commands that
+# need them to moatctl-full; without moatctl-full it says so and fails
+# cleanly. (The front, `moatctl`, is tests/client/front_test.sh's.)
+#   light_client_test.sh MOATCTL_LIGHT MOATCTL_FULL
 set -u
 MOATCTL=$1
 FULL=$2

@@ -85,7 +85,7 @@ echo "built $(basename "$deb") in $((SECONDS - start)) s"
     printf '%s\n' ./etc/moat/moatd.toml \
         ./lib/systemd/system/moatd.service ./lib/systemd/system/moatd.socket \
         ./usr/bin/moatd ./usr/bin/moatctl ./usr/bin/moat-runtime ./usr/share/man/man8/moat-runtime.8.gz \
-        ./usr/libexec/moat/moatctl-full ./usr/libexec/moat/moat-init ./usr/libexec/moat/moat-agent \
+        ./usr/libexec/moat/moatctl-light ./usr/libexec/moat/moatctl-full ./usr/libexec/moat/moat-init ./usr/libexec/moat/moat-agent \
         ./usr/libexec/moat/moat-vm-probe-init \
         ./usr/share/moat/syscall-groups.toml \
         ./usr/share/bash-completion/completions/moatctl \

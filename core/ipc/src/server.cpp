@@ -29,6 +29,7 @@
 #include "moat/common/timeutil.h"
 #include "moat/common/units.h"
 #include "moat/ipc/json.h"
+#include "moat/ipc/run_end.h"
 #include "moat/store/backup.h"
 #include "moat/policy/lint.h"
 #include "moat/policy/parser.h"
@@ -90,6 +91,9 @@ struct Server::Client {
     bool half_closed = false;     // answer sent, SHUT_WR done, draining input
     int64_t closing_since = 0;
     bool writable_armed = false;
+    // A `run` that asked for brief answers (docs/protocol.md): everything
+    // answered on this connection goes as a run's brief frame.
+    bool brief = false;
 };
 
 namespace {
@@ -508,11 +512,38 @@ void Server::on_writable(uint64_t id) {
     }
 }
 
+namespace {
+
+// A run's answer in its brief form (docs/protocol.md, "Brief runs"): the
+// job's id (kBriefJob), or how the run ended (kBriefEnd: the client's exit
+// status, a newline, then what it says on stderr), rendered here by the same
+// function moatctl uses on the full record. Anything else (no run answer) as
+// JSON.
+std::string brief_answer(const json& j) {
+    const bool ok = j.is_object() && j.value("ok", false);
+    RunEnd end;
+    if (ok && j.contains("finished")) {
+        const json& f = j["finished"];
+        const int64_t id = f.is_object() && f.contains("id") && f["id"].is_number_integer() ? f["id"].get<int64_t>() : 0;
+        end = describe_run_end(id, f);
+    } else if (ok && j.contains("job") && j["job"].is_number_integer()) {
+        return std::string(1, kBriefJob) + std::to_string(j["job"].get<int64_t>());
+    } else if (!ok && j.is_object()) {
+        const auto e = j.find("error");
+        end = describe_run_error(e != j.end() && e->is_string() ? e->get_ref<const std::string&>() : std::string("-"));
+    } else {
+        return j.dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+    return std::string(1, kBriefEnd) + std::to_string(end.status) + "\n" + end.text;
+}
+
+}  // namespace
+
 void Server::reply(uint64_t id, const json& j) {
     auto it = m_clients.find(id);
     if (it == m_clients.end()) return;
     Client& c = *it->second;
-    std::string payload = j.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string payload = c.brief ? brief_answer(j) : j.dump(-1, ' ', false, json::error_handler_t::replace);
     if (payload.size() > kMaxResponseBytes) payload = error_reply("too-large", "answer too large; use paging").dump();
     c.out += encode_frame(payload);
     c.last_active = now_monotonic_ns();
@@ -1019,6 +1050,8 @@ void Server::handle_request(Client& c, const std::string& frame) {
         if (!m_cfg.database_path.empty()) a["database"] = m_cfg.database_path;
         reply(c.id, std::move(a));
     } else if (*op == "run") {
+        // Before anything answers it: a refusal is brief too.
+        if (auto b = req.find("brief"); b != req.end() && b->is_boolean()) c.brief = b->get<bool>();
         if (!need_admin()) { c.fds.clear(); return; }
         handle_run(c, req);
     } else if (*op == "replay") {

@@ -1,0 +1,154 @@
+#!/bin/bash
+# Client.FrontRunsAJobAsTheCppClientDoes (app/moatctl/front.c): `moatctl`'s C
+# front serves the plain `run` itself (brief answers from moatd) and hands
+# every other form to moatctl-light. Each case runs through the front and
+# through moatctl-light directly against one moatd of the test's own, and
+# must give the same exit status, the same stdout and the same stderr (job
+# ids aside). Then: the front alone (no moatctl-light beside it) still runs
+# the plain form, which shows it served it itself, and says clearly that it
+# needs moatctl-light for the rest; --help and --version are the light's.
+#   front_test.sh FRONT LIGHT MOATD musl|cc
+# Exit 77 (skipped, with the reason) when not root.
+set -u
+front=$(realpath "$1") light=$(realpath "$2") moatd=$(realpath "$3") linked=$4
+skip() { echo "SKIP: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (moatd)"
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+
+tmp=$(mktemp -d /tmp/moat-front-test.XXXXXX)
+chmod 755 "$tmp"
+moatd_pid=
+cgparent=moat-front-test-$$
+cleanup() {
+    [ -n "$moatd_pid" ] && kill "$moatd_pid" 2>/dev/null && wait "$moatd_pid" 2>/dev/null
+    local d
+    for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
+        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    local f=/run/moat/uid-ranges/cgroup-$cgparent
+    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# ---- the front's own build ----------------------------------------------------
+if [ "$linked" = musl ]; then
+    readelf -lW "$front" | grep -q INTERP && bad "the front asks for a dynamic loader: $(readelf -lW "$front" | grep -A1 INTERP)"
+    needed=$(readelf -dW "$front" | grep NEEDED)
+    [ -z "$needed" ] || bad "the front needs shared libraries: $needed"
+    readelf -hW "$front" | grep -q "DYN (" || bad "the front is not position-independent (static-pie)"
+fi
+
+# ---- a moatd of the test's own --------------------------------------------------
+sock=$tmp/moatd.sock
+for attempt in 1 2 3 4 5; do
+    uid_base=$((41000000 + (($$ + attempt) % 4096) * 1024))
+    "$moatd" --state-dir "$tmp/state" --socket "$sock" --cgroup-parent "$cgparent" --uid-base $uid_base \
+        --uid-count 1024 --vm-off >"$tmp/moatd.log" 2>&1 &
+    moatd_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $moatd_pid 2>/dev/null || break; sleep 0.1; done
+    [ -S "$sock" ] && break
+    wait $moatd_pid 2>/dev/null
+    moatd_pid=
+    grep -q "give each moatd its own" "$tmp/moatd.log" || break
+done
+[ -S "$sock" ] || { cat "$tmp/moatd.log"; echo "FAIL: moatd did not start"; exit 1; }
+
+cat >"$tmp/p.toml" <<'EOF'
+name = "front-test"
+[limits]
+wall_time = "2s"
+[seccomp]
+allow = ["@default"]
+EOF
+printf 'name = "broken"\n[seccomp]\nallow = ["no_such_call"]\n' >"$tmp/bad.toml"
+echo "an input" >"$tmp/input.txt"
+
+# Runs one case through both clients (same arguments after the program name)
+# and compares. stdin is $in (default /dev/null).
+n=0
+same() {
+    n=$((n + 1))
+    local name=$1
+    shift
+    local in=${IN:-/dev/null} rc_f rc_l
+    "$front" "$@" <"$in" >"$tmp/f.out" 2>"$tmp/f.err"
+    rc_f=$?
+    "$light" "$@" <"$in" >"$tmp/l.out" 2>"$tmp/l.err"
+    rc_l=$?
+    # Job ids differ between the two runs.
+    sed -i -E 's/job [0-9]+/job N/g; s/(replay|output) [0-9]+/\1 N/g' "$tmp/f.err" "$tmp/l.err"
+    [ "$rc_f" = "$rc_l" ] || bad "$name: the front exited $rc_f, moatctl-light $rc_l ($(cat "$tmp/f.err"))"
+    cmp -s "$tmp/f.out" "$tmp/l.out" || bad "$name: stdout differs: front '$(head -c 300 "$tmp/f.out")' light '$(head -c 300 "$tmp/l.out")'"
+    cmp -s "$tmp/f.err" "$tmp/l.err" || bad "$name: stderr differs: front '$(head -c 300 "$tmp/f.err")' light '$(head -c 300 "$tmp/l.err")'"
+    [ -z "${WANT:-}" ] || [ "$rc_f" = "$WANT" ] || bad "$name: exit $rc_f, not $WANT"
+}
+ctl=(--socket "$sock")
+WANT=0 same "exit 0" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/true
+WANT=7 same "exit 7 with output" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/sh -c 'echo out; echo err >&2; exit 7'
+WANT=7 same "--policy=FILE, --tier" "${ctl[@]}" run --policy="$tmp/p.toml" --tier seccomp -- /bin/sh -c 'exit 7'
+WANT=143 same "its own signal" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/sh -c 'kill -TERM $$'
+WANT=137 same "killed at its wall time" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/sleep 10
+WANT=125 same "not set up" "${ctl[@]}" run --policy "$tmp/p.toml" -- /nonexistent/program
+WANT=125 same "refused policy" "${ctl[@]}" run --policy "$tmp/bad.toml" -- /bin/true
+WANT=125 same "no policy file" "${ctl[@]}" run --policy "$tmp/none.toml" -- /bin/true
+WANT=125 same "no moatd" --socket "$tmp/none.sock" run --policy "$tmp/p.toml" -- /bin/true
+WANT=0 IN=$tmp/input.txt same "stdin relayed" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/cat
+grep -qx "an input" "$tmp/f.out" || bad "stdin did not reach the job through the front: '$(cat "$tmp/f.out")'"
+# Forms the front hands over: same results.
+WANT=0 same "a non-ASCII argument" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/echo "h$(printf '\xc3\xa9')llo"
+WANT=0 same "--input" "${ctl[@]}" run --policy "$tmp/p.toml" --input "$tmp/input.txt" -- /bin/cat "$tmp/input.txt"
+grep -qx "an input" "$tmp/f.out" || bad "--input through the front: '$(cat "$tmp/f.out")'"
+MOAT_SOCKET=$sock "$front" run --policy "$tmp/p.toml" -- /bin/true || bad "MOAT_SOCKET is not used by the front"
+WANT=125 same "an unknown option" "${ctl[@]}" run --policy "$tmp/p.toml" --no-such-option -- /bin/true
+same "a bad tier" "${ctl[@]}" run --policy "$tmp/p.toml" --tier nope -- /bin/true
+
+# --id-file: the job's id, as `jobs` lists it.
+"$front" "${ctl[@]}" run --policy "$tmp/p.toml" --id-file "$tmp/id" -- /bin/true || bad "run with --id-file failed"
+listed=$("$light" "${ctl[@]}" jobs --limit 1 | awk 'NR == 2 { print $1 }')
+[ "$(cat "$tmp/id" 2>/dev/null)" = "$listed" ] || bad "--id-file holds '$(cat "$tmp/id" 2>/dev/null)', jobs lists $listed"
+
+# Ctrl-C: the job is stopped and its end reported, as moatctl-light does.
+interrupt() {
+    local prog=$1 rc
+    rm -f "$tmp/id"
+    "$prog" "${ctl[@]}" run --policy "$tmp/p.toml" --id-file "$tmp/id" -- /bin/sleep 30 >/dev/null 2>"$tmp/int.err" &
+    local pid=$!
+    for _ in $(seq 100); do [ -s "$tmp/id" ] && break; sleep 0.05; done
+    sleep 0.2
+    kill -INT $pid
+    local t0=$SECONDS
+    wait $pid
+    rc=$?
+    [ $((SECONDS - t0)) -le 5 ] || bad "$prog: the interrupted run took $((SECONDS - t0)) s to end"
+    echo "$rc $(sed -E 's/job [0-9]+/job N/g' "$tmp/int.err")"
+}
+a=$(interrupt "$front")
+b=$(interrupt "$light")
+[ "$a" = "$b" ] || bad "Ctrl-C: the front gave '$a', moatctl-light '$b'"
+case "$a" in 137*stopped*) ;; *) bad "Ctrl-C: '$a', not 137 with the job stopped" ;; esac
+
+# --help and --version: the light client's words (argv[0] as called).
+h1=$(bash -c 'exec -a moatctl "$0" --help' "$front")
+h2=$(bash -c 'exec -a moatctl "$0" --help' "$light")
+[ "$h1" = "$h2" ] || bad "--help differs: $(diff <(echo "$h1") <(echo "$h2") | head -5)"
+[ "$("$front" --version)" = "$("$light" --version)" ] || bad "--version differs"
+
+# ---- the front alone ----------------------------------------------------------
+mkdir "$tmp/alone"
+cp "$front" "$tmp/alone/moatctl"
+if [ ! -x /usr/libexec/moat/moatctl-light ]; then
+    "$tmp/alone/moatctl" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/sh -c 'exit 3'
+    rc=$?
+    [ $rc = 3 ] || bad "the front alone did not run the plain form itself (exit $rc)"
+    "$tmp/alone/moatctl" "${ctl[@]}" jobs >"$tmp/out" 2>&1
+    rc=$?
+    [ $rc = 2 ] || bad "jobs through the front alone: exit $rc, not 2"
+    grep -q "needs moatctl-light" "$tmp/out" || bad "no clear error without moatctl-light: $(cat "$tmp/out")"
+    "$tmp/alone/moatctl" "${ctl[@]}" run --policy "$tmp/p.toml" --input "$tmp/input.txt" -- /bin/true >"$tmp/out" 2>&1
+    rc=$?
+    [ $rc = 125 ] || bad "run --input through the front alone: exit $rc, not 125"
+fi
+[ $fail = 0 ] && echo "ok ($n compared cases)"
+exit $fail
