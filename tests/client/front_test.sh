@@ -62,6 +62,7 @@ wall_time = "2s"
 [seccomp]
 allow = ["@default"]
 EOF
+sed 's/wall_time = "2s"/wall_time = "60s"/' "$tmp/p.toml" >"$tmp/long.toml"
 printf 'name = "broken"\n[seccomp]\nallow = ["no_such_call"]\n' >"$tmp/bad.toml"
 echo "an input" >"$tmp/input.txt"
 
@@ -113,7 +114,7 @@ listed=$("$light" "${ctl[@]}" jobs --limit 1 | awk 'NR == 2 { print $1 }')
 interrupt() {
     local prog=$1 rc
     rm -f "$tmp/id"
-    "$prog" "${ctl[@]}" run --policy "$tmp/p.toml" --id-file "$tmp/id" -- /bin/sleep 30 >/dev/null 2>"$tmp/int.err" &
+    "$prog" "${ctl[@]}" run --policy "$tmp/long.toml" --id-file "$tmp/id" -- /bin/sleep 30 >/dev/null 2>"$tmp/int.err" &
     local pid=$!
     for _ in $(seq 100); do [ -s "$tmp/id" ] && break; sleep 0.05; done
     sleep 0.2
@@ -150,5 +151,25 @@ if [ ! -x /usr/libexec/moat/moatctl-light ]; then
     rc=$?
     [ $rc = 125 ] || bad "run --input through the front alone: exit $rc, not 125"
 fi
+# moatd gone mid-run (last: it is not restarted): both say so and exit 125.
+"$front" "${ctl[@]}" run --policy "$tmp/long.toml" -- /bin/sleep 30 >/dev/null 2>"$tmp/f.err" &
+fpid=$!
+"$light" "${ctl[@]}" run --policy "$tmp/long.toml" -- /bin/sleep 30 >/dev/null 2>"$tmp/l.err" &
+lpid=$!
+for _ in $(seq 100); do
+    [ "$("$light" "${ctl[@]}" jobs --json 2>/dev/null | grep -o '"state":"running"' | wc -l)" -ge 2 ] && break
+    sleep 0.05
+done
+kill -9 "$moatd_pid"
+wait "$moatd_pid" 2>/dev/null
+moatd_pid=
+wait $fpid
+rc_f=$?
+wait $lpid
+rc_l=$?
+[ "$rc_f $(cat "$tmp/f.err")" = "$rc_l $(cat "$tmp/l.err")" ] ||
+    bad "moatd gone: the front gave '$rc_f $(cat "$tmp/f.err")', moatctl-light '$rc_l $(cat "$tmp/l.err")'"
+[ "$rc_f" = 125 ] || bad "moatd gone: exit $rc_f, not 125"
+
 [ $fail = 0 ] && echo "ok ($n compared cases)"
 exit $fail
