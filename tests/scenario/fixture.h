@@ -659,8 +659,10 @@ protected:
         mkdir((s_root + "/policies").c_str(), 0755);
         mkdir((s_root + "/rw").c_str(), 0777);
         chmod((s_root + "/rw").c_str(), 0777);  // umask
-        // moatctl runs moatctl-full (next to it) for replay, output and the policy tools.
+        // moatctl (the front) runs moatctl-light (next to it) for all but the
+        // plain run, which runs moatctl-full for replay, output and the policy tools.
         for (auto [src, dst] : {std::pair{TESTPROG_PATH, "moat-testprog"}, std::pair{MOATCTL_PATH, "moatctl"},
+                                std::pair{MOATCTL_LIGHT_PATH, "moatctl-light"},
                                 std::pair{MOATCTL_FULL_PATH, "moatctl-full"}}) {
             std::string to = s_root + "/bin/" + dst;
             std::error_code ec;
