@@ -174,12 +174,33 @@ row("5", f"moatd CPU, {n100} jobs sampled every 100 ms < 5 %", f(c100, " %"),
     f"1 s interval {f(c1s, ' %')}, idle {f(cid, ' %')}", f(ratio(c100, c1s), "× of 1 s"),
     None if c100 is None else c100 < 5 and str(n100) == "100")
 
-# 6. console
-# Measured by a separate offscreen Qt benchmark (needs the GUI build): run
-#   QT_QPA_PLATFORM=offscreen BUILD/tests/ui/console_bench [--events N]
-# and copy its figures into rows 6a-6d of docs/performance.md (see the note).
-row("6", "console: 1M-event view opens < 300 ms, page < 16 ms, charts < 20 %",
-    "see rows 6a-6d (tests/ui/console_bench)", "—", "—", None)
+# 6. console (item 8): tests/ui/console_bench, run by run.sh when the GUI
+# is built (section 6 there).
+if R.get("console_missing"):
+    row("6", "console: event view, live charts, pushed updates", R["console_missing"], "—", "—", None)
+else:
+    ev = num("cb_events")
+    evs = "?" if ev is None else f"{int(ev):,}"
+    mo, ro = num("cb_model_open_ms"), num("cb_raw_open_ms")
+    row("6a", f"console: event view open (first page), {evs} events < 300 ms", f(mo, " ms"),
+        f"raw SQLite open + first page {f(ro, ' ms', 3)}", f(ratio(mo, ro), "×", 1), None if mo is None else mo < 300)
+    pm, p95, rm, r95 = (num(k) for k in ("cb_model_page_median_ms", "cb_model_page_p95_ms", "cb_raw_page_median_ms",
+                                        "cb_raw_page_p95_ms"))
+    row("6b", "console: a 500-row page (fetchMore) < 16 ms", f"{f(pm, ' ms')} median, {f(p95, ' ms')} p95",
+        f"raw SQLite {f(rm, ' ms', 3)} / {f(r95, ' ms', 3)}", f(ratio(pm, rm), "×", 1),
+        None if p95 is None else p95 < 16)
+    wall, busy, busy0, cpu, cpu0 = (num(k) for k in ("cb_chart_wall_ms", "cb_busy_ms", "cb_busy_ms_base", "cb_cpu_ms",
+                                                      "cb_cpu_ms_base"))
+    pc = lambda v: None if v is None or not wall else 100 * v / wall
+    row("6c", "console: 20 live charts at 10 Hz, GUI thread busy < 20 %",
+        f"{f(pc(busy), ' %', 1)} busy ({f(pc(cpu), ' %', 1)} CPU)",
+        f"same loop without replots {f(pc(busy0), ' %', 1)} ({f(pc(cpu0), ' %', 1)} CPU)",
+        f(ratio(busy, busy0), "×", 1), None if busy is None or not wall else 100 * busy / wall < 20)
+    sm, s95, am, a95 = (num(k) for k in ("cb_push_median_ms", "cb_push_p95_ms", "cb_answer_median_ms",
+                                         "cb_answer_p95_ms"))
+    row("6d", "console: a stored policy pushed to the console's model < 100 ms",
+        f"{f(sm, ' ms')} median, {f(s95, ' ms')} p95", f"moatd's answer {f(am, ' ms')} / {f(a95, ' ms')}",
+        f(ratio(sm, am), "×", 1), None if s95 is None else s95 < 100)
 
 # 7. memory
 rj, ri, re_ = num("rss_jobs_kib"), num("rss_idle_kib"), num("rss_after_events_kib")

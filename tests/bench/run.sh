@@ -590,6 +590,34 @@ put rss_jobs_kib "$(rss_kib)"
 stop_bg
 sleep 0.5
 put rss_end_kib "$(rss_kib)"
+
+# ------------------------------------------------------------------ 6. console (item 8)
+# tests/ui/console_bench, built with the GUI: the event view on N generated
+# events against raw SQLite on the same file, 20 live charts at 10 Hz
+# against the same loop without replots, and (against this moatd, admin)
+# a stored policy's push to the console's Watcher against moatd's answer.
+CONSOLE_BENCH=$BUILD/tests/ui/console_bench
+if [ -x "$CONSOLE_BENCH" ]; then
+    if [ $SHORT = 1 ]; then CB_EVENTS=100000 CB_ROUNDS=20; else CB_EVENTS=1000000 CB_ROUNDS=50; fi
+    log "6. console_bench ($CB_EVENTS events; charts; $CB_ROUNDS pushes)"
+    put cb_events "$CB_EVENTS"
+    cb_raw() { sed -n 's/^raw: //p' "$1" | tr ' ' '\n' | grep '=' | sed 's|^\([a-z_]*\)=\([0-9.]*\)/\([0-9.]*\)$|\1=\2\n\1_base=\3|' |
+        awk -F= '{printf "cb_%s\t%s\n", $1, $2}' >>"$RES"; }
+    if QT_QPA_PLATFORM=offscreen "$CONSOLE_BENCH" --events "$CB_EVENTS" >"$WORK/console.out" 2>"$WORK/console.err"; then
+        cb_raw "$WORK/console.out"
+    else
+        echo "run.sh: console_bench failed: $(tail -3 "$WORK/console.err")" >&2
+        BROKEN=$((BROKEN + 1))
+    fi
+    if QT_QPA_PLATFORM=offscreen "$CONSOLE_BENCH" --push "$SOCK" --rounds "$CB_ROUNDS" >"$WORK/push.out" 2>"$WORK/push.err"; then
+        cb_raw "$WORK/push.out"
+    else
+        echo "run.sh: console_bench --push failed: $(tail -3 "$WORK/push.err")" >&2
+        BROKEN=$((BROKEN + 1))
+    fi
+else
+    put console_missing "console_bench not built (a build without the GUI)"
+fi
 stop_moatd
 fi # sections 1-7
 

@@ -20,14 +20,10 @@ tmp=$(mktemp -d /tmp/moat-front-test.XXXXXX)
 chmod 755 "$tmp"
 moatd_pid=
 cgparent=moat-front-test-$$
+. "$(dirname "$0")/../lib/moatd.sh"
 cleanup() {
     [ -n "$moatd_pid" ] && kill "$moatd_pid" 2>/dev/null && wait "$moatd_pid" 2>/dev/null
-    local d
-    for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
-        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    local f=/run/moat/uid-ranges/cgroup-$cgparent
-    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
+    moat_remove_cgparent "$cgparent"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -42,18 +38,7 @@ fi
 
 # ---- a moatd of the test's own --------------------------------------------------
 sock=$tmp/moatd.sock
-for attempt in 1 2 3 4 5; do
-    uid_base=$((41000000 + (($$ + attempt) % 4096) * 1024))
-    "$moatd" --state-dir "$tmp/state" --socket "$sock" --cgroup-parent "$cgparent" --uid-base $uid_base \
-        --uid-count 1024 --vm-off >"$tmp/moatd.log" 2>&1 &
-    moatd_pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $moatd_pid 2>/dev/null || break; sleep 0.1; done
-    [ -S "$sock" ] && break
-    wait $moatd_pid 2>/dev/null
-    moatd_pid=
-    grep -q "give each moatd its own" "$tmp/moatd.log" || break
-done
-[ -S "$sock" ] || { cat "$tmp/moatd.log"; echo "FAIL: moatd did not start"; exit 1; }
+moat_start_moatd "$moatd" "$sock" "$tmp/state" "$cgparent" 41000000 "$tmp/moatd.log" --vm-off || exit 1
 
 cat >"$tmp/p.toml" <<'EOF'
 name = "front-test"

@@ -41,6 +41,7 @@ chmod 0755 "$tmp"
 moatd_pid=
 installed=0
 cgparent="moat-deb-test-$$"
+. "$(dirname "$0")/../lib/moatd.sh"
 cleanup() {
     local rc=$?
     if [ -n "$moatd_pid" ]; then
@@ -51,18 +52,7 @@ cleanup() {
         echo "cleanup: dpkg --purge moat"
         dpkg --purge moat >/dev/null || rc=1
     fi
-    # moatd's cgroup parent in every hierarchy (v1) or at the root (v2),
-    # deepest first.
-    local d
-    for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
-        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    # moatd's hold on that parent name, a file it leaves in --uid-lock-dir,
-    # once no process holds it (moatd's orphan reaper may, for a moment,
-    # after moatd exits). Its uid range file is not a name of this test's
-    # own: the next moatd to start removes it, as it does every stale one.
-    local f=/run/moat/uid-ranges/cgroup-$cgparent
-    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
+    moat_remove_cgparent "$cgparent"
     rm -rf "$tmp"
     exit $rc
 }

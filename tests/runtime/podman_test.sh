@@ -27,18 +27,14 @@ tmp=$(mktemp -d /tmp/moat-podman.XXXXXX)
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 moatd_pid= cgparent= netns=
+. "$(dirname "$0")/../lib/moatd.sh"
 cleanup() {
     umount -R "$tmp/shared" 2>/dev/null
     [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null
     pod rm -af >/dev/null 2>&1
     pod rmi -af >/dev/null 2>&1
     [ -n "$moatd_pid" ] && kill "$moatd_pid" 2>/dev/null && wait "$moatd_pid" 2>/dev/null
-    local d
-    for d in /sys/fs/cgroup/"$cgparent" /sys/fs/cgroup/*/"$cgparent"; do
-        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    local f=/run/moat/uid-ranges/cgroup-$cgparent
-    [ -f "$f" ] && flock -w 5 "$f" rm -f "$f"
+    moat_remove_cgparent "$cgparent"
     rm -rf "$tmp" 2>/dev/null || { umount -R "$tmp"/storage/* 2>/dev/null; rm -rf "$tmp"; }
 }
 trap cleanup EXIT
@@ -56,23 +52,10 @@ pod() {
 }
 limits=(--network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
-# A cgroup parent and a job uid range of its own: tests run in parallel, and
-# moatd refuses a range or a parent another moatd holds (the scenario tests
-# use 800000.., the demo 12000000.., the benchmarks 14000000.., the package
-# test 30000000..).
+# A cgroup parent and a job uid range of its own (tests/lib/moatd.sh).
 cgparent=moat-podman-test-$$
-for attempt in 1 2 3 4 5; do
-    uid_base=$((40000000 + (($$ + attempt) % 4096) * 1024))
-    "$moatd" --state-dir "$tmp/state" --socket "$sock" --cgroup-parent "$cgparent" --uid-base $uid_base \
-        --uid-count 1024 --vm-off --client-idle-timeout 2s >"$tmp/moatd.log" 2>&1 &
-    moatd_pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $moatd_pid 2>/dev/null || break; sleep 0.1; done
-    [ -S "$sock" ] && break
-    wait $moatd_pid 2>/dev/null
-    moatd_pid=
-    grep -q "give each moatd its own" "$tmp/moatd.log" || break
-done
-[ -S "$sock" ] || { cat "$tmp/moatd.log"; echo "FAIL: moatd did not start"; exit 1; }
+moat_start_moatd "$moatd" "$sock" "$tmp/state" "$cgparent" 40000000 "$tmp/moatd.log" --vm-off \
+    --client-idle-timeout 2s || exit 1
 
 # ---- the image: busybox, imported from a tarball (no registry here) ----------
 # No /run, /proc or /dev in it: moat-runtime makes the mount points the job needs.
