@@ -206,6 +206,11 @@ static void put_strings(struct Buf* b, char** v) {
 // what is wrong): not openable, not a regular file (a pipe read here would
 // be gone for it), larger than a policy may be, or not ASCII.
 static char* read_policy(const char* path, size_t* len) {
+    // Looked at before it is opened: opening (and closing) a FIFO would let
+    // its writer go on into a pipe nobody reads, and the C++ client would
+    // then wait for a writer forever.
+    struct stat pre;
+    if (stat(path, &pre) < 0 || !S_ISREG(pre.st_mode)) return NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return NULL;
     struct stat st;
@@ -245,7 +250,7 @@ static int build_request(const struct Run* r, struct Buf* b) {
         return 0;
     }
     put(b, "\0\0\0\0", 4);  // the frame's length, below
-    puts_(b, "{\"op\":\"run\",\"brief\":true,\"policy_toml\":");
+    puts_(b, "{\"op\":\"run_brief\",\"policy_toml\":");
     put_string(b, policy, plen);
     free(policy);
     puts_(b, ",\"policy_source\":");
@@ -349,19 +354,17 @@ static void write_all(int fd, const char* p, size_t n) {
 }
 
 // An operator's Ctrl-C (or TERM, HUP): moatctl stops the job and still
-// reports its end. Sent on a connection of its own (the run's carries only
-// the run's answers); its answer is read and let go.
-static void send_stop(const char* sock, long long job) {
-    int fd = connect_to(sock);
-    if (fd < 0) return;
+// reports its end. Sent on the run's connection, as moatctl-light does (a
+// connection of its own could be refused at moatd's per-user limit); its
+// answer comes in JSON, which follow_run lets go.
+static void send_stop(int fd, long long job) {
     char payload[96];
     const int n = snprintf(payload, sizeof payload, "{\"op\":\"stop\",\"job\":%lld}", job);
     const unsigned char hdr[4] = {0, 0, 0, (unsigned char)n};
-    if (send_rest(fd, (const char*)hdr, 4) == 0 && send_rest(fd, payload, (size_t)n) == 0) {
-        struct pollfd p = {fd, POLLIN, 0};
-        (void)poll(&p, 1, 2000);
-    }
-    close(fd);
+    char frame[4 + sizeof payload];
+    memcpy(frame, hdr, 4);
+    memcpy(frame + 4, payload, (size_t)n);
+    (void)send_rest(fd, frame, 4 + (size_t)n);
 }
 
 static int fail(const char* what) {
@@ -369,15 +372,18 @@ static int fail(const char* what) {
     return kExitSetup;
 }
 
-// Reads the brief frames until the run's end; returns the exit status.
-static int follow_run(int fd, const struct Run* r, const char* sock) {
-    if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) < 0) return fail("pipe2");
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+// What came from moatd and is not used yet (freed by main).
+static char* g_in = NULL;
+
+// follow_run's answer when moatd refused the request before any job
+// existed, in JSON: at accepting the connection (not a member of its groups,
+// too many connections), or a moatd that does not know run_brief. Nothing
+// ran: the C++ client asks again and says what moatd says, in its words.
+enum { kHandOver = -1 };
+
+// Reads the brief frames until the run's end; returns the exit status, or
+// kHandOver.
+static int follow_run(int fd, const struct Run* r) {
     long long job = 0;
     int stop_sent = 0;
     char* in = NULL;
@@ -391,14 +397,14 @@ static int follow_run(int fd, const struct Run* r, const char* sock) {
         }
         if (g_signal && job && !stop_sent) {
             stop_sent = 1;
-            send_stop(sock, job);
+            send_stop(fd, job);
         }
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         if (cap - have < 65536) {
             size_t ncap = cap ? cap * 2 : 65536;
             char* np = realloc(in, ncap);
             if (!np) return fail("out of memory");
-            in = np;
+            in = g_in = np;
             cap = ncap;
         }
         ssize_t got = read(fd, in + have, cap - have);
@@ -422,7 +428,7 @@ static int follow_run(int fd, const struct Run* r, const char* sock) {
                 if (cap < (size_t)len + 4) {
                     char* np = realloc(in, (size_t)len + 4);
                     if (!np) return fail("out of memory");
-                    in = np;
+                    in = g_in = np;
                     cap = (size_t)len + 4;
                 }
                 break;
@@ -443,7 +449,7 @@ static int follow_run(int fd, const struct Run* r, const char* sock) {
                 }
                 if (g_signal && !stop_sent) {
                     stop_sent = 1;
-                    send_stop(sock, job);
+                    send_stop(fd, job);
                 }
             } else if (len > 0 && f[0] == kBriefEnd) {
                 char* nl = memchr(f, '\n', len);
@@ -452,11 +458,11 @@ static int follow_run(int fd, const struct Run* r, const char* sock) {
                 const int status = atoi(f + 1);
                 write_all(2, nl + 1, len - (size_t)(nl + 1 - f));
                 return status;
-            } else {
-                // JSON: a moatd that does not know brief answers (older
-                // than this moatctl). Going away stops the job.
-                return fail("moatd answered in a form this moatctl does not read (is moatd older than moatctl?)");
+            } else if (!job) {
+                return kHandOver;  // JSON before the job existed: a refusal
             }
+            // JSON once the job exists: the answer to our stop, let go (a
+            // stop that came too late finds the job ended: its end follows).
             memmove(in, in + 4 + len, have - 4 - len);
             have -= 4 + len;
         }
@@ -489,9 +495,15 @@ int main(int argc, char** argv) {
         return 0;
     }
     struct Run r;
-    int is_run = 0;
-    for (int i = 1; i < argc && !is_run; ++i) is_run = strcmp(argv[i], "run") == 0 || strcmp(argv[i], "replay") == 0;
-    if (!parse_run(argc, argv, &r)) hand_over(argv, is_run ? kExitSetup : 2);
+    if (!parse_run(argc, argv, &r)) {
+        // The status if moatctl-light is missing: 125 for run and replay (a
+        // set-up failure in the contract), else 2. The subcommand is the
+        // first word that is not an option or --socket's value.
+        int i = 1;
+        while (i < argc && argv[i][0] == '-') i += strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "--connect") == 0 ? 2 : 1;
+        const int is_run = i < argc && (strcmp(argv[i], "run") == 0 || strcmp(argv[i], "replay") == 0);
+        hand_over(argv, is_run ? kExitSetup : 2);
+    }
     ensure_stdio_open();
     const char* sock = r.socket;
     if (!sock) {
@@ -506,15 +518,31 @@ int main(int argc, char** argv) {
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
     g_pipe_saved = sigaction(SIGPIPE, &ign, &g_old_pipe) == 0;
-    const int sent = send_request(fd, &b);
-    if (sent == -1) {
+    // Ctrl-C, TERM and HUP from here on stop the job once it exists (as
+    // moatctl-light's handlers do from before its request).
+    if (pipe2(g_sigpipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         close(fd);
         hand_over(argv, kExitSetup);
     }
-    if (sent == -2) {
-        fprintf(stderr, "moatctl: send: %s\n", strerror(errno));
-        return kExitSetup;
-    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    // Not sent, or not all of it: moatd runs nothing from a partial frame,
+    // and the C++ client says what went wrong (a refusal moatd sent at once).
+    const int sent = send_request(fd, &b);
     free(b.p);
-    return follow_run(fd, &r, sock) & 0xff;
+    int status = sent == 0 ? follow_run(fd, &r) : kHandOver;
+    free(g_in);
+    if (status != kHandOver) return status & 0xff;
+    close(fd);
+    if (g_signal) {
+        // Interrupted before any job existed: end as the signal would have
+        // ended us (a handler does not survive the exec).
+        signal(g_signal, SIG_DFL);
+        raise(g_signal);
+    }
+    hand_over(argv, kExitSetup);
 }

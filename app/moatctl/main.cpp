@@ -986,6 +986,29 @@ int exec_full(char** argv, int fail_code) {
 
 int moatctl_main(int argc, char** argv);
 
+// Where `run`'s PROGRAM [ARG...] begins in argv (at the `--` before it, or at
+// its first word), or argc when there is none or no `run`: the first word
+// that neither is an option nor an option's value, after the `run`
+// subcommand (itself the first such word after the global options). Which
+// options take a value is asked of CLI11's own definitions.
+int program_from(const CLI::App& app, const CLI::App& run, int argc, char** argv) {
+    auto takes_value = [](const CLI::App& a, std::string_view word) {
+        if (word.find('=') != std::string_view::npos) return false;  // --opt=value: one word
+        const CLI::Option* o = a.get_option_no_throw(std::string(word));
+        return o != nullptr && o->get_type_size_max() > 0;
+    };
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-' && std::string_view(argv[i]) != "--"; ++i)
+        if (takes_value(app, argv[i])) ++i;
+    if (i >= argc || std::string_view(argv[i]) != "run") return argc;
+    for (++i; i < argc; ++i) {
+        const std::string_view w(argv[i]);
+        if (w == "--" || w.empty() || w[0] != '-') return i;
+        if (takes_value(run, w)) ++i;
+    }
+    return argc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1031,7 +1054,10 @@ int moatctl_main(int argc, char** argv) {
     std::string rootfs;
     run->add_option("--rootfs", rootfs,
                     "DIR[:rw]: the job's root filesystem is this directory (container tier; read-only unless :rw)");
-    run->add_option("program", prog, "-- PROGRAM [ARG...]")->required();
+    // Described here, but never given to CLI11 (program_from below): CLI11
+    // splits a vector option's value shaped like "[a,b]" into "a" and "b",
+    // and a job's arguments are its own (`grep '[abc]'`, `sh -c '[ -f x ]'`).
+    run->add_option("program", prog, "-- PROGRAM [ARG...]");
 
     bool as_json = false;
     int64_t job = 0;
@@ -1124,7 +1150,11 @@ int moatctl_main(int argc, char** argv) {
                        std::string("the database to copy (default: the one moatd reports, else ") + moat::ipc::kDefaultDatabase + ")");
 
     try {
-        app.parse(argc, argv);
+        // PROGRAM [ARG...] taken from argv as it is, CLI11 parsing only what
+        // comes before it.
+        const int program_at = program_from(app, *run, argc, argv);
+        app.parse(program_at, argv);
+        prog.assign(argv + program_at + (program_at < argc && std::string_view(argv[program_at]) == "--"), argv + argc);
     } catch (const CLI::ParseError& e) {
         int rc = app.exit(e);
         // `run` usage errors are set-up failures in the contract's terms;

@@ -82,6 +82,31 @@ WANT=125 same "no policy file" "${ctl[@]}" run --policy "$tmp/none.toml" -- /bin
 WANT=125 same "no moatd" --socket "$tmp/none.sock" run --policy "$tmp/p.toml" -- /bin/true
 WANT=0 IN=$tmp/input.txt same "stdin relayed" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/cat
 grep -qx "an input" "$tmp/f.out" || bad "stdin did not reach the job through the front: '$(cat "$tmp/f.out")'"
+# A job's arguments are its own, brackets too (CLI11 would split "[a,b]").
+WANT=0 same "brackets" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/echo '[a,b]' '[abc]' '[]' '[ -f x ]'
+[ "$(cat "$tmp/f.out")" = "[a,b] [abc] [] [ -f x ]" ] || bad "brackets reached the job as '$(cat "$tmp/f.out")'"
+# Refused when moatd accepts the connection (neither root nor in its
+# groups): moatd answers in JSON before any job; the front hands over.
+if command -v setpriv >/dev/null; then
+    nobody=(setpriv --reuid 65534 --regid 65534 --clear-groups)
+    "${nobody[@]}" "$front" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/true >/dev/null 2>"$tmp/f.err"
+    rc_f=$?
+    "${nobody[@]}" "$light" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/true >/dev/null 2>"$tmp/l.err"
+    rc_l=$?
+    [ "$rc_f $(cat "$tmp/f.err")" = "$rc_l $(cat "$tmp/l.err")" ] ||
+        bad "refused user: the front gave '$rc_f $(cat "$tmp/f.err")', moatctl-light '$rc_l $(cat "$tmp/l.err")'"
+    grep -q "permission denied\|not root" "$tmp/f.err" || bad "refused user: no clear refusal: $(cat "$tmp/f.err")"
+fi
+# A policy from a FIFO: the front must not open it (its writer's data would
+# be lost to the C++ client, which would then wait forever).
+mkfifo "$tmp/fifo.toml"
+cat "$tmp/p.toml" >"$tmp/fifo.toml" &
+writer=$!
+timeout 20 "$front" "${ctl[@]}" run --policy "$tmp/fifo.toml" -- /bin/sh -c 'exit 4'
+rc=$?
+[ $rc = 4 ] || bad "a policy from a FIFO: exit $rc, not 4"
+kill $writer 2>/dev/null
+
 # Forms the front hands over: same results.
 WANT=0 same "a non-ASCII argument" "${ctl[@]}" run --policy "$tmp/p.toml" -- /bin/echo "h$(printf '\xc3\xa9')llo"
 WANT=0 same "--input" "${ctl[@]}" run --policy "$tmp/p.toml" --input "$tmp/input.txt" -- /bin/cat "$tmp/input.txt"

@@ -385,9 +385,6 @@ private:
         }
         req["inputs"] = ins;
         req.erase("relay_stdio");
-        // Brief answers are for a local client (docs/protocol.md); this relay
-        // reads moatd's answers as JSON.
-        req.erase("brief");
         if (!req.contains("cwd")) {
             char cwd[PATH_MAX];
             req["cwd"] = getcwd(cwd, sizeof cwd) ? cwd : "/";

@@ -91,9 +91,10 @@ struct Server::Client {
     bool half_closed = false;     // answer sent, SHUT_WR done, draining input
     int64_t closing_since = 0;
     bool writable_armed = false;
-    // A `run` that asked for brief answers (docs/protocol.md): everything
-    // answered on this connection goes as a run's brief frame.
-    bool brief = false;
+    // Set while a `run_brief` request is handled (docs/protocol.md, "Brief
+    // runs"): what is answered meanwhile goes as a brief frame. The job's
+    // final answer carries its own flag (start_for).
+    bool brief_now = false;
 };
 
 namespace {
@@ -539,11 +540,11 @@ std::string brief_answer(const json& j) {
 
 }  // namespace
 
-void Server::reply(uint64_t id, const json& j) {
+void Server::reply(uint64_t id, const json& j, bool brief) {
     auto it = m_clients.find(id);
     if (it == m_clients.end()) return;
     Client& c = *it->second;
-    std::string payload = c.brief ? brief_answer(j) : j.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string payload = brief || c.brief_now ? brief_answer(j) : j.dump(-1, ' ', false, json::error_handler_t::replace);
     if (payload.size() > kMaxResponseBytes) payload = error_reply("too-large", "answer too large; use paging").dump();
     c.out += encode_frame(payload);
     c.last_active = now_monotonic_ns();
@@ -1009,7 +1010,7 @@ void Server::handle_request(Client& c, const std::string& frame) {
             backup_fds.push_back(std::move(c.fds.front()));
             c.fds.pop_front();
         }
-    if (*op != "run") c.fds.clear();
+    if (*op != "run" && *op != "run_brief") c.fds.clear();
 
     // A field that is present must have its type: a mistyped filter must never
     // be read as "no filter" (e.g. {"job":"3"} answering with every job's events).
@@ -1049,11 +1050,15 @@ void Server::handle_request(Client& c, const std::string& frame) {
                   {"running", m_sup->running()}};
         if (!m_cfg.database_path.empty()) a["database"] = m_cfg.database_path;
         reply(c.id, std::move(a));
-    } else if (*op == "run") {
-        // Before anything answers it: a refusal is brief too.
-        if (auto b = req.find("brief"); b != req.end() && b->is_boolean()) c.brief = b->get<bool>();
-        if (!need_admin()) { c.fds.clear(); return; }
-        handle_run(c, req);
+    } else if (*op == "run" || *op == "run_brief") {
+        // run_brief: a run whose answers (a refusal too) are brief frames.
+        // Its own op, not a field: a moatd without it refuses it before any
+        // job exists, and the client can ask again in JSON.
+        const uint64_t cid = c.id;
+        c.brief_now = *op == "run_brief";
+        if (need_admin()) handle_run(c, req);
+        else c.fds.clear();
+        if (auto it = m_clients.find(cid); it != m_clients.end()) it->second->brief_now = false;  // `c` may be gone
     } else if (*op == "replay") {
         if (!need_admin()) return;
         handle_replay(c, req);
@@ -1525,7 +1530,7 @@ std::expected<std::shared_ptr<const policy::Policy>, std::string> Server::valida
 
 void Server::start_for(Client& c, supervisor::JobRequest jr, const store::PolicyRecord& policy) {
     uint64_t cid = c.id;
-    jr.on_finished = [this, cid, pol = policy](const store::JobRecord& rec) {
+    jr.on_finished = [this, cid, pol = policy, brief = c.brief_now](const store::JobRecord& rec) {
         auto it = m_clients.find(cid);
         if (it == m_clients.end()) return;
         it->second->attached_job = 0;
@@ -1533,7 +1538,7 @@ void Server::start_for(Client& c, supervisor::JobRequest jr, const store::Policy
         r.policy_name = pol.name;
         r.policy_version = pol.version;
         r.policy_sha256 = pol.sha256;
-        reply(cid, {{"ok", true}, {"finished", job_to_json(r)}});
+        reply(cid, {{"ok", true}, {"finished", job_to_json(r)}}, brief);
     };
     auto res = m_sup->start(std::move(jr));  // `c` may be gone after this (a set-up failure's answer): cid
     if (res.job_id == 0) {

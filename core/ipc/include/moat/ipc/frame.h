@@ -18,8 +18,8 @@ inline constexpr uint32_t kMaxResponseBytes = 64u << 20;
 inline constexpr size_t kMaxInputs = 64;
 inline constexpr size_t kMaxClientBinds = 32;
 inline constexpr size_t kMaxFdsPerFrame = 3 + kMaxInputs + 1 + kMaxClientBinds;
-// A `run` with "brief": true is answered with two text frames instead of
-// JSON (docs/protocol.md, "Brief runs"): kBriefJob and the job's id in
+// A `run_brief` (a `run` in every other way) is answered with two text
+// frames instead of JSON (docs/protocol.md, "Brief runs"): kBriefJob and the job's id in
 // decimal, once the job exists; kBriefEnd, the client's exit status in
 // decimal, '\n', then what the client says on stderr (moat/ipc/run_end.h).
 // app/moatctl/front.c reads them.

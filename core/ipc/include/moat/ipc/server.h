@@ -76,7 +76,9 @@ private:
     void on_writable(uint64_t id);
     void handle(Client& c, const std::string& frame);
     void handle_request(Client& c, const std::string& frame);
-    void reply(uint64_t id, const nlohmann::json& j);
+    // brief: as a run's brief frame (docs/protocol.md), as is everything
+    // answered while a run_brief request is handled.
+    void reply(uint64_t id, const nlohmann::json& j, bool brief = false);
     void drop(uint64_t id);
     void query_async(uint64_t client, std::function<nlohmann::json()> work);
     // Like query_async, but `then` runs on the loop with the worker's result
