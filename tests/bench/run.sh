@@ -21,6 +21,8 @@
 # workloads only); --only learn runs only it. A workload that does not
 # converge is a result, not a failure; a harness error counts as a broken step.
 # MOAT_BENCH_LEARN_NOTE, when set, is put at the top of docs/learning.md.
+# Section 6, the console (tests/ui/console_bench, offscreen), runs when the
+# GUI is built in the build dir; without it its rows say so.
 # --only main runs sections 1-7 and keeps the output file's vm tier section
 # as it is (the vm and learning sections take most of a full run's time).
 set -uo pipefail
