@@ -146,6 +146,18 @@ h2=$(bash -c 'exec -a moatctl "$0" --help' "$light")
 [ "$h1" = "$h2" ] || bad "--help differs: $(diff <(echo "$h1") <(echo "$h2") | head -5)"
 [ "$("$front" --version)" = "$("$light" --version)" ] || bad "--version differs"
 
+# A moatd without run_brief (older than this moatctl), played by
+# old_moatd.py: it refuses the op before any job exists, the front hands the
+# command over, and moatctl-light's plain run is the only job (none twice).
+python3 "$(dirname "$0")/old_moatd.py" "$tmp/old.sock" "$tmp/old.log" &
+old=$!
+for _ in $(seq 100); do [ -S "$tmp/old.sock" ] && break; sleep 0.05; done
+timeout 20 "$front" --socket "$tmp/old.sock" run --policy "$tmp/p.toml" -- /bin/true
+rc=$?
+wait $old
+[ $rc = 3 ] || bad "against a moatd without run_brief: exit $rc, not 3 (moatctl-light's run)"
+[ "$(tr '\n' ' ' <"$tmp/old.log")" = "run_brief run " ] || bad "against a moatd without run_brief, it was asked: $(cat "$tmp/old.log")"
+
 # ---- the front alone ----------------------------------------------------------
 mkdir "$tmp/alone"
 cp "$front" "$tmp/alone/moatctl"
