@@ -995,7 +995,7 @@ int program_from(const CLI::App& app, const CLI::App& run, int argc, char** argv
     auto takes_value = [](const CLI::App& a, std::string_view word) {
         if (word.find('=') != std::string_view::npos) return false;  // --opt=value: one word
         const CLI::Option* o = a.get_option_no_throw(std::string(word));
-        return o != nullptr && o->get_type_size_max() > 0;
+        return o != nullptr && o->get_expected_min() > 0;  // a flag expects none
     };
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && std::string_view(argv[i]) != "--"; ++i)
