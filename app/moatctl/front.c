@@ -34,18 +34,19 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "moat/common/wire.h"  // the constants moatd and the C++ client use too
 #include "moatctl_front_text.h"  // kFrontHelp, kFrontVersion: moatctl-light's own words, taken at build time
 
 extern char** environ;
 
 enum {
-    kExitSetup = 125,                 // moat/ipc/run_end.h kRunSetupFailed
-    kMaxPolicyBytes = 1 << 20,        // moat/policy/parser.h
-    kMaxRequestBytes = 4 << 20,       // moat/ipc/frame.h
+    kExitSetup = MOAT_RUN_SETUP_FAILED,
+    kMaxPolicyBytes = MOAT_MAX_POLICY_BYTES,
+    kMaxRequestBytes = MOAT_MAX_REQUEST_BYTES,
 };
-static const uint32_t kMaxResponseBytes = 64u << 20;  // moat/ipc/frame.h
-static const char kBriefJob = 'J', kBriefEnd = 'E';   // moat/ipc/frame.h
-static const char* const kDefaultSocket = "/run/moat/moatd.sock";  // moat/ipc/client.h
+static const uint32_t kMaxResponseBytes = MOAT_MAX_RESPONSE_BYTES;
+static const char kBriefJob = MOAT_BRIEF_JOB, kBriefEnd = MOAT_BRIEF_END;
+static const char* const kDefaultSocket = MOAT_DEFAULT_SOCKET;
 
 // ---- handing over to the C++ client
 

@@ -4,13 +4,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moat/common/wire.h"
 #include "moat/common/error.h"
 #include "moat/common/fd.h"
 #include "moat/ipc/remote.h"
 
 namespace moat::ipc {
 
-inline constexpr const char* kDefaultSocket = "/run/moat/moatd.sock";
+inline constexpr const char* kDefaultSocket = MOAT_DEFAULT_SOCKET;
 // --socket, else $MOAT_SOCKET, else the default.
 std::string socket_path(const std::string& flag);
 

@@ -6,13 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "moat/common/wire.h"
 #include "moat/common/error.h"
 #include "moat/common/fd.h"
 
 namespace moat::ipc {
 
-inline constexpr uint32_t kMaxRequestBytes = 4u << 20;    // a policy is at most 1 MiB; argv/env the rest
-inline constexpr uint32_t kMaxResponseBytes = 64u << 20;
+inline constexpr uint32_t kMaxRequestBytes = MOAT_MAX_REQUEST_BYTES;  // a policy is at most 1 MiB; argv/env the rest
+inline constexpr uint32_t kMaxResponseBytes = MOAT_MAX_RESPONSE_BYTES;
 // `run` carries the job's stdio, one fd per --input the client opened, and
 // the mount trees of a root filesystem from the client (its root and binds).
 inline constexpr size_t kMaxInputs = 64;
@@ -23,8 +24,8 @@ inline constexpr size_t kMaxFdsPerFrame = 3 + kMaxInputs + 1 + kMaxClientBinds;
 // decimal, once the job exists; kBriefEnd, the client's exit status in
 // decimal, '\n', then what the client says on stderr (moat/ipc/run_end.h).
 // app/moatctl/front.c reads them.
-inline constexpr char kBriefJob = 'J';
-inline constexpr char kBriefEnd = 'E';
+inline constexpr char kBriefJob = MOAT_BRIEF_JOB;
+inline constexpr char kBriefEnd = MOAT_BRIEF_END;
 
 // Incremental decoder for the server: feed bytes, take complete frames.
 class FrameDecoder final {

@@ -10,9 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moat/common/wire.h"
+
 namespace moat::ipc {
 
-inline constexpr int kRunSetupFailed = 125;  // the contract's "could not be set up"
+inline constexpr int kRunSetupFailed = MOAT_RUN_SETUP_FAILED;  // the contract's "could not be set up"
 
 struct RunEnd {
     int status = kRunSetupFailed;

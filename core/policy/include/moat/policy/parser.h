@@ -4,6 +4,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moat/common/wire.h"
 #include "moat/policy/diagnostic.h"
 #include "moat/policy/policy.h"
 
@@ -16,7 +17,7 @@ struct ParseResult {
 
 // Parses and validates. Bounded: texts above kMaxPolicyBytes are rejected.
 // Unknown keys and misspelt syscall names are errors with a "did you mean".
-inline constexpr size_t kMaxPolicyBytes = 1 << 20;
+inline constexpr size_t kMaxPolicyBytes = MOAT_MAX_POLICY_BYTES;
 ParseResult parse_policy(std::string_view text, std::string_view source_name);
 
 // A TOML basic string, quoted and escaped (what explain() writes; the
